@@ -1,0 +1,68 @@
+"""The `vsseg-edge` command line.
+
+Each room of the package contributes its commands through a `commands.py` module with a
+`register(app, data_app)` function. Those modules import only typer and the standard library at the
+top; heavy imports (torch, onnx, cv2 …) happen inside the command bodies, so `--help` is instant and
+commands that do not need torch run without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from . import __version__
+
+COMMAND_MODULES = (
+    "vsseg_edge.data.commands",
+    "vsseg_edge.metrics.commands",
+    "vsseg_edge.train.commands",
+    "vsseg_edge.export.commands",
+    "vsseg_edge.calib.commands",
+    "vsseg_edge.engine.commands",
+    "vsseg_edge.runtime.commands",
+    "vsseg_edge.bench.commands",
+    "vsseg_edge.doctor",
+)
+
+app = typer.Typer(
+    name="vsseg-edge",
+    help="Temporally consistent real-time semantic segmentation: train, export, calibrate, build, run, benchmark.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Datasets: synthesise the street-scene set, compute optical flow.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"vsseg-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")):
+    pass
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app, data_app)
+
+
+def main() -> None:
+    """Console entry point: a user error becomes one line on stderr and exit code 2, no traceback."""
+    from .core.errors import VssegError
+
+    try:
+        app()
+    except VssegError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

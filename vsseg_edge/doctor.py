@@ -1,0 +1,96 @@
+"""`vsseg-edge doctor`: which optional parts are installed, each with the hint for what is missing."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+
+import typer
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _import_ok(module: str) -> tuple[bool, str]:
+    try:
+        importlib.import_module(module)
+        return True, ""
+    except Exception as exc:  # a broken install is worth reporting, not crashing on
+        return False, f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
+
+
+def _cuda_devices() -> str:
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError:
+            return "cuda-python not installed (pip install cuda-python)"
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0:
+        return f"no CUDA device ({getattr(err, 'name', err)})"
+    names = []
+    for i in range(count):
+        err, prop = cudart.cudaGetDeviceProperties(i)
+        name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
+        names.append(f"{i}: {name.strip(chr(0))} (sm_{prop.major}{prop.minor})")
+    return "; ".join(names)
+
+
+def _opencv_video() -> str:
+    import cv2
+
+    info = cv2.getBuildInformation()
+    flags = {}
+    for key in ("GStreamer", "V4L/V4L2", "FFMPEG"):
+        line = next((ln for ln in info.splitlines() if ln.strip().startswith(key + ":")), "")
+        flags[key] = line.split(":", 1)[1].strip().split()[0] if line else "?"
+    return f"{cv2.__version__} (" + ", ".join(f"{k} {v}" for k, v in flags.items()) + ")"
+
+
+def collect() -> list[tuple[str, str, str]]:
+    """Rows of (part, status, hint-if-missing)."""
+    rows = []
+    for part, module, dist, hint in (
+        ("torch", "torch", "torch", "pip install torch==2.13.0 (CPU) or a CUDA build; needed for train/export"),
+        ("onnx", "onnx", "onnx", "pip install 'vsseg-edge[export]'"),
+        ("onnxsim", "onnxsim", "onnxsim", "pip install onnxsim"),
+        ("onnxruntime", "onnxruntime", None, "pip install onnxruntime (or onnxruntime-gpu)"),
+        ("tensorrt", "tensorrt", None, "JetPack ships it; on desktops pip install tensorrt from NVIDIA's index"),
+        ("polygraphy", "polygraphy", "polygraphy", "pip install polygraphy"),
+        ("modelopt", "modelopt", "nvidia-modelopt", "pip install nvidia-modelopt (ONNX PTQ for TensorRT INT8)"),
+    ):
+        ok, err = _import_ok(module)
+        if ok:
+            mod = importlib.import_module(module)
+            version = getattr(mod, "__version__", None) or (_version(dist) if dist else None) or "?"
+            status = f"ok {version}"
+            if module == "onnxruntime":
+                status += " providers: " + ", ".join(mod.get_available_providers())
+            if module == "torch":
+                status += f" cuda: {mod.cuda.is_available()}"
+            rows.append((part, status, ""))
+        else:
+            rows.append((part, "missing" if "No module named" in err else f"broken ({err})", hint))
+    rows.append(("CUDA devices", _cuda_devices(), ""))
+    try:
+        rows.append(("opencv", _opencv_video(), ""))
+    except ImportError:
+        rows.append(("opencv", "missing", "pip install opencv-python-headless (or the JetPack build with GStreamer)"))
+    return rows
+
+
+def register(app, data_app) -> None:
+    @app.command()
+    def doctor():
+        """Report which optional parts (torch, onnx, onnxruntime, TensorRT, CUDA, OpenCV video) are present."""
+        for part, status, hint in collect():
+            line = f"{part:<13} {status}"
+            if hint:
+                line += f"  -> {hint}"
+            typer.echo(line)

@@ -1,0 +1,1 @@
+"""Confusion-matrix mIoU and temporal consistency (TC). numpy-only."""
