@@ -19,7 +19,8 @@ T = TypeVar("T")
 
 def from_dict(cls: type[T], data: dict | None, where: str) -> T:
     """Build dataclass `cls` from a dict, recursing into nested dataclass fields."""
-    data = dict(data or {})
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise VssegError(f"{where}: expected a mapping, got {type(data).__name__}")
     flds = {f.name: f for f in dataclasses.fields(cls)}
