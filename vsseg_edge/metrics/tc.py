@@ -1,0 +1,189 @@
+"""Temporal consistency (TC) of predicted label maps, as the ETC paper measures it (after Lai et al.).
+
+For each consecutive pair (t, t+1) the prediction of t+1 is warped into frame t with the forward flow
+t → t+1 (pixel x of frame t looks up pred_{t+1} at x + flow(x)); per-class intersection and union between
+pred_t and the warped map are summed over all pairs of all sequences and TC is the mean IoU over the
+classes with a non-zero union. No ground truth is involved, so TC works on any video; it depends on the
+flow, which every report names.
+
+Differences from the paper's script (ETC `tool/eval_tc.py`), all deliberate and documented:
+
+- Labels are warped nearest-neighbour by default. `mode="etc"` reproduces the script: bilinear sampling of
+  the class *indices* followed by uint8 truncation, which invents classes along boundaries (between road=0
+  and car=13 it yields 1..12) and so lowers TC for reasons that have nothing to do with flicker.
+- Pixels whose flow is NaN or points outside the frame are excluded in both modes (the script's
+  Resample2d clamps to the border and counts them).
+- Classes whose union is zero are NaN and left out of the mean (the script divides by union + 1e-10 and
+  averages all 19 classes, counting such classes as 0).
+- Pixels equal to the ignore index in pred_t or in the warped map are excluded (the script excludes
+  them in the warped map only). Warped values outside 0..C-1 that etc-mode invents count as mismatches.
+- An optional forward-backward occlusion check (Sundaram et al.: occluded where
+  |f + b|² > α₁(|f|² + |b|²) + α₂, b the backward flow sampled at x + f(x)) feeds a *separate* figure,
+  `tc_occ`; it is never mixed into `tc`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.errors import VssegError
+from ..core.labels import IGNORE_INDEX
+
+MODES = ("nearest", "etc")
+_FAR = -1.0e5  # map coordinate for invalid flow: outside any frame
+
+
+def _sample_maps(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flow HxWx2 → (map_x, map_y) float32 sample positions and the mask of finite flow vectors."""
+    flow = np.asarray(flow, np.float32)
+    if flow.ndim != 3 or flow.shape[2] != 2:
+        raise VssegError(f"flow has shape {flow.shape}, expected HxWx2")
+    h, w = flow.shape[:2]
+    finite = np.isfinite(flow).all(axis=2)
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    map_x = np.where(finite, gx + flow[..., 0], _FAR).astype(np.float32)
+    map_y = np.where(finite, gy + flow[..., 1], _FAR).astype(np.float32)
+    return map_x, map_y, finite
+
+
+def warp_labels(labels_t1: np.ndarray, flow_t_t1: np.ndarray, mode: str = "nearest",
+                ignore_index: int = IGNORE_INDEX) -> tuple[np.ndarray, np.ndarray]:
+    """Warp the label map of frame t+1 into frame t with the forward flow t → t+1.
+
+    Returns (warped uint8 HxW, valid bool HxW). `valid` is False where the flow is NaN or the sample point
+    leaves the frame; warped holds `ignore_index` there. mode "nearest" picks the nearest pixel (cv2's
+    rounding); mode "etc" interpolates class indices bilinearly and truncates to uint8 like the ETC script.
+    """
+    if mode not in MODES:
+        raise VssegError(f"--tc-mode {mode!r}: expected one of {list(MODES)}")
+    import cv2
+
+    labels_t1 = np.asarray(labels_t1)
+    if labels_t1.shape != np.shape(flow_t_t1)[:2]:
+        raise VssegError(f"label map {labels_t1.shape} and flow {np.shape(flow_t_t1)[:2]} differ in size")
+    map_x, map_y, finite = _sample_maps(flow_t_t1)
+    if mode == "nearest":
+        inside = cv2.remap(np.ones_like(labels_t1, np.uint8), map_x, map_y, cv2.INTER_NEAREST,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+        warped = cv2.remap(labels_t1.astype(np.uint8), map_x, map_y, cv2.INTER_NEAREST,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=ignore_index)
+    else:
+        h, w = labels_t1.shape
+        inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
+        interp = cv2.remap(labels_t1.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=float(ignore_index))
+        warped = np.clip(interp, 0, 255).astype(np.uint8)  # truncation toward zero, as .astype(np.uint8) there
+    valid = finite & inside
+    warped = np.where(valid, warped, np.uint8(ignore_index)).astype(np.uint8)
+    return warped, valid
+
+
+def occlusion_mask(flow_fw: np.ndarray, flow_bw: np.ndarray, alpha1: float = 0.01,
+                   alpha2: float = 0.5) -> np.ndarray:
+    """True where the forward-backward check fails (occluded or unreliable), after Sundaram et al. 2010."""
+    import cv2
+
+    map_x, map_y, finite = _sample_maps(flow_fw)
+    bw = np.where(np.isfinite(flow_bw), flow_bw, np.nan).astype(np.float32)
+    bw_at = cv2.remap(bw, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+    fw = np.asarray(flow_fw, np.float32)
+    diff = ((fw + bw_at) ** 2).sum(axis=2)
+    mag = (fw ** 2).sum(axis=2) + (bw_at ** 2).sum(axis=2)
+    with np.errstate(invalid="ignore"):
+        ok = diff <= alpha1 * mag + alpha2
+    return ~(ok & finite)
+
+
+class _IoUCounts:
+    """Per-class intersection and the two areas, summed over pairs."""
+
+    def __init__(self, num_classes: int):
+        self.inter = np.zeros(num_classes, np.int64)
+        self.area_a = np.zeros(num_classes, np.int64)
+        self.area_b = np.zeros(num_classes, np.int64)
+        self.pixels = 0
+        self.pairs = 0
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        c = self.inter.size
+        self.pixels += a.size
+        self.pairs += 1
+        self.area_a += np.bincount(a[a < c], minlength=c)[:c]
+        self.area_b += np.bincount(b[b < c], minlength=c)[:c]
+        self.inter += np.bincount(a[(a == b) & (a < c)], minlength=c)[:c]
+
+    def iou(self) -> np.ndarray:
+        union = self.area_a + self.area_b - self.inter
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, self.inter / np.maximum(union, 1), np.nan)
+
+
+class TemporalConsistency:
+    """Accumulates TC over frame pairs; `tc()` and `tc_occ()` are means over classes, in 0..1."""
+
+    def __init__(self, num_classes: int, mode: str = "nearest", ignore_index: int = IGNORE_INDEX):
+        if mode not in MODES:
+            raise VssegError(f"--tc-mode {mode!r}: expected one of {list(MODES)}")
+        self.num_classes = num_classes
+        self.mode = mode
+        self.ignore_index = ignore_index
+        self.all = _IoUCounts(num_classes)
+        self.noc = _IoUCounts(num_classes)
+        self.total_pixels = 0
+
+    def update(self, pred_t: np.ndarray, pred_t1: np.ndarray, flow_t_t1: np.ndarray,
+               flow_t1_t: np.ndarray | None = None) -> None:
+        """Add the pair (t, t+1): predictions of both frames and the forward flow (backward optional)."""
+        pred_t = np.asarray(pred_t)
+        if pred_t.shape != np.shape(pred_t1):
+            raise VssegError(f"predictions of a pair differ in size: {pred_t.shape} vs {np.shape(pred_t1)}")
+        self._check_ids(pred_t)
+        self._check_ids(pred_t1)
+        warped, valid = warp_labels(pred_t1, flow_t_t1, self.mode, self.ignore_index)
+        keep = valid & (pred_t != self.ignore_index) & (warped != self.ignore_index)
+        self.total_pixels += pred_t.size
+        self.all.add(pred_t[keep], warped[keep])
+        if flow_t1_t is not None:
+            keep_noc = keep & ~occlusion_mask(flow_t_t1, flow_t1_t)
+            self.noc.add(pred_t[keep_noc], warped[keep_noc])
+
+    def _check_ids(self, pred: np.ndarray) -> None:
+        ids = np.unique(pred)
+        bad = ids[((ids < 0) | (ids >= self.num_classes)) & (ids != self.ignore_index)]
+        if bad.size:
+            raise VssegError(f"prediction holds class id(s) {bad[:5].tolist()}; expected 0..{self.num_classes - 1}"
+                             f" or {self.ignore_index}")
+
+    def per_class(self) -> np.ndarray:
+        """Per-class TC IoU in 0..1; NaN for classes that never occur in either map."""
+        return self.all.iou()
+
+    def tc(self) -> float:
+        return _nanmean(self.all.iou())
+
+    def tc_occ(self) -> float:
+        """TC restricted to pixels passing the forward-backward check; NaN without backward flow."""
+        return _nanmean(self.noc.iou())
+
+    def to_dict(self, class_names: list[str] | tuple[str, ...] | None = None) -> dict:
+        """A JSON-ready report in percent; the caller adds the flow source's name."""
+        names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]
+        per = self.per_class()
+        return {
+            "tc": _pct(self.tc()),
+            "tc_occ": _pct(self.tc_occ()),
+            "mode": self.mode,
+            "pairs": self.all.pairs,
+            "pairs_with_occlusion_check": self.noc.pairs,
+            "valid_pixel_fraction": round(self.all.pixels / self.total_pixels, 6) if self.total_pixels else None,
+            "per_class": {n: _pct(v) for n, v in zip(names, per)},
+            "nan_classes": [n for n, v in zip(names, per) if np.isnan(v)],
+        }
+
+
+def _nanmean(x: np.ndarray) -> float:
+    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
+def _pct(x: float) -> float | None:
+    return None if np.isnan(x) else round(float(x) * 100.0, 4)
