@@ -4,8 +4,9 @@
 and the benchmark reports all call it.
 """
 
+from .evaluate import PredictionDir, evaluate_predictions
 from .miou import ConfusionMatrix
 from .tc import MODES as TC_MODES
 from .tc import TemporalConsistency, occlusion_mask, warp_labels
 
-__all__ = ["ConfusionMatrix", "TemporalConsistency", "warp_labels", "occlusion_mask", "TC_MODES"]
+__all__ = ["evaluate_predictions", "PredictionDir", "ConfusionMatrix", "TemporalConsistency", "warp_labels", "occlusion_mask", "TC_MODES"]
