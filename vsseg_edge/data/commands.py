@@ -2,6 +2,50 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import typer
+
+
+def _parse_offsets(text: str) -> tuple[int, ...]:
+    from ..core.errors import VssegError
+
+    try:
+        offsets = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise VssegError(f"--offsets: expected comma-separated integers such as -2,-1,1,2,3, got {text!r}") from None
+    if not offsets or 0 in offsets:
+        raise VssegError(f"--offsets: expected non-zero integers such as -2,-1,1,2,3, got {text!r}")
+    return offsets
+
+
+def flow_command(
+    dataset_root: Path = typer.Argument(..., help="Dataset folder (Cityscapes, synthetic, CamVid or images)."),
+    split: str = typer.Option("train", "--split", help="Split to process."),
+    offsets: str = typer.Option("-2,-1,1,2,3", "--offsets", help="Neighbour offsets k of each labelled frame (flow t→t+k)."),
+    cache: Path = typer.Option(None, "--cache", help="Flow cache folder [default: $VSSEG_EDGE_CACHE/flow or ~/.cache/vsseg-edge/flow]."),
+    preset: str = typer.Option("medium", "--preset", help="DIS preset: ultrafast | fast | medium."),
+    consecutive: bool = typer.Option(True, "--consecutive/--no-consecutive", help="Also every (t, t+1) pair, for TC."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes computing flow in parallel."),
+    kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto | cityscapes | synthetic | camvid | images."),
+):
+    """Compute OpenCV DIS optical flow for training (labelled frame → neighbours) and TC, into the cache."""
+    import time
+
+    from .datasets import open_dataset
+    from .flow import DISFlow, default_cache_dir, precompute_flows
+
+    offs = _parse_offsets(offsets)
+    dataset = open_dataset(dataset_root, split, kind)
+    source = DISFlow(preset, cache if cache is not None else default_cache_dir())
+    t0 = time.perf_counter()
+    stats = precompute_flows(dataset, source, offs, progress=True, consecutive=consecutive, workers=workers)
+    dt = time.perf_counter() - t0
+    per_pair = f", {1000 * dt / stats['computed']:.1f} ms per computed pair" if stats["computed"] else ""
+    typer.echo(f"{source.name}: {stats['pairs']} pairs ({stats['computed']} computed, {stats['cached']} cached) "
+               f"in {dt:.1f} s{per_pair}; cache {source.cache_dir}")
+
 
 def register(app, data_app) -> None:
-    """No commands yet."""
+    """`vsseg-edge data flow`."""
+    data_app.command("flow")(flow_command)

@@ -1,0 +1,293 @@
+"""Optical flow between two frames of a sequence: OpenCV DIS (cached), exact synthetic flow, precomputed files.
+
+Convention (as in `flowio`): a flow a→b is float32 HxWx2 (u, v); the pixel at x in frame a is seen at
+x + flow(x) in frame b; NaN marks an unknown vector. `warp_backward(b, flow_ab)` therefore brings b into
+a's pixel grid, which is what the temporal loss (warp the neighbour to t) and TC (warp t+1 to t) need.
+
+A `FlowSource` answers `source(dataset, ref_a, ref_b)` for any two frames of one sequence, and carries a
+`name` that reports print, because TC depends on the flow used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import VssegError
+from .datasets import FrameRef, SegmentationDataset
+from .flowio import SUFFIXES, read_flow, write_flow
+
+DIS_PRESETS = ("ultrafast", "fast", "medium")
+DEFAULT_OFFSETS = (-2, -1, 1, 2, 3)
+
+
+# --- DIS and warping ---------------------------------------------------------------------------------------
+
+
+def dis_flow(img_a_bgr: np.ndarray, img_b_bgr: np.ndarray, preset: str = "medium") -> np.ndarray:
+    """Forward flow a→b (HxWx2 float32) with OpenCV's DIS on the grayscale frames."""
+    import cv2
+
+    if preset not in DIS_PRESETS:
+        raise VssegError(f"DIS preset {preset!r} unknown; expected one of {DIS_PRESETS}")
+    if img_a_bgr.shape[:2] != img_b_bgr.shape[:2]:
+        raise VssegError(f"flow needs frames of one size, got {img_a_bgr.shape[:2]} and {img_b_bgr.shape[:2]}")
+    dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
+    gray = [cv2.cvtColor(im, cv2.COLOR_BGR2GRAY) if im.ndim == 3 else im for im in (img_a_bgr, img_b_bgr)]
+    return dis.calc(gray[0], gray[1], None).astype(np.float32, copy=False)
+
+
+def sample_grid(flow: np.ndarray, interpolation: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(map_x, map_y, valid) for sampling at x + flow(x); invalid positions point outside the frame."""
+    h, w = flow.shape[:2]
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    map_x, map_y = xs + flow[..., 0], ys + flow[..., 1]
+    finite = np.isfinite(map_x) & np.isfinite(map_y)
+    if interpolation == "nearest":  # rounds to the nearest pixel centre
+        inside = (map_x >= -0.5) & (map_x < w - 0.5) & (map_y >= -0.5) & (map_y < h - 0.5)
+    else:  # bilinear needs all four neighbours inside
+        inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
+    valid = finite & inside
+    map_x[~valid] = -2.0
+    map_y[~valid] = -2.0
+    return map_x, map_y, valid
+
+
+def warp_backward(array_b: np.ndarray, flow_ab: np.ndarray, interpolation: str = "nearest", fill=0):
+    """Sample b at x + flow_ab(x): returns (b warped into a's grid, valid mask HxW bool).
+
+    `nearest` for label maps (never invents classes), `linear` for images, logits and flow fields.
+    Pixels whose flow is NaN or leaves the frame are `fill` and invalid.
+    """
+    import cv2
+
+    if interpolation not in ("nearest", "linear"):
+        raise ValueError(f"interpolation must be 'nearest' or 'linear', got {interpolation!r}")
+    if array_b.shape[:2] != flow_ab.shape[:2]:
+        raise VssegError(f"warp: array is {array_b.shape[:2]} but flow is {flow_ab.shape[:2]} (HxW)")
+    map_x, map_y, valid = sample_grid(flow_ab, interpolation)
+    mode = cv2.INTER_NEAREST if interpolation == "nearest" else cv2.INTER_LINEAR
+    src = array_b.astype(np.float32) if array_b.dtype in (np.int32, np.int64, np.bool_) else array_b
+    warped = cv2.remap(src, map_x, map_y, mode, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if warped.ndim < array_b.ndim:  # cv2 drops a trailing channel axis of size 1
+        warped = warped[..., None]
+    warped = warped.astype(array_b.dtype, copy=False)
+    warped[~valid] = fill
+    return warped, valid
+
+
+def compose_flows(flows: list[np.ndarray]) -> np.ndarray:
+    """Chain consecutive flows f_{0→1}, f_{1→2}, …: returns f_{0→n}; NaN where the chain leaves the frame."""
+    total = flows[0].astype(np.float32, copy=True)
+    for nxt in flows[1:]:
+        step, valid = warp_backward(nxt, total, "linear", fill=np.nan)
+        total = total + step
+        total[~valid] = np.nan
+    return total
+
+
+# --- flow sources ------------------------------------------------------------------------------------------
+
+
+class FlowSource:
+    """Flow a→b between two frames of one sequence of a dataset; `name` goes into reports."""
+
+    name: str = "flow"
+
+    def __call__(self, dataset: SegmentationDataset, ref_a: FrameRef, ref_b: FrameRef) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def _check_pair(ref_a: FrameRef, ref_b: FrameRef) -> None:
+    if ref_a.sequence != ref_b.sequence:
+        raise VssegError(f"flow between frames of different sequences: {ref_a.image.name} and {ref_b.image.name}")
+
+
+class ExactFlow(FlowSource):
+    """The synthetic set's exact flow: `flow/{split}/{city}/{stem}_flow_fw.png` (t→t+1) and `_flow_bw.png`
+    (t+1→t), both stored under frame t's stem. Offsets |k|>1 chain the consecutive flows."""
+
+    name = "exact synthetic flow"
+
+    def __call__(self, dataset, ref_a, ref_b):
+        _check_pair(ref_a, ref_b)
+        k = ref_b.index - ref_a.index
+        hw = dataset.image_hw(ref_a)
+        if k == 0:
+            return np.zeros((*hw, 2), np.float32)
+        step = 1 if k > 0 else -1
+        flows = []
+        for t in range(ref_a.index, ref_b.index, step):
+            # t→t+1 is frame t's fw; t→t-1 is frame (t-1)'s bw
+            owner, direction = (t, "fw") if step > 0 else (t - 1, "bw")
+            flows.append(read_flow(self.flow_path(dataset, ref_a, owner, direction), expected_hw=hw))
+        return compose_flows(flows)
+
+    @staticmethod
+    def flow_path(dataset: SegmentationDataset, ref: FrameRef, index: int, direction: str) -> Path:
+        city = ref.image.parent.name
+        return dataset.root / "flow" / dataset.split / city / f"{ref.sequence}_{index:06d}_flow_{direction}.png"
+
+
+class DISFlow(FlowSource):
+    """OpenCV DIS flow, cached under `cache_dir` (None: no cache) as `.npy` (exact) or KITTI `.png` (1/64 px).
+
+    The cache key is the sha1 of both image paths, their sizes and mtimes, the DIS preset and OpenCV's
+    version, so a changed frame or setting never reuses a stale flow.
+    """
+
+    def __init__(self, preset: str = "medium", cache_dir: str | Path | None = None, cache_format: str = "npy"):
+        if preset not in DIS_PRESETS:
+            raise VssegError(f"DIS preset {preset!r} unknown; expected one of {DIS_PRESETS}")
+        if cache_format not in ("npy", "png"):
+            raise VssegError(f"flow cache format {cache_format!r} unknown; expected 'npy' or 'png'")
+        self.preset = preset
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cache_format = cache_format
+        self.name = f"OpenCV DIS ({preset})"
+        self.computed = 0  # counters for reports and tests
+        self.hits = 0
+
+    def cache_key(self, path_a: Path, path_b: Path) -> str:
+        import cv2
+
+        parts = ["dis", self.preset, cv2.__version__]
+        for p in (Path(path_a).resolve(), Path(path_b).resolve()):
+            st = p.stat()
+            parts += [str(p), str(st.st_size), str(st.st_mtime_ns)]
+        return hashlib.sha1("\0".join(parts).encode()).hexdigest()
+
+    def cache_path(self, path_a: Path, path_b: Path) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        key = self.cache_key(path_a, path_b)
+        return self.cache_dir / key[:2] / f"{key}.{self.cache_format}"
+
+    def __call__(self, dataset, ref_a, ref_b):
+        _check_pair(ref_a, ref_b)
+        return self.cached(ref_a.image, ref_b.image, lambda: (dataset.read_image(ref_a), dataset.read_image(ref_b)))
+
+    def cached(self, path_a: Path, path_b: Path, load=None) -> np.ndarray:
+        """Flow between two image files, from the cache when a valid entry exists; `load()` returns the
+        two BGR frames (default: read the files)."""
+        from ..core.fileio import read_image
+
+        entry = self.cache_path(path_a, path_b)
+        if entry is not None and entry.is_file():
+            try:
+                flow = read_flow(entry)
+                self.hits += 1
+                return flow
+            except VssegError:
+                pass  # a damaged cache entry is recomputed and replaced
+        img_a, img_b = load() if load else (read_image(path_a), read_image(path_b))
+        flow = dis_flow(img_a, img_b, self.preset)
+        self.computed += 1
+        if entry is not None:
+            write_flow(entry, flow)
+        return flow
+
+
+class PrecomputedFlow(FlowSource):
+    """Flow files in one directory named `{stem_a}__{stem_b}.{flo,npy,png}`, where a stem is the image file
+    name without its extension, e.g. `aachen_000001_000019_leftImg8bit__aachen_000001_000020_leftImg8bit.flo`
+    for the flow from frame 19 to frame 20 (rename FlowNet2 / RAFT outputs to this pattern)."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise VssegError(f"{self.directory}: flow directory not found")
+        self.name = f"precomputed ({self.directory})"
+
+    def path_for(self, ref_a: FrameRef, ref_b: FrameRef) -> Path:
+        base = f"{ref_a.image.stem}__{ref_b.image.stem}"
+        for suffix in SUFFIXES:
+            path = self.directory / f"{base}{suffix}"
+            if path.is_file():
+                return path
+        raise VssegError(f"{self.directory}: no flow file {base}{{{','.join(SUFFIXES)}}} for {ref_a.image.name} → {ref_b.image.name}")
+
+    def __call__(self, dataset, ref_a, ref_b):
+        _check_pair(ref_a, ref_b)
+        return read_flow(self.path_for(ref_a, ref_b), expected_hw=dataset.image_hw(ref_a))
+
+
+def default_cache_dir() -> Path:
+    """`$VSSEG_EDGE_CACHE/flow`, else `$XDG_CACHE_HOME/vsseg-edge/flow`, else `~/.cache/vsseg-edge/flow`."""
+    if os.environ.get("VSSEG_EDGE_CACHE"):
+        return Path(os.environ["VSSEG_EDGE_CACHE"]) / "flow"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "vsseg-edge" / "flow"
+
+
+def open_flow_source(spec: str, dataset: SegmentationDataset, cache_dir=None, preset: str = "medium") -> FlowSource:
+    """`spec`: "exact" | "dis" | "auto" (exact for the synthetic set, else DIS) | a directory of flow files."""
+    if spec == "auto":
+        spec = "exact" if dataset.name == "synthetic" else "dis"
+    if spec == "exact":
+        if not (dataset.root / "flow").is_dir():
+            raise VssegError(f"{dataset.root}: no flow/ folder; exact flow exists only for the synthetic set (use 'dis')")
+        return ExactFlow()
+    if spec == "dis":
+        return DISFlow(preset, cache_dir if cache_dir is not None else default_cache_dir())
+    if Path(spec).is_dir():
+        return PrecomputedFlow(spec)
+    raise VssegError(f"flow source {spec!r}: expected 'exact', 'dis', 'auto' or an existing directory of flow files")
+
+
+# --- precomputation ----------------------------------------------------------------------------------------
+
+
+def flow_pairs(dataset: SegmentationDataset, offsets=DEFAULT_OFFSETS, consecutive: bool = True) -> list[tuple[FrameRef, FrameRef]]:
+    """The (a, b) pairs training and TC ask for: each labelled frame with its neighbours at `offsets`
+    (flow t→t+k), and, with `consecutive`, every (t, t+1) pair of every sequence."""
+    pairs: dict[tuple[Path, Path], tuple[FrameRef, FrameRef]] = {}
+    for ref in dataset.labelled():
+        for k in offsets:
+            nb = dataset.neighbour(ref, k)
+            if nb is not None and k != 0:
+                pairs.setdefault((ref.image, nb.image), (ref, nb))
+    if consecutive:
+        for refs in dataset.sequences.values():
+            for ref in refs:
+                nb = dataset.neighbour(ref, 1)
+                if nb is not None:
+                    pairs.setdefault((ref.image, nb.image), (ref, nb))
+    return list(pairs.values())
+
+
+def _compute_pair(args) -> bool:
+    source, dataset, ref_a, ref_b = args
+    before = getattr(source, "computed", 0)
+    source(dataset, ref_a, ref_b)
+    return getattr(source, "computed", 0) > before
+
+
+def precompute_flows(dataset: SegmentationDataset, source: FlowSource, offsets=DEFAULT_OFFSETS,
+                     progress: bool = True, consecutive: bool = True, workers: int = 1) -> dict:
+    """Fill a DIS cache for the pairs of `flow_pairs`; returns {"pairs", "computed", "cached"}.
+
+    With `workers` > 1 the pairs are spread over processes (each worker writes its own cache entries,
+    atomically, so concurrent runs are safe).
+    """
+    from tqdm import tqdm
+
+    pairs = flow_pairs(dataset, offsets, consecutive)
+    if isinstance(source, DISFlow) and source.cache_dir is None:
+        raise VssegError("precomputing DIS flow needs a cache directory")
+    jobs = [(source, dataset, a, b) for a, b in pairs]
+    bar = dict(total=len(jobs), desc=f"flow ({source.name})", unit="pair", disable=not progress)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            done = list(tqdm(pool.map(_compute_pair, jobs, chunksize=8), **bar))
+    else:
+        done = [_compute_pair(job) for job in tqdm(jobs, **bar)]
+    computed = int(sum(done))
+    return {"pairs": len(jobs), "computed": computed, "cached": len(jobs) - computed}
