@@ -141,3 +141,33 @@ def test_bad_inputs_raise():
         tc.update(np.zeros((4, 4), np.uint8), np.zeros((4, 5), np.uint8), np.zeros((4, 4, 2), np.float32))
     with pytest.raises(VssegError, match="HxWx2"):
         tc.update(np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.float32))
+
+
+def _resample2d_loop(img, flow):
+    """Pixel by pixel, the arithmetic of FlowNet2's Resample2d CUDA kernel (kernel_size 1): float32 positions
+    and fractions, double weights, a float32 accumulator, indices clamped to the border."""
+    h, w = img.shape
+    out = np.zeros((h, w), np.float32)
+    for y in range(h):
+        for x in range(w):
+            xf, yf = np.float32(x) + flow[y, x, 0], np.float32(y) + flow[y, x, 1]
+            alpha, beta = float(xf - np.floor(xf)), float(yf - np.floor(yf))
+            xl, xr = min(max(int(np.floor(xf)), 0), w - 1), min(max(int(np.floor(xf)) + 1, 0), w - 1)
+            yt, yb = min(max(int(np.floor(yf)), 0), h - 1), min(max(int(np.floor(yf)) + 1, 0), h - 1)
+            val = np.float32(0.0)
+            for wgt, yy, xx in (((1 - alpha) * (1 - beta), yt, xl), (alpha * (1 - beta), yt, xr),
+                                ((1 - alpha) * beta, yb, xl), (alpha * beta, yb, xr)):
+                val = np.float32(float(val) + wgt * float(img[yy, xx]))
+            out[y, x] = val
+    return out
+
+
+def test_etc_mode_reproduces_the_scripts_resample2d_and_truncation():
+    rng = np.random.default_rng(6)
+    labels = np.repeat(np.repeat(rng.integers(0, 19, (4, 8)), 4, 0), 4, 1).astype(np.uint8)  # 16x32
+    flow = (rng.random((16, 32, 2)) * 6 - 3).astype(np.float32)
+    warped, valid = warp_labels(labels, flow, "etc")
+    reference = _resample2d_loop(labels.astype(np.float32), flow).astype(np.uint8)
+    assert valid.sum() > 300
+    np.testing.assert_array_equal(warped[valid], reference[valid])
+    assert (warped[valid] != labels[valid]).any()

@@ -52,7 +52,8 @@ def warp_labels(labels_t1: np.ndarray, flow_t_t1: np.ndarray, mode: str = "neare
 
     Returns (warped uint8 HxW, valid bool HxW). `valid` is False where the flow is NaN or the sample point
     leaves the frame; warped holds `ignore_index` there. mode "nearest" picks the nearest pixel (cv2's
-    rounding); mode "etc" interpolates class indices bilinearly and truncates to uint8 like the ETC script.
+    rounding); mode "etc" interpolates class indices bilinearly (Resample2d's arithmetic) and truncates to uint8 like
+    the ETC script.
     """
     if mode not in MODES:
         raise VssegError(f"--tc-mode {mode!r}: expected one of {list(MODES)}")
@@ -70,12 +71,34 @@ def warp_labels(labels_t1: np.ndarray, flow_t_t1: np.ndarray, mode: str = "neare
     else:
         h, w = labels_t1.shape
         inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
-        interp = cv2.remap(labels_t1.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=float(ignore_index))
+        interp = _resample2d(labels_t1.astype(np.float32), map_x, map_y)
         warped = np.clip(interp, 0, 255).astype(np.uint8)  # truncation toward zero, as .astype(np.uint8) there
     valid = finite & inside
     warped = np.where(valid, warped, np.uint8(ignore_index)).astype(np.uint8)
     return warped, valid
+
+
+def _resample2d(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """Bilinear sampling with the arithmetic of FlowNet2's Resample2d kernel, which the ETC script uses.
+
+    Indices clamp to the border; the weights are formed in double from float32 fractions and each of the
+    four terms is added to a float32 accumulator, so truncating the result to uint8 gives the same class
+    ids as the script (cv2.remap INTER_LINEAR rounds its weights and disagrees by one on a few percent of
+    the pixels near class boundaries).
+    """
+    h, w = img.shape
+    x0, y0 = np.floor(map_x), np.floor(map_y)
+    alpha = (map_x - x0).astype(np.float64)
+    beta = (map_y - y0).astype(np.float64)
+    xl = np.clip(x0, 0, w - 1).astype(np.intp)
+    xr = np.clip(x0 + 1, 0, w - 1).astype(np.intp)
+    yt = np.clip(y0, 0, h - 1).astype(np.intp)
+    yb = np.clip(y0 + 1, 0, h - 1).astype(np.intp)
+    val = np.zeros(img.shape, np.float32)
+    for weight, yy, xx in (((1.0 - alpha) * (1.0 - beta), yt, xl), (alpha * (1.0 - beta), yt, xr),
+                           ((1.0 - alpha) * beta, yb, xl), (alpha * beta, yb, xr)):
+        val = (val.astype(np.float64) + weight * img[yy, xx]).astype(np.float32)
+    return val
 
 
 def occlusion_mask(flow_fw: np.ndarray, flow_bw: np.ndarray, alpha1: float = 0.01,
