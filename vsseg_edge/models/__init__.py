@@ -1,0 +1,10 @@
+"""Students and teachers behind one registry: `create_model(name, num_classes, **kw)`.
+
+Importing this package imports torch (it is the torch room). See `_base.SegModel` for the output
+contract every model follows, and `list_models()` for the names.
+"""
+
+from . import espnet, pspnet  # noqa: F401  (registers the models)
+from ._registry import create_model, list_models, register_model
+
+__all__ = ["create_model", "list_models", "register_model"]

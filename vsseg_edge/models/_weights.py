@@ -1,0 +1,61 @@
+"""Reading state-dict files safely and loading them with strict, one-line-error key checks."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..core.errors import VssegError
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a state dict with `weights_only=True`; unwrap {"state_dict": …} / {"model": …}; drop "module."."""
+    path = Path(path)
+    if not path.is_file():
+        raise VssegError(f"{path}: weights file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise VssegError(f"{path}: refused to unpickle: it needs more than tensors "
+                         f"({str(exc).strip().splitlines()[0][:120]})") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise VssegError(f"{path}: not a readable torch file ({str(exc).splitlines()[0][:120]})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise VssegError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+
+
+def load_checked(module: nn.Module, state: dict[str, torch.Tensor], where: str, what: str,
+                 ignore_prefixes: tuple[str, ...] = ()) -> None:
+    """Load `state` into `module` strictly (after dropping `ignore_prefixes`), or raise ONE line saying why."""
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    own = module.state_dict()
+    for k in own:  # files saved before torch 0.4.1 have no BatchNorm step counters; they do not matter
+        if k.endswith("num_batches_tracked") and k not in state:
+            state[k] = own[k]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if shapes:
+            parts.append(f"{len(shapes)} of other shape (e.g. {shapes[0]})")
+        raise VssegError(f"{where}: not a {what} state dict: " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def load_weights_file(module: nn.Module, path: str | Path, what: str,
+                      ignore_prefixes: tuple[str, ...] = ()) -> None:
+    """`read_state_dict` + `load_checked`: the one way a local weights file gets into a module."""
+    load_checked(module, read_state_dict(path), str(path), what, ignore_prefixes)
