@@ -110,8 +110,15 @@ def test_dis_cache_hit_and_invalidation(tmp_path):
     f1 = src(ds, a, b)
     f2 = src(ds, a, b)
     assert (src.computed, src.hits) == (1, 1)
-    np.testing.assert_array_equal(f1, f2)
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1
+    np.testing.assert_array_equal(f1, f2)  # a cold and a warm cache give the same numbers
+    assert len(list((tmp_path / "cache").rglob("*.png"))) == 1
+    exact = DISFlow("medium", tmp_path / "npy", cache_format="npy")
+    # PNG entries are 1/64-px precise (+1/256: flowio rounds in float32)
+    np.testing.assert_allclose(exact(ds, a, b), f1, atol=1 / 128 + 1 / 256)
+    big = DISFlow("medium", tmp_path / "big")
+    entry = big.cache_path(a.image, b.image)
+    assert big._store(entry, np.full((H, W, 2), 600, np.float32)).max() == 600  # beyond KITTI's range → .npy
+    assert entry.with_suffix(".npy").is_file() and big(ds, a, b).max() == 600 and big.computed == 0
     assert DISFlow("fast", tmp_path / "cache").cache_key(a.image, b.image) != src.cache_key(a.image, b.image)
     # a changed frame (new content, new size/mtime) is never served from the stale entry
     cv2.imwrite(str(b.image), _shifted(_texture(0), -2, 1))

@@ -137,13 +137,14 @@ class ExactFlow(FlowSource):
 
 
 class DISFlow(FlowSource):
-    """OpenCV DIS flow, cached under `cache_dir` (None: no cache) as `.npy` (exact) or KITTI `.png` (1/64 px).
+    """OpenCV DIS flow, cached under `cache_dir` (None: no cache) as KITTI `.png` (default: 1/64-px precise,
+    several times smaller than float32; a field with |flow| >= 512 px goes to `.npy`) or `.npy` (exact).
 
     The cache key is the sha1 of both image paths, their sizes and mtimes, the DIS preset and OpenCV's
     version, so a changed frame or setting never reuses a stale flow.
     """
 
-    def __init__(self, preset: str = "medium", cache_dir: str | Path | None = None, cache_format: str = "npy"):
+    def __init__(self, preset: str = "medium", cache_dir: str | Path | None = None, cache_format: str = "png"):
         if preset not in DIS_PRESETS:
             raise VssegError(f"DIS preset {preset!r} unknown; expected one of {DIS_PRESETS}")
         if cache_format not in ("npy", "png"):
@@ -170,6 +171,16 @@ class DISFlow(FlowSource):
         key = self.cache_key(path_a, path_b)
         return self.cache_dir / key[:2] / f"{key}.{self.cache_format}"
 
+    def _store(self, entry: Path, flow: np.ndarray) -> np.ndarray:
+        """Write a cache entry and return the flow as a later hit will read it (PNG is 1/64-px quantised),
+        so a run gives the same numbers whether the cache was cold or warm."""
+        try:
+            write_flow(entry, flow)
+        except ValueError:  # beyond the KITTI PNG range
+            entry = entry.with_suffix(".npy")
+            write_flow(entry, flow)
+        return read_flow(entry)
+
     def __call__(self, dataset, ref_a, ref_b):
         _check_pair(ref_a, ref_b)
         return self.cached(ref_a.image, ref_b.image, lambda: (dataset.read_image(ref_a), dataset.read_image(ref_b)))
@@ -180,19 +191,18 @@ class DISFlow(FlowSource):
         from ..core.fileio import read_image
 
         entry = self.cache_path(path_a, path_b)
-        if entry is not None and entry.is_file():
-            try:
-                flow = read_flow(entry)
-                self.hits += 1
-                return flow
-            except VssegError:
-                pass  # a damaged cache entry is recomputed and replaced
+        for found in (entry, entry.with_suffix(".npy")) if entry is not None else ():
+            if found.is_file():
+                try:
+                    flow = read_flow(found)
+                    self.hits += 1
+                    return flow
+                except VssegError:
+                    pass  # a damaged cache entry is recomputed and replaced
         img_a, img_b = load() if load else (read_image(path_a), read_image(path_b))
         flow = dis_flow(img_a, img_b, self.preset)
         self.computed += 1
-        if entry is not None:
-            write_flow(entry, flow)
-        return flow
+        return self._store(entry, flow) if entry is not None else flow
 
 
 class PrecomputedFlow(FlowSource):
