@@ -1,0 +1,212 @@
+"""Maths of the single loss terms: CE, flow warping, temporal loss, pixel KD (tier 1, tiny, CPU)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vsseg_edge.train.losses import (
+    PixelKDLoss,
+    SegLoss,
+    TemporalLoss,
+    cross_entropy,
+    flow_validity,
+    flow_warp,
+    kl_map,
+    occlusion_mask,
+    resize_flow,
+)
+
+torch.set_num_threads(1)
+
+
+def const_flow(n, h, w, u, v):
+    flow = torch.zeros(n, 2, h, w, dtype=torch.float64)
+    flow[:, 0], flow[:, 1] = u, v
+    return flow
+
+
+# ----------------------------------------------------------------------------- cross-entropy
+
+
+def test_ce_matches_hand_computation_with_ignore_and_weights():
+    logits = torch.tensor([[[[2.0, 0.0], [1.0, -1.0]], [[0.0, 1.0], [1.0, 3.0]], [[-1.0, 0.5], [0.0, 0.0]]]])
+    labels = torch.tensor([[[0, 2], [255, 1]]])
+    nll = []
+    for (y, x), lab in zip([(0, 0), (0, 1), (1, 1)], [0, 2, 1]):
+        z = logits[0, :, y, x].tolist()
+        nll.append(-(z[lab] - math.log(sum(math.exp(v) for v in z))))
+    assert cross_entropy(logits, labels).item() == pytest.approx(sum(nll) / 3, rel=1e-6)
+    cw = torch.tensor([0.5, 2.0, 3.0])
+    weighted = (0.5 * nll[0] + 3.0 * nll[1] + 2.0 * nll[2]) / (0.5 + 3.0 + 2.0)
+    assert cross_entropy(logits, labels, cw).item() == pytest.approx(weighted, rel=1e-6)
+
+
+def test_segloss_adds_weighted_aux_and_resizes_logits():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 4, (2, 16, 16))
+    labels[0, :3] = 255
+    out, aux = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
+    loss = SegLoss(aux_weight=0.4)(out, labels, aux)
+    expected = F.cross_entropy(out, labels, ignore_index=255) + 0.4 * F.cross_entropy(aux, labels, ignore_index=255)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    small = torch.randn(2, 4, 5, 5)
+    up = F.interpolate(small, size=(16, 16), mode="bilinear", align_corners=True)
+    assert SegLoss()(small, labels).item() == pytest.approx(F.cross_entropy(up, labels, ignore_index=255).item(), rel=1e-6)
+
+
+def test_ce_all_ignored_is_zero_not_nan():
+    logits = torch.randn(1, 3, 4, 4, requires_grad=True)
+    loss = cross_entropy(logits, torch.full((1, 4, 4), 255))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(logits.grad).all()
+
+
+# ----------------------------------------------------------------------------- warping
+
+
+def test_flow_warp_integer_translation_equals_shift():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 10, dtype=torch.float64)
+    warped = flow_warp(x, const_flow(2, 8, 10, 2, 1))
+    # pixel (y, x) of t samples the neighbour at (y + 1, x + 2): inner region only
+    torch.testing.assert_close(warped[:, :, :7, :8], x[:, :, 1:, 2:], atol=1e-10, rtol=0)
+    # border padding: out-of-frame samples repeat the border
+    torch.testing.assert_close(warped[:, :, 7, :8], x[:, :, 7, 2:], atol=1e-10, rtol=0)
+
+
+def test_flow_warp_zero_flow_is_identity_and_fractional_is_bilinear():
+    torch.manual_seed(1)
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64)
+    torch.testing.assert_close(flow_warp(x, const_flow(1, 5, 6, 0, 0)), x, atol=1e-12, rtol=0)
+    half = flow_warp(x, const_flow(1, 5, 6, 0.5, 0))
+    torch.testing.assert_close(half[..., :5], 0.5 * (x[..., :5] + x[..., 1:]), atol=1e-12, rtol=0)
+
+
+def test_flow_validity_marks_out_of_frame_and_nan():
+    flow = const_flow(1, 4, 5, 2, 0)
+    flow[0, :, 0, 0] = float("nan")
+    valid = flow_validity(flow)[0, 0]
+    assert valid[0, 0] == 0 and valid[1, 2] == 1 and valid[1, 3] == 0 and valid[1, 4] == 0
+    assert valid.sum() == 4 * 3 - 1
+    assert flow_validity(flow, exclude_out_of_frame=False).sum() == 4 * 5 - 1
+    assert torch.isfinite(flow_warp(torch.randn(1, 1, 4, 5, dtype=torch.float64), flow)).all()
+
+
+def test_resize_flow_scales_vectors_to_the_new_grid():
+    # align_corners grid: 33 px → 5 px is a factor (5−1)/(33−1) = 1/8
+    flow = const_flow(1, 33, 33, 8.0, -16.0)
+    small = resize_flow(flow, (5, 5))
+    torch.testing.assert_close(small[0, 0], torch.full((5, 5), 1.0, dtype=torch.float64))
+    torch.testing.assert_close(small[0, 1], torch.full((5, 5), -2.0, dtype=torch.float64))
+    # a ramp image: warping at low res with the resized flow equals low-res of the warped ramp
+    ramp = torch.arange(33, dtype=torch.float64).expand(1, 1, 33, 33).contiguous()
+    ramp_small = F.interpolate(ramp, size=(5, 5), mode="bilinear", align_corners=True)
+    shift = const_flow(1, 33, 33, 8.0, 0.0)
+    warped_small = F.interpolate(flow_warp(ramp, shift), size=(5, 5), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(flow_warp(ramp_small, resize_flow(shift, (5, 5)))[..., :4],
+                               warped_small[..., :4], atol=1e-9, rtol=0)
+
+
+# ----------------------------------------------------------------------------- temporal loss
+
+
+def consistent_pair(c=4, h=6, w=8, u=2):
+    """Neighbour output/image and a frame-t pair that is exactly the neighbour shifted by the flow."""
+    torch.manual_seed(2)
+    out_n = torch.randn(1, c, h, w, dtype=torch.float64)
+    img_n = torch.randn(1, 3, h, w, dtype=torch.float64)
+    out_t = torch.randn(1, c, h, w, dtype=torch.float64)  # last u columns flow out of frame: excluded
+    img_t = torch.randn(1, 3, h, w, dtype=torch.float64)
+    out_t[..., : w - u], img_t[..., : w - u] = out_n[..., u:], img_n[..., u:]
+    return out_t, out_n, img_t, img_n, const_flow(1, h, w, u, 0)
+
+
+@pytest.mark.parametrize("on", ["logits", "probs"])
+def test_temporal_loss_zero_for_consistent_pair_and_positive_otherwise(on):
+    out_t, out_n, img_t, img_n, flow = consistent_pair()
+    loss = TemporalLoss(weight=0.1, on=on)
+    assert loss(out_t, out_n, img_t, img_n, flow).item() == pytest.approx(0.0, abs=1e-12)
+    assert loss(out_t + 0.3 * torch.randn_like(out_t), out_n, img_t, img_n, flow).item() > 1e-4
+    # border-clamped samples are kept when asked (ETC's behaviour) and then cost something
+    keep = TemporalLoss(weight=0.1, on=on, exclude_out_of_frame=False)
+    assert keep(out_t, out_n, img_t, img_n, flow).item() > 0
+
+
+def test_occlusion_mask_is_one_on_equal_images_and_exp_of_signed_channel_sum():
+    img = torch.randn(1, 3, 4, 4)
+    assert torch.equal(occlusion_mask(img, img), torch.ones(1, 1, 4, 4))
+    other = img.clone()
+    other[:, 0] += 0.5
+    other[:, 1] -= 0.2  # signed: the channel sum differs by 0.3
+    torch.testing.assert_close(occlusion_mask(img, other), torch.full((1, 1, 4, 4), math.exp(-0.3)))
+
+
+@pytest.mark.parametrize("square", [True, False])
+def test_temporal_loss_hand_value_with_mask(square):
+    z_t = torch.tensor([[[[1.0, 2.0]], [[0.0, 1.0]]]], dtype=torch.float64)  # 1×2×1×2
+    z_n = torch.tensor([[[[0.0, 2.0]], [[1.0, 3.0]]]], dtype=torch.float64)
+    i_t = torch.zeros(1, 3, 1, 2, dtype=torch.float64)
+    i_n = torch.zeros(1, 3, 1, 2, dtype=torch.float64)
+    i_n[0, 0, 0, 1] = 1.0  # pixel 1: warped image off by 1 → M = e^-1
+    flow = const_flow(1, 1, 2, 0, 0)
+    m1 = math.exp(-1) ** (2 if square else 1)
+    expected = 0.1 * (1 + 1 + 0 * m1 + 4 * m1) / 4  # mean over C·H·W
+    got = TemporalLoss(0.1, square_mask=square)(z_t, z_n, i_t, i_n, flow).item()
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_temporal_gradient_reaches_both_frames_unless_detached():
+    out_t, out_n, img_t, img_n, flow = consistent_pair()
+    out_t = (out_t + 0.1).requires_grad_(True)
+    out_n = out_n.clone().requires_grad_(True)
+    TemporalLoss()(out_t, out_n, img_t, img_n, flow).backward()
+    assert out_t.grad.abs().sum() > 0 and out_n.grad.abs().sum() > 0
+    out_n.grad = None
+    TemporalLoss(detach_neighbour=True)(out_t, out_n, img_t, img_n, flow).backward()
+    assert out_n.grad is None
+
+
+def test_temporal_loss_resizes_image_resolution_flow_to_the_logits():
+    torch.manual_seed(3)
+    # images and flow at 17×17 (shift 4 px) while the logits are 9×9 (shift 2 px)
+    out_n = torch.randn(1, 3, 9, 9, dtype=torch.float64)
+    out_t = torch.randn(1, 3, 9, 9, dtype=torch.float64)
+    out_t[..., :7] = out_n[..., 2:]
+    img_n = torch.arange(17, dtype=torch.float64).expand(1, 3, 17, 17) / 17
+    img_t = flow_warp(img_n, const_flow(1, 17, 17, 4, 0))
+    loss = TemporalLoss()(out_t, out_n, img_t, img_n, const_flow(1, 17, 17, 4, 0))
+    assert loss.item() == pytest.approx(0.0, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- pixel KD
+
+
+def test_kl_zero_when_student_equals_teacher_and_matches_hand_value():
+    z = torch.randn(2, 5, 3, 4)
+    assert PixelKDLoss()(z, z, [z], [z]).abs().item() < 1e-6
+    s = torch.tensor([[[[1.0]], [[0.0]]]])
+    t = torch.tensor([[[[0.0]], [[2.0]]]])
+    ps = [math.exp(1) / (math.exp(1) + 1), 1 / (math.exp(1) + 1)]
+    pt = [1 / (1 + math.exp(2)), math.exp(2) / (1 + math.exp(2))]
+    kl = sum(p * math.log(p / q) for p, q in zip(pt, ps))
+    assert kl_map(s, t).item() == pytest.approx(kl, rel=1e-5)
+    s2 = torch.tensor([[[[0.0]], [[0.0]]]])
+    kl2 = sum(p * math.log(p / 0.5) for p in pt)
+    clip = PixelKDLoss(neighbour_weight=0.4)(s, t, [s2, s], [t, t]).item()
+    assert clip == pytest.approx(kl + 0.4 * (kl2 + kl), rel=1e-5)
+    assert PixelKDLoss(reduction="element")(s, t).item() == pytest.approx(kl / 2, rel=1e-5)
+
+
+def test_kl_temperature_valid_mask_and_teacher_detached():
+    torch.manual_seed(4)
+    s = torch.randn(1, 3, 2, 2, requires_grad=True)
+    t = torch.randn(1, 3, 2, 2, requires_grad=True)
+    assert PixelKDLoss(temperature=2.0).frame(s, t).item() == pytest.approx(kl_map(s / 2, t / 2).mean().item())
+    valid = torch.tensor([[[True, False], [False, False]]])
+    assert PixelKDLoss().frame(s, t, valid).item() == pytest.approx(kl_map(s, t)[0, 0, 0].item(), rel=1e-6)
+    PixelKDLoss().frame(s, t).backward()
+    assert s.grad is not None and t.grad is None
