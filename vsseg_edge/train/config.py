@@ -1,0 +1,146 @@
+"""Training recipes: frozen dataclasses loaded from YAML (`train/*.yaml`), overridden from the CLI.
+
+The resolved config is stored inside every checkpoint and its manifest. Paths in a recipe are resolved
+relative to the recipe file (`resolve_paths`), never executed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.config import apply_overrides, from_dict, load_yaml
+from ..core.errors import VssegError
+from ..core.preprocess import PreprocessSpec
+from .losses.config import LossWeights
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "../runs/synth"  # dataset root (Cityscapes layout, synthetic set, or CamVid)
+    kind: str = "auto"  # auto | cityscapes | synthetic | camvid
+    train_split: str = "train"
+    val_split: str = "val"
+    crop: tuple[int, int] = (128, 256)  # training crop H, W
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    rotate_deg: float = 10.0
+    blur_prob: float = 0.5
+    flip: bool = True
+    offsets: tuple[int, ...] = (-2, -1, 1, 2, 3)  # neighbour offsets k for the temporal loss (ETC: +3,+2,+1,-1,-2)
+    flow: str = "auto"  # auto (exact on synthetic, else DIS) | exact | dis | a folder of precomputed flows
+    flow_cache: str | None = None  # DIS cache folder (default: <root>/flow_cache)
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "pspnet18"
+    backbone_weights: str | None = None  # torchvision-format ImageNet state dict (local file)
+    init_checkpoint: str | None = None  # start from a vsseg-edge checkpoint's weights
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    checkpoint: str | None = None  # a vsseg-edge checkpoint; needed when any KD weight is > 0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    head_lr_mult: float = 10.0
+    poly_power: float = 0.9
+    grad_clip: float = 10.0  # max global grad norm; 0 disables
+    disc_lr: float = 4e-4  # SKD holistic discriminator
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str = "run"
+    classes: str = "cityscapes"  # class set: cityscapes | camvid
+    iterations: int = 1000
+    batch_size: int = 8
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    sync_bn: bool = False  # SyncBatchNorm under torchrun
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    out_dir: str = "../runs/train"
+    log_every: int = 10
+    ckpt_every: int = 500
+    val_every: int = 0  # 0 = validate once at the end
+    val_max_sequences: int | None = None
+    val_tc: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+
+    def __post_init__(self):
+        for name, ok in (("iterations", self.iterations > 0), ("batch_size", self.batch_size > 0),
+                         ("data.crop", min(self.data.crop) > 0)):
+            if not ok:
+                raise VssegError(f"recipe: {name} must be positive")
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+_PATH_FIELDS = (("data", "root"), ("data", "flow_cache"), ("model", "backbone_weights"),
+                ("model", "init_checkpoint"), ("teacher", "checkpoint"), ("out_dir",))
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a recipe YAML, apply `key=value` overrides, resolve paths relative to the recipe file.
+
+    A recipe may start from another with `base: other.yaml` (relative to itself); its keys are merged
+    over the base's, section by section, so a "+TL" recipe only states what it adds.
+    """
+    data = _load_with_base(Path(path)) if path else {}
+    data = apply_overrides(data, overrides)
+    cfg = from_dict(TrainConfig, data, str(path or "recipe"))
+    base = Path(path).resolve().parent if path else Path.cwd()
+    return resolve_paths(cfg, base)
+
+
+def _load_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise VssegError(f"{path}: recipe 'base' chain loops back to itself")
+    data = load_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return _merge(_load_with_base(path.parent / base, seen + (path,)), data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
+    def fix(value):
+        if value is None or value in ("auto", "exact", "dis"):
+            return value
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else (base / p).resolve())
+
+    for parts in _PATH_FIELDS:
+        if len(parts) == 1:
+            cfg = dataclasses.replace(cfg, **{parts[0]: fix(getattr(cfg, parts[0]))})
+        else:
+            sec = getattr(cfg, parts[0])
+            cfg = dataclasses.replace(cfg, **{parts[0]: dataclasses.replace(sec, **{parts[1]: fix(getattr(sec, parts[1]))})})
+    # a flow spec that names a folder is a path too
+    if cfg.data.flow not in ("auto", "exact", "dis"):
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, flow=fix(cfg.data.flow)))
+    return cfg

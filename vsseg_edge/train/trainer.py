@@ -1,0 +1,415 @@
+"""One readable training loop for ETC students: baseline, +temporal loss, +distillation.
+
+    frames ─► TrainClips (paired augmentation) ─► student (+ frozen teacher) ─► EtcLoss ─► SGD, poly LR
+                                                                   every ckpt_every: last.pt (resumable)
+                                                                   every val_every / at the end: mIoU + TC
+
+Determinism: seeded model init, and batches drawn from (seed, sample number) so `--resume` continues
+exactly. Ctrl-C or SIGTERM finishes the current step, saves `last.pt` and exits. Distributed training
+runs under `torchrun` (DDP; gloo on CPU, NCCL on CUDA); rank 0 logs, validates and saves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..core.config import to_dict
+from ..core.errors import VssegError
+from ..core.fileio import atomic_write
+from ..core.labels import get_label_set
+from ..core.preprocess import labels_to_frame_size, preprocess
+from ..data.datasets import open_dataset
+from ..data.flow import open_flow_source
+from ..data.transforms import PairedAugment
+from ..models import create_model
+from ..models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .clips import ClipSpec, SampleStream, TrainClips
+from .config import TrainConfig
+from .losses.compose import FrameOutputs, build_losses
+from .losses.config import KD_TERMS
+
+
+def neighbour_mode(cfg: TrainConfig) -> str:
+    w = cfg.loss.weights
+    if w.kd_multiframe or w.kd_pairwise_frames or (w.kd_pixel and cfg.loss.kd_neighbour_weight):
+        return "triplet"
+    return "one" if w.temporal else "none"
+
+
+@dataclasses.dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_pref: str) -> Dist:
+    """Join a torchrun process group when WORLD_SIZE > 1 (gloo on CPU, NCCL on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    use_cuda = device_pref != "cpu" and torch.cuda.is_available()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(pref: str, d: Dist) -> torch.device:
+    if pref == "auto":
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+    if pref.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise VssegError(f"device {pref!r}: CUDA is not available on this machine (use device=cpu)")
+        return torch.device(f"cuda:{d.local_rank}" if pref == "cuda" else pref)
+    return torch.device(pref)
+
+
+def poly_lr(base: float, step: int, total: int, power: float) -> float:
+    return base * (1 - min(step, total) / total) ** power
+
+
+class Trainer:
+    """Builds everything a recipe names, then `fit()`s. Attributes are public for tests and notebooks."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        self.dist = init_distributed(cfg.device)
+        self.device = pick_device(cfg.device, self.dist)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.label_set = get_label_set(cfg.classes)
+        self.out = cfg.out_path
+        self.mode = neighbour_mode(cfg)
+        self._build_data()
+        self._build_models()
+        self._build_optim()
+        self.step = 0
+        if resume:
+            self._resume()
+        self.stop_requested = False
+
+    # ------------------------------------------------------------------ construction
+
+    def _build_data(self) -> None:
+        cfg = self.cfg
+        self.train_set = open_dataset(cfg.data.root, cfg.data.train_split, cfg.data.kind)
+        if self.train_set.label_set.classes != self.label_set.classes:
+            raise VssegError(f"{cfg.data.root}: dataset classes are {self.train_set.label_set.name!r}, "
+                             f"the recipe says classes={cfg.classes!r}")
+        flow = None
+        if self.mode != "none":
+            cache = cfg.data.flow_cache or str(Path(cfg.data.root) / "flow_cache")
+            flow = open_flow_source(cfg.data.flow, self.train_set, cache_dir=cache)
+        self.flow_name = getattr(flow, "name", None)
+        augment = PairedAugment(crop=tuple(cfg.data.crop), scale_range=tuple(cfg.data.scale_range),
+                                max_rotation=cfg.data.rotate_deg, flip_prob=0.5 if cfg.data.flip else 0.0,
+                                blur_prob=cfg.data.blur_prob)
+        self.clips = TrainClips(self.train_set, flow, augment, cfg.preprocess, ClipSpec(self.mode, cfg.data.offsets))
+
+    def _build_models(self) -> None:
+        cfg = self.cfg
+        kwargs = dict(cfg.model.kwargs)
+        if cfg.model.backbone_weights:
+            kwargs["backbone_weights"] = cfg.model.backbone_weights
+        self.model_kwargs = {k: v for k, v in kwargs.items() if k != "backbone_weights"}
+        model = create_model(cfg.model.name, self.label_set.num_classes, **kwargs)
+        if cfg.model.init_checkpoint:
+            init, _ = model_from_checkpoint(cfg.model.init_checkpoint, num_classes=self.label_set.num_classes,
+                                            model_name=cfg.model.name)
+            model.load_state_dict(init.state_dict())
+        self.check_size(model)
+        if self.dist.world > 1 and cfg.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model.to(self.device)
+        self.teacher = None
+        if cfg.loss.weights.needs_teacher:
+            if not cfg.teacher.checkpoint:
+                active = [t for t in KD_TERMS if getattr(cfg.loss.weights, t)]
+                raise VssegError(f"recipe: loss weights {active} need a teacher; set teacher.checkpoint")
+            teacher, _ = model_from_checkpoint(cfg.teacher.checkpoint, num_classes=self.label_set.num_classes)
+            self.teacher = teacher.to(self.device).eval().requires_grad_(False)
+        self.loss = build_losses(cfg.loss, self.label_set.num_classes).to(self.device)
+        self.ddp = self.model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DDP(self.model, device_ids=ids)
+
+    def check_size(self, model) -> None:
+        m = getattr(model, "input_multiple", 1)
+        for what, (h, w) in (("data.crop", self.cfg.data.crop), ("preprocess height/width", self.cfg.preprocess.size)):
+            if h % m or w % m:
+                raise VssegError(f"recipe: {what} {h}x{w} is not a multiple of {m}, which {self.cfg.model.name} needs")
+
+    def _build_optim(self) -> None:
+        o = self.cfg.optim
+        groups = self.model.param_groups(o.lr)
+        for g in groups:
+            g["lr"] = o.lr * (o.head_lr_mult if g.get("name") == "heads" else 1.0)
+        extra = list(self.loss.student_side_parameters())
+        if extra:
+            groups.append({"params": extra, "lr": o.lr * o.head_lr_mult, "name": "loss"})
+        for g in groups:
+            g["base_lr"] = g["lr"]
+        self.optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        self.disc_optimizer = self.loss.make_discriminator_optimizer(o.weight_decay)
+        self.use_amp = self.cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def train_state(self) -> dict:
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                 "loss": self.loss.state_dict()}
+        if self.disc_optimizer is not None:
+            state["disc_optimizer"] = self.disc_optimizer.state_dict()
+        return state
+
+    def save(self, name: str, metrics: dict | None = None, with_state: bool = True) -> Path:
+        path = self.out / name
+        save_checkpoint(path, self.model, model_name=self.cfg.model.name, classes=list(self.label_set.classes),
+                        preprocess=self.cfg.preprocess, model_kwargs=self.model_kwargs, config=to_dict(self.cfg),
+                        metrics=metrics or {}, step=self.step,
+                        train_state=self.train_state() if with_state else None)
+        return path
+
+    def _resume(self) -> None:
+        path = self.out / "last.pt"
+        if not path.is_file():
+            raise VssegError(f"--resume: no {path} to resume from (train once without --resume)")
+        ckpt = load_checkpoint(path)
+        if ckpt["model"] != self.cfg.model.name or ckpt["num_classes"] != self.label_set.num_classes:
+            raise VssegError(f"{path}: checkpoint is {ckpt['model']} with {ckpt['num_classes']} classes, the recipe "
+                             f"trains {self.cfg.model.name} with {self.label_set.num_classes}")
+        state = ckpt.get("train_state")
+        if not state:
+            raise VssegError(f"{path}: has no trainer state to resume from")
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.loss.load_state_dict(state["loss"])
+        if self.disc_optimizer is not None and "disc_optimizer" in state:
+            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+        self.step = int(state["step"])
+
+    # ------------------------------------------------------------------ one step
+
+    def _outputs(self, net, x: torch.Tensor, chunks: int) -> list[dict]:
+        out = net(x, return_features=True)
+        parts = [dict() for _ in range(chunks)]
+        for key, value in out.items():
+            for i, piece in enumerate(value.chunk(chunks) if value is not None else [None] * chunks):
+                parts[i][key] = piece
+        return parts
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        dev = self.device
+        image, label = batch["image"].to(dev, non_blocking=True), batch["label"].to(dev, non_blocking=True)
+        frames = [image]
+        flows = []
+        if "neighbours" in batch:
+            nbs, fl = batch["neighbours"].to(dev), batch["flows"].to(dev)
+            frames += [nbs[:, k] for k in range(nbs.shape[1])]
+            flows = [fl[:, k] for k in range(fl.shape[1])]
+        x = torch.cat(frames)
+        self.model.train()
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
+        with autocast:
+            student = self._outputs(self.ddp, x, len(frames))
+            teacher = [None] * len(frames)
+            if self.teacher is not None:
+                with torch.no_grad():
+                    teacher = self._outputs(self.teacher, x, len(frames))
+            signs = [-1, 1] if self.mode == "triplet" else [1]
+            frame_t = FrameOutputs(student[0], teacher[0], image=image, offset=0)
+            neighbours = [FrameOutputs(student[i + 1], teacher[i + 1], image=frames[i + 1], flow=flows[i],
+                                       offset=signs[i]) for i in range(len(flows))]
+            total, log = self.loss(frame_t, label, neighbours)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.cfg.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            log["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.disc_optimizer is not None:
+            frame_t.student = {k: (v.detach() if v is not None else None) for k, v in student[0].items()}
+            self.disc_optimizer.zero_grad(set_to_none=True)
+            d_loss = self.loss.discriminator_loss(frame_t)
+            d_loss.backward()
+            self.disc_optimizer.step()
+            log["disc"] = float(d_loss.detach())
+        if not math.isfinite(log["total"]):
+            raise VssegError(f"step {self.step}: loss is {log['total']} (diverged); lower optim.lr or check the data")
+        return log
+
+    def set_lr(self) -> float:
+        o = self.cfg.optim
+        for g in self.optimizer.param_groups:
+            g["lr"] = poly_lr(g["base_lr"], self.step, self.cfg.iterations, o.poly_power)
+        return self.optimizer.param_groups[0]["lr"]
+
+    # ------------------------------------------------------------------ validation
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        from ..metrics.evaluate import evaluate_predictions
+
+        cfg = self.cfg
+        val = open_dataset(cfg.data.root, cfg.data.val_split, cfg.data.kind)
+        self.model.eval()
+        spec = cfg.preprocess
+
+        def predict(ref):
+            frame = val.read_image(ref)
+            x = torch.from_numpy(preprocess(frame, spec)).to(self.device)
+            labels = self.model(x).argmax(1)[0].to(torch.uint8).cpu().numpy()
+            return labels_to_frame_size(labels, frame.shape[:2])
+
+        flow = None
+        if cfg.val_tc:
+            cache = cfg.data.flow_cache or str(Path(cfg.data.root) / "flow_cache")
+            flow = open_flow_source(cfg.data.flow, val, cache_dir=cache)
+        report = evaluate_predictions(predict, val, flow, tc=cfg.val_tc, max_sequences=cfg.val_max_sequences,
+                                      progress=False)
+        self.model.train()
+        return report
+
+    # ------------------------------------------------------------------ the loop
+
+    def _loader(self):
+        stream = SampleStream(len(self.clips), self.cfg.batch_size, self.cfg.seed, start_batch=self.step,
+                              rank=self.dist.rank, world=self.dist.world)
+        workers = self.cfg.data.workers
+        return torch.utils.data.DataLoader(self.clips, batch_sampler=stream, num_workers=workers,
+                                           pin_memory=self.device.type == "cuda",
+                                           persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
+
+    def _install_signal_handlers(self):
+        def request_stop(signum, frame):
+            if self.stop_requested:  # a second Ctrl-C interrupts at once
+                raise KeyboardInterrupt
+            self.stop_requested = True
+
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, request_stop)
+        return previous
+
+    def fit(self) -> dict:
+        """Train to `iterations`; returns the final metrics. Writes last.pt, model.pt and metrics.jsonl under out/."""
+        cfg = self.cfg
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        log_file = open(self.out / "metrics.jsonl", "a") if self.dist.main else None
+        tb = _tensorboard(self.out) if self.dist.main else None
+        bar = _progress(cfg.iterations, self.step, enabled=self.progress and self.dist.main)
+        previous = self._install_signal_handlers() if _in_main_thread() else {}
+        metrics: dict = {}
+        t_start, steps_done = time.perf_counter(), 0
+        try:
+            batches = iter(self._loader())
+            while self.step < cfg.iterations and not self.stop_requested:
+                batch = next(batches)
+                lr = self.set_lr()
+                t0 = time.perf_counter()
+                log = self.train_step(batch)
+                self.step += 1
+                steps_done += 1
+                log.update(step=self.step, lr=lr, step_time=time.perf_counter() - t0)
+                if self.dist.main:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in log.items() if k not in ("step", "lr", "step_time")})
+                    if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
+                        _write_log(log_file, tb, log)
+                    if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
+                        self.save("last.pt")
+                    if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.iterations:
+                        _write_log(log_file, tb, {"step": self.step, **_val_summary(self.validate())})
+            if self.dist.main:
+                self.save("last.pt")
+                if self.stop_requested:
+                    bar.write(f"interrupted at step {self.step}: saved {self.out / 'last.pt'} (resume with --resume)")
+                else:
+                    report = self.validate()
+                    metrics = {**_val_summary(report), "tc_flow": (report.get("tc_detail") or {}).get("flow")}
+                    metrics["train_seconds_per_step"] = (time.perf_counter() - t_start) / max(steps_done, 1)
+                    _write_log(log_file, tb, {"step": self.step, **metrics})
+                    self.save("model.pt", metrics, with_state=False)
+                    with atomic_write(self.out / "val_report.json", "w") as fh:
+                        json.dump(report, fh, indent=2, default=float)
+        finally:
+            bar.close()
+            if log_file:
+                log_file.close()
+            if tb:
+                tb.close()
+            for s, h in previous.items():
+                signal.signal(s, h)
+        return metrics
+
+
+def _val_summary(report: dict) -> dict:
+    out = {"val_miou": report.get("miou")}
+    if report.get("tc") is not None:
+        out["val_tc"] = report["tc"]
+    return out
+
+
+def _write_log(fh, tb, record: dict) -> None:
+    fh.write(json.dumps(record, default=float) + "\n")
+    fh.flush()
+    if tb is not None:
+        for k, v in record.items():
+            if k != "step" and isinstance(v, (int, float)) and v is not None:
+                tb.add_scalar(k, v, record["step"])
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    trainer = Trainer(cfg, resume=resume, progress=progress)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.dist.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
