@@ -2,6 +2,49 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def export_command(
+    checkpoint: Path = typer.Argument(..., help="vsseg-edge checkpoint (.pt) to export."),
+    out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (its manifest goes beside it as <out>.json)."),
+    preset: Optional[Path] = typer.Option(None, "--preset", help="Export preset YAML (export/*.yaml); flags override it."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset, 17 or later [preset default: 17]."),
+    size: Optional[str] = typer.Option(None, "--size", help="Input size HxW, e.g. 512x1024 [default: the checkpoint's]."),
+    dynamic_batch: Optional[bool] = typer.Option(None, "--dynamic-batch/--static-batch", help="Dynamic batch dimension."),
+    uint8_input: Optional[bool] = typer.Option(None, "--uint8-input/--float-input",
+                                               help="uint8 NHWC input with the normalisation inside the graph."),
+    argmax: Optional[str] = typer.Option(None, "--argmax", help="ArgMax in the graph: uint8 | int32 | none (logits)."),
+    simplify: Optional[bool] = typer.Option(None, "--simplify/--no-simplify", help="Simplify with onnxsim."),
+    exporter: Optional[str] = typer.Option(None, "--exporter", help="dynamo (default) | torchscript (legacy)."),
+    parity_frames: Optional[str] = typer.Option(None, "--parity-frames",
+                                                help="Image folder or dataset root for the parity check "
+                                                     "[default: synthetic smooth frames]."),
+):
+    """Export a checkpoint to ONE self-contained ONNX file, checked for parity with onnxruntime."""
+    from ..core.errors import VssegError
+    from .presets import load_preset, parse_size
+
+    if checkpoint.is_dir() or not checkpoint.exists():
+        raise VssegError(f"{checkpoint}: checkpoint not found (expected a vsseg-edge .pt file)")
+    cfg = load_preset(preset, opset=opset, size=parse_size(size) if size else None, dynamic_batch=dynamic_batch,
+                      uint8_input=uint8_input, argmax=argmax, simplify=simplify, exporter=exporter,
+                      parity_frames=parity_frames)
+    from .onnx_export import export_checkpoint
+
+    result = export_checkpoint(checkpoint, out, cfg)
+    s, p, t = result.summary, result.parity, result.timings
+    ins, outs = s["inputs"][0], s["outputs"][0]
+    typer.echo(f"{result.path}: opset {s['opset']}, {s['nodes']} nodes, {s['parameters']:,} parameters; "
+               f"{ins['name']} {ins['dtype']} {ins['shape']} → {outs['name']} {outs['dtype']} {outs['shape']}")
+    typer.echo(f"parity: {p.describe()}")
+    typer.echo(f"time: {t['total_s']:.1f} s (export {t['export_s']:.1f} s, simplify+check {t['simplify_check_s']:.1f} s, "
+               f"parity {t['parity_s']:.1f} s); manifest {result.path.name}.json")
+
 
 def register(app, data_app) -> None:
-    """No commands yet."""
+    """`vsseg-edge export`."""
+    app.command("export")(export_command)

@@ -1,0 +1,169 @@
+"""End-to-end export of a tiny registered model from its checkpoint: file, manifest, checker, parity, options."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from vsseg_edge.core.errors import VssegError
+from vsseg_edge.core.fileio import sha256_file
+from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+from vsseg_edge.core.preprocess import preprocess_batch
+from vsseg_edge.export.onnx_export import export_checkpoint, export_onnx
+from vsseg_edge.export.parity import synthetic_frames
+from vsseg_edge.export.presets import load_preset
+from vsseg_edge.export.simplify import boundary
+from vsseg_edge.models.checkpoint import checkpoint_preprocess, model_from_checkpoint
+
+
+def _session(path):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _torch_logits(model, frames, spec):
+    with torch.no_grad():
+        return model(torch.from_numpy(preprocess_batch(frames, spec))).numpy()
+
+
+@pytest.fixture(scope="module")
+def float_export(tiny_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("float") / "new" / "folder" / "model.onnx"  # missing folders are created
+    return export_checkpoint(tiny_ckpt, out, load_preset(None))
+
+
+def test_float_export_file_manifest_checker_parity(float_export, tiny_ckpt):
+    out = float_export.path
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx", "model.onnx.json"]  # no external data
+    proto = onnx.load(str(out), load_external_data=False)
+    onnx.checker.check_model(proto, full_check=True)
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    man = read_manifest(out, kind="onnx", verify=True)
+    assert man["opset"] == 17 and man["output"] == "logits" and man["parent"]["sha256"] == sha256_file(tiny_ckpt)
+    assert man["graph"]["nodes"] == len(proto.graph.node) and sum(man["graph"]["ops"].values()) == len(proto.graph.node)
+    assert "dynamo" in man["exporter"]
+    par = man["parity"]
+    assert par["passed"] and par["max_abs_logit"] <= 1e-4 and par["argmax_agreement"] >= 0.999
+    assert par["frames"].startswith("synthetic") and par["num_frames"] == 4
+    # independently of the report: ORT on fresh frames agrees with torch
+    model, ckpt = model_from_checkpoint(tiny_ckpt)
+    spec = manifest_preprocess(man, "model.onnx")
+    assert spec == checkpoint_preprocess(ckpt, "ckpt")
+    frames = synthetic_frames(2, spec.size, seed=7)
+    ref = _torch_logits(model, frames, spec)
+    sess = _session(out)
+    got = np.concatenate([sess.run(None, {"input": preprocess_batch([f], spec)})[0] for f in frames])
+    assert np.abs(got - ref).max() <= 1e-4
+    assert np.abs(ref).max() > 0.1  # the comparison is not between two near-zero tensors
+
+
+def test_graph_is_clean(float_export):
+    ops = float_export.summary["ops"]
+    assert "Gather" not in ops and "ReduceMean" not in ops and "Constant" not in ops  # static pools, simplified
+    assert "BatchNormalization" not in ops  # folded into the convolutions
+    assert ops["MatMul"] == 4  # bins 3 and 6 as two pooling matrices each
+
+
+def test_uint8_argmax_export_from_image_folder(tiny_ckpt, tmp_path):
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(synthetic_frames(3, (96, 160), seed=3)):  # other size: preprocess resizes
+        cv2.imwrite(str(folder / f"f{i}.png"), f)
+    out = tmp_path / "labels.onnx"
+    preset = load_preset("export/uint8_argmax.yaml", parity_frames=str(folder))
+    res = export_checkpoint(tiny_ckpt, out, preset)
+    assert res.parity.frames == str(folder) and res.parity.num_frames == 3
+    assert res.parity.max_abs_logit is None and res.parity.argmax_agreement >= 0.999
+    io = boundary(onnx.load(str(out)))
+    assert io["inputs"] == [{"name": "input", "dtype": "UINT8", "shape": [1, 64, 128, 3]}]
+    assert io["outputs"] == [{"name": "labels", "dtype": "UINT8", "shape": [1, 64, 128]}]
+    man = read_manifest(out, kind="onnx")
+    spec = manifest_preprocess(man, "labels.onnx")
+    assert (spec.dtype, spec.layout, man["output"]) == ("uint8", "nhwc", "labels")
+    for op in ("ArgMax", "Cast", "Transpose"):
+        assert op in man["graph"]["ops"]
+    model, ckpt = model_from_checkpoint(tiny_ckpt)
+    frames = synthetic_frames(2, (64, 128), seed=11)
+    labels = np.concatenate([_session(out).run(None, {"input": preprocess_batch([f], spec)})[0] for f in frames])
+    ref = _torch_logits(model, frames, checkpoint_preprocess(ckpt, "ckpt")).argmax(1)
+    assert labels.dtype == np.uint8
+    assert np.mean(labels == ref) >= 0.999
+
+
+def test_dynamic_batch_int32_labels(tiny_ckpt, tmp_path):
+    out = tmp_path / "dyn.onnx"
+    res = export_checkpoint(tiny_ckpt, out, load_preset(None, dynamic_batch=True, argmax="int32"))
+    io = res.summary
+    assert io["inputs"][0]["shape"][0] == "batch" and io["outputs"][0]["dtype"] == "INT32"
+    assert all(t["dtype"] != "INT64" for t in io["inputs"] + io["outputs"])
+    model, ckpt = model_from_checkpoint(tiny_ckpt)
+    spec = checkpoint_preprocess(ckpt, "ckpt")
+    frames = synthetic_frames(3, spec.size, seed=5)
+    sess = _session(out)
+    for n in (2, 3):
+        labels = sess.run(None, {"input": preprocess_batch(frames[:n], spec)})[0]
+        assert labels.shape == (n, 64, 128) and labels.dtype == np.int32
+        assert np.mean(labels == _torch_logits(model, frames[:n], spec).argmax(1)) >= 0.999
+
+
+def test_broken_parity_leaves_no_file(tiny_ckpt, tmp_path, monkeypatch):
+    import vsseg_edge.export.parity as parity
+
+    real_run = parity.run_onnx
+    monkeypatch.setattr(parity, "run_onnx", lambda *a, **k: real_run(*a, **k) + 0.01)  # a drifting backend
+    out = tmp_path / "broken.onnx"
+    with pytest.raises(VssegError, match=r"parity check failed, nothing written: max \|Δlogit\| 1\.00e-02"):
+        export_checkpoint(tiny_ckpt, out, load_preset(None, exporter="torchscript"))
+    assert list(tmp_path.iterdir()) == []  # no model, no manifest, no temporary file
+    # an earlier good file at the target is left as it was
+    out.write_bytes(b"old")
+    with pytest.raises(VssegError, match="parity check failed"):
+        export_checkpoint(tiny_ckpt, out, load_preset(None, exporter="torchscript", max_abs_logit=1e-3))
+    assert out.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["broken.onnx"]
+
+
+def test_user_errors(tiny_ckpt, tmp_path, tiny_factory):
+    from vsseg_edge.core.preprocess import PreprocessSpec
+
+    with pytest.raises(VssegError, match="is a directory"):
+        export_checkpoint(tiny_ckpt, tmp_path, load_preset(None))
+    meta = dict(model_name="t", classes=["a", "b"], preprocess=PreprocessSpec(height=64, width=128))
+    with pytest.raises(VssegError, match=r"--size 60x128: .* multiples of 8"):
+        export_onnx(tiny_factory(), tmp_path / "m.onnx", preset=load_preset(None, size=(60, 128)), **meta)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_rejects_non_checkpoint_in_one_line(tmp_path):
+    bad = tmp_path / "weights.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, bad)  # a plain state dict
+    out = tmp_path / "m.onnx"
+    proc = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "export", str(bad), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a vsseg-edge checkpoint" in lines[0] and str(bad) in lines[0]
+    assert not out.exists()
+
+
+def test_cli_exports_with_preset_and_flag_override(tiny_ckpt, tmp_path):
+    from typer.testing import CliRunner
+
+    from vsseg_edge.cli import app
+
+    out = tmp_path / "cli.onnx"
+    res = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(out), "--preset", "export/uint8_argmax.yaml",
+                                   "--argmax", "int32", "--exporter", "torchscript", "--size", "32x64"])
+    assert res.exit_code == 0, res.output
+    assert "argmax agreement" in res.output and "nodes" in res.output
+    man = read_manifest(out, kind="onnx")
+    assert man["graph"]["outputs"][0] == {"name": "labels", "dtype": "INT32", "shape": [1, 32, 64]}
+    assert man["input"]["shape"] == [1, 32, 64, 3] and "torchscript" in man["exporter"]

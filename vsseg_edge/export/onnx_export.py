@@ -1,0 +1,182 @@
+"""torch → ONNX: the only bridge from a trained model to the deployable graph.
+
+`export_onnx` takes an `nn.Module` plus its metadata (name, classes, preprocessing) and writes ONE
+self-contained ONNX file (no external data) with its manifest. Steps: wrap (uint8 NHWC input, ArgMax),
+export with torch's maintained dynamo exporter (or the legacy TorchScript one, for comparison), simplify
+with onnxsim, `onnx.checker`, refuse INT64 at the graph boundary, then write to a temporary path, check
+parity with onnxruntime on real or synthetic frames, and only then rename onto the target: a broken
+export leaves no file. `export_checkpoint` is the thin layer that loads a vsseg-edge checkpoint first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import VssegError
+from ..core.fileio import atomic_path
+from ..core.manifest import write_manifest
+from ..core.preprocess import PreprocessSpec
+from . import simplify as graph
+from .parity import ParityReport, check_parity, load_frames
+from .presets import ExportPreset
+
+INPUT_NAME = "input"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The written file, its manifest, the parity figures, graph summary and timings (seconds)."""
+
+    path: Path
+    manifest: dict
+    parity: ParityReport
+    summary: dict
+    timings: dict
+
+
+def check_output_path(out: str | Path) -> Path:
+    """An existing directory is an error; a missing parent folder is fine (atomic_path creates it)."""
+    out = Path(out)
+    if out.is_dir():
+        raise VssegError(f"--out {out}: is a directory; expected the path of the .onnx file to write")
+    return out
+
+
+def export_sizes(model, preprocess: PreprocessSpec, preset: ExportPreset) -> tuple[PreprocessSpec, PreprocessSpec]:
+    """(spec the torch model takes at the export size, spec of the exported graph's input)."""
+    h, w = preset.size or preprocess.size
+    multiple = getattr(model, "input_multiple", None)
+    if multiple and (h % multiple or w % multiple):
+        raise VssegError(f"--size {h}x{w}: model {getattr(model, 'model_name', type(model).__name__)} needs "
+                         f"H and W to be multiples of {multiple}")
+    model_spec = preprocess.replace(height=h, width=w, dtype="float32", layout="nchw")
+    onnx_spec = model_spec.replace(dtype="uint8", layout="nhwc") if preset.uint8_input else model_spec
+    return model_spec, onnx_spec
+
+
+def build_module(model, model_spec: PreprocessSpec, preset: ExportPreset, num_classes: int):
+    """The module to export (wrapped, static pools) and an example input of the exported spec."""
+    import torch
+
+    from .wrappers import static_adaptive_pools, wrap_for_export
+
+    if preset.argmax == "uint8" and num_classes > 256:
+        raise VssegError(f"--argmax uint8: the model has {num_classes} classes; use --argmax int32")
+    batch = 2 if preset.dynamic_batch else 1  # batch 1 would be specialised by torch.export
+    example = torch.zeros(model_spec.input_shape(batch))
+    if preset.static_pools:
+        model, _ = static_adaptive_pools(model, example[:1])
+    module = wrap_for_export(model, model_spec, uint8_input=preset.uint8_input, argmax=preset.argmax)
+    if preset.uint8_input:
+        example = torch.zeros((batch, model_spec.height, model_spec.width, 3), dtype=torch.uint8)
+    return module, example
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporters' progress prints, warnings and log lines (failures still raise)."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            for lg in loggers:
+                lg.setLevel(logging.ERROR)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def torch_export(module, example, preset: ExportPreset):
+    """Export to an in-memory onnx.ModelProto with the preset's exporter, opset and batch dimension."""
+    import onnx
+    import torch
+
+    out_name = preset.output
+    with _quiet():
+        if preset.exporter == "dynamo":
+            shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if preset.dynamic_batch else None
+            program = torch.onnx.export(module, (example,), dynamo=True, opset_version=preset.opset,
+                                        input_names=[INPUT_NAME], output_names=[out_name],
+                                        dynamic_shapes=shapes, optimize=True, verbose=False)
+            return program.model_proto
+        buf = io.BytesIO()
+        axes = {INPUT_NAME: {0: "batch"}, out_name: {0: "batch"}} if preset.dynamic_batch else None
+        torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=preset.opset,
+                          input_names=[INPUT_NAME], output_names=[out_name], dynamic_axes=axes,
+                          do_constant_folding=True)
+        return onnx.load_from_string(buf.getvalue())
+
+
+def finish_graph(proto, preset: ExportPreset, where: str):
+    """Simplify (unless disabled), check, and verify the opset and the boundary types."""
+    if preset.simplify:
+        proto = graph.simplify(proto, where)
+    graph.check(proto, where)
+    if graph.opset_of(proto) != preset.opset:
+        raise VssegError(f"{where}: the {preset.exporter} exporter produced opset {graph.opset_of(proto)}, "
+                         f"not the requested {preset.opset}; try --opset {graph.opset_of(proto)}")
+    graph.check_boundary_dtypes(proto, where)
+    return proto
+
+
+def exporter_name(preset: ExportPreset) -> str:
+    import torch
+
+    kind = "dynamo (torch.export)" if preset.exporter == "dynamo" else "torchscript (legacy)"
+    return f"torch.onnx.export {kind}, torch {torch.__version__}"
+
+
+def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], preprocess: PreprocessSpec,
+                preset: ExportPreset, parent: str | Path | None = None) -> ExportResult:
+    """Export `model` (float NCHW in, N×C×H×W logits out) to `out` with its manifest, or leave no file.
+
+    `preprocess` is the checkpoint's preprocessing; the manifest records the exported graph's own input
+    spec (the export size; uint8 NHWC when `preset.uint8_input`) and output kind (logits | labels).
+    """
+    import onnx
+
+    out = check_output_path(out)
+    t0 = time.perf_counter()
+    model = model.eval()
+    model_spec, onnx_spec = export_sizes(model, preprocess, preset)
+    module, example = build_module(model, model_spec, preset, len(classes))
+    proto = torch_export(module, example, preset)
+    t1 = time.perf_counter()
+    proto = finish_graph(proto, preset, str(out))
+    t2 = time.perf_counter()
+    frames, source = load_frames(preset.parity_frames, preset.parity_count, model_spec.size)
+    with atomic_path(out) as tmp:
+        onnx.save_model(proto, str(tmp), save_as_external_data=False)
+        report = check_parity(tmp, model, frames, source, model_spec=model_spec, onnx_spec=onnx_spec,
+                              output=preset.output, batched=preset.dynamic_batch,
+                              max_abs_logit=preset.max_abs_logit, min_argmax_agreement=preset.min_argmax_agreement)
+        if not report.passed:
+            raise VssegError(f"{out}: parity check failed, nothing written: {report.describe()}")
+    t3 = time.perf_counter()
+    summary = graph.summary(proto)
+    timings = {"export_s": round(t1 - t0, 3), "simplify_check_s": round(t2 - t1, 3),
+               "parity_s": round(t3 - t2, 3), "total_s": round(t3 - t0, 3)}
+    manifest = write_manifest(
+        out, "onnx", model=model_name, classes=list(classes), preprocess=onnx_spec, output=preset.output,
+        precision="fp32", parent=parent, opset=summary["opset"], exporter=exporter_name(preset),
+        simplified=preset.simplify, dynamic_batch=preset.dynamic_batch, parity=report.to_dict(),
+        graph=summary, export_preset=preset.to_dict(), timings=timings)
+    return ExportResult(out, manifest, report, summary, timings)
+
+
+def export_checkpoint(ckpt_path: str | Path, out: str | Path, preset: ExportPreset) -> ExportResult:
+    """Load a vsseg-edge checkpoint (model, classes, preprocessing) and export it with `preset`."""
+    from ..models.checkpoint import checkpoint_preprocess, model_from_checkpoint
+
+    check_output_path(out)
+    model, ckpt = model_from_checkpoint(ckpt_path)
+    return export_onnx(model, out, model_name=ckpt["model"], classes=ckpt["classes"],
+                       preprocess=checkpoint_preprocess(ckpt, str(ckpt_path)), preset=preset, parent=ckpt_path)
