@@ -54,7 +54,7 @@ def test_segloss_adds_weighted_aux_and_resizes_logits():
     expected = F.cross_entropy(out, labels, ignore_index=255) + 0.4 * F.cross_entropy(aux, labels, ignore_index=255)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     small = torch.randn(2, 4, 5, 5)
-    up = F.interpolate(small, size=(16, 16), mode="bilinear", align_corners=True)
+    up = F.interpolate(small, size=(16, 16), mode="bilinear", align_corners=False)
     assert SegLoss()(small, labels).item() == pytest.approx(F.cross_entropy(up, labels, ignore_index=255).item(), rel=1e-6)
 
 
@@ -97,18 +97,25 @@ def test_flow_validity_marks_out_of_frame_and_nan():
 
 
 def test_resize_flow_scales_vectors_to_the_new_grid():
-    # align_corners grid: 33 px → 5 px is a factor (5−1)/(33−1) = 1/8
-    flow = const_flow(1, 33, 33, 8.0, -16.0)
-    small = resize_flow(flow, (5, 5))
-    torch.testing.assert_close(small[0, 0], torch.full((5, 5), 1.0, dtype=torch.float64))
-    torch.testing.assert_close(small[0, 1], torch.full((5, 5), -2.0, dtype=torch.float64))
-    # a ramp image: warping at low res with the resized flow equals low-res of the warped ramp
-    ramp = torch.arange(33, dtype=torch.float64).expand(1, 1, 33, 33).contiguous()
-    ramp_small = F.interpolate(ramp, size=(5, 5), mode="bilinear", align_corners=True)
-    shift = const_flow(1, 33, 33, 8.0, 0.0)
-    warped_small = F.interpolate(flow_warp(ramp, shift), size=(5, 5), mode="bilinear", align_corners=True)
-    torch.testing.assert_close(flow_warp(ramp_small, resize_flow(shift, (5, 5)))[..., :4],
-                               warped_small[..., :4], atol=1e-9, rtol=0)
+    # the models' geometry (align_corners=False): 64 px → 8 px is a factor 1/8
+    flow = const_flow(1, 64, 64, 8.0, -16.0)
+    small = resize_flow(flow, (8, 8))
+    torch.testing.assert_close(small[0, 0], torch.full((8, 8), 1.0, dtype=torch.float64))
+    torch.testing.assert_close(small[0, 1], torch.full((8, 8), -2.0, dtype=torch.float64))
+    # ETC's 8k+1 geometry (align_corners=True): 33 px → 5 px is a factor (5−1)/(33−1) = 1/8
+    ac = resize_flow(const_flow(1, 33, 33, 8.0, 0.0), (5, 5), align_corners=True)
+    torch.testing.assert_close(ac[0, 0], torch.full((5, 5), 1.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("size,small,ac", [(64, 8, False), (33, 5, True)])
+def test_warping_commutes_with_downsampling_on_a_ramp(size, small, ac):
+    ramp = torch.arange(size, dtype=torch.float64).expand(1, 1, size, size).contiguous()
+    down = lambda x: F.interpolate(x, size=(small, small), mode="bilinear", align_corners=ac)  # noqa: E731
+    shift = const_flow(1, size, size, 8.0, 0.0)
+    warped_then_down = down(flow_warp(ramp, shift))
+    down_then_warped = flow_warp(down(ramp), resize_flow(shift, (small, small), align_corners=ac))
+    torch.testing.assert_close(down_then_warped[..., : small - 2], warped_then_down[..., : small - 2],
+                               atol=1e-9, rtol=0)
 
 
 # ----------------------------------------------------------------------------- temporal loss
@@ -172,14 +179,17 @@ def test_temporal_gradient_reaches_both_frames_unless_detached():
 
 def test_temporal_loss_resizes_image_resolution_flow_to_the_logits():
     torch.manual_seed(3)
-    # images and flow at 17×17 (shift 4 px) while the logits are 9×9 (shift 2 px)
-    out_n = torch.randn(1, 3, 9, 9, dtype=torch.float64)
-    out_t = torch.randn(1, 3, 9, 9, dtype=torch.float64)
-    out_t[..., :7] = out_n[..., 2:]
-    img_n = torch.arange(17, dtype=torch.float64).expand(1, 3, 17, 17) / 17
-    img_t = flow_warp(img_n, const_flow(1, 17, 17, 4, 0))
-    loss = TemporalLoss()(out_t, out_n, img_t, img_n, const_flow(1, 17, 17, 4, 0))
-    assert loss.item() == pytest.approx(0.0, abs=1e-12)
+    # images and flow at 16×16 (shift 4 px) while the logits are 8×8 (shift 2 px)
+    out_n = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    out_t = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    out_t[..., :6] = out_n[..., 2:]
+    img_n = torch.arange(16, dtype=torch.float64).expand(1, 3, 16, 16) / 16
+    img_t = flow_warp(img_n, const_flow(1, 16, 16, 4, 0))
+    flow = const_flow(1, 16, 16, 4, 0)
+    assert TemporalLoss()(out_t, out_n, img_t, img_n, flow).item() == pytest.approx(0.0, abs=1e-12)
+    # a naively resized flow (vectors not rescaled: a 4-cell shift at 8×8) finds the pair inconsistent
+    naive = F.interpolate(flow, size=(8, 8), mode="bilinear", align_corners=False)
+    assert TemporalLoss()(out_t, out_n, img_t, img_n, naive).item() > 1e-3
 
 
 # ----------------------------------------------------------------------------- pixel KD

@@ -7,8 +7,9 @@ auxiliary (deep-supervision) head.
 
 i.e. PyTorch's weighted mean: with class weights the sum is normalised by the summed weights of the
 valid pixels, not by their count (as ETC's `CriterionDSN` via `nn.CrossEntropyLoss(weight=…)`).
-Logits whose size differs from the labels are upsampled bilinearly with align_corners=True first (as
-ETC does with its stride-8 logits). A batch with no valid pixel gives 0 (connected to the graph), not NaN.
+Logits whose size differs from the labels are upsampled bilinearly first, with align_corners=False
+as the models' own upsampling (inputs are multiples of 8; ETC's 8k+1 crops used align_corners=True).
+A batch with no valid pixel gives 0 (connected to the graph), not NaN.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ ETC_CITYSCAPES_CLASS_WEIGHTS = (
 
 
 def resize_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize (align_corners=True, as ETC) of N×C×h×w logits to `size`; no-op when equal."""
+    """Bilinear resize (align_corners=False, as the models) of N×C×h×w logits to `size`; no-op when equal."""
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def cross_entropy(

@@ -12,7 +12,7 @@ and over the clip  L = KL_t + neighbour_weight · Σ_n KL_n  (neighbour_weight 0
 ETC's `nn.KLDivLoss()` (legacy mean) divides by N·C·H·W, i.e. by C more than a per-pixel KL:
 `reduction="element"` reproduces that scale (a weight tuned in ETC's code then transfers as is).
 No T² factor (ETC has none; with T = 1 it changes nothing). Teacher logits are detached here.
-Student logits are resized to the teacher's size (bilinear, align_corners=True) if they differ.
+Student logits are resized to the teacher's size (bilinear, align_corners=False) if they differ.
 Ignore pixels (optional, frame t only since only it has labels): pass `valid` (N×h×w bool), e.g. from
 `valid_from_labels`; ETC uses every pixel.
 """

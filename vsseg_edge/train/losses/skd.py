@@ -76,7 +76,7 @@ class SkdPairwiseLoss(nn.Module):
     def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
         if student_feat.shape[-2:] != teacher_feat.shape[-2:]:
             student_feat = F.interpolate(student_feat, size=teacher_feat.shape[-2:], mode="bilinear",
-                                         align_corners=True)
+                                         align_corners=False)
         s = node_similarity(self.pool(student_feat))
         t = node_similarity(self.pool(teacher_feat.detach()))
         return self.weight * F.mse_loss(s, t)

@@ -28,8 +28,9 @@ dropped by default (`exclude_out_of_frame=True`) because a clamped border pixel 
 point. NaN flow vectors are always dropped.
 
 Resolution: the flow may come at image resolution while q is at full or stride-8 resolution; flow (with
-its vectors rescaled) and images are resized to q's size. ETC upsamples stride-8 logits to full size
-and warps there; with `model(...)["out"]` that is what the default composition does.
+its vectors rescaled, `resize_flow` with align_corners=False as the models' upsampling) and images are
+resized to q's size. ETC upsamples stride-8 logits to full size and warps there; with
+`model(...)["out"]` that is what the default composition does (then no resizing happens at all).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def occlusion_mask(image_t: torch.Tensor, warped_image: torch.Tensor) -> torch.T
 def _resize_images(img: torch.Tensor, size) -> torch.Tensor:
     if tuple(img.shape[-2:]) == tuple(size):
         return img
-    return F.interpolate(img, size=tuple(size), mode="bilinear", align_corners=True)
+    return F.interpolate(img, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 class TemporalLoss(nn.Module):

@@ -62,12 +62,14 @@ def flow_validity(flow: torch.Tensor, exclude_out_of_frame: bool = True) -> torc
     return valid.unsqueeze(1).to(flow.dtype if flow.is_floating_point() else torch.float32)
 
 
-def resize_flow(flow: torch.Tensor, size: Sequence[int], align_corners: bool = True) -> torch.Tensor:
+def resize_flow(flow: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
     """Resize an N×2×H×W flow field to `size` (h, w) AND rescale its vectors to the new pixel grid.
 
-    With align_corners=True (the grid `flow_warp` and ETC's upsampling use) pixel i maps to
-    i·(w−1)/(W−1), so a displacement scales by (w−1)/(W−1); with False by w/W. Values are resampled
-    bilinearly; a NaN vector spreads to its bilinear neighbours, which the validity mask then drops.
+    `align_corners` names how the two grids correspond. False (default; the models upsample their
+    stride-8 logits that way, inputs being multiples of 8): pixel centres x+½ scale by w/W, so a
+    displacement scales by w/W. True (ETC's 8k+1 crops): pixel i maps to i·(w−1)/(W−1), displacements
+    scale by (w−1)/(W−1). Values are resampled bilinearly; a NaN vector spreads to its bilinear
+    neighbours, which the validity mask then drops.
     """
     _check_flow(flow)
     h_in, w_in = flow.shape[-2:]
