@@ -1,0 +1,123 @@
+"""Inference backends behind one interface (after Polygraphy's runners): TensorRT, onnxruntime, torch.
+
+A backend is opened from an artifact and its manifest, and gives:
+
+    infer(batch: np.ndarray) -> np.ndarray     batch prepared by core.preprocess with `.preprocess_spec`;
+                                               returns logits N×C×H×W or labels N×H×W (`.output_kind`)
+    .preprocess_spec  .output_kind  .classes  .name  .device  .artifact
+    close() / context manager                  frees sessions, device buffers, streams
+
+The preprocessing always comes from the artifact (manifest or checkpoint), never guessed; `check_spec`
+refuses a spec that differs from it (only the input size may differ, and only for size-free artifacts).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...core.errors import VssegError
+from ...core.preprocess import PreprocessSpec, logits_to_labels
+
+BACKENDS = ("trt", "ort", "torch")
+_BY_SUFFIX = {".engine": "trt", ".plan": "trt", ".onnx": "ort", ".pt": "torch", ".pth": "torch"}
+
+
+class Backend:
+    """Common part of every backend; subclasses set the attributes below and implement `infer`/`close`."""
+
+    name = "backend"
+    device = "cpu"
+    output_kind = "logits"  # "logits" | "labels"
+    dynamic_size = False  # True when the artifact takes any input height/width
+    preprocess_spec: PreprocessSpec
+    classes: list[str]
+    artifact: str
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def check_spec(self, spec: PreprocessSpec | None) -> None:
+        """Accept `spec` only if it is the artifact's (a size-free artifact may change height/width only)."""
+        if spec is None:
+            return
+        base = self.preprocess_spec
+        if self.dynamic_size:
+            base = base.replace(height=spec.height, width=spec.width)
+        base.require_same(spec, self.artifact)
+        self.preprocess_spec = spec
+
+    def to_labels(self, output: np.ndarray) -> np.ndarray:
+        """Backend output → uint8 labels N×H×W (argmax on the host for logits)."""
+        if self.output_kind == "logits":
+            return logits_to_labels(output)
+        if output.ndim == 4 and output.shape[1] == 1:
+            output = output[:, 0]
+        return output.astype(np.uint8, copy=False)
+
+    def describe(self) -> str:
+        s = self.preprocess_spec
+        return f"{self.name} on {self.device}: {Path(self.artifact).name}, input {s.height}x{s.width}, {self.output_kind}"
+
+
+def output_kind_of(man: dict, where: str) -> str:
+    """The manifest's output kind ('logits' or 'labels'; a dict with 'kind' is accepted too)."""
+    out = man.get("output", "logits")
+    kind = out.get("kind") if isinstance(out, dict) else out
+    if kind not in ("logits", "labels"):
+        raise VssegError(f"{where}: manifest output {kind!r} is neither 'logits' nor 'labels'")
+    return kind
+
+
+def infer_backend_name(model: str | Path) -> str:
+    """The backend a file calls for, from its suffix."""
+    suffix = Path(model).suffix.lower()
+    if suffix not in _BY_SUFFIX:
+        raise VssegError(f"{model}: unknown model type {suffix!r}; expected .engine/.plan (TensorRT), "
+                         ".onnx (onnxruntime) or .pt (vsseg-edge checkpoint)")
+    return _BY_SUFFIX[suffix]
+
+
+def open_backend(model: str | Path, backend: str | None = None, *, spec: PreprocessSpec | None = None,
+                 **options) -> Backend:
+    """Open the backend for `model` (chosen from its suffix, or `backend` which must fit the file).
+
+    options: ort → providers, threads; torch → device, fp16, channels_last, cuda_graph; trt → none.
+    """
+    model = Path(model)
+    if not model.is_file():
+        raise VssegError(f"{model}: model file not found")
+    wanted = infer_backend_name(model)
+    if backend is not None and backend not in BACKENDS:
+        raise VssegError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
+    if backend is not None and backend != wanted:
+        raise VssegError(f"--backend {backend} cannot run {model.name} (a {model.suffix} file needs --backend "
+                         f"{wanted}); build an engine with `vsseg-edge build-engine` or export an ONNX first")
+    if wanted == "ort":
+        from .ort import OrtBackend
+
+        be = OrtBackend(model, **options)
+    elif wanted == "torch":
+        from .torch_backend import TorchBackend
+
+        be = TorchBackend.from_checkpoint(model, **options)
+    else:
+        from .trt import TrtBackend
+
+        be = TrtBackend(model, **options)
+    try:
+        be.check_spec(spec)
+    except Exception:
+        be.close()
+        raise
+    return be

@@ -1,0 +1,98 @@
+"""torch backend: a vsseg-edge checkpoint run eagerly, argmax on the device (only labels cross to the host).
+
+On CUDA (when available) the model runs in FP16 and channels-last by default, and optionally replays a
+captured CUDA graph (`cuda_graph=True`; the input shape must stay fixed, which the runtime guarantees).
+The GPU paths are NOT exercised by the CPU test suite; only the CPU eager path is tested here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...core.errors import VssegError
+from ...core.preprocess import PreprocessSpec
+from . import Backend
+
+
+class TorchBackend(Backend):
+    """Run an nn.Module following the vsseg-edge output contract (logits N×C×H×W) and return labels N×H×W."""
+
+    name = "torch"
+    output_kind = "labels"
+    dynamic_size = True  # the students are fully convolutional; their own input check names valid sizes
+
+    def __init__(self, model, *, preprocess_spec: PreprocessSpec, classes: list[str], artifact: str = "<module>",
+                 device: str | None = None, fp16: bool | None = None, channels_last: bool | None = None,
+                 cuda_graph: bool = False):
+        import torch
+
+        self._torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        on_gpu = self.device.startswith("cuda")
+        self.fp16 = on_gpu if fp16 is None else bool(fp16)
+        self.channels_last = on_gpu if channels_last is None else bool(channels_last)
+        if cuda_graph and not on_gpu:
+            raise VssegError("torch backend: CUDA graphs need a CUDA device")
+        self.cuda_graph = cuda_graph
+        self.preprocess_spec, self.classes, self.artifact = preprocess_spec, list(classes), artifact
+        if preprocess_spec.dtype != "float32" or preprocess_spec.layout != "nchw":
+            raise VssegError(f"{artifact}: the torch backend takes float32 NCHW input, the checkpoint's "
+                             f"preprocessing says {preprocess_spec.dtype} {preprocess_spec.layout}")
+        model = model.eval().to(self.device)
+        if self.fp16:
+            model = model.half()
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self._model = model
+        self._graph = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **options) -> "TorchBackend":
+        from ...models.checkpoint import checkpoint_preprocess, model_from_checkpoint
+
+        model, ckpt = model_from_checkpoint(path)
+        return cls(model, preprocess_spec=checkpoint_preprocess(ckpt, str(path)), classes=ckpt["classes"],
+                   artifact=str(path), **options)
+
+    def _forward(self, x):
+        out = self._model(x)
+        out = out["out"] if isinstance(out, dict) else out
+        return out.argmax(1).to(self._torch.uint8)
+
+    def _to_device(self, batch: np.ndarray):
+        torch = self._torch
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        if self.device != "cpu":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.half() if self.fp16 else x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            x = self._to_device(batch)
+            if self.cuda_graph:
+                return self._replay(x)
+            return self._forward(x).cpu().numpy()
+
+    def _replay(self, x) -> np.ndarray:
+        """Capture once for this input shape (after a warm-up on a side stream), then copy in and replay."""
+        torch = self._torch
+        if self._graph is None or self._static_in.shape != x.shape:
+            self._static_in = x.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self._forward(self._static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            self._graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._graph):
+                self._static_out = self._forward(self._static_in)
+        self._static_in.copy_(x)
+        self._graph.replay()
+        return self._static_out.cpu().numpy()
+
+    def close(self) -> None:
+        self._model = self._graph = None

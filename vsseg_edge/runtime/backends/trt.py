@@ -1,0 +1,216 @@
+"""TensorRT backend: a serialized engine run through cuda-python, following NVIDIA's documented API.
+
+- TensorRT 8.5+ / 10 / 11: tensor-name based I/O (`num_io_tensors`, `get_tensor_name/mode/shape/dtype`,
+  `set_input_shape`, `set_tensor_address`, `execute_async_v3(stream)`); older engines fall back to the
+  binding API (`num_bindings`, `binding_is_input`, `execute_async_v2(bindings, stream)`).
+- Pinned host buffers (cudaMallocHost) and device buffers (cudaMalloc) are allocated ONCE for the batch-1
+  shape; each `infer` does async H2D copy → execute → async D2H copy on one CUDA stream, then one sync.
+- An engine is loaded only beside a manifest whose TensorRT version and GPU match the installed ones.
+
+TensorRT cannot be installed on the machines this project is developed on: this module is checked there
+only against a test double of the `tensorrt`/`cudart` modules (tests/runtime/test_trt_logic.py), which tests
+OUR logic (API choice per version, name→buffer mapping, manifest refusals) and verifies nothing about
+TensorRT itself. All tensorrt / cuda-python imports go through `load_trt_modules`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...core.errors import MissingDependency, VssegError
+from ...core.manifest import manifest_preprocess, read_manifest
+from . import Backend, output_kind_of
+
+
+def load_trt_modules():
+    """Import (tensorrt, cudart) or raise a one-line MissingDependency naming the package and the install."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise MissingDependency(f"tensorrt is not installed ({exc}); install it with: pip install tensorrt "
+                                "(desktop) or use the JetPack python3-libnvinfer package (Jetson)") from None
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError as exc:
+            raise MissingDependency(f"cuda-python is not installed ({exc}); install it with: "
+                                    "pip install cuda-python") from None
+    return trt, cudart
+
+
+def cuda_call(result):
+    """cuda-python returns (err, *values): raise on error, return the value(s)."""
+    err, values = result[0], result[1:]
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA error {getattr(err, 'name', err)}")
+    return values[0] if len(values) == 1 else (values or None)
+
+
+def manifest_trt_version(man: dict) -> str | None:
+    trt_info = man.get("tensorrt") if isinstance(man.get("tensorrt"), dict) else {}
+    return man.get("tensorrt_version") or trt_info.get("version")
+
+
+def manifest_gpu(man: dict) -> tuple[str | None, str | None]:
+    gpu = man.get("gpu") if isinstance(man.get("gpu"), dict) else {}
+    name = man.get("gpu_name") or gpu.get("name")
+    cc = man.get("compute_capability") or gpu.get("compute_capability")
+    return name, (str(cc) if cc is not None else None)
+
+
+def check_engine_manifest(man: dict, path: str, trt_version: str, gpu_name: str, compute_capability: str) -> None:
+    """Refuse an engine built by another TensorRT version or for another GPU (engines are not portable)."""
+    built_trt = manifest_trt_version(man)
+    built_gpu, built_cc = manifest_gpu(man)
+    if not built_trt or not built_gpu:
+        raise VssegError(f"{path}: engine manifest lacks the TensorRT version or GPU it was built for; rebuild it "
+                         "with `vsseg-edge build-engine`")
+    if built_trt != trt_version:
+        raise VssegError(f"{path}: engine built with TensorRT {built_trt}, this machine has {trt_version}; "
+                         "rebuild it from the ONNX with `vsseg-edge build-engine`")
+    if built_gpu.strip() != gpu_name.strip() or (built_cc and built_cc != compute_capability):
+        raise VssegError(f"{path}: engine built for {built_gpu} (sm {built_cc}), this GPU is {gpu_name} "
+                         f"(sm {compute_capability}); rebuild it on this machine")
+
+
+@dataclass
+class IOTensor:
+    """One engine input/output: its name, binding index, direction, shape and numpy dtype."""
+
+    name: str
+    index: int
+    is_input: bool
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def io_tensors(engine, trt) -> list[IOTensor]:
+    """List the engine's I/O with the tensor-name API (TRT >= 8.5) or the binding API (older)."""
+    if hasattr(engine, "num_io_tensors"):
+        out = []
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            out.append(IOTensor(name, i, engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                                tuple(engine.get_tensor_shape(name)), np.dtype(trt.nptype(engine.get_tensor_dtype(name)))))
+        return out
+    return [IOTensor(engine.get_binding_name(i), i, bool(engine.binding_is_input(i)), tuple(engine.get_binding_shape(i)),
+                     np.dtype(trt.nptype(engine.get_binding_dtype(i)))) for i in range(engine.num_bindings)]
+
+
+class HostDeviceBuffer:
+    """A pinned host array and a device allocation of the same size, made once and freed in `free`."""
+
+    def __init__(self, cudart, shape: tuple[int, ...], dtype: np.dtype):
+        self._cudart = cudart
+        self.nbytes = int(np.prod(shape)) * dtype.itemsize
+        host_ptr = cuda_call(cudart.cudaMallocHost(self.nbytes))
+        ptr_type = ctypes.POINTER(np.ctypeslib.as_ctypes_type(dtype))
+        self._host_ptr = host_ptr
+        self.host = np.ctypeslib.as_array(ctypes.cast(host_ptr, ptr_type), (int(np.prod(shape)),)).reshape(shape)
+        self.device = cuda_call(cudart.cudaMalloc(self.nbytes))
+
+    def free(self) -> None:
+        cuda_call(self._cudart.cudaFree(self.device))
+        cuda_call(self._cudart.cudaFreeHost(self._host_ptr))
+
+
+class TrtBackend(Backend):
+    """Deserialize an engine (after the manifest check) and run batch-1 inference on one CUDA stream."""
+
+    name = "trt"
+
+    def __init__(self, path: str | Path, *, device: int = 0, modules=None):
+        path = Path(path)
+        self.artifact = str(path)
+        man = read_manifest(path, kind="engine")
+        self.preprocess_spec = manifest_preprocess(man, str(path))
+        self.output_kind = output_kind_of(man, str(path))
+        self.classes = list(man.get("classes", []))
+        trt, cudart = modules or load_trt_modules()
+        self._trt, self._cudart = trt, cudart
+        cuda_call(cudart.cudaSetDevice(device))
+        prop = cuda_call(cudart.cudaGetDeviceProperties(device))
+        gpu = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
+        gpu = gpu.strip("\x00").strip()
+        self.device = f"cuda:{device} ({gpu})"
+        check_engine_manifest(man, str(path), trt.__version__, gpu, f"{prop.major}.{prop.minor}")
+        self._buffers: dict[str, HostDeviceBuffer] = {}
+        self._stream = None
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        if self._engine is None:
+            raise VssegError(f"{path}: TensorRT could not deserialize this engine (see the TensorRT log above)")
+        self._context = self._engine.create_execution_context()
+        self._stream = cuda_call(cudart.cudaStreamCreate())
+        try:
+            self._setup_io(path)
+        except Exception:
+            self.close()
+            raise
+
+    def _setup_io(self, path: Path) -> None:
+        """Fix the input shape to batch 1 of the manifest's spec, then allocate every buffer once."""
+        tensors = io_tensors(self._engine, self._trt)
+        inputs = [t for t in tensors if t.is_input]
+        outputs = [t for t in tensors if not t.is_input]
+        if len(inputs) != 1 or not outputs:
+            raise VssegError(f"{path.name}: expected one input and at least one output, got "
+                             f"{[t.name for t in inputs]} / {[t.name for t in outputs]}")
+        self._input, self._output = inputs[0], outputs[0]
+        want = self.preprocess_spec.input_shape(1)
+        if self._input.dtype != np.dtype(self.preprocess_spec.dtype):
+            raise VssegError(f"{path.name}: input {self._input.name!r} is {self._input.dtype}, the manifest's "
+                             f"preprocessing gives {self.preprocess_spec.dtype}")
+        if any(d not in (-1, w) for d, w in zip(self._input.shape, want)) or len(self._input.shape) != 4:
+            raise VssegError(f"{path.name}: input shape {self._input.shape} does not fit the manifest's {want}")
+        v3 = hasattr(self._engine, "num_io_tensors")
+        if -1 in self._input.shape:
+            if v3:
+                self._context.set_input_shape(self._input.name, want)
+            else:
+                self._context.set_binding_shape(self._input.index, want)
+        shapes = {t.name: (want if t.is_input else self._out_shape(t, v3)) for t in tensors}
+        for t in tensors:
+            self._buffers[t.name] = HostDeviceBuffer(self._cudart, tuple(shapes[t.name]), t.dtype)
+            if v3:
+                self._context.set_tensor_address(t.name, int(self._buffers[t.name].device))
+        self._bindings = [int(self._buffers[t.name].device) for t in sorted(tensors, key=lambda t: t.index)]
+        self._v3 = v3
+
+    def _out_shape(self, t: IOTensor, v3: bool) -> tuple[int, ...]:
+        shape = tuple(self._context.get_tensor_shape(t.name) if v3 else self._context.get_binding_shape(t.index))
+        if any(d < 0 for d in shape):
+            raise VssegError(f"{self.artifact}: output {t.name!r} shape {shape} is unresolved after fixing the input")
+        return shape
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        cudart, stream = self._cudart, self._stream
+        inp, out = self._buffers[self._input.name], self._buffers[self._output.name]
+        if batch.shape != inp.host.shape:
+            raise VssegError(f"{self.artifact}: engine input is {inp.host.shape}, got a batch {batch.shape}")
+        np.copyto(inp.host, batch)
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        cuda_call(cudart.cudaMemcpyAsync(inp.device, inp.host.ctypes.data, inp.nbytes, h2d, stream))
+        ok = (self._context.execute_async_v3(int(stream)) if self._v3
+              else self._context.execute_async_v2(self._bindings, int(stream)))
+        if not ok:
+            raise RuntimeError(f"{self.artifact}: TensorRT execution failed")
+        cuda_call(cudart.cudaMemcpyAsync(out.host.ctypes.data, out.device, out.nbytes, d2h, stream))
+        cuda_call(cudart.cudaStreamSynchronize(stream))
+        return out.host.copy()
+
+    def close(self) -> None:
+        for buf in self._buffers.values():
+            buf.free()
+        self._buffers = {}
+        if self._stream is not None:
+            cuda_call(self._cudart.cudaStreamDestroy(self._stream))
+            self._stream = None
+        self._context = self._engine = self._runtime = None

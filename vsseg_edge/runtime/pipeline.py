@@ -1,0 +1,202 @@
+"""The per-frame pipeline: capture → (preprocess + infer) → (postprocess + render), each in its own thread.
+
+    source reader thread ──(bounded queue, or latest-frame slot for live sources)──► infer thread
+    infer thread ──(bounded queue)──► output thread ──► sinks, stats
+
+Stages overlap, so throughput is bounded by the slowest stage, not their sum. The infer thread does the
+preprocessing (so a live source only pays for frames that are actually used); the output thread does
+the host argmax / resize to the frame and the rendering. Shutdown — end of stream, --max-frames,
+Ctrl-C / SIGTERM, the window's q, or an error in any stage — always drains the output queue, closes
+every sink (the video is finalised) and writes the stats.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.preprocess import labels_to_frame_size, preprocess
+from .backends import Backend
+from .hud import bgr_lut, label_set_for, overlay
+from .sinks import Sink
+from .sources import Source
+from .stats import FrameTimes, StatsCollector, summarize
+
+_END = object()
+
+
+@dataclass
+class RunResult:
+    """What a run did: frames written, why it stopped, the stats summary, and an error line if any."""
+
+    frames: int
+    stopped_by: str  # "end" | "max-frames" | "signal" | "user" | "error"
+    summary: dict
+    error: str | None = None
+    records: list[dict] = field(default_factory=list)
+
+
+class Pipeline:
+    """Run `backend` on every frame of `source` (or the latest one, for live sources) into `sinks`."""
+
+    def __init__(self, source: Source, backend: Backend, sinks: list[Sink], *, alpha: float = 0.5,
+                 max_frames: int | None = None, stats_path: str | None = None, queue_size: int = 2,
+                 handle_signals: bool = True):
+        self.source, self.backend, self.sinks = source, backend, list(sinks)
+        self.alpha, self.max_frames = alpha, max_frames
+        self.stats = StatsCollector(stats_path)
+        self._out: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._stopped_by = "end"
+        self._errors: list[BaseException] = []
+        self._lut = bgr_lut(label_set_for(backend.classes or [str(i) for i in range(256)]))
+        self._needs_overlay = any(s.needs_overlay for s in self.sinks)
+        self._recent = deque(maxlen=30)  # (t_done, latency) of the last frames, for the HUD
+        self._handle_signals = handle_signals
+
+    # -- control ---------------------------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self._stopped_by = reason
+        self._stop.set()
+        self.source.stop()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._errors.append(exc)
+        self.request_stop("error")
+
+    # -- stages ----------------------------------------------------------------------------------------
+    def _infer_loop(self) -> None:
+        spec, n = self.backend.preprocess_spec, 0
+        try:
+            while not self._stop.is_set():
+                if self.max_frames is not None and n >= self.max_frames:
+                    self.request_stop("max-frames")
+                    break
+                try:
+                    frame = self.source.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if frame is None:
+                    break
+                times = FrameTimes(frame.index, frame.t_captured, frame.capture_ms)
+                t0 = time.perf_counter()
+                batch = preprocess(frame.image, spec)
+                t1 = time.perf_counter()
+                output = self.backend.infer(batch)
+                t2 = time.perf_counter()
+                times.preprocess_ms, times.infer_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3
+                self._put((frame, output, times))
+                n += 1
+        except BaseException as exc:  # reported by run(); the output thread still drains and closes
+            self._fail(exc)
+        finally:
+            self._put(_END, force=True)
+
+    def _put(self, item, force: bool = False) -> bool:
+        """Blocking put (back-pressure); a frame is abandoned on stop, the end marker only if output is gone."""
+        while self._output_thread.is_alive():
+            try:
+                self._out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self._stop.is_set() and not force:
+                    return False
+        return False
+
+    def _output_loop(self) -> None:
+        while True:
+            item = self._out.get()
+            if item is _END:
+                return
+            if self._errors and self._stopped_by == "error":
+                continue  # drain without rendering after a failure
+            try:
+                self._emit(*item)
+            except BaseException as exc:
+                self._fail(exc)
+
+    def _emit(self, frame, output: np.ndarray, times: FrameTimes) -> None:
+        t0 = time.perf_counter()
+        labels = labels_to_frame_size(self.backend.to_labels(output)[0], frame.image.shape[:2])
+        t1 = time.perf_counter()
+        vis = overlay(frame.image, labels, self._lut, self.alpha) if self._needs_overlay else None
+        hud = self._hud_lines()
+        keep_going = True
+        for sink in self.sinks:
+            keep_going = sink.write(frame, labels, vis, hud) and keep_going
+        t2 = time.perf_counter()
+        times.postprocess_ms, times.render_ms, times.t_done = (t1 - t0) * 1e3, (t2 - t1) * 1e3, t2
+        self.stats.add(times.record(self.source.drops, self.source.decode_failures))
+        self._recent.append((t2, (t2 - times.t_captured) * 1e3))
+        if not keep_going:
+            self.request_stop("user")
+
+    def _hud_lines(self) -> list[str]:
+        if len(self._recent) < 2:
+            return [self.backend.describe()]
+        (t_first, _), (t_last, _) = self._recent[0], self._recent[-1]
+        fps = (len(self._recent) - 1) / max(t_last - t_first, 1e-9)
+        lat = float(np.median([lat for _, lat in self._recent]))
+        return [f"{fps:5.1f} FPS  latency {lat:6.1f} ms", f"drops {self.source.drops}",
+                f"{self.backend.name} {self.backend.device}"]
+
+    # -- run -------------------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Run to the end of the stream (or a stop); always finalise sinks and stats."""
+        restore = self._install_signals()
+        self._output_thread = threading.Thread(target=self._output_loop, name="output", daemon=True)
+        infer_thread = threading.Thread(target=self._infer_loop, name="infer", daemon=True)
+        try:
+            self.source.start()
+            self._output_thread.start()
+            infer_thread.start()
+            for thread in (infer_thread, self._output_thread):
+                while thread.is_alive():  # short joins keep the main thread free for signal handlers
+                    thread.join(0.1)
+        finally:
+            self.source.stop()
+            self._close_all()
+            restore()
+        return self._result()
+
+    def _close_all(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except BaseException as exc:
+                self._errors.append(exc)
+        self.stats.close()
+        self.source.join(timeout=1.0)
+
+    def _result(self) -> RunResult:
+        if self._errors:
+            raise self._errors[0]
+        summary = summarize(self.stats.records, self.source.drops, self.source.decode_failures)
+        stopped = "error" if self.source.error and self._stopped_by == "end" else self._stopped_by
+        return RunResult(len(self.stats.records), stopped, summary, self.source.error, self.stats.records)
+
+    def _install_signals(self):
+        """First Ctrl-C / SIGTERM asks for a clean stop; a second Ctrl-C interrupts at once."""
+        if not self._handle_signals or threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, _frame):
+            self.request_stop("signal")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        for s in previous:
+            signal.signal(s, handler)
+
+        def restore():
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+        return restore

@@ -1,0 +1,371 @@
+"""Frame sources, all through OpenCV: camera index (V4L2), video files, image folders, RTSP, GStreamer.
+
+Every source is started, then gives frames with `get(timeout)` until it returns None (end of stream),
+and is stopped. Two behaviours:
+
+- Files and folders (`ordered=True`): a reader thread decodes ahead into a small bounded queue and every
+  frame is delivered in order; a frame that fails to decode is skipped and counted.
+- Live sources (camera, RTSP, GStreamer, CSI): a reader thread keeps only the LATEST frame; a frame
+  replaced before the pipeline took it is dropped and counted, so what is shown is never behind the
+  world. A read failure (camera unplugged, stream stalled) reopens the device with exponential backoff
+  and a message; after `max_retries` failed reopens, or no frame for `stall_timeout` seconds, the
+  source ends with a one-line error (`source.error`) instead of hanging.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..core.errors import VssegError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclass
+class Frame:
+    """One captured BGR uint8 frame, its sequence number, an optional name (folder images) and timings."""
+
+    index: int
+    image: np.ndarray
+    t_captured: float  # perf_counter() when the frame was fully read
+    capture_ms: float  # time spent reading/decoding it
+    name: str | None = None
+
+
+def _log(msg: str) -> None:
+    print(f"vsseg-edge run: {msg}", file=sys.stderr, flush=True)
+
+
+class Source:
+    """Base: `start()`, `get(timeout) -> Frame | None`, `stop()`; counts drops and decode failures."""
+
+    live = False
+    description = "source"
+
+    def __init__(self):
+        self.drops = 0
+        self.decode_failures = 0
+        self.error: str | None = None  # why a live source gave up, one line
+        self.fps: float | None = None  # nominal rate, for the video writer
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Source":
+        self._thread = threading.Thread(target=self._run_guarded, name=f"capture:{self.description}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run_guarded(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # reported by the pipeline; the reader thread must not die silently
+            self.error = f"{self.description}: {type(exc).__name__}: {exc}".splitlines()[0]
+        finally:
+            self._finish()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float = 2.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        raise NotImplementedError
+
+
+class OrderedSource(Source):
+    """Files and folders: every frame in order, decoded ahead into a bounded queue."""
+
+    def __init__(self, prefetch: int = 4):
+        super().__init__()
+        self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
+
+    def _put(self, item) -> bool:
+        """Block until there is room (back-pressure), giving up when stopped."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _finish(self) -> None:
+        try:
+            self._queue.put(None, timeout=1.0)
+        except queue.Full:  # stopped with a full queue: the consumer is gone anyway
+            pass
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        return self._queue.get(timeout=timeout)
+
+
+class FolderSource(OrderedSource):
+    """Image files of a folder (or one image), in sorted name order; unreadable images are skipped and counted."""
+
+    def __init__(self, folder: str | Path, prefetch: int = 4):
+        super().__init__(prefetch)
+        folder = Path(folder)
+        files = [folder] if folder.is_file() else sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise VssegError(f"--source {folder}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
+        self.files = files
+        self.description = str(folder)
+
+    def _run(self) -> None:
+        import cv2
+
+        for i, path in enumerate(self.files):
+            if self._stop.is_set():
+                return
+            t0 = time.perf_counter()
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            t1 = time.perf_counter()
+            if img is None:
+                self.decode_failures += 1
+                _log(f"{path}: not a readable image, skipped")
+                continue
+            if not self._put(Frame(i, img, t1, (t1 - t0) * 1e3, name=path.stem)):
+                return
+
+
+class VideoFileSource(OrderedSource):
+    """A video file, every frame in order. A frame that fails to decode before the end is skipped and counted."""
+
+    def __init__(self, path: str | Path, prefetch: int = 4, max_bad_run: int = 10):
+        super().__init__(prefetch)
+        import cv2
+
+        self.path = Path(path)
+        self.description = str(path)
+        self._cap = cv2.VideoCapture(str(path))
+        if not self._cap.isOpened():
+            raise VssegError(f"--source {path}: OpenCV cannot open this video (unknown format or codec)")
+        self.fps = self._cap.get(cv2.CAP_PROP_FPS) or None
+        self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.max_bad_run = max_bad_run
+
+    def _run(self) -> None:
+        index, bad_run = 0, 0
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                ok, img = self._cap.read()
+                t1 = time.perf_counter()
+                if ok and img is not None:
+                    bad_run = 0
+                    if not self._put(Frame(index, img, t1, (t1 - t0) * 1e3)):
+                        return
+                    index += 1
+                    continue
+                # a failed read before the container's last frame is a decode failure; at the end it is EOF
+                if index + self.decode_failures + 1 >= self.frame_count or bad_run >= self.max_bad_run:
+                    return
+                bad_run += 1
+                self.decode_failures += 1
+                _log(f"{self.path}: frame {index + self.decode_failures - 1} failed to decode, skipped")
+        finally:
+            self._cap.release()
+
+
+class LiveSource(Source):
+    """A live device or stream: a reader thread keeps only the latest frame; drops are counted.
+
+    `opener()` returns an opened cv2.VideoCapture-like object (isOpened/read/release) or raises VssegError.
+    A failed read reopens it with backoff (`retry_delay` doubling up to `max_delay`); `max_retries`
+    consecutive failed reopens, or `stall_timeout` seconds without a frame, end the source with `error` set.
+    """
+
+    live = True
+
+    def __init__(self, opener: Callable, description: str, *, max_retries: int = 5, retry_delay: float = 0.5,
+                 max_delay: float = 8.0, stall_timeout: float = 10.0):
+        super().__init__()
+        self.description = description
+        self._opener = opener
+        self._cap = opener()  # the first open fails loudly and at once (a missing camera is a user error)
+        self.fps = _cap_fps(self._cap)
+        self.max_retries, self.retry_delay, self.max_delay = max_retries, retry_delay, max_delay
+        self.stall_timeout = stall_timeout
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._ended = False
+        self._last_frame_time = time.perf_counter()
+
+    def _run(self) -> None:
+        index = 0
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            ok, img = self._cap.read() if self._cap is not None else (False, None)
+            t1 = time.perf_counter()
+            if ok and img is not None:
+                self._publish(Frame(index, img, t1, (t1 - t0) * 1e3))
+                index += 1
+                continue
+            if not self._reconnect():
+                return
+
+    def _publish(self, frame: Frame) -> None:
+        with self._cond:
+            if self._latest is not None:
+                self.drops += 1  # the previous frame was never taken: the pipeline is slower than the source
+            self._latest = frame
+            self._last_frame_time = frame.t_captured
+            self._cond.notify_all()
+
+    def _reconnect(self) -> bool:
+        """Reopen with exponential backoff; False (and `error` set) once `max_retries` reopens failed."""
+        delay = self.retry_delay
+        for attempt in range(1, self.max_retries + 1):
+            _log(f"{self.description}: no frame (disconnected or stalled); reconnect {attempt}/{self.max_retries} "
+                 f"in {delay:.1f}s")
+            if self._stop.wait(delay):
+                return False
+            self._last_frame_time = time.perf_counter()  # reconnecting is not a stall
+            self._release()
+            try:
+                self._cap = self._opener()
+                return True
+            except VssegError:
+                delay = min(delay * 2, self.max_delay)
+        self.error = f"{self.description}: lost; gave up after {self.max_retries} reconnect attempts"
+        return False
+
+    def _release(self) -> None:
+        if self._cap is not None:
+            try:
+                self._cap.release()
+            finally:
+                self._cap = None
+
+    def _finish(self) -> None:
+        self._release()
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The newest frame not yet taken, waiting up to `timeout` (then queue.Empty).
+
+        None at the end, once stopped, or after `stall_timeout` seconds without any frame (`error` set).
+        """
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        with self._cond:
+            while self._latest is None and not self._ended:
+                now = time.perf_counter()
+                if self._stop.is_set():
+                    return None
+                if now - self._last_frame_time > self.stall_timeout:
+                    self.error = self.error or (f"{self.description}: no frame for {self.stall_timeout:.0f}s "
+                                                "(stream stalled); stopping")
+                    self._stop.set()
+                    return None
+                if deadline is not None and now >= deadline:
+                    raise queue.Empty
+                self._cond.wait(0.1 if deadline is None else max(min(deadline - now, 0.1), 0.001))
+            frame, self._latest = self._latest, None
+            return frame
+
+
+def _cap_fps(cap) -> float | None:
+    try:
+        import cv2
+
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        return fps if 0 < fps < 1000 else None
+    except Exception:  # a capture-like test object without get()
+        return None
+
+
+def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: int = 30, flip: int = 0) -> str:
+    """The GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc → BGR appsink keeping one buffer)."""
+    return (f"nvarguscamerasrc sensor-id={sensor_id} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
+            f"format=NV12, framerate={fps}/1 ! nvvidconv flip-method={flip} ! video/x-raw, format=BGRx ! "
+            "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false")
+
+
+def _opencv_has(backend: str) -> bool:
+    import cv2
+
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith(backend + ":"):
+            return line.split(":", 1)[1].strip().upper().startswith("YES")
+    return False
+
+
+def _camera_opener(index: int, size: tuple[int, int] | None):
+    import cv2
+
+    def open_camera():
+        cap = cv2.VideoCapture(index, cv2.CAP_V4L2)
+        if not cap.isOpened():
+            cap.release()
+            raise VssegError(f"--camera {index}: no camera at index {index} (/dev/video{index} missing or busy)")
+        if size is not None:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[0])
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[1])
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the driver's queue short: we want the newest frame
+        return cap
+
+    return open_camera
+
+
+def _stream_opener(url: str, api: int, what: str, timeout_ms: int = 5000):
+    import cv2
+
+    def open_stream():
+        params = []
+        if api == cv2.CAP_FFMPEG:  # bounded waits, so a dead server cannot hang the reader thread forever
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+        cap = cv2.VideoCapture(url, api, params)
+        if not cap.isOpened():
+            cap.release()
+            raise VssegError(f"--source {what}: OpenCV cannot open this {'pipeline' if api == cv2.CAP_GSTREAMER else 'stream'}")
+        return cap
+
+    return open_stream
+
+
+def open_source(source: str | int | None = None, *, camera: int | None = None, csi: bool = False,
+                size: tuple[int, int] | None = None, **live_kw) -> Source:
+    """Pick the source: a camera index, `--csi`, an rtsp/http URL, a GStreamer pipeline ('!'), a folder or a file."""
+    import cv2
+
+    if camera is not None or (isinstance(source, int)) or (isinstance(source, str) and source.isdigit()):
+        index = int(camera if camera is not None else source)
+        return LiveSource(_camera_opener(index, size), f"camera {index}", **live_kw)
+    if csi:
+        h, w = size or (720, 1280)
+        pipe = csi_pipeline(width=w, height=h)
+        if not _opencv_has("GStreamer"):
+            raise VssegError("--csi: this OpenCV build has no GStreamer support (use the JetPack OpenCV)")
+        return LiveSource(_stream_opener(pipe, cv2.CAP_GSTREAMER, "--csi"), "CSI camera", **live_kw)
+    if source is None:
+        raise VssegError("run: give --camera N, --csi or --source FILE|DIR|URL|PIPELINE")
+    if "!" in source:
+        if not _opencv_has("GStreamer"):
+            raise VssegError(f"--source {source[:40]!r}…: this OpenCV build has no GStreamer support")
+        return LiveSource(_stream_opener(source, cv2.CAP_GSTREAMER, "pipeline"), "GStreamer pipeline", **live_kw)
+    if "://" in source:
+        return LiveSource(_stream_opener(source, cv2.CAP_FFMPEG, source), source.split("@")[-1], **live_kw)
+    path = Path(source)
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_EXTS):
+        return FolderSource(path)
+    if path.is_file():
+        return VideoFileSource(path)
+    raise VssegError(f"--source {source}: no such file or folder")
