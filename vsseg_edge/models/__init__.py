@@ -4,7 +4,7 @@ Importing this package imports torch (it is the torch room). See `_base.SegModel
 contract every model follows, and `list_models()` for the names.
 """
 
-from . import espnet, pspnet  # noqa: F401  (registers the models)
+from . import bisenetv2, espnet, pspnet  # noqa: F401  (registers the models)
 from ._registry import create_model, list_models, register_model
 
 __all__ = ["create_model", "list_models", "register_model"]
