@@ -220,3 +220,14 @@ def test_kl_temperature_valid_mask_and_teacher_detached():
     assert PixelKDLoss().frame(s, t, valid).item() == pytest.approx(kl_map(s, t)[0, 0, 0].item(), rel=1e-6)
     PixelKDLoss().frame(s, t).backward()
     assert s.grad is not None and t.grad is None
+
+
+def test_flow_warp_of_half_precision_input_addresses_wide_frames_exactly():
+    # bf16 cannot represent pixel coordinates near 600 (its step there is 4 px): the grid must be fp32
+    torch.manual_seed(5)
+    x = torch.randn(1, 2, 3, 600).to(torch.bfloat16)
+    flow = torch.zeros(1, 2, 3, 600, dtype=torch.bfloat16)
+    flow[:, 0] = 3
+    warped = flow_warp(x, flow)
+    assert warped.dtype == torch.float32
+    torch.testing.assert_close(warped[..., :597], x[..., 3:].float(), atol=2e-2, rtol=0)

@@ -200,3 +200,18 @@ def test_spectral_norm_discriminator_scores_per_sample():
     for conv in convs:
         sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
         assert sigma.item() == pytest.approx(1.0, rel=0.05)
+
+
+# ----------------------------------------------------------------------------- mixed precision
+
+
+def test_graphs_stay_float32_under_autocast():
+    torch.manual_seed(8)
+    a, b = torch.randn(1, 16, 8, 8), torch.randn(1, 16, 8, 8)
+    ref = cross_frame_affinity(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = cross_frame_affinity(a, b)
+        graph = self_cosine_graph(a)
+    assert got.dtype == torch.float32 and graph.dtype == torch.float32
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(graph, self_cosine_graph(a), atol=1e-6, rtol=1e-5)

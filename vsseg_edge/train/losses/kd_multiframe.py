@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._precision import at_least_fp32, no_autocast
+
 EPS = 1e-8
 
 
@@ -52,10 +54,11 @@ class ConvLSTMCell(nn.Module):
 
 
 def self_cosine_graph(x: torch.Tensor) -> torch.Tensor:
-    """B×1×M×M cosine similarity between all node pairs of a B×C×h×w map (M = h·w)."""
-    flat = x.reshape(x.shape[0], x.shape[1], -1)
+    """B×1×M×M cosine similarity between all node pairs of a B×C×h×w map (M = h·w), in float32."""
+    flat = at_least_fp32(x).reshape(x.shape[0], x.shape[1], -1)
     unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(EPS)
-    return torch.bmm(unit.transpose(1, 2), unit).unsqueeze(1)
+    with no_autocast(x):
+        return torch.bmm(unit.transpose(1, 2), unit).unsqueeze(1)
 
 
 class MultiFrameKDLoss(nn.Module):

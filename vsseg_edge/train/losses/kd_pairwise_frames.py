@@ -31,19 +31,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._precision import at_least_fp32, no_autocast
 from .ce import resize_logits
 
 EPS = 1e-8
 
 
 def cross_frame_affinity(a: torch.Tensor, b: torch.Tensor, etc_compat: bool = False) -> torch.Tensor:
-    """B×N×N cosine affinity between the nodes of a (frame t) and b (frame n), both B×C×h×w."""
+    """B×N×N cosine affinity between the nodes of a (frame t) and b (frame n), both B×C×h×w (fp32)."""
     if a.shape != b.shape:
         raise ValueError(f"frames must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     bsz, c = a.shape[:2]
-    qa = a.reshape(bsz, c, -1)
-    kb = b.reshape(bsz, c, -1)
-    dots = torch.bmm(qa.transpose(1, 2), kb)
+    qa = at_least_fp32(a).reshape(bsz, c, -1)
+    kb = at_least_fp32(b).reshape(bsz, c, -1)
+    with no_autocast(a):
+        dots = torch.bmm(qa.transpose(1, 2), kb)
     na = qa.norm(dim=1)
     nb = kb.norm(dim=1)
     if etc_compat:

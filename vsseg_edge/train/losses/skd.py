@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ._precision import at_least_fp32, no_autocast
 from .kd_pixel import kl_map
 
 # --------------------------------------------------------------------------- pixel-wise
@@ -52,10 +53,12 @@ class SkdPixelLoss(nn.Module):
 
 
 def node_similarity(feat: torch.Tensor) -> torch.Tensor:
-    """B×M×M cosine similarity of the nodes of B×C×h×w features, norms detached (as SKD)."""
+    """B×M×M cosine similarity of the nodes of B×C×h×w features, norms detached (as SKD), in float32."""
+    feat = at_least_fp32(feat)
     norm = feat.norm(dim=1, keepdim=True).detach() + 1e-8
     unit = (feat / norm).reshape(feat.shape[0], feat.shape[1], -1)
-    return torch.bmm(unit.transpose(1, 2), unit)
+    with no_autocast(feat):
+        return torch.bmm(unit.transpose(1, 2), unit)
 
 
 class SkdPairwiseLoss(nn.Module):

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._precision import at_least_fp32
 from .warp import flow_validity, flow_warp, resize_flow
 
 ON_CHOICES = ("logits", "probs")
@@ -96,6 +97,7 @@ class TemporalLoss(nn.Module):
         """out_*: N×C×h×w logits of frame t and its neighbour; images N×3×H×W; flow N×2×H'×W' (t → n)."""
         if out_t.shape != out_n.shape:
             raise ValueError(f"outputs of t {tuple(out_t.shape)} and neighbour {tuple(out_n.shape)} differ")
+        out_t, out_n = at_least_fp32(out_t), at_least_fp32(out_n)
         flow = resize_flow(flow.to(out_t.dtype), out_t.shape[-2:])
         if self.detach_neighbour:
             out_n = out_n.detach()

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ._precision import at_least_fp32
+
 
 def _check_flow(flow: torch.Tensor) -> None:
     if flow.dim() != 4 or flow.shape[1] != 2:
@@ -37,10 +39,13 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "border")
     """Sample N×C×H×W `x` at x + flow (bilinear, align_corners=True); differentiable w.r.t. `x`.
 
     `flow` must have x's spatial size (see `resize_flow`); NaN vectors sample at the pixel itself.
+    Coordinates and sampling run in at least float32 (half precision cannot address pixels of large
+    frames), so the result is float32 for half-precision inputs.
     """
     _check_flow(flow)
     if tuple(flow.shape[-2:]) != tuple(x.shape[-2:]) or flow.shape[0] != x.shape[0]:
         raise ValueError(f"flow {tuple(flow.shape)} does not match the warped tensor {tuple(x.shape)}")
+    x = at_least_fp32(x)
     flow = torch.nan_to_num(flow.to(x.dtype), nan=0.0, posinf=0.0, neginf=0.0)
     sx, sy = _sample_coords(flow)
     h, w = x.shape[-2:]
@@ -53,13 +58,14 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "border")
 def flow_validity(flow: torch.Tensor, exclude_out_of_frame: bool = True) -> torch.Tensor:
     """N×1×H×W float mask: 1 where the vector is finite (and, if asked, lands inside the frame)."""
     _check_flow(flow)
+    flow = at_least_fp32(flow)
     valid = torch.isfinite(flow).all(dim=1)
     if exclude_out_of_frame:
         sx, sy = _sample_coords(torch.nan_to_num(flow, nan=-1e9, posinf=-1e9, neginf=-1e9))
         h, w = flow.shape[-2:]
         inside = (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1)
         valid = valid & inside
-    return valid.unsqueeze(1).to(flow.dtype if flow.is_floating_point() else torch.float32)
+    return valid.unsqueeze(1).to(flow.dtype)
 
 
 def resize_flow(flow: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
@@ -72,6 +78,7 @@ def resize_flow(flow: torch.Tensor, size: Sequence[int], align_corners: bool = F
     neighbours, which the validity mask then drops.
     """
     _check_flow(flow)
+    flow = at_least_fp32(flow)
     h_in, w_in = flow.shape[-2:]
     h, w = int(size[0]), int(size[1])
     if (h, w) == (h_in, w_in):
