@@ -1,0 +1,196 @@
+"""Engine building logic on CPU. TensorRT is not installable here: the build itself is replaced by a
+named test double (`FakeTensorRT`, `fake_serialize`) that only checks OUR logic — which API each
+version gets, caching, manifests, errors. Nothing here verifies TensorRT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from vsseg_edge.core.errors import VssegError
+from vsseg_edge.core.manifest import read_manifest, write_manifest
+from vsseg_edge.core.preprocess import PreprocessSpec
+from vsseg_edge.engine import builder as builder_mod
+from vsseg_edge.engine.cache import check_engine_manifest, engine_key
+from vsseg_edge.engine.device import GpuInfo
+from vsseg_edge.engine.policy import BuildSettings, plan_build
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    """A small conv net exported to ONNX at 32x64 with a vsseg-edge manifest (static, and dynamic batch)."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 4, 1), torch.nn.Upsample(scale_factor=1.0, mode="bilinear"))
+    net.eval()
+    d = tmp_path_factory.mktemp("onnx")
+    paths = {}
+    for name, dyn in (("static", None), ("dynamic", {"x": {0: "batch"}, "y": {0: "batch"}})):
+        p = d / f"{name}.onnx"
+        torch.onnx.export(net, torch.randn(1, 3, 32, 64), str(p), input_names=["x"], output_names=["y"],
+                          opset_version=17, dynamo=False, dynamic_axes=dyn)
+        write_manifest(p, "onnx", model="tiny", classes=["a", "b", "c", "d"],
+                       preprocess=PreprocessSpec(height=32, width=64))
+        paths[name] = p
+    return paths
+
+
+@pytest.mark.parametrize("version,flags,strongly,source", [
+    ("8.6.1", ("FP16",), False, "as-is"),
+    ("10.3.0", ("FP16",), False, "as-is"),
+    ("11.0.0", (), True, "fp16-convert"),
+])
+def test_fp16_plan_per_version(version, flags, strongly, source):
+    plan = plan_build(BuildSettings(precision="fp16"), version, "onnx")
+    assert (plan.flags, plan.strongly_typed, plan.onnx_source) == (flags, strongly, source)
+    assert plan.explicit_batch_flag == version.startswith("8.")
+
+
+def test_int8_plan_per_version():
+    qdq = plan_build(BuildSettings(precision="int8"), "8.6.1", "qdq_onnx")
+    assert qdq.int8_mode == "qdq" and qdq.flags == ("INT8", "FP16")
+    assert plan_build(BuildSettings(precision="int8"), "11.1", "qdq_onnx").flags == ()
+    legacy = plan_build(BuildSettings(precision="int8"), "10.3", "onnx", has_calibration_frames=True)
+    assert legacy.int8_mode == "calibrator" and any("deprecated" in w for w in legacy.warnings)
+    assert not plan_build(BuildSettings(precision="int8"), "8.6", "onnx", has_calibration_frames=True).warnings
+    with pytest.raises(VssegError, match="TensorRT 11 removed implicit INT8 calibration"):
+        plan_build(BuildSettings(precision="int8"), "11.0", "onnx", has_calibration_frames=True)
+    with pytest.raises(VssegError, match="--calib-frames"):
+        plan_build(BuildSettings(precision="int8"), "10.3", "onnx")
+
+
+def test_plan_refusals():
+    with pytest.raises(VssegError, match="no fast INT8"):
+        plan_build(BuildSettings(precision="int8"), "10.3", "qdq_onnx", compute_capability=(5, 3))
+    with pytest.raises(VssegError, match="no DLA cores"):
+        plan_build(BuildSettings(dla_core=0), "8.6", "onnx", num_dla_cores=0)
+    with pytest.raises(VssegError, match="not supported"):
+        plan_build(BuildSettings(), "8.5.3", "onnx")
+    with pytest.raises(VssegError, match="needs TensorRT 10"):
+        plan_build(BuildSettings(strongly_typed=True), "8.6", "onnx")
+    with pytest.raises(VssegError, match="--batch"):
+        BuildSettings(batch=(4, 2, 8))
+    assert plan_build(BuildSettings(dla_core=1), "8.6", "onnx", num_dla_cores=2).flags == ("FP16",)
+
+
+def test_fp16_onnx_conversion_keeps_io_and_accuracy(tiny_onnx, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from vsseg_edge.engine.fp16 import convert_to_fp16
+
+    dst = tmp_path / "m.fp16.onnx"
+    convert_to_fp16(tiny_onnx["static"], dst)
+    m = onnx.load(str(dst))
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # I/O kept FP32
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in m.graph.initializer)
+    x = np.random.default_rng(0).normal(size=(1, 3, 32, 64)).astype(np.float32)
+    a = ort.InferenceSession(str(tiny_onnx["static"])).run(None, {"x": x})[0]
+    b = ort.InferenceSession(str(dst)).run(None, {"x": x})[0]
+    assert np.abs(a - b).max() < 2e-2 and (a.argmax(1) == b.argmax(1)).mean() > 0.99
+
+
+def test_check_shapes(tiny_onnx):
+    assert builder_mod.check_shapes(tiny_onnx["static"], BuildSettings())[1] == [1, 3, 32, 64]
+    with pytest.raises(VssegError, match="dynamic batch; give its range with --batch"):
+        builder_mod.check_shapes(tiny_onnx["dynamic"], BuildSettings())
+    assert builder_mod.check_shapes(tiny_onnx["dynamic"], BuildSettings(batch=(1, 2, 4)))[1][1:] == [3, 32, 64]
+    with pytest.raises(VssegError, match="batch is static"):
+        builder_mod.check_shapes(tiny_onnx["static"], BuildSettings(batch=(1, 2, 4)))
+
+
+class FakeTensorRT(types.SimpleNamespace):
+    """TEST DOUBLE of the `tensorrt` module: a version string and a Builder with no DLA. Not TensorRT."""
+
+    def __init__(self, version):
+        class Logger:
+            WARNING = 2
+
+            def __init__(self, level):
+                pass
+
+        class Builder:
+            num_DLA_cores = 0
+
+            def __init__(self, logger):
+                pass
+
+        super().__init__(__version__=version, Logger=Logger, Builder=Builder)
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    calls = []
+
+    def fake_serialize(trt, onnx_path, plan, settings, input_name, dims, calibrator):  # TEST DOUBLE of the build
+        calls.append({"onnx": str(onnx_path), "plan": plan, "input": input_name})
+        return b"not-an-engine:" + plan.to_dict()["trt_version"].encode()
+
+    state = {"version": "10.3.0"}
+    monkeypatch.setattr(builder_mod, "import_tensorrt", lambda: FakeTensorRT(state["version"]))
+    monkeypatch.setattr(builder_mod, "gpu_info", lambda i=0: GpuInfo(0, "Test GPU", (8, 7)))
+    monkeypatch.setattr(builder_mod, "_serialize", fake_serialize)
+    return state, calls
+
+
+def test_build_writes_manifest_and_uses_cache(tiny_onnx, tmp_path, fake_trt):
+    state, calls = fake_trt
+    out = tmp_path / "m.fp16.engine"
+    man = builder_mod.build_engine(tiny_onnx["static"], out, BuildSettings(precision="fp16"),
+                                   cache_dir=tmp_path / "cache", log=lambda *_: None)
+    assert out.read_bytes() == b"not-an-engine:10.3" and len(calls) == 1
+    assert man["kind"] == "engine" and man["tensorrt"]["gpu"]["compute_capability"] == [8, 7]
+    on_disk = read_manifest(out, kind="engine")
+    assert on_disk["build"]["plan"]["flags"] == ["FP16"] and on_disk["input"]["shape"] == [1, 3, 32, 64]
+    assert read_manifest(out, kind="engine", verify=True)["parent"]["file"] == "static.onnx"
+    builder_mod.build_engine(tiny_onnx["static"], tmp_path / "again.engine", BuildSettings(precision="fp16"),
+                             cache_dir=tmp_path / "cache", log=lambda *_: None)
+    assert len(calls) == 1  # served from the cache
+    state["version"] = "11.0.0"  # another TensorRT: another key, a new build from an FP16 ONNX
+    builder_mod.build_engine(tiny_onnx["static"], tmp_path / "v11.engine", BuildSettings(precision="fp16"),
+                             cache_dir=tmp_path / "cache", log=lambda *_: None)
+    assert len(calls) == 2 and calls[1]["onnx"].endswith(".fp16.onnx") and calls[1]["plan"].strongly_typed
+    assert not list(tmp_path.glob(".*fp16.onnx"))  # the temporary FP16 ONNX is cleaned up
+
+
+def test_failed_build_leaves_no_engine(tiny_onnx, tmp_path, fake_trt, monkeypatch):
+    def broken(*a, **k):
+        raise VssegError("TensorRT failed to build the engine")
+
+    monkeypatch.setattr(builder_mod, "_serialize", broken)
+    out = tmp_path / "m.engine"
+    with pytest.raises(VssegError):
+        builder_mod.build_engine(tiny_onnx["static"], out, BuildSettings(), log=lambda *_: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_engine_key_and_compat():
+    gpu = GpuInfo(0, "Orin", (8, 7)).to_dict()
+    k = engine_key("abc", BuildSettings().to_dict(), "10.3.0", gpu, {"flags": ["FP16"]})
+    assert k != engine_key("abc", BuildSettings().to_dict(), "10.3.1", gpu, {"flags": ["FP16"]})
+    assert k != engine_key("abd", BuildSettings().to_dict(), "10.3.0", gpu, {"flags": ["FP16"]})
+    man = {"tensorrt": {"version": "10.3.0", "gpu": gpu}}
+    check_engine_manifest(man, "10.3.0", gpu, "m.engine")
+    with pytest.raises(VssegError, match="built with TensorRT 10.3.0, this machine has 8.6.2"):
+        check_engine_manifest(man, "8.6.2", gpu, "m.engine")
+    with pytest.raises(VssegError, match="built for Orin"):
+        check_engine_manifest(man, "10.3.0", GpuInfo(0, "H100", (9, 0)).to_dict(), "m.engine")
+
+
+def test_cli_explain_and_missing_tensorrt(tiny_onnx):
+    r = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "build-engine", str(tiny_onnx["static"]), "--fp16",
+                        "--explain", "--for-trt", "11.0"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["plan"]["onnx_source"] == "fp16-convert"
+    r = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "build-engine", str(tiny_onnx["static"]), "--int8"],
+                       capture_output=True, text=True)
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert r.returncode == 2 and r.stderr.startswith("error: tensorrt is not installed")
+        assert r.stderr.count("\n") == 1

@@ -1,0 +1,165 @@
+"""Build a TensorRT engine from a vsseg-edge ONNX, through Polygraphy's TensorRT loaders.
+
+    ONNX + manifest ─► plan_build (policy, no TensorRT) ─► [FP16 ONNX on TRT 11] ─► Polygraphy:
+    NetworkFromOnnxPath ─► CreateConfig ─► EngineBytesFromNetwork ─► engine (atomic) + manifest
+
+Our own TensorRT code is the few lines of `_serialize`; everything around it (planning, ONNX checks,
+caching, manifests) runs and is tested without TensorRT. NOT YET RUN ON REAL TENSORRT: no machine this
+project is built on can install it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..core.errors import VssegError, require
+from ..core.fileio import atomic_write, sha256_file
+from ..core.manifest import manifest_preprocess, read_manifest, write_manifest
+from .cache import engine_key
+from .device import GpuInfo, gpu_info
+from .policy import BuildPlan, BuildSettings, plan_build
+
+TRT_HINT = "tensorrt (JetPack ships it; on desktops: pip install tensorrt from NVIDIA's index)"
+
+
+def import_tensorrt():
+    return require("tensorrt", pip_name=TRT_HINT)
+
+
+def onnx_input(onnx_path: Path) -> tuple[str, list]:
+    """(name, dims) of the single graph input; dims hold ints or symbolic names."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several types on corrupt files
+        raise VssegError(f"{onnx_path}: not a readable ONNX file ({type(exc).__name__})") from None
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise VssegError(f"{onnx_path}: expected one image input, found {len(inputs)}")
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in inputs[0].type.tensor_type.shape.dim]
+    return inputs[0].name, dims
+
+
+def check_shapes(onnx_path: Path, settings: BuildSettings) -> tuple[str, list]:
+    """Only the batch dimension may be dynamic, and then --batch must give its range."""
+    name, dims = onnx_input(onnx_path)
+    if len(dims) != 4:
+        raise VssegError(f"{onnx_path}: input {name!r} has {len(dims)} dims, expected 4 (N,C,H,W or N,H,W,C)")
+    if any(not isinstance(d, int) for d in dims[1:]):
+        raise VssegError(f"{onnx_path}: input {name!r} has dynamic spatial/channel dims {dims}; TensorRT engines "
+                         "here are built for one image size: re-export with a static --size")
+    if not isinstance(dims[0], int) and settings.batch is None:
+        raise VssegError(f"{onnx_path}: input {name!r} has a dynamic batch; give its range with --batch MIN,OPT,MAX")
+    if isinstance(dims[0], int) and settings.batch is not None:
+        raise VssegError(f"{onnx_path}: input batch is static ({dims[0]}); --batch needs an ONNX exported with "
+                         "--dynamic-batch")
+    return name, dims
+
+
+def build_engine(onnx_path: str | Path, out: str | Path, settings: BuildSettings, *, calib_frames: str | None = None,
+                 cache_dir: str | Path | None = None, device: int = 0, log=print) -> dict:
+    """Build (or take from the cache) the engine for `onnx_path`; write `out` + manifest; return the manifest."""
+    onnx_path, out = Path(onnx_path), Path(out)
+    if out.is_dir():
+        raise VssegError(f"--out {out}: is a directory, expected an engine file path")
+    onnx_man = read_manifest(onnx_path, kind=("onnx", "qdq_onnx"), verify=True)
+    input_name, dims = check_shapes(onnx_path, settings)
+    trt = import_tensorrt()
+    gpu = gpu_info(device)
+    plan = plan_build(settings, trt.__version__, onnx_man["kind"], has_calibration_frames=bool(calib_frames),
+                      compute_capability=gpu.compute_capability, num_dla_cores=_num_dla_cores(trt))
+    for w in plan.warnings:
+        log(f"warning: {w}")
+    key = engine_key(onnx_man["sha256"], settings.to_dict(), trt.__version__, gpu.to_dict(), plan.to_dict())
+    cached = Path(cache_dir) / f"{key}.engine" if cache_dir else None
+    if cached is not None and cached.is_file():
+        log(f"engine cache hit: {cached}")
+        with atomic_write(out) as fh, open(cached, "rb") as src:
+            shutil.copyfileobj(src, fh)
+    else:
+        engine_bytes = _build_bytes(trt, onnx_path, out, plan, settings, input_name, dims, onnx_man, calib_frames)
+        with atomic_write(out) as fh:
+            fh.write(engine_bytes)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(cached) as fh:
+                fh.write(engine_bytes)
+    return _write_engine_manifest(out, onnx_path, onnx_man, settings, plan, trt.__version__, gpu, key)
+
+
+def _build_bytes(trt, onnx_path, out, plan, settings, input_name, dims, onnx_man, calib_frames) -> bytes:
+    src = onnx_path
+    tmp_fp16 = None
+    try:
+        if plan.onnx_source == "fp16-convert":
+            from .fp16 import convert_to_fp16
+
+            tmp_fp16 = out.with_name(f".{out.name}.fp16.onnx")
+            convert_to_fp16(onnx_path, tmp_fp16)
+            src = tmp_fp16
+        calibrator = None
+        if plan.int8_mode == "calibrator":
+            calibrator = _legacy_calibrator(onnx_path, onnx_man, calib_frames, out)
+        return _serialize(trt, src, plan, settings, input_name, dims, calibrator)
+    finally:
+        if tmp_fp16 is not None and tmp_fp16.exists():
+            tmp_fp16.unlink()
+
+
+def _serialize(trt, onnx_path: Path, plan: BuildPlan, settings: BuildSettings, input_name: str, dims: list,
+               calibrator) -> bytes:
+    """The only code that drives TensorRT: Polygraphy loaders, configured by the plan."""
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, PostprocessConfig, Profile
+
+    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=plan.strongly_typed)
+    profiles = None
+    if settings.batch is not None:
+        lo, opt, hi = settings.batch
+        rest = tuple(dims[1:])
+        profiles = [Profile().add(input_name, min=(lo, *rest), opt=(opt, *rest), max=(hi, *rest))]
+    timing = settings.timing_cache
+    config = CreateConfig(
+        fp16="FP16" in plan.flags or None,
+        int8="INT8" in plan.flags or None,
+        calibrator=calibrator,
+        profiles=profiles,
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: settings.workspace_mib << 20},
+        load_timing_cache=timing if timing and Path(timing).is_file() else None,
+        builder_optimization_level=settings.builder_optimization_level,
+        use_dla=settings.dla_core is not None or None,
+        allow_gpu_fallback=settings.dla_core is not None or None,
+    )
+    if settings.dla_core is not None:
+        core = settings.dla_core
+        config = PostprocessConfig(config, lambda builder, network, cfg: setattr(cfg, "DLA_core", core))
+    engine = EngineBytesFromNetwork(network, config, save_timing_cache=timing)()
+    if engine is None:
+        raise VssegError(f"{onnx_path}: TensorRT failed to build the engine (see its log above)")
+    return bytes(engine)
+
+
+def _num_dla_cores(trt) -> int:
+    logger = trt.Logger(trt.Logger.WARNING)
+    return int(getattr(trt.Builder(logger), "num_DLA_cores", 0))
+
+
+def _legacy_calibrator(onnx_path: Path, onnx_man: dict, frames: str, out: Path):
+    from ..calib.legacy import make_entropy_calibrator
+
+    return make_entropy_calibrator(onnx_path, manifest_preprocess(onnx_man, str(onnx_path)), frames,
+                                   cache_dir=out.parent)
+
+
+def _write_engine_manifest(out: Path, onnx_path: Path, onnx_man: dict, settings: BuildSettings, plan: BuildPlan,
+                           trt_version: str, gpu: GpuInfo, key: str) -> dict:
+    return write_manifest(
+        out, "engine", model=onnx_man["model"], classes=onnx_man["classes"],
+        preprocess=manifest_preprocess(onnx_man, str(onnx_path)), output=onnx_man.get("output", "logits"),
+        precision=settings.precision, parent=onnx_path,
+        tensorrt={"version": trt_version, "gpu": gpu.to_dict()}, build={"settings": settings.to_dict(),
+                                                                       "plan": plan.to_dict()},
+        cache_key=key, onnx_kind=onnx_man["kind"], onnx_sha256=sha256_file(onnx_path))

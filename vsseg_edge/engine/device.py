@@ -1,0 +1,46 @@
+"""The CUDA device an engine is built for or runs on, through cuda-python (no pycuda, no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.errors import MissingDependency, VssegError
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    compute_capability: tuple[int, int]
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "name": self.name, "compute_capability": list(self.compute_capability)}
+
+
+def cudart():
+    """cuda-python's runtime module (`cuda.bindings.runtime` on 12.6+, `cuda.cudart` before)."""
+    try:
+        from cuda.bindings import runtime
+        return runtime
+    except ImportError:
+        pass
+    try:
+        from cuda import cudart as runtime
+        return runtime
+    except ImportError:
+        raise MissingDependency("cuda-python is not installed; install it with: pip install cuda-python "
+                                "(JetPack: the matching cuda-python for its CUDA version)") from None
+
+
+def gpu_info(index: int = 0) -> GpuInfo:
+    rt = cudart()
+    err, count = rt.cudaGetDeviceCount()
+    if int(err) != 0 or count == 0:
+        raise VssegError(f"no CUDA device is visible ({getattr(err, 'name', err)}); TensorRT needs an NVIDIA GPU")
+    if not 0 <= index < count:
+        raise VssegError(f"--device {index}: this machine has CUDA devices 0..{count - 1}")
+    err, prop = rt.cudaGetDeviceProperties(index)
+    if int(err) != 0:
+        raise VssegError(f"cudaGetDeviceProperties({index}) failed: {getattr(err, 'name', err)}")
+    name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+    return GpuInfo(index, name.strip("\x00").strip(), (int(prop.major), int(prop.minor)))
