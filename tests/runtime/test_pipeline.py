@@ -132,3 +132,42 @@ def test_null_sink_runs_headless(onnx_model, image_folder):
     with open_backend(onnx_model) as be:
         result = Pipeline(open_source(str(image_folder)), be, [NullSink()], handle_signals=False).run()
     assert result.frames == 6 and result.summary["fps"] > 0
+
+
+def test_checkpoint_through_the_run_command(tmp_path, image_folder):
+    """A real registry model (espnet) saved as a vsseg-edge checkpoint, run by `run_model` with the torch backend."""
+    import torch
+
+    from vsseg_edge.core.labels import CITYSCAPES
+    from vsseg_edge.models import create_model
+    from vsseg_edge.models.checkpoint import save_checkpoint
+    from vsseg_edge.runtime.commands import run_model
+
+    torch.manual_seed(0)
+    model = create_model("espnet", 19).eval()
+    spec = PreprocessSpec(height=64, width=128)
+    ckpt = tmp_path / "espnet.pt"
+    save_checkpoint(ckpt, model, model_name="espnet", classes=list(CITYSCAPES.classes), preprocess=spec)
+    result = run_model(ckpt, source=str(image_folder), save_masks=tmp_path / "m", stats=tmp_path / "s.jsonl",
+                       save=tmp_path / "v.mp4")
+    assert result.frames == 6 and len((tmp_path / "s.jsonl").read_text().splitlines()) == 6
+    assert len(read_video(tmp_path / "v.mp4")) == 6
+    for png in sorted(image_folder.glob("*.png")):
+        with torch.inference_mode():
+            ref = model(torch.from_numpy(preprocess(cv2.imread(str(png)), spec))).argmax(1)[0].numpy()
+        np.testing.assert_array_equal(cv2.imread(str(tmp_path / "m" / png.name), cv2.IMREAD_UNCHANGED), ref)
+    # a checkpoint is size-free: --size changes the model input, the masks stay at the frame's size
+    small = run_model(ckpt, source=str(image_folder), size="32x64", max_frames=1, save_masks=tmp_path / "m32")
+    assert small.frames == 1
+    assert cv2.imread(str(next((tmp_path / "m32").glob("*.png"))), cv2.IMREAD_UNCHANGED).shape == (64, 128)
+    with pytest.raises(VssegError, match=r"model espnet: input 50x130 \(HxW\) is not supported"):
+        run_model(ckpt, source=str(image_folder), size="50x130", max_frames=1)
+
+
+def test_size_flag_refused_for_a_static_onnx(onnx_model, image_folder):
+    from vsseg_edge.runtime.commands import run_model
+
+    with pytest.raises(VssegError, match=r"height: 32 \(artifact expects 64\)"):
+        run_model(onnx_model, source=str(image_folder), size="32x64")
+    with pytest.raises(VssegError, match="--size 32by64: expected HxW"):
+        run_model(onnx_model, source=str(image_folder), size="32by64")

@@ -271,7 +271,7 @@ class LiveSource(Source):
                 if self._stop.is_set():
                     return None
                 if now - self._last_frame_time > self.stall_timeout:
-                    self.error = self.error or (f"{self.description}: no frame for {self.stall_timeout:.0f}s "
+                    self.error = self.error or (f"{self.description}: no frame for {self.stall_timeout:g}s "
                                                 "(stream stalled); stopping")
                     self._stop.set()
                     return None

@@ -1,0 +1,220 @@
+"""TensorRT backend logic against a TEST DOUBLE of `tensorrt` and `cudart` (TensorRT is not installable here).
+
+The double lets us test OUR code only: which API each TensorRT version gets (tensor names vs bindings),
+the name → buffer mapping, shape fixing, the manifest refusals, the copy/execute/sync order and cleanup.
+It verifies nothing about TensorRT itself; the real engine path needs a GPU machine with TensorRT.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import types
+
+import numpy as np
+import pytest
+
+from vsseg_edge.core.errors import MissingDependency, VssegError
+from vsseg_edge.core.manifest import write_manifest
+from vsseg_edge.core.preprocess import PreprocessSpec
+from vsseg_edge.runtime.backends import trt as trt_backend
+
+SPEC = PreprocessSpec(height=4, width=6)
+
+
+# ---------------------------------------------------------------- test double of tensorrt / cudart ----
+class _Memory:
+    """Host memory standing in for both pinned and device allocations; copies are memmove."""
+
+    def __init__(self):
+        self.blocks, self.freed, self.calls = {}, [], []
+
+    def alloc(self, nbytes):
+        buf = ctypes.create_string_buffer(nbytes)
+        self.blocks[ctypes.addressof(buf)] = buf
+        return 0, ctypes.addressof(buf)
+
+    def free(self, ptr):
+        self.freed.append(ptr)
+        return (0,)
+
+
+def fake_cudart(mem: _Memory, gpu=b"Fake GPU", cc=(8, 7)):
+    """Test double of cuda-python's runtime module (only the calls the backend makes)."""
+    def memcpy(dst, src, n, kind, stream):
+        mem.calls.append(("memcpy", kind))
+        ctypes.memmove(dst, src, n)
+        return (0,)
+
+    def record(name, *ret):
+        def fn(*args):
+            mem.calls.append((name,))
+            return (0, *ret)
+        return fn
+
+    return types.SimpleNamespace(
+        cudaMemcpyKind=types.SimpleNamespace(cudaMemcpyHostToDevice="h2d", cudaMemcpyDeviceToHost="d2h"),
+        cudaMallocHost=mem.alloc, cudaMalloc=mem.alloc, cudaFree=mem.free, cudaFreeHost=mem.free,
+        cudaMemcpyAsync=memcpy, cudaSetDevice=record("set_device"), cudaStreamCreate=record("stream_create", 7),
+        cudaStreamSynchronize=record("sync"), cudaStreamDestroy=record("stream_destroy"),
+        cudaGetDeviceProperties=lambda d: (0, types.SimpleNamespace(name=gpu, major=cc[0], minor=cc[1])),
+    )
+
+
+def _as_array(ptr, shape, dtype):
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return np.frombuffer((ctypes.c_char * n).from_address(ptr), dtype=dtype).reshape(shape)
+
+
+class _FakeContext:
+    """Execution context double: labels = argmax over channels of the input (what an in-graph argmax does)."""
+
+    def __init__(self, engine):
+        self.engine, self.addresses, self.shapes, self.executed = engine, {}, {}, []
+
+    # tensor-name API
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        return (1, SPEC.height, SPEC.width) if name == "labels" else self.shapes.get(name)
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream):
+        self.executed.append(("v3", stream))
+        self._run(self.addresses["input"], self.addresses["labels"])
+        return True
+
+    # binding API
+    def set_binding_shape(self, index, shape):
+        self.shapes[index] = tuple(shape)
+        return True
+
+    def get_binding_shape(self, index):
+        return (1, SPEC.height, SPEC.width) if index == 0 else self.shapes.get(index)
+
+    def execute_async_v2(self, bindings, stream):
+        self.executed.append(("v2", stream))
+        self._run(bindings[1], bindings[0])  # binding 0 is the output, 1 the input (see _FakeEngineV2)
+        return True
+
+    def _run(self, in_ptr, out_ptr):
+        x = _as_array(in_ptr, SPEC.input_shape(1), np.float32)
+        _as_array(out_ptr, (1, SPEC.height, SPEC.width), np.uint8)[...] = x.argmax(1)
+
+
+class _FakeEngineV3:
+    """TensorRT >= 8.5 engine double: the OUTPUT is listed first, the input has dynamic H/W."""
+
+    _io = [("labels", "out", (1, -1, -1), np.uint8), ("input", "in", (1, 3, -1, -1), np.float32)]
+    num_io_tensors = 2
+
+    def get_tensor_name(self, i):
+        return self._io[i][0]
+
+    def get_tensor_mode(self, name):
+        return dict((n, m) for n, m, _, _ in self._io)[name]
+
+    def get_tensor_shape(self, name):
+        return dict((n, s) for n, _, s, _ in self._io)[name]
+
+    def get_tensor_dtype(self, name):
+        return dict((n, d) for n, _, _, d in self._io)[name]
+
+    def create_execution_context(self):
+        self.context = _FakeContext(self)
+        return self.context
+
+
+class _FakeEngineV2:
+    """Pre-8.5 engine double: binding API only (no num_io_tensors)."""
+
+    num_bindings = 2
+
+    def get_binding_name(self, i):
+        return ("labels", "input")[i]
+
+    def binding_is_input(self, i):
+        return i == 1
+
+    def get_binding_shape(self, i):
+        return ((1, SPEC.height, SPEC.width), SPEC.input_shape(1))[i]
+
+    def get_binding_dtype(self, i):
+        return (np.uint8, np.float32)[i]
+
+    def create_execution_context(self):
+        self.context = _FakeContext(self)
+        return self.context
+
+
+def fake_tensorrt(engine, version="10.3.0"):
+    """Test double of the `tensorrt` module; `nptype` maps the double's numpy dtypes to themselves."""
+    runtime = types.SimpleNamespace(deserialize_cuda_engine=lambda blob: engine)
+    return types.SimpleNamespace(
+        __version__=version, TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
+        Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
+        Runtime=lambda logger: runtime, nptype=lambda dt: dt)
+
+
+@pytest.fixture
+def engine_file(tmp_path):
+    path = tmp_path / "tiny.engine"
+    path.write_bytes(b"not a real engine: read by the test double only")
+    write_manifest(path, "engine", model="tiny", classes=["a", "b", "c"], preprocess=SPEC, output="labels",
+                   precision="fp16", tensorrt_version="10.3.0", gpu={"name": "Fake GPU", "compute_capability": "8.7"})
+    return path
+
+
+# ---------------------------------------------------------------------------------------- tests ----
+def test_missing_tensorrt_is_a_one_line_install_hint():
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed on this machine; the missing-package path cannot be exercised")
+    with pytest.raises(MissingDependency) as info:
+        trt_backend.load_trt_modules()
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("tensorrt is not installed") and "pip install tensorrt" in msg
+
+
+@pytest.mark.parametrize("engine_cls,api", [(_FakeEngineV3, "v3"), (_FakeEngineV2, "v2")])
+def test_infer_maps_buffers_by_name_and_uses_the_versions_api(engine_file, engine_cls, api):
+    mem, engine = _Memory(), engine_cls()
+    be = trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(engine), fake_cudart(mem)))
+    assert be.output_kind == "labels" and be.device == "cuda:0 (Fake GPU)"
+    x = np.random.default_rng(0).standard_normal(SPEC.input_shape(1)).astype(np.float32)
+    for _ in range(2):  # buffers are reused: the second call allocates nothing
+        np.testing.assert_array_equal(be.infer(x), x.argmax(1).astype(np.uint8))
+    assert len(mem.blocks) == 4  # pinned + device for input and output, allocated once
+    assert [c[0] for c in engine.context.executed] == [api, api] and engine.context.executed[0][1] == 7
+    if api == "v3":
+        assert engine.context.shapes["input"] == SPEC.input_shape(1)  # dynamic H/W fixed from the manifest
+        assert set(engine.context.addresses) == {"input", "labels"}
+    kinds = [c[1] if c[0] == "memcpy" else c[0] for c in mem.calls if c[0] in ("memcpy", "sync")]
+    assert kinds[-3:] == ["h2d", "d2h", "sync"]
+    be.close()
+    assert sorted(mem.freed) == sorted(mem.blocks) and ("stream_destroy",) in mem.calls
+
+
+def test_refuses_engine_from_another_tensorrt_or_gpu(engine_file):
+    mem = _Memory()
+    with pytest.raises(VssegError, match=r"built with TensorRT 10.3.0, this machine has 10.7.0"):
+        trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(_FakeEngineV3(), "10.7.0"), fake_cudart(mem)))
+    with pytest.raises(VssegError, match=r"built for Fake GPU \(sm 8.7\), this GPU is Other GPU \(sm 8.6\)"):
+        trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(_FakeEngineV3()),
+                                                     fake_cudart(mem, gpu=b"Other GPU", cc=(8, 6))))
+    with pytest.raises(VssegError, match="lacks the TensorRT version or GPU"):
+        trt_backend.check_engine_manifest({"kind": "engine"}, "x.engine", "10.3.0", "Fake GPU", "8.7")
+
+
+def test_wrong_input_dtype_is_refused_and_buffers_freed(engine_file):
+    class Uint8Input(_FakeEngineV3):
+        _io = [("labels", "out", (1, -1, -1), np.uint8), ("input", "in", (1, 3, -1, -1), np.uint8)]
+
+    mem = _Memory()
+    with pytest.raises(VssegError, match="input 'input' is uint8, the manifest's preprocessing gives float32"):
+        trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(Uint8Input()), fake_cudart(mem)))
+    assert ("stream_destroy",) in mem.calls
