@@ -202,6 +202,10 @@ def test_precompute_and_cli(tmp_path):
     assert len(flow_pairs(ds, (-1, 1))) == 6 and len(flow_pairs(ds, (2,), consecutive=False)) == 2
     src = DISFlow("ultrafast", tmp_path / "cache")
     assert precompute_flows(ds, src, (-1, 1), progress=False) == {"pairs": 6, "computed": 6, "cached": 0}
+    images = _images_dataset(tmp_path / "frames", n=4)  # an unlabelled folder: consecutive pairs only
+    par = DISFlow("ultrafast", tmp_path / "cache2")
+    assert precompute_flows(images, par, progress=False, workers=2)["computed"] == 3  # datasets pickle
+    assert precompute_flows(images, par, progress=False)["cached"] == 3
     app, data_app = Typer(), Typer()
     app.add_typer(data_app, name="data")
     register(app, data_app)

@@ -108,3 +108,15 @@ def test_wrong_size_rejected():
     p = aug.sample(np.random.default_rng(0), (H, W))
     with pytest.raises(ValueError, match="drawn for"):
         aug.apply_label(p, np.zeros((H + 1, W), np.uint8))
+
+
+def test_call_transforms_every_array_with_one_draw():
+    a, b, flow = _affine_pair(2)
+    label = np.random.default_rng(0).integers(0, 19, (H, W)).astype(np.uint8)
+    aug = PairedAugment(crop=(48, 96), blur_prob=0.0)
+    out = aug(np.random.default_rng(5), a, label=label, neighbour=b, flow=flow)
+    assert set(out) == {"image", "label", "neighbour", "flow", "params"}
+    p = aug.sample(np.random.default_rng(5), (H, W))
+    np.testing.assert_array_equal(out["params"].matrix, p.matrix)
+    np.testing.assert_array_equal(out["label"], aug.apply_label(p, label))
+    assert _warp_error(out["image"], out["neighbour"], out["flow"])[0] < 4.0

@@ -66,7 +66,7 @@ class SegmentationDataset:
         self.split = split
         self.label_set = label_set
         self.sequences = {k: sorted(v, key=lambda r: r.index) for k, v in sorted(sequences.items())}
-        self._decode_label = decode_label or (lambda path, raw: raw)
+        self._decode_label = decode_label or _label_as_is  # module-level functions keep datasets picklable
         self._neighbour_by = neighbour_by  # "index": frame index+k; "position": k-th next frame in the list
         self._by_index = {s: {r.index: i for i, r in enumerate(refs)} for s, refs in self.sequences.items()}
         self._labelled = [r for refs in self.sequences.values() for r in refs if r.label is not None]
@@ -211,6 +211,10 @@ def _check_cityscapes_labels(sequences, gt_dir: Path, image_dir: Path, every_fra
         stem = label.name[: -len("_gtFine_labelIds.png")]
         if stem not in images:
             raise VssegError(f"{label}: label has no image (expected {image_dir}/{label.parent.name}/{stem}_leftImg8bit.png)")
+
+
+def _label_as_is(path: Path, raw: np.ndarray) -> np.ndarray:
+    return raw
 
 
 def _decode_cityscapes(path: Path, raw: np.ndarray) -> np.ndarray:

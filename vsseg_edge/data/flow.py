@@ -11,6 +11,7 @@ A `FlowSource` answers `source(dataset, ref_a, ref_b)` for any two frames of one
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -273,6 +274,13 @@ def flow_pairs(dataset: SegmentationDataset, offsets=DEFAULT_OFFSETS, consecutiv
     return list(pairs.values())
 
 
+def _single_threaded_cv2() -> None:
+    """Each worker process runs DIS on one thread: `workers` processes share the cores without oversubscribing."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def _compute_pair(args) -> bool:
     source, dataset, ref_a, ref_b = args
     before = getattr(source, "computed", 0)
@@ -295,7 +303,9 @@ def precompute_flows(dataset: SegmentationDataset, source: FlowSource, offsets=D
     jobs = [(source, dataset, a, b) for a, b in pairs]
     bar = dict(total=len(jobs), desc=f"flow ({source.name})", unit="pair", disable=not progress)
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawn, not fork: forking a process whose OpenCV thread pool is running can deadlock
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_single_threaded_cv2) as pool:
             done = list(tqdm(pool.map(_compute_pair, jobs, chunksize=8), **bar))
     else:
         done = [_compute_pair(job) for job in tqdm(jobs, **bar)]

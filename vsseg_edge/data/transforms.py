@@ -65,6 +65,18 @@ class PairedAugment:
         offset = tuple(int(rng.integers(min(0, c - o), max(0, c - o) + 1)) for c, o in zip(canvas[::-1], out[::-1]))
         return make_params(hw, out, scale, angle, flip, offset, blur)
 
+    def __call__(self, rng: np.random.Generator, image: np.ndarray, label=None, neighbour=None,
+                 neighbour_label=None, flow=None) -> dict[str, np.ndarray]:
+        """Draw once and transform every array given (keys: image, label, neighbour, neighbour_label, flow,
+        params); `flow` is between `image` and `neighbour`, in either direction."""
+        p = self.sample(rng, image.shape[:2])
+        out = {"image": self.apply_image(p, image), "params": p}
+        for key, arr, fn in (("label", label, self.apply_label), ("neighbour", neighbour, self.apply_image),
+                             ("neighbour_label", neighbour_label, self.apply_label), ("flow", flow, self.apply_flow)):
+            if arr is not None:
+                out[key] = fn(p, arr)
+        return out
+
     def apply_image(self, p: AugmentParams, image: np.ndarray) -> np.ndarray:
         """Warp (linear, mean-padded) then blur an image; dtype is kept."""
         import cv2
