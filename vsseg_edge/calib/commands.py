@@ -2,6 +2,42 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
+import typer
+
 
 def register(app, data_app) -> None:
-    """No commands yet."""
+    """`vsseg-edge calibrate`."""
+    app.command("calibrate")(calibrate_command)
+
+
+def calibrate_command(
+    model: Path = typer.Argument(..., help="FP32 ONNX model with its manifest (model.onnx.json)."),
+    frames: Path = typer.Option(..., "--frames", help="Dataset root (train split is sampled), image folder or video."),
+    out: Path = typer.Option(..., "--out", help="Output Q/DQ model, e.g. model.int8.qdq.onnx (+ .json manifest)."),
+    preset: Optional[Path] = typer.Option(None, "--preset", help="Calibration preset YAML (calib/*.yaml)."),
+    target: Optional[str] = typer.Option(None, "--target", help="trt (symmetric int8 for TensorRT) | ort (CPU)."),
+    method: Optional[str] = typer.Option(None, "--method", help="entropy | percentile | minmax."),
+    num_frames: Optional[int] = typer.Option(None, "--num-frames", help="Calibration frames (default 500)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the frame sample (default 0)."),
+    quantizer: Optional[str] = typer.Option(None, "--quantizer", help="trt target: auto | modelopt | ort."),
+    eval_frames_src: Optional[Path] = typer.Option(
+        None, "--eval-frames", help="Held-out frames for the accuracy gate (default: the dataset's val split)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Max mIoU drop in points (default 1.0)."),
+    no_gate: bool = typer.Option(False, "--no-gate", help="Skip the accuracy gate (recorded in the manifest)."),
+    keep_failed: bool = typer.Option(False, "--keep-failed", help="Write the model even if the gate fails."),
+    override: Optional[list[str]] = typer.Option(None, "--override", help="key=value over the preset."),
+):
+    """Calibrate an FP32 ONNX model on frames and write a gated INT8 Q/DQ ONNX with its manifest."""
+    from .config import load_calib_config
+    from .pipeline import calibrate
+
+    cfg = load_calib_config(preset, override, target=target, method=method, num_frames=num_frames, seed=seed,
+                            quantizer=quantizer, threshold=threshold, gate=False if no_gate else None)
+    man = calibrate(model, frames, out, cfg, eval_source=eval_frames_src, keep_failed=keep_failed,
+                    log=lambda s: typer.echo(s, err=True))
+    gate = (man.get("gate") or {}).get("result")
+    verdict = "gate skipped" if gate is None else ("gate passed" if gate["passed"] else "gate FAILED (kept)")
+    typer.echo(f"wrote {out} ({man['quantization']['quantizer']}; {verdict})")

@@ -1,0 +1,130 @@
+"""`calibrate` end to end on the tiny model: manifest, accuracy gate, sensitive-layer search, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vsseg_edge.calib.config import CalibConfig, load_calib_config
+from vsseg_edge.calib.pipeline import calibrate
+from vsseg_edge.calib.sensitivity import exclusion_rounds
+from vsseg_edge.core.errors import VssegError
+from vsseg_edge.core.manifest import read_manifest
+
+FAST = dict(target="ort", num_frames=6, eval_frames=4, sensitivity_frames=2)
+
+
+def test_benign_model_passes_the_gate_with_a_full_manifest(tmp_path, cs_root, tiny_onnx):
+    out = tmp_path / "tiny.int8.qdq.onnx"
+    man = calibrate(tiny_onnx, cs_root, out, CalibConfig(**FAST), log=lambda s: None)
+    assert out.is_file() and read_manifest(out, kind="qdq_onnx", verify=True) == man
+    assert man["parent"] == {"file": "tiny.onnx", "sha256": read_manifest(tiny_onnx)["sha256"]}
+    assert man["precision"] == "int8" and man["target"] == "ort" and man["input"]["shape"] == [1, 3, 64, 128]
+    frames = man["calibration"]["frames"]
+    assert frames["split"] == "train" and frames["count"] == 6 and frames["seed"] == 0 and len(frames["sha1"]) == 40
+    gate = man["gate"]["result"]
+    assert gate["passed"] and gate["criterion"] == "miou_drop" and gate["frames"] == 4
+    assert gate["agreement"] > 95.0 and gate["drop"] <= 1.0 and gate["miou_fp32"] is not None
+    assert man["gate"]["frames"]["split"] == "val" and man["gate"]["rounds"] == []
+    assert man["structure"]["ok"] and man["excluded_layers"] == ["/Resize"]
+
+
+def test_low_threshold_triggers_the_sensitivity_search(tmp_path, cs_root, image_folder, tiny_onnx):
+    # unlabelled held-out frames: the criterion is 100 - agreement, > 0 for any real quantisation
+    cfg = CalibConfig(**FAST, threshold=0.0, max_rounds=2)
+    out = tmp_path / "strict.qdq.onnx"
+    with pytest.raises(VssegError, match="accuracy gate failed after 2 re-quantisation") as err:
+        calibrate(tiny_onnx, cs_root, out, cfg, eval_source=image_folder, log=lambda s: None)
+    assert "\n" not in str(err.value) and not out.exists() and not list(tmp_path.glob(".strict*"))
+
+    man = calibrate(tiny_onnx, cs_root, out, cfg, eval_source=image_folder, keep_failed=True, log=lambda s: None)
+    g = man["gate"]
+    assert g["result"]["criterion"] == "disagreement" and not g["result"]["passed"]
+    ranked = [name for name, _ in g["sensitivity"]]
+    assert sorted(ranked) == ["/down/down.0/Conv", "/head/Conv", "/res/res.0/Conv", "/stem/stem.0/Conv"]
+    scores = [s for _, s in g["sensitivity"]]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0
+    assert [r["kept_in_float"] for r in g["rounds"]] == [ranked[:1], ranked[:2]]
+    assert set(ranked[:2]) <= set(man["excluded_layers"])
+    assert len(man["structure"]["float_convs"]) == 2
+
+
+def test_gate_passes_once_the_sensitive_layers_are_kept_in_float(tmp_path, cs_root, image_folder, tiny_onnx):
+    """A threshold between the first quantisation's error and the best round's: the loop stops at that round."""
+    probe = calibrate(tiny_onnx, cs_root, tmp_path / "probe.onnx", CalibConfig(**FAST, threshold=0.0, max_rounds=3),
+                      eval_source=image_folder, keep_failed=True, log=lambda s: None)["gate"]
+    best = min(probe["rounds"], key=lambda r: r["drop"])
+    assert best["drop"] < probe["initial"]["drop"]  # keeping layers in float helped on this model
+    cfg = CalibConfig(**FAST, threshold=best["drop"] + 1e-6, max_rounds=3)
+    man = calibrate(tiny_onnx, cs_root, tmp_path / "ok.onnx", cfg, eval_source=image_folder, log=lambda s: None)
+    gate = man["gate"]
+    assert gate["result"]["passed"] and not gate["initial"]["passed"]
+    expected = next(r for r in probe["rounds"] if r["drop"] <= cfg.threshold)
+    assert gate["rounds"][-1]["kept_in_float"] == expected["kept_in_float"]
+    assert all(not r["passed"] for r in gate["rounds"][:-1])
+    assert set(expected["kept_in_float"]) <= set(man["excluded_layers"])
+
+
+def test_exclusion_rounds_are_bounded_and_never_exclude_everything():
+    ranked = [(f"c{i}", 10 - i) for i in range(6)]
+    assert exclusion_rounds(ranked, 4) == [["c0"], ["c0", "c1"], ["c0", "c1", "c2", "c3"], ["c0", "c1", "c2", "c3", "c4"]]
+    assert exclusion_rounds(ranked, 2) == [["c0"], ["c0", "c1"]]
+    assert exclusion_rounds([("only", 1.0)], 4) == []
+
+
+def test_calibration_never_uses_gate_frames(tmp_path, cs_root, tiny_onnx):
+    cfg = CalibConfig(**{**FAST, "num_frames": 3}, split="val", eval_split="val")
+    with pytest.raises(VssegError, match="also calibration frames"):
+        calibrate(tiny_onnx, cs_root, tmp_path / "x.onnx", cfg, log=lambda s: None)
+
+
+def test_fp32_model_without_manifest_is_refused(tmp_path, cs_root, tiny_onnx):
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(tiny_onnx.read_bytes())
+    with pytest.raises(VssegError, match="no manifest"):
+        calibrate(bare, cs_root, tmp_path / "x.onnx", CalibConfig(**FAST), log=lambda s: None)
+
+
+def test_presets_load_and_unknown_keys_are_rejected(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "calib"
+    assert load_calib_config(root / "cityscapes_entropy.yaml").target == "trt"
+    ort = load_calib_config(root / "ort_cpu.yaml", ["num_frames=20"], method="minmax")
+    assert (ort.target, ort.num_frames, ort.method) == ("ort", 20, "minmax")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methd: entropy\n")
+    with pytest.raises(VssegError, match="unknown key"):
+        load_calib_config(bad)
+    with pytest.raises(VssegError, match="method must be one of"):
+        CalibConfig(method="kl")
+
+
+def test_cli_empty_frames_folder_is_one_line_error(tmp_path, tiny_onnx):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "calibrate", str(tiny_onnx), "--frames", str(empty),
+                           "--out", str(tmp_path / "o.onnx"), "--target", "ort"], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "folder is empty" in proc.stderr
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_ort_path_runs_without_torch(tmp_path, cs_root, tiny_onnx):
+    """DESIGN.md: the calib ORT path imports and runs without torch (an edge box has none)."""
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from vsseg_edge.calib.config import CalibConfig\n"
+        "from vsseg_edge.calib.pipeline import calibrate\n"
+        "from vsseg_edge.calib import legacy, structure, frames, gate, sensitivity, commands\n"
+        f"calibrate(Path({str(tiny_onnx)!r}), Path({str(cs_root)!r}), Path({str(tmp_path / 'q.onnx')!r}),\n"
+        "          CalibConfig(target='ort', num_frames=4, eval_frames=2), log=lambda s: None)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+    assert json.loads((tmp_path / "q.onnx.json").read_text())["kind"] == "qdq_onnx"

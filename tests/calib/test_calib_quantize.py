@@ -1,0 +1,162 @@
+"""Both Q/DQ flavours from the tiny FP32 model, and the structure checks that accept or refuse them."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from vsseg_edge.calib.frames import calibration_frames
+from vsseg_edge.calib.quantize_ort import FrameReader, chunk_size, final_resize_nodes, quantize_ort
+from vsseg_edge.calib.structure import check_qdq_structure, require_qdq_structure
+from vsseg_edge.core.errors import VssegError
+from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+
+
+@pytest.fixture(scope="module")
+def reader(cs_root, tiny_onnx):
+    spec = manifest_preprocess(read_manifest(tiny_onnx, kind="onnx"), "tiny")
+    frames, _ = calibration_frames(cs_root, 6, seed=0)
+    return FrameReader(frames.frames, spec, "image")
+
+
+@pytest.fixture(scope="module")
+def quantised(tmp_path_factory, tiny_onnx, reader):
+    out = tmp_path_factory.mktemp("q")
+    paths = {}
+    for target in ("ort", "trt"):
+        paths[target] = out / f"tiny.{target}.onnx"
+        quantize_ort(tiny_onnx, paths[target], target=target, method="entropy", cache_path=out / f"{target}.json",
+                     reader=reader)
+    return paths
+
+
+def _ops(path):
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def test_reader_feeds_the_one_preprocessing(reader):
+    from vsseg_edge.core.preprocess import preprocess_batch
+
+    reader.rewind()
+    first = reader.get_next()["image"]
+    assert first.shape == (1, 3, 64, 128) and first.dtype == np.float32
+    np.testing.assert_array_equal(first, preprocess_batch([reader.frames[0].read()], reader.spec))
+    reader.set_range(4, 6)
+    assert reader.get_next() is not None and reader.get_next() is not None and reader.get_next() is None
+    assert chunk_size(6) == 6 and chunk_size(500) == 5 and chunk_size(7) == 7 and chunk_size(11) == 1
+
+
+def test_trt_flavour_is_symmetric_int8_per_channel(quantised):
+    rep = require_qdq_structure(quantised["trt"], "trt")
+    assert rep.quantized_convs == 4 and not rep.float_convs
+    model = onnx.load(str(quantised["trt"]))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    zps = [inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    assert not any(inits[n.input[0]].dtype == np.int32 for n in model.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in inits)  # biases stay float
+
+
+def test_ort_flavour_uses_uint8_activations_and_keeps_final_resize_float(quantised, tiny_onnx):
+    assert check_qdq_structure(quantised["ort"], "ort").ok
+    model = onnx.load(str(quantised["ort"]))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    act_zp = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert act_zp and all(z.dtype == np.uint8 for z in act_zp)
+    resize = final_resize_nodes(onnx.load(str(tiny_onnx)))
+    assert resize == ["/Resize"]
+    node = next(n for n in model.graph.node if n.op_type == "Resize")
+    assert node.output[0] in {o.name for o in model.graph.output}  # float logits, no Q/DQ after the Resize
+    assert not any(node.output[0] in n.input for n in model.graph.node if n.op_type == "QuantizeLinear")
+    # the CPU flavour is not a TensorRT model: asymmetric u8 activations and int32 biases are refused
+    problems = " ".join(check_qdq_structure(quantised["ort"], "trt").problems)
+    assert "uint8" in problems and "int32 DequantizeLinear" in problems
+
+
+@pytest.mark.parametrize("target", ["ort", "trt"])
+def test_quantised_models_stay_close_to_fp32(quantised, tiny_onnx, reader, target):
+    from vsseg_edge.calib.gate import ort_session
+
+    reader.rewind()
+    x = reader.get_next()
+    f = ort_session(tiny_onnx, 1).run(None, x)[0]
+    q = ort_session(quantised[target], 1).run(None, x)[0]
+    assert q.shape == f.shape
+    nsr = float(((q - f) ** 2).sum() / (f ** 2).sum())
+    assert nsr < 0.05
+    assert (q.argmax(1) == f.argmax(1)).mean() > 0.9
+
+
+def test_fp32_model_is_not_a_qdq_model(tiny_onnx):
+    with pytest.raises(VssegError, match="not a Q/DQ model"):
+        require_qdq_structure(tiny_onnx, "trt")
+
+
+def _hand_built(weight_scale, axis, out_type=TensorProto.FLOAT, bias_int32=False, zp=0):
+    """x → Q/DQ → Conv(DQ(w)) → y, with the weight scale/axis/zero point and output type given."""
+    w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.int8), "w_q")
+    ws = numpy_helper.from_array(np.asarray(weight_scale, np.float32), "w_s")
+    wz = numpy_helper.from_array(np.full(np.shape(weight_scale), zp, np.int8), "w_z")
+    xs = numpy_helper.from_array(np.asarray(0.1, np.float32), "x_s")
+    xz = numpy_helper.from_array(np.asarray(0, np.int8), "x_z")
+    inits = [w, ws, wz, xs, xz]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"], name="qx"),
+             helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xd"], name="dqx"),
+             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["wd"], name="dqw", axis=axis)]
+    conv_in = ["xd", "wd"]
+    if bias_int32:
+        inits += [numpy_helper.from_array(np.zeros(4, np.int32), "b_q"),
+                  numpy_helper.from_array(np.full(4, 0.01, np.float32), "b_s"),
+                  numpy_helper.from_array(np.zeros(4, np.int32), "b_z")]
+        nodes.append(helper.make_node("DequantizeLinear", ["b_q", "b_s", "b_z"], ["bd"], name="dqb", axis=0))
+        conv_in.append("bd")
+    nodes.append(helper.make_node("Conv", conv_in, ["y"], name="conv"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", out_type, [1, 4, 4, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("kwargs, problem", [
+    ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 0}, None),
+    ({"weight_scale": 0.1, "axis": 0}, "per tensor"),
+    ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 1}, "on axis 1"),
+    ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 0, "zp": 3}, "not 0"),
+    ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 0, "out_type": TensorProto.INT64}, "INT64"),
+    ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 0, "bias_int32": True}, "int32 DequantizeLinear"),
+])
+def test_structure_rules_on_hand_built_models(kwargs, problem):
+    rep = check_qdq_structure(_hand_built(**kwargs), "trt")
+    if problem is None:
+        assert rep.ok, rep.problems
+    else:
+        assert not rep.ok and any(problem in p for p in rep.problems), rep.problems
+
+
+@pytest.mark.slow
+def test_modelopt_flavour_if_installed(tmp_path, tiny_onnx, reader, quantised):
+    """ModelOpt (installed without its [onnx] extra) places Q/DQ for TensorRT, with our cached scales."""
+    from vsseg_edge.calib.quantize_trt import (modelopt_available, quantize_modelopt, read_trt_scale_cache,
+                                               write_trt_scale_cache)
+
+    cache = tmp_path / "scales.trtcache"
+    n = write_trt_scale_cache(quantised["trt"].parent / "trt.json", cache)
+    scales = read_trt_scale_cache(cache)
+    assert n == len(scales) > 0 and all(s > 0 for s in scales.values())
+    if not modelopt_available():
+        pytest.skip("nvidia-modelopt is not installed (optional; see vsseg_edge/calib/quantize_trt.py)")
+    reader.rewind()
+    sample = reader.get_next()["image"]
+    out = tmp_path / "tiny.mo.onnx"
+    info = quantize_modelopt(tiny_onnx, out, trt_cache=cache, sample=sample, input_name="image",
+                             method="entropy", nodes_to_exclude=["/head/Conv"])
+    assert info["quantizer"].startswith("nvidia-modelopt")
+    rep = require_qdq_structure(out, "trt")
+    assert rep.float_convs == ["/head/Conv"] and rep.quantized_convs == 3
+    model = onnx.load(str(out))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    used = {n.input[1] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[1] in inits}
+    replaced = [s for s in used if s.removesuffix("_scale") in scales]  # activation Q nodes, not weights
+    assert replaced
+    assert all(np.isclose(float(inits[s]), scales[s.removesuffix("_scale")], rtol=1e-6) for s in replaced)

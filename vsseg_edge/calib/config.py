@@ -1,0 +1,61 @@
+"""Calibration settings: a frozen dataclass loaded from a preset YAML (`calib/*.yaml`), CLI flags override."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..core.config import load_config, to_dict
+from ..core.errors import VssegError
+
+TARGETS = ("trt", "ort")
+METHODS = ("entropy", "percentile", "minmax")
+QUANTIZERS = ("auto", "modelopt", "ort")
+
+
+@dataclass(frozen=True)
+class CalibConfig:
+    """How `vsseg-edge calibrate` draws frames, quantises and gates (see calib/cityscapes_entropy.yaml)."""
+
+    target: str = "trt"  # "trt": symmetric int8 Q/DQ for TensorRT | "ort": u8/s8 Q/DQ for onnxruntime CPU
+    method: str = "entropy"  # entropy | percentile | minmax
+    percentile: float = 99.999  # for method: percentile
+    quantizer: str = "auto"  # trt target: auto (ModelOpt if installed) | modelopt | ort
+    num_frames: int = 500  # calibration frames (seeded sample of the train split)
+    seed: int = 0
+    split: str = "train"  # the dataset split calibration frames come from
+    eval_split: str = "val"  # the held-out split of the accuracy gate
+    eval_frames: int = 50  # held-out frames for the gate
+    threshold: float = 1.0  # max mIoU drop in points (or % disagreement without labels)
+    gate: bool = True  # run the accuracy gate
+    max_rounds: int = 4  # re-quantisation rounds with sensitive layers kept in float
+    sensitivity_frames: int = 4  # frames scored per layer in the sensitivity search
+    exclude: tuple[str, ...] = ()  # node names always kept in float
+    threads: int = 0  # onnxruntime intra-op threads for calibration and the gate (0 = all cores)
+
+    def __post_init__(self):
+        checks = [
+            (self.target in TARGETS, f"target must be one of {TARGETS}, got {self.target!r}"),
+            (self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}"),
+            (self.quantizer in QUANTIZERS, f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}"),
+            (0.0 < self.percentile <= 100.0, f"percentile must be in (0, 100], got {self.percentile}"),
+            (self.num_frames > 0, f"num_frames must be positive, got {self.num_frames}"),
+            (self.eval_frames > 0, f"eval_frames must be positive, got {self.eval_frames}"),
+            (self.threshold >= 0, f"threshold must be ≥ 0, got {self.threshold}"),
+            (self.max_rounds >= 0, f"max_rounds must be ≥ 0, got {self.max_rounds}"),
+            (self.sensitivity_frames > 0, f"sensitivity_frames must be positive, got {self.sensitivity_frames}"),
+            (self.target == "trt" or self.quantizer != "modelopt", "quantizer 'modelopt' is for target 'trt'"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise VssegError(f"calibration config: {msg}")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def load_calib_config(preset: str | Path | None = None, overrides: list[str] | None = None, **flags) -> CalibConfig:
+    """Preset YAML (or defaults) + `key=value` overrides, then CLI flags that are not None."""
+    cfg = load_config(CalibConfig, preset, overrides)
+    given = {k: v for k, v in flags.items() if v is not None}
+    return replace(cfg, **given) if given else cfg

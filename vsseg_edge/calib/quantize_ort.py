@@ -1,0 +1,171 @@
+"""Q/DQ quantisation with onnxruntime's `quantize_static` (no torch).
+
+Two settings, one per deployment target:
+
+- ``ort`` (onnxruntime on a CPU): U8 asymmetric activations, per-channel S8 symmetric weights, QDQ. The
+  u8×s8 integer kernels are the fast path of onnxruntime's CPU provider; S8 activations fall back to FP32
+  around residual branches (issue 4). The final logits Resize is left unquantised.
+- ``trt`` (TensorRT-style, used when ModelOpt is absent or for the sensitivity search): S8 symmetric
+  activations and weights, per-channel weights on axis 0, zero points 0, biases left in float
+  (`QuantizeBias: False`: an int32-bias DequantizeLinear is a known TensorRT parser failure).
+
+Calibration runs once per `calibrate` call: the first quantisation writes onnxruntime's JSON range cache
+(`calibration_cache_path`) and every later one (sensitivity search, re-quantisation with layers kept in
+float) reuses it, so a 500-frame calibration is paid once. Frames are fed in chunks (`CalibStridedMinMax`)
+so that the histogram calibrators never hold more than one chunk of activations in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+from ..core.preprocess import PreprocessSpec, preprocess_batch
+from .frames import Frame
+
+METHODS = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+           "minmax": CalibrationMethod.MinMax}
+TARGETS = ("trt", "ort")
+DEFAULT_PERCENTILE = 99.999
+CHUNK = 8  # frames per calibration chunk: bounds the activation memory of the histogram calibrators
+
+
+class FrameReader(CalibrationDataReader):
+    """Feeds frames, one per batch, through THE preprocessing (`core.preprocess`) to the model input."""
+
+    def __init__(self, frames: Sequence[Frame], spec: PreprocessSpec, input_name: str):
+        self.frames, self.spec, self.input_name = list(frames), spec, input_name
+        self._start, self._end = 0, len(self.frames)
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Limit the next pass to frames[start:end] (called by onnxruntime for each chunk)."""
+        self._start, self._end = start_index, min(end_index, len(self.frames))
+        self._pos = self._start
+
+    def rewind(self) -> None:
+        self.set_range(0, len(self.frames))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._pos >= self._end:
+            return None
+        frame = self.frames[self._pos]
+        self._pos += 1
+        return {self.input_name: preprocess_batch([frame.read()], self.spec)}
+
+
+def model_input_name(model: onnx.ModelProto) -> str:
+    """The first graph input that is not an initializer (the image)."""
+    inits = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    if len(names) != 1:
+        raise ValueError(f"expected one model input, found {names}")
+    return names[0]
+
+
+def final_resize_nodes(model: onnx.ModelProto) -> list[str]:
+    """Resize nodes whose output is a graph output or feeds only ArgMax/Cast on the way to one."""
+    outputs = {o.name for o in model.graph.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def reaches_output(tensor: str, depth: int = 0) -> bool:
+        if tensor in outputs:
+            return True
+        users = consumers.get(tensor, [])
+        return depth < 3 and bool(users) and all(
+            u.op_type in ("ArgMax", "Cast", "Identity") and reaches_output(u.output[0], depth + 1) for u in users)
+
+    return [n.name for n in model.graph.node if n.op_type == "Resize" and reaches_output(n.output[0])]
+
+
+def chunk_size(n: int, limit: int = CHUNK) -> int:
+    """The largest chunk ≤ `limit` that divides `n` (onnxruntime's strided calibration needs a divisor)."""
+    return max(d for d in range(1, min(limit, n) + 1) if n % d == 0)
+
+
+def ort_settings(target: str, method: str, percentile: float = DEFAULT_PERCENTILE,
+                 op_types: Sequence[str] = ()) -> dict:
+    """`quantize_static` keyword arguments for a target flavour (recorded in the manifest as given).
+
+    For ``trt``, outputs of the graph's `op_types` are not quantised: Q/DQ go on the inputs of the
+    quantised layers only, as TensorRT (and ModelOpt) place them.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    extra = {"WeightSymmetric": True, "QuantizeBias": target != "trt", "ActivationSymmetric": target == "trt"}
+    if target == "trt":
+        extra.update({"CalibTensorRangeSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"Conv": 0},
+                      "AddQDQPairToWeight": True, "OpTypesToExcludeOutputQuantization": sorted(set(op_types))})
+    if method == "percentile":
+        extra["CalibPercentile"] = float(percentile)
+    act = QuantType.QInt8 if target == "trt" else QuantType.QUInt8
+    return {"activation_type": act, "weight_type": QuantType.QInt8, "per_channel": True,
+            "quant_format": QuantFormat.QDQ, "reduce_range": False, "extra_options": extra}
+
+
+def describe_settings(settings: dict) -> dict:
+    """JSON-ready view of `ort_settings` for the manifest."""
+    return {k: (v.name if hasattr(v, "name") else v) for k, v in settings.items()}
+
+
+def quantize_ort(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    *,
+    target: str,
+    method: str,
+    cache_path: str | Path,
+    reader: FrameReader | None = None,
+    nodes_to_exclude: Sequence[str] = (),
+    nodes_to_quantize: Sequence[str] | None = None,
+    percentile: float = DEFAULT_PERCENTILE,
+) -> dict:
+    """Write a Q/DQ model; calibrate with `reader` unless `cache_path` already holds the ranges.
+
+    Returns the settings used (for the manifest). `nodes_to_quantize` limits quantisation to those nodes
+    (the sensitivity search quantises one layer at a time); `nodes_to_exclude` keeps nodes in float.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    model = onnx.load(str(fp32_path))
+    settings = ort_settings(target, method, percentile, [n.op_type for n in model.graph.node])
+    exclude = list(dict.fromkeys([*nodes_to_exclude, *(final_resize_nodes(model) if target == "ort" else [])]))
+    extra = dict(settings["extra_options"])
+    if reader is not None and not Path(cache_path).is_file():
+        reader.rewind()
+        extra["CalibStridedMinMax"] = chunk_size(len(reader))
+    with quiet_root_logging():
+        quantize_static(
+            str(fp32_path), str(out_path), calibration_data_reader=reader,
+            quant_format=settings["quant_format"], per_channel=settings["per_channel"],
+            reduce_range=settings["reduce_range"], activation_type=settings["activation_type"],
+            weight_type=settings["weight_type"], nodes_to_exclude=exclude,
+            nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
+            calibrate_method=METHODS[method], extra_options=extra, calibration_cache_path=str(cache_path),
+        )
+    return {"quantizer": f"onnxruntime.quantize_static ({target} settings)", "method": method,
+            "settings": describe_settings(settings), "nodes_to_exclude": exclude}
+
+
+@contextlib.contextmanager
+def quiet_root_logging(level: int = logging.ERROR):
+    """The quantisers log hints through the root logger on every call; silence them for the call only."""
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(max(old, level))
+    try:
+        yield
+    finally:
+        root.setLevel(old)
