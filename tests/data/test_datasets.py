@@ -178,3 +178,15 @@ def test_sampler_covers_unlabelled_frames(cs_root):
     ds = open_dataset(cs_root[0], "train")
     picked = sample_frames(ds, 8, seed=0)
     assert sum(r.label is None for r in picked) >= 6  # drawn from all 12 frames, only 2 labelled
+
+
+def test_generated_synthetic_set(synth_root):
+    """The generator's labelIds, mapped by the reader, equal the labelTrainIds it wrote beside them."""
+    ds = open_dataset(synth_root, "train")
+    assert ds.name == "synthetic" and len(ds.sequences) == 2 and len(ds) == ds.num_frames == 12
+    for ref in ds.labelled()[::5]:
+        assert ref.label.name.endswith("_gtFine_labelIds.png")
+        train_ids = cv2.imread(str(ref.label).replace("labelIds", "labelTrainIds"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(ds.read_label(ref), train_ids)
+        assert ds.read_image(ref).shape == (64, 128, 3)
+    assert len(open_dataset(synth_root, "val").sequences) == 1
