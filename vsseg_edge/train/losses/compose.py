@@ -12,6 +12,12 @@ resolution, "out_s8": logits at stride 8, "aux": aux logits or None, "feat": hea
     ppm  → multi-frame KD and SKD pair-wise (ETC's "fea" / SKD's feature after PSP)
 
 A clip is frame t (`FrameOutputs`, labelled) plus neighbours t±k, each with the forward flow t → it.
+With several neighbours: the temporal loss and the pair-wise-frames KD are averaged over them (ETC
+draws one neighbour per sample), the pixel KD is KL_t + 0.4·Σ_n KL_n (ETC), and the multi-frame KD runs
+the ConvLSTM over all frames sorted by `offset` (t−k, t, t+k; ETC's order of its "f"/"b" frames is
+ambiguous, the result differs only by which end the recurrence starts from). The aux term is skipped
+when the model returns no aux logits (eval mode). Labels are only needed for seg/aux (and
+`kd_ignore_unlabelled`).
 Parameters outside the student that must be optimised: `student_side_parameters()` (the multi-frame
 ConvLSTM) join the student's optimizer; `discriminator` gets its own optimizer
 (`make_discriminator_optimizer()`), stepped with `discriminator_loss` after each student step.
