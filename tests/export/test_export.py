@@ -167,3 +167,31 @@ def test_cli_exports_with_preset_and_flag_override(tiny_ckpt, tmp_path):
     man = read_manifest(out, kind="onnx")
     assert man["graph"]["outputs"][0] == {"name": "labels", "dtype": "INT32", "shape": [1, 32, 64]}
     assert man["input"]["shape"] == [1, 32, 64, 3] and "torchscript" in man["exporter"]
+
+
+def test_requested_opset_is_honoured_or_refused(tiny_ckpt, tmp_path):
+    """Without static pools, torch's dynamo exporter emits ReduceMean at opset 18 and cannot convert it to 17:
+    the export says so instead of writing a file of another opset."""
+    out = tmp_path / "m.onnx"
+    with pytest.raises(VssegError, match="produced opset 18, not the requested 17; try --opset 18"):
+        export_checkpoint(tiny_ckpt, out, load_preset(None, static_pools=False))
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_pspnet18_exports_at_64x128(tmp_path):
+    from vsseg_edge.core.labels import CITYSCAPES
+    from vsseg_edge.core.preprocess import PreprocessSpec
+    from vsseg_edge.models import create_model
+    from vsseg_edge.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "pspnet18.pt"
+    save_checkpoint(ckpt, create_model("pspnet18", 19), model_name="pspnet18", classes=list(CITYSCAPES.classes),
+                    preprocess=PreprocessSpec(height=512, width=1024))
+    res = export_checkpoint(ckpt, tmp_path / "pspnet18.onnx", load_preset(None, size=(64, 128)))
+    assert res.parity.passed and res.parity.max_abs_logit <= 1e-4
+    s = res.summary
+    assert s["outputs"][0]["shape"] == [1, 19, 64, 128] and s["opset"] == 17
+    assert s["ops"]["Conv"] >= 20 and "Gather" not in s["ops"] and "BatchNormalization" not in s["ops"]
+    assert read_manifest(res.path)["source_preprocess"]["height"] == 512

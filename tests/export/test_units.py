@@ -85,14 +85,14 @@ def test_compare_figures_and_thresholds():
     noisy = ref + 2e-3
     fig = compare(ref, noisy, "logits")
     assert fig["max_abs_logit"] == pytest.approx(2e-3, rel=1e-3)
-    assert fig["argmax_agreement"] == 1.0
+    assert fig["argmax_agreement"] == 1.0 and fig["ref_abs_max"] == pytest.approx(np.abs(ref).max())
     labels = ref.argmax(1).astype(np.uint8)
     labels[0, 0, :4] = (labels[0, 0, :4] + 1) % 4  # 4 of 128 pixels wrong
     fig_l = compare(ref, labels, "labels")
     assert fig_l["argmax_agreement"] == pytest.approx(1 - 4 / 128)
-    assert not ParityReport("x", 2, None, None, fig_l["argmax_agreement"], 1e-3, 0.999).passed
-    assert ParityReport("x", 2, 1e-4, 1e-5, 1.0, 1e-3, 0.999).passed
-    assert not ParityReport("x", 2, 2e-3, 1e-5, 1.0, 1e-3, 0.999).passed
+    assert not ParityReport("x", 2, None, None, fig_l["argmax_agreement"], 3.0, 1e-3, 0.999).passed
+    assert ParityReport("x", 2, 1e-4, 1e-5, 1.0, 3.0, 1e-3, 0.999).passed
+    assert not ParityReport("x", 2, 2e-3, 1e-5, 1.0, 3.0, 1e-3, 0.999).passed
 
 
 def test_synthetic_frames_are_deterministic_and_smooth():

@@ -168,7 +168,7 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
         out, "onnx", model=model_name, classes=list(classes), preprocess=onnx_spec, output=preset.output,
         precision="fp32", parent=parent, opset=summary["opset"], exporter=exporter_name(preset),
         simplified=preset.simplify, dynamic_batch=preset.dynamic_batch, parity=report.to_dict(),
-        graph=summary, export_preset=preset.to_dict(), timings=timings)
+        graph=summary, export_preset=preset.to_dict(), source_preprocess=preprocess.to_dict(), timings=timings)
     return ExportResult(out, manifest, report, summary, timings)
 
 
