@@ -231,3 +231,13 @@ def test_flow_warp_of_half_precision_input_addresses_wide_frames_exactly():
     warped = flow_warp(x, flow)
     assert warped.dtype == torch.float32
     torch.testing.assert_close(warped[..., :597], x[..., 3:].float(), atol=2e-2, rtol=0)
+
+
+def test_valid_from_labels_downsamples_the_ignore_mask_by_nearest():
+    from vsseg_edge.train.losses import ETC_CITYSCAPES_CLASS_WEIGHTS, valid_from_labels
+
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)
+    labels[:, :8] = 255
+    valid = valid_from_labels(labels, (2, 2))
+    assert valid.tolist() == [[[False, False], [True, True]]]
+    assert len(ETC_CITYSCAPES_CLASS_WEIGHTS) == 19
