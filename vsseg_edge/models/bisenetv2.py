@@ -6,7 +6,7 @@ segmentation head gives stride-8 logits, upsampled bilinearly to the input. One 
 stride-16 semantic features (the paper uses four booster heads; the output contract has one `aux`).
 
 Every op is standard ONNX/TensorRT: Conv, BatchNormalization (folded), Relu, MaxPool, AveragePool,
-ReduceMean, Sigmoid, Mul, Add, Concat, Resize with static sizes. No adaptive pooling.
+Sigmoid, Mul, Add, Concat, Resize with static sizes. No adaptive pooling.
 
 Supported inputs: H and W positive multiples of 32 (`input_multiple = 32`); e.g. 512×1024, 256×512, 64×128.
 Trained from scratch (no ImageNet backbone file); `param_groups` still splits branches (lr) from BGA and
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import SegModel
+from ._pool import adaptive_avg_pool2d
 from ._registry import register_model
 from ._weights import load_weights_file
 
@@ -77,7 +78,11 @@ class GatherExpand(nn.Module):
 
 
 class ContextEmbedding(nn.Module):
-    """Global average (ReduceMean) → BN → 1×1 conv, broadcast-added to the features, then a 3×3 conv."""
+    """Global average → BN → 1×1 conv, broadcast-added to the features, then a 3×3 conv.
+
+    The global average is a full-size AveragePool (static shape): ReduceMean's axes moved from an attribute
+    to an input in opset 18, which the dynamo exporter's down-conversion to opset 17 cannot undo.
+    """
 
     def __init__(self, channels: int = 128):
         super().__init__()
@@ -86,7 +91,7 @@ class ContextEmbedding(nn.Module):
         self.out = conv_bn(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = self.gap_conv(self.bn(torch.mean(x, dim=(2, 3), keepdim=True)))
+        g = self.gap_conv(self.bn(adaptive_avg_pool2d(x, 1)))
         return self.out(x + g)
 
 
