@@ -13,7 +13,7 @@ from pathlib import Path
 from ..core.config import apply_overrides, from_dict, load_yaml
 from ..core.errors import VssegError
 from ..core.preprocess import PreprocessSpec
-from .losses.config import LossWeights
+from .losses.config import LossConfig
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    loss: LossWeights = field(default_factory=LossWeights)
+    loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
 

@@ -179,7 +179,9 @@ class Trainer:
 
     def train_state(self) -> dict:
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                 "loss": self.loss.state_dict()}
+                 "loss": self.loss.state_dict(), "torch_rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if self.disc_optimizer is not None:
             state["disc_optimizer"] = self.disc_optimizer.state_dict()
         return state
@@ -210,6 +212,9 @@ class Trainer:
         if self.disc_optimizer is not None and "disc_optimizer" in state:
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         self.step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])  # dropout draws continue as in an uninterrupted run
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
     # ------------------------------------------------------------------ one step
 
@@ -300,7 +305,10 @@ class Trainer:
         stream = SampleStream(len(self.clips), self.cfg.batch_size, self.cfg.seed, start_batch=self.step,
                               rank=self.dist.rank, world=self.dist.world)
         workers = self.cfg.data.workers
-        return torch.utils.data.DataLoader(self.clips, batch_sampler=stream, num_workers=workers,
+        # the loader's own generator: creating its iterator must not draw from the global RNG (dropout's),
+        # or a resumed run would diverge from an uninterrupted one
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        return torch.utils.data.DataLoader(self.clips, batch_sampler=stream, num_workers=workers, generator=generator,
                                            pin_memory=self.device.type == "cuda",
                                            persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
 

@@ -1,0 +1,125 @@
+"""The trainer end to end on the tiny synthetic set: baseline, +TL, +TL+KD, exact resume, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from vsseg_edge.core.errors import VssegError  # noqa: E402
+from vsseg_edge.models.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from vsseg_edge.train.config import load_recipe  # noqa: E402
+from vsseg_edge.train.trainer import Trainer, train  # noqa: E402
+
+BASE = {
+    "iterations": 3, "batch_size": 2, "threads": 1, "log_every": 1, "ckpt_every": 2, "val_max_sequences": 1,
+    "data": {"crop": [64, 128], "scale_range": [0.9, 1.1], "workers": 0, "offsets": [-1, 1, 2]},
+    "model": {"name": "pspnet18"}, "preprocess": {"height": 64, "width": 128},
+}
+
+
+def recipe(tmp_path, synth_root, name: str, **changes) -> "object":
+    import yaml
+
+    data = json.loads(json.dumps(BASE))
+    data.update(name=name, out_dir=str(tmp_path / "runs"))
+    data["data"]["root"] = str(synth_root)
+    for key, value in changes.items():
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_baseline_trains_saves_and_validates(tmp_path, synth_root):
+    cfg = load_recipe(recipe(tmp_path, synth_root, "base"))
+    metrics = train(cfg, progress=False)
+    out = cfg.out_path
+    assert (out / "model.pt").is_file() and (out / "model.pt.json").is_file() and (out / "last.pt").is_file()
+    assert 0 <= metrics["val_miou"] <= 100 and 0 <= metrics["val_tc"] <= 100
+    assert metrics["tc_flow"].startswith("exact")
+    model, ckpt = model_from_checkpoint(out / "model.pt")
+    assert ckpt["step"] == 3 and ckpt["config"]["name"] == "base" and ckpt["preprocess"]["height"] == 64
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs[:3]] == [1, 2, 3] and {"seg", "aux", "total", "lr"} <= set(logs[0])
+    assert logs[1]["lr"] < logs[0]["lr"]  # poly decay
+
+
+def test_resume_continues_exactly(tmp_path, synth_root):
+    straight = Trainer(load_recipe(recipe(tmp_path, synth_root, "straight", iterations=4)), progress=False)
+    straight.fit()
+
+    cfg = load_recipe(recipe(tmp_path, synth_root, "interrupted", iterations=4))
+    first = Trainer(cfg, progress=False)
+    step = first.train_step
+
+    def stop_after_two(batch):
+        log = step(batch)
+        if first.step == 1:  # the loop increments after the step: stop once step 2 is done
+            first.stop_requested = True
+        return log
+
+    first.train_step = stop_after_two
+    assert first.fit() == {}  # interrupted: no final metrics
+    assert load_checkpoint(cfg.out_path / "last.pt")["step"] == 2
+    second = Trainer(cfg, resume=True, progress=False)
+    assert second.step == 2
+    second.fit()
+    a, b = straight.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_temporal_loss_and_distillation_terms(tmp_path, synth_root):
+    tl = load_recipe(recipe(tmp_path, synth_root, "tl", iterations=2, **{"loss.weights": {"seg": 1, "temporal": 0.1}}))
+    metrics_tl = train(tl, progress=False)
+    logs = [json.loads(x) for x in (tl.out_path / "metrics.jsonl").read_text().splitlines()]
+    assert logs[0]["temporal"] > 0 and "val_miou" in metrics_tl
+
+    teacher = tl.out_path / "model.pt"  # any vsseg-edge checkpoint of the same classes can teach
+    kd = load_recipe(recipe(
+        tmp_path, synth_root, "kd", iterations=2, **{
+            "teacher.checkpoint": str(teacher),
+            "loss.weights": {"seg": 1, "temporal": 0.1, "kd_pixel": 1, "kd_pairwise_frames": 1, "kd_multiframe": 1},
+        }))
+    trainer = Trainer(kd, progress=False)
+    assert trainer.mode == "triplet" and trainer.teacher is not None
+    assert any(g.get("name") == "loss" for g in trainer.optimizer.param_groups)  # the ConvLSTM is optimised
+    trainer.fit()
+    logs = [json.loads(x) for x in (kd.out_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"kd_pixel", "kd_pairwise_frames", "kd_multiframe", "temporal"} <= set(logs[0])
+
+
+def test_recipe_errors(tmp_path, synth_root):
+    with pytest.raises(VssegError, match="unknown key"):
+        load_recipe(recipe(tmp_path, synth_root, "bad", **{"optim.lrr": 1}))
+    with pytest.raises(VssegError, match="need a teacher"):
+        Trainer(load_recipe(recipe(tmp_path, synth_root, "noteacher", **{"loss.weights": {"kd_pixel": 1}})))
+    with pytest.raises(VssegError, match="unknown model 'nope'; valid models"):
+        Trainer(load_recipe(recipe(tmp_path, synth_root, "nomodel", **{"model.name": "nope"})))
+    with pytest.raises(VssegError, match="no .*last.pt to resume"):
+        Trainer(load_recipe(recipe(tmp_path, synth_root, "noresume")), resume=True)
+
+
+def test_cli_train_error_is_one_line(tmp_path, synth_root):
+    path = recipe(tmp_path, synth_root, "cli", **{"model.name": "nope"})
+    r = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "train", str(path)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown model 'nope'" in r.stderr
+
+
+@pytest.mark.slow
+def test_distributed_gloo_two_processes(tmp_path, synth_root):
+    path = recipe(tmp_path, synth_root, "ddp", iterations=2, **{"val_tc": False})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "vsseg_edge.cli", "train", str(path), "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ckpt = load_checkpoint(tmp_path / "runs" / "ddp" / "model.pt")
+    assert ckpt["step"] == 2
