@@ -214,6 +214,9 @@ def test_precompute_and_cli(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "6 pairs (0 computed, 6 cached)" in result.output
+    result = CliRunner().invoke(app, args + ["--format", "npy"])  # another format: a separate cache entry
+    assert result.exit_code == 0 and "6 pairs (6 computed, 0 cached)" in result.output, result.output
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 6
     result = CliRunner().invoke(app, args[:-2] + ["--offsets", "1,x"])
     assert isinstance(result.exception, VssegError) and "--offsets" in str(result.exception)
 
