@@ -23,7 +23,7 @@ def flow_command(
     dataset_root: Path = typer.Argument(..., help="Dataset folder (Cityscapes, synthetic, CamVid or images)."),
     split: str = typer.Option("train", "--split", help="Split to process."),
     offsets: str = typer.Option("-2,-1,1,2,3", "--offsets", help="Neighbour offsets k of each labelled frame (flow t→t+k)."),
-    cache: Path = typer.Option(None, "--cache", help="Flow cache folder [default: $VSSEG_EDGE_CACHE/flow or ~/.cache/vsseg-edge/flow]."),
+    cache: Path = typer.Option(None, "--cache", help="Flow cache folder (default: $VSSEG_EDGE_CACHE/flow, else ~/.cache/vsseg-edge/flow)."),
     preset: str = typer.Option("medium", "--preset", help="DIS preset: ultrafast | fast | medium."),
     consecutive: bool = typer.Option(True, "--consecutive/--no-consecutive", help="Also every (t, t+1) pair, for TC."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes computing flow in parallel."),
