@@ -274,17 +274,23 @@ def flow_pairs(dataset: SegmentationDataset, offsets=DEFAULT_OFFSETS, consecutiv
     return list(pairs.values())
 
 
-def _single_threaded_cv2() -> None:
-    """Each worker process runs DIS on one thread: `workers` processes share the cores without oversubscribing."""
+_WORKER: dict = {}  # per worker process: the source and dataset, sent once instead of with every pair
+
+
+def _init_worker(source: FlowSource, dataset: SegmentationDataset) -> None:
+    """Each worker runs DIS on one thread, so `workers` processes share the cores without oversubscribing."""
     import cv2
 
     cv2.setNumThreads(1)
+    _WORKER.update(source=source, dataset=dataset)
 
 
-def _compute_pair(args) -> bool:
-    source, dataset, ref_a, ref_b = args
+def _compute_pair(pair, source: FlowSource | None = None, dataset: SegmentationDataset | None = None) -> bool:
+    """Compute (or find cached) one pair's flow; True if it had to be computed."""
+    source = _WORKER["source"] if source is None else source
+    dataset = _WORKER["dataset"] if dataset is None else dataset  # (an unlabelled dataset has len 0)
     before = getattr(source, "computed", 0)
-    source(dataset, ref_a, ref_b)
+    source(dataset, *pair)
     return getattr(source, "computed", 0) > before
 
 
@@ -300,14 +306,13 @@ def precompute_flows(dataset: SegmentationDataset, source: FlowSource, offsets=D
     pairs = flow_pairs(dataset, offsets, consecutive)
     if isinstance(source, DISFlow) and source.cache_dir is None:
         raise VssegError("precomputing DIS flow needs a cache directory")
-    jobs = [(source, dataset, a, b) for a, b in pairs]
-    bar = dict(total=len(jobs), desc=f"flow ({source.name})", unit="pair", disable=not progress)
+    bar = dict(total=len(pairs), desc=f"flow ({source.name})", unit="pair", disable=not progress)
     if workers > 1:
         # spawn, not fork: forking a process whose OpenCV thread pool is running can deadlock
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_single_threaded_cv2) as pool:
-            done = list(tqdm(pool.map(_compute_pair, jobs, chunksize=8), **bar))
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(source, dataset)) as pool:
+            done = list(tqdm(pool.map(_compute_pair, pairs, chunksize=8), **bar))
     else:
-        done = [_compute_pair(job) for job in tqdm(jobs, **bar)]
+        done = [_compute_pair(pair, source, dataset) for pair in tqdm(pairs, **bar)]
     computed = int(sum(done))
-    return {"pairs": len(jobs), "computed": computed, "cached": len(jobs) - computed}
+    return {"pairs": len(pairs), "computed": computed, "cached": len(pairs) - computed}
