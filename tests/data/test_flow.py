@@ -21,6 +21,7 @@ from vsseg_edge.data.flow import (
     flow_pairs,
     open_flow_source,
     precompute_flows,
+    resize_flow,
     warp_backward,
 )
 from vsseg_edge.data.flowio import write_flow
@@ -88,6 +89,23 @@ def test_dis_recovers_a_translation():
     warped, valid = warp_backward(b, flow, "linear")
     err = np.abs(warped.astype(float) - a)[8:-8, 8:-8].mean()
     assert err < 0.25 * np.abs(b.astype(float) - a)[8:-8, 8:-8].mean()
+
+
+def test_dis_at_reduced_size_and_resize_flow(tmp_path):
+    a = _texture(2, 2 * H, 2 * W)
+    b = _shifted(a, 6, 4)
+    flow = dis_flow(a, b, "medium", scale=0.5)
+    assert flow.shape == (2 * H, 2 * W, 2)
+    np.testing.assert_allclose(np.median(flow[16:-16, 16:-16].reshape(-1, 2), axis=0), [6, 4], atol=0.4)
+    half = resize_flow(flow, (H, W))
+    np.testing.assert_allclose(np.median(half[8:-8, 8:-8].reshape(-1, 2), axis=0), [3, 2], atol=0.2)
+    ds = _images_dataset(tmp_path / "frames", n=2)
+    full, reduced = DISFlow("medium", tmp_path / "c"), DISFlow("medium", tmp_path / "c", scale=0.5)
+    a_ref, b_ref = ds.sequences["frames"]
+    assert full.cache_key(a_ref.image, b_ref.image) != reduced.cache_key(a_ref.image, b_ref.image)
+    assert "0.5x" in reduced.name and reduced(ds, a_ref, b_ref).shape == (H, W, 2)
+    with pytest.raises(VssegError, match="scale must be in"):
+        DISFlow(scale=2.0)
 
 
 def test_warp_backward_nearest_and_validity():

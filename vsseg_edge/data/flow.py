@@ -29,8 +29,12 @@ DEFAULT_OFFSETS = (-2, -1, 1, 2, 3)
 # --- DIS and warping ---------------------------------------------------------------------------------------
 
 
-def dis_flow(img_a_bgr: np.ndarray, img_b_bgr: np.ndarray, preset: str = "medium") -> np.ndarray:
-    """Forward flow a→b (HxWx2 float32) with OpenCV's DIS on the grayscale frames."""
+def dis_flow(img_a_bgr: np.ndarray, img_b_bgr: np.ndarray, preset: str = "medium", scale: float = 1.0) -> np.ndarray:
+    """Forward flow a→b (HxWx2 float32) with OpenCV's DIS on the grayscale frames.
+
+    `scale` < 1 computes on frames resized by that factor and returns the flow resized back to full size
+    (about 1/scale² faster; Cityscapes' 1024x2048 frames take ~0.65 s per pair at scale 1 on one core).
+    """
     import cv2
 
     if preset not in DIS_PRESETS:
@@ -38,8 +42,25 @@ def dis_flow(img_a_bgr: np.ndarray, img_b_bgr: np.ndarray, preset: str = "medium
     if img_a_bgr.shape[:2] != img_b_bgr.shape[:2]:
         raise VssegError(f"flow needs frames of one size, got {img_a_bgr.shape[:2]} and {img_b_bgr.shape[:2]}")
     dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
+    if not 0 < scale <= 1:
+        raise VssegError(f"DIS scale must be in (0, 1], got {scale}")
     gray = [cv2.cvtColor(im, cv2.COLOR_BGR2GRAY) if im.ndim == 3 else im for im in (img_a_bgr, img_b_bgr)]
-    return dis.calc(gray[0], gray[1], None).astype(np.float32, copy=False)
+    hw = gray[0].shape[:2]
+    if scale != 1:
+        small = (max(8, round(hw[1] * scale)), max(8, round(hw[0] * scale)))
+        gray = [cv2.resize(g, small, interpolation=cv2.INTER_AREA) for g in gray]
+    flow = dis.calc(gray[0], gray[1], None).astype(np.float32, copy=False)
+    return resize_flow(flow, hw) if flow.shape[:2] != hw else flow
+
+
+def resize_flow(flow: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize a flow field to `hw` = (height, width): positions resampled linearly, vectors scaled with them."""
+    import cv2
+
+    h, w = hw
+    sy, sx = h / flow.shape[0], w / flow.shape[1]
+    out = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
+    return (out * np.array([sx, sy], np.float32)).astype(np.float32)
 
 
 def sample_grid(flow: np.ndarray, interpolation: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -145,7 +166,8 @@ class DISFlow(FlowSource):
     version, so a changed frame or setting never reuses a stale flow.
     """
 
-    def __init__(self, preset: str = "medium", cache_dir: str | Path | None = None, cache_format: str = "png"):
+    def __init__(self, preset: str = "medium", cache_dir: str | Path | None = None, cache_format: str = "png",
+                 scale: float = 1.0):
         if preset not in DIS_PRESETS:
             raise VssegError(f"DIS preset {preset!r} unknown; expected one of {DIS_PRESETS}")
         if cache_format not in ("npy", "png"):
@@ -153,14 +175,17 @@ class DISFlow(FlowSource):
         self.preset = preset
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.cache_format = cache_format
-        self.name = f"OpenCV DIS ({preset})"
+        if not 0 < scale <= 1:
+            raise VssegError(f"DIS scale must be in (0, 1], got {scale}")
+        self.scale = float(scale)
+        self.name = f"OpenCV DIS ({preset})" if scale == 1 else f"OpenCV DIS ({preset}, at {scale:g}x size)"
         self.computed = 0  # counters for reports and tests
         self.hits = 0
 
     def cache_key(self, path_a: Path, path_b: Path) -> str:
         import cv2
 
-        parts = ["dis", self.preset, cv2.__version__]
+        parts = ["dis", self.preset, cv2.__version__] + ([f"scale={self.scale!r}"] if self.scale != 1 else [])
         for p in (Path(path_a).resolve(), Path(path_b).resolve()):
             st = p.stat()
             parts += [str(p), str(st.st_size), str(st.st_mtime_ns)]
@@ -201,7 +226,7 @@ class DISFlow(FlowSource):
                 except VssegError:
                     pass  # a damaged cache entry is recomputed and replaced
         img_a, img_b = load() if load else (read_image(path_a), read_image(path_b))
-        flow = dis_flow(img_a, img_b, self.preset)
+        flow = dis_flow(img_a, img_b, self.preset, self.scale)
         self.computed += 1
         return self._store(entry, flow) if entry is not None else flow
 
