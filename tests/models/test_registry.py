@@ -40,6 +40,7 @@ def test_register_twice_is_refused():
 def test_output_contract(name):
     torch.manual_seed(0)
     model = create_model(name, C)
+    H, W = (32, 64) if name in ("pspnet50", "pspnet101") else (64, 128)  # teachers: keep CPU time down
     x = torch.randn(N, 3, H, W)
     model.eval()
     with torch.no_grad():
@@ -101,3 +102,21 @@ def test_pspnet18_parameter_count():
     assert _count(model, skip_aux=True) == pytest.approx(13.80e6, rel=0.01)
     assert _count(model) == pytest.approx(14.40e6, rel=0.01)
     assert _count(model.backbone) == 11_176_512  # torchvision resnet18 minus fc (512·1000 + 1000)
+
+
+@pytest.mark.parametrize("name,kwargs", [("pspnet18", {"bins": (1, 3), "aux": False}), ("espnet", {"width": 20}),
+                                         ("bisenetv2", {"head_dim": 64})])
+def test_checkpoint_round_trip_rebuilds_the_architecture(tmp_path, name, kwargs):
+    from vsseg_edge.core.preprocess import PreprocessSpec
+    from vsseg_edge.models.checkpoint import model_from_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model(name, C, **kwargs).eval()
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, model_name=name, classes=[f"c{i}" for i in range(C)],
+                    preprocess=PreprocessSpec(height=64, width=128), model_kwargs=model.arch_kwargs)
+    again, ckpt = model_from_checkpoint(path)
+    assert again.arch_kwargs == model.arch_kwargs
+    x = torch.randn(1, 3, 64, 128)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))

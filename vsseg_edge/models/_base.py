@@ -11,7 +11,9 @@
 
 Each model states the input sizes it supports (`input_multiple`: H and W must be multiples of it) and
 raises a one-line VssegError otherwise. `param_groups(lr)` gives the trainer's two groups: backbone at lr,
-heads (everything else) at 10×lr.
+heads (everything else) at 10×lr. `arch_kwargs` holds the keyword arguments that rebuild the same
+architecture with `create_model(model.model_name, model.num_classes, **model.arch_kwargs)` (never weight
+paths): the trainer stores it as the checkpoint's `model_kwargs`.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ class SegModel(nn.Module):
     input_multiple: int = 8
     backbone_names: tuple[str, ...] = ("backbone",)
 
-    def __init__(self, name: str, num_classes: int):
+    def __init__(self, name: str, num_classes: int, arch_kwargs: dict | None = None):
         super().__init__()
         self.model_name = name
         self.num_classes = num_classes
+        self.arch_kwargs = dict(arch_kwargs or {})
 
     def forward_parts(self, x: torch.Tensor, with_aux: bool) -> dict:
         """Return {"out_s8", "feat", "ppm", "aux_lr" (aux logits at low resolution or None)}; may add "out"."""

@@ -140,7 +140,7 @@ class BiSeNetV2(SegModel):
     backbone_names = ("detail", "semantic")
 
     def __init__(self, num_classes: int, head_dim: int = 1024, aux: bool = True):
-        super().__init__("bisenetv2", num_classes)
+        super().__init__("bisenetv2", num_classes, {"head_dim": head_dim, "aux": aux})
         self.detail = DetailBranch()
         self.semantic = SemanticBranch()
         self.bga = BilateralGuidedAggregation(128)

@@ -13,7 +13,9 @@ the final transposed conv output only the real classes (its weights are sliced w
 predicts exactly 19 / 11 classes. The decoder keeps `width` channels inside.
 
 Supported inputs: H and W positive multiples of 8 (`input_multiple = 8`); published sizes 1024×512 (Cityscapes)
-and 480×360 (CamVid). ESPNet has no auxiliary head (`aux` is None).
+and 480×360 (CamVid). ESPNet has no auxiliary head (`aux` is None). With return_features, `out_s8` is the
+encoder's stride-8 class map (after BN) that the decoder refines, and `feat` (= `ppm`) the encoder's 256-ch
+stride-8 features; `out` comes from the decoder, not from upsampling `out_s8`.
 """
 
 from __future__ import annotations
@@ -145,8 +147,8 @@ class ESPNet(SegModel):
 
     def __init__(self, num_classes: int, p: int = 2, q: int = 8, width: int | None = None,
                  fuse_input: str = "level1"):
-        super().__init__("espnet", num_classes)
         width = width or num_classes
+        super().__init__("espnet", num_classes, {"p": p, "q": q, "width": width, "fuse_input": fuse_input})
         if fuse_input not in ("level1", "level1_cat"):
             raise VssegError(f"espnet: fuse_input must be 'level1' or 'level1_cat', got {fuse_input!r}")
         if num_classes > width:

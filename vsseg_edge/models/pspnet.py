@@ -39,7 +39,7 @@ class PSPNet(SegModel):
 
     def __init__(self, name: str, backbone: nn.Module, num_classes: int, ppm_dim: int, head_dim: int,
                  bins=(1, 2, 3, 6), dropout: float = 0.1, aux: bool = True):
-        super().__init__(name, num_classes)
+        super().__init__(name, num_classes, {"bins": list(bins), "dropout": dropout, "aux": aux})
         self.backbone = backbone
         aux_dim, feat_dim = backbone.channels
         self.ppm = PyramidPooling(feat_dim, ppm_dim, bins)
