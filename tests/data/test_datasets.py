@@ -139,6 +139,12 @@ def test_unknown_class_id_rejected(tmp_path):
         ds.read_label(ds.labelled()[0])
     with pytest.raises(VssegError, match=r"splits present: \['train'\]"):
         open_dataset(root, "test")
+    for name in ("Seq05VD_f00000.png", "Seq05VD_f00030.png"):  # the other CamVid naming
+        cv2.imwrite(str(root / "train" / name), _frame(1))
+        cv2.imwrite(str(root / "trainannot" / name), np.full((H, W), 11, np.uint8))
+    ds = open_dataset(root, "train")
+    assert [r.index for r in ds.sequences["Seq05VD"]] == [0, 30] and list(ds.sequences) == ["0016E5", "Seq05VD"]
+    assert (ds.read_label(ds.sequences["Seq05VD"][0]) == 255).all()  # void → ignore
     (root / "train" / "0016E5_00420.png").write_bytes((root / "train" / "0016E5_00390.png").read_bytes())
     with pytest.raises(VssegError, match="0016E5_00420.png: image has no label"):
         open_dataset(root, "train")

@@ -36,7 +36,7 @@ from ..core.labels import CAMVID, CAMVID_VOID, CITYSCAPES, IGNORE_INDEX, LabelSe
 KINDS = ("auto", "cityscapes", "synthetic", "camvid", "images")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 _CS_IMAGE = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
-_CAMVID_NAME = re.compile(r"^(?P<seq>.+)_(?P<frame>\d+)$")
+_CAMVID_NAME = re.compile(r"^(?P<seq>.+)_f?(?P<frame>\d+)$")  # 0001TP_006690, Seq05VD_f00030
 
 
 @dataclass(frozen=True)
