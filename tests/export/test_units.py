@@ -101,3 +101,28 @@ def test_synthetic_frames_are_deterministic_and_smooth():
     assert a[0].shape == (64, 128, 3) and a[0].dtype == np.uint8
     assert not np.array_equal(a[0], a[1])
     assert a[0].std() > 20  # not flat
+
+
+def test_boundary_check_refuses_int64():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from vsseg_edge.export.simplify import check_boundary_dtypes, summary
+
+    def argmax_graph(cast_to):
+        nodes = [helper.make_node("ArgMax", ["x"], ["idx"], axis=1, keepdims=0)]
+        out_type, out_name = TensorProto.INT64, "idx"
+        if cast_to is not None:
+            nodes.append(helper.make_node("Cast", ["idx"], ["labels"], to=cast_to))
+            out_type, out_name = cast_to, "labels"
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+                              [helper.make_tensor_value_info(out_name, out_type, [1, 2, 2])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    with pytest.raises(VssegError, match="idx: INT64"):
+        check_boundary_dtypes(argmax_graph(None), "m.onnx")
+    ok = argmax_graph(TensorProto.UINT8)
+    onnx.checker.check_model(ok)
+    check_boundary_dtypes(ok, "m.onnx")
+    s = summary(ok)
+    assert s["ops"] == {"ArgMax": 1, "Cast": 1} and s["outputs"][0]["dtype"] == "UINT8" and s["opset"] == 17
