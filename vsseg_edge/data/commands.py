@@ -49,5 +49,8 @@ def flow_command(
 
 
 def register(app, data_app) -> None:
-    """`vsseg-edge data flow`."""
+    """`vsseg-edge data flow`, and `data synth` from the generator's own commands module."""
+    from .synth import commands as synth_commands  # typer and stdlib only, like this module
+
+    synth_commands.register(app, data_app)
     data_app.command("flow")(flow_command)
