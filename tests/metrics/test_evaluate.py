@@ -161,3 +161,16 @@ def test_prediction_of_wrong_size_names_the_file(tree, tmp_path):
     ds = open_dataset(root, "val")
     with pytest.raises(VssegError, match=r"_pred\.png: label is 64x64"):
         evaluate_predictions(PredictionDir(preds, ds), ds, tc=False, progress=False)
+
+
+def test_tc_without_ground_truth_on_an_image_folder(tree, tmp_path):
+    """TC needs no labels: a plain folder of frames is one unlabelled sequence; mIoU is absent."""
+    root, _, labels = tree
+    folder = tmp_path / "video"
+    folder.mkdir()
+    for src in sorted((root / "leftImg8bit_sequence" / "val" / "city").iterdir()):
+        (folder / src.name).write_bytes(src.read_bytes())
+    ds = open_dataset(folder, kind="images")
+    report = evaluate_predictions(lambda ref: labels[ref.index], ds, ConstantFlow(), progress=False)
+    assert report["miou"] is None and report["miou_detail"] is None
+    assert report["tc"] == 100.0 and report["tc_detail"]["pairs"] == FRAMES - 1
