@@ -96,7 +96,7 @@ def _write_kitti_png(path: Path, flow: np.ndarray) -> None:
     valid = np.isfinite(flow).all(axis=2)
     if np.abs(np.where(valid[..., None], flow, 0)).max(initial=0) >= 512:
         raise ValueError("KITTI flow PNG holds |flow| < 512 px")
-    q = np.where(valid[..., None], np.rint(flow * 64.0 + 2.0**15), 0).astype(np.uint16)
+    q = np.where(valid[..., None], np.rint(flow.astype(np.float64) * 64.0 + 2.0**15), 0).astype(np.uint16)
     img = np.dstack([valid.astype(np.uint16), q[..., 1], q[..., 0]])
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), img):
