@@ -12,6 +12,7 @@ from .scene import (BASE_RGB, BICYCLE, BUILDING, BUILDING_RGB, BUS, BUS_RGB, CAR
 GLASS = (0.10, 0.12, 0.16)
 TYRE = (0.05, 0.05, 0.05)
 SKIN = (0.80, 0.62, 0.50)
+AHEAD = 160.0  # metres of street built beyond where the ego camera ends
 
 
 def _rgb(city: City, cls: int, base, rng, spread=0.08) -> np.ndarray:
@@ -45,7 +46,7 @@ def build_scene(city: City, seed: int, duration: float) -> Scene:
         yaw0=np.deg2rad(rng.uniform(-3, 3)), yaw_amp=np.deg2rad(rng.uniform(0, 3)), yaw_period=rng.uniform(2, 6),
         phase=rng.uniform(0, 2 * np.pi), pitch_amp=np.deg2rad(rng.uniform(0, 0.4)), height=city.cam_height,
     )
-    zr = (-40.0, traj.pose(duration)[0][2] + 200.0)
+    zr = (-40.0, traj.pose(duration)[0][2] + AHEAD)
     prims = Prims()
     for side in (-1, 1):
         add_street_side(prims, city, road, side, zr, rng)
@@ -156,7 +157,7 @@ def add_pedestrians(p: Prims, city: City, road: Road, side: int, zr, duration, r
         speed = 0.0 if rng.random() < 0.3 else rng.choice((-1, 1)) * rng.uniform(0.8, 1.8)
         x = side * (curb + rng.uniform(0.4, max(walk - 0.4, 0.5)))
         _person(p, x, rng.uniform(*zr), rng.uniform(0.85, 1.1), (0, 0, speed), rng)
-    ego_end = zr[1] - 200.0  # where the ego camera is at the end of the sequence (see build_scene)
+    ego_end = zr[1] - AHEAD  # where the ego camera is at the end of the sequence (see build_scene)
     for _ in range(int(rng.integers(0, 2))):  # someone crossing the road ahead, beyond the ego's path
         vx = -side * rng.uniform(1.0, 1.6)
         z = ego_end + rng.uniform(12, 60)

@@ -36,10 +36,10 @@ class Camera:
         return cls(height, width, scene.city.focal * width, (width - 1) / 2.0, scene.city.horizon * height)
 
     def rays(self) -> np.ndarray:
-        """HxWx3 float32 ray directions in camera axes (x right, y up, z forward), scaled so that z = 1."""
-        out = np.ones((self.height, self.width, 3), F32)
-        out[..., 0] = ((np.arange(self.width) - self.cx) / self.focal)[None, :]
-        out[..., 1] = (-(np.arange(self.height) - self.cy) / self.focal)[:, None]
+        """3xHxW float32 ray directions in camera axes (x right, y up, z forward), scaled so that z = 1."""
+        out = np.ones((3, self.height, self.width), F32)
+        out[0] = ((np.arange(self.width) - self.cx) / self.focal)[None, :]
+        out[1] = (-(np.arange(self.height) - self.cy) / self.focal)[:, None]
         return out
 
 
@@ -54,8 +54,9 @@ class Frame:
     train_ids: np.ndarray  # HxW uint8
     depth: np.ndarray  # HxW camera z (inf: sky)
     group: np.ndarray  # HxW rigid-object id (0 sky, 1 ground, −1 ego hood, ≥2 objects)
-    point: np.ndarray  # HxWx3 world point (sky: unit ray direction)
-    vel: np.ndarray  # HxWx3 world velocity of that point
+    point: np.ndarray  # 3xHxW world point (sky: unit ray direction)
+    vel: np.ndarray  # 3xHxW world velocity of that point
+    moving: np.ndarray  # HxW: the point has a non-zero velocity
 
 
 class Renderer:
@@ -69,20 +70,23 @@ class Renderer:
     def __call__(self, t: float) -> Frame:
         """Render the scene at time `t` (seconds)."""
         centre, rot = self.scene.traj.pose(t)
-        d = self.rays @ rot.T.astype(F32)
+        h, w = self.cam.height, self.cam.width
+        d = np.einsum("ij,jhw->ihw", rot.astype(F32), self.rays)  # (einsum: no BLAS threads)
         d[np.abs(d) < 1e-9] = 1e-9
-        depth = np.full(d.shape[:2], np.inf, F32)
-        prim = np.full(d.shape[:2], -1, np.int32)  # −1 sky, −2 ground, ≥0 primitive
-        face = np.ones(d.shape[:2], np.int8)  # axis of the hit box face (ground: 1), 3 for an ellipsoid
-        down = d[..., 1] < 0
-        depth[down] = -centre[1] / d[down, 1]
+        depth = np.full((h, w), np.inf, F32)
+        prim = np.full((h, w), -1, np.int32)  # −1 sky, −2 ground, ≥0 primitive
+        face = np.ones((h, w), np.int8)  # axis of the hit box face (ground: 1), 3 for an ellipsoid
+        down = d[1] < 0
+        depth[down] = -centre[1] / d[1][down]
         prim[down] = -2
         _draw_prims(self.scene.prims, self.cam, centre, rot, d, t, depth, prim, face)
-        hit = np.isfinite(depth)
-        point = np.where(hit[..., None], centre.astype(F32) + np.where(hit, depth, 0)[..., None] * d,
-                         d / np.linalg.norm(d, axis=-1, keepdims=True))
-        image, train_ids, group, vel = shade(self.materials, self.cam.focal, t, d, depth, prim, face, point)
-        frame = Frame(t, centre, rot, image, train_ids, depth, group, point, vel)
+        sky = prim == -1
+        with np.errstate(invalid="ignore"):
+            point = centre.astype(F32)[:, None, None] + depth * d
+        ds = d[:, sky]
+        point[:, sky] = ds / np.sqrt((ds * ds).sum(0))
+        image, train_ids, group, vel, moving = shade(self.materials, self.cam.focal, t, d, depth, prim, face, point)
+        frame = Frame(t, centre, rot, image, train_ids, depth, group, point, vel, moving)
         draw_hood(self.scene.city.hood, frame)
         return frame
 
@@ -90,8 +94,8 @@ class Renderer:
 def _draw_prims(pr: dict, cam: Camera, centre, rot, d, t, depth, prim, face) -> None:
     """Z-buffer every primitive into (depth, prim, face), each over its projected bounding box only.
 
-    Primitives go front to back (by their nearest corner), and one whose nearest corner is behind
-    everything already drawn in its box is skipped: none of its hits could win the depth test.
+    `d` holds the rays as 3xHxW. Primitives go front to back (by their nearest corner), and one whose
+    nearest corner is behind everything already drawn in its box is skipped: none of its hits could win.
     """
     box = pr["kind"][:, None] == BOX
     lo = pr["lo"] + pr["vel"] * t
@@ -102,15 +106,17 @@ def _draw_prims(pr: dict, cam: Camera, centre, rot, d, t, depth, prim, face) -> 
     zmin = pc[..., 2].min(1)
     y0, y1, x0, x1 = _screen_boxes(pc, cam)
     todo = np.flatnonzero((x0 < x1) & (y0 < y1) & (zmin < FAR))
+    inv = 1.0 / d
+    rel_lo, rel_hi = (lo - centre).astype(F32)[:, :, None, None], (hi - centre).astype(F32)[:, :, None, None]
     for i in todo[np.argsort(zmin[todo], kind="stable")]:
         sl = (slice(y0[i], y1[i]), slice(x0[i], x1[i]))
-        dr, zb = d[sl], depth[sl]
+        zb = depth[sl]
         if zb.max() <= zmin[i]:
             continue
         if box[i, 0]:
-            tt, axis = _hit_box(dr, (lo[i] - centre).astype(F32), (hi[i] - centre).astype(F32))
+            tt, axis = _hit_box(inv[:, sl[0], sl[1]], rel_lo[i], rel_hi[i])
         else:
-            tt, axis = _hit_ellipsoid(dr, centre, lo[i], hi[i]), None
+            tt, axis = _hit_ellipsoid(d[:, sl[0], sl[1]], centre, lo[i], hi[i]), None
         win = tt < zb
         zb[win] = tt[win]
         prim[sl][win] = i
@@ -142,20 +148,25 @@ def _screen_boxes(pc: np.ndarray, cam: Camera):
     return y0.astype(int), y1.astype(int), x0.astype(int), x1.astype(int)
 
 
-def _hit_box(d, lo, hi):
-    """Slab test with the box relative to the camera: entry depth (inf on a miss) and entered face's axis."""
-    inv = 1.0 / d
+def _hit_box(inv, lo, hi):
+    """Slab test on 3xhxw inverse ray directions, box corners relative to the camera (3x1x1): entry depth
+    (inf on a miss) and the axis of the entered face."""
     t1, t2 = lo * inv, hi * inv
     tn = np.minimum(t1, t2)
-    t_in, t_out = tn.max(-1), np.maximum(t1, t2).min(-1)
-    return np.where((t_in <= t_out) & (t_in > NEAR), t_in, np.inf), tn.argmax(-1).astype(np.int8)
+    t_in, t_out = np.maximum.reduce(tn), np.minimum.reduce(np.maximum(t1, t2))
+    axis = np.where(tn[0] == t_in, 0, np.where(tn[1] == t_in, 1, 2)).astype(np.int8)
+    return np.where((t_in <= t_out) & (t_in > NEAR), t_in, np.inf), axis
 
 
 def _hit_ellipsoid(d, centre, c, r):
-    o, dd = ((centre - c) / r).astype(F32), d / r.astype(F32)
-    a, b, cc = (dd * dd).sum(-1), dd @ o, float(o @ o - 1.0)
-    if cc <= 0:  # camera inside: draw nothing
-        return np.full(d.shape[:2], np.inf, F32)
+    """Ray/ellipsoid entry depth on 3xhxw ray directions (inf on a miss, and when the camera is inside)."""
+    o, rr = ((centre - c) / r).astype(F32), r.astype(F32)[:, None, None]
+    cc = float(o @ o - 1.0)
+    if cc <= 0:
+        return np.full(d.shape[1:], np.inf, F32)
+    dd = d / rr
+    a = (dd * dd).sum(0)
+    b = o[0] * dd[0] + o[1] * dd[1] + o[2] * dd[2]
     disc = b * b - a * cc
     tt = (-b - np.sqrt(np.maximum(disc, 0))) / a
     return np.where((disc > 0) & (tt > NEAR), tt, np.inf)
@@ -166,23 +177,28 @@ def flow(src: Frame, dst: Frame, cam: Camera) -> np.ndarray:
     leaves the image, is hidden in dst by another object (or the hood), or would exceed ±500 px."""
     from .shading import HOOD_GROUP, SKY_GROUP
 
+    h, w = src.depth.shape
     sky, hood = src.group == SKY_GROUP, src.group == HOOD_GROUP
-    moved = src.point + src.vel * F32(dst.t - src.t)
-    pc = moved @ dst.rot.astype(F32)
-    pc[~sky] -= (dst.centre @ dst.rot).astype(F32)  # sky points are directions: rotation only
-    z = pc[..., 2]
+    moved = src.point.copy()
+    moved[:, src.moving] += src.vel[:, src.moving] * F32(dst.t - src.t)
+    pc = np.einsum("ji,jhw->ihw", dst.rot.astype(F32), moved)  # camera axes
+    pc -= (dst.rot.T @ dst.centre).astype(F32)[:, None, None] * ~sky  # sky points are directions: rotation only
+    z = pc[2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        x = cam.cx + cam.focal * pc[..., 0] / z
-        y = cam.cy - cam.focal * pc[..., 1] / z
-    out = np.stack([x - np.arange(cam.width, dtype=F32)[None, :], y - np.arange(cam.height, dtype=F32)[:, None]], -1)
+        x = (cam.cx + cam.focal * pc[0] / z).astype(F32)
+        y = (cam.cy - cam.focal * pc[1] / z).astype(F32)
+    out = np.empty((h, w, 2), F32)
+    out[..., 0] = x - np.arange(w, dtype=F32)[None, :]
+    out[..., 1] = y - np.arange(h, dtype=F32)[:, None]
     out[hood] = 0.0
-    xi, yi = np.rint(np.nan_to_num(x, nan=-1)), np.rint(np.nan_to_num(y, nan=-1))
-    inside = (z > NEAR) & (xi >= 0) & (xi < cam.width) & (yi >= 0) & (yi < cam.height)
-    xs, ys = np.clip(xi, 0, cam.width - 1).astype(np.int32), np.clip(yi, 0, cam.height - 1).astype(np.int32)
-    same = dst.group[ys, xs] == src.group
+    with np.errstate(invalid="ignore"):
+        inside = (z > NEAR) & (x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5)
+    flat = np.where(inside, np.rint(np.where(inside, y, 0)).astype(np.int32) * w
+                    + np.rint(np.where(inside, x, 0)).astype(np.int32), 0)
+    same = np.take(dst.group, flat) == src.group
     with np.errstate(divide="ignore", invalid="ignore"):
-        inv_src, inv_dst = np.where(sky, 0, 1 / z), 1 / dst.depth[ys, xs]
+        inv_src, inv_dst = np.where(sky, 0, 1 / z), 1 / np.take(dst.depth, flat)
     seen = sky | (np.abs(inv_dst - inv_src) <= 0.05 * inv_src + 1.5 / cam.focal)
     valid = ((inside & same & seen) | hood) & (np.abs(out) < 500).all(-1)
     out[~valid] = np.nan
-    return out.astype(F32, copy=False)
+    return out

@@ -9,6 +9,8 @@ frame to frame and the photometric error of a warp with the exact flow is small.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -31,8 +33,10 @@ def noise_texture(seed: int) -> np.ndarray:
 
 def sample(tex: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Bilinear lookup of the tiling texture at texel coordinates (u, v) of any shape and magnitude."""
-    shape, n = u.shape, u.size
-    cols = 512
+    if u.ndim == 2:
+        return cv2.remap(tex, np.mod(u, TEX, dtype=F32), np.mod(v, TEX, dtype=F32), cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_WRAP)
+    shape, n, cols = u.shape, u.size, 512
     rows = max(-(-n // cols), 1)
     mx, my = np.zeros(rows * cols, F32), np.zeros(rows * cols, F32)
     mx[:n], my[:n] = np.mod(u, TEX).ravel(), np.mod(v, TEX).ravel()
@@ -52,25 +56,26 @@ class Materials:
         self.sky = n + 3
         self.cls = np.concatenate([pr["cls"], [ROAD, SIDEWALK, TERRAIN, SKY]]).astype(np.uint8)
         self.group = np.concatenate([pr["group"], [GROUND_GROUP] * 3 + [SKY_GROUP]]).astype(np.int32)
-        self.rgb = np.concatenate([pr["rgb"], [road.rgb[c] for c in (ROAD, SIDEWALK, TERRAIN)], [(0, 0, 0)]]).astype(F32)
+        rgb = np.concatenate([pr["rgb"], [road.rgb[c] for c in (ROAD, SIDEWALK, TERRAIN)], [(0, 0, 0)]])
+        self.rgb = np.ascontiguousarray(rgb.T, F32)  # 3 x (N+4)
         self.texel = np.concatenate([pr["texel"], [0.08, 0.06, 0.08, 1.0]]).astype(F32)
         self.noise = np.concatenate([pr["noise"], [0.2, 0.15, 0.3, 0.0]]).astype(F32)
         self.offset = (np.arange(n + 4) * 53.7 % TEX).astype(F32)
         self.pattern = np.concatenate([pr["pattern"], [0] * 4]).astype(np.int8)
         self.param = np.concatenate([pr["param"], np.zeros((4, 2))]).astype(F32)
-        self.vel = np.concatenate([pr["vel"], np.zeros((4, 3))]).astype(F32)
-        self.moving = np.abs(self.vel).sum(1) > 0
+        self.vel = np.ascontiguousarray(np.concatenate([pr["vel"], np.zeros((4, 3))]).T, F32)  # 3 x (N+4)
+        self.moving = np.abs(self.vel).sum(0) > 0
 
     def origins(self, t: float) -> np.ndarray:
-        """(N+4)x3 texture origins at time t: a primitive's min corner / centre, the world origin otherwise."""
+        """3x(N+4) texture origins at time t: a primitive's min corner / centre, the world origin otherwise."""
         pr = self.scene.prims
-        return np.concatenate([pr["lo"] + pr["vel"] * t, np.zeros((4, 3))]).astype(F32)
+        return np.ascontiguousarray(np.concatenate([pr["lo"] + pr["vel"] * t, np.zeros((4, 3))]).T, F32)
 
     def material(self, prim: np.ndarray, point: np.ndarray) -> np.ndarray:
         """Material index per pixel; ground pixels get their band from the world X of their point."""
         road = self.scene.road
         mat = np.where(prim >= 0, prim, self.sky)
-        x_w = point[..., 0]
+        x_w = point[0]
         ground = prim == -2
         band = np.where((x_w >= road.left) & (x_w <= road.right), self.ground[ROAD],
                         np.where((x_w >= road.left - road.walk_l) & (x_w <= road.right + road.walk_r),
@@ -80,96 +85,108 @@ class Materials:
 
 
 def shade(m: Materials, focal: float, t: float, d, depth, prim, face, point):
-    """Image (HxWx3 float32 RGB 0..1), trainIds, object ids and velocities of a frame."""
+    """Image (HxWx3 float32 RGB 0..1), trainIds, object ids, velocities (3xHxW) and moving mask of a frame."""
     city = m.scene.city
     mat = m.material(prim, point)
     sky = mat == m.sky
+    moving = np.take(m.moving, mat)
     vel = np.zeros(point.shape, F32)
-    moving = m.moving[mat]
-    vel[moving] = m.vel[mat[moving]]
+    vel[:, moving] = m.vel[:, mat[moving]]
     org = m.origins(t)
-    lx, ly, lz = (point[..., k] - org[mat, k] for k in range(3))
+    lx, ly, lz = (point[k] - np.take(org[k], mat) for k in range(3))
     u = np.where(face == 0, lz, np.where(face == 3, lx + lz, lx))
     v = np.where(face == 1, lz, ly)
-    texel, off = m.texel[mat], m.offset[mat]
+    texel, off = np.take(m.texel, mat), np.take(m.offset, mat)
     fine = sample(m.tex, u / texel + off, v / texel + 0.7 * off)
     coarse = sample(m.tex, u / (10 * texel) + 0.3 * off, v / (10 * texel) + off)
-    fade = np.minimum(3 * texel * focal / np.where(sky, 1.0, depth), 1.0)
-    rgb = m.rgb[mat] * (1 + m.noise[mat] * (0.8 * fine * fade + 0.6 * coarse))[..., None]
+    with np.errstate(divide="ignore"):
+        fade = np.minimum(3 * focal * texel / depth, 1.0)
+    factor = 1 + np.take(m.noise, mat) * (0.8 * fine * fade + 0.6 * coarse)
+    rgb = np.stack([np.take(m.rgb[c], mat) * factor for c in range(3)])
     _patterns(m, mat, face, u, v, coarse, point, rgb)
-    rgb *= _lighting(m, city.sun, d, face, mat, point, org)[..., None]
-    haze = (1 - np.exp(-np.where(sky, 0, depth) / city.fog)).astype(F32)[..., None]
-    rgb = rgb * (1 - haze) + city.sky_horizon.astype(F32) * haze
-    rgb[sky] = _sky(city, m.tex, point[sky])
-    return np.clip(rgb, 0, 1), m.cls[mat], m.group[mat], vel
+    haze = np.exp(-np.where(sky, 0, depth) / F32(city.fog))
+    rgb *= _lighting(m, city.sun, d, face, mat, point, org) * haze
+    rgb += city.sky_horizon.astype(F32)[:, None, None] * (1 - haze)
+    rgb[:, sky] = _sky(city, m.tex, point[:, sky])
+    image = np.clip(np.moveaxis(rgb, 0, -1), 0, 1)
+    return image, np.take(m.cls, mat), np.take(m.group, mat), vel, moving
 
 
 def _patterns(m: Materials, mat, face, u, v, coarse, point, rgb) -> None:
-    """Windows, fence slats, traffic-light lamps, sign rims and road markings, in surface coordinates."""
-    pat = m.pattern[mat]
-    idx = np.nonzero((pat != 0) & ((face == 0) | (face == 2)))
-    pi, mi, ui, vi = pat[idx], mat[idx], u[idx], v[idx]
-    p0, p1 = m.param[mi, 0], m.param[mi, 1]
+    """Windows, fence slats, traffic-light lamps, sign rims and road markings (3xHxW rgb edited in place)."""
+    flat = rgb.reshape(3, -1)
+    pat = np.take(m.pattern, mat)
+    idx = np.flatnonzero((pat != 0) & ((face == 0) | (face == 2)))
+    pi, mi, ui, vi, fi = (np.take(a, idx) for a in (pat, mat, u, v, face))
+    p0, p1 = np.take(m.param[:, 0], mi), np.take(m.param[:, 1], mi)
     q0, q1 = np.maximum(p0, 1e-3), np.maximum(p1, 1e-3)  # (unused parameters are 0)
     fu, fv = np.mod(ui, q0) / q0, np.mod(vi, q1) / q1
-    sub = rgb[idx]
+    sub = flat[:, idx]
     win = (pi == WINDOWS) & (fu > 0.2) & (fu < 0.8) & (fv > 0.35) & (fv < 0.8)
-    sub[win] = np.array([0.10, 0.12, 0.17], F32) * (1 + 0.8 * coarse[idx][win])[:, None] + 0.1 * sub[win]
-    sub[(pi == SLATS) & (fu < 0.3)] *= 0.55
-    lamp = (pi == LAMPS) & (face[idx] == 2)
+    glint = 1 + 0.8 * np.take(coarse, idx[win])
+    sub[:, win] = np.array([0.10, 0.12, 0.17], F32)[:, None] * glint + 0.1 * sub[:, win]
+    sub[:, (pi == SLATS) & (fu < 0.3)] *= 0.55
+    lamp = (pi == LAMPS) & (fi == 2)
     for k, colour in enumerate(((1.0, 0.15, 0.1), (1.0, 0.75, 0.1), (0.2, 1.0, 0.4))):
         on = lamp & (np.hypot(ui - 0.17, vi - (0.8 - 0.3 * k)) < 0.11)
-        sub[on] = np.asarray(colour, F32) * np.where(p0[on].astype(int) == k, 1.0, 0.25)[:, None]
-    sub[(pi == PLATE) & (face[idx] == 2) & ((ui < 0.06) | (vi < 0.06) | (ui > p0 - 0.06) | (vi > p0 - 0.06))] = 0.92
-    rgb[idx] = sub
-    road = m.scene.road
-    idx = np.nonzero(mat == m.ground[ROAD])
-    x_w, z_w = point[..., 0][idx], point[..., 2][idx]
-    mark = (np.abs(x_w - road.left - 0.3) < 0.07) | (np.abs(x_w - road.right + 0.3) < 0.07)
+        sub[:, on] = np.asarray(colour, F32)[:, None] * np.where(p0[on].astype(int) == k, 1.0, 0.25)
+    sub[:, (pi == PLATE) & (fi == 2) & ((ui < 0.06) | (vi < 0.06) | (ui > p0 - 0.06) | (vi > p0 - 0.06))] = 0.92
+    flat[:, idx] = sub
+    road, x_w = m.scene.road, point[0]
+    lines = (np.abs(x_w - road.left - 0.3) < 0.07) | (np.abs(x_w - road.right + 0.3) < 0.07)
+    dashed = np.zeros_like(lines)
     for xl in road.lane_lines:
-        mark |= (np.abs(x_w - xl) < 0.07) & (np.mod(z_w, 9.0) < 3.5)
-    rgb[idx[0][mark], idx[1][mark]] = 0.8
-    idx = np.nonzero(mat == m.ground[SIDEWALK])
-    x_w = point[..., 0][idx]
-    curb = (np.abs(x_w - road.left) < 0.2) | (np.abs(x_w - road.right) < 0.2)
-    rgb[idx[0][curb], idx[1][curb]] *= 1.25
+        dashed |= np.abs(x_w - xl) < 0.07
+    idx = np.flatnonzero((lines | dashed) & (mat == m.ground[ROAD]))
+    keep = ~np.take(dashed, idx) | (np.mod(np.take(point[2], idx), 9.0) < 3.5)
+    flat[:, idx[keep]] = 0.8
+    idx = np.flatnonzero(((np.abs(x_w - road.left) < 0.2) | (np.abs(x_w - road.right) < 0.2))
+                         & (mat == m.ground[SIDEWALK]))
+    flat[:, idx] *= 1.25
 
 
 def _lighting(m: Materials, sun, d, face, mat, point, org):
-    """Ambient + Lambert shading: box faces by their axis, ellipsoids by their normal, the ground facing up."""
-    n_dot_sun = np.where(face == 1, F32(sun[1]), 0).astype(F32)
-    for axis in (0, 1, 2):
-        box = (face == axis) & (mat < m.n)
-        n_dot_sun[box] = -np.sign(d[..., axis][box]) * sun[axis]
+    """Ambient + Lambert shading: box faces by their axis (the ground is face 1 seen from above), ellipsoids
+    by their normal."""
+    s = [F32(c) for c in sun]
+    n_dot_sun = np.where(face == 0, -np.sign(d[0]) * s[0],
+                         np.where(face == 1, -np.sign(d[1]) * s[1], -np.sign(d[2]) * s[2]))
     idx = np.nonzero(face == 3)
     mi = mat[idx]
-    n = (point[idx] - org[mi]) / m.scene.prims["hi"][mi].astype(F32) ** 2
-    n_dot_sun[idx] = (n @ sun.astype(F32)) / np.linalg.norm(n, axis=-1)
+    n = (point[:, idx[0], idx[1]] - org[:, mi]) / m.scene.prims["hi"][mi].T.astype(F32) ** 2
+    n_dot_sun[idx] = (n[0] * s[0] + n[1] * s[1] + n[2] * s[2]) / np.sqrt((n * n).sum(0))
     return 0.5 + 0.55 * np.maximum(n_dot_sun, 0)
 
 
 def _sky(city, tex, direction):
-    """Sky colour from the ray direction only (it moves with camera rotation, not translation): a
-    horizon-to-zenith gradient with clouds."""
-    el = np.arcsin(np.clip(direction[:, 1], -1, 1))
-    az = np.arctan2(direction[:, 0], direction[:, 2])
-    mix = (np.clip(el / 0.35, 0, 1) ** 0.8)[:, None]
-    colour = city.sky_horizon * (1 - mix) + city.sky_top * mix
-    c = np.clip(sample(tex, az * 150, el * 400 + 77) * 1.6 - 0.1, 0, 1)[:, None]
+    """3xK sky colours from unit ray directions only (the sky moves with camera rotation, not translation):
+    a horizon-to-zenith gradient with clouds."""
+    el = np.arcsin(np.clip(direction[1], -1, 1))
+    az = np.arctan2(direction[0], direction[2])
+    mix = np.clip(el / 0.35, 0, 1) ** 0.8
+    colour = city.sky_horizon[:, None] * (1 - mix) + city.sky_top[:, None] * mix
+    c = np.clip(sample(tex, az * 150, el * 400 + 77) * 1.6 - 0.1, 0, 1)
     return (colour * (1 - c) + 0.93 * c).astype(F32)
+
+
+@functools.lru_cache(maxsize=8)
+def _hood_mask(hood: float, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mask of the bonnet (a flat arc at the bottom of the image) and its RGB colours (Kx3)."""
+    xs = (np.arange(w) - (w - 1) / 2) / (w / 2)
+    top = h * (1 - hood) + h * 0.04 * xs**2
+    mask = np.arange(h)[:, None] >= top[None, :]
+    shade_col = 0.06 + 0.08 * np.linspace(1, 0, h)[:, None] * np.ones((1, w))
+    return mask, (shade_col[mask][:, None] * np.array([1.0, 1.0, 1.1])).astype(F32)
 
 
 def draw_hood(hood: float, frame) -> None:
     """The ego vehicle's bonnet at the bottom of the image: fixed in the camera, ignored in the labels."""
     if hood <= 0:
         return
-    h, w = frame.train_ids.shape
-    xs = (np.arange(w) - (w - 1) / 2) / (w / 2)
-    top = h * (1 - hood) + h * 0.04 * xs**2
-    mask = np.arange(h)[:, None] >= top[None, :]
-    shade_col = 0.06 + 0.08 * np.linspace(1, 0, h)[:, None] * np.ones((1, w))
-    frame.image[mask] = (shade_col[mask][:, None] * np.array([1.0, 1.0, 1.1])).astype(F32)
+    mask, colours = _hood_mask(hood, *frame.train_ids.shape)
+    frame.image[mask] = colours
     frame.train_ids[mask] = IGNORE
     frame.group[mask] = HOOD_GROUP
     frame.depth[mask] = 0.5
-    frame.vel[mask] = 0.0
+    frame.vel[:, mask] = 0.0
+    frame.moving[mask] = False
