@@ -2,6 +2,76 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
 
 def register(app, data_app) -> None:
-    """No commands yet."""
+    """Adds `vsseg-edge bench`."""
+    app.command("bench")(bench_command)
+
+
+def bench_command(
+    models: List[Path] = typer.Argument(..., help="Artifacts to benchmark: .onnx (FP32 or Q/DQ INT8, onnxruntime), "
+                                                  ".pt (vsseg-edge checkpoint, torch), .engine (TensorRT). With "
+                                                  "--compare: two report.json files A B."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset root (synthetic, Cityscapes, CamVid …)."),
+    split: str = typer.Option("val", "--split", help="Split to time and evaluate."),
+    kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto|cityscapes|synthetic|camvid|images."),
+    backends: str = typer.Option("ort,torch,trt", "--backends", help="Comma list of backends allowed to run."),
+    out: Path = typer.Option(Path("reports/bench"), "--out", help="Report folder: report.json, report.md, PNG plots."),
+    runs: int = typer.Option(50, "--runs", help="Timed runs per latency figure."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed warm-up runs before each latency figure."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for onnxruntime and torch "
+                                                                  "(default: each library's own)."),
+    frames: int = typer.Option(16, "--frames", help="Distinct frames (evenly spaced over the split) for timing "
+                                                    "and agreement."),
+    max_sequences: Optional[int] = typer.Option(None, "--max-sequences", min=1, help="Evaluate the first N sequences."),
+    flow: str = typer.Option("auto", "--flow", help="Flow for TC: auto|exact|dis|<folder of flow files>."),
+    no_tc: bool = typer.Option(False, "--no-tc", help="Skip temporal consistency."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="FP32 artifact the agreement is measured "
+                                                                       "against (default: manifest parent, else first FP32)."),
+    device: Optional[str] = typer.Option(None, "--device", help="torch backend device (default: cuda if available)."),
+    compare: bool = typer.Option(False, "--compare", help="Compare two reports: `bench --compare A.json B.json`."),
+):
+    """Benchmark artifacts: latency (compute-only and end-to-end), FPS, mIoU, TC and INT8 agreement → a report."""
+    from ..core.errors import VssegError
+
+    if compare:
+        if len(models) != 2:
+            raise VssegError(f"--compare: expected two report.json files A B, got {len(models)}")
+        return compare_command(models[0], models[1])
+    if dataset is None:
+        raise VssegError("--dataset: required (the dataset root to time and evaluate on)")
+    from .report import write_report
+    from .runner import BenchConfig, run_bench
+
+    cfg = BenchConfig(dataset=dataset, split=split, kind=kind, backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
+                      runs=runs, warmup=warmup, threads=threads, frames=frames, max_sequences=max_sequences,
+                      flow=flow, tc=not no_tc, reference=reference, device=device)
+    report = run_bench(models, cfg)
+    files = write_report(report, out)
+    _print_table(report)
+    typer.echo(f"wrote {files['markdown']} and {files['json']} ({len(files) - 2} plots)")
+
+
+def compare_command(a: Path, b: Path) -> None:
+    from .compare import compare_reports, format_comparison, load_report
+
+    typer.echo(format_comparison(compare_reports(load_report(a), load_report(b)), str(a), str(b)))
+
+
+def _print_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .report import HEADER, table_rows
+
+    table = Table(title=f"bench: {report['dataset']['name']} {report['dataset']['split']}")
+    for h in HEADER:
+        table.add_column(h, justify="left" if h in ("entry", "device", "note") else "right")
+    for row in table_rows(report):
+        table.add_row(*row)
+    Console().print(table)

@@ -1,0 +1,130 @@
+"""Write a benchmark report: `report.json` (schema "vsseg-edge-bench/1"), `report.md` and the PNG plots.
+
+The Markdown opens with the table and the accuracy-vs-latency plot, then says how every figure was
+measured (the timing methodology), where (environment) and on what (dataset, flow, frames).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.fileio import atomic_write, write_json
+from .plots import entry_label, write_plots
+
+JSON_NAME, MD_NAME = "report.json", "report.md"
+
+METHODOLOGY = """\
+**Timing methodology.** Every entry runs in this one process, one after another, on the same {n_frames} \
+frames of the dataset (decoded into memory before timing, cycled over the runs), batch 1, after \
+{warmup} untimed warm-up runs, then {runs} timed runs, each timed on its own with `time.perf_counter`. \
+*Compute-only* is the backend's `infer` call on an input already prepared by the one preprocessing \
+(onnxruntime: the session run, FP32 logits or labels out; torch: the forward pass, the argmax on the \
+device and the copy of the labels to the host; TensorRT: host→device copy, execution, device→host copy). \
+*End-to-end* adds what a user's loop does around it: resize + normalise + layout (`core.preprocess`), the \
+argmax on the host when the model outputs logits, and resizing the label map to the frame's size; it does \
+NOT include reading or decoding the image file, drawing, or writing results. FPS is 1000 / mean latency of \
+that figure (one frame at a time, no pipelining; a threaded pipeline that overlaps decode, inference and \
+display can show more frames per second than 1000 / latency). Threads: {threads}. Figures published by \
+other projects often time the network alone without I/O, sometimes at a larger batch or in FP16 on a \
+GPU, or include decoding and display; compare our *compute-only* column with the former and our \
+*end-to-end* column with a camera loop minus decoding.
+
+**Accuracy.** mIoU is one confusion matrix over every labelled frame evaluated ({labelled} frames), ignore \
+label excluded, classes absent from labels and predictions left out of the mean; TC is the mean per-class \
+IoU between each prediction and the next frame's prediction warped back with the flow ({flow}); both come \
+from `metrics.evaluate.evaluate_predictions` on the end-to-end predictions, i.e. exactly what was timed. \
+*Agreement* is the percent of pixels where an entry's label map equals its reference's on the timed \
+frames; the reference is {reference_rule}.
+"""
+
+
+def _f(x, digits: int = 2) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def table_rows(report: dict) -> list[list[str]]:
+    """One row per entry: label, device, latencies, FPS, mIoU, TC, agreement, note."""
+    rows = []
+    for e in report["entries"]:
+        if e["status"] != "ok":
+            rows.append([entry_label(e), e["backend"], "—", "—", "—", "—", "—", "—", "—", "—",
+                         f"{e['status']}: {e['reason']}"])
+            continue
+        c, x, a = e["latency"]["compute"], e["latency"]["end_to_end"], e["accuracy"]
+        agr = e.get("agreement") or {}
+        ref = "" if agr.get("reference") in (None, e["id"]) else f"vs {agr['reference']}"
+        rows.append([entry_label(e), e.get("device", "?"), _f(x["p50_ms"]), _f(x["p99_ms"]), _f(x["fps"], 1),
+                     _f(c["p50_ms"]), _f(c["fps"], 1), _f(a["miou"]), _f(a["tc"]), _f(agr.get("percent")), ref])
+    return rows
+
+
+HEADER = ["entry", "device", "e2e p50 ms", "e2e p99 ms", "e2e FPS", "compute p50 ms", "compute FPS",
+          "mIoU %", "TC %", "agreement %", "note"]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    def esc(s):
+        return str(s).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(esc(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict, plots: dict) -> str:
+    """The report's Markdown: table first, then the plots, methodology, environment and per-entry details."""
+    ds, env, timing = report["dataset"], report["environment"], report["timing"]
+    parts = [markdown_table(HEADER, table_rows(report)), ""]
+    if plots.get("accuracy_latency"):
+        parts += [f"![accuracy vs latency]({plots['accuracy_latency']})", ""]
+    parts += [f"# Benchmark on {ds['name']} {ds['split']} ({report['created']})", ""]
+    for key, title in (("tc", "Temporal consistency"), ("int8_delta", "Per-class IoU change from INT8")):
+        parts += [f"![{title}]({plots[key]})" if plots.get(key) else f"_{title}: nothing to plot "
+                  f"({'no TC figures' if key == 'tc' else 'no INT8 entry with an FP32 reference among the entries'})._", ""]
+    threads = timing["threads"] or "each library's default (onnxruntime: one per physical core; torch: torch's default)"
+    parts += ["## How these figures were measured", "",
+              METHODOLOGY.format(n_frames=len(timing["frames"]), warmup=timing["warmup"], runs=timing["runs"],
+                                 threads=threads, labelled=_labelled(report), flow=report.get("flow") or "not computed",
+                                 reference_rule=report["reference_rule"]), ""]
+    libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v)
+    parts += ["## Environment", "", f"- CPU: {env['cpu']} ({env['cpu_count']} logical cores, "
+              f"{env['cpu_affinity']} usable by this process)", f"- {env['platform']}, Python {env['python']}, "
+              f"vsseg-edge {env['vsseg_edge']}", f"- libraries: {libs}",
+              f"- dataset: {ds['root']} split {ds['split']} ({ds['sequences']} sequences, {ds['frames']} frames, "
+              f"{ds['labelled']} labelled{', first ' + str(ds['max_sequences']) + ' sequences evaluated' if ds['max_sequences'] else ''})",
+              f"- timed frames: {', '.join(timing['frames'][:4])}{' …' if len(timing['frames']) > 4 else ''}", ""]
+    parts += ["## Entries", ""] + [_entry_details(e) for e in report["entries"]]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _labelled(report: dict) -> str:
+    ok = [e for e in report["entries"] if e["status"] == "ok"]
+    return str(ok[0]["accuracy"]["labelled_frames"]) if ok else "0"
+
+
+def _entry_details(e: dict) -> str:
+    head = f"- `{e['id']}` — {e.get('kind') or 'artifact'}, model {e.get('model')}, precision {e.get('precision')}"
+    if e["status"] != "ok":
+        return f"{head}: **{e['status']}** — {e['reason']}"
+    lat, acc = e["latency"], e["accuracy"]
+    nan = f"; classes absent (left out of the mean): {', '.join(acc['nan_classes'])}" if acc.get("nan_classes") else ""
+    return (f"{head}, {e['device']}, threads {e.get('threads') or 'default'}, input {lat['input_size'][0]}x"
+            f"{lat['input_size'][1]} {lat['input_dtype']} {lat['input_layout']}, output {e['output_kind']}; "
+            f"compute p50/p90/p99 {_f(lat['compute']['p50_ms'])}/{_f(lat['compute']['p90_ms'])}/"
+            f"{_f(lat['compute']['p99_ms'])} ms; end-to-end {_f(lat['end_to_end']['p50_ms'])}/"
+            f"{_f(lat['end_to_end']['p90_ms'])}/{_f(lat['end_to_end']['p99_ms'])} ms; TC over {acc['tc_pairs']} pairs"
+            f"{nan}")
+
+
+def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write report.json, report.md and the plots into `out_dir` (each atomically); return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(report, out_dir)
+    report = {**report, "plots": plots}
+    write_json(out_dir / JSON_NAME, report)
+    with atomic_write(out_dir / MD_NAME, "w") as fh:
+        fh.write(render_markdown(report, plots))
+    files = {"json": out_dir / JSON_NAME, "markdown": out_dir / MD_NAME}
+    files.update({k: out_dir / v for k, v in plots.items() if v})
+    return files

@@ -1,0 +1,238 @@
+"""`run_bench`: every artifact × the backend that runs it → one entry with speed, accuracy and agreement.
+
+Each entry is timed on the SAME frames (evenly spaced over the split), evaluated with
+`metrics.evaluate.evaluate_predictions`, and compared pixel by pixel with its FP32 reference. A backend
+that cannot run here (TensorRT missing, a provider absent) becomes an entry with status "unavailable" and
+the reason, never a crash. The result is the JSON-ready report (`SCHEMA`); `report.write_report` writes it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..core.errors import VssegError
+from . import latency as lat
+
+SCHEMA = "vsseg-edge-bench/1"
+ALL_BACKENDS = ("ort", "torch", "trt")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything a benchmark run needs besides the artifacts (CLI flags map one to one)."""
+
+    dataset: Path
+    split: str = "val"
+    kind: str = "auto"
+    backends: tuple[str, ...] = ALL_BACKENDS
+    runs: int = 50
+    warmup: int = 10
+    threads: int | None = None  # None: each library's default
+    frames: int = 16  # distinct frames the timings and the agreement use
+    max_sequences: int | None = None
+    flow: str = "auto"
+    tc: bool = True
+    reference: Path | None = None
+    device: str | None = None  # torch backend device (None: cuda when available)
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        bad = [b for b in self.backends if b not in ALL_BACKENDS]
+        if bad or not self.backends:
+            raise VssegError(f"--backends {','.join(self.backends)}: expected a comma list of {', '.join(ALL_BACKENDS)}")
+        if self.frames < 1:
+            raise VssegError(f"--frames {self.frames}: need at least 1 frame")
+        if self.threads is not None and self.threads < 1:
+            raise VssegError(f"--threads {self.threads}: must be 1 or more")
+        lat.TimingConfig(self.runs, self.warmup)  # validates runs / warmup
+
+
+def select_frames(dataset, n: int) -> list:
+    """`n` frames evenly spaced over the split (deterministic), so every entry is timed on the same frames."""
+    refs = dataset.frames()
+    if not refs:
+        raise VssegError(f"{dataset.root}: split {dataset.split!r} has no frames")
+    idx = np.unique(np.linspace(0, len(refs) - 1, num=min(n, len(refs))).round().astype(int))
+    return [refs[i] for i in idx]
+
+
+def check_models(models: Sequence[str | Path]) -> list[Path]:
+    """Every MODEL must exist and have a known suffix; one line naming the first that does not."""
+    from ..runtime.backends import infer_backend_name
+
+    if not models:
+        raise VssegError("bench: give at least one MODEL (.onnx, .pt or .engine)")
+    out = []
+    for m in models:
+        p = Path(m)
+        if not p.is_file():
+            raise VssegError(f"{p}: model file not found")
+        infer_backend_name(p)
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def artifact_info(path: Path) -> dict:
+    """What the manifest says about an artifact (kind, model, precision, sha256, parent), or a note if none."""
+    from ..core.fileio import sha256_file
+    from ..core.manifest import manifest_path, read_manifest
+
+    info = {"artifact": str(path), "file": path.name}
+    if not manifest_path(path).is_file():
+        return {**info, "kind": None, "model": None, "precision": "fp32", "sha256": sha256_file(path),
+                "parent": None, "note": f"no manifest {manifest_path(path).name}; precision assumed fp32"}
+    man = read_manifest(path)
+    return {**info, "kind": man.get("kind"), "model": man.get("model"), "precision": man.get("precision", "fp32"),
+            "sha256": man.get("sha256"), "parent": man.get("parent")}
+
+
+def parent_chain(path: Path, limit: int = 8) -> list[str]:
+    """sha256 of the artifact's ancestors (parent, grandparent …), following manifests in the same folder."""
+    from ..core.manifest import manifest_path, read_manifest
+
+    chain, cur = [], path
+    for _ in range(limit):
+        if not manifest_path(cur).is_file():
+            break
+        parent = read_manifest(cur).get("parent")
+        if not parent or not parent.get("sha256"):
+            break
+        chain.append(parent["sha256"])
+        cur = cur.parent / parent["file"]
+    return chain
+
+
+def _open(path: Path, backend: str, cfg: BenchConfig):
+    """Open the backend with the run's thread/device settings; returns (backend, threads actually used)."""
+    from ..runtime.backends import open_backend
+
+    if backend == "ort":
+        return open_backend(path, "ort", threads=cfg.threads or 0), cfg.threads
+    if backend == "torch":
+        import torch
+
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        opts = {"device": cfg.device} if cfg.device else {}
+        return open_backend(path, "torch", **opts), torch.get_num_threads()
+    return open_backend(path, backend), None
+
+
+def bench_entry(path: Path, backend_name: str, cfg: BenchConfig, dataset, frames, flow_source) -> tuple[dict, list]:
+    """One entry: open, time, predict the bench frames, evaluate, close. Returns (entry, predictions)."""
+    entry = {"id": f"{path.name}@{backend_name}", "backend": backend_name, **artifact_info(path)}
+    if backend_name not in cfg.backends:
+        return {**entry, "status": "skipped", "reason": f"backend {backend_name} not selected (--backends "
+                                                        f"{','.join(cfg.backends)})"}, []
+    try:
+        be, threads = _open(path, backend_name, cfg)
+    except VssegError as exc:  # includes MissingDependency (TensorRT, cuda-python, onnxruntime …)
+        return {**entry, "status": "unavailable", "reason": str(exc).splitlines()[0]}, []
+    with be:
+        if backend_name == "torch" and getattr(be, "fp16", False):
+            entry["precision"] = "fp16"
+        entry.update(status="ok", reason=None, device=be.device, output_kind=be.output_kind, threads=threads)
+        entry["latency"] = lat.measure_latency(be, frames, lat.TimingConfig(cfg.runs, cfg.warmup))
+        preds = lat.predict_frames(be, frames)
+        from .accuracy import evaluate_backend
+
+        entry["accuracy"] = evaluate_backend(be, dataset, flow_source, tc=cfg.tc, max_sequences=cfg.max_sequences,
+                                             progress=cfg.progress)
+    return entry, preds
+
+
+def choose_reference(entry: dict, entries: list[dict], chains: dict[str, list[str]], explicit: str | None) -> dict | None:
+    """The entry's FP32 reference: `--reference`; else its nearest ancestor among the entries; else the first FP32."""
+    ok = [e for e in entries if e["status"] == "ok"]
+    if explicit is not None:
+        return next((e for e in ok if e["artifact"] == explicit), None)
+    by_sha = {}
+    for e in ok:
+        by_sha.setdefault(e["sha256"], e)
+    for sha in chains.get(entry["artifact"], []):
+        if sha in by_sha:
+            return by_sha[sha]
+    return next((e for e in ok if e["precision"] == "fp32"), None)
+
+
+def add_agreement(entries: list[dict], preds: dict[str, list], chains: dict[str, list[str]],
+                  explicit: str | None) -> None:
+    """Argmax agreement (% of pixels) of each entry with its reference on the bench frames."""
+    for e in entries:
+        if e["status"] != "ok":
+            continue
+        ref = choose_reference(e, entries, chains, explicit)
+        if ref is None:
+            e["agreement"] = None
+            continue
+        e["agreement"] = {"reference": ref["id"], "percent": lat.argmax_agreement(preds[e["id"]], preds[ref["id"]]),
+                          "frames": len(preds[e["id"]])}
+
+
+def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
+    """Benchmark every artifact with the backend that runs it; return the JSON-ready report (SCHEMA)."""
+    from ..data.datasets import open_dataset
+    from ..runtime.backends import infer_backend_name
+
+    paths = check_models(models)
+    explicit = None
+    if cfg.reference is not None:
+        ref_path = check_models([cfg.reference])[0]
+        explicit = str(ref_path)
+        if ref_path not in paths:
+            paths.append(ref_path)
+    dataset = open_dataset(cfg.dataset, split=cfg.split, kind=cfg.kind)
+    refs = select_frames(dataset, cfg.frames)
+    frames = [dataset.read_image(r) for r in refs]
+    flow_source = _flow(cfg, dataset)
+    entries, preds = [], {}
+    for path in _progress(paths, cfg.progress):
+        entry, p = bench_entry(path, infer_backend_name(path), cfg, dataset, frames, flow_source)
+        entries.append(entry)
+        preds[entry["id"]] = p
+    chains = {str(p): parent_chain(p) for p in paths}
+    add_agreement(entries, preds, chains, explicit)
+    return _assemble(cfg, dataset, refs, flow_source, entries)
+
+
+def _flow(cfg: BenchConfig, dataset):
+    if not cfg.tc:
+        return None
+    from ..data.flow import open_flow_source
+
+    return open_flow_source(cfg.flow, dataset)
+
+
+def _progress(paths, enabled: bool):
+    if not enabled:
+        return paths
+    from tqdm import tqdm
+
+    return tqdm(paths, desc="bench", unit="model")
+
+
+def _assemble(cfg: BenchConfig, dataset, refs, flow_source, entries) -> dict:
+    return {
+        "schema": SCHEMA,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": {"name": dataset.name, "root": str(dataset.root), "split": dataset.split,
+                    "class_set": dataset.label_set.name, "classes": list(dataset.label_set.classes),
+                    "sequences": len(dataset.sequences), "frames": dataset.num_frames, "labelled": len(dataset),
+                    "max_sequences": cfg.max_sequences},
+        "flow": getattr(flow_source, "name", None),
+        "timing": {"runs": cfg.runs, "warmup": cfg.warmup, "batch": 1, "threads": cfg.threads,
+                   "frames": [str(Path(r.image).relative_to(dataset.root)) if Path(r.image).is_relative_to(dataset.root)
+                              else str(r.image) for r in refs],
+                   "process": "single process, entries run one after another"},
+        "reference_rule": ("--reference" if cfg.reference else
+                           "nearest ancestor in the manifest chain among the entries, else the first FP32 entry"),
+        "environment": lat.environment(),
+        "entries": entries,
+    }
