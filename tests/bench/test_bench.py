@@ -1,0 +1,171 @@
+"""`vsseg-edge bench` on the tiny synthetic set: report fields, export parity, agreement, Markdown, plots, compare."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from vsseg_edge.bench.compare import compare_reports, format_comparison, load_report
+from vsseg_edge.bench.report import MD_NAME, write_report
+from vsseg_edge.bench.runner import SCHEMA, BenchConfig, run_bench
+from vsseg_edge.core.errors import VssegError
+
+
+def quick(root, **kw) -> BenchConfig:
+    return BenchConfig(dataset=root, runs=kw.pop("runs", 3), warmup=1, frames=2, threads=1, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def bench(artifacts, synth_root, tmp_path_factory):
+    """One benchmark of the checkpoint (torch), its ONNX export and the INT8 copy (ort), written to a folder."""
+    report = run_bench([artifacts["ckpt"], artifacts["onnx"], artifacts["int8"]], quick(synth_root))
+    out = tmp_path_factory.mktemp("report")
+    return report, write_report(report, out)
+
+
+def by_id(report) -> dict:
+    return {e["id"]: e for e in report["entries"]}
+
+
+def test_report_schema_and_sane_figures(bench):
+    report, files = bench
+    saved = json.loads(files["json"].read_text())
+    assert saved["schema"] == SCHEMA and len(saved["entries"]) == 3
+    assert saved["flow"] == "exact synthetic flow"
+    env = saved["environment"]
+    assert env["cpu"] and all(env["libraries"][k] for k in ("onnxruntime", "torch", "numpy", "opencv"))
+    assert saved["timing"]["runs"] == 3 and saved["timing"]["warmup"] == 1 and len(saved["timing"]["frames"]) == 2
+    for e in saved["entries"]:
+        assert e["status"] == "ok", e
+        lat = e["latency"]
+        assert lat["batch"] == 1 and lat["input_size"] == [64, 128] and lat["frame_size"] == [64, 128]
+        for fig in ("compute", "end_to_end"):
+            s = lat[fig]
+            assert 0 < s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
+            assert s["runs"] == 3 and s["fps"] == pytest.approx(1000 / s["mean_ms"], rel=1e-3)
+        acc = e["accuracy"]
+        assert 0 <= acc["miou"] <= 100 and 0 <= acc["tc"] <= 100
+        assert acc["labelled_frames"] == 6 and acc["tc_pairs"] == 5 and acc["flow"] == "exact synthetic flow"
+        assert set(acc["per_class_iou"]) == set(saved["dataset"]["classes"])
+    assert by_id(saved)["tiny.int8.qdq.onnx@ort"]["precision"] == "int8"
+
+
+def test_torch_and_ort_of_the_same_network_agree(bench):
+    """The ONNX is an export of the checkpoint: same label maps, so the same mIoU/TC (export parity)."""
+    e = by_id(bench[0])
+    pt, ort = e["tiny.pt@torch"]["accuracy"], e["tiny.onnx@ort"]["accuracy"]
+    assert abs(pt["miou"] - ort["miou"]) <= 1e-6 and abs(pt["tc"] - ort["tc"]) <= 1e-6
+    for c, v in pt["per_class_iou"].items():
+        assert (v is None and ort["per_class_iou"][c] is None) or abs(v - ort["per_class_iou"][c]) <= 1e-6
+    assert e["tiny.onnx@ort"]["agreement"] == {"reference": "tiny.pt@torch", "percent": 100.0, "frames": 2}
+
+
+def test_reference_follows_the_manifest_chain(bench):
+    e = by_id(bench[0])
+    assert e["tiny.int8.qdq.onnx@ort"]["agreement"]["reference"] == "tiny.onnx@ort"
+    assert 0 < e["tiny.int8.qdq.onnx@ort"]["agreement"]["percent"] <= 100
+    assert e["tiny.pt@torch"]["agreement"]["reference"] == "tiny.pt@torch"
+
+
+def test_explicit_reference_is_added_and_agrees_with_itself(artifacts, synth_root):
+    report = run_bench([artifacts["int8"]], quick(synth_root, runs=1, tc=False, reference=artifacts["onnx"]))
+    e = by_id(report)
+    assert set(e) == {"tiny.int8.qdq.onnx@ort", "tiny.onnx@ort"}
+    assert e["tiny.onnx@ort"]["agreement"]["percent"] == 100.0
+    assert e["tiny.int8.qdq.onnx@ort"]["agreement"]["reference"] == "tiny.onnx@ort"
+    assert e["tiny.int8.qdq.onnx@ort"]["accuracy"]["tc"] is None
+
+
+def test_markdown_opens_with_the_table_and_a_plot(bench):
+    report, files = bench
+    md = files["markdown"].read_text()
+    lines = md.splitlines()
+    assert lines[0].startswith("| entry |") and lines[1].startswith("|---")
+    table_end = next(i for i, line in enumerate(lines) if not line.startswith("|"))
+    assert table_end == 2 + len(report["entries"])
+    assert lines[table_end + 1] == "![accuracy vs latency](accuracy_vs_latency.png)"
+    assert "Timing methodology" in md and "Compute-only" in md and "exact synthetic flow" in md
+
+
+def test_plots_are_valid_pngs(bench):
+    _, files = bench
+    for key in ("accuracy_latency", "tc", "int8_delta"):
+        data = files[key].read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        img = cv2.imread(str(files[key]))
+        assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_compare_shows_ratios_and_unmatched_entries(bench, tmp_path):
+    a = bench[0]
+    b = copy.deepcopy(a)
+    entry = b["entries"][1]
+    entry["latency"]["end_to_end"]["fps"] *= 2
+    entry["accuracy"]["miou"] += 1.5
+    b["entries"] = b["entries"][1:]
+    diff = compare_reports(a, b)
+    row = diff["matched"][0]
+    assert row["id"] == entry["id"] and row["e2e_fps_ratio"] == pytest.approx(2.0, rel=1e-3)
+    assert row["miou_delta"] == pytest.approx(1.5) and row["tc_delta"] == 0
+    assert diff["only_a"] == [a["entries"][0]["id"]] and diff["only_b"] == []
+    text = format_comparison(diff)
+    assert "2.000x" in text and "+1.50" in text and a["entries"][0]["id"] in text
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert load_report(tmp_path / "b.json")["schema"] == SCHEMA
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(VssegError, match="not a vsseg-edge bench report"):
+        load_report(tmp_path / "bad.json")
+
+
+def test_unavailable_backend_and_unselected_backend_become_rows(artifacts, synth_root, tmp_path):
+    pytest.importorskip("onnxruntime")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here; this test is about its absence")
+    except ImportError:
+        pass
+    from vsseg_edge.core.labels import CITYSCAPES
+    from vsseg_edge.core.manifest import write_manifest
+    from vsseg_edge.core.preprocess import PreprocessSpec
+
+    engine = tmp_path / "tiny.engine"
+    engine.write_bytes(b"not an engine")
+    write_manifest(engine, "engine", model="bench-tiny", classes=list(CITYSCAPES.classes),
+                   preprocess=PreprocessSpec(height=64, width=128), precision="fp16")
+    report = run_bench([artifacts["onnx"], engine, artifacts["ckpt"]],
+                       quick(synth_root, runs=1, tc=False, backends=("ort", "trt")))
+    e = by_id(report)
+    assert e["tiny.onnx@ort"]["status"] == "ok"
+    assert e["tiny.engine@trt"]["status"] == "unavailable" and "tensorrt" in e["tiny.engine@trt"]["reason"]
+    assert e["tiny.pt@torch"]["status"] == "skipped" and "--backends" in e["tiny.pt@torch"]["reason"]
+    files = write_report(report, tmp_path / "out")
+    md = (tmp_path / "out" / MD_NAME).read_text()
+    assert "unavailable: tensorrt is not installed" in md.split("\n\n")[0]
+    assert "tc" not in files  # no TC figures → no TC plot, and the report says so
+    assert "Temporal consistency: nothing to plot" in md
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "vsseg_edge.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_cli_missing_model_is_one_line_error(synth_root, tmp_path):
+    r = _cli("bench", tmp_path / "absent.onnx", "--dataset", synth_root)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {tmp_path / 'absent.onnx'}: model file not found"
+
+
+def test_cli_bench_and_compare(artifacts, synth_root, tmp_path):
+    out = tmp_path / "rep"
+    r = _cli("bench", artifacts["onnx"], "--dataset", synth_root, "--out", out, "--runs", 2, "--warmup", 0,
+             "--frames", 1, "--threads", 1, "--no-tc")
+    assert r.returncode == 0, r.stderr
+    assert (out / "report.json").is_file() and (out / "report.md").is_file()
+    r = _cli("bench", "--compare", out / "report.json", out / "report.json")
+    assert r.returncode == 0, r.stderr
+    assert "1.000x" in r.stdout and "tiny.onnx@ort" in r.stdout
