@@ -116,3 +116,32 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"state_dict": ResNet("resnet18").state_dict(), "obj": object()}, path)
     with pytest.raises(VssegError, match="refused to unpickle"):
         create_model("pspnet18", 19, backbone_weights=path)
+
+
+def _to_etc_key(key: str) -> str:
+    """Our PSPNet key → the ETC repository's (model/pspnet_18.py) naming, wrapped as its trainer saves it."""
+    import re
+
+    key = key.replace("backbone.conv1.", "layer0.0.").replace("backbone.bn1.", "layer0.1.")
+    key = key.replace("backbone.", "")
+    key = re.sub(r"^ppm\.features\.(\d+)\.(\d+)\.", lambda m: f"ppm.features.{m[1]}.{int(m[2]) + 1}.", key)
+    return "module.student." + key
+
+
+def test_etc_style_pspnet18_checkpoint_loads(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("pspnet18", 19)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    model.eval()
+    etc = {_to_etc_key(k): v for k, v in model.state_dict().items()}
+    assert "module.student.layer0.0.weight" in etc and "module.student.ppm.features.3.1.weight" in etc
+    etc["module.flowmodel.conv.weight"] = torch.zeros(1)  # ETC checkpoints also hold FlowNet / teacher keys
+    etc["module.teacher.layer0.0.weight"] = torch.zeros(1)
+    torch.save({"epoch": 1, "state_dict": etc}, tmp_path / "etc.pth")
+    again = create_model("pspnet18", 19, weights=tmp_path / "etc.pth").eval()
+    x = torch.randn(1, 3, 64, 128)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    no_aux = create_model("pspnet18", 19, aux=False, weights=tmp_path / "etc.pth")
+    assert no_aux.aux is None

@@ -10,10 +10,16 @@ Dropout2d(0.1) → 1×1), used by the trainer with weight 0.4. Registered:
 
 Supported inputs: H and W positive multiples of 8 (`input_multiple = 8`); e.g. 512×1024, 256×512, 64×128.
 `backbone_weights=PATH` loads a torchvision-format ImageNet state dict into the backbone (strict, fc /
-classifier ignored); `weights=PATH` loads a whole-model state dict (or a vsseg-edge checkpoint's).
+classifier ignored); `weights=PATH` loads a whole-model state dict (or a vsseg-edge checkpoint's), or an
+ETC / semseg PSPNet checkpoint (keys layer0.0 …, ppm.features.i.1 …, optionally under "state_dict" with
+"module." / "student." prefixes), mapped by `map_etc_key`. ETC's ResNet-18 uses the torchvision stem and the
+same dilation scheme, so its weights fit exactly; its final upsample uses align_corners=True where ours uses
+False (the output contract), which moves logits by sub-pixel amounts only.
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 from torch import nn
@@ -21,7 +27,7 @@ from torch import nn
 from ._base import SegModel
 from ._pool import PyramidPooling
 from ._registry import register_model
-from ._weights import load_weights_file
+from ._weights import load_checked, load_weights_file, read_state_dict
 from .mobilenetv2 import MobileNetV2
 from .resnet import ResNet
 
@@ -54,11 +60,36 @@ class PSPNet(SegModel):
         return {"out_s8": self.cls[-1](feat), "feat": feat, "ppm": ppm, "aux_lr": aux}
 
 
-def _finish(model: nn.Module, backbone_weights, weights, what: str, ignore: tuple[str, ...]) -> nn.Module:
+def map_etc_key(key: str) -> str | None:
+    """An ETC / semseg PSPNet key → ours; None for keys that are not the segmentation network's (flow, teacher…)."""
+    for prefix in ("module.", "student."):
+        key = key[len(prefix):] if key.startswith(prefix) else key
+    if any(part in key for part in ("flow", "teacher", "criterion", "discriminator")):
+        return None
+    key = re.sub(r"^layer0\.0\.", "backbone.conv1.", key)
+    key = re.sub(r"^layer0\.1\.", "backbone.bn1.", key)
+    key = re.sub(r"^(layer[1-4]\.)", r"backbone.\1", key)
+    # semseg's PPM branch is Sequential(pool, conv, bn, relu); ours pools outside it: (conv, bn, relu)
+    return re.sub(r"^ppm\.features\.(\d+)\.(\d+)\.", lambda m: f"ppm.features.{m[1]}.{int(m[2]) - 1}.", key)
+
+
+def load_pspnet_weights(model: PSPNet, path) -> PSPNet:
+    """Load a whole-model state dict in our naming or in ETC / semseg naming (detected by `layer0.0.weight`)."""
+    state = read_state_dict(path)
+    if any(k.endswith("layer0.0.weight") for k in state):
+        mapped = {map_etc_key(k): v for k, v in state.items()}
+        state = {k: v for k, v in mapped.items() if k is not None}
+        if model.aux is None:
+            state = {k: v for k, v in state.items() if not k.startswith("aux.")}
+    load_checked(model, state, str(path), f"{model.model_name} model")
+    return model
+
+
+def _finish(model: PSPNet, backbone_weights, weights, what: str, ignore: tuple[str, ...]) -> PSPNet:
     if backbone_weights is not None:
         load_weights_file(model.backbone, backbone_weights, f"torchvision {what}", ignore_prefixes=ignore)
     if weights is not None:
-        load_weights_file(model, weights, f"{model.model_name} model")
+        load_pspnet_weights(model, weights)
     return model
 
 
