@@ -58,7 +58,7 @@ def test_gate_passes_once_the_sensitive_layers_are_kept_in_float(tmp_path, cs_ro
                       eval_source=image_folder, keep_failed=True, log=lambda s: None)["gate"]
     best = min(probe["rounds"], key=lambda r: r["drop"])
     assert best["drop"] < probe["initial"]["drop"]  # keeping layers in float helped on this model
-    cfg = CalibConfig(**FAST, threshold=best["drop"] + 1e-6, max_rounds=3)
+    cfg = CalibConfig(**FAST, threshold=best["drop"] + 1e-4, max_rounds=3)  # drops are stored to 4 decimals
     man = calibrate(tiny_onnx, cs_root, tmp_path / "ok.onnx", cfg, eval_source=image_folder, log=lambda s: None)
     gate = man["gate"]
     assert gate["result"]["passed"] and not gate["initial"]["passed"]

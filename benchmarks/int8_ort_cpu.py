@@ -1,0 +1,285 @@
+"""INT8 vs FP32 on this CPU with onnxruntime (issue 4, Performance): latency ratio and accuracy figures.
+
+For each student (PSPNet-18, MobileNetV2-PSP) at 512×1024: export FP32 ONNX (vsseg_edge.export), calibrate
+the onnxruntime-CPU flavour of the Q/DQ model (vsseg_edge.calib, preset calib/ort_cpu.yaml settings) on
+frames of the synthetic set, then time FP32 and INT8 **each in its own process** with N intra-op threads
+(graph optimisation ORT_ENABLE_ALL), alternating FP32/INT8 processes `--repeats` times and keeping each
+model's best median. The accuracy gate figures (argmax agreement INT8 vs FP32, mIoU drop on the synthetic
+val labels) come from the calibration manifest.
+
+Weights: random initialisation unless `--weights name=PATH` is given (a speed measurement; the mIoU of an
+untrained net is meaningless, its INT8-vs-FP32 agreement is not).
+
+    python benchmarks/int8_ort_cpu.py                      # writes benchmarks/reports/int8_ort_cpu.{json,md}
+    python benchmarks/int8_ort_cpu.py --time-one model.onnx --threads 2 --runs 10   # one timing process
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def time_one(model: str, threads: int, runs: int, warmup: int) -> dict:
+    """Latency of one model in this process (no torch imported): median/min/mean milliseconds."""
+    import numpy as np
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape]).astype(np.float32)
+    for _ in range(warmup):
+        sess.run(None, {inp.name: x})
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, {inp.name: x})
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "mean_ms": statistics.fmean(times),
+            "runs": runs, "threads": threads, "torch_loaded": "torch" in sys.modules}
+
+
+def time_in_subprocess(model: Path, threads: int, runs: int, warmup: int) -> dict:
+    cmd = [sys.executable, __file__, "--time-one", str(model), "--threads", str(threads), "--runs", str(runs),
+           "--warmup", str(warmup)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def make_frames(root: Path) -> Path:
+    """A small synthetic set (Cityscapes layout, 256×512; the preprocessing resizes to the model size)."""
+    if (root / "synth.json").is_file():
+        return root
+    from vsseg_edge.data.synthetic import generate
+
+    return generate(root, num_train=4, num_val=2, frames=8, height=256, width=512, seed=0)
+
+
+def export_model(name: str, out: Path, size: tuple[int, int], weights: str | None) -> Path:
+    """Export `name` (random init or `weights`) to FP32 ONNX with its manifest, via vsseg_edge.export."""
+    if out.is_file() and (out.parent / (out.name + ".json")).is_file():
+        return out
+    import torch
+
+    from vsseg_edge.core.labels import CITYSCAPES
+    from vsseg_edge.core.preprocess import PreprocessSpec
+    from vsseg_edge.export.onnx_export import export_onnx
+    from vsseg_edge.export.presets import ExportPreset
+    from vsseg_edge.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, CITYSCAPES.num_classes, **({"weights": weights} if weights else {})).eval()
+    spec = PreprocessSpec(height=size[0], width=size[1])
+    export_onnx(model, out, model_name=name, classes=list(CITYSCAPES.classes), preprocess=spec,
+                preset=ExportPreset(size=size, parity_count=1))
+    return out
+
+
+def calibrate_model(fp32: Path, frames: Path, out: Path, num_frames: int, method: str) -> dict:
+    from vsseg_edge.calib.config import load_calib_config
+    from vsseg_edge.calib.pipeline import calibrate
+
+    cfg = load_calib_config(REPO / "calib" / "ort_cpu.yaml", num_frames=num_frames, method=method,
+                            eval_frames=4, threshold=100.0, max_rounds=0)
+    t0 = time.perf_counter()
+    man = calibrate(fp32, frames, out, cfg, log=lambda s: print("   ", s, flush=True))
+    man["_calibrate_s"] = round(time.perf_counter() - t0, 1)
+    return man
+
+
+def run(args) -> dict:
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    frames = make_frames(work / "synth")
+    weights = dict(w.split("=", 1) for w in args.weights)
+    results = []
+    for name in args.models:
+        print(f"== {name}", flush=True)
+        fp32 = export_model(name, work / f"{name}.onnx", tuple(args.size), weights.get(name))
+        int8 = work / f"{name}.int8.qdq.onnx"
+        man = calibrate_model(fp32, frames, int8, args.calib_frames, args.method)
+        best: dict[str, dict] = {}
+        for rep in range(args.repeats):
+            for kind, path in (("fp32", fp32), ("int8", int8)):
+                t = time_in_subprocess(path, args.threads, args.runs, args.warmup)
+                print(f"   {kind} repeat {rep + 1}: median {t['median_ms']:.1f} ms", flush=True)
+                if kind not in best or t["median_ms"] < best[kind]["median_ms"]:
+                    best[kind] = t
+        gate = man["gate"]["result"]
+        results.append({
+            "model": name, "weights": weights.get(name, "random init (seed 0)"),
+            "input": list(man["input"]["shape"]), "fp32": best["fp32"], "int8": best["int8"],
+            "speedup": round(best["fp32"]["median_ms"] / best["int8"]["median_ms"], 3),
+            "agreement_pct": gate["agreement"], "miou_drop": gate["drop"], "gate_frames": gate["frames"],
+            "calibration": man["calibration"], "quantizer": man["quantization"]["quantizer"],
+            "calibrate_s": man["_calibrate_s"], "excluded": man["excluded_layers"],
+        })
+    previous = Path(args.out).with_suffix(".json")
+    if not args.models and previous.is_file():
+        results = json.loads(previous.read_text())["results"]
+    real = None
+    if not args.skip_real:
+        print("== espnet (published CamVid weights) on the CamVid sample", flush=True)
+        real = espnet_camvid_check(work, Path(args.shared_data), args.threads, args.runs, args.warmup)
+    return {"benchmark": "int8_ort_cpu", "host": _host(), "threads": args.threads, "runs": args.runs,
+            "repeats": args.repeats, "results": results, "real_weights": real}
+
+
+def espnet_camvid_check(work: Path, shared: Path, threads: int, runs: int, warmup: int) -> dict | None:
+    """Real weights, real labels: the published ESPNet CamVid checkpoint on the 24-frame CamVid sample.
+
+    Frames 0, 2, 4 … calibrate; frames 1, 3, 5 … (with labels) are the held-out gate frames. Returns None
+    when ../shared/data is absent (it is optional).
+    """
+    weights, sample = shared / "weights" / "espnet_p_2_q_8_camvid.pth", shared / "camvid_sample"
+    if not weights.is_file() or not (sample / "images").is_dir():
+        return None
+    import torch
+
+    from vsseg_edge.calib.config import load_calib_config
+    from vsseg_edge.calib.pipeline import calibrate
+    from vsseg_edge.core.labels import CAMVID
+    from vsseg_edge.core.preprocess import PreprocessSpec
+    from vsseg_edge.export.onnx_export import export_onnx
+    from vsseg_edge.export.presets import ExportPreset
+    from vsseg_edge.models import create_model
+    from vsseg_edge.models.espnet import PUBLISHED_PREPROCESS
+
+    root = work / "espnet_camvid"
+    calib_dir, eval_dir = root / "calib", root / "eval"
+    for d in (calib_dir, eval_dir / "images", eval_dir / "labels"):
+        d.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(sorted((sample / "images").glob("*.png"))):
+        if i % 2 == 0:
+            _link(img, calib_dir / img.name)
+        else:
+            _link(img, eval_dir / "images" / img.name)
+            _link(sample / "labels" / img.name, eval_dir / "labels" / img.name)
+    fp32 = root / "espnet_camvid.onnx"
+    if not fp32.is_file():
+        torch.manual_seed(0)
+        model = create_model("espnet", CAMVID.num_classes, weights=str(weights)).eval()
+        export_onnx(model, fp32, model_name="espnet", classes=list(CAMVID.classes),
+                    preprocess=PreprocessSpec(**PUBLISHED_PREPROCESS["camvid"]), preset=ExportPreset(parity_count=1))
+    out = {}
+    for target in ("ort", "trt"):
+        cfg = load_calib_config(REPO / "calib" / ("ort_cpu.yaml" if target == "ort" else "cityscapes_entropy.yaml"),
+                                num_frames=12, eval_frames=12, eval_split="val", sensitivity_frames=2)
+        int8 = root / f"espnet_camvid.{target}.int8.qdq.onnx"
+        t0 = time.perf_counter()
+        man = calibrate(fp32, calib_dir, int8, cfg, eval_source=eval_dir, keep_failed=True,
+                        log=lambda s: print("   ", s, flush=True))
+        out[target] = {"gate": man["gate"]["result"], "initial": man["gate"]["initial"],
+                       "rounds": len(man["gate"]["rounds"]), "excluded": man["excluded_layers"],
+                       "quantizer": man["quantization"]["quantizer"], "calibrate_s": round(time.perf_counter() - t0, 1)}
+        if target == "ort":
+            t32 = time_in_subprocess(fp32, threads, runs, warmup)
+            t8 = time_in_subprocess(int8, threads, runs, warmup)
+            out[target].update(fp32_ms=t32["median_ms"], int8_ms=t8["median_ms"],
+                               speedup=round(t32["median_ms"] / t8["median_ms"], 3))
+    return {"model": "espnet (published CamVid weights, sacmehta/ESPNet)", "input": [1, 3, 360, 480],
+            "calibration_frames": 12, "gate_frames": 12, **out}
+
+
+def _link(src: Path, dst: Path) -> None:
+    if not dst.exists():
+        dst.symlink_to(src.resolve())
+
+
+def _host() -> dict:
+    import onnxruntime
+
+    flags = ""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f" {f}" in flags]
+    return {"cpu": model, "isa": isa, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def write_report(report: dict, out: Path) -> None:
+    from vsseg_edge.core.fileio import atomic_write, write_json
+
+    write_json(out.with_suffix(".json"), report)
+    h = report["host"]
+    lines = [
+        "# INT8 vs FP32, onnxruntime CPU",
+        "",
+        f"CPU: {h['cpu']} (ISA: {', '.join(h['isa']) or 'n/a'}), onnxruntime {h['onnxruntime']}, "
+        f"{report['threads']} intra-op threads, each model timed in its own process, best median of "
+        f"{report['repeats']} processes × {report['runs']} runs.",
+        "",
+        "| model | input | FP32 ms | INT8 ms | speedup | INT8/FP32 argmax agreement | calib frames | weights |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        lines.append(f"| {r['model']} | {'×'.join(map(str, r['input'][2:]))} | {r['fp32']['median_ms']:.1f} | "
+                     f"{r['int8']['median_ms']:.1f} | **{r['speedup']:.2f}×** | {r['agreement_pct']:.2f} % "
+                     f"({r['gate_frames']} frames) | {r['calibration']['frames']['count']} "
+                     f"({r['calibration']['method']}) | {r['weights']} |")
+    real = report.get("real_weights")
+    if real:
+        o, t = real["ort"], real["trt"]
+        lines += ["", f"## Real weights: {real['model']}, {real['input'][2]}×{real['input'][3]}", "",
+                  f"{real['calibration_frames']} CamVid-sample frames calibrate, {real['gate_frames']} other labelled "
+                  "frames judge (mIoU over the 11 classes present in them).", "",
+                  "| flavour | quantiser | mIoU FP32 | mIoU INT8 | drop | agreement | layers kept in float | speed |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in (("onnxruntime CPU (u8/s8)", o), ("TensorRT (s8/s8 symmetric)", t)):
+            g = r["gate"]
+            speed = (f"{r['fp32_ms']:.1f} → {r['int8_ms']:.1f} ms ({r['speedup']:.2f}×)" if "speedup" in r
+                     else "n/a (TensorRT flavour; no GPU here)")
+            kept = ", ".join(x for x in r["excluded"] if x != "/Resize") or "none"
+            lines.append(f"| {name} | {r['quantizer']} | {g['miou_fp32']} | {g['miou_int8']} | {g['drop']:.2f} | "
+                         f"{g['agreement']:.2f} % | {kept} | {speed} |")
+    lines += ["", "Flavour: U8 asymmetric activations, per-channel S8 weights, QDQ, final Resize in float "
+              "(calib/ort_cpu.yaml). Command: `python benchmarks/int8_ort_cpu.py`.", ""]
+    with atomic_write(out.with_suffix(".md"), "w") as fh:
+        fh.write("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--time-one", help="time one ONNX model in this process and print JSON")
+    ap.add_argument("--models", nargs="*", default=["pspnet18", "mobilenetv2_psp"],
+                    help="students to time; none (--models with no name) keeps the results of the existing report")
+    ap.add_argument("--size", nargs=2, type=int, default=[512, 1024])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--calib-frames", type=int, default=32)
+    ap.add_argument("--method", default="entropy")
+    ap.add_argument("--weights", nargs="*", default=[], help="name=PATH whole-model state dicts")
+    ap.add_argument("--shared-data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--skip-real", action="store_true", help="skip the ESPNet/CamVid real-weights check")
+    ap.add_argument("--workdir", default=str(REPO / "runs" / "bench_int8_ort_cpu"))
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "reports" / "int8_ort_cpu"))
+    args = ap.parse_args()
+    if args.time_one:
+        print(json.dumps(time_one(args.time_one, args.threads, args.runs, args.warmup)))
+        return
+    report = run(args)
+    write_report(report, Path(args.out))
+    for r in report["results"]:
+        print(f"{r['model']}: FP32 {r['fp32']['median_ms']:.1f} ms, INT8 {r['int8']['median_ms']:.1f} ms, "
+              f"speedup {r['speedup']:.2f}x, agreement {r['agreement_pct']:.2f} %")
+
+
+if __name__ == "__main__":
+    main()
