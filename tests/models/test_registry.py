@@ -120,3 +120,12 @@ def test_checkpoint_round_trip_rebuilds_the_architecture(tmp_path, name, kwargs)
     x = torch.randn(1, 3, 64, 128)
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
+
+
+@pytest.mark.parametrize("name", ["pspnet18", "mobilenetv2_psp", "bisenetv2"])
+def test_feat_is_before_dropout_and_dropout_acts_in_training(name):
+    model = create_model(name, C).train()
+    x = torch.randn(2, 3, H, W)
+    a, b = model(x, return_features=True), model(x, return_features=True)
+    assert torch.equal(a["feat"], b["feat"])  # same batch, same BN batch statistics, no dropout yet
+    assert not torch.allclose(a["out_s8"], b["out_s8"])  # Dropout2d(0.1) between feat and the classifier

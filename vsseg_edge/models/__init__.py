@@ -5,6 +5,9 @@ contract every model follows, and `list_models()` for the names.
 """
 
 from . import bisenetv2, espnet, pspnet  # noqa: F401  (registers the models)
+from ._base import SegModel
 from ._registry import create_model, list_models, register_model
+from .espnet import load_espnet_weights, published_preprocess
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["SegModel", "create_model", "list_models", "load_espnet_weights", "published_preprocess",
+           "register_model"]

@@ -150,9 +150,9 @@ class BiSeNetV2(SegModel):
     def forward_parts(self, x: torch.Tensor, with_aux: bool) -> dict:
         s16, s32 = self.semantic(x)
         fused = self.bga(self.detail(x), s32)
-        feat = self.head[0](fused)
+        feat = self.head[0](fused)  # conv-BN-ReLU, before dropout
         aux = self.aux(s16) if with_aux and self.aux is not None else None
-        return {"out_s8": self.head[2](feat), "feat": feat, "ppm": feat, "aux_lr": aux}
+        return {"out_s8": self.head[1:](feat), "feat": feat, "ppm": feat, "aux_lr": aux}
 
 
 @register_model("bisenetv2")

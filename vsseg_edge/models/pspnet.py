@@ -55,9 +55,9 @@ class PSPNet(SegModel):
     def forward_parts(self, x: torch.Tensor, with_aux: bool) -> dict:
         low, high = self.backbone(x)
         ppm = self.ppm(high)
-        feat = self.cls[:-1](ppm)
+        feat = self.cls[:3](ppm)  # conv-BN-ReLU, before dropout
         aux = self.aux(low) if with_aux and self.aux is not None else None
-        return {"out_s8": self.cls[-1](feat), "feat": feat, "ppm": ppm, "aux_lr": aux}
+        return {"out_s8": self.cls[3:](feat), "feat": feat, "ppm": ppm, "aux_lr": aux}
 
 
 def map_etc_key(key: str) -> str | None:
