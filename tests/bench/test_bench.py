@@ -150,6 +150,20 @@ def test_unavailable_backend_and_unselected_backend_become_rows(artifacts, synth
     assert "Temporal consistency: nothing to plot" in md
 
 
+def test_artifact_its_backend_refuses_becomes_a_failed_row(synth_root, tmp_path):
+    import torch
+
+    from vsseg_edge.core.labels import CITYSCAPES
+    from vsseg_edge.core.preprocess import PreprocessSpec
+    from vsseg_edge.models.checkpoint import save_checkpoint
+
+    ckpt = tmp_path / "alien.pt"
+    save_checkpoint(ckpt, torch.nn.Conv2d(3, 19, 1), model_name="not-a-registered-model",
+                    classes=list(CITYSCAPES.classes), preprocess=PreprocessSpec(height=64, width=128))
+    (entry,) = run_bench([ckpt], quick(synth_root, runs=1, tc=False))["entries"]
+    assert entry["status"] == "failed" and "not-a-registered-model" in entry["reason"]
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "vsseg_edge.cli", *map(str, args)], capture_output=True, text=True)
 

@@ -143,14 +143,31 @@ def library_versions() -> dict:
     return out
 
 
+def gpu_names() -> list[str]:
+    """Names of the NVIDIA GPUs `nvidia-smi` sees (empty when there is none or no driver); no torch import."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        res = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in res.stdout.splitlines() if line.strip()] if res.returncode == 0 else []
+
+
 def environment() -> dict:
-    """Where the figures were measured: CPU model and cores, OS, Python, library versions."""
+    """Where the figures were measured: CPU model and cores, GPUs, OS, Python, library versions."""
     from .. import __version__
 
     return {
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "gpus": gpu_names(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "vsseg_edge": __version__,

@@ -88,7 +88,7 @@ def render_markdown(report: dict, plots: dict) -> str:
                                  reference_rule=report["reference_rule"]), ""]
     libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v)
     parts += ["## Environment", "", f"- CPU: {env['cpu']} ({env['cpu_count']} logical cores, "
-              f"{env['cpu_affinity']} usable by this process)", f"- {env['platform']}, Python {env['python']}, "
+              f"{env['cpu_affinity']} usable by this process)", f"- GPU: {', '.join(env.get('gpus') or []) or 'none'}", f"- {env['platform']}, Python {env['python']}, "
               f"vsseg-edge {env['vsseg_edge']}", f"- libraries: {libs}",
               f"- dataset: {ds['root']} split {ds['split']} ({ds['sequences']} sequences, {ds['frames']} frames, "
               f"{ds['labelled']} labelled{', first ' + str(ds['max_sequences']) + ' sequences evaluated' if ds['max_sequences'] else ''})",

@@ -2,20 +2,20 @@
 
 Each entry is timed on the SAME frames (evenly spaced over the split), evaluated with
 `metrics.evaluate.evaluate_predictions`, and compared pixel by pixel with its FP32 reference. A backend
-that cannot run here (TensorRT missing, a provider absent) becomes an entry with status "unavailable" and
-the reason, never a crash. The result is the JSON-ready report (`SCHEMA`); `report.write_report` writes it.
+that cannot run here (TensorRT missing) becomes an entry with status "unavailable" and the reason, an
+artifact its backend refuses (foreign engine, unknown model …) one with status "failed"; neither is a crash. The result is the JSON-ready report (`SCHEMA`); `report.write_report` writes it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..core.errors import VssegError
+from ..core.errors import MissingDependency, VssegError
 from . import latency as lat
 
 SCHEMA = "vsseg-edge-bench/1"
@@ -40,7 +40,6 @@ class BenchConfig:
     reference: Path | None = None
     device: str | None = None  # torch backend device (None: cuda when available)
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         bad = [b for b in self.backends if b not in ALL_BACKENDS]
@@ -133,8 +132,10 @@ def bench_entry(path: Path, backend_name: str, cfg: BenchConfig, dataset, frames
                                                         f"{','.join(cfg.backends)})"}, []
     try:
         be, threads = _open(path, backend_name, cfg)
-    except VssegError as exc:  # includes MissingDependency (TensorRT, cuda-python, onnxruntime …)
+    except MissingDependency as exc:  # TensorRT, cuda-python, onnxruntime … not installed here
         return {**entry, "status": "unavailable", "reason": str(exc).splitlines()[0]}, []
+    except VssegError as exc:  # the artifact cannot be opened (foreign engine, unknown model, bad manifest …)
+        return {**entry, "status": "failed", "reason": str(exc).splitlines()[0]}, []
     with be:
         if backend_name == "torch" and getattr(be, "fp16", False):
             entry["precision"] = "fp16"
@@ -193,7 +194,10 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
     frames = [dataset.read_image(r) for r in refs]
     flow_source = _flow(cfg, dataset)
     entries, preds = [], {}
-    for path in _progress(paths, cfg.progress):
+    bar = _progress(paths, cfg.progress)
+    for path in bar:
+        if hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str(path.name)
         entry, p = bench_entry(path, infer_backend_name(path), cfg, dataset, frames, flow_source)
         entries.append(entry)
         preds[entry["id"]] = p
