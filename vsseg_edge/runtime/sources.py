@@ -335,7 +335,8 @@ def _stream_opener(url: str, api: int, what: str, timeout_ms: int = 5000):
         cap = cv2.VideoCapture(url, api, params)
         if not cap.isOpened():
             cap.release()
-            raise VssegError(f"--source {what}: OpenCV cannot open this {'pipeline' if api == cv2.CAP_GSTREAMER else 'stream'}")
+            kind = "pipeline" if api == cv2.CAP_GSTREAMER else "stream"
+            raise VssegError(f"--source {what}: OpenCV cannot open this {kind}")
         return cap
 
     return open_stream

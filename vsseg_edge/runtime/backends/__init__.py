@@ -67,7 +67,8 @@ class Backend:
 
     def describe(self) -> str:
         s = self.preprocess_spec
-        return f"{self.name} on {self.device}: {Path(self.artifact).name}, input {s.height}x{s.width}, {self.output_kind}"
+        name = Path(self.artifact).name
+        return f"{self.name} on {self.device}: {name}, input {s.height}x{s.width}, {self.output_kind}"
 
 
 def output_kind_of(man: dict, where: str) -> str:

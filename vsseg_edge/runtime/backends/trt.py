@@ -5,7 +5,8 @@
   binding API (`num_bindings`, `binding_is_input`, `execute_async_v2(bindings, stream)`).
 - Pinned host buffers (cudaMallocHost) and device buffers (cudaMalloc) are allocated ONCE for the batch-1
   shape; each `infer` does async H2D copy → execute → async D2H copy on one CUDA stream, then one sync.
-- An engine is loaded only beside a manifest whose TensorRT version and GPU match the installed ones.
+- An engine is loaded only beside a manifest whose TensorRT version and GPU match the installed ones
+  (`vsseg_edge.engine.cache.check_engine_manifest`, manifest key `tensorrt: {version, gpu}`).
 
 TensorRT cannot be installed on the machines this project is developed on: this module is checked there
 only against a test double of the `tensorrt`/`cudart` modules (tests/runtime/test_trt_logic.py), which tests
@@ -23,6 +24,7 @@ import numpy as np
 
 from ...core.errors import MissingDependency, VssegError
 from ...core.manifest import manifest_preprocess, read_manifest
+from ...engine.cache import check_engine_manifest
 from . import Backend, output_kind_of
 
 
@@ -52,33 +54,6 @@ def cuda_call(result):
     return values[0] if len(values) == 1 else (values or None)
 
 
-def manifest_trt_version(man: dict) -> str | None:
-    trt_info = man.get("tensorrt") if isinstance(man.get("tensorrt"), dict) else {}
-    return man.get("tensorrt_version") or trt_info.get("version")
-
-
-def manifest_gpu(man: dict) -> tuple[str | None, str | None]:
-    gpu = man.get("gpu") if isinstance(man.get("gpu"), dict) else {}
-    name = man.get("gpu_name") or gpu.get("name")
-    cc = man.get("compute_capability") or gpu.get("compute_capability")
-    return name, (str(cc) if cc is not None else None)
-
-
-def check_engine_manifest(man: dict, path: str, trt_version: str, gpu_name: str, compute_capability: str) -> None:
-    """Refuse an engine built by another TensorRT version or for another GPU (engines are not portable)."""
-    built_trt = manifest_trt_version(man)
-    built_gpu, built_cc = manifest_gpu(man)
-    if not built_trt or not built_gpu:
-        raise VssegError(f"{path}: engine manifest lacks the TensorRT version or GPU it was built for; rebuild it "
-                         "with `vsseg-edge build-engine`")
-    if built_trt != trt_version:
-        raise VssegError(f"{path}: engine built with TensorRT {built_trt}, this machine has {trt_version}; "
-                         "rebuild it from the ONNX with `vsseg-edge build-engine`")
-    if built_gpu.strip() != gpu_name.strip() or (built_cc and built_cc != compute_capability):
-        raise VssegError(f"{path}: engine built for {built_gpu} (sm {built_cc}), this GPU is {gpu_name} "
-                         f"(sm {compute_capability}); rebuild it on this machine")
-
-
 @dataclass
 class IOTensor:
     """One engine input/output: its name, binding index, direction, shape and numpy dtype."""
@@ -96,11 +71,13 @@ def io_tensors(engine, trt) -> list[IOTensor]:
         out = []
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
-            out.append(IOTensor(name, i, engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
-                                tuple(engine.get_tensor_shape(name)), np.dtype(trt.nptype(engine.get_tensor_dtype(name)))))
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            out.append(IOTensor(name, i, is_input, tuple(engine.get_tensor_shape(name)), dtype))
         return out
-    return [IOTensor(engine.get_binding_name(i), i, bool(engine.binding_is_input(i)), tuple(engine.get_binding_shape(i)),
-                     np.dtype(trt.nptype(engine.get_binding_dtype(i)))) for i in range(engine.num_bindings)]
+    return [IOTensor(engine.get_binding_name(i), i, bool(engine.binding_is_input(i)),
+                     tuple(engine.get_binding_shape(i)), np.dtype(trt.nptype(engine.get_binding_dtype(i))))
+            for i in range(engine.num_bindings)]
 
 
 class HostDeviceBuffer:
@@ -139,7 +116,9 @@ class TrtBackend(Backend):
         gpu = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
         gpu = gpu.strip("\x00").strip()
         self.device = f"cuda:{device} ({gpu})"
-        check_engine_manifest(man, str(path), trt.__version__, gpu, f"{prop.major}.{prop.minor}")
+        # the engine room's check (one rule for builder, cache and runtime): same TensorRT, same GPU model
+        here = {"name": gpu, "compute_capability": (int(prop.major), int(prop.minor))}
+        check_engine_manifest(man, trt.__version__, here, str(path))
         self._buffers: dict[str, HostDeviceBuffer] = {}
         self._stream = None
         self._logger = trt.Logger(trt.Logger.WARNING)

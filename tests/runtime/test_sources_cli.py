@@ -1,0 +1,60 @@
+"""Source selection and one-line errors; the runtime's import boundary (no torch / tensorrt at import)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vsseg_edge.core.errors import VssegError
+from vsseg_edge.runtime import sources
+from vsseg_edge.runtime.sources import FolderSource, VideoFileSource, csi_pipeline, open_source
+
+
+def test_files_and_folders_pick_ordered_sources(video_file, image_folder, tmp_path):
+    assert isinstance(open_source(str(video_file)), VideoFileSource)
+    folder = open_source(str(image_folder))
+    assert isinstance(folder, FolderSource) and [p.name for p in folder.files] == sorted(p.name for p in folder.files)
+    with pytest.raises(VssegError, match=r"^--source .*nothing: no such file or folder$"):
+        open_source(str(tmp_path / "nothing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VssegError, match="no images"):
+        open_source(str(tmp_path / "empty"))
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    with pytest.raises(VssegError, match="OpenCV cannot open this video"):
+        open_source(str(tmp_path / "junk.mp4"))
+
+
+def test_gstreamer_and_csi_need_an_opencv_with_gstreamer(monkeypatch):
+    monkeypatch.setattr(sources, "_opencv_has", lambda name: False)
+    with pytest.raises(VssegError, match="no GStreamer support"):
+        open_source("videotestsrc ! videoconvert ! appsink")
+    with pytest.raises(VssegError, match="^--csi: .*no GStreamer support"):
+        open_source(csi=True)
+    pipe = csi_pipeline(width=1280, height=720)
+    assert pipe.startswith("nvarguscamerasrc") and "width=1280, height=720" in pipe and "appsink drop=true" in pipe
+
+
+def test_unreachable_stream_fails_fast_with_one_line():
+    t0 = time.perf_counter()
+    with pytest.raises(VssegError, match=r"^--source rtsp://127.0.0.1:9/cam: OpenCV cannot open this stream$"):
+        open_source("rtsp://127.0.0.1:9/cam")
+    assert time.perf_counter() - t0 < 15.0
+
+
+def test_show_without_display_is_refused(monkeypatch):
+    from vsseg_edge.runtime.sinks import WindowSink
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(VssegError, match="^--show: no display"):
+        WindowSink()
+
+
+def test_runtime_imports_without_torch_or_tensorrt():
+    code = ("import sys; import vsseg_edge.runtime.pipeline, vsseg_edge.runtime.commands, "
+            "vsseg_edge.runtime.backends.ort, vsseg_edge.runtime.backends.trt; "
+            "bad = [m for m in ('torch', 'tensorrt') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
