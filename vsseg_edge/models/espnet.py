@@ -20,6 +20,7 @@ stride-8 features; `out` comes from the decoder, not from upsampling `out_s8`.
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -84,20 +85,16 @@ class ESPBlock(nn.Module):
         k = 3 if stride == 2 else 1
         self.reduce = nn.Conv2d(cin, n, k, stride, (k - 1) // 2, bias=False)
         widths = [cout - 4 * n] + [n] * 4
-        self.branches = nn.ModuleList(nn.Conv2d(n, w, 3, 1, d, dilation=d, bias=False) for w, d in zip(widths, DILATIONS))
+        self.branches = nn.ModuleList(nn.Conv2d(n, w, 3, 1, d, dilation=d, bias=False)
+                                      for w, d in zip(widths, DILATIONS))
         self.residual = residual and stride == 1 and cin == cout
         self.norm = BNAct(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.reduce(x)
         outs = [b(r) for b in self.branches]
-        fused = [outs[0]]
-        acc = outs[1]
-        fused.append(acc)
-        for o in outs[2:]:
-            acc = acc + o
-            fused.append(acc)
-        y = torch.cat(fused, 1)
+        # hierarchical feature fusion (against gridding): d2, d2+d4, d2+d4+d8, d2+d4+d8+d16
+        y = torch.cat([outs[0], *itertools.accumulate(outs[1:])], 1)
         return self.norm(x + y if self.residual else y)
 
 
