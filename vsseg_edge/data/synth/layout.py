@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scene import (BASE_RGB, BICYCLE, BUILDING, BUILDING_RGB, BUS, BUS_RGB, CAR, CLOTHES_RGB, FENCE, LAMPS, LIGHT,
+from .scene import (BASE_RGB, CAR_LIGHTS, BICYCLE, BUILDING, BUILDING_RGB, BUS, BUS_RGB, CAR, CLOTHES_RGB, FENCE, LAMPS, LIGHT,
                     MOTORCYCLE, PERSON, PLATE, POLE, RIDER, ROAD, SIDEWALK, SIGN, SIGN_RGB, SLATS, TERRAIN, TRUCK,
                     VEGETATION, VEHICLE_RGB, WALL, WINDOWS, City, Prims, Road, Scene, Trajectory)
 
@@ -164,16 +164,17 @@ def add_pedestrians(p: Prims, city: City, road: Road, side: int, zr, duration, r
         _person(p, side * (curb + 0.5), z, rng.uniform(0.85, 1.1), (vx, 0, 0), rng)
 
 
-def _vehicle(p: Prims, city: City, x, z, vz, rng) -> float:
-    """Add a car (80 %), truck or bus centred on lane X `x` with its rear at `z`; returns its length."""
-    g, u, v = p.new_group(), rng.random(), (0, 0, vz)
-    if u < 0.8:
+def _vehicle(p: Prims, city: City, x, z, vz, rng, cars_only=False) -> float:
+    """Add a car (84 %), truck or bus centred on lane X `x` with its rear at `z`; returns its length."""
+    g, u, v = p.new_group(), 0.0 if cars_only else rng.random(), (0, 0, vz)
+    if u < 0.84:
         cls, length, width, height = CAR, rng.uniform(3.8, 4.9), rng.uniform(1.65, 1.9), rng.uniform(0.95, 1.1)
         rgb = _rgb(city, CAR, _pick(rng, VEHICLE_RGB), rng)
-        p.box((x - width / 2, 0.3, z), (x + width / 2, height, z + length), cls, rgb, g, v, noise=0.05)
+        p.box((x - width / 2, 0.3, z), (x + width / 2, height, z + length), cls, rgb, g, v, noise=0.05,
+              pattern=CAR_LIGHTS, param=(width, length))
         p.box((x - width / 2 + 0.08, height, z + 0.25 * length), (x + width / 2 - 0.08, height + 0.5, z + 0.8 * length),
               cls, GLASS, g, v, noise=0.1)
-    elif u < 0.9:
+    elif u < 0.92:
         cls, length, width = TRUCK, rng.uniform(6, 9), 2.4
         rgb = _rgb(city, TRUCK, _pick(rng, VEHICLE_RGB), rng)
         p.box((x - width / 2, 0.5, z), (x + width / 2, rng.uniform(3.0, 3.8), z + length - 2.0), cls, rgb, g, v,
@@ -225,7 +226,7 @@ def add_traffic(p: Prims, city: City, road: Road, traj: Trajectory, lane: float,
         z = zr[0]
         while width and z < zr[1]:
             if rng.random() < 0.7:
-                z += _vehicle(p, city, edge - side * 1.15, z, 0.0, rng)
+                z += _vehicle(p, city, edge - side * 1.15, z, 0.0, rng, cars_only=True)
             z += rng.uniform(1.0, 8.0)
     for _ in range(int(rng.integers(0, 3))):
         vz = rng.uniform(3, 7)

@@ -26,7 +26,7 @@ ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, S
 PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = range(11, 19)
 
 # texture patterns applied on top of the noisy base colour
-PLAIN, WINDOWS, LAMPS, SLATS, PLATE = range(5)
+PLAIN, WINDOWS, LAMPS, SLATS, PLATE, CAR_LIGHTS = range(6)
 
 # base sRGB colours (0..1) of the classes whose colour does not vary per object
 BASE_RGB = {

@@ -14,7 +14,7 @@ import functools
 import cv2
 import numpy as np
 
-from .scene import LAMPS, PLATE, ROAD, SIDEWALK, SKY, SLATS, TERRAIN, WINDOWS, Scene
+from .scene import CAR_LIGHTS, LAMPS, PLATE, ROAD, SIDEWALK, SKY, SLATS, TERRAIN, WINDOWS, Scene
 
 TEX = 256  # side of the tiling noise texture, texels
 SKY_GROUP, GROUND_GROUP, HOOD_GROUP = 0, 1, -1
@@ -103,7 +103,7 @@ def shade(m: Materials, focal: float, t: float, d, depth, prim, face, point):
         fade = np.minimum(3 * focal * texel / depth, 1.0)
     factor = 1 + np.take(m.noise, mat) * (0.8 * fine * fade + 0.6 * coarse)
     rgb = np.stack([np.take(m.rgb[c], mat) * factor for c in range(3)])
-    _patterns(m, mat, face, u, v, coarse, point, rgb)
+    _patterns(m, mat, face, u, v, lz, depth, coarse, point, rgb)
     haze = np.exp(-np.where(sky, 0, depth) / F32(city.fog))
     rgb *= _lighting(m, city.sun, d, face, mat, point, org) * haze
     rgb += city.sky_horizon.astype(F32)[:, None, None] * (1 - haze)
@@ -112,8 +112,9 @@ def shade(m: Materials, focal: float, t: float, d, depth, prim, face, point):
     return image, np.take(m.cls, mat), np.take(m.group, mat), vel, moving
 
 
-def _patterns(m: Materials, mat, face, u, v, coarse, point, rgb) -> None:
-    """Windows, fence slats, traffic-light lamps, sign rims and road markings (3xHxW rgb edited in place)."""
+def _patterns(m: Materials, mat, face, u, v, lz, depth, coarse, point, rgb) -> None:
+    """Windows, fence slats, traffic-light lamps, sign rims, car lights, road markings and paving
+    (3xHxW rgb edited in place)."""
     flat = rgb.reshape(3, -1)
     pat = np.take(m.pattern, mat)
     idx = np.flatnonzero((pat != 0) & ((face == 0) | (face == 2)))
@@ -131,6 +132,9 @@ def _patterns(m: Materials, mat, face, u, v, coarse, point, rgb) -> None:
         on = lamp & (np.hypot(ui - 0.17, vi - (0.8 - 0.3 * k)) < 0.11)
         sub[:, on] = np.asarray(colour, F32)[:, None] * np.where(p0[on].astype(int) == k, 1.0, 0.25)
     sub[:, (pi == PLATE) & (fi == 2) & ((ui < 0.06) | (vi < 0.06) | (ui > p0 - 0.06) | (vi > p0 - 0.06))] = 0.92
+    light = (pi == CAR_LIGHTS) & (fi == 2) & (vi > 0.35) & (vi < 0.55) & ((ui < 0.35) | (ui > p0 - 0.35))
+    rear = np.take(lz, idx[light]) < 0.5 * np.take(m.param[:, 1], mi[light])
+    sub[:, light] = np.where(rear, np.array([[0.75], [0.05], [0.04]], F32), np.array([[0.95], [0.92], [0.8]], F32))
     flat[:, idx] = sub
     road, x_w = m.scene.road, point[0]
     lines = (np.abs(x_w - road.left - 0.3) < 0.07) | (np.abs(x_w - road.right + 0.3) < 0.07)
@@ -140,9 +144,12 @@ def _patterns(m: Materials, mat, face, u, v, coarse, point, rgb) -> None:
     idx = np.flatnonzero((lines | dashed) & (mat == m.ground[ROAD]))
     keep = ~np.take(dashed, idx) | (np.mod(np.take(point[2], idx), 9.0) < 3.5)
     flat[:, idx[keep]] = 0.8
-    idx = np.flatnonzero(((np.abs(x_w - road.left) < 0.2) | (np.abs(x_w - road.right) < 0.2))
-                         & (mat == m.ground[SIDEWALK]))
+    walk = mat == m.ground[SIDEWALK]
+    idx = np.flatnonzero(((np.abs(x_w - road.left) < 0.2) | (np.abs(x_w - road.right) < 0.2)) & walk)
     flat[:, idx] *= 1.25
+    idx = np.flatnonzero(walk & (depth < 30))  # paving joints, where they are resolved
+    joint = (np.mod(np.take(x_w, idx), 0.6) < 0.04) | (np.mod(np.take(point[2], idx), 0.6) < 0.04)
+    flat[:, idx[joint]] *= 0.8
 
 
 def _lighting(m: Materials, sun, d, face, mat, point, org):
