@@ -195,3 +195,25 @@ def test_pspnet18_exports_at_64x128(tmp_path):
     assert s["outputs"][0]["shape"] == [1, 19, 64, 128] and s["opset"] == 17
     assert s["ops"]["Conv"] >= 20 and "Gather" not in s["ops"] and "BatchNormalization" not in s["ops"]
     assert read_manifest(res.path)["source_preprocess"]["height"] == 512
+
+
+@pytest.mark.slow
+def test_published_espnet_parity_on_real_camvid_frames(tmp_path):
+    """A trained model (logits of size ~20) on real frames: the FP32 graph stays within 1e-3 of torch."""
+    from tests.conftest import shared_data
+    from vsseg_edge.core.labels import CAMVID
+    from vsseg_edge.models import create_model
+    from vsseg_edge.models.checkpoint import save_checkpoint
+    from vsseg_edge.models.espnet import published_preprocess
+
+    weights, frames = shared_data("weights", "espnet_p_2_q_8_camvid.pth"), shared_data("camvid_sample")
+    model = create_model("espnet", 11, weights=weights)
+    ckpt = tmp_path / "espnet.pt"
+    save_checkpoint(ckpt, model, model_name="espnet", classes=list(CAMVID.classes),
+                    preprocess=published_preprocess("camvid"),
+                    model_kwargs=dict(p=model.p, q=model.q, width=model.width, fuse_input=model.fuse_input))
+    res = export_checkpoint(ckpt, tmp_path / "espnet.onnx", load_preset(None, size=(120, 160), parity_frames=str(frames)))
+    p = res.parity
+    assert p.frames == str(frames) and p.ref_abs_max > 5
+    assert p.max_abs_logit <= 1e-3 and p.argmax_agreement >= 0.999
+    assert res.manifest["input"]["preprocess"]["channel_order"] == "bgr"
