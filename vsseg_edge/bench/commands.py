@@ -64,14 +64,20 @@ def compare_command(a: Path, b: Path) -> None:
 
 
 def _print_table(report: dict) -> None:
+    """A compact terminal table (the Markdown report has every column)."""
     from rich.console import Console
     from rich.table import Table
 
     from .report import HEADER, table_rows
 
+    keep = ["entry", "e2e p50 ms", "e2e FPS", "compute p50 ms", "mIoU %", "TC %", "agreement %", "note"]
+    idx = [HEADER.index(h) for h in keep]
     table = Table(title=f"bench: {report['dataset']['name']} {report['dataset']['split']}")
-    for h in HEADER:
-        table.add_column(h, justify="left" if h in ("entry", "device", "note") else "right")
+    for h in keep:
+        table.add_column(h, justify="left" if h in ("entry", "note") else "right", overflow="fold")
     for row in table_rows(report):
-        table.add_row(*row)
-    Console().print(table)
+        table.add_row(*[row[i] for i in idx])
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)

@@ -18,8 +18,8 @@ METHODOLOGY = """\
 frames of the dataset (decoded into memory before timing, cycled over the runs), batch 1, after \
 {warmup} untimed warm-up runs, then {runs} timed runs, each timed on its own with `time.perf_counter`. \
 *Compute-only* is the backend's `infer` call on an input already prepared by the one preprocessing \
-(onnxruntime: the session run, FP32 logits or labels out; torch: the forward pass, the argmax on the \
-device and the copy of the labels to the host; TensorRT: host→device copy, execution, device→host copy). \
+(onnxruntime: the session run, FP32 logits or labels out; torch: on a GPU the copy of the input to the \
+device, the forward pass, the argmax on the device and the copy of the labels to the host; TensorRT: host→device copy, execution, device→host copy). \
 *End-to-end* adds what a user's loop does around it: resize + normalise + layout (`core.preprocess`), the \
 argmax on the host when the model outputs logits, and resizing the label map to the frame's size; it does \
 NOT include reading or decoding the image file, drawing, or writing results. FPS is 1000 / mean latency of \
@@ -53,9 +53,13 @@ def table_rows(report: dict) -> list[list[str]]:
         c, x, a = e["latency"]["compute"], e["latency"]["end_to_end"], e["accuracy"]
         agr = e.get("agreement") or {}
         ref = "" if agr.get("reference") in (None, e["id"]) else f"vs {agr['reference']}"
-        rows.append([entry_label(e), e.get("device", "?"), _f(x["p50_ms"]), _f(x["p99_ms"]), _f(x["fps"], 1),
+        rows.append([entry_label(e), _device(e.get("device")), _f(x["p50_ms"]), _f(x["p99_ms"]), _f(x["fps"], 1),
                      _f(c["p50_ms"]), _f(c["fps"], 1), _f(a["miou"]), _f(a["tc"]), _f(agr.get("percent")), ref])
     return rows
+
+
+def _device(name) -> str:
+    return "CPU" if str(name).lower() == "cpu" else str(name)
 
 
 HEADER = ["entry", "device", "e2e p50 ms", "e2e p99 ms", "e2e FPS", "compute p50 ms", "compute FPS",
