@@ -140,6 +140,9 @@ def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
         else:
             sec = getattr(cfg, parts[0])
             cfg = dataclasses.replace(cfg, **{parts[0]: dataclasses.replace(sec, **{parts[1]: fix(getattr(sec, parts[1]))})})
+    if cfg.model.kwargs.get("weights"):  # a model's own weight file (e.g. published ESPNet weights)
+        kwargs = {**cfg.model.kwargs, "weights": fix(cfg.model.kwargs["weights"])}
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kwargs=kwargs))
     # a flow spec that names a folder is a path too
     if cfg.data.flow not in ("auto", "exact", "dis"):
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, flow=fix(cfg.data.flow)))

@@ -129,8 +129,9 @@ class Trainer:
         kwargs = dict(cfg.model.kwargs)
         if cfg.model.backbone_weights:
             kwargs["backbone_weights"] = cfg.model.backbone_weights
-        self.model_kwargs = {k: v for k, v in kwargs.items() if k != "backbone_weights"}
         model = create_model(cfg.model.name, self.label_set.num_classes, **kwargs)
+        # what rebuilds this architecture (no weight paths): stored in every checkpoint
+        self.model_kwargs = dict(getattr(model, "arch_kwargs", {}))
         if cfg.model.init_checkpoint:
             init, _ = model_from_checkpoint(cfg.model.init_checkpoint, num_classes=self.label_set.num_classes,
                                             model_name=cfg.model.name)
