@@ -150,6 +150,15 @@ def test_objects_move_independently_of_the_background():
         assert np.array_equal(f_true[still], f_static[still])
 
 
+def test_ego_camera_drives_forward_and_yaws():
+    for _, _, city_seed, seq in writer.plan(2, 3, 1):
+        frames = [fr.frame for fr in render_sequence(city_seed, seq, 8, 32, 64, nuisances=False)]
+        step = np.diff([f.centre[2] for f in frames])
+        assert (step > 0.1).all() and (step < 1.0).all()  # 1.7 .. 17 m/s at 17 fps
+        yaw = [np.degrees(np.arctan2(f.rot[0, 2], f.rot[2, 2])) for f in frames]
+        assert np.ptp(yaw) > 0.01 and np.abs(yaw).max() < 8
+
+
 def test_nuisances_differ_between_consecutive_frames():
     _, _, city_seed, seq = writer.plan(0, 1, 0)[0]
     noisy = list(render_sequence(city_seed, seq, 4, 64, 128, nuisances=True))

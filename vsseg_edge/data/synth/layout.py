@@ -40,8 +40,10 @@ def build_scene(city: City, seed: int, duration: float) -> Scene:
     road = Road(left=left, right=right, walk_l=rng.uniform(2, 5), walk_r=rng.uniform(2, 5), lane_lines=lines,
                 rgb={c: _rgb(city, c, BASE_RGB[c], rng) for c in (ROAD, SIDEWALK, TERRAIN)})
     ego_lane = n_right - 1 - int(n_right == 2 and rng.random() < 0.5)
+    speed = rng.uniform(3, 12)
     traj = Trajectory(
-        x0=(ego_lane + 0.5) * lane, z0=0.0, speed=rng.uniform(3, 12), accel=rng.uniform(-1.5, 1.5),
+        x0=(ego_lane + 0.5) * lane, z0=0.0, speed=speed, speed_amp=speed * rng.uniform(0, 0.3),
+        speed_period=rng.uniform(4, 10),
         lat_amp=rng.uniform(0, 0.4), lat_period=rng.uniform(3, 8),
         yaw0=np.deg2rad(rng.uniform(-3, 3)), yaw_amp=np.deg2rad(rng.uniform(0, 3)), yaw_period=rng.uniform(2, 6),
         phase=rng.uniform(0, 2 * np.pi), pitch_amp=np.deg2rad(rng.uniform(0, 0.4)), height=city.cam_height,
@@ -211,13 +213,13 @@ def _cyclist(p: Prims, city: City, x, z, vz, rng) -> None:
 def add_traffic(p: Prims, city: City, road: Road, traj: Trajectory, lane: float, lanes, zr, duration, rng) -> None:
     """Vehicles in every lane (one speed per lane so they never overlap), parked cars, a few cyclists."""
     n_left, n_right, park_l, park_r = lanes
-    ego_v = traj.speed + abs(traj.accel) * duration
+    ego_v = traj.max_speed
     for k in range(-n_left, n_right):
         x = (k + 0.5) * lane
         ego_lane = abs(x - traj.x0) < lane / 2
         vz = -rng.uniform(5, 14) if k < 0 else traj.speed * rng.uniform(0.5, 1.4)
         if ego_lane:
-            vz = max(vz, traj.speed * 0.9)
+            vz = max(vz, ego_v)  # the ego camera never catches up with the vehicle ahead
         z = rng.uniform(14, 25) if ego_lane else zr[0] + rng.uniform(0, 20)
         z_end = zr[1] + (abs(vz) * duration if vz < 0 else 0)
         while z < z_end:

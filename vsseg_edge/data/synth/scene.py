@@ -145,8 +145,9 @@ class Trajectory:
 
     x0: float
     z0: float
-    speed: float
-    accel: float
+    speed: float  # mean forward speed, m/s
+    speed_amp: float  # the speed swings by ± this (< speed) over speed_period
+    speed_period: float
     lat_amp: float
     lat_period: float
     yaw0: float
@@ -156,10 +157,14 @@ class Trajectory:
     pitch_amp: float
     height: float
 
+    @property
+    def max_speed(self) -> float:
+        return self.speed + self.speed_amp
+
     def pose(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Camera centre (3,) and rotation camera→world (3x3) at time t (camera axes: x right, y up, z forward)."""
-        v_t = max(self.speed + self.accel * t, 1.0)
-        z = self.z0 + (self.speed * t + 0.5 * self.accel * t * t if v_t > 1.0 else self.speed * t)
+        w = 2 * np.pi / self.speed_period
+        z = self.z0 + self.speed * t + self.speed_amp / w * (np.cos(self.phase) - np.cos(w * t + self.phase))
         x = self.x0 + self.lat_amp * np.sin(2 * np.pi * t / self.lat_period + self.phase)
         yaw = self.yaw0 + self.yaw_amp * np.sin(2 * np.pi * t / self.yaw_period + 2 * self.phase)
         pitch = self.pitch_amp * np.sin(2 * np.pi * t * 1.7 + 3 * self.phase)

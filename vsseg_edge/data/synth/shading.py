@@ -122,20 +122,17 @@ def _patterns(m: Materials, mat, face, u, v, lz, depth, coarse, point, rgb) -> N
     p0, p1 = np.take(m.param[:, 0], mi), np.take(m.param[:, 1], mi)
     q0, q1 = np.maximum(p0, 1e-3), np.maximum(p1, 1e-3)  # (unused parameters are 0)
     fu, fv = np.mod(ui, q0) / q0, np.mod(vi, q1) / q1
-    sub = flat[:, idx]
-    win = (pi == WINDOWS) & (fu > 0.2) & (fu < 0.8) & (fv > 0.35) & (fv < 0.8)
-    glint = 1 + 0.8 * np.take(coarse, idx[win])
-    sub[:, win] = np.array([0.10, 0.12, 0.17], F32)[:, None] * glint + 0.1 * sub[:, win]
-    sub[:, (pi == SLATS) & (fu < 0.3)] *= 0.55
+    win = idx[(pi == WINDOWS) & (fu > 0.2) & (fu < 0.8) & (fv > 0.35) & (fv < 0.8)]
+    flat[:, win] = np.array([[0.10], [0.12], [0.17]], F32) * (1 + 0.8 * np.take(coarse, win)) + 0.1 * flat[:, win]
+    flat[:, idx[(pi == SLATS) & (fu < 0.3)]] *= 0.55
     lamp = (pi == LAMPS) & (fi == 2)
     for k, colour in enumerate(((1.0, 0.15, 0.1), (1.0, 0.75, 0.1), (0.2, 1.0, 0.4))):
         on = lamp & (np.hypot(ui - 0.17, vi - (0.8 - 0.3 * k)) < 0.11)
-        sub[:, on] = np.asarray(colour, F32)[:, None] * np.where(p0[on].astype(int) == k, 1.0, 0.25)
-    sub[:, (pi == PLATE) & (fi == 2) & ((ui < 0.06) | (vi < 0.06) | (ui > p0 - 0.06) | (vi > p0 - 0.06))] = 0.92
+        flat[:, idx[on]] = np.asarray(colour, F32)[:, None] * np.where(p0[on].astype(int) == k, 1.0, 0.25)
+    flat[:, idx[(pi == PLATE) & (fi == 2) & ((ui < 0.06) | (vi < 0.06) | (ui > p0 - 0.06) | (vi > p0 - 0.06))]] = 0.92
     light = (pi == CAR_LIGHTS) & (fi == 2) & (vi > 0.35) & (vi < 0.55) & ((ui < 0.35) | (ui > p0 - 0.35))
     rear = np.take(lz, idx[light]) < 0.5 * np.take(m.param[:, 1], mi[light])
-    sub[:, light] = np.where(rear, np.array([[0.75], [0.05], [0.04]], F32), np.array([[0.95], [0.92], [0.8]], F32))
-    flat[:, idx] = sub
+    flat[:, idx[light]] = np.where(rear, np.array([[0.75], [0.05], [0.04]], F32), np.array([[0.95], [0.92], [0.8]], F32))
     road, x_w = m.scene.road, point[0]
     lines = (np.abs(x_w - road.left - 0.3) < 0.07) | (np.abs(x_w - road.right + 0.3) < 0.07)
     dashed = np.zeros_like(lines)
