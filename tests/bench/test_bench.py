@@ -48,6 +48,9 @@ def test_report_schema_and_sane_figures(bench):
             s = lat[fig]
             assert 0 < s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
             assert s["runs"] == 3 and s["fps"] == pytest.approx(1000 / s["mean_ms"], rel=1e-3)
+        stages = lat["end_to_end_stages"]
+        assert set(stages) == {"preprocess_p50_ms", "infer_p50_ms", "postprocess_p50_ms"}
+        assert stages["preprocess_p50_ms"] > 0 and stages["infer_p50_ms"] > 0 and stages["postprocess_p50_ms"] >= 0
         acc = e["accuracy"]
         assert 0 <= acc["miou"] <= 100 and 0 <= acc["tc"] <= 100
         assert acc["labelled_frames"] == 6 and acc["tc_pairs"] == 5 and acc["flow"] == "exact synthetic flow"

@@ -73,6 +73,25 @@ def end_to_end(backend, frame_bgr: np.ndarray) -> np.ndarray:
     return labels_to_frame_size(labels, frame_bgr.shape[:2])
 
 
+def end_to_end_stages(backend, frame_bgr: np.ndarray) -> tuple[float, float, float]:
+    """`end_to_end` with each stage timed: (preprocess, infer, postprocess) in ms."""
+    t0 = time.perf_counter()
+    batch = preprocess_batch([frame_bgr], backend.preprocess_spec)
+    t1 = time.perf_counter()
+    out = backend.infer(batch)
+    t2 = time.perf_counter()
+    labels_to_frame_size(backend.to_labels(out)[0], frame_bgr.shape[:2])
+    t3 = time.perf_counter()
+    return (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
+
+
+def stage_breakdown(backend, frames: Sequence[np.ndarray], runs: int) -> dict:
+    """p50 of each end-to-end stage over `runs` extra frames (a separate pass, so the total stays untouched)."""
+    per = np.asarray([end_to_end_stages(backend, frames[i % len(frames)]) for i in range(runs)])
+    return {name: round(float(np.percentile(per[:, k], 50)), 4)
+            for k, name in enumerate(("preprocess_p50_ms", "infer_p50_ms", "postprocess_p50_ms"))}
+
+
 def measure_latency(backend, frames: Sequence[np.ndarray], timing: TimingConfig) -> dict:
     """Compute-only and end-to-end timings of `backend` over `frames` (cycled), batch 1, after warm-up."""
     if not frames:
@@ -85,6 +104,7 @@ def measure_latency(backend, frames: Sequence[np.ndarray], timing: TimingConfig)
     return {
         "compute": latency_stats(compute),
         "end_to_end": latency_stats(e2e),
+        "end_to_end_stages": stage_breakdown(backend, frames, min(timing.runs, 20)),
         "runs": timing.runs,
         "warmup": timing.warmup,
         "batch": 1,

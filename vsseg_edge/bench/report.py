@@ -22,8 +22,9 @@ frames of the dataset (decoded into memory before timing, cycled over the runs),
 device, the forward pass, the argmax on the device and the copy of the labels to the host; TensorRT: host→device copy, execution, device→host copy). \
 *End-to-end* adds what a user's loop does around it: resize + normalise + layout (`core.preprocess`), the \
 argmax on the host when the model outputs logits, and resizing the label map to the frame's size; it does \
-NOT include reading or decoding the image file, drawing, or writing results. FPS is 1000 / mean latency of \
-that figure (one frame at a time, no pipelining; a threaded pipeline that overlaps decode, inference and \
+NOT include reading or decoding the image file, drawing, or writing results. p50/p90/p99 are percentiles of the timed runs (with fewer \
+than 100 runs p99 is close to the slowest run); the per-stage p50s under *Entries* come from a separate \
+pass. FPS is 1000 / mean latency of that figure (one frame at a time, no pipelining; a threaded pipeline that overlaps decode, inference and \
 display can show more frames per second than 1000 / latency). Threads: {threads}. Figures published by \
 other projects often time the network alone without I/O, sometimes at a larger batch or in FP16 on a \
 GPU, or include decoding and display; compare our *compute-only* column with the former and our \
@@ -111,12 +112,15 @@ def _entry_details(e: dict) -> str:
     if e["status"] != "ok":
         return f"{head}: **{e['status']}** — {e['reason']}"
     lat, acc = e["latency"], e["accuracy"]
+    st = lat.get("end_to_end_stages") or {}
     nan = f"; classes absent (left out of the mean): {', '.join(acc['nan_classes'])}" if acc.get("nan_classes") else ""
     return (f"{head}, {e['device']}, threads {e.get('threads') or 'default'}, input {lat['input_size'][0]}x"
             f"{lat['input_size'][1]} {lat['input_dtype']} {lat['input_layout']}, output {e['output_kind']}; "
             f"compute p50/p90/p99 {_f(lat['compute']['p50_ms'])}/{_f(lat['compute']['p90_ms'])}/"
             f"{_f(lat['compute']['p99_ms'])} ms; end-to-end {_f(lat['end_to_end']['p50_ms'])}/"
-            f"{_f(lat['end_to_end']['p90_ms'])}/{_f(lat['end_to_end']['p99_ms'])} ms; TC over {acc['tc_pairs']} pairs"
+            f"{_f(lat['end_to_end']['p90_ms'])}/{_f(lat['end_to_end']['p99_ms'])} ms (stages p50: preprocess "
+            f"{_f(st.get('preprocess_p50_ms'))}, infer {_f(st.get('infer_p50_ms'))}, postprocess "
+            f"{_f(st.get('postprocess_p50_ms'))} ms); TC over {acc['tc_pairs']} pairs"
             f"{nan}")
 
 
