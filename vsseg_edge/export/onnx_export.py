@@ -60,7 +60,8 @@ def export_sizes(model, preprocess: PreprocessSpec, preset: ExportPreset) -> tup
     h, w = preset.size or preprocess.size
     multiple = getattr(model, "input_multiple", None)
     if multiple and (h % multiple or w % multiple):
-        raise VssegError(f"--size {h}x{w}: model {getattr(model, 'model_name', type(model).__name__)} needs "
+        where = "--size" if preset.size else "checkpoint preprocessing size"
+        raise VssegError(f"{where} {h}x{w}: model {getattr(model, 'model_name', type(model).__name__)} needs "
                          f"H and W to be multiples of {multiple}")
     model_spec = preprocess.replace(height=h, width=w, dtype="float32", layout="nchw")
     onnx_spec = model_spec.replace(dtype="uint8", layout="nhwc") if preset.uint8_input else model_spec
