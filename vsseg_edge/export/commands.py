@@ -12,8 +12,8 @@ def export_command(
     checkpoint: Path = typer.Argument(..., help="vsseg-edge checkpoint (.pt) to export."),
     out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (its manifest goes beside it as <out>.json)."),
     preset: Optional[Path] = typer.Option(None, "--preset", help="Export preset YAML (export/*.yaml); flags override it."),
-    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset, 17 or later [preset default: 17]."),
-    size: Optional[str] = typer.Option(None, "--size", help="Input size HxW, e.g. 512x1024 [default: the checkpoint's]."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset, 17 or later (preset default 17)."),
+    size: Optional[str] = typer.Option(None, "--size", help="Input size HxW, e.g. 512x1024 (default: the checkpoint's)."),
     dynamic_batch: Optional[bool] = typer.Option(None, "--dynamic-batch/--static-batch", help="Dynamic batch dimension."),
     uint8_input: Optional[bool] = typer.Option(None, "--uint8-input/--float-input",
                                                help="uint8 NHWC input with the normalisation inside the graph."),
@@ -22,7 +22,7 @@ def export_command(
     exporter: Optional[str] = typer.Option(None, "--exporter", help="dynamo (default) | torchscript (legacy)."),
     parity_frames: Optional[str] = typer.Option(None, "--parity-frames",
                                                 help="Image folder or dataset root for the parity check "
-                                                     "[default: synthetic smooth frames]."),
+                                                     "(default: synthetic smooth frames)."),
 ):
     """Export a checkpoint to ONE self-contained ONNX file, checked for parity with onnxruntime."""
     from ..core.errors import VssegError
