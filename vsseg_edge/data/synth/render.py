@@ -85,7 +85,7 @@ class Renderer:
             point = centre.astype(F32)[:, None, None] + depth * d
         ds = d[:, sky]
         point[:, sky] = ds / np.sqrt((ds * ds).sum(0))
-        image, train_ids, group, vel, moving = shade(self.materials, self.cam.focal, t, d, depth, prim, face, point)
+        image, train_ids, group, vel, moving = shade(self.materials, self.cam.focal, t, centre, depth, prim, face, point)
         frame = Frame(t, centre, rot, image, train_ids, depth, group, point, vel, moving)
         draw_hood(self.scene.city.hood, frame)
         return frame
@@ -187,18 +187,18 @@ def flow(src: Frame, dst: Frame, cam: Camera) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         x = (cam.cx + cam.focal * pc[0] / z).astype(F32)
         y = (cam.cy - cam.focal * pc[1] / z).astype(F32)
-    out = np.empty((h, w, 2), F32)
-    out[..., 0] = x - np.arange(w, dtype=F32)[None, :]
-    out[..., 1] = y - np.arange(h, dtype=F32)[:, None]
-    out[hood] = 0.0
+    u = x - np.arange(w, dtype=F32)[None, :]
+    v = y - np.arange(h, dtype=F32)[:, None]
     with np.errstate(invalid="ignore"):
         inside = (z > NEAR) & (x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5)
+        inside &= (np.abs(u) < 500) & (np.abs(v) < 500)
     flat = np.where(inside, np.rint(np.where(inside, y, 0)).astype(np.int32) * w
                     + np.rint(np.where(inside, x, 0)).astype(np.int32), 0)
     same = np.take(dst.group, flat) == src.group
     with np.errstate(divide="ignore", invalid="ignore"):
         inv_src, inv_dst = np.where(sky, 0, 1 / z), 1 / np.take(dst.depth, flat)
     seen = sky | (np.abs(inv_dst - inv_src) <= 0.05 * inv_src + 1.5 / cam.focal)
-    valid = ((inside & same & seen) | hood) & (np.abs(out) < 500).all(-1)
-    out[~valid] = np.nan
+    valid = inside & same & seen
+    out = np.stack([np.where(valid, u, np.nan), np.where(valid, v, np.nan)], -1)
+    out[hood] = 0.0  # the bonnet moves with the camera
     return out

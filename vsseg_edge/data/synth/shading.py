@@ -14,7 +14,7 @@ import functools
 import cv2
 import numpy as np
 
-from .scene import CAR_LIGHTS, LAMPS, PLATE, ROAD, SIDEWALK, SKY, SLATS, TERRAIN, WINDOWS, Scene
+from .scene import BOX, CAR_LIGHTS, LAMPS, PLATE, ROAD, SIDEWALK, SKY, SLATS, TERRAIN, WINDOWS, Scene
 
 TEX = 256  # side of the tiling noise texture, texels
 SKY_GROUP, GROUND_GROUP, HOOD_GROUP = 0, 1, -1
@@ -84,7 +84,7 @@ class Materials:
         return mat
 
 
-def shade(m: Materials, focal: float, t: float, d, depth, prim, face, point):
+def shade(m: Materials, focal: float, t: float, centre, depth, prim, face, point):
     """Image (HxWx3 float32 RGB 0..1), trainIds, object ids, velocities (3xHxW) and moving mask of a frame."""
     city = m.scene.city
     mat = m.material(prim, point)
@@ -105,7 +105,7 @@ def shade(m: Materials, focal: float, t: float, d, depth, prim, face, point):
     rgb = np.stack([np.take(m.rgb[c], mat) * factor for c in range(3)])
     _patterns(m, mat, face, u, v, lz, depth, coarse, point, rgb)
     haze = np.exp(-np.where(sky, 0, depth) / F32(city.fog))
-    rgb *= _lighting(m, city.sun, d, face, mat, point, org) * haze
+    rgb *= _lighting(m, city.sun.astype(F32), centre, t, face, mat, point, org) * haze
     rgb += city.sky_horizon.astype(F32)[:, None, None] * (1 - haze)
     rgb[:, sky] = _sky(city, m.tex, point[:, sky])
     image = np.clip(np.moveaxis(rgb, 0, -1), 0, 1)
@@ -149,16 +149,20 @@ def _patterns(m: Materials, mat, face, u, v, lz, depth, coarse, point, rgb) -> N
     flat[:, idx[joint]] *= 0.8
 
 
-def _lighting(m: Materials, sun, d, face, mat, point, org):
-    """Ambient + Lambert shading: box faces by their axis (the ground is face 1 seen from above), ellipsoids
-    by their normal."""
-    s = [F32(c) for c in sun]
-    n_dot_sun = np.where(face == 0, -np.sign(d[0]) * s[0],
-                         np.where(face == 1, -np.sign(d[1]) * s[1], -np.sign(d[2]) * s[2]))
+def _lighting(m: Materials, sun, centre, t, face, mat, point, org):
+    """Ambient + Lambert shading. A box face entered along axis a faces the camera's side of the box, so its
+    normal is sign(camera_a − box centre_a) along a: a per-frame table over (material, face) gives n·sun;
+    the ground faces up; ellipsoid pixels use their own normal."""
+    pr, n = m.scene.prims, m.n
+    mid = pr["lo"] + pr["vel"] * t + np.where(pr["kind"][:, None] == BOX, (pr["hi"] - pr["lo"]) / 2, 0.0)
+    table = np.zeros((n + 4, 4), F32)
+    table[:n, :3] = np.sign(centre - mid) * sun
+    table[n : n + 3, 1] = sun[1]
+    n_dot_sun = np.take(table.ravel(), mat * 4 + face)
     idx = np.nonzero(face == 3)
     mi = mat[idx]
-    n = (point[:, idx[0], idx[1]] - org[:, mi]) / m.scene.prims["hi"][mi].T.astype(F32) ** 2
-    n_dot_sun[idx] = (n[0] * s[0] + n[1] * s[1] + n[2] * s[2]) / np.sqrt((n * n).sum(0))
+    nrm = (point[:, idx[0], idx[1]] - org[:, mi]) / pr["hi"][mi].T.astype(F32) ** 2
+    n_dot_sun[idx] = (nrm[0] * sun[0] + nrm[1] * sun[1] + nrm[2] * sun[2]) / np.sqrt((nrm * nrm).sum(0))
     return 0.5 + 0.55 * np.maximum(n_dot_sun, 0)
 
 
