@@ -21,7 +21,8 @@ from vsseg_edge.data.synth.sequence import render_sequence
 from vsseg_edge.data.synthetic import generate
 
 TINY = dict(num_train=2, num_val=1, frames=6, height=64, width=128, seed=0)  # as tests/conftest.py's synth_root
-NAME = re.compile(r"(synth0[tv]\d\d)_(\d{6})_(\d{6})_(leftImg8bit|gtFine_labelIds|gtFine_labelTrainIds|flow_fw|flow_bw)\.png")
+NAME = re.compile(r"(synth0[tv]\d\d)_(\d{6})_(\d{6})_"
+                  r"(leftImg8bit|gtFine_labelIds|gtFine_labelTrainIds|flow_fw|flow_bw)\.png")
 
 
 def _files(root):
@@ -55,7 +56,8 @@ def test_layout_counts_and_description(synth_root):
             assert [s[-6:] for s in stems] == [f"{k:06d}" for k in range(6)]  # frames 0..5
             gt, fl = synth_root / "gtFine" / split / city, synth_root / "flow" / split / city
             for k, stem in enumerate(stems):
-                assert (gt / f"{stem}_gtFine_labelIds.png").is_file() and (gt / f"{stem}_gtFine_labelTrainIds.png").is_file()
+                assert (gt / f"{stem}_gtFine_labelIds.png").is_file()
+                assert (gt / f"{stem}_gtFine_labelTrainIds.png").is_file()
                 has_flow = k < 5  # the last frame has no successor
                 assert (fl / f"{stem}_flow_fw.png").is_file() == has_flow == (fl / f"{stem}_flow_bw.png").is_file()
     assert len(files) == 1 + 3 * 6 * 3 + 3 * 5 * 2

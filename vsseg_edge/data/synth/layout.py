@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scene import (BASE_RGB, CAR_LIGHTS, BICYCLE, BUILDING, BUILDING_RGB, BUS, BUS_RGB, CAR, CLOTHES_RGB, FENCE, LAMPS, LIGHT,
-                    MOTORCYCLE, PERSON, PLATE, POLE, RIDER, ROAD, SIDEWALK, SIGN, SIGN_RGB, SLATS, TERRAIN, TRUCK,
+from .scene import (BASE_RGB, BICYCLE, BUILDING, BUILDING_RGB, BUS, BUS_RGB, CAR, CAR_LIGHTS, CLOTHES_RGB, FENCE,
+                    LAMPS, LIGHT, MOTORCYCLE, PERSON, PLATE, POLE, RIDER, ROAD, SIDEWALK, SIGN, SIGN_RGB, SLATS, TERRAIN, TRUCK,
                     VEGETATION, VEHICLE_RGB, WALL, WINDOWS, City, Prims, Road, Scene, Trajectory)
 
 GLASS = (0.10, 0.12, 0.16)
@@ -181,14 +181,16 @@ def _vehicle(p: Prims, city: City, x, z, vz, rng, cars_only=False) -> float:
         rgb = _rgb(city, TRUCK, _pick(rng, VEHICLE_RGB), rng)
         p.box((x - width / 2, 0.5, z), (x + width / 2, rng.uniform(3.0, 3.8), z + length - 2.0), cls, rgb, g, v,
               noise=0.08)
-        p.box((x - width / 2, 0.5, z + length - 2.0), (x + width / 2, 2.8, z + length), cls, rgb * 0.8, g, v, noise=0.08)
+        p.box((x - width / 2, 0.5, z + length - 2.0), (x + width / 2, 2.8, z + length), cls, rgb * 0.8, g, v,
+              noise=0.08)
     else:
         cls, length, width = BUS, rng.uniform(10, 13), 2.5
-        p.box((x - width / 2, 0.35, z), (x + width / 2, 3.1, z + length), cls, _rgb(city, BUS, _pick(rng, BUS_RGB), rng),
-              g, v, noise=0.06, pattern=WINDOWS, param=(rng.uniform(1.2, 1.8), 3.2))
+        rgb = _rgb(city, BUS, _pick(rng, BUS_RGB), rng)
+        p.box((x - width / 2, 0.35, z), (x + width / 2, 3.1, z + length), cls, rgb, g, v, noise=0.06, pattern=WINDOWS, param=(rng.uniform(1.2, 1.8), 3.2))
     for axle in (0.18, 0.82):
         zc = z + axle * length
-        p.box((x - width / 2 + 0.05, 0, zc - 0.32), (x + width / 2 - 0.05, 0.62, zc + 0.32), cls, TYRE, g, v, noise=0.05)
+        p.box((x - width / 2 + 0.05, 0, zc - 0.32), (x + width / 2 - 0.05, 0.62, zc + 0.32), cls, TYRE, g, v,
+              noise=0.05)
     return length
 
 

@@ -24,7 +24,8 @@ class Sensor:
     @classmethod
     def draw(cls, rng: np.random.Generator) -> "Sensor":
         lo = int(rng.integers(30, 70))
-        return cls(flicker=rng.uniform(0.02, 0.08), blur_prob=rng.uniform(0.2, 0.8), read_noise=rng.uniform(0.003, 0.012),
+        return cls(flicker=rng.uniform(0.02, 0.08), blur_prob=rng.uniform(0.2, 0.8),
+                   read_noise=rng.uniform(0.003, 0.012),
                    shot_noise=rng.uniform(0.01, 0.03), jpeg=(lo, lo + 25), vignette=rng.uniform(0.0, 0.3))
 
 
@@ -42,7 +43,8 @@ def degrade(rgb: np.ndarray, sensor: Sensor, rng: np.random.Generator) -> np.nda
         yy, xx = np.ogrid[-1 : 1 : h * 1j, -1 : 1 : w * 1j]
         img *= (1 - sensor.vignette * 0.5 * (xx**2 + yy**2)).astype(np.float32)[..., None]
     if rng.random() < sensor.blur_prob:
-        img = cv2.filter2D(img, -1, _line_kernel(rng.uniform(1.5, 5.0), rng.normal(0, 25)), borderType=cv2.BORDER_REFLECT)
+        kernel = _line_kernel(rng.uniform(1.5, 5.0), rng.normal(0, 25))
+        img = cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
     sigma = np.sqrt(sensor.read_noise**2 + sensor.shot_noise**2 * np.maximum(img, 0) / 4)
     img = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
     out = np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)

@@ -85,7 +85,8 @@ class Renderer:
             point = centre.astype(F32)[:, None, None] + depth * d
         ds = d[:, sky]
         point[:, sky] = ds / np.sqrt((ds * ds).sum(0))
-        image, train_ids, group, vel, moving = shade(self.materials, self.cam.focal, t, centre, depth, prim, face, point)
+        image, train_ids, group, vel, moving = shade(self.materials, self.cam.focal, t, centre, depth, prim, face,
+                                                     point)
         frame = Frame(t, centre, rot, image, train_ids, depth, group, point, vel, moving)
         draw_hood(self.scene.city.hood, frame)
         return frame

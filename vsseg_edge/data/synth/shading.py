@@ -132,7 +132,8 @@ def _patterns(m: Materials, mat, face, u, v, lz, depth, coarse, point, rgb) -> N
     flat[:, idx[(pi == PLATE) & (fi == 2) & ((ui < 0.06) | (vi < 0.06) | (ui > p0 - 0.06) | (vi > p0 - 0.06))]] = 0.92
     light = (pi == CAR_LIGHTS) & (fi == 2) & (vi > 0.35) & (vi < 0.55) & ((ui < 0.35) | (ui > p0 - 0.35))
     rear = np.take(lz, idx[light]) < 0.5 * np.take(m.param[:, 1], mi[light])
-    flat[:, idx[light]] = np.where(rear, np.array([[0.75], [0.05], [0.04]], F32), np.array([[0.95], [0.92], [0.8]], F32))
+    red, white = np.array([[0.75], [0.05], [0.04]], F32), np.array([[0.95], [0.92], [0.8]], F32)
+    flat[:, idx[light]] = np.where(rear, red, white)
     road, x_w = m.scene.road, point[0]
     lines = (np.abs(x_w - road.left - 0.3) < 0.07) | (np.abs(x_w - road.right + 0.3) < 0.07)
     dashed = np.zeros_like(lines)

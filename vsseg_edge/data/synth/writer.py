@@ -27,7 +27,7 @@ from ...core.errors import VssegError
 from ...core.fileio import write_json, write_png
 from ...core.labels import CITYSCAPES, cityscapes_train_ids_to_ids
 from ..flowio import write_flow
-from .scene import FPS, make_city
+from .scene import FPS
 
 GENERATOR, VERSION = "vsseg_edge.data.synth", 1
 SEQS_PER_CITY = 4
@@ -122,7 +122,8 @@ def write_sequence(job: SequenceJob) -> int:
     from .sequence import render_sequence
 
     root = Path(job.root)
-    img_dir, gt_dir, flow_dir = (root / top / job.split / job.city for top in ("leftImg8bit_sequence", "gtFine", "flow"))
+    img_dir, gt_dir, flow_dir = (root / top / job.split / job.city
+                                 for top in ("leftImg8bit_sequence", "gtFine", "flow"))
     for item in render_sequence(job.city_seed, job.seq, job.frames, job.height, job.width, job.nuisances):
         stem = frame_stem(job.city, job.seq, item.index)
         write_png(img_dir / f"{stem}_leftImg8bit.png", item.bgr)
