@@ -7,7 +7,7 @@ import numpy as np
 
 from .scene import (BASE_RGB, BICYCLE, BUILDING, BUILDING_RGB, BUS, BUS_RGB, CAR, CAR_LIGHTS, CLOTHES_RGB, FENCE,
                     LAMPS, LIGHT, MOTORCYCLE, PERSON, PLATE, POLE, RIDER, ROAD, SIDEWALK, SIGN, SIGN_RGB, SLATS, TERRAIN, TRUCK,
-                    VEGETATION, VEHICLE_RGB, WALL, WINDOWS, City, Prims, Road, Scene, Trajectory)
+                    VEGETATION, VEHICLE_RGB, WALL, WINDOWS, City, Prims, Road, Scene, Skyline, Trajectory)
 
 GLASS = (0.10, 0.12, 0.16)
 TYRE = (0.05, 0.05, 0.05)
@@ -49,21 +49,23 @@ def build_scene(city: City, seed: int, duration: float) -> Scene:
         phase=rng.uniform(0, 2 * np.pi), pitch_amp=np.deg2rad(rng.uniform(0, 0.4)), height=city.cam_height,
     )
     zr = (-40.0, traj.pose(duration)[0][2] + AHEAD)
-    prims = Prims()
+    prims, skylines = Prims(), []
     for side in (-1, 1):
-        add_street_side(prims, city, road, side, zr, rng)
+        skylines.append(add_street_side(prims, city, road, side, zr, rng))
         add_furniture(prims, city, road, side, zr, rng)
         add_pedestrians(prims, city, road, side, zr, duration, rng)
     add_traffic(prims, city, road, traj, lane, (n_left, n_right, park_l, park_r), zr, duration, rng)
-    return Scene(city=city, road=road, traj=traj, prims=prims.freeze(), sky_seed=int(rng.integers(1 << 31)))
+    return Scene(city=city, road=road, traj=traj, prims=prims.freeze(), sky_seed=int(rng.integers(1 << 31)),
+                 skylines=tuple(skylines))
 
 
-def add_street_side(p: Prims, city: City, road: Road, side: int, zr, rng) -> None:
-    """Front row (buildings, walls, fences, hedges, open ground) and a taller background row."""
+def add_street_side(p: Prims, city: City, road: Road, side: int, zr, rng) -> Skyline:
+    """Front row (buildings, walls, fences, hedges, open ground) and a taller background row; returns the
+    front row's height profile."""
     curb = road.right if side > 0 else -road.left
     walk = road.walk_r if side > 0 else road.walk_l
     line = curb + walk + (rng.uniform(1, 6) if rng.random() < 0.4 else 0.0)  # distance of the building line
-    z = zr[0]
+    z, segments = zr[0], []
     while z < zr[1]:
         u = rng.random()
         length = rng.uniform(8, 30) if u < city.urban else rng.uniform(5, 18)
@@ -72,7 +74,9 @@ def add_street_side(p: Prims, city: City, road: Road, side: int, zr, rng) -> Non
             near = line + rng.uniform(0, 1.5)
             lo_x, hi_x = _span(side, near, near + rng.uniform(8, 20))
             params = (rng.uniform(2.2, 3.5), rng.uniform(2.8, 3.6))
-            p.box((lo_x, 0, z0), (hi_x, rng.uniform(*city.building_h), z1), BUILDING,
+            height = rng.uniform(*city.building_h)
+            segments.append((z0, z1, height))
+            p.box((lo_x, 0, z0), (hi_x, height, z1), BUILDING,
                   _rgb(city, BUILDING, _pick(rng, BUILDING_RGB), rng), p.new_group(), noise=0.12, texel=0.1,
                   pattern=WINDOWS, param=params)
         else:
@@ -81,11 +85,14 @@ def add_street_side(p: Prims, city: City, road: Road, side: int, zr, rng) -> Non
                 height, thick = {WALL: (rng.uniform(1, 3), 0.3), FENCE: (rng.uniform(1, 2.2), 0.1),
                                  VEGETATION: (rng.uniform(0.8, 2.2), 1.0)}[kind]
                 lo_x, hi_x = _span(side, line, line + thick)
+                segments.append((z0, z1, height))
                 p.box((lo_x, 0, z0), (hi_x, height, z1), kind, _rgb(city, kind, BASE_RGB[kind], rng), p.new_group(),
                       noise=0.3 if kind == VEGETATION else 0.15, texel=0.08 if kind == VEGETATION else 0.1,
                       pattern=SLATS if kind == FENCE else 0, param=(rng.uniform(0.1, 0.25), 0))
         z = z1
     _background_row(p, city, side, line + rng.uniform(18, 30), zr, rng)
+    z0s, z1s, heights = (np.array(col, float) for col in zip(*segments)) if segments else (np.zeros(0),) * 3
+    return Skyline(side, line, z0s, z1s, heights)
 
 
 def _background_row(p: Prims, city: City, side: int, dist: float, zr, rng) -> None:

@@ -61,12 +61,13 @@ class City:
     cam_height: float
     horizon: float  # principal point row, × image height
     hood: float  # ego-vehicle hood height, × image height (0 = none)
+    shadows: bool  # sunny: the front rows of buildings cast shadows
 
 
 def make_city(seed: int) -> City:
     rng = np.random.default_rng([seed, 7])
     jitter = {c: rng.uniform(0.8, 1.2, 3) for c in range(19)}
-    az, el = rng.uniform(0, 2 * np.pi), rng.uniform(0.3, 1.1)
+    az, el = rng.uniform(0, 2 * np.pi), rng.uniform(0.25, 0.8)
     top = np.array([0.30, 0.50, 0.85]) * rng.uniform(0.8, 1.1, 3)
     overcast = rng.random() < 0.35
     if overcast:
@@ -80,6 +81,7 @@ def make_city(seed: int) -> City:
         sky_top=np.clip(top, 0, 1), sky_horizon=np.clip(top * 0.4 + 0.6, 0, 1),
         fog=rng.uniform(120, 400), focal=rng.uniform(0.85, 1.1), cam_height=rng.uniform(1.25, 1.6),
         horizon=rng.uniform(0.42, 0.5), hood=rng.uniform(0.06, 0.12) if rng.random() < 0.5 else 0.0,
+        shadows=not overcast,
     )
 
 
@@ -175,9 +177,22 @@ class Trajectory:
 
 
 @dataclass(frozen=True)
+class Skyline:
+    """One side's front row as a height profile along Z: segments [z0, z1) of a height, at distance `line`
+    from the road axis (gaps have height 0); used to cast the sun's shadows."""
+
+    side: int
+    line: float
+    z0: np.ndarray
+    z1: np.ndarray
+    height: np.ndarray
+
+
+@dataclass(frozen=True)
 class Scene:
     city: City
     road: Road
     traj: Trajectory
     prims: dict  # frozen Prims
     sky_seed: int
+    skylines: tuple = ()  # Skyline of each side
