@@ -111,13 +111,15 @@ def test_compare_shows_ratios_and_unmatched_entries(bench, tmp_path):
     entry["latency"]["end_to_end"]["fps"] *= 2
     entry["accuracy"]["miou"] += 1.5
     b["entries"] = b["entries"][1:]
+    b["timing"]["threads"] = 4
     diff = compare_reports(a, b)
+    assert diff["settings"] == [("threads", 1, 4)]
     row = diff["matched"][0]
     assert row["id"] == entry["id"] and row["e2e_fps_ratio"] == pytest.approx(2.0, rel=1e-3)
     assert row["miou_delta"] == pytest.approx(1.5) and row["tc_delta"] == 0
     assert diff["only_a"] == [a["entries"][0]["id"]] and diff["only_b"] == []
     text = format_comparison(diff)
-    assert "2.000x" in text and "+1.50" in text and a["entries"][0]["id"] in text
+    assert "2.000x" in text and "+1.50" in text and a["entries"][0]["id"] in text and "threads 1 → 4" in text
     (tmp_path / "b.json").write_text(json.dumps(b))
     assert load_report(tmp_path / "b.json")["schema"] == SCHEMA
     (tmp_path / "bad.json").write_text("{}")

@@ -65,7 +65,20 @@ def compare_reports(a: dict, b: dict) -> dict:
         row["agreement_delta"] = _delta(_pick(y, "agreement", "percent"), _pick(x, "agreement", "percent"))
         matched.append(row)
     return {"matched": matched, "only_a": [ea[k]["id"] for k in ea if k not in eb],
-            "only_b": [eb[k]["id"] for k in eb if k not in ea]}
+            "only_b": [eb[k]["id"] for k in eb if k not in ea], "settings": settings_diff(a, b)}
+
+
+SETTINGS = {"runs": ("timing", "runs"), "warmup": ("timing", "warmup"), "threads": ("timing", "threads"),
+            "dataset": ("dataset", "root"), "split": ("dataset", "split"), "max_sequences": ("dataset", "max_sequences"),
+            "flow": ("flow",), "cpu": ("environment", "cpu"), "gpus": ("environment", "gpus")}
+
+
+def settings_diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
+    """(setting, A, B) for every measurement setting or library version that differs between the reports."""
+    out = [(name, _pick(a, *path), _pick(b, *path)) for name, path in SETTINGS.items()]
+    libs = sorted(set(_pick(a, "environment", "libraries") or {}) | set(_pick(b, "environment", "libraries") or {}))
+    out += [(lib, _pick(a, "environment", "libraries", lib), _pick(b, "environment", "libraries", lib)) for lib in libs]
+    return [(n, x, y) for n, x, y in out if x != y]
 
 
 def format_comparison(diff: dict, name_a: str = "A", name_b: str = "B") -> str:
@@ -81,6 +94,8 @@ def format_comparison(diff: dict, name_a: str = "A", name_b: str = "B") -> str:
                      f(r["miou_delta"], True), f(r["tc_delta"], True), f(r["agreement_delta"], True), note])
     out = [f"Comparison {name_b} vs {name_a} (ratios {name_b}/{name_a}: FPS > 1 is faster; deltas {name_b} − "
            f"{name_a} in points)", "", markdown_table(header, rows) if rows else "_no entry in both reports_"]
+    if diff.get("settings"):
+        out += ["", "Measured differently: " + "; ".join(f"{n} {x} → {y}" for n, x, y in diff["settings"])]
     if diff["only_a"]:
         out += ["", f"Only in {name_a}: " + ", ".join(diff["only_a"])]
     if diff["only_b"]:

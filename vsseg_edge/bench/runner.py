@@ -73,7 +73,7 @@ def check_models(models: Sequence[str | Path]) -> list[Path]:
         if not p.is_file():
             raise VssegError(f"{p}: model file not found")
         infer_backend_name(p)
-        if p not in out:
+        if all(p.resolve() != q.resolve() for q in out):
             out.append(p)
     return out
 
@@ -186,9 +186,10 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
     explicit = None
     if cfg.reference is not None:
         ref_path = check_models([cfg.reference])[0]
-        explicit = str(ref_path)
-        if ref_path not in paths:
+        same = [p for p in paths if p.resolve() == ref_path.resolve()]
+        if not same:
             paths.append(ref_path)
+        explicit = str(same[0] if same else ref_path)
     dataset = open_dataset(cfg.dataset, split=cfg.split, kind=cfg.kind)
     refs = select_frames(dataset, cfg.frames)
     frames = [dataset.read_image(r) for r in refs]
