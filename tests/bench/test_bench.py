@@ -188,3 +188,14 @@ def test_cli_bench_and_compare(artifacts, synth_root, tmp_path):
     r = _cli("bench", "--compare", out / "report.json", out / "report.json")
     assert r.returncode == 0, r.stderr
     assert "1.000x" in r.stdout and "tiny.onnx@ort" in r.stdout
+
+
+def test_benchmark_convenience_writes_the_report(artifacts, synth_root, tmp_path):
+    """The call the demo makes: bench.benchmark(models, dataset, out, **BenchConfig options)."""
+    from vsseg_edge.bench import benchmark
+
+    report, files = benchmark([artifacts["onnx"]], synth_root, tmp_path / "demo", runs=1, warmup=0, frames=1,
+                              tc=False, progress=False)
+    assert report["entries"][0]["status"] == "ok" and report["entries"][0]["accuracy"]["tc"] is None
+    assert files["json"].is_file() and files["markdown"].read_text().startswith("| entry |")
+    assert files["accuracy_latency"].is_file() and "tc" not in files and "int8_delta" not in files
