@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "vsseg_edge.runtime.commands",
     "vsseg_edge.bench.commands",
     "vsseg_edge.doctor",
+    "vsseg_edge.demo",
 )
 
 app = typer.Typer(
