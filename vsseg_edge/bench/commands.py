@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -52,6 +54,7 @@ def bench_command(
                       runs=runs, warmup=warmup, threads=threads, frames=frames, max_sequences=max_sequences,
                       flow=flow, tc=not no_tc, reference=reference, device=device)
     report = run_bench(models, cfg)
+    report["command"] = shlex.join(["vsseg-edge", *sys.argv[1:]])
     files = write_report(report, out)
     _print_table(report)
     typer.echo(f"wrote {files['markdown']} and {files['json']} ({len(files) - 2} plots)")

@@ -97,7 +97,10 @@ def render_markdown(report: dict, plots: dict) -> str:
               f"vsseg-edge {env['vsseg_edge']}", f"- libraries: {libs}",
               f"- dataset: {ds['root']} split {ds['split']} ({ds['sequences']} sequences, {ds['frames']} frames, "
               f"{ds['labelled']} labelled{', first ' + str(ds['max_sequences']) + ' sequences evaluated' if ds['max_sequences'] else ''})",
-              f"- timed frames: {', '.join(timing['frames'][:4])}{' …' if len(timing['frames']) > 4 else ''}", ""]
+              f"- timed frames: {', '.join(timing['frames'][:4])}{' …' if len(timing['frames']) > 4 else ''}"]
+    if report.get("command"):
+        parts += [f"- command: `{report['command']}`"]
+    parts += [""]
     parts += ["## Entries", ""] + [_entry_details(e) for e in report["entries"]]
     return "\n".join(parts).rstrip() + "\n"
 
