@@ -50,12 +50,10 @@ class ArgmaxLabels(nn.Module):
 
 
 def _pooling_matrix(size: int, bins: int) -> torch.Tensor:
-    """bins×size: row i averages adaptive pooling's window [floor(i·n/b), ceil((i+1)·n/b))."""
-    m = torch.zeros(bins, size)
-    for i in range(bins):
-        start, end = (i * size) // bins, -((-(i + 1) * size) // bins)
-        m[i, start:end] = 1.0 / (end - start)
-    return m
+    """bins×size: row i averages adaptive pooling's window (the models' own formula)."""
+    from ..models._pool import pooling_matrix
+
+    return torch.tensor(pooling_matrix(size, bins), dtype=torch.float32)
 
 
 class StaticAdaptiveAvgPool(nn.Module):
