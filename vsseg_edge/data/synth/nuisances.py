@@ -43,8 +43,9 @@ def degrade(rgb: np.ndarray, sensor: Sensor, rng: np.random.Generator) -> np.nda
         yy, xx = np.ogrid[-1 : 1 : h * 1j, -1 : 1 : w * 1j]
         img *= (1 - sensor.vignette * 0.5 * (xx**2 + yy**2)).astype(np.float32)[..., None]
     if rng.random() < sensor.blur_prob:
-        kernel = _line_kernel(rng.uniform(1.5, 5.0), rng.normal(0, 25))
-        img = cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
+        length, angle = rng.uniform(1.5, 5.0) * w / 512, rng.normal(0, 25)  # 1.5..5 px at 512 px wide
+        if length > 1.2:
+            img = cv2.filter2D(img, -1, _line_kernel(length, angle), borderType=cv2.BORDER_REFLECT)
     sigma = np.sqrt(sensor.read_noise**2 + sensor.shot_noise**2 * np.maximum(img, 0) / 4)
     img = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
     out = np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
