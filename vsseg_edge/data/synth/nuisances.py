@@ -34,8 +34,15 @@ def clean_bgr(rgb: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(rgb[..., ::-1], 0, 1) * 255).astype(np.uint8)
 
 
-def degrade(rgb: np.ndarray, sensor: Sensor, rng: np.random.Generator) -> np.ndarray:
-    """float RGB 0..1 (HxWx3) → uint8 BGR as a real, imperfect camera of this `sensor` would record it."""
+def noise_bank(rng: np.random.Generator, size: int) -> np.ndarray:
+    """2·size standard normal samples; each frame takes a window at a random offset (cheaper than drawing
+    size fresh samples per frame, and the windows of two frames are as good as independent)."""
+    return rng.standard_normal(2 * size, dtype=np.float32)
+
+
+def degrade(rgb: np.ndarray, sensor: Sensor, rng: np.random.Generator, bank: np.ndarray | None = None) -> np.ndarray:
+    """float RGB 0..1 (HxWx3) → uint8 BGR as a real, imperfect camera of this `sensor` would record it.
+    Sensor noise comes from `bank` (see noise_bank) when given, else is drawn from `rng`."""
     h, w = rgb.shape[:2]
     gain = np.exp(rng.normal(0, sensor.flicker)) * (1 + rng.normal(0, 0.015, 3))
     img = rgb[..., ::-1] * gain[::-1].astype(np.float32)
@@ -47,7 +54,12 @@ def degrade(rgb: np.ndarray, sensor: Sensor, rng: np.random.Generator) -> np.nda
         if length > 1.2:
             img = cv2.filter2D(img, -1, _line_kernel(length, angle), borderType=cv2.BORDER_REFLECT)
     sigma = np.sqrt(sensor.read_noise**2 + sensor.shot_noise**2 * np.maximum(img, 0) / 4)
-    img = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
+    if bank is not None and bank.size >= 2 * img.size:
+        start = int(rng.integers(img.size))
+        noise = bank[start : start + img.size].reshape(img.shape)
+    else:
+        noise = rng.standard_normal(img.shape, dtype=np.float32)
+    img = img + sigma * noise
     out = np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
     quality = int(rng.integers(sensor.jpeg[0], sensor.jpeg[1] + 1))
     ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])

@@ -8,7 +8,7 @@ from typing import Iterator
 import numpy as np
 
 from .layout import build_scene
-from .nuisances import Sensor, clean_bgr, degrade
+from .nuisances import Sensor, clean_bgr, degrade, noise_bank
 from .render import Camera, Frame, Renderer, flow
 from .scene import FPS, make_city
 
@@ -30,6 +30,7 @@ def render_sequence(city_seed: int, seq: int, frames: int, height: int, width: i
     scene = build_scene(make_city(city_seed), seq, frames / FPS)
     renderer = Renderer(scene, height, width)
     sensor = Sensor.draw(np.random.default_rng([city_seed, seq, 5]))
+    bank = noise_bank(np.random.default_rng([city_seed, seq, 7]), height * width * 3) if nuisances else None
     prev = None
     for k in range(frames):
         cur = renderer(k / FPS)
@@ -37,6 +38,6 @@ def render_sequence(city_seed: int, seq: int, frames: int, height: int, width: i
         if prev is not None:
             fw, bw = flow(prev, cur, renderer.cam), flow(cur, prev, renderer.cam)
         rng = np.random.default_rng([city_seed, seq, k, 6])
-        bgr = degrade(cur.image, sensor, rng) if nuisances else clean_bgr(cur.image)
+        bgr = degrade(cur.image, sensor, rng, bank) if nuisances else clean_bgr(cur.image)
         yield SequenceFrame(k, bgr, cur.train_ids, fw, bw, cur, renderer.cam)
         prev = cur

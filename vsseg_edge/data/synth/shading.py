@@ -160,7 +160,9 @@ def _lighting(m: Materials, sun, centre, t, face, mat, point, org):
     table[:n, :3] = np.sign(centre - mid) * sun
     table[n : n + 3, 1] = sun[1]
     n_dot_sun = np.take(table.ravel(), mat * 4 + face)
-    n_dot_sun.ravel()[_in_shadow(m, sun, point, mat)] = 0.0
+    shadow = _in_shadow(m, sun, point, mat)
+    if shadow is not None:
+        n_dot_sun[shadow] = 0.0
     idx = np.nonzero(face == 3)
     mi = mat[idx]
     nrm = (point[:, idx[0], idx[1]] - org[:, mi]) / pr["hi"][mi].T.astype(F32) ** 2
@@ -168,21 +170,20 @@ def _lighting(m: Materials, sun, centre, t, face, mat, point, org):
     return 0.5 + 0.55 * np.maximum(n_dot_sun, 0)
 
 
-def _in_shadow(m: Materials, sun, point, mat) -> np.ndarray:
-    """Flat indices of the pixels in the shadow of the front row of buildings on the sun's side: the ray from
-    the point towards the sun crosses that row's plane below the row's height there."""
+def _in_shadow(m: Materials, sun, point, mat):
+    """HxW mask of the pixels in the shadow of the front row of buildings on the sun's side (None: no
+    shadows): the ray from the point towards the sun crosses that row's plane below the row's height there."""
     city = m.scene.city
-    if not city.shadows or abs(sun[0]) < 0.05 or not m.scene.skylines:
-        return np.zeros(0, np.int64)
+    if not city.shadows or abs(sun[0]) < 0.05 or not m.scene.skylines or not len(m.scene.skylines[0].z0):
+        return None
     row = m.scene.skylines[int(sun[0] > 0)]
-    idx = np.flatnonzero(mat != m.sky)
-    x_w = np.take(point[0], idx)
-    tau = (row.side * row.line - x_w) / sun[0]  # ray length to the row's plane
-    z_q = np.take(point[2], idx) + tau * sun[2]
-    y_q = np.take(point[1], idx) + tau * sun[1]
-    k = np.clip(np.searchsorted(row.z0, z_q, side="right") - 1, 0, max(len(row.z0) - 1, 0))
-    height = np.where((z_q >= row.z0[k]) & (z_q < row.z1[k]), row.height[k], 0.0) if len(row.z0) else 0.0
-    return idx[(tau > 0.05) & (y_q < height)]
+    if not len(row.z0):
+        return None
+    tau = (F32(row.side * row.line) - point[0]) / sun[0]  # ray length to the row's plane
+    z_q = point[2] + tau * sun[2]
+    k = np.clip(np.searchsorted(row.z0, z_q, side="right") - 1, 0, len(row.z0) - 1)
+    height = np.where((z_q >= np.take(row.z0, k)) & (z_q < np.take(row.z1, k)), np.take(row.height, k), 0.0)
+    return (tau > 0.05) & (point[1] + tau * sun[1] < height) & (mat != m.sky)
 
 
 def _sky(city, tex, direction):
