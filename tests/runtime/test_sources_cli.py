@@ -58,3 +58,12 @@ def test_runtime_imports_without_torch_or_tensorrt():
             "vsseg_edge.runtime.backends.ort, vsseg_edge.runtime.backends.trt; "
             "bad = [m for m in ('torch', 'tensorrt') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_end_of_folder_reaches_a_consumer_slower_than_the_reader(image_folder):
+    src = FolderSource(image_folder, prefetch=1).start()
+    got = [src.get(timeout=5.0).index for _ in range(5)]
+    time.sleep(1.5)  # the last frame fills the queue; the end marker must wait behind it, however long
+    while (f := src.get(timeout=5.0)) is not None:
+        got.append(f.index)
+    assert got == list(range(6))

@@ -106,10 +106,8 @@ class OrderedSource(Source):
         return False
 
     def _finish(self) -> None:
-        try:
-            self._queue.put(None, timeout=1.0)
-        except queue.Full:  # stopped with a full queue: the consumer is gone anyway
-            pass
+        """The end marker waits behind the frames, however slow the consumer; only a stop abandons it."""
+        self._put(None)
 
     def get(self, timeout: float | None = None) -> Frame | None:
         return self._queue.get(timeout=timeout)
