@@ -171,3 +171,17 @@ def test_size_flag_refused_for_a_static_onnx(onnx_model, image_folder):
         run_model(onnx_model, source=str(image_folder), size="32x64")
     with pytest.raises(VssegError, match="--size 32by64: expected HxW"):
         run_model(onnx_model, source=str(image_folder), size="32by64")
+
+
+def test_dynamic_onnx_accepts_size_and_sources_are_exclusive(tmp_path, net, image_folder):
+    from tests.runtime.conftest import export_onnx
+    from vsseg_edge.runtime.commands import run_model
+
+    dyn = export_onnx(net, tmp_path / "dyn.onnx", dynamic=True)
+    result = run_model(dyn, source=str(image_folder), size="32x64", save_masks=tmp_path / "m", max_frames=2)
+    assert result.frames == 2
+    assert cv2.imread(str(sorted((tmp_path / "m").glob("*.png"))[0]), cv2.IMREAD_UNCHANGED).shape == (64, 128)
+    with pytest.raises(VssegError, match=r"exactly one of .* \(got --camera and --source\)"):
+        run_model(dyn, camera=0, source=str(image_folder))
+    with pytest.raises(VssegError, match=r"exactly one of"):
+        run_model(dyn)

@@ -44,6 +44,10 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
     from .sources import open_source
     from .stats import format_summary
 
+    given = [flag for flag, v in (("--camera", camera), ("--source", source), ("--csi", csi or None)) if v is not None]
+    if len(given) != 1:
+        raise VssegError(f"run: give exactly one of --camera N, --source FILE|DIR|URL|PIPELINE or --csi"
+                         f"{' (got ' + ' and '.join(given) + ')' if given else ''}")
     if not 0.0 <= alpha <= 1.0:
         raise VssegError(f"--alpha {alpha}: expected a value in [0, 1]")
     if max_frames is not None and max_frames < 1:
