@@ -129,15 +129,17 @@ def run(args) -> dict:
     previous = Path(args.out).with_suffix(".json")
     if not args.models and previous.is_file():
         results = json.loads(previous.read_text())["results"]
-    real = None
-    if not args.skip_real:
+    real = json.loads(Path(args.real_from).read_text())["real_weights"] if args.real_from else None
+    if not args.skip_real and args.real_targets:
         print("== espnet (published CamVid weights) on the CamVid sample", flush=True)
-        real = espnet_camvid_check(work, Path(args.shared_data), args.threads, args.runs, args.warmup)
+        real = espnet_camvid_check(work, Path(args.shared_data), args.threads, args.runs, args.warmup,
+                                   args.real_targets, real)
     return {"benchmark": "int8_ort_cpu", "host": _host(), "threads": args.threads, "runs": args.runs,
             "repeats": args.repeats, "results": results, "real_weights": real}
 
 
-def espnet_camvid_check(work: Path, shared: Path, threads: int, runs: int, warmup: int) -> dict | None:
+def espnet_camvid_check(work: Path, shared: Path, threads: int, runs: int, warmup: int,
+                        targets=("ort", "trt"), previous: dict | None = None) -> dict | None:
     """Real weights, real labels: the published ESPNet CamVid checkpoint on the 24-frame CamVid sample.
 
     Frames 0, 2, 4 … calibrate; frames 1, 3, 5 … (with labels) are the held-out gate frames. Returns None
@@ -173,15 +175,15 @@ def espnet_camvid_check(work: Path, shared: Path, threads: int, runs: int, warmu
         model = create_model("espnet", CAMVID.num_classes, weights=str(weights)).eval()
         export_onnx(model, fp32, model_name="espnet", classes=list(CAMVID.classes),
                     preprocess=PreprocessSpec(**PUBLISHED_PREPROCESS["camvid"]), preset=ExportPreset(parity_count=1))
-    out = {}
-    for target in ("ort", "trt"):
+    out = {t: previous[t] for t in ("ort", "trt") if previous and t in previous and t not in targets}
+    for target in targets:
         cfg = load_calib_config(REPO / "calib" / ("ort_cpu.yaml" if target == "ort" else "cityscapes_entropy.yaml"),
                                 num_frames=12, eval_frames=12, eval_split="val", sensitivity_frames=2)
         int8 = root / f"espnet_camvid.{target}.int8.qdq.onnx"
         t0 = time.perf_counter()
         man = calibrate(fp32, calib_dir, int8, cfg, eval_source=eval_dir, keep_failed=True,
                         log=lambda s: print("   ", s, flush=True))
-        out[target] = {"gate": man["gate"]["result"], "initial": man["gate"]["initial"],
+        out[target] = {"gate": man["gate"]["result"], "initial": man["gate"]["initial"], "method": cfg.method,
                        "rounds": len(man["gate"]["rounds"]), "excluded": man["excluded_layers"],
                        "quantizer": man["quantization"]["quantizer"], "calibrate_s": round(time.perf_counter() - t0, 1)}
         if target == "ort":
@@ -236,16 +238,19 @@ def write_report(report: dict, out: Path) -> None:
     if real:
         o, t = real["ort"], real["trt"]
         lines += ["", f"## Real weights: {real['model']}, {real['input'][2]}×{real['input'][3]}", "",
+                  "The gate's figures after the sensitive-layer search (first quantisation in brackets).", "",
                   f"{real['calibration_frames']} CamVid-sample frames calibrate, {real['gate_frames']} other labelled "
                   "frames judge (mIoU over the 11 classes present in them).", "",
-                  "| flavour | quantiser | mIoU FP32 | mIoU INT8 | drop | agreement | layers kept in float | speed |",
+                  "| flavour | quantiser, method | mIoU FP32 | mIoU INT8 | drop | agreement | layers kept in float | speed |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, r in (("onnxruntime CPU (u8/s8)", o), ("TensorRT (s8/s8 symmetric)", t)):
             g = r["gate"]
             speed = (f"{r['fp32_ms']:.1f} → {r['int8_ms']:.1f} ms ({r['speedup']:.2f}×)" if "speedup" in r
                      else "n/a (TensorRT flavour; no GPU here)")
             kept = ", ".join(x for x in r["excluded"] if x != "/Resize") or "none"
-            lines.append(f"| {name} | {r['quantizer']} | {g['miou_fp32']} | {g['miou_int8']} | {g['drop']:.2f} | "
+            first = r["initial"]["drop"]
+            lines.append(f"| {name} | {r['quantizer']}, {r.get('method', 'entropy')} | {g['miou_fp32']} | "
+                         f"{g['miou_int8']} | {g['drop']:.2f} ({first:.2f}) | "
                          f"{g['agreement']:.2f} % | {kept} | {speed} |")
     lines += ["", "Flavour: U8 asymmetric activations, per-channel S8 weights, QDQ, final Resize in float "
               "(calib/ort_cpu.yaml). Command: `python benchmarks/int8_ort_cpu.py`.", ""]
@@ -267,6 +272,9 @@ def main() -> None:
     ap.add_argument("--method", default="entropy")
     ap.add_argument("--weights", nargs="*", default=[], help="name=PATH whole-model state dicts")
     ap.add_argument("--shared-data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--real-from", help="take the real-weights section from this earlier report JSON")
+    ap.add_argument("--real-targets", nargs="*", default=["ort", "trt"],
+                    help="flavours of the real-weights check to run (others are taken from --real-from)")
     ap.add_argument("--skip-real", action="store_true", help="skip the ESPNet/CamVid real-weights check")
     ap.add_argument("--workdir", default=str(REPO / "runs" / "bench_int8_ort_cpu"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "reports" / "int8_ort_cpu"))

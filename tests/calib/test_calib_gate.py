@@ -30,6 +30,11 @@ def test_benign_model_passes_the_gate_with_a_full_manifest(tmp_path, cs_root, ti
     assert gate["agreement"] > 95.0 and gate["drop"] <= 1.0 and gate["miou_fp32"] is not None
     assert man["gate"]["frames"]["split"] == "val" and man["gate"]["rounds"] == []
     assert man["structure"]["ok"] and man["excluded_layers"] == ["/Resize"]
+    from vsseg_edge.calib.structure import require_qdq_structure
+
+    assert require_qdq_structure(out, flavour=None).flavour == "ort"  # flavour read from the manifest
+    with pytest.raises(VssegError, match="--out"):
+        calibrate(tiny_onnx, cs_root, tiny_onnx, CalibConfig(**FAST), log=lambda s: None)
 
 
 def test_low_threshold_triggers_the_sensitivity_search(tmp_path, cs_root, image_folder, tiny_onnx):

@@ -160,3 +160,14 @@ def test_modelopt_flavour_if_installed(tmp_path, tiny_onnx, reader, quantised):
     replaced = [s for s in used if s.removesuffix("_scale") in scales]  # activation Q nodes, not weights
     assert replaced
     assert all(np.isclose(float(inits[s]), scales[s.removesuffix("_scale")], rtol=1e-6) for s in replaced)
+
+
+def test_reduce_range_is_an_ort_only_setting():
+    from vsseg_edge.calib.config import CalibConfig
+    from vsseg_edge.calib.quantize_ort import ort_settings
+
+    assert ort_settings("ort", "entropy", reduce_range=True)["reduce_range"] is True
+    assert ort_settings("trt", "entropy", reduce_range=True)["reduce_range"] is False
+    assert ort_settings("ort", "percentile", 99.9)["extra_options"]["CalibPercentile"] == 99.9
+    with pytest.raises(VssegError, match="reduce_range is for target 'ort'"):
+        CalibConfig(target="trt", reduce_range=True)

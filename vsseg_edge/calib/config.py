@@ -31,6 +31,7 @@ class CalibConfig:
     max_rounds: int = 4  # re-quantisation rounds with sensitive layers kept in float
     sensitivity_frames: int = 4  # frames scored per layer in the sensitivity search
     exclude: tuple[str, ...] = ()  # node names always kept in float
+    reduce_range: bool = False  # ort target: 7-bit weights (for x86 CPUs without VNNI, see quantize_ort.py)
     threads: int = 0  # onnxruntime intra-op threads for calibration and the gate (0 = all cores)
 
     def __post_init__(self):
@@ -45,6 +46,7 @@ class CalibConfig:
             (self.max_rounds >= 0, f"max_rounds must be ≥ 0, got {self.max_rounds}"),
             (self.sensitivity_frames > 0, f"sensitivity_frames must be positive, got {self.sensitivity_frames}"),
             (self.target == "trt" or self.quantizer != "modelopt", "quantizer 'modelopt' is for target 'trt'"),
+            (self.target == "ort" or not self.reduce_range, "reduce_range is for target 'ort' (TensorRT wants 8 bits)"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -48,7 +48,7 @@ class _Quantizer:
         exclude = list(dict.fromkeys([*self.cfg.exclude, *exclude]))
         info = quantize_ort(self.fp32, out, target=self.cfg.target, method=self.cfg.method,
                             cache_path=self.ort_cache, reader=self.reader, nodes_to_exclude=exclude,
-                            percentile=self.cfg.percentile)
+                            percentile=self.cfg.percentile, reduce_range=self.cfg.reduce_range)
         if self.use_modelopt:
             from .quantize_trt import quantize_modelopt, write_trt_scale_cache
 
@@ -65,7 +65,7 @@ class _Quantizer:
     def quantize_only(self, names: list[str], out: Path) -> None:
         """Only `names` quantised (sensitivity search): onnxruntime settings of the target, cached ranges."""
         quantize_ort(self.fp32, out, target=self.cfg.target, method=self.cfg.method, cache_path=self.ort_cache,
-                     nodes_to_quantize=names, percentile=self.cfg.percentile)
+                     nodes_to_quantize=names, percentile=self.cfg.percentile, reduce_range=self.cfg.reduce_range)
 
 
 def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: CalibConfig,
@@ -73,6 +73,8 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
               log: Callable[[str], None] = print) -> dict:
     """Calibrate, quantise and gate `model`; write `out` and `out.json`; return the manifest."""
     model, out = Path(model), Path(out)
+    if out.suffix != ".onnx" or out.resolve() == model.resolve():
+        raise VssegError(f"--out {out}: expected a new .onnx path (e.g. model.int8.qdq.onnx), not the FP32 model")
     parent, spec = _read_parent(model)
     calib, held = calibration_frames(frames, cfg.num_frames, cfg.seed, cfg.split,
                                      holdout=0 if _is_dataset(frames) or eval_source else cfg.eval_frames)

@@ -9,16 +9,19 @@ Two settings, one per deployment target:
   activations and weights, per-channel weights on axis 0, zero points 0, biases left in float
   (`QuantizeBias: False`: an int32-bias DequantizeLinear is a known TensorRT parser failure).
 
-Calibration runs once per `calibrate` call: the first quantisation writes onnxruntime's JSON range cache
-(`calibration_cache_path`) and every later one (sensitivity search, re-quantisation with layers kept in
-float) reuses it, so a 500-frame calibration is paid once. Frames are fed in chunks (`CalibStridedMinMax`)
-so that the histogram calibrators never hold more than one chunk of activations in memory.
+Calibration runs once per `calibrate` call (`calibrate_ranges`): the frames go through onnxruntime's
+calibrator in chunks (the histogram calibrators never hold more than one chunk of activations in memory),
+the ranges are saved as onnxruntime's JSON range cache, and every quantisation (the first, the sensitivity
+search, re-quantisation with layers kept in float) reads them through `calibration_cache_path`, so a
+500-frame calibration is paid once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -96,11 +99,13 @@ def chunk_size(n: int, limit: int = CHUNK) -> int:
 
 
 def ort_settings(target: str, method: str, percentile: float = DEFAULT_PERCENTILE,
-                 op_types: Sequence[str] = ()) -> dict:
+                 op_types: Sequence[str] = (), reduce_range: bool = False) -> dict:
     """`quantize_static` keyword arguments for a target flavour (recorded in the manifest as given).
 
     For ``trt``, outputs of the graph's `op_types` are not quantised: Q/DQ go on the inputs of the
-    quantised layers only, as TensorRT (and ModelOpt) place them.
+    quantised layers only, as TensorRT (and ModelOpt) place them. `reduce_range` (``ort`` only) quantises
+    weights to 7 bits, which onnxruntime advises for x86 CPUs without VNNI, where the u8×s8 AVX2 kernel
+    (vpmaddubsw) can saturate its int16 pair sums.
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -112,7 +117,38 @@ def ort_settings(target: str, method: str, percentile: float = DEFAULT_PERCENTIL
         extra["CalibPercentile"] = float(percentile)
     act = QuantType.QInt8 if target == "trt" else QuantType.QUInt8
     return {"activation_type": act, "weight_type": QuantType.QInt8, "per_channel": True,
-            "quant_format": QuantFormat.QDQ, "reduce_range": False, "extra_options": extra}
+            "quant_format": QuantFormat.QDQ, "reduce_range": bool(reduce_range and target == "ort"),
+            "extra_options": extra}
+
+
+def calibrate_ranges(fp32_path: str | Path, reader: FrameReader, method: str, cache_path: str | Path, *,
+                     symmetric: bool, percentile: float = DEFAULT_PERCENTILE) -> None:
+    """Run the frames through onnxruntime's calibrator in chunks; save the tensor ranges to `cache_path`.
+
+    Done here rather than inside `quantize_static` so that every method collects in chunks. Histogram
+    settings are onnxruntime's defaults: entropy 128 bins (2048 bins, TensorRT's EntropyCalibration2
+    setting, took 517 s for 12 ESPNet frames in onnxruntime's Python KL search and still lost 6.8 mIoU
+    points on the published ESPNet CamVid model), percentile 2048 bins with a symmetric range (on that model
+    73.2 mIoU against 69.7 with an asymmetric one and 75.7 in FP32; see benchmarks/reports/int8_ort_cpu.md).
+    """
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    options = {"symmetric": symmetric}
+    if method == "percentile":
+        options.update(symmetric=True, num_bins=2048, percentile=float(percentile))
+    op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    with tempfile.TemporaryDirectory(prefix="vsseg-calib-aug-") as tmp, quiet_root_logging(), \
+            contextlib.redirect_stdout(io.StringIO()):
+        calibrator = create_calibrator(Path(fp32_path), op_types, augmented_model_path=str(Path(tmp) / "aug.onnx"),
+                                       calibrate_method=METHODS[method], extra_options=options)
+        step = chunk_size(len(reader))
+        for start in range(0, len(reader), step):
+            reader.set_range(start, start + step)
+            calibrator.collect_data(reader)
+        ranges = calibrator.compute_data()
+        del calibrator
+    save_tensors_data(ranges, cache_path)
 
 
 def describe_settings(settings: dict) -> dict:
@@ -131,6 +167,7 @@ def quantize_ort(
     nodes_to_exclude: Sequence[str] = (),
     nodes_to_quantize: Sequence[str] | None = None,
     percentile: float = DEFAULT_PERCENTILE,
+    reduce_range: bool = False,
 ) -> dict:
     """Write a Q/DQ model; calibrate with `reader` unless `cache_path` already holds the ranges.
 
@@ -140,15 +177,16 @@ def quantize_ort(
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     model = onnx.load(str(fp32_path))
-    settings = ort_settings(target, method, percentile, [n.op_type for n in model.graph.node])
+    settings = ort_settings(target, method, percentile, [n.op_type for n in model.graph.node], reduce_range)
     exclude = list(dict.fromkeys([*nodes_to_exclude, *(final_resize_nodes(model) if target == "ort" else [])]))
+    if not Path(cache_path).is_file():
+        if reader is None:
+            raise ValueError("no calibration frames and no cached ranges")
+        calibrate_ranges(fp32_path, reader, method, cache_path, symmetric=target == "trt", percentile=percentile)
     extra = dict(settings["extra_options"])
-    if reader is not None and not Path(cache_path).is_file():
-        reader.rewind()
-        extra["CalibStridedMinMax"] = chunk_size(len(reader))
     with quiet_root_logging():
         quantize_static(
-            str(fp32_path), str(out_path), calibration_data_reader=reader,
+            str(fp32_path), str(out_path), calibration_data_reader=None,
             quant_format=settings["quant_format"], per_channel=settings["per_channel"],
             reduce_range=settings["reduce_range"], activation_type=settings["activation_type"],
             weight_type=settings["weight_type"], nodes_to_exclude=exclude,

@@ -72,8 +72,15 @@ def check_qdq_structure(model: onnx.ModelProto | str | Path, flavour: str = "trt
     return rep
 
 
-def require_qdq_structure(path: str | Path, flavour: str = "trt") -> QdqReport:
-    """`check_qdq_structure` for a file, raising a one-line VssegError that names the first problems."""
+def require_qdq_structure(path: str | Path, flavour: str | None = "trt") -> QdqReport:
+    """`check_qdq_structure` for a file, raising a one-line VssegError that names the first problems.
+
+    `flavour=None` takes it from the model's qdq_onnx manifest (`target`), as the engine builder would.
+    """
+    if flavour is None:
+        from ..core.manifest import read_manifest
+
+        flavour = read_manifest(path, kind="qdq_onnx").get("target", "trt")
     rep = check_qdq_structure(path, flavour)
     if not rep.ok:
         more = f" (+{len(rep.problems) - 3} more)" if len(rep.problems) > 3 else ""
