@@ -77,8 +77,10 @@ def test_slow_backend_drops_stale_frames_and_counts_them(onnx_model):
     assert cam.produced - 3 <= result.frames + result.summary["drops"] <= cam.produced
     indices = [r["frame"] for r in recs]
     assert indices == sorted(indices) and max(np.diff(indices)) > 1  # frames were skipped, in order
-    # never behind the world: a shown frame is about one inference old, not a growing backlog
-    assert max(r["latency_ms"] for r in recs[2:]) < 4 * 50
+    # never behind the world: a shown frame is about one inference old; with a frame queue instead of the
+    # latest-frame slot the latency would grow by ~45 ms per frame (median ~200 ms here). The median ignores a
+    # single stall of this shared machine (GC, preemption).
+    assert float(np.median([r["latency_ms"] for r in recs])) < 2 * 50
 
 
 def test_reconnects_with_backoff_then_gives_up_without_hanging(capsys):

@@ -102,8 +102,11 @@ def open_backend(model: str | Path, backend: str | None = None, *, spec: Preproc
     if backend is not None and backend not in BACKENDS:
         raise VssegError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
     if backend is not None and backend != wanted:
+        hint = {"trt": "build an engine with `vsseg-edge build-engine`",
+                "ort": "export an ONNX with `vsseg-edge export`",
+                "torch": "the torch backend runs vsseg-edge checkpoints (.pt)"}[backend]
         raise VssegError(f"--backend {backend} cannot run {model.name} (a {model.suffix} file needs --backend "
-                         f"{wanted}); build an engine with `vsseg-edge build-engine` or export an ONNX first")
+                         f"{wanted}); {hint}")
     if wanted == "ort":
         from .ort import OrtBackend
 
