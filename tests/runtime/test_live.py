@@ -111,15 +111,17 @@ def test_stalled_stream_ends_with_a_message():
     assert src.error == "rtsp://cam: no frame for 0.3s (stream stalled); stopping"
 
 
-def test_sigint_finalises_the_video(tmp_path, onnx_model):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_finalises_the_video(tmp_path, onnx_model, signum):
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     src = LiveSource(lambda: SimulatedCamera(fps=100.0), "simulated camera")
-    timer = threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT))
+    timer = threading.Timer(0.6, os.kill, (os.getpid(), signum))
     with open_backend(onnx_model, threads=1) as be:
         timer.start()
         result = Pipeline(src, be, [VideoSink(tmp_path / "live.mp4", fps=10)]).run()
     assert result.stopped_by == "signal" and result.frames > 0
     assert len(read_video(tmp_path / "live.mp4")) == result.frames
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was restored
+    assert {s: signal.getsignal(s) for s in before} == before  # the handlers were restored
 
 
 def test_missing_camera_is_a_one_line_error(onnx_model):
