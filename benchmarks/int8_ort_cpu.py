@@ -109,19 +109,28 @@ def run(args) -> dict:
         print(f"== {name}", flush=True)
         fp32 = export_model(name, work / f"{name}.onnx", tuple(args.size), weights.get(name))
         int8 = work / f"{name}.int8.qdq.onnx"
-        man = calibrate_model(fp32, frames, int8, args.calib_frames, args.method)
+        if args.reuse and (work / f"{name}.int8.qdq.onnx.json").is_file():
+            from vsseg_edge.core.manifest import read_manifest
+
+            man = {**read_manifest(int8, kind="qdq_onnx"), "_calibrate_s": None}
+        else:
+            man = calibrate_model(fp32, frames, int8, args.calib_frames, args.method)
         best: dict[str, dict] = {}
+        ratios = []
         for rep in range(args.repeats):
+            pair = {}
             for kind, path in (("fp32", fp32), ("int8", int8)):
-                t = time_in_subprocess(path, args.threads, args.runs, args.warmup)
+                t = pair[kind] = time_in_subprocess(path, args.threads, args.runs, args.warmup)
                 print(f"   {kind} repeat {rep + 1}: median {t['median_ms']:.1f} ms", flush=True)
                 if kind not in best or t["median_ms"] < best[kind]["median_ms"]:
                     best[kind] = t
+            ratios.append(round(pair["fp32"]["median_ms"] / pair["int8"]["median_ms"], 3))
         gate = man["gate"]["result"]
         results.append({
             "model": name, "weights": weights.get(name, "random init (seed 0)"),
             "input": list(man["input"]["shape"]), "fp32": best["fp32"], "int8": best["int8"],
             "speedup": round(best["fp32"]["median_ms"] / best["int8"]["median_ms"], 3),
+            "paired_ratios": ratios, "paired_ratio_median": statistics.median(ratios),
             "agreement_pct": gate["agreement"], "miou_drop": gate["drop"], "gate_frames": gate["frames"],
             "calibration": man["calibration"], "quantizer": man["quantization"]["quantizer"],
             "calibrate_s": man["_calibrate_s"], "excluded": man["excluded_layers"],
@@ -226,12 +235,14 @@ def write_report(report: dict, out: Path) -> None:
         f"{report['threads']} intra-op threads, each model timed in its own process, best median of "
         f"{report['repeats']} processes × {report['runs']} runs.",
         "",
-        "| model | input | FP32 ms | INT8 ms | speedup | INT8/FP32 argmax agreement | calib frames | weights |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | input | FP32 ms | INT8 ms | speedup (best medians) | paired ratios (FP32/INT8 per repeat) | "
+        "INT8/FP32 argmax agreement | calib frames | weights |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         lines.append(f"| {r['model']} | {'×'.join(map(str, r['input'][2:]))} | {r['fp32']['median_ms']:.1f} | "
-                     f"{r['int8']['median_ms']:.1f} | **{r['speedup']:.2f}×** | {r['agreement_pct']:.2f} % "
+                     f"{r['int8']['median_ms']:.1f} | **{r['speedup']:.2f}×** | "
+                     f"{', '.join(f'{x:.2f}' for x in r.get('paired_ratios', []))} | {r['agreement_pct']:.2f} % "
                      f"({r['gate_frames']} frames) | {r['calibration']['frames']['count']} "
                      f"({r['calibration']['method']}) | {r['weights']} |")
     real = report.get("real_weights")
@@ -272,6 +283,7 @@ def main() -> None:
     ap.add_argument("--method", default="entropy")
     ap.add_argument("--weights", nargs="*", default=[], help="name=PATH whole-model state dicts")
     ap.add_argument("--shared-data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--reuse", action="store_true", help="time the models already exported and calibrated")
     ap.add_argument("--real-from", help="take the real-weights section from this earlier report JSON")
     ap.add_argument("--real-targets", nargs="*", default=["ort", "trt"],
                     help="flavours of the real-weights check to run (others are taken from --real-from)")

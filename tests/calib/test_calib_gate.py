@@ -133,3 +133,18 @@ def test_ort_path_runs_without_torch(tmp_path, cs_root, tiny_onnx):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "False"
     assert json.loads((tmp_path / "q.onnx.json").read_text())["kind"] == "qdq_onnx"
+
+
+def test_cli_calibrate_writes_model_and_manifest(tmp_path, cs_root, tiny_onnx):
+    from typer.testing import CliRunner
+
+    from vsseg_edge.cli import app
+
+    out = tmp_path / "cli.int8.qdq.onnx"
+    res = CliRunner().invoke(app, ["calibrate", str(tiny_onnx), "--frames", str(cs_root), "--out", str(out),
+                                   "--target", "ort", "--method", "minmax", "--num-frames", "4", "--seed", "7",
+                                   "--override", "eval_frames=2"])
+    assert res.exit_code == 0, res.output
+    man = read_manifest(out, kind="qdq_onnx", verify=True)
+    assert man["calibration"]["method"] == "minmax" and man["calibration"]["frames"]["seed"] == 7
+    assert man["calibration"]["frames"]["count"] == 4 and man["gate"]["result"]["frames"] == 2
