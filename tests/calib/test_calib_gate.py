@@ -29,6 +29,7 @@ def test_benign_model_passes_the_gate_with_a_full_manifest(tmp_path, cs_root, ti
     assert gate["passed"] and gate["criterion"] == "miou_drop" and gate["frames"] == 4
     assert gate["agreement"] > 95.0 and gate["drop"] <= 1.0 and gate["miou_fp32"] is not None
     assert man["gate"]["frames"]["split"] == "val" and man["gate"]["rounds"] == []
+    assert man["gate"]["evaluated_with"].startswith("onnxruntime CPU integer kernels")
     assert man["structure"]["ok"] and man["excluded_layers"] == ["/Resize"]
     from vsseg_edge.calib.structure import require_qdq_structure
 
@@ -71,6 +72,17 @@ def test_gate_passes_once_the_sensitive_layers_are_kept_in_float(tmp_path, cs_ro
     assert gate["rounds"][-1]["kept_in_float"] == expected["kept_in_float"]
     assert all(not r["passed"] for r in gate["rounds"][:-1])
     assert set(expected["kept_in_float"]) <= set(man["excluded_layers"])
+
+
+def test_trt_target_without_modelopt_is_symmetric_and_judged_with_exact_qdq(tmp_path, cs_root, tiny_onnx):
+    out = tmp_path / "tiny.trt.qdq.onnx"
+    man = calibrate(tiny_onnx, cs_root, out, CalibConfig(**{**FAST, "target": "trt"}, quantizer="ort"),
+                    log=lambda s: None)
+    assert man["target"] == "trt" and man["structure"]["flavour"] == "trt" and man["structure"]["ok"]
+    assert man["quantization"]["quantizer"] == "onnxruntime.quantize_static (trt settings)"
+    assert man["quantization"]["settings"]["extra_options"]["QuantizeBias"] is False
+    assert man["gate"]["evaluated_with"].startswith("exact Q/DQ arithmetic")
+    assert man["gate"]["result"]["passed"] and man["excluded_layers"] == []
 
 
 def test_exclusion_rounds_are_bounded_and_never_exclude_everything():

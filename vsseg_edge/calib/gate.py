@@ -47,12 +47,17 @@ class GateResult:
         return f"{head}, agreement {self.agreement:.3f} % on {self.frames} frames: {verdict} (threshold {self.threshold})"
 
 
-def ort_session(path: str | Path, threads: int = 0):
-    """An onnxruntime CPU session with full graph optimisation (what the CPU target runs)."""
+def ort_session(path: str | Path, threads: int = 0, exact_qdq: bool = False):
+    """An onnxruntime CPU session: full graph optimisation (what the CPU target runs), or, with `exact_qdq`,
+    none, so that Q/DQ nodes are computed as written (float arithmetic on quantised values) instead of by
+    onnxruntime's fused integer kernels. The latter is how a TensorRT-flavour model is judged: TensorRT
+    accumulates int8 products in int32, while onnxruntime's AVX2 u8×s8 kernel can saturate in int16.
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if exact_qdq
+                                   else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
@@ -62,16 +67,19 @@ class Evaluator:
     """Runs models on a fixed list of held-out frames and compares them with the FP32 parent."""
 
     def __init__(self, fp32_path: str | Path, frames: Sequence[Frame], spec: PreprocessSpec,
-                 class_names: Sequence[str], threads: int = 0, error_frames: int = 4):
+                 class_names: Sequence[str], threads: int = 0, error_frames: int = 4, exact_qdq: bool = False):
         if not frames:
             raise ValueError("the accuracy gate needs at least one held-out frame")
         self.frames, self.spec, self.class_names, self.threads = list(frames), spec, list(class_names), threads
         self.labelled = all(f.read_label is not None for f in self.frames)
+        self.exact_qdq = exact_qdq
+        self.evaluated_with = ("exact Q/DQ arithmetic (onnxruntime, no graph optimisation)" if exact_qdq
+                               else "onnxruntime CPU integer kernels (ORT_ENABLE_ALL)")
         self._fp32_preds, self._fp32_raw = self._predict(fp32_path, keep_raw=error_frames)
 
-    def _predict(self, path, keep_raw: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _predict(self, path, keep_raw: int = 0, exact_qdq: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Label maps at model resolution for all frames, and the raw outputs of the first `keep_raw`."""
-        sess = ort_session(path, self.threads)
+        sess = ort_session(path, self.threads, exact_qdq)
         name = sess.get_inputs()[0].name
         preds, raws = [], []
         for i, frame in enumerate(self.frames):
@@ -82,7 +90,7 @@ class Evaluator:
         return preds, raws
 
     def gate(self, qdq_path: str | Path, threshold: float) -> GateResult:
-        preds, _ = self._predict(qdq_path)
+        preds, _ = self._predict(qdq_path, exact_qdq=self.exact_qdq)
         same = sum(int((a == b).sum()) for a, b in zip(preds, self._fp32_preds))
         agreement = 100.0 * same / sum(p.size for p in preds)
         if not self.labelled:
@@ -110,7 +118,7 @@ class Evaluator:
         Uses at most the `error_frames` whose FP32 outputs were kept (raw logits are large at full size).
         """
         k = max(1, min(num_frames, len(self._fp32_raw)))
-        sess = ort_session(qdq_path, self.threads)
+        sess = ort_session(qdq_path, self.threads, self.exact_qdq)
         name = sess.get_inputs()[0].name
         num = den = 0.0
         for frame, ref in zip(self.frames[:k], self._fp32_raw[:k]):

@@ -38,6 +38,7 @@ class _Quantizer:
     workdir: Path
     use_modelopt: bool
     info: dict = field(default_factory=dict)
+    info_gate: str | None = None  # how the gate ran the INT8 model (set by _gate_loop)
 
     @property
     def ort_cache(self) -> Path:
@@ -107,7 +108,7 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
         quantization=info, excluded_layers=info.get("nodes_to_exclude", []),
         gate={"result": gate.to_dict() if gate else None, "initial": initial.to_dict() if initial else None,
               "frames": gate_set.record() if gate_set else None,
-              "rounds": rounds, "sensitivity": [[n, s] for n, s in ranked[:20]],
+              "evaluated_with": q.info_gate, "rounds": rounds, "sensitivity": [[n, s] for n, s in ranked[:20]],
               "skipped": None if gate else ("disabled" if not cfg.gate else "no held-out frames")},
         structure=report.to_dict(),
     )
@@ -118,9 +119,11 @@ def _gate_loop(q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, s
 
     Returns (first gate result, final gate result, rounds, ranked layers, quantiser info of the final model).
     """
-    ev = Evaluator(q.fp32, gate_set.frames, spec, classes, q.cfg.threads, q.cfg.sensitivity_frames)
+    ev = Evaluator(q.fp32, gate_set.frames, spec, classes, q.cfg.threads, q.cfg.sensitivity_frames,
+                   exact_qdq=q.cfg.target == "trt")
     gate = initial = ev.gate(candidate, q.cfg.threshold)
-    log(f"accuracy gate: {gate.summary()}")
+    q.info_gate = ev.evaluated_with
+    log(f"accuracy gate ({ev.evaluated_with}): {gate.summary()}")
     rounds, ranked = [], []
     if gate.passed or q.cfg.max_rounds == 0:
         return initial, gate, rounds, ranked, info
