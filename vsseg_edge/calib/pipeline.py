@@ -49,7 +49,8 @@ class _Quantizer:
         exclude = list(dict.fromkeys([*self.cfg.exclude, *exclude]))
         info = quantize_ort(self.fp32, out, target=self.cfg.target, method=self.cfg.method,
                             cache_path=self.ort_cache, reader=self.reader, nodes_to_exclude=exclude,
-                            percentile=self.cfg.percentile, reduce_range=self.cfg.reduce_range)
+                            percentile=self.cfg.percentile, reduce_range=self.cfg.reduce_range,
+                            op_types=self.cfg.op_types)
         if self.use_modelopt:
             from .quantize_trt import quantize_modelopt, write_trt_scale_cache
 
@@ -66,7 +67,8 @@ class _Quantizer:
     def quantize_only(self, names: list[str], out: Path) -> None:
         """Only `names` quantised (sensitivity search): onnxruntime settings of the target, cached ranges."""
         quantize_ort(self.fp32, out, target=self.cfg.target, method=self.cfg.method, cache_path=self.ort_cache,
-                     nodes_to_quantize=names, percentile=self.cfg.percentile, reduce_range=self.cfg.reduce_range)
+                     nodes_to_quantize=names, percentile=self.cfg.percentile, reduce_range=self.cfg.reduce_range,
+                     op_types=self.cfg.op_types)
 
 
 def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: CalibConfig,
@@ -118,6 +120,7 @@ def _gate_loop(q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, s
     """Gate the candidate; on failure rank layers and re-quantise with more of them in float.
 
     Returns (first gate result, final gate result, rounds, ranked layers, quantiser info of the final model).
+    When no round passes, the final model is the best one seen (lowest criterion), not the last.
     """
     ev = Evaluator(q.fp32, gate_set.frames, spec, classes, q.cfg.threads, q.cfg.sensitivity_frames,
                    exact_qdq=q.cfg.target == "trt")
@@ -131,6 +134,7 @@ def _gate_loop(q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, s
     log(f"searching the layers most sensitive to INT8 among {len(layers)}")
     ranked = rank_layers(layers, q.quantize_only, lambda p: ev.output_error(p, q.cfg.sensitivity_frames),
                          q.workdir, log)
+    best = (gate.drop, [], info)
     for keep in exclusion_rounds(ranked, q.cfg.max_rounds):
         info = q.quantize(candidate, keep)
         gate = ev.gate(candidate, q.cfg.threshold)
@@ -138,6 +142,12 @@ def _gate_loop(q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, s
         log(f"round {len(rounds)}: {len(keep)} layer(s) kept in float: {gate.summary()}")
         if gate.passed:
             break
+        if gate.drop < best[0]:
+            best = (gate.drop, keep, info)
+    if not gate.passed and rounds and rounds[-1]["kept_in_float"] != best[1]:
+        info = q.quantize(candidate, best[1])  # no round passed: keep the best model seen, not the last
+        gate = ev.gate(candidate, q.cfg.threshold)
+        log(f"no round passed; keeping the best: {len(best[1])} layer(s) in float: {gate.summary()}")
     return initial, gate, rounds, ranked, info
 
 

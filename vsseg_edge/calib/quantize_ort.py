@@ -168,11 +168,13 @@ def quantize_ort(
     nodes_to_quantize: Sequence[str] | None = None,
     percentile: float = DEFAULT_PERCENTILE,
     reduce_range: bool = False,
+    op_types: Sequence[str] = (),
 ) -> dict:
     """Write a Q/DQ model; calibrate with `reader` unless `cache_path` already holds the ranges.
 
     Returns the settings used (for the manifest). `nodes_to_quantize` limits quantisation to those nodes
-    (the sensitivity search quantises one layer at a time); `nodes_to_exclude` keeps nodes in float.
+    (the sensitivity search quantises one layer at a time); `nodes_to_exclude` keeps nodes in float;
+    `op_types` limits the op types quantised (empty: every type onnxruntime can quantise).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -191,9 +193,11 @@ def quantize_ort(
             reduce_range=settings["reduce_range"], activation_type=settings["activation_type"],
             weight_type=settings["weight_type"], nodes_to_exclude=exclude,
             nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
+            op_types_to_quantize=list(op_types) or None,
             calibrate_method=METHODS[method], extra_options=extra, calibration_cache_path=str(cache_path),
         )
     return {"quantizer": f"onnxruntime.quantize_static ({target} settings)", "method": method,
+            "op_types": list(op_types) or "all",
             "settings": describe_settings(settings), "nodes_to_exclude": exclude}
 
 
