@@ -6,6 +6,7 @@ quantize_trt.py NVIDIA ModelOpt ONNX PTQ for TensorRT (optional; child process),
 structure.py    Q/DQ structure checks (symmetric int8, per-channel axis 0, no int32 bias, no INT64 I/O)
 gate.py         accuracy gate INT8 vs FP32 on held-out frames (mIoU drop, per-class drop, agreement)
 sensitivity.py  per-layer sensitivity search and the rounds of layers kept in float
+config.py       CalibConfig (presets calib/*.yaml), commands.py: `vsseg-edge calibrate`
 pipeline.py     `calibrate()`: the whole step, writes model.int8.qdq.onnx + manifest
 legacy.py       TensorRT 8.6/10 implicit INT8 calibrator (cache keyed by model + preprocessing + frames)
 Nothing here imports torch, except ModelOpt in its own child process.
