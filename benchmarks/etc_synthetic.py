@@ -36,10 +36,12 @@ def cli(*args: str) -> None:
     sh(sys.executable, "-m", "vsseg_edge.cli", *args)
 
 
-def train(recipe: str, runs: Path, data: Path, iterations: int, extra: list[str]) -> Path:
-    name = Path(recipe).stem
-    cli("train", recipe, "--no-progress", "-o", f"out_dir={runs}", "-o", f"data.root={data}",
-        "-o", f"iterations={iterations}", *extra)
+def train(recipe: str, name: str, runs: Path, data: Path, iterations: int, extra: list[str]) -> Path:
+    meta = json.loads((data / "synth.json").read_text())
+    size = (meta["height"], meta["width"])
+    cli("train", recipe, "--no-progress", "-o", f"name={name}", "-o", f"out_dir={runs}", "-o", f"data.root={data}",
+        "-o", f"iterations={iterations}", "-o", f"preprocess.height={size[0]}", "-o", f"preprocess.width={size[1]}",
+        *extra)
     return runs / name / "model.pt"
 
 
@@ -68,18 +70,21 @@ def main() -> None:
     ap.add_argument("--teacher-iterations", type=int, default=None)
     ap.add_argument("--student", default="pspnet18")
     ap.add_argument("--teacher", default="pspnet50")
+    ap.add_argument("--crop", default="[128,256]", help="training crop as a YAML list [H,W]")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "reports" / "etc_synthetic")
     args = ap.parse_args()
     t0 = time.time()
     if not (args.data / "synth.json").is_file():
         cli("data", "synth", "--out", str(args.data))
-    common = ["-o", f"model.name={args.student}"]
-    teacher = train("train/synth_teacher_pspnet50.yaml", args.runs, args.data,
-                    args.teacher_iterations or 2 * args.iterations, ["-o", f"model.name={args.teacher}"])
+    common = ["-o", f"model.name={args.student}", "-o", f"data.crop={args.crop}"]
+    teacher = train("train/synth_teacher_pspnet50.yaml", f"teacher_{args.teacher}", args.runs, args.data,
+                    args.teacher_iterations or 2 * args.iterations,
+                    ["-o", f"model.name={args.teacher}", "-o", f"data.crop={args.crop}"])
     rows = {}
     for kind in STUDENTS:
         extra = common + (["-o", f"teacher.checkpoint={teacher}"] if kind == "tl_kd" else [])
-        model = train(f"train/synth_pspnet18_{kind}.yaml", args.runs, args.data, args.iterations, extra)
+        model = train(f"train/synth_pspnet18_{kind}.yaml", f"{args.student}_{kind}", args.runs, args.data,
+                      args.iterations, extra)
         ev = score(model, args.data, args.runs / f"eval_{kind}")
         rows[kind] = {"miou": ev["miou"], "tc": ev["tc"], "step_time_s": step_time(model.parent),
                       "model": str(model)}

@@ -123,3 +123,15 @@ def test_distributed_gloo_two_processes(tmp_path, synth_root):
     assert r.returncode == 0, r.stderr[-2000:]
     ckpt = load_checkpoint(tmp_path / "runs" / "ddp" / "model.pt")
     assert ckpt["step"] == 2
+
+
+def test_recipe_paths_relative_to_recipe_and_overrides_to_cwd(tmp_path, monkeypatch):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "base.yaml").write_text("data:\n  root: ../data/synth\nout_dir: ../runs\n")
+    (tmp_path / "recipes" / "child.yaml").write_text("base: base.yaml\nname: child\n")
+    cfg = load_recipe(tmp_path / "recipes" / "child.yaml")
+    assert cfg.data.root == str(tmp_path / "data" / "synth") and cfg.out_dir == str(tmp_path / "runs")
+    monkeypatch.chdir(tmp_path / "recipes")
+    cfg = load_recipe(tmp_path / "recipes" / "child.yaml", ["data.root=elsewhere", "teacher.checkpoint=t.pt"])
+    assert cfg.data.root == str(tmp_path / "recipes" / "elsewhere") and cfg.data.flow == "auto"
+    assert cfg.teacher.checkpoint == str(tmp_path / "recipes" / "t.pt") and cfg.name == "child"

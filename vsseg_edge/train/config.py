@@ -97,23 +97,24 @@ _PATH_FIELDS = (("data", "root"), ("data", "flow_cache"), ("model", "backbone_we
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Load a recipe YAML, apply `key=value` overrides, resolve paths relative to the recipe file.
+    """Load a recipe YAML, apply `key=value` overrides, and make every path absolute.
 
-    A recipe may start from another with `base: other.yaml` (relative to itself); its keys are merged
-    over the base's, section by section, so a "+TL" recipe only states what it adds.
+    Paths written in a recipe are relative to that recipe file; paths given as overrides on the command
+    line are relative to the current directory, as a user typing them expects. A recipe may start from
+    another with `base: other.yaml` (relative to itself); its keys are merged over the base's, section
+    by section, so a "+TL" recipe only states what it adds.
     """
     data = _load_with_base(Path(path)) if path else {}
     data = apply_overrides(data, overrides)
     cfg = from_dict(TrainConfig, data, str(path or "recipe"))
-    base = Path(path).resolve().parent if path else Path.cwd()
-    return resolve_paths(cfg, base)
+    return resolve_paths(cfg, Path.cwd())
 
 
 def _load_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in seen:
         raise VssegError(f"{path}: recipe 'base' chain loops back to itself")
-    data = load_yaml(path)
+    data = _absolute_paths(load_yaml(path), path.parent)
     base = data.pop("base", None)
     if base is None:
         return data
@@ -127,23 +128,37 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
-    def fix(value):
-        if value is None or value in ("auto", "exact", "dis"):
-            return value
-        p = Path(value).expanduser()
-        return str(p if p.is_absolute() else (base / p).resolve())
+def _fix(value, base: Path):
+    if value is None or not isinstance(value, str) or value in _FLOW_KEYWORDS:
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
 
-    for parts in _PATH_FIELDS:
-        if len(parts) == 1:
-            cfg = dataclasses.replace(cfg, **{parts[0]: fix(getattr(cfg, parts[0]))})
-        else:
-            sec = getattr(cfg, parts[0])
-            cfg = dataclasses.replace(cfg, **{parts[0]: dataclasses.replace(sec, **{parts[1]: fix(getattr(sec, parts[1]))})})
-    if cfg.model.kwargs.get("weights"):  # a model's own weight file (e.g. published ESPNet weights)
-        kwargs = {**cfg.model.kwargs, "weights": fix(cfg.model.kwargs["weights"])}
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kwargs=kwargs))
-    # a flow spec that names a folder is a path too
-    if cfg.data.flow not in ("auto", "exact", "dis"):
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, flow=fix(cfg.data.flow)))
-    return cfg
+
+_FLOW_KEYWORDS = ("auto", "exact", "dis")
+
+
+def _absolute_paths(data: dict, base: Path) -> dict:
+    """The recipe dict with its path fields made absolute against `base` (the recipe's folder)."""
+    data = dict(data)
+    for parts in _PATH_FIELDS + (("data", "flow"), ("model", "kwargs", "weights")):
+        node = data
+        for p in parts[:-1]:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict) and parts[-1] in node:
+            node[parts[-1]] = _fix(node[parts[-1]], base)
+    return data
+
+
+def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
+    """Make the config's remaining relative paths absolute against `base`."""
+    fix = lambda v: _fix(v, base)  # noqa: E731
+    data = cfg.data
+    data = dataclasses.replace(data, root=fix(data.root), flow_cache=fix(data.flow_cache), flow=fix(data.flow))
+    kwargs = dict(cfg.model.kwargs)
+    if kwargs.get("weights"):
+        kwargs["weights"] = fix(kwargs["weights"])
+    model = dataclasses.replace(cfg.model, backbone_weights=fix(cfg.model.backbone_weights),
+                                init_checkpoint=fix(cfg.model.init_checkpoint), kwargs=kwargs)
+    teacher = dataclasses.replace(cfg.teacher, checkpoint=fix(cfg.teacher.checkpoint))
+    return dataclasses.replace(cfg, data=data, model=model, teacher=teacher, out_dir=fix(cfg.out_dir))
