@@ -194,3 +194,17 @@ def test_cli_explain_and_missing_tensorrt(tiny_onnx):
     except ImportError:
         assert r.returncode == 2 and r.stderr.startswith("error: tensorrt is not installed")
         assert r.stderr.count("\n") == 1
+
+
+def test_qdq_structure_is_checked_before_building(tiny_onnx, tmp_path, fake_trt):
+    """A 'qdq_onnx' that is not a TensorRT-ready Q/DQ graph is refused before TensorRT is touched."""
+    import shutil
+
+    state, calls = fake_trt
+    fake = tmp_path / "fake.int8.qdq.onnx"
+    shutil.copy(tiny_onnx["static"], fake)
+    write_manifest(fake, "qdq_onnx", model="tiny", classes=["a", "b", "c", "d"],
+                   preprocess=PreprocessSpec(height=32, width=64), precision="int8", target="trt")
+    with pytest.raises(VssegError):
+        builder_mod.build_engine(fake, tmp_path / "x.engine", BuildSettings(precision="int8"), log=lambda *_: None)
+    assert calls == [] and not (tmp_path / "x.engine").exists()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from ..core.errors import VssegError, require
 from ..core.fileio import atomic_write, sha256_file
 from ..core.manifest import manifest_preprocess, read_manifest, write_manifest
@@ -68,6 +70,10 @@ def build_engine(onnx_path: str | Path, out: str | Path, settings: BuildSettings
         raise VssegError(f"--out {out}: is a directory, expected an engine file path")
     onnx_man = read_manifest(onnx_path, kind=("onnx", "qdq_onnx"), verify=True)
     input_name, dims = check_shapes(onnx_path, settings)
+    if onnx_man["kind"] == "qdq_onnx":
+        from ..calib.structure import require_qdq_structure
+
+        require_qdq_structure(onnx_path)  # symmetric int8, zero points 0, no int32 bias, no INT64 I/O
     trt = import_tensorrt()
     gpu = gpu_info(device)
     plan = plan_build(settings, trt.__version__, onnx_man["kind"], has_calibration_frames=bool(calib_frames),
@@ -103,7 +109,7 @@ def _build_bytes(trt, onnx_path, out, plan, settings, input_name, dims, onnx_man
             src = tmp_fp16
         calibrator = None
         if plan.int8_mode == "calibrator":
-            calibrator = _legacy_calibrator(onnx_path, onnx_man, calib_frames, out)
+            calibrator = _legacy_calibrator(trt, onnx_path, onnx_man, calib_frames, out)
         return _serialize(trt, src, plan, settings, input_name, dims, calibrator)
     finally:
         if tmp_fp16 is not None and tmp_fp16.exists():
@@ -147,11 +153,18 @@ def _num_dla_cores(trt) -> int:
     return int(getattr(trt.Builder(logger), "num_DLA_cores", 0))
 
 
-def _legacy_calibrator(onnx_path: Path, onnx_man: dict, frames: str, out: Path):
-    from ..calib.legacy import make_entropy_calibrator
+def _legacy_calibrator(trt, onnx_path: Path, onnx_man: dict, frames: str, out: Path, num_frames: int = 500):
+    """TensorRT 8.6/10 implicit-INT8 calibrator over seeded train frames, cache keyed by model+preprocessing+frames."""
+    from ..calib.frames import calibration_frames
+    from ..calib.legacy import BatchFeeder, CalibrationCache, calibration_cache_key, make_entropy_calibrator
+    from .device import DeviceBuffer
 
-    return make_entropy_calibrator(onnx_path, manifest_preprocess(onnx_man, str(onnx_path)), frames,
-                                   cache_dir=out.parent)
+    spec = manifest_preprocess(onnx_man, str(onnx_path))
+    frame_set, _ = calibration_frames(frames, num_frames, seed=0, split="train")
+    feeder = BatchFeeder(frame_set.frames, spec, batch_size=1)
+    key = calibration_cache_key(onnx_man["sha256"], spec, frame_set.sha1, feeder.batch_size)
+    buffer = DeviceBuffer(int(np.prod(feeder.shape)) * 4)
+    return make_entropy_calibrator(trt, feeder, CalibrationCache.in_dir(out.parent, key), buffer.upload)
 
 
 def _write_engine_manifest(out: Path, onnx_path: Path, onnx_man: dict, settings: BuildSettings, plan: BuildPlan,

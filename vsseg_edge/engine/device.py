@@ -44,3 +44,29 @@ def gpu_info(index: int = 0) -> GpuInfo:
         raise VssegError(f"cudaGetDeviceProperties({index}) failed: {getattr(err, 'name', err)}")
     name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
     return GpuInfo(index, name.strip("\x00").strip(), (int(prop.major), int(prop.minor)))
+
+
+class DeviceBuffer:
+    """One device allocation reused for every upload (the legacy calibrator's input), freed on delete."""
+
+    def __init__(self, nbytes: int):
+        self.rt = cudart()
+        err, self.ptr = self.rt.cudaMalloc(nbytes)
+        if int(err) != 0:
+            raise VssegError(f"cudaMalloc({nbytes}) failed: {getattr(err, 'name', err)}")
+        self.nbytes = nbytes
+
+    def upload(self, host) -> int:
+        """Copy a contiguous host array into the buffer; return the device address."""
+        if host.nbytes > self.nbytes:
+            raise ValueError(f"batch of {host.nbytes} bytes does not fit the {self.nbytes}-byte device buffer")
+        (err,) = self.rt.cudaMemcpy(self.ptr, host.ctypes.data, host.nbytes,
+                                    self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice)
+        if int(err) != 0:
+            raise VssegError(f"cudaMemcpy to the calibration buffer failed: {getattr(err, 'name', err)}")
+        return int(self.ptr)
+
+    def __del__(self):
+        ptr = getattr(self, "ptr", None)
+        if ptr is not None:
+            self.rt.cudaFree(ptr)
