@@ -135,3 +135,22 @@ def test_recipe_paths_relative_to_recipe_and_overrides_to_cwd(tmp_path, monkeypa
     cfg = load_recipe(tmp_path / "recipes" / "child.yaml", ["data.root=elsewhere", "teacher.checkpoint=t.pt"])
     assert cfg.data.root == str(tmp_path / "recipes" / "elsewhere") and cfg.data.flow == "auto"
     assert cfg.teacher.checkpoint == str(tmp_path / "recipes" / "t.pt") and cfg.name == "child"
+
+
+def test_temporal_loss_needs_neighbour_frames(tmp_path, synth_root):
+    """A plain (non-sequence) Cityscapes layout has no neighbours: TL is refused in one line, baseline trains."""
+    import shutil
+
+    plain = tmp_path / "plain"
+    for split in ("train", "val"):
+        for img in sorted((synth_root / "leftImg8bit_sequence" / split).rglob("*_000002_leftImg8bit.png")):
+            city = img.parent.name
+            (plain / "leftImg8bit" / split / city).mkdir(parents=True, exist_ok=True)
+            (plain / "gtFine" / split / city).mkdir(parents=True, exist_ok=True)
+            shutil.copy(img, plain / "leftImg8bit" / split / city / img.name)
+            stem = img.name.removesuffix("_leftImg8bit.png")
+            lab = synth_root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png"
+            shutil.copy(lab, plain / "gtFine" / split / city / lab.name)
+    tl = load_recipe(recipe(tmp_path, plain, "tl_plain", **{"loss.weights": {"seg": 1, "temporal": 0.1}}))
+    with pytest.raises(VssegError, match="no labelled frame .* has neighbour frames"):
+        Trainer(tl, progress=False)
