@@ -1,12 +1,23 @@
 """Confusion-matrix mIoU and temporal consistency (TC). numpy + OpenCV only (no torch).
 
 `evaluate_predictions` (in `evaluate.py`) runs both over a dataset; the trainer's validation, `vsseg-edge eval`
-and the benchmark reports all call it.
+and the benchmark reports all call it. The names below load on first use, so importing the CLI's
+`vsseg_edge.metrics.commands` does not import numpy (`vsseg-edge --help` stays fast).
 """
 
-from .evaluate import PredictionDir, evaluate_predictions
-from .miou import ConfusionMatrix
-from .tc import MODES as TC_MODES
-from .tc import TemporalConsistency, occlusion_mask, warp_labels
+import importlib
 
-__all__ = ["evaluate_predictions", "PredictionDir", "ConfusionMatrix", "TemporalConsistency", "warp_labels", "occlusion_mask", "TC_MODES"]
+_EXPORTS = {
+    "evaluate_predictions": "evaluate", "PredictionDir": "evaluate", "ConfusionMatrix": "miou",
+    "TemporalConsistency": "tc", "warp_labels": "tc", "occlusion_mask": "tc",
+}
+
+__all__ = [*_EXPORTS, "TC_MODES"]
+
+
+def __getattr__(name):
+    if name == "TC_MODES":
+        return importlib.import_module(".tc", __name__).MODES
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
