@@ -24,22 +24,18 @@ def _import_ok(module: str) -> tuple[bool, str]:
 
 
 def _cuda_devices() -> str:
+    from .core.errors import VssegError
+    from .engine.device import cudart, gpu_info
+
     try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError:
-            return "cuda-python not installed (pip install cuda-python)"
-    err, count = cudart.cudaGetDeviceCount()
-    if int(err) != 0:
-        return f"no CUDA device ({getattr(err, 'name', err)})"
-    names = []
-    for i in range(count):
-        err, prop = cudart.cudaGetDeviceProperties(i)
-        name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-        names.append(f"{i}: {name.strip(chr(0))} (sm_{prop.major}{prop.minor})")
-    return "; ".join(names)
+        rt = cudart()
+        err, count = rt.cudaGetDeviceCount()
+        if int(err) != 0:
+            return f"no CUDA device ({getattr(err, 'name', err)})"
+        return "; ".join(f"{g.index}: {g.name} (sm_{g.compute_capability[0]}{g.compute_capability[1]})"
+                         for g in (gpu_info(i) for i in range(count)))
+    except VssegError as exc:
+        return str(exc)
 
 
 def _opencv_video() -> str:

@@ -15,18 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import VssegError, require
+from ..core.errors import VssegError
 from ..core.fileio import atomic_write, sha256_file
 from ..core.manifest import manifest_preprocess, read_manifest, write_manifest
 from .cache import engine_key
-from .device import GpuInfo, gpu_info
+from .device import GpuInfo, gpu_info, tensorrt_module
 from .policy import BuildPlan, BuildSettings, plan_build
 
-TRT_HINT = "tensorrt (JetPack ships it; on desktops: pip install tensorrt from NVIDIA's index)"
-
-
 def import_tensorrt():
-    return require("tensorrt", pip_name=TRT_HINT)
+    return tensorrt_module()
 
 
 def onnx_input(onnx_path: Path) -> tuple[str, list]:

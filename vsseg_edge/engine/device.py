@@ -1,10 +1,26 @@
-"""The CUDA device an engine is built for or runs on, through cuda-python (no pycuda, no torch)."""
+"""The one place that imports TensorRT and cuda-python, and the CUDA device an engine is built for or runs on.
+
+The engine builder, the TensorRT runtime backend and `vsseg-edge doctor` all import through `tensorrt_module`
+and `cudart`, which raise a one-line MissingDependency naming the package and how to install it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..core.errors import MissingDependency, VssegError
+
+TRT_INSTALL = ("pip install tensorrt (desktop, from NVIDIA's index) or the JetPack python3-libnvinfer package "
+               "(Jetson)")
+
+
+def tensorrt_module():
+    """`import tensorrt`, or a one-line MissingDependency with the install hint."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise MissingDependency(f"tensorrt is not installed ({exc}); install it with: {TRT_INSTALL}") from None
+    return tensorrt
 
 
 @dataclass(frozen=True)

@@ -22,28 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ...core.errors import MissingDependency, VssegError
+from ...core.errors import VssegError
 from ...core.manifest import manifest_preprocess, read_manifest
 from ...engine.cache import check_engine_manifest
 from . import Backend, output_kind_of
 
 
 def load_trt_modules():
-    """Import (tensorrt, cudart) or raise a one-line MissingDependency naming the package and the install."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise MissingDependency(f"tensorrt is not installed ({exc}); install it with: pip install tensorrt "
-                                "(desktop) or use the JetPack python3-libnvinfer package (Jetson)") from None
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError as exc:
-            raise MissingDependency(f"cuda-python is not installed ({exc}); install it with: "
-                                    "pip install cuda-python") from None
-    return trt, cudart
+    """(tensorrt, cudart) through the engine room's one import helper (one-line errors with the install)."""
+    from ...engine.device import cudart, tensorrt_module
+
+    return tensorrt_module(), cudart()
 
 
 def cuda_call(result):
