@@ -107,7 +107,7 @@ def main() -> None:
     lines += ["", f"{args.iterations} iterations per student (teacher {args.teacher_iterations or 2 * args.iterations}), "
               f"seed 0, CPU, {result['date']}. mIoU on the val labelled frames, TC over consecutive val frame pairs "
               f"warped with {result['flow']}; both by `vsseg-edge eval` on label PNGs from `vsseg-edge run`.",
-              f"Reproduce: `python benchmarks/etc_synthetic.py --iterations {args.iterations}` "
+              f"Reproduce: `python benchmarks/{' '.join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))}` "
               f"({result['wall_seconds']} s here)."]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
