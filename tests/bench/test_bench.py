@@ -199,3 +199,19 @@ def test_benchmark_convenience_writes_the_report(artifacts, synth_root, tmp_path
     assert report["entries"][0]["status"] == "ok" and report["entries"][0]["accuracy"]["tc"] is None
     assert files["json"].is_file() and files["markdown"].read_text().startswith("| entry |")
     assert files["accuracy_latency"].is_file() and "tc" not in files and "int8_delta" not in files
+
+
+def test_same_file_names_in_two_folders_stay_separate(artifacts, synth_root, tmp_path):
+    """Two students' `tiny.onnx` in different folders: distinct ids, and each agrees with itself, not the other."""
+    import shutil
+
+    copies = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        for suffix in ("", ".json"):
+            shutil.copy(str(artifacts["onnx"]) + suffix, tmp_path / folder / (artifacts["onnx"].name + suffix))
+        copies.append(tmp_path / folder / artifacts["onnx"].name)
+    report = run_bench(copies, quick(synth_root, runs=1, tc=False))
+    ids = [e["id"] for e in report["entries"]]
+    assert ids == ["a/tiny.onnx@ort", "b/tiny.onnx@ort"]
+    assert [e["name"] for e in report["entries"]] == ["a/tiny", "b/tiny"]

@@ -95,3 +95,12 @@ def test_bench_imports_without_torch():
             "vsseg_edge.bench.plots, vsseg_edge.bench.accuracy, vsseg_edge.bench.commands; "
             "bad = [m for m in ('torch', 'onnx', 'tensorrt', 'matplotlib') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unique_names_prefix_the_folder_only_where_file_names_collide():
+    from pathlib import Path
+
+    from vsseg_edge.bench.runner import unique_names
+
+    paths = [Path("/r/a/model.pt"), Path("/r/b/model.pt"), Path("/r/b/student.onnx")]
+    assert list(unique_names(paths).values()) == ["a/model.pt", "b/model.pt", "student.onnx"]

@@ -29,8 +29,8 @@ def load_report(path: str | Path) -> dict:
     return rep
 
 
-def _key(e: dict) -> tuple[str, str]:
-    return (e["file"], e["backend"])
+def _key(e: dict) -> str:
+    return e["id"]  # unique within a report (file name, folder-prefixed where names collide, and backend)
 
 
 def _ratio(b, a):

@@ -17,9 +17,9 @@ PLOT_FILES = {"accuracy_latency": "accuracy_vs_latency.png", "tc": "tc.png", "in
 
 
 def entry_label(e: dict) -> str:
-    """Short name of an entry: artifact stem (without .int8.qdq etc.), precision, backend."""
-    stem = Path(e["file"]).name.split(".")[0]
-    return f"{stem} {e.get('precision', '?')} ({e['backend']})"
+    """Short name of an entry: artifact name (see `runner.unique_names`), precision, backend."""
+    name = e.get("name") or Path(e["file"]).name.split(".")[0]
+    return f"{name} {e.get('precision', '?')} ({e['backend']})"
 
 
 def _pyplot():

@@ -124,9 +124,21 @@ def _open(path: Path, backend: str, cfg: BenchConfig):
     return open_backend(path, backend), None
 
 
-def bench_entry(path: Path, backend_name: str, cfg: BenchConfig, dataset, frames, flow_source) -> tuple[dict, list]:
+def unique_names(paths: Sequence[Path]) -> dict[Path, str]:
+    """Each artifact's file name, prefixed by its folder where two artifacts share a file name
+    (three students' `model.pt`), so entry ids and labels never collide."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.name] = counts.get(p.name, 0) + 1
+    return {p: (f"{p.parent.name}/{p.name}" if counts[p.name] > 1 else p.name) for p in paths}
+
+
+def bench_entry(path: Path, backend_name: str, cfg: BenchConfig, dataset, frames, flow_source,
+                name: str | None = None) -> tuple[dict, list]:
     """One entry: open, time, predict the bench frames, evaluate, close. Returns (entry, predictions)."""
-    entry = {"id": f"{path.name}@{backend_name}", "backend": backend_name, **artifact_info(path)}
+    name = name or path.name
+    entry = {"id": f"{name}@{backend_name}", "name": name.split(".")[0], "backend": backend_name,
+             **artifact_info(path)}
     if backend_name not in cfg.backends:
         return {**entry, "status": "skipped", "reason": f"backend {backend_name} not selected (--backends "
                                                         f"{','.join(cfg.backends)})"}, []
@@ -195,11 +207,12 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
     frames = [dataset.read_image(r) for r in refs]
     flow_source = _flow(cfg, dataset)
     entries, preds = [], {}
+    names = unique_names(paths)
     bar = _progress(paths, cfg.progress)
     for path in bar:
         if hasattr(bar, "set_postfix_str"):
             bar.set_postfix_str(path.name)
-        entry, p = bench_entry(path, infer_backend_name(path), cfg, dataset, frames, flow_source)
+        entry, p = bench_entry(path, infer_backend_name(path), cfg, dataset, frames, flow_source, names[path])
         entries.append(entry)
         preds[entry["id"]] = p
     chains = {str(p): parent_chain(p) for p in paths}
