@@ -22,7 +22,7 @@ from ..core.fileio import atomic_path
 from ..core.manifest import manifest_preprocess, read_manifest, write_manifest
 from .config import CalibConfig
 from .frames import FrameSet, calibration_frames, evaluation_frames, source_kind
-from .gate import Evaluator, GateResult
+from .gate import Evaluator
 from .quantize_ort import FrameReader, model_input_name, quantize_ort
 from .sensitivity import candidate_layers, exclusion_rounds, rank_layers
 from .structure import require_qdq_structure

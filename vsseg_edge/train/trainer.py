@@ -20,9 +20,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..core.config import to_dict
 from ..core.errors import VssegError
