@@ -11,18 +11,27 @@ from torch import nn
 from ..core.errors import VssegError
 
 
+def safe_torch_load(path: Path, what: str):
+    """`torch.load(weights_only=True)` with one-line errors naming `path` and the `what` it should be.
+
+    Checkpoints and weight files both load through here: a pickle that needs more than tensors and plain
+    values is refused, never executed.
+    """
+    if not path.is_file():
+        raise VssegError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise VssegError(f"{path}: refused to unpickle: it needs more than tensors and plain values "
+                         f"({str(exc).strip().splitlines()[0][:120]})") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise VssegError(f"{path}: not a readable torch {what} ({str(exc).splitlines()[0][:120]})") from None
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a state dict with `weights_only=True`; unwrap {"state_dict": …} / {"model": …}; drop "module."."""
     path = Path(path)
-    if not path.is_file():
-        raise VssegError(f"{path}: weights file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise VssegError(f"{path}: refused to unpickle: it needs more than tensors "
-                         f"({str(exc).strip().splitlines()[0][:120]})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise VssegError(f"{path}: not a readable torch file ({str(exc).splitlines()[0][:120]})") from None
+    obj = safe_torch_load(path, "weights file")
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

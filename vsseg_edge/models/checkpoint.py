@@ -66,20 +66,10 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a vsseg-edge checkpoint safely (weights_only) or raise a one-line error."""
-    import pickle
-
-    import torch
+    from ._weights import safe_torch_load
 
     path = Path(path)
-    if not path.is_file():
-        raise VssegError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0][:160]
-        raise VssegError(f"{path}: refused to unpickle: it needs more than tensors and plain values ({first})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise VssegError(f"{path}: not a readable torch checkpoint ({str(exc).splitlines()[0][:160]})") from None
+    ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise VssegError(f"{path}: not a vsseg-edge checkpoint (no 'format: {FORMAT}'); "
                          "plain state dicts load through a model's own loader (e.g. --init-weights)")
