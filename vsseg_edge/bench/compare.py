@@ -6,7 +6,6 @@ latency: below 1 means B is faster); deltas are B − A in points. Entries in on
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..core.errors import VssegError
@@ -16,13 +15,10 @@ from .runner import SCHEMA
 
 def load_report(path: str | Path) -> dict:
     """Read a bench JSON report, or one line saying why it is not one."""
+    from ..core.fileio import read_json
+
     path = Path(path)
-    if not path.is_file():
-        raise VssegError(f"{path}: report not found")
-    try:
-        rep = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise VssegError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    rep = read_json(path, "report")
     if not isinstance(rep, dict) or rep.get("schema") != SCHEMA:
         raise VssegError(f"{path}: not a vsseg-edge bench report (schema {rep.get('schema') if isinstance(rep, dict) else None!r}, "
                          f"expected {SCHEMA!r})")

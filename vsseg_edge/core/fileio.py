@@ -60,6 +60,17 @@ def write_json(target: str | os.PathLike, obj) -> None:
         fh.write("\n")
 
 
+def read_json(path: str | os.PathLike, what: str = "JSON file"):
+    """Parse a JSON file, or raise one line naming the file: missing (as `what`) or not valid JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise VssegError(f"{path}: {what} not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise VssegError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
 def _json_default(obj):
     if isinstance(obj, (np.integer,)):
         return int(obj)

@@ -9,12 +9,11 @@ never the previous step's code.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 
 from .. import __version__
 from .errors import VssegError
-from .fileio import sha256_file, write_json
+from .fileio import read_json, sha256_file, write_json
 from .preprocess import PreprocessSpec
 
 SCHEMA_VERSION = 1
@@ -70,10 +69,7 @@ def read_manifest(artifact: str | Path, kind: str | tuple[str, ...] | None = Non
     mpath = manifest_path(artifact)
     if not mpath.is_file():
         raise VssegError(f"{artifact}: no manifest {mpath.name} beside it; vsseg-edge writes one with every artifact")
-    try:
-        man = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
-        raise VssegError(f"{mpath}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    man = read_json(mpath, "manifest")
     if not isinstance(man, dict) or "kind" not in man:
         raise VssegError(f"{mpath}: not a vsseg-edge manifest (no 'kind')")
     kinds = (kind,) if isinstance(kind, str) else kind
