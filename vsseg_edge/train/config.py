@@ -54,7 +54,6 @@ class OptimConfig:
     head_lr_mult: float = 10.0
     poly_power: float = 0.9
     grad_clip: float = 10.0  # max global grad norm; 0 disables
-    disc_lr: float = 4e-4  # SKD holistic discriminator
 
 
 @dataclass(frozen=True)
