@@ -72,14 +72,16 @@ def test_reference_follows_the_manifest_chain(bench):
     e = by_id(bench[0])
     assert e["tiny.int8.qdq.onnx@ort"]["agreement"]["reference"] == "tiny.onnx@ort"
     assert 0 < e["tiny.int8.qdq.onnx@ort"]["agreement"]["percent"] <= 100
-    assert e["tiny.pt@torch"]["agreement"]["reference"] == "tiny.pt@torch"
+    assert e["tiny.pt@torch"]["agreement"] is None  # the root of the lineage: the reference of the others
+    assert e["tiny.pt@torch"]["reference_note"].startswith("FP32 root")
+    assert [n["file"] for n in e["tiny.int8.qdq.onnx@ort"]["lineage"]] == ["tiny.int8.qdq.onnx", "tiny.onnx", "tiny.pt"]
 
 
 def test_explicit_reference_is_added_and_agrees_with_itself(artifacts, synth_root):
     report = run_bench([artifacts["int8"]], quick(synth_root, runs=1, tc=False, reference=artifacts["onnx"]))
     e = by_id(report)
     assert set(e) == {"tiny.int8.qdq.onnx@ort", "tiny.onnx@ort"}
-    assert e["tiny.onnx@ort"]["agreement"]["percent"] == 100.0
+    assert e["tiny.onnx@ort"]["agreement"] is None and e["tiny.onnx@ort"]["reference_note"] == "the --reference itself"
     assert e["tiny.int8.qdq.onnx@ort"]["agreement"]["reference"] == "tiny.onnx@ort"
     assert e["tiny.int8.qdq.onnx@ort"]["accuracy"]["tc"] is None
 
@@ -202,7 +204,7 @@ def test_benchmark_convenience_writes_the_report(artifacts, synth_root, tmp_path
 
 
 def test_same_file_names_in_two_folders_stay_separate(artifacts, synth_root, tmp_path):
-    """Two students' `tiny.onnx` in different folders: distinct ids, and each agrees with itself, not the other."""
+    """Two students' `tiny.onnx` in different folders: distinct ids, and neither is the other's reference."""
     import shutil
 
     copies = []
@@ -215,3 +217,4 @@ def test_same_file_names_in_two_folders_stay_separate(artifacts, synth_root, tmp
     ids = [e["id"] for e in report["entries"]]
     assert ids == ["a/tiny.onnx@ort", "b/tiny.onnx@ort"]
     assert [e["name"] for e in report["entries"]] == ["a/tiny", "b/tiny"]
+    assert all(e["agreement"] is None and e["reference_note"].startswith("FP32 root") for e in report["entries"])

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from vsseg_edge.bench import latency as lat
-from vsseg_edge.bench.runner import BenchConfig, choose_reference, parent_chain, select_frames
+from vsseg_edge.bench.lineage import choose_reference, lineage
+from vsseg_edge.bench.runner import BenchConfig, select_frames
 from vsseg_edge.core.errors import VssegError
 
 
@@ -60,19 +61,71 @@ def test_select_frames_is_evenly_spaced_and_deterministic():
         select_frames(SimpleNamespace(frames=lambda: [], root="r", split="val"), 3)
 
 
-def test_reference_choice_explicit_then_ancestor_then_first_fp32():
-    e = lambda i, prec, sha, status="ok": {"id": i, "artifact": i, "precision": prec, "sha256": sha, "status": status}  # noqa: E731
-    entries = [e("a", "fp32", "sa"), e("b", "fp32", "sb"), e("c", "int8", "sc"), e("d", "fp32", "sd", "unavailable")]
-    assert choose_reference(entries[2], entries, {"c": ["sx", "sb"]}, None)["id"] == "b"
-    assert choose_reference(entries[2], entries, {"c": ["sd"]}, None)["id"] == "a"  # ancestor not run → first FP32
-    assert choose_reference(entries[2], entries, {}, "b")["id"] == "b"
+def _e(i, prec, chain, status="ok", folder="s"):
+    """A fake entry: id i, its lineage shas `chain` (itself first)."""
+    return {"id": i, "artifact": f"{folder}/{i}", "file": i, "precision": prec, "sha256": chain[0], "status": status,
+            "lineage": [{"sha256": sha, "kind": None, "file": sha} for sha in chain]}
 
 
-def test_parent_chain_follows_manifests(artifacts):
+def test_reference_is_the_nearest_fp32_ancestor_or_the_explicit_one():
+    ckpt, onnx = _e("ckpt", "fp32", ["c"]), _e("onnx", "fp32", ["o", "c"])
+    int8 = _e("int8", "int8", ["q", "o", "c"])
+    entries = [ckpt, onnx, int8]
+    assert choose_reference(int8, entries, None)[0] is onnx
+    assert choose_reference(onnx, entries, None)[0] is ckpt
+    ref, why = choose_reference(ckpt, entries, None)
+    assert ref is None and why.startswith("FP32 root")
+    onnx["status"] = "unavailable"  # an ancestor that did not run: the next one up
+    assert choose_reference(int8, entries, None)[0] is ckpt
+    assert choose_reference(int8, entries, "s/ckpt")[0] is ckpt
+    assert choose_reference(ckpt, entries, "s/ckpt") == (None, "the --reference itself")
+
+
+def test_two_students_never_share_a_reference():
+    """Student B's INT8 has no FP32 relative among the entries: no reference, never student A's FP32."""
+    a_ckpt, a_onnx = _e("a.pt", "fp32", ["ca"], folder="a"), _e("a.onnx", "fp32", ["oa", "ca"], folder="a")
+    b_ckpt, b_int8 = _e("b.pt", "fp32", ["cb"], folder="b"), _e("b.int8", "int8", ["qb", "ob", "cb2"], folder="b")
+    entries = [a_ckpt, a_onnx, b_ckpt, b_int8]
+    ref, why = choose_reference(b_int8, entries, None)
+    assert ref is None and "no FP32 entry of the same model" in why and "cb2" in why
+    ref, why = choose_reference(b_ckpt, entries, None)
+    assert ref is None and why.startswith("FP32 root")  # not compared with student A's checkpoint
+
+
+def test_reduced_precision_falls_back_to_the_nearest_fp32_relative():
+    """An INT8 engine whose ONNX ancestors were not benched: the FP32 engine built from the same ONNX."""
+    fp32_eng = _e("fp32.engine", "fp32", ["e32", "o", "c"])
+    fp16_eng = _e("fp16.engine", "fp16", ["e16", "o", "c"])
+    int8_eng = _e("int8.engine", "int8", ["e8", "q", "o", "c"])
+    other = _e("other.onnx", "fp32", ["x", "c2"])
+    entries = [other, fp16_eng, fp32_eng, int8_eng]
+    assert choose_reference(int8_eng, entries, None)[0] is fp32_eng
+    assert choose_reference(fp16_eng, entries, None)[0] is fp32_eng
+    assert choose_reference(fp32_eng, entries, None)[0] is None  # a cousin is no reference for FP32
+
+
+def test_lineage_follows_manifests_and_stops_at_the_checkpoint(artifacts):
     from vsseg_edge.core.manifest import read_manifest
 
-    chain = parent_chain(artifacts["int8"])
-    assert chain == [read_manifest(artifacts["onnx"])["sha256"], read_manifest(artifacts["ckpt"])["sha256"]]
+    nodes = lineage(artifacts["int8"])
+    assert [n["file"] for n in nodes] == ["tiny.int8.qdq.onnx", "tiny.onnx", "tiny.pt"]
+    assert [n["kind"] for n in nodes] == ["qdq_onnx", "onnx", "checkpoint"]
+    assert nodes[1]["sha256"] == read_manifest(artifacts["onnx"])["sha256"]
+    assert [n["file"] for n in lineage(artifacts["ckpt"])] == ["tiny.pt"]
+
+
+def test_lineage_finds_a_parent_in_another_folder_among_the_run(artifacts, tmp_path):
+    """The demo's layout: the ONNX beside no checkpoint; the checkpoint is found by sha256 among the artifacts."""
+    import shutil
+
+    from vsseg_edge.core.manifest import read_manifest
+
+    for suffix in ("", ".json"):
+        shutil.copy(str(artifacts["onnx"]) + suffix, tmp_path / ("tiny.onnx" + suffix))
+    alone = lineage(tmp_path / "tiny.onnx")
+    assert [(n["file"], n["kind"]) for n in alone] == [("tiny.onnx", "onnx"), ("tiny.pt", None)]
+    found = lineage(tmp_path / "tiny.onnx", {read_manifest(artifacts["ckpt"])["sha256"]: artifacts["ckpt"]})
+    assert [(n["file"], n["kind"]) for n in found] == [("tiny.onnx", "onnx"), ("tiny.pt", "checkpoint")]
 
 
 def test_class_count_mismatch_is_refused(synth_root):

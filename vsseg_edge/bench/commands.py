@@ -34,7 +34,9 @@ def bench_command(
     flow: str = typer.Option("auto", "--flow", help="Flow for TC: auto|exact|dis|<folder of flow files>."),
     no_tc: bool = typer.Option(False, "--no-tc", help="Skip temporal consistency."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="FP32 artifact the agreement is measured "
-                                                                       "against (default: manifest parent, else first FP32)."),
+                                                                       "against (default: the nearest FP32 artifact of the "
+                                                                       "same lineage in the manifests; none if no "
+                                                                       "FP32 entry shares it)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch backend device (default: cuda if available)."),
     compare: bool = typer.Option(False, "--compare", help="Compare two reports: `bench --compare A.json B.json`."),
 ):
@@ -84,3 +86,7 @@ def _print_table(report: dict) -> None:
     if not console.is_terminal:
         console = Console(width=160)
     console.print(table)
+    from .report import not_run_lines
+
+    for line in not_run_lines(report):
+        console.print(f"not run {line[2:]}", markup=False, highlight=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..core.errors import VssegError
 from .report import markdown_table
-from .runner import SCHEMA
+from .runner import READABLE_SCHEMAS
 
 
 def load_report(path: str | Path) -> dict:
@@ -19,9 +19,9 @@ def load_report(path: str | Path) -> dict:
 
     path = Path(path)
     rep = read_json(path, "report")
-    if not isinstance(rep, dict) or rep.get("schema") != SCHEMA:
+    if not isinstance(rep, dict) or rep.get("schema") not in READABLE_SCHEMAS:
         raise VssegError(f"{path}: not a vsseg-edge bench report (schema {rep.get('schema') if isinstance(rep, dict) else None!r}, "
-                         f"expected {SCHEMA!r})")
+                         f"expected one of {', '.join(READABLE_SCHEMAS)})")
     return rep
 
 
@@ -64,7 +64,8 @@ def compare_reports(a: dict, b: dict) -> dict:
             "only_b": [eb[k]["id"] for k in eb if k not in ea], "settings": settings_diff(a, b)}
 
 
-SETTINGS = {"runs": ("timing", "runs"), "warmup": ("timing", "warmup"), "threads": ("timing", "threads"),
+SETTINGS = {"schema": ("schema",), "backends": ("backends",), "reference rule": ("reference_rule",),
+            "runs": ("timing", "runs"), "warmup": ("timing", "warmup"), "threads": ("timing", "threads"),
             "dataset": ("dataset", "root"), "split": ("dataset", "split"), "max_sequences": ("dataset", "max_sequences"),
             "flow": ("flow",), "cpu": ("environment", "cpu"), "gpus": ("environment", "gpus")}
 

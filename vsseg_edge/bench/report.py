@@ -1,7 +1,8 @@
-"""Write a benchmark report: `report.json` (schema "vsseg-edge-bench/1"), `report.md` and the PNG plots.
+"""Write a benchmark report: `report.json` (schema `runner.SCHEMA`), `report.md` and the PNG plots.
 
-The Markdown opens with the table and the accuracy-vs-latency plot, then says how every figure was
-measured (the timing methodology), where (environment) and on what (dataset, flow, frames).
+The Markdown opens with the table and the accuracy-vs-latency plot, then lists the requested (artifact,
+backend) pairs that have no figures (one line each, why), then says how every figure was measured (the
+timing methodology), where (environment) and on what (dataset, flow, frames).
 """
 
 from __future__ import annotations
@@ -53,10 +54,22 @@ def table_rows(report: dict) -> list[list[str]]:
             continue
         c, x, a = e["latency"]["compute"], e["latency"]["end_to_end"], e["accuracy"]
         agr = e.get("agreement") or {}
-        ref = "" if agr.get("reference") in (None, e["id"]) else f"vs {agr['reference']}"
+        ref = f"vs {agr['reference']}" if agr.get("reference") else reference_note(e)
         rows.append([entry_label(e), _device(e.get("device")), _f(x["p50_ms"]), _f(x["p99_ms"]), _f(x["fps"], 1),
                      _f(c["p50_ms"]), _f(c["fps"], 1), _f(a["miou"]), _f(a["tc"]), _f(agr.get("percent")), ref])
     return rows
+
+
+def reference_note(e: dict) -> str:
+    """Table note of an entry without a reference: short for an FP32 root, the whole reason otherwise."""
+    note = e.get("reference_note") or ""
+    return "FP32 reference" if note.startswith("FP32 root") else note
+
+
+def not_run_lines(report: dict) -> list[str]:
+    """One Markdown line per requested (artifact, backend) pair without figures (`runner` key `not_run`)."""
+    return [f"- `{r['id'].rsplit('@', 1)[0]}` × {r['backend']} — {r['status']}: {r['reason']}"
+            for r in report.get("not_run") or []]
 
 
 def _device(name) -> str:
@@ -82,6 +95,9 @@ def render_markdown(report: dict, plots: dict) -> str:
     parts = [markdown_table(HEADER, table_rows(report)), ""]
     if plots.get("accuracy_latency"):
         parts += [f"![accuracy vs latency]({plots['accuracy_latency']})", ""]
+    if report.get("not_run"):
+        parts += [f"**Not run** — requested (artifact, backend) pairs without figures (backends asked: "
+                  f"{', '.join(report.get('backends') or [])}):", ""] + not_run_lines(report) + [""]
     parts += [f"# Benchmark on {ds['name']} {ds['split']} ({report['created']})", ""]
     for key, title in (("tc", "Temporal consistency"), ("int8_delta", "Per-class IoU change from INT8")):
         parts += [f"![{title}]({plots[key]})" if plots.get(key) else f"_{title}: nothing to plot "
@@ -124,7 +140,16 @@ def _entry_details(e: dict) -> str:
             f"{_f(lat['end_to_end']['p90_ms'])}/{_f(lat['end_to_end']['p99_ms'])} ms (stages p50: preprocess "
             f"{_f(st.get('preprocess_p50_ms'))}, infer {_f(st.get('infer_p50_ms'))}, postprocess "
             f"{_f(st.get('postprocess_p50_ms'))} ms); TC over {acc['tc_pairs']} pairs"
-            f"{nan}")
+            f"{nan}; {_lineage(e)}")
+
+
+def _lineage(e: dict) -> str:
+    from .lineage import source_of
+
+    agr = e.get("agreement") or {}
+    ref = f"reference {agr['reference']}" if agr.get("reference") else (e.get("reference_note") or "no reference")
+    chain = " ← ".join(str(n.get("file")) for n in e.get("lineage") or [])
+    return f"lineage {chain or '?'} (source {source_of(e)}); {ref}"
 
 
 def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:

@@ -1,7 +1,9 @@
 """`run_bench`: every artifact × the backend that runs it → one entry with speed, accuracy and agreement.
 
 Each entry is timed on the SAME frames (evenly spaced over the split), evaluated with
-`metrics.evaluate.evaluate_predictions`, and compared pixel by pixel with its FP32 reference. A backend
+`metrics.evaluate.evaluate_predictions`, and compared pixel by pixel with its FP32 reference (chosen by
+lineage, `bench.lineage`). Requested (artifact, backend) pairs without figures are listed with one line
+each under `not_run` (`bench.pairs`). A backend
 that cannot run here (TensorRT missing) becomes an entry with status "unavailable" and the reason, an
 artifact its backend refuses (foreign engine, unknown model …) one with status "failed"; neither is a crash. The result is the JSON-ready report (`SCHEMA`); `report.write_report` writes it.
 """
@@ -17,8 +19,16 @@ import numpy as np
 
 from ..core.errors import MissingDependency, VssegError
 from . import latency as lat
+from .pairs import not_run
 
-SCHEMA = "vsseg-edge-bench/1"
+SCHEMA = "vsseg-edge-bench/2"  # /2: entries carry `lineage` and `reference_note`; report has `backends`, `not_run`
+READABLE_SCHEMAS = ("vsseg-edge-bench/1", SCHEMA)  # what `--compare` reads
+REFERENCE_RULE = {
+    "explicit": "the --reference entry, for every other entry",
+    "lineage": ("the nearest FP32 ancestor among the entries in the manifests' lineage (up to the source "
+                "checkpoint); for FP16/INT8 entries without one, the FP32 entry of the same model whose lineage "
+                "meets theirs nearest; none when no FP32 entry shares the lineage (never another model)"),
+}
 ALL_BACKENDS = ("ort", "torch", "trt")
 
 
@@ -92,22 +102,6 @@ def artifact_info(path: Path) -> dict:
             "sha256": man.get("sha256"), "parent": man.get("parent")}
 
 
-def parent_chain(path: Path, limit: int = 8) -> list[str]:
-    """sha256 of the artifact's ancestors (parent, grandparent …), following manifests in the same folder."""
-    from ..core.manifest import manifest_path, read_manifest
-
-    chain, cur = [], path
-    for _ in range(limit):
-        if not manifest_path(cur).is_file():
-            break
-        parent = read_manifest(cur).get("parent")
-        if not parent or not parent.get("sha256"):
-            break
-        chain.append(parent["sha256"])
-        cur = cur.parent / parent["file"]
-    return chain
-
-
 def _open(path: Path, backend: str, cfg: BenchConfig):
     """Open the backend with the run's thread/device settings; returns (backend, threads actually used)."""
     from ..runtime.backends import open_backend
@@ -161,32 +155,29 @@ def bench_entry(path: Path, backend_name: str, cfg: BenchConfig, dataset, frames
     return entry, preds
 
 
-def choose_reference(entry: dict, entries: list[dict], chains: dict[str, list[str]], explicit: str | None) -> dict | None:
-    """The entry's FP32 reference: `--reference`; else its nearest ancestor among the entries; else the first FP32."""
-    ok = [e for e in entries if e["status"] == "ok"]
-    if explicit is not None:
-        return next((e for e in ok if e["artifact"] == explicit), None)
-    by_sha = {}
-    for e in ok:
-        by_sha.setdefault(e["sha256"], e)
-    for sha in chains.get(entry["artifact"], []):
-        if sha in by_sha:
-            return by_sha[sha]
-    return next((e for e in ok if e["precision"] == "fp32"), None)
+def add_lineage(entries: list[dict], paths: Sequence[Path]) -> None:
+    """Each entry's lineage (`lineage.lineage`), parents found beside their children or among the run's artifacts."""
+    from .lineage import lineage
+
+    known = {e["sha256"]: p for e, p in zip(entries, paths) if e.get("sha256")}
+    for e, p in zip(entries, paths):
+        e["lineage"] = lineage(p, known)
 
 
-def add_agreement(entries: list[dict], preds: dict[str, list], chains: dict[str, list[str]],
-                  explicit: str | None) -> None:
-    """Argmax agreement (% of pixels) of each entry with its reference on the bench frames."""
+def add_agreement(entries: list[dict], preds: dict[str, list], explicit: str | None) -> None:
+    """Argmax agreement (% of pixels) of each entry with its FP32 reference on the bench frames, or why none."""
+    from .lineage import choose_reference
+
     for e in entries:
         if e["status"] != "ok":
             continue
-        ref = choose_reference(e, entries, chains, explicit)
+        ref, why = choose_reference(e, entries, explicit)
         if ref is None:
-            e["agreement"] = None
+            e["agreement"], e["reference_note"] = None, why
             continue
         e["agreement"] = {"reference": ref["id"], "percent": lat.argmax_agreement(preds[e["id"]], preds[ref["id"]]),
                           "frames": len(preds[e["id"]])}
+        e["reference_note"] = None
 
 
 def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
@@ -215,8 +206,8 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
         entry, p = bench_entry(path, infer_backend_name(path), cfg, dataset, frames, flow_source, names[path])
         entries.append(entry)
         preds[entry["id"]] = p
-    chains = {str(p): parent_chain(p) for p in paths}
-    add_agreement(entries, preds, chains, explicit)
+    add_lineage(entries, paths)
+    add_agreement(entries, preds, explicit)
     return _assemble(cfg, dataset, refs, flow_source, entries)
 
 
@@ -249,8 +240,9 @@ def _assemble(cfg: BenchConfig, dataset, refs, flow_source, entries) -> dict:
                    "frames": [str(Path(r.image).relative_to(dataset.root)) if Path(r.image).is_relative_to(dataset.root)
                               else str(r.image) for r in refs],
                    "process": "single process, entries run one after another"},
-        "reference_rule": ("--reference" if cfg.reference else
-                           "nearest ancestor in the manifest chain among the entries, else the first FP32 entry"),
+        "backends": list(cfg.backends),
+        "reference_rule": REFERENCE_RULE["explicit" if cfg.reference else "lineage"],
         "environment": lat.environment(),
         "entries": entries,
+        "not_run": not_run(entries, cfg.backends),
     }
