@@ -1,4 +1,10 @@
-"""onnxruntime backend: FP32 or Q/DQ INT8 ONNX, on the TensorRT, CUDA or CPU execution provider as installed."""
+"""onnxruntime backend: FP32 or Q/DQ INT8 ONNX, on the TensorRT, CUDA or CPU execution provider as installed.
+
+A TensorRT-flavour Q/DQ model (int8 activations, zero point 0) is slow on the CPU provider, which fuses
+Q/DQ into integer kernels mainly for uint8 activations. When such a model runs on the CPU provider, its
+activation Q/DQ are shifted to uint8 in memory (`calib.zero_point.shift_activations_to_uint8`, exact), the
+file is left untouched, and `describe()` says so.
+"""
 
 from __future__ import annotations
 
@@ -50,12 +56,40 @@ class OrtBackend(Backend):
         missing = [p for p in providers if p not in available]
         if missing:
             raise VssegError(f"{path.name}: execution provider(s) {missing} not in this onnxruntime ({available})")
+        self.shifted = 0  # activation QuantizeLinear nodes shifted from int8 to uint8 (CPU provider only)
+        source = self._cpu_source(path, providers)
         try:
-            self._session = ort.InferenceSession(str(path), opts, providers=list(providers))
+            self._session = ort.InferenceSession(source, opts, providers=list(providers))
         except Exception as exc:  # ORT raises its own pybind exception types
             raise VssegError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:160]})") from None
         self.device = self._session.get_providers()[0].replace("ExecutionProvider", "")
         self._check_io(path)
+
+    def _cpu_source(self, path: Path, providers: list[str]) -> str | bytes:
+        """The file, or, for int8-activation Q/DQ on the CPU provider, the uint8-shifted model as bytes."""
+        if not providers or providers[0] != "CPUExecutionProvider":
+            return str(path)
+        try:
+            import onnx
+
+            from ...calib.zero_point import (
+                int8_activation_quantizers,
+                shift_activations_to_uint8,
+            )
+        except ImportError:  # an edge box may run onnxruntime without the onnx package
+            return str(path)
+        model = onnx.load(str(path))
+        found = int8_activation_quantizers(model)
+        if not found:
+            return str(path)
+        self.shifted = len(found)
+        return shift_activations_to_uint8(model).SerializeToString()
+
+    def describe(self) -> str:
+        text = super().describe()
+        if self.shifted:
+            text += f", int8 activation Q/DQ shifted to uint8 in memory ({self.shifted} QuantizeLinear, exact)"
+        return text
 
     def _check_io(self, path: Path) -> None:
         """The graph's input must be what the manifest's preprocessing produces (dtype, layout, static size)."""

@@ -1,0 +1,65 @@
+"""The onnxruntime backend runs a TensorRT-flavour Q/DQ model on the CPU with its activations shifted to uint8.
+
+The caller opens the file as usual; the backend shifts in memory (exact), says so in `describe()`, and the
+file on disk is unchanged. A model without int8 activations (FP32, or the onnxruntime u8 flavour) is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx
+import pytest
+
+from vsseg_edge.calib.frames import Frame
+from vsseg_edge.calib.quantize_ort import FrameReader, quantize_ort
+from vsseg_edge.core.manifest import manifest_preprocess, read_manifest, write_manifest
+from vsseg_edge.core.preprocess import preprocess_batch
+from vsseg_edge.runtime.backends import open_backend
+
+from .conftest import make_frames
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _quantised(tmp_path, onnx_model, target: str):
+    man = read_manifest(onnx_model, kind="onnx")
+    spec = manifest_preprocess(man, str(onnx_model))
+    frames = [Frame(f"f{i}", (lambda img=img: img)) for i, img in enumerate(make_frames(4))]
+    out = tmp_path / f"tiny.{target}.qdq.onnx"
+    quantize_ort(onnx_model, out, target=target, method="minmax", cache_path=tmp_path / f"{target}.json",
+                 reader=FrameReader(frames, spec, "input"))
+    write_manifest(out, "qdq_onnx", model="tiny", classes=man["classes"], preprocess=spec, precision="int8",
+                   parent=onnx_model, target=target)
+    return out, spec
+
+
+def test_trt_flavour_is_shifted_in_memory_on_cpu(tmp_path, onnx_model):
+    path, spec = _quantised(tmp_path, onnx_model, "trt")
+    before = _sha(path)
+    x = preprocess_batch(make_frames(2)[1:], spec)
+    with open_backend(path, providers=["CPUExecutionProvider"], threads=1) as be:
+        assert be.shifted >= 2 and "shifted to uint8 in memory" in be.describe()
+        y = be.infer(x)
+    assert _sha(path) == before  # the file is never rewritten
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # exact Q/DQ arithmetic
+    ref = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert y.shape == ref.shape
+    assert (y.argmax(1) == ref.argmax(1)).mean() > 0.99
+    assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("kind", ["fp32", "ort"])
+def test_models_without_int8_activations_are_loaded_as_they_are(tmp_path, onnx_model, kind):
+    path = onnx_model if kind == "fp32" else _quantised(tmp_path, onnx_model, "ort")[0]
+    if kind == "ort":  # u8 activations: nothing to shift
+        zps = [i for i in onnx.load(str(path)).graph.initializer if i.name.endswith("zero_point")]
+        assert any(z.data_type == onnx.TensorProto.UINT8 for z in zps)
+    with open_backend(path, providers=["CPUExecutionProvider"], threads=1) as be:
+        assert be.shifted == 0 and "shifted" not in be.describe()
