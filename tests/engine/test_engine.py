@@ -131,9 +131,10 @@ def fake_trt(monkeypatch):
         calls.append({"onnx": str(onnx_path), "plan": plan, "input": input_name})
         return b"not-an-engine:" + plan.to_dict()["trt_version"].encode()
 
-    state = {"version": "10.3.0"}
+    state = {"version": "10.3.0", "devices": []}
     monkeypatch.setattr(builder_mod, "import_tensorrt", lambda: FakeTensorRT(state["version"]))
-    monkeypatch.setattr(builder_mod, "gpu_info", lambda i=0: GpuInfo(0, "Test GPU", (8, 7)))
+    monkeypatch.setattr(builder_mod, "gpu_info", lambda i=0: GpuInfo(i, "Test GPU", (8, 7)))
+    monkeypatch.setattr(builder_mod, "use_device", state["devices"].append)
     monkeypatch.setattr(builder_mod, "_serialize", fake_serialize)
     return state, calls
 
@@ -208,3 +209,120 @@ def test_qdq_structure_is_checked_before_building(tiny_onnx, tmp_path, fake_trt)
     with pytest.raises(VssegError):
         builder_mod.build_engine(fake, tmp_path / "x.engine", BuildSettings(precision="int8"), log=lambda *_: None)
     assert calls == [] and not (tmp_path / "x.engine").exists()
+
+
+# ------------------------------------------------------------ per-version knobs and platform checks ----
+@pytest.mark.parametrize("cc,int8,fp16", [((5, 3), False, True), ((6, 0), False, True), ((6, 1), True, False),
+                                          ((6, 2), False, True), ((7, 0), True, True), ((8, 7), True, True)])
+def test_fast_precision_table(cc, int8, fp16):
+    from vsseg_edge.engine.policy import has_fast
+
+    assert (has_fast("int8", cc), has_fast("fp16", cc)) == (int8, fp16)
+
+
+def test_gpu_precision_refusals_prefer_tensorrts_answer():
+    with pytest.raises(VssegError, match=r"--fp16: this GPU \(sm_61\) has no fast FP16"):
+        plan_build(BuildSettings(precision="fp16"), "8.6", "onnx", compute_capability=(6, 1))
+    with pytest.raises(VssegError, match="--int8: this GPU .* no fast INT8"):  # TensorRT says no: trust it
+        plan_build(BuildSettings(precision="int8"), "8.6", "qdq_onnx", compute_capability=(8, 7),
+                   platform_fast={"int8": False})
+    assert plan_build(BuildSettings(precision="int8", dla_core=0), "8.6", "qdq_onnx", compute_capability=(6, 2),
+                      num_dla_cores=2).int8_mode == "qdq"  # DLA does INT8 whatever the GPU does
+
+
+@pytest.mark.parametrize("version,strongly,flag", [("8.6.1", False, False), ("10.3.0", True, True),
+                                                   ("11.0.0", True, False)])
+def test_strongly_typed_network_flag_only_where_it_means_something(version, strongly, flag):
+    """TRT 11 deprecates and ignores NetworkDefinitionCreationFlag.STRONGLY_TYPED: the plan does not set it."""
+    settings = BuildSettings(precision="fp16", strongly_typed=True if version.startswith("10") else None)
+    plan = plan_build(settings, version, "onnx")
+    assert (plan.strongly_typed, plan.strongly_typed_flag) == (strongly, flag)
+
+
+def _fake_trt_with_builder(version, **builder_attrs):
+    trt = FakeTensorRT(version)
+    trt.Builder = type("Builder", (), {"__init__": lambda self, logger: None, **builder_attrs})
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+    return trt
+
+
+def test_platform_asks_tensorrt_only_where_the_query_exists():
+    trt = _fake_trt_with_builder("8.6.1", platform_has_fast_int8=False, num_DLA_cores=2)
+    assert builder_mod._platform(trt, BuildSettings(precision="int8")) == (None, {"int8": False})
+    assert builder_mod._platform(trt, BuildSettings(precision="int8", dla_core=1)) == (2, {"int8": False})
+    trt105 = _fake_trt_with_builder("10.5.0", platform_has_fast_int8=False)  # deprecated there: not asked
+    assert builder_mod._platform(trt105, BuildSettings(precision="int8")) == (None, {})
+    trt11 = _fake_trt_with_builder("11.0.0")  # removed in 11
+    assert builder_mod._platform(trt11, BuildSettings(precision="fp16")) == (None, {})
+
+
+def test_polygraphy_loaders_take_our_keywords(tiny_onnx, tmp_path):
+    """Constructs the loader chain with the INSTALLED Polygraphy (keyword names real; nothing is built)."""
+    pytest.importorskip("polygraphy")
+    from polygraphy.backend.trt import EngineBytesFromNetwork, PostprocessConfig
+
+    trt = _fake_trt_with_builder("10.3.0")
+    dims = [1, 3, 32, 64]
+    settings = BuildSettings(precision="int8", timing_cache=str(tmp_path / "t.cache"), workspace_mib=64)
+    plan = plan_build(settings, "10.3.0", "qdq_onnx")
+    chain = builder_mod._loaders(trt, tiny_onnx["static"], plan, settings, "x", dims, None)
+    assert isinstance(chain, EngineBytesFromNetwork) and chain.timing_cache_path == str(tmp_path / "t.cache")
+    cfg = chain._config
+    assert (cfg.fp16, cfg.int8, cfg.use_dla) == (True, True, False)
+    assert cfg.memory_pool_limits == {"WORKSPACE": 64 << 20} and cfg.timing_cache_path is None  # no file yet
+    assert chain._network.strongly_typed is False
+    typed = BuildSettings(precision="fp16", strongly_typed=True, batch=(1, 2, 4), dla_core=1)
+    plan = plan_build(typed, "10.3.0", "onnx", num_dla_cores=2)
+    chain = builder_mod._loaders(trt, tiny_onnx["dynamic"], plan, typed, "x", ["batch", 3, 32, 64], None)
+    assert chain._network.strongly_typed is True and isinstance(chain._config, PostprocessConfig)
+    inner = chain._config._config
+    assert (inner.fp16, inner.use_dla, inner.allow_gpu_fallback) == (False, True, True)
+    (profile,) = inner.profiles
+    assert tuple(profile["x"].min) == (1, 3, 32, 64) and tuple(profile["x"].max) == (4, 3, 32, 64)
+
+
+def test_polygraphy_failure_is_one_line(monkeypatch, tmp_path):
+    pytest.importorskip("polygraphy")
+    from polygraphy.exception import PolygraphyException
+
+    def chain(*args):
+        def run():
+            raise PolygraphyException("fp16 in CreateConfig is not available on TensorRT version 11.0.0.\ntrace")
+        return run
+
+    monkeypatch.setattr(builder_mod, "_loaders", chain)
+    plan = plan_build(BuildSettings(), "11.0.0", "onnx")
+    with pytest.raises(VssegError) as info:
+        builder_mod._serialize(FakeTensorRT("11.0.0"), tmp_path / "m.onnx", plan, BuildSettings(), "x", [1], None)
+    assert "\n" not in str(info.value) and "not available on TensorRT version 11.0.0" in str(info.value)
+
+
+def test_timing_cache_from_another_tensorrt_is_not_reused(tmp_path):
+    from vsseg_edge.engine.cache import prepare_timing_cache, tag_timing_cache
+
+    gpu, logs = GpuInfo(0, "Orin", (8, 7)).to_dict(), []
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(b"tactics")
+    tag_timing_cache(str(cache), "10.3.0", gpu)
+    prepare_timing_cache(str(cache), "10.3.0", gpu, logs.append)
+    assert cache.read_bytes() == b"tactics" and logs == []
+    prepare_timing_cache(str(cache), "10.7.0", gpu, logs.append)  # another TensorRT: a new cache
+    assert not cache.exists() and not (tmp_path / "t.cache.json").exists() and "TensorRT 10.7.0" in logs[0]
+    cache.write_bytes(b"untagged")
+    prepare_timing_cache(str(cache), "10.3.0", gpu, logs.append)
+    assert not cache.exists()
+
+
+def test_build_uses_the_requested_device_and_opt_batch_for_calibration(tiny_onnx, tmp_path, fake_trt, monkeypatch):
+    state, calls = fake_trt
+    seen = {}
+
+    def fake_calibrator(trt, onnx_path, onnx_man, frames, out, *, batch_size=1):  # TEST DOUBLE
+        seen["batch"] = batch_size
+        return "calibrator"
+
+    monkeypatch.setattr(builder_mod, "_legacy_calibrator", fake_calibrator)
+    settings = BuildSettings(precision="int8", batch=(1, 4, 8))
+    builder_mod.build_engine(tiny_onnx["dynamic"], tmp_path / "m.engine", settings, calib_frames="frames", device=1,
+                             log=lambda *_: None)
+    assert state["devices"] == [1] and seen["batch"] == 4 and calls[0]["plan"].int8_mode == "calibrator"

@@ -48,16 +48,32 @@ def cudart():
                                 "(JetPack: the matching cuda-python for its CUDA version)") from None
 
 
+def cuda_failed(err) -> bool:
+    """True when a cuda-python status is not cudaSuccess (an enum with `.value` in cuda-python 11-13, or an int)."""
+    return int(getattr(err, "value", err)) != 0
+
+
+def cuda_error_name(err) -> str:
+    return str(getattr(err, "name", err))
+
+
+def use_device(index: int) -> None:
+    """cudaSetDevice(index): TensorRT builds and runs on the runtime API's current device."""
+    (err,) = cudart().cudaSetDevice(index)
+    if cuda_failed(err):
+        raise VssegError(f"--device {index}: cudaSetDevice failed ({cuda_error_name(err)})")
+
+
 def gpu_info(index: int = 0) -> GpuInfo:
     rt = cudart()
     err, count = rt.cudaGetDeviceCount()
-    if int(err) != 0 or count == 0:
-        raise VssegError(f"no CUDA device is visible ({getattr(err, 'name', err)}); TensorRT needs an NVIDIA GPU")
+    if cuda_failed(err) or count == 0:
+        raise VssegError(f"no CUDA device is visible ({cuda_error_name(err)}); TensorRT needs an NVIDIA GPU")
     if not 0 <= index < count:
         raise VssegError(f"--device {index}: this machine has CUDA devices 0..{count - 1}")
     err, prop = rt.cudaGetDeviceProperties(index)
-    if int(err) != 0:
-        raise VssegError(f"cudaGetDeviceProperties({index}) failed: {getattr(err, 'name', err)}")
+    if cuda_failed(err):
+        raise VssegError(f"cudaGetDeviceProperties({index}) failed: {cuda_error_name(err)}")
     name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
     return GpuInfo(index, name.strip("\x00").strip(), (int(prop.major), int(prop.minor)))
 
@@ -67,9 +83,11 @@ class DeviceBuffer:
 
     def __init__(self, nbytes: int):
         self.rt = cudart()
-        err, self.ptr = self.rt.cudaMalloc(nbytes)
-        if int(err) != 0:
-            raise VssegError(f"cudaMalloc({nbytes}) failed: {getattr(err, 'name', err)}")
+        self.ptr = None
+        err, ptr = self.rt.cudaMalloc(nbytes)
+        if cuda_failed(err):
+            raise VssegError(f"cudaMalloc({nbytes}) failed: {cuda_error_name(err)}")
+        self.ptr = ptr
         self.nbytes = nbytes
 
     def upload(self, host) -> int:
@@ -78,11 +96,12 @@ class DeviceBuffer:
             raise ValueError(f"batch of {host.nbytes} bytes does not fit the {self.nbytes}-byte device buffer")
         (err,) = self.rt.cudaMemcpy(self.ptr, host.ctypes.data, host.nbytes,
                                     self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice)
-        if int(err) != 0:
-            raise VssegError(f"cudaMemcpy to the calibration buffer failed: {getattr(err, 'name', err)}")
+        if cuda_failed(err):
+            raise VssegError(f"cudaMemcpy to the calibration buffer failed: {cuda_error_name(err)}")
         return int(self.ptr)
 
     def __del__(self):
         ptr = getattr(self, "ptr", None)
         if ptr is not None:
+            self.ptr = None
             self.rt.cudaFree(ptr)

@@ -4,9 +4,13 @@
                               INT8 from a Q/DQ ONNX (INT8 flag on) or implicit calibration (IInt8EntropyCalibrator2)
     TensorRT 10.x             as 8.6 (explicit batch is the default); calibrators deprecated since 10.1,
                               weak typing deprecated since 10.12
-    TensorRT 11.x             always strongly typed: the precision flags and calibrators are gone; FP16 comes
-                              from a mixed-precision FP16 ONNX (ModelOpt AutoCast or an equivalent converter),
-                              INT8 only from a Q/DQ ONNX
+    TensorRT 11.x             always strongly typed: BuilderFlag.FP16/INT8, EXPLICIT_BATCH, the calibrators and
+                              Builder.platform_has_fast_int8/fp16 are gone, the STRONGLY_TYPED network flag is
+                              deprecated and ignored (so it is not set); FP16 comes from a mixed-precision FP16 ONNX
+                              (ModelOpt AutoCast or an equivalent converter), INT8 only from a Q/DQ ONNX
+
+Names checked against the Python bindings' sources of TensorRT release/8.6, 10.3, 10.16, 11.0 and 11.1
+(python/src/infer/pyCore.cpp in github.com/NVIDIA/TensorRT), not against a running TensorRT.
 """
 
 from __future__ import annotations
@@ -17,8 +21,21 @@ from ..core.errors import VssegError
 
 MIN_VERSION = (8, 6)
 MAX_MAJOR = 11
-INT8_MIN_SM = (6, 1)  # DP4A; earlier GPUs have no fast INT8
-FP16_MIN_SM = (5, 3)
+# Fast INT8 (DP4A or tensor cores): sm_61 and sm_70 onwards; not sm_60 (P100) nor sm_62 (TX2).
+# Fast FP16: sm_53, sm_60, sm_62 and sm_70 onwards; not sm_61 (GeForce Pascal runs FP16 at 1/64 rate).
+# TensorRT answered the same through Builder.platform_has_fast_int8/fp16 (deprecated 10.5, removed 11): the
+# builder prefers that answer where it exists and is not deprecated, and uses this table otherwise.
+FAST_INT8_SM = ((6, 1),)
+FAST_FP16_SM = ((5, 3), (6, 0), (6, 2))
+ALL_FAST_FROM_SM = (7, 0)
+
+
+def has_fast(precision: str, cc: tuple[int, int]) -> bool:
+    """Whether a GPU of compute capability `cc` runs `precision` ("int8" | "fp16") fast, by the table above."""
+    cc = tuple(cc)
+    if cc >= ALL_FAST_FROM_SM:
+        return True
+    return cc in (FAST_INT8_SM if precision == "int8" else FAST_FP16_SM if precision == "fp16" else ())
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -65,6 +82,7 @@ class BuildPlan:
     onnx_source: str  # "as-is" | "fp16-convert" (TRT 11 FP16: convert the FP32 ONNX first)
     int8_mode: str | None  # None | "qdq" | "calibrator"
     explicit_batch_flag: bool
+    strongly_typed_flag: bool = False  # set NetworkDefinitionCreationFlag.STRONGLY_TYPED (10.x; ignored on 11)
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
@@ -74,17 +92,20 @@ class BuildPlan:
 
 
 def plan_build(settings: BuildSettings, trt_version: str, onnx_kind: str, *, has_calibration_frames: bool = False,
-               compute_capability: tuple[int, int] | None = None, num_dla_cores: int | None = None) -> BuildPlan:
+               compute_capability: tuple[int, int] | None = None, num_dla_cores: int | None = None,
+               platform_fast: dict | None = None) -> BuildPlan:
     """Decide how to build `settings` on `trt_version` for an ONNX of manifest kind `onnx_kind` ("onnx" | "qdq_onnx").
 
-    Raises a one-line VssegError naming the option that the installed version or GPU cannot do, and the fix.
+    `platform_fast` is TensorRT's own answer ({"int8": bool, "fp16": bool}) where the installed version still
+    gives it; otherwise the compute-capability table decides. Raises a one-line VssegError naming the option
+    that the installed version or GPU cannot do, and the fix.
     """
     v = parse_version(trt_version)
     if v < MIN_VERSION or v[0] > MAX_MAJOR:
         raise VssegError(f"TensorRT {trt_version} is not supported; vsseg-edge builds with TensorRT 8.6, 10.x or 11.x")
     v11 = v[0] >= 11
     warnings: list[str] = []
-    _check_gpu(settings, compute_capability, num_dla_cores)
+    _check_gpu(settings, compute_capability, num_dla_cores, platform_fast or {})
     strongly = True if v11 else bool(settings.strongly_typed)
     if settings.strongly_typed is False and v11:
         raise VssegError("--weakly-typed: TensorRT 11 builds every network strongly typed; drop the option")
@@ -122,16 +143,20 @@ def plan_build(settings: BuildSettings, trt_version: str, onnx_kind: str, *, has
     if not strongly and v >= (10, 12):
         warnings.append("weakly typed builds are deprecated since TensorRT 10.12 (TensorRT 11 is always strongly typed)")
     return BuildPlan(v, strongly, tuple(flags), onnx_source, int8_mode, explicit_batch_flag=v[0] < 10,
-                     warnings=tuple(warnings))
+                     strongly_typed_flag=strongly and not v11, warnings=tuple(warnings))
 
 
-def _check_gpu(settings: BuildSettings, cc: tuple[int, int] | None, num_dla: int | None) -> None:
-    if cc is not None:
-        if settings.precision == "int8" and tuple(cc) < INT8_MIN_SM:
-            raise VssegError(f"--int8: this GPU (sm_{cc[0]}{cc[1]}) has no fast INT8 (needs sm_61 or newer); "
-                             "build with --fp16")
-        if settings.precision == "fp16" and tuple(cc) < FP16_MIN_SM:
-            raise VssegError(f"--fp16: this GPU (sm_{cc[0]}{cc[1]}) has no fast FP16; build with --precision fp32")
+def _check_gpu(settings: BuildSettings, cc: tuple[int, int] | None, num_dla: int | None, platform_fast: dict) -> None:
+    p = settings.precision
+    if p in ("int8", "fp16") and settings.dla_core is None:  # DLA runs INT8/FP16 whatever the GPU does
+        fast = platform_fast.get(p)
+        if fast is None and cc is not None:
+            fast = has_fast(p, cc)
+        where = f"this GPU (sm_{cc[0]}{cc[1]})" if cc is not None else "this GPU"
+        if fast is False and p == "int8":
+            raise VssegError(f"--int8: {where} has no fast INT8 (sm_61, or sm_70 and newer); build with --fp16")
+        if fast is False:
+            raise VssegError(f"--fp16: {where} has no fast FP16; build without --fp16 (FP32)")
     if settings.dla_core is not None:
         if not num_dla:
             raise VssegError(f"--dla-core {settings.dla_core}: this device has no DLA cores (DLA exists on Jetson "
