@@ -217,3 +217,54 @@ def test_wrong_input_dtype_is_refused_and_buffers_freed(engine_file):
     with pytest.raises(VssegError, match="input 'input' is uint8, the manifest's preprocessing gives float32"):
         trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(Uint8Input()), fake_cudart(mem)))
     assert ("stream_destroy",) in mem.calls
+
+
+def test_pinned_buffer_views_fp16_and_frees_host_when_device_alloc_fails():
+    """np.ctypeslib has no ctypes type for float16: the buffer is a byte view, so FP16 I/O works."""
+    mem = _Memory()
+    buf = trt_backend.HostDeviceBuffer(fake_cudart(mem), (2, 3), np.dtype(np.float16))
+    buf.host[...] = 1.5
+    assert buf.nbytes == 12 and buf.host.dtype == np.float16 and float(buf.host.sum()) == 9.0
+    buf.free()
+    buf.free()  # a second free releases nothing twice
+    assert len(mem.freed) == 2
+    cudart = fake_cudart(mem)
+    cudart.cudaMalloc = lambda n: (types.SimpleNamespace(value=2, name="cudaErrorMemoryAllocation"), None)
+    with pytest.raises(RuntimeError, match="cudaErrorMemoryAllocation"):
+        trt_backend.HostDeviceBuffer(cudart, (4,), np.dtype(np.float32))
+    assert len(mem.freed) == 3  # the pinned host half was released
+
+
+def test_refused_input_shape_is_a_one_line_error(engine_file):
+    class Refusing(_FakeEngineV3):
+        def create_execution_context(self):
+            ctx = super().create_execution_context()
+            ctx.set_input_shape = lambda name, shape: False  # outside the optimisation profile
+            return ctx
+
+    mem = _Memory()
+    with pytest.raises(VssegError, match=r"refused input shape \(1, 3, 4, 6\)"):
+        trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(Refusing()), fake_cudart(mem)))
+    assert ("stream_destroy",) in mem.calls
+
+
+def test_tensor_type_without_numpy_type_is_named(engine_file):
+    class Bf16Output(_FakeEngineV3):
+        _io = [("labels", "out", (1, -1, -1), "BF16"), ("input", "in", (1, 3, -1, -1), np.float32)]
+
+    def nptype(dt):  # trt.nptype raises TypeError for BF16/FP8 (TensorRT 10/11 __init__.py)
+        if dt == "BF16":
+            raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+        return dt
+
+    trt = fake_tensorrt(Bf16Output())
+    trt.nptype = nptype
+    with pytest.raises(VssegError, match="tensor 'labels' has TensorRT type BF16, which has no numpy type"):
+        trt_backend.TrtBackend(engine_file, modules=(trt, fake_cudart(_Memory())))
+
+
+def test_cuda_status_from_enum_or_int():
+    from vsseg_edge.engine.device import cuda_failed
+
+    assert not cuda_failed(0) and cuda_failed(2)
+    assert not cuda_failed(types.SimpleNamespace(value=0)) and cuda_failed(types.SimpleNamespace(value=700))

@@ -1,10 +1,13 @@
 """TensorRT backend: a serialized engine run through cuda-python, following NVIDIA's documented API.
 
-- TensorRT 8.5+ / 10 / 11: tensor-name based I/O (`num_io_tensors`, `get_tensor_name/mode/shape/dtype`,
-  `set_input_shape`, `set_tensor_address`, `execute_async_v3(stream)`); older engines fall back to the
-  binding API (`num_bindings`, `binding_is_input`, `execute_async_v2(bindings, stream)`).
-- Pinned host buffers (cudaMallocHost) and device buffers (cudaMalloc) are allocated ONCE for the batch-1
-  shape; each `infer` does async H2D copy → execute → async D2H copy on one CUDA stream, then one sync.
+- TensorRT 8.6 / 10 / 11: tensor-name based I/O (`num_io_tensors`, `get_tensor_name/mode/shape/dtype`,
+  `set_input_shape`, `set_tensor_address`, `execute_async_v3(stream_handle)`), which 8.5 introduced and 10
+  made the only one. The binding API (`num_bindings`, `binding_is_input`, `execute_async_v2`) exists up to
+  8.6 only (removed in 10.0) and is kept as the fallback for an engine object without `num_io_tensors`.
+  `set_input_shape` and `set_tensor_address` return False on a bad shape/address: checked, one-line error.
+- Pinned host buffers (cudaMallocHost, viewed as bytes then as the tensor's dtype, so FP16 I/O works too) and
+  device buffers (cudaMalloc) are allocated ONCE for the batch-1 shape; each `infer` does async H2D copy →
+  execute → async D2H copy on one CUDA stream (`int(stream)` is the handle TensorRT takes), then one sync.
 - An engine is loaded only beside a manifest whose TensorRT version and GPU match the installed ones
   (`vsseg_edge.engine.cache.check_engine_manifest`, manifest key `tensorrt: {version, gpu}`).
 
@@ -37,10 +40,21 @@ def load_trt_modules():
 
 def cuda_call(result):
     """cuda-python returns (err, *values): raise on error, return the value(s)."""
+    from ...engine.device import cuda_error_name, cuda_failed
+
     err, values = result[0], result[1:]
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA error {getattr(err, 'name', err)}")
+    if cuda_failed(err):
+        raise RuntimeError(f"CUDA error {cuda_error_name(err)}")
     return values[0] if len(values) == 1 else (values or None)
+
+
+def numpy_dtype(trt, trt_dtype, name: str, artifact: str) -> np.dtype:
+    """trt.nptype, with a one-line error for the types it has no numpy type for (BF16, FP8, INT4, FP4)."""
+    try:
+        return np.dtype(trt.nptype(trt_dtype))
+    except TypeError:
+        raise VssegError(f"{artifact}: tensor {name!r} has TensorRT type {trt_dtype}, which has no numpy type; "
+                         "export the model with FP32/uint8 inputs and FP32/integer outputs") from None
 
 
 @dataclass
@@ -54,18 +68,19 @@ class IOTensor:
     dtype: np.dtype
 
 
-def io_tensors(engine, trt) -> list[IOTensor]:
+def io_tensors(engine, trt, artifact: str = "engine") -> list[IOTensor]:
     """List the engine's I/O with the tensor-name API (TRT >= 8.5) or the binding API (older)."""
     if hasattr(engine, "num_io_tensors"):
         out = []
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            dtype = numpy_dtype(trt, engine.get_tensor_dtype(name), name, artifact)
             out.append(IOTensor(name, i, is_input, tuple(engine.get_tensor_shape(name)), dtype))
         return out
     return [IOTensor(engine.get_binding_name(i), i, bool(engine.binding_is_input(i)),
-                     tuple(engine.get_binding_shape(i)), np.dtype(trt.nptype(engine.get_binding_dtype(i))))
+                     tuple(engine.get_binding_shape(i)),
+                     numpy_dtype(trt, engine.get_binding_dtype(i), engine.get_binding_name(i), artifact))
             for i in range(engine.num_bindings)]
 
 
@@ -75,15 +90,25 @@ class HostDeviceBuffer:
     def __init__(self, cudart, shape: tuple[int, ...], dtype: np.dtype):
         self._cudart = cudart
         self.nbytes = int(np.prod(shape)) * dtype.itemsize
-        host_ptr = cuda_call(cudart.cudaMallocHost(self.nbytes))
-        ptr_type = ctypes.POINTER(np.ctypeslib.as_ctypes_type(dtype))
-        self._host_ptr = host_ptr
-        self.host = np.ctypeslib.as_array(ctypes.cast(host_ptr, ptr_type), (int(np.prod(shape)),)).reshape(shape)
-        self.device = cuda_call(cudart.cudaMalloc(self.nbytes))
+        self._host_ptr = self.device = None
+        self._host_ptr = cuda_call(cudart.cudaMallocHost(self.nbytes))
+        # a byte view first: np.ctypeslib has no ctypes type for float16, so view the bytes as the dtype
+        raw = ctypes.cast(ctypes.c_void_p(self._host_ptr), ctypes.POINTER(ctypes.c_ubyte))
+        self.host = np.ctypeslib.as_array(raw, (self.nbytes,)).view(dtype).reshape(shape)
+        try:
+            self.device = cuda_call(cudart.cudaMalloc(self.nbytes))
+        except Exception:
+            self.free()
+            raise
 
     def free(self) -> None:
-        cuda_call(self._cudart.cudaFree(self.device))
-        cuda_call(self._cudart.cudaFreeHost(self._host_ptr))
+        """Release both allocations (each once; safe to call again)."""
+        device, host = self.device, self._host_ptr
+        self.device = self._host_ptr = None
+        if device is not None:
+            cuda_call(self._cudart.cudaFree(device))
+        if host is not None:
+            cuda_call(self._cudart.cudaFreeHost(host))
 
 
 class TrtBackend(Backend):
@@ -125,7 +150,7 @@ class TrtBackend(Backend):
 
     def _setup_io(self, path: Path) -> None:
         """Fix the input shape to batch 1 of the manifest's spec, then allocate every buffer once."""
-        tensors = io_tensors(self._engine, self._trt)
+        tensors = io_tensors(self._engine, self._trt, path.name)
         inputs = [t for t in tensors if t.is_input]
         outputs = [t for t in tensors if not t.is_input]
         if len(inputs) != 1 or not outputs:
@@ -140,15 +165,16 @@ class TrtBackend(Backend):
             raise VssegError(f"{path.name}: input shape {self._input.shape} does not fit the manifest's {want}")
         v3 = hasattr(self._engine, "num_io_tensors")
         if -1 in self._input.shape:
-            if v3:
-                self._context.set_input_shape(self._input.name, want)
-            else:
-                self._context.set_binding_shape(self._input.index, want)
+            ok = (self._context.set_input_shape(self._input.name, want) if v3
+                  else self._context.set_binding_shape(self._input.index, want))
+            if ok is False:  # TensorRT returns False for a shape outside the engine's optimisation profile
+                raise VssegError(f"{path.name}: TensorRT refused input shape {want} for {self._input.name!r} "
+                                 "(outside the engine's optimisation profile?); rebuild with --batch covering 1")
         shapes = {t.name: (want if t.is_input else self._out_shape(t, v3)) for t in tensors}
         for t in tensors:
             self._buffers[t.name] = HostDeviceBuffer(self._cudart, tuple(shapes[t.name]), t.dtype)
-            if v3:
-                self._context.set_tensor_address(t.name, int(self._buffers[t.name].device))
+            if v3 and self._context.set_tensor_address(t.name, int(self._buffers[t.name].device)) is False:
+                raise VssegError(f"{path.name}: TensorRT refused the device address of {t.name!r}")
         self._bindings = [int(self._buffers[t.name].device) for t in sorted(tensors, key=lambda t: t.index)]
         self._v3 = v3
 
@@ -175,6 +201,11 @@ class TrtBackend(Backend):
         return out.host.copy()
 
     def close(self) -> None:
+        if self._stream is not None and self._buffers:
+            try:  # a failed infer may leave copies queued: let them finish before their memory goes
+                cuda_call(self._cudart.cudaStreamSynchronize(self._stream))
+            except RuntimeError:
+                pass
         for buf in self._buffers.values():
             buf.free()
         self._buffers = {}
