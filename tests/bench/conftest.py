@@ -86,3 +86,20 @@ def artifacts(tmp_path_factory, synth_root):
     frames = [ds.read_image(r) for r in ds.frames()[:4]]
     int8 = quantize(onnx_path, folder / "tiny.int8.qdq.onnx", frames)
     return {"ckpt": ckpt, "onnx": onnx_path, "int8": int8}
+
+
+@pytest.fixture(scope="session")
+def student_b(tmp_path_factory, synth_root):
+    """A second student (other weights) in its own folder: {"ckpt", "onnx", "int8"}, same file names as `artifacts`."""
+    from vsseg_edge.data.datasets import open_dataset
+    from vsseg_edge.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("student_b")
+    model = BenchTiny().eval()
+    ckpt = folder / "tiny.pt"
+    save_checkpoint(ckpt, model, model_name=TINY, classes=CLASSES, preprocess=SPEC)
+    onnx_path = export(model, folder / "tiny.onnx", parent=ckpt)
+    ds = open_dataset(synth_root, "train")
+    int8 = quantize(onnx_path, folder / "tiny.int8.qdq.onnx", [ds.read_image(r) for r in ds.frames()[:2]])
+    return {"ckpt": ckpt, "onnx": onnx_path, "int8": int8}

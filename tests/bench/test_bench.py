@@ -124,6 +124,8 @@ def test_compare_shows_ratios_and_unmatched_entries(bench, tmp_path):
     assert "2.000x" in text and "+1.50" in text and a["entries"][0]["id"] in text and "threads 1 → 4" in text
     (tmp_path / "b.json").write_text(json.dumps(b))
     assert load_report(tmp_path / "b.json")["schema"] == SCHEMA
+    (tmp_path / "old.json").write_text(json.dumps({**b, "schema": "vsseg-edge-bench/1"}))
+    assert compare_reports(a, load_report(tmp_path / "old.json"))["settings"][0] == ("schema", SCHEMA, "vsseg-edge-bench/1")
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(VssegError, match="not a vsseg-edge bench report"):
         load_report(tmp_path / "bad.json")
@@ -187,6 +189,8 @@ def test_cli_bench_and_compare(artifacts, synth_root, tmp_path):
              "--frames", 1, "--threads", 1, "--no-tc")
     assert r.returncode == 0, r.stderr
     assert (out / "report.json").is_file() and "- command: `vsseg-edge bench " in (out / "report.md").read_text()
+    assert "bench: 100%" in r.stderr  # the progress bar (tqdm writes to stderr)
+    assert "not run `tiny.onnx` × trt — needs_engine" in r.stdout  # default --backends: every pair accounted for
     r = _cli("bench", "--compare", out / "report.json", out / "report.json")
     assert r.returncode == 0, r.stderr
     assert "1.000x" in r.stdout and "tiny.onnx@ort" in r.stdout

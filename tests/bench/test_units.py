@@ -157,3 +157,15 @@ def test_unique_names_prefix_the_folder_only_where_file_names_collide():
 
     paths = [Path("/r/a/model.pt"), Path("/r/b/model.pt"), Path("/r/b/student.onnx")]
     assert list(unique_names(paths).values()) == ["a/model.pt", "b/model.pt", "student.onnx"]
+
+
+def test_int8_deltas_are_int8_minus_its_reference_per_class():
+    from vsseg_edge.bench.plots import int8_deltas
+
+    ref = {"id": "r", "status": "ok", "precision": "fp32", "accuracy": {"per_class_iou": {"road": 90.0, "car": 50.0}}}
+    q = {"id": "q", "status": "ok", "precision": "int8", "agreement": {"reference": "r"},
+         "accuracy": {"per_class_iou": {"road": 88.5, "car": None}}}
+    orphan = {"id": "o", "status": "ok", "precision": "int8", "agreement": None,
+              "accuracy": {"per_class_iou": {"road": 10.0, "car": 10.0}}}
+    ((entry, deltas),) = int8_deltas([ref, q, orphan])
+    assert entry is q and deltas == {"road": pytest.approx(-1.5)}
