@@ -47,11 +47,12 @@ class GateResult:
         return f"{head}, agreement {self.agreement:.3f} % on {self.frames} frames: {verdict} (threshold {self.threshold})"
 
 
-def ort_session(path: str | Path, threads: int = 0, exact_qdq: bool = False):
+def ort_session(path, threads: int = 0, exact_qdq: bool = False):
     """An onnxruntime CPU session: full graph optimisation (what the CPU target runs), or, with `exact_qdq`,
     none, so that Q/DQ nodes are computed as written (float arithmetic on quantised values) instead of by
     onnxruntime's fused integer kernels. The latter is how a TensorRT-flavour model is judged: TensorRT
     accumulates int8 products in int32, while onnxruntime's AVX2 u8×s8 kernel can saturate in int16.
+    `path` may also be an in-memory `onnx.ModelProto` (the sensitivity search's candidates).
     """
     import onnxruntime as ort
 
@@ -60,7 +61,8 @@ def ort_session(path: str | Path, threads: int = 0, exact_qdq: bool = False):
                                    else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    source = path.SerializeToString() if hasattr(path, "SerializeToString") else str(path)
+    return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
 
 
 class Evaluator:
@@ -112,10 +114,11 @@ class Evaluator:
             cm.update(labels_to_frame_size(pred, label.shape[:2]), label, where=frame.key)
         return cm
 
-    def output_error(self, qdq_path: str | Path, num_frames: int) -> float:
+    def output_error(self, qdq_path, num_frames: int) -> float:
         """Noise-to-signal of the outputs on the first frames: Σ(q − f)² / Σf² for logits, else disagreement.
 
         Uses at most the `error_frames` whose FP32 outputs were kept (raw logits are large at full size).
+        `qdq_path` is a file or an in-memory `onnx.ModelProto`.
         """
         k = max(1, min(num_frames, len(self._fp32_raw)))
         sess = ort_session(qdq_path, self.threads, self.exact_qdq)

@@ -2,9 +2,11 @@
 
 Steps: read the FP32 model's manifest (its preprocessing is THE preprocessing of the calibration frames),
 draw the calibration frames (train split) and the held-out gate frames (val split or a disjoint remainder),
-quantise for the target, check the Q/DQ structure, run the accuracy gate; if it fails, score the layers'
-sensitivity and re-quantise with the worst kept in float, for a bounded number of rounds. The model is
-written only when it passes the gate (or when the caller accepts a failure), atomically, with its manifest.
+quantise for the target, check the Q/DQ structure, run the accuracy gate; if it fails, rank every node
+that reads an activation through Q/DQ by the output error it removes when kept in float (on the Q/DQ
+graph itself, whatever quantiser placed the Q/DQ: sensitivity.py), and keep the top 1, 2, 4 … in float
+until the gate passes, for a bounded number of rounds. The model is written only when it passes the gate
+(or when the caller accepts a failure), atomically, with its manifest, which names the nodes kept in float.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .config import CalibConfig
 from .frames import FrameSet, calibration_frames, evaluation_frames, source_kind
 from .gate import Evaluator
 from .quantize_ort import FrameReader, model_input_name, quantize_ort
-from .sensitivity import candidate_layers, exclusion_rounds, rank_layers
+from .sensitivity import exclusion_rounds, keep_in_float, qdq_candidates, rank_qdq_nodes
 from .structure import require_qdq_structure
 
 
@@ -64,12 +66,6 @@ class _Quantizer:
                                      nodes_to_exclude=exclude)
         return info
 
-    def quantize_only(self, names: list[str], out: Path) -> None:
-        """Only `names` quantised (sensitivity search): onnxruntime settings of the target, cached ranges."""
-        quantize_ort(self.fp32, out, target=self.cfg.target, method=self.cfg.method, cache_path=self.ort_cache,
-                     nodes_to_quantize=names, percentile=self.cfg.percentile, reduce_range=self.cfg.reduce_range,
-                     op_types=self.cfg.op_types)
-
 
 def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: CalibConfig,
               eval_source: str | Path | None = None, keep_failed: bool = False,
@@ -96,7 +92,7 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
         if cfg.gate and gate_set is not None:
             initial, gate, rounds, ranked, info = _gate_loop(q, candidate, info, gate_set, spec, parent["classes"], log)
             if not gate.passed and not keep_failed:
-                raise VssegError(f"{model}: accuracy gate failed after {len(rounds)} re-quantisation round(s): "
+                raise VssegError(f"{model}: accuracy gate failed after {len(rounds)} round(s) of sensitive nodes kept in float: "
                                  f"{gate.summary()}; raise --threshold, add frames, or pass --keep-failed")
         report = require_qdq_structure(candidate, cfg.target)
         with atomic_path(out) as tmp_out:
@@ -107,7 +103,7 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
         opset=_opset(out), target=cfg.target, config=cfg.to_dict(),
         calibration={"frames": calib.record(), "method": cfg.method,
                      "percentile": cfg.percentile if cfg.method == "percentile" else None},
-        quantization=info, excluded_layers=info.get("nodes_to_exclude", []),
+        quantization=info, excluded_layers=_excluded(info), kept_in_float=info.get("kept_in_float", []),
         gate={"result": gate.to_dict() if gate else None, "initial": initial.to_dict() if initial else None,
               "frames": gate_set.record() if gate_set else None,
               "evaluated_with": q.info_gate, "rounds": rounds, "sensitivity": [[n, s] for n, s in ranked[:20]],
@@ -117,10 +113,10 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
 
 
 def _gate_loop(q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, spec, classes, log):
-    """Gate the candidate; on failure rank layers and re-quantise with more of them in float.
+    """Gate the candidate; on failure rank its Q/DQ nodes and keep more of them in float, round by round.
 
-    Returns (first gate result, final gate result, rounds, ranked layers, quantiser info of the final model).
-    When no round passes, the final model is the best one seen (lowest criterion), not the last.
+    Returns (first gate result, final gate result, rounds, ranked nodes, quantiser info of the final model,
+    with `kept_in_float`). When no round passes, the final model is the best one seen (lowest criterion).
     """
     ev = Evaluator(q.fp32, gate_set.frames, spec, classes, q.cfg.threads, q.cfg.sensitivity_frames,
                    exact_qdq=q.cfg.target == "trt")
@@ -128,27 +124,37 @@ def _gate_loop(q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, s
     q.info_gate = ev.evaluated_with
     log(f"accuracy gate ({ev.evaluated_with}): {gate.summary()}")
     rounds, ranked = [], []
+    info = {**info, "kept_in_float": []}
     if gate.passed or q.cfg.max_rounds == 0:
         return initial, gate, rounds, ranked, info
-    layers = [n for n in candidate_layers(q.fp32) if n not in q.cfg.exclude]
-    log(f"searching the layers most sensitive to INT8 among {len(layers)}")
-    ranked = rank_layers(layers, q.quantize_only, lambda p: ev.output_error(p, q.cfg.sensitivity_frames),
-                         q.workdir, log)
-    best = (gate.drop, [], info)
-    for keep in exclusion_rounds(ranked, q.cfg.max_rounds):
-        info = q.quantize(candidate, keep)
+    base = onnx.load(str(candidate))
+    nodes = [n for n in qdq_candidates(base) if n not in q.cfg.exclude]
+    log(f"ranking the {len(nodes)} nodes that read activations through Q/DQ (leave-one-out in float)")
+    base_error, ranked = rank_qdq_nodes(base, nodes, lambda m: ev.output_error(m, q.cfg.sensitivity_frames), log)
+    helpful = [(n, s) for n, s in ranked if s > 0]  # keeping a node in float that removes no error buys nothing
+    best = (gate.drop, [])
+    for keep in exclusion_rounds(helpful, q.cfg.max_rounds):
+        onnx.save(keep_in_float(base, keep), str(candidate))
         gate = ev.gate(candidate, q.cfg.threshold)
         rounds.append({"kept_in_float": keep, **gate.to_dict()})
-        log(f"round {len(rounds)}: {len(keep)} layer(s) kept in float: {gate.summary()}")
+        log(f"round {len(rounds)}: {len(keep)} node(s) kept in float: {gate.summary()}")
         if gate.passed:
             break
         if gate.drop < best[0]:
-            best = (gate.drop, keep, info)
-    if not gate.passed and rounds and rounds[-1]["kept_in_float"] != best[1]:
-        info = q.quantize(candidate, best[1])  # no round passed: keep the best model seen, not the last
+            best = (gate.drop, keep)
+    keep = rounds[-1]["kept_in_float"] if rounds else []
+    if not gate.passed and keep != best[1]:  # no round passed: keep the best model seen, not the last
+        keep = best[1]
+        onnx.save(keep_in_float(base, keep), str(candidate))
         gate = ev.gate(candidate, q.cfg.threshold)
-        log(f"no round passed; keeping the best: {len(best[1])} layer(s) in float: {gate.summary()}")
+        log(f"no round passed; keeping the best: {len(keep)} node(s) in float: {gate.summary()}")
+    info["kept_in_float"], info["quantized_error"] = list(keep), base_error
     return initial, gate, rounds, ranked, info
+
+
+def _excluded(info: dict) -> list[str]:
+    """Nodes not quantised: those the quantiser was told to skip, then those the gate kept in float."""
+    return list(dict.fromkeys([*info.get("nodes_to_exclude", []), *info.get("kept_in_float", [])]))
 
 
 def _read_parent(model: Path):
