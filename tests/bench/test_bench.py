@@ -39,6 +39,9 @@ def test_report_schema_and_sane_figures(bench):
     assert saved["flow"] == "exact synthetic flow"
     env = saved["environment"]
     assert env["cpu"] and all(env["libraries"][k] for k in ("onnxruntime", "torch", "numpy", "opencv"))
+    load = env["load_average"]
+    assert len(load["start"]) == 3 and len(load["end"]) == 3 and min(load["start"] + load["end"]) >= 0
+    assert "- load average (1/5/15 min): " in files["markdown"].read_text()
     assert saved["timing"]["runs"] == 3 and saved["timing"]["warmup"] == 1 and len(saved["timing"]["frames"]) == 2
     for e in saved["entries"]:
         assert e["status"] == "ok", e

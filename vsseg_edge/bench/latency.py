@@ -179,6 +179,14 @@ def gpu_names() -> list[str]:
     return [line.strip() for line in res.stdout.splitlines() if line.strip()] if res.returncode == 0 else []
 
 
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages (Unix), so a report shows whether other processes shared the CPU."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def environment() -> dict:
     """Where the figures were measured: CPU model and cores, GPUs, OS, Python, library versions."""
     from .. import __version__

@@ -113,12 +113,24 @@ def render_markdown(report: dict, plots: dict) -> str:
               f"vsseg-edge {env['vsseg_edge']}", f"- libraries: {libs}",
               f"- dataset: {ds['root']} split {ds['split']} ({ds['sequences']} sequences, {ds['frames']} frames, "
               f"{ds['labelled']} labelled{', first ' + str(ds['max_sequences']) + ' sequences evaluated' if ds['max_sequences'] else ''})",
-              f"- timed frames: {', '.join(timing['frames'][:4])}{' …' if len(timing['frames']) > 4 else ''}"]
+              f"- timed frames: {', '.join(timing['frames'][:4])}{' …' if len(timing['frames']) > 4 else ''}", _load_line(env)]
     if report.get("command"):
         parts += [f"- command: `{report['command']}`"]
     parts += [""]
     parts += ["## Entries", ""] + [_entry_details(e) for e in report["entries"]]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _load_line(env: dict) -> str:
+    load = env.get("load_average") or {}
+    if not load.get("start") or not load.get("end"):
+        return "- load average: not recorded"
+    fmt = lambda v: "/".join(f"{x:.2f}" for x in v)  # noqa: E731
+    cores = env.get("cpu_affinity") or env.get("cpu_count") or 1
+    busy = max(load["start"][0], load["end"][0]) > cores
+    return (f"- load average (1/5/15 min): {fmt(load['start'])} at the start, {fmt(load['end'])} at the end"
+            + (f" — above the {cores} cores: other processes shared the CPUs, so compare only entries measured in "
+               "the same run, and expect slower absolute figures than on an idle machine" if busy else ""))
 
 
 def _labelled(report: dict) -> str:

@@ -186,6 +186,7 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
     from ..runtime.backends import infer_backend_name
 
     paths = check_models(models)
+    load_start = lat.load_average()
     explicit = None
     if cfg.reference is not None:
         ref_path = check_models([cfg.reference])[0]
@@ -208,7 +209,9 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
         preds[entry["id"]] = p
     add_lineage(entries, paths)
     add_agreement(entries, preds, explicit)
-    return _assemble(cfg, dataset, refs, flow_source, entries)
+    report = _assemble(cfg, dataset, refs, flow_source, entries)
+    report["environment"]["load_average"] = {"start": load_start, "end": lat.load_average()}
+    return report
 
 
 def _flow(cfg: BenchConfig, dataset):
