@@ -78,6 +78,9 @@ def test_plan_refusals():
     with pytest.raises(VssegError, match="--batch"):
         BuildSettings(batch=(4, 2, 8))
     assert plan_build(BuildSettings(dla_core=1), "8.6", "onnx", num_dla_cores=2).flags == ("FP16",)
+    assert plan_build(BuildSettings(dla_core=3), "10.3", "onnx").flags == ("FP16",)  # --explain: cores not asked
+    with pytest.raises(VssegError, match="DLA cores 0..1"):
+        plan_build(BuildSettings(dla_core=3), "10.3", "onnx", num_dla_cores=2)
 
 
 def test_fp16_onnx_conversion_keeps_io_and_accuracy(tiny_onnx, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..core.errors import MissingDependency, VssegError
 from ..core.fileio import atomic_path
 
-# ops whose FP16 version loses accuracy or has no benefit; kept in FP32 by the fallback converter
+# ops whose FP16 version loses accuracy or has no benefit; kept in FP32 by either converter
 KEEP_FP32_OPS = ("Resize", "ArgMax", "Softmax", "ReduceMean", "MatMul")
 
 
@@ -24,7 +24,9 @@ def convert_to_fp16(src: str | Path, dst: str | Path) -> str:
     try:
         from modelopt.onnx.autocast import convert_to_mixed_precision
 
-        model = convert_to_mixed_precision(onnx_path=str(src), low_precision_type="fp16", keep_io_types=True)
+        # keyword names as in ModelOpt's signature and TensorRT's samples/python/strongly_type_autocast
+        model = convert_to_mixed_precision(onnx_path=str(src), low_precision_type="fp16", keep_io_types=True,
+                                           op_types_to_exclude=list(KEEP_FP32_OPS))
         converter = "modelopt.onnx.autocast"
     except ImportError:
         try:

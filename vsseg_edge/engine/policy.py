@@ -158,10 +158,12 @@ def _check_gpu(settings: BuildSettings, cc: tuple[int, int] | None, num_dla: int
         if fast is False:
             raise VssegError(f"--fp16: {where} has no fast FP16; build without --fp16 (FP32)")
     if settings.dla_core is not None:
-        if not num_dla:
+        if num_dla is None:  # not asked (--explain plans without a device): only the precision rule below
+            pass
+        elif not num_dla:
             raise VssegError(f"--dla-core {settings.dla_core}: this device has no DLA cores (DLA exists on Jetson "
                              "Xavier/Orin)")
-        if not 0 <= settings.dla_core < num_dla:
+        elif not 0 <= settings.dla_core < num_dla:
             raise VssegError(f"--dla-core {settings.dla_core}: this device has DLA cores 0..{num_dla - 1}")
         if settings.precision == "fp32":
             raise VssegError("--dla-core: DLA runs FP16 or INT8 only; add --fp16 or --int8")
