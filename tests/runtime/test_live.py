@@ -20,16 +20,16 @@ from tests.runtime.conftest import make_frames, read_video
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.runtime.backends import open_backend
 from vsseg_edge.runtime.pipeline import Pipeline
-from vsseg_edge.runtime.sinks import VideoSink
+from vsseg_edge.runtime.sinks import VideoSink, measured_fps
 from vsseg_edge.runtime.sources import LiveSource, open_source
 
 
 class SimulatedCamera:
     """Gives `n` frames at `fps` (then fails like an unplugged camera); `hang` makes read() block (a stall)."""
 
-    def __init__(self, n: int = 10_000, fps: float = 200.0, hang: float = 0.0):
+    def __init__(self, n: int = 10_000, fps: float = 200.0, hang: float = 0.0, nominal_fps: float = 0.0):
         self.frames = make_frames(8)
-        self.n, self.period, self.hang = n, 1.0 / fps, hang
+        self.n, self.period, self.hang, self.nominal_fps = n, 1.0 / fps, hang, nominal_fps
         self.produced, self.released = 0, False
         self._next = time.perf_counter()
 
@@ -49,6 +49,12 @@ class SimulatedCamera:
 
     def release(self):
         self.released = True
+
+    def get(self, prop):
+        """Like cv2.VideoCapture.get: the driver's nominal rate for CAP_PROP_FPS (often 0 or wrong)."""
+        import cv2
+
+        return self.nominal_fps if prop == cv2.CAP_PROP_FPS else 0.0
 
 
 class SlowBackend:
@@ -132,3 +138,96 @@ def test_missing_camera_is_a_one_line_error(onnx_model):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --camera 97: no camera at index 97")
     assert "Traceback" not in proc.stderr
+
+
+def video_fps(path) -> float:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    return fps
+
+
+def test_live_recording_uses_the_measured_rate_not_the_nominal_one(tmp_path, onnx_model, capsys):
+    cam = SimulatedCamera(fps=25.0, nominal_fps=60.0)  # the driver claims 60, frames come at 25
+    src = LiveSource(lambda: cam, "simulated camera")
+    assert src.fps == 60.0
+    with open_backend(onnx_model, threads=1) as be:  # ~1 ms a frame: every camera frame is processed
+        result = Pipeline(src, be, [VideoSink(tmp_path / "live.mp4")], max_frames=20, handle_signals=False).run()
+    assert result.frames == 20 and len(read_video(tmp_path / "live.mp4")) == 20
+    assert video_fps(tmp_path / "live.mp4") == pytest.approx(25.0, rel=0.12)
+    assert "live source, recording at" in capsys.readouterr().err
+
+
+def test_live_recording_behind_a_slow_backend_plays_at_real_speed(tmp_path, onnx_model):
+    """Latest-frame capture keeps ~1 frame in 6 of a 100 FPS camera: the video's rate is the kept frames'."""
+    src = LiveSource(lambda: SimulatedCamera(fps=100.0, nominal_fps=100.0), "simulated camera")
+    with open_backend(onnx_model, threads=1) as be:
+        result = Pipeline(src, SlowBackend(be, 0.06), [VideoSink(tmp_path / "slow.mp4", probe_frames=6)],
+                          max_frames=12, handle_signals=False).run()
+    t_captured = [r["t_done"] - r["latency_ms"] / 1e3 for r in result.records]
+    real = (len(t_captured) - 1) / (t_captured[-1] - t_captured[0])  # frames per second of the world
+    fps = video_fps(tmp_path / "slow.mp4")
+    assert fps < 25 and fps == pytest.approx(real, rel=0.25)  # the nominal 100 would play ~6x too fast
+
+
+def test_short_live_recording_and_files_keep_their_rate(tmp_path, onnx_model, video_file):
+    src = LiveSource(lambda: SimulatedCamera(fps=40.0), "simulated camera")
+    with open_backend(onnx_model, threads=1) as be:
+        Pipeline(src, be, [VideoSink(tmp_path / "short.mp4")], max_frames=5, handle_signals=False).run()
+        # a file is recorded at its own rate (10 FPS), however fast it is processed
+        Pipeline(open_source(str(video_file)), be, [VideoSink(tmp_path / "file.mp4")], handle_signals=False).run()
+    assert len(read_video(tmp_path / "short.mp4")) == 5  # fewer frames than the probe: still all written
+    assert video_fps(tmp_path / "short.mp4") == pytest.approx(40.0, rel=0.15)
+    assert video_fps(tmp_path / "file.mp4") == pytest.approx(10.0, abs=0.01)
+
+
+def test_measured_fps_ignores_warm_up_and_averages_mixed_intervals():
+    warm_up = [0.0, 0.5] + [0.5 + 0.04 * i for i in range(1, 10)]  # first interval 500 ms, then 25 FPS
+    assert measured_fps(warm_up) == pytest.approx(25.0)
+    mixed = np.cumsum([0.0] + [1 / 30, 2 / 30] * 5)  # a 30 FPS camera read every 1 or 2 periods
+    assert measured_fps(list(mixed)) == pytest.approx(20.0)  # the median would say 15 or 30
+    assert measured_fps([1.0]) is None and measured_fps([1.0, 1.0]) is None
+
+
+def test_device_that_opens_but_never_gives_a_frame_ends(capsys):
+    opened = []
+
+    def opener():
+        opened.append(SimulatedCamera(n=0))  # opens every time, never reads
+        return opened[-1]
+
+    src = LiveSource(opener, "camera 3", max_retries=3, retry_delay=0.01, stall_timeout=5.0).start()
+    t0 = time.perf_counter()
+    assert src.get(timeout=3.0) is None
+    assert time.perf_counter() - t0 < 2.0
+    assert len(opened) == 4 and all(c.released for c in opened)
+    assert src.error == "camera 3: lost; gave up after 3 reconnect attempts"
+    err = capsys.readouterr().err
+    assert "reconnect 3/3 in 0.0s" in err and "reconnect 1/3" in err  # one count, delays doubling (10, 20, 40 ms)
+
+
+def test_sigterm_to_the_cli_finalises_the_video_and_stats(tmp_path, onnx_model):
+    """A real `vsseg-edge run` process stopped by SIGTERM mid-stream exits 0 with a playable video."""
+    import cv2
+
+    long_video = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(long_video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (128, 64))
+    for f in make_frames(8) * 250:  # 2000 frames: far more than the run gets through before the signal
+        writer.write(f)
+    writer.release()
+    out, stats = tmp_path / "out.mp4", tmp_path / "stats.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "vsseg_edge.cli", "run", str(onnx_model), "--source",
+                             str(long_video), "--save", str(out), "--stats", str(stats), "--threads", "1"],
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # "<backend> ← <source>": the pipeline is starting
+    assert "←" in first, first
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 0, err
+    frames = len(stats.read_text().splitlines())
+    assert 0 < frames < 2000
+    assert len(read_video(out)) == frames and video_fps(out) == pytest.approx(25.0, abs=0.01)
+    assert f"frames {frames}" in err

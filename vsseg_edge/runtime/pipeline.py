@@ -7,7 +7,8 @@ Stages overlap, so throughput is bounded by the slowest stage, not their sum. Th
 preprocessing (so a live source only pays for frames that are actually used); the output thread does
 the host argmax / resize to the frame and the rendering. Shutdown — end of stream, --max-frames,
 Ctrl-C / SIGTERM, the window's q, or an error in any stage — always drains the output queue, closes
-every sink (the video is finalised) and writes the stats.
+every sink (the video is finalised) and writes the stats. The calling thread waits in short joins and
+does the window's GUI calls (`Sink.pump`), so signals and the GUI are handled on the main thread.
 """
 
 from __future__ import annotations
@@ -154,17 +155,31 @@ class Pipeline:
         self._output_thread = threading.Thread(target=self._output_loop, name="output", daemon=True)
         infer_thread = threading.Thread(target=self._infer_loop, name="infer", daemon=True)
         try:
+            for sink in self.sinks:
+                sink.start(self.source)
             self.source.start()
             self._output_thread.start()
             infer_thread.start()
-            for thread in (infer_thread, self._output_thread):
-                while thread.is_alive():  # short joins keep the main thread free for signal handlers
-                    thread.join(0.1)
+            self._wait(infer_thread, self._output_thread)
         finally:
             self.source.stop()
             self._close_all()
             restore()
         return self._result()
+
+    def _wait(self, *threads: threading.Thread) -> None:
+        """Short joins keep this thread free for signal handlers and for the window's GUI calls (`pump`)."""
+        gui = [s for s in self.sinks if s.interactive]
+        tick = 0.01 if gui else 0.1
+        for thread in threads:
+            while thread.is_alive():
+                for sink in gui:
+                    try:
+                        if not sink.pump():
+                            self.request_stop("user")
+                    except Exception as exc:
+                        self._fail(exc)
+                thread.join(tick)
 
     def _close_all(self) -> None:
         for sink in self.sinks:

@@ -1,14 +1,18 @@
 """Where results go: a window with overlay and HUD, a video file, per-frame label PNGs, or nothing.
 
-A sink receives, per frame, the captured `Frame`, its uint8 label map at the frame's size and (when a
-sink asked for it, `needs_overlay`) the colour overlay. `write` returns False to ask the pipeline to
-stop (the window's q / Esc). `close` is always called, also after Ctrl-C, so the video is finalised.
+A sink is told the source once (`start`: nominal rate, live or not), then receives, per frame, the
+captured `Frame`, its uint8 label map at the frame's size and (when a sink asked for it, `needs_overlay`)
+the colour overlay. `write` (output thread) or `pump` (the pipeline's calling thread, for GUI work)
+return False to ask the pipeline to stop (the window's q / Esc). `close` is always called, also after
+Ctrl-C, so the video is finalised.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +22,24 @@ from ..core.fileio import atomic_path, write_png
 from .hud import draw_hud
 
 
+def _log(msg: str) -> None:
+    print(f"vsseg-edge run: {msg}", file=sys.stderr, flush=True)
+
+
 class Sink:
+    """Base: `start(source)` once before the first frame, `write` per frame, `pump` often, `close` always."""
+
     needs_overlay = False
+    interactive = False  # True: the pipeline calls `pump` every few ms on the thread that runs it
+
+    def start(self, source) -> None:
+        """Called once before the first frame with the source (its nominal `fps`, whether it is `live`)."""
 
     def write(self, frame, labels: np.ndarray, vis: np.ndarray | None, hud: list[str]) -> bool:
+        return True
+
+    def pump(self) -> bool:
+        """GUI work on the pipeline's calling thread; False asks the pipeline to stop."""
         return True
 
     def close(self) -> None:
@@ -32,46 +50,114 @@ class NullSink(Sink):
     """Discard everything (headless benchmark)."""
 
 
+def measured_fps(t_captured: list[float]) -> float | None:
+    """Frame rate from capture times: the mean interval, ignoring intervals over 3x the median.
+
+    The mean (not the median) because a pipeline slower than its camera takes frames at a mix of one and
+    two camera periods, whose median is either; the outlier cut drops the warm-up of the first inference
+    and a hiccup of the machine. None with fewer than two increasing times.
+    """
+    intervals = np.diff(np.asarray(t_captured, np.float64))
+    intervals = intervals[intervals > 0]
+    if intervals.size == 0:
+        return None
+    kept = intervals[intervals <= 3.0 * float(np.median(intervals))]
+    return float(min(max(1.0 / kept.mean(), 0.5), 240.0))
+
+
 class VideoSink(Sink):
-    """The overlay as an mp4v video, written to a temporary file renamed onto `path` at close."""
+    """The overlay as an mp4v video, written to a temporary file renamed onto `path` at close.
+
+    The frame rate: `fps` when given; else a file's own rate (30 when it has none); for a LIVE source
+    the rate the frames actually reached this sink, measured from their capture times over the first
+    `probe_frames` frames (kept in memory until the writer opens). A camera's or stream's nominal rate
+    is often wrong or 0, and with latest-frame-only capture the recorded rate is the pipeline's, not the
+    camera's; either way a nominal rate would make the video play too fast or too slow.
+    """
 
     needs_overlay = True
 
-    def __init__(self, path: str | Path, fps: float | None = None):
+    def __init__(self, path: str | Path, fps: float | None = None, probe_frames: int = 12):
         self.path = Path(path)
         if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".avi"):
             raise VssegError(f"--save {path}: expected a .mp4 (or .avi/.mov) file name")
-        self.fps = fps if fps and fps > 0 else 30.0
+        self.fps = fps if fps and fps > 0 else None
+        self.probe_frames = max(2, probe_frames)
+        self._measure = False
+        self._probe: list[tuple[float, np.ndarray]] = []
+        self._t_first = self._t_last = None  # capture times of the first and last frames, for the check at close
         self._stack = contextlib.ExitStack()
         self._writer = None
         self.frames = 0
+
+    def start(self, source) -> None:
+        if self.fps is None:
+            self._measure = bool(getattr(source, "live", False))
+            if not self._measure:
+                nominal = getattr(source, "fps", None)
+                self.fps = nominal if nominal and nominal > 0 else 30.0
 
     def _open(self, hw: tuple[int, int]) -> None:
         import cv2
 
         tmp = self._stack.enter_context(atomic_path(self.path))
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-        self._writer = cv2.VideoWriter(str(tmp), fourcc, self.fps, (hw[1], hw[0]))
+        self._writer = cv2.VideoWriter(str(tmp), fourcc, float(self.fps or 30.0), (hw[1], hw[0]))
         if not self._writer.isOpened():
             raise VssegError(f"--save {self.path}: OpenCV cannot write this video (codec unavailable)")
         self._hw = hw
 
+    def _open_measured(self) -> None:
+        """Open the writer at the rate measured over the probed frames, then write them."""
+        rate = measured_fps([t for t, _ in self._probe])
+        self.fps = round(rate, 2) if rate else 30.0
+        _log(f"--save {self.path}: live source, recording at {self.fps:g} FPS "
+             f"(measured over {len(self._probe)} frames)")
+        probe, self._probe = self._probe, []
+        self._open(probe[0][1].shape[:2])
+        for _, vis in probe:
+            self._append(vis)
+
     def write(self, frame, labels, vis, hud) -> bool:
+        self._t_first = frame.t_captured if self._t_first is None else self._t_first
+        self._t_last = frame.t_captured
+        if self._writer is None and self._measure:
+            self._probe.append((frame.t_captured, vis))
+            if len(self._probe) >= self.probe_frames:
+                self._open_measured()
+            return True
         if self._writer is None:
             self._open(vis.shape[:2])
+        self._append(vis)
+        return True
+
+    def _append(self, vis: np.ndarray) -> None:
         if vis.shape[:2] != self._hw:  # a source whose frame size changes (folders of mixed images)
             import cv2
 
             vis = cv2.resize(vis, (self._hw[1], self._hw[0]), interpolation=cv2.INTER_AREA)
         self._writer.write(vis)
         self.frames += 1
-        return True
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()  # finalise the container before it is renamed onto the target
-            self._writer = None
-        self._stack.close()
+        try:
+            if self._probe:  # a live run shorter than the probe: measure what there is
+                self._open_measured()
+            if self._writer is not None:
+                self._writer.release()  # finalise the container before it is renamed onto the target
+                self._writer = None
+                self._check_rate()
+        finally:
+            self._stack.close()
+
+    def _check_rate(self) -> None:
+        """Say so when a live run's average rate drifted from the recorded one (the video's speed is off)."""
+        if not self._measure or self.frames < 2 * self.probe_frames:
+            return
+        actual = (self.frames - 1) / max(self._t_last - self._t_first, 1e-9)
+        if abs(actual / self.fps - 1) > 0.2:
+            _log(f"--save {self.path}: recorded at {self.fps:g} FPS but the run averaged {actual:.1f} FPS; "
+                 f"the video plays {self.fps / actual:.2f}x real time")
 
 
 class MaskSink(Sink):
@@ -91,32 +177,64 @@ class MaskSink(Sink):
         return True
 
 
+def _cv2_gui():
+    """The module whose highgui functions the window sink calls (a test double replaces this)."""
+    import cv2
+
+    return cv2
+
+
 class WindowSink(Sink):
-    """cv2.imshow of the overlay with the HUD; q or Esc stops. Refused where OpenCV has no GUI or no display."""
+    """The overlay with the HUD in a window; q, Esc or closing the window stops the run.
+
+    Every GUI call (namedWindow, imshow, waitKey, destroyWindow) happens on the thread that runs the
+    pipeline, in `pump`: Qt builds of OpenCV misbehave when imshow/waitKey run on a worker thread. The
+    output thread only leaves the newest HUD-drawn image in a slot. Refused, in one line, where there is
+    no display or OpenCV has no GUI (opencv-python-headless).
+    """
 
     needs_overlay = True
+    interactive = True
 
-    def __init__(self, title: str = "vsseg-edge"):
-        import cv2
-
+    def __init__(self, title: str = "vsseg-edge", gui=None):
         self.title = title
         if os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise VssegError("--show: no display (DISPLAY is not set); use --save out.mp4 instead")
+        self._gui = gui if gui is not None else _cv2_gui()
         try:
-            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
-        except cv2.error:
+            self._gui.namedWindow(title, self._gui.WINDOW_NORMAL)
+        except self._gui.error:
             raise VssegError("--show: this OpenCV has no GUI support (opencv-python-headless?); "
                              "install opencv-python or use --save out.mp4") from None
+        self._lock = threading.Lock()
+        self._pending: np.ndarray | None = None
+        self._quit = False
+        self._shown = 0
+        self._open = True
 
     def write(self, frame, labels, vis, hud) -> bool:
-        import cv2
+        image = draw_hud(vis.copy(), hud)
+        with self._lock:
+            self._pending = image  # an image not shown yet is replaced: the window shows the newest
+        return not self._quit
 
-        cv2.imshow(self.title, draw_hud(vis.copy(), hud))
-        key = cv2.waitKey(1) & 0xFF
-        return key not in (ord("q"), 27)
+    def pump(self) -> bool:
+        with self._lock:
+            image, self._pending = self._pending, None
+        gui = self._gui
+        if image is not None:
+            gui.imshow(self.title, image)
+            self._shown += 1
+        key = gui.waitKey(1) & 0xFF
+        if key in (ord("q"), ord("Q"), 27):
+            self._quit = True
+        elif self._shown and gui.getWindowProperty(self.title, gui.WND_PROP_VISIBLE) < 1:
+            self._quit = True  # the user closed the window (imshow would open it again)
+        return not self._quit
 
     def close(self) -> None:
-        import cv2
-
-        with contextlib.suppress(cv2.error):
-            cv2.destroyWindow(self.title)
+        if self._open:
+            self._open = False
+            with contextlib.suppress(self._gui.error):
+                self._gui.destroyWindow(self.title)
+                self._gui.waitKey(1)  # let the GUI loop process the close

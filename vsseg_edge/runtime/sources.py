@@ -8,8 +8,8 @@ and is stopped. Two behaviours:
 - Live sources (camera, RTSP, GStreamer, CSI): a reader thread keeps only the LATEST frame; a frame
   replaced before the pipeline took it is dropped and counted, so what is shown is never behind the
   world. A read failure (camera unplugged, stream stalled) reopens the device with exponential backoff
-  and a message; after `max_retries` failed reopens, or no frame for `stall_timeout` seconds, the
-  source ends with a one-line error (`source.error`) instead of hanging.
+  and a message; after `max_retries` reconnect attempts without a frame, or no frame for `stall_timeout`
+  seconds, the source ends with a one-line error (`source.error`) instead of hanging.
 """
 
 from __future__ import annotations
@@ -143,7 +143,15 @@ class FolderSource(OrderedSource):
 
 
 class VideoFileSource(OrderedSource):
-    """A video file, every frame in order. A frame that fails to decode before the end is skipped and counted."""
+    """A video file, every frame in order. A frame that fails to decode is skipped and counted.
+
+    OpenCV's `read` fails WITHOUT moving on for an undecodable frame (the next read gives the frame after
+    it) and at the end of the file alike. So failed reads are counted as skipped frames only once a later
+    read gives a frame; failed reads that never end in a frame are the end (at most `max_bad_run` of them,
+    or as many as the header's frame count leaves). A file that ends before the frame count its header
+    announces (truncated, or an undecodable tail) says so in one line instead of counting guesses.
+    `Frame.index` is the frame's position in the file, so names and stats keep a gap where one was skipped.
+    """
 
     def __init__(self, path: str | Path, prefetch: int = 4, max_bad_run: int = 10):
         super().__init__(prefetch)
@@ -159,26 +167,36 @@ class VideoFileSource(OrderedSource):
         self.max_bad_run = max_bad_run
 
     def _run(self) -> None:
-        index, bad_run = 0, 0
+        pos, bad_run = 0, 0  # position in the file of the next frame; failed reads since the last frame
         try:
             while not self._stop.is_set():
                 t0 = time.perf_counter()
                 ok, img = self._cap.read()
                 t1 = time.perf_counter()
                 if ok and img is not None:
-                    bad_run = 0
-                    if not self._put(Frame(index, img, t1, (t1 - t0) * 1e3)):
+                    if bad_run:  # a frame after failed reads: those were frames that did not decode
+                        self._skipped(pos, bad_run)
+                        pos, bad_run = pos + bad_run, 0
+                    if not self._put(Frame(pos, img, t1, (t1 - t0) * 1e3)):
                         return
-                    index += 1
+                    pos += 1
                     continue
-                # a failed read before the container's last frame is a decode failure; at the end it is EOF
-                if index + self.decode_failures + 1 >= self.frame_count or bad_run >= self.max_bad_run:
-                    return
                 bad_run += 1
-                self.decode_failures += 1
-                _log(f"{self.path}: frame {index + self.decode_failures - 1} failed to decode, skipped")
+                if bad_run > self.max_bad_run or (self.frame_count and pos + bad_run > self.frame_count):
+                    self._ended_at(pos)
+                    return
         finally:
             self._cap.release()
+
+    def _skipped(self, pos: int, n: int) -> None:
+        self.decode_failures += n
+        which = f"frame {pos}" if n == 1 else f"frames {pos}-{pos + n - 1}"
+        _log(f"{self.path}: {which} failed to decode, skipped")
+
+    def _ended_at(self, pos: int) -> None:
+        if self.frame_count and pos < self.frame_count:
+            _log(f"{self.path}: ends after {pos} of the {self.frame_count} frames its header announces "
+                 "(truncated file or undecodable tail)")
 
 
 class LiveSource(Source):
@@ -186,7 +204,8 @@ class LiveSource(Source):
 
     `opener()` returns an opened cv2.VideoCapture-like object (isOpened/read/release) or raises VssegError.
     A failed read reopens it with backoff (`retry_delay` doubling up to `max_delay`); `max_retries`
-    consecutive failed reopens, or `stall_timeout` seconds without a frame, end the source with `error` set.
+    reconnect attempts without a frame between them, or `stall_timeout` seconds without a frame while
+    connected, end the source with `error` set.
     """
 
     live = True
@@ -204,6 +223,7 @@ class LiveSource(Source):
         self._latest: Frame | None = None
         self._ended = False
         self._last_frame_time = time.perf_counter()
+        self._attempts = 0  # reconnect attempts since the last frame
 
     def _run(self) -> None:
         index = 0
@@ -224,14 +244,20 @@ class LiveSource(Source):
                 self.drops += 1  # the previous frame was never taken: the pipeline is slower than the source
             self._latest = frame
             self._last_frame_time = frame.t_captured
+            self._attempts = 0  # a frame: the device is back, the next loss starts a fresh backoff
             self._cond.notify_all()
 
     def _reconnect(self) -> bool:
-        """Reopen with exponential backoff; False (and `error` set) once `max_retries` reopens failed."""
-        delay = self.retry_delay
-        for attempt in range(1, self.max_retries + 1):
-            _log(f"{self.description}: no frame (disconnected or stalled); reconnect {attempt}/{self.max_retries} "
-                 f"in {delay:.1f}s")
+        """Reopen with exponential backoff; False (and `error` set) after `max_retries` attempts in a row.
+
+        The count and the delay carry on until a frame arrives: a device that opens but gives no frame
+        (a camera held by another program, a dead stream behind a live server) ends too, not loops.
+        """
+        while self._attempts < self.max_retries:
+            self._attempts += 1
+            delay = min(self.retry_delay * 2 ** (self._attempts - 1), self.max_delay)
+            _log(f"{self.description}: no frame (disconnected or stalled); reconnect "
+                 f"{self._attempts}/{self.max_retries} in {delay:.1f}s")
             if self._stop.wait(delay):
                 return False
             self._last_frame_time = time.perf_counter()  # reconnecting is not a stall
@@ -240,7 +266,7 @@ class LiveSource(Source):
                 self._cap = self._opener()
                 return True
             except VssegError:
-                delay = min(delay * 2, self.max_delay)
+                continue
         self.error = f"{self.description}: lost; gave up after {self.max_retries} reconnect attempts"
         return False
 

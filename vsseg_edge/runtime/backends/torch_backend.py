@@ -2,7 +2,9 @@
 
 On CUDA (when available) the model runs in FP16 and channels-last by default, and optionally replays a
 captured CUDA graph (`cuda_graph=True`; the input shape must stay fixed, which the runtime guarantees).
-The GPU paths are NOT exercised by the CPU test suite; only the CPU eager path is tested here.
+The CPU test suite covers the eager path and the FP16 / channels-last options on CPU; the CUDA paths
+(pinned staging buffer, CUDA graph replay) only run on a GPU (tests/runtime/test_torch_options.py has
+the GPU checks, skipped without CUDA).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class TorchBackend(Backend):
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self._model = model
-        self._graph = None
+        self._graph = self._pinned = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **options) -> "TorchBackend":
@@ -65,7 +67,12 @@ class TorchBackend(Backend):
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(batch))
         if self.device != "cpu":
-            x = x.pin_memory().to(self.device, non_blocking=True)
+            # one pinned staging buffer, reused: the previous frame's async copy has finished, since
+            # `infer` ends with a synchronous copy of the labels to the host
+            if self._pinned is None or self._pinned.shape != x.shape:
+                self._pinned = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+            self._pinned.copy_(x)
+            x = self._pinned.to(self.device, non_blocking=True)
         x = x.half() if self.fp16 else x
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
@@ -95,4 +102,4 @@ class TorchBackend(Backend):
         return self._static_out.cpu().numpy()
 
     def close(self) -> None:
-        self._model = self._graph = None
+        self._model = self._graph = self._pinned = None
