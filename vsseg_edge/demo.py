@@ -39,6 +39,7 @@ class DemoConfig:
     calib_frames: int = 64
     bench_runs: int = 10
     seed: int = 0
+    exporter: str = "dynamo"  # ONNX exporter (export.presets.ExportPreset.exporter); tests use the faster legacy one
 
 
 def _step(i: int, n: int, title: str) -> float:
@@ -105,7 +106,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     t = _step(4, n, "export the student to ONNX (onnxsim, parity check with onnxruntime)")
     onnx_path = out / "student.onnx"
-    res = export_checkpoint(student, onnx_path, ExportPreset(parity_frames=str(synth)))
+    res = export_checkpoint(student, onnx_path, ExportPreset(parity_frames=str(synth), exporter=cfg.exporter))
     typer.echo(f"  {onnx_path}: {res.summary['nodes']} nodes, parity {res.parity.describe()}")
     times["export"] = time.perf_counter() - t
 

@@ -125,7 +125,9 @@ def _load_line(env: dict) -> str:
     load = env.get("load_average") or {}
     if not load.get("start") or not load.get("end"):
         return "- load average: not recorded"
-    fmt = lambda v: "/".join(f"{x:.2f}" for x in v)  # noqa: E731
+    def fmt(v):
+        return "/".join(f"{x:.2f}" for x in v)
+
     cores = env.get("cpu_affinity") or env.get("cpu_count") or 1
     busy = max(load["start"][0], load["end"][0]) > cores
     return (f"- load average (1/5/15 min): {fmt(load['start'])} at the start, {fmt(load['end'])} at the end"
