@@ -47,6 +47,8 @@ def test_report_schema_and_sane_figures(bench):
         assert e["status"] == "ok", e
         lat = e["latency"]
         assert lat["batch"] == 1 and lat["input_size"] == [64, 128] and lat["frame_size"] == [64, 128]
+        assert lat["frames"] == len(saved["timing"]["frames"]) == 2  # every entry timed on the same frames
+        assert (e["agreement"] or {}).get("frames", 2) == 2
         for fig in ("compute", "end_to_end"):
             s = lat[fig]
             assert 0 < s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
