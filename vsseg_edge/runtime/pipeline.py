@@ -3,7 +3,9 @@
     source reader thread ──(bounded queue, or latest-frame slot for live sources)──► infer thread
     infer thread ──(bounded queue)──► output thread ──► sinks, stats
 
-Stages overlap, so throughput is bounded by the slowest stage, not their sum. The infer thread does the
+Stages overlap, so throughput is bounded by the slowest stage, not their sum. For a live source the
+infer thread takes a frame only once the output queue is empty, so a slow output stage (a big window,
+video encoding) makes the capture drop frames instead of queueing stale results behind it. The infer thread does the
 preprocessing (so a live source only pays for frames that are actually used); the output thread does
 the host argmax / resize to the frame and the rendering. Shutdown — end of stream, --max-frames,
 Ctrl-C / SIGTERM, the window's q, or an error in any stage — always drains the output queue, closes
@@ -80,6 +82,9 @@ class Pipeline:
                 if self.max_frames is not None and n >= self.max_frames:
                     self.request_stop("max-frames")
                     break
+                if self.source.live and not self._out.empty():
+                    time.sleep(0.001)  # output busy: take the newest frame only when it can move on at once
+                    continue
                 try:
                     frame = self.source.get(timeout=0.1)
                 except queue.Empty:
