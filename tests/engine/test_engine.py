@@ -73,6 +73,9 @@ def test_plan_refusals():
         plan_build(BuildSettings(dla_core=0), "8.6", "onnx", num_dla_cores=0)
     with pytest.raises(VssegError, match="not supported"):
         plan_build(BuildSettings(), "8.5.3", "onnx")
+    with pytest.raises(VssegError, match="not of the form"):
+        plan_build(BuildSettings(), "ten", "onnx")
+    assert plan_build(BuildSettings(), "11", "onnx").trt_version == (11, 0)
     with pytest.raises(VssegError, match="needs TensorRT 10"):
         plan_build(BuildSettings(strongly_typed=True), "8.6", "onnx")
     with pytest.raises(VssegError, match="--batch"):

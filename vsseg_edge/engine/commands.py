@@ -33,7 +33,7 @@ def register(app, data_app) -> None:
         batch: Optional[str] = typer.Option(None, "--batch", help="MIN,OPT,MAX for a dynamic-batch ONNX."),
         calib_frames: Optional[str] = typer.Option(None, "--calib-frames",
                                                    help="Frames for the legacy implicit-INT8 calibrator (TRT 8.6/10)."),
-        strongly_typed: bool = typer.Option(False, "--strongly-typed", help="Strongly typed build on TRT 10."),
+        strongly_typed: bool = typer.Option(False, "--strongly-typed", help="Strongly typed build on TRT 10.x (TRT 11 is always strongly typed)."),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Engine cache keyed by ONNX/TRT/GPU/settings."),
         device: int = typer.Option(0, "--device", help="CUDA device index."),
         explain: bool = typer.Option(False, "--explain",

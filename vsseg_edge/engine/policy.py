@@ -40,8 +40,9 @@ def has_fast(precision: str, cc: tuple[int, int]) -> bool:
 
 def parse_version(text: str) -> tuple[int, int]:
     try:
-        major, minor = (int(p) for p in str(text).split(".")[:2])
-    except ValueError:
+        parts = [int(p) for p in str(text).split(".")[:2]]
+        major, minor = parts if len(parts) == 2 else (parts[0], 0)  # "11" means 11.0
+    except (ValueError, IndexError):
         raise VssegError(f"TensorRT version {text!r} is not of the form MAJOR.MINOR[.PATCH]") from None
     return major, minor
 

@@ -141,6 +141,8 @@ class TrtBackend(Backend):
         if self._engine is None:
             raise VssegError(f"{path}: TensorRT could not deserialize this engine (see the TensorRT log above)")
         self._context = self._engine.create_execution_context()
+        if self._context is None:  # TensorRT returns None when it cannot allocate the activation memory
+            raise VssegError(f"{path}: TensorRT could not create an execution context (GPU memory?)")
         self._stream = cuda_call(cudart.cudaStreamCreate())
         try:
             self._setup_io(path)
