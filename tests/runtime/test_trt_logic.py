@@ -268,3 +268,22 @@ def test_cuda_status_from_enum_or_int():
 
     assert not cuda_failed(0) and cuda_failed(2)
     assert not cuda_failed(types.SimpleNamespace(value=0)) and cuda_failed(types.SimpleNamespace(value=700))
+
+
+def test_broken_tensorrt_install_is_a_one_line_error(monkeypatch):
+    """A tensorrt wheel whose libraries are missing raises OSError at import, not ImportError."""
+    import builtins
+
+    from vsseg_edge.engine.device import tensorrt_module
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "tensorrt":
+            raise OSError("libnvinfer.so.10: cannot open shared object file\nmore")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(MissingDependency) as info:
+        tensorrt_module()
+    assert "\n" not in str(info.value) and "installed but cannot be imported (OSError: libnvinfer" in str(info.value)

@@ -20,6 +20,10 @@ def tensorrt_module():
         import tensorrt
     except ImportError as exc:
         raise MissingDependency(f"tensorrt is not installed ({exc}); install it with: {TRT_INSTALL}") from None
+    except Exception as exc:  # e.g. OSError: the wheel is there but libnvinfer (tensorrt_libs) is missing
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise MissingDependency(f"tensorrt is installed but cannot be imported ({type(exc).__name__}: {first}); "
+                                f"reinstall it: {TRT_INSTALL}") from None
     return tensorrt
 
 
