@@ -90,3 +90,19 @@ def test_pipeline_with_the_cuda_graph_backend(net, video_file):
     be = backend(net, cuda_graph=True)
     result = Pipeline(open_source(str(video_file)), be, [], handle_signals=False).run()
     assert result.frames == 12 and result.summary["infer_ms"]["p50"] > 0
+
+
+@needs_cuda
+def test_a_model_that_cannot_be_captured_is_a_one_line_error():
+    from torch import nn
+
+    class HostTensorNet(nn.Module):  # builds a host tensor each call, like a numpy-made pooling matrix
+        def forward(self, x):
+            scale = torch.tensor(np.ones((1, 19, 1, 1), np.float32), dtype=x.dtype, device=x.device)
+            return x.mean(1, keepdim=True).expand(-1, 19, -1, -1) * scale
+
+    be = backend(HostTensorNet(), cuda_graph=True)
+    with pytest.raises(VssegError, match=r"^--cuda-graph: <module> cannot be captured in a CUDA graph \("):
+        be.infer(preprocess(make_frames(1)[0], SPEC))
+    eager = backend(HostTensorNet())  # the same model runs without the graph
+    assert eager.infer(preprocess(make_frames(1)[0], SPEC)).shape == (1, 64, 128)

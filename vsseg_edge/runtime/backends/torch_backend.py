@@ -4,7 +4,9 @@ On CUDA (when available) the model runs in FP16 and channels-last by default, an
 captured CUDA graph (`cuda_graph=True`; the input shape must stay fixed, which the runtime guarantees).
 The CPU test suite covers the eager path and the FP16 / channels-last options on CPU; the CUDA paths
 (pinned staging buffer, CUDA graph replay) only run on a GPU (tests/runtime/test_torch_options.py has
-the GPU checks, skipped without CUDA).
+the GPU checks, marked `gpu` and skipped without CUDA; they passed on an H200, 2026-11-28). A model whose
+forward copies a host tensor to the GPU (PSPNet's numpy-built pooling matrices) cannot be captured;
+that is a one-line error naming --cuda-graph.
 """
 
 from __future__ import annotations
@@ -95,8 +97,14 @@ class TorchBackend(Backend):
                     self._forward(self._static_in)
             torch.cuda.current_stream().wait_stream(side)
             self._graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._graph):
-                self._static_out = self._forward(self._static_in)
+            try:
+                with torch.cuda.graph(self._graph):
+                    self._static_out = self._forward(self._static_in)
+            except RuntimeError as exc:  # e.g. a forward that copies a host tensor to the GPU each call
+                self._graph = None
+                reason = str(exc).splitlines()[0][:160]
+                raise VssegError(f"--cuda-graph: {Path(self.artifact).name} cannot be captured in a CUDA graph "
+                                 f"({reason}); run without --cuda-graph") from None
         self._static_in.copy_(x)
         self._graph.replay()
         return self._static_out.cpu().numpy()
