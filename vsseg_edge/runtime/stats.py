@@ -79,8 +79,8 @@ class StatsCollector:
     """Keeps every frame's figures (compactly) and streams the JSONL file as frames finish.
 
     With a path, each record is written when it is added (flushed every `flush_s` seconds) to a temporary
-    file beside the target, renamed onto it at `close`: memory stays flat on a long camera run, and a
-    stop of any kind that reaches `close` leaves the complete file, never a half-written one.
+    file beside the target, renamed onto it at `close`: a long camera run holds ~90 bytes a frame, not
+    its JSON, and any stop that reaches `close` leaves the complete file, never a half-written one.
     """
 
     def __init__(self, path: str | None = None, flush_s: float = 1.0):
