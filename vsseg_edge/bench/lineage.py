@@ -52,9 +52,14 @@ def _locate(child: Path, parent: dict, known: dict[str, Path]) -> Path | None:
     """The parent's path: beside the child when its manifest's sha256 matches, else among the run's artifacts."""
     from ..core.manifest import manifest_path, read_manifest
 
+    from ..core.errors import VssegError
+
     beside = child.parent / str(parent.get("file"))
-    if parent.get("file") and manifest_path(beside).is_file() and read_manifest(beside).get("sha256") == parent["sha256"]:
-        return beside
+    try:
+        if parent.get("file") and manifest_path(beside).is_file() and read_manifest(beside).get("sha256") == parent["sha256"]:
+            return beside
+    except VssegError:  # an unreadable manifest beside the child is not its parent; look among the run's artifacts
+        pass
     return known.get(parent["sha256"])
 
 
