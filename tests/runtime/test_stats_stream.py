@@ -66,3 +66,13 @@ def test_memory_per_frame_stays_small_on_a_long_run():
     tracemalloc.stop()
     assert len(stored) == 20_000
     assert used / len(stored) < 120  # bytes a frame; a list of the record dicts takes ~500
+
+
+def test_a_stats_path_that_cannot_be_written_is_refused_before_the_run(tmp_path):
+    from vsseg_edge.core.errors import VssegError
+
+    with pytest.raises(VssegError, match=r"^--stats .*: is a folder; expected a file name"):
+        StatsCollector(str(tmp_path))
+    (tmp_path / "plain").write_text("a file, not a folder")
+    with pytest.raises(VssegError, match=r"^--stats .*plain/stats.jsonl: cannot create its folder"):
+        StatsCollector(str(tmp_path / "plain" / "stats.jsonl"))

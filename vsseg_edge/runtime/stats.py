@@ -14,6 +14,7 @@ import time
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -75,6 +76,18 @@ class Records(Sequence):
         return {name: int(col[i]) if name in _INTS else col[i] for name, col in self._cols.items()}
 
 
+def _check_writable(path: Path) -> None:
+    """Refuse, before the run, a --stats path that is a folder or whose folder cannot be made."""
+    from ..core.errors import VssegError
+
+    if path.is_dir():
+        raise VssegError(f"--stats {path}: is a folder; expected a file name such as stats.jsonl")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VssegError(f"--stats {path}: cannot create its folder ({exc.strerror or exc})") from None
+
+
 class StatsCollector:
     """Keeps every frame's figures (compactly) and streams the JSONL file as frames finish.
 
@@ -84,6 +97,8 @@ class StatsCollector:
     """
 
     def __init__(self, path: str | None = None, flush_s: float = 1.0):
+        if path is not None:
+            _check_writable(Path(path))
         self.path, self.flush_s = path, flush_s
         self.records = Records()
         self.t_start = time.perf_counter()
