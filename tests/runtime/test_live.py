@@ -140,6 +140,12 @@ def test_missing_camera_is_a_one_line_error(onnx_model):
     assert "Traceback" not in proc.stderr
 
 
+def world_fps(records: list[dict]) -> float:
+    """Processed frames per second of capture time (the rate a recording must play at to be real time)."""
+    t_captured = [r["t_done"] - r["latency_ms"] / 1e3 for r in records]
+    return (len(t_captured) - 1) / (t_captured[-1] - t_captured[0])
+
+
 def video_fps(path) -> float:
     import cv2
 
@@ -156,7 +162,9 @@ def test_live_recording_uses_the_measured_rate_not_the_nominal_one(tmp_path, onn
     with open_backend(onnx_model, threads=1) as be:  # ~1 ms a frame: every camera frame is processed
         result = Pipeline(src, be, [VideoSink(tmp_path / "live.mp4")], max_frames=20, handle_signals=False).run()
     assert result.frames == 20 and len(read_video(tmp_path / "live.mp4")) == 20
-    assert video_fps(tmp_path / "live.mp4") == pytest.approx(25.0, rel=0.12)
+    fps = video_fps(tmp_path / "live.mp4")
+    assert 18.0 < fps < 27.0  # 25 when every frame is kept (a loaded machine may drop one or two)
+    assert fps == pytest.approx(world_fps(result.records[:12]), rel=0.1)
     assert "live source, recording at" in capsys.readouterr().err
 
 
@@ -166,10 +174,8 @@ def test_live_recording_behind_a_slow_backend_plays_at_real_speed(tmp_path, onnx
     with open_backend(onnx_model, threads=1) as be:
         result = Pipeline(src, SlowBackend(be, 0.06), [VideoSink(tmp_path / "slow.mp4", probe_frames=6)],
                           max_frames=12, handle_signals=False).run()
-    t_captured = [r["t_done"] - r["latency_ms"] / 1e3 for r in result.records]
-    real = (len(t_captured) - 1) / (t_captured[-1] - t_captured[0])  # frames per second of the world
     fps = video_fps(tmp_path / "slow.mp4")
-    assert fps < 25 and fps == pytest.approx(real, rel=0.25)  # the nominal 100 would play ~6x too fast
+    assert fps < 25 and fps == pytest.approx(world_fps(result.records), rel=0.25)  # not the nominal 100
 
 
 def test_short_live_recording_and_files_keep_their_rate(tmp_path, onnx_model, video_file):
@@ -179,7 +185,7 @@ def test_short_live_recording_and_files_keep_their_rate(tmp_path, onnx_model, vi
         # a file is recorded at its own rate (10 FPS), however fast it is processed
         Pipeline(open_source(str(video_file)), be, [VideoSink(tmp_path / "file.mp4")], handle_signals=False).run()
     assert len(read_video(tmp_path / "short.mp4")) == 5  # fewer frames than the probe: still all written
-    assert video_fps(tmp_path / "short.mp4") == pytest.approx(40.0, rel=0.15)
+    assert 25.0 < video_fps(tmp_path / "short.mp4") < 43.0  # 40 when every camera frame is kept
     assert video_fps(tmp_path / "file.mp4") == pytest.approx(10.0, abs=0.01)
 
 
