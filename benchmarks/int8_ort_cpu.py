@@ -1,17 +1,22 @@
 """INT8 vs FP32 on this CPU with onnxruntime (issue 4, Performance): latency ratio and accuracy figures.
 
 For each student (PSPNet-18, MobileNetV2-PSP) at 512×1024: export FP32 ONNX (vsseg_edge.export), calibrate
-the onnxruntime-CPU flavour of the Q/DQ model (vsseg_edge.calib, preset calib/ort_cpu.yaml settings) on
-frames of the synthetic set, then time FP32 and INT8 **each in its own process** with N intra-op threads
-(graph optimisation ORT_ENABLE_ALL), alternating FP32/INT8 processes `--repeats` times and keeping each
-model's best median. The accuracy gate figures (argmax agreement INT8 vs FP32, mIoU drop on the synthetic
-val labels) come from the calibration manifest.
+the onnxruntime-CPU flavour of the Q/DQ model (vsseg_edge.calib, preset calib/ort_cpu.yaml settings) and the
+TensorRT flavour (preset calib/cityscapes_entropy.yaml: ModelOpt when installed, s8 symmetric activations) on
+frames of the synthetic set, then time FP32, INT8 (CPU flavour) and the TensorRT flavour as the runtime's
+onnxruntime backend runs it on the CPU (activation Q/DQ shifted to uint8 in memory, calib/zero_point.py),
+**each in its own process** with N intra-op threads (graph optimisation ORT_ENABLE_ALL), one process of each
+back to back per repeat (`--repeats`); the speedups are medians of the paired FP32/INT8 ratios. The accuracy
+figures (argmax agreement INT8 vs FP32) come from the calibration manifests; for the shifted TensorRT
+flavour, its argmax agreement on onnxruntime's kernels with exact Q/DQ arithmetic (what TensorRT computes) is
+measured on the gate frames (on AVX2 without VNNI the u8×s8 kernel can saturate int16 pair sums).
 
 Weights: random initialisation unless `--weights name=PATH` is given (a speed measurement; the mIoU of an
 untrained net is meaningless, its INT8-vs-FP32 agreement is not).
 
     python benchmarks/int8_ort_cpu.py                      # writes benchmarks/reports/int8_ort_cpu.{json,md}
     python benchmarks/int8_ort_cpu.py --time-one model.onnx --threads 2 --runs 10   # one timing process
+    python benchmarks/int8_ort_cpu.py --time-one m.qdq.onnx --via-backend           # as `vsseg-edge run` loads it
 """
 
 from __future__ import annotations
@@ -29,15 +34,26 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def time_one(model: str, threads: int, runs: int, warmup: int) -> dict:
-    """Latency of one model in this process (no torch imported): median/min/mean milliseconds."""
+def time_one(model: str, threads: int, runs: int, warmup: int, via_backend: bool = False) -> dict:
+    """Latency of one model in this process (no torch imported): median/min/mean milliseconds.
+
+    `via_backend`: open it with the runtime's onnxruntime backend on the CPU provider (which shifts int8
+    activation Q/DQ to uint8 in memory) instead of a bare session.
+    """
     import numpy as np
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    shifted = 0
+    if via_backend:
+        from vsseg_edge.runtime.backends.ort import OrtBackend
+
+        backend = OrtBackend(model, providers=["CPUExecutionProvider"], threads=threads)
+        sess, shifted = backend._session, backend.shifted
+    else:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape]).astype(np.float32)
     for _ in range(warmup):
@@ -48,12 +64,12 @@ def time_one(model: str, threads: int, runs: int, warmup: int) -> dict:
         sess.run(None, {inp.name: x})
         times.append((time.perf_counter() - t0) * 1000.0)
     return {"median_ms": statistics.median(times), "min_ms": min(times), "mean_ms": statistics.fmean(times),
-            "runs": runs, "threads": threads, "torch_loaded": "torch" in sys.modules}
+            "runs": runs, "threads": threads, "torch_loaded": "torch" in sys.modules, "shifted_q": shifted}
 
 
-def time_in_subprocess(model: Path, threads: int, runs: int, warmup: int) -> dict:
+def time_in_subprocess(model: Path, threads: int, runs: int, warmup: int, via_backend: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--time-one", str(model), "--threads", str(threads), "--runs", str(runs),
-           "--warmup", str(warmup)]
+           "--warmup", str(warmup)] + (["--via-backend"] if via_backend else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -87,16 +103,47 @@ def export_model(name: str, out: Path, size: tuple[int, int], weights: str | Non
     return out
 
 
-def calibrate_model(fp32: Path, frames: Path, out: Path, num_frames: int, method: str) -> dict:
+def calibrate_model(fp32: Path, frames: Path, out: Path, num_frames: int, method: str, target: str = "ort") -> dict:
     from vsseg_edge.calib.config import load_calib_config
     from vsseg_edge.calib.pipeline import calibrate
 
-    cfg = load_calib_config(REPO / "calib" / "ort_cpu.yaml", num_frames=num_frames, method=method,
+    preset = "ort_cpu.yaml" if target == "ort" else "cityscapes_entropy.yaml"
+    cfg = load_calib_config(REPO / "calib" / preset, num_frames=num_frames, method=method,
                             eval_frames=4, threshold=100.0, max_rounds=0)
     t0 = time.perf_counter()
     man = calibrate(fp32, frames, out, cfg, log=lambda s: print("   ", s, flush=True))
     man["_calibrate_s"] = round(time.perf_counter() - t0, 1)
     return man
+
+
+def _calibrated(fp32: Path, frames: Path, out: Path, num_frames: int, method: str, target: str, reuse: bool) -> dict:
+    """The calibration manifest of `out`, calibrating first unless `reuse` and it exists."""
+    if reuse and (out.parent / (out.name + ".json")).is_file():
+        from vsseg_edge.core.manifest import read_manifest
+
+        return {**read_manifest(out, kind="qdq_onnx"), "_calibrate_s": None}
+    return calibrate_model(fp32, frames, out, num_frames, method, target)
+
+
+def shift_agreement(qdq: Path, frames, threads: int, num: int = 4) -> dict:
+    """Argmax agreement of the shifted TensorRT-flavour model on onnxruntime's kernels (the runtime backend,
+    ORT_ENABLE_ALL) with the same model under exact Q/DQ arithmetic, on `num` held-out frames of `frames`
+    (a dataset root, or a list of calib.frames.Frame)."""
+    from vsseg_edge.calib.frames import evaluation_frames
+    from vsseg_edge.calib.gate import ort_session
+    from vsseg_edge.core.preprocess import preprocess_batch
+    from vsseg_edge.runtime.backends.ort import OrtBackend
+
+    held = frames if isinstance(frames, list) else evaluation_frames(frames, num, 0, "val").frames
+    be = OrtBackend(qdq, providers=["CPUExecutionProvider"], threads=threads)
+    exact = ort_session(qdq, threads, exact_qdq=True)
+    same = total = 0
+    for frame in held:
+        x = preprocess_batch([frame.read()], be.preprocess_spec)
+        a, b = be.infer(x).argmax(1), exact.run(None, {exact.get_inputs()[0].name: x})[0].argmax(1)
+        same, total = same + int((a == b).sum()), total + a.size
+    return {"shifted_q": be.shifted, "agreement_shifted_vs_exact_pct": round(100.0 * same / total, 4),
+            "agreement_frames": len(held)}
 
 
 def run(args) -> dict:
@@ -108,32 +155,36 @@ def run(args) -> dict:
     for name in args.models:
         print(f"== {name}", flush=True)
         fp32 = export_model(name, work / f"{name}.onnx", tuple(args.size), weights.get(name))
-        int8 = work / f"{name}.int8.qdq.onnx"
-        if args.reuse and (work / f"{name}.int8.qdq.onnx.json").is_file():
-            from vsseg_edge.core.manifest import read_manifest
-
-            man = {**read_manifest(int8, kind="qdq_onnx"), "_calibrate_s": None}
-        else:
-            man = calibrate_model(fp32, frames, int8, args.calib_frames, args.method)
+        int8, trt = work / f"{name}.int8.qdq.onnx", work / f"{name}.trt.int8.qdq.onnx"
+        man = _calibrated(fp32, frames, int8, args.calib_frames, args.method, "ort", args.reuse)
+        man_trt = _calibrated(fp32, frames, trt, args.trt_calib_frames, args.method, "trt", args.reuse)
+        kinds = (("fp32", fp32, False), ("int8", int8, False), ("trt_shifted", trt, True))
         best: dict[str, dict] = {}
-        ratios = []
+        ratios: dict[str, list[float]] = {"int8": [], "trt_shifted": []}
         for rep in range(args.repeats):
             pair = {}
-            for kind, path in (("fp32", fp32), ("int8", int8)):
-                t = pair[kind] = time_in_subprocess(path, args.threads, args.runs, args.warmup)
+            for kind, path, via_backend in kinds:
+                t = pair[kind] = time_in_subprocess(path, args.threads, args.runs, args.warmup, via_backend)
                 print(f"   {kind} repeat {rep + 1}: median {t['median_ms']:.1f} ms", flush=True)
                 if kind not in best or t["median_ms"] < best[kind]["median_ms"]:
                     best[kind] = t
-            ratios.append(round(pair["fp32"]["median_ms"] / pair["int8"]["median_ms"], 3))
-        gate = man["gate"]["result"]
+            for kind in ratios:
+                ratios[kind].append(round(pair["fp32"]["median_ms"] / pair[kind]["median_ms"], 3))
+        gate, gate_trt = man["gate"]["result"], man_trt["gate"]["result"]
         results.append({
             "model": name, "weights": weights.get(name, "random init (seed 0)"),
             "input": list(man["input"]["shape"]), "fp32": best["fp32"], "int8": best["int8"],
             "speedup": round(best["fp32"]["median_ms"] / best["int8"]["median_ms"], 3),
-            "paired_ratios": ratios, "paired_ratio_median": statistics.median(ratios),
+            "paired_ratios": ratios["int8"], "paired_ratio_median": statistics.median(ratios["int8"]),
             "agreement_pct": gate["agreement"], "miou_drop": gate["drop"], "gate_frames": gate["frames"],
             "calibration": man["calibration"], "quantizer": man["quantization"]["quantizer"],
             "calibrate_s": man["_calibrate_s"], "excluded": man["excluded_layers"],
+            "trt_shifted": {
+                "time": best["trt_shifted"], "paired_ratios": ratios["trt_shifted"],
+                "paired_ratio_median": statistics.median(ratios["trt_shifted"]),
+                "agreement_exact_vs_fp32_pct": gate_trt["agreement"], "quantizer": man_trt["quantization"]["quantizer"],
+                "calibration": man_trt["calibration"], "calibrate_s": man_trt["_calibrate_s"],
+                **shift_agreement(trt, frames, args.threads)},
         })
     previous = Path(args.out).with_suffix(".json")
     if not args.models and previous.is_file():
@@ -197,7 +248,10 @@ def espnet_camvid_check(work: Path, shared: Path, threads: int, runs: int, warmu
                         log=lambda s: print("   ", s, flush=True))
         out[target] = {"gate": man["gate"]["result"], "initial": man["gate"]["initial"], "method": cfg.method,
                        "rounds": len(man["gate"]["rounds"]), "excluded": man["excluded_layers"],
+                       "kept_in_float": man.get("kept_in_float", []),
                        "quantizer": man["quantization"]["quantizer"], "calibrate_s": round(time.perf_counter() - t0, 1)}
+        if target == "trt":
+            out[target]["shifted_on_ort"] = _shifted_on_ort(fp32, int8, eval_dir, cfg, threads, runs, warmup)
         if target == "ort":
             t32 = time_in_subprocess(fp32, threads, runs, warmup)
             t8 = time_in_subprocess(int8, threads, runs, warmup)
@@ -205,6 +259,26 @@ def espnet_camvid_check(work: Path, shared: Path, threads: int, runs: int, warmu
                                speedup=round(t32["median_ms"] / t8["median_ms"], 3))
     return {"model": "espnet (published CamVid weights, sacmehta/ESPNet)", "input": [1, 3, 360, 480],
             "calibration_frames": 12, "gate_frames": 12, **out}
+
+
+def _shifted_on_ort(fp32: Path, qdq: Path, eval_dir: Path, cfg, threads: int, runs: int, warmup: int) -> dict:
+    """The TensorRT-flavour model as the runtime's CPU backend runs it (shifted to uint8): mIoU and agreement
+    on onnxruntime's kernels, agreement with exact Q/DQ arithmetic, and paired speed against FP32."""
+    import onnx
+
+    from vsseg_edge.calib.frames import evaluation_frames
+    from vsseg_edge.calib.gate import Evaluator
+    from vsseg_edge.calib.zero_point import shift_activations_to_uint8
+    from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+
+    man = read_manifest(fp32, kind="onnx")
+    held = evaluation_frames(eval_dir, cfg.eval_frames, cfg.seed, cfg.eval_split).frames
+    ev = Evaluator(fp32, held, manifest_preprocess(man, str(fp32)), man["classes"], threads)
+    gate = ev.gate(shift_activations_to_uint8(onnx.load(str(qdq))), cfg.threshold).to_dict()
+    t32 = time_in_subprocess(fp32, threads, runs, warmup)
+    t8 = time_in_subprocess(qdq, threads, runs, warmup, via_backend=True)
+    return {"gate": gate, **shift_agreement(qdq, held, threads), "fp32_ms": t32["median_ms"],
+            "int8_ms": t8["median_ms"], "speedup": round(t32["median_ms"] / t8["median_ms"], 3)}
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -240,16 +314,22 @@ def write_report(report: dict, out: Path) -> None:
         f"{report.get('load', 'n/a')} on a CPU shared with other jobs: single timings vary by 2× or more, so the "
         "speedup is the median of FP32/INT8 ratios of back-to-back process pairs.",
         "",
-        "| model | input | FP32 ms (best median) | INT8 ms (best median) | speedup: median of paired ratios | "
-        "paired ratios (FP32/INT8, one pair of processes per repeat) | "
-        "INT8/FP32 argmax agreement | calib frames | weights |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | input | FP32 ms (best median) | INT8 CPU flavour ms | speedup: median of paired ratios | "
+        "paired ratios (FP32/INT8) | INT8/FP32 argmax agreement | TensorRT flavour, shifted: ms | "
+        "speedup (median of paired ratios) | paired ratios | shifted (ORT kernels) vs exact Q/DQ agreement | "
+        "calib frames (CPU / TensorRT flavour) | weights |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
+        t = r.get("trt_shifted")
+        trt = (f"{t['time']['median_ms']:.1f} | **{t['paired_ratio_median']:.2f}×** | "
+               f"{', '.join(f'{x:.2f}' for x in t['paired_ratios'])} | {t['agreement_shifted_vs_exact_pct']:.2f} % "
+               f"({t['agreement_frames']} frames)" if t else "not run | | | ")
+        trt_calib = f"{t['calibration']['frames']['count']}" if t else "-"
         lines.append(f"| {r['model']} | {'×'.join(map(str, r['input'][2:]))} | {r['fp32']['median_ms']:.1f} | "
                      f"{r['int8']['median_ms']:.1f} | **{r.get('paired_ratio_median', r['speedup']):.2f}×** | "
                      f"{', '.join(f'{x:.2f}' for x in r.get('paired_ratios', []))} | {r['agreement_pct']:.2f} % "
-                     f"({r['gate_frames']} frames) | {r['calibration']['frames']['count']} "
+                     f"({r['gate_frames']} frames) | {trt} | {r['calibration']['frames']['count']} / {trt_calib} "
                      f"({r['calibration']['method']}) | {r['weights']} |")
     real = report.get("real_weights")
     if real:
@@ -260,17 +340,27 @@ def write_report(report: dict, out: Path) -> None:
                   "frames judge (mIoU over the 11 classes present in them).", "",
                   "| flavour | quantiser, method | mIoU FP32 | mIoU INT8 | drop | agreement | layers kept in float | speed |",
                   "|---|---|---|---|---|---|---|---|"]
-        for name, r in (("onnxruntime CPU (u8/s8)", o), ("TensorRT (s8/s8 symmetric)", t)):
+        for name, r in (("onnxruntime CPU (u8/s8)", o), ("TensorRT (s8/s8 symmetric, exact Q/DQ)", t)):
             g = r["gate"]
             speed = (f"{r['fp32_ms']:.1f} → {r['int8_ms']:.1f} ms ({r['speedup']:.2f}×)" if "speedup" in r
-                     else "n/a (TensorRT flavour; no GPU here)")
-            kept = ", ".join(x for x in r["excluded"] if x != "/Resize") or "none"
+                     else "see the next row")
+            kept = ", ".join(r.get("kept_in_float") or [x for x in r["excluded"] if x != "/Resize"]) or "none"
             first = r["initial"]["drop"]
             lines.append(f"| {name} | {r['quantizer']}, {r.get('method', 'entropy')} | {g['miou_fp32']} | "
                          f"{g['miou_int8']} | {g['drop']:.2f} ({first:.2f}) | "
                          f"{g['agreement']:.2f} % | {kept} | {speed} |")
-    lines += ["", "Flavour: U8 asymmetric activations, per-channel S8 weights, QDQ, final Resize in float "
-              "(calib/ort_cpu.yaml). Command: `python benchmarks/int8_ort_cpu.py`.", ""]
+        s = t.get("shifted_on_ort")
+        if s:
+            g = s["gate"]
+            lines.append(f"| TensorRT flavour shifted to u8, onnxruntime kernels (runtime CPU backend) | same model | "
+                         f"{g['miou_fp32']} | {g['miou_int8']} | {g['drop']:.2f} | {g['agreement']:.2f} % "
+                         f"(vs exact Q/DQ: {s['agreement_shifted_vs_exact_pct']:.2f} %) | same | "
+                         f"{s['fp32_ms']:.1f} → {s['int8_ms']:.1f} ms ({s['speedup']:.2f}×) |")
+    lines += ["", "CPU flavour: U8 asymmetric activations, per-channel S8 weights, QDQ, final Resize in float "
+              "(calib/ort_cpu.yaml). TensorRT flavour: calib/cityscapes_entropy.yaml (ModelOpt when installed), "
+              "timed through the runtime's onnxruntime backend, which shifts its int8 activation Q/DQ to uint8 in "
+              "memory (exact; calib/zero_point.py). Command: `python benchmarks/int8_ort_cpu.py`; "
+              "see int8_ort_cpu_notes.md for what each figure means.", ""]
     with atomic_write(out.with_suffix(".md"), "w") as fh:
         fh.write("\n".join(lines))
 
@@ -278,6 +368,7 @@ def write_report(report: dict, out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--time-one", help="time one ONNX model in this process and print JSON")
+    ap.add_argument("--via-backend", action="store_true", help="with --time-one: load it as the runtime backend does")
     ap.add_argument("--models", nargs="*", default=["pspnet18", "mobilenetv2_psp"],
                     help="students to time; none (--models with no name) keeps the results of the existing report")
     ap.add_argument("--size", nargs=2, type=int, default=[512, 1024])
@@ -287,6 +378,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--calib-frames", type=int, default=32)
     ap.add_argument("--method", default="entropy")
+    ap.add_argument("--trt-calib-frames", type=int, default=8,
+                    help="calibration frames of the TensorRT flavour (a speed figure: few frames suffice)")
     ap.add_argument("--weights", nargs="*", default=[], help="name=PATH whole-model state dicts")
     ap.add_argument("--shared-data", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--reuse", action="store_true", help="time the models already exported and calibrated")
@@ -298,7 +391,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "reports" / "int8_ort_cpu"))
     args = ap.parse_args()
     if args.time_one:
-        print(json.dumps(time_one(args.time_one, args.threads, args.runs, args.warmup)))
+        print(json.dumps(time_one(args.time_one, args.threads, args.runs, args.warmup, args.via_backend)))
         return
     report = run(args)
     write_report(report, Path(args.out))

@@ -119,6 +119,9 @@ def _modelopt_job(job_path: str) -> None:
         def get_next(self):
             return self.items.pop() if self.items else None
 
+        def get_first(self):  # ModelOpt peeks at the first input to infer shapes (e.g. MobileNetV2-PSP)
+            return {job["input_name"]: np.load(job["sample"])}
+
     work = Path(job["out"]).parent
     src = work / "model.onnx"
     shutil.copyfile(job["fp32"], src)
