@@ -37,13 +37,13 @@ def _conv_net(zp_act="zpa", zp_w="zpw", extra_nodes=(), extra_inits=(), act_zp=0
     """x → Q(int8, act_zp) → DQ → Conv(DQ(int8 per-channel weights)) → y."""
     rng = np.random.default_rng(0)
     w = rng.integers(-127, 128, (3, 2, 3, 3)).astype(np.int8)
-    inits = [_init("s", np.float32(SCALE)), _init("w", w), _init("ws", np.full(3, 0.01, np.float32)),
-             _init("b", rng.standard_normal(3).astype(np.float32))]
+    inits = [_init("s", np.float32(SCALE)), _init("w", w), _init("b", rng.standard_normal(3).astype(np.float32))]
     if shared:  # one int8 zero-point tensor used by the activation Q/DQ and the weights' DQ (both 0)
         inits.append(_init(zp_act, np.int8(0)))
         w_zp, w_axis = zp_act, []
     else:
-        inits += [_init(zp_act, np.int8(act_zp)), _init(zp_w, np.zeros(3, np.int8))]
+        inits += [_init(zp_act, np.int8(act_zp)), _init(zp_w, np.zeros(3, np.int8)),
+                  _init("ws", np.full(3, 0.01, np.float32))]
         w_zp, w_axis = zp_w, [helper.make_attribute("axis", 0)]
     wdq = helper.make_node("DequantizeLinear", ["w", "ws" if not shared else "s", w_zp], ["wf"], name="wdq")
     wdq.attribute.extend(w_axis)
@@ -144,3 +144,15 @@ def test_opset_21_output_dtype_attribute_follows_the_zero_point():
     assert attr.name == "output_dtype" and attr.i == TensorProto.UINT8
     vi = {v.name: v for v in shifted.graph.value_info}
     assert vi["xq"].type.tensor_type.elem_type == TensorProto.UINT8
+
+
+def test_no_zero_point_is_left_unused_after_the_shift():
+    """The int8 zero points only the shifted nodes read are removed (onnxruntime warns about each one left);
+    a Constant-node zero point stays a node, and one still read by the weights stays."""
+    for shared, extra in ((False, 0), (True, 1)):  # the int8 one replaced by its uint8 twin, or both kept
+        model = _conv_net(act_zp=-3 if not shared else 0, shared=shared)
+        shifted = shift_activations_to_uint8(model)
+        used = {i for n in shifted.graph.node for i in n.input}
+        assert all(i.name in used for i in shifted.graph.initializer)
+        assert len(shifted.graph.initializer) == len(model.graph.initializer) + extra
+        assert ("zpa" in {i.name for i in shifted.graph.initializer}) == shared

@@ -81,7 +81,15 @@ def shift_activations_to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
     for vi in graph.value_info:
         if vi.name in shifted_tensors and vi.type.HasField("tensor_type"):
             vi.type.tensor_type.elem_type = TensorProto.UINT8
+    _drop_unused_initializers(graph, set(shifted_zp))
     return out
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto, names: set[str]) -> None:
+    """Remove the int8 zero points that only shifted nodes read (onnxruntime warns about each one left)."""
+    used = {i for n in graph.node for i in n.input} | {i.name for i in graph.input} | {o.name for o in graph.output}
+    for init in [i for i in graph.initializer if i.name in names and i.name not in used]:
+        graph.initializer.remove(init)
 
 
 def _shift_other(graph, zp_name: str, zps: dict, shifted_zp: dict, taken: set) -> str:
