@@ -92,12 +92,25 @@ def test_self_cosine_graph_and_pooling_to_16_nodes():
     feat = torch.randn(2, 7, 64, 64)
     mf = MultiFrameKDLoss(pool=16)
     graph = mf.graph(feat)
-    assert graph.shape == (2, 1, 16, 16)  # 64/16 = 4×4 nodes
+    assert graph.shape == (2, 1, 16, 16)  # 64/16 = 4×4 nodes: ETC's kernel where the map is big enough
     torch.testing.assert_close(torch.diagonal(graph[:, 0], dim1=1, dim2=2), torch.ones(2, 16))
     torch.testing.assert_close(graph, graph.transpose(-1, -2))
-    assert mf.graph(torch.randn(1, 3, 4, 8)).shape == (1, 1, 1, 1)  # kernel clamped to a tiny map
     x = torch.randn(1, 2, 1, 3)
     assert self_cosine_graph(x * torch.tensor([1.0, 2.0, 0.5]).view(1, 1, 1, 3)).allclose(self_cosine_graph(x))
+
+
+def test_pooling_kernel_keeps_at_least_min_side_nodes_a_side():
+    mf = MultiFrameKDLoss(pool=16)  # min_side 4
+    assert mf.kernel(97, 97) == 16 and mf.kernel(65, 65) == 16  # ETC's 768 / 512 crops: unchanged, 6×6 / 4×4
+    assert mf.kernel(64, 128) == 16
+    assert mf.kernel(16, 32) == 4  # a 128×256 crop at stride 8: 4×8 nodes, not ETC's kernel's 1×2
+    assert mf.kernel(3, 40) == 1
+    assert mf.graph(torch.randn(1, 3, 16, 32)).shape == (1, 1, 32, 32)
+    assert MultiFrameKDLoss(pool=16, min_side=1).graph(torch.randn(1, 3, 16, 32)).shape == (1, 1, 2, 2)
+    # the nodes are the block means of the map (AvgPool, stride = kernel), remainder rows/cols dropped as ETC
+    feat = torch.randn(2, 5, 9, 17)
+    blocks = feat[..., :8, :16].reshape(2, 5, 4, 2, 8, 2).mean(dim=(3, 5))
+    torch.testing.assert_close(mf.graph(feat), self_cosine_graph(blocks))
 
 
 def test_multiframe_loss_zero_for_same_graphs_and_trains_student_and_convlstm():
@@ -116,6 +129,29 @@ def test_multiframe_loss_zero_for_same_graphs_and_trains_student_and_convlstm():
     assert not any(p.requires_grad for p in frozen.parameters())
     # the order of the sequence matters (it is a recurrence)
     assert mf(seq_s[::-1], seq_t).item() != pytest.approx(value.item())
+
+
+def test_trainable_cell_learns_to_ignore_its_input_a_frozen_one_does_not():
+    """Why the logged term goes to ~0: the cell alone can zero the loss by making its output input-independent."""
+    torch.manual_seed(0)
+    seq_t = [torch.rand(1, 8, 8, 8) for _ in range(3)]  # teacher-like: non-negative features, alike nodes
+    seq_s = [torch.randn(1, 8, 8, 8) for _ in range(3)]  # student: different structure
+    losses = {}
+    for trainable in (True, False):
+        torch.manual_seed(1)
+        mf = MultiFrameKDLoss(pool=16, trainable=trainable)
+        graph_mse = sum(torch.nn.functional.mse_loss(mf.graph(s), mf.graph(t)) for s, t in zip(seq_s, seq_t)) / 3
+        first = mf(seq_s, seq_t).item()
+        assert 0.01 < first / graph_mse.item() < 0.2  # a fresh cell passes a few % of the graph discrepancy on
+        params = [p for p in mf.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=1.0, momentum=0.9) if params else None
+        for _ in range(30 if opt else 0):
+            opt.zero_grad()
+            mf(seq_s, seq_t).backward()
+            opt.step()
+        losses[trainable] = (first, mf(seq_s, seq_t).item())
+    assert losses[True][1] < losses[True][0] / 10  # inputs unchanged, loss collapsed: the cell ignores them
+    assert losses[False][1] == losses[False][0]
 
 
 # ----------------------------------------------------------------------------- SKD

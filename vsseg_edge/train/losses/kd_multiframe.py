@@ -2,21 +2,30 @@
 
 For each frame f of the clip (t−k, t, t+k, in time order) and each network:
 
-    P_f = avgpool_{16×16, stride 16}(ppm_f)             the pyramid-pooling output features, pooled
+    P_f = avgpool_{k×k, stride k}(ppm_f)                the pyramid-pooling output features, pooled
     G_f = self-cosine graph of P_f:  G_ij = ⟨p_i, p_j⟩ / (‖p_i‖‖p_j‖),  B×1×M×M  (M = pooled nodes)
     (h, c) = ConvLSTM(G_{t+k}, ConvLSTM(G_t, ConvLSTM(G_{t−k}, 0)))      one shared cell, 1 → 4 channels
     L = MSE(c_S, c_T) + MSE(h_S, h_T)
 
-The pooling is a 16×16 *kernel* as ETC's `nn.AvgPool2d(kernel_size=16, stride=16)` (a 65×65 map of a
-512 crop gives 4×4 = 16 nodes, a 16×16 graph); it is clamped to the map size for tiny inputs.
+This is ETC's maths (same cell and gate order, MSE on both states, teacher graphs through the same cell).
+Pooling: ETC uses `nn.AvgPool2d(kernel_size=16, stride=16)` on the maps of its 768×768 crops (97×97 →
+6×6 = 36 nodes; a 512 crop gives 4×4). The kernel here is ETC's `pool`, shrunk where the map is small so
+the grid keeps at least `min_side` (4) nodes a side: k = max(1, min(pool, min(h, w) // min_side)). ETC's
+crops are unchanged; a 128×256 crop (16×32 map) gets k = 4, a 4×8 grid, where ETC's kernel would leave
+1×2 nodes — a 2×2 graph whose only free entry is one cosine per frame (with `min_side=1`, ETC's kernel).
 
-The ConvLSTM is trainable and shared by the student's and the teacher's sequences; gradients reach it
-through both (as in ETC, the teacher's features are constants but its graph sequence still runs through
-the trainable cell). The optimizer must therefore include `MultiFrameKDLoss.convlstm.parameters()`
-(`EtcLoss.student_side_parameters()` returns them) — with the student's optimizer, ETC's setting is
-unknown: its SD training script is not released. Beware: since the loss alone trains the cell, it can
-lower the loss by making the cell ignore its input; `trainable=False` freezes the (randomly initialised)
-cell, which keeps it a fixed non-linear temporal probe.
+The ConvLSTM is shared by the student's and the teacher's sequences; when trainable, gradients reach it
+through both (the teacher's features are constants). The optimizer must then include its parameters
+(`EtcLoss.student_side_parameters()` returns them); ETC's setting is unknown (its SD training script is
+not released; its config's mode name `label_lstm_update_…` suggests the cell is updated).
+Measured (benchmarks/reports/etc_seeds_kd.md, 128×256 synthetic set): trained this way, the cell
+learns to ignore its input — the loss has its minimum, 0, at any input-independent cell. After 200
+steps it passed on 88× less of the student–teacher graph discrepancy than a fresh cell (loss / graph MSE
+3e-4 vs 0.029), the logged term fell 1.4e-3 → 2e-5 while the student's graphs moved no closer to the
+teacher's, and its gradient on the student was 2e-4 of the CE gradient. `trainable=False` freezes the
+randomly initialised cell: a fixed non-linear temporal probe that cannot collapse. Even fresh, a
+default-initialised cell passes on only a few % of the graph MSE (small gate weights, sigmoid gates ~½),
+so the term's weight must be large (≈ 25 for a gradient ~¼ of the CE's) for it to act.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from torch import nn
 from ._precision import at_least_fp32, no_autocast
 
 EPS = 1e-8
+MIN_SIDE = 4  # nodes per side of the pooled grid, at least (ETC's crops give 4-6; see the module docstring)
 
 
 class ConvLSTMCell(nn.Module):
@@ -64,15 +74,21 @@ def self_cosine_graph(x: torch.Tensor) -> torch.Tensor:
 class MultiFrameKDLoss(nn.Module):
     """MSE on the final (h, c) of a shared ConvLSTM run over student vs teacher graph sequences."""
 
-    def __init__(self, pool: int = 16, hidden_channels: int = 4, kernel_size: int = 3, trainable: bool = True):
+    def __init__(self, pool: int = 16, hidden_channels: int = 4, kernel_size: int = 3, trainable: bool = True,
+                 min_side: int = MIN_SIDE):
         super().__init__()
         self.pool = int(pool)
+        self.min_side = max(1, int(min_side))
         self.convlstm = ConvLSTMCell(1, hidden_channels, kernel_size)
         self.convlstm.requires_grad_(bool(trainable))
 
+    def kernel(self, height: int, width: int) -> int:
+        """Square pooling kernel (= stride): ETC's `pool`, shrunk so the grid keeps ≥ min_side nodes a side."""
+        return max(1, min(self.pool, min(height, width) // self.min_side))
+
     def graph(self, feat: torch.Tensor) -> torch.Tensor:
-        kh, kw = min(self.pool, feat.shape[-2]), min(self.pool, feat.shape[-1])
-        return self_cosine_graph(F.avg_pool2d(feat, (kh, kw), stride=(kh, kw)))
+        k = self.kernel(*feat.shape[-2:])
+        return self_cosine_graph(F.avg_pool2d(feat, k, stride=k))
 
     def run(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (h, c) of the ConvLSTM over the graphs of a time-ordered feature sequence."""
