@@ -190,8 +190,8 @@ def timing(kinds: dict, args, log) -> dict:
         for k, t in pair.items():
             if k not in best or t["median_ms"] < best[k]["median_ms"]:
                 best[k] = t
-        for k in ratios:
-            ratios[k].append(round(pair["fp32"]["median_ms"] / pair[k]["median_ms"], 3))
+        for k, values in ratios.items():
+            values.append(round(pair["fp32"]["median_ms"] / pair[k]["median_ms"], 3))
         log(f"  repeat {rep + 1}: " + ", ".join(f"{k} {t['median_ms']:.1f} ms" for k, t in pair.items()))
     return {"best_median_ms": {k: t["median_ms"] for k, t in best.items()}, "paired_ratios": ratios,
             "paired_ratio_median": {k: statistics.median(v) for k, v in ratios.items()}}
@@ -215,7 +215,10 @@ def main() -> None:
     if args.time_one:
         print(json.dumps(time_one(args.time_one, args.shift, args.threads, args.runs, args.warmup)))
         return
-    log = lambda s: print(s, flush=True)  # noqa: E731
+
+    def log(s: str) -> None:
+        print(s, flush=True)
+
     src, work = Path(args.models), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     report = {"machine": cpu_info(), "threads": args.threads, "repeats": args.repeats, "runs": args.runs,

@@ -13,7 +13,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from vsseg_edge.calib.zero_point import int8_activation_quantizers, shift_activations_to_uint8
+from vsseg_edge.calib.zero_point import (
+    int8_activation_quantizers,
+    shift_activations_to_uint8,
+)
 
 SCALE = 0.05
 
