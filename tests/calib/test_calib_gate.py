@@ -165,3 +165,17 @@ def test_cli_calibrate_writes_model_and_manifest(tmp_path, cs_root, tiny_onnx):
     man = read_manifest(out, kind="qdq_onnx", verify=True)
     assert man["calibration"]["method"] == "minmax" and man["calibration"]["frames"]["seed"] == 7
     assert man["calibration"]["frames"]["count"] == 4 and man["gate"]["result"]["frames"] == 2
+
+
+def test_trt_flavour_search_keeps_nodes_in_float_and_stays_a_valid_trt_model(tmp_path, cs_root, image_folder,
+                                                                            tiny_onnx):
+    cfg = CalibConfig(**{**FAST, "target": "trt"}, quantizer="ort", threshold=0.0, max_rounds=1)
+    man = calibrate(tiny_onnx, cs_root, tmp_path / "t.onnx", cfg, eval_source=image_folder, keep_failed=True,
+                    log=lambda s: None)
+    g = man["gate"]
+    assert g["evaluated_with"].startswith("exact Q/DQ arithmetic") and len(g["rounds"]) == 1
+    kept = g["rounds"][0]["kept_in_float"]
+    assert len(kept) == 1 and kept[0] == g["sensitivity"][0][0] and g["sensitivity"][0][1] > 0
+    assert man["structure"]["ok"] and man["structure"]["flavour"] == "trt"  # still symmetric int8 elsewhere
+    if g["result"]["drop"] < g["initial"]["drop"]:  # the round helped: its model is the one written
+        assert man["kept_in_float"] == kept and man["excluded_layers"] == kept
