@@ -63,3 +63,20 @@ def test_models_without_int8_activations_are_loaded_as_they_are(tmp_path, onnx_m
         assert any(z.data_type == onnx.TensorProto.UINT8 for z in zps)
     with open_backend(path, providers=["CPUExecutionProvider"], threads=1) as be:
         assert be.shifted == 0 and "shifted" not in be.describe()
+
+
+def test_shift_can_be_turned_off_and_then_runs_the_file_as_it_is(tmp_path, onnx_model):
+    """`shift_int8=False`: no rewrite; the outputs are those of a plain ORT_ENABLE_ALL session on the file."""
+    import onnxruntime as ort
+
+    path, spec = _quantised(tmp_path, onnx_model, "trt")
+    x = preprocess_batch(make_frames(2)[1:], spec)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = 1
+    plain = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    with open_backend(path, providers=["CPUExecutionProvider"], threads=1, shift_int8=False) as be:
+        assert be.shifted == 0 and "shifted" not in be.describe()
+        assert np.array_equal(be.infer(x), plain)
+    with open_backend(path, providers=["CPUExecutionProvider"], threads=1) as be:
+        assert be.shifted >= 2

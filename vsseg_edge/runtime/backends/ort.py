@@ -3,7 +3,10 @@
 A TensorRT-flavour Q/DQ model (int8 activations, zero point 0) is slow on the CPU provider, which fuses
 Q/DQ into integer kernels mainly for uint8 activations. When such a model runs on the CPU provider, its
 activation Q/DQ are shifted to uint8 in memory (`calib.zero_point.shift_activations_to_uint8`, exact), the
-file is left untouched, and `describe()` says so.
+file is left untouched, and `describe()` says so. The rewrite is exact as Q/DQ arithmetic; onnxruntime's
+fused integer kernels then round their own way (measured in benchmarks/reports/int8_ort_cpu_vnni.md: 99.56 %
+argmax agreement with exact Q/DQ arithmetic on ESPNet CamVid with VNNI, 98.0 % on AVX2 without it, where the
+u8×s8 kernel can saturate). `shift_int8=False` loads the file as it is (to compare, or where that matters).
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ def _check_onnx(path: Path) -> None:
 
 
 class OrtBackend(Backend):
-    """One onnxruntime InferenceSession with ORT_ENABLE_ALL; `threads` sets intra-op threads (0 = ORT's choice)."""
+    """One onnxruntime InferenceSession with ORT_ENABLE_ALL; `threads` sets intra-op threads (0 = ORT's choice);
+    `shift_int8` (default on) shifts int8 activation Q/DQ to uint8 in memory on the CPU provider."""
 
     name = "ort"
 
-    def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int = 0):
+    def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int = 0,
+                 shift_int8: bool = True):
         ort = require("onnxruntime", pip_name="onnxruntime")
         path = Path(path)
         self.artifact = str(path)
@@ -57,7 +62,7 @@ class OrtBackend(Backend):
         if missing:
             raise VssegError(f"{path.name}: execution provider(s) {missing} not in this onnxruntime ({available})")
         self.shifted = 0  # activation QuantizeLinear nodes shifted from int8 to uint8 (CPU provider only)
-        source = self._cpu_source(path, providers)
+        source = self._cpu_source(path, providers) if shift_int8 else str(path)
         try:
             self._session = ort.InferenceSession(source, opts, providers=list(providers))
         except Exception as exc:  # ORT raises its own pybind exception types
@@ -88,7 +93,8 @@ class OrtBackend(Backend):
     def describe(self) -> str:
         text = super().describe()
         if self.shifted:
-            text += f", int8 activation Q/DQ shifted to uint8 in memory ({self.shifted} QuantizeLinear, exact)"
+            text += (f", int8 activation Q/DQ shifted to uint8 in memory ({self.shifted} QuantizeLinear; "
+                     "same Q/DQ arithmetic, onnxruntime's integer kernels)")
         return text
 
     def _check_io(self, path: Path) -> None:
