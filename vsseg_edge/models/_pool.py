@@ -10,6 +10,8 @@ constants in the exported graph (MatMul nodes).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,9 +34,27 @@ def adaptive_avg_pool2d(x: torch.Tensor, bins: int) -> torch.Tensor:
     if h % bins == 0 and w % bins == 0:
         kernel = (h // bins, w // bins)
         return F.avg_pool2d(x, kernel_size=kernel, stride=kernel)
-    p_h = torch.tensor(pooling_matrix(h, bins), dtype=x.dtype, device=x.device)
-    p_w_t = torch.tensor(pooling_matrix(w, bins), dtype=x.dtype, device=x.device).t()
+    if x.is_cuda and not x.requires_grad and not _tracing():
+        p_h, p_w_t = _cached_matrices(h, w, bins, x.dtype, x.device)  # no host→device copy: CUDA-graph safe
+    else:
+        p_h, p_w_t = _matrices(h, w, bins, x.dtype, x.device)
     return torch.matmul(torch.matmul(p_h, x), p_w_t)
+
+
+def _matrices(h: int, w: int, bins: int, dtype: torch.dtype, device: torch.device):
+    p_h = torch.tensor(pooling_matrix(h, bins), dtype=dtype, device=device)
+    return p_h, torch.tensor(pooling_matrix(w, bins), dtype=dtype, device=device).t()
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_matrices(h: int, w: int, bins: int, dtype: torch.dtype, device: torch.device):
+    """Inference on CUDA: the matrices are made once per shape, so a CUDA graph can capture the forward."""
+    return _matrices(h, w, bins, dtype, device)
+
+
+def _tracing() -> bool:
+    """Exporters and compilers must see the matrices being built (constants of their graph), never a cache."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
 
 
 class PyramidPooling(nn.Module):
