@@ -94,7 +94,31 @@ def test_not_run_of_an_engine_built_from_the_onnx_points_at_it():
     assert rows["m.onnx", "trt"]["status"] == "unavailable"
     assert rows["m.onnx", "trt"]["reason"] == "see `m.engine@trt` (built from it: m.engine): tensorrt is not installed"
     assert rows["m.engine", "trt"]["reason"] == "tensorrt is not installed"
+    assert rows["m.engine", "ort"]["reason"] == "measured as `m.onnx@ort` (its ancestor m.onnx, fp32 there)"
+    rows = {(r["file"], r["backend"]): r for r in not_run([eng], ("ort",))}
     assert "bench the ONNX it was built from (m.onnx)" in rows["m.engine", "ort"]["reason"]
+
+
+def _fake(file, backend, precision, chain, kind):
+    return {"id": f"{file}@{backend}", "artifact": file, "file": file, "backend": backend, "precision": precision,
+            "status": "ok", "reason": None, "sha256": chain[0],
+            "lineage": [{"sha256": sha, "file": sha, "kind": kind if i == 0 else None} for i, sha in enumerate(chain)]}
+
+
+def test_checkpoint_run_in_fp16_on_a_gpu():
+    """torch runs the checkpoint in FP16 on CUDA: its FP32 ONNX export is its reference and covers its ort pair."""
+    from vsseg_edge.bench.lineage import choose_reference
+
+    pt = _fake("model.pt", "torch", "fp16", ["c"], "checkpoint")
+    onnx = _fake("student.onnx", "ort", "fp32", ["o", "c"], "onnx")
+    int8 = _fake("student.int8.qdq.onnx", "ort", "int8", ["q", "o", "c"], "qdq_onnx")
+    entries = [pt, onnx, int8]
+    assert choose_reference(pt, entries, None)[0] is onnx
+    assert choose_reference(int8, entries, None)[0] is onnx
+    rows = {(r["file"], r["backend"]): r for r in not_run(entries, ("ort", "torch"))}
+    assert rows["model.pt", "ort"]["reason"] == "measured as `student.onnx@ort` (built from it: student.onnx, fp32 there)"
+    assert rows["student.onnx", "torch"]["reason"] == "measured as `model.pt@torch` (its ancestor model.pt, fp16 there)"
+    assert rows["student.int8.qdq.onnx", "torch"]["status"] == "not_applicable"
 
 
 def test_two_students_each_compared_with_their_own_fp32(artifacts, student_b, synth_root, tmp_path):

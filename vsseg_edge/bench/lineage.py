@@ -9,7 +9,8 @@ The reference rule (without `--reference`):
 - an FP32 entry's reference is its nearest FP32 ancestor among the entries (export parity: ONNX vs the
   checkpoint it came from); an FP32 entry without one is a root: the reference of its descendants;
 - a reduced-precision entry's (FP16, INT8) is its nearest FP32 ancestor, else the FP32 entry of the same
-  model whose lineage meets its own nearest (an FP16 engine beside an INT8 engine built from the same ONNX);
+  model whose lineage meets its own nearest (an FP32 engine beside an INT8 engine built from the same ONNX;
+  for a checkpoint run in FP16 by torch, the FP32 ONNX exported from it);
 - none when no FP32 entry shares its lineage, and the report says so: an entry is never compared with
   another model (student B's INT8 with student A).
 """
@@ -82,14 +83,17 @@ def choose_reference(entry: dict, entries: list[dict], explicit: str | None) -> 
             return None, "the --reference itself"
         ref = next((c for c in others if c["artifact"] == explicit), None)
         return (ref, None) if ref else (None, "the --reference entry did not run")
-    mine = [n["sha256"] for n in entry.get("lineage") or []]
+    nodes = entry.get("lineage") or []
+    mine = [n["sha256"] for n in nodes]
     fp32 = entry.get("precision") == "fp32"
+    # a checkpoint run in FP16 (torch on a GPU) has FP32 weights: an FP32 artifact made from it is its reference
+    first = 0 if not fp32 and nodes and nodes[0].get("kind") == "checkpoint" else 1
     best = None
     for c in others:
         if c.get("precision") != "fp32" or (fp32 and not is_ancestor(c, entry)):
             continue
         theirs = {n["sha256"] for n in c.get("lineage") or []}
-        common = next((i for i, sha in enumerate(mine) if i >= 1 and sha in theirs), None)
+        common = next((i for i, sha in enumerate(mine) if i >= first and sha in theirs), None)
         if common is None:
             continue
         rank = (common, not is_ancestor(c, entry), Path(c["artifact"]).parent != Path(entry["artifact"]).parent)

@@ -6,8 +6,8 @@ without figures is listed, so a missing TensorRT row is never silent:
 
 - the artifact's own backend did not run it: its entry's status (unavailable: the library or device is
   missing; failed: the backend refused the artifact, e.g. an engine built for another GPU) and reason;
-- another backend: "covered" when a related entry (ancestor or descendant in the manifests' lineage, same
-  precision; for TensorRT any engine built from it) has that backend's figures, else what to do first
+- another backend: "covered" when a related entry (ancestor or descendant in the manifests' lineage; see
+  `related` for precisions) has that backend's figures, else what to do first
   (export an ONNX, build an engine …) or why it cannot be (no INT8 path in torch).
 """
 
@@ -44,17 +44,29 @@ def _row(e: dict, backend: str, status: str, reason: str) -> dict:
 
 
 def related(e: dict, backend: str, entries: list[dict]) -> tuple[dict, str] | None:
-    """(entry, relation) of an ancestor or descendant of `e` measured on `backend` (same precision unless TensorRT)."""
+    """(entry, relation) of an ancestor or descendant of `e` measured on `backend`, or None.
+
+    For TensorRT any engine built from `e` counts. Otherwise an INT8 artifact is covered by INT8 only, and an
+    FP32/FP16 one by the same precision first, else by any relative that is not INT8 (the precision is named:
+    a checkpoint that torch ran in FP16 is still what its FP32 ONNX was exported from).
+    """
+    found = []
     for c in entries:
         if c["backend"] != backend or c["id"] == e["id"]:
             continue
-        if backend != "trt" and c.get("precision") != e.get("precision"):
-            continue
         if is_ancestor(c, e):
-            return c, f"its ancestor {c['file']}"
-        if is_ancestor(e, c):
-            return c, f"built from it: {c['file']}"
-    return None
+            found.append((c, f"its ancestor {c['file']}"))
+        elif is_ancestor(e, c):
+            found.append((c, f"built from it: {c['file']}"))
+    if backend != "trt":
+        if e.get("precision") == "int8":
+            found = [(c, rel) for c, rel in found if c.get("precision") == "int8"]
+        else:
+            found = [(c, rel) for c, rel in found if c.get("precision") != "int8"]
+            found.sort(key=lambda hit: hit[0].get("precision") != e.get("precision"))
+            found = [(c, rel if c.get("precision") == e.get("precision") else f"{rel}, {c.get('precision')} there")
+                     for c, rel in found]
+    return found[0] if found else None
 
 
 def cross_pair(e: dict, backend: str, entries: list[dict]) -> tuple[str, str]:
