@@ -185,7 +185,8 @@ def test_short_live_recording_and_files_keep_their_rate(tmp_path, onnx_model, vi
         # a file is recorded at its own rate (10 FPS), however fast it is processed
         Pipeline(open_source(str(video_file)), be, [VideoSink(tmp_path / "file.mp4")], handle_signals=False).run()
     assert len(read_video(tmp_path / "short.mp4")) == 5  # fewer frames than the probe: still all written
-    assert 25.0 < video_fps(tmp_path / "short.mp4") < 43.0  # 40 when every camera frame is kept
+    # 40 when every camera frame is kept; 4 intervals of a sleeping simulated camera jitter on a loaded machine
+    assert 25.0 < video_fps(tmp_path / "short.mp4") < 55.0
     assert video_fps(tmp_path / "file.mp4") == pytest.approx(10.0, abs=0.01)
 
 
