@@ -20,10 +20,13 @@ DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Concat", 
 
 @dataclass(frozen=True)
 class CalibConfig:
-    """How `vsseg-edge calibrate` draws frames, quantises and gates (see calib/cityscapes_entropy.yaml)."""
+    """How `vsseg-edge calibrate` draws frames, quantises and gates (see calib/cityscapes_percentile.yaml)."""
 
     target: str = "trt"  # "trt": symmetric int8 Q/DQ for TensorRT | "ort": u8/s8 Q/DQ for onnxruntime CPU
-    method: str = "entropy"  # entropy | percentile | minmax
+    # percentile by default: on the published ESPNet CamVid model the TensorRT flavour passes the 1-point gate with
+    # percentile ranges (75.73 → 75.28 with 16 nodes in float) and still fails with entropy (74.42); see
+    # benchmarks/reports/int8_ort_cpu.md
+    method: str = "percentile"  # entropy | percentile | minmax
     percentile: float = 99.999  # for method: percentile
     quantizer: str = "auto"  # trt target: auto (ModelOpt if installed) | modelopt | ort
     num_frames: int = 500  # calibration frames (seeded sample of the train split)
@@ -33,7 +36,7 @@ class CalibConfig:
     eval_frames: int = 50  # held-out frames for the gate
     threshold: float = 1.0  # max mIoU drop in points (or % disagreement without labels)
     gate: bool = True  # run the accuracy gate
-    max_rounds: int = 4  # re-quantisation rounds with sensitive layers kept in float
+    max_rounds: int = 6  # rounds keeping the 1, 2, 4 … most sensitive nodes in float (ESPNet's TRT flavour: 5)
     sensitivity_frames: int = 4  # frames scored per layer in the sensitivity search
     exclude: tuple[str, ...] = ()  # node names always kept in float
     op_types: tuple[str, ...] = DEFAULT_OP_TYPES  # op types onnxruntime quantises ([] = all it can)
