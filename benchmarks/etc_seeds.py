@@ -54,7 +54,10 @@ def temporal_diagnostic(model_path: Path, data: Path, threads: int = 2) -> dict:
     from vsseg_edge.core.preprocess import preprocess
     from vsseg_edge.data.datasets import open_dataset
     from vsseg_edge.data.flow import open_flow_source
-    from vsseg_edge.models.checkpoint import checkpoint_preprocess, model_from_checkpoint
+    from vsseg_edge.models.checkpoint import (
+        checkpoint_preprocess,
+        model_from_checkpoint,
+    )
     from vsseg_edge.train.losses.temporal import TemporalLoss
     from vsseg_edge.train.losses.warp import flow_warp
 
@@ -144,7 +147,7 @@ def fmt(s: dict, k: str, nd: int = 2) -> str:
 
 def scaled(v: dict, k: float) -> dict:
     """A summary entry with every figure multiplied by k (for small losses)."""
-    mul = lambda x: None if x is None else x * k  # noqa: E731
+    mul = lambda x: None if x is None else x * k
     d = v.get("paired_diff")
     return {**v, "mean": mul(v["mean"]), "std": mul(v["std"]),
             "paired_diff": None if not d else {**d, "mean": mul(d["mean"]), "std": mul(d["std"])}}
@@ -185,7 +188,8 @@ def write_report(result: dict, out: Path, command: str) -> None:
         lines.append(f"| {r['arm']} | {r['seed']} | {r['miou']:.2f} | {r['tc']:.2f} | {1e3 * r['tl_logits']:.3f} | "
                      f"{1e3 * r['tl_probs']:.4f} | {r['flip_pct']:.2f} | {r['step_time_s']:.3f} |")
     lines += ["", f"CPU ({result['machine']}, 2 cores shared with other jobs), {result['date']}, torch threads "
-              f"{result['threads']}. mIoU/TC by `vsseg-edge eval --flow exact` on label PNGs written by "
+              f"{result['threads']} per run, {result.get('jobs', 1)} runs at a time; step times depend on the load and "
+              f"are not comparable across runs. mIoU/TC by `vsseg-edge eval --flow exact` on label PNGs written by "
               f"`vsseg-edge run`.", f"Reproduce: `{command}` ({result['wall_seconds']} s here)."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
@@ -219,7 +223,7 @@ def sweep(args, plan, done: list[dict], store: Path) -> None:
         arm, seed = item
         log = args.runs / f"{args.student}_{arm}_s{seed}.log"
         with open(log, "w") as fh:
-            rc = subprocess.run(child_command(arm, seed, args), cwd=REPO, env=env, stdout=fh,
+            rc = subprocess.run(child_command(arm, seed, args), check=False, cwd=REPO, env=env, stdout=fh,
                                 stderr=subprocess.STDOUT).returncode
         row_file = args.runs / f"{args.student}_{arm}_s{seed}" / "row.json"
         return item, rc, (json.loads(row_file.read_text()) if rc == 0 and row_file.is_file() else None)
@@ -245,6 +249,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="data-loader workers per run")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each its own process")
     ap.add_argument("--store", type=Path, default=None, help="accumulated rows (default <runs>/results.json)")
+    ap.add_argument("--report-only", action="store_true", help="write the report from the stored rows, train nothing")
     ap.add_argument("--one", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "reports" / "etc_seeds")
     args = ap.parse_args()
@@ -257,7 +262,8 @@ def main() -> None:
     store = args.store or args.runs / "results.json"
     done = json.loads(store.read_text()) if store.is_file() else []
     plan = arms(args.weights)
-    sweep(args, plan, done, store)
+    if not args.report_only:
+        sweep(args, plan, done, store)
     runs = [r for r in done if r.get("iterations") == args.iterations and r["seed"] in args.seeds]
     meta = json.loads((args.data / "synth.json").read_text())
     result = {"benchmark": "etc_seeds", "date": dt.date.today().isoformat(),
@@ -267,7 +273,7 @@ def main() -> None:
               "summary": summarise(runs, [a for a, _, _ in plan]), "wall_seconds": round(time.time() - t0)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *(a for a in sys.argv[1:] if a != "--report-only")])
     write_report(result, args.out, command)
     print(args.out.with_suffix(".md").read_text())
 
