@@ -107,7 +107,8 @@ def test_missing_inputs_for_an_active_term_are_one_line_errors():
 
 def test_all_terms_sum_to_the_total_and_backpropagate():
     frame_t, neighbours, labels = clip()
-    loss = build_losses(small_cfg(), num_classes=C)
+    assert list(build_losses(small_cfg(), num_classes=C).student_side_parameters()) == []  # frozen cell by default
+    loss = build_losses(small_cfg(multiframe_trainable=True), num_classes=C)  # ETC's trainable ConvLSTM
     total, log = loss(frame_t, labels, neighbours)
     names = {f.name for f in dataclasses.fields(LossWeights)}
     assert set(log) == names | {"total"}

@@ -88,6 +88,7 @@ def test_temporal_loss_and_distillation_terms(tmp_path, synth_root):
         tmp_path, synth_root, "kd", iterations=2, **{
             "teacher.checkpoint": str(teacher),
             "loss.weights": {"seg": 1, "temporal": 0.1, "kd_pixel": 1, "kd_pairwise_frames": 1, "kd_multiframe": 1},
+            "loss.multiframe_trainable": True,  # ETC's trainable ConvLSTM (the default is frozen)
         }))
     trainer = Trainer(kd, progress=False)
     assert trainer.mode == "triplet" and trainer.teacher is not None
