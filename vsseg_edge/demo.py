@@ -100,7 +100,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     t = _step(3, n, f"train the student ({cfg.student}) with ETC's temporal loss and distillation")
     student = _train(cfg, "student", cfg.student, cfg.student_iterations,
-                     {"seg": 1.0, "aux": 0.4, "temporal": 0.1, "kd_pixel": 1.0, "kd_pairwise_frames": 1.0,
+                     {"seg": 1.0, "aux": 0.4, "temporal": 1.0, "kd_pixel": 1.0, "kd_pairwise_frames": 1.0,
                       "kd_multiframe": 10.0}, teacher)  # frozen ConvLSTM: see train/synth_pspnet18_tl_kd.yaml
     times["train_student"] = time.perf_counter() - t
 
