@@ -24,6 +24,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .structure import graph_constants
+
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -35,7 +37,7 @@ def node_key(node: onnx.NodeProto) -> str:
 def qdq_candidates(model: onnx.ModelProto) -> list[str]:
     """Nodes with at least one activation input read through Q → DQ, in graph order."""
     graph = model.graph
-    consts = _constants(graph)
+    consts = graph_constants(graph)
     producers = {o: n for n in graph.node for o in n.output}
     out = []
     for node in graph.node:
@@ -56,7 +58,7 @@ def keep_in_float(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelPro
     out.CopyFrom(model)
     graph = out.graph
     wanted = set(names)
-    consts = _constants(graph)
+    consts = graph_constants(graph)
     producers = {o: n for n in graph.node for o in n.output}
     found = set()
     for node in graph.node:
@@ -109,14 +111,6 @@ def _prune(graph: onnx.GraphProto) -> None:
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
-
-
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    out = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return out
 
 
 def rank_qdq_nodes(model: onnx.ModelProto, nodes: Sequence[str], error_of: Callable[[onnx.ModelProto], float],

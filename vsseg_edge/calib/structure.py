@@ -52,7 +52,7 @@ def check_qdq_structure(model: onnx.ModelProto | str | Path, flavour: str = "trt
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
     graph = model.graph
-    consts = _constants(graph)
+    consts = graph_constants(graph)
     producers = {out: node for node in graph.node for out in node.output}
     rep = QdqReport(flavour)
     rep.quantize_nodes = sum(n.op_type == "QuantizeLinear" for n in graph.node)
@@ -88,7 +88,8 @@ def require_qdq_structure(path: str | Path, flavour: str | None = "trt") -> QdqR
     return rep
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+def graph_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node outputs of a graph, by name (zero points, scales, weights)."""
     out = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":

@@ -24,6 +24,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .structure import graph_constants
+
 
 def int8_activation_quantizers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """The activation QuantizeLinear nodes with an int8 zero point that can be shifted (see module doc)."""
@@ -115,12 +117,7 @@ def _constant_names(graph: onnx.GraphProto) -> set[str]:
 
 def _int8_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     """int8 initializers and Constant outputs (the candidate zero points), by name."""
-    out = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.data_type == TensorProto.INT8}
-    for node in graph.node:
-        attr = node.attribute[0] if node.op_type == "Constant" and node.attribute else None
-        if attr is not None and attr.name == "value" and attr.t.data_type == TensorProto.INT8:
-            out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return out
+    return {k: v for k, v in graph_constants(graph).items() if v.dtype == np.int8}
 
 
 def _fresh(name: str, taken: set) -> str:
