@@ -69,37 +69,30 @@ def quantize(fp32: Path, out: Path, frames: list[np.ndarray]) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def artifacts(tmp_path_factory, synth_root):
-    """{"ckpt": tiny.pt, "onnx": tiny.onnx (its export), "int8": tiny.int8.qdq.onnx} in one folder."""
+def _student(tmp_path_factory, synth_root, folder: str, seed: int, calib_frames: int) -> dict:
+    """A seeded tiny student's checkpoint, its ONNX export and INT8 Q/DQ model, all with manifests, in `folder`."""
     from vsseg_edge.data.datasets import open_dataset
     from vsseg_edge.models.checkpoint import save_checkpoint
 
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("bench_models")
+    torch.manual_seed(seed)
+    out = tmp_path_factory.mktemp(folder)
     model = BenchTiny().eval()
-    ckpt = folder / "tiny.pt"
+    ckpt = out / "tiny.pt"
     save_checkpoint(ckpt, model, model_name=TINY, classes=CLASSES, preprocess=SPEC)
-    onnx_path = export(model, folder / "tiny.onnx", parent=ckpt)
+    onnx_path = export(model, out / "tiny.onnx", parent=ckpt)
     ds = open_dataset(synth_root, "train")
-    frames = [ds.read_image(r) for r in ds.frames()[:4]]
-    int8 = quantize(onnx_path, folder / "tiny.int8.qdq.onnx", frames)
+    int8 = quantize(onnx_path, out / "tiny.int8.qdq.onnx", [ds.read_image(r) for r in ds.frames()[:calib_frames]])
     return {"ckpt": ckpt, "onnx": onnx_path, "int8": int8}
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory, synth_root):
+    """{"ckpt": tiny.pt, "onnx": tiny.onnx (its export), "int8": tiny.int8.qdq.onnx} in one folder."""
+    return _student(tmp_path_factory, synth_root, "bench_models", seed=0, calib_frames=4)
 
 
 @pytest.fixture(scope="session")
 def student_b(tmp_path_factory, synth_root):
     """A second student (other weights) in its own folder: {"ckpt", "onnx", "int8"}, same file names as `artifacts`."""
-    from vsseg_edge.data.datasets import open_dataset
-    from vsseg_edge.models.checkpoint import save_checkpoint
-
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("student_b")
-    model = BenchTiny().eval()
-    ckpt = folder / "tiny.pt"
-    save_checkpoint(ckpt, model, model_name=TINY, classes=CLASSES, preprocess=SPEC)
-    onnx_path = export(model, folder / "tiny.onnx", parent=ckpt)
-    ds = open_dataset(synth_root, "train")
-    int8 = quantize(onnx_path, folder / "tiny.int8.qdq.onnx", [ds.read_image(r) for r in ds.frames()[:2]])
-    return {"ckpt": ckpt, "onnx": onnx_path, "int8": int8}
+    return _student(tmp_path_factory, synth_root, "student_b", seed=1, calib_frames=2)
