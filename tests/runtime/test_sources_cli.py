@@ -67,3 +67,23 @@ def test_end_of_folder_reaches_a_consumer_slower_than_the_reader(image_folder):
     while (f := src.get(timeout=5.0)) is not None:
         got.append(f.index)
     assert got == list(range(6))
+
+
+def test_folder_frames_come_in_natural_order(tmp_path):
+    """frame_2 before frame_10 (plain string order would put frame_10 first); zero-padded names keep their order."""
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    from vsseg_edge.runtime.sources import natural_key
+
+    for i in (10, 2, 1):
+        cv2.imwrite(str(tmp_path / f"frame_{i}.png"), np.full((4, 6, 3), i, np.uint8))
+    src = FolderSource(tmp_path).start()
+    values = []
+    while (f := src.get(timeout=5.0)) is not None:
+        values.append(int(f.image[0, 0, 0]))
+    assert values == [1, 2, 10]
+    padded = [Path(f"x_{i:06d}.png") for i in (30, 4, 100)]
+    assert sorted(padded, key=natural_key) == sorted(padded)

@@ -15,6 +15,7 @@ and is stopped. Two behaviours:
 from __future__ import annotations
 
 import queue
+import re
 import sys
 import threading
 import time
@@ -27,6 +28,11 @@ import numpy as np
 from ..core.errors import VssegError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def natural_key(path: Path) -> list:
+    """Sort key that orders digit runs by value: frame_2.png < frame_10.png (zero-padded names are unchanged)."""
+    return [(0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path.name)]
 
 
 @dataclass
@@ -114,12 +120,14 @@ class OrderedSource(Source):
 
 
 class FolderSource(OrderedSource):
-    """Image files of a folder (or one image), in sorted name order; unreadable images are skipped and counted."""
+    """Image files of a folder (or one image), in natural name order (frame_2 before frame_10); unreadable images
+    are skipped and counted."""
 
     def __init__(self, folder: str | Path, prefetch: int = 4):
         super().__init__(prefetch)
         folder = Path(folder)
-        files = [folder] if folder.is_file() else sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        files = [folder] if folder.is_file() else sorted(
+            (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS), key=natural_key)
         if not files:
             raise VssegError(f"--source {folder}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
         self.files = files
