@@ -41,7 +41,8 @@ def time_one(model: str, threads: int, runs: int, warmup: int, via_backend: bool
     activation Q/DQ to uint8 in memory) instead of a bare session.
     """
     import numpy as np
-    import onnxruntime as ort
+
+    from vsseg_edge.calib.gate import ort_session
 
     shifted = 0
     if via_backend:
@@ -50,21 +51,24 @@ def time_one(model: str, threads: int, runs: int, warmup: int, via_backend: bool
         backend = OrtBackend(model, providers=["CPUExecutionProvider"], threads=threads)
         sess, shifted = backend._session, backend.shifted
     else:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        sess = ort_session(model, threads)
     inp = sess.get_inputs()[0]
     x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape]).astype(np.float32)
+    times = time_session(sess, {inp.name: x}, runs, warmup)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "mean_ms": statistics.fmean(times),
+            "runs": runs, "threads": threads, "torch_loaded": "torch" in sys.modules, "shifted_q": shifted}
+
+
+def time_session(sess, feed: dict, runs: int, warmup: int) -> list[float]:
+    """Milliseconds of `runs` runs of an onnxruntime session on `feed`, after `warmup` untimed runs."""
     for _ in range(warmup):
-        sess.run(None, {inp.name: x})
+        sess.run(None, feed)
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        sess.run(None, {inp.name: x})
+        sess.run(None, feed)
         times.append((time.perf_counter() - t0) * 1000.0)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "mean_ms": statistics.fmean(times),
-            "runs": runs, "threads": threads, "torch_loaded": "torch" in sys.modules, "shifted_q": shifted}
+    return times
 
 
 def time_in_subprocess(model: Path, threads: int, runs: int, warmup: int, via_backend: bool = False) -> dict:

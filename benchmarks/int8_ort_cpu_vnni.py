@@ -43,35 +43,23 @@ def cpu_info() -> dict:
             "onnxruntime": ort.__version__, "logical_cpus": text.count("processor\t:")}
 
 
-def session(model: str | bytes, threads: int, exact: bool = False):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if exact
-                                   else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-
-
-def shifted_bytes(path: str) -> bytes:
+def shifted(path: str):
     import onnx
 
     from vsseg_edge.calib.zero_point import shift_activations_to_uint8
 
-    return shift_activations_to_uint8(onnx.load(path)).SerializeToString()
+    return shift_activations_to_uint8(onnx.load(path))
 
 
 def time_one(path: str, shift: bool, threads: int, runs: int, warmup: int) -> dict:
-    sess = session(shifted_bytes(path) if shift else path, threads)
+    from int8_ort_cpu import time_session
+
+    from vsseg_edge.calib.gate import ort_session
+
+    sess = ort_session(shifted(path) if shift else path, threads)
     inp = sess.get_inputs()[0]
     x = np.random.default_rng(0).standard_normal(inp.shape).astype(np.float32)
-    for _ in range(warmup):
-        sess.run(None, {inp.name: x})
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, {inp.name: x})
-        times.append((time.perf_counter() - t0) * 1000.0)
+    times = time_session(sess, {inp.name: x}, runs, warmup)
     return {"median_ms": round(statistics.median(times), 2), "min_ms": round(min(times), 2)}
 
 
@@ -84,12 +72,14 @@ def timed(path: Path, shift: bool, args) -> dict:
 
 def agreement(path: Path, inputs: list[np.ndarray], threads: int) -> dict:
     """Optimised (ENABLE_ALL) vs exact (DISABLE_ALL) Q/DQ arithmetic, shifted and not."""
-    exact = session(str(path), threads, exact=True)
+    from vsseg_edge.calib.gate import ort_session
+
+    exact = ort_session(path, threads, exact_qdq=True)
     name = exact.get_inputs()[0].name
     refs = [exact.run(None, {name: x})[0] for x in inputs]
     out = {}
-    for label, model in (("unshifted", str(path)), ("shifted", shifted_bytes(str(path)))):
-        sess = session(model, threads)
+    for label, model in (("unshifted", path), ("shifted", shifted(str(path)))):
+        sess = ort_session(model, threads)
         same = total = 0
         dmax = 0.0
         for x, ref in zip(inputs, refs):
