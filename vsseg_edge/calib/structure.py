@@ -88,11 +88,16 @@ def require_qdq_structure(path: str | Path, flavour: str | None = "trt") -> QdqR
     return rep
 
 
-def graph_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Initializers and Constant-node outputs of a graph, by name (zero points, scales, weights)."""
-    out = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+def graph_constants(graph: onnx.GraphProto, data_type: int | None = None) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node outputs of a graph, by name (zero points, scales, weights); with
+    `data_type` (a TensorProto type) only those of that type, so large float weights are not converted."""
+    def wanted(t: onnx.TensorProto) -> bool:
+        return data_type is None or t.data_type == data_type
+
+    out = {i.name: numpy_helper.to_array(i) for i in graph.initializer if wanted(i)}
     for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+        if (node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value"
+                and wanted(node.attribute[0].t)):
             out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
     return out
 

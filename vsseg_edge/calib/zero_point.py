@@ -65,21 +65,22 @@ def shift_activations_to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
     zps = _int8_constants(graph)
     shifted_zp: dict[str, str] = {}  # int8 zero-point name → its uint8 twin (weights keep the int8 one)
     taken = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+
+    def u8_twin(zp_name: str) -> str:
+        if zp_name not in shifted_zp:
+            shifted_zp[zp_name] = _fresh(f"{zp_name}_u8", taken)
+            value = (zps[zp_name].astype(np.int16) + 128).astype(np.uint8)
+            graph.initializer.append(numpy_helper.from_array(value, shifted_zp[zp_name]))
+        return shifted_zp[zp_name]
+
     shifted_tensors = set()
     for q in quantizers:
-        zp_name = q.input[2]
-        if zp_name not in shifted_zp:
-            new = _fresh(f"{zp_name}_u8", taken)
-            value = (zps[zp_name].astype(np.int16) + 128).astype(np.uint8)
-            graph.initializer.append(numpy_helper.from_array(value, new))
-            shifted_zp[zp_name] = new
-        q.input[2] = shifted_zp[zp_name]
+        q.input[2] = u8_twin(q.input[2])
         _set_output_dtype(q)
         shifted_tensors.add(q.output[0])
-    for node in graph.node:
+    for node in graph.node:  # each DequantizeLinear behind a shifted Q, also one with its own int8 zero point
         if node.op_type == "DequantizeLinear" and node.input[0] in shifted_tensors:
-            node.input[2] = shifted_zp[node.input[2]] if node.input[2] in shifted_zp else _shift_other(
-                graph, node.input[2], zps, shifted_zp, taken)
+            node.input[2] = u8_twin(node.input[2])
     for vi in graph.value_info:
         if vi.name in shifted_tensors and vi.type.HasField("tensor_type"):
             vi.type.tensor_type.elem_type = TensorProto.UINT8
@@ -92,14 +93,6 @@ def _drop_unused_initializers(graph: onnx.GraphProto, names: set[str]) -> None:
     used = {i for n in graph.node for i in n.input} | {i.name for i in graph.input} | {o.name for o in graph.output}
     for init in [i for i in graph.initializer if i.name in names and i.name not in used]:
         graph.initializer.remove(init)
-
-
-def _shift_other(graph, zp_name: str, zps: dict, shifted_zp: dict, taken: set) -> str:
-    """A DequantizeLinear with its own (int8) zero point behind a shifted QuantizeLinear."""
-    new = _fresh(f"{zp_name}_u8", taken)
-    graph.initializer.append(numpy_helper.from_array((zps[zp_name].astype(np.int16) + 128).astype(np.uint8), new))
-    shifted_zp[zp_name] = new
-    return new
 
 
 def _set_output_dtype(q: onnx.NodeProto) -> None:
@@ -117,7 +110,7 @@ def _constant_names(graph: onnx.GraphProto) -> set[str]:
 
 def _int8_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     """int8 initializers and Constant outputs (the candidate zero points), by name."""
-    return {k: v for k, v in graph_constants(graph).items() if v.dtype == np.int8}
+    return graph_constants(graph, TensorProto.INT8)
 
 
 def _fresh(name: str, taken: set) -> str:
