@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .structure import graph_constants
+from .structure import constant_names, graph_constants
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -37,7 +37,7 @@ def node_key(node: onnx.NodeProto) -> str:
 def qdq_candidates(model: onnx.ModelProto) -> list[str]:
     """Nodes with at least one activation input read through Q → DQ, in graph order."""
     graph = model.graph
-    consts = graph_constants(graph)
+    consts = constant_names(graph)
     producers = {o: n for n in graph.node for o in n.output}
     out = []
     for node in graph.node:
@@ -58,7 +58,7 @@ def keep_in_float(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelPro
     out.CopyFrom(model)
     graph = out.graph
     wanted = set(names)
-    consts = graph_constants(graph)
+    consts, values = constant_names(graph), {}  # values: converted only if an int8-only weight needs it
     producers = {o: n for n in graph.node for o in n.output}
     found = set()
     for node in graph.node:
@@ -68,7 +68,7 @@ def keep_in_float(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelPro
         for i, name in enumerate(node.input):
             dq = producers.get(name)
             if dq is not None and dq.op_type == "DequantizeLinear":
-                node.input[i] = _float_source(graph, dq, producers, consts)
+                node.input[i] = _float_source(graph, dq, producers, consts, values)
     missing = wanted - found
     if missing:
         raise ValueError(f"no node(s) {sorted(missing)[:3]} in the Q/DQ model")
@@ -76,8 +76,9 @@ def keep_in_float(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelPro
     return out
 
 
-def _float_source(graph, dq, producers, consts) -> str:
-    """The float tensor behind `dq`: its QuantizeLinear's input, or its dequantised constant."""
+def _float_source(graph, dq, producers, consts: set[str], values: dict) -> str:
+    """The float tensor behind `dq`: its QuantizeLinear's input, or its dequantised constant (`values` caches
+    the graph's constants, read on first need)."""
     q = producers.get(dq.input[0])
     if q is not None and q.op_type == "QuantizeLinear":
         return q.input[0]
@@ -85,9 +86,11 @@ def _float_source(graph, dq, producers, consts) -> str:
         return dq.output[0]  # nothing float behind it (an int8 graph input): leave it
     name = f"{dq.output[0]}_float"
     if name not in consts:
-        q_val = consts[dq.input[0]].astype(np.float64)
-        scale = consts[dq.input[1]].astype(np.float64)
-        zero = consts[dq.input[2]].astype(np.float64) if len(dq.input) > 2 and dq.input[2] else np.zeros_like(scale)
+        if not values:
+            values.update(graph_constants(graph))
+        q_val = values[dq.input[0]].astype(np.float64)
+        scale = values[dq.input[1]].astype(np.float64)
+        zero = values[dq.input[2]].astype(np.float64) if len(dq.input) > 2 and dq.input[2] else np.zeros_like(scale)
         axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
         if scale.ndim == 1 and scale.size > 1:
             shape = [1] * q_val.ndim
@@ -95,7 +98,7 @@ def _float_source(graph, dq, producers, consts) -> str:
             scale, zero = scale.reshape(shape), zero.reshape(shape)
         value = ((q_val - zero) * scale).astype(np.float32)
         graph.initializer.append(numpy_helper.from_array(value, name))
-        consts[name] = value
+        consts.add(name)
     return name
 
 

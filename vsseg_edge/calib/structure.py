@@ -88,6 +88,11 @@ def require_qdq_structure(path: str | Path, flavour: str | None = "trt") -> QdqR
     return rep
 
 
+def constant_names(graph: onnx.GraphProto) -> set[str]:
+    """Names of a graph's initializers and Constant-node outputs (no tensor is converted)."""
+    return {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+
+
 def graph_constants(graph: onnx.GraphProto, data_type: int | None = None) -> dict[str, np.ndarray]:
     """Initializers and Constant-node outputs of a graph, by name (zero points, scales, weights); with
     `data_type` (a TensorProto type) only those of that type, so large float weights are not converted."""

@@ -24,13 +24,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .structure import graph_constants
+from .structure import constant_names, graph_constants
 
 
 def int8_activation_quantizers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """The activation QuantizeLinear nodes with an int8 zero point that can be shifted (see module doc)."""
     graph = model.graph
-    consts = _constant_names(graph)
+    consts = constant_names(graph)
     zps = _int8_constants(graph)
     outputs = {o.name for o in graph.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -100,12 +100,6 @@ def _set_output_dtype(q: onnx.NodeProto) -> None:
     for attr in q.attribute:
         if attr.name == "output_dtype" and attr.i:
             attr.CopyFrom(helper.make_attribute("output_dtype", TensorProto.UINT8))
-
-
-def _constant_names(graph: onnx.GraphProto) -> set[str]:
-    names = {i.name for i in graph.initializer}
-    names |= {n.output[0] for n in graph.node if n.op_type == "Constant"}
-    return names
 
 
 def _int8_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
