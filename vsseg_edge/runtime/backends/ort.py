@@ -62,7 +62,8 @@ class OrtBackend(Backend):
         if missing:
             raise VssegError(f"{path.name}: execution provider(s) {missing} not in this onnxruntime ({available})")
         self.shifted = 0  # activation QuantizeLinear nodes shifted from int8 to uint8 (CPU provider only)
-        source = self._cpu_source(path, providers) if shift_int8 else str(path)
+        # only Q/DQ artifacts can hold int8 activations: an FP32 ONNX is not parsed a second time
+        source = self._cpu_source(path, providers) if shift_int8 and man["kind"] == "qdq_onnx" else str(path)
         try:
             self._session = ort.InferenceSession(source, opts, providers=list(providers))
         except Exception as exc:  # ORT raises its own pybind exception types
