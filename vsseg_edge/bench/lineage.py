@@ -51,9 +51,8 @@ def lineage(path: Path, known: dict[str, Path] | None = None, limit: int = 8) ->
 
 def _locate(child: Path, parent: dict, known: dict[str, Path]) -> Path | None:
     """The parent's path: beside the child when its manifest's sha256 matches, else among the run's artifacts."""
-    from ..core.manifest import manifest_path, read_manifest
-
     from ..core.errors import VssegError
+    from ..core.manifest import manifest_path, read_manifest
 
     beside = child.parent / str(parent.get("file"))
     try:
