@@ -1,5 +1,7 @@
 # The README's first two commands: `make demo` and `make test`. Both create the environment first.
-PY ?= python3
+# The system's interpreter when there is one: PyTriton's Triton stub links the system libpython and fails
+# under a separately built Python (pyenv, conda).
+PY ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
