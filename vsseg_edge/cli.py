@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "vsseg_edge.bench.commands",
     "vsseg_edge.doctor",
     "vsseg_edge.demo",
+    "vsseg_edge.zoo.commands",
 )
 
 app = typer.Typer(

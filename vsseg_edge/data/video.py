@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.cache import user_cache_dir
 from ..core.errors import VssegError
 from ..core.labels import CITYSCAPES, LabelSet
 from .datasets import IMAGE_SUFFIXES, FrameRef, SegmentationDataset, _png_hw
@@ -62,10 +63,7 @@ def natural_key(path: Path) -> list:
 
 def frames_cache_dir() -> Path:
     """`$VSSEG_EDGE_CACHE/frames`, else `$XDG_CACHE_HOME/vsseg-edge/frames`, else `~/.cache/vsseg-edge/frames`."""
-    if os.environ.get("VSSEG_EDGE_CACHE"):
-        return Path(os.environ["VSSEG_EDGE_CACHE"]) / "frames"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "vsseg-edge" / "frames"
+    return user_cache_dir("frames")
 
 
 def is_video_file(path: Path) -> bool:

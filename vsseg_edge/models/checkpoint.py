@@ -71,8 +71,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise VssegError(f"{path}: not a vsseg-edge checkpoint (no 'format: {FORMAT}'); "
-                         "plain state dicts load through a model's own loader (e.g. --init-weights)")
+        raise VssegError(f"{path}: not a vsseg-edge checkpoint (no 'format: {FORMAT}'); convert a plain state "
+                         f"dict with `vsseg-edge import-weights {path} --out model.pt` (ESPNet files need no other "
+                         "flag; others --model, --classes, --preprocess)")
     if ckpt.get("version", 0) > VERSION:
         raise VssegError(f"{path}: checkpoint version {ckpt['version']} is newer than this vsseg-edge ({VERSION})")
     return ckpt

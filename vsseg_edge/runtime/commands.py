@@ -70,10 +70,13 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
               fp16: bool | None = None, cuda_graph: bool = False):
     """Open sinks, backend and source, run the pipeline, print the p50/p99 table; return the RunResult."""
     from ..core.errors import VssegError
+    from ..zoo import resolve
     from .backends import infer_backend_name, open_backend
     from .pipeline import Pipeline
     from .sources import open_source
     from .stats import format_summary
+
+    model = resolve(model)  # a zoo name → its packaged checkpoint
 
     given = [flag for flag, v in (("--camera", camera), ("--source", source), ("--csi", csi or None)) if v is not None]
     if len(given) != 1:
@@ -105,7 +108,8 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
 def register(app, data_app) -> None:
     @app.command("run")
     def run(
-        model: Path = typer.Argument(..., help="TensorRT engine (.engine/.plan), ONNX (.onnx) or checkpoint (.pt)."),
+        model: Path = typer.Argument(..., help="TensorRT engine (.engine/.plan), ONNX (.onnx), checkpoint (.pt) "
+                                               "or a zoo name (vsseg-edge models)."),
         camera: Optional[int] = typer.Option(None, "--camera", help="Camera index (V4L2), e.g. 0."),
         source: Optional[str] = typer.Option(None, "--source", help="Video, folder, rtsp:// URL, GStreamer pipeline."),
         csi: bool = typer.Option(False, "--csi", help="Jetson CSI camera (nvarguscamerasrc pipeline)."),
