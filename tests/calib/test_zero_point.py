@@ -11,8 +11,8 @@ from onnx import numpy_helper
 
 from vsseg_edge.calib.frames import calibration_frames
 from vsseg_edge.calib.quantize_ort import FrameReader, quantize_ort
-from vsseg_edge.calib.structure import check_qdq_structure
-from vsseg_edge.calib.zero_point import (
+from vsseg_edge.onnx_graph import check_qdq_structure
+from vsseg_edge.onnx_graph import (
     int8_activation_quantizers,
     shift_activations_to_uint8,
 )

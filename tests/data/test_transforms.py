@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vsseg_edge.data.flow import warp_backward
+from vsseg_edge.data.warp import warp_backward
 from vsseg_edge.data.transforms import PairedAugment, make_params
 
 H, W = 64, 128

@@ -22,12 +22,12 @@ import onnx
 from ..core.errors import VssegError
 from ..core.fileio import atomic_path
 from ..core.manifest import manifest_preprocess, read_manifest, write_manifest
+from ..onnx_graph import keep_in_float, qdq_candidates, require_qdq_structure
 from .config import CalibConfig
 from .frames import FrameSet, calibration_frames, evaluation_frames, source_kind
 from .gate import Evaluator
 from .quantize_ort import FrameReader, model_input_name, quantize_ort
-from .sensitivity import exclusion_rounds, keep_in_float, qdq_candidates, rank_qdq_nodes
-from .structure import require_qdq_structure
+from .sensitivity import exclusion_rounds, rank_qdq_nodes
 
 
 @dataclass
