@@ -9,9 +9,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vsseg_edge.calib.frames import calibration_frames
 from vsseg_edge.calib.quantize_ort import FrameReader, chunk_size, final_resize_nodes, quantize_ort
-from vsseg_edge.onnx_graph import check_qdq_structure, require_qdq_structure
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+from vsseg_edge.onnx_graph import check_qdq_structure, require_qdq_structure
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +137,12 @@ def test_structure_rules_on_hand_built_models(kwargs, problem):
 @pytest.mark.slow
 def test_modelopt_flavour_if_installed(tmp_path, tiny_onnx, reader, quantised):
     """ModelOpt (installed without its [onnx] extra) places Q/DQ for TensorRT, with our cached scales."""
-    from vsseg_edge.calib.quantize_trt import (modelopt_available, quantize_modelopt, read_trt_scale_cache,
-                                               write_trt_scale_cache)
+    from vsseg_edge.calib.quantize_trt import (
+        modelopt_available,
+        quantize_modelopt,
+        read_trt_scale_cache,
+        write_trt_scale_cache,
+    )
 
     cache = tmp_path / "scales.trtcache"
     n = write_trt_scale_cache(quantised["trt"].parent / "trt.json", cache)

@@ -9,11 +9,11 @@ from onnx import numpy_helper
 
 from vsseg_edge.calib.frames import calibration_frames, evaluation_frames
 from vsseg_edge.calib.gate import Evaluator
-from vsseg_edge.runtime.backends.ort import ort_session
 from vsseg_edge.calib.quantize_ort import FrameReader, quantize_ort
 from vsseg_edge.calib.sensitivity import rank_qdq_nodes
-from vsseg_edge.onnx_graph import keep_in_float, qdq_candidates
 from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+from vsseg_edge.onnx_graph import keep_in_float, qdq_candidates
+from vsseg_edge.runtime.backends.ort import ort_session
 
 CONVS = ["/stem/stem.0/Conv", "/down/down.0/Conv", "/res/res.0/Conv", "/head/Conv"]
 

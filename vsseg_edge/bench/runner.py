@@ -186,7 +186,7 @@ def add_agreement(entries: list[dict], preds: dict[str, list], explicit: str | N
 
 def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
     """Benchmark every artifact with the backend that runs it; return the JSON-ready report (SCHEMA)."""
-    from ..data.datasets import open_dataset
+    from ..data.frame_source import open_frame_source
     from ..runtime.backends import infer_backend_name
 
     paths = check_models(models)
@@ -198,7 +198,7 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
         if not same:
             paths.append(ref_path)
         explicit = str(same[0] if same else ref_path)
-    dataset = open_dataset(cfg.dataset, split=cfg.split, kind=cfg.kind)
+    dataset = open_frame_source(cfg.dataset, cfg.split, cfg.kind, flag="--dataset")
     refs = select_frames(dataset, cfg.frames)
     frames = [dataset.read_image(r) for r in refs]
     flow_source = _flow(cfg, dataset)
