@@ -67,7 +67,7 @@ def test_folder_frames_come_in_natural_order(tmp_path):
     import cv2
     import numpy as np
 
-    from vsseg_edge.runtime.sources import natural_key
+    from vsseg_edge.data.datasets import natural_key
 
     for i in (10, 2, 1):
         cv2.imwrite(str(tmp_path / f"frame_{i}.png"), np.full((4, 6, 3), i, np.uint8))

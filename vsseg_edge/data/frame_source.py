@@ -10,7 +10,8 @@ and refuses a bad one with the same one-line error naming the flag:
     folder of clips     → one unlabelled sequence per clip ("video")
 
 Video files and folders of clips are the unlabelled-video dataset kind (`open_dataset(path, split,
-kind="video")`). `frame_source_kind` names the kind without opening anything (a video is not decoded).
+kind="video")`, `data.video`). `frame_source_kind` names the kind without opening anything (a video is
+not decoded).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.errors import VssegError
-from .datasets import KINDS, SegmentationDataset, detect_kind, open_dataset
+from .datasets import SegmentationDataset, detect_kind, open_dataset
+from .video import VIDEO_SUFFIXES
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 EXPECTED = "a dataset folder, a folder of images, a video file or a folder of clips"
 UNLABELLED = ("images", "video")  # kinds whose frames have no labels and no splits
 
@@ -49,55 +50,4 @@ def open_frame_source(path: str | Path, split: str = "val", kind: str = "auto",
     path = Path(path)
     if kind == "auto":
         kind = frame_source_kind(path, flag)
-    if kind == "video":
-        return open_video_frames(path, split)
     return open_dataset(path, split, kind)
-
-
-def open_video_frames(path: Path, split: str) -> SegmentationDataset:
-    """A video file or a folder of clips as the unlabelled-video dataset kind."""
-    if "video" in KINDS:
-        return open_dataset(path, split, kind="video")
-    if path.is_file():  # until the video dataset kind exists: one file, decoded once into the frame cache
-        return open_dataset(_decoded_frames(path), split, kind="images")
-    raise VssegError(f"{path}: folders of clips need the video dataset kind, which this build lacks")
-
-
-def _decoded_frames(path: Path) -> Path:
-    """The frames of a video file as PNGs in the user frame cache, decoded once (atomically, per file version)."""
-    import hashlib
-    import os
-    import shutil
-    import tempfile
-
-    import cv2
-
-    from ..core.cache import user_cache_dir
-
-    st = path.resolve().stat()
-    key = hashlib.sha1(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{cv2.__version__}".encode()).hexdigest()
-    out = user_cache_dir("frames") / f"{path.stem}-{key[:16]}"
-    if out.is_dir():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        cap = cv2.VideoCapture(str(path))
-        if not cap.isOpened():
-            raise VssegError(f"{path}: OpenCV cannot open this video")
-        count = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                break
-            if not cv2.imwrite(str(tmp / f"{count:06d}.png"), frame, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-                raise VssegError(f"{tmp}: cannot write decoded frames (disk full?)")
-            count += 1
-        cap.release()
-        if count == 0:
-            raise VssegError(f"{path}: video has no frames")
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out

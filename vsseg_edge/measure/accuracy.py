@@ -57,9 +57,14 @@ def check_classes(runner, dataset) -> None:
 
 def evaluate_runner(runner, dataset, flow_source, *, tc: bool = True, max_sequences: int | None = None,
                     progress: bool = True) -> Accuracy:
-    """mIoU (+ per class) and TC (+ per class, flow named) of `runner` on `dataset`."""
+    """mIoU (+ per class) and TC (+ per class, flow named) of `runner` on `dataset`.
+
+    Unlabelled video has no class set of its own: it is scored in the runner's classes (TC only)."""
+    from ..core.labels import label_set_for
     from ..metrics.evaluate import evaluate_predictions
 
+    if len(dataset) == 0 and runner.classes and hasattr(dataset, "with_label_set"):
+        dataset = dataset.with_label_set(label_set_for(runner.classes))  # unlabelled video: the model's classes
     check_classes(runner, dataset)
     rep = evaluate_predictions(lambda ref: end_to_end(runner, dataset.read_image(ref)), dataset, flow_source, tc=tc,
                                max_sequences=max_sequences, progress=progress)
