@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import re
 import shutil
 import struct
 import time
@@ -46,7 +45,7 @@ from pathlib import Path
 from ..core.cache import user_cache_dir
 from ..core.errors import VssegError
 from ..core.labels import CITYSCAPES, LabelSet
-from .datasets import IMAGE_SUFFIXES, FrameRef, SegmentationDataset, _png_hw
+from .datasets import IMAGE_SUFFIXES, FrameRef, SegmentationDataset, _png_hw, list_images, natural_key
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 TIMESTAMPS_FILE = "timestamps.json"
@@ -54,11 +53,6 @@ CLIP_FILE = "clip.json"  # written into a decoded clip's cache folder: source, s
 FRAME_FORMATS = ("png",)  # lossless: cached frames are the decoder's pixels, bit for bit
 DECODER_VERSION = 1  # bump when the decoding or naming changes, so old cache folders are not reused
 _STALE_TMP_SECONDS = 3600.0  # a temporary decode folder this old was left by a killed process
-
-
-def natural_key(path: Path) -> list:
-    """Sort key that orders digit runs by value: frame_2.png < frame_10.png (zero-padded names unchanged)."""
-    return [(0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", Path(path).name)]
 
 
 def frames_cache_dir() -> Path:
@@ -169,8 +163,7 @@ def _clips_in(root: Path, cache: Path) -> list[Clip]:
 
 
 def _list_frames(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith(".")), key=natural_key)
+    return list_images(folder)
 
 
 def _frame_folder_clip(folder: Path) -> Clip:

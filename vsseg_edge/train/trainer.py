@@ -33,9 +33,8 @@ from ..core.config import to_dict
 from ..core.errors import VssegError
 from ..core.fileio import atomic_write
 from ..core.labels import get_label_set
-from ..core.preprocess import labels_to_frame_size, preprocess
 from ..data.datasets import open_dataset
-from ..data.flow import default_cache_dir, open_flow_source
+from ..data.flow import open_flow_source
 from ..data.transforms import PairedAugment
 from ..models import create_model
 from ..models.checkpoint import checkpoint_preprocess, load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -134,12 +133,11 @@ class Trainer:
                                  f"the recipe says classes={cfg.classes!r}")
             mode = "none" if self.mixed else self.mode  # mixed: frame pairs come from the video
             if mode != "none":
-                cache = cfg.data.flow_cache or str(Path(cfg.data.root) / "flow_cache")
-                flow = open_flow_source(cfg.data.flow, self.train_set, cache_dir=cache)
+                flow = open_flow_source(cfg.data.flow, self.train_set, cache_dir=cfg.data.flow_cache)
             self.clips = TrainClips(self.train_set, flow, augment, cfg.preprocess, ClipSpec(mode, cfg.data.offsets))
         if self.mixed:
             video = open_dataset(cfg.video.root, "train", kind="video").with_label_set(self.label_set)
-            flow = open_flow_source(cfg.data.flow, video, cache_dir=cfg.video.flow_cache or default_cache_dir())
+            flow = open_flow_source(cfg.data.flow, video, cache_dir=cfg.video.flow_cache)
             vmode = "triplet" if self.mode == "triplet" else "one"
             self.video_pairs = VideoPairs(video, flow, augment, cfg.preprocess, ClipSpec(vmode, cfg.video.offsets))
         self.flow_name = getattr(flow, "name", None)
@@ -368,37 +366,31 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """mIoU (+ TC) on the labelled val split, and with `video.val_root` TC on held-out clips ("video")."""
-        from ..metrics.evaluate import evaluate_predictions
+        """mIoU (+ TC) on the labelled val split, and with `video.val_root` TC on held-out clips (under "video"),
+        through the measurement core: a torch runner around the module being trained (FP32, labels at the
+        frame's size), scored by `measure.evaluate_runner`. Returns the evaluator's report (`val_report.json`)."""
+        from ..measure.accuracy import evaluate_runner
+        from ..runtime.backends.torch_backend import TorchBackend
 
         cfg = self.cfg
-        self.model.eval()
-        spec = cfg.preprocess
-
-        def predictor(ds):
-            def predict(ref):
-                frame = ds.read_image(ref)
-                x = torch.from_numpy(preprocess(frame, spec)).to(self.device)
-                labels = self.model(x).argmax(1)[0].to(torch.uint8).cpu().numpy()
-                return labels_to_frame_size(labels, frame.shape[:2])
-            return predict
-
+        runner = TorchBackend(self.model, preprocess_spec=cfg.preprocess, classes=self.label_set.classes,
+                              artifact=f"{cfg.name} (training)", device=str(self.device), fp16=False,
+                              channels_last=False)
         report: dict = {}
-        if cfg.data.root is not None:
-            val = open_dataset(cfg.data.root, cfg.data.val_split, cfg.data.kind)
-            flow = None
-            if cfg.val_tc:
-                cache = cfg.data.flow_cache or str(Path(cfg.data.root) / "flow_cache")
-                flow = open_flow_source(cfg.data.flow, val, cache_dir=cache)
-            report = evaluate_predictions(predictor(val), val, flow, tc=cfg.val_tc,
-                                          max_sequences=cfg.val_max_sequences, progress=False)
-        if cfg.video.val_root is not None:
-            clips = open_dataset(cfg.video.val_root, "val", kind="video").with_label_set(self.label_set)
-            if cfg.video.val_max_frames:
-                clips = _first_frames(clips, cfg.video.val_max_frames)
-            flow = open_flow_source(cfg.data.flow, clips, cache_dir=cfg.video.flow_cache or default_cache_dir())
-            report["video"] = evaluate_predictions(predictor(clips), clips, flow, tc=True, progress=False)
-        self.set_train_mode()
+        try:
+            if cfg.data.root is not None:
+                val = open_dataset(cfg.data.root, cfg.data.val_split, cfg.data.kind)
+                flow = open_flow_source(cfg.data.flow, val, cache_dir=cfg.data.flow_cache) if cfg.val_tc else None
+                report = evaluate_runner(runner, val, flow, tc=cfg.val_tc, max_sequences=cfg.val_max_sequences,
+                                         progress=False).report
+            if cfg.video.val_root is not None:
+                clips = open_dataset(cfg.video.val_root, "val", kind="video").with_label_set(self.label_set)
+                if cfg.video.val_max_frames:
+                    clips = _first_frames(clips, cfg.video.val_max_frames)
+                flow = open_flow_source(cfg.data.flow, clips, cache_dir=cfg.video.flow_cache)
+                report["video"] = evaluate_runner(runner, clips, flow, tc=True, progress=False).report
+        finally:
+            self.set_train_mode()
         return report
 
     # ------------------------------------------------------------------ the loop

@@ -73,7 +73,7 @@ def import_weights_command(
 ):
     """Turn a plain state dict into a vsseg-edge checkpoint with its manifest (architecture, classes, preprocessing)."""
     from ..core.errors import VssegError
-    from ..runtime.commands import parse_size
+    from ..runtime.run import parse_size
 
     if out.suffix != ".pt":
         raise VssegError(f"--out {out}: expected a .pt file (a vsseg-edge checkpoint)")
