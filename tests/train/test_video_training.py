@@ -157,3 +157,17 @@ def test_train_cli_with_a_video_only_recipe(tmp_path, start_ckpt):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "runs" / "cli" / "model.pt").is_file()
     assert train  # the module-level entry point stays importable
+
+
+def test_the_temporal_recipes_start_from_the_zoo_and_distil_from_it():
+    from tests.conftest import REPO
+
+    camvid = load_recipe(REPO / "train" / "camvid_espnet_temporal.yaml")
+    cityscapes = load_recipe(REPO / "train" / "cityscapes_espnet_temporal.yaml")
+    for cfg, zoo_name in ((camvid, "espnet-camvid"), (cityscapes, "espnet-cityscapes")):
+        assert cfg.model.init_checkpoint == cfg.teacher.checkpoint == zoo_name  # self-distillation
+        assert cfg.video.root and cfg.loss.weights.temporal > 0 and cfg.loss.weights.kd_pixel > 0
+        assert cfg.model.freeze_bn
+    assert camvid.loss.weights.seg > 0 and camvid.data.kind == "camvid"
+    assert cityscapes.data.root is None and cityscapes.loss.weights.seg == 0  # no Cityscapes labels needed
+    assert cityscapes.preprocess.size == (512, 1024) and camvid.preprocess.size == (360, 480)
