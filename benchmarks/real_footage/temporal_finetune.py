@@ -11,7 +11,8 @@ settings), FOOTAGE/test/<clip> whole clips never trained on (the reported figure
 (model.pt present) and clips already scored (JSON present) are reused, so the script resumes.
 
     python benchmarks/real_footage/temporal_finetune.py --recipe train/camvid_espnet_temporal.yaml \\
-        --weights 0 0.3 1 --seeds 0 1 2 --runs runs/tft --footage runs/real --camvid ../shared/data/camvid_full/CamVid \\
+        --weights 0 3 10 --seeds 0 1 2 --runs runs/tft --footage runs/real \\
+        --camvid ../shared/data/camvid_full/CamVid \\
         --baseline espnet-camvid --classes camvid --jobs 2 --threads 1 --out benchmarks/reports/real_footage_temporal
 """
 
@@ -52,6 +53,11 @@ def run_name(weight: float, seed: int) -> str:
 def train(args, weight: float, seed: int) -> Path:
     name = run_name(weight, seed)
     model = args.runs / name / "model.pt"
+    if args.score_only:  # score what exists: the final model, else the last checkpoint of an interrupted run
+        model = model if model.is_file() else args.runs / name / "last.pt"
+        if not model.is_file():
+            raise RuntimeError(f"--score-only: {name} has neither model.pt nor last.pt")
+        return model
     if not model.is_file():
         t0 = time.perf_counter()
         sh([*CLI, "train", str(args.recipe), "--no-progress", "-o", f"name={name}", "-o", f"seed={seed}",
@@ -147,15 +153,22 @@ def markdown(meta: dict, results: dict, rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"| {r['weight']:g} | " + " | ".join(
             f"{f(r['tc:' + k])} ({r['d_tc:' + k][0]:+.2f})" for k in test_keys + val_keys) + " |")
-    lines += ["", "Per run:", "", "| run | mIoU | TC test mean | TC val mean | train wall s |", "|---|---|---|---|---|"]
+    lines += ["", "Per run:", "", "| run | checkpoint (steps) | mIoU | TC test mean | TC val mean | train wall s |",
+              "|---|---|---|---|---|---|"]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['miou']:.2f} | {r['tc_test_mean']:.2f} | {r['tc_val_mean']:.2f} | "
-                     f"{r.get('train_wall_s', '-')} |")
+        lines.append(f"| {name} | {r.get('checkpoint', '-')} ({r.get('steps', '-')}) | {r['miou']:.2f} | "
+                     f"{r['tc_test_mean']:.2f} | {r['tc_val_mean']:.2f} | {r.get('train_wall_s', '-')} |")
     lines += ["", f"Frame pairs per clip: {json.dumps(base['pairs'])}; flow: {base.get('flow')}.",
               f"Machine: {meta['machine']}; {meta['date']}; torch threads {meta['threads']} per job, "
               f"{meta['jobs']} job(s) at a time; load average at start {meta['load_start']}, end {meta['load_end']}.",
               f"Reproduce: `{meta['command']}`", ""]
     return "\n".join(lines)
+
+
+def _steps(checkpoint: Path) -> int | None:
+    """The training steps behind a checkpoint (from its manifest; no torch needed)."""
+    man = checkpoint.with_name(checkpoint.name + ".json")
+    return json.loads(man.read_text()).get("training", {}).get("step") if man.is_file() else None
 
 
 def main() -> None:
@@ -172,6 +185,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True, help="report path without suffix (.md and .json written)")
+    ap.add_argument("--score-only", action="store_true", help="train nothing: score model.pt (else last.pt) of "
+                                                              "each run")
     args = ap.parse_args()
     load_start = os.getloadavg()
     jobs = [(w, s) for w in args.weights for s in args.seeds]
@@ -182,6 +197,8 @@ def main() -> None:
         r = score(args, str(model), run_name(w, s))
         wall = args.runs / run_name(w, s) / "wall_seconds.txt"
         r["train_wall_s"] = int(wall.read_text()) if wall.is_file() else None
+        r["checkpoint"] = model.name
+        r["steps"] = _steps(model)
         return run_name(w, s), r
 
     results = {}

@@ -161,6 +161,10 @@ class Trainer:
         # what rebuilds this architecture (no weight paths): stored in every checkpoint
         self.model_kwargs = dict(getattr(model, "arch_kwargs", {}))
         self.check_size(model)
+        if cfg.model.freeze_bn:
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.requires_grad_(False)
         if self.dist.world > 1 and cfg.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
@@ -205,7 +209,8 @@ class Trainer:
             self.loss_labelled = build_losses(labelled, n).to(self.device)
 
     def set_train_mode(self) -> None:
-        """Training mode; with `model.freeze_bn`, BatchNorm layers stay in eval mode (running statistics kept)."""
+        """Training mode; with `model.freeze_bn`, BatchNorm layers stay in eval mode (running statistics kept;
+        their affine weights were excluded from training in `_build_models`)."""
         self.model.train()
         if self.cfg.model.freeze_bn:
             for m in self.model.modules():
