@@ -46,7 +46,9 @@ def _badly_scale(model: onnx.ModelProto, node_name: str, factor: float) -> onnx.
     dq = prod[node.input[0]]
     q = prod[dq.input[0]]
     scale = next(i for i in out.graph.initializer if i.name == q.input[1])
-    out.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(scale) * factor, "bad_scale"))
+    value = numpy_helper.to_array(scale)
+    # astype: numpy 1.x promotes a 0-d float32 times a Python float to float64 (numpy 2 keeps float32)
+    out.graph.initializer.append(numpy_helper.from_array((value * factor).astype(value.dtype), "bad_scale"))
     q.input[1] = dq.input[1] = "bad_scale"
     return out
 

@@ -99,7 +99,8 @@ def test_hud_is_drawn_on_a_copy_of_the_overlay(display):
     shown = gui.shown[-1]
     assert (vis == 90).all()  # the overlay given to other sinks (the video) is left untouched
     top, rest = shown[:30], shown[30:]
-    assert (top == 255).all(axis=2).sum() > 20  # white text pixels in the HUD band
+    # white text pixels in the HUD band (anti-aliased: OpenCV 4.x stops short of 255 on this background)
+    assert (top >= 200).all(axis=2).sum() > 20
     assert (rest == 90).all()  # nothing drawn below the single HUD line
     assert window.pump() is True and len(gui.shown) == 1  # no new frame: nothing shown again
 
