@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.runtime.test_trt_logic import SPEC, _as_array, _FakeContext, _FakeEngineV3, _Memory, fake_cudart, fake_tensorrt
+from tests.runtime.test_trt_logic import (SPEC, _as_array, _FakeContext, _FakeEngineV3, _Memory, fake_cudart,
+                                          fake_tensorrt)
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.manifest import write_manifest
 from vsseg_edge.runtime.backends import trt as trt_backend
@@ -52,7 +53,8 @@ def _engine_file(tmp_path, batch):
     settings = {"precision": "fp16", "batch": batch}
     write_manifest(path, "engine", model="tiny", classes=["a", "b", "c"], preprocess=SPEC, output="labels",
                    precision="fp16", build={"settings": settings, "plan": {}},
-                   tensorrt={"version": "10.3.0", "gpu": {"index": 0, "name": "Fake GPU", "compute_capability": [8, 7]}})
+                   tensorrt={"version": "10.3.0",
+                             "gpu": {"index": 0, "name": "Fake GPU", "compute_capability": [8, 7]}})
     return path
 
 
