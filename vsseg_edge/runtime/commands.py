@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -107,7 +107,8 @@ def register(app, data_app) -> None:
     def run(
         model: Path = typer.Argument(..., help="TensorRT engine (.engine/.plan), ONNX (.onnx) or checkpoint (.pt)."),
         camera: Optional[int] = typer.Option(None, "--camera", help="Camera index (V4L2), e.g. 0."),
-        source: Optional[str] = typer.Option(None, "--source", help="Video, folder, rtsp:// URL, GStreamer pipeline."),
+        source: Optional[List[str]] = typer.Option(None, "--source", help="Video, folder, rtsp:// URL, GStreamer "
+                                                   "pipeline; repeat it to run several sources in one process."),
         csi: bool = typer.Option(False, "--csi", help="Jetson CSI camera (nvarguscamerasrc pipeline)."),
         backend: Optional[str] = typer.Option(None, "--backend", help="trt | ort | torch (default: from the file)."),
         show: bool = typer.Option(False, "--show", help="Window with colour overlay and FPS/latency HUD."),
@@ -121,11 +122,31 @@ def register(app, data_app) -> None:
         fp16: Optional[bool] = typer.Option(None, "--fp16/--fp32",
                                             help="torch backend precision (default: FP16 on CUDA, FP32 on CPU)."),
         cuda_graph: bool = typer.Option(False, "--cuda-graph", help="torch backend: replay a CUDA graph (GPU only)."),
+        max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Several sources: frames per batch "
+                                                "(default: one per source, up to what the model takes)."),
     ):
-        """Segment every frame of a camera, video, image folder or stream (per-frame inference)."""
-        result = run_model(model, camera=camera, source=source, csi=csi, backend=backend, show=show, save=save,
-                           save_masks=save_masks, size=size, alpha=alpha, max_frames=max_frames, stats=stats,
-                           threads=threads, fp16=fp16, cuda_graph=cuda_graph)
+        """Segment every frame of a camera, video, image folder or stream (per-frame inference).
+
+        With several --source: one capture thread per source, their frames batched per step, per-source outputs
+        (--save-masks OUT/<name>/, --save OUT/<name>.mp4, --stats OUT/<name>.jsonl + OUT/summary.json)."""
+        if source and len(source) > 1:
+            from ..core.errors import VssegError
+            from .multi_commands import run_sources
+
+            if camera is not None or csi:
+                raise VssegError("run: with several sources give each one as --source (a camera as --source 0)")
+            result = run_sources(model, source, backend=backend, show=show, save=save, save_masks=save_masks,
+                                 size=size, alpha=alpha, max_frames=max_frames, stats=stats, threads=threads,
+                                 fp16=fp16, cuda_graph=cuda_graph, max_batch=max_batch)
+        else:
+            if max_batch is not None:
+                from ..core.errors import VssegError
+
+                raise VssegError("--max-batch: batches are formed across several --source; one source runs frame "
+                                 "by frame")
+            result = run_model(model, camera=camera, source=source[0] if source else None, csi=csi, backend=backend,
+                               show=show, save=save, save_masks=save_masks, size=size, alpha=alpha,
+                               max_frames=max_frames, stats=stats, threads=threads, fp16=fp16, cuda_graph=cuda_graph)
         if result.error:
             typer.echo(f"error: {result.error}", err=True)
             raise typer.Exit(1)

@@ -173,18 +173,7 @@ class Pipeline:
         return self._result()
 
     def _wait(self, *threads: threading.Thread) -> None:
-        """Short joins keep this thread free for signal handlers and for the window's GUI calls (`pump`)."""
-        gui = [s for s in self.sinks if s.interactive]
-        tick = 0.01 if gui else 0.1
-        for thread in threads:
-            while thread.is_alive():
-                for sink in gui:
-                    try:
-                        if not sink.pump():
-                            self.request_stop("user")
-                    except Exception as exc:
-                        self._fail(exc)
-                thread.join(tick)
+        wait_pumping(threads, self.sinks, self.request_stop, self._fail)
 
     def _close_all(self) -> None:
         for sink in self.sinks:
@@ -203,20 +192,41 @@ class Pipeline:
         return RunResult(len(self.stats.records), stopped, summary, self.source.error, self.stats.records)
 
     def _install_signals(self):
-        """First Ctrl-C / SIGTERM asks for a clean stop; a second Ctrl-C interrupts at once."""
-        if not self._handle_signals or threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        return stop_on_signals(self.request_stop) if self._handle_signals else (lambda: None)
 
-        def handler(signum, _frame):
-            self.request_stop("signal")
-            signal.signal(signal.SIGINT, signal.default_int_handler)
 
-        for s in previous:
-            signal.signal(s, handler)
+def wait_pumping(threads, sinks, request_stop, fail) -> None:
+    """Join `threads` in short joins, which keep the calling thread free for signal handlers and for the
+    window's GUI calls (`Sink.pump`, on the thread that runs the pipeline)."""
+    gui = [s for s in sinks if s.interactive]
+    tick = 0.01 if gui else 0.1
+    for thread in threads:
+        while thread.is_alive():
+            for sink in gui:
+                try:
+                    if not sink.pump():
+                        request_stop("user")
+                except Exception as exc:
+                    fail(exc)
+            thread.join(tick)
 
-        def restore():
-            for s, h in previous.items():
-                signal.signal(s, h)
 
-        return restore
+def stop_on_signals(request_stop):
+    """First Ctrl-C / SIGTERM calls `request_stop("signal")` (a clean stop); a second Ctrl-C interrupts at once.
+    Returns the function that restores the previous handlers (a no-op off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, _frame):
+        request_stop("signal")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    for s in previous:
+        signal.signal(s, handler)
+
+    def restore():
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    return restore
