@@ -20,6 +20,13 @@ LIGHT = [
     "vsseg_edge.engine.builder",
     "vsseg_edge.engine.policy",
     "vsseg_edge.runtime.pipeline",
+    "vsseg_edge.runtime.multi",
+    "vsseg_edge.runtime.multi_commands",
+    "vsseg_edge.serve.server",
+    "vsseg_edge.serve.segmenter",
+    "vsseg_edge.serve.client",
+    "vsseg_edge.serve.repository",
+    "vsseg_edge.serve.commands",
     "vsseg_edge.runtime.backends.ort",
     "vsseg_edge.runtime.backends.trt",
     "vsseg_edge.bench.runner",
@@ -57,3 +64,29 @@ def test_help_is_fast_and_torch_free():
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
     assert time.perf_counter() - t0 < 3.0  # interpreter start included; the goal (<1 s) is measured in benchmarks
+
+
+# the serve extra (PyTriton, tritonclient) is imported inside the serve commands only
+SERVE_LAZY = ["vsseg_edge.cli", "vsseg_edge.serve.commands", "vsseg_edge.serve.server", "vsseg_edge.serve.client",
+              "vsseg_edge.serve.repository"]
+
+
+@pytest.mark.parametrize("module", SERVE_LAZY)
+def test_serve_modules_import_without_pytriton_or_tritonclient(module):
+    _imports_none_of(module, ("pytriton", "tritonclient", "torch"))
+
+
+def test_missing_serve_extra_is_a_one_line_install_hint():
+    code = (
+        "import sys; sys.modules['pytriton'] = None; sys.modules['tritonclient'] = None\n"
+        "from vsseg_edge.core.errors import MissingDependency\n"
+        "from vsseg_edge.serve import _triton\n"
+        "for call in (_triton.pytriton, lambda: _triton.tritonclient('grpc'), _triton.model_config_pb2):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except MissingDependency as exc:\n"
+        "        msg = str(exc); assert '\\n' not in msg and \"pip install 'vsseg-edge[serve]'\" in msg, msg\n"
+        "    else:\n"
+        "        raise AssertionError('no MissingDependency')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,43 +11,20 @@ import queue
 import shutil
 import threading
 import time
-import warnings
 
 import cv2
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
-from tests.runtime.conftest import H, NFRAMES, W, make_frames, read_video, tiny_net
+from tests.runtime.conftest import NFRAMES, H, W, make_frames, read_video
 from tests.runtime.test_live import SimulatedCamera
 from tests.runtime.test_pipeline import offline_ort_labels
 from vsseg_edge.cli import app
-from vsseg_edge.core.preprocess import PreprocessSpec
 from vsseg_edge.runtime.backends import open_backend
 from vsseg_edge.runtime.multi import MultiPipeline, Stream, source_name, source_names
 from vsseg_edge.runtime.sinks import MaskSink, NullSink, Sink
 from vsseg_edge.runtime.sources import Frame, LiveSource, Source, open_source
 from vsseg_edge.runtime.stats import StatsCollector
-
-
-@pytest.fixture(scope="module")
-def batch_onnx(tmp_path_factory):
-    """The tiny net exported with a dynamic batch dimension (what `export --dynamic-batch` gives)."""
-    import torch
-
-    from vsseg_edge.core.labels import CITYSCAPES
-    from vsseg_edge.core.manifest import write_manifest
-
-    spec = PreprocessSpec(height=H, width=W)
-    path = tmp_path_factory.mktemp("batch") / "tiny_batch.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(tiny_net(), torch.zeros(spec.input_shape(2)), str(path), input_names=["input"],
-                          output_names=["logits"], opset_version=17, dynamo=False,
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    write_manifest(path, "onnx", model="tiny", classes=list(CITYSCAPES.classes), preprocess=spec, output="logits",
-                   dynamic_batch=True)
-    return path
 
 
 class HeldSource(Source):

@@ -10,8 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.runtime.test_trt_logic import (SPEC, _as_array, _FakeContext, _FakeEngineV3, _Memory, fake_cudart,
-                                          fake_tensorrt)
+from tests.runtime.test_trt_logic import (
+    SPEC,
+    _as_array,
+    _FakeContext,
+    _FakeEngineV3,
+    _Memory,
+    fake_cudart,
+    fake_tensorrt,
+)
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.manifest import write_manifest
 from vsseg_edge.runtime.backends import trt as trt_backend
