@@ -62,3 +62,17 @@ def test_model_without_resize_refuses_another_size(tmp_path):
         assert seg(np.stack(make_frames(2))).shape == (2, 64, 128)
         with pytest.raises(VssegError, match="is 32x32, the model takes 64x128"):
             seg(np.zeros((1, 32, 32, 3), np.uint8))
+
+
+def test_torch_backend_serves_the_same_way():
+    """A .pt checkpoint is served by the torch backend: any batch, labels at the frame size."""
+    from tests.runtime.conftest import tiny_net
+    from vsseg_edge.core.preprocess import PreprocessSpec
+    from vsseg_edge.runtime.backends.torch_backend import TorchBackend
+
+    be = TorchBackend(tiny_net(), preprocess_spec=PreprocessSpec(height=64, width=128), classes=[str(i) for i in
+                      range(19)], device="cpu")
+    frames = np.stack(make_frames(3))[:, :, :100]  # 64×100 frames, resized to 64×128 and back
+    got = FrameSegmenter(be)(frames)
+    assert be.max_batch is None and got.shape == (3, 64, 100)
+    np.testing.assert_array_equal(got, np.stack([run_labels(be, f) for f in frames]))

@@ -2,9 +2,10 @@
 
 - `load_test`: N concurrent streams, each a thread with its own tritonclient connection sending one frame per
   request (N×H×W×3 uint8 with N = 1, as a camera does) in a closed loop: the next request leaves when the answer
-  to the previous one is back. Throughput is answered frames per second over the timed window (after a warm-up);
-  latency is the client's time around `infer` (serialisation, transport, queueing in Triton, the batch the frame
-  ran in, and the answer), p50/p90/p99 over every answered request; errors are counted with a few messages.
+  to the previous one is back. Throughput is the answers that arrived inside the timed window (after a warm-up)
+  per second; latency is the client's time around `infer` (serialisation, transport, queueing in Triton, the
+  batch the frame ran in, and the answer), p50/p90/p99 over every request sent inside the window; errors are
+  counted with a few of their messages.
 - `robustness_check`: requests a server must refuse (wrong dtype, 4 channels, no batch dimension, an empty frame,
   a batch over the maximum, an unknown input, a body that is not JSON), a client that sends half a request body
   and hangs up, and a gRPC call abandoned at its deadline; after each, a valid request must still be answered.

@@ -29,13 +29,15 @@ def serve_command(
                                                       "serve; omitted with --check URL."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, "--port", help="HTTP port; gRPC listens on PORT+1, metrics on PORT+2."),
-    max_batch: int = typer.Option(8, "--max-batch", help="Triton's max_batch_size: frames per dynamic batch."),
+    max_batch: int = typer.Option(8, "--max-batch", help="Triton's max_batch_size: frames per dynamic batch "
+                                                         "(--check --robustness: the server's, to exceed it)."),
     instances: int = typer.Option(1, "--instances", help="Model instances, each with its own backend."),
     queue_delay_us: int = typer.Option(0, "--queue-delay-us", help="How long a request may wait for others to "
                                                                     "batch with (Triton's max_queue_delay)."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name on the server (default: the file name)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="trt | ort | torch (default: from the file)."),
-    threads: int = typer.Option(0, "--threads", help="onnxruntime intra-op threads per instance (0: its default)."),
+    threads: int = typer.Option(0, "--threads", help="onnxruntime intra-op threads per instance (0: its default; "
+                                                      "--check: for --reference)."),
     check: Optional[str] = typer.Option(None, "--check", help="Load-test a running server instead: grpc://HOST:PORT "
                                                               "or http://HOST:PORT."),
     source: Optional[str] = typer.Option(None, "--source", help="--check: frames to send (video, folder, glob …)."),
