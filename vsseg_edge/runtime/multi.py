@@ -34,9 +34,10 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..core.errors import VssegError
+from ..core.labels import label_set_for
 from ..core.preprocess import labels_to_frame_size, preprocess_batch
 from .backends import Backend
-from .hud import bgr_lut, label_set_for, overlay
+from .hud import bgr_lut, overlay
 from .pipeline import stop_on_signals, wait_pumping
 from .sinks import Sink
 from .sources import Source

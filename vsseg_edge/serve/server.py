@@ -134,7 +134,7 @@ class SegmentationServer:
     # -- lifecycle -----------------------------------------------------------------------------------------
     def _open_backends(self) -> list:
         from ..runtime.backends import infer_backend_name, open_backend
-        from ..runtime.commands import backend_options
+        from ..runtime.run import backend_options
 
         options = backend_options(self.config.backend or infer_backend_name(self.model),
                                   threads=self.config.threads, fp16=None, cuda_graph=False)
