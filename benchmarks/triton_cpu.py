@@ -179,9 +179,9 @@ def write_md(rep: dict, path: Path) -> None:
         "",
         f"Command: `{rep['command']}`. Created {rep['created']}.",
         "",
-        f"Machine: {env['cpu']}, {env['cores']} cores, shared with other jobs: load average (1/5/15 min) "
+        f"Machine: {env['cpu']}, {env['cpu_count']} cores, shared with other jobs: load average (1/5/15 min) "
         f"{env['load_avg']} at the start, {rep['load_avg_end']} at the end. Python {env['python']}, "
-        + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
+        + ", ".join(f"{k} {v}" for k, v in {**env["serving"], **env["libraries"]}.items() if v) + ".",
         "",
         f"Model: {rep['model']['what']}, `{Path(rep['model']['path']).name}`, exported with `--dynamic-batch`, "
         f"input 360×480 (its manifest's preprocessing: resize, BGR, mean/std, /255), FP32 ONNX on onnxruntime's CPU "
@@ -220,7 +220,7 @@ def write_md(rep: dict, path: Path) -> None:
     if first.get("reference"):
         r = first["reference"]
         lines.append(f"Served labels vs the same ONNX run locally (`--reference`): {r['identical']}/{r['frames']} "
-                     "frames identical.")
+                     f"frames identical ({r.get('agreement_percent', 'n/a')} % of pixels agree).")
         lines.append("")
     if first.get("robustness"):
         lines += ["## Robustness (dynamic-batching server)", "",

@@ -7,15 +7,15 @@ import pytest
 
 from tests.runtime.conftest import make_frames
 from vsseg_edge.core.errors import VssegError
-from vsseg_edge.core.preprocess import labels_to_frame_size, preprocess
 from vsseg_edge.runtime.backends import open_backend
 from vsseg_edge.serve.segmenter import FrameSegmenter, check_frames
 
 
 def run_labels(backend, frame):
-    """What `vsseg-edge run --save-masks` writes for one frame (the pipeline's own calls, one frame at a time)."""
-    return labels_to_frame_size(backend.to_labels(backend.infer(preprocess(frame, backend.preprocess_spec)))[0],
-                                frame.shape[:2])
+    """The reference: the measurement core's per-frame path (what `run --save-masks` writes for the frame)."""
+    from vsseg_edge.measure.predict import end_to_end
+
+    return end_to_end(backend, frame)
 
 
 @pytest.mark.parametrize("kind", ["logits_batch", "logits_static", "uint8_labels"])

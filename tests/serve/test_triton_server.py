@@ -42,7 +42,7 @@ def server(serve_models):
 
     http, grpc, metrics = free_ports(3)
     cfg = ServeConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, max_batch=MAX_BATCH, instances=2,
-                      threads=1, queue_delay_us=50_000)  # requests wait up to 50 ms for others: batching is seen
+                      threads=1)
     srv = SegmentationServer(serve_models["logits_batch"], cfg)
     try:
         with triton_start_lock():
@@ -100,13 +100,22 @@ def check_concurrent_requests_are_batched_by_triton(server, local):
         start.wait()
         results[i] = clients[i].labels(frames[i:i + 1])[0]
 
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(frames))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for c in clients:
-        c.close()
+    def slow(infer):  # each instance holds its first batch long enough for the other requests to queue up
+        return lambda batch: (time.sleep(0.5), infer(batch))[1]
+
+    for be in server._backends:
+        be.infer = slow(be.infer)
+    try:
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(frames))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for be in server._backends:
+            del be.infer  # back to the class's method
+        for c in clients:
+            c.close()
     after = _get(server.metrics_url)[1]
     for frame, got in zip(frames, results):
         np.testing.assert_array_equal(got, run_labels(local, frame))
@@ -162,8 +171,10 @@ def check_check_command_against_the_server(server, serve_models, video_file, tmp
     report = json.loads(out.read_text())
     assert [run["streams"] for run in report["runs"]] == [1, 2]
     assert all(run["answered"] > 0 and run["errors"] == 0 for run in report["runs"])
-    assert report["reference"] == {"reference": str(serve_models["logits_batch"]), "frames": 3, "identical": 3}
-    assert report["environment_start"]["cores"] == os.cpu_count()
+    assert report["reference"] == {"reference": str(serve_models["logits_batch"]), "frames": 3, "identical": 3,
+                                   "agreement_percent": 100.0}
+    assert report["environment_start"]["cpu_count"] == os.cpu_count()
+    assert report["environment_start"]["serving"]["nvidia-pytriton"] and report["environment_end"]["load_avg"]
 
 
 def check_check_without_a_model_name_says_how_to_name_it(server):

@@ -9,7 +9,8 @@
 - `robustness_check`: requests a server must refuse (wrong dtype, 4 channels, no batch dimension, an empty frame,
   a batch over the maximum, an unknown input, a body that is not JSON), a client that sends half a request body
   and hangs up, and a gRPC call abandoned at its deadline; after each, a valid request must still be answered.
-- `compare_labels`: the server's labels against a local backend's (`FrameSegmenter`) on the same frames, exactly.
+- `compare_labels`: the server's labels against the local backend's (the measurement core's per-frame path,
+  `measure.predict`) on the same frames: identical frames and pixel agreement (`measure.agreement`).
 
 Frames come from any `--source` that `run` takes (opened by `runtime.sources.open_source`), read once into memory
 and cycled; each stream starts at another frame.
@@ -18,7 +19,6 @@ and cycled; each stream starts at another frame.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -300,36 +300,38 @@ def robustness_check(grpc_url: str, http_url: str, model: str, frame: np.ndarray
 
 
 def compare_labels(client: Client, reference_model, frames: list[np.ndarray], threads: int = 0) -> dict:
-    """Server labels vs the local backend's (FrameSegmenter over `reference_model`) on each frame, exactly."""
+    """Server labels vs the local reference (the measurement core's per-frame path over `reference_model`)."""
+    # from the submodules: `measure.predict` the function and `measure.predict` the submodule share a name, and
+    # once the submodule is imported the package attribute is the module
+    from ..measure.compare import agreement
+    from ..measure.predict import predict
     from ..runtime.backends import open_backend
-    from .segmenter import FrameSegmenter
 
     kw = {"threads": threads} if str(reference_model).endswith(".onnx") else {}
     with open_backend(reference_model, **kw) as be:
-        local = FrameSegmenter(be)
-        equal = [bool(np.array_equal(client.labels(f[None])[0], local(f[None])[0])) for f in frames]
-    return {"reference": str(reference_model), "frames": len(frames), "identical": sum(equal)}
+        local = predict(be, frames).labels
+    served = [client.labels(f[None])[0] for f in frames]
+    agree = agreement(served, local)
+    return {"reference": str(reference_model), "frames": len(frames),
+            "identical": sum(bool(np.array_equal(a, b)) for a, b in zip(served, local)),
+            "agreement_percent": round(agree.percent, 4)}
 
 
 def environment() -> dict:
-    """CPU model, cores and load averages: what a throughput figure on a shared machine must be read with."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
+    """Where the figures were measured (the measurement core's record), with the load averages and the serving
+    libraries: what a throughput figure on a shared machine must be read with."""
     from importlib.metadata import PackageNotFoundError, version
 
-    versions = {}
-    for dist in ("nvidia-pytriton", "tritonclient", "onnxruntime", "numpy"):
+    from ..measure.environment import environment as base
+    from ..measure.environment import load_average
+
+    serving = {}
+    for dist in ("nvidia-pytriton", "tritonclient"):
         try:
-            versions[dist] = version(dist)
+            serving[dist] = version(dist)
         except PackageNotFoundError:
-            versions[dist] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_avg": [round(v, 2) for v in os.getloadavg()],
-            "python": platform.python_version(), "versions": versions}
+            serving[dist] = None
+    return {**base(), "load_avg": load_average(), "serving": serving}
 
 
 def dumps(obj) -> str:

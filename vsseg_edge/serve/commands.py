@@ -106,7 +106,8 @@ def _check(url, source, streams, seconds, count, model_name, robustness, referen
         if reference is not None:
             report["reference"] = compare_labels(client, reference, frames[:8], threads)
             r = report["reference"]
-            typer.echo(f"labels vs {reference} run locally: {r['identical']}/{r['frames']} frames identical", err=True)
+            typer.echo(f"labels vs {reference} run locally: {r['identical']}/{r['frames']} frames identical, "
+                       f"{r['agreement_percent']:.4f} % of pixels agree", err=True)
         typer.echo(f"{'streams':>8}{'frames/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>8}", err=True)
         for n in streams:
             res = load_test(url, client.model, frames, n, seconds)
