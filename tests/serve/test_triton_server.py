@@ -202,6 +202,21 @@ def test_served_model(server, local, serve_models, video_file, tmp_path, subtest
         check_check_without_a_model_name_says_how_to_name_it(server)
 
 
+def test_a_port_in_use_is_refused_at_once(serve_models):
+    import socket
+
+    from vsseg_edge.serve.server import SegmentationServer, ServeConfig
+
+    base = free_port_run(3)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", base + 2))
+        busy.listen()
+        server = SegmentationServer(serve_models["logits_batch"], ServeConfig(http_port=base, threads=1))
+        with pytest.raises(VssegError, match=rf"127.0.0.1:{base + 2} for metrics \(--port \+ 2\) is not free"):
+            server.start()
+    assert not server.is_alive() and server._backends == []
+
+
 # -------------------------------------------------------------------------- the command, as a process ----
 def _tritonservers_on(port: int) -> list[int]:
     pids = []

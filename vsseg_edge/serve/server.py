@@ -77,6 +77,20 @@ def served_name(model: Path, name: str | None = None) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).stem).strip("._") or "model"
 
 
+def check_ports_free(host: str, ports: tuple[int, int, int]) -> None:
+    """Refuse, at once and in one line, a port another process listens on (tritonserver would exit, and PyTriton
+    would wait for it for a minute)."""
+    import socket
+
+    for what, port in zip(("HTTP (--port)", "gRPC (--port + 1)", "metrics (--port + 2)"), ports):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise VssegError(f"--port: {host}:{port} for {what} is not free ({exc.strerror or exc})") from None
+
+
 class _HandshakeTimeout(VssegError):
     """PyTriton's start-up handshake timed out (see `SegmentationServer.start_retrying`)."""
 
@@ -149,6 +163,7 @@ class SegmentationServer:
         problem = stub_python_problem()
         if problem:
             raise VssegError(problem)
+        check_ports_free(self.config.host, self.config.ports)
         from .segmenter import FrameSegmenter
 
         try:
