@@ -339,13 +339,14 @@ class MultiPipeline:
 
 def format_multi_summary(result: MultiRunResult) -> str:
     """One line per source (frames, FPS, drops, decode failures, latency p50/p99, error) and the batch sizes."""
-    lines = [f"{'source':<20}{'frames':>8}{'fps':>8}{'drops':>7}{'decode':>8}{'lat p50':>9}{'lat p99':>9}"]
+    w = max([len(s["name"]) for s in result.streams] + [6]) + 2
+    lines = [f"{'source':<{w}}{'frames':>8}{'fps':>8}{'drops':>7}{'decode':>8}{'lat p50':>9}{'lat p99':>9}"]
     for s in result.streams:
         m = s["summary"]
         fps = f"{m['fps']:.2f}" if m.get("fps") else "n/a"
         p50, p99 = m["latency_ms"]["p50"], m["latency_ms"]["p99"]
         lat = f"{p50:>9.1f}{p99:>9.1f}" if p50 is not None else f"{'n/a':>9}{'n/a':>9}"
-        line = f"{s['name'][:19]:<20}{m['frames']:>8}{fps:>8}{m['drops']:>7}{m['decode_failures']:>8}{lat}"
+        line = f"{s['name']:<{w}}{m['frames']:>8}{fps:>8}{m['drops']:>7}{m['decode_failures']:>8}{lat}"
         lines.append(line + (f"  error: {s['error']}" if s["error"] else ""))
     b = result.batches
     if b["steps"]:
