@@ -67,7 +67,7 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
               backend: str | None = None, show: bool = False, save: Path | None = None,
               save_masks: Path | None = None, size: str | None = None, alpha: float = 0.5,
               max_frames: int | None = None, stats: Path | None = None, threads: int = 0,
-              fp16: bool | None = None, cuda_graph: bool = False):
+              fp16: bool | None = None, cuda_graph: bool = False, preprocess: str = "auto"):
     """Open sinks, backend and source, run the pipeline, print the p50/p99 table; return the RunResult."""
     from ..core.errors import VssegError
     from .backends import infer_backend_name, open_backend
@@ -83,6 +83,8 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
         raise VssegError(f"--alpha {alpha}: expected a value in [0, 1]")
     if max_frames is not None and max_frames < 1:
         raise VssegError(f"--max-frames {max_frames}: expected a positive number")
+    if preprocess not in ("auto", "host", "device"):
+        raise VssegError(f"--preprocess {preprocess}: expected auto, host or device")
     hw = parse_size(size)
     options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16,
                               cuda_graph=cuda_graph)
@@ -94,7 +96,7 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
             src = open_source(source, camera=camera, csi=csi)
             typer.echo(f"{be.describe()} ← {src.description}", err=True)
             result = Pipeline(src, be, sinks, alpha=alpha, max_frames=max_frames,
-                              stats_path=str(stats) if stats else None).run()
+                              stats_path=str(stats) if stats else None, preprocess=preprocess).run()
     except BaseException:
         _close(sinks)  # a failure before the run (model, source): the window goes, no partial video
         raise
@@ -121,11 +123,13 @@ def register(app, data_app) -> None:
         fp16: Optional[bool] = typer.Option(None, "--fp16/--fp32",
                                             help="torch backend precision (default: FP16 on CUDA, FP32 on CPU)."),
         cuda_graph: bool = typer.Option(False, "--cuda-graph", help="torch backend: replay a CUDA graph (GPU only)."),
+        preprocess: str = typer.Option("auto", "--preprocess",
+                                       help="auto: on the GPU when the backend runs there | host | device."),
     ):
         """Segment every frame of a camera, video, image folder or stream (per-frame inference)."""
         result = run_model(model, camera=camera, source=source, csi=csi, backend=backend, show=show, save=save,
                            save_masks=save_masks, size=size, alpha=alpha, max_frames=max_frames, stats=stats,
-                           threads=threads, fp16=fp16, cuda_graph=cuda_graph)
+                           threads=threads, fp16=fp16, cuda_graph=cuda_graph, preprocess=preprocess)
         if result.error:
             typer.echo(f"error: {result.error}", err=True)
             raise typer.Exit(1)
