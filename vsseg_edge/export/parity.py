@@ -122,7 +122,7 @@ def check_parity(onnx_path, model, frames: list[np.ndarray], frames_desc: str, *
                  onnx_spec: PreprocessSpec, output: str, batched: bool, max_abs_logit: float,
                  min_argmax_agreement: float) -> ParityReport:
     """Measure torch vs onnxruntime on `frames`; the caller decides what a failed report means."""
-    ref = torch_logits(model, frames, model_spec.replace(height=onnx_spec.height, width=onnx_spec.width))
+    ref = torch_logits(model, frames, model_spec)
     out = run_onnx(onnx_path, preprocess_batch(frames, onnx_spec), batched)
     figures = compare(ref, out, output)
     return ParityReport(frames=frames_desc, num_frames=len(frames), max_abs_logit_limit=max_abs_logit,
