@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -350,6 +349,10 @@ def save(out: Path, part: str, section: dict) -> None:
         fh.write(render(data))
 
 
+TABLE_HEAD = ("| model | backend | backend-only FPS | `run` FPS (device) | run ÷ backend (≥ 0.8) | `run` FPS "
+              "(host path) | live latency p50 / p99 ms | p50 ÷ interval (≤ 2) |", "|---|---|---|---|---|---|---|---|")
+
+
 def _f(v, fmt: str = ".1f", none: str = "pending") -> str:
     return none if v is None else format(v, fmt)
 
@@ -365,8 +368,7 @@ def render(data: dict) -> str:
     if not g:
         lines += ["**Pending**: no GPU was available where this report was written. `bash benchmarks/gpu_check.sh` "
                   "on a machine with an NVIDIA GPU measures the table below and rewrites this report.", "",
-                  "| model | backend | backend-only FPS | `run` FPS (device) | run ÷ backend (≥ 0.8) | `run` FPS "
-                  "(host path) | live latency p50 / p99 ms | p50 ÷ interval (≤ 2) |", "|---|---|---|---|---|---|---|---|"]
+                  *TABLE_HEAD]
         lines += [f"| {m} | torch FP16 + CUDA graph | pending | pending | pending | pending | pending | pending |"
                   for m in MODELS]
     else:
@@ -377,8 +379,7 @@ def render(data: dict) -> str:
                   f"the first {s['skip']} frames of every run left out. Backend only: `infer` on a host batch "
                   f"({s['runs']} runs after {s['warmup']}); live: the frames replayed as a latest-frame source at "
                   "the backend-only rate.", "",
-                  "| model | backend | backend-only FPS | `run` FPS (device) | run ÷ backend (≥ 0.8) | `run` FPS "
-                  "(host path) | live latency p50 / p99 ms | p50 ÷ interval (≤ 2) |", "|---|---|---|---|---|---|---|---|"]
+                  *TABLE_HEAD]
         for name, m in g["models"].items():
             if "error" in m:
                 lines.append(f"| {name} | failed: {m['error']} |")
@@ -411,11 +412,12 @@ def render(data: dict) -> str:
     lines += ["", "## On the CPU", ""]
     if c:
         env = c["environment"]
-        lines += [f"{c['date']}, {env.get('cpu')} ({env.get('cpu_count')} cores, shared; load {c['environment'].get('load_avg')}).",
+        lines += [f"{c['date']}, {env.get('cpu')} ({env.get('cpu_count')} cores, shared; load {env.get('load_avg')}).",
                   "", "### The device preprocessing against OpenCV (CPU tensors; the same code runs on CUDA)", "",
                   "Resized uint8 frames, `runtime/device.py` vs `cv2.resize` (the test suite asserts ≤ 1 everywhere, "
                   "0 for integer shrinks and nearest; model inputs within one uint8 step, label maps identical):", "",
-                  "| frame | to | interpolation | max diff | pixels off by one | rounding |", "|---|---|---|---|---|---|"]
+                  "| frame | to | interpolation | max diff | pixels off by one | rounding |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {r['frame']} | {r['to']} | {r['interpolation']} | {r['max_diff']} | {r['off_by_one_pct']:.3f} % "
                   f"| {r['rounding']} |" for r in c["equality"]]
         t = c["timings"]
@@ -430,10 +432,11 @@ def render(data: dict) -> str:
         o = c.get("ort_cpu_overhead")
         if o:
             lines += ["", "### onnxruntime CPU pipeline overhead (benchmarks/pipeline_overhead.py)", "",
-                      f"{o['model']}, `{o['command']}` ({o['date']}): overhead at p50 **{100 * o['overhead_p50']:+.1f} %** "
-                      f"(goal ≤ 10 %), overlap ratio {o['overlap_ratio']:.3f}, {o['fps']:.3f} FPS; pure infer p50 "
-                      f"{o['pure_infer_ms']['p50']:.0f} ms, pipeline interval p50 {o['pipeline_interval_ms']['p50']:.0f} "
-                      f"ms; 1-min load {o['load_avg_1min']}. Details: pipeline_overhead.md."]
+                      f"{o['model']}, `{o['command']}` ({o['date']}): overhead at p50 "
+                      f"**{100 * o['overhead_p50']:+.1f} %** (goal ≤ 10 %), overlap ratio {o['overlap_ratio']:.3f}, "
+                      f"{o['fps']:.3f} FPS; pure infer p50 {o['pure_infer_ms']['p50']:.0f} ms, pipeline interval p50 "
+                      f"{o['pipeline_interval_ms']['p50']:.0f} ms; 1-min load {o['load_avg_1min']}. "
+                      "Details: pipeline_overhead.md."]
     else:
         lines += ["Not measured yet: `python benchmarks/gpu_runtime.py cpu`."]
     lines += ["", "## What ran where", ""] + where(data)
