@@ -187,8 +187,9 @@ class TorchDeviceStage:
             pre, x = capture_graph(self._torch, self._pre, frame, art)
             model, labels = capture_graph(self._torch, self._model, x, art)
             post, (big, vis) = capture_graph(self._torch, lambda small: self._post(frame, small), labels, art)
-            self._graphs = (frame, pre, model, post, big, vis)
-        frame, pre, model, post, big, vis = self._graphs
+            # every static tensor stays referenced: the graphs read and write their memory on each replay
+            self._graphs = (frame, pre, model, post, big, vis, x, labels)
+        frame, pre, model, post, big, vis = self._graphs[:6]
         ev = slot.ev
         ev["c0"].record()
         frame.copy_(slot.frame)
