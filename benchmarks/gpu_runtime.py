@@ -254,7 +254,7 @@ def part_gpu(out: Path, smoke: bool) -> dict:
 
 # -- the cpu part ------------------------------------------------------------------------------------------------
 def realistic_frames() -> list[tuple[str, np.ndarray]]:
-    """A synthetic 1024×2048 street scene and, where the shared CamVid sample is present, a real 720×960 frame."""
+    """A synthetic 1024×2048 street scene and, where the shared CamVid sample is present, a real CamVid frame."""
     import cv2
 
     from vsseg_edge.export.parity import synthetic_frames
@@ -264,7 +264,8 @@ def realistic_frames() -> list[tuple[str, np.ndarray]]:
     if not camvid:
         camvid = sorted(Path("/work/shared/data/camvid_sample/images").glob("*.png"))
     if camvid:
-        out.append((f"CamVid {camvid[0].name} 720x960", cv2.imread(str(camvid[0]))))
+        img = cv2.imread(str(camvid[0]))
+        out.append((f"CamVid {camvid[0].name} {img.shape[0]}x{img.shape[1]}", img))
     return out
 
 
@@ -279,7 +280,7 @@ def equality() -> list[dict]:
     rows = []
     for label, frame in realistic_frames():
         h, w = frame.shape[:2]
-        for oh, ow in ((h // 2, w // 2), (512, 1024), (720, 1280), (2 * h, 2 * w)):
+        for oh, ow in dict.fromkeys(((h // 2, w // 2), (512, 1024), (720, 1280), (2 * h, 2 * w))):
             for mode, flag in flags.items():
                 spec = PreprocessSpec(height=oh, width=ow, interpolation=mode)
                 dp = DevicePreprocess(spec, (h, w))
