@@ -25,13 +25,16 @@ def test_gpu_part_smoke_on_cpu_writes_json_and_markdown(tmp_path):
     model = data["gpu"]["models"]["espnet"]
     assert model["card"].startswith("none (smoke run on the CPU")
     torch_entry = model["torch"]
-    for mode, frames in (("device", 12 - 2), ("host", 8 - 2)):  # --max-frames minus the frames left out
-        run = torch_entry["pipeline"][mode]
+    for key, mode, frames in (("runtime", "device", 12 - 2), ("host", "host", 8 - 2)):  # minus the frames left out
+        run = torch_entry["pipeline"][key]
         assert "error" not in run, run
         assert run["fps"] > 0 and run["frames"] == frames and "--preprocess " + mode in run["command"]
-    assert torch_entry["pipeline"]["device"]["stage_p50_ms"]["infer"] > 0
+    assert torch_entry["pipeline"]["runtime"]["stage_p50_ms"]["infer"] > 0
     assert data["models"]["espnet"]["pipeline_over_backend"] == pytest.approx(
-        torch_entry["pipeline"]["device"]["fps"] / torch_entry["backend_only"]["fps"])
+        torch_entry["pipeline"]["runtime"]["fps"] / torch_entry["backend_only"]["fps"])
     assert torch_entry["live"]["frames"] == 8 and torch_entry["live"]["latency_p50_ms"] > 0
+    ort_entry = model["ort"]  # onnxruntime's CPU provider here: the camera-frame graph, the host stage
+    assert ort_entry["backend_only"]["fps"] > 0 and ort_entry["pipeline"]["runtime"]["frames"] == 10
+    assert model["trt"]["status"] in ("unavailable", "failed") or model["trt"]["backend_only"]["fps"] > 0
     md = (tmp_path / "gpu_runtime.md").read_text()
     assert "| espnet | torch" in md and "SMOKE run on the CPU" in md
