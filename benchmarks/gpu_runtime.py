@@ -52,14 +52,10 @@ def p(values, q: float) -> float:
 
 
 def environment() -> dict:
-    from vsseg_edge.bench.latency import environment as env
+    from vsseg_edge.measure.environment import environment as env
+    from vsseg_edge.measure.environment import load_average
 
-    e = env()
-    try:
-        e["load_avg"] = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        pass
-    return e
+    return {**env(), "load_avg": load_average()}
 
 
 # -- inputs ------------------------------------------------------------------------------------------------------
@@ -98,14 +94,11 @@ def street_frames(n: int, hw: tuple[int, int]) -> list[np.ndarray]:
 
 # -- measurements ------------------------------------------------------------------------------------------------
 def backend_only(be, batch: np.ndarray, warmup: int, runs: int) -> dict:
-    for _ in range(warmup):
-        be.infer(batch)
-    ms = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        be.infer(batch)
-        ms.append((time.perf_counter() - t0) * 1e3)
-    return {"p50_ms": p(ms, 50), "p99_ms": p(ms, 99), "fps": 1e3 / p(ms, 50), "runs": runs}
+    """The backend's own call on a prepared batch, timed by the measurement core (`measure.timing`)."""
+    from vsseg_edge.measure.timing import LatencyStats, time_calls
+
+    stats = LatencyStats.of(time_calls(lambda i: be.infer(batch), runs, warmup))
+    return {"p50_ms": stats.p50_ms, "p99_ms": stats.p99_ms, "fps": 1e3 / stats.p50_ms, "runs": runs}
 
 
 def steady(records: list[dict], skip: int) -> dict:

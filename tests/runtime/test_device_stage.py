@@ -117,7 +117,7 @@ def test_pipeline_with_the_device_stage_writes_the_host_path_results(tmp_path, n
 def test_run_command_preprocess_flag(tmp_path, image_folder):
     from vsseg_edge.models import create_model
     from vsseg_edge.models.checkpoint import save_checkpoint
-    from vsseg_edge.runtime.commands import run_model
+    from vsseg_edge.runtime.run import run_model
 
     torch.manual_seed(0)
     ckpt = tmp_path / "espnet.pt"

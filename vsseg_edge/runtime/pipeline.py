@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.labels import label_set_for
 from .backends import Backend
-from .hud import bgr_lut, label_set_for
+from .hud import bgr_lut
 from .sinks import Sink
 from .sources import Source
 from .stage import open_stage
