@@ -58,6 +58,15 @@ def test_device_stage_on_cpu_tensors_equals_the_host_stage(net):
     dev.close()
 
 
+def test_a_logits_backend_still_gets_labels_from_the_device_stage(net):
+    stage = open_stage(torch_backend(net, logits=True), mode="device", lut=LUT, alpha=0.5, overlay=False, slots=2)
+    host = open_stage(torch_backend(net), mode="host", lut=LUT, alpha=0.5, overlay=False, slots=2)
+    frame = make_frames(1)[0]
+    got = stage.submit(frame).result().labels
+    assert got.dtype == np.uint8 and got.shape == frame.shape[:2]
+    np.testing.assert_array_equal(got, host.submit(frame).result().labels)
+
+
 def test_slots_are_reused_and_results_survive_their_slot(net):
     """No buffer per frame: the same slot buffers cycle; a returned label map is a copy a sink may keep."""
     stage = open_stage(torch_backend(net), mode="device", lut=LUT, alpha=0.5, overlay=False, slots=2)

@@ -66,10 +66,12 @@ class TorchBackend(Backend):
         return cls(model, preprocess_spec=checkpoint_preprocess(ckpt, str(path)), classes=ckpt["classes"],
                    artifact=str(path), **options)
 
-    def _forward(self, x):
+    def _forward(self, x, labels: bool | None = None):
+        """The model on a device input: uint8 labels (argmax on the device) or float logits, as `output_kind` says
+        unless `labels` says otherwise (the device stage always wants labels)."""
         out = self._model(x)
         out = out["out"] if isinstance(out, dict) else out
-        if self.output_kind == "logits":
+        if not (self.output_kind == "labels" if labels is None else labels):
             return out.float()
         return out.argmax(1).to(self._torch.uint8)
 

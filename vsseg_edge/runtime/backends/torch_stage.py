@@ -100,7 +100,7 @@ class TorchDeviceStage:
         return self.backend.prepare(self._preprocess(frame))
 
     def _model(self, x):
-        return self.backend._forward(x)[0]
+        return self.backend._forward(x, labels=True)[0]
 
     def _post(self, frame, labels):
         hw = tuple(labels.shape)
