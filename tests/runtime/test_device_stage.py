@@ -123,7 +123,7 @@ def test_pipeline_with_the_device_stage_writes_the_host_path_results(tmp_path, n
         np.testing.assert_array_equal(a, b)
 
 
-def test_run_command_preprocess_flag(tmp_path, image_folder):
+def test_run_command_preprocess_flag(tmp_path, image_folder, capsys):
     from vsseg_edge.models import create_model
     from vsseg_edge.models.checkpoint import save_checkpoint
     from vsseg_edge.runtime.run import run_model
@@ -134,6 +134,9 @@ def test_run_command_preprocess_flag(tmp_path, image_folder):
                     preprocess=PreprocessSpec(height=32, width=64))
     result = run_model(ckpt, source=str(image_folder), preprocess="device", save_masks=tmp_path / "m")
     assert result.frames == 6 and len(list((tmp_path / "m").glob("*.png"))) == 6
+    assert "espnet.pt, input 32x64, labels, device stage ← " in capsys.readouterr().err
+    run_model(ckpt, source=str(image_folder), max_frames=1)  # auto on the CPU: the host path
+    assert ", host stage ← " in capsys.readouterr().err
     with pytest.raises(VssegError, match=r"^--preprocess cpu: expected auto, host or device$"):
         run_model(ckpt, source=str(image_folder), preprocess="cpu")
 

@@ -64,8 +64,8 @@ class Pipeline:
         self._recent = deque(maxlen=30)  # (t_done, latency) of the last frames, for the HUD
         self._handle_signals = handle_signals
         # frames in flight: the output queue, the one being emitted and the one being submitted
-        self._stage = open_stage(backend, mode=preprocess, lut=self._lut, alpha=alpha,
-                                 overlay=self._needs_overlay, slots=queue_size + 2)
+        self.stage = open_stage(backend, mode=preprocess, lut=self._lut, alpha=alpha,
+                                overlay=self._needs_overlay, slots=queue_size + 2)
 
     # -- control ---------------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -90,7 +90,7 @@ class Pipeline:
                     time.sleep(0.001)  # output busy: take the newest frame only when it can move on at once
                     continue
                 if self.source.live:
-                    self._stage.wait_idle()  # the device is free: the newest frame starts at once
+                    self.stage.wait_idle()  # the device is free: the newest frame starts at once
                 try:
                     frame = self.source.get(timeout=0.1)
                 except queue.Empty:
@@ -98,7 +98,7 @@ class Pipeline:
                 if frame is None:
                     break
                 times = FrameTimes(frame.index, frame.t_captured, frame.capture_ms)
-                self._put((frame, self._stage.submit(frame.image), times))
+                self._put((frame, self.stage.submit(frame.image), times))
                 n += 1
         except BaseException as exc:  # reported by run(); the output thread still drains and closes
             self._fail(exc)
@@ -189,7 +189,7 @@ class Pipeline:
 
     def _close_all(self) -> None:
         try:
-            self._stage.close()
+            self.stage.close()
         except BaseException as exc:
             self._errors.append(exc)
         for sink in self.sinks:

@@ -98,9 +98,10 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
             if hw is not None:
                 be.check_spec(be.preprocess_spec.replace(height=hw[0], width=hw[1]))
             src = open_source(source, camera=camera, csi=csi)
-            typer.echo(f"{be.describe()} ← {src.description}", err=True)
-            result = Pipeline(src, be, sinks, alpha=alpha, max_frames=max_frames,
-                              stats_path=str(stats) if stats else None, preprocess=preprocess).run()
+            pipeline = Pipeline(src, be, sinks, alpha=alpha, max_frames=max_frames,
+                                stats_path=str(stats) if stats else None, preprocess=preprocess)
+            typer.echo(f"{be.describe()}, {pipeline.stage.kind} stage ← {src.description}", err=True)
+            result = pipeline.run()
     except BaseException:
         _close(sinks)  # a failure before the run (model, source): the window goes, no partial video
         raise
