@@ -416,8 +416,11 @@ def save(out: Path, part: str, section: dict) -> None:
     base = path if path.exists() else REPORTS / f"{NAME}.json"
     data = json.loads(base.read_text()) if base.exists() else {"schema": "vsseg-edge-gpu-runtime/1"}
     data[part] = section
+    gpu_models = data.get("gpu", {}).get("models", {})
     data["models"] = {name: {k: m.get(k) for k in ("card", "pipeline_over_backend", "latency_over_interval")}
-                      for name, m in data.get("gpu", {}).get("models", {}).items()}
+                      for name, m in gpu_models.items()} or {
+        name: {"card": None, "pipeline_over_backend": None, "latency_over_interval": None,
+               "status": "pending: no GPU run yet (bash benchmarks/gpu_check.sh)"} for name in MODELS}
     write_json(path, data)
     with atomic_write(out / f"{NAME}.md", "w") as fh:
         fh.write(render(data))
@@ -489,7 +492,9 @@ def render(data: dict) -> str:
         lines += [f"{c['date']}, {env.get('cpu')} ({env.get('cpu_count')} cores, shared; load {env.get('load_avg')}).",
                   "", "### The device preprocessing against OpenCV (CPU tensors; the same code runs on CUDA)", "",
                   "Resized uint8 frames, `runtime/device.py` vs `cv2.resize` (the test suite asserts ≤ 1 everywhere, "
-                  "0 for integer shrinks and nearest; model inputs within one uint8 step, label maps identical):", "",
+                  "0 for integer shrinks and nearest; model inputs within one uint8 step, label maps identical). "
+                  "Off by one: OpenCV's bilinear (and area zoom) uses 11-bit fixed-point weights, the device float "
+                  "weights rounded the same way:", "",
                   "| frame | to | interpolation | max diff | pixels off by one | rounding |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['frame']} | {r['to']} | {r['interpolation']} | {r['max_diff']} | {r['off_by_one_pct']:.3f} % "
