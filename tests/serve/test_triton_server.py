@@ -100,8 +100,8 @@ def check_concurrent_requests_are_batched_by_triton(server, local):
         start.wait()
         results[i] = clients[i].labels(frames[i:i + 1])[0]
 
-    def slow(infer):  # each instance holds its first batch long enough for the other requests to queue up
-        return lambda batch: (time.sleep(0.5), infer(batch))[1]
+    def slow(infer):  # each execution takes ≥ 1 s: requests that arrive meanwhile queue up and go as one batch
+        return lambda batch: (time.sleep(1.0), infer(batch))[1]
 
     for be in server._backends:
         be.infer = slow(be.infer)
@@ -116,7 +116,11 @@ def check_concurrent_requests_are_batched_by_triton(server, local):
             del be.infer  # back to the class's method
         for c in clients:
             c.close()
-    after = _get(server.metrics_url)[1]
+    deadline, after = time.monotonic() + 10, _get(server.metrics_url)[1]
+    while (_metric(after, "nv_inference_count", server.name) - _metric(before, "nv_inference_count", server.name)
+           < len(frames) and time.monotonic() < deadline):  # the statistics follow the answers closely, not at once
+        time.sleep(0.1)
+        after = _get(server.metrics_url)[1]
     for frame, got in zip(frames, results):
         np.testing.assert_array_equal(got, run_labels(local, frame))
     inferences = _metric(after, "nv_inference_count", server.name) - _metric(before, "nv_inference_count", server.name)

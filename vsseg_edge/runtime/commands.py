@@ -28,6 +28,8 @@ def register(app, data_app) -> None:
         fp16: Optional[bool] = typer.Option(None, "--fp16/--fp32",
                                             help="torch backend precision (default: FP16 on CUDA, FP32 on CPU)."),
         cuda_graph: bool = typer.Option(False, "--cuda-graph", help="torch backend: replay a CUDA graph (GPU only)."),
+        preprocess: str = typer.Option("auto", "--preprocess",
+                                       help="auto: on the GPU when the backend runs there | host | device."),
         max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Several sources: frames per batch "
                                                 "(default: one per source, up to what the model takes)."),
     ):
@@ -42,6 +44,9 @@ def register(app, data_app) -> None:
 
             if camera is not None or csi:
                 raise VssegError("run: with several sources give each one as --source (a camera as --source 0)")
+            if preprocess not in ("auto", "host"):
+                raise VssegError(f"--preprocess {preprocess}: a run of several sources preprocesses its batches on "
+                                 "the host (auto or host)")
             result = run_sources(model, source, backend=backend, show=show, save=save, save_masks=save_masks,
                                  size=size, alpha=alpha, max_frames=max_frames, stats=stats, threads=threads,
                                  fp16=fp16, cuda_graph=cuda_graph, max_batch=max_batch)
@@ -53,7 +58,8 @@ def register(app, data_app) -> None:
                                  "by frame")
             result = run_model(model, camera=camera, source=source[0] if source else None, csi=csi, backend=backend,
                                show=show, save=save, save_masks=save_masks, size=size, alpha=alpha,
-                               max_frames=max_frames, stats=stats, threads=threads, fp16=fp16, cuda_graph=cuda_graph)
+                               max_frames=max_frames, stats=stats, threads=threads, fp16=fp16, cuda_graph=cuda_graph,
+                               preprocess=preprocess)
         if result.error:
             typer.echo(f"error: {result.error}", err=True)
             raise typer.Exit(1)
