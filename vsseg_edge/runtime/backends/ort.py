@@ -46,7 +46,7 @@ class OrtBackend(Backend):
         ort = require("onnxruntime", pip_name="onnxruntime")
         path = Path(path)
         self.artifact = str(path)
-        man = read_manifest(path, kind=("onnx", "qdq_onnx"))
+        man = read_manifest(path, kind=("onnx", "qdq_onnx"), verify=True)
         self.preprocess_spec = manifest_preprocess(man, str(path))
         self.output_kind = output_kind_of(man, str(path))
         self.classes = list(man.get("classes", []))
