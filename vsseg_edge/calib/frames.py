@@ -74,24 +74,24 @@ def frames_sha1(keys: list[str]) -> str:
     return hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()
 
 
-def source_kind(path: str | Path) -> str:
-    """"video", "images" or a dataset kind for `path`; a one-line error when nothing usable is there."""
+def source_kind(path: str | Path, flag: str = "--frames") -> str:
+    """"video", "images" or a dataset kind for `path`; a one-line error naming `flag` when nothing usable is there."""
     path = Path(path)
     if path.is_file():
         if path.suffix.lower() in VIDEO_SUFFIXES:
             return "video"
-        raise VssegError(f"--frames {path}: expected a dataset folder, a folder of images or a video {VIDEO_SUFFIXES}")
+        raise VssegError(f"{flag} {path}: expected a dataset folder, a folder of images or a video {VIDEO_SUFFIXES}")
     if not path.is_dir():
-        raise VssegError(f"--frames {path}: not found (expected a dataset folder, a folder of images or a video)")
+        raise VssegError(f"{flag} {path}: not found (expected a dataset folder, a folder of images or a video)")
     if not any(path.iterdir()):
-        raise VssegError(f"--frames {path}: folder is empty (expected a dataset root or image files)")
+        raise VssegError(f"{flag} {path}: folder is empty (expected a dataset root or image files)")
     from ..data.datasets import detect_kind
 
     try:
         return detect_kind(path)
     except VssegError:
         raise VssegError(
-            f"--frames {path}: no frames found (expected a dataset root (Cityscapes/CamVid/synthetic layout) "
+            f"{flag} {path}: no frames found (expected a dataset root (Cityscapes/CamVid/synthetic layout) "
             "or image files)"
         ) from None
 
@@ -114,11 +114,15 @@ def calibration_frames(source: str | Path, num_frames: int, seed: int = 0, split
     return _dataset_frames(Path(source), split, num_frames, seed, labelled_only=False), None
 
 
-def evaluation_frames(source: str | Path, num_frames: int, seed: int = 0, split: str = "val") -> FrameSet:
-    """Held-out gate frames: the labelled frames of a dataset's `split`, or a seeded sample of a folder."""
-    kind = source_kind(source)
+def evaluation_frames(source: str | Path, num_frames: int, seed: int = 0, split: str = "val",
+                      workdir: str | Path | None = None, flag: str = "--frames") -> FrameSet:
+    """Held-out gate frames: the labelled frames of a dataset's `split`, or a seeded sample of a folder.
+
+    A video's frames are decoded into `workdir` (which the caller removes), as for `calibration_frames`.
+    """
+    kind = source_kind(source, flag)
     if kind == "video":
-        return _video_frames(Path(source), num_frames, seed, 0, None)[0]
+        return _video_frames(Path(source), num_frames, seed, 0, workdir, flag)[0]
     if kind == "images":
         return _folder_frames(Path(source), num_frames, seed, 0)[0]
     return _dataset_frames(Path(source), split, num_frames, seed, labelled_only=True)
@@ -167,14 +171,18 @@ def _split_sample(source: str, kind: str, frames: list[Frame], n: int, seed: int
     return calib_set, held_set
 
 
-def _video_frames(path: Path, n: int, seed: int, holdout: int,
-                  workdir: str | Path | None) -> tuple[FrameSet, FrameSet | None]:
-    """Decode the chosen frames of a video once into PNGs (random access for chunked calibration)."""
+def _video_frames(path: Path, n: int, seed: int, holdout: int, workdir: str | Path | None,
+                  flag: str = "--frames") -> tuple[FrameSet, FrameSet | None]:
+    """Decode the chosen frames of a video once into PNGs in `workdir` (random access for chunked calibration).
+
+    Without a `workdir` the PNGs go to a new temporary folder that nobody removes: callers pass one they
+    clean up. A video whose chosen frames do not decode (truncated, corrupt) is refused in one line.
+    """
     import cv2
 
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise VssegError(f"--frames {path}: OpenCV cannot open this video")
+        raise VssegError(f"{flag} {path}: OpenCV cannot open this video")
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     if total <= 0:
         total = _count_frames(cap)
@@ -182,7 +190,7 @@ def _video_frames(path: Path, n: int, seed: int, holdout: int,
         cap = cv2.VideoCapture(str(path))
     if total <= 0:
         cap.release()
-        raise VssegError(f"--frames {path}: video has no frames")
+        raise VssegError(f"{flag} {path}: video has no frames")
     placeholders = [Frame(f"{path.name}#{i}", lambda: None) for i in range(total)]
     calib, held = _split_sample(str(path), "video", placeholders, n, seed, holdout)
     wanted = {int(f.key.rsplit("#", 1)[1]) for s in (calib, held) if s for f in s.frames}
@@ -190,6 +198,9 @@ def _video_frames(path: Path, n: int, seed: int, holdout: int,
     out.mkdir(parents=True, exist_ok=True)
     decoded = _decode_indices(cap, wanted, out)
     cap.release()
+    if len(decoded) < len(wanted):
+        raise VssegError(f"{flag} {path}: {len(wanted) - len(decoded)} of the {len(wanted)} chosen frames do not "
+                         f"decode (the video says it has {total}; truncated or corrupt?)")
     for s in (calib, held):
         if s is not None:
             s.frames = [Frame(f.key, _image_reader(decoded[int(f.key.rsplit("#", 1)[1])]))
@@ -207,6 +218,8 @@ def _count_frames(cap) -> int:
 def _decode_indices(cap, wanted: set[int], out: Path) -> dict[int, Path]:
     import cv2
 
+    from ..core.fileio import write_image
+
     paths: dict[int, Path] = {}
     last = max(wanted)
     for i in range(last + 1):
@@ -216,7 +229,7 @@ def _decode_indices(cap, wanted: set[int], out: Path) -> dict[int, Path]:
             ok, frame = cap.retrieve()
             if ok and frame is not None:
                 p = out / f"frame_{i:07d}.png"
-                cv2.imwrite(str(p), frame, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+                write_image(p, frame, [cv2.IMWRITE_PNG_COMPRESSION, 1])
                 paths[i] = p
     return paths
 
