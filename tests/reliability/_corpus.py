@@ -66,7 +66,7 @@ def vs(*args) -> Result:
             main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except BaseException as e:  # a traceback a user would see
+    except BaseException as e:  # noqa: BLE001  (a traceback a user would see)
         code, exc = None, e
     finally:
         sys.argv = argv

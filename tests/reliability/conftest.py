@@ -28,13 +28,14 @@ def _mount(path: Path, options: str) -> None:
     if os.geteuid() != 0:
         pytest.skip("a full or read-only disk is a tmpfs mount, which needs root")
     path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True,
+                       check=False)
     if r.returncode:
         pytest.skip(f"cannot mount a tmpfs at {path}: {r.stderr.strip()}")
 
 
 def _umount(path: Path) -> None:
-    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+    subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
 @pytest.fixture
@@ -78,7 +79,10 @@ def _own_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def arts(tmp_path_factory, synth_root) -> dict:
     """{"ckpt": m.pt, "onnx": m.onnx, "int8": m.int8.qdq.onnx, "video": clip.avi, "frames": a folder of PNGs,
-    "synth": the synthetic set}: made by the package's own save / export / calibrate, with manifests."""
+    "masks": label PNGs of those frames, "synth": the synthetic set}: made by the package's own save / export /
+    calibrate, with manifests."""
+    import cv2
+    import numpy as np
     import torch
 
     from vsseg_edge.calib.config import CalibConfig
@@ -106,6 +110,11 @@ def arts(tmp_path_factory, synth_root) -> dict:
         shutil.copy(p, frames / p.name)
     video = out / "clip.avi"
     write_video(video, [read(p) for p in val])
-    return {"ckpt": ckpt, "onnx": onnx_path, "int8": int8, "video": video, "frames": frames, "synth": synth_root}
+    masks = out / "masks"  # predictions for `eval`: one label PNG per val frame, all "road"
+    masks.mkdir()
+    for p in val:
+        cv2.imwrite(str(masks / p.name), np.zeros((H, W), np.uint8))
+    return {"ckpt": ckpt, "onnx": onnx_path, "int8": int8, "video": video, "frames": frames, "masks": masks,
+            "synth": synth_root}
 
 

@@ -145,7 +145,7 @@ def test_undefined_ground_truth_label_ids_are_refused(tmp_path, synth_root):
 
     root = tmp_path / "set"
     shutil.copytree(synth_root, root)
-    label = sorted((root / "gtFine" / "val").rglob("*_gtFine_labelIds.png"))[0]
+    label = min((root / "gtFine" / "val").rglob("*_gtFine_labelIds.png"))
     ids = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
     ids[:4, :4] = 200
     cv2.imwrite(str(label), ids)

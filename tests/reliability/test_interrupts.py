@@ -18,7 +18,7 @@ def _wait_for(predicate, proc, timeout: float = 60.0, what: str = "") -> None:
     t0 = time.monotonic()
     while not predicate():
         if proc.poll() is not None:
-            out, err = proc.communicate()
+            _, err = proc.communicate()
             pytest.fail(f"the command ended (exit {proc.returncode}) before {what}:\n{err[-2000:]}")
         if time.monotonic() - t0 > timeout:
             proc.kill()

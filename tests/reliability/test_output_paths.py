@@ -13,10 +13,14 @@ from _corpus import refused, vs, write_recipe
 
 @pytest.fixture
 def no_work(monkeypatch):
-    """Make the expensive step of each command raise if it is reached."""
+    """Make the work of each command (export, calibration, benchmark, training loop, rendering, evaluation, the
+    runtime pipeline) raise if it is reached."""
     from vsseg_edge.bench import runner
     from vsseg_edge.calib import pipeline
+    from vsseg_edge.data.synth import writer
     from vsseg_edge.export import onnx_export
+    from vsseg_edge.metrics import evaluate
+    from vsseg_edge.runtime import pipeline as runtime_pipeline
     from vsseg_edge.train import trainer
 
     def reached(*a, **k):
@@ -26,6 +30,9 @@ def no_work(monkeypatch):
     monkeypatch.setattr(pipeline, "calibration_frames", reached)
     monkeypatch.setattr(runner, "bench_entry", reached)
     monkeypatch.setattr(trainer.Trainer, "fit", reached)
+    monkeypatch.setattr(writer, "write_sequence", reached)
+    monkeypatch.setattr(evaluate, "evaluate_predictions", reached)
+    monkeypatch.setattr(runtime_pipeline.Pipeline, "run", reached)
 
 
 def cases(arts, tmp_path, where):
@@ -40,7 +47,7 @@ def cases(arts, tmp_path, where):
         "run --stats": ["run", arts["onnx"], "--source", arts["frames"], "--stats", where / "s.jsonl"],
         "data synth": ["data", "synth", "--out", where / "set", "--train", "1", "--val", "0", "--frames", "2",
                        "--size", "32x64"],
-        "eval --json": ["eval", arts["frames"], "--dataset", arts["synth"], "--no-tc", "--json", where / "e.json"],
+        "eval --json": ["eval", arts["masks"], "--dataset", arts["synth"], "--no-tc", "--json", where / "e.json"],
         "train": ["train", write_recipe(tmp_path, arts["synth"], out_dir=where / "runs"), "--no-progress"],
     }
 
@@ -64,8 +71,8 @@ def test_a_file_where_a_folder_is_expected(arts, tmp_path, no_work, command):
     assert blocker.read_text() == "a file, not a folder"
 
 
-def test_eval_json_into_a_folder(arts, tmp_path):
-    refused(vs("eval", arts["frames"], "--dataset", arts["synth"], "--no-tc", "--json", tmp_path), "--json",
+def test_eval_json_into_a_folder(arts, tmp_path, no_work):
+    refused(vs("eval", arts["masks"], "--dataset", arts["synth"], "--no-tc", "--json", tmp_path), "--json",
             "is a folder")
 
 

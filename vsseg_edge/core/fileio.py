@@ -294,7 +294,7 @@ def _video_problem(path: Path, frames: int) -> str | None:
         if not cap.isOpened():
             return "the finished file does not open as a video"
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        if count != frames:
+        if count > 0 and count != frames:  # a container that does not say (count <= 0) is checked below only
             return f"the finished file holds {count} of the {frames} frames written"
         ok, _ = cap.read()
         if not ok:
@@ -381,12 +381,11 @@ def refuse_output_over_inputs(outputs: Iterable[tuple[str, str | os.PathLike | N
     the source video by the overlay): it is never what the user meant.
     """
     inputs = [Path(p) for p in inputs if p is not None]
-    candidates = [(p, "an input") for p in inputs] + [(p.with_name(p.name + ".json"), f"the manifest of {p}")
-                                                     for p in inputs if p.name]
+    candidates = [(p, "an input of this command") for p in inputs]
+    candidates += [(p.with_name(p.name + ".json"), f"the manifest of the input {p.name}") for p in inputs if p.name]
     for flag, out in outputs:
         if out is None:
             continue
         for inp, what in candidates:
             if same_file(out, inp):
-                raise VssegError(f"{flag} {out}: is {what} of this command; it would be overwritten. "
-                                 "Write to another path")
+                raise VssegError(f"{flag} {out}: is {what}; writing there would destroy it (give another path)")

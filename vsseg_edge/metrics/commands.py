@@ -41,7 +41,8 @@ def eval_command(
     if tc_mode not in MODES:
         raise VssegError(f"--tc-mode {tc_mode!r}: expected one of {list(MODES)}")
     if json_out is not None:
-        check_output(json_out, "--json", inputs=[pred_dir, dataset])
+        # a .json name: a typo can then never replace a prediction PNG or an image of the dataset
+        check_output(json_out, "--json", suffixes=(".json",), inputs=[pred_dir, dataset])
     ds = open_dataset(dataset, split=split, kind=kind)
     preds = PredictionDir(pred_dir, ds)
     preds.check_labelled(ds.labelled() if max_sequences is None else
