@@ -64,23 +64,28 @@ def ro_disk(tmp_path) -> Path:
 H, W = 64, 128
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _own_cache(tmp_path_factory):
-    """A private hash/flow cache for the corpus (never the user's ~/.cache)."""
-    old = os.environ.get("VSSEG_EDGE_CACHE")
-    os.environ["VSSEG_EDGE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        os.environ.pop("VSSEG_EDGE_CACHE", None)
-    else:
-        os.environ["VSSEG_EDGE_CACHE"] = old
+@pytest.fixture(scope="session")
+def _cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(_cache_dir, monkeypatch):
+    """A private hash/flow cache for the corpus' cases (never the user's ~/.cache, never other tests')."""
+    monkeypatch.setenv("VSSEG_EDGE_CACHE", str(_cache_dir))
 
 
 @pytest.fixture(scope="session")
-def arts(tmp_path_factory, synth_root) -> dict:
+def arts(tmp_path_factory, synth_root, _cache_dir) -> dict:
     """{"ckpt": m.pt, "onnx": m.onnx, "int8": m.int8.qdq.onnx, "video": clip.avi, "frames": a folder of PNGs,
     "masks": label PNGs of those frames, "synth": the synthetic set}: made by the package's own save / export /
     calibrate, with manifests."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VSSEG_EDGE_CACHE", str(_cache_dir))
+        return _make_arts(tmp_path_factory.mktemp("arts"), synth_root)
+
+
+def _make_arts(out: Path, synth_root: Path) -> dict:
     import cv2
     import numpy as np
     import torch
@@ -95,7 +100,6 @@ def arts(tmp_path_factory, synth_root) -> dict:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("arts")
     ckpt = out / "m.pt"
     save_checkpoint(ckpt, tiny_model.RelTiny(19).eval(), model_name=tiny_model.NAME, classes=list(CITYSCAPES.classes),
                     preprocess=PreprocessSpec(height=H, width=W))
