@@ -15,6 +15,9 @@ Layouts (`root` is the folder given by the user):
   frames `0001TP_006690.png` → sequence `0001TP`, index 6690; void 11 → 255; neighbours are the next
   labelled frames (the labelled set is 30 video frames apart).
 - images: any folder of images, sorted by name, as one unlabelled sequence (index = position).
+- video: unlabelled clips (a video file, a folder of consecutive frames, or a folder of video files and frame
+  folders), one sequence per clip, frames in natural order; video files decoded once into a frame cache
+  (`vsseg_edge.data.video`).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from ..core.labels import (
     cityscapes_ids_to_train_ids,
 )
 
-KINDS = ("auto", "cityscapes", "synthetic", "camvid", "images")
+KINDS = ("auto", "cityscapes", "synthetic", "camvid", "images", "video")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 _CS_IMAGE = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
 _CAMVID_NAME = re.compile(r"^(?P<seq>.+)_f?(?P<frame>\d+)$")  # 0001TP_006690, Seq05VD_f00030
@@ -99,6 +102,10 @@ class SegmentationDataset:
     def labelled(self) -> list[FrameRef]:
         return list(self._labelled)
 
+    def anchor_frames(self) -> list[FrameRef]:
+        """The frames t that training pairs (t, t+k) start from: the labelled ones (unlabelled video: all)."""
+        return self.labelled()
+
     def read_image(self, ref: FrameRef) -> np.ndarray:
         """BGR uint8 HxWx3."""
         img = _read_image(ref.image)
@@ -136,12 +143,18 @@ class SegmentationDataset:
 
 
 def open_dataset(root, split: str = "val", kind: str = "auto") -> SegmentationDataset:
-    """Open one split of a dataset folder; `kind` is auto|cityscapes|synthetic|camvid|images."""
+    """Open one split of a dataset folder; `kind` is auto|cityscapes|synthetic|camvid|images|video.
+
+    `root` may also be a video file (kind auto or video).
+    """
     root = Path(root)
     if kind not in KINDS:
         raise VssegError(f"unknown dataset kind {kind!r}; expected one of {KINDS}")
+    if kind in ("auto", "video") and root.is_file():
+        return _open_video(root, split)
     if not root.is_dir():
-        layout = {"auto": "a dataset", "images": "a folder of images"}.get(kind, f"a {kind} dataset")
+        layout = {"auto": "a dataset", "images": "a folder of images",
+                  "video": "a video file, a folder of frames or a folder of clips"}.get(kind, f"a {kind} dataset")
         raise VssegError(f"{root}: dataset folder not found (expected {layout})")
     if kind == "auto":
         kind = detect_kind(root)
@@ -158,9 +171,14 @@ def detect_kind(root: Path) -> str:
         return "camvid"
     if _list_images(root):
         return "images"
+    from .video import looks_like_video_root
+
+    if looks_like_video_root(root):
+        return "video"
     raise VssegError(
         f"{root}: not a recognised dataset (expected synth.json, leftImg8bit_sequence/ or leftImg8bit/ "
-        f"(Cityscapes), {{split}}/ + {{split}}annot/ or images/ + labels/ (CamVid), or image files)"
+        f"(Cityscapes), {{split}}/ + {{split}}annot/ or images/ + labels/ (CamVid), image files, or video "
+        f"files / folders of frames)"
     )
 
 
@@ -298,11 +316,18 @@ def _png_hw(path: Path) -> tuple[int, int] | None:
     return int(h), int(w)
 
 
+def _open_video(root: Path, split: str) -> SegmentationDataset:
+    from .video import open_video  # it builds on this module
+
+    return open_video(root, split)
+
+
 _OPENERS = {
     "cityscapes": _open_cityscapes,
     "synthetic": lambda root, split: _open_cityscapes(root, split, synthetic=True),
     "camvid": _open_camvid,
     "images": _open_images,
+    "video": _open_video,
 }
 
 

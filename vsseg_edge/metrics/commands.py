@@ -19,7 +19,9 @@ def eval_command(
                                               "<prefix>_leftImg8bit.png; flat or in subfolders."),
     dataset: Path = typer.Option(..., "--dataset", help="Dataset root (Cityscapes, synthetic, CamVid or an image folder)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate."),
-    kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto|cityscapes|synthetic|camvid|images."),
+    kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto|cityscapes|synthetic|camvid|images|video."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Class set of the predictions on unlabelled video "
+                                                                  "(cityscapes | camvid; default cityscapes)."),
     flow: str = typer.Option("auto", "--flow", help="Flow for TC: auto (exact on the synthetic set, else DIS), "
                                                     "exact, dis, or a directory of flow files."),
     flow_cache: Optional[Path] = typer.Option(None, "--flow-cache", help="DIS flow cache folder (default ~/.cache/vsseg-edge/flow)."),
@@ -44,6 +46,13 @@ def eval_command(
         # a .json name: a typo can then never replace a prediction PNG or an image of the dataset
         check_output(json_out, "--json", suffixes=(".json",), inputs=[pred_dir, dataset])
     ds = open_dataset(dataset, split=split, kind=kind)
+    if classes is not None:
+        from ..core.labels import get_label_set
+
+        if ds.name != "video":
+            raise VssegError(f"--classes: only for unlabelled video; {dataset} is a {ds.name} dataset with the "
+                             f"{ds.label_set.name} classes")
+        ds = ds.with_label_set(get_label_set(classes))
     preds = PredictionDir(pred_dir, ds)
     preds.check_labelled(ds.labelled() if max_sequences is None else
                          [r for refs in list(ds.sequences.values())[:max_sequences] for r in refs])
