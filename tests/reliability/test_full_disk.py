@@ -6,7 +6,8 @@ when the disk fills, so these are the cases where an unchecked writer would exit
 
 from __future__ import annotations
 
-from _corpus import files_under, fill, refused, temp_leftovers, vs
+import pytest
+from _corpus import files_under, fill, refused, temp_leftovers, tiny_model, vs
 
 
 def read_label(path):
@@ -142,3 +143,30 @@ def test_calibrate_with_a_full_temporary_folder(arts, full_disk, tmp_path, monke
     refused(r, "No space left on device")
     assert not out.exists()
     assert not [p for p in full_disk.iterdir() if not p.name.startswith("filler")]
+
+
+def test_a_manifest_that_cannot_be_written_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """The disk fills between a checkpoint and its manifest: the previous last.pt and its manifest stay, matching."""
+    from vsseg_edge.core import manifest as manifest_module
+    from vsseg_edge.core.errors import VssegError
+    from vsseg_edge.core.manifest import read_manifest
+    from vsseg_edge.core.preprocess import PreprocessSpec
+    from vsseg_edge.models.checkpoint import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "last.pt"
+    spec = PreprocessSpec(height=64, width=128)
+    save_checkpoint(path, tiny_model.RelTiny(19), model_name=tiny_model.NAME, classes=[str(i) for i in range(19)],
+                    preprocess=spec, step=1)
+    before = path.read_bytes()
+
+    def full(target, obj, flag=None):
+        raise VssegError(f"{target}: cannot write (No space left on device)")
+
+    monkeypatch.setattr(manifest_module, "write_json", full)
+    with pytest.raises(VssegError, match="No space left"):
+        save_checkpoint(path, tiny_model.RelTiny(19), model_name=tiny_model.NAME, preprocess=spec, step=2,
+                        classes=[str(i) for i in range(19)])
+    monkeypatch.undo()
+    assert path.read_bytes() == before and load_checkpoint(path)["step"] == 1
+    read_manifest(path, verify=True)  # still the pair it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "last.pt.json"]  # no temporary file

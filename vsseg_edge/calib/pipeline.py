@@ -104,19 +104,21 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
         report = require_qdq_structure(candidate, cfg.target)
         with atomic_path(out, "--out") as tmp_out:
             shutil.copyfile(candidate, tmp_out)
-    return write_manifest(
-        out, "qdq_onnx", model=parent["model"], classes=parent["classes"], preprocess=spec,
-        output=parent.get("output", "logits"), precision="int8", parent=model,
-        opset=_opset(out), target=cfg.target, config=cfg.to_dict(),
-        calibration={"frames": calib.record(), "method": cfg.method,
-                     "percentile": cfg.percentile if cfg.method == "percentile" else None},
-        quantization=info, excluded_layers=_excluded(info), kept_in_float=info.get("kept_in_float", []),
-        gate={"result": gate.to_dict() if gate else None, "initial": initial.to_dict() if initial else None,
-              "frames": gate_set.record() if gate_set else None,
-              "evaluated_with": q.info_gate, "rounds": rounds, "sensitivity": [[n, s] for n, s in ranked[:20]],
-              "skipped": None if gate else ("disabled" if not cfg.gate else "no held-out frames")},
-        structure=report.to_dict(),
-    )
+            # the manifest before the rename: when it cannot be written, no model is left without one
+            man = write_manifest(
+                out, "qdq_onnx", model=parent["model"], classes=parent["classes"], preprocess=spec,
+                output=parent.get("output", "logits"), precision="int8", parent=model, content=tmp_out,
+                opset=_opset(tmp_out), target=cfg.target, config=cfg.to_dict(),
+                calibration={"frames": calib.record(), "method": cfg.method,
+                             "percentile": cfg.percentile if cfg.method == "percentile" else None},
+                quantization=info, excluded_layers=_excluded(info), kept_in_float=info.get("kept_in_float", []),
+                gate={"result": gate.to_dict() if gate else None, "initial": initial.to_dict() if initial else None,
+                      "frames": gate_set.record() if gate_set else None,
+                      "evaluated_with": q.info_gate, "rounds": rounds, "sensitivity": [[n, s] for n, s in ranked[:20]],
+                      "skipped": None if gate else ("disabled" if not cfg.gate else "no held-out frames")},
+                structure=report.to_dict(),
+            )
+    return man
 
 
 def _gate_loop(q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, spec, classes, log):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import __version__
 from .errors import VssegError
-from .fileio import read_json, write_json
+from .fileio import read_json, sha256_file, write_json
 from .hashcache import file_sha256
 from .preprocess import PreprocessSpec
 
@@ -41,9 +41,17 @@ def write_manifest(
     output: str = "logits",
     precision: str = "fp32",
     parent: str | Path | None = None,
+    content: str | Path | None = None,
     **details,
 ) -> dict:
-    """Write `<artifact>.json` for an artifact that already exists on disk; return the manifest."""
+    """Write `<artifact>.json` and return the manifest.
+
+    `content`: the artifact's bytes are still in this temporary file (`fileio.atomic_path`), renamed onto
+    `artifact` by the caller only after the manifest is written. A manifest that cannot be written then
+    leaves the previous artifact and manifest as they were (a resumable `last.pt` survives a full disk).
+    Without `content` the artifact is already in place, and is removed if its manifest cannot be written:
+    every later step refuses an artifact without its manifest, so it would only be a broken leftover.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown manifest kind {kind!r}")
     artifact = Path(artifact)
@@ -58,7 +66,8 @@ def write_manifest(
         "vsseg_edge_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "file": artifact.name,
-        "sha256": file_sha256(artifact),
+        # a temporary file is hashed without the cache (its name is gone after the rename)
+        "sha256": sha256_file(content) if content is not None else file_sha256(artifact),
         "parent": {"file": Path(parent).name, "sha256": parent_sha} if parent is not None else None,
         "model": model,
         "classes": list(classes),
@@ -70,8 +79,8 @@ def write_manifest(
     try:
         write_json(manifest_path(artifact), man)
     except BaseException:
-        # an artifact without its manifest is refused by every later step: do not leave it behind
-        artifact.unlink(missing_ok=True)
+        if content is None:
+            artifact.unlink(missing_ok=True)
         raise
     return man
 

@@ -178,15 +178,16 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
                               max_abs_logit=preset.max_abs_logit, min_argmax_agreement=preset.min_argmax_agreement)
         if not report.passed:
             raise VssegError(f"{out}: parity check failed, nothing written: {report.describe()}")
-    t3 = time.perf_counter()
-    summary = graph.summary(proto)
-    timings = {"export_s": round(t1 - t0 - frames_s, 3), "simplify_check_s": round(t2 - t1, 3),
-               "parity_s": round(t3 - t2 + frames_s, 3), "total_s": round(t3 - t0, 3)}
-    manifest = write_manifest(
-        out, "onnx", model=model_name, classes=list(classes), preprocess=onnx_spec, output=preset.output,
-        precision="fp32", parent=parent, opset=summary["opset"], exporter=exporter_name(preset),
-        simplified=preset.simplify, dynamic_batch=preset.dynamic_batch, parity=report.to_dict(),
-        graph=summary, export_preset=preset.to_dict(), source_preprocess=preprocess.to_dict(), timings=timings)
+        t3 = time.perf_counter()
+        summary = graph.summary(proto)
+        timings = {"export_s": round(t1 - t0 - frames_s, 3), "simplify_check_s": round(t2 - t1, 3),
+                   "parity_s": round(t3 - t2 + frames_s, 3), "total_s": round(t3 - t0, 3)}
+        # the manifest before the rename: when it cannot be written, no model is left without one
+        manifest = write_manifest(
+            out, "onnx", model=model_name, classes=list(classes), preprocess=onnx_spec, output=preset.output,
+            precision="fp32", parent=parent, content=tmp, opset=summary["opset"], exporter=exporter_name(preset),
+            simplified=preset.simplify, dynamic_batch=preset.dynamic_batch, parity=report.to_dict(),
+            graph=summary, export_preset=preset.to_dict(), source_preprocess=preprocess.to_dict(), timings=timings)
     return ExportResult(out, manifest, report, summary, timings)
 
 

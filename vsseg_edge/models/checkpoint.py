@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import VssegError
-from ..core.fileio import ErrorKeepingWriter, atomic_write
+from ..core.fileio import ErrorKeepingWriter, atomic_path
 from ..core.manifest import write_manifest
 from ..core.preprocess import PreprocessSpec
 
@@ -57,15 +57,18 @@ def save_checkpoint(
     if train_state is not None:
         ckpt["train_state"] = train_state
     path = Path(path)
-    with atomic_write(path) as fh:
-        out = ErrorKeepingWriter(fh)
-        try:
-            torch.save(ckpt, out)
-        except RuntimeError:  # torch reports a failed write (a full disk) as its own RuntimeError
-            out.raise_kept()
-            raise
-    write_manifest(path, "checkpoint", model=model_name, classes=list(classes), preprocess=preprocess,
-                   parent=parent, training={"config": config or {}, "step": int(step)}, metrics=metrics or {})
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            out = ErrorKeepingWriter(fh)
+            try:
+                torch.save(ckpt, out)
+            except RuntimeError:  # torch reports a failed write (a full disk) as its own RuntimeError
+                out.raise_kept()
+                raise
+        # the manifest first, then the rename: a full disk keeps the previous checkpoint and its manifest
+        write_manifest(path, "checkpoint", model=model_name, classes=list(classes), preprocess=preprocess,
+                       parent=parent, content=tmp, training={"config": config or {}, "step": int(step)},
+                       metrics=metrics or {})
     return ckpt
 
 
