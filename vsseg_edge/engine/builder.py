@@ -112,6 +112,16 @@ def build_engine(onnx_path: str | Path, out: str | Path, settings: BuildSettings
 
 
 def _build_bytes(trt, onnx_path, out, plan, settings, input_name, dims, onnx_man, calib_frames) -> bytes:
+    import tempfile
+
+    # a video's calibration frames are decoded into this folder, removed after the build (or on failure / SIGTERM)
+    with tempfile.TemporaryDirectory(prefix="vsseg-calib-") as frames_dir:
+        return _build_bytes_in(trt, onnx_path, out, plan, settings, input_name, dims, onnx_man, calib_frames,
+                               Path(frames_dir))
+
+
+def _build_bytes_in(trt, onnx_path, out, plan, settings, input_name, dims, onnx_man, calib_frames,
+                    frames_dir: Path) -> bytes:
     src = onnx_path
     tmp_fp16 = None
     try:
@@ -124,7 +134,8 @@ def _build_bytes(trt, onnx_path, out, plan, settings, input_name, dims, onnx_man
         calibrator = None
         if plan.int8_mode == "calibrator":
             batch = settings.batch[1] if settings.batch else int(dims[0])  # TensorRT calibrates at the opt shape
-            calibrator = _legacy_calibrator(trt, onnx_path, onnx_man, calib_frames, out, batch_size=batch)
+            calibrator = _legacy_calibrator(trt, onnx_path, onnx_man, calib_frames, out, batch_size=batch,
+                                            workdir=frames_dir)
         return _serialize(trt, src, plan, settings, input_name, dims, calibrator)
     finally:
         if tmp_fp16 is not None and tmp_fp16.exists():
@@ -203,7 +214,7 @@ def _platform(trt, settings: BuildSettings) -> tuple[int | None, dict]:
 
 
 def _legacy_calibrator(trt, onnx_path: Path, onnx_man: dict, frames: str, out: Path, *, batch_size: int = 1,
-                       num_frames: int = 500):
+                       num_frames: int = 500, workdir: Path | None = None):
     """TensorRT 8.6/10 implicit-INT8 calibrator over seeded train frames, cache keyed by model+preprocessing+frames.
 
     `batch_size` must be the network's input batch (its opt batch for a dynamic one): TensorRT calibrates an
@@ -213,7 +224,7 @@ def _legacy_calibrator(trt, onnx_path: Path, onnx_man: dict, frames: str, out: P
     from .device import DeviceBuffer
 
     spec = manifest_preprocess(onnx_man, str(onnx_path))
-    frame_set, _ = calibration_frames(frames, num_frames, seed=0, split="train")
+    frame_set, _ = calibration_frames(frames, num_frames, seed=0, split="train", workdir=workdir)
     feeder = BatchFeeder(frame_set.frames, spec, batch_size=batch_size)
     key = calibration_cache_key(onnx_man["sha256"], spec, frame_set.sha1, feeder.batch_size)
     buffer = DeviceBuffer(int(np.prod(feeder.shape)) * np.dtype(spec.dtype).itemsize)
