@@ -105,6 +105,11 @@ def test_a_huge_size_on_a_checkpoint(arts):
     refused(vs("run", arts["ckpt"], "--source", arts["frames"], "--size", "99999999x99999999"), "--size", "8192")
 
 
+def test_a_huge_export_size(arts, tmp_path):
+    refused(vs("export", arts["ckpt"], "--out", tmp_path / "m.onnx", "--size", "99999x99999"), "--size", "8192")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_huge_synth_size():
     refused(vs("data", "synth", "--out", "/nonexistent/x", "--size", "99999x99999"), "--size", "8192")
 
