@@ -323,8 +323,8 @@ def test_build_uses_the_requested_device_and_opt_batch_for_calibration(tiny_onnx
     state, calls = fake_trt
     seen = {}
 
-    def fake_calibrator(trt, onnx_path, onnx_man, frames, out, *, batch_size=1, workdir=None):  # TEST DOUBLE
-        seen["batch"], seen["workdir"] = batch_size, workdir
+    def fake_calibrator(trt, onnx_path, onnx_man, frames, out, *, batch_size=1):  # TEST DOUBLE
+        seen["batch"] = batch_size
         return "calibrator"
 
     monkeypatch.setattr(builder_mod, "_legacy_calibrator", fake_calibrator)
@@ -332,4 +332,3 @@ def test_build_uses_the_requested_device_and_opt_batch_for_calibration(tiny_onnx
     builder_mod.build_engine(tiny_onnx["dynamic"], tmp_path / "m.engine", settings, calib_frames="frames", device=1,
                              log=lambda *_: None)
     assert state["devices"] == [1] and seen["batch"] == 4 and calls[0]["plan"].int8_mode == "calibrator"
-    assert seen["workdir"].name.startswith("vsseg-calib-") and not seen["workdir"].exists()  # decoded frames removed

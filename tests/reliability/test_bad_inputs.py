@@ -123,7 +123,7 @@ def test_calibrate_on_a_video_truncated_mid_file(arts, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     r = vs("calibrate", arts["onnx"], "--frames", cut, "--out", tmp_path / "q.onnx", "--target", "ort",
            "--num-frames", "4")
-    refused(r, "--frames", str(cut))
+    refused(r, str(cut), "truncated")
     assert not (tmp_path / "q.onnx").exists()
 
 

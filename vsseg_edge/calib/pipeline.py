@@ -22,12 +22,13 @@ import onnx
 from ..core.errors import VssegError
 from ..core.fileio import atomic_path, check_output, write_errors
 from ..core.manifest import manifest_preprocess, read_manifest, write_manifest
+from ..data.frame_source import UNLABELLED, frame_source_kind
+from ..onnx_graph import keep_in_float, qdq_candidates, require_qdq_structure
 from .config import CalibConfig
-from .frames import FrameSet, calibration_frames, evaluation_frames, source_kind
+from .frames import FrameSet, calibration_frames, evaluation_frames
 from .gate import Evaluator
 from .quantize_ort import FrameReader, model_input_name, quantize_ort
-from .sensitivity import exclusion_rounds, keep_in_float, qdq_candidates, rank_qdq_nodes
-from .structure import require_qdq_structure
+from .sensitivity import exclusion_rounds, rank_qdq_nodes
 
 
 @dataclass
@@ -78,18 +79,15 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
     # before any work: the Q/DQ model is at most about as large as the FP32 one
     check_output(out, "--out", suffixes=(".onnx",), inputs=[model, frames, eval_source],
                  need_bytes=model.stat().st_size + (64 << 10))
+    calib, held = calibration_frames(frames, cfg.num_frames, cfg.seed, cfg.split,
+                                     holdout=0 if _is_dataset(frames) or eval_source else cfg.eval_frames)
+    gate_set = _gate_frames(frames, eval_source, held, cfg)
+    _check_disjoint(calib, gate_set)
+    log(f"calibration: {len(calib)} frames from {calib.source} ({calib.kind}, split {calib.split}, seed {cfg.seed})")
     use_modelopt = _use_modelopt(cfg)
-    # one temporary folder for everything (decoded video frames, ranges, candidates): removed on success,
-    # on failure and on Ctrl-C / SIGTERM (core.signals)
+    # one temporary folder for the ranges and candidates: removed on success, on failure and on Ctrl-C / SIGTERM
     with tempfile.TemporaryDirectory(prefix="vsseg-calib-") as tmp, write_errors(tmp, "temporary folder"):
         workdir = Path(tmp)
-        calib, held = calibration_frames(frames, cfg.num_frames, cfg.seed, cfg.split,
-                                         holdout=0 if _is_dataset(frames) or eval_source else cfg.eval_frames,
-                                         workdir=workdir / "frames")
-        gate_set = _gate_frames(frames, eval_source, held, cfg, workdir / "eval_frames")
-        _check_disjoint(calib, gate_set)
-        log(f"calibration: {len(calib)} frames from {calib.source} ({calib.kind}, split {calib.split}, "
-            f"seed {cfg.seed})")
         reader = FrameReader(calib.frames, spec, model_input_name(onnx.load(str(model))))
         q = _Quantizer(model, cfg, reader, workdir, use_modelopt)
         candidate = workdir / "model.qdq.onnx"
@@ -179,15 +177,14 @@ def _read_parent(model: Path):
 
 
 def _is_dataset(frames) -> bool:
-    return source_kind(frames) not in ("images", "video")
+    return frame_source_kind(frames, "--frames") not in UNLABELLED
 
 
-def _gate_frames(frames, eval_source, held: FrameSet | None, cfg: CalibConfig, workdir: Path) -> FrameSet | None:
+def _gate_frames(frames, eval_source, held: FrameSet | None, cfg: CalibConfig) -> FrameSet | None:
     if eval_source is not None:
-        return evaluation_frames(eval_source, cfg.eval_frames, cfg.seed, cfg.eval_split, workdir=workdir,
-                                 flag="--eval-frames")
+        return evaluation_frames(eval_source, cfg.eval_frames, cfg.seed, cfg.eval_split, flag="--eval-frames")
     if _is_dataset(frames):
-        return evaluation_frames(frames, cfg.eval_frames, cfg.seed, cfg.eval_split, workdir=workdir)
+        return evaluation_frames(frames, cfg.eval_frames, cfg.seed, cfg.eval_split)
     return held
 
 

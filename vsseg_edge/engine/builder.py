@@ -80,7 +80,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, settings: BuildSettings
     onnx_man = read_manifest(onnx_path, kind=("onnx", "qdq_onnx"), verify=True)
     input_name, dims = check_shapes(onnx_path, settings)
     if onnx_man["kind"] == "qdq_onnx":
-        from ..calib.structure import require_qdq_structure
+        from ..onnx_graph import require_qdq_structure
 
         require_qdq_structure(onnx_path)  # symmetric int8, zero points 0, no int32 bias, no INT64 I/O
     trt = import_tensorrt()
@@ -112,16 +112,6 @@ def build_engine(onnx_path: str | Path, out: str | Path, settings: BuildSettings
 
 
 def _build_bytes(trt, onnx_path, out, plan, settings, input_name, dims, onnx_man, calib_frames) -> bytes:
-    import tempfile
-
-    # a video's calibration frames are decoded into this folder, removed after the build (or on failure / SIGTERM)
-    with tempfile.TemporaryDirectory(prefix="vsseg-calib-") as frames_dir:
-        return _build_bytes_in(trt, onnx_path, out, plan, settings, input_name, dims, onnx_man, calib_frames,
-                               Path(frames_dir))
-
-
-def _build_bytes_in(trt, onnx_path, out, plan, settings, input_name, dims, onnx_man, calib_frames,
-                    frames_dir: Path) -> bytes:
     src = onnx_path
     tmp_fp16 = None
     try:
@@ -134,8 +124,7 @@ def _build_bytes_in(trt, onnx_path, out, plan, settings, input_name, dims, onnx_
         calibrator = None
         if plan.int8_mode == "calibrator":
             batch = settings.batch[1] if settings.batch else int(dims[0])  # TensorRT calibrates at the opt shape
-            calibrator = _legacy_calibrator(trt, onnx_path, onnx_man, calib_frames, out, batch_size=batch,
-                                            workdir=frames_dir)
+            calibrator = _legacy_calibrator(trt, onnx_path, onnx_man, calib_frames, out, batch_size=batch)
         return _serialize(trt, src, plan, settings, input_name, dims, calibrator)
     finally:
         if tmp_fp16 is not None and tmp_fp16.exists():
@@ -214,7 +203,7 @@ def _platform(trt, settings: BuildSettings) -> tuple[int | None, dict]:
 
 
 def _legacy_calibrator(trt, onnx_path: Path, onnx_man: dict, frames: str, out: Path, *, batch_size: int = 1,
-                       num_frames: int = 500, workdir: Path | None = None):
+                       num_frames: int = 500):
     """TensorRT 8.6/10 implicit-INT8 calibrator over seeded train frames, cache keyed by model+preprocessing+frames.
 
     `batch_size` must be the network's input batch (its opt batch for a dynamic one): TensorRT calibrates an
@@ -224,7 +213,7 @@ def _legacy_calibrator(trt, onnx_path: Path, onnx_man: dict, frames: str, out: P
     from .device import DeviceBuffer
 
     spec = manifest_preprocess(onnx_man, str(onnx_path))
-    frame_set, _ = calibration_frames(frames, num_frames, seed=0, split="train", workdir=workdir)
+    frame_set, _ = calibration_frames(frames, num_frames, seed=0, split="train")
     feeder = BatchFeeder(frame_set.frames, spec, batch_size=batch_size)
     key = calibration_cache_key(onnx_man["sha256"], spec, frame_set.sha1, feeder.batch_size)
     buffer = DeviceBuffer(int(np.prod(feeder.shape)) * np.dtype(spec.dtype).itemsize)

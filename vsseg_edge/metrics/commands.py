@@ -36,7 +36,7 @@ def eval_command(
     """Score predicted label maps: mIoU on the labelled frames, TC over consecutive frames, per class."""
     from ..core.errors import VssegError
     from ..core.fileio import check_output, write_json
-    from ..data.datasets import open_dataset
+    from ..data.frame_source import open_frame_source
     from .evaluate import PredictionDir, evaluate_predictions
     from .tc import MODES
 
@@ -45,7 +45,7 @@ def eval_command(
     if json_out is not None:
         # a .json name: a typo can then never replace a prediction PNG or an image of the dataset
         check_output(json_out, "--json", suffixes=(".json",), inputs=[pred_dir, dataset])
-    ds = open_dataset(dataset, split=split, kind=kind)
+    ds = open_frame_source(dataset, split, kind, flag="--dataset")
     if classes is not None:
         from ..core.labels import get_label_set
 
