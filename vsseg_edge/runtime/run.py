@@ -91,7 +91,7 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
               backend: str | None = None, show: bool = False, save: Path | None = None,
               save_masks: Path | None = None, size: str | None = None, alpha: float = 0.5,
               max_frames: int | None = None, stats: Path | None = None, threads: int = 0,
-              fp16: bool | None = None, cuda_graph: bool = False):
+              fp16: bool | None = None, cuda_graph: bool = False, preprocess: str = "auto"):
     """Open sinks, backend and source, run the pipeline, print the p50/p99 table; return the RunResult."""
     from ..core.errors import VssegError
     from .backends import infer_backend_name, open_backend
@@ -109,6 +109,8 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
         raise VssegError(f"--max-frames {max_frames}: expected a positive number")
     if threads < 0:
         raise VssegError(f"--threads {threads}: expected 0 (onnxruntime's default) or a positive number")
+    if preprocess not in ("auto", "host", "device"):
+        raise VssegError(f"--preprocess {preprocess}: expected auto, host or device")
     check_outputs(model, source, save=save, save_masks=save_masks, stats=stats)
     hw = parse_size(size)
     options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16,
@@ -119,9 +121,10 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
             if hw is not None:
                 be.check_spec(be.preprocess_spec.replace(height=hw[0], width=hw[1]))
             src = open_source(source, camera=camera, csi=csi)
-            typer.echo(f"{be.describe()} ← {src.description}", err=True)
-            result = Pipeline(src, be, sinks, alpha=alpha, max_frames=max_frames,
-                              stats_path=str(stats) if stats else None).run()
+            pipeline = Pipeline(src, be, sinks, alpha=alpha, max_frames=max_frames,
+                                stats_path=str(stats) if stats else None, preprocess=preprocess)
+            typer.echo(f"{be.describe()}, {pipeline.stage.kind} stage ← {src.description}", err=True)
+            result = pipeline.run()
     except BaseException:
         _close(sinks)  # a failure before the run (model, source): the window goes, no partial video
         raise
