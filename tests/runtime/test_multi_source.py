@@ -229,7 +229,7 @@ def test_cli_refuses_outputs_over_inputs_and_file_names_for_folders(tmp_path, ba
     runner = CliRunner()
     r = runner.invoke(app, ["run", str(batch_onnx), "--source", str(src), "--source", str(video_file),
                             "--save-masks", str(tmp_path)])  # tmp_path/frames would be the masks of 'frames'
-    assert r.exit_code != 0 and "is one of the sources' inputs" in str(r.exception or r.output)
+    assert r.exit_code != 0 and "is an input of this command" in str(r.exception or r.output)
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before
     r = runner.invoke(app, ["run", str(batch_onnx), "--source", str(src), "--source", str(video_file),
                             "--save", str(tmp_path / "out.mp4")])
@@ -247,3 +247,32 @@ def test_cli_two_sources_write_one_video_each(tmp_path, batch_onnx, video_file, 
     assert len(read_video(out / f"{video_file.stem}.mp4")) == NFRAMES
     assert len(read_video(out / f"{image_folder.name}.mp4")) == 6
     assert make_frames(1)[0].shape == read_video(out / f"{video_file.stem}.mp4")[0].shape
+
+
+def test_sigterm_stops_every_source_and_writes_the_summary(tmp_path, batch_onnx):
+    """A real `vsseg-edge run` of two sources stopped by SIGTERM: exit 143, every stats file complete."""
+    import signal
+    import subprocess
+    import sys
+
+    long_video = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(long_video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (W, H))
+    for f in make_frames(8) * 250:  # 2000 frames: far more than the run gets through before the signal
+        writer.write(f)
+    writer.release()
+    stats = tmp_path / "stats"
+    proc = subprocess.Popen([sys.executable, "-m", "vsseg_edge.cli", "run", str(batch_onnx), "--source",
+                             str(long_video), "--source", f"file://{long_video}", "--stats", str(stats),
+                             "--threads", "1"], stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()
+    assert "2 sources" in first, first
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    summary = json.loads((stats / "summary.json").read_text())
+    assert summary["stopped_by"] == "signal" and summary["signal"] == signal.SIGTERM
+    for s in summary["sources"]:
+        lines = (stats / f"{s['name']}.jsonl").read_text().splitlines()
+        assert len(lines) == s["summary"]["frames"] < 2000 and all(json.loads(line) for line in lines)
+    assert "interrupted by SIGTERM" in err.strip().splitlines()[-1]

@@ -110,13 +110,14 @@ class MultiRunResult:
     streams: list[dict]  # name, source, summary, error
     batches: dict  # steps, batch size mean/max/histogram, preprocess and infer time per batch
     errors: list[str] = field(default_factory=list)  # one line per failed source
+    signal: int | None = None  # the signal that stopped the run (the CLI then exits 128 + it)
 
     @property
     def error(self) -> str | None:
         return "; ".join(self.errors) if self.errors else None
 
     def summary(self) -> dict:
-        return {"frames": self.frames, "stopped_by": self.stopped_by, "sources": self.streams,
+        return {"frames": self.frames, "stopped_by": self.stopped_by, "signal": self.signal, "sources": self.streams,
                 "batches": self.batches, "errors": self.errors}
 
 
@@ -143,6 +144,7 @@ class MultiPipeline:
         # per step, compact (a day of a 30 steps/s run keeps ~50 MB): batch size, preprocess and infer ms
         self._batch_sizes, self._pre_ms, self._infer_ms = array("H"), array("d"), array("d")
         self._handle_signals = handle_signals
+        self._signal: int | None = None
         self._output_thread: threading.Thread | None = None
 
     @property
@@ -160,6 +162,9 @@ class MultiPipeline:
     def _fail(self, exc: BaseException) -> None:
         self._errors.append(exc)
         self.request_stop("error")
+
+    def _record_signal(self, signum: int) -> None:
+        self._signal = self._signal or signum
 
     # -- batcher + inference -----------------------------------------------------------------------------
     def _take_ready(self) -> list[tuple[int, object]]:
@@ -277,7 +282,8 @@ class MultiPipeline:
     # -- run -------------------------------------------------------------------------------------------
     def run(self) -> MultiRunResult:
         """Run until every source ends (or a stop); always finalise every source's sinks and stats."""
-        restore = stop_on_signals(self.request_stop) if self._handle_signals else (lambda: None)
+        restore = (stop_on_signals(self.request_stop, self._record_signal) if self._handle_signals
+                   else (lambda: None))
         self._output_thread = threading.Thread(target=self._output_loop, name="output", daemon=True)
         infer_thread = threading.Thread(target=self._infer_loop, name="batch-infer", daemon=True)
         try:
@@ -322,7 +328,7 @@ class MultiPipeline:
                 errors.append(f"{st.name}: {st.source.error}")
         stopped = "error" if errors and self._stopped_by in ("end", "max-frames") else self._stopped_by
         return MultiRunResult(sum(len(st.stats.records) for st in self.streams), stopped, streams,
-                              self._batch_summary(), errors)
+                              self._batch_summary(), errors, self._signal)
 
     def _batch_summary(self) -> dict:
         sizes = np.array(self._batch_sizes, np.int64)

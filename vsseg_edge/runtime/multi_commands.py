@@ -9,8 +9,8 @@ folder name, `camera0`, the stream's host and path; a name several sources share
     --show             one window per source, titled with its name
 
 The name ↔ source table is printed when the run starts and written into summary.json. An output that would
-land on an input (a mask folder that is a source's image folder, a video over a source file) is refused before
-anything is opened.
+land on an input (a mask folder that is a source's image folder, a video over a source file, the model) is
+refused before anything is opened (`core.fileio.refuse_output_over_inputs`, as for one source).
 """
 
 from __future__ import annotations
@@ -41,9 +41,11 @@ def _input_paths(spec: str) -> list[Path]:
     return [path] + ([path.parent] if path.is_file() else [])
 
 
-def _check_outputs(specs: list[str], names: list[str], save: Path | None, save_masks: Path | None,
+def _check_outputs(model: Path, specs: list[str], names: list[str], save: Path | None, save_masks: Path | None,
                    stats: Path | None) -> None:
     """Refuse folder-shaped flags given file names, and outputs that would be written over an input."""
+    from ..core.fileio import refuse_output_over_inputs
+
     for flag, out, bad in (("--save", save, _VIDEO_SUFFIXES), ("--stats", stats, (".jsonl", ".json"))):
         if out is None:
             continue
@@ -52,18 +54,16 @@ def _check_outputs(specs: list[str], names: list[str], save: Path | None, save_m
                              f"(one file per source inside it), not a {out.suffix} file")
         if out.exists() and not out.is_dir():
             raise VssegError(f"{flag} {out}: exists and is not a folder (several sources write one file each)")
-    inputs = {p for spec in specs for p in _input_paths(spec)}
-    outputs = []
+    outputs = [(flag, folder) for flag, folder in (("--save", save), ("--save-masks", save_masks),
+                                                   ("--stats", stats)) if folder is not None]
     for name in names:
         if save_masks is not None:
-            outputs.append(("--save-masks", (save_masks / name).resolve()))
+            outputs.append(("--save-masks", save_masks / name))
         if save is not None:
-            outputs.append(("--save", (save / f"{name}.mp4").resolve()))
+            outputs.append(("--save", save / f"{name}.mp4"))
         if stats is not None:
-            outputs.append(("--stats", (stats / f"{name}.jsonl").resolve()))
-    for flag, path in outputs:
-        if path in inputs:
-            raise VssegError(f"{flag}: {path} is one of the sources' inputs; choose an output folder apart from them")
+            outputs.append(("--stats", stats / f"{name}.jsonl"))
+    refuse_output_over_inputs(outputs, [model, *(p for spec in specs for p in _input_paths(spec))])
 
 
 def _build_streams(specs, names, *, show, save, save_masks, stats, open_source):
@@ -118,7 +118,7 @@ def run_sources(model: Path, specs: list[str], *, backend: str | None = None, sh
     if max_batch is not None and max_batch < 1:
         raise VssegError(f"--max-batch {max_batch}: expected a positive number")
     names = source_names(specs)
-    _check_outputs(specs, names, save, save_masks, stats)
+    _check_outputs(model, specs, names, save, save_masks, stats)
     hw = parse_size(size)
     options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16,
                               cuda_graph=cuda_graph)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.labels import label_set_for
+from ..core.signals import raise_interrupted
 from .backends import Backend
 from .hud import bgr_lut
 from .sinks import Sink
@@ -44,6 +45,7 @@ class RunResult:
     summary: dict
     error: str | None = None
     records: list[dict] = field(default_factory=list)
+    signal: int | None = None  # the signal that stopped the run (stopped_by "signal")
 
 
 class Pipeline:
@@ -63,6 +65,7 @@ class Pipeline:
         self._needs_overlay = any(s.needs_overlay for s in self.sinks)
         self._recent = deque(maxlen=30)  # (t_done, latency) of the last frames, for the HUD
         self._handle_signals = handle_signals
+        self._signal: int | None = None
         # frames in flight: the output queue, the one being emitted and the one being submitted
         self.stage = open_stage(backend, mode=preprocess, lut=self._lut, alpha=alpha,
                                 overlay=self._needs_overlay, slots=queue_size + 2)
@@ -194,10 +197,13 @@ class Pipeline:
             raise self._errors[0]
         summary = summarize(self.stats.records, self.source.drops, self.source.decode_failures)
         stopped = "error" if self.source.error and self._stopped_by == "end" else self._stopped_by
-        return RunResult(len(self.stats.records), stopped, summary, self.source.error, self.stats.records)
+        return RunResult(len(self.stats.records), stopped, summary, self.source.error, self.stats.records,
+                         self._signal)
 
     def _install_signals(self):
-        return stop_on_signals(self.request_stop) if self._handle_signals else (lambda: None)
+        if not self._handle_signals:
+            return lambda: None
+        return stop_on_signals(self.request_stop, lambda signum: setattr(self, "_signal", self._signal or signum))
 
 
 def wait_pumping(threads, sinks, request_stop, fail) -> None:
@@ -216,16 +222,19 @@ def wait_pumping(threads, sinks, request_stop, fail) -> None:
             thread.join(tick)
 
 
-def stop_on_signals(request_stop):
-    """First Ctrl-C / SIGTERM calls `request_stop("signal")` (a clean stop); a second Ctrl-C interrupts at once.
-    Returns the function that restores the previous handlers (a no-op off the main thread)."""
+def stop_on_signals(request_stop, record=None):
+    """First Ctrl-C / SIGTERM calls `record(signum)` and `request_stop("signal")` (a clean stop; the command then
+    raises `Interrupted` itself); a second Ctrl-C interrupts at once. Returns the function that restores the
+    previous handlers (a no-op off the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum, _frame):
+        if record is not None:
+            record(signum)
         request_stop("signal")
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, raise_interrupted)  # a second Ctrl-C stops at once
 
     for s in previous:
         signal.signal(s, handler)

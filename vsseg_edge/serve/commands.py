@@ -76,10 +76,7 @@ def serve_command(
         typer.echo(server.describe(), err=True)
         typer.echo("ready (Ctrl-C or SIGTERM stops the server)", err=True)
 
-    code = serve_forever(SegmentationServer(model, cfg), started=started)
-    typer.echo(f"stopped the Triton server{' (signal)' if code else ''}", err=True)
-    if code:
-        raise typer.Exit(code)
+    serve_forever(SegmentationServer(model, cfg), started=started)  # returns only by Interrupted or an error
 
 
 def _check(url, source, streams, seconds, count, model_name, robustness, reference, out, max_batch, threads):

@@ -249,9 +249,11 @@ def _infer_callable(segmenter, batch):
     return infer
 
 
-def serve_forever(server: SegmentationServer, started=None, poll_s: float = 1.0) -> int:
-    """Serve until SIGINT / SIGTERM (or the server dies); always stop it. Returns the exit code: 128 + the signal
-    number when stopped by one, 1 when the server died."""
+def serve_forever(server: SegmentationServer, started=None, poll_s: float = 1.0) -> None:
+    """Serve until SIGINT / SIGTERM (or the server dies), always stopping it first; then raise `Interrupted`
+    (the CLI exits 128 + the signal number) or, for a server that died, a one-line VssegError."""
+    from ..core.errors import Interrupted
+
     received: list[int] = []
     stop = threading.Event()
 
@@ -264,7 +266,7 @@ def serve_forever(server: SegmentationServer, started=None, poll_s: float = 1.0)
         signal.signal(s, handler)
     try:
         server.start_retrying()
-        if started is not None:
+        if started is not None and not received:
             started(server)
         while not stop.wait(poll_s):
             if not server.is_alive():
@@ -273,4 +275,4 @@ def serve_forever(server: SegmentationServer, started=None, poll_s: float = 1.0)
         server.stop()
         for s, h in previous.items():
             signal.signal(s, h)
-    return 128 + received[0] if received else 0
+    raise Interrupted(received[0], "stopped the Triton server")
