@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import queue
 import re
-from array import array
 import threading
 import time
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -107,8 +107,8 @@ def run_sources(model: Path, specs: list[str], *, backend: str | None = None, sh
     write OUT/summary.json for --stats; return the MultiRunResult."""
     from ..core.fileio import write_json
     from .backends import infer_backend_name, open_backend
-    from .run import backend_options, parse_size
     from .multi import MultiPipeline, format_multi_summary, source_names
+    from .run import backend_options, parse_size
     from .sources import open_source
 
     if not 0.0 <= alpha <= 1.0:
