@@ -98,7 +98,8 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
         with atomic_path(out) as tmp_out:
             shutil.copyfile(candidate, tmp_out)
     return write_manifest(
-        out, "qdq_onnx", model=parent["model"], classes=parent["classes"], preprocess=spec,
+        out, "qdq_onnx", model=parent["model"], classes=parent["classes"], palette=parent.get("palette"),
+        preprocess=spec,
         output=parent.get("output", "logits"), precision="int8", parent=model,
         opset=_opset(out), target=cfg.target, config=cfg.to_dict(),
         calibration={"frames": calib.record(), "method": cfg.method,

@@ -17,12 +17,18 @@ IGNORE_INDEX = 255
 
 @dataclass(frozen=True)
 class LabelSet:
-    """The classes a model predicts: names, colours (RGB) and the ignore index of the labels."""
+    """The classes a model predicts: names, colours (RGB) and the ignore index of the labels.
+
+    `ignore_index` is the value that means "not labelled" in label maps as the project holds them (255);
+    `label_ignore` is that value in the class set's label files (CamVid's void 11; a class file's
+    `ignore_index`), which readers map to `ignore_index`.
+    """
 
     name: str
     classes: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     ignore_index: int = IGNORE_INDEX
+    label_ignore: int = IGNORE_INDEX
 
     @property
     def num_classes(self) -> int:
@@ -46,6 +52,16 @@ class LabelSet:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "classes": list(self.classes), "ignore_index": self.ignore_index}
+
+    def palette_list(self) -> list[list[int]]:
+        """The colours as JSON-ready lists (written into checkpoints and manifests beside the class names)."""
+        return [list(c) for c in self.palette]
+
+    @property
+    def is_cityscapes(self) -> bool:
+        """True when the first 19 classes are Cityscapes' training ids in order (extra classes, such as a
+        background output, map to 'unlabeled' when writing Cityscapes label ids)."""
+        return self.classes[: CITYSCAPES.num_classes] == CITYSCAPES.classes
 
 
 # (name, id, trainId, color) as in cityscapesScripts' labels.py; trainId 255 = ignored in evaluation.
@@ -119,6 +135,7 @@ CAMVID = LabelSet(
              "pedestrian", "bicyclist"),
     palette=((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
              (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)),
+    label_ignore=11,
 )
 CAMVID_VOID = 11
 

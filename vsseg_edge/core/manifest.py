@@ -35,9 +35,14 @@ def write_manifest(
     output: str = "logits",
     precision: str = "fp32",
     parent: str | Path | None = None,
+    palette: list | None = None,
     **details,
 ) -> dict:
-    """Write `<artifact>.json` for an artifact that already exists on disk; return the manifest."""
+    """Write `<artifact>.json` for an artifact that already exists on disk; return the manifest.
+
+    `palette` (RGB per class), when given, travels with the class names down the pipeline (a class file's
+    colours reach the overlay of an engine built from its model); without it, colours come from the
+    built-in set with those names or the fixed generator (`core.classes.label_set_for`)."""
     if kind not in KINDS:
         raise ValueError(f"unknown manifest kind {kind!r}")
     artifact = Path(artifact)
@@ -54,6 +59,7 @@ def write_manifest(
         "parent": {"file": Path(parent).name, "sha256": parent_sha} if parent is not None else None,
         "model": model,
         "classes": list(classes),
+        **({"palette": [list(c) for c in palette]} if palette is not None else {}),
         "input": {"preprocess": preprocess.to_dict(), "shape": list(preprocess.input_shape())},
         "output": output,
         "precision": precision,

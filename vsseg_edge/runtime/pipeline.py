@@ -58,7 +58,8 @@ class Pipeline:
         self._stop = threading.Event()
         self._stopped_by = "end"
         self._errors: list[BaseException] = []
-        self._lut = bgr_lut(label_set_for(backend.classes or [str(i) for i in range(256)]))
+        self._lut = bgr_lut(label_set_for(backend.classes or [str(i) for i in range(255)],
+                                          getattr(backend, "palette", None)))
         self._needs_overlay = any(s.needs_overlay for s in self.sinks)
         self._recent = deque(maxlen=30)  # (t_done, latency) of the last frames, for the HUD
         self._handle_signals = handle_signals

@@ -49,7 +49,7 @@ class OrtBackend(Backend):
         man = read_manifest(path, kind=("onnx", "qdq_onnx"))
         self.preprocess_spec = manifest_preprocess(man, str(path))
         self.output_kind = output_kind_of(man, str(path))
-        self.classes = list(man.get("classes", []))
+        self.classes, self.palette = list(man.get("classes", [])), man.get("palette")
         _check_onnx(path)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -122,7 +122,7 @@ class TrtBackend(Backend):
         man = read_manifest(path, kind="engine")
         self.preprocess_spec = manifest_preprocess(man, str(path))
         self.output_kind = output_kind_of(man, str(path))
-        self.classes = list(man.get("classes", []))
+        self.classes, self.palette = list(man.get("classes", [])), man.get("palette")
         trt, cudart = modules or load_trt_modules()
         self._trt, self._cudart = trt, cudart
         cuda_call(cudart.cudaSetDevice(device))
