@@ -20,12 +20,13 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
-def build_sinks(*, show: bool, save: Path | None, save_masks: Path | None) -> list:
+def build_sinks(*, show: bool, save: str | Path | None, save_masks: Path | None, mask_format: str = "ids",
+                frame_json: str | None = None, bitrate: int | None = None) -> list:
     """The sinks the flags ask for (the null sink when none); each refuses a bad flag in one line.
 
     Built before the model and the source are opened, so `--show` without a display fails at once. A
     video's frame rate is settled when the run starts (`VideoSink.start`): the file's own, or measured
-    for a live source.
+    for a live source. `--save` takes a file (file:// optional) or an rtp:// / rtsp:// stream.
     """
     from .sinks import MaskSink, NullSink, VideoSink, WindowSink
 
@@ -34,13 +35,41 @@ def build_sinks(*, show: bool, save: Path | None, save_masks: Path | None) -> li
         if show:
             sinks.append(WindowSink())
         if save is not None:
-            sinks.append(VideoSink(save))
+            sinks.append(save_sink(str(save), bitrate))
         if save_masks is not None:
-            sinks.append(MaskSink(save_masks))
+            sinks.append(MaskSink(save_masks, mask_format))
+        if frame_json is not None:
+            from .frame_json import FrameJsonSink
+
+            sinks.append(FrameJsonSink(frame_json))
     except BaseException:
         _close(sinks)
         raise
     return sinks or [NullSink()]
+
+
+def save_sink(target: str, bitrate: int | None = None):
+    """`--save`: an rtp:// or rtsp:// stream (H.264 through PyAV), else a video file (file:// optional)."""
+    from .sinks import VideoSink
+
+    scheme = target.split("://", 1)[0].lower() if "://" in target else ""
+    if scheme in ("rtp", "rtsp"):
+        from .av_output import DEFAULT_BITRATE, StreamSink
+
+        return StreamSink(target, bitrate or DEFAULT_BITRATE)
+    if scheme not in ("", "file"):
+        from ..core.errors import VssegError
+
+        raise VssegError(f"--save {target}: expected a video file (.mp4, .mkv, .mov, .avi), rtp://HOST:PORT or "
+                         "rtsp://HOST:PORT/PATH")
+    return VideoSink(target[len("file://"):] if scheme == "file" else target)
+
+
+def bind_sinks(sinks: list, label_set) -> None:
+    """Give the model's classes to the sinks that write them (colour masks, label ids, per-frame JSON)."""
+    for sink in sinks:
+        if hasattr(sink, "bind"):
+            sink.bind(label_set)
 
 
 def _close(sinks: list) -> None:
@@ -64,11 +93,17 @@ def backend_options(name: str, *, threads: int, fp16: bool | None, cuda_graph: b
 
 
 def run_model(model: Path, *, camera: int | None = None, source: str | None = None, csi: bool = False,
-              backend: str | None = None, show: bool = False, save: Path | None = None,
+              backend: str | None = None, show: bool = False, save: str | Path | None = None,
               save_masks: Path | None = None, size: str | None = None, alpha: float = 0.5,
               max_frames: int | None = None, stats: Path | None = None, threads: int = 0,
-              fp16: bool | None = None, cuda_graph: bool = False):
-    """Open sinks, backend and source, run the pipeline, print the p50/p99 table; return the RunResult."""
+              fp16: bool | None = None, cuda_graph: bool = False, mask_format: str = "ids",
+              frame_json: str | None = None, classes: str | None = None, source_options=None,
+              bitrate: int | None = None):
+    """Open sinks, backend and source, run the pipeline, print the p50/p99 table; return the RunResult.
+
+    `classes`: a class file whose names and colours replace the model's (as many classes as it predicts);
+    `source_options`: jetson-utils' input options (`uri.SourceOptions`)."""
+    from ..core.classes import check_model_classes, resolve_classes
     from ..core.errors import VssegError
     from .backends import infer_backend_name, open_backend
     from .pipeline import Pipeline
@@ -86,12 +121,18 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
     hw = parse_size(size)
     options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16,
                               cuda_graph=cuda_graph)
-    sinks = build_sinks(show=show, save=save, save_masks=save_masks)
+    label_set = resolve_classes(classes) if classes is not None else None
+    sinks = build_sinks(show=show, save=save, save_masks=save_masks, mask_format=mask_format,
+                        frame_json=frame_json, bitrate=bitrate)
     try:
         with open_backend(model, backend, **options) as be:
             if hw is not None:
                 be.check_spec(be.preprocess_spec.replace(height=hw[0], width=hw[1]))
-            src = open_source(source, camera=camera, csi=csi)
+            if label_set is not None:
+                check_model_classes(label_set, be.classes, f"--classes {classes}")
+                be.classes, be.palette = list(label_set.classes), label_set.palette_list()
+            bind_sinks(sinks, be.label_set)
+            src = open_source(source, camera=camera, csi=csi, options=source_options)
             typer.echo(f"{be.describe()} ← {src.description}", err=True)
             result = Pipeline(src, be, sinks, alpha=alpha, max_frames=max_frames,
                               stats_path=str(stats) if stats else None).run()
@@ -107,12 +148,33 @@ def register(app, data_app) -> None:
     def run(
         model: Path = typer.Argument(..., help="TensorRT engine (.engine/.plan), ONNX (.onnx) or checkpoint (.pt)."),
         camera: Optional[int] = typer.Option(None, "--camera", help="Camera index (V4L2), e.g. 0."),
-        source: Optional[str] = typer.Option(None, "--source", help="Video, folder, rtsp:// URL, GStreamer pipeline."),
-        csi: bool = typer.Option(False, "--csi", help="Jetson CSI camera (nvarguscamerasrc pipeline)."),
+        source: Optional[str] = typer.Option(
+            None, "--source", help="File, folder, glob ('frames/*.jpg'), csi://N, v4l2:///dev/videoN, /dev/videoN, "
+                                   "rtsp://…, rtp://@:PORT, file://…, or a GStreamer pipeline."),
+        csi: bool = typer.Option(False, "--csi", help="Jetson CSI camera 0 (the same as --source csi://0)."),
         backend: Optional[str] = typer.Option(None, "--backend", help="trt | ort | torch (default: from the file)."),
         show: bool = typer.Option(False, "--show", help="Window with colour overlay and FPS/latency HUD."),
-        save: Optional[Path] = typer.Option(None, "--save", help="Write the overlay video (.mp4)."),
-        save_masks: Optional[Path] = typer.Option(None, "--save-masks", help="Write per-frame label PNGs here."),
+        save: Optional[str] = typer.Option(
+            None, "--save", help="The overlay as H.264: a video file (.mp4/.mkv/.mov; .avi MJPEG), rtp://HOST:PORT "
+                                 "or rtsp://HOST:PORT/PATH (published to an RTSP server)."),
+        save_masks: Optional[Path] = typer.Option(None, "--save-masks", help="Write per-frame mask PNGs here."),
+        mask_format: str = typer.Option("ids", "--mask-format",
+                                        help="ids (class ids) | color (class colours) | labelids (Cityscapes "
+                                             "label ids for cityscapesScripts; Cityscapes models)."),
+        frame_json: Optional[str] = typer.Option(None, "--frame-json",
+                                                 help="Per-frame JSON lines (class pixel shares, timings); - for "
+                                                      "stdout."),
+        classes: Optional[str] = typer.Option(None, "--classes",
+                                              help="Class file (names, colours) replacing the model's own."),
+        input_width: Optional[int] = typer.Option(None, "--input-width", help="Capture width (cameras), or resize."),
+        input_height: Optional[int] = typer.Option(None, "--input-height", help="Capture height (cameras), or resize."),
+        input_rate: Optional[float] = typer.Option(None, "--input-rate", help="Camera frame rate (CSI, V4L2)."),
+        input_flip: str = typer.Option("none", "--input-flip", "--flip",
+                                       help="none | counterclockwise | rotate-180 | clockwise | horizontal | "
+                                            "vertical | upper-right-diagonal | upper-left-diagonal."),
+        sensor_mode: Optional[int] = typer.Option(None, "--sensor-mode", help="CSI camera sensor mode."),
+        input_codec: str = typer.Option("h264", "--input-codec", help="Codec of an rtp:// source."),
+        bitrate: int = typer.Option(4_000_000, "--bitrate", help="Bits/s of an rtp:// or rtsp:// --save stream."),
         size: Optional[str] = typer.Option(None, "--size", help="Model input HxW (size-free models only)."),
         alpha: float = typer.Option(0.5, "--alpha", help="Overlay opacity, 0..1."),
         max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames."),
@@ -123,9 +185,14 @@ def register(app, data_app) -> None:
         cuda_graph: bool = typer.Option(False, "--cuda-graph", help="torch backend: replay a CUDA graph (GPU only)."),
     ):
         """Segment every frame of a camera, video, image folder or stream (per-frame inference)."""
+        from .uri import SourceOptions
+
+        opts = SourceOptions(width=input_width, height=input_height, rate=input_rate, flip=input_flip,
+                             sensor_mode=sensor_mode, codec=input_codec)
         result = run_model(model, camera=camera, source=source, csi=csi, backend=backend, show=show, save=save,
                            save_masks=save_masks, size=size, alpha=alpha, max_frames=max_frames, stats=stats,
-                           threads=threads, fp16=fp16, cuda_graph=cuda_graph)
+                           threads=threads, fp16=fp16, cuda_graph=cuda_graph, mask_format=mask_format,
+                           frame_json=frame_json, classes=classes, source_options=opts, bitrate=bitrate)
         if result.error:
             typer.echo(f"error: {result.error}", err=True)
             raise typer.Exit(1)

@@ -133,6 +133,8 @@ class Pipeline:
         t0 = time.perf_counter()
         labels = labels_to_frame_size(self.backend.to_labels(output)[0], frame.image.shape[:2])
         t1 = time.perf_counter()
+        times.postprocess_ms = (t1 - t0) * 1e3
+        frame.times = times  # the stages so far, for sinks that report them (--frame-json)
         vis = overlay(frame.image, labels, self._lut, self.alpha) if self._needs_overlay else None
         hud = self._hud_lines()
         keep_going = True
