@@ -22,6 +22,9 @@ def bench_command(
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset root (synthetic, Cityscapes, CamVid …)."),
     split: str = typer.Option("val", "--split", help="Split to time and evaluate."),
     kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto|cityscapes|synthetic|camvid|images."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Class file the dataset's labels are numbered in "
+                                                                  "(default: the dataset's classes.yaml, else its "
+                                                                  "layout's)."),
     backends: str = typer.Option("ort,torch,trt", "--backends", help="Comma list of backends allowed to run."),
     out: Path = typer.Option(Path("reports/bench"), "--out", help="Report folder: report.json, report.md, PNG plots."),
     runs: int = typer.Option(50, "--runs", help="Timed runs per latency figure."),
@@ -54,7 +57,7 @@ def bench_command(
 
     cfg = BenchConfig(dataset=dataset, split=split, kind=kind, backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
                       runs=runs, warmup=warmup, threads=threads, frames=frames, max_sequences=max_sequences,
-                      flow=flow, tc=not no_tc, reference=reference, device=device)
+                      flow=flow, tc=not no_tc, reference=reference, device=device, classes=classes)
     report = run_bench(models, cfg)
     report["command"] = shlex.join(["vsseg-edge", *sys.argv[1:]])
     files = write_report(report, out)

@@ -50,6 +50,7 @@ class BenchConfig:
     reference: Path | None = None
     device: str | None = None  # torch backend device (None: cuda when available)
     progress: bool = True
+    classes: str | None = None  # class file (or set name) the dataset's labels are numbered in
 
     def __post_init__(self):
         bad = [b for b in self.backends if b not in ALL_BACKENDS]
@@ -194,7 +195,7 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
         if not same:
             paths.append(ref_path)
         explicit = str(same[0] if same else ref_path)
-    dataset = open_dataset(cfg.dataset, split=cfg.split, kind=cfg.kind)
+    dataset = open_dataset(cfg.dataset, split=cfg.split, kind=cfg.kind, classes=cfg.classes)
     refs = select_frames(dataset, cfg.frames)
     frames = [dataset.read_image(r) for r in refs]
     flow_source = _flow(cfg, dataset)

@@ -20,6 +20,9 @@ def eval_command(
     dataset: Path = typer.Option(..., "--dataset", help="Dataset root (Cityscapes, synthetic, CamVid or an image folder)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate."),
     kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto|cityscapes|synthetic|camvid|images."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Class file the labels and predictions are "
+                                                                  "numbered in (default: the dataset's classes.yaml, "
+                                                                  "else its layout's)."),
     flow: str = typer.Option("auto", "--flow", help="Flow for TC: auto (exact on the synthetic set, else DIS), "
                                                     "exact, dis, or a directory of flow files."),
     flow_cache: Optional[Path] = typer.Option(None, "--flow-cache", help="DIS flow cache folder (default ~/.cache/vsseg-edge/flow)."),
@@ -40,7 +43,7 @@ def eval_command(
 
     if tc_mode not in MODES:
         raise VssegError(f"--tc-mode {tc_mode!r}: expected one of {list(MODES)}")
-    ds = open_dataset(dataset, split=split, kind=kind)
+    ds = open_dataset(dataset, split=split, kind=kind, classes=classes)
     preds = PredictionDir(pred_dir, ds)
     preds.check_labelled(ds.labelled() if max_sequences is None else
                          [r for refs in list(ds.sequences.values())[:max_sequences] for r in refs])
