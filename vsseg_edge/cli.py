@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "vsseg_edge.export.commands",
     "vsseg_edge.calib.commands",
     "vsseg_edge.engine.commands",
+    "vsseg_edge.importer.commands",
     "vsseg_edge.runtime.commands",
     "vsseg_edge.bench.commands",
     "vsseg_edge.doctor",

@@ -74,6 +74,9 @@ def read_manifest(artifact: str | Path, kind: str | tuple[str, ...] | None = Non
     artifact = Path(artifact)
     mpath = manifest_path(artifact)
     if not mpath.is_file():
+        if artifact.suffix.lower() in (".onnx", ".engine", ".plan"):
+            raise VssegError(f"{artifact}: no manifest {mpath.name} beside it; for a model made outside vsseg-edge, "
+                             f"write one with: vsseg-edge import {artifact} --classes FILE [--size HxW]")
         raise VssegError(f"{artifact}: no manifest {mpath.name} beside it; vsseg-edge writes one with every artifact")
     man = read_json(mpath, "manifest")
     if not isinstance(man, dict) or "kind" not in man:
