@@ -20,16 +20,19 @@ def _parse_offsets(text: str) -> tuple[int, ...]:
 
 
 def flow_command(
-    dataset_root: Path = typer.Argument(..., help="Dataset folder (Cityscapes, synthetic, CamVid or images)."),
+    dataset_root: Path = typer.Argument(..., help="Dataset folder (Cityscapes, synthetic, CamVid, images) or video "
+                                                  "(a video file, a folder of frames or of clips)."),
     split: str = typer.Option("train", "--split", help="Split to process."),
-    offsets: str = typer.Option("-2,-1,1,2,3", "--offsets", help="Neighbour offsets k of each labelled frame (flow t→t+k)."),
+    offsets: str = typer.Option("-2,-1,1,2,3", "--offsets", help="Neighbour offsets k of each labelled frame "
+                                                               "(every frame of unlabelled video) (flow t→t+k)."),
     cache: Path = typer.Option(None, "--cache", help="Flow cache folder (default: $VSSEG_EDGE_CACHE/flow, else ~/.cache/vsseg-edge/flow)."),
     preset: str = typer.Option("medium", "--preset", help="DIS preset: ultrafast | fast | medium."),
     scale: float = typer.Option(1.0, "--scale", help="Compute DIS on frames resized by this factor (0-1], e.g. 0.5 for full-size Cityscapes."),
     consecutive: bool = typer.Option(True, "--consecutive/--no-consecutive", help="Also every (t, t+1) pair, for TC."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes computing flow in parallel."),
     cache_format: str = typer.Option("png", "--format", help="Cache entries: png (KITTI, 1/64 px, ~4x smaller) | npy (exact, faster to write)."),
-    kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto | cityscapes | synthetic | camvid | images."),
+    kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto | cityscapes | synthetic | camvid | images "
+                                                   "| video."),
 ):
     """Compute OpenCV DIS optical flow for training (labelled frame → neighbours) and TC, into the cache."""
     import time
@@ -39,6 +42,8 @@ def flow_command(
 
     offs = _parse_offsets(offsets)
     dataset = open_dataset(dataset_root, split, kind)
+    if dataset.name == "video":
+        dataset.check_offsets(offs)
     source = DISFlow(preset, cache if cache is not None else default_cache_dir(), cache_format, scale)
     t0 = time.perf_counter()
     stats = precompute_flows(dataset, source, offs, progress=True, consecutive=consecutive, workers=workers)

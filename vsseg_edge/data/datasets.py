@@ -15,12 +15,16 @@ Layouts (`root` is the folder given by the user):
   frames `0001TP_006690.png` → sequence `0001TP`, index 6690; void 11 → 255; neighbours are the next
   labelled frames (the labelled set is 30 video frames apart).
 - images: any folder of images, sorted by name, as one unlabelled sequence (index = position).
+- video: unlabelled clips (a video file, a folder of consecutive frames, or a folder of video files and frame
+  folders), one sequence per clip, frames in natural order; video files decoded once into a frame cache
+  (`vsseg_edge.data.video`).
 
-Classes: the layout's own (Cityscapes for cityscapes/synthetic/images, CamVid for camvid), unless a class
-set is given (`classes=`: a name, a class file, a LabelSet) or the folder carries a class file at its root
-(`classes.yaml|yml|json|txt`, see `core.classes`). A custom class set applies to the image + label folder
-layouts (camvid's, whose void value is then the class file's `ignore_index`) and to plain image folders;
-the Cityscapes layouts hold Cityscapes label ids and accept only the Cityscapes classes.
+Classes: the layout's own (Cityscapes for cityscapes/synthetic/images/video, CamVid for camvid), unless a
+class set is given (`classes=`: a name, a class file, a LabelSet) or the folder carries a class file at its
+root (`classes.yaml|yml|json|txt`, see `core.classes`). A custom class set applies to the image + label
+folder layouts (camvid's, whose void value is then the class file's `ignore_index`), to plain image folders
+and to unlabelled video (the model's classes, for TC); the Cityscapes layouts hold Cityscapes label ids and
+accept only the Cityscapes classes.
 """
 
 from __future__ import annotations
@@ -35,12 +39,13 @@ from typing import Callable
 
 import numpy as np
 
+from ..core.classes import resolve_classes
 from ..core.errors import VssegError
 from ..core.fileio import read_image as _read_image
 from ..core.fileio import read_label as _read_label_file
 from ..core.labels import CAMVID, CITYSCAPES, IGNORE_INDEX, LabelSet, cityscapes_ids_to_train_ids
 
-KINDS = ("auto", "cityscapes", "synthetic", "camvid", "images")
+KINDS = ("auto", "cityscapes", "synthetic", "camvid", "images", "video")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 _CS_IMAGE = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
 _CAMVID_NAME = re.compile(r"^(?P<seq>.+)_f?(?P<frame>\d+)$")  # 0001TP_006690, Seq05VD_f00030
@@ -98,6 +103,10 @@ class SegmentationDataset:
     def labelled(self) -> list[FrameRef]:
         return list(self._labelled)
 
+    def anchor_frames(self) -> list[FrameRef]:
+        """The frames t that training pairs (t, t+k) start from: the labelled ones (unlabelled video: all)."""
+        return self.labelled()
+
     def read_image(self, ref: FrameRef) -> np.ndarray:
         """BGR uint8 HxWx3."""
         img = _read_image(ref.image)
@@ -136,13 +145,20 @@ class SegmentationDataset:
 
 def open_dataset(root, split: str = "val", kind: str = "auto",
                  classes: str | Path | LabelSet | None = None) -> SegmentationDataset:
-    """Open one split of a dataset folder; `kind` is auto|cityscapes|synthetic|camvid|images; `classes` a
-    class-set name, class file or LabelSet (default: the folder's class file, else the layout's classes)."""
+    """Open one split of a dataset folder; `kind` is auto|cityscapes|synthetic|camvid|images|video; `classes` a
+    class-set name, class file or LabelSet (default: the folder's class file, else the layout's classes).
+
+    `root` may also be a video file (kind auto or video).
+    """
     root = Path(root)
     if kind not in KINDS:
         raise VssegError(f"unknown dataset kind {kind!r}; expected one of {KINDS}")
+    if kind in ("auto", "video") and root.is_file():
+        ds = _open_video(root, split)
+        return ds.with_label_set(resolve_classes(classes)) if classes is not None else ds
     if not root.is_dir():
-        layout = {"auto": "a dataset", "images": "a folder of images"}.get(kind, f"a {kind} dataset")
+        layout = {"auto": "a dataset", "images": "a folder of images",
+                  "video": "a video file, a folder of frames or a folder of clips"}.get(kind, f"a {kind} dataset")
         raise VssegError(f"{root}: dataset folder not found (expected {layout})")
     if kind == "auto":
         kind = detect_kind(root)
@@ -152,6 +168,8 @@ def open_dataset(root, split: str = "val", kind: str = "auto",
                          f"{label_set.name!r} ({label_set.num_classes} classes) applies to image + label folders "
                          "(images/ + labels/, or {split}/ + {split}annot/)")
     ds = _OPENERS[kind](root, split)
+    if label_set is not None and kind == "video":
+        return ds.with_label_set(label_set)
     if label_set is not None and label_set != ds.label_set:
         ds.label_set = label_set
         if kind == "camvid":
@@ -161,7 +179,7 @@ def open_dataset(root, split: str = "val", kind: str = "auto",
 
 
 def _dataset_classes(root: Path, classes) -> LabelSet | None:
-    from ..core.classes import dataset_class_file, load_class_file, resolve_classes
+    from ..core.classes import dataset_class_file, load_class_file
 
     if classes is not None:
         return resolve_classes(classes)
@@ -179,9 +197,14 @@ def detect_kind(root: Path) -> str:
         return "camvid"
     if _list_images(root):
         return "images"
+    from .video import looks_like_video_root
+
+    if looks_like_video_root(root):
+        return "video"
     raise VssegError(
         f"{root}: not a recognised dataset (expected synth.json, leftImg8bit_sequence/ or leftImg8bit/ "
-        f"(Cityscapes), {{split}}/ + {{split}}annot/ or images/ + labels/ (CamVid), or image files)"
+        f"(Cityscapes), {{split}}/ + {{split}}annot/ or images/ + labels/ (CamVid), image files, or video "
+        f"files / folders of frames)"
     )
 
 
@@ -325,11 +348,18 @@ def _png_hw(path: Path) -> tuple[int, int] | None:
     return int(h), int(w)
 
 
+def _open_video(root: Path, split: str) -> SegmentationDataset:
+    from .video import open_video  # it builds on this module
+
+    return open_video(root, split)
+
+
 _OPENERS = {
     "cityscapes": _open_cityscapes,
     "synthetic": lambda root, split: _open_cityscapes(root, split, synthetic=True),
     "camvid": _open_camvid,
     "images": _open_images,
+    "video": _open_video,
 }
 
 

@@ -282,10 +282,11 @@ def open_flow_source(spec: str, dataset: SegmentationDataset, cache_dir=None, pr
 
 
 def flow_pairs(dataset: SegmentationDataset, offsets=DEFAULT_OFFSETS, consecutive: bool = True) -> list[tuple[FrameRef, FrameRef]]:
-    """The (a, b) pairs training and TC ask for: each labelled frame with its neighbours at `offsets`
-    (flow t→t+k), and, with `consecutive`, every (t, t+1) pair of every sequence."""
+    """The (a, b) pairs training and TC ask for: each anchor frame (the labelled ones; every frame of
+    unlabelled video) with its neighbours at `offsets` (flow t→t+k), and, with `consecutive`, every (t, t+1)
+    pair of every sequence."""
     pairs: dict[tuple[Path, Path], tuple[FrameRef, FrameRef]] = {}
-    for ref in dataset.labelled():
+    for ref in dataset.anchor_frames():
         for k in offsets:
             nb = dataset.neighbour(ref, k)
             if nb is not None and k != 0:

@@ -19,10 +19,11 @@ def eval_command(
                                               "<prefix>_leftImg8bit.png; flat or in subfolders."),
     dataset: Path = typer.Option(..., "--dataset", help="Dataset root (Cityscapes, synthetic, CamVid or an image folder)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate."),
-    kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto|cityscapes|synthetic|camvid|images."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="Class file the labels and predictions are "
-                                                                  "numbered in (default: the dataset's classes.yaml, "
-                                                                  "else its layout's)."),
+    kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto|cityscapes|synthetic|camvid|images|video."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Class set the labels and predictions are numbered "
+                                                                  "in: cityscapes | camvid | a class file (default: "
+                                                                  "the dataset's classes.yaml, else its layout's; "
+                                                                  "unlabelled video: the model's)."),
     flow: str = typer.Option("auto", "--flow", help="Flow for TC: auto (exact on the synthetic set, else DIS), "
                                                     "exact, dis, or a directory of flow files."),
     flow_cache: Optional[Path] = typer.Option(None, "--flow-cache", help="DIS flow cache folder (default ~/.cache/vsseg-edge/flow)."),

@@ -135,7 +135,8 @@ class PredictionDir:
     Accepted names for an image `<stem>.<ext>`: `<stem>.png`, and for Cityscapes frames
     `<prefix>_leftImg8bit.png` also `<prefix>_pred.png`. Files may lie flat in the folder or in any
     subfolders (e.g. mirroring `{city}/`); a name found in several subfolders is resolved by the image's
-    parent folder name, otherwise it is an error.
+    parent folder name or its sequence's name (a video clip's masks in `<clip name>/`), otherwise it is an
+    error.
     """
 
     def __init__(self, root, dataset=None):
@@ -162,7 +163,7 @@ class PredictionDir:
         for name in self.candidate_names(ref):
             paths = self._by_name.get(name, [])
             if len(paths) > 1:
-                paths = [p for p in paths if p.parent.name == ref.image.parent.name]
+                paths = [p for p in paths if p.parent.name in (ref.image.parent.name, ref.sequence)]
                 if len(paths) != 1:
                     raise VssegError(f"{self.root}: several files named {name}; mirror the image folders to disambiguate")
             if paths:
