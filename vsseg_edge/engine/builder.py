@@ -24,7 +24,7 @@ from .cache import engine_key, prepare_timing_cache, tag_timing_cache
 from .device import GpuInfo, gpu_info, tensorrt_module, use_device
 from .policy import BuildPlan, BuildSettings, parse_version, plan_build
 
-POLYGRAPHY_INSTALL = "pip install polygraphy (0.49.10 or newer for strongly typed builds)"
+POLYGRAPHY_INSTALL = "pip install 'vsseg-edge[trt]' (polygraphy 0.49.10 or newer)"
 
 def import_tensorrt():
     return tensorrt_module()

@@ -43,7 +43,7 @@ class OrtBackend(Backend):
 
     def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int = 0,
                  shift_int8: bool = True):
-        ort = require("onnxruntime", pip_name="onnxruntime")
+        ort = require("onnxruntime", extra="edge")
         path = Path(path)
         self.artifact = str(path)
         man = read_manifest(path, kind=("onnx", "qdq_onnx"))
