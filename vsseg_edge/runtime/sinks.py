@@ -261,8 +261,9 @@ class WindowSink(Sink):
         try:
             self._gui.namedWindow(title, self._gui.WINDOW_NORMAL)
         except self._gui.error:
-            raise VssegError("--show: this OpenCV has no GUI support (opencv-python-headless?); "
-                             "install opencv-python or use --save out.mp4") from None
+            raise VssegError("--show: this OpenCV has no windows (opencv-python-headless); for --show: "
+                             "pip uninstall -y opencv-python-headless && pip install 'vsseg-edge[gui]'; or --save "
+                             "out.mp4 / rtp://HOST:PORT") from None
         self._lock = threading.Lock()
         self._pending: np.ndarray | None = None
         self._quit = False
