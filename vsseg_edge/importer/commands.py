@@ -13,17 +13,19 @@ def import_command(
                                            "outside vsseg-edge."),
     classes: str = typer.Option(..., "--classes", help="Class file (YAML/JSON/txt: names, colours) or "
                                                        "cityscapes | camvid; one class per output channel."),
-    size: Optional[str] = typer.Option(None, "--size", help="Input HxW; needed when the model's size is dynamic "
-                                                            "(default: the model's own)."),
-    mean: Optional[str] = typer.Option(None, "--mean", help="Per-channel mean in pixel units 0-255, in the model's "
-                                                            "channel order (default: ImageNet's)."),
-    std: Optional[str] = typer.Option(None, "--std", help="Per-channel std in pixel units 0-255 (default: "
-                                                          "ImageNet's)."),
-    bgr: bool = typer.Option(False, "--bgr", help="The model takes BGR channels (default: RGB)."),
+    size: Optional[str] = typer.Option(
+        None, "--size", show_default="the model's", help="Input HxW; needed when the model's size is dynamic."),
+    mean: Optional[str] = typer.Option(
+        None, "--mean", show_default="ImageNet's", help="Per-channel mean in pixel units 0-255, in the model's "
+                                                        "channel order."),
+    std: Optional[str] = typer.Option(
+        None, "--std", show_default="ImageNet's", help="Per-channel std in pixel units 0-255."),
+    bgr: bool = typer.Option(False, "--bgr", help="The model takes BGR channels (not RGB)."),
     scale: str = typer.Option("1", "--scale", help="Factor after (x - mean) / std, e.g. 1/255."),
     uint8_input: bool = typer.Option(False, "--uint8-input", help="Assert that the model takes raw uint8 pixels "
                                                                   "and normalises inside (read from the graph)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name in the manifest (default: the file name)."),
+    name: Optional[str] = typer.Option(
+        None, "--name", show_default="the file name", help="Model name in the manifest."),
     precision: str = typer.Option("unknown", "--precision", help="Engines: fp32 | fp16 | int8 | unknown (a plan "
                                                                  "does not say)."),
     device: int = typer.Option(0, "--device", help="Engines: the CUDA device that will run it."),

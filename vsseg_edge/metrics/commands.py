@@ -20,20 +20,24 @@ def eval_command(
     dataset: Path = typer.Option(..., "--dataset", help="Dataset root (Cityscapes, synthetic, CamVid or an image folder)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate."),
     kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto|cityscapes|synthetic|camvid|images|video."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="Class set the labels and predictions are numbered "
-                                                                  "in: cityscapes | camvid | a class file (default: "
-                                                                  "the dataset's classes.yaml, else its layout's; "
-                                                                  "unlabelled video: the model's)."),
+    classes: Optional[str] = typer.Option(
+        None, "--classes", show_default="the dataset's classes.yaml, else its layout's",
+        help="Class set the labels and predictions are numbered in: cityscapes | camvid | a class file "
+             "(unlabelled video: the model's)."),
     flow: str = typer.Option("auto", "--flow", help="Flow for TC: auto (exact on the synthetic set, else DIS), "
                                                     "exact, dis, or a directory of flow files."),
-    flow_cache: Optional[Path] = typer.Option(None, "--flow-cache", help="DIS flow cache folder (default ~/.cache/vsseg-edge/flow)."),
+    flow_cache: Optional[Path] = typer.Option(
+        None, "--flow-cache", show_default="~/.cache/vsseg-edge/flow",
+        help="DIS flow cache folder."),
     no_tc: bool = typer.Option(False, "--no-tc", help="Skip temporal consistency (mIoU only)."),
-    tc_mode: str = typer.Option("nearest", "--tc-mode", help="nearest (default) or etc (the paper script's "
+    tc_mode: str = typer.Option("nearest", "--tc-mode", help="nearest or etc (the paper script's "
                                                               "bilinear warp of class ids, for comparison)."),
     occlusion: bool = typer.Option(False, "--occlusion", help="Also report tc_occ, TC with a forward-backward "
                                                               "occlusion check (computes backward flow)."),
-    max_sequences: Optional[int] = typer.Option(None, "--max-sequences", min=1, help="Evaluate the first N sequences only."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON (atomically)."),
+    max_sequences: Optional[int] = typer.Option(
+        None, "--max-sequences", show_default="all", min=1, help="Evaluate the first N sequences only."),
+    json_out: Optional[Path] = typer.Option(
+        None, "--json", show_default="off", help="Write the full report as JSON (atomically)."),
 ):
     """Score predicted label maps: mIoU on the labelled frames, TC over consecutive frames, per class."""
     from ..core.errors import VssegError
