@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from vsseg_edge.core.classes import generated_palette, label_set_for, load_class_file, resolve_classes
+from vsseg_edge.core.classes import load_class_file, resolve_classes
+from vsseg_edge.core.labels import generated_palette, label_set_for
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.labels import CAMVID, CITYSCAPES
 
@@ -58,7 +59,7 @@ def test_resolve_names_files_and_errors(tmp_path):
     assert resolve_classes("mine.yaml", base=tmp_path).classes == ("x", "y")
     with pytest.raises(VssegError, match="class file not found"):
         resolve_classes(tmp_path / "missing.yaml")
-    with pytest.raises(VssegError, match=r"classes 'kitti': expected one of \['camvid', 'cityscapes'\] or a class file"):
+    with pytest.raises(VssegError, match=r"classes 'kitti': expected one of \['camvid', 'cityscapes'\] or a class"):
         resolve_classes("kitti")
 
 

@@ -85,7 +85,7 @@ def _cli(*args, ok=True):
 
 
 def test_plain_export_is_refused_until_imported_then_every_command_takes_it(plain, five, tmp_path, synth_root):
-    from vsseg_edge.runtime.commands import run_model
+    from vsseg_edge.runtime.run import run_model
 
     model = _copy(plain, tmp_path)
     with pytest.raises(VssegError, match=r"no manifest seg.onnx.json beside it; for a model made outside vsseg-edge, "
@@ -155,7 +155,7 @@ def _five_file(tmp_path) -> Path:
 
 
 def test_dynamic_size_needs_size_and_uint8_nhwc_labels_are_read_from_the_graph(tmp_path):
-    from vsseg_edge.runtime.commands import run_model
+    from vsseg_edge.runtime.run import run_model
 
     dyn = export(Seg(), tmp_path / "dyn.onnx", (1, 3, 64, 96), dynamic={"images": {2: "h", 3: "w"}})
     with pytest.raises(VssegError, match=r"dyn.onnx: the model's input size is dynamic; give --size HxW"):

@@ -18,7 +18,7 @@ def test_labels_of_a_frame_match_the_cli_runtime(onnx_model, image_folder, tmp_p
     """`seg(frame)` gives exactly what `run --save-masks` writes for the same frame."""
     import cv2
 
-    from vsseg_edge.runtime.commands import run_model
+    from vsseg_edge.runtime.run import run_model
 
     run_model(onnx_model, source=str(image_folder), save_masks=tmp_path / "masks")
     with Segmenter(onnx_model) as seg:

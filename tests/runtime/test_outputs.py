@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from vsseg_edge.core.errors import VssegError
-from vsseg_edge.runtime.commands import run_model
+from vsseg_edge.runtime.run import run_model
 
 av = pytest.importorskip("av", reason="PyAV (the edge extra) is needed for H.264 and streaming output")
 

@@ -27,35 +27,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from .errors import VssegError
-from .labels import IGNORE_INDEX, LABEL_SETS, LabelSet
+from .labels import IGNORE_INDEX, LABEL_SETS, LabelSet, label_set_for
 
 CLASS_FILE_SUFFIXES = (".yaml", ".yml", ".json", ".txt")
 DATASET_CLASS_FILES = ("classes.yaml", "classes.yml", "classes.json", "classes.txt")
 MAX_CLASSES = 255  # ids are uint8 and 255 is the ignore index
-
-
-def generated_palette(n: int) -> tuple[tuple[int, int, int], ...]:
-    """`n` distinct-looking RGB colours from a fixed seed: the same classes always get the same colours."""
-    rng = np.random.default_rng(12345)
-    return tuple(tuple(int(v) for v in rng.integers(40, 256, 3)) for _ in range(n))
-
-
-def label_set_for(classes: list[str], palette=None, name: str | None = None) -> LabelSet:
-    """The LabelSet of a model's classes: a built-in set when the names are exactly its own (and no palette
-    is given), else a custom set with `palette` (missing colours generated)."""
-    classes = [str(c) for c in classes]
-    if palette is None:
-        for ls in LABEL_SETS.values():
-            if list(ls.classes) == classes:
-                return ls
-    colours = list(generated_palette(len(classes)))
-    for i, c in enumerate((palette or [])[: len(classes)]):
-        if c is not None:
-            colours[i] = _colour(c, f"palette entry {i}")
-    return LabelSet(name=name or "custom", classes=tuple(classes), palette=tuple(colours))
 
 
 def _colour(value, where: str) -> tuple[int, int, int]:

@@ -147,3 +147,25 @@ def get_label_set(name: str) -> LabelSet:
         return LABEL_SETS[name]
     except KeyError:
         raise VssegError(f"unknown class set {name!r}; expected one of {sorted(LABEL_SETS)}") from None
+
+
+def generated_palette(n: int) -> tuple[tuple[int, int, int], ...]:
+    """`n` distinct-looking RGB colours from a fixed seed: the same classes always get the same colours."""
+    rng = np.random.default_rng(12345)
+    return tuple(tuple(int(v) for v in rng.integers(40, 256, 3)) for _ in range(n))
+
+
+def label_set_for(classes, palette=None, name: str | None = None) -> LabelSet:
+    """The LabelSet of a model's classes: the built-in set whose classes are exactly `classes` (when no
+    palette is given), else a custom set with `palette` (RGB per class, e.g. from a class file; missing
+    colours come from `generated_palette`)."""
+    classes = [str(c) for c in classes]
+    if palette is None:
+        for ls in LABEL_SETS.values():
+            if list(ls.classes) == classes:
+                return ls
+    colours = list(generated_palette(len(classes)))
+    for i, c in enumerate((palette or [])[: len(classes)]):
+        if c is not None:
+            colours[i] = tuple(int(v) for v in c)
+    return LabelSet(name=name or "custom", classes=tuple(classes), palette=tuple(colours))

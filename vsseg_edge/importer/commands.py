@@ -33,7 +33,7 @@ def import_command(
 ):
     """Bring your own model: check a foreign ONNX or engine, smoke-run it, write its manifest for run/bench/…."""
     from ..core.errors import VssegError
-    from ..runtime.commands import parse_size
+    from ..runtime.run import parse_size
     from .graph import parse_scale, parse_triplet
 
     common = dict(size=parse_size(size), mean=parse_triplet(mean, "--mean"), std=parse_triplet(std, "--std"),

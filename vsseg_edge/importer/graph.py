@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import VssegError
-from ..core.preprocess import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, PreprocessSpec
+from ..core.preprocess import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, PreprocessSpec, labels_from_output
 
 FLOAT_TYPES = ("float32", "float16", "float64", "bfloat16")
 INT_TYPES = ("uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
@@ -168,7 +168,7 @@ def check_output(out: np.ndarray, kind: str, num_classes: int, where: str) -> di
             raise VssegError(f"{where}: the smoke run gave logits {list(out.shape)}, expected N×{num_classes}×H×W")
         if not np.isfinite(out).all():
             raise VssegError(f"{where}: the smoke run gave NaN/Inf logits (wrong normalisation, or a broken model)")
-        labels = out.argmax(1)
+        labels = labels_from_output(out, "logits")
     else:
         labels = out[:, 0] if out.ndim == 4 else out
         bad = np.unique(labels[(labels >= num_classes) & (labels != 255)])

@@ -52,7 +52,7 @@ def import_onnx(path: str | Path, classes: str | Path | LabelSet, *, size: tuple
                 mean=None, std=None, bgr: bool = False, scale: float = 1.0, uint8_input: bool | None = None,
                 name: str | None = None, force: bool = False, log=print) -> dict:
     """Check, smoke-run and write the manifest of a foreign ONNX model; return the manifest."""
-    ort = require("onnxruntime", extra="edge")
+    require("onnxruntime", extra="edge")
     path = Path(path)
     where = str(path)
     if not path.is_file():
@@ -64,10 +64,9 @@ def import_onnx(path: str | Path, classes: str | Path | LabelSet, *, size: tuple
         raise VssegError(f"{path}: already has a manifest ({mpath.name}); --force replaces it")
     label_set = resolve_classes(classes)
     graph = inspect_graph(path)
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise VssegError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:160]})") from None
+    from ..runtime.backends.ort import ort_session
+
+    session = ort_session(path)  # the CPU provider, full optimisation: what `run` would load
     inputs, outputs = _infos(session.get_inputs()), _infos(session.get_outputs())
     inp = read_input(inputs, where)
     kind = read_output(outputs, label_set.num_classes, where)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.classes import label_set_for  # noqa: F401  (the runtime's name for it)
 from ..core.labels import LabelSet
 
 

@@ -30,13 +30,13 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..core.errors import VssegError
+from ..data.datasets import IMAGE_SUFFIXES, natural_key
 
 FLIPS = ("none", "counterclockwise", "rotate-180", "clockwise", "horizontal", "upper-right-diagonal", "vertical",
          "upper-left-diagonal")  # index = nvvidconv flip-method
 RTP_CODECS = {"h264": "H264/90000", "h265": "H265/90000", "vp8": "VP8/90000", "vp9": "VP9/90000",
               "mpeg4": "MP4V-ES/90000", "mjpeg": "JPEG/90000"}
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps", "udp", "tcp", "srt")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 KINDS = ("v4l2", "csi", "stream", "rtp", "gstreamer", "video", "images")
 
 
@@ -89,13 +89,6 @@ class SourceURI:
     @property
     def live(self) -> bool:
         return self.kind in ("v4l2", "csi", "stream", "rtp", "gstreamer")
-
-
-def _natural(path: str) -> list:
-    import re
-
-    name = Path(path).name
-    return [(0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
 
 
 def _file_uri_path(text: str) -> str:
@@ -152,12 +145,12 @@ def parse_source(text: str | int) -> SourceURI:
 def _path_source(text: str, path_text: str) -> SourceURI:
     if any(c in path_text for c in "*?["):
         files = sorted((f for f in _glob.glob(path_text, recursive=True)
-                        if Path(f).is_file() and Path(f).suffix.lower() in IMAGE_EXTS), key=_natural)
+                        if Path(f).is_file() and Path(f).suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
         if not files:
-            raise VssegError(f"--source {text}: no images match this pattern ({', '.join(IMAGE_EXTS)})")
+            raise VssegError(f"--source {text}: no images match this pattern ({', '.join(IMAGE_SUFFIXES)})")
         return SourceURI("images", path_text, text, files=tuple(files))
     path = Path(path_text).expanduser()
-    if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_EXTS):
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
         return SourceURI("images", str(path), text)
     if path.is_file():
         return SourceURI("video", str(path), text)
