@@ -303,3 +303,33 @@ def test_class_file_renames_and_recolours_a_model(onnx_model, image_folder, tmp_
         run_model(onnx_model, source=str(image_folder), classes=str(tmp_path / "mine.yaml"),
                   save_masks=tmp_path / "l", mask_format="labelids")
     assert CITYSCAPES.num_classes == 19
+
+
+def test_a_failed_h264_write_leaves_no_file_and_a_short_file_is_refused(monkeypatch, onnx_model, video_file,
+                                                                         tmp_path):
+    """A full disk mid-run (FFmpeg's OSError) ends the run in one line with no file; the read-back check names
+    a finished file that holds fewer frames than written."""
+    import errno
+    import os
+
+    from vsseg_edge.runtime import av_output
+
+    calls = {"n": 0}
+    real_mux = av.container.OutputContainer.mux
+
+    def failing_mux(self, packets):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_mux(self, packets)
+
+    out = tmp_path / "full.mp4"
+    with monkeypatch.context() as m:
+        m.setattr(av.container.OutputContainer, "mux", failing_mux)
+        with pytest.raises(VssegError, match=rf"^--save {out}: write failed \(.*No space left on device"):
+            run_model(onnx_model, source=str(video_file), save=out)
+    assert not out.exists() and not list(tmp_path.glob(".full.mp4.*"))
+    good = tmp_path / "good.mp4"
+    run_model(onnx_model, source=str(video_file), save=good, max_frames=5)
+    assert av_output._video_problem(good, 5) is None
+    assert av_output._video_problem(good, 6) == "the finished file holds 5 of the 6 frames written"

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..core.errors import VssegError
+from ..core.fileio import atomic_path
 from .sinks import Sink
 
 H264_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
@@ -153,13 +154,89 @@ class H264Writer:
                 raise VssegError(f"{self.what}: could not finalise ({_one_line(exc)})") from None
 
 
-def open_h264_writer(path: str | Path, fps: float, hw: tuple[int, int], what: str) -> H264Writer:
-    """An H.264 MP4/MOV/MKV file writer (browser-playable: yuv420p, +faststart for MP4/MOV)."""
-    suffix = Path(path).suffix.lower()
-    fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}[suffix]
-    options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
-    return H264Writer(str(path), fmt, fps, hw, what=what, container_options=options,
-                      codec_options={"preset": "veryfast", "crf": "23"})
+class H264FileWriter:
+    """An H.264 MP4/MOV/MKV file (browser-playable: yuv420p, +faststart for MP4/MOV) written to a temporary
+    file beside `path`, read back at `close` and only then renamed onto `path`.
+
+    PyAV raises on a failed write (a full disk is an OSError from FFmpeg), which ends the run with one line
+    and removes the temporary file; at close the finished file must open and hold every frame written, or
+    it is removed too and the line says so. `abort()` drops the file. (The same contract as OpenCV's checked
+    writer: `write`, `close`/`release`, `abort`.)
+    """
+
+    def __init__(self, path: str | Path, fps: float, hw: tuple[int, int], what: str):
+        self.path, self.what = Path(path), what
+        fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}[self.path.suffix.lower()]
+        self._stack = contextlib.ExitStack()
+        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
+        try:
+            self._writer = H264Writer(str(self._tmp), fmt, fps, hw, what=what, container_options=options,
+                                      codec_options={"preset": "veryfast", "crf": "23"})
+        except BaseException:
+            self.abort()
+            raise
+        self.hw = self._writer.hw
+
+    @property
+    def frames(self) -> int:
+        return self._writer.frames if self._writer is not None else 0
+
+    def isOpened(self) -> bool:  # noqa: N802 (the cv2 name)
+        return self._writer is not None
+
+    def write(self, bgr: np.ndarray) -> None:
+        try:
+            self._writer.write(bgr)
+        except BaseException:
+            self.abort()
+            raise
+
+    def close(self) -> None:
+        """Finalise, check the file holds every frame, rename it onto `path`; or remove it and say why."""
+        if self._writer is None:
+            return
+        writer, self._writer = self._writer, None
+        try:
+            writer.release()
+            problem = _video_problem(self._tmp, writer.frames)
+            if problem:
+                raise VssegError(f"{self.what}: cannot write ({problem})")
+        except BaseException as exc:
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._stack.close()
+
+    release = close  # the cv2.VideoWriter name, as VideoSink calls it
+
+    def abort(self) -> None:
+        """Drop the temporary file; nothing is renamed onto `path`."""
+        writer, self._writer = getattr(self, "_writer", None), None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.release()
+        exc = VssegError("aborted")
+        with contextlib.suppress(VssegError):
+            self._stack.__exit__(VssegError, exc, None)
+
+
+def _video_problem(path: Path, frames: int) -> str | None:
+    """Why the H.264 file at `path` is not one of `frames` frames (counted from its packets), or None."""
+    if frames == 0:
+        return None
+    av = av_module()
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            count = sum(1 for p in container.demux(stream) if p.size)
+    except Exception as exc:
+        return f"the finished file does not open ({_one_line(exc)})"
+    return None if count == frames else f"the finished file holds {count} of the {frames} frames written"
+
+
+def open_h264_writer(path: str | Path, fps: float, hw: tuple[int, int], what: str) -> H264FileWriter:
+    """An H.264 file at `path`, written through a checked temporary file (`H264FileWriter`)."""
+    return H264FileWriter(path, fps, hw, what)
 
 
 def rtp_sdp(host: str, port: int, payload_type: int = RTP_PAYLOAD_TYPE) -> str:

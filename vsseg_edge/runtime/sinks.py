@@ -122,13 +122,13 @@ class VideoSink(Sink):
     def _open(self, hw: tuple[int, int]) -> None:
         import cv2
 
-        tmp = self._stack.enter_context(atomic_path(self.path))
-        if self.codec == "h264":
+        if self.codec == "h264":  # its own checked temporary file (read back before the rename)
             from .av_output import open_h264_writer
 
-            self._writer = open_h264_writer(tmp, float(self.fps or 30.0), hw, f"--save {self.path}")
+            self._writer = open_h264_writer(self.path, float(self.fps or 30.0), hw, f"--save {self.path}")
             self._hw = hw  # the writer drops a last odd row/column itself (yuv420p)
             return
+        tmp = self._stack.enter_context(atomic_path(self.path))
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
         self._writer = cv2.VideoWriter(str(tmp), fourcc, float(self.fps or 30.0), (hw[1], hw[0]))
         if not self._writer.isOpened():
