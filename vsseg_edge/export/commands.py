@@ -32,6 +32,9 @@ def export_command(
     uint8_input: Optional[bool] = typer.Option(
         None, "--uint8-input/--float-input", help="uint8 NHWC input with the normalisation inside the graph.",
         show_default="uint8-input" if _preset("uint8_input") == "true" else "float-input"),
+    frame_size: Optional[str] = typer.Option(None, "--frame-size", show_default="off",
+                                             help="Camera frame HxW the graph takes as it is (resize, channel "
+                                                  "order and normalisation in the graph; needs --uint8-input)."),
     argmax: Optional[str] = typer.Option(None, "--argmax", show_default=_preset("argmax"),
                                          help="ArgMax in the graph: uint8 | int32 | none (logits)."),
     simplify: Optional[bool] = typer.Option(
@@ -50,7 +53,8 @@ def export_command(
         raise VssegError(f"{checkpoint}: checkpoint not found (expected a vsseg-edge .pt file)")
     cfg = load_preset(preset, opset=opset, size=parse_size(size) if size else None, dynamic_batch=dynamic_batch,
                       uint8_input=uint8_input, argmax=argmax, simplify=simplify, exporter=exporter,
-                      parity_frames=parity_frames)
+                      parity_frames=parity_frames,
+                      frame_size=parse_size(frame_size, "--frame-size") if frame_size else None)
     from .onnx_export import export_checkpoint
 
     result = export_checkpoint(checkpoint, out, cfg)

@@ -28,7 +28,7 @@ from pathlib import Path
 from ..core.errors import VssegError
 from ..core.fileio import atomic_path
 from ..core.manifest import write_manifest
-from ..core.preprocess import PreprocessSpec
+from ..core.preprocess import PreprocessSpec, resize_frame
 from . import simplify as graph
 from .parity import ParityReport, check_parity, load_frames
 from .presets import ExportPreset
@@ -65,7 +65,20 @@ def export_sizes(model, preprocess: PreprocessSpec, preset: ExportPreset) -> tup
                          f"H and W to be multiples of {multiple}")
     model_spec = preprocess.replace(height=h, width=w, dtype="float32", layout="nchw")
     onnx_spec = model_spec.replace(dtype="uint8", layout="nhwc") if preset.uint8_input else model_spec
+    if preset.frame_size is not None:
+        onnx_spec = frame_input_spec(model_spec, preset.frame_size)
     return model_spec, onnx_spec
+
+
+def frame_input_spec(model_spec: PreprocessSpec, frame_hw: tuple[int, int]) -> PreprocessSpec:
+    """The input spec of a graph that takes camera frames: BGR uint8 NHWC of `frame_hw`, passed as they are.
+
+    core.preprocess then only stretches a frame of another size to `frame_hw` (a dataset frame becomes the
+    camera's); mean/std are the model's, listed in the BGR order of the graph's input.
+    """
+    bgr = (lambda v: tuple(v)[::-1]) if model_spec.channel_order == "rgb" else tuple
+    return model_spec.replace(height=frame_hw[0], width=frame_hw[1], channel_order="bgr", mean=bgr(model_spec.mean),
+                              std=bgr(model_spec.std), resize="stretch", dtype="uint8", layout="nhwc")
 
 
 def build_module(model, model_spec: PreprocessSpec, preset: ExportPreset, num_classes: int):
@@ -80,9 +93,11 @@ def build_module(model, model_spec: PreprocessSpec, preset: ExportPreset, num_cl
     example = torch.zeros(model_spec.input_shape(batch))
     if preset.static_pools:
         model, _ = static_adaptive_pools(model, example[:1])
-    module = wrap_for_export(model, model_spec, uint8_input=preset.uint8_input, argmax=preset.argmax)
+    module = wrap_for_export(model, model_spec, uint8_input=preset.uint8_input, argmax=preset.argmax,
+                             frame_size=preset.frame_size)
     if preset.uint8_input:
-        example = torch.zeros((batch, model_spec.height, model_spec.width, 3), dtype=torch.uint8)
+        h, w = preset.frame_size or model_spec.size
+        example = torch.zeros((batch, h, w, 3), dtype=torch.uint8)
     return module, example
 
 
@@ -160,7 +175,9 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
     t1 = time.perf_counter()
     proto = finish_graph(proto, preset, str(out))
     t2 = time.perf_counter()
-    frames, source = load_frames(preset.parity_frames, preset.parity_count, model_spec.size)
+    frames, source = load_frames(preset.parity_frames, preset.parity_count, onnx_spec.size)
+    if preset.frame_size is not None:  # the camera's frames: both sides start from the same frame
+        frames = [resize_frame(f, onnx_spec) for f in frames]
     with atomic_path(out) as tmp:
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
         report = check_parity(tmp, model, frames, source, model_spec=model_spec, onnx_spec=onnx_spec,
@@ -177,8 +194,16 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
         output=preset.output,
         precision="fp32", parent=parent, opset=summary["opset"], exporter=exporter_name(preset),
         simplified=preset.simplify, dynamic_batch=preset.dynamic_batch, parity=report.to_dict(),
-        graph=summary, export_preset=preset.to_dict(), source_preprocess=preprocess.to_dict(), timings=timings)
+        graph=summary, export_preset=preset.to_dict(), source_preprocess=preprocess.to_dict(), timings=timings,
+        **({"graph_preprocess": graph_preprocess(model_spec, onnx_spec)} if preset.frame_size else {}))
     return ExportResult(out, manifest, report, summary, timings)
+
+
+def graph_preprocess(model_spec: PreprocessSpec, onnx_spec: PreprocessSpec) -> dict:
+    """What a camera-frame graph does inside, for the manifest (its input spec says what it takes)."""
+    return {"frame_size": list(onnx_spec.size), "resize_to": list(model_spec.size),
+            "interpolation": model_spec.interpolation, "channel_order": model_spec.channel_order,
+            "normalised_as": model_spec.to_dict()}
 
 
 def export_checkpoint(ckpt_path: str | Path, out: str | Path, preset: ExportPreset) -> ExportResult:

@@ -58,6 +58,8 @@ def register(app, data_app) -> None:
         fp16: Optional[bool] = typer.Option(None, "--fp16/--fp32", show_default="fp16 on CUDA, fp32 on CPU",
                                             help="torch backend precision."),
         cuda_graph: bool = typer.Option(False, "--cuda-graph", help="torch backend: replay a CUDA graph (GPU only)."),
+        preprocess: str = typer.Option("auto", "--preprocess",
+                                       help="auto: on the GPU when the backend runs there | host | device."),
     ):
         """Segment every frame of a camera, video, image folder or stream (per-frame inference)."""
         from .run import run_model
@@ -68,7 +70,8 @@ def register(app, data_app) -> None:
         result = run_model(model, camera=camera, source=source, csi=csi, backend=backend, show=show, save=save,
                            save_masks=save_masks, size=size, alpha=alpha, max_frames=max_frames, stats=stats,
                            threads=threads, fp16=fp16, cuda_graph=cuda_graph, mask_format=mask_format,
-                           frame_json=frame_json, classes=classes, source_options=opts, bitrate=bitrate)
+                           frame_json=frame_json, classes=classes, source_options=opts, bitrate=bitrate,
+                           preprocess=preprocess)
         if result.error:
             typer.echo(f"error: {result.error}", err=True)
             raise typer.Exit(1)

@@ -100,9 +100,9 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
               backend: str | None = None, show: bool = False, save: str | Path | None = None,
               save_masks: Path | None = None, size: str | None = None, alpha: float = 0.5,
               max_frames: int | None = None, stats: Path | None = None, threads: int = 0,
-              fp16: bool | None = None, cuda_graph: bool = False, mask_format: str = "ids",
-              frame_json: str | None = None, classes: str | None = None, source_options=None,
-              bitrate: int | None = None):
+              fp16: bool | None = None, cuda_graph: bool = False, preprocess: str = "auto",
+              mask_format: str = "ids", frame_json: str | None = None, classes: str | None = None,
+              source_options=None, bitrate: int | None = None):
     """Open sinks, backend and source, run the pipeline, print the p50/p99 table; return the RunResult.
 
     `classes`: a class file whose names and colours replace the model's (as many classes as it predicts);
@@ -122,6 +122,8 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
         raise VssegError(f"--alpha {alpha}: expected a value in [0, 1]")
     if max_frames is not None and max_frames < 1:
         raise VssegError(f"--max-frames {max_frames}: expected a positive number")
+    if preprocess not in ("auto", "host", "device"):
+        raise VssegError(f"--preprocess {preprocess}: expected auto, host or device")
     hw = parse_size(size)
     options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16,
                               cuda_graph=cuda_graph)
@@ -137,9 +139,10 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
                 be.classes, be.palette = list(label_set.classes), label_set.palette_list()
             bind_sinks(sinks, be.label_set)
             src = open_source(source, camera=camera, csi=csi, options=source_options)
-            typer.echo(f"{be.describe()} ← {src.description}", err=True)
-            result = Pipeline(src, be, sinks, alpha=alpha, max_frames=max_frames,
-                              stats_path=str(stats) if stats else None).run()
+            pipeline = Pipeline(src, be, sinks, alpha=alpha, max_frames=max_frames,
+                                stats_path=str(stats) if stats else None, preprocess=preprocess)
+            typer.echo(f"{be.describe()}, {pipeline.stage.kind} stage ← {src.description}", err=True)
+            result = pipeline.run()
     except BaseException:
         _close(sinks)  # a failure before the run (model, source): the window goes, no partial video
         raise

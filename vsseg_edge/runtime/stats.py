@@ -1,9 +1,15 @@
 """Per-frame timings of the runtime pipeline: JSONL records and the p50/p99 summary printed at the end.
 
-Each processed frame gives one record with the time of every stage in milliseconds (capture, preprocess,
-infer, postprocess, render), its latency (end of capture → end of rendering) and the running drop and
-decode-failure counts. The summary gives p50/p99 per stage and the throughput measured from the
+Each processed frame gives one record with the time of every stage in milliseconds (capture, upload,
+preprocess, infer, postprocess, download, render), its latency (end of capture → end of rendering) and the
+running drop and decode-failure counts. The summary gives p50/p99 per stage and the throughput measured from the
 intervals between finished frames, so that "FPS" is what a viewer sees, not 1/infer time.
+
+On the host path the stages are wall-clock times of the thread doing them (upload and download are part of
+infer there, and 0). A device stage times its work on the device with CUDA events: upload = the copy into the
+pinned buffer plus the host-to-device copy, preprocess / infer / postprocess (label resize, overlay) on the
+device, download = the device-to-host copy; render (sinks, and the overlay on the host path) is wall clock.
+Device stages of consecutive frames overlap, so their sum is the latency share, not the frame interval.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("capture_ms", "preprocess_ms", "infer_ms", "postprocess_ms", "render_ms")
+STAGES = ("capture_ms", "upload_ms", "preprocess_ms", "infer_ms", "postprocess_ms", "download_ms", "render_ms")
 
 
 @dataclass
@@ -33,6 +39,14 @@ class FrameTimes:
     postprocess_ms: float = 0.0
     render_ms: float = 0.0
     t_done: float = 0.0
+    upload_ms: float = 0.0  # device stages only
+    download_ms: float = 0.0
+
+    def set_stages(self, times: dict[str, float]) -> None:
+        """Take a stage's times (`<stage>_ms`); `overlay_ms` (the host overlay) counts as render time."""
+        for name, ms in times.items():
+            name = "render_ms" if name == "overlay_ms" else name
+            setattr(self, name, getattr(self, name) + float(ms))
 
     def record(self, drops: int, decode_failures: int) -> dict:
         rec = {"frame": self.index}
@@ -45,6 +59,7 @@ class FrameTimes:
         return rec
 
 
+_DEVICE_ONLY = ("upload_ms", "download_ms")  # always 0 on the host path: not printed there
 FIELDS = ("frame",) + STAGES + ("latency_ms", "t_done", "drops", "decode_failures")
 _INTS = ("frame", "drops", "decode_failures")
 
@@ -164,7 +179,7 @@ def format_summary(s: dict) -> str:
     lines = [f"{'stage':<14}{'p50 ms':>10}{'p99 ms':>10}"]
     for name in STAGES + ("latency_ms", "interval_ms"):
         v = s[name]
-        if v["p50"] is not None:
+        if v["p50"] is not None and (name not in _DEVICE_ONLY or v["p99"]):
             lines.append(f"{name.replace('_ms', ''):<14}{v['p50']:>10.2f}{v['p99']:>10.2f}")
     fps = f"{s['fps']:.2f}" if s.get("fps") else "n/a"
     lines.append(f"frames {s['frames']}  fps {fps}  drops {s['drops']}  decode failures {s['decode_failures']}")
