@@ -76,13 +76,18 @@ def main() -> None:
     """Console entry point: a user error becomes one line on stderr and exit code 2, no traceback.
 
     An optional package missing where a command imports it directly (torch for `train`, onnx for `export` …)
-    is a user error too: one line naming the package and the extra that installs it."""
-    from .core.errors import VssegError, install_hint
+    is a user error too: one line naming the package and the extra that installs it.
 
+    Ctrl-C and SIGTERM unwind the command (its temporary files go) and exit 130 / 143 with one line.
+    """
+    from .core.errors import Interrupted, VssegError, install_hint
+    from .core.signals import raise_on_signals
+
+    restore = raise_on_signals()
     try:
         app()
     except VssegError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
     except ModuleNotFoundError as exc:
         hint = install_hint(exc.name or "")
@@ -92,6 +97,16 @@ def main() -> None:
         typer.echo(f"error: {command} needs {exc.name.split('.')[0]}, which is not installed; install it with: "
                    f"{hint}", err=True)
         sys.exit(2)
+    except Interrupted as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    finally:
+        restore()
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (a message quoting a multi-line library error keeps its lines joined)."""
+    return " ".join(str(exc).split("\n")).strip()
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def test_broken_parity_leaves_no_file(tiny_ckpt, tmp_path, monkeypatch):
 def test_user_errors(tiny_ckpt, tmp_path, tiny_factory):
     from vsseg_edge.core.preprocess import PreprocessSpec
 
-    with pytest.raises(VssegError, match="is a directory"):
+    with pytest.raises(VssegError, match="is a folder; expected a file name"):
         export_checkpoint(tiny_ckpt, tmp_path, load_preset(None))
     meta = dict(model_name="t", classes=["a", "b"], preprocess=PreprocessSpec(height=64, width=128))
     with pytest.raises(VssegError, match=r"--size 60x128: .* multiples of 8"):

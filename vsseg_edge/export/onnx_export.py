@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import VssegError
-from ..core.fileio import atomic_path
+from ..core.fileio import atomic_path, check_output
 from ..core.manifest import write_manifest
 from ..core.preprocess import PreprocessSpec, resize_frame
 from . import simplify as graph
@@ -47,12 +47,20 @@ class ExportResult:
     timings: dict
 
 
-def check_output_path(out: str | Path) -> Path:
-    """An existing directory is an error; a missing parent folder is fine (atomic_path creates it)."""
-    out = Path(out)
-    if out.is_dir():
-        raise VssegError(f"--out {out}: is a directory; expected the path of the .onnx file to write")
-    return out
+MANIFEST_BYTES = 64 * 1024  # room for the manifest and the graph beside the weights, in the free-space check
+
+
+def check_output_path(out: str | Path, inputs=(), need_bytes: int = 0) -> Path:
+    """Refuse, before exporting, an --out that is not a writable new .onnx path (`fileio.check_output`).
+
+    A missing parent folder is fine (atomic_path creates it); the output must not be one of `inputs`.
+    """
+    return check_output(out, "--out", suffixes=(".onnx",), inputs=inputs, need_bytes=need_bytes)
+
+
+def weight_bytes(model) -> int:
+    """Bytes of the model's float32 parameters and buffers: about what the ONNX file holds."""
+    return sum(t.numel() * 4 for t in list(model.parameters()) + list(model.buffers()))
 
 
 def export_sizes(model, preprocess: PreprocessSpec, preset: ExportPreset) -> tuple[PreprocessSpec, PreprocessSpec]:
@@ -166,36 +174,39 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
     """
     import onnx
 
-    out = check_output_path(out)
+    out = check_output_path(out, inputs=[parent], need_bytes=weight_bytes(model) + MANIFEST_BYTES)
     t0 = time.perf_counter()
     model = model.eval()
     model_spec, onnx_spec = export_sizes(model, preprocess, preset)
+    # the parity frames are read before exporting: a bad --parity-frames fails at once, not after the export
+    frames, source = load_frames(preset.parity_frames, preset.parity_count, onnx_spec.size)
+    if preset.frame_size is not None:  # the camera's frames: both sides start from the same frame
+        frames = [resize_frame(f, onnx_spec) for f in frames]
+    frames_s = time.perf_counter() - t0  # counted with the parity check in the timings
     module, example = build_module(model, model_spec, preset, len(classes))
     proto = torch_export(module, example, preset)
     t1 = time.perf_counter()
     proto = finish_graph(proto, preset, str(out))
     t2 = time.perf_counter()
-    frames, source = load_frames(preset.parity_frames, preset.parity_count, onnx_spec.size)
-    if preset.frame_size is not None:  # the camera's frames: both sides start from the same frame
-        frames = [resize_frame(f, onnx_spec) for f in frames]
-    with atomic_path(out) as tmp:
+    with atomic_path(out, "--out") as tmp:
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
         report = check_parity(tmp, model, frames, source, model_spec=model_spec, onnx_spec=onnx_spec,
                               output=preset.output, batched=preset.dynamic_batch,
                               max_abs_logit=preset.max_abs_logit, min_argmax_agreement=preset.min_argmax_agreement)
         if not report.passed:
             raise VssegError(f"{out}: parity check failed, nothing written: {report.describe()}")
-    t3 = time.perf_counter()
-    summary = graph.summary(proto)
-    timings = {"export_s": round(t1 - t0, 3), "simplify_check_s": round(t2 - t1, 3),
-               "parity_s": round(t3 - t2, 3), "total_s": round(t3 - t0, 3)}
-    manifest = write_manifest(
-        out, "onnx", model=model_name, classes=list(classes), palette=palette, preprocess=onnx_spec,
-        output=preset.output,
-        precision="fp32", parent=parent, opset=summary["opset"], exporter=exporter_name(preset),
-        simplified=preset.simplify, dynamic_batch=preset.dynamic_batch, parity=report.to_dict(),
-        graph=summary, export_preset=preset.to_dict(), source_preprocess=preprocess.to_dict(), timings=timings,
-        **({"graph_preprocess": graph_preprocess(model_spec, onnx_spec)} if preset.frame_size else {}))
+        t3 = time.perf_counter()
+        summary = graph.summary(proto)
+        timings = {"export_s": round(t1 - t0 - frames_s, 3), "simplify_check_s": round(t2 - t1, 3),
+                   "parity_s": round(t3 - t2 + frames_s, 3), "total_s": round(t3 - t0, 3)}
+        # the manifest before the rename: when it cannot be written, no model is left without one
+        manifest = write_manifest(
+            out, "onnx", model=model_name, classes=list(classes), palette=palette, preprocess=onnx_spec,
+            output=preset.output, precision="fp32", parent=parent, content=tmp, opset=summary["opset"],
+            exporter=exporter_name(preset), simplified=preset.simplify, dynamic_batch=preset.dynamic_batch,
+            parity=report.to_dict(), graph=summary, export_preset=preset.to_dict(),
+            source_preprocess=preprocess.to_dict(), timings=timings,
+            **({"graph_preprocess": graph_preprocess(model_spec, onnx_spec)} if preset.frame_size else {}))
     return ExportResult(out, manifest, report, summary, timings)
 
 
@@ -210,7 +221,7 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, preset: ExportPres
     """Load a vsseg-edge checkpoint (model, classes, preprocessing) and export it with `preset`."""
     from ..models.checkpoint import checkpoint_preprocess, model_from_checkpoint
 
-    check_output_path(out)
+    check_output_path(out, inputs=[ckpt_path])
     model, ckpt = model_from_checkpoint(ckpt_path)
     return export_onnx(model, out, model_name=ckpt["model"], classes=ckpt["classes"], palette=ckpt.get("palette"),
                        preprocess=checkpoint_preprocess(ckpt, str(ckpt_path)), preset=preset, parent=ckpt_path)

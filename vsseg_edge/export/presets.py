@@ -20,6 +20,7 @@ from ..core.errors import VssegError
 MIN_OPSET = 17
 ARGMAX_KINDS = ("none", "uint8", "int32")
 EXPORTERS = ("dynamo", "torchscript")
+MAX_SIDE = 8192  # pixels, as `run --size`: a larger input is a typo, and the export would exhaust memory
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ def parse_size(text: str, where: str = "--size") -> tuple[int, int]:
         raise VssegError(f"{where}: expected HxW such as 256x512, got {text!r}") from None
     if h <= 0 or w <= 0:
         raise VssegError(f"{where}: height and width must be positive, got {text!r}")
+    if max(h, w) > MAX_SIDE:
+        raise VssegError(f"{where}: each side at most {MAX_SIDE} pixels, got {text!r}")
     return h, w
 
 

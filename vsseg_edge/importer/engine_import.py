@@ -70,7 +70,8 @@ def import_engine(path: str | Path, classes: str | Path | LabelSet, *, size: tup
                "outputs": [t.to_dict() for t in outputs], "class_set": label_set.name}
     man = write_manifest(path, "engine", model=name or path.stem, classes=list(label_set.classes),
                          palette=label_set.palette_list(), preprocess=spec, output=kind, precision=precision,
-                         tensorrt={"version": trt.__version__, "gpu": gpu}, imported=details)
+                         tensorrt={"version": trt.__version__, "gpu": gpu}, imported=details,
+                         content=path)  # the user's own file: a failed manifest write leaves it alone
     try:
         man["imported"]["smoke_run"] = _smoke(path, kind, label_set.num_classes, device, modules)
     except BaseException:

@@ -80,9 +80,10 @@ def import_onnx(path: str | Path, classes: str | Path | LabelSet, *, size: tuple
     details = {"tool": "vsseg-edge import", "file": path.name, "inputs": [t.to_dict() for t in inputs],
                "outputs": [t.to_dict() for t in outputs], "onnx": graph, "smoke_run": smoke,
                "class_set": label_set.name}
+    # content=path: the bytes are the user's file itself, which a failed manifest write must leave alone
     man = write_manifest(path, "qdq_onnx" if qdq else "onnx", model=name or path.stem, classes=list(label_set.classes),
                          palette=label_set.palette_list(), preprocess=spec, output=kind,
-                         precision="int8" if qdq else "fp32", imported=details)
+                         precision="int8" if qdq else "fp32", content=path, imported=details)
     _check_run_accepts(path, log)
     return man
 

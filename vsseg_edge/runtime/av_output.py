@@ -168,7 +168,7 @@ class H264FileWriter:
         self.path, self.what = Path(path), what
         fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}[self.path.suffix.lower()]
         self._stack = contextlib.ExitStack()
-        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        self._tmp = self._stack.enter_context(atomic_path(self.path, "--save"))
         options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
         try:
             self._writer = H264Writer(str(self._tmp), fmt, fps, hw, what=what, container_options=options,

@@ -75,3 +75,7 @@ def register(app, data_app) -> None:
         if result.error:
             typer.echo(f"error: {result.error}", err=True)
             raise typer.Exit(1)
+        if result.stopped_by == "signal":
+            from ..core.errors import Interrupted
+
+            raise Interrupted(result.signal or 15, f"{result.frames} frames written")

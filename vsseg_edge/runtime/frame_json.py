@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import VssegError
 from .sinks import Sink
 
 TIMINGS = ("capture_ms", "preprocess_ms", "infer_ms", "postprocess_ms")
@@ -48,12 +47,9 @@ class FrameJsonSink(Sink):
         self.stdout = str(target) == "-"
         self.path = None if self.stdout else Path(target)
         if self.path is not None:
-            if self.path.is_dir():
-                raise VssegError(f"--frame-json {target}: is a folder; expected a file name such as frames.jsonl")
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise VssegError(f"--frame-json {target}: cannot create its folder ({exc.strerror or exc})") from None
+            from ..core.fileio import check_output
+
+            check_output(self.path, "--frame-json")  # a file name, in a folder that takes a new file
         self.classes: list[str] = [str(i) for i in range(255)]
         self.frames = 0
         self._stack = contextlib.ExitStack()
@@ -71,7 +67,7 @@ class FrameJsonSink(Sink):
             else:
                 from ..core.fileio import atomic_write
 
-                self._fh = self._stack.enter_context(atomic_write(self.path, "w"))
+                self._fh = self._stack.enter_context(atomic_write(self.path, "w", flag="--frame-json"))
         return self._fh
 
     def record(self, frame, labels: np.ndarray) -> dict:

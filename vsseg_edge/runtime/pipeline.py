@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.labels import label_set_for
+from ..core.signals import raise_interrupted
 from .backends import Backend
 from .hud import bgr_lut
 from .sinks import Sink
@@ -44,6 +45,7 @@ class RunResult:
     summary: dict
     error: str | None = None
     records: list[dict] = field(default_factory=list)
+    signal: int | None = None  # the signal that stopped the run (stopped_by "signal")
 
 
 class Pipeline:
@@ -64,6 +66,7 @@ class Pipeline:
         self._needs_overlay = any(s.needs_overlay for s in self.sinks)
         self._recent = deque(maxlen=30)  # (t_done, latency) of the last frames, for the HUD
         self._handle_signals = handle_signals
+        self._signal: int | None = None
         # frames in flight: the output queue, the one being emitted and the one being submitted
         self.stage = open_stage(backend, mode=preprocess, lut=self._lut, alpha=alpha,
                                 overlay=self._needs_overlay, slots=queue_size + 2)
@@ -207,7 +210,8 @@ class Pipeline:
             raise self._errors[0]
         summary = summarize(self.stats.records, self.source.drops, self.source.decode_failures)
         stopped = "error" if self.source.error and self._stopped_by == "end" else self._stopped_by
-        return RunResult(len(self.stats.records), stopped, summary, self.source.error, self.stats.records)
+        return RunResult(len(self.stats.records), stopped, summary, self.source.error, self.stats.records,
+                         self._signal)
 
     def _install_signals(self):
         """First Ctrl-C / SIGTERM asks for a clean stop; a second Ctrl-C interrupts at once."""
@@ -216,8 +220,9 @@ class Pipeline:
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def handler(signum, _frame):
+            self._signal = self._signal or signum
             self.request_stop("signal")
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, raise_interrupted)  # a second Ctrl-C stops at once
 
         for s in previous:
             signal.signal(s, handler)

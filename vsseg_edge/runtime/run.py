@@ -12,16 +12,54 @@ from pathlib import Path
 import typer
 
 
+MAX_SIDE = 8192  # pixels: beyond 8K video a model input is a typo, and OpenCV would run out of memory
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'512x1024' (HxW) → (512, 1024); a one-line error otherwise."""
+    """'512x1024' (HxW) → (512, 1024); a one-line error otherwise (each side 1 … MAX_SIDE)."""
     if text is None:
         return None
     from ..core.errors import VssegError
 
     parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise VssegError(f"--size {text}: expected HxW in pixels, e.g. 512x1024")
+    if len(parts) != 2 or not all(p.strip().isdigit() and 0 < int(p) <= MAX_SIDE for p in parts):
+        raise VssegError(f"--size {text}: expected HxW in pixels, each side 1 to {MAX_SIDE}, e.g. 512x1024")
     return int(parts[0]), int(parts[1])
+
+
+def _local(path) -> Path | None:
+    """A file path named by a source or output text (file:// optional), or None for a URL or a device."""
+    if path is None:
+        return None
+    text = str(path)
+    if text.lower().startswith("file://"):
+        text = text[len("file://"):]
+    return None if "://" in text or text.startswith("/dev/") or "!" in text else Path(text)
+
+
+def check_outputs(model: Path, source: str | None, *, save: str | Path | None, save_masks: Path | None,
+                  stats: Path | None, frame_json: str | None = None) -> None:
+    """No output may be an input: the model (or its manifest), the source file or folder (a glob's folders),
+    or another output. Network outputs (rtp://, rtsp://) and stdout (`--frame-json -`) are not files."""
+    import glob
+
+    from ..core.errors import VssegError
+    from ..core.fileio import refuse_output_over_inputs, same_file
+
+    inputs = [model]
+    src = _local(source)
+    if src is not None and src.exists():
+        inputs.append(src)
+    elif src is not None and any(c in str(src) for c in "*?["):
+        inputs += sorted({Path(f).parent for f in glob.glob(str(src), recursive=True)})
+    outputs = [(f, p) for f, p in (("--save", _local(save)), ("--save-masks", save_masks), ("--stats", stats),
+                                   ("--frame-json", None if frame_json in (None, "-") else Path(frame_json)))
+               if p]
+    refuse_output_over_inputs(outputs, inputs)
+    for i, (fa, a) in enumerate(outputs):
+        for fb, b in outputs[i + 1:]:
+            if same_file(a, b):
+                raise VssegError(f"{fb} {b}: is also {fa}; give each output its own path")
 
 
 def build_sinks(*, show: bool, save: str | Path | None, save_masks: Path | None, mask_format: str = "ids",
@@ -122,8 +160,11 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
         raise VssegError(f"--alpha {alpha}: expected a value in [0, 1]")
     if max_frames is not None and max_frames < 1:
         raise VssegError(f"--max-frames {max_frames}: expected a positive number")
+    if threads < 0:
+        raise VssegError(f"--threads {threads}: expected 0 (onnxruntime's default) or a positive number")
     if preprocess not in ("auto", "host", "device"):
         raise VssegError(f"--preprocess {preprocess}: expected auto, host or device")
+    check_outputs(model, source, save=save, save_masks=save_masks, stats=stats, frame_json=frame_json)
     hw = parse_size(size)
     options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16,
                               cuda_graph=cuda_graph)
@@ -147,4 +188,7 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
         _close(sinks)  # a failure before the run (model, source): the window goes, no partial video
         raise
     typer.echo(format_summary(result.summary), err=True)
+    if result.frames == 0 and result.stopped_by in ("end", "error"):
+        raise VssegError(f"{src.description}: no frame was segmented"
+                         + (f" ({result.error})" if result.error else " (the source gave no readable frame)"))
     return result

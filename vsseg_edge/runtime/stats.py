@@ -92,15 +92,10 @@ class Records(Sequence):
 
 
 def _check_writable(path: Path) -> None:
-    """Refuse, before the run, a --stats path that is a folder or whose folder cannot be made."""
-    from ..core.errors import VssegError
+    """Refuse, before the run, a --stats path that is a folder or cannot be written (`fileio.check_output`)."""
+    from ..core.fileio import check_output
 
-    if path.is_dir():
-        raise VssegError(f"--stats {path}: is a folder; expected a file name such as stats.jsonl")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VssegError(f"--stats {path}: cannot create its folder ({exc.strerror or exc})") from None
+    check_output(path, "--stats")
 
 
 class StatsCollector:
@@ -119,32 +114,49 @@ class StatsCollector:
         self.t_start = time.perf_counter()
         self._stack = contextlib.ExitStack()
         self._fh = None
+        self._failed = False
         self._t_flush = self.t_start
 
     def _file(self):
         if self._fh is None:
             from ..core.fileio import atomic_write
 
-            self._fh = self._stack.enter_context(atomic_write(self.path, "w"))
+            self._fh = self._stack.enter_context(atomic_write(self.path, "w", flag="--stats"))
         return self._fh
 
     def add(self, rec: dict) -> None:
         self.records.append(rec)
         if self.path is None:
             return
-        fh = self._file()
-        fh.write(json.dumps(rec) + "\n")
-        now = time.perf_counter()
-        if now - self._t_flush >= self.flush_s:
-            fh.flush()
-            self._t_flush = now
+        from ..core.fileio import write_errors
+
+        try:
+            with write_errors(self.path, "--stats"):
+                fh = self._file()
+                fh.write(json.dumps(rec) + "\n")
+                now = time.perf_counter()
+                if now - self._t_flush >= self.flush_s:
+                    fh.flush()
+                    self._t_flush = now
+        except BaseException:
+            self._failed = True
+            raise
 
     def close(self) -> None:
-        """Finish the JSONL file (an empty one when no frame finished). Safe to call more than once."""
+        """Finish the JSONL file (an empty one when no frame finished). Safe to call more than once.
+
+        After a failed write the temporary file is dropped, never renamed onto the target.
+        """
         if self.path is not None:
-            self._file()
+            if not self._failed:
+                self._file()
             self.path = None
-        self._stack.close()
+        stack, self._stack = self._stack, contextlib.ExitStack()
+        if self._failed:
+            with contextlib.suppress(Exception):  # the failed write was reported where it happened
+                stack.__exit__(RuntimeError, RuntimeError("stats not written"), None)
+        else:
+            stack.close()
 
     def summary(self, drops: int = 0, decode_failures: int = 0) -> dict:
         return summarize(self.records, drops=drops, decode_failures=decode_failures)

@@ -135,7 +135,7 @@ class OrtBackend(Backend):
              shift_int8: bool = True, io_binding: bool | None = None) -> "OrtBackend":
         """The backend of an ONNX file and its manifest (an FP32 ONNX or a Q/DQ INT8 ONNX)."""
         path = Path(path)
-        man = read_manifest(path, kind=("onnx", "qdq_onnx"))
+        man = read_manifest(path, kind=("onnx", "qdq_onnx"), verify=True)
         _check_onnx(path)
         # only Q/DQ artifacts can hold int8 activations: an FP32 ONNX is not parsed a second time
         be = cls(path, preprocess_spec=manifest_preprocess(man, str(path)),

@@ -121,7 +121,7 @@ class TrtBackend(Backend):
     def __init__(self, path: str | Path, *, device: int = 0, modules=None):
         path = Path(path)
         self.artifact = str(path)
-        man = read_manifest(path, kind="engine")
+        man = read_manifest(path, kind="engine", verify=True)
         self.preprocess_spec = manifest_preprocess(man, str(path))
         self.output_kind = output_kind_of(man, str(path))
         self.classes, self.palette = list(man.get("classes", [])), man.get("palette")
