@@ -333,3 +333,11 @@ def test_a_failed_h264_write_leaves_no_file_and_a_short_file_is_refused(monkeypa
     run_model(onnx_model, source=str(video_file), save=good, max_frames=5)
     assert av_output._video_problem(good, 5) is None
     assert av_output._video_problem(good, 6) == "the finished file holds 5 of the 6 frames written"
+
+
+def test_outputs_over_a_glob_or_file_uri_source_are_refused(onnx_model, image_folder, video_file):
+    """Masks named like their frames would replace the frames a glob reads; a file:// source is a file too."""
+    with pytest.raises(VssegError, match=r"^--save-masks .*: is an input of this command"):
+        run_model(onnx_model, source=f"{image_folder}/*.png", save_masks=image_folder)
+    with pytest.raises(VssegError, match=r"^--save .*synthetic.mp4: is an input of this command"):
+        run_model(onnx_model, source=f"file://{video_file}", save=f"file://{video_file}")
