@@ -141,7 +141,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 def register(app, data_app) -> None:
     @app.command()
     def demo(
-        out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for every artifact of the demo."),
+        out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for every artifact of the demo."),
         student_iterations: int = typer.Option(DemoConfig.student_iterations, "--iterations",
                                                help="Student training steps."),
         teacher_iterations: int = typer.Option(DemoConfig.teacher_iterations, "--teacher-iterations"),

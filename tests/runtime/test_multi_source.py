@@ -276,3 +276,25 @@ def test_sigterm_stops_every_source_and_writes_the_summary(tmp_path, batch_onnx)
         lines = (stats / f"{s['name']}.jsonl").read_text().splitlines()
         assert len(lines) == s["summary"]["frames"] < 2000 and all(json.loads(line) for line in lines)
     assert "interrupted by SIGTERM" in err.strip().splitlines()[-1]
+
+
+def test_cli_two_sources_colour_masks_and_frame_json(tmp_path, batch_onnx, video_file, image_folder):
+    masks, frames_json = tmp_path / "masks", tmp_path / "frames"
+    runner = CliRunner()
+    r = runner.invoke(app, ["run", str(batch_onnx), "--source", str(video_file), "--source", str(image_folder),
+                            "--save-masks", str(masks), "--mask-format", "color", "--frame-json", str(frames_json),
+                            "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    colour = cv2.imread(str(masks / video_file.stem / "000000.png"), cv2.IMREAD_UNCHANGED)
+    assert colour.ndim == 3 and colour.shape[:2] == (H, W)  # class colours, not ids
+    lines = (frames_json / f"{image_folder.name}.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and all(json.loads(line) for line in lines)
+    assert len((frames_json / f"{video_file.stem}.jsonl").read_text().splitlines()) == NFRAMES
+    r = runner.invoke(app, ["run", str(batch_onnx), "--source", str(video_file), "--source", str(image_folder),
+                            "--stats", str(tmp_path / "same"), "--frame-json", str(tmp_path / "same")])
+    assert r.exit_code != 0 and "give each output its own folder" in str(r.exception or r.output)
+    for bad, msg in ((["--save", "rtp://127.0.0.1:5004"], "names a folder"), (["--frame-json", "-"], "names a folder"),
+                     (["--preprocess", "device"], "on the host")):
+        r = runner.invoke(app, ["run", str(batch_onnx), "--source", str(video_file), "--source",
+                                str(image_folder), *bad])
+        assert r.exit_code != 0 and msg in str(r.exception or r.output), (bad, r.output)

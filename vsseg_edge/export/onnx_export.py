@@ -166,7 +166,7 @@ def exporter_name(preset: ExportPreset) -> str:
 
 
 def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], preprocess: PreprocessSpec,
-                preset: ExportPreset, parent: str | Path | None = None) -> ExportResult:
+                preset: ExportPreset, parent: str | Path | None = None, palette: list | None = None) -> ExportResult:
     """Export `model` (float NCHW in, N×C×H×W logits out) to `out` with its manifest, or leave no file.
 
     `preprocess` is the checkpoint's preprocessing; the manifest records the exported graph's own input
@@ -201,10 +201,11 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
                    "parity_s": round(t3 - t2 + frames_s, 3), "total_s": round(t3 - t0, 3)}
         # the manifest before the rename: when it cannot be written, no model is left without one
         manifest = write_manifest(
-            out, "onnx", model=model_name, classes=list(classes), preprocess=onnx_spec, output=preset.output,
-            precision="fp32", parent=parent, content=tmp, opset=summary["opset"], exporter=exporter_name(preset),
-            simplified=preset.simplify, dynamic_batch=preset.dynamic_batch, parity=report.to_dict(),
-            graph=summary, export_preset=preset.to_dict(), source_preprocess=preprocess.to_dict(), timings=timings,
+            out, "onnx", model=model_name, classes=list(classes), palette=palette, preprocess=onnx_spec,
+            output=preset.output, precision="fp32", parent=parent, content=tmp, opset=summary["opset"],
+            exporter=exporter_name(preset), simplified=preset.simplify, dynamic_batch=preset.dynamic_batch,
+            parity=report.to_dict(), graph=summary, export_preset=preset.to_dict(),
+            source_preprocess=preprocess.to_dict(), timings=timings,
             **({"graph_preprocess": graph_preprocess(model_spec, onnx_spec)} if preset.frame_size else {}))
     return ExportResult(out, manifest, report, summary, timings)
 
@@ -222,5 +223,5 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, preset: ExportPres
 
     check_output_path(out, inputs=[ckpt_path])
     model, ckpt = model_from_checkpoint(ckpt_path)
-    return export_onnx(model, out, model_name=ckpt["model"], classes=ckpt["classes"],
+    return export_onnx(model, out, model_name=ckpt["model"], classes=ckpt["classes"], palette=ckpt.get("palette"),
                        preprocess=checkpoint_preprocess(ckpt, str(ckpt_path)), preset=preset, parent=ckpt_path)

@@ -3,7 +3,8 @@
 A checkpoint is a plain dict of tensors and primitive values, loaded with `weights_only=True`:
 
     format "vsseg-edge-checkpoint", version, model (registry name), model_kwargs, num_classes,
-    classes, preprocess (PreprocessSpec dict), config (resolved training config), metrics, step,
+    classes, palette (optional: RGB per class), preprocess (PreprocessSpec dict), config (resolved training
+    config), metrics, step,
     state_dict, and optionally the trainer's resume state under "train_state".
 
 Every checkpoint gets a sidecar manifest `<ckpt>.json` (kind "checkpoint").
@@ -30,6 +31,7 @@ def save_checkpoint(
     model_name: str,
     classes: list[str],
     preprocess: PreprocessSpec,
+    palette: list | None = None,
     model_kwargs: dict | None = None,
     config: dict | None = None,
     metrics: dict | None = None,
@@ -48,6 +50,7 @@ def save_checkpoint(
         "model_kwargs": dict(model_kwargs or {}),
         "num_classes": len(classes),
         "classes": list(classes),
+        **({"palette": [list(c) for c in palette]} if palette is not None else {}),
         "preprocess": preprocess.to_dict(),
         "config": config or {},
         "metrics": metrics or {},
@@ -66,9 +69,9 @@ def save_checkpoint(
                 out.raise_kept()
                 raise
         # the manifest first, then the rename: a full disk keeps the previous checkpoint and its manifest
-        write_manifest(path, "checkpoint", model=model_name, classes=list(classes), preprocess=preprocess,
-                       parent=parent, content=tmp, training={"config": config or {}, "step": int(step)},
-                       metrics=metrics or {})
+        write_manifest(path, "checkpoint", model=model_name, classes=list(classes), palette=palette,
+                       preprocess=preprocess, parent=parent, content=tmp,
+                       training={"config": config or {}, "step": int(step)}, metrics=metrics or {})
     return ckpt
 
 

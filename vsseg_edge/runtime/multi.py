@@ -35,7 +35,6 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..core.errors import VssegError
-from ..core.labels import label_set_for
 from ..core.preprocess import labels_to_frame_size, preprocess_batch
 from .backends import Backend
 from .hud import bgr_lut, overlay
@@ -138,7 +137,7 @@ class MultiPipeline:
         self._stop = threading.Event()
         self._stopped_by = "end"
         self._errors: list[BaseException] = []
-        self._lut = bgr_lut(label_set_for(backend.classes or [str(i) for i in range(256)]))
+        self._lut = bgr_lut(backend.label_set)  # the model's classes and colours (or its class file's)
         self._live = any(s.source.live for s in streams)
         self._next = 0  # round-robin start of the next step
         # per step, compact (a day of a 30 steps/s run keeps ~50 MB): batch size, preprocess and infer ms

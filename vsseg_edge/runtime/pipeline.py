@@ -61,7 +61,8 @@ class Pipeline:
         self._stop = threading.Event()
         self._stopped_by = "end"
         self._errors: list[BaseException] = []
-        self._lut = bgr_lut(label_set_for(backend.classes or [str(i) for i in range(256)]))
+        self._lut = bgr_lut(label_set_for(backend.classes or [str(i) for i in range(255)],
+                                          getattr(backend, "palette", None)))
         self._needs_overlay = any(s.needs_overlay for s in self.sinks)
         self._recent = deque(maxlen=30)  # (t_done, latency) of the last frames, for the HUD
         self._handle_signals = handle_signals
@@ -135,12 +136,13 @@ class Pipeline:
         result = pending.result()
         t1 = time.perf_counter()
         labels, vis = result.labels, result.vis
+        times.set_stages(result.times)  # before the sinks: --frame-json reports the stages so far
+        frame.times = times
         hud = self._hud_lines()
         keep_going = True
         for sink in self.sinks:
             keep_going = sink.write(frame, labels, vis, hud) and keep_going
         t2 = time.perf_counter()
-        times.set_stages(result.times)
         times.render_ms += (t2 - t1) * 1e3
         times.t_done = t2
         self.stats.add(times.record(self.source.drops, self.source.decode_failures))

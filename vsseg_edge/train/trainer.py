@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from ..core.config import to_dict
+from ..core.classes import is_class_file, resolve_classes
 from ..core.errors import Interrupted, VssegError
 from ..core.fileio import atomic_write, write_errors
-from ..core.labels import get_label_set
 from ..data.datasets import open_dataset
 from ..data.flow import open_flow_source
 from ..data.transforms import PairedAugment
@@ -95,7 +95,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.label_set = get_label_set(cfg.classes)
+        self.label_set = resolve_classes(cfg.classes)
         self.out = cfg.out_path
         self.mode = neighbour_mode(cfg)
         self._build_data()
@@ -110,9 +110,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ construction
 
+    def _data_classes(self):
+        """A class file in the recipe says how the dataset's labels are numbered; a built-in name does not
+        (the dataset's layout does, and the check below compares the two)."""
+        return self.label_set if is_class_file(self.cfg.classes) else None
+
     def _build_data(self) -> None:
         cfg = self.cfg
-        self.train_set = open_dataset(cfg.data.root, cfg.data.train_split, cfg.data.kind)
+        self.train_set = open_dataset(cfg.data.root, cfg.data.train_split, cfg.data.kind, classes=self._data_classes())
         if self.train_set.label_set.classes != self.label_set.classes:
             raise VssegError(f"{cfg.data.root}: dataset classes are {self.train_set.label_set.name!r}, "
                              f"the recipe says classes={cfg.classes!r}")
@@ -191,7 +196,7 @@ class Trainer:
     def save(self, name: str, metrics: dict | None = None, with_state: bool = True) -> Path:
         path = self.out / name
         save_checkpoint(path, self.model, model_name=self.cfg.model.name, classes=list(self.label_set.classes),
-                        preprocess=self.cfg.preprocess, model_kwargs=self.model_kwargs, config=to_dict(self.cfg),
+                        palette=self.label_set.palette_list(), preprocess=self.cfg.preprocess, model_kwargs=self.model_kwargs, config=to_dict(self.cfg),
                         metrics=metrics or {}, step=self.step,
                         train_state=self.train_state() if with_state else None)
         return path
@@ -286,7 +291,7 @@ class Trainer:
         from ..runtime.backends.torch_backend import TorchBackend
 
         cfg = self.cfg
-        val = open_dataset(cfg.data.root, cfg.data.val_split, cfg.data.kind)
+        val = open_dataset(cfg.data.root, cfg.data.val_split, cfg.data.kind, classes=self._data_classes())
         flow = open_flow_source(cfg.data.flow, val, cache_dir=cfg.data.flow_cache) if cfg.val_tc else None
         runner = TorchBackend(self.model, preprocess_spec=cfg.preprocess, classes=self.label_set.classes,
                               artifact=f"{cfg.name} (training)", device=str(self.device), fp16=False,

@@ -29,7 +29,8 @@ def register(app, data_app) -> None:
 
     @data_app.command("synth")
     def synth(
-        out: Path = typer.Option(..., "--out", help="Output folder (created): Cityscapes layout, flow/, synth.json."),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Output folder (created): Cityscapes layout, flow/, synth.json."),
         train: int = typer.Option(16, "--train", help="Number of training sequences."),
         val: int = typer.Option(4, "--val", help="Number of validation sequences (unseen cities)."),
         frames: int = typer.Option(30, "--frames", help="Frames per sequence (>= 2), all labelled."),

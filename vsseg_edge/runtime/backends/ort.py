@@ -138,10 +138,12 @@ class OrtBackend(Backend):
         man = read_manifest(path, kind=("onnx", "qdq_onnx"), verify=True)
         _check_onnx(path)
         # only Q/DQ artifacts can hold int8 activations: an FP32 ONNX is not parsed a second time
-        return cls(path, preprocess_spec=manifest_preprocess(man, str(path)),
-                   output_kind=output_kind_of(man, str(path)), classes=man.get("classes", []), name=str(path),
-                   providers=providers, threads=threads, exact_qdq=exact_qdq,
-                   shift_int8=shift_int8 and man["kind"] == "qdq_onnx", io_binding=io_binding)
+        be = cls(path, preprocess_spec=manifest_preprocess(man, str(path)),
+                 output_kind=output_kind_of(man, str(path)), classes=man.get("classes", []), name=str(path),
+                 providers=providers, threads=threads, exact_qdq=exact_qdq,
+                 shift_int8=shift_int8 and man["kind"] == "qdq_onnx", io_binding=io_binding)
+        be.palette = man.get("palette")  # a class file's colours, when the model has one
+        return be
 
     def _shift_int8(self, model):
         """The model, or, when it holds int8 activation Q/DQ, the uint8-shifted model in memory."""

@@ -64,8 +64,10 @@ class TorchBackend(Backend):
         from ...models.checkpoint import checkpoint_preprocess, model_from_checkpoint
 
         model, ckpt = model_from_checkpoint(path)
-        return cls(model, preprocess_spec=checkpoint_preprocess(ckpt, str(path)), classes=ckpt["classes"],
-                   artifact=str(path), **options)
+        be = cls(model, preprocess_spec=checkpoint_preprocess(ckpt, str(path)), classes=ckpt["classes"],
+                 artifact=str(path), **options)
+        be.palette = ckpt.get("palette")
+        return be
 
     def _forward(self, x, labels: bool | None = None):
         """The model on a device input: uint8 labels (argmax on the device) or float logits, as `output_kind` says

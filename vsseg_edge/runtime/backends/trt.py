@@ -127,7 +127,7 @@ class TrtBackend(Backend):
         man = read_manifest(path, kind="engine", verify=True)
         self.preprocess_spec = manifest_preprocess(man, str(path))
         self.output_kind = output_kind_of(man, str(path))
-        self.classes = list(man.get("classes", []))
+        self.classes, self.palette = list(man.get("classes", [])), man.get("palette")
         self._profile = ((man.get("build") or {}).get("settings") or {}).get("batch")  # [min, opt, max] or None
         trt, cudart = modules or load_trt_modules()
         self._trt, self._cudart = trt, cudart
