@@ -61,8 +61,9 @@ def register(app, data_app) -> None:
         cuda_graph: bool = typer.Option(False, "--cuda-graph", help="torch backend: replay a CUDA graph (GPU only)."),
         preprocess: str = typer.Option("auto", "--preprocess",
                                        help="auto: on the GPU when the backend runs there | host | device."),
-        max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Several sources: frames per batch "
-                                                "(default: one per source, up to what the model takes)."),
+        max_batch: Optional[int] = typer.Option(None, "--max-batch", show_default="one frame per source",
+                                                help="Several sources: frames per batch (at most what the model "
+                                                     "takes)."),
     ):
         """Segment every frame of a camera, video, image folder or stream (per-frame inference).
 

@@ -35,11 +35,11 @@ def _input_paths(spec: str) -> list[Path]:
         if url.scheme != "file":
             return []
         spec = url.path
-    path = Path(spec)
-    if any(ch in path.name for ch in "*?["):  # a glob: its folder holds the inputs
-        path = path.parent
-    path = path.resolve()
-    return [path] + ([path.parent] if path.is_file() else [])
+    if any(ch in spec for ch in "*?["):  # a glob: the folders of the files it matches
+        import glob
+
+        return sorted({Path(f).resolve().parent for f in glob.glob(spec, recursive=True)})
+    return [Path(spec).resolve()]
 
 
 def _folders(save: str | Path | None, stats: Path | None, frame_json: str | None) -> tuple:
@@ -77,13 +77,13 @@ def _outputs(names: list[str], save, save_masks, stats, frame_json) -> dict[str,
     return out
 
 
-def _check_outputs(model: Path, specs: list[str], outputs: dict, folders: list) -> None:
-    """No output may be an input (the model, a source's file or folder), as for one source."""
+def _check_outputs(model: Path, specs: list[str], outputs: dict) -> None:
+    """No output may be an input (the model, a source's file or folder, a glob's folders), as for one source, and
+    no two outputs the same file. What is checked is what is written: OUT/<name>…, not OUT itself."""
     from ..core.fileio import refuse_output_over_inputs
 
-    pairs = [(flag, folder) for flag, folder in folders if folder is not None]
     files = [(flag, path) for per in outputs.values() for flag, path in per.items()]
-    refuse_output_over_inputs(pairs + files, [model, *(p for spec in specs for p in _input_paths(spec))])
+    refuse_output_over_inputs(files, [model, *(p for spec in specs for p in _input_paths(spec))])
     seen: dict[Path, str] = {}
     for flag, path in files:
         other = seen.setdefault(path.resolve(), flag)
@@ -156,8 +156,7 @@ def run_sources(model: Path, specs: list[str], *, backend: str | None = None, sh
     names = source_names(specs)
     save, frame_json = _folders(save, stats, frame_json)
     outputs = _outputs(names, save, save_masks, stats, frame_json)
-    _check_outputs(model, specs, outputs, [("--save", save), ("--save-masks", save_masks), ("--stats", stats),
-                                           ("--frame-json", frame_json)])
+    _check_outputs(model, specs, outputs)
     hw = parse_size(size)
     options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16,
                               cuda_graph=cuda_graph)

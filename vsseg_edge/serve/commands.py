@@ -34,23 +34,25 @@ def serve_command(
     instances: int = typer.Option(1, "--instances", help="Model instances, each with its own backend."),
     queue_delay_us: int = typer.Option(0, "--queue-delay-us", help="How long a request may wait for others to "
                                                                     "batch with (Triton's max_queue_delay)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name on the server (default: the file name)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="trt | ort | torch (default: from the file)."),
+    name: Optional[str] = typer.Option(None, "--name", show_default="the file name", help="Model name on the server."),
+    backend: Optional[str] = typer.Option(None, "--backend", show_default="from the file", help="trt | ort | torch."),
     threads: int = typer.Option(0, "--threads", help="onnxruntime intra-op threads per instance (0: its default; "
                                                       "--check: for --reference)."),
-    check: Optional[str] = typer.Option(None, "--check", help="Load-test a running server instead: grpc://HOST:PORT "
-                                                              "or http://HOST:PORT."),
-    source: Optional[str] = typer.Option(None, "--source", help="--check: frames to send (video, folder, glob …)."),
+    check: Optional[str] = typer.Option(None, "--check", show_default="off", help="Load-test a running server "
+                                        "instead: grpc://HOST:PORT or http://HOST:PORT."),
+    source: Optional[str] = typer.Option(None, "--source", show_default="none",
+                                         help="--check: frames to send (video, folder, glob …)."),
     streams: str = typer.Option("1,2,4,8", "--streams", help="--check: concurrent streams, one run per number."),
     seconds: float = typer.Option(10.0, "--seconds", help="--check: timed seconds per run (after 1 s warm-up)."),
     frames: int = typer.Option(32, "--frames", help="--check: distinct frames read from --source and cycled."),
-    model_name: Optional[str] = typer.Option(None, "--model-name", help="--check: the served model (default: the "
-                                                                        "only one)."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", show_default="the only one",
+                                             help="--check: the served model."),
     robustness: bool = typer.Option(False, "--robustness", help="--check: also send malformed requests and "
                                                                 "disconnects, and check the server still serves."),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="--check: compare the labels with this "
-                                                                       "artifact run locally (exact)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="--check: write the results as JSON here."),
+    reference: Optional[Path] = typer.Option(None, "--reference", show_default="off",
+                                             help="--check: compare the labels with this artifact run locally."),
+    out: Optional[Path] = typer.Option(None, "--out", show_default="off", help="--check: write the results as JSON "
+                                       "here."),
 ):
     """Serve a model on NVIDIA Triton (PyTriton): HTTP + gRPC, dynamic batching, health and metrics endpoints;
     uint8 BGR frames in, uint8 labels out. With --check URL: load-test a running server."""
@@ -134,9 +136,9 @@ def _check(url, source, streams, seconds, count, model_name, robustness, referen
 def export_triton_command(
     model: Path = typer.Argument(..., help="ONNX (.onnx, FP32 or Q/DQ) or TensorRT engine (.engine/.plan)."),
     repo: Path = typer.Option(..., "--repo", help="Triton model repository folder (created if missing)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name (default: the file name)."),
-    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="max_batch_size for a dynamic-batch model "
-                                                                      "(default 8; an engine: its profile max)."),
+    name: Optional[str] = typer.Option(None, "--name", show_default="the file name", help="Model name."),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", show_default="8; an engine: its profile max",
+                                            help="max_batch_size for a dynamic-batch model."),
     instances: int = typer.Option(1, "--instances", help="instance_group count."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing REPO/NAME."),
 ):
