@@ -2,7 +2,7 @@
 
 For each seed and arm, the user-facing commands exactly as `etc_synthetic.py` runs them:
 
-    vsseg-edge train train/synth_pspnet18_{baseline,tl}.yaml -o seed=S -o model.name=STUDENT ...
+    vsseg-edge train train/synth_pspnet18_{baseline,tl}.yaml --override seed=S --override model.name=STUDENT ...
     vsseg-edge run model.pt --source <val city> --save-masks DIR
     vsseg-edge eval DIR --dataset ROOT --split val --flow exact --json eval.json
 
@@ -42,7 +42,7 @@ RECIPES = {"baseline": "train/synth_pspnet18_baseline.yaml", "tl": "train/synth_
 def arms(weights: list[float]) -> list[tuple[str, str, list[str]]]:
     """(arm name, recipe, extra overrides): the baseline, then +TL at each temporal weight."""
     out = [("baseline", RECIPES["baseline"], [])]
-    out += [(f"tl_w{w:g}", RECIPES["tl"], ["-o", f"loss.weights.temporal={w}"]) for w in weights]
+    out += [(f"tl_w{w:g}", RECIPES["tl"], ["--override", f"loss.weights.temporal={w}"]) for w in weights]
     return out
 
 
@@ -110,8 +110,9 @@ def run_one(arm: str, recipe: str, extra: list[str], seed: int, args) -> dict:
     model = args.runs / name / "model.pt"
     if not model.is_file():
         train(recipe, name, args.runs, args.data, args.iterations,
-              ["-o", f"model.name={args.student}", "-o", f"data.crop={args.crop}", "-o", f"seed={seed}",
-               "-o", f"threads={args.threads}", "-o", f"data.workers={args.workers}", "-o", "val_tc=false", *extra])
+              ["--override", f"model.name={args.student}", "--override", f"data.crop={args.crop}",
+               "--override", f"seed={seed}", "--override", f"threads={args.threads}",
+               "--override", f"data.workers={args.workers}", "--override", "val_tc=false", *extra])
     ev = score(model, args.data, args.runs / f"eval_{name}")
     return {"arm": arm, "seed": seed, "miou": ev["miou"], "tc": ev["tc"], "step_time_s": step_time(model.parent),
             "temporal_over_ce": term_ratio(model.parent), **temporal_diagnostic(model, args.data, args.threads)}

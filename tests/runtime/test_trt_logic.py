@@ -178,7 +178,7 @@ def test_missing_tensorrt_is_a_one_line_install_hint():
     with pytest.raises(MissingDependency) as info:
         trt_backend.load_trt_modules()
     msg = str(info.value)
-    assert "\n" not in msg and msg.startswith("tensorrt is not installed") and "pip install tensorrt" in msg
+    assert "\n" not in msg and msg.startswith("tensorrt is not installed") and "pip install 'vsseg-edge[trt]'" in msg
 
 
 @pytest.mark.parametrize("engine_cls,api", [(_FakeEngineV3, "v3"), (_FakeEngineV2, "v2")])

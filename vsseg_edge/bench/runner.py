@@ -51,6 +51,7 @@ class BenchConfig:
     reference: Path | None = None
     device: str | None = None  # torch backend device (None: cuda when available)
     progress: bool = True
+    classes: str | None = None  # class file (or set name) the dataset's labels are numbered in
 
     def __post_init__(self):
         bad = [b for b in self.backends if b not in ALL_BACKENDS]
@@ -198,7 +199,7 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
         if not same:
             paths.append(ref_path)
         explicit = str(same[0] if same else ref_path)
-    dataset = open_frame_source(cfg.dataset, cfg.split, cfg.kind, flag="--dataset")
+    dataset = open_frame_source(cfg.dataset, cfg.split, cfg.kind, flag="--dataset", classes=cfg.classes)
     refs = select_frames(dataset, cfg.frames)
     frames = [dataset.read_image(r) for r in refs]
     flow_source = _flow(cfg, dataset)

@@ -25,7 +25,9 @@ def flow_command(
     split: str = typer.Option("train", "--split", help="Split to process."),
     offsets: str = typer.Option("-2,-1,1,2,3", "--offsets", help="Neighbour offsets k of each labelled frame "
                                                                "(every frame of unlabelled video) (flow t→t+k)."),
-    cache: Path = typer.Option(None, "--cache", help="Flow cache folder (default: $VSSEG_EDGE_CACHE/flow, else ~/.cache/vsseg-edge/flow)."),
+    cache: Path = typer.Option(
+        None, "--cache", show_default="$VSSEG_EDGE_CACHE/flow, else ~/.cache/vsseg-edge/flow",
+        help="Flow cache folder."),
     preset: str = typer.Option("medium", "--preset", help="DIS preset: ultrafast | fast | medium."),
     scale: float = typer.Option(1.0, "--scale", help="Compute DIS on frames resized by this factor (0-1], e.g. 0.5 for full-size Cityscapes."),
     consecutive: bool = typer.Option(True, "--consecutive/--no-consecutive", help="Also every (t, t+1) pair, for TC."),
