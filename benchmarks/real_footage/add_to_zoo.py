@@ -61,8 +61,8 @@ def main() -> None:
                         f"{cfg['loss']['weights']['temporal']}, self-distillation from {parent.name}, seed "
                         f"{cfg['seed']}; trained on real highway clips, not on the held-out clips it is scored on."),
         "parent": parent.name,
-        "made_by": f"vsseg-edge train {args.recipe} -o seed={cfg['seed']} "
-                   f"-o loss.weights.temporal={cfg['loss']['weights']['temporal']} -o iterations={cfg['iterations']}",
+        "made_by": f"vsseg-edge train {args.recipe} --override seed={cfg['seed']} --override "
+                   f"loss.weights.temporal={cfg['loss']['weights']['temporal']} --override iterations={cfg['iterations']}",
         "published": None, "measured": measured}
     zoo.INDEX.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {target} ({target.stat().st_size:,} bytes) and the {name} entry of {zoo.INDEX}")

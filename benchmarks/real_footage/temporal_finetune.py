@@ -1,7 +1,7 @@
 """Temporal fine-tuning of a zoo model on unlabelled video: TC before/after on held-out real footage and mIoU on
 CamVid val, over seeds, with the temporal-loss weight swept. A driver over the CLI only:
 
-    vsseg-edge train RECIPE -o seed=S -o loss.weights.temporal=W      one run per (weight, seed)
+    vsseg-edge train RECIPE --override seed=S --override loss.weights.temporal=W   one run per (weight, seed)
     vsseg-edge run MODEL --source CLIP --save-masks P                  every model (and the zoo model: "before")
     vsseg-edge eval P --dataset CLIP --kind video --classes C --json   TC per clip (DIS flow, nearest warp)
     vsseg-edge run / eval on CamVid val                                mIoU
@@ -60,9 +60,10 @@ def train(args, weight: float, seed: int) -> Path:
         return model
     if not model.is_file():
         t0 = time.perf_counter()
-        sh([*CLI, "train", str(args.recipe), "--no-progress", "-o", f"name={name}", "-o", f"seed={seed}",
-            "-o", f"loss.weights.temporal={weight}", "-o", f"out_dir={args.runs.resolve()}",
-            "-o", f"threads={args.threads}", *sum((["-o", o] for o in args.override), [])],
+        sh([*CLI, "train", str(args.recipe), "--no-progress", "--override", f"name={name}",
+            "--override", f"seed={seed}",
+            "--override", f"loss.weights.temporal={weight}", "--override", f"out_dir={args.runs.resolve()}",
+            "--override", f"threads={args.threads}", *sum((["--override", o] for o in args.override), [])],
            args.runs / name / "driver.log", args.threads)
         (args.runs / name / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.0f}\n")
     return model

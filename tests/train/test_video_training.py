@@ -153,7 +153,7 @@ def test_train_cli_with_a_video_only_recipe(tmp_path, start_ckpt):
                                      "video.flow_cache": str(tmp_path / "flow"),
                                      "model.init_checkpoint": str(start_ckpt),
                                      "loss.weights": {"seg": 0, "aux": 0, "temporal": 0.5}})
-    res = CliRunner().invoke(app, ["train", str(path), "--no-progress", "-o", "iterations=1"])
+    res = CliRunner().invoke(app, ["train", str(path), "--no-progress", "--override", "iterations=1"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "runs" / "cli" / "model.pt").is_file()
     assert train  # the module-level entry point stays importable

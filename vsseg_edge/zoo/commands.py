@@ -61,13 +61,14 @@ def import_weights_command(
     weights: Path = typer.Argument(..., help="Plain state dict: a published ESPNet file, a whole model's weights, "
                                              "or (with --backbone) a torchvision-format ImageNet backbone."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt; its manifest goes beside it)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Architecture (default: espnet for ESPNet files)."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="Class set: cityscapes | camvid (default for "
-                                                                  "ESPNet files: from the output width)."),
-    preprocess: Optional[str] = typer.Option(None, "--preprocess", help="espnet-cityscapes | espnet-camvid | "
-                                                                        "imagenet | a YAML file (default for "
-                                                                        "ESPNet files: their published one)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Input HxW stored with the preprocessing."),
+    model: Optional[str] = typer.Option(None, "--model", show_default="espnet for ESPNet files",
+                                        help="Architecture (vsseg-edge models lists them)."),
+    classes: Optional[str] = typer.Option(None, "--classes", show_default="from an ESPNet file's output width",
+                                          help="Class set: cityscapes | camvid."),
+    preprocess: Optional[str] = typer.Option(None, "--preprocess", show_default="an ESPNet file's published one",
+                                             help="espnet-cityscapes | espnet-camvid | imagenet | a YAML file."),
+    size: Optional[str] = typer.Option(None, "--size", show_default="the preprocessing's",
+                                       help="Input HxW stored with the preprocessing."),
     backbone: bool = typer.Option(False, "--backbone", help="The file is an ImageNet backbone for --model; "
                                                             "heads start random (a starting point to train)."),
 ):
