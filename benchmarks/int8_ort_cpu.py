@@ -82,7 +82,7 @@ def make_frames(root: Path) -> Path:
     """A small synthetic set (Cityscapes layout, 256×512; the preprocessing resizes to the model size)."""
     if (root / "synth.json").is_file():
         return root
-    from vsseg_edge.data.synthetic import generate
+    from vsseg_edge.data.synth import generate
 
     return generate(root, num_train=4, num_val=2, frames=8, height=256, width=512, seed=0)
 

@@ -74,7 +74,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     from .bench import benchmark
     from .calib.config import CalibConfig
     from .calib.pipeline import calibrate
-    from .data.synthetic import generate
+    from .data.synth import generate
     from .export.onnx_export import export_checkpoint
     from .export.presets import ExportPreset
     from .runtime.run import run_model

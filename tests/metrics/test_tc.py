@@ -83,20 +83,6 @@ def test_flicker_lowers_tc_monotonically():
     assert scores[-1] < 0.6
 
 
-def test_merge_equals_one_accumulator():
-    rng = np.random.default_rng(7)
-    seq, fw, bw = _scene(rng, 5)
-    seq = _flicker(seq, 0.1, rng)
-    whole, parts = TemporalConsistency(6), [TemporalConsistency(6), TemporalConsistency(6)]
-    for t, (a, b) in enumerate(zip(seq[:-1], seq[1:])):
-        whole.update(a, b, fw, bw)
-        parts[t % 2].update(a, b, fw, bw)
-    merged = parts[0].merge(parts[1])
-    assert merged.to_dict() == whole.to_dict() and merged.to_dict()["pairs"] == 4
-    with pytest.raises(ValueError):
-        merged.merge(TemporalConsistency(6, mode="etc"))
-
-
 def test_out_of_frame_and_nan_flow_are_excluded():
     seq, fw, _ = _scene(np.random.default_rng(3), 2)
     a, b = seq

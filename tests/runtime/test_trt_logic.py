@@ -89,19 +89,6 @@ class _FakeContext:
         self._run(self.addresses["input"], self.addresses["labels"])
         return True
 
-    # binding API
-    def set_binding_shape(self, index, shape):
-        self.shapes[index] = tuple(shape)
-        return True
-
-    def get_binding_shape(self, index):
-        return (1, SPEC.height, SPEC.width) if index == 0 else self.shapes.get(index)
-
-    def execute_async_v2(self, bindings, stream):
-        self.executed.append(("v2", stream))
-        self._run(bindings[1], bindings[0])  # binding 0 is the output, 1 the input (see _FakeEngineV2)
-        return True
-
     def _run(self, in_ptr, out_ptr):
         x = _as_array(in_ptr, SPEC.input_shape(1), np.float32)
         _as_array(out_ptr, (1, SPEC.height, SPEC.width), np.uint8)[...] = x.argmax(1)
@@ -124,28 +111,6 @@ class _FakeEngineV3:
 
     def get_tensor_dtype(self, name):
         return dict((n, d) for n, _, _, d in self._io)[name]
-
-    def create_execution_context(self):
-        self.context = _FakeContext(self)
-        return self.context
-
-
-class _FakeEngineV2:
-    """Pre-8.5 engine double: binding API only (no num_io_tensors)."""
-
-    num_bindings = 2
-
-    def get_binding_name(self, i):
-        return ("labels", "input")[i]
-
-    def binding_is_input(self, i):
-        return i == 1
-
-    def get_binding_shape(self, i):
-        return ((1, SPEC.height, SPEC.width), SPEC.input_shape(1))[i]
-
-    def get_binding_dtype(self, i):
-        return (np.uint8, np.float32)[i]
 
     def create_execution_context(self):
         self.context = _FakeContext(self)
@@ -181,19 +146,17 @@ def test_missing_tensorrt_is_a_one_line_install_hint():
     assert "\n" not in msg and msg.startswith("tensorrt is not installed") and "pip install tensorrt" in msg
 
 
-@pytest.mark.parametrize("engine_cls,api", [(_FakeEngineV3, "v3"), (_FakeEngineV2, "v2")])
-def test_infer_maps_buffers_by_name_and_uses_the_versions_api(engine_file, engine_cls, api):
-    mem, engine = _Memory(), engine_cls()
+def test_infer_maps_buffers_by_name_through_the_tensor_name_api(engine_file):
+    mem, engine = _Memory(), _FakeEngineV3()
     be = trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(engine), fake_cudart(mem)))
     assert be.output_kind == "labels" and be.device == "cuda:0 (Fake GPU)"
     x = np.random.default_rng(0).standard_normal(SPEC.input_shape(1)).astype(np.float32)
     for _ in range(2):  # buffers are reused: the second call allocates nothing
         np.testing.assert_array_equal(be.infer(x), x.argmax(1).astype(np.uint8))
     assert len(mem.blocks) == 4  # pinned + device for input and output, allocated once
-    assert [c[0] for c in engine.context.executed] == [api, api] and engine.context.executed[0][1] == 7
-    if api == "v3":
-        assert engine.context.shapes["input"] == SPEC.input_shape(1)  # dynamic H/W fixed from the manifest
-        assert set(engine.context.addresses) == {"input", "labels"}
+    assert [c[0] for c in engine.context.executed] == ["v3", "v3"] and engine.context.executed[0][1] == 7
+    assert engine.context.shapes["input"] == SPEC.input_shape(1)  # dynamic H/W fixed from the manifest
+    assert set(engine.context.addresses) == {"input", "labels"}
     kinds = [c[1] if c[0] == "memcpy" else c[0] for c in mem.calls if c[0] in ("memcpy", "sync")]
     assert kinds[-3:] == ["h2d", "d2h", "sync"]
     be.close()

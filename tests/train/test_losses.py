@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from vsseg_edge.train.losses import (
     PixelKDLoss,
-    SegLoss,
     TemporalLoss,
     cross_entropy,
     flow_validity,
@@ -45,17 +44,14 @@ def test_ce_matches_hand_computation_with_ignore_and_weights():
     assert cross_entropy(logits, labels, cw).item() == pytest.approx(weighted, rel=1e-6)
 
 
-def test_segloss_adds_weighted_aux_and_resizes_logits():
+def test_ce_resizes_logits_to_the_labels():
     torch.manual_seed(0)
     labels = torch.randint(0, 4, (2, 16, 16))
     labels[0, :3] = 255
-    out, aux = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
-    loss = SegLoss(aux_weight=0.4)(out, labels, aux)
-    expected = F.cross_entropy(out, labels, ignore_index=255) + 0.4 * F.cross_entropy(aux, labels, ignore_index=255)
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     small = torch.randn(2, 4, 5, 5)
     up = F.interpolate(small, size=(16, 16), mode="bilinear", align_corners=False)
-    assert SegLoss()(small, labels).item() == pytest.approx(F.cross_entropy(up, labels, ignore_index=255).item(), rel=1e-6)
+    assert cross_entropy(small, labels).item() == pytest.approx(F.cross_entropy(up, labels, ignore_index=255).item(),
+                                                                rel=1e-6)
 
 
 def test_ce_all_ignored_is_zero_not_nan():

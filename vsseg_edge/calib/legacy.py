@@ -88,9 +88,6 @@ class BatchFeeder:
     def shape(self) -> tuple[int, ...]:
         return self.spec.input_shape(self.batch_size)
 
-    def reset(self) -> None:
-        self.batches_served = 0
-
     def next_batch(self) -> np.ndarray | None:
         if self.batches_served >= self.num_batches:
             return None

@@ -123,19 +123,6 @@ class TemporalConsistency:
             keep_noc = keep & ~occlusion_mask(flow_t_t1, flow_t1_t)
             self.noc.add(pred_t[keep_noc], warped[keep_noc])
 
-    def merge(self, other: "TemporalConsistency") -> "TemporalConsistency":
-        """Add another accumulator's counts (same classes and mode) in place, e.g. from another worker."""
-        if (other.num_classes, other.mode, other.ignore_index) != (self.num_classes, self.mode, self.ignore_index):
-            raise ValueError("cannot merge TC accumulators of different classes or modes")
-        for mine, theirs in ((self.all, other.all), (self.noc, other.noc)):
-            mine.inter += theirs.inter
-            mine.area_a += theirs.area_a
-            mine.area_b += theirs.area_b
-            mine.pixels += theirs.pixels
-            mine.pairs += theirs.pairs
-        self.total_pixels += other.total_pixels
-        return self
-
     def _check_ids(self, pred: np.ndarray) -> None:
         ids = np.unique(pred)
         bad = ids[((ids < 0) | (ids >= self.num_classes)) & (ids != self.ignore_index)]

@@ -5,7 +5,7 @@ terms whose weight in `LossWeights` is non-zero. Choices between the ETC paper a
 in each module.
 """
 
-from .ce import ETC_CITYSCAPES_CLASS_WEIGHTS, SegLoss, cross_entropy
+from .ce import ETC_CITYSCAPES_CLASS_WEIGHTS, cross_entropy
 from .compose import EtcLoss, FrameOutputs, build_losses
 from .config import LossConfig, LossWeights
 from .kd_multiframe import ConvLSTMCell, MultiFrameKDLoss, self_cosine_graph
@@ -24,7 +24,7 @@ from .temporal import TemporalLoss, occlusion_mask
 from .warp import flow_validity, flow_warp, resize_flow
 
 __all__ = [
-    "ETC_CITYSCAPES_CLASS_WEIGHTS", "SegLoss", "cross_entropy", "EtcLoss", "FrameOutputs", "build_losses",
+    "ETC_CITYSCAPES_CLASS_WEIGHTS", "cross_entropy", "EtcLoss", "FrameOutputs", "build_losses",
     "LossConfig", "LossWeights", "ConvLSTMCell", "MultiFrameKDLoss", "self_cosine_graph",
     "PairwiseFramesKDLoss", "cross_frame_affinity", "PixelKDLoss", "kl_map", "valid_from_labels",
     "holistic_discriminator_loss", "holistic_generator_loss", "SkdPairwiseLoss", "SkdPixelLoss",
