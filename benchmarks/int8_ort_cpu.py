@@ -1,4 +1,4 @@
-"""INT8 vs FP32 on this CPU with onnxruntime (issue 4, Performance): latency ratio and accuracy figures.
+"""INT8 vs FP32 on this CPU with onnxruntime: latency ratio and accuracy figures.
 
 For each student (PSPNet-18, MobileNetV2-PSP) at 512×1024: export FP32 ONNX (vsseg_edge.export), calibrate
 the onnxruntime-CPU flavour of the Q/DQ model (vsseg_edge.calib, preset calib/ort_cpu.yaml settings) and the

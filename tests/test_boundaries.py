@@ -1,4 +1,4 @@
-"""Import boundaries (DESIGN.md), all in one place: each group of modules is imported, one module at a time,
+"""Import boundaries, all in one place: each group of modules is imported, one module at a time,
 in a fresh interpreter that must not have loaded the group's banned packages; the first module that pulls
 one in is named. `--help` is instant and torch-free.
 

@@ -136,7 +136,7 @@ def test_cli_empty_frames_folder_is_one_line_error(tmp_path, tiny_onnx):
 
 
 def test_ort_path_runs_without_torch(tmp_path, cs_root, tiny_onnx):
-    """DESIGN.md: the calib ORT path imports and runs without torch (an edge box has none)."""
+    """The calib ORT path imports and runs without torch (an edge box has none)."""
     code = (
         "import sys; from pathlib import Path\n"
         "from vsseg_edge.calib.config import CalibConfig\n"

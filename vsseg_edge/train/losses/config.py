@@ -73,9 +73,8 @@ class LossConfig:
     pairwise_etc_compat: bool = False      # ETC's swapped-norm affinity (a bug), for comparison only
     pairwise_pool: int = 1
     multiframe_pool: int = 16
-    # frozen by default: a ConvLSTM trained with the loss it computes learns to ignore its input (the term then
-    # goes to ~0 while the student's graphs drift from the teacher's; benchmarks/reports/etc_seeds_kd.md).
-    # True reproduces ETC's trainable cell.
+    # frozen by default: a ConvLSTM trained with the loss it computes can learn to ignore its input (the loss
+    # is 0 for any input-independent cell; see kd_multiframe.py). True reproduces ETC's trainable cell.
     multiframe_trainable: bool = False
     skd_pool_scale: float = 0.5
     skd_pixel_batch_sum: bool = False
