@@ -132,7 +132,7 @@ def _calibrated(fp32: Path, frames: Path, out: Path, num_frames: int, method: st
 def shift_agreement(qdq: Path, frames, threads: int, num: int = 4) -> dict:
     """Argmax agreement of the shifted TensorRT-flavour model on onnxruntime's kernels (the runtime backend,
     ORT_ENABLE_ALL) with the same model under exact Q/DQ arithmetic, on `num` held-out frames of `frames`
-    (a dataset root, or a list of calib.frames.Frame)."""
+    (a dataset root, or a list of calib.frames.SampledFrame)."""
     from vsseg_edge.calib.frames import evaluation_frames
     from vsseg_edge.measure.compare import agreement
     from vsseg_edge.measure.predict import predict

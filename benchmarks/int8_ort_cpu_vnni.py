@@ -100,7 +100,7 @@ def strip_qdq(src: Path, dst: Path) -> int:
 
 
 def synthetic_frames(h: int, w: int, n: int) -> list:
-    from vsseg_edge.calib.frames import Frame
+    from vsseg_edge.calib.frames import SampledFrame
 
     rng = np.random.default_rng(0)
     imgs = []
@@ -111,7 +111,7 @@ def synthetic_frames(h: int, w: int, n: int) -> list:
             y0, x0 = rng.integers(0, h - 64), rng.integers(0, w - 96)
             img[y0:y0 + rng.integers(16, 64), x0:x0 + rng.integers(24, 96)] = rng.uniform(0, 255, 3)
         imgs.append(np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8))
-    return [Frame(f"synthetic{i}", (lambda im=im: im)) for i, im in enumerate(imgs)]
+    return [SampledFrame(f"synthetic{i}", (lambda im=im: im)) for i, im in enumerate(imgs)]
 
 
 def spec_of(manifest: Path):

@@ -12,7 +12,7 @@ import types
 import numpy as np
 import pytest
 
-from vsseg_edge.calib.frames import Frame, frames_sha1
+from vsseg_edge.calib.frames import SampledFrame, frames_sha1
 from vsseg_edge.calib.legacy import BatchFeeder, CalibrationCache, calibration_cache_key, make_entropy_calibrator
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.preprocess import PreprocessSpec, preprocess_batch
@@ -23,7 +23,7 @@ SPEC = PreprocessSpec(height=16, width=32)
 def _frames(n):
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 255, (20, 40, 3), dtype=np.uint8) for _ in range(n)]
-    return [Frame(f"f{i}.png", (lambda im=im: im)) for i, im in enumerate(imgs)]
+    return [SampledFrame(f"f{i}.png", (lambda im=im: im)) for i, im in enumerate(imgs)]
 
 
 def test_cache_key_changes_with_model_preprocessing_frames_and_batch():

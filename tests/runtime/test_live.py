@@ -265,14 +265,14 @@ def test_recording_says_when_the_live_rate_drifted(tmp_path, capsys):
     """The rate is fixed after the probe; a run that later slows down is reported, with the speed-up factor."""
     from types import SimpleNamespace
 
-    from vsseg_edge.runtime.sources import Frame
+    from vsseg_edge.runtime.sources import CapturedFrame
 
     sink = VideoSink(tmp_path / "drift.mp4", probe_frames=4)
     sink.start(SimpleNamespace(live=True, fps=30.0))
     times = [0.04 * i for i in range(4)] + [0.12 + 0.1 * i for i in range(1, 9)]  # 25 FPS, then 10 FPS
     vis = np.zeros((64, 128, 3), np.uint8)
     for i, t in enumerate(times):
-        sink.write(Frame(i, vis, t, 0.0), None, vis, [])
+        sink.write(CapturedFrame(i, vis, t, 0.0), None, vis, [])
     sink.close()
     assert len(read_video(tmp_path / "drift.mp4")) == 12 and video_fps(tmp_path / "drift.mp4") == pytest.approx(25.0)
     err = capsys.readouterr().err

@@ -22,7 +22,7 @@ from ..core.preprocess import PreprocessSpec, labels_to_frame_size
 from ..measure.compare import agreement, compare_outputs
 from ..measure.predict import predict
 from ..metrics.miou import ConfusionMatrix
-from .frames import Frame
+from .frames import SampledFrame
 
 HOW = {True: "exact Q/DQ arithmetic (onnxruntime, no graph optimisation)",
        False: "onnxruntime CPU integer kernels (ORT_ENABLE_ALL)"}
@@ -61,7 +61,7 @@ class Evaluator:
     optimisation (how a TensorRT-flavour model is judged: see `runtime.backends.ort`).
     """
 
-    def __init__(self, fp32_path: str | Path, frames: Sequence[Frame], spec: PreprocessSpec,
+    def __init__(self, fp32_path: str | Path, frames: Sequence[SampledFrame], spec: PreprocessSpec,
                  class_names: Sequence[str], threads: int = 0, error_frames: int = 4, exact_qdq: bool = False):
         if not frames:
             raise ValueError("the accuracy gate needs at least one held-out frame")

@@ -24,7 +24,7 @@ import numpy as np
 from ..core.errors import VssegError
 from ..core.fileio import atomic_write
 from ..core.preprocess import PreprocessSpec, preprocess_batch
-from .frames import Frame
+from .frames import SampledFrame
 
 CACHE_FORMAT = 1
 ALGORITHM = "entropy2"
@@ -72,7 +72,7 @@ class CalibrationCache:
 class BatchFeeder:
     """Fixed-size batches of preprocessed frames; the last partial batch is dropped (TensorRT needs full ones)."""
 
-    def __init__(self, frames: Sequence[Frame], spec: PreprocessSpec, batch_size: int = 1):
+    def __init__(self, frames: Sequence[SampledFrame], spec: PreprocessSpec, batch_size: int = 1):
         if batch_size < 1:
             raise VssegError(f"calibration batch size must be ≥ 1, got {batch_size}")
         if len(frames) < batch_size:

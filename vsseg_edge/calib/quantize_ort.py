@@ -30,7 +30,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from ..core.preprocess import PreprocessSpec, preprocess_batch
-from .frames import Frame
+from .frames import SampledFrame
 
 METHODS = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
            "minmax": CalibrationMethod.MinMax}
@@ -42,7 +42,7 @@ CHUNK = 4  # frames per calibration chunk: bounds the activation memory (~0.6 GB
 class FrameReader(CalibrationDataReader):
     """Feeds frames, one per batch, through THE preprocessing (`core.preprocess`) to the model input."""
 
-    def __init__(self, frames: Sequence[Frame], spec: PreprocessSpec, input_name: str):
+    def __init__(self, frames: Sequence[SampledFrame], spec: PreprocessSpec, input_name: str):
         self.frames, self.spec, self.input_name = list(frames), spec, input_name
         self._start, self._end = 0, len(self.frames)
         self._pos = 0

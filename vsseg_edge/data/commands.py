@@ -7,9 +7,14 @@ from pathlib import Path
 import typer
 
 
-def _parse_offsets(text: str) -> tuple[int, ...]:
+def _parse_offsets(text: str | None) -> tuple[int, ...]:
+    """Comma-separated non-zero integers; None gives ETC's offsets (`data.flow.ETC_OFFSETS`)."""
     from ..core.errors import VssegError
 
+    if text is None:
+        from .flow import ETC_OFFSETS
+
+        return ETC_OFFSETS
     try:
         offsets = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -23,8 +28,8 @@ def flow_command(
     dataset_root: Path = typer.Argument(..., help="Dataset folder (Cityscapes, synthetic, CamVid, images) or video "
                                                   "(a video file, a folder of frames or of clips)."),
     split: str = typer.Option("train", "--split", help="Split to process."),
-    offsets: str = typer.Option("-2,-1,1,2,3", "--offsets", help="Neighbour offsets k of each labelled frame "
-                                                               "(every frame of unlabelled video) (flow t→t+k)."),
+    offsets: str = typer.Option(None, "--offsets", help="Neighbour offsets k of each labelled frame (every frame of "
+                                                        "unlabelled video) (flow t→t+k); default ETC's -2,-1,1,2,3."),
     cache: Path = typer.Option(None, "--cache", help="Flow cache folder (default: $VSSEG_EDGE_CACHE/flow, else ~/.cache/vsseg-edge/flow)."),
     preset: str = typer.Option("medium", "--preset", help="DIS preset: ultrafast | fast | medium."),
     scale: float = typer.Option(1.0, "--scale", help="Compute DIS on frames resized by this factor (0-1], e.g. 0.5 for full-size Cityscapes."),

@@ -22,7 +22,7 @@ from .flowio import SUFFIXES, read_flow, write_flow
 from .warp import warp_backward
 
 DIS_PRESETS = ("ultrafast", "fast", "medium")
-DEFAULT_OFFSETS = (-2, -1, 1, 2, 3)
+ETC_OFFSETS = (-2, -1, 1, 2, 3)  # ETC's neighbour offsets k: the temporal loss pairs frame t with t+k
 
 
 # --- DIS and flow fields ---------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def open_flow_source(spec: str, dataset: SegmentationDataset, cache_dir=None, pr
 # --- precomputation ----------------------------------------------------------------------------------------
 
 
-def flow_pairs(dataset: SegmentationDataset, offsets=DEFAULT_OFFSETS, consecutive: bool = True) -> list[tuple[FrameRef, FrameRef]]:
+def flow_pairs(dataset: SegmentationDataset, offsets=ETC_OFFSETS, consecutive: bool = True) -> list[tuple[FrameRef, FrameRef]]:
     """The (a, b) pairs training and TC ask for: each anchor frame (the labelled ones; every frame of
     unlabelled video) with its neighbours at `offsets` (flow t→t+k), and, with `consecutive`, every (t, t+1)
     pair of every sequence."""
@@ -282,7 +282,7 @@ def _compute_pair(pair, source: FlowSource | None = None, dataset: SegmentationD
     return getattr(source, "computed", 0) > before
 
 
-def precompute_flows(dataset: SegmentationDataset, source: FlowSource, offsets=DEFAULT_OFFSETS,
+def precompute_flows(dataset: SegmentationDataset, source: FlowSource, offsets=ETC_OFFSETS,
                      progress: bool = True, consecutive: bool = True, workers: int = 1) -> dict:
     """Fill a DIS cache for the pairs of `flow_pairs`; returns {"pairs", "computed", "cached"}.
 

@@ -26,7 +26,8 @@ def export_command(
 ):
     """Export a checkpoint to ONE self-contained ONNX file, checked for parity with onnxruntime."""
     from ..core.errors import VssegError
-    from .presets import load_preset, parse_size
+    from ..core.config import parse_size
+    from .presets import load_preset
 
     if checkpoint.is_dir() or not checkpoint.exists():
         raise VssegError(f"{checkpoint}: checkpoint not found (expected a vsseg-edge .pt file)")

@@ -59,18 +59,6 @@ class ExportPreset:
         return to_dict(self)
 
 
-def parse_size(text: str, where: str = "--size") -> tuple[int, int]:
-    """'HxW' (e.g. 256x512) → (H, W), or a one-line error."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise VssegError(f"{where}: expected HxW such as 256x512, got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise VssegError(f"{where}: height and width must be positive, got {text!r}")
-    return h, w
-
-
 def load_preset(path: str | Path | None = None, **overrides) -> ExportPreset:
     """The preset at `path` (or the defaults), with every override that is not None applied on top."""
     where = str(path) if path else "export preset"

@@ -12,18 +12,6 @@ from pathlib import Path
 import typer
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'512x1024' (HxW) → (512, 1024); a one-line error otherwise."""
-    if text is None:
-        return None
-    from ..core.errors import VssegError
-
-    parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise VssegError(f"--size {text}: expected HxW in pixels, e.g. 512x1024")
-    return int(parts[0]), int(parts[1])
-
-
 def build_sinks(*, show: bool, save: Path | None, save_masks: Path | None) -> list:
     """The sinks the flags ask for (the null sink when none); each refuses a bad flag in one line.
 
@@ -73,6 +61,7 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
               max_frames: int | None = None, stats: Path | None = None, threads: int = 0,
               fp16: bool | None = None, cuda_graph: bool = False):
     """Open sinks, backend and source, run the pipeline, print the p50/p99 table; return the RunResult."""
+    from ..core.config import parse_size
     from ..core.errors import VssegError
     from .backends import infer_backend_name, open_backend
     from .pipeline import Pipeline
@@ -87,7 +76,7 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
         raise VssegError(f"--alpha {alpha}: expected a value in [0, 1]")
     if max_frames is not None and max_frames < 1:
         raise VssegError(f"--max-frames {max_frames}: expected a positive number")
-    hw = parse_size(size)
+    hw = parse_size(size) if size is not None else None
     options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16,
                               cuda_graph=cuda_graph)
     sinks = build_sinks(show=show, save=save, save_masks=save_masks)

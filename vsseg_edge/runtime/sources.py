@@ -29,7 +29,7 @@ from ..data.datasets import IMAGE_SUFFIXES, list_images
 
 
 @dataclass
-class Frame:
+class CapturedFrame:
     """One captured BGR uint8 frame, its sequence number, an optional name (folder images) and timings."""
 
     index: int
@@ -44,7 +44,7 @@ def _log(msg: str) -> None:
 
 
 class Source:
-    """Base: `start()`, `get(timeout) -> Frame | None`, `stop()`; counts drops and decode failures."""
+    """Base: `start()`, `get(timeout) -> CapturedFrame | None`, `stop()`; counts drops and decode failures."""
 
     live = False
     description = "source"
@@ -83,7 +83,7 @@ class Source:
     def _finish(self) -> None:
         raise NotImplementedError
 
-    def get(self, timeout: float | None = None) -> Frame | None:
+    def get(self, timeout: float | None = None) -> CapturedFrame | None:
         raise NotImplementedError
 
 
@@ -108,7 +108,7 @@ class OrderedSource(Source):
         """The end marker waits behind the frames, however slow the consumer; only a stop abandons it."""
         self._put(None)
 
-    def get(self, timeout: float | None = None) -> Frame | None:
+    def get(self, timeout: float | None = None) -> CapturedFrame | None:
         return self._queue.get(timeout=timeout)
 
 
@@ -138,7 +138,7 @@ class FolderSource(OrderedSource):
                 self.decode_failures += 1
                 _log(f"{path}: not a readable image, skipped")
                 continue
-            if not self._put(Frame(i, img, t1, (t1 - t0) * 1e3, name=path.stem)):
+            if not self._put(CapturedFrame(i, img, t1, (t1 - t0) * 1e3, name=path.stem)):
                 return
 
 
@@ -150,7 +150,7 @@ class VideoFileSource(OrderedSource):
     read gives a frame; failed reads that never end in a frame are the end (at most `max_bad_run` of them,
     or as many as the header's frame count leaves). A file that ends before the frame count its header
     announces (truncated, or an undecodable tail) says so in one line instead of counting guesses.
-    `Frame.index` is the frame's position in the file, so names and stats keep a gap where one was skipped.
+    `CapturedFrame.index` is the frame's position in the file, so names and stats keep a gap where one was skipped.
     """
 
     def __init__(self, path: str | Path, prefetch: int = 4, max_bad_run: int = 10):
@@ -177,7 +177,7 @@ class VideoFileSource(OrderedSource):
                     if bad_run:  # a frame after failed reads: those were frames that did not decode
                         self._skipped(pos, bad_run)
                         pos, bad_run = pos + bad_run, 0
-                    if not self._put(Frame(pos, img, t1, (t1 - t0) * 1e3)):
+                    if not self._put(CapturedFrame(pos, img, t1, (t1 - t0) * 1e3)):
                         return
                     pos += 1
                     continue
@@ -220,7 +220,7 @@ class LiveSource(Source):
         self.max_retries, self.retry_delay, self.max_delay = max_retries, retry_delay, max_delay
         self.stall_timeout = stall_timeout
         self._cond = threading.Condition()
-        self._latest: Frame | None = None
+        self._latest: CapturedFrame | None = None
         self._ended = False
         self._last_frame_time = time.perf_counter()
         self._attempts = 0  # reconnect attempts since the last frame
@@ -232,13 +232,13 @@ class LiveSource(Source):
             ok, img = self._cap.read() if self._cap is not None else (False, None)
             t1 = time.perf_counter()
             if ok and img is not None:
-                self._publish(Frame(index, img, t1, (t1 - t0) * 1e3))
+                self._publish(CapturedFrame(index, img, t1, (t1 - t0) * 1e3))
                 index += 1
                 continue
             if not self._reconnect():
                 return
 
-    def _publish(self, frame: Frame) -> None:
+    def _publish(self, frame: CapturedFrame) -> None:
         with self._cond:
             if self._latest is not None:
                 self.drops += 1  # the previous frame was never taken: the pipeline is slower than the source
@@ -283,7 +283,7 @@ class LiveSource(Source):
             self._ended = True
             self._cond.notify_all()
 
-    def get(self, timeout: float | None = None) -> Frame | None:
+    def get(self, timeout: float | None = None) -> CapturedFrame | None:
         """The newest frame not yet taken, waiting up to `timeout` (then queue.Empty).
 
         None at the end, once stopped, or after `stall_timeout` seconds without any frame (`error` set).

@@ -21,7 +21,7 @@ import numpy as np
 from ..core.errors import VssegError
 from ..core.preprocess import PreprocessSpec, normalize
 from ..data.datasets import FrameRef, SegmentationDataset
-from ..data.flow import FlowSource
+from ..data.flow import ETC_OFFSETS, FlowSource
 from ..data.transforms import PairedAugment
 
 NEIGHBOUR_MODES = ("none", "one", "triplet")
@@ -30,7 +30,7 @@ NEIGHBOUR_MODES = ("none", "one", "triplet")
 @dataclass(frozen=True)
 class ClipSpec:
     neighbours: str = "none"
-    offsets: tuple[int, ...] = (-2, -1, 1, 2, 3)
+    offsets: tuple[int, ...] = ETC_OFFSETS
 
 
 class TrainClips:

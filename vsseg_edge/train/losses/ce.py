@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from ...core.labels import IGNORE_INDEX
 
 # The class-balance weights hard-coded in ETC's util/crit.py (Cityscapes trainIds 0..18); a constant
 # offered for reproduction, off by default.

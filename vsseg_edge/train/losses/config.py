@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ...core.labels import IGNORE_INDEX
 from .temporal import ON_CHOICES
 
 KD_TERMS = ("kd_pixel", "kd_pairwise_frames", "kd_multiframe", "skd_pixel", "skd_pairwise", "skd_holistic")
@@ -57,7 +58,7 @@ class LossConfig:
     """Weights plus the options of each term (defaults follow ETC's / SKD's code)."""
 
     weights: LossWeights = field(default_factory=LossWeights)
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     class_weights: tuple[float, ...] | None = None
     # temporal loss
     temporal_on: str = "logits"            # "logits" (ETC code) | "probs" (paper)
