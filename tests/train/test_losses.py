@@ -15,7 +15,7 @@ from vsseg_edge.train.losses import (
     flow_validity,
     flow_warp,
     kl_map,
-    occlusion_mask,
+    photometric_weight,
     resize_flow,
 )
 
@@ -139,13 +139,13 @@ def test_temporal_loss_zero_for_consistent_pair_and_positive_otherwise(on):
     assert keep(out_t, out_n, img_t, img_n, flow).item() > 0
 
 
-def test_occlusion_mask_is_one_on_equal_images_and_exp_of_signed_channel_sum():
+def test_photometric_weight_is_one_on_equal_images_and_exp_of_signed_channel_sum():
     img = torch.randn(1, 3, 4, 4)
-    assert torch.equal(occlusion_mask(img, img), torch.ones(1, 1, 4, 4))
+    assert torch.equal(photometric_weight(img, img), torch.ones(1, 1, 4, 4))
     other = img.clone()
     other[:, 0] += 0.5
     other[:, 1] -= 0.2  # signed: the channel sum differs by 0.3
-    torch.testing.assert_close(occlusion_mask(img, other), torch.full((1, 1, 4, 4), math.exp(-0.3)))
+    torch.testing.assert_close(photometric_weight(img, other), torch.full((1, 1, 4, 4), math.exp(-0.3)))
 
 
 @pytest.mark.parametrize("square", [True, False])

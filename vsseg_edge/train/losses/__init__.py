@@ -20,7 +20,7 @@ from .skd import (
     holistic_discriminator_loss,
     holistic_generator_loss,
 )
-from .temporal import TemporalLoss, occlusion_mask
+from .temporal import TemporalLoss, photometric_weight
 from .warp import flow_validity, flow_warp, resize_flow
 
 __all__ = [
@@ -29,5 +29,5 @@ __all__ = [
     "PairwiseFramesKDLoss", "cross_frame_affinity", "PixelKDLoss", "kl_map", "valid_from_labels",
     "holistic_discriminator_loss", "holistic_generator_loss", "SkdPairwiseLoss", "SkdPixelLoss",
     "SpectralNormDiscriminator", "discriminator_optimizer", "gradient_penalty", "TemporalLoss",
-    "occlusion_mask", "flow_validity", "flow_warp", "resize_flow",
+    "photometric_weight", "flow_validity", "flow_warp", "resize_flow",
 ]
