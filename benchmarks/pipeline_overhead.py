@@ -180,8 +180,8 @@ def main() -> None:
     args = ap.parse_args()
     import onnxruntime as ort
 
-    from vsseg_edge.runtime.backends import open_backend
     from vsseg_edge.core.config import parse_size
+    from vsseg_edge.runtime.backends import open_backend
 
     size, frame_hw = parse_size(args.size), parse_size(args.frame_hw)
     load_before = round(os.getloadavg()[0], 2)

@@ -130,7 +130,8 @@ def test_compare_shows_ratios_and_unmatched_entries(bench, tmp_path):
     (tmp_path / "b.json").write_text(json.dumps(b))
     assert load_report(tmp_path / "b.json")["schema"] == SCHEMA
     (tmp_path / "old.json").write_text(json.dumps({**b, "schema": "vsseg-edge-bench/1"}))
-    assert compare_reports(a, load_report(tmp_path / "old.json"))["settings"][0] == ("schema", SCHEMA, "vsseg-edge-bench/1")
+    old = load_report(tmp_path / "old.json")
+    assert compare_reports(a, old)["settings"][0] == ("schema", SCHEMA, "vsseg-edge-bench/1")
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(VssegError, match="not a vsseg-edge bench report"):
         load_report(tmp_path / "bad.json")

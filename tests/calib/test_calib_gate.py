@@ -92,7 +92,8 @@ def test_trt_target_without_modelopt_is_symmetric_and_judged_with_exact_qdq(tmp_
 
 def test_exclusion_rounds_are_bounded_and_never_exclude_everything():
     ranked = [(f"c{i}", 10 - i) for i in range(6)]
-    assert exclusion_rounds(ranked, 4) == [["c0"], ["c0", "c1"], ["c0", "c1", "c2", "c3"], ["c0", "c1", "c2", "c3", "c4"]]
+    assert exclusion_rounds(ranked, 4) == [["c0"], ["c0", "c1"], ["c0", "c1", "c2", "c3"],
+                                           ["c0", "c1", "c2", "c3", "c4"]]
     assert exclusion_rounds(ranked, 2) == [["c0"], ["c0", "c1"]]
     assert exclusion_rounds([("only", 1.0)], 4) == []
 

@@ -148,7 +148,8 @@ def test_modelopt_flavour_if_installed(tmp_path, tiny_onnx, reader, quantised):
     cache = tmp_path / "scales.trtcache"
     n = write_trt_scale_cache(quantised["trt"].parent / "trt.json", cache)
     lines = cache.read_text().splitlines()[1:]  # "tensor: <big-endian float32 scale in hex>"
-    scales = {name: struct.unpack("!f", bytes.fromhex(value))[0] for name, value in (ln.rsplit(": ", 1) for ln in lines)}
+    scales = {name: struct.unpack("!f", bytes.fromhex(hexval))[0]
+              for name, hexval in (ln.rsplit(": ", 1) for ln in lines)}
     assert n == len(scales) > 0 and all(s > 0 for s in scales.values())
     if not modelopt_available():
         pytest.skip("nvidia-modelopt is not installed (optional; see vsseg_edge/calib/quantize_trt.py)")

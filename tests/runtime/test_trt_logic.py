@@ -104,13 +104,13 @@ class _FakeEngineV3:
         return self._io[i][0]
 
     def get_tensor_mode(self, name):
-        return dict((n, m) for n, m, _, _ in self._io)[name]
+        return {n: m for n, m, _, _ in self._io}[name]
 
     def get_tensor_shape(self, name):
-        return dict((n, s) for n, _, s, _ in self._io)[name]
+        return {n: s for n, _, s, _ in self._io}[name]
 
     def get_tensor_dtype(self, name):
-        return dict((n, d) for n, _, _, d in self._io)[name]
+        return {n: d for n, _, _, d in self._io}[name]
 
     def create_execution_context(self):
         self.context = _FakeContext(self)
@@ -132,7 +132,8 @@ def engine_file(tmp_path):
     path.write_bytes(b"not a real engine: read by the test double only")
     write_manifest(path, "engine", model="tiny", classes=["a", "b", "c"], preprocess=SPEC, output="labels",
                    precision="fp16",
-                   tensorrt={"version": "10.3.0", "gpu": {"index": 0, "name": "Fake GPU", "compute_capability": [8, 7]}})
+                   tensorrt={"version": "10.3.0",
+                             "gpu": {"index": 0, "name": "Fake GPU", "compute_capability": [8, 7]}})
     return path
 
 

@@ -34,9 +34,8 @@ def bench_command(
     flow: str = typer.Option("auto", "--flow", help="Flow for TC: auto|exact|dis|<folder of flow files>."),
     no_tc: bool = typer.Option(False, "--no-tc", help="Skip temporal consistency."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="FP32 artifact the agreement is measured "
-                                                                       "against (default: the nearest FP32 artifact of the "
-                                                                       "same lineage in the manifests; none if no "
-                                                                       "FP32 entry shares it)."),
+                                             "against (default: the nearest FP32 artifact of the same lineage in the "
+                                             "manifests; none if no FP32 entry shares it)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch backend device (default: cuda if available)."),
     compare: bool = typer.Option(False, "--compare", help="Compare two reports: `bench --compare A.json B.json`."),
 ):
@@ -52,7 +51,8 @@ def bench_command(
     from .report import write_report
     from .runner import BenchConfig, run_bench
 
-    cfg = BenchConfig(dataset=dataset, split=split, kind=kind, backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
+    cfg = BenchConfig(dataset=dataset, split=split, kind=kind,
+                      backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
                       runs=runs, warmup=warmup, threads=threads, frames=frames, max_sequences=max_sequences,
                       flow=flow, tc=not no_tc, reference=reference, device=device)
     report = run_bench(models, cfg)

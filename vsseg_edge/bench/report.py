@@ -20,16 +20,17 @@ frames of the dataset (decoded into memory before timing, cycled over the runs),
 {warmup} untimed warm-up runs, then {runs} timed runs, each timed on its own with `time.perf_counter`. \
 *Compute-only* is the backend's `infer` call on an input already prepared by the one preprocessing \
 (onnxruntime: the session run, FP32 logits or labels out; torch: on a GPU the copy of the input to the \
-device, the forward pass, the argmax on the device and the copy of the labels to the host; TensorRT: host→device copy, execution, device→host copy). \
-*End-to-end* adds what a user's loop does around it: resize + normalise + layout (`core.preprocess`), the \
-argmax on the host when the model outputs logits, and resizing the label map to the frame's size; it does \
-NOT include reading or decoding the image file, drawing, or writing results. p50/p90/p99 are percentiles of the timed runs (with fewer \
-than 100 runs p99 is close to the slowest run); the per-stage p50s under *Entries* come from a separate \
-pass. FPS is 1000 / mean latency of that figure (one frame at a time, no pipelining; a threaded pipeline that overlaps decode, inference and \
-display can show more frames per second than 1000 / latency). Threads: {threads}. Figures published by \
-other projects often time the network alone without I/O, sometimes at a larger batch or in FP16 on a \
-GPU, or include decoding and display; compare our *compute-only* column with the former and our \
-*end-to-end* column with a camera loop minus decoding.
+device, the forward pass, the argmax on the device and the copy of the labels to the host; TensorRT: \
+host→device copy, execution, device→host copy). *End-to-end* adds what a user's loop does around it: \
+resize + normalise + layout (`core.preprocess`), the argmax on the host when the model outputs logits, and \
+resizing the label map to the frame's size; it does NOT include reading or decoding the image file, \
+drawing, or writing results. p50/p90/p99 are percentiles of the timed runs (with fewer than 100 runs p99 \
+is close to the slowest run); the per-stage p50s under *Entries* come from a separate pass. FPS is \
+1000 / mean latency of that figure (one frame at a time, no pipelining; a threaded pipeline that overlaps \
+decode, inference and display can show more frames per second than 1000 / latency). Threads: {threads}. \
+Figures published by other projects often time the network alone without I/O, sometimes at a larger \
+batch or in FP16 on a GPU, or include decoding and display; compare our *compute-only* column with the \
+former and our *end-to-end* column with a camera loop minus decoding.
 
 **Accuracy.** mIoU is one confusion matrix over every labelled frame evaluated ({labelled} frames), ignore \
 label excluded, classes absent from labels and predictions left out of the mean; TC is the mean per-class \
@@ -101,19 +102,24 @@ def render_markdown(report: dict, plots: dict) -> str:
     parts += [f"# Benchmark on {ds['name']} {ds['split']} ({report['created']})", ""]
     for key, title in (("tc", "Temporal consistency"), ("int8_delta", "Per-class IoU change from INT8")):
         parts += [f"![{title}]({plots[key]})" if plots.get(key) else f"_{title}: nothing to plot "
-                  f"({'no TC figures' if key == 'tc' else 'no INT8 entry with an FP32 reference among the entries'})._", ""]
+                  f"({'no TC figures' if key == 'tc' else 'no INT8 entry with an FP32 reference among the entries'})._",
+                  ""]
     threads = timing["threads"] or "each library's default (onnxruntime: one per physical core; torch: torch's default)"
     parts += ["## How these figures were measured", "",
               METHODOLOGY.format(n_frames=len(timing["frames"]), warmup=timing["warmup"], runs=timing["runs"],
                                  threads=threads, labelled=_labelled(report), flow=report.get("flow") or "not computed",
                                  reference_rule=report["reference_rule"]), ""]
     libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v)
+    first = f", first {ds['max_sequences']} sequences evaluated" if ds["max_sequences"] else ""
+    more = " …" if len(timing["frames"]) > 4 else ""
+    flags = f"; {', '.join(env['cpu_flags'])}" if env.get("cpu_flags") else ""
     parts += ["## Environment", "", f"- CPU: {env['cpu']} ({env['cpu_count']} logical cores, "
-              f"{env['cpu_affinity']} usable by this process)", f"- GPU: {', '.join(env.get('gpus') or []) or 'none'}", f"- {env['platform']}, Python {env['python']}, "
-              f"vsseg-edge {env['vsseg_edge']}", f"- libraries: {libs}",
+              f"{env['cpu_affinity']} usable by this process{flags})",
+              f"- GPU: {', '.join(env.get('gpus') or []) or 'none'}",
+              f"- {env['platform']}, Python {env['python']}, vsseg-edge {env['vsseg_edge']}", f"- libraries: {libs}",
               f"- dataset: {ds['root']} split {ds['split']} ({ds['sequences']} sequences, {ds['frames']} frames, "
-              f"{ds['labelled']} labelled{', first ' + str(ds['max_sequences']) + ' sequences evaluated' if ds['max_sequences'] else ''})",
-              f"- timed frames: {', '.join(timing['frames'][:4])}{' …' if len(timing['frames']) > 4 else ''}", _load_line(env)]
+              f"{ds['labelled']} labelled{first})",
+              f"- timed frames: {', '.join(timing['frames'][:4])}{more}", _load_line(env)]
     if report.get("command"):
         parts += [f"- command: `{report['command']}`"]
     parts += [""]

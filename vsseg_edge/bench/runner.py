@@ -5,7 +5,8 @@ Each entry is timed on the SAME frames (evenly spaced over the split), evaluated
 lineage, `bench.lineage`). Requested (artifact, backend) pairs without figures are listed with one line
 each under `not_run` (`bench.pairs`). A backend
 that cannot run here (TensorRT missing) becomes an entry with status "unavailable" and the reason, an
-artifact its backend refuses (foreign engine, unknown model …) one with status "failed"; neither is a crash. The result is the JSON-ready report (`SCHEMA`); `report.write_report` writes it.
+artifact its backend refuses (foreign engine, unknown model …) one with status "failed"; neither is a crash.
+The result is the JSON-ready report (`SCHEMA`); `report.write_report` writes it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class BenchConfig:
     def __post_init__(self):
         bad = [b for b in self.backends if b not in ALL_BACKENDS]
         if bad or not self.backends:
-            raise VssegError(f"--backends {','.join(self.backends)}: expected a comma list of {', '.join(ALL_BACKENDS)}")
+            raise VssegError(f"--backends {','.join(self.backends)}: expected a comma list of "
+                             f"{', '.join(ALL_BACKENDS)}")
         if self.frames < 1:
             raise VssegError(f"--frames {self.frames}: need at least 1 frame")
         if self.threads is not None and self.threads < 1:

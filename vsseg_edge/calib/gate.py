@@ -51,7 +51,8 @@ class GateResult:
         head = (f"mIoU {self.miou_fp32:.2f} → {self.miou_int8:.2f} (drop {self.drop:.2f})"
                 if self.criterion == "miou_drop" else f"disagreement {self.drop:.3f} %")
         verdict = "passes" if self.passed else "FAILS"
-        return f"{head}, agreement {self.agreement:.3f} % on {self.frames} frames: {verdict} (threshold {self.threshold})"
+        return (f"{head}, agreement {self.agreement:.3f} % on {self.frames} frames: {verdict} "
+                f"(threshold {self.threshold})")
 
 
 class Evaluator:

@@ -47,7 +47,7 @@ class CalibrationCache:
         self.last_read: str = "not read"  # "hit" | "missing" | "foreign key" | "not read" (for logs and tests)
 
     @classmethod
-    def in_dir(cls, folder: str | Path, key: str) -> "CalibrationCache":
+    def in_dir(cls, folder: str | Path, key: str) -> CalibrationCache:
         """`folder/calib-<key prefix>.cache`: one file per key, so caches of different models coexist."""
         return cls(Path(folder) / f"calib-{key[:16]}.cache", key)
 

@@ -71,17 +71,17 @@ class PreprocessSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "preprocessing") -> "PreprocessSpec":
+    def from_dict(cls, d: dict, where: str = "preprocessing") -> PreprocessSpec:
         valid = {f.name for f in fields(cls)}
         unknown = set(d) - valid
         if unknown:
             raise VssegError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(valid)}")
         return cls(**d)
 
-    def replace(self, **changes) -> "PreprocessSpec":
+    def replace(self, **changes) -> PreprocessSpec:
         return PreprocessSpec.from_dict({**self.to_dict(), **changes})
 
-    def require_same(self, other: "PreprocessSpec", artifact: str) -> None:
+    def require_same(self, other: PreprocessSpec, artifact: str) -> None:
         """Refuse input prepared differently from what `artifact` was built with."""
         a, b = self.to_dict(), other.to_dict()
         diff = [k for k in a if not _close(a[k], b[k])]

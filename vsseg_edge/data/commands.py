@@ -30,12 +30,15 @@ def flow_command(
     split: str = typer.Option("train", "--split", help="Split to process."),
     offsets: str = typer.Option(None, "--offsets", help="Neighbour offsets k of each labelled frame (every frame of "
                                                         "unlabelled video) (flow t→t+k); default ETC's -2,-1,1,2,3."),
-    cache: Path = typer.Option(None, "--cache", help="Flow cache folder (default: $VSSEG_EDGE_CACHE/flow, else ~/.cache/vsseg-edge/flow)."),
+    cache: Path = typer.Option(None, "--cache", help="Flow cache folder (default: $VSSEG_EDGE_CACHE/flow, else "
+                                                     "~/.cache/vsseg-edge/flow)."),
     preset: str = typer.Option("medium", "--preset", help="DIS preset: ultrafast | fast | medium."),
-    scale: float = typer.Option(1.0, "--scale", help="Compute DIS on frames resized by this factor (0-1], e.g. 0.5 for full-size Cityscapes."),
+    scale: float = typer.Option(1.0, "--scale", help="Compute DIS on frames resized by this factor (0-1], e.g. 0.5 "
+                                                     "for full-size Cityscapes."),
     consecutive: bool = typer.Option(True, "--consecutive/--no-consecutive", help="Also every (t, t+1) pair, for TC."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes computing flow in parallel."),
-    cache_format: str = typer.Option("png", "--format", help="Cache entries: png (KITTI, 1/64 px, ~4x smaller) | npy (exact, faster to write)."),
+    cache_format: str = typer.Option("png", "--format", help="Cache entries: png (KITTI, 1/64 px, ~4x smaller) | "
+                                                             "npy (exact, faster to write)."),
     kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto | cityscapes | synthetic | camvid | images "
                                                    "| video."),
 ):

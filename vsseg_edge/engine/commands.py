@@ -23,23 +23,29 @@ def _batch(text: Optional[str]):
 def register(app, data_app) -> None:
     @app.command("build-engine")
     def build_engine_command(
-        model: Path = typer.Argument(..., help="FP32 ONNX (vsseg-edge export) or Q/DQ INT8 ONNX (vsseg-edge calibrate)."),
+        model: Path = typer.Argument(..., help="FP32 ONNX (vsseg-edge export) or Q/DQ INT8 ONNX "
+                                               "(vsseg-edge calibrate)."),
         fp16: bool = typer.Option(False, "--fp16", help="FP16 engine (TRT 11: via an FP16 ONNX, strongly typed)."),
-        int8: bool = typer.Option(False, "--int8", help="INT8 engine: from a Q/DQ ONNX, or --calib-frames on TRT 8.6/10."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Engine path (default: MODEL.<precision>.engine)."),
+        int8: bool = typer.Option(False, "--int8", help="INT8 engine: from a Q/DQ ONNX, or --calib-frames on "
+                                                        "TRT 8.6/10."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                           help="Engine path (default: MODEL.<precision>.engine)."),
         workspace: int = typer.Option(2048, "--workspace", help="Builder workspace in MiB."),
-        timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file to load and update."),
+        timing_cache: Optional[Path] = typer.Option(None, "--timing-cache",
+                                                    help="Timing cache file to load and update."),
         dla_core: Optional[int] = typer.Option(None, "--dla-core", help="Jetson DLA core (GPU fallback allowed)."),
         batch: Optional[str] = typer.Option(None, "--batch", help="MIN,OPT,MAX for a dynamic-batch ONNX."),
         calib_frames: Optional[str] = typer.Option(None, "--calib-frames",
                                                    help="Frames for the legacy implicit-INT8 calibrator (TRT 8.6/10)."),
-        strongly_typed: bool = typer.Option(False, "--strongly-typed", help="Strongly typed build on TRT 10.x (TRT 11 is always strongly typed)."),
-        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Engine cache keyed by ONNX/TRT/GPU/settings."),
+        strongly_typed: bool = typer.Option(False, "--strongly-typed", help="Strongly typed build on TRT 10.x "
+                                                                            "(TRT 11 is always strongly typed)."),
+        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
+                                                 help="Engine cache keyed by ONNX/TRT/GPU/settings."),
         device: int = typer.Option(0, "--device", help="CUDA device index."),
         explain: bool = typer.Option(False, "--explain",
                                      help="Print what the build would do and exit (needs no GPU)."),
-        for_trt: Optional[str] = typer.Option(None, "--for-trt",
-                                              help="With --explain: plan for this TensorRT version (e.g. 8.6, 10.3, 11.0)."),
+        for_trt: Optional[str] = typer.Option(None, "--for-trt", help="With --explain: plan for this TensorRT "
+                                                                      "version (e.g. 8.6, 10.3, 11.0)."),
     ):
         """Build an FP16 or INT8 TensorRT engine (TensorRT 8.6 / 10 / 11) with a manifest; refuse foreign engines."""
         from ..core.errors import VssegError

@@ -10,11 +10,15 @@ import typer
 
 def export_command(
     checkpoint: Path = typer.Argument(..., help="vsseg-edge checkpoint (.pt) to export."),
-    out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (its manifest goes beside it as <out>.json)."),
-    preset: Optional[Path] = typer.Option(None, "--preset", help="Export preset YAML (export/*.yaml); flags override it."),
+    out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (its manifest goes beside it as "
+                                                      "<out>.json)."),
+    preset: Optional[Path] = typer.Option(None, "--preset", help="Export preset YAML (export/*.yaml); flags "
+                                                                 "override it."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset, 17 or later (preset default 17)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Input size HxW, e.g. 512x1024 (default: the checkpoint's)."),
-    dynamic_batch: Optional[bool] = typer.Option(None, "--dynamic-batch/--static-batch", help="Dynamic batch dimension."),
+    size: Optional[str] = typer.Option(None, "--size", help="Input size HxW, e.g. 512x1024 (default: the "
+                                                            "checkpoint's)."),
+    dynamic_batch: Optional[bool] = typer.Option(None, "--dynamic-batch/--static-batch",
+                                                 help="Dynamic batch dimension."),
     uint8_input: Optional[bool] = typer.Option(None, "--uint8-input/--float-input",
                                                help="uint8 NHWC input with the normalisation inside the graph."),
     argmax: Optional[str] = typer.Option(None, "--argmax", help="ArgMax in the graph: uint8 | int32 | none (logits)."),
@@ -25,8 +29,8 @@ def export_command(
                                                      "(default: synthetic smooth frames)."),
 ):
     """Export a checkpoint to ONE self-contained ONNX file, checked for parity with onnxruntime."""
-    from ..core.errors import VssegError
     from ..core.config import parse_size
+    from ..core.errors import VssegError
     from .presets import load_preset
 
     if checkpoint.is_dir() or not checkpoint.exists():
@@ -42,7 +46,8 @@ def export_command(
     typer.echo(f"{result.path}: opset {s['opset']}, {s['nodes']} nodes, {s['parameters']:,} parameters; "
                f"{ins['name']} {ins['dtype']} {ins['shape']} → {outs['name']} {outs['dtype']} {outs['shape']}")
     typer.echo(f"parity: {p.describe()}")
-    typer.echo(f"time: {t['total_s']:.1f} s (export {t['export_s']:.1f} s, simplify+check {t['simplify_check_s']:.1f} s, "
+    typer.echo(f"time: {t['total_s']:.1f} s (export {t['export_s']:.1f} s, "
+               f"simplify+check {t['simplify_check_s']:.1f} s, "
                f"parity {t['parity_s']:.1f} s); manifest {result.path.name}.json")
 
 

@@ -44,7 +44,8 @@ class ExportPreset:
              f"size must be [H, W] with positive values, got {self.size}"),
             (self.parity_count >= 1, f"parity_count must be at least 1, got {self.parity_count}"),
             (self.max_abs_logit > 0, f"max_abs_logit must be positive, got {self.max_abs_logit}"),
-            (0 < self.min_argmax_agreement <= 1, f"min_argmax_agreement must be in (0, 1], got {self.min_argmax_agreement}"),
+            (0 < self.min_argmax_agreement <= 1,
+             f"min_argmax_agreement must be in (0, 1], got {self.min_argmax_agreement}"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -34,7 +34,7 @@ class Accuracy:
     report: dict = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
-    def from_report(cls, rep: dict) -> "Accuracy":
+    def from_report(cls, rep: dict) -> Accuracy:
         """The record of a `metrics.evaluate.evaluate_predictions` report (which it keeps as `report`)."""
         miou, tcd = rep.get("miou_detail") or {}, rep.get("tc_detail") or {}
         return cls(rep["miou"], miou.get("pixel_accuracy"), miou.get("per_class"), miou.get("nan_classes", []),

@@ -17,20 +17,24 @@ def eval_command(
     pred_dir: Path = typer.Argument(..., help="Folder of predicted label PNGs (training ids), named like the images: "
                                               "<image stem>.png or, for Cityscapes, <prefix>_pred.png for "
                                               "<prefix>_leftImg8bit.png; flat or in subfolders."),
-    dataset: Path = typer.Option(..., "--dataset", help="Dataset root (Cityscapes, synthetic, CamVid or an image folder)."),
+    dataset: Path = typer.Option(..., "--dataset", help="Dataset root (Cityscapes, synthetic, CamVid), a folder of "
+                                                        "images, a video file or a folder of clips."),
     split: str = typer.Option("val", "--split", help="Split to evaluate."),
     kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto|cityscapes|synthetic|camvid|images|video."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Class set of the predictions on unlabelled video "
                                                                   "(cityscapes | camvid; default cityscapes)."),
     flow: str = typer.Option("auto", "--flow", help="Flow for TC: auto (exact on the synthetic set, else DIS), "
                                                     "exact, dis, or a directory of flow files."),
-    flow_cache: Optional[Path] = typer.Option(None, "--flow-cache", help="DIS flow cache folder (default ~/.cache/vsseg-edge/flow)."),
+    flow_cache: Optional[Path] = typer.Option(None, "--flow-cache", help="DIS flow cache folder (default: "
+                                                                         "$VSSEG_EDGE_CACHE/flow, else "
+                                                                         "~/.cache/vsseg-edge/flow)."),
     no_tc: bool = typer.Option(False, "--no-tc", help="Skip temporal consistency (mIoU only)."),
     tc_mode: str = typer.Option("nearest", "--tc-mode", help="nearest (default) or etc (the paper script's "
                                                               "bilinear warp of class ids, for comparison)."),
     occlusion: bool = typer.Option(False, "--occlusion", help="Also report tc_occ, TC with a forward-backward "
                                                               "occlusion check (computes backward flow)."),
-    max_sequences: Optional[int] = typer.Option(None, "--max-sequences", min=1, help="Evaluate the first N sequences only."),
+    max_sequences: Optional[int] = typer.Option(None, "--max-sequences", min=1,
+                                                help="Evaluate the first N sequences only."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON (atomically)."),
 ):
     """Score predicted label maps: mIoU on the labelled frames, TC over consecutive frames, per class."""

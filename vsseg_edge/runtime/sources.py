@@ -57,7 +57,7 @@ class Source:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "Source":
+    def start(self) -> Source:
         self._thread = threading.Thread(target=self._run_guarded, name=f"capture:{self.description}", daemon=True)
         self._thread.start()
         return self

@@ -106,7 +106,8 @@ class SampleStream:
     """
 
     def __init__(self, num_items: int, batch_size: int, seed: int, start_batch: int = 0, rank: int = 0, world: int = 1):
-        self.n, self.bs, self.seed, self.start, self.rank, self.world = num_items, batch_size, seed, start_batch, rank, world
+        self.n, self.bs, self.seed = num_items, batch_size, seed
+        self.start, self.rank, self.world = start_batch, rank, world
 
     def __iter__(self):
         b = self.start

@@ -29,10 +29,9 @@ def register(app, data_app) -> None:
 
         from tqdm import tqdm
 
+        from ...core.config import parse_size
         from ...core.errors import VssegError
         from .writer import generate
-
-        from ...core.config import parse_size
 
         height, width = parse_size(size, minimum=16)
         for flag, value, least in (("--train", train, 0), ("--val", val, 0), ("--frames", frames, 2),

@@ -32,7 +32,7 @@ class Camera:
     cy: float
 
     @classmethod
-    def for_scene(cls, scene: Scene, height: int, width: int) -> "Camera":
+    def for_scene(cls, scene: Scene, height: int, width: int) -> Camera:
         return cls(height, width, scene.city.focal * width, (width - 1) / 2.0, scene.city.horizon * height)
 
     def rays(self) -> np.ndarray:

@@ -106,7 +106,7 @@ class OrtBackend(Backend):
 
     @classmethod
     def open(cls, path: str | Path, *, providers=None, threads: int = 0, exact_qdq: bool = False,
-             shift_int8: bool = True) -> "OrtBackend":
+             shift_int8: bool = True) -> OrtBackend:
         """The backend of an ONNX file and its manifest (an FP32 ONNX or a Q/DQ INT8 ONNX)."""
         path = Path(path)
         man = read_manifest(path, kind=("onnx", "qdq_onnx"))
