@@ -205,14 +205,19 @@ class LiveSource(Source):
     `opener()` returns an opened cv2.VideoCapture-like object (isOpened/read/release) or raises VssegError.
     A failed read reopens it with backoff (`retry_delay` doubling up to `max_delay`); `max_retries`
     reconnect attempts without a frame between them, or `stall_timeout` seconds without a frame while
-    connected, end the source with `error` set.
+    connected, end the source with `error` set. `clock` (seconds) measures stalls and `get` timeouts and
+    `wait(delay)` waits out a backoff delay (True when the source was stopped meanwhile); tests pass their
+    own to check the policy without sleeping.
     """
 
     live = True
 
     def __init__(self, opener: Callable, description: str, *, max_retries: int = 5, retry_delay: float = 0.5,
-                 max_delay: float = 8.0, stall_timeout: float = 10.0):
+                 max_delay: float = 8.0, stall_timeout: float = 10.0, clock: Callable[[], float] = time.perf_counter,
+                 wait: Callable[[float], bool] | None = None):
         super().__init__()
+        self._clock = clock
+        self._wait = wait or self._stop.wait
         self.description = description
         self._opener = opener
         self._cap = opener()  # the first open fails loudly and at once (a missing camera is a user error)
@@ -222,7 +227,7 @@ class LiveSource(Source):
         self._cond = threading.Condition()
         self._latest: CapturedFrame | None = None
         self._ended = False
-        self._last_frame_time = time.perf_counter()
+        self._last_frame_time = clock()
         self._attempts = 0  # reconnect attempts since the last frame
 
     def _run(self) -> None:
@@ -243,7 +248,7 @@ class LiveSource(Source):
             if self._latest is not None:
                 self.drops += 1  # the previous frame was never taken: the pipeline is slower than the source
             self._latest = frame
-            self._last_frame_time = frame.t_captured
+            self._last_frame_time = self._clock()
             self._attempts = 0  # a frame: the device is back, the next loss starts a fresh backoff
             self._cond.notify_all()
 
@@ -258,9 +263,9 @@ class LiveSource(Source):
             delay = min(self.retry_delay * 2 ** (self._attempts - 1), self.max_delay)
             _log(f"{self.description}: no frame (disconnected or stalled); reconnect "
                  f"{self._attempts}/{self.max_retries} in {delay:.1f}s")
-            if self._stop.wait(delay):
+            if self._wait(delay):
                 return False
-            self._last_frame_time = time.perf_counter()  # reconnecting is not a stall
+            self._last_frame_time = self._clock()  # reconnecting is not a stall
             self._release()
             try:
                 self._cap = self._opener()
@@ -288,10 +293,10 @@ class LiveSource(Source):
 
         None at the end, once stopped, or after `stall_timeout` seconds without any frame (`error` set).
         """
-        deadline = None if timeout is None else time.perf_counter() + timeout
+        deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             while self._latest is None and not self._ended:
-                now = time.perf_counter()
+                now = self._clock()
                 if self._stop.is_set():
                     return None
                 if now - self._last_frame_time > self.stall_timeout:
