@@ -253,3 +253,36 @@ def test_bench_on_unlabelled_video_scores_tc_in_the_models_classes(artifacts, tm
     assert entry["status"] == "ok" and acc["miou"] is None and acc["labelled_frames"] == 0
     assert list(acc["tc_per_class"]) == list(CITYSCAPES.classes)
     assert acc["tc_pairs"] == 3 and 0 <= acc["tc"] <= 100
+
+
+def test_isolated_rounds_pair_each_entry_with_its_reference(artifacts, synth_root):
+    """--isolate --repeats 2: every entry timed in a fresh process per round; ratios paired round by round."""
+    report = run_bench([artifacts["onnx"], artifacts["int8"]], quick(synth_root, runs=2, repeats=2, isolate=True,
+                                                                      tc=False))
+    onnx, int8 = (by_id(report)[i] for i in ("tiny.onnx@ort", "tiny.int8.qdq.onnx@ort"))
+    assert report["timing"]["isolate"] and report["timing"]["repeats"] == 2
+    assert "process of its own" in report["timing"]["process"]
+    for e in (onnx, int8):
+        assert len(e["latency_rounds"]) == 2 and e["latency"]["compute"]["runs"] == 2
+        assert e["latency"]["compute"]["p50_ms"] in [r["compute_p50_ms"] for r in e["latency_rounds"]]
+    sp = int8["speed_vs_reference"]
+    expected = [round(o["compute_p50_ms"] / q["compute_p50_ms"], 4)
+                for o, q in zip(onnx["latency_rounds"], int8["latency_rounds"])]
+    assert sp["reference"] == onnx["id"] and sp["compute_rounds"] == expected and sp["rounds"] == 2
+    assert sp["compute"] == pytest.approx(sum(expected) / 2)  # the median of two rounds
+    assert "speed_vs_reference" not in onnx  # the FP32 root has no reference
+
+
+def test_one_file_twice_with_backend_options(artifacts, synth_root):
+    """FILE::key=value benches the same file again with a backend option, as an entry of its own."""
+    int8 = artifacts["int8"]
+    report = run_bench([artifacts["onnx"], int8, f"{int8}::exact_qdq=true"], quick(synth_root, tc=False))
+    ids = [e["id"] for e in report["entries"]]
+    assert ids == ["tiny.onnx@ort", "tiny.int8.qdq.onnx@ort", "tiny.int8.qdq.onnx[exact_qdq=true]@ort"]
+    exact = by_id(report)[ids[2]]
+    assert exact["options"] == {"exact_qdq": True} and exact["status"] == "ok"
+    assert exact["agreement"]["reference"] == "tiny.onnx@ort" and exact["speed_vs_reference"]["rounds"] == 1
+    with pytest.raises(VssegError, match=r"option\(s\) \['fp16'\] do not apply to the ort backend"):
+        run_bench([f"{int8}::fp16=true"], quick(synth_root, tc=False))
+    with pytest.raises(VssegError, match="is not KEY=VALUE"):
+        run_bench([f"{int8}::exact_qdq"], quick(synth_root, tc=False))

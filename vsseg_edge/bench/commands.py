@@ -17,8 +17,10 @@ def register(app, data_app) -> None:
 
 def bench_command(
     models: List[Path] = typer.Argument(..., help="Artifacts to benchmark: .onnx (FP32 or Q/DQ INT8, onnxruntime), "
-                                                  ".pt (vsseg-edge checkpoint, torch), .engine (TensorRT). With "
-                                                  "--compare: two report.json files A B."),
+                                                  ".pt (vsseg-edge checkpoint, torch), .engine (TensorRT); "
+                                                  "FILE::key=value,… adds backend options (e.g. "
+                                                  "m.int8.qdq.onnx::shift_int8=false). With --compare: two "
+                                                  "report.json files A B."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset root (synthetic, Cityscapes, CamVid …)."),
     split: str = typer.Option("val", "--split", help="Split to time and evaluate."),
     kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto|cityscapes|synthetic|camvid|images."),
@@ -37,6 +39,9 @@ def bench_command(
                                              "against (default: the nearest FP32 artifact of the same lineage in the "
                                              "manifests; none if no FP32 entry shares it)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch backend device (default: cuda if available)."),
+    repeats: int = typer.Option(1, "--repeats", help="Timing rounds over all entries (entries back to back in each "
+                                                     "round); speed vs the reference is the median paired ratio."),
+    isolate: bool = typer.Option(False, "--isolate", help="Time each entry of each round in a process of its own."),
     compare: bool = typer.Option(False, "--compare", help="Compare two reports: `bench --compare A.json B.json`."),
 ):
     """Benchmark artifacts: latency (compute-only and end-to-end), FPS, mIoU, TC and INT8 agreement → a report."""
@@ -54,7 +59,8 @@ def bench_command(
     cfg = BenchConfig(dataset=dataset, split=split, kind=kind,
                       backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
                       runs=runs, warmup=warmup, threads=threads, frames=frames, max_sequences=max_sequences,
-                      flow=flow, tc=not no_tc, reference=reference, device=device)
+                      flow=flow, tc=not no_tc, reference=reference, device=device, repeats=repeats,
+                      isolate=isolate)
     report = run_bench(models, cfg)
     report["command"] = shlex.join(["vsseg-edge", *sys.argv[1:]])
     files = write_report(report, out)

@@ -68,6 +68,7 @@ def compare_reports(a: dict, b: dict) -> dict:
 
 SETTINGS = {"schema": ("schema",), "backends": ("backends",), "reference rule": ("reference_rule",),
             "runs": ("timing", "runs"), "warmup": ("timing", "warmup"), "threads": ("timing", "threads"),
+            "repeats": ("timing", "repeats"), "isolate": ("timing", "isolate"),
             "dataset": ("dataset", "root"), "split": ("dataset", "split"),
             "max_sequences": ("dataset", "max_sequences"),
             "flow": ("flow",), "cpu": ("environment", "cpu"), "gpus": ("environment", "gpus")}

@@ -15,7 +15,7 @@ from .plots import entry_label, write_plots
 JSON_NAME, MD_NAME = "report.json", "report.md"
 
 METHODOLOGY = """\
-**Timing methodology.** Every entry runs in this one process, one after another, on the same {n_frames} \
+**Timing methodology.** Timing: {process}. Every entry is timed on the same {n_frames} \
 frames of the dataset (decoded into memory before timing, cycled over the runs), batch 1, after \
 {warmup} untimed warm-up runs, then {runs} timed runs, each timed on its own with `time.perf_counter`. \
 *Compute-only* is the backend's `infer` call on an input already prepared by the one preprocessing \
@@ -50,14 +50,16 @@ def table_rows(report: dict) -> list[list[str]]:
     rows = []
     for e in report["entries"]:
         if e["status"] != "ok":
-            rows.append([entry_label(e), e["backend"], "—", "—", "—", "—", "—", "—", "—", "—",
+            rows.append([entry_label(e), e["backend"], "—", "—", "—", "—", "—", "—", "—", "—", "—",
                          f"{e['status']}: {e['reason']}"])
             continue
         c, x, a = e["latency"]["compute"], e["latency"]["end_to_end"], e["accuracy"]
         agr = e.get("agreement") or {}
         ref = f"vs {agr['reference']}" if agr.get("reference") else reference_note(e)
+        speed = (e.get("speed_vs_reference") or {}).get("compute")
         rows.append([entry_label(e), _device(e.get("device")), _f(x["p50_ms"]), _f(x["p99_ms"]), _f(x["fps"], 1),
-                     _f(c["p50_ms"]), _f(c["fps"], 1), _f(a["miou"]), _f(a["tc"]), _f(agr.get("percent")), ref])
+                     _f(c["p50_ms"]), _f(c["fps"], 1), "—" if speed is None else f"{speed:.2f}x", _f(a["miou"]),
+                     _f(a["tc"]), _f(agr.get("percent")), ref])
     return rows
 
 
@@ -78,7 +80,7 @@ def _device(name) -> str:
 
 
 HEADER = ["entry", "device", "e2e p50 ms", "e2e p99 ms", "e2e FPS", "compute p50 ms", "compute FPS",
-          "mIoU %", "TC %", "agreement %", "note"]
+          "compute speed vs ref", "mIoU %", "TC %", "agreement %", "note"]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -108,7 +110,8 @@ def render_markdown(report: dict, plots: dict) -> str:
     parts += ["## How these figures were measured", "",
               METHODOLOGY.format(n_frames=len(timing["frames"]), warmup=timing["warmup"], runs=timing["runs"],
                                  threads=threads, labelled=_labelled(report), flow=report.get("flow") or "not computed",
-                                 reference_rule=report["reference_rule"]), ""]
+                                 reference_rule=report["reference_rule"],
+                                 process=timing.get("process", "single process, entries run one after another")), ""]
     libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v)
     first = f", first {ds['max_sequences']} sequences evaluated" if ds["max_sequences"] else ""
     more = " …" if len(timing["frames"]) > 4 else ""
@@ -159,8 +162,18 @@ def _entry_details(e: dict) -> str:
             f"{_f(lat['compute']['p99_ms'])} ms; end-to-end {_f(lat['end_to_end']['p50_ms'])}/"
             f"{_f(lat['end_to_end']['p90_ms'])}/{_f(lat['end_to_end']['p99_ms'])} ms (stages p50: preprocess "
             f"{_f(st.get('preprocess_p50_ms'))}, infer {_f(st.get('infer_p50_ms'))}, postprocess "
-            f"{_f(st.get('postprocess_p50_ms'))} ms); TC over {acc['tc_pairs']} pairs"
+            f"{_f(st.get('postprocess_p50_ms'))} ms){_speed(e)}; TC over {acc['tc_pairs']} pairs"
             f"{nan}; {_lineage(e)}")
+
+
+def _speed(e: dict) -> str:
+    """The paired speed ratios against the reference, round by round, when there is a reference."""
+    sp = e.get("speed_vs_reference")
+    if not sp or sp.get("compute") is None:
+        return ""
+    rounds = ", ".join(f"{r:.2f}" for r in sp["compute_rounds"])
+    return (f"; compute speed vs {sp['reference']} {sp['compute']:.2f}x (median of {sp['rounds']} paired "
+            f"round(s): {rounds}), end-to-end {_f(sp.get('end_to_end'))}x")
 
 
 def _lineage(e: dict) -> str:
