@@ -286,3 +286,14 @@ def test_one_file_twice_with_backend_options(artifacts, synth_root):
         run_bench([f"{int8}::fp16=true"], quick(synth_root, tc=False))
     with pytest.raises(VssegError, match="is not KEY=VALUE"):
         run_bench([f"{int8}::exact_qdq"], quick(synth_root, tc=False))
+
+
+def test_speed_only_skips_the_accuracy_pass(artifacts, synth_root, tmp_path):
+    report = run_bench([artifacts["onnx"], artifacts["int8"]], quick(synth_root, accuracy=False))
+    assert report["flow"] is None and report["timing"]["accuracy"] is False
+    for e in report["entries"]:
+        assert e["status"] == "ok" and e["accuracy"]["miou"] is None and e["accuracy"]["tc"] is None
+        assert e["latency"]["compute"]["runs"] == 3
+    assert by_id(report)["tiny.int8.qdq.onnx@ort"]["agreement"]["percent"] > 50  # on the timed frames
+    files = write_report(report, tmp_path / "r")
+    assert "| — | — |" in files["markdown"].read_text()  # mIoU and TC columns empty, the report still written

@@ -42,6 +42,8 @@ def bench_command(
     repeats: int = typer.Option(1, "--repeats", help="Timing rounds over all entries (entries back to back in each "
                                                      "round); speed vs the reference is the median paired ratio."),
     isolate: bool = typer.Option(False, "--isolate", help="Time each entry of each round in a process of its own."),
+    speed_only: bool = typer.Option(False, "--speed-only", help="Latency and agreement only: no mIoU / TC pass over "
+                                                                "the split."),
     compare: bool = typer.Option(False, "--compare", help="Compare two reports: `bench --compare A.json B.json`."),
 ):
     """Benchmark artifacts: latency (compute-only and end-to-end), FPS, mIoU, TC and INT8 agreement → a report."""
@@ -60,7 +62,7 @@ def bench_command(
                       backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
                       runs=runs, warmup=warmup, threads=threads, frames=frames, max_sequences=max_sequences,
                       flow=flow, tc=not no_tc, reference=reference, device=device, repeats=repeats,
-                      isolate=isolate)
+                      isolate=isolate, accuracy=not speed_only)
     report = run_bench(models, cfg)
     report["command"] = shlex.join(["vsseg-edge", *sys.argv[1:]])
     files = write_report(report, out)

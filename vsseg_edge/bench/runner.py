@@ -61,6 +61,7 @@ class BenchConfig:
     progress: bool = True
     repeats: int = 1  # timing rounds over all entries
     isolate: bool = False  # time each entry of each round in a process of its own
+    accuracy: bool = True  # False: speed (and agreement on the timed frames) only, no mIoU / TC pass
 
     def __post_init__(self):
         bad = [b for b in self.backends if b not in ALL_BACKENDS]
@@ -149,7 +150,7 @@ def bench_entry(artifact: Artifact, backend_name: str, cfg: BenchConfig, dataset
                 name: str | None = None, timed_here: bool = True) -> tuple[dict, list]:
     """One entry: open, time (unless the timing rounds do it), predict the bench frames, evaluate, close.
     Returns (entry, predictions)."""
-    from ..measure.accuracy import evaluate_runner
+    from ..measure.accuracy import Accuracy, evaluate_runner
     from ..measure.predict import predict
     from ..measure.timing import measure_latency
 
@@ -173,8 +174,9 @@ def bench_entry(artifact: Artifact, backend_name: str, cfg: BenchConfig, dataset
         if timed_here:
             entry["latency"] = measure_latency(be, frames, TimingConfig(cfg.runs, cfg.warmup)).to_dict()
         preds = predict(be, frames).labels
-        entry["accuracy"] = evaluate_runner(be, dataset, flow_source, tc=cfg.tc, max_sequences=cfg.max_sequences,
-                                            progress=cfg.progress).to_dict()
+        acc = (evaluate_runner(be, dataset, flow_source, tc=cfg.tc, max_sequences=cfg.max_sequences,
+                               progress=cfg.progress) if cfg.accuracy else Accuracy.not_measured())
+        entry["accuracy"] = acc.to_dict()
     return entry, preds
 
 
@@ -300,7 +302,7 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
 
 
 def _flow(cfg: BenchConfig, dataset):
-    if not cfg.tc:
+    if not cfg.tc or not cfg.accuracy:
         return None
     from ..data.flow import open_flow_source
 
@@ -336,7 +338,8 @@ def _assemble(cfg: BenchConfig, dataset, refs, flow_source, entries) -> dict:
         "timing": {"runs": cfg.runs, "warmup": cfg.warmup, "batch": 1, "threads": cfg.threads,
                    "frames": [str(Path(r.image).relative_to(dataset.root)) if Path(r.image).is_relative_to(dataset.root)
                               else str(r.image) for r in refs],
-                   "repeats": cfg.repeats, "isolate": cfg.isolate, "process": _process(cfg)},
+                   "repeats": cfg.repeats, "isolate": cfg.isolate, "process": _process(cfg),
+                   "accuracy": cfg.accuracy},
         "backends": list(cfg.backends),
         "reference_rule": REFERENCE_RULE["explicit" if cfg.reference else "lineage"],
         "environment": environment(),

@@ -42,6 +42,11 @@ class Accuracy:
                    tcd.get("pairs"), tcd.get("mode"), tcd.get("flow"), rep["dataset"]["frames_predicted"],
                    rep["dataset"]["sequences"], rep["seconds"], rep)
 
+    @classmethod
+    def not_measured(cls) -> Accuracy:
+        """The record of a run that measured speed only: every figure None, nothing evaluated."""
+        return cls(None, None, None, [], None, 0, None, None, 0, None, None, 0, 0, 0.0)
+
     def to_dict(self) -> dict:
         """The bench entry's `accuracy` (the evaluator's full report is left out)."""
         return {k: v for k, v in self.__dict__.items() if k != "report"}
