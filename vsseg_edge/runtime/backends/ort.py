@@ -96,7 +96,8 @@ class OrtBackend(Backend):
         self.artifact = name
         self.preprocess_spec, self.output_kind, self.classes = preprocess_spec, output_kind, list(classes)
         self.exact_qdq = exact_qdq
-        providers = list(providers) if providers is not None else preferred_providers()
+        providers = ([providers] if isinstance(providers, str) else list(providers)) if providers is not None \
+            else preferred_providers()
         self.shifted = 0  # activation QuantizeLinear nodes shifted from int8 to uint8 (CPU provider only)
         if shift_int8 and not exact_qdq and providers[:1] == list(CPU):
             model = self._shift_int8(model)
