@@ -20,6 +20,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..core.config import to_dict
@@ -295,7 +296,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def _loader(self):
+    def data_loader(self):
+        """The training batches from the current step on (seeded, rank-aware), as `fit` draws them."""
         stream = SampleStream(len(self.clips), self.cfg.batch_size, self.cfg.seed, start_batch=self.step,
                               rank=self.dist.rank, world=self.dist.world)
         workers = self.cfg.data.workers
@@ -327,17 +329,17 @@ class Trainer:
         bar = _progress(cfg.iterations, self.step, enabled=self.progress and self.dist.main)
         previous = self._install_signal_handlers() if _in_main_thread() else {}
         metrics: dict = {}
-        t_start, steps_done = time.perf_counter(), 0
+        t_start, step_times = time.perf_counter(), []
         try:
-            batches = iter(self._loader())
+            batches = iter(self.data_loader())
             while self.step < cfg.iterations and not self.stop_requested:
                 batch = next(batches)
                 lr = self.set_lr()
                 t0 = time.perf_counter()
                 log = self.train_step(batch)
                 self.step += 1
-                steps_done += 1
-                log.update(step=self.step, lr=lr, step_time=time.perf_counter() - t0)
+                step_times.append(time.perf_counter() - t0)
+                log.update(step=self.step, lr=lr, step_time=step_times[-1])
                 if self.dist.main:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in log.items() if k not in ("step", "lr", "step_time")})
@@ -354,7 +356,9 @@ class Trainer:
                 else:
                     report = self.validate()
                     metrics = {**_val_summary(report), "tc_flow": (report.get("tc_detail") or {}).get("flow")}
-                    metrics["train_seconds_per_step"] = (time.perf_counter() - t_start) / max(steps_done, 1)
+                    metrics["train_seconds_per_step"] = (time.perf_counter() - t_start) / max(len(step_times), 1)
+                    # the step alone (data loading excluded), median over this run's steps
+                    metrics["train_step_seconds_p50"] = float(np.median(step_times)) if step_times else None
                     _write_log(log_file, tb, {"step": self.step, **metrics})
                     self.save("model.pt", metrics, with_state=False)
                     with atomic_write(self.out / "val_report.json", "w") as fh:
