@@ -23,11 +23,12 @@ EDGE = [
     "vsseg_edge.core.cache", "vsseg_edge.metrics.evaluate", "vsseg_edge.data.datasets", "vsseg_edge.data.flow",
     "vsseg_edge.data.warp", "vsseg_edge.data.frame_source", "vsseg_edge.measure", "vsseg_edge.measure.predict",
     "vsseg_edge.measure.compare", "vsseg_edge.measure.timing", "vsseg_edge.measure.accuracy",
-    "vsseg_edge.measure.environment", "vsseg_edge.engine.builder", "vsseg_edge.engine.policy",
+    "vsseg_edge.measure.environment", "vsseg_edge.measure.overhead", "vsseg_edge.engine.builder", "vsseg_edge.engine.policy",
     "vsseg_edge.runtime.pipeline", "vsseg_edge.runtime.run", "vsseg_edge.runtime.commands",
     "vsseg_edge.runtime.backends.ort", "vsseg_edge.runtime.backends.trt", "vsseg_edge.bench",
     "vsseg_edge.bench.runner", "vsseg_edge.bench.report", "vsseg_edge.bench.compare", "vsseg_edge.bench.plots",
-    "vsseg_edge.bench.commands", "vsseg_edge.cli",
+    "vsseg_edge.bench.commands", "vsseg_edge.bench.artifacts", "vsseg_edge.bench.isolate", "vsseg_edge.bench.models",
+    "vsseg_edge.cli",
 ]
 NO_TORCH = [
     "vsseg_edge.onnx_graph", "vsseg_edge.calib.pipeline", "vsseg_edge.calib.quantize_ort", "vsseg_edge.calib.gate",
