@@ -58,6 +58,7 @@ def fake_cudart(mem: _Memory, gpu=b"Fake GPU", cc=(8, 7)):
         cudaMemcpyAsync=memcpy, cudaSetDevice=record("set_device"), cudaStreamCreate=record("stream_create", 7),
         cudaStreamSynchronize=record("sync"), cudaStreamDestroy=record("stream_destroy"),
         cudaGetDeviceProperties=lambda d: (0, types.SimpleNamespace(name=gpu, major=cc[0], minor=cc[1])),
+        cudaGetDeviceCount=lambda: (0, 1),
     )
 
 
