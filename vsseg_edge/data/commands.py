@@ -45,11 +45,11 @@ def flow_command(
     """Compute OpenCV DIS optical flow for training (labelled frame → neighbours) and TC, into the cache."""
     import time
 
-    from .datasets import open_dataset
     from .flow import DISFlow, flow_cache_dir, precompute_flows
+    from .frame_source import open_frame_source
 
     offs = _parse_offsets(offsets)
-    dataset = open_dataset(dataset_root, split, kind)
+    dataset = open_frame_source(dataset_root, split, kind, flag="data flow")
     if dataset.name == "video":
         dataset.check_offsets(offs)
     source = DISFlow(preset, flow_cache_dir(cache), cache_format, scale)
