@@ -70,7 +70,8 @@ def test_engine_without_tensorrt_and_engine_for_another_gpu(artifacts, synth_roo
     import vsseg_edge.runtime.backends.trt as trt_mod
 
     prop = SimpleNamespace(name=b"NVIDIA H100 80GB HBM3", major=9, minor=0)
-    cudart = SimpleNamespace(cudaSetDevice=lambda i: (0,), cudaGetDeviceProperties=lambda i: (0, prop))
+    cudart = SimpleNamespace(cudaSetDevice=lambda i: (0,), cudaGetDeviceProperties=lambda i: (0, prop),
+                             cudaGetDeviceCount=lambda: (0, 1))
     monkeypatch.setattr(trt_mod, "load_trt_modules", lambda: (SimpleNamespace(__version__="10.3.0"), cudart))
     foreign = fake_engine(tmp_path / "foreign.engine",
                           tensorrt={"version": "10.3.0", "gpu": {"name": "NVIDIA A100-SXM4-40GB",
