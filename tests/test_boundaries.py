@@ -26,7 +26,8 @@ EDGE = [
     "vsseg_edge.measure.environment", "vsseg_edge.measure.overhead", "vsseg_edge.engine.builder",
     "vsseg_edge.engine.policy",
     "vsseg_edge.runtime.pipeline", "vsseg_edge.runtime.run", "vsseg_edge.runtime.commands",
-    "vsseg_edge.runtime.backends.ort", "vsseg_edge.runtime.backends.trt", "vsseg_edge.bench",
+    "vsseg_edge.runtime.backends.ort", "vsseg_edge.runtime.backends.trt", "vsseg_edge.runtime.stage",
+    "vsseg_edge.runtime.backends.trt_stage", "vsseg_edge.bench",
     "vsseg_edge.bench.runner", "vsseg_edge.bench.report", "vsseg_edge.bench.compare", "vsseg_edge.bench.plots",
     "vsseg_edge.bench.commands", "vsseg_edge.bench.artifacts", "vsseg_edge.bench.isolate", "vsseg_edge.bench.models",
     "vsseg_edge.cli",
@@ -35,12 +36,12 @@ NO_TORCH = [
     "vsseg_edge.onnx_graph", "vsseg_edge.calib.pipeline", "vsseg_edge.calib.quantize_ort", "vsseg_edge.calib.gate",
     "vsseg_edge.calib.sensitivity", "vsseg_edge.calib.legacy", "vsseg_edge.calib.commands", "vsseg_edge.engine.fp16",
 ]
-NO_NUMPY = ["vsseg_edge.data.synth.commands"]
+NO_NUMPY = ["vsseg_edge", "vsseg_edge.data.synth.commands"]
 
 GROUPS = {
     "edge: no torch, onnx, tensorrt, matplotlib": (EDGE, ("torch", "tensorrt", "onnx", "matplotlib")),
     "onnx allowed, no torch": (NO_TORCH, ("torch", "tensorrt")),
-    "command modules: no numpy, cv2": (NO_NUMPY, ("numpy", "cv2", "torch")),
+    "package root and command modules: no numpy, cv2": (NO_NUMPY, ("numpy", "cv2", "torch")),
 }
 
 

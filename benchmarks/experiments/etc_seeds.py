@@ -2,7 +2,7 @@
 
 For each seed and arm, the user-facing training command, then the package's benchmark on the val split:
 
-    vsseg-edge train train/synth_pspnet18_{baseline,tl}.yaml -o seed=S -o model.name=STUDENT ...
+    vsseg-edge train train/synth_pspnet18_{baseline,tl}.yaml --override seed=S --override model.name=STUDENT ...
     bench.run_bench([model.pt], dataset ROOT, flow exact)    mIoU and TC of the per-frame predictions
 
 plus a diagnostic that separates "the TL changed nothing" from "TC (an argmax metric) cannot see it":
@@ -41,7 +41,7 @@ RECIPES = {"baseline": "train/synth_pspnet18_baseline.yaml", "tl": "train/synth_
 def arms(weights: list[float]) -> list[tuple[str, str, list[str]]]:
     """(arm name, recipe, extra overrides): the baseline, then +TL at each temporal weight."""
     out = [("baseline", RECIPES["baseline"], [])]
-    out += [(f"tl_w{w:g}", RECIPES["tl"], ["-o", f"loss.weights.temporal={w}"]) for w in weights]
+    out += [(f"tl_w{w:g}", RECIPES["tl"], ["--override", f"loss.weights.temporal={w}"]) for w in weights]
     return out
 
 
@@ -116,7 +116,7 @@ def run_one(arm: str, recipe: str, extra: list[str], seed: int, args) -> dict:
                      "preprocess.height": meta["height"], "preprocess.width": meta["width"],
                      "model.name": args.student, "data.crop": args.crop, "seed": seed, "threads": args.threads,
                      "data.workers": args.workers, "val_tc": "false"}
-        flags = [arg for k, v in overrides.items() for arg in ("-o", f"{k}={v}")]
+        flags = [arg for k, v in overrides.items() for arg in ("--override", f"{k}={v}")]
         subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "train", recipe, "--no-progress", *flags, *extra],
                        check=True, cwd=REPO)
     bench = run_bench([model], BenchConfig(dataset=args.data, flow="exact", backends=("torch",), runs=1, warmup=0,

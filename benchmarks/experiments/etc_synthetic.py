@@ -40,9 +40,10 @@ def cli(*args: str) -> None:
 def train(recipe: str, name: str, runs: Path, data: Path, iterations: int, extra: list[str]) -> Path:
     """`vsseg-edge train RECIPE` at the dataset's frame size; the checkpoint's path."""
     meta = json.loads((data / "synth.json").read_text())
-    cli("train", recipe, "--no-progress", "-o", f"name={name}", "-o", f"out_dir={runs}", "-o", f"data.root={data}",
-        "-o", f"iterations={iterations}", "-o", f"preprocess.height={meta['height']}",
-        "-o", f"preprocess.width={meta['width']}", *extra)
+    size = (meta["height"], meta["width"])
+    cli("train", recipe, "--no-progress", "--override", f"name={name}", "--override", f"out_dir={runs}",
+        "--override", f"data.root={data}", "--override", f"iterations={iterations}",
+        "--override", f"preprocess.height={size[0]}", "--override", f"preprocess.width={size[1]}", *extra)
     return runs / name / "model.pt"
 
 
@@ -71,13 +72,13 @@ def main() -> None:
     t0 = time.time()
     if not (args.data / "synth.json").is_file():
         cli("data", "synth", "--out", str(args.data))
-    common = ["-o", f"model.name={args.student}", "-o", f"data.crop={args.crop}"]
+    common = ["--override", f"model.name={args.student}", "--override", f"data.crop={args.crop}"]
     teacher = train("train/synth_teacher_pspnet50.yaml", f"teacher_{args.teacher}", args.runs, args.data,
                     args.teacher_iterations or 2 * args.iterations,
-                    ["-o", f"model.name={args.teacher}", "-o", f"data.crop={args.crop}"])
+                    ["--override", f"model.name={args.teacher}", "--override", f"data.crop={args.crop}"])
     rows = {}
     for kind in STUDENTS:
-        extra = common + (["-o", f"teacher.checkpoint={teacher}"] if kind == "tl_kd" else [])
+        extra = common + (["--override", f"teacher.checkpoint={teacher}"] if kind == "tl_kd" else [])
         model = train(f"train/synth_pspnet18_{kind}.yaml", f"{args.student}_{kind}", args.runs, args.data,
                       args.iterations, extra)
         rows[kind] = score(model, args.data, args.runs / f"eval_{kind}")

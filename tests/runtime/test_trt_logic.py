@@ -145,7 +145,7 @@ def test_missing_tensorrt_is_a_one_line_install_hint():
     with pytest.raises(MissingDependency) as info:
         trt_backend.load_trt_modules()
     msg = str(info.value)
-    assert "\n" not in msg and msg.startswith("tensorrt is not installed") and "pip install tensorrt" in msg
+    assert "\n" not in msg and msg.startswith("tensorrt is not installed") and "pip install 'vsseg-edge[trt]'" in msg
 
 
 def test_infer_maps_buffers_by_name_through_the_tensor_name_api(engine_file):

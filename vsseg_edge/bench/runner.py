@@ -62,6 +62,7 @@ class BenchConfig:
     repeats: int = 1  # timing rounds over all entries
     isolate: bool = False  # time each entry of each round in a process of its own
     accuracy: bool = True  # False: speed (and agreement on the timed frames) only, no mIoU / TC pass
+    classes: str | None = None  # class file (or set name) the dataset's labels are numbered in
 
     def __post_init__(self):
         bad = [b for b in self.backends if b not in ALL_BACKENDS]
@@ -275,7 +276,7 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
         if not same:
             arts.append(ref_art)
         explicit = str((same[0] if same else ref_art).path)
-    dataset = open_frame_source(cfg.dataset, cfg.split, cfg.kind, flag="--dataset")
+    dataset = open_frame_source(cfg.dataset, cfg.split, cfg.kind, flag="--dataset", classes=cfg.classes)
     refs = select_frames(dataset, cfg.frames)
     frames = [dataset.read_image(r) for r in refs]
     flow_source = _flow(cfg, dataset)

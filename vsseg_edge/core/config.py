@@ -97,7 +97,12 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise VssegError(f"--override {item!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            reason = str(exc).splitlines()[0]
+            raise VssegError(f"--override {item!r}: the value is not valid YAML ({reason}); quote it, "
+                             "e.g. -o 'data.crop=[64, 128]'") from None
     return data
 
 
@@ -121,13 +126,16 @@ def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | No
     return from_dict(cls, apply_overrides(data, overrides), str(path or cls.__name__))
 
 
-def parse_size(text: str, flag: str = "--size", minimum: int = 1) -> tuple[int, int]:
+MAX_SIDE = 8192  # pixels: a larger frame or model input is a typo, and allocating it would exhaust memory
+
+
+def parse_size(text: str, flag: str = "--size", minimum: int = 1, maximum: int = MAX_SIDE) -> tuple[int, int]:
     """'HxW' in pixels (e.g. 512x1024; '×' and spaces accepted) → (H, W); a one-line error naming `flag`
-    when it is not two integers of at least `minimum`. The one reader of sizes for every command."""
+    when it is not two integers from `minimum` to `maximum`. The one reader of sizes for every command."""
     parts = str(text).lower().replace("×", "x").split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise VssegError(f"{flag} {text}: expected HxW in pixels, e.g. 512x1024")
+        raise VssegError(f"{flag} {text}: expected HxW in pixels, each side {minimum} to {maximum}, e.g. 512x1024")
     h, w = (int(p) for p in parts)
-    if min(h, w) < minimum:
-        raise VssegError(f"{flag} {text}: height and width must be at least {minimum} pixels")
+    if min(h, w) < minimum or max(h, w) > maximum:
+        raise VssegError(f"{flag} {text}: height and width must be {minimum} to {maximum} pixels")
     return h, w

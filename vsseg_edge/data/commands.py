@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -28,10 +29,12 @@ def flow_command(
     dataset_root: Path = typer.Argument(..., help="Dataset folder (Cityscapes, synthetic, CamVid, images) or video "
                                                   "(a video file, a folder of frames or of clips)."),
     split: str = typer.Option("train", "--split", help="Split to process."),
-    offsets: str = typer.Option(None, "--offsets", help="Neighbour offsets k of each labelled frame (every frame of "
-                                                        "unlabelled video) (flow t→t+k); default ETC's -2,-1,1,2,3."),
-    cache: Path = typer.Option(None, "--cache", help="Flow cache folder (default: $VSSEG_EDGE_CACHE/flow, else "
-                                                     "~/.cache/vsseg-edge/flow)."),
+    offsets: Optional[str] = typer.Option(
+        None, "--offsets", show_default="ETC's -2,-1,1,2,3",
+        help="Neighbour offsets k of each labelled frame (every frame of unlabelled video) (flow t→t+k)."),
+    cache: Path = typer.Option(
+        None, "--cache", show_default="$VSSEG_EDGE_CACHE/flow, else ~/.cache/vsseg-edge/flow",
+        help="Flow cache folder."),
     preset: str = typer.Option("medium", "--preset", help="DIS preset: ultrafast | fast | medium."),
     scale: float = typer.Option(1.0, "--scale", help="Compute DIS on frames resized by this factor (0-1], e.g. 0.5 "
                                                      "for full-size Cityscapes."),

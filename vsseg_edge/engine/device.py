@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..core.errors import MissingDependency, VssegError
 
-TRT_INSTALL = ("pip install tensorrt (desktop, from NVIDIA's index) or the JetPack python3-libnvinfer package "
+TRT_INSTALL = ("pip install 'vsseg-edge[trt]' (desktop) or the JetPack python3-libnvinfer package "
                "(Jetson)")
 
 
@@ -48,8 +48,8 @@ def cudart():
         from cuda import cudart as runtime
         return runtime
     except ImportError:
-        raise MissingDependency("cuda-python is not installed; install it with: pip install cuda-python "
-                                "(JetPack: the matching cuda-python for its CUDA version)") from None
+        raise MissingDependency("cuda-python is not installed; install it with: pip install 'vsseg-edge[trt]' "
+                                "(JetPack: the cuda-python matching its CUDA version)") from None
 
 
 def cuda_failed(err) -> bool:

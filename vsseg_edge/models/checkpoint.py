@@ -3,7 +3,8 @@
 A checkpoint is a plain dict of tensors and primitive values, loaded with `weights_only=True`:
 
     format "vsseg-edge-checkpoint", version, model (registry name), model_kwargs, num_classes,
-    classes, preprocess (PreprocessSpec dict), config (resolved training config), metrics, step,
+    classes, palette (optional: RGB per class), preprocess (PreprocessSpec dict), config (resolved training
+    config), metrics, step,
     state_dict, and optionally the trainer's resume state under "train_state".
 
 Every checkpoint gets a sidecar manifest `<ckpt>.json` (kind "checkpoint").
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import VssegError
-from ..core.fileio import atomic_path
+from ..core.fileio import ErrorKeepingWriter, atomic_path
 from ..core.manifest import write_manifest
 from ..core.preprocess import PreprocessSpec
 
@@ -30,6 +31,7 @@ def save_checkpoint(
     model_name: str,
     classes: list[str],
     preprocess: PreprocessSpec,
+    palette: list | None = None,
     model_kwargs: dict | None = None,
     config: dict | None = None,
     metrics: dict | None = None,
@@ -48,6 +50,7 @@ def save_checkpoint(
         "model_kwargs": dict(model_kwargs or {}),
         "num_classes": len(classes),
         "classes": list(classes),
+        **({"palette": [list(c) for c in palette]} if palette is not None else {}),
         "preprocess": preprocess.to_dict(),
         "config": config or {},
         "metrics": metrics or {},
@@ -58,23 +61,58 @@ def save_checkpoint(
         ckpt["train_state"] = train_state
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
-    write_manifest(path, "checkpoint", model=model_name, classes=list(classes), preprocess=preprocess,
-                   parent=parent, training={"config": config or {}, "step": int(step)}, metrics=metrics or {})
+        with open(tmp, "wb") as fh:
+            out = ErrorKeepingWriter(fh)
+            try:
+                torch.save(ckpt, out)
+            except RuntimeError:  # torch reports a failed write (a full disk) as its own RuntimeError
+                out.raise_kept()
+                raise
+        # the manifest first, then the rename: a full disk keeps the previous checkpoint and its manifest
+        write_manifest(path, "checkpoint", model=model_name, classes=list(classes), palette=palette,
+                       preprocess=preprocess, parent=parent, content=tmp,
+                       training={"config": config or {}, "step": int(step)}, metrics=metrics or {})
     return ckpt
 
 
+# key → (check, what it must be): every key a checkpoint needs to rebuild and run its model
+_KEYS = {
+    "model": (lambda v: isinstance(v, str) and v != "", "a model name"),
+    "model_kwargs": (lambda v: isinstance(v, dict), "a mapping"),
+    "num_classes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of class names"),
+    "preprocess": (lambda v: isinstance(v, dict), "a mapping"),
+    "state_dict": (lambda v: isinstance(v, dict), "a mapping of parameter names to tensors"),
+}
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a vsseg-edge checkpoint safely (weights_only) or raise a one-line error."""
+    """Load a vsseg-edge checkpoint safely (weights_only) or raise a one-line error.
+
+    When the checkpoint has its manifest beside it, the file must match the manifest's sha256 (a
+    checkpoint without one, e.g. copied alone, still loads: it describes itself).
+    """
+    from ..core.manifest import manifest_path, read_manifest
     from ._weights import safe_torch_load
 
     path = Path(path)
+    if manifest_path(path).is_file():
+        read_manifest(path, kind="checkpoint", verify=True)
     ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise VssegError(f"{path}: not a vsseg-edge checkpoint (no 'format: {FORMAT}'); "
                          "plain state dicts load through a model's own loader (e.g. --init-weights)")
-    if ckpt.get("version", 0) > VERSION:
-        raise VssegError(f"{path}: checkpoint version {ckpt['version']} is newer than this vsseg-edge ({VERSION})")
+    version = ckpt.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise VssegError(f"{path}: checkpoint version {version!r} is not one this vsseg-edge reads (up to {VERSION})")
+    for key, (ok, what) in _KEYS.items():
+        if key not in ckpt:
+            raise VssegError(f"{path}: checkpoint has no {key!r} (a vsseg-edge checkpoint holds {', '.join(_KEYS)})")
+        if not ok(ckpt[key]):
+            raise VssegError(f"{path}: checkpoint {key!r} must be {what}, got {type(ckpt[key]).__name__}")
+    if len(ckpt["classes"]) != ckpt["num_classes"]:
+        raise VssegError(f"{path}: checkpoint names {len(ckpt['classes'])} classes but num_classes is "
+                         f"{ckpt['num_classes']}")
     return ckpt
 
 

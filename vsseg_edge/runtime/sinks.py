@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import VssegError
-from ..core.fileio import atomic_path, write_png
+from ..core.fileio import CheckedVideoWriter, check_output, write_png
 from .hud import draw_hud
 
 
@@ -66,7 +66,14 @@ def measured_fps(t_captured: list[float]) -> float | None:
 
 
 class VideoSink(Sink):
-    """The overlay as an mp4v video, written to a temporary file renamed onto `path` at close.
+    """The overlay as a video, written to a temporary file renamed onto `path` at close.
+
+    .mp4/.m4v/.mov/.mkv: H.264 through PyAV (browser-playable, `runtime.av_output`); where PyAV is not
+    installed, .mp4/.m4v/.mov fall back to OpenCV's MPEG-4 Part 2 (`mp4v`, which browsers do not play) and
+    say so. .avi: MJPEG through OpenCV.
+
+    The file is written by `fileio.CheckedVideoWriter`: read back at close, and never renamed into place
+    when the disk refused part of it (OpenCV's writer reports nothing).
 
     The frame rate: `fps` when given; else a file's own rate (30 when it has none); for a LIVE source
     the rate the frames actually reached this sink, measured from their capture times over the first
@@ -79,15 +86,17 @@ class VideoSink(Sink):
 
     def __init__(self, path: str | Path, fps: float | None = None, probe_frames: int = 12):
         self.path = Path(path)
-        if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".avi"):
-            raise VssegError(f"--save {path}: expected a .mp4 (or .avi/.mov) file name")
+        if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv", ".avi"):
+            raise VssegError(f"--save {path}: expected a .mp4 (or .mkv/.mov/.avi) file name, or rtp://HOST:PORT "
+                             "or rtsp://HOST:PORT/PATH")
+        check_output(self.path, "--save")
+        self.codec = self._pick_codec()
         self.fps = fps if fps and fps > 0 else None
         self.probe_frames = max(2, probe_frames)
         self._measure = False
         self._probe: list[tuple[float, np.ndarray]] = []
         self._t_first = self._t_last = None  # capture times of the first and last frames, for the check at close
-        self._stack = contextlib.ExitStack()
-        self._writer = None
+        self._writer: CheckedVideoWriter | None = None
         self.frames = 0
 
     def start(self, source) -> None:
@@ -97,14 +106,31 @@ class VideoSink(Sink):
                 nominal = getattr(source, "fps", None)
                 self.fps = nominal if nominal and nominal > 0 else 30.0
 
-    def _open(self, hw: tuple[int, int]) -> None:
-        import cv2
+    def _pick_codec(self) -> str:
+        """h264 (PyAV), or OpenCV's mjpg (.avi) / mp4v (no PyAV); decided before the run, said once."""
+        from .av_output import av_module, h264_encoder
 
-        tmp = self._stack.enter_context(atomic_path(self.path))
-        fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-        self._writer = cv2.VideoWriter(str(tmp), fourcc, float(self.fps or 30.0), (hw[1], hw[0]))
-        if not self._writer.isOpened():
-            raise VssegError(f"--save {self.path}: OpenCV cannot write this video (codec unavailable)")
+        suffix = self.path.suffix.lower()
+        if suffix == ".avi":
+            return "mjpg"
+        av = av_module()
+        if av is not None and h264_encoder(av):
+            return "h264"
+        if suffix == ".mkv":
+            raise VssegError(f"--save {self.path}: .mkv needs PyAV; install it with: pip install 'vsseg-edge[edge]'")
+        _log(f"--save {self.path}: PyAV is not installed, writing MPEG-4 Part 2 (mp4v), which browsers do not "
+             "play; for H.264: pip install 'vsseg-edge[edge]'")
+        return "mp4v"
+
+    def _open(self, hw: tuple[int, int]) -> None:
+        if self.codec == "h264":  # PyAV, through its own checked temporary file (read back before the rename)
+            from .av_output import open_h264_writer
+
+            self._writer = open_h264_writer(self.path, float(self.fps or 30.0), hw, f"--save {self.path}")
+            self._hw = hw  # the writer drops a last odd row/column itself (yuv420p)
+            return
+        fourcc = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
+        self._writer = CheckedVideoWriter(self.path, float(self.fps or 30.0), (hw[1], hw[0]), fourcc, flag="--save")
         self._hw = hw
 
     def _open_measured(self) -> None:
@@ -143,12 +169,14 @@ class VideoSink(Sink):
         try:
             if self._probe:  # a live run shorter than the probe: measure what there is
                 self._open_measured()
+        except BaseException:
             if self._writer is not None:
-                self._writer.release()  # finalise the container before it is renamed onto the target
-                self._writer = None
-                self._check_rate()
-        finally:
-            self._stack.close()
+                self._writer.abort()
+            raise
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()  # finalise and check the file before it is renamed onto the target
+            self._check_rate()
 
     def _check_rate(self) -> None:
         """Say so when a live run's average rate drifted from the recorded one (the video's speed is off)."""
@@ -160,21 +188,58 @@ class VideoSink(Sink):
                  f"the video plays {self.fps / actual:.2f}x real time")
 
 
-class MaskSink(Sink):
-    """One uint8 label PNG per frame (class ids, at the frame's size): <name>.png or <index:06d>.png."""
+MASK_FORMATS = ("ids", "color", "labelids")
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        if self.folder.exists() and not self.folder.is_dir():
-            raise VssegError(f"--save-masks {folder}: exists and is not a folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
+
+class MaskSink(Sink):
+    """One PNG per frame at the frame's size, <name>.png or <index:06d>.png, in one of `MASK_FORMATS`:
+
+    - ids: uint8 class ids (training ids for Cityscapes models), what `vsseg-edge eval` reads;
+    - color: the class colours (RGB palette of the model or its class file), for people and reports;
+    - labelids: Cityscapes label ids (road 7, car 26 …; ignore and extra classes → 0 'unlabeled'), which
+      cityscapesScripts' evalPixelLevelSemanticLabeling reads directly; Cityscapes models only.
+
+    The class colours and the Cityscapes check need the model, which is opened after the sinks: `bind`.
+    Each PNG is encoded in memory and written checked (`fileio.write_png`): a full disk ends the run with
+    one line instead of leaving empty files. A folder this sink made and never wrote into is removed at close.
+    """
+
+    def __init__(self, folder: str | Path, fmt: str = "ids"):
+        if fmt not in MASK_FORMATS:
+            raise VssegError(f"--mask-format {fmt}: expected one of {', '.join(MASK_FORMATS)}")
+        self.format = fmt
+        self.folder = check_output(folder, "--save-masks", folder=True)
+        self._made = not self.folder.exists()
+        with contextlib.suppress(FileExistsError):
+            self.folder.mkdir(parents=True)
         self.frames = 0
+        self._lut: np.ndarray | None = None
+
+    def bind(self, label_set) -> None:
+        """Take the model's classes: the colour table, or the check that label ids mean something."""
+        from ..core.labels import CITYSCAPES_TRAINID_TO_ID
+        from .hud import bgr_lut
+
+        if self.format == "color":
+            self._lut = bgr_lut(label_set)
+        elif self.format == "labelids":
+            if not label_set.is_cityscapes:
+                raise VssegError(f"--mask-format labelids: Cityscapes label ids need a Cityscapes model; this one "
+                                 f"predicts {label_set.num_classes} classes ({', '.join(label_set.classes[:4])} …)")
+            self._lut = CITYSCAPES_TRAINID_TO_ID
 
     def write(self, frame, labels, vis, hud) -> bool:
         name = frame.name if frame.name else f"{frame.index:06d}"
-        write_png(self.folder / f"{name}.png", labels)
+        if self.format != "ids" and self._lut is None:
+            raise RuntimeError("MaskSink.bind() was not called before the first frame")
+        write_png(self.folder / f"{name}.png", labels if self._lut is None else self._lut[labels], flag="--save-masks")
         self.frames += 1
         return True
+
+    def close(self) -> None:
+        if self._made and self.frames == 0:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # only when empty
 
 
 def _cv2_gui():
@@ -204,8 +269,9 @@ class WindowSink(Sink):
         try:
             self._gui.namedWindow(title, self._gui.WINDOW_NORMAL)
         except self._gui.error:
-            raise VssegError("--show: this OpenCV has no GUI support (opencv-python-headless?); "
-                             "install opencv-python or use --save out.mp4") from None
+            raise VssegError("--show: this OpenCV has no windows (opencv-python-headless); for --show: "
+                             "pip uninstall -y opencv-python-headless && pip install 'vsseg-edge[gui]'; or --save "
+                             "out.mp4 / rtp://HOST:PORT") from None
         self._lock = threading.Lock()
         self._pending: np.ndarray | None = None
         self._quit = False

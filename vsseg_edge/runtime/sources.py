@@ -37,6 +37,7 @@ class CapturedFrame:
     t_captured: float  # perf_counter() when the frame was fully read
     capture_ms: float  # time spent reading/decoding it
     name: str | None = None
+    times: object = None  # the pipeline's FrameTimes, set before the sinks get the frame
 
 
 def _log(msg: str) -> None:
@@ -54,6 +55,7 @@ class Source:
         self.decode_failures = 0
         self.error: str | None = None  # why a live source gave up, one line
         self.fps: float | None = None  # nominal rate, for the video writer
+        self.transform: Callable[[np.ndarray], np.ndarray] | None = None  # host-side flip / resize (options)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -96,6 +98,8 @@ class OrderedSource(Source):
 
     def _put(self, item) -> bool:
         """Block until there is room (back-pressure), giving up when stopped."""
+        if item is not None and self.transform is not None:
+            item.image = self.transform(item.image)  # on the reader thread, ahead of the consumer
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -116,10 +120,10 @@ class FolderSource(OrderedSource):
     """Image files of a folder (or one image), in natural name order (frame_2 before frame_10); unreadable images
     are skipped and counted."""
 
-    def __init__(self, folder: str | Path, prefetch: int = 4):
+    def __init__(self, folder: str | Path, prefetch: int = 4, files: list[Path] | None = None):
         super().__init__(prefetch)
         folder = Path(folder)
-        files = [folder] if folder.is_file() else list_images(folder)
+        files = files or ([folder] if folder.is_file() else list_images(folder))
         if not files:
             raise VssegError(f"--source {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         self.files = files
@@ -308,7 +312,9 @@ class LiveSource(Source):
                     raise queue.Empty
                 self._cond.wait(0.1 if deadline is None else max(min(deadline - now, 0.1), 0.001))
             frame, self._latest = self._latest, None
-            return frame
+        if frame is not None and self.transform is not None:  # only frames the pipeline takes pay for it
+            frame.image = self.transform(frame.image)
+        return frame
 
 
 def _cap_fps(cap) -> float | None:
@@ -321,11 +327,15 @@ def _cap_fps(cap) -> float | None:
         return None
 
 
-def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: int = 30, flip: int = 0) -> str:
+def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: float = 30, flip: int = 0,
+                 sensor_mode: int | None = None) -> str:
     """The GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc → BGR appsink keeping one buffer)."""
-    return (f"nvarguscamerasrc sensor-id={sensor_id} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
-            f"format=NV12, framerate={fps}/1 ! nvvidconv flip-method={flip} ! video/x-raw, format=BGRx ! "
-            "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false")
+    mode = f" sensor-mode={sensor_mode}" if sensor_mode is not None else ""
+    rate = f"{int(fps)}/1" if float(fps).is_integer() else f"{int(round(fps * 1000))}/1000"
+    return (f"nvarguscamerasrc sensor-id={sensor_id}{mode} ! video/x-raw(memory:NVMM), width={width}, "
+            f"height={height}, format=NV12, framerate={rate} ! nvvidconv flip-method={flip} ! "
+            "video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 "
+            "sync=false")
 
 
 def _opencv_has(backend: str) -> bool:
@@ -337,17 +347,25 @@ def _opencv_has(backend: str) -> bool:
     return False
 
 
-def _camera_opener(index: int, size: tuple[int, int] | None):
+def _camera_opener(index: int | str, size: tuple[int, int] | None, rate: float | None = None,
+                   flag: str | None = None):
+    """Open a V4L2 camera by index or device path (/dev/video0, /dev/v4l/by-id/…), asking for size and rate."""
     import cv2
+
+    flag = flag or (f"--camera {index}" if isinstance(index, int) else f"--source {index}")
 
     def open_camera():
         cap = cv2.VideoCapture(index, cv2.CAP_V4L2)
         if not cap.isOpened():
             cap.release()
-            raise VssegError(f"--camera {index}: no camera at index {index} (/dev/video{index} missing or busy)")
+            where = f"at index {index} (/dev/video{index} missing or busy)" if isinstance(index, int) else \
+                f"at {index} (missing or busy)"
+            raise VssegError(f"{flag}: no camera {where}")
         if size is not None:
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[0])
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[1])
+        if rate is not None:
+            cap.set(cv2.CAP_PROP_FPS, float(rate))
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the driver's queue short: we want the newest frame
         return cap
 
@@ -372,30 +390,73 @@ def _stream_opener(url: str, api: int, what: str, timeout_ms: int = 5000):
 
 
 def open_source(source: str | int | None = None, *, camera: int | None = None, csi: bool = False,
-                size: tuple[int, int] | None = None, **live_kw) -> Source:
-    """Pick the source: a camera index, `--csi`, an rtsp/http URL, a GStreamer pipeline ('!'), a folder or a file."""
+                size: tuple[int, int] | None = None, options=None, **live_kw) -> Source:
+    """Open what a source text names (`runtime.uri`: csi://N, v4l2:///dev/videoN, /dev/videoN, an index,
+    rtsp://…, rtp://@:PORT, file://…, a file, folder or glob, a GStreamer pipeline), with jetson-utils'
+    input options (`options`: a `uri.SourceOptions`). `camera=N` and `csi=True` are the older flags."""
     import cv2
 
-    if camera is not None or (isinstance(source, int)) or (isinstance(source, str) and source.isdigit()):
-        index = int(camera if camera is not None else source)
-        return LiveSource(_camera_opener(index, size), f"camera {index}", **live_kw)
-    if csi:
-        h, w = size or (720, 1280)
-        pipe = csi_pipeline(width=w, height=h)
+    from .uri import SourceOptions, parse_source
+
+    if options is None:
+        options = SourceOptions(height=size[0], width=size[1]) if size else SourceOptions()
+    opts = options
+    if camera is not None:
+        uri = parse_source(int(camera))
+        flag = f"--camera {camera}"
+    elif csi:
+        uri, flag = parse_source("csi://0"), "--csi"
+    elif source is None:
+        raise VssegError("run: give --source (a file, folder, glob, csi://N, /dev/videoN or a URL) or --camera N")
+    else:
+        uri = parse_source(source)
+        flag = f"--source {uri.text}" if not (isinstance(source, int) or str(source).isdigit()) else \
+            f"--camera {source}"
+    if uri.kind == "csi":
         if not _opencv_has("GStreamer"):
-            raise VssegError("--csi: this OpenCV build has no GStreamer support (use the JetPack OpenCV)")
-        return LiveSource(_stream_opener(pipe, cv2.CAP_GSTREAMER, "--csi"), "CSI camera", **live_kw)
-    if source is None:
-        raise VssegError("run: give --camera N, --csi or --source FILE|DIR|URL|PIPELINE")
-    if "!" in source:
+            raise VssegError(f"{flag}: this OpenCV build has no GStreamer support (use the JetPack OpenCV)")
+        h, w = opts.size or (720, 1280)
+        pipe = csi_pipeline(uri.index, width=w, height=h, fps=opts.rate or 30, flip=opts.flip_method,
+                            sensor_mode=opts.sensor_mode)
+        src = LiveSource(_stream_opener(pipe, cv2.CAP_GSTREAMER, flag.removeprefix("--source ")),
+                         f"CSI camera {uri.index}", **live_kw)
+        return src  # flipped and sized by the camera pipeline itself
+    if uri.kind == "v4l2":
+        index = uri.index if uri.location == f"/dev/video{uri.index}" else uri.location
+        src = LiveSource(_camera_opener(index, opts.size, opts.rate, flag), f"camera {uri.location}", **live_kw)
+    elif uri.kind == "gstreamer":
         if not _opencv_has("GStreamer"):
-            raise VssegError(f"--source {source[:40]!r}…: this OpenCV build has no GStreamer support")
-        return LiveSource(_stream_opener(source, cv2.CAP_GSTREAMER, "pipeline"), "GStreamer pipeline", **live_kw)
-    if "://" in source:
-        return LiveSource(_stream_opener(source, cv2.CAP_FFMPEG, source), source.split("@")[-1], **live_kw)
-    path = Path(source)
-    if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
-        return FolderSource(path)
-    if path.is_file():
-        return VideoFileSource(path)
-    raise VssegError(f"--source {source}: no such file or folder")
+            raise VssegError(f"--source {uri.text[:40]!r}…: this OpenCV build has no GStreamer support")
+        src = LiveSource(_stream_opener(uri.location, cv2.CAP_GSTREAMER, "pipeline"), "GStreamer pipeline",
+                         **live_kw)
+    elif uri.kind == "stream":
+        src = LiveSource(_stream_opener(uri.location, cv2.CAP_FFMPEG, uri.location), uri.location.split("@")[-1],
+                         **live_kw)
+    elif uri.kind == "rtp":
+        from .av_input import rtp_opener
+
+        src = LiveSource(rtp_opener(uri, opts.codec), uri.text, **live_kw)
+    elif uri.kind == "images":
+        src = FolderSource(uri.location, files=[Path(f) for f in uri.files] or None)
+    else:
+        src = VideoFileSource(uri.location)
+    return _transformed(src, opts)
+
+
+def _transformed(src: Source, opts) -> Source:
+    """The source with the host-side flip and resize its options ask for (a V4L2 camera is asked for the size
+    first, and resized only when it gives another)."""
+    if opts.flip == "none" and opts.size is None:
+        return src
+    from .uri import flip_frame
+
+    def transform(image: np.ndarray) -> np.ndarray:
+        image = flip_frame(image, opts.flip)
+        if opts.size is not None and image.shape[:2] != opts.size:
+            import cv2
+
+            image = cv2.resize(image, (opts.size[1], opts.size[0]), interpolation=cv2.INTER_AREA)
+        return image
+
+    src.transform = transform
+    return src

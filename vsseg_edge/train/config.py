@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.classes import is_class_file
 from ..core.config import apply_overrides, from_dict, load_yaml
 from ..core.errors import VssegError
 from ..core.preprocess import PreprocessSpec
@@ -60,7 +61,7 @@ class OptimConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     name: str = "run"
-    classes: str = "cityscapes"  # class set: cityscapes | camvid
+    classes: str = "cityscapes"  # class set: cityscapes | camvid | a class file (core.classes)
     iterations: int = 1000
     batch_size: int = 8
     seed: int = 0
@@ -118,6 +119,8 @@ def _load_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     base = data.pop("base", None)
     if base is None:
         return data
+    if not isinstance(base, str) or not base.strip():
+        raise VssegError(f"{path}: 'base' must be the path of another recipe (relative to this one), got {base!r}")
     return _merge(_load_with_base(path.parent / base, seen + (path,)), data)
 
 
@@ -147,6 +150,8 @@ def _absolute_paths(data: dict, base: Path) -> dict:
             node = node.get(p) if isinstance(node, dict) else None
         if isinstance(node, dict) and parts[-1] in node:
             node[parts[-1]] = _fix(node[parts[-1]], base)
+    if isinstance(data.get("classes"), str) and is_class_file(data["classes"]):
+        data["classes"] = _fix(data["classes"], base)
     return data
 
 
@@ -161,4 +166,6 @@ def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
     model = dataclasses.replace(cfg.model, backbone_weights=fix(cfg.model.backbone_weights),
                                 init_checkpoint=fix(cfg.model.init_checkpoint), kwargs=kwargs)
     teacher = dataclasses.replace(cfg.teacher, checkpoint=fix(cfg.teacher.checkpoint))
-    return dataclasses.replace(cfg, data=data, model=model, teacher=teacher, out_dir=fix(cfg.out_dir))
+    classes = fix(cfg.classes) if is_class_file(cfg.classes) else cfg.classes
+    return dataclasses.replace(cfg, data=data, model=model, teacher=teacher, out_dir=fix(cfg.out_dir),
+                               classes=classes)

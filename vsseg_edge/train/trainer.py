@@ -5,7 +5,9 @@
                                                                    every val_every / at the end: mIoU + TC
 
 Determinism: seeded model init, and batches drawn from (seed, sample number) so `--resume` continues
-exactly. Ctrl-C or SIGTERM finishes the current step, saves `last.pt` and exits. Distributed training
+exactly. Ctrl-C or SIGTERM finishes the current step, saves `last.pt` and exits 130 / 143 (`train` raises
+`Interrupted`, so `train && export` stops there). A run folder that holds a previous run is refused unless
+`--resume` continues it or `--overwrite` starts again. Distributed training
 runs under `torchrun` (DDP; gloo on CPU, NCCL on CUDA); rank 0 logs, validates and saves.
 """
 
@@ -23,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.classes import is_class_file, resolve_classes
 from ..core.config import to_dict
-from ..core.errors import VssegError
-from ..core.fileio import atomic_write
-from ..core.labels import get_label_set
+from ..core.errors import Interrupted, VssegError
+from ..core.fileio import atomic_write, write_errors
 from ..data.datasets import open_dataset
 from ..data.flow import open_flow_source
 from ..data.transforms import PairedAugment
@@ -86,29 +88,37 @@ def poly_lr(base: float, step: int, total: int, power: float) -> float:
 class Trainer:
     """Builds everything a recipe names, then `fit()`s. Attributes are public for tests and notebooks."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False):
         self.cfg, self.progress = cfg, progress
+        self.stop_signal: int | None = None
         self.dist = init_distributed(cfg.device)
         self.device = pick_device(cfg.device, self.dist)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.label_set = get_label_set(cfg.classes)
+        self.label_set = resolve_classes(cfg.classes)
         self.out = cfg.out_path
         self.mode = neighbour_mode(cfg)
         self._build_data()
         self._build_models()
         self._build_optim()
         self.step = 0
+        if self.dist.main:
+            check_run_folder(self.out, self.model, resume=resume, overwrite=overwrite)
         if resume:
             self._resume()
         self.stop_requested = False
 
     # ------------------------------------------------------------------ construction
 
+    def _data_classes(self):
+        """A class file in the recipe says how the dataset's labels are numbered; a built-in name does not
+        (the dataset's layout does, and the check below compares the two)."""
+        return self.label_set if is_class_file(self.cfg.classes) else None
+
     def _build_data(self) -> None:
         cfg = self.cfg
-        self.train_set = open_dataset(cfg.data.root, cfg.data.train_split, cfg.data.kind)
+        self.train_set = open_dataset(cfg.data.root, cfg.data.train_split, cfg.data.kind, classes=self._data_classes())
         if self.train_set.label_set.classes != self.label_set.classes:
             raise VssegError(f"{cfg.data.root}: dataset classes are {self.train_set.label_set.name!r}, "
                              f"the recipe says classes={cfg.classes!r}")
@@ -187,7 +197,8 @@ class Trainer:
     def save(self, name: str, metrics: dict | None = None, with_state: bool = True) -> Path:
         path = self.out / name
         save_checkpoint(path, self.model, model_name=self.cfg.model.name, classes=list(self.label_set.classes),
-                        preprocess=self.cfg.preprocess, model_kwargs=self.model_kwargs, config=to_dict(self.cfg),
+                        palette=self.label_set.palette_list(), preprocess=self.cfg.preprocess,
+                        model_kwargs=self.model_kwargs, config=to_dict(self.cfg),
                         metrics=metrics or {}, step=self.step,
                         train_state=self.train_state() if with_state else None)
         return path
@@ -282,7 +293,7 @@ class Trainer:
         from ..runtime.backends.torch_backend import TorchBackend
 
         cfg = self.cfg
-        val = open_dataset(cfg.data.root, cfg.data.val_split, cfg.data.kind)
+        val = open_dataset(cfg.data.root, cfg.data.val_split, cfg.data.kind, classes=self._data_classes())
         flow = open_flow_source(cfg.data.flow, val, cache_dir=cfg.data.flow_cache) if cfg.val_tc else None
         runner = TorchBackend(self.model, preprocess_spec=cfg.preprocess, classes=self.label_set.classes,
                               artifact=f"{cfg.name} (training)", device=str(self.device), fp16=False,
@@ -311,8 +322,9 @@ class Trainer:
     def _install_signal_handlers(self):
         def request_stop(signum, frame):
             if self.stop_requested:  # a second Ctrl-C interrupts at once
-                raise KeyboardInterrupt
+                raise Interrupted(signum)
             self.stop_requested = True
+            self.stop_signal = signum
 
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for s in previous:
@@ -382,8 +394,9 @@ def _val_summary(report: dict) -> dict:
 
 
 def _write_log(fh, tb, record: dict) -> None:
-    fh.write(json.dumps(record, default=float) + "\n")
-    fh.flush()
+    with write_errors(fh.name):
+        fh.write(json.dumps(record, default=float) + "\n")
+        fh.flush()
     if tb is not None:
         for k, v in record.items():
             if k != "step" and isinstance(v, (int, float)) and v is not None:
@@ -410,12 +423,38 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    trainer = Trainer(cfg, resume=resume, progress=progress)
+def check_run_folder(out: Path, model, *, resume: bool, overwrite: bool) -> None:
+    """Before training: `out` must be a writable folder with room for the checkpoints, and a previous run in it
+    is continued (`resume`), replaced (`overwrite`: its model, checkpoints, log and report go first, so none
+    of them can pass for this run's) or refused."""
+    from ..core.fileio import check_output
+
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    check_output(out, "out_dir", folder=True, need_bytes=4 * params + (1 << 20))  # last.pt + model.pt + momentum
+    previous = [n for n in RUN_FILES if (out / n).exists()]
+    if not previous or resume:
+        return
+    if not overwrite:
+        raise VssegError(f"{out}: holds a previous run ({', '.join(previous)}); pass --resume to continue it or "
+                         "--overwrite to start again (or change the recipe's name / out_dir)")
+    for n in previous:
+        (out / n).unlink()
+
+
+RUN_FILES = ("model.pt", "model.pt.json", "last.pt", "last.pt.json", "metrics.jsonl", "val_report.json")
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False) -> dict:
+    """Train `cfg`; return the final metrics. Raises `Interrupted` after saving last.pt when a signal stopped it."""
+    trainer = Trainer(cfg, resume=resume, progress=progress, overwrite=overwrite)
     try:
-        return trainer.fit()
+        metrics = trainer.fit()
     finally:
         if trainer.dist.world > 1:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+    if trainer.stop_signal is not None:
+        raise Interrupted(trainer.stop_signal, f"saved {trainer.out / 'last.pt'} at step {trainer.step}; "
+                                               "continue with --resume")
+    return metrics

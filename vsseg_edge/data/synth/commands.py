@@ -15,7 +15,8 @@ def register(app, data_app) -> None:
 
     @data_app.command("synth")
     def synth(
-        out: Path = typer.Option(..., "--out", help="Output folder (created): Cityscapes layout, flow/, synth.json."),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Output folder (created): Cityscapes layout, flow/, synth.json."),
         train: int = typer.Option(16, "--train", help="Number of training sequences."),
         val: int = typer.Option(4, "--val", help="Number of validation sequences (unseen cities)."),
         frames: int = typer.Option(30, "--frames", help="Frames per sequence (>= 2), all labelled."),
@@ -23,6 +24,7 @@ def register(app, data_app) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives identical files."),
         workers: int = typer.Option(0, "--workers", help="Worker processes (0: one per CPU)."),
         clean: bool = typer.Option(False, "--clean", help="No per-frame nuisances (flicker, blur, noise, JPEG)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the synthetic set already in --out."),
     ):
         """Render the synthetic street-scene video set: every frame labelled, exact optical flow."""
         import time
@@ -43,6 +45,6 @@ def register(app, data_app) -> None:
         t0 = time.perf_counter()
         with tqdm(total=(train + val) * frames, unit="frame", desc="synth", leave=False) as bar:
             generate(out, num_train=train, num_val=val, frames=frames, height=height, width=width, seed=seed,
-                     workers=workers or None, nuisances=not clean, progress=bar.update)
+                     workers=workers or None, nuisances=not clean, progress=bar.update, overwrite=overwrite)
         typer.echo(f"wrote {train} train + {val} val sequences x {frames} frames ({height}x{width}) to {out} "
                    f"in {time.perf_counter() - t0:.1f} s")

@@ -33,6 +33,7 @@ class Backend:
     dynamic_size = False  # True when the artifact takes any input height/width
     preprocess_spec: PreprocessSpec
     classes: list[str]
+    palette: list | None = None  # RGB per class from the manifest / checkpoint (a class file's colours)
     artifact: str
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -60,6 +61,13 @@ class Backend:
     def to_labels(self, output: np.ndarray) -> np.ndarray:
         """Backend output → uint8 labels N×H×W (argmax on the host for logits)."""
         return labels_from_output(output, self.output_kind)
+
+    @property
+    def label_set(self):
+        """The model's classes with their colours (a built-in set, or the artifact's palette)."""
+        from ...core.labels import label_set_for
+
+        return label_set_for(self.classes or [str(i) for i in range(255)], self.palette)
 
     def describe(self) -> str:
         s = self.preprocess_spec
