@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "vsseg_edge.importer.commands",
     "vsseg_edge.runtime.commands",
     "vsseg_edge.bench.commands",
+    "vsseg_edge.serve.commands",
     "vsseg_edge.doctor",
     "vsseg_edge.demo",
 )

@@ -61,6 +61,9 @@ def collect() -> list[tuple[str, str, str]]:
         ("tensorrt", "tensorrt", None, "JetPack ships it; on desktops pip install 'vsseg-edge[trt]'"),
         ("polygraphy", "polygraphy", "polygraphy", "pip install 'vsseg-edge[trt]'"),
         ("modelopt", "modelopt", "nvidia-modelopt", "pip install 'vsseg-edge[calib-trt]' (ONNX PTQ for TensorRT INT8)"),
+        ("pytriton", "pytriton", "nvidia-pytriton", "pip install 'vsseg-edge[serve]' (vsseg-edge serve)"),
+        ("tritonclient", "tritonclient.grpc", "tritonclient", "pip install 'vsseg-edge[serve]' (serve --check, "
+                                                              "export-triton)"),
     ):
         ok, err = _import_ok(module)
         if ok:
@@ -74,6 +77,12 @@ def collect() -> list[tuple[str, str, str]]:
             rows.append((part, status, ""))
         else:
             rows.append((part, "missing" if "No module named" in err else f"broken ({err})", hint))
+    if any(r[0] == "pytriton" and r[1].startswith("ok") for r in rows):
+        from .serve._triton import stub_python_problem
+
+        problem = stub_python_problem()
+        rows.append(("Triton stub", "ok (loads this Python's libpython)" if problem is None else "broken",
+                     problem or ""))
     rows.append(("CUDA devices", _cuda_devices(), ""))
     try:
         rows.append(("opencv", _opencv_video(), ""))

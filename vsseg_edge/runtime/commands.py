@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -14,10 +14,11 @@ def register(app, data_app) -> None:
         model: Path = typer.Argument(..., help="TensorRT engine (.engine/.plan), ONNX (.onnx) or checkpoint (.pt)."),
         camera: Optional[int] = typer.Option(
             None, "--camera", show_default="none", help="Camera index (V4L2), e.g. 0."),
-        source: Optional[str] = typer.Option(
+        source: Optional[List[str]] = typer.Option(
             None, "--source", show_default="none",
             help="File, folder, glob ('frames/*.jpg'), csi://N, v4l2:///dev/videoN, /dev/videoN, rtsp://…, "
-                 "rtp://@:PORT, file://…, or a GStreamer pipeline."),
+                 "rtp://@:PORT, file://…, or a GStreamer pipeline; repeat it to run several sources in one "
+                 "process."),
         csi: bool = typer.Option(False, "--csi", help="Jetson CSI camera 0 (the same as --source csi://0)."),
         backend: Optional[str] = typer.Option(
             None, "--backend", show_default="from the file", help="trt | ort | torch."),
@@ -60,18 +61,43 @@ def register(app, data_app) -> None:
         cuda_graph: bool = typer.Option(False, "--cuda-graph", help="torch backend: replay a CUDA graph (GPU only)."),
         preprocess: str = typer.Option("auto", "--preprocess",
                                        help="auto: on the GPU when the backend runs there | host | device."),
+        max_batch: Optional[int] = typer.Option(None, "--max-batch", show_default="one frame per source",
+                                                help="Several sources: frames per batch (at most what the model "
+                                                     "takes)."),
     ):
-        """Segment every frame of a camera, video, image folder or stream (per-frame inference)."""
-        from .run import run_model
+        """Segment every frame of a camera, video, image folder or stream (per-frame inference).
+
+        With several --source: one capture thread per source, their frames batched per step, per-source outputs
+        (--save-masks OUT/<name>/, --save OUT/<name>.mp4, --stats OUT/<name>.jsonl + OUT/summary.json,
+        --frame-json OUT/<name>.jsonl)."""
+        from ..core.errors import VssegError
         from .uri import SourceOptions
 
         opts = SourceOptions(width=input_width, height=input_height, rate=input_rate, flip=input_flip,
                              sensor_mode=sensor_mode, codec=input_codec)
-        result = run_model(model, camera=camera, source=source, csi=csi, backend=backend, show=show, save=save,
-                           save_masks=save_masks, size=size, alpha=alpha, max_frames=max_frames, stats=stats,
-                           threads=threads, fp16=fp16, cuda_graph=cuda_graph, mask_format=mask_format,
-                           frame_json=frame_json, classes=classes, source_options=opts, bitrate=bitrate,
-                           preprocess=preprocess)
+        if source and len(source) > 1:
+            from .multi_commands import run_sources
+
+            if camera is not None or csi:
+                raise VssegError("run: with several sources give each one as --source (a camera as --source 0)")
+            if preprocess not in ("auto", "host"):
+                raise VssegError(f"--preprocess {preprocess}: a run of several sources preprocesses its batches on "
+                                 "the host (auto or host)")
+            result = run_sources(model, source, backend=backend, show=show, save=save, save_masks=save_masks,
+                                 size=size, alpha=alpha, max_frames=max_frames, stats=stats, threads=threads,
+                                 fp16=fp16, cuda_graph=cuda_graph, max_batch=max_batch, mask_format=mask_format,
+                                 frame_json=frame_json, classes=classes, source_options=opts)
+        else:
+            from .run import run_model
+
+            if max_batch is not None:
+                raise VssegError("--max-batch: batches are formed across several --source; one source runs frame "
+                                 "by frame")
+            result = run_model(model, camera=camera, source=source[0] if source else None, csi=csi,
+                               backend=backend, show=show, save=save, save_masks=save_masks, size=size, alpha=alpha,
+                               max_frames=max_frames, stats=stats, threads=threads, fp16=fp16, cuda_graph=cuda_graph,
+                               mask_format=mask_format, frame_json=frame_json, classes=classes, source_options=opts,
+                               bitrate=bitrate, preprocess=preprocess)
         if result.error:
             typer.echo(f"error: {result.error}", err=True)
             raise typer.Exit(1)

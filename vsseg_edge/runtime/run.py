@@ -119,6 +119,26 @@ def backend_options(name: str, *, threads: int, fp16: bool | None, cuda_graph: b
     return {}
 
 
+def open_run_backend(model: Path, backend: str | None, options: dict, hw: tuple[int, int] | None,
+                     label_set=None, classes_flag: str | None = None):
+    """`open_backend` with run's overrides: `--size` (size-free models) and `--classes` (a class file's names and
+    colours over the model's, as many classes as it predicts); the backend is closed if an override is refused."""
+    from ..core.classes import check_model_classes
+    from .backends import open_backend
+
+    be = open_backend(model, backend, **options)
+    try:
+        if hw is not None:
+            be.check_spec(be.preprocess_spec.replace(height=hw[0], width=hw[1]))
+        if label_set is not None:
+            check_model_classes(label_set, be.classes, f"--classes {classes_flag}")
+            be.classes, be.palette = list(label_set.classes), label_set.palette_list()
+    except BaseException:
+        be.close()
+        raise
+    return be
+
+
 def run_model(model: Path, *, camera: int | None = None, source: str | None = None, csi: bool = False,
               backend: str | None = None, show: bool = False, save: str | Path | None = None,
               save_masks: Path | None = None, size: str | None = None, alpha: float = 0.5,
@@ -130,10 +150,10 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
 
     `classes`: a class file whose names and colours replace the model's (as many classes as it predicts);
     `source_options`: jetson-utils' input options (`uri.SourceOptions`)."""
-    from ..core.classes import check_model_classes, resolve_classes
+    from ..core.classes import resolve_classes
     from ..core.config import parse_size
     from ..core.errors import VssegError
-    from .backends import infer_backend_name, open_backend
+    from .backends import infer_backend_name
     from .pipeline import Pipeline
     from .sources import open_source
     from .stats import format_summary
@@ -158,12 +178,7 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
     sinks = build_sinks(show=show, save=save, save_masks=save_masks, mask_format=mask_format,
                         frame_json=frame_json, bitrate=bitrate)
     try:
-        with open_backend(model, backend, **options) as be:
-            if hw is not None:
-                be.check_spec(be.preprocess_spec.replace(height=hw[0], width=hw[1]))
-            if label_set is not None:
-                check_model_classes(label_set, be.classes, f"--classes {classes}")
-                be.classes, be.palette = list(label_set.classes), label_set.palette_list()
+        with open_run_backend(model, backend, options, hw, label_set, classes) as be:
             bind_sinks(sinks, be.label_set)
             src = open_source(source, camera=camera, csi=csi, options=source_options)
             pipeline = Pipeline(src, be, sinks, alpha=alpha, max_frames=max_frames,

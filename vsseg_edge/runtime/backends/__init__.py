@@ -5,6 +5,7 @@ A backend is opened from an artifact and its manifest, and gives:
     infer(batch: np.ndarray) -> np.ndarray     batch prepared by core.preprocess with `.preprocess_spec`;
                                                returns logits N×C×H×W or labels N×H×W (`.output_kind`)
     .preprocess_spec  .output_kind  .classes  .name  .device  .artifact
+    .max_batch                                 N ≤ max_batch (None: any N); 1 unless the artifact has a dynamic batch
     close() / context manager                  frees sessions, device buffers, streams
 
 The preprocessing always comes from the artifact (manifest or checkpoint), never guessed; `check_spec`
@@ -31,6 +32,7 @@ class Backend:
     device = "cpu"
     output_kind = "logits"  # "logits" | "labels"
     dynamic_size = False  # True when the artifact takes any input height/width
+    max_batch: int | None = 1  # the largest batch `infer` takes (a dynamic-batch artifact: more); None = any
     preprocess_spec: PreprocessSpec
     classes: list[str]
     palette: list | None = None  # RGB per class from the manifest / checkpoint (a class file's colours)

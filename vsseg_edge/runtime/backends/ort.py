@@ -191,6 +191,7 @@ class OrtBackend(Backend):
                                  f"{spec.layout.upper()} {expected}")
         hw = shape[2:] if spec.layout == "nchw" else shape[1:3]
         self.dynamic_size = not all(isinstance(d, int) for d in hw)
+        self.max_batch = shape[0] if isinstance(shape[0], int) else None  # a symbolic batch dim takes any N
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if not self.io_binding:

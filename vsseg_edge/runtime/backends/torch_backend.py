@@ -31,6 +31,7 @@ class TorchBackend(Backend):
     name = "torch"
     output_kind = "labels"
     dynamic_size = True  # the students are fully convolutional; their own input check names valid sizes
+    max_batch = None  # any batch
 
     def __init__(self, model, *, preprocess_spec: PreprocessSpec, classes: list[str], artifact: str = "<module>",
                  device: str | None = None, fp16: bool | None = None, channels_last: bool | None = None,
