@@ -255,13 +255,11 @@ def test_bench_on_unlabelled_video_scores_tc_in_the_models_classes(artifacts, tm
     assert acc["tc_pairs"] == 3 and 0 <= acc["tc"] <= 100
 
 
-def test_isolated_rounds_pair_each_entry_with_its_reference(artifacts, synth_root):
-    """--isolate --repeats 2: every entry timed in a fresh process per round; ratios paired round by round."""
-    report = run_bench([artifacts["onnx"], artifacts["int8"]], quick(synth_root, runs=2, repeats=2, isolate=True,
-                                                                      tc=False))
+def test_rounds_pair_each_entry_with_its_reference(artifacts, synth_root):
+    """--repeats 2: every entry timed in each round; speed ratios paired round by round (median over rounds)."""
+    report = run_bench([artifacts["onnx"], artifacts["int8"]], quick(synth_root, runs=2, repeats=2, tc=False))
     onnx, int8 = (by_id(report)[i] for i in ("tiny.onnx@ort", "tiny.int8.qdq.onnx@ort"))
-    assert report["timing"]["isolate"] and report["timing"]["repeats"] == 2
-    assert "process of its own" in report["timing"]["process"]
+    assert report["timing"]["repeats"] == 2 and not report["timing"]["isolate"]
     for e in (onnx, int8):
         assert len(e["latency_rounds"]) == 2 and e["latency"]["compute"]["runs"] == 2
         assert e["latency"]["compute"]["p50_ms"] in [r["compute_p50_ms"] for r in e["latency_rounds"]]
@@ -271,6 +269,15 @@ def test_isolated_rounds_pair_each_entry_with_its_reference(artifacts, synth_roo
     assert sp["reference"] == onnx["id"] and sp["compute_rounds"] == expected and sp["rounds"] == 2
     assert sp["compute"] == pytest.approx(sum(expected) / 2)  # the median of two rounds
     assert "speed_vs_reference" not in onnx  # the FP32 root has no reference
+
+
+def test_isolated_timing_runs_each_entry_in_a_process_of_its_own(artifacts, synth_root):
+    """--isolate: the timing comes from a child process (bench.isolate) that opens only that artifact."""
+    report = run_bench([artifacts["onnx"]], quick(synth_root, runs=2, isolate=True, accuracy=False))
+    (e,) = report["entries"]
+    assert e["status"] == "ok" and "process of its own" in report["timing"]["process"]
+    assert len(e["latency_rounds"]) == 1 and e["latency"]["compute"]["runs"] == 2
+    assert e["latency"]["input_size"] == [64, 128]
 
 
 def test_one_file_twice_with_backend_options(artifacts, synth_root):
