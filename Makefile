@@ -22,6 +22,7 @@ demo: env
 	$(BIN)/vsseg-edge demo --out $(OUT)
 
 test: env
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --durations=15
 
 test-fast: env

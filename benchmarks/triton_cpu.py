@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
 VIDEO = SHARED / "video" / "cosmos_highway_sunset.mp4"
 WEIGHTS = SHARED / "weights" / "espnet_p_2_q_8_camvid.pth"
@@ -92,6 +91,7 @@ def shown(text: str) -> str:
 
 def baseline(model: Path, source: str, threads: int, runs: int = 16) -> dict:
     """The serving code path without Triton: FrameSegmenter on the same frames, batch 1 and 8, ms per frame."""
+    from vsseg_edge.measure.timing import time_calls
     from vsseg_edge.runtime.backends import open_backend
     from vsseg_edge.serve.client import load_frames
     from vsseg_edge.serve.segmenter import FrameSegmenter
@@ -101,12 +101,8 @@ def baseline(model: Path, source: str, threads: int, runs: int = 16) -> dict:
     with open_backend(model, threads=threads) as be:
         seg = FrameSegmenter(be)
         for batch in (1, 8):
-            seg(frames[:batch])  # warm-up
-            times = []
-            for i in range(max(4, runs // batch)):
-                t0 = time.perf_counter()
-                seg(frames[:batch])
-                times.append((time.perf_counter() - t0) * 1e3 / batch)
+            calls = time_calls(lambda i, b=batch: seg(frames[:b]), max(4, runs // batch), warmup=1)
+            times = [ms / batch for ms in calls]
             out[f"batch{batch}"] = {"ms_per_frame_p50": round(float(np.median(times)), 2),
                                     "frames_per_s": round(1000 / float(np.median(times)), 2), "runs": len(times)}
     return out

@@ -1,4 +1,4 @@
-"""Import boundaries (DESIGN.md), all in one place: each group of modules is imported, one module at a time,
+"""Import boundaries, all in one place: each group of modules is imported, one module at a time,
 in a fresh interpreter that must not have loaded the group's banned packages; the first module that pulls
 one in is named. `--help` is instant and torch-free.
 
@@ -24,12 +24,14 @@ EDGE = [
     "vsseg_edge.data.warp", "vsseg_edge.data.frame_source", "vsseg_edge.data.video", "vsseg_edge.zoo",
     "vsseg_edge.zoo.commands", "vsseg_edge.measure", "vsseg_edge.measure.predict",
     "vsseg_edge.measure.compare", "vsseg_edge.measure.timing", "vsseg_edge.measure.accuracy",
-    "vsseg_edge.measure.environment", "vsseg_edge.engine.builder", "vsseg_edge.engine.policy",
+    "vsseg_edge.measure.environment", "vsseg_edge.measure.overhead", "vsseg_edge.engine.builder",
+    "vsseg_edge.engine.policy",
     "vsseg_edge.runtime.pipeline", "vsseg_edge.runtime.run", "vsseg_edge.runtime.commands",
     "vsseg_edge.runtime.backends.ort", "vsseg_edge.runtime.backends.trt", "vsseg_edge.runtime.stage",
     "vsseg_edge.runtime.backends.trt_stage", "vsseg_edge.bench",
     "vsseg_edge.bench.runner", "vsseg_edge.bench.report", "vsseg_edge.bench.compare", "vsseg_edge.bench.plots",
-    "vsseg_edge.bench.commands", "vsseg_edge.cli", "vsseg_edge.runtime.multi", "vsseg_edge.runtime.multi_commands",
+    "vsseg_edge.bench.commands", "vsseg_edge.bench.artifacts", "vsseg_edge.bench.isolate", "vsseg_edge.bench.models",
+    "vsseg_edge.cli", "vsseg_edge.runtime.multi", "vsseg_edge.runtime.multi_commands",
     "vsseg_edge.serve.server", "vsseg_edge.serve.segmenter", "vsseg_edge.serve.client",
     "vsseg_edge.serve.repository", "vsseg_edge.serve.commands",
 ]
@@ -37,7 +39,7 @@ NO_TORCH = [
     "vsseg_edge.onnx_graph", "vsseg_edge.calib.pipeline", "vsseg_edge.calib.quantize_ort", "vsseg_edge.calib.gate",
     "vsseg_edge.calib.sensitivity", "vsseg_edge.calib.legacy", "vsseg_edge.calib.commands", "vsseg_edge.engine.fp16",
 ]
-NO_NUMPY = ["vsseg_edge.data.synth.commands"]
+NO_NUMPY = ["vsseg_edge", "vsseg_edge.data.synth.commands"]
 # the serve extra (PyTriton, tritonclient) is imported inside the serve commands only
 SERVE_LAZY = ["vsseg_edge.cli", "vsseg_edge.serve.commands", "vsseg_edge.serve.server", "vsseg_edge.serve.client",
               "vsseg_edge.serve.repository"]
@@ -45,7 +47,7 @@ SERVE_LAZY = ["vsseg_edge.cli", "vsseg_edge.serve.commands", "vsseg_edge.serve.s
 GROUPS = {
     "edge: no torch, onnx, tensorrt, matplotlib": (EDGE, ("torch", "tensorrt", "onnx", "matplotlib")),
     "onnx allowed, no torch": (NO_TORCH, ("torch", "tensorrt")),
-    "command modules: no numpy, cv2": (NO_NUMPY, ("numpy", "cv2", "torch")),
+    "package root and command modules: no numpy, cv2": (NO_NUMPY, ("numpy", "cv2", "torch")),
     "serve: no pytriton, tritonclient until a command runs": (SERVE_LAZY, ("pytriton", "tritonclient", "torch")),
 }
 

@@ -176,7 +176,7 @@ class Segmenter:
         """Free the backend (sessions, GPU buffers); the Segmenter cannot be used afterwards."""
         self._backend.close()
 
-    def __enter__(self) -> "Segmenter":
+    def __enter__(self) -> Segmenter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from vsseg_edge.core.classes import load_class_file, resolve_classes
-from vsseg_edge.core.labels import generated_palette, label_set_for
 from vsseg_edge.core.errors import VssegError
-from vsseg_edge.core.labels import CAMVID, CITYSCAPES
+from vsseg_edge.core.labels import CAMVID, CITYSCAPES, generated_palette, label_set_for
 
 
 def test_yaml_class_file_with_colours_names_and_ignore(tmp_path):

@@ -23,7 +23,7 @@ from vsseg_edge.cli import app
 from vsseg_edge.runtime.backends import open_backend
 from vsseg_edge.runtime.multi import MultiPipeline, Stream, source_name, source_names
 from vsseg_edge.runtime.sinks import MaskSink, NullSink, Sink
-from vsseg_edge.runtime.sources import Frame, LiveSource, Source, open_source
+from vsseg_edge.runtime.sources import CapturedFrame, LiveSource, Source, open_source
 from vsseg_edge.runtime.stats import StatsCollector
 
 
@@ -59,7 +59,7 @@ class ReadySource(Source):
 
     def __init__(self, n, value):
         super().__init__()
-        self.items = [Frame(i, np.full((H, W, 3), value, np.uint8), time.perf_counter(), 0.0) for i in range(n)]
+        self.items = [CapturedFrame(i, np.full((H, W, 3), value, np.uint8), time.perf_counter(), 0.0) for i in range(n)]
         self.description = f"ready{value}"
 
     def start(self):

@@ -177,7 +177,7 @@ def test_bad_stream_outputs_are_refused_before_the_run(onnx_model, video_file, u
 def test_rtp_input_receives_our_own_stream(tmp_path):
     """`--source rtp://@:PORT` (jetson-utils' words) decodes an H.264 RTP stream sent to that port."""
     from vsseg_edge.runtime.av_output import StreamSink
-    from vsseg_edge.runtime.sources import Frame, open_source
+    from vsseg_edge.runtime.sources import CapturedFrame, open_source
 
     port = _free_port(socket.SOCK_DGRAM)
     image = np.zeros((64, 128, 3), np.uint8)
@@ -190,7 +190,7 @@ def test_rtp_input_receives_our_own_stream(tmp_path):
         try:
             i = 0
             while not stop.is_set() and i < 300:
-                sink.write(Frame(i, image, time.perf_counter(), 0.0), None, image, [])
+                sink.write(CapturedFrame(i, image, time.perf_counter(), 0.0), None, image, [])
                 i += 1
                 time.sleep(1 / 30)
         finally:

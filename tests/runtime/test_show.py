@@ -71,7 +71,6 @@ def display(monkeypatch):
 @pytest.mark.parametrize("key", [ord("q"), 27])
 def test_q_or_esc_stops_cleanly_and_finalises_the_video(tmp_path, display, onnx_model, video_file, key):
     from tests.runtime.conftest import read_video
-
     from tests.runtime.test_live import SlowBackend
 
     gui = FakeHighGui(keys={3: key})

@@ -253,7 +253,7 @@ def test_serve_command_stops_triton_on_sigterm(serve_models):
         if not any(line.startswith("ready") for line in lines):
             err = "".join(lines) + proc.stderr.read()
             pytest.skip(f"`vsseg-edge serve` did not start: {err.strip().splitlines()[-1] if err.strip() else '?'}")
-        assert any("http://127.0.0.1:%d/v2/models/seg/infer" % http in line for line in lines), lines
+        assert any(f"http://127.0.0.1:{http}/v2/models/seg/infer" in line for line in lines), lines
         assert _tritonservers_on(http)
         client = Client(f"grpc://127.0.0.1:{http + 1}", "seg")
         frames = _frames(2)

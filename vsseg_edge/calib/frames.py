@@ -24,8 +24,9 @@ from ..data.frame_source import UNLABELLED, open_frame_source
 
 
 @dataclass(frozen=True)
-class Frame:
-    """One frame: a stable `key` (path relative to the source, or `video#index`) and lazy readers."""
+class SampledFrame:
+    """One frame drawn for calibration or the gate: a stable `key` (path relative to the source, or
+    `clip#index` for video) and lazy readers (the frames are read when used, never all held at once)."""
 
     key: str
     read: Callable[[], np.ndarray]  # -> BGR uint8 HxWx3
@@ -40,7 +41,7 @@ class FrameSet:
     kind: str  # dataset kind (cityscapes, synthetic, camvid), "images" or "video"
     split: str | None
     seed: int
-    frames: list[Frame]
+    frames: list[SampledFrame]
     num_classes: int | None = None
     class_names: list[str] = field(default_factory=list)
 
@@ -101,11 +102,11 @@ def evaluation_frames(source: str | Path, num_frames: int, seed: int = 0, split:
     return _dataset_frames(ds, num_frames, seed, labelled_only=True)
 
 
-def _frame(ds, ref) -> Frame:
-    """A lazy Frame of a dataset frame; its key is stable wherever the files live (video: clip#index)."""
+def _frame(ds, ref) -> SampledFrame:
+    """A dataset frame as a SampledFrame; its key is stable wherever the files live (video: clip#index)."""
     key = f"{ref.sequence}#{ref.index}" if ds.name == "video" else _rel(ref.image, ds.root)
     label = (lambda r=ref: ds.read_label(r)) if ref.label is not None else None
-    return Frame(key, lambda r=ref: ds.read_image(r), label)
+    return SampledFrame(key, lambda r=ref: ds.read_image(r), label)
 
 
 def _dataset_frames(ds, n: int, seed: int, labelled_only: bool) -> FrameSet:

@@ -97,7 +97,8 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
         if cfg.gate and gate_set is not None:
             initial, gate, rounds, ranked, info = _gate_loop(q, candidate, info, gate_set, spec, parent["classes"], log)
             if not gate.passed and not keep_failed:
-                raise VssegError(f"{model}: accuracy gate failed after {len(rounds)} round(s) of sensitive nodes kept in float: "
+                raise VssegError(f"{model}: accuracy gate failed after {len(rounds)} round(s) of sensitive nodes "
+                                 "kept in float: "
                                  f"{gate.summary()}; raise --threshold, add frames, or pass --keep-failed")
         report = require_qdq_structure(candidate, cfg.target)
         with atomic_path(out, "--out") as tmp_out:

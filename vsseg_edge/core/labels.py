@@ -34,12 +34,6 @@ class LabelSet:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def colorize(self, labels: np.ndarray) -> np.ndarray:
-        """Label map HxW → RGB image HxWx3; ignore and out-of-range ids are black."""
-        lut = np.zeros((256, 3), np.uint8)
-        lut[: self.num_classes] = np.asarray(self.palette, np.uint8)
-        return lut[labels]
-
     def check_ids(self, labels: np.ndarray, where: str) -> None:
         """Raise a one-line error when `labels` holds an id that is neither a class nor the ignore index."""
         ids = np.unique(labels)

@@ -223,7 +223,8 @@ def _open_cityscapes(root: Path, split: str, synthetic: bool = False) -> Segment
     image_dir = next((d / split for d in (seq_dir, plain_dir) if (d / split).is_dir()), None)
     if image_dir is None:
         if not seq_dir.is_dir() and not plain_dir.is_dir():
-            raise VssegError(f"{root}: no leftImg8bit_sequence/ or leftImg8bit/ folder (expected the Cityscapes layout)")
+            raise VssegError(f"{root}: no leftImg8bit_sequence/ or leftImg8bit/ folder "
+                             "(expected the Cityscapes layout)")
         present = sorted({p.name for d in (seq_dir, plain_dir) if d.is_dir() for p in d.iterdir() if p.is_dir()})
         raise VssegError(f"{root}: split {split!r} not found; splits present: {present}")
     gt_dir = root / "gtFine" / split
@@ -240,7 +241,8 @@ def _open_cityscapes(root: Path, split: str, synthetic: bool = False) -> Segment
             seq = f"{m['city']}_{m['seq']}"
             sequences.setdefault(seq, []).append(FrameRef(seq, int(m["frame"]), city_dir / name, label))
     if not sequences:
-        raise VssegError(f"{image_dir}: no *_leftImg8bit.png frames found (expected {{city}}/{{city}}_{{seq}}_{{frame}}_leftImg8bit.png)")
+        raise VssegError(f"{image_dir}: no *_leftImg8bit.png frames found "
+                         "(expected {city}/{city}_{seq}_{frame}_leftImg8bit.png)")
     every_frame_labelled = synthetic or image_dir.parent == plain_dir
     _check_cityscapes_labels(sequences, gt_dir, image_dir, every_frame_labelled)
     return SegmentationDataset(
@@ -260,7 +262,8 @@ def _check_cityscapes_labels(sequences, gt_dir: Path, image_dir: Path, every_fra
     """Labels are expected for every frame (synthetic, plain layout) or wherever gtFine has one (sequences)."""
     if not gt_dir.is_dir():
         if every_frame_labelled:
-            raise VssegError(f"{gt_dir}: label folder not found (expected gtFine/{{split}}/{{city}}/*_gtFine_labelIds.png)")
+            raise VssegError(f"{gt_dir}: label folder not found "
+                             "(expected gtFine/{split}/{city}/*_gtFine_labelIds.png)")
         return  # an unlabelled sequence set (e.g. for TC only)
     if every_frame_labelled:
         for refs in sequences.values():
@@ -273,7 +276,8 @@ def _check_cityscapes_labels(sequences, gt_dir: Path, image_dir: Path, every_fra
     for label in sorted(gt_dir.glob("*/*_gtFine_labelIds.png")):
         stem = label.name[: -len("_gtFine_labelIds.png")]
         if stem not in images:
-            raise VssegError(f"{label}: label has no image (expected {image_dir}/{label.parent.name}/{stem}_leftImg8bit.png)")
+            raise VssegError(f"{label}: label has no image "
+                             f"(expected {image_dir}/{label.parent.name}/{stem}_leftImg8bit.png)")
 
 
 def _label_as_is(path: Path, raw: np.ndarray) -> np.ndarray:

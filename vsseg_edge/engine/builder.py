@@ -135,8 +135,13 @@ def _loaders(trt, onnx_path: Path, plan: BuildPlan, settings: BuildSettings, inp
              calibrator):
     """The Polygraphy loader chain for `plan` (nothing runs until it is called; constructing needs no TensorRT)."""
     try:
-        from polygraphy.backend.trt import (CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath,
-                                            PostprocessConfig, Profile)
+        from polygraphy.backend.trt import (
+            CreateConfig,
+            EngineBytesFromNetwork,
+            NetworkFromOnnxPath,
+            PostprocessConfig,
+            Profile,
+        )
     except ImportError:
         raise MissingDependency(f"polygraphy is not installed; install it with: {POLYGRAPHY_INSTALL}") from None
     # strongly_typed= exists from Polygraphy 0.49.10 (TensorRT 10.0); pass it only where the plan needs the flag

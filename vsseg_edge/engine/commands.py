@@ -32,9 +32,11 @@ def default_engine_path(model: Path, precision: str) -> Path:
 def register(app, data_app) -> None:
     @app.command("build-engine")
     def build_engine_command(
-        model: Path = typer.Argument(..., help="FP32 ONNX (vsseg-edge export) or Q/DQ INT8 ONNX (vsseg-edge calibrate)."),
+        model: Path = typer.Argument(..., help="FP32 ONNX (vsseg-edge export) or Q/DQ INT8 ONNX "
+                                               "(vsseg-edge calibrate)."),
         fp16: bool = typer.Option(False, "--fp16", help="FP16 engine (TRT 11: via an FP16 ONNX, strongly typed)."),
-        int8: bool = typer.Option(False, "--int8", help="INT8 engine: from a Q/DQ ONNX, or --calib-frames on TRT 8.6/10."),
+        int8: bool = typer.Option(False, "--int8",
+                                  help="INT8 engine: from a Q/DQ ONNX, or --calib-frames on TRT 8.6/10."),
         out: Optional[Path] = typer.Option(
             None, "--out", "-o", show_default="MODEL.<precision>.engine",
             help="Engine path (m.onnx → m.fp16.engine; m.int8.qdq.onnx → m.int8.engine)."),
@@ -47,14 +49,16 @@ def register(app, data_app) -> None:
             None, "--batch", show_default="the ONNX's", help="MIN,OPT,MAX for a dynamic-batch ONNX."),
         calib_frames: Optional[str] = typer.Option(None, "--calib-frames", show_default="off",
                                                    help="Frames for the legacy implicit-INT8 calibrator (TRT 8.6/10)."),
-        strongly_typed: bool = typer.Option(False, "--strongly-typed", help="Strongly typed build on TRT 10.x (TRT 11 is always strongly typed)."),
+        strongly_typed: bool = typer.Option(
+            False, "--strongly-typed", help="Strongly typed build on TRT 10.x (TRT 11 is always strongly typed)."),
         cache_dir: Optional[Path] = typer.Option(
             None, "--cache-dir", show_default="off", help="Engine cache keyed by ONNX/TRT/GPU/settings."),
         device: int = typer.Option(0, "--device", help="CUDA device index."),
         explain: bool = typer.Option(False, "--explain",
                                      help="Print what the build would do and exit (needs no GPU)."),
         for_trt: Optional[str] = typer.Option(None, "--for-trt", show_default="the installed TensorRT",
-                                              help="With --explain: plan for this TensorRT version (e.g. 8.6, 10.3, 11.0)."),
+                                              help="With --explain: plan for this TensorRT version (e.g. 8.6, "
+                                                   "10.3, 11.0)."),
     ):
         """Build an FP16 or INT8 TensorRT engine (TensorRT 8.6 / 10 / 11) with a manifest; refuse foreign engines."""
         from ..core.errors import VssegError

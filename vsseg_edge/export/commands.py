@@ -19,7 +19,8 @@ def _preset(name: str) -> str:
 
 def export_command(
     checkpoint: Path = typer.Argument(..., help="vsseg-edge checkpoint (.pt) or zoo name to export."),
-    out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (its manifest goes beside it as <out>.json)."),
+    out: Path = typer.Option(..., "--out", "-o",
+                             help="ONNX file to write (its manifest goes beside it as <out>.json)."),
     preset: Optional[Path] = typer.Option(None, "--preset", show_default="built-in settings",
                                           help="Export preset YAML (export/*.yaml); flags override it."),
     opset: Optional[int] = typer.Option(
@@ -46,9 +47,10 @@ def export_command(
                                                 help="Image folder or dataset root for the parity check."),
 ):
     """Export a checkpoint to ONE self-contained ONNX file, checked for parity with onnxruntime."""
+    from ..core.config import parse_size
     from ..core.errors import VssegError
     from ..zoo import resolve
-    from .presets import load_preset, parse_size
+    from .presets import load_preset
 
     checkpoint = resolve(checkpoint)
     if checkpoint.is_dir() or not checkpoint.exists():
@@ -65,7 +67,8 @@ def export_command(
     typer.echo(f"{result.path}: opset {s['opset']}, {s['nodes']} nodes, {s['parameters']:,} parameters; "
                f"{ins['name']} {ins['dtype']} {ins['shape']} → {outs['name']} {outs['dtype']} {outs['shape']}")
     typer.echo(f"parity: {p.describe()}")
-    typer.echo(f"time: {t['total_s']:.1f} s (export {t['export_s']:.1f} s, simplify+check {t['simplify_check_s']:.1f} s, "
+    typer.echo(f"time: {t['total_s']:.1f} s (export {t['export_s']:.1f} s, "
+               f"simplify+check {t['simplify_check_s']:.1f} s, "
                f"parity {t['parity_s']:.1f} s); manifest {result.path.name}.json")
 
 

@@ -7,10 +7,9 @@ with onnxsim, `onnx.checker`, refuse INT64 at the graph boundary, then write to 
 parity with onnxruntime on real or synthetic frames, and only then rename onto the target: a broken
 export leaves no file. `export_checkpoint` is the thin layer that loads a vsseg-edge checkpoint first.
 
-Why dynamo by default: on the vsseg-edge models (64×128 … 256×512, static pools) it gives the smallest
-clean graph after onnxsim (pspnet18 69 nodes vs 73, mobilenetv2_psp 120 vs 126: TorchScript leaves
-Constant nodes), names dynamic batch outputs properly (['batch', C, H, W] instead of invented symbols) and
-is the exporter torch maintains. TorchScript is 3–10× faster to export and stays available
+Why dynamo by default: on the vsseg-edge models (static pools) it gives the cleaner graph after onnxsim
+(TorchScript leaves Constant nodes), names dynamic batch outputs properly (['batch', C, H, W] instead of
+invented symbols) and is the exporter torch maintains. TorchScript exports faster and stays available
 (`exporter: torchscript`) for comparison. Dynamo natively emits opset 18 and converts down; when the
 conversion fails (ReduceMean from a global pool) the export refuses rather than write another opset.
 """

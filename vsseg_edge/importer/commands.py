@@ -32,11 +32,12 @@ def import_command(
     force: bool = typer.Option(False, "--force", help="Replace an existing manifest."),
 ):
     """Bring your own model: check a foreign ONNX or engine, smoke-run it, write its manifest for run/bench/…."""
+    from ..core.config import parse_size
     from ..core.errors import VssegError
-    from ..runtime.run import parse_size
     from .graph import parse_scale, parse_triplet
 
-    common = dict(size=parse_size(size), mean=parse_triplet(mean, "--mean"), std=parse_triplet(std, "--std"),
+    common = dict(size=parse_size(size) if size is not None else None, mean=parse_triplet(mean, "--mean"),
+                  std=parse_triplet(std, "--std"),
                   bgr=bgr, scale=parse_scale(scale), uint8_input=True if uint8_input else None, name=name,
                   force=force, log=lambda s: typer.echo(s, err=True))
     suffix = model.suffix.lower()

@@ -17,7 +17,8 @@ def eval_command(
     pred_dir: Path = typer.Argument(..., help="Folder of predicted label PNGs (training ids), named like the images: "
                                               "<image stem>.png or, for Cityscapes, <prefix>_pred.png for "
                                               "<prefix>_leftImg8bit.png; flat or in subfolders."),
-    dataset: Path = typer.Option(..., "--dataset", help="Dataset root (Cityscapes, synthetic, CamVid or an image folder)."),
+    dataset: Path = typer.Option(..., "--dataset", help="Dataset root (Cityscapes, synthetic, CamVid), a folder of "
+                                                        "images, a video file or a folder of clips."),
     split: str = typer.Option("val", "--split", help="Split to evaluate."),
     kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto|cityscapes|synthetic|camvid|images|video."),
     classes: Optional[str] = typer.Option(
@@ -27,7 +28,7 @@ def eval_command(
     flow: str = typer.Option("auto", "--flow", help="Flow for TC: auto (exact on the synthetic set, else DIS), "
                                                     "exact, dis, or a directory of flow files."),
     flow_cache: Optional[Path] = typer.Option(
-        None, "--flow-cache", show_default="~/.cache/vsseg-edge/flow",
+        None, "--flow-cache", show_default="$VSSEG_EDGE_CACHE/flow, else ~/.cache/vsseg-edge/flow",
         help="DIS flow cache folder."),
     no_tc: bool = typer.Option(False, "--no-tc", help="Skip temporal consistency (mIoU only)."),
     tc_mode: str = typer.Option("nearest", "--tc-mode", help="nearest or etc (the paper script's "

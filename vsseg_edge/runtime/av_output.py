@@ -211,13 +211,13 @@ class H264FileWriter:
 
     def abort(self) -> None:
         """Drop the temporary file; nothing is renamed onto `path`."""
+        from ..core.fileio import abort_atomic
+
         writer, self._writer = getattr(self, "_writer", None), None
         if writer is not None:
             with contextlib.suppress(Exception):
                 writer.release()
-        exc = VssegError("aborted")
-        with contextlib.suppress(VssegError):
-            self._stack.__exit__(VssegError, exc, None)
+        abort_atomic(self._stack)
 
 
 def _video_problem(path: Path, frames: int) -> str | None:

@@ -38,12 +38,11 @@ from ..core.errors import VssegError
 from ..core.preprocess import labels_to_frame_size, preprocess_batch
 from .backends import Backend
 from .hud import bgr_lut, overlay
-from .pipeline import stop_on_signals, wait_pumping
+from .pipeline import END, OutputHandoff, recent_rate, stop_on_signals, wait_pumping
 from .sinks import Sink
 from .sources import Source
 from .stats import FrameTimes, StatsCollector, summarize
 
-_END = object()
 _WILDCARD = re.compile(r"[*?\[]")
 
 
@@ -120,7 +119,7 @@ class MultiRunResult:
                 "batches": self.batches, "errors": self.errors}
 
 
-class MultiPipeline:
+class MultiPipeline(OutputHandoff):
     """Run `backend` on the frames of several sources, batched per step, into each source's own sinks."""
 
     def __init__(self, streams: list[Stream], backend: Backend, *, max_batch: int | None = None, alpha: float = 0.5,
@@ -220,32 +219,9 @@ class MultiPipeline:
         except BaseException as exc:  # reported by run(); the output thread still drains and closes
             self._fail(exc)
         finally:
-            self._put(_END, force=True)
+            self._put(END, force=True)
 
-    def _put(self, item, force: bool = False) -> bool:
-        """Blocking put (back-pressure); a batch is abandoned on stop, the end marker only if output is gone."""
-        while self._output_thread.is_alive():
-            try:
-                self._out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                if self._stop.is_set() and not force:
-                    return False
-        return False
-
-    # -- output ----------------------------------------------------------------------------------------
-    def _output_loop(self) -> None:
-        while True:
-            item = self._out.get()
-            if item is _END:
-                return
-            if self._errors and self._stopped_by == "error":
-                continue  # drain without rendering after a failure
-            try:
-                self._emit(*item)
-            except BaseException as exc:
-                self._fail(exc)
-
+    # -- output (the hand-off is `pipeline.OutputHandoff`) ------------------------------------------------
     def _emit(self, ready, output: np.ndarray, preprocess_ms: float, infer_ms: float) -> None:
         t0 = time.perf_counter()
         labels = self.backend.to_labels(output)
@@ -272,9 +248,7 @@ class MultiPipeline:
     def _hud_lines(self, st: Stream, batch: int) -> list[str]:
         if len(st.recent) < 2:
             return [st.name, self.backend.describe()]
-        (t_first, _), (t_last, _) = st.recent[0], st.recent[-1]
-        fps = (len(st.recent) - 1) / max(t_last - t_first, 1e-9)
-        lat = float(np.median([lat for _, lat in st.recent]))
+        fps, lat = recent_rate(st.recent)
         return [f"{st.name}  {fps:5.1f} FPS  latency {lat:6.1f} ms", f"drops {st.source.drops}  batch {batch}",
                 f"{self.backend.name} {self.backend.device}"]
 

@@ -138,11 +138,12 @@ def run_sources(model: Path, specs: list[str], *, backend: str | None = None, sh
                 source_options=None):
     """Open the backend, every source and its sinks, run the batched pipeline, print the per-source table and
     write OUT/summary.json for --stats; return the MultiRunResult."""
-    from ..core.classes import check_model_classes, resolve_classes
+    from ..core.classes import resolve_classes
+    from ..core.config import parse_size
     from ..core.fileio import write_json
-    from .backends import infer_backend_name, open_backend
+    from .backends import infer_backend_name
     from .multi import MultiPipeline, format_multi_summary, source_names
-    from .run import backend_options, parse_size
+    from .run import backend_options, open_run_backend
     from .sources import open_source
 
     if not 0.0 <= alpha <= 1.0:
@@ -157,16 +158,11 @@ def run_sources(model: Path, specs: list[str], *, backend: str | None = None, sh
     save, frame_json = _folders(save, stats, frame_json)
     outputs = _outputs(names, save, save_masks, stats, frame_json)
     _check_outputs(model, specs, outputs)
-    hw = parse_size(size)
+    hw = parse_size(size) if size is not None else None
     options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16,
                               cuda_graph=cuda_graph)
     label_set = resolve_classes(classes) if classes is not None else None
-    with open_backend(model, backend, **options) as be:
-        if hw is not None:
-            be.check_spec(be.preprocess_spec.replace(height=hw[0], width=hw[1]))
-        if label_set is not None:
-            check_model_classes(label_set, be.classes, f"--classes {classes}")
-            be.classes, be.palette = list(label_set.classes), label_set.palette_list()
+    with open_run_backend(model, backend, options, hw, label_set, classes) as be:
         streams = _build_streams(specs, names, outputs, show=show, mask_format=mask_format, label_set=be.label_set,
                                  open_source=open_source, source_options=source_options)
         pipe = MultiPipeline(streams, be, max_batch=max_batch, alpha=alpha, max_frames=max_frames)

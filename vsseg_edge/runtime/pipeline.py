@@ -33,7 +33,7 @@ from .sources import Source
 from .stage import open_stage
 from .stats import FrameTimes, StatsCollector, summarize
 
-_END = object()
+END = object()  # the end marker of the output queue
 
 
 @dataclass
@@ -48,7 +48,44 @@ class RunResult:
     signal: int | None = None  # the signal that stopped the run (stopped_by "signal")
 
 
-class Pipeline:
+def recent_rate(recent) -> tuple[float, float]:
+    """(frames per second, median latency in ms) of the last frames, given as (finish time s, latency ms) pairs
+    (at least two): what the HUD shows."""
+    (t_first, _), (t_last, _) = recent[0], recent[-1]
+    return (len(recent) - 1) / max(t_last - t_first, 1e-9), float(np.median([lat for _, lat in recent]))
+
+
+class OutputHandoff:
+    """The hand-off every pipeline has: the inference thread puts its results in a bounded queue (`_out`), the
+    output thread (`_output_thread`) takes them and emits them (`_emit`), until the end marker. A full queue
+    holds inference back (back-pressure); after a failure the output thread drains without rendering. A
+    subclass sets `_out`, `_output_thread`, `_stop`, `_errors`, `_stopped_by` and defines `_emit` and `_fail`."""
+
+    def _put(self, item, force: bool = False) -> bool:
+        """Blocking put (back-pressure); an item is abandoned on stop, the end marker only if output is gone."""
+        while self._output_thread.is_alive():
+            try:
+                self._out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self._stop.is_set() and not force:
+                    return False
+        return False
+
+    def _output_loop(self) -> None:
+        while True:
+            item = self._out.get()
+            if item is END:
+                return
+            if self._errors and self._stopped_by == "error":
+                continue  # drain without rendering after a failure
+            try:
+                self._emit(*item)
+            except BaseException as exc:
+                self._fail(exc)
+
+
+class Pipeline(OutputHandoff):
     """Run `backend` on every frame of `source` (or the latest one, for live sources) into `sinks`."""
 
     def __init__(self, source: Source, backend: Backend, sinks: list[Sink], *, alpha: float = 0.5,
@@ -107,30 +144,7 @@ class Pipeline:
         except BaseException as exc:  # reported by run(); the output thread still drains and closes
             self._fail(exc)
         finally:
-            self._put(_END, force=True)
-
-    def _put(self, item, force: bool = False) -> bool:
-        """Blocking put (back-pressure); a frame is abandoned on stop, the end marker only if output is gone."""
-        while self._output_thread.is_alive():
-            try:
-                self._out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                if self._stop.is_set() and not force:
-                    return False
-        return False
-
-    def _output_loop(self) -> None:
-        while True:
-            item = self._out.get()
-            if item is _END:
-                return
-            if self._errors and self._stopped_by == "error":
-                continue  # drain without rendering after a failure
-            try:
-                self._emit(*item)
-            except BaseException as exc:
-                self._fail(exc)
+            self._put(END, force=True)
 
     def _emit(self, frame, pending, times: FrameTimes) -> None:
         result = pending.result()
@@ -153,9 +167,7 @@ class Pipeline:
     def _hud_lines(self) -> list[str]:
         if len(self._recent) < 2:
             return [self.backend.describe()]
-        (t_first, _), (t_last, _) = self._recent[0], self._recent[-1]
-        fps = (len(self._recent) - 1) / max(t_last - t_first, 1e-9)
-        lat = float(np.median([lat for _, lat in self._recent]))
+        fps, lat = recent_rate(self._recent)
         return [f"{fps:5.1f} FPS  latency {lat:6.1f} ms", f"drops {self.source.drops}",
                 f"{self.backend.name} {self.backend.device}"]
 

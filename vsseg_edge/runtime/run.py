@@ -12,21 +12,6 @@ from pathlib import Path
 import typer
 
 
-MAX_SIDE = 8192  # pixels: beyond 8K video a model input is a typo, and OpenCV would run out of memory
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'512x1024' (HxW) → (512, 1024); a one-line error otherwise (each side 1 … MAX_SIDE)."""
-    if text is None:
-        return None
-    from ..core.errors import VssegError
-
-    parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and 0 < int(p) <= MAX_SIDE for p in parts):
-        raise VssegError(f"--size {text}: expected HxW in pixels, each side 1 to {MAX_SIDE}, e.g. 512x1024")
-    return int(parts[0]), int(parts[1])
-
-
 def _local(path) -> Path | None:
     """A file path named by a source or output text (file:// optional), or None for a URL or a device."""
     if path is None:
@@ -70,7 +55,7 @@ def build_sinks(*, show: bool, save: str | Path | None, save_masks: Path | None,
     video's frame rate is settled when the run starts (`VideoSink.start`): the file's own, or measured
     for a live source. `--save` takes a file (file:// optional) or an rtp:// / rtsp:// stream.
     """
-    from .sinks import MaskSink, NullSink, VideoSink, WindowSink
+    from .sinks import MaskSink, NullSink, WindowSink
 
     sinks = []
     try:
@@ -134,6 +119,26 @@ def backend_options(name: str, *, threads: int, fp16: bool | None, cuda_graph: b
     return {}
 
 
+def open_run_backend(model: Path, backend: str | None, options: dict, hw: tuple[int, int] | None,
+                     label_set=None, classes_flag: str | None = None):
+    """`open_backend` with run's overrides: `--size` (size-free models) and `--classes` (a class file's names and
+    colours over the model's, as many classes as it predicts); the backend is closed if an override is refused."""
+    from ..core.classes import check_model_classes
+    from .backends import open_backend
+
+    be = open_backend(model, backend, **options)
+    try:
+        if hw is not None:
+            be.check_spec(be.preprocess_spec.replace(height=hw[0], width=hw[1]))
+        if label_set is not None:
+            check_model_classes(label_set, be.classes, f"--classes {classes_flag}")
+            be.classes, be.palette = list(label_set.classes), label_set.palette_list()
+    except BaseException:
+        be.close()
+        raise
+    return be
+
+
 def run_model(model: Path, *, camera: int | None = None, source: str | None = None, csi: bool = False,
               backend: str | None = None, show: bool = False, save: str | Path | None = None,
               save_masks: Path | None = None, size: str | None = None, alpha: float = 0.5,
@@ -145,10 +150,11 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
 
     `classes`: a class file whose names and colours replace the model's (as many classes as it predicts);
     `source_options`: jetson-utils' input options (`uri.SourceOptions`)."""
-    from ..core.classes import check_model_classes, resolve_classes
+    from ..core.classes import resolve_classes
+    from ..core.config import parse_size
     from ..core.errors import VssegError
     from ..zoo import resolve
-    from .backends import infer_backend_name, open_backend
+    from .backends import infer_backend_name
     from .pipeline import Pipeline
     from .sources import open_source
     from .stats import format_summary
@@ -168,19 +174,14 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
     if preprocess not in ("auto", "host", "device"):
         raise VssegError(f"--preprocess {preprocess}: expected auto, host or device")
     check_outputs(model, source, save=save, save_masks=save_masks, stats=stats, frame_json=frame_json)
-    hw = parse_size(size)
+    hw = parse_size(size) if size is not None else None
     options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16,
                               cuda_graph=cuda_graph)
     label_set = resolve_classes(classes) if classes is not None else None
     sinks = build_sinks(show=show, save=save, save_masks=save_masks, mask_format=mask_format,
                         frame_json=frame_json, bitrate=bitrate)
     try:
-        with open_backend(model, backend, **options) as be:
-            if hw is not None:
-                be.check_spec(be.preprocess_spec.replace(height=hw[0], width=hw[1]))
-            if label_set is not None:
-                check_model_classes(label_set, be.classes, f"--classes {classes}")
-                be.classes, be.palette = list(label_set.classes), label_set.palette_list()
+        with open_run_backend(model, backend, options, hw, label_set, classes) as be:
             bind_sinks(sinks, be.label_set)
             src = open_source(source, camera=camera, csi=csi, options=source_options)
             pipeline = Pipeline(src, be, sinks, alpha=alpha, max_frames=max_frames,

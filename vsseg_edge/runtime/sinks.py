@@ -1,7 +1,7 @@
 """Where results go: a window with overlay and HUD, a video file, per-frame label PNGs, or nothing.
 
 A sink is told the source once (`start`: nominal rate, live or not), then receives, per frame, the
-captured `Frame`, its uint8 label map at the frame's size and (when a sink asked for it, `needs_overlay`)
+`CapturedFrame`, its uint8 label map at the frame's size and (when a sink asked for it, `needs_overlay`)
 the colour overlay. `write` (output thread) or `pump` (the pipeline's calling thread, for GUI work)
 return False to ask the pipeline to stop (the window's q / Esc). `close` is always called, also after
 Ctrl-C, so the video is finalised.

@@ -29,7 +29,7 @@ from ..data.datasets import IMAGE_SUFFIXES, list_images
 
 
 @dataclass
-class Frame:
+class CapturedFrame:
     """One captured BGR uint8 frame, its sequence number, an optional name (folder images) and timings."""
 
     index: int
@@ -45,7 +45,7 @@ def _log(msg: str) -> None:
 
 
 class Source:
-    """Base: `start()`, `get(timeout) -> Frame | None`, `stop()`; counts drops and decode failures."""
+    """Base: `start()`, `get(timeout) -> CapturedFrame | None`, `stop()`; counts drops and decode failures."""
 
     live = False
     description = "source"
@@ -59,7 +59,7 @@ class Source:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "Source":
+    def start(self) -> Source:
         self._thread = threading.Thread(target=self._run_guarded, name=f"capture:{self.description}", daemon=True)
         self._thread.start()
         return self
@@ -85,7 +85,7 @@ class Source:
     def _finish(self) -> None:
         raise NotImplementedError
 
-    def get(self, timeout: float | None = None) -> Frame | None:
+    def get(self, timeout: float | None = None) -> CapturedFrame | None:
         raise NotImplementedError
 
 
@@ -112,7 +112,7 @@ class OrderedSource(Source):
         """The end marker waits behind the frames, however slow the consumer; only a stop abandons it."""
         self._put(None)
 
-    def get(self, timeout: float | None = None) -> Frame | None:
+    def get(self, timeout: float | None = None) -> CapturedFrame | None:
         return self._queue.get(timeout=timeout)
 
 
@@ -142,7 +142,7 @@ class FolderSource(OrderedSource):
                 self.decode_failures += 1
                 _log(f"{path}: not a readable image, skipped")
                 continue
-            if not self._put(Frame(i, img, t1, (t1 - t0) * 1e3, name=path.stem)):
+            if not self._put(CapturedFrame(i, img, t1, (t1 - t0) * 1e3, name=path.stem)):
                 return
 
 
@@ -154,7 +154,7 @@ class VideoFileSource(OrderedSource):
     read gives a frame; failed reads that never end in a frame are the end (at most `max_bad_run` of them,
     or as many as the header's frame count leaves). A file that ends before the frame count its header
     announces (truncated, or an undecodable tail) says so in one line instead of counting guesses.
-    `Frame.index` is the frame's position in the file, so names and stats keep a gap where one was skipped.
+    `CapturedFrame.index` is the frame's position in the file, so names and stats keep a gap where one was skipped.
     """
 
     def __init__(self, path: str | Path, prefetch: int = 4, max_bad_run: int = 10):
@@ -181,7 +181,7 @@ class VideoFileSource(OrderedSource):
                     if bad_run:  # a frame after failed reads: those were frames that did not decode
                         self._skipped(pos, bad_run)
                         pos, bad_run = pos + bad_run, 0
-                    if not self._put(Frame(pos, img, t1, (t1 - t0) * 1e3)):
+                    if not self._put(CapturedFrame(pos, img, t1, (t1 - t0) * 1e3)):
                         return
                     pos += 1
                     continue
@@ -209,14 +209,19 @@ class LiveSource(Source):
     `opener()` returns an opened cv2.VideoCapture-like object (isOpened/read/release) or raises VssegError.
     A failed read reopens it with backoff (`retry_delay` doubling up to `max_delay`); `max_retries`
     reconnect attempts without a frame between them, or `stall_timeout` seconds without a frame while
-    connected, end the source with `error` set.
+    connected, end the source with `error` set. `clock` (seconds) measures stalls and `get` timeouts and
+    `wait(delay)` waits out a backoff delay (True when the source was stopped meanwhile); tests pass their
+    own to check the policy without sleeping.
     """
 
     live = True
 
     def __init__(self, opener: Callable, description: str, *, max_retries: int = 5, retry_delay: float = 0.5,
-                 max_delay: float = 8.0, stall_timeout: float = 10.0):
+                 max_delay: float = 8.0, stall_timeout: float = 10.0, clock: Callable[[], float] = time.perf_counter,
+                 wait: Callable[[float], bool] | None = None):
         super().__init__()
+        self._clock = clock
+        self._wait = wait or self._stop.wait
         self.description = description
         self._opener = opener
         self._cap = opener()  # the first open fails loudly and at once (a missing camera is a user error)
@@ -224,9 +229,9 @@ class LiveSource(Source):
         self.max_retries, self.retry_delay, self.max_delay = max_retries, retry_delay, max_delay
         self.stall_timeout = stall_timeout
         self._cond = threading.Condition()
-        self._latest: Frame | None = None
+        self._latest: CapturedFrame | None = None
         self._ended = False
-        self._last_frame_time = time.perf_counter()
+        self._last_frame_time = clock()
         self._attempts = 0  # reconnect attempts since the last frame
 
     def _run(self) -> None:
@@ -236,18 +241,18 @@ class LiveSource(Source):
             ok, img = self._cap.read() if self._cap is not None else (False, None)
             t1 = time.perf_counter()
             if ok and img is not None:
-                self._publish(Frame(index, img, t1, (t1 - t0) * 1e3))
+                self._publish(CapturedFrame(index, img, t1, (t1 - t0) * 1e3))
                 index += 1
                 continue
             if not self._reconnect():
                 return
 
-    def _publish(self, frame: Frame) -> None:
+    def _publish(self, frame: CapturedFrame) -> None:
         with self._cond:
             if self._latest is not None:
                 self.drops += 1  # the previous frame was never taken: the pipeline is slower than the source
             self._latest = frame
-            self._last_frame_time = frame.t_captured
+            self._last_frame_time = self._clock()
             self._attempts = 0  # a frame: the device is back, the next loss starts a fresh backoff
             self._cond.notify_all()
 
@@ -262,9 +267,9 @@ class LiveSource(Source):
             delay = min(self.retry_delay * 2 ** (self._attempts - 1), self.max_delay)
             _log(f"{self.description}: no frame (disconnected or stalled); reconnect "
                  f"{self._attempts}/{self.max_retries} in {delay:.1f}s")
-            if self._stop.wait(delay):
+            if self._wait(delay):
                 return False
-            self._last_frame_time = time.perf_counter()  # reconnecting is not a stall
+            self._last_frame_time = self._clock()  # reconnecting is not a stall
             self._release()
             try:
                 self._cap = self._opener()
@@ -287,15 +292,15 @@ class LiveSource(Source):
             self._ended = True
             self._cond.notify_all()
 
-    def get(self, timeout: float | None = None) -> Frame | None:
+    def get(self, timeout: float | None = None) -> CapturedFrame | None:
         """The newest frame not yet taken, waiting up to `timeout` (then queue.Empty).
 
         None at the end, once stopped, or after `stall_timeout` seconds without any frame (`error` set).
         """
-        deadline = None if timeout is None else time.perf_counter() + timeout
+        deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             while self._latest is None and not self._ended:
-                now = time.perf_counter()
+                now = self._clock()
                 if self._stop.is_set():
                     return None
                 if now - self._last_frame_time > self.stall_timeout:

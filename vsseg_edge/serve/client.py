@@ -225,7 +225,7 @@ def load_test(url: str, model: str, frames: list[np.ndarray], streams: int, seco
     except threading.BrokenBarrierError:
         for t in threads:
             t.join()
-        raise VssegError(failed_to_connect[0] if failed_to_connect else f"{url}: load test could not start")
+        raise VssegError(failed_to_connect[0] if failed_to_connect else f"{url}: load test could not start") from None
     for t in threads:
         t.join()
     t_from, t_to = t_begin[0] + warmup_s, t_begin[0] + warmup_s + seconds

@@ -112,7 +112,10 @@ def _check(url, source, streams, seconds, count, model_name, robustness, referen
             res = load_test(url, client.model, frames, n, seconds)
             report["runs"].append(res.to_dict())
             lat = res.latency_ms
-            fmt = (lambda v: f"{v:>9.1f}" if v is not None else f"{'n/a':>9}")
+
+            def fmt(v):
+                return f"{v:>9.1f}" if v is not None else f"{'n/a':>9}"
+
             typer.echo(f"{n:>8}{res.frames_per_s:>10.2f}{fmt(lat['p50'])}{fmt(lat['p90'])}{fmt(lat['p99'])}"
                        f"{res.errors:>8}", err=True)
         if robustness:

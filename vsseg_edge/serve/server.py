@@ -156,7 +156,7 @@ class SegmentationServer:
             self._backends.append(open_backend(self.model, self.config.backend, **options))
         return self._backends
 
-    def start(self) -> "SegmentationServer":
+    def start(self) -> SegmentationServer:
         from ._triton import pytriton, stub_python_problem
 
         triton_mod, mc, decorators = pytriton()
@@ -195,7 +195,7 @@ class SegmentationServer:
             raise
         return self
 
-    def start_retrying(self, attempts: int = 3) -> "SegmentationServer":
+    def start_retrying(self, attempts: int = 3) -> SegmentationServer:
         """`start`, again after a failure of PyTriton's start-up handshake: its Python stub gives this process one
         second to answer, which a busy machine can miss; any other failure is raised at once."""
         for attempt in range(1, attempts + 1):

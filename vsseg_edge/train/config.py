@@ -14,6 +14,7 @@ from ..core.classes import is_class_file
 from ..core.config import apply_overrides, from_dict, load_yaml
 from ..core.errors import VssegError
 from ..core.preprocess import PreprocessSpec
+from ..data.flow import ETC_OFFSETS
 from .losses.config import LossConfig
 
 
@@ -28,7 +29,7 @@ class DataConfig:
     rotate_deg: float = 10.0
     blur_prob: float = 0.5
     flip: bool = True
-    offsets: tuple[int, ...] = (-2, -1, 1, 2, 3)  # neighbour offsets k for the temporal loss (ETC: +3,+2,+1,-1,-2)
+    offsets: tuple[int, ...] = ETC_OFFSETS  # neighbour offsets k for the temporal loss
     flow: str = "auto"  # auto (exact on synthetic, else DIS) | exact | dis | a folder of precomputed flows
     flow_cache: str | None = None  # DIS cache folder (default: data.flow.flow_cache_dir(), shared with eval/bench)
     workers: int = 2

@@ -29,10 +29,11 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ..core.config import to_dict
 from ..core.classes import is_class_file, resolve_classes
+from ..core.config import to_dict
 from ..core.errors import Interrupted, VssegError
 from ..core.fileio import atomic_write, write_errors
 from ..data.datasets import open_dataset
@@ -263,7 +264,8 @@ class Trainer:
     def save(self, name: str, metrics: dict | None = None, with_state: bool = True) -> Path:
         path = self.out / name
         save_checkpoint(path, self.model, model_name=self.cfg.model.name, classes=list(self.label_set.classes),
-                        palette=self.label_set.palette_list(), preprocess=self.cfg.preprocess, model_kwargs=self.model_kwargs, config=to_dict(self.cfg),
+                        palette=self.label_set.palette_list(), preprocess=self.cfg.preprocess,
+                        model_kwargs=self.model_kwargs, config=to_dict(self.cfg),
                         metrics=metrics or {}, step=self.step,
                         train_state=self.train_state() if with_state else None)
         return path
@@ -411,7 +413,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def _loader(self, samples=None, batch_size: int | None = None, seed: int | None = None):
+    def data_loader(self, samples=None, batch_size: int | None = None, seed: int | None = None):
         """Batches of `samples` (default: the labelled clips), resumable at `self.step`."""
         samples = self.clips if samples is None else samples
         seed = self.cfg.seed if seed is None else seed
@@ -447,10 +449,10 @@ class Trainer:
         bar = _progress(cfg.iterations, self.step, enabled=self.progress and self.dist.main)
         previous = self._install_signal_handlers() if _in_main_thread() else {}
         metrics: dict = {}
-        t_start, steps_done = time.perf_counter(), 0
+        t_start, step_times = time.perf_counter(), []
         try:
-            batches = iter(self._loader()) if self.clips is not None else None
-            videos = iter(self._loader(self.video_pairs, cfg.video.batch_size, cfg.seed + _VIDEO_SEED)) \
+            batches = iter(self.data_loader()) if self.clips is not None else None
+            videos = iter(self.data_loader(self.video_pairs, cfg.video.batch_size, cfg.seed + _VIDEO_SEED)) \
                 if self.video_pairs is not None else None
             while self.step < cfg.iterations and not self.stop_requested:
                 batch = next(batches) if batches is not None else None
@@ -459,8 +461,8 @@ class Trainer:
                 t0 = time.perf_counter()
                 log = self.train_step(batch, video_batch)
                 self.step += 1
-                steps_done += 1
-                log.update(step=self.step, lr=lr, step_time=time.perf_counter() - t0)
+                step_times.append(time.perf_counter() - t0)
+                log.update(step=self.step, lr=lr, step_time=step_times[-1])
                 if self.dist.main:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in log.items() if k not in ("step", "lr", "step_time")})
@@ -478,7 +480,9 @@ class Trainer:
                     report = self.validate()
                     tc_detail = report.get("tc_detail") or (report.get("video") or {}).get("tc_detail") or {}
                     metrics = {**_val_summary(report), "tc_flow": tc_detail.get("flow")}
-                    metrics["train_seconds_per_step"] = (time.perf_counter() - t_start) / max(steps_done, 1)
+                    metrics["train_seconds_per_step"] = (time.perf_counter() - t_start) / max(len(step_times), 1)
+                    # the step alone (data loading excluded), median over this run's steps
+                    metrics["train_step_seconds_p50"] = float(np.median(step_times)) if step_times else None
                     _write_log(log_file, tb, {"step": self.step, **metrics})
                     self.save("model.pt", metrics, with_state=False)
                     with atomic_write(self.out / "val_report.json", "w") as fh:

@@ -74,13 +74,13 @@ def import_weights_command(
 ):
     """Turn a plain state dict into a vsseg-edge checkpoint with its manifest (architecture, classes, preprocessing)."""
     from ..core.errors import VssegError
-    from ..runtime.run import parse_size
+    from ..core.config import parse_size
 
     if out.suffix != ".pt":
         raise VssegError(f"--out {out}: expected a .pt file (a vsseg-edge checkpoint)")
     from ..models.importing import import_weights, preprocess_preset
 
-    hw = parse_size(size)
+    hw = parse_size(size) if size else None
     if hw and not preprocess:
         raise VssegError(f"--size {size}: give --preprocess too (the size is part of a preprocessing)")
     spec = preprocess_preset(preprocess, hw) if preprocess else None

@@ -118,7 +118,8 @@ class OrtBackend(Backend):
         self.artifact = name
         self.preprocess_spec, self.output_kind, self.classes = preprocess_spec, output_kind, list(classes)
         self.exact_qdq = exact_qdq
-        providers = list(providers) if providers is not None else preferred_providers()
+        providers = ([providers] if isinstance(providers, str) else list(providers)) if providers is not None \
+            else preferred_providers()
         self.shifted = 0  # activation QuantizeLinear nodes shifted from int8 to uint8 (CPU provider only)
         if shift_int8 and not exact_qdq and providers[:1] == list(CPU):
             model = self._shift_int8(model)
@@ -132,7 +133,7 @@ class OrtBackend(Backend):
 
     @classmethod
     def open(cls, path: str | Path, *, providers=None, threads: int = 0, exact_qdq: bool = False,
-             shift_int8: bool = True, io_binding: bool | None = None) -> "OrtBackend":
+             shift_int8: bool = True, io_binding: bool | None = None) -> OrtBackend:
         """The backend of an ONNX file and its manifest (an FP32 ONNX or a Q/DQ INT8 ONNX)."""
         path = Path(path)
         man = read_manifest(path, kind=("onnx", "qdq_onnx"), verify=True)

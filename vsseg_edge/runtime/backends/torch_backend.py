@@ -60,7 +60,7 @@ class TorchBackend(Backend):
         self._graph = self._pinned = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **options) -> "TorchBackend":
+    def from_checkpoint(cls, path: str | Path, **options) -> TorchBackend:
         from ...models.checkpoint import checkpoint_preprocess, model_from_checkpoint
 
         model, ckpt = model_from_checkpoint(path)

@@ -131,13 +131,13 @@ class TrtBackend(Backend):
         self._profile = ((man.get("build") or {}).get("settings") or {}).get("batch")  # [min, opt, max] or None
         trt, cudart = modules or load_trt_modules()
         self._trt, self._cudart = trt, cudart
-        cuda_call(cudart.cudaSetDevice(device))
-        prop = cuda_call(cudart.cudaGetDeviceProperties(device))
-        gpu = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-        gpu = gpu.strip("\x00").strip()
-        self.device = f"cuda:{device} ({gpu})"
+        from ...engine.device import gpu_info, use_device
+
+        gpu = gpu_info(device, cudart)
+        use_device(device, cudart)
+        self.device = f"cuda:{device} ({gpu.name})"
         # the engine room's check (one rule for builder, cache and runtime): same TensorRT, same GPU model
-        here = {"name": gpu, "compute_capability": (int(prop.major), int(prop.minor))}
+        here = {"name": gpu.name, "compute_capability": gpu.compute_capability}
         check_engine_manifest(man, trt.__version__, here, str(path))
         self._buffers: dict[str, HostDeviceBuffer] = {}
         self._stream = None

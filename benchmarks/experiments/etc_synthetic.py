@@ -1,14 +1,19 @@
-"""ETC on the synthetic set: baseline vs +TL vs +TL+KD students, same iterations and seed, scored by `vsseg-edge eval`.
+"""ETC on the synthetic set: baseline vs +TL vs +TL+KD students, same iterations and seed, scored by `vsseg-edge bench`.
 
 Runs the user-facing commands end to end (no private APIs), so the figures are what a user gets:
 
     vsseg-edge data synth      (if the dataset is missing)
     vsseg-edge train           teacher (a bigger net), then each student recipe
-    vsseg-edge run MODEL --source <val folder> --save-masks DIR    per-frame inference, label PNGs
-    vsseg-edge eval DIR --dataset ROOT --json                       mIoU on labelled frames, TC with exact flow
+    vsseg-edge bench MODEL --dataset ROOT --flow exact --backends torch     mIoU on the labelled val frames and
+                                                                            TC with the exact flow, from the
+                                                                            per-frame end-to-end predictions
+                                                                            (what `run --save-masks` + `eval` give)
+
+and each student's median training step time from its manifest (`train_step_seconds_p50`).
 
 Usage:
-    python benchmarks/etc_synthetic.py --data runs/synth --iterations 300 --out benchmarks/reports/etc_synthetic
+    python benchmarks/experiments/etc_synthetic.py --data runs/synth --iterations 300 \
+        --out benchmarks/reports/etc_synthetic
 Writes <out>.json and <out>.md.
 """
 
@@ -17,26 +22,23 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STUDENTS = ("baseline", "tl", "tl_kd")
 
 
-def sh(*args: str) -> None:
-    print("+", " ".join(args), flush=True)
-    subprocess.run(args, check=True, cwd=REPO)
-
-
 def cli(*args: str) -> None:
-    sh(sys.executable, "-m", "vsseg_edge.cli", *args)
+    """Run `vsseg-edge ARGS…` from the repository root, echoing the command."""
+    print("+ vsseg-edge", " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "vsseg_edge.cli", *args], check=True, cwd=REPO)
 
 
 def train(recipe: str, name: str, runs: Path, data: Path, iterations: int, extra: list[str]) -> Path:
+    """`vsseg-edge train RECIPE` at the dataset's frame size; the checkpoint's path."""
     meta = json.loads((data / "synth.json").read_text())
     size = (meta["height"], meta["width"])
     cli("train", recipe, "--no-progress", "--override", f"name={name}", "--override", f"out_dir={runs}",
@@ -45,21 +47,15 @@ def train(recipe: str, name: str, runs: Path, data: Path, iterations: int, extra
     return runs / name / "model.pt"
 
 
-def score(model: Path, data: Path, work: Path) -> dict:
-    masks = work / "masks"
-    val = data / "leftImg8bit_sequence" / "val"
-    for city in sorted(p for p in val.iterdir() if p.is_dir()):
-        cli("run", str(model), "--source", str(city), "--save-masks", str(masks / city.name))
-    report = work / "eval.json"
-    cli("eval", str(masks), "--dataset", str(data), "--split", "val", "--flow", "exact", "--json", str(report))
-    return json.loads(report.read_text())
+def score(model: Path, data: Path, out: Path) -> dict:
+    """mIoU, TC (exact flow) and the median training step time of a checkpoint."""
+    from vsseg_edge.core.manifest import read_manifest
 
-
-def step_time(model_dir: Path) -> float | None:
-    log = model_dir / "metrics.jsonl"
-    times = [json.loads(line).get("step_time") for line in log.read_text().splitlines()]
-    times = [t for t in times if t]
-    return sorted(times)[len(times) // 2] if times else None
+    cli("bench", str(model), "--dataset", str(data), "--split", "val", "--flow", "exact", "--backends", "torch",
+        "--runs", "1", "--warmup", "0", "--frames", "1", "--out", str(out))
+    acc = json.loads((out / "report.json").read_text())["entries"][0]["accuracy"]
+    step = read_manifest(model)["metrics"].get("train_step_seconds_p50")
+    return {"miou": acc["miou"], "tc": acc["tc"], "flow": acc["flow"], "step_time_s": step, "model": str(model)}
 
 
 def main() -> None:
@@ -85,30 +81,30 @@ def main() -> None:
         extra = common + (["--override", f"teacher.checkpoint={teacher}"] if kind == "tl_kd" else [])
         model = train(f"train/synth_pspnet18_{kind}.yaml", f"{args.student}_{kind}", args.runs, args.data,
                       args.iterations, extra)
-        ev = score(model, args.data, args.runs / f"eval_{kind}")
-        rows[kind] = {"miou": ev["miou"], "tc": ev["tc"], "step_time_s": step_time(model.parent),
-                      "model": str(model)}
-    ev = score(teacher, args.data, args.runs / "eval_teacher")
-    rows["teacher"] = {"miou": ev["miou"], "tc": ev["tc"], "step_time_s": step_time(teacher.parent),
-                       "model": str(teacher)}
+        rows[kind] = score(model, args.data, args.runs / f"eval_{kind}")
+    rows["teacher"] = score(teacher, args.data, args.runs / "eval_teacher")
     base = rows["baseline"]["step_time_s"]
     for r in rows.values():
         r["step_time_ratio"] = (r["step_time_s"] / base) if (base and r["step_time_s"]) else None
-    result = {"benchmark": "etc_synthetic", "date": dt.date.today().isoformat(), "machine": platform.processor() or
-              platform.machine(), "iterations": args.iterations, "student": args.student, "teacher": args.teacher,
-              "flow": ev.get("tc_detail", {}).get("flow"), "rows": rows, "wall_seconds": round(time.time() - t0)}
+    from vsseg_edge.measure.environment import cpu_model
+
+    result = {"benchmark": "etc_synthetic", "date": dt.date.today().isoformat(), "machine": cpu_model(),
+              "iterations": args.iterations, "student": args.student, "teacher": args.teacher,
+              "flow": rows["teacher"]["flow"], "rows": rows, "wall_seconds": round(time.time() - t0)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# ETC on the synthetic set ({args.student} students, {args.teacher} teacher)", "",
              "| run | mIoU | TC | median step time (s) | step time vs baseline |", "|---|---|---|---|---|"]
     for name, r in rows.items():
         ratio = f"{r['step_time_ratio']:.2f}x" if r["step_time_ratio"] else "-"
-        lines.append(f"| {name} | {r['miou']:.2f} | {r['tc']:.2f} | {r['step_time_s']:.3f} | {ratio} |")
-    lines += ["", f"{args.iterations} iterations per student (teacher {args.teacher_iterations or 2 * args.iterations}), "
-              f"seed 0, CPU, {result['date']}. mIoU on the val labelled frames, TC over consecutive val frame pairs "
-              f"warped with {result['flow']}; both by `vsseg-edge eval` on label PNGs from `vsseg-edge run`.",
-              f"Reproduce: `python benchmarks/{' '.join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))}` "
-              f"({result['wall_seconds']} s here)."]
+        step = "-" if r["step_time_s"] is None else f"{r['step_time_s']:.3f}"
+        lines.append(f"| {name} | {r['miou']:.2f} | {r['tc']:.2f} | {step} | {ratio} |")
+    teacher_iterations = args.teacher_iterations or 2 * args.iterations
+    command = " ".join(["python benchmarks/experiments/etc_synthetic.py", *sys.argv[1:]])
+    lines += ["", f"{args.iterations} iterations per student (teacher {teacher_iterations}), seed 0, CPU, "
+              f"{result['date']}. mIoU on the val labelled frames, TC over consecutive val frame pairs warped with "
+              f"{result['flow']}; both by `vsseg-edge bench` on the per-frame end-to-end predictions.",
+              f"Reproduce: `{command}` ({result['wall_seconds']} s here)."]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
