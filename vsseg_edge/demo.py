@@ -199,11 +199,12 @@ def _side_by_side(clip: Path, out: Path, result: dict, ds) -> Path:
 
     from .core.errors import VssegError
     from .core.fileio import atomic_path, read_label
+    from .runtime.hud import bgr_lut, overlay
 
     target = out / "side_by_side.mp4"
     refs = ds.frames()
     fps = ds.clips[next(iter(ds.clips))].fps or 10.0
-    writer = None
+    writer, lut = None, bgr_lut(ds.label_set)
     with atomic_path(target) as tmp:
         try:
             for ref in refs:
@@ -211,8 +212,7 @@ def _side_by_side(clip: Path, out: Path, result: dict, ds) -> Path:
                 panels = []
                 for side in ("before", "after"):
                     labels = read_label(out / side / "masks" / f"{ref.image.stem}.png", expected_hw=frame.shape[:2])
-                    colour = ds.label_set.colorize(labels)[..., ::-1]
-                    panel = cv2.addWeighted(frame, 0.5, colour, 0.5, 0)
+                    panel = overlay(frame, labels, lut, 0.5)
                     text = f"{result[side]['model']}  TC {result[side]['tc']:.1f}"
                     cv2.putText(panel, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
                     panels.append(panel)
