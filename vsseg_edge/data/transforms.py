@@ -7,7 +7,8 @@ input pixel coordinates to output pixel coordinates (pixel centres at integer po
 (flow). A flow vector f at x moves with the frame: the point x + f goes to M(x + f) = Mx + A f, so the
 transformed flow at Mx is A f, with A the 2x2 linear part of M (scale multiplies, flip negates u, rotation
 rotates), and its positions are resampled like the image's. Gaussian blur (same sigma for every image of
-the draw) touches images only.
+the draw) touches images only. Class-probability maps (distillation targets) are warped like images, with NaN
+outside the source.
 
     aug = PairedAugment(crop=(512, 512))
     p = aug.sample(rng, frame.shape[:2])
@@ -91,6 +92,18 @@ class PairedAugment:
         import cv2
 
         return _warp(p, label, cv2.INTER_NEAREST, self.ignore_index)
+
+    def apply_probs(self, p: AugmentParams, probs: np.ndarray) -> np.ndarray:
+        """Warp an HxWxC map of class probabilities (linear, float32); NaN where the output has no source pixel,
+        so a loss can leave padding out. No blur: a target describes the scene, not the camera."""
+        import cv2
+
+        out = _warp(p, probs.astype(np.float32, copy=False), cv2.INTER_LINEAR, (0.0,) * 4)
+        # coverage of each output pixel by source pixels (a NaN border would also poison the frame's last row
+        # and column, which bilinear sampling reads with weight 0)
+        covered = _warp(p, np.ones(probs.shape[:2], np.float32), cv2.INTER_LINEAR, 0.0)
+        out[covered < 1 - 1e-3] = np.nan
+        return out
 
     def apply_flow(self, p: AugmentParams, flow: np.ndarray) -> np.ndarray:
         """Resample the positions like an image (linear, NaN outside) and map each vector by A."""

@@ -8,6 +8,7 @@ in each module.
 from .ce import ETC_CITYSCAPES_CLASS_WEIGHTS, cross_entropy
 from .compose import EtcLoss, FrameOutputs, build_losses
 from .config import LossConfig, LossWeights
+from .fused_kd import FusedTargetLoss
 from .kd_multiframe import ConvLSTMCell, MultiFrameKDLoss, self_cosine_graph
 from .kd_pairwise_frames import PairwiseFramesKDLoss, cross_frame_affinity
 from .kd_pixel import PixelKDLoss, kl_map, valid_from_labels
@@ -25,7 +26,7 @@ from .warp import flow_validity, flow_warp, resize_flow
 
 __all__ = [
     "ETC_CITYSCAPES_CLASS_WEIGHTS", "cross_entropy", "EtcLoss", "FrameOutputs", "build_losses",
-    "LossConfig", "LossWeights", "ConvLSTMCell", "MultiFrameKDLoss", "self_cosine_graph",
+    "LossConfig", "LossWeights", "FusedTargetLoss", "ConvLSTMCell", "MultiFrameKDLoss", "self_cosine_graph",
     "PairwiseFramesKDLoss", "cross_frame_affinity", "PixelKDLoss", "kl_map", "valid_from_labels",
     "holistic_discriminator_loss", "holistic_generator_loss", "SkdPairwiseLoss", "SkdPixelLoss",
     "SpectralNormDiscriminator", "discriminator_optimizer", "gradient_penalty", "TemporalLoss",

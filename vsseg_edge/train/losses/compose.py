@@ -2,12 +2,13 @@
 
     total = seg·CE(out) + aux·CE(aux) + temporal·TL + kd_pixel·PixelKD + kd_pairwise_frames·PairKD
             + kd_multiframe·LSTMKD + skd_pixel·KL + skd_pairwise·PA + skd_holistic·(−mean D(out_s8))
+            + fused_kd·KL(q̄ ‖ softmax(out))
 
 Inputs follow the model output contract `model(x, return_features=True)` → {"out": logits at input
 resolution, "out_s8": logits at stride 8, "aux": aux logits or None, "feat": head features (stride 8),
 "ppm": pyramid-pooling output}, the same for student and teacher:
 
-    out  → CE, temporal loss (with temporal_resolution="full", as ETC upsamples before warping)
+    out  → CE, temporal loss (with temporal_resolution="full", as ETC upsamples before warping), fused KD
     out_s8 → pixel KD, pair-wise-frames KD, SKD pixel, holistic discriminator (ETC/SKD "logits")
     ppm  → multi-frame KD and SKD pair-wise (ETC's "fea" / SKD's feature after PSP)
 
@@ -17,7 +18,7 @@ draws one neighbour per sample), the pixel KD is KL_t + 0.4·Σ_n KL_n (ETC), an
 the ConvLSTM over all frames sorted by `offset` (t−k, t, t+k; ETC's order of its "f"/"b" frames is
 ambiguous, the result differs only by which end the recurrence starts from). The aux term is skipped
 when the model returns no aux logits (eval mode). Labels are only needed for seg/aux (and
-`kd_ignore_unlabelled`).
+`kd_ignore_unlabelled`); the fused KD needs frame t's precomputed target (`FrameOutputs.target`).
 Parameters outside the student that must be optimised: `student_side_parameters()` (the multi-frame
 ConvLSTM) join the student's optimizer; `discriminator` gets its own optimizer
 (`make_discriminator_optimizer()`), stepped with `discriminator_loss` after each student step.
@@ -34,6 +35,7 @@ from torch import nn
 from ...core.errors import VssegError
 from .ce import cross_entropy
 from .config import LossConfig, LossWeights
+from .fused_kd import FusedTargetLoss
 from .kd_multiframe import MultiFrameKDLoss
 from .kd_pairwise_frames import PairwiseFramesKDLoss
 from .kd_pixel import PixelKDLoss, valid_from_labels
@@ -59,6 +61,7 @@ class FrameOutputs:
     image: torch.Tensor | None = None  # N×3×H×W, the (normalised) tensor the networks saw
     flow: torch.Tensor | None = None  # N×2×H×W forward flow t → this frame; None for frame t itself
     offset: int = 0  # position relative to t (e.g. −2, +3); orders the multi-frame sequence
+    target: torch.Tensor | None = None  # N×C×H×W fused target probabilities (NaN: no target), frame t only
 
 
 def _get(outputs: Outputs | None, key: str, who: str) -> torch.Tensor:
@@ -95,6 +98,7 @@ class EtcLoss(nn.Module):
                                               trainable=cfg.multiframe_trainable) if w.kd_multiframe else None
         self.skd_pixel = SkdPixelLoss(1.0, cfg.kd_temperature, cfg.skd_pixel_batch_sum) if w.skd_pixel else None
         self.skd_pairwise = SkdPairwiseLoss(1.0, cfg.skd_pool_scale) if w.skd_pairwise else None
+        self.fused_kd = FusedTargetLoss(cfg.fused_kd_mode, cfg.fused_kd_threshold) if w.fused_kd else None
         self.discriminator = None
         if w.skd_holistic:
             if not num_classes:
@@ -134,6 +138,11 @@ class EtcLoss(nn.Module):
         if self.temporal is not None:
             terms["temporal"] = w.temporal * self._temporal(frame_t, neighbours)
         self._distillation(frame_t, labels, neighbours, terms)
+        if self.fused_kd is not None:
+            if frame_t.target is None:
+                raise VssegError("loss config: fused_kd > 0 needs frame t's fused target (unlabelled video with "
+                                 "teacher.checkpoint set)")
+            terms["fused_kd"] = w.fused_kd * self.fused_kd(_get(frame_t.student, "out", "student"), frame_t.target)
         if not terms:
             raise VssegError("loss config: every loss weight is 0; nothing to train")
         total = torch.stack([t.reshape(()) for t in terms.values()]).sum()

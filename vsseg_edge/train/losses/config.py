@@ -7,6 +7,9 @@ not built and nothing is computed. Values known from the reference code (for rec
     temporal 0.1                                    ETC cityscapes_pspnet18_flow.yaml (its SD yaml: 0.01)
     skd_pixel 10, skd_pairwise 0.5, skd_holistic 0.1   SKD run_train_val.sh (λ_pi, λ_pa, λ_d)
     kd_pixel, kd_pairwise_frames, kd_multiframe     unknown: ETC's distillation script is not released
+    fused_kd                                        ours: distillation towards the temporally fused teacher
+                                                    (`fused_kd.py`); its target is precomputed, so no online
+                                                    teacher is needed for it
 
 `LossConfig` adds the knobs of each term (see the term's module for the formulas); both load from YAML
 through `vsseg_edge.core.config.from_dict` (unknown keys rejected).
@@ -18,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ...core.labels import IGNORE_INDEX
+from .fused_kd import MODES as FUSED_MODES
 from .temporal import ON_CHOICES
 
 KD_TERMS = ("kd_pixel", "kd_pairwise_frames", "kd_multiframe", "skd_pixel", "skd_pairwise", "skd_holistic")
@@ -37,6 +41,7 @@ class LossWeights:
     skd_pixel: float = 0.0
     skd_pairwise: float = 0.0
     skd_holistic: float = 0.0
+    fused_kd: float = 0.0
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -83,6 +88,9 @@ class LossConfig:
     skd_disc_lr: float = 4e-4
     skd_disc_channels: int = 64
     skd_disc_layers: int = 4
+    # distillation towards precomputed (temporally fused) targets
+    fused_kd_mode: str = "soft"            # "soft": KL(q̄ ‖ p) | "hard": CE on argmax q̄
+    fused_kd_threshold: float = 0.0        # hard: pixels whose max q̄ is below it are left out
 
     def __post_init__(self):
         if self.temporal_on not in ON_CHOICES:
@@ -91,6 +99,10 @@ class LossConfig:
             raise ValueError(f"temporal_resolution must be one of {RESOLUTIONS}, got {self.temporal_resolution!r}")
         if self.kd_reduction not in ("pixel", "element"):
             raise ValueError(f"kd_reduction must be 'pixel' or 'element', got {self.kd_reduction!r}")
+        if self.fused_kd_mode not in FUSED_MODES:
+            raise ValueError(f"fused_kd_mode must be one of {FUSED_MODES}, got {self.fused_kd_mode!r}")
+        if not 0 <= self.fused_kd_threshold < 1:
+            raise ValueError(f"fused_kd_threshold must be in [0, 1), got {self.fused_kd_threshold}")
         if self.kd_temperature <= 0:
             raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}")
         if not 0 < self.skd_pool_scale <= 1:
