@@ -37,11 +37,12 @@ def clip(with_teacher=True, requires_grad=True):
             flow=None if off == 0 else flow, offset=off))
     labels = torch.randint(0, C, (2, 32, 64), generator=torch.Generator().manual_seed(3))
     labels[:, :4] = 255
+    frames[0].target = torch.softmax(torch.randn(2, C, 32, 64, generator=torch.Generator().manual_seed(4)), dim=1)
     return frames[0], frames[1:], labels
 
 
 ALL_ON = LossWeights(seg=1.0, aux=0.4, temporal=0.1, kd_pixel=1.0, kd_pairwise_frames=1.0, kd_multiframe=1.0,
-                     skd_pixel=10.0, skd_pairwise=0.5, skd_holistic=0.1)
+                     skd_pixel=10.0, skd_pairwise=0.5, skd_holistic=0.1, fused_kd=1.0)
 
 
 def small_cfg(weights=ALL_ON, **kw):
@@ -173,6 +174,7 @@ def test_with_the_real_pspnet18_student_and_teacher():
             t_out = teacher(img, return_features=True)
         frames.append(FrameOutputs(student=student(img, return_features=True), teacher=t_out, image=img,
                                    flow=None if off == 0 else flow, offset=off))
+    frames[0].target = torch.full((2, C, 64, 64), 1.0 / C)  # fused_kd is on in ALL_ON
     labels = torch.randint(0, C, (2, 64, 64))
     loss = build_losses(small_cfg(), num_classes=C)
     total, log = loss(frames[0], labels, frames[1:])

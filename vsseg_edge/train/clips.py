@@ -131,17 +131,24 @@ class VideoPairs:
     the flow resized with its vectors scaled), so a 1920×1080 camera frame and a 480×360 CamVid frame show
     objects at the scale the model runs at; then the labelled data's paired augmentation is applied to both
     frames and the flow with ONE draw. The flow t → t+k comes from the flow source (DIS, cached on disk) at
-    the frames' own resolution. `neighbours` is "one" (t, t+k) or "triplet" (t−k, t, t+k), as in `ClipSpec`.
+    the frames' own resolution. `neighbours` is "one" (t, t+k) or "triplet" (t−k, t, t+k), as in `ClipSpec`,
+    or "none" (frame t alone: enough for the per-frame terms, e.g. its fused target).
+
+    With `targets` (`train.targets.FusedTargets`), every sample also holds frame t's fused distillation target
+    ("target", C×h×w probabilities) under the same augmentation draw, NaN where the crop has no source pixel.
     """
 
-    def __init__(self, dataset: SegmentationDataset, flow_source: FlowSource, augment: PairedAugment,
-                 spec: PreprocessSpec, clip: ClipSpec):
-        if clip.neighbours not in ("one", "triplet"):
-            raise ValueError("video pairs need neighbours 'one' or 'triplet'")
+    def __init__(self, dataset: SegmentationDataset, flow_source: FlowSource | None, augment: PairedAugment,
+                 spec: PreprocessSpec, clip: ClipSpec, targets=None):
+        if clip.neighbours not in NEIGHBOUR_MODES:
+            raise ValueError(f"neighbours must be one of {NEIGHBOUR_MODES}")
+        if clip.neighbours != "none" and flow_source is None:
+            raise ValueError("video pairs need a flow source")
         check = getattr(dataset, "check_offsets", None)
-        if check is not None:
+        if check is not None and clip.neighbours != "none":
             check(clip.offsets)  # a clip shorter than the largest offset is a one-line error naming it
         self.dataset, self.flow_source, self.augment, self.spec, self.clip = dataset, flow_source, augment, spec, clip
+        self.targets = targets
         refs = dataset.anchor_frames()
         choices = [neighbour_choices(dataset, r, clip) for r in refs]
         self.refs = [r for r, c in zip(refs, choices) if c]
@@ -179,9 +186,12 @@ class VideoPairs:
             nbs.append(normalize(self.augment.apply_image(params, self._model_geometry(self.dataset.read_image(nref))),
                                  self.spec))
             flows.append(self.augment.apply_flow(params, flow).transpose(2, 0, 1))
-        return {
-            "image": torch.from_numpy(normalize(self.augment.apply_image(params, image), self.spec)),
-            "neighbours": torch.from_numpy(np.stack(nbs)),
-            "flows": torch.from_numpy(np.ascontiguousarray(np.stack(flows), dtype=np.float32)),
-            "offsets": torch.tensor(offsets),
-        }
+        sample = {"image": torch.from_numpy(normalize(self.augment.apply_image(params, image), self.spec))}
+        if offsets:
+            sample["neighbours"] = torch.from_numpy(np.stack(nbs))
+            sample["flows"] = torch.from_numpy(np.ascontiguousarray(np.stack(flows), dtype=np.float32))
+            sample["offsets"] = torch.tensor(offsets)
+        if self.targets is not None:
+            target = self.augment.apply_probs(params, self.targets.load(ref))
+            sample["target"] = torch.from_numpy(np.ascontiguousarray(target.transpose(2, 0, 1)))
+        return sample

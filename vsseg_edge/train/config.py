@@ -50,6 +50,13 @@ class VideoConfig:
     flow_cache: str | None = None  # DIS cache (default: the user flow cache eval and bench use)
     val_root: str | None = None  # held-out clips: TC after training (val_video_tc), with the model's classes
     val_max_frames: int | None = None  # per clip, the first N frames (quick TC checks)
+    # fused targets (loss.weights.fused_kd > 0): the frozen teacher's predictions on t and t+k (k in fuse_offsets)
+    # warped into t and averaged, weighted by flow validity · exp(−|Σ_c ΔI_c| / fuse_sigma)^fuse_mask_power
+    # (train.targets); computed once before training into target_cache (default: the user cache's targets/)
+    fuse_offsets: tuple[int, ...] = (-2, -1, 1, 2)
+    fuse_sigma: float = 57.375
+    fuse_mask_power: float = 1.0
+    target_cache: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,7 @@ class TrainConfig:
 
 
 _PATH_FIELDS = (("data", "root"), ("data", "flow_cache"), ("video", "root"), ("video", "flow_cache"),
-                ("video", "val_root"), ("model", "backbone_weights"),
+                ("video", "val_root"), ("video", "target_cache"), ("model", "backbone_weights"),
                 ("model", "init_checkpoint"), ("teacher", "checkpoint"), ("out_dir",))
 
 
@@ -196,7 +203,8 @@ def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
     data = cfg.data
     data = dataclasses.replace(data, root=fix(data.root), flow_cache=fix(data.flow_cache), flow=fix(data.flow))
     v = cfg.video
-    video = dataclasses.replace(v, root=fix(v.root), flow_cache=fix(v.flow_cache), val_root=fix(v.val_root))
+    video = dataclasses.replace(v, root=fix(v.root), flow_cache=fix(v.flow_cache), val_root=fix(v.val_root),
+                                target_cache=fix(v.target_cache))
     kwargs = dict(cfg.model.kwargs)
     if kwargs.get("weights"):
         kwargs["weights"] = fix(kwargs["weights"])

@@ -2,14 +2,16 @@
 
     frames ─► TrainClips (paired augmentation) ─► student (+ frozen teacher) ─► EtcLoss ─► SGD, poly LR
     video  ─► VideoPairs (unlabelled t, t+k) ─┘                    every ckpt_every: last.pt (resumable)
-                                                                   every val_every / at the end: mIoU + TC
+      └─► FusedTargets (teacher fused over t±k, once, cached) ─┘   every val_every / at the end: mIoU + TC
 
 Mixed batches (`video.root` set): each step stacks `batch_size` labelled frames and `video.batch_size`
 unlabelled pairs into ONE forward pass. The labelled frames get the supervised terms and the per-frame
 distillation terms; the video pairs get the temporal loss and the distillation terms over frames (no CE:
 they have no labels). With `teacher.checkpoint` = `model.init_checkpoint` the distillation is
 self-distillation from the frozen starting model, which keeps a pretrained model's accuracy where there are
-no labels while the temporal loss makes it consistent on the user's footage.
+no labels while the temporal loss makes it consistent on the user's footage. `fused_kd` distils towards the
+teacher's temporally fused predictions (`train.targets`), computed once before the first step; with it alone
+on the video part, a video sample is frame t only (no neighbours, no online teacher).
 
 Determinism: seeded model init, and batches drawn from (seed, sample number) so `--resume` continues
 exactly. Ctrl-C or SIGTERM finishes the current step, saves `last.pt` and exits 130 / 143 (`train` raises
@@ -50,7 +52,7 @@ from .losses.config import KD_TERMS
 # mixed batches: the terms each part of a step computes (a term that needs labels or frame pairs)
 LABELLED_TERMS = ("seg", "aux", "kd_pixel", "skd_pixel", "skd_pairwise")
 VIDEO_TERMS = ("temporal", "kd_pixel", "kd_pairwise_frames", "kd_multiframe", "skd_pixel", "skd_pairwise",
-               "skd_holistic")
+               "skd_holistic", "fused_kd")
 _VIDEO_SEED = 1_000_003  # the video sample stream's seed offset: its augmentation draws differ from the labelled
 
 
@@ -147,12 +149,35 @@ class Trainer:
             if mode != "none":
                 flow = open_flow_source(cfg.data.flow, self.train_set, cache_dir=cfg.data.flow_cache)
             self.clips = TrainClips(self.train_set, flow, augment, cfg.preprocess, ClipSpec(mode, cfg.data.offsets))
+        self.targets = None
         if self.mixed:
             video = open_dataset(cfg.video.root, "train", kind="video").with_label_set(self.label_set)
             flow = open_flow_source(cfg.data.flow, video, cache_dir=cfg.video.flow_cache)
-            vmode = "triplet" if self.mode == "triplet" else "one"
-            self.video_pairs = VideoPairs(video, flow, augment, cfg.preprocess, ClipSpec(vmode, cfg.video.offsets))
+            if cfg.loss.weights.fused_kd:
+                self.targets = self._build_targets(video, flow)
+            # frame t alone when no term looks at a neighbour (fused targets need none: one forward per frame)
+            self.video_pairs = VideoPairs(video, flow, augment, cfg.preprocess, ClipSpec(self.mode, cfg.video.offsets),
+                                          targets=self.targets)
         self.flow_name = getattr(flow, "name", None)
+
+    def _build_targets(self, video, flow):
+        """The fused self-distillation targets of the training clips, computed now into the cache (once: a
+        later run with the same clips, teacher and settings reads them)."""
+        from .targets import FusedTargets, FusionSpec
+
+        cfg = self.cfg
+        if not cfg.teacher.checkpoint:
+            raise VssegError("recipe: loss.weights.fused_kd > 0 needs teacher.checkpoint (the model whose fused "
+                             "predictions are the targets)")
+        fusion = FusionSpec(cfg.video.fuse_offsets, cfg.video.fuse_sigma, cfg.video.fuse_mask_power)
+        targets = FusedTargets.from_checkpoint(video, resolve_model(cfg.teacher.checkpoint), cfg.preprocess, flow,
+                                               fusion, cfg.video.target_cache, str(self.device),
+                                               num_classes=self.label_set.num_classes)
+        t0 = time.perf_counter()
+        stats = targets.build(progress=self.progress and self.dist.main)
+        self.target_stats = {**stats, "seconds": round(time.perf_counter() - t0, 1)}
+        targets.teacher = None  # built: training reads the cache only (a missing entry is an error from here)
+        return targets
 
     def _build_models(self) -> None:
         cfg = self.cfg
@@ -202,11 +227,13 @@ class Trainer:
         `self.loss` is the one whose trainable parts (multi-frame ConvLSTM, discriminator) the optimizers and
         checkpoints hold: the video part's in mixed mode, where the frame-pair terms live."""
         cfg, n = self.cfg, self.label_set.num_classes
+        w = cfg.loss.weights
         self.loss_labelled = None
+        if w.fused_kd and not self.mixed:
+            raise VssegError("recipe: loss.weights.fused_kd > 0 needs unlabelled clips (video.root)")
         if not self.mixed:
             self.loss = build_losses(cfg.loss, n).to(self.device)
             return
-        w = cfg.loss.weights
         keep = lambda terms: dataclasses.replace(cfg.loss, weights=dataclasses.replace(  # noqa: E731
             w, **{f.name: 0.0 for f in dataclasses.fields(w) if f.name not in terms}))
         video = keep(VIDEO_TERMS)
@@ -314,21 +341,22 @@ class Trainer:
         return frames, flows
 
     @staticmethod
-    def _clip_outputs(student, teacher, frames, flows) -> tuple[FrameOutputs, list[FrameOutputs]]:
+    def _clip_outputs(student, teacher, frames, flows, target=None) -> tuple[FrameOutputs, list[FrameOutputs]]:
         signs = [-1, 1] if len(flows) == 2 else [1]  # triplet t−k, t+k or one neighbour t+k
-        frame_t = FrameOutputs(student[0], teacher[0], image=frames[0], offset=0)
+        frame_t = FrameOutputs(student[0], teacher[0], image=frames[0], offset=0, target=target)
         neighbours = [FrameOutputs(student[i + 1], teacher[i + 1], image=frames[i + 1], flow=flows[i],
                                    offset=signs[i]) for i in range(len(flows))]
         return frame_t, neighbours
 
     def train_step(self, batch: dict | None, video_batch: dict | None = None) -> dict[str, float]:
         """One optimizer step on a labelled batch, an unlabelled video batch, or both (one forward pass)."""
-        parts = []  # (frames, flows, label) of each part present
+        parts = []  # (frames, flows, label, fused target) of each part present
         if batch is not None:
-            parts.append((*self._clip_frames(batch), batch["label"].to(self.device, non_blocking=True)))
+            parts.append((*self._clip_frames(batch), batch["label"].to(self.device, non_blocking=True), None))
         if video_batch is not None:
-            parts.append((*self._clip_frames(video_batch), None))
-        all_frames = [f for frames, _, _ in parts for f in frames]
+            target = video_batch.get("target")
+            parts.append((*self._clip_frames(video_batch), None, None if target is None else target.to(self.device)))
+        all_frames = [f for frames, _, _, _ in parts for f in frames]
         sizes = [len(f) for f in all_frames]
         x = torch.cat(all_frames)
         self.set_train_mode()
@@ -340,10 +368,10 @@ class Trainer:
                 with torch.no_grad():
                     teacher = self._outputs(self.teacher, x, sizes)
             terms, log, start, disc_frame = [], {}, 0, None
-            for frames, flows, label in parts:
+            for frames, flows, label, target in parts:
                 n = len(frames)
                 frame_t, neighbours = self._clip_outputs(student[start:start + n], teacher[start:start + n],
-                                                         frames, flows)
+                                                         frames, flows, target)
                 start += n
                 video_part = label is None
                 loss = self.loss if video_part or not self.mixed else self.loss_labelled
@@ -483,6 +511,8 @@ class Trainer:
                     metrics["train_seconds_per_step"] = (time.perf_counter() - t_start) / max(len(step_times), 1)
                     # the step alone (data loading excluded), median over this run's steps
                     metrics["train_step_seconds_p50"] = float(np.median(step_times)) if step_times else None
+                    if getattr(self, "target_stats", None):
+                        metrics["fused_targets"] = self.target_stats  # frames, computed, cached, seconds
                     _write_log(log_file, tb, {"step": self.step, **metrics})
                     self.save("model.pt", metrics, with_state=False)
                     with atomic_write(self.out / "val_report.json", "w") as fh:
