@@ -4,8 +4,8 @@ The checkpoint is re-saved under vsseg_edge/zoo/models/ with its manifest, its p
 was fine-tuned from (so lineage and agreement checks find it), and its trainer state dropped; zoo.json gets
 the entry with the figures of the experiment report (TC on held-out clips, CamVid val mIoU) and the commands.
 
-    python benchmarks/real_footage/add_to_zoo.py runs/tft/tl1_s0/model.pt --parent espnet-camvid \\
-        --report benchmarks/reports/real_footage_temporal.json --run tl1_s0
+    python benchmarks/real_footage/add_to_zoo.py runs/tft2/fkd1_s0/model.pt --parent espnet-camvid \\
+        --report benchmarks/reports/real_footage_temporal.json --run fkd1_s0
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ def main() -> None:
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--parent", required=True, help="the zoo model it was fine-tuned from")
     ap.add_argument("--report", type=Path, required=True, help="temporal_finetune.py's JSON report")
-    ap.add_argument("--run", required=True, help="the run's name in the report (e.g. tl1_s0)")
+    ap.add_argument("--run", required=True, help="the run's name in the report (e.g. fkd1_s0)")
     ap.add_argument("--recipe", default="train/camvid_espnet_temporal.yaml")
+    ap.add_argument("--description", help="the zoo entry's description (default: made from the run's settings)")
     args = ap.parse_args()
     parent = zoo.get(args.parent)
     name = f"{parent.name}-tc"
@@ -52,18 +53,20 @@ def main() -> None:
         {"metric": "TC", "value": round(tc, 2), "on": f"held-out clip {key[5:]} (640 px wide; DIS flow, nearest warp)",
          "command": command} for key, tc in before["tc"].items() if key.startswith("test/")]
     cfg = ckpt["config"]
+    arm = args.run.rsplit("_s", 1)[0]
+    overrides = next((r["overrides"] for r in report.get("rows", []) if r.get("arm") == arm), [])
+    terms = ", ".join(f"{k} {v:g}" for k, v in cfg["loss"]["weights"].items() if v)
     index["models"][name] = {
         "file": f"models/{name}.pt", "architecture": parent.architecture, "classes": parent.classes,
         "num_classes": parent.num_classes, "input_hw": list(parent.input_hw),
-        "source": f"{parent.name} fine-tuned by vsseg-edge (temporal loss on unlabelled video + self-distillation)",
+        "source": f"{parent.name} fine-tuned by vsseg-edge on unlabelled video (self-distillation, temporal terms)",
         "licence": parent.licence,
-        "description": (f"{parent.name} after temporal fine-tuning: {cfg['iterations']} steps, temporal weight "
-                        f"{cfg['loss']['weights']['temporal']}, self-distillation from {parent.name}, seed "
-                        f"{cfg['seed']}; trained on real highway clips, not on the held-out clips it is scored on."),
+        "description": args.description or (
+            f"{parent.name} after temporal fine-tuning: {cfg['iterations']} steps, loss weights {terms}, "
+            f"teacher {parent.name}, seed {cfg['seed']}; not trained on the held-out clips it is scored on."),
         "parent": parent.name,
-        "made_by": f"vsseg-edge train {args.recipe} --override seed={cfg['seed']} --override "
-                   f"loss.weights.temporal={cfg['loss']['weights']['temporal']} "
-                   f"--override iterations={cfg['iterations']}",
+        "made_by": " ".join([f"vsseg-edge train {args.recipe} --override seed={cfg['seed']}",
+                             *(f"--override {o}" for o in overrides)]),
         "published": None, "measured": measured}
     zoo.INDEX.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {target} ({target.stat().st_size:,} bytes) and the {name} entry of {zoo.INDEX}")

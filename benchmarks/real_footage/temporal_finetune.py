@@ -46,12 +46,20 @@ def sh(args: list[str], log: Path, threads: int) -> None:
         raise RuntimeError(f"failed ({r.returncode}): {shlex.join(args)}; see {log}")
 
 
-def run_name(weight: float, seed: int) -> str:
-    return f"tl{weight:g}_s{seed}"
+def run_name(arm: str, seed: int) -> str:
+    return f"{arm}_s{seed}"
 
 
-def train(args, weight: float, seed: int) -> Path:
-    name = run_name(weight, seed)
+def arms_of(args) -> dict[str, list[str]]:
+    """The settings compared: each --arm NAME KEY=VALUE … (recipe overrides), else one arm per --weights value
+    (tlW: loss.weights.temporal=W)."""
+    if args.arm:
+        return {a[0]: a[1:] for a in args.arm}
+    return {f"tl{w:g}": [f"loss.weights.temporal={w}"] for w in args.weights}
+
+
+def train(args, arm: str, overrides: list[str], seed: int) -> Path:
+    name = run_name(arm, seed)
     model = args.runs / name / "model.pt"
     if args.score_only:  # score what exists: the final model, else the last checkpoint of an interrupted run
         model = model if model.is_file() else args.runs / name / "last.pt"
@@ -62,8 +70,8 @@ def train(args, weight: float, seed: int) -> Path:
         t0 = time.perf_counter()
         sh([*CLI, "train", str(args.recipe), "--no-progress", "--override", f"name={name}",
             "--override", f"seed={seed}",
-            "--override", f"loss.weights.temporal={weight}", "--override", f"out_dir={args.runs.resolve()}",
-            "--override", f"threads={args.threads}", *sum((["--override", o] for o in args.override), [])],
+            "--override", f"out_dir={args.runs.resolve()}", "--override", f"threads={args.threads}",
+            *sum((["--override", o] for o in [*args.override, *overrides]), [])],
            args.runs / name / "driver.log", args.threads)
         (args.runs / name / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.0f}\n")
     return model
@@ -108,15 +116,15 @@ def score(args, model: str, tag: str) -> dict:
     return result
 
 
-def summarise(results: dict, weights: list[float], seeds: list[int]) -> list[dict]:
-    """Per weight: mean ± sd over seeds of every figure, and the paired difference to the zoo model."""
+def summarise(results: dict, arms: dict[str, list[str]], seeds: list[int]) -> list[dict]:
+    """Per arm: mean ± sd over seeds of every figure, and the paired difference to the zoo model."""
     base = results["before"]
     rows = []
-    for w in weights:
-        runs = [results[run_name(w, s)] for s in seeds if run_name(w, s) in results]
+    for arm, overrides in arms.items():
+        runs = [results[run_name(arm, s)] for s in seeds if run_name(arm, s) in results]
         if not runs:
             continue
-        row = {"weight": w, "seeds": len(runs)}
+        row = {"arm": arm, "overrides": overrides, "seeds": len(runs)}
         for key in ["miou", "tc_val_mean", "tc_test_mean", *(f"tc:{k}" for k in base["tc"])]:
             get = (lambda r, k=key: r["tc"][k[3:]]) if key.startswith("tc:") else (lambda r, k=key: r[k])
             vals = [get(r) for r in runs]
@@ -139,21 +147,23 @@ def markdown(meta: dict, results: dict, rows: list[dict]) -> str:
              "mean ± sample sd over seeds; Δ = paired difference to the zoo model before fine-tuning "
              "(mean ± sd, how many seeds > 0). TC: DIS flow, nearest warp, out-of-frame pixels excluded "
              "(`vsseg-edge eval`). mIoU: CamVid val, 11 classes.", "",
-             "| TL weight | seeds | CamVid val mIoU | Δ mIoU | TC test (held-out clips) | Δ TC test | "
+             "| arm | seeds | CamVid val mIoU | Δ mIoU | TC test (held-out clips) | Δ TC test | "
              "TC val (held-out time) | Δ TC val |", "|---|---|---|---|---|---|---|---|",
              f"| before ({meta['baseline']}) | - | {base['miou']:.2f} | - | {base['tc_test_mean']:.2f} | - | "
              f"{base['tc_val_mean']:.2f} | - |"]
     for r in rows:
-        lines.append(f"| {r['weight']:g} | {r['seeds']} | {f(r['miou'])} | {d(r['d_miou'])} | "
+        lines.append(f"| {r['arm']} | {r['seeds']} | {f(r['miou'])} | {d(r['d_miou'])} | "
                      f"{f(r['tc_test_mean'])} | {d(r['d_tc_test_mean'])} | {f(r['tc_val_mean'])} | "
                      f"{d(r['d_tc_val_mean'])} |")
     lines += ["", "TC per clip (mean ± sd over seeds; the zoo model's in the first row):", "",
-              "| TL weight | " + " | ".join(k for k in test_keys + val_keys) + " |",
+              "| arm | " + " | ".join(k for k in test_keys + val_keys) + " |",
               "|---|" + "---|" * len(test_keys + val_keys),
               "| before | " + " | ".join(f"{base['tc'][k]:.2f}" for k in test_keys + val_keys) + " |"]
     for r in rows:
-        lines.append(f"| {r['weight']:g} | " + " | ".join(
+        lines.append(f"| {r['arm']} | " + " | ".join(
             f"{f(r['tc:' + k])} ({r['d_tc:' + k][0]:+.2f})" for k in test_keys + val_keys) + " |")
+    lines += ["", "Arms (recipe overrides on top of the driver's --override):", ""]
+    lines += [f"- {r['arm']}: `{' '.join(r['overrides'])}`" for r in rows]
     lines += ["", "Per run:", "", "| run | checkpoint (steps) | mIoU | TC test mean | TC val mean | train wall s |",
               "|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -175,7 +185,10 @@ def _steps(checkpoint: Path) -> int | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", type=Path, required=True)
-    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.3, 1.0])
+    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.3, 1.0],
+                    help="temporal-loss weights (one arm tlW each) when no --arm is given")
+    ap.add_argument("--arm", nargs="+", action="append", metavar="NAME [KEY=VALUE …]",
+                    help="one setting compared: a name and its recipe overrides (repeatable; replaces --weights)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--runs", type=Path, default=Path("runs/tft"))
     ap.add_argument("--footage", type=Path, default=Path("runs/real"))
@@ -190,17 +203,18 @@ def main() -> None:
                                                               "each run")
     args = ap.parse_args()
     load_start = os.getloadavg()
-    jobs = [(w, s) for w in args.weights for s in args.seeds]
+    arms = arms_of(args)
+    jobs = [(a, s) for a in arms for s in args.seeds]
 
     def train_and_score(job):
-        w, s = job
-        model = train(args, w, s)
-        r = score(args, str(model), run_name(w, s))
-        wall = args.runs / run_name(w, s) / "wall_seconds.txt"
+        a, s = job
+        model = train(args, a, arms[a], s)
+        r = score(args, str(model), run_name(a, s))
+        wall = args.runs / run_name(a, s) / "wall_seconds.txt"
         r["train_wall_s"] = int(wall.read_text()) if wall.is_file() else None
         r["checkpoint"] = model.name
         r["steps"] = _steps(model)
-        return run_name(w, s), r
+        return run_name(a, s), r
 
     results = {}
     with ThreadPoolExecutor(args.jobs) as pool:  # the zoo model is scored alongside the first trainings
@@ -214,7 +228,7 @@ def main() -> None:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)", "date": dt.date.today().isoformat(),
             "load_start": [round(v, 1) for v in load_start], "load_end": [round(v, 1) for v in os.getloadavg()],
             "command": shlex.join(["python", *sys.argv])}
-    rows = summarise(results, args.weights, args.seeds)
+    rows = summarise(results, arms, args.seeds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "runs": results}, indent=1))
     args.out.with_suffix(".md").write_text(markdown(meta, results, rows))
