@@ -166,7 +166,8 @@ def test_the_temporal_recipes_start_from_the_zoo_and_distil_from_it():
     cityscapes = load_recipe(REPO / "train" / "cityscapes_espnet_temporal.yaml")
     for cfg, zoo_name in ((camvid, "espnet-camvid"), (cityscapes, "espnet-cityscapes")):
         assert cfg.model.init_checkpoint == cfg.teacher.checkpoint == zoo_name  # self-distillation
-        assert cfg.video.root and cfg.loss.weights.temporal > 0 and cfg.loss.weights.kd_pixel > 0
+        w = cfg.loss.weights
+        assert cfg.video.root and (w.temporal > 0 or w.fused_kd > 0) and (w.kd_pixel > 0 or w.fused_kd > 0)
         assert cfg.model.freeze_bn
     assert camvid.loss.weights.seg > 0 and camvid.data.kind == "camvid"
     assert cityscapes.data.root is None and cityscapes.loss.weights.seg == 0  # no Cityscapes labels needed
