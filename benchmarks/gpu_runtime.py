@@ -50,8 +50,8 @@ def p(values, q: float) -> float:
 
 
 def environment() -> dict:
-    from vsseg_edge.measure.environment import environment as env
-    from vsseg_edge.measure.environment import load_average
+    from vsseg_edge.measure.machine import environment as env
+    from vsseg_edge.measure.machine import load_average
 
     return {**env(), "load_avg": load_average()}
 
@@ -263,7 +263,7 @@ def trt_entry(ckpt: Path, video: Path, frames: list[np.ndarray], tmp: Path, cfg:
 
 def gpu_name(device: str) -> str:
     if device != "cuda":
-        from vsseg_edge.measure.environment import cpu_model
+        from vsseg_edge.measure.machine import cpu_model
 
         return f"none (smoke run on the CPU: {cpu_model()})"
     import torch

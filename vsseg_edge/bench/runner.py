@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from ..core.errors import MissingDependency, VssegError
-from ..measure.environment import environment, load_average
+from ..measure.machine import environment, load_average
 from ..measure.timing import TimingConfig
 from .artifacts import Artifact, parse_artifact
 from .pairs import not_run
@@ -152,7 +152,7 @@ def bench_entry(artifact: Artifact, backend_name: str, cfg: BenchConfig, dataset
     """One entry: open, time (unless the timing rounds do it), predict the bench frames, evaluate, close.
     Returns (entry, predictions)."""
     from ..measure.accuracy import Accuracy, evaluate_runner
-    from ..measure.predict import predict
+    from ..measure.prediction import predict
     from ..measure.timing import measure_latency
 
     path = Path(artifact.path)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.preprocess import PreprocessSpec, labels_to_frame_size
 from ..measure.compare import agreement, compare_outputs
-from ..measure.predict import predict
+from ..measure.prediction import predict
 from ..metrics.miou import ConfusionMatrix
 from .frames import SampledFrame
 

@@ -89,7 +89,7 @@ def onnx_outputs(path: str | Path, frames: list[np.ndarray], spec: PreprocessSpe
     The file has no manifest yet (it is still being written), so the export's own spec describes it.
     """
     from ..core.preprocess import preprocess_batch
-    from ..measure.predict import run_frame
+    from ..measure.prediction import run_frame
     from ..runtime.backends import open_backend
 
     with open_backend(Path(path).read_bytes(), spec=spec, output_kind=output, name=str(path),
@@ -102,7 +102,7 @@ def onnx_outputs(path: str | Path, frames: list[np.ndarray], spec: PreprocessSpe
 
 def torch_logits(model, frames: list[np.ndarray], spec: PreprocessSpec) -> list[np.ndarray]:
     """The torch model's logits for each frame, prepared as float NCHW by the one preprocessing (FP32, CPU)."""
-    from ..measure.predict import run_frame
+    from ..measure.prediction import run_frame
     from ..runtime.backends.torch_backend import TorchBackend
 
     ref_spec = spec.replace(dtype="float32", layout="nchw")
