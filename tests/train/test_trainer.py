@@ -118,8 +118,10 @@ def test_cli_train_error_is_one_line(tmp_path, synth_root):
 @pytest.mark.slow
 def test_distributed_gloo_two_processes(tmp_path, synth_root):
     path = recipe(tmp_path, synth_root, "ddp", iterations=2, val_tc=False)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "vsseg_edge.cli", "train", str(path), "--no-progress"]
+    # no fixed port (another run holding it would fail the test): torchrun's c10d rendezvous on port 0 takes a
+    # free port when it binds its store, which the workers' process group then uses
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv-backend", "c10d",
+           "--rdzv-endpoint", "localhost:0", "-m", "vsseg_edge.cli", "train", str(path), "--no-progress"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     ckpt = load_checkpoint(tmp_path / "runs" / "ddp" / "model.pt")
