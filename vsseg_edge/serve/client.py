@@ -303,7 +303,9 @@ def compare_labels(client: Client, reference_model, frames: list[np.ndarray], th
     """Server labels vs the local reference (the measurement core's per-frame path over `reference_model`)."""
     from ..measure import agreement, predict
     from ..runtime.backends import open_backend
+    from ..zoo import resolve
 
+    reference_model = resolve(reference_model)  # a zoo name → its packaged checkpoint
     kw = {"threads": threads} if str(reference_model).endswith(".onnx") else {}
     with open_backend(reference_model, **kw) as be:
         local = predict(be, frames).labels
