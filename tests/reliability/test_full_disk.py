@@ -171,3 +171,22 @@ def test_a_manifest_that_cannot_be_written_keeps_the_previous_checkpoint(tmp_pat
     assert path.read_bytes() == before and load_checkpoint(path)["step"] == 1
     read_manifest(path, verify=True)  # still the pair it was
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "last.pt.json"]  # no temporary file
+
+
+@pytest.mark.parametrize("suffix", [".flo", ".npy", ".png"])
+def test_a_flow_file_on_a_full_disk(full_disk, suffix):
+    """Every flow format reports a full disk as the one line naming the file (numpy's `tofile` said "N requested
+    and M written", without errno, and was no refusal); no file, no temporary file."""
+    import numpy as np
+
+    from vsseg_edge.core.errors import VssegError
+    from vsseg_edge.data.flowio import write_flow
+
+    fill(full_disk, 0)
+    out = full_disk / f"f{suffix}"
+    flow = np.random.default_rng(0).uniform(-3, 3, (64, 128, 2)).astype(np.float32)
+    with pytest.raises(VssegError) as info:
+        write_flow(out, flow)
+    assert str(info.value) == f"{out}: cannot write (No space left on device)"
+    assert not out.exists()
+    _no_broken_files(full_disk)
