@@ -6,6 +6,8 @@ when the disk fills, so these are the cases where an unchecked writer would exit
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from _corpus import files_under, fill, refused, temp_leftovers, tiny_model, vs
 
@@ -171,6 +173,70 @@ def test_a_manifest_that_cannot_be_written_keeps_the_previous_checkpoint(tmp_pat
     assert path.read_bytes() == before and load_checkpoint(path)["step"] == 1
     read_manifest(path, verify=True)  # still the pair it was
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "last.pt.json"]  # no temporary file
+
+
+class _SummaryWriterStandIn:
+    """TensorBoard's SummaryWriter where TensorBoard is not installed, failing as it fails: records are appended to
+    the event file by plain Python writes, and a failed write is kept and raised at the next `add_scalar` and at
+    `close` (TensorBoard's background writer thread keeps its error and does the same)."""
+
+    def __init__(self, logdir):
+        from pathlib import Path
+        from types import SimpleNamespace
+
+        Path(logdir).mkdir(parents=True, exist_ok=True)
+        self.path, self.error = Path(logdir) / "events.out.tfevents.0.stand-in", None
+        self.file_writer = SimpleNamespace(event_writer=SimpleNamespace(_file_name=str(self.path)))  # where TB says
+        self._append(b"brain.Event:2")
+
+    def _append(self, data: bytes) -> None:
+        try:
+            with open(self.path, "ab") as fh:
+                fh.write(data)
+        except OSError as exc:
+            self.error = exc
+
+    def add_scalar(self, tag, value, step):
+        if self.error:
+            raise self.error
+        self._append(f"{step} {tag} {value}\n".encode())
+
+    def close(self):
+        if self.error:
+            raise self.error
+
+
+@pytest.fixture(params=["stand-in", "tensorboard"])
+def event_writer(request, monkeypatch):
+    """The training run's event writer: TensorBoard's own (skipped where it is not installed) or the stand-in."""
+    if request.param == "tensorboard":
+        pytest.importorskip("tensorboard", reason="TensorBoard is not installed (the stand-in case runs instead)")
+    else:
+        import sys
+        from types import ModuleType
+
+        fake = ModuleType("torch.utils.tensorboard")
+        fake.SummaryWriter = _SummaryWriterStandIn
+        monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    return request.param
+
+
+def test_train_with_its_tensorboard_folder_full(tmp_path, synth_root, full_disk_at, event_writer):
+    """Only the event files fail: the run goes on and ends well, with one warning naming the event file;
+    metrics.jsonl (the run's log) has every record."""
+    from _corpus import write_recipe
+
+    run = tmp_path / "runs" / "run"
+    full_disk_at(run / "tb")
+    recipe = write_recipe(tmp_path, synth_root, out_dir=tmp_path / "runs")
+    r = vs("train", recipe, "--no-progress")
+    assert r.exc is None and r.code == 0 and "Traceback" not in r.err, r.err[-2000:]
+    warnings = [ln for ln in r.err.splitlines() if ln.startswith("warning: TensorBoard events")]
+    assert len(warnings) == 1 and f"{run / 'tb'}" in warnings[0], r.err[-2000:]
+    assert "cannot write (No space left on device)" in warnings[0] and "metrics.jsonl has every record" in warnings[0]
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 2] and (run / "model.pt").is_file()
+    assert [p for p in (run / "tb").iterdir() if not p.name.startswith("filler")] == []  # no empty event file
 
 
 @pytest.mark.parametrize("suffix", [".flo", ".npy", ".png"])

@@ -532,11 +532,9 @@ def _write_log(fh, tb, record: dict) -> None:
 
 
 def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out / "tb"))
+    from .events import open_event_writer  # optional: its failure is a warning naming the event file
+
+    return open_event_writer(out / "tb")
 
 
 def _progress(total: int, initial: int, enabled: bool):
