@@ -239,6 +239,22 @@ def test_train_with_its_tensorboard_folder_full(tmp_path, synth_root, full_disk_
     assert [p for p in (run / "tb").iterdir() if not p.name.startswith("filler")] == []  # no empty event file
 
 
+def test_train_on_a_disk_that_fills_with_tensorboard_on(tmp_path, synth_root, full_disk, monkeypatch, event_writer):
+    """The whole run folder fills (the free-space check passed): the run's own one line (its log cannot be
+    written) is the last line, not the event writer's error raised again when it closes."""
+    from _corpus import write_recipe
+
+    from vsseg_edge.core import fileio
+
+    monkeypatch.setattr(fileio, "free_bytes", lambda path: 1 << 40)
+    recipe = write_recipe(tmp_path, synth_root, out_dir=full_disk / "runs")
+    fill(full_disk, 0)
+    r = vs("train", recipe, "--no-progress")
+    refused(r, "metrics.jsonl", "No space left on device")
+    assert "warning: TensorBoard events" in r.err
+    _no_broken_files(full_disk)
+
+
 @pytest.mark.parametrize("suffix", [".flo", ".npy", ".png"])
 def test_a_flow_file_on_a_full_disk(full_disk, suffix):
     """Every flow format reports a full disk as the one line naming the file (numpy's `tofile` said "N requested

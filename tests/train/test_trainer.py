@@ -157,3 +157,39 @@ def test_temporal_loss_needs_neighbour_frames(tmp_path, synth_root):
     tl = load_recipe(recipe(tmp_path, plain, "tl_plain", **{"loss.weights": {"seg": 1, "temporal": 0.1}}))
     with pytest.raises(VssegError, match="no labelled frame .* has neighbour frames"):
         Trainer(tl, progress=False)
+
+
+def test_a_log_record_cut_by_a_full_disk_is_not_kept(tmp_path):
+    """metrics.jsonl holds whole records only: a write the disk cuts short is taken back, and the failure is the
+    one line naming the log; an empty log the run made is removed at close, a resumed one is kept."""
+    import errno
+    import os
+
+    from vsseg_edge.train import trainer as trainer_module
+
+    path = tmp_path / "metrics.jsonl"
+    fh = trainer_module._open_log(path)
+    trainer_module._write_log(fh, None, {"step": 1, "loss": 0.5})
+
+    class HalfThenFull:  # the disk takes half the record, then is full
+        name, created = fh.name, fh.created
+
+        def fileno(self):
+            return fh.fileno()
+
+        def write(self, data):
+            if len(data) > 1:
+                return os.write(fh.fileno(), data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(VssegError, match=r"metrics\.jsonl: cannot write \(No space left on device\)"):
+        trainer_module._write_log(HalfThenFull(), None, {"step": 2, "loss": 0.25})
+    trainer_module._close_log(fh)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1]
+
+    empty = tmp_path / "empty" / "metrics.jsonl"
+    empty.parent.mkdir()
+    trainer_module._close_log(trainer_module._open_log(empty))
+    assert not empty.exists()
+    trainer_module._close_log(trainer_module._open_log(path))  # a previous run's log stays as it was
+    assert len(path.read_text().splitlines()) == 1

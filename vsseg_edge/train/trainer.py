@@ -20,6 +20,7 @@ runs under `torchrun` (DDP; gloo on CPU, NCCL on CUDA); rank 0 logs, validates a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -444,7 +445,7 @@ class Trainer:
         cfg = self.cfg
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.out / "metrics.jsonl", "a") if self.dist.main else None
+        log_file = _open_log(self.out / "metrics.jsonl") if self.dist.main else None
         tb = _tensorboard(self.out) if self.dist.main else None
         bar = _progress(cfg.iterations, self.step, enabled=self.progress and self.dist.main)
         previous = self._install_signal_handlers() if _in_main_thread() else {}
@@ -490,7 +491,7 @@ class Trainer:
         finally:
             bar.close()
             if log_file:
-                log_file.close()
+                _close_log(log_file)
             if tb:
                 tb.close()
             for s, h in previous.items():
@@ -521,14 +522,38 @@ def _check_same_normalisation(start, recipe, path) -> None:
     start.replace(height=recipe.height, width=recipe.width).require_same(recipe, f"{path} (model.init_checkpoint)")
 
 
+def _open_log(path: Path):
+    """metrics.jsonl, appended to (a resumed run adds its records), unbuffered: a record is on disk when
+    `_write_log` returns, and a failed one leaves nothing behind to be retried at close."""
+    with write_errors(path):
+        fh = open(path, "ab", buffering=0)
+    fh.created = fh.tell() == 0  # an empty log is removed at close if no record reached it
+    return fh
+
+
 def _write_log(fh, tb, record: dict) -> None:
+    line = memoryview((json.dumps(record, default=float) + "\n").encode())
     with write_errors(fh.name):
-        fh.write(json.dumps(record, default=float) + "\n")
-        fh.flush()
+        start = os.fstat(fh.fileno()).st_size
+        try:
+            while line:
+                line = line[fh.write(line):]
+        except OSError:  # a full disk mid-record: the log keeps whole records only
+            with contextlib.suppress(OSError):
+                os.ftruncate(fh.fileno(), start)
+            raise
     if tb is not None:
         for k, v in record.items():
             if k != "step" and isinstance(v, (int, float)) and v is not None:
                 tb.add_scalar(k, v, record["step"])
+
+
+def _close_log(fh) -> None:
+    fh.close()
+    if fh.created:
+        with contextlib.suppress(OSError):
+            if os.path.getsize(fh.name) == 0:  # no record reached it (the disk was full): no empty log stays
+                os.unlink(fh.name)
 
 
 def _tensorboard(out: Path):
