@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from _corpus import files_under, fill, refused, temp_leftovers, tiny_model, vs
+from _corpus import files_under, fill, refused, temp_leftovers, tiny_model, vs, write_video
 
 
 def read_label(path):
@@ -272,3 +272,84 @@ def test_a_flow_file_on_a_full_disk(full_disk, suffix):
     assert str(info.value) == f"{out}: cannot write (No space left on device)"
     assert not out.exists()
     _no_broken_files(full_disk)
+
+
+# --- a disk that fills while `run` writes (the free-space check at the start passed) -------------------------
+
+MID_RUN_FRAMES = 40
+
+
+@pytest.fixture
+def noise_video(tmp_path):
+    """40 frames of noise at 256x512 (MJPEG): the overlay of each compresses badly, so the output grows fast."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (256, 512, 3), np.uint8) for _ in range(MID_RUN_FRAMES)]
+    return write_video(tmp_path / "noise.avi", frames)
+
+
+@pytest.fixture
+def small_disk(tmp_path, full_disk_at):
+    """An empty 512 KB tmpfs: room for the first frames of a run's output, not for all of them."""
+    disk = tmp_path / "small"
+    full_disk_at(disk, "512k")
+    for filler in disk.glob("filler*"):  # full_disk_at fills it; this case wants it empty
+        filler.unlink()
+    return disk
+
+
+def _count_frames(monkeypatch, cls, method, disk):
+    """Count the frames that reached `cls.method` (the sink's writes) in this in-process run, and those whose
+    write returned although `disk` was full after it (a write that went unnoticed)."""
+    import shutil
+
+    seen = {"frames": 0, "unnoticed": 0}
+    real = getattr(cls, method)
+
+    def counting(self, *args, **kwargs):
+        seen["frames"] += 1
+        out = real(self, *args, **kwargs)
+        seen["unnoticed"] += shutil.disk_usage(disk).free == 0
+        return out
+
+    monkeypatch.setattr(cls, method, counting)
+    return seen
+
+
+@pytest.mark.parametrize("writer", ["h264", "mp4v", "mjpg"])
+def test_run_save_video_on_a_disk_that_fills_mid_run(arts, noise_video, small_disk, monkeypatch, writer):
+    """The video outgrows its disk after some frames: the run ends there (not at the end of the source, not
+    with exit 0 over a broken file), with one line naming the video; nothing renamed into place, no temp."""
+    from vsseg_edge.runtime import av_output
+    from vsseg_edge.runtime.sinks import VideoSink
+
+    if writer == "h264" and not (av_output.av_module() and av_output.h264_encoder(av_output.av_module())):
+        pytest.skip("PyAV with an H.264 encoder is not installed")
+    if writer == "mp4v":
+        monkeypatch.setattr(av_output, "av_module", lambda: None)  # OpenCV's fallback where PyAV is missing
+    video = small_disk / ("overlay.avi" if writer == "mjpg" else "overlay.mp4")
+    seen = _count_frames(monkeypatch, VideoSink, "_append", small_disk)
+    r = vs("run", arts["onnx"], "--source", noise_video, "--save", video)
+    refused(r, f"--save {video}: cannot write (No space left on device)")
+    assert 1 < seen["frames"] < MID_RUN_FRAMES, seen  # it failed mid-run,
+    assert seen["unnoticed"] == 0, seen  # at the frame the disk filled: every frame's write is checked
+    assert not video.exists()
+    assert [p for p in small_disk.iterdir() if not p.name.startswith("filler")] == []  # no temporary file
+
+
+def test_run_save_masks_on_a_disk_that_fills_mid_run(arts, noise_video, small_disk, monkeypatch):
+    """The masks outgrow their disk after some frames: the run ends at the first mask that does not fit, with
+    one line naming it; every mask written before is whole, none is empty, no temp."""
+    from vsseg_edge.runtime.sinks import MaskSink
+
+    fill(small_disk, 64 * 1024)  # room for a few masks of noise
+    masks = small_disk / "masks"
+    seen = _count_frames(monkeypatch, MaskSink, "write", small_disk)
+    r = vs("run", arts["onnx"], "--source", noise_video, "--save-masks", masks)
+    refused(r, f"--save-masks {masks}/", ".png: cannot write (No space left on device)")
+    written = sorted(masks.glob("*.png"))
+    # it failed mid-run, at the first mask that did not fit (a mask that took the last byte is whole)
+    assert 1 < len(written) == seen["frames"] - 1 < MID_RUN_FRAMES - 1, (len(written), seen)
+    assert all(read_label(p) is not None for p in written)
+    _no_broken_files(small_disk)
