@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vsseg_edge.serve.ports import free_port_run
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 VIDEO = SHARED / "video" / "cosmos_highway_sunset.mp4"
@@ -106,27 +108,6 @@ def baseline(model: Path, source: str, threads: int, runs: int = 16) -> dict:
             out[f"batch{batch}"] = {"ms_per_frame_p50": round(float(np.median(times)), 2),
                                     "frames_per_s": round(1000 / float(np.median(times)), 2), "runs": len(times)}
     return out
-
-
-def free_port_run(n: int = 3) -> int:
-    import random
-    import socket
-
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 def serve_and_check(model: Path, source: str, *, max_batch: int, threads: int, streams: str, seconds: float,

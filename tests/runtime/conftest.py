@@ -178,3 +178,45 @@ def port_bound(port: int, kind: str) -> bool:
             if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == listening:
                 return True
     return False
+
+
+class TensorTableEngine:
+    """TensorRT engine double with the name-based I/O of TensorRT >= 8.5, read from `_io`: a list of
+    (name, "in" | "out", shape, dtype) in the engine's order. Subclasses add `create_execution_context`."""
+
+    _io: list = []
+
+    @property
+    def num_io_tensors(self):
+        return len(self._io)
+
+    def get_tensor_name(self, i):
+        return self._io[i][0]
+
+    def get_tensor_mode(self, name):
+        return {n: m for n, m, _, _ in self._io}[name]
+
+    def get_tensor_shape(self, name):
+        return {n: s for n, _, s, _ in self._io}[name]
+
+    def get_tensor_dtype(self, name):
+        return {n: d for n, _, _, d in self._io}[name]
+
+
+class HostMemory:
+    """cuda-python's allocations in a test double: host memory stands in for pinned and device memory alike
+    (copies are memmove); `blocks` keeps each buffer alive, `freed` lists what was released."""
+
+    def __init__(self):
+        self.blocks, self.freed, self.calls = {}, [], []
+
+    def alloc(self, nbytes):
+        import ctypes
+
+        buf = ctypes.create_string_buffer(nbytes)
+        self.blocks[ctypes.addressof(buf)] = buf
+        return 0, ctypes.addressof(buf)
+
+    def free(self, ptr):
+        self.freed.append(ptr)
+        return (0,)

@@ -3,49 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import warnings
 from pathlib import Path
 
 import pytest
 
-from tests.runtime.conftest import H, W, export_onnx, tiny_net
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct TCP ports free on 127.0.0.1 right now (bound, read, released together)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def free_port_run(n: int = 3) -> int:
-    """A port P with P … P+n-1 all free on 127.0.0.1 (`serve --port P` takes P, P+1, P+2)."""
-    import random
-
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - n)
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no run of {n} free ports found")
+from tests.runtime.conftest import (
+    H,
+    W,
+    export_onnx,
+    tiny_net,
+    video_file,  # noqa: F401  (the runtime tests' synthetic video, a fixture here too)
+)
+from vsseg_edge.serve.ports import free_port_run, free_ports  # noqa: F401  (the serving tests import them from here)
 
 
 @contextlib.contextmanager
@@ -93,21 +63,6 @@ def export_uint8_labels(path: Path, *, batch: bool = True) -> Path:
                           dynamic_axes=axes)
     write_manifest(path, "onnx", model="tiny", classes=list(CITYSCAPES.classes), preprocess=spec, output="labels",
                    dynamic_batch=batch)
-    return path
-
-
-@pytest.fixture(scope="session")
-def video_file(tmp_path_factory) -> Path:
-    """A short synthetic video (the runtime tests' frames)."""
-    import cv2
-
-    from tests.runtime.conftest import make_frames
-
-    path = tmp_path_factory.mktemp("video") / "synthetic.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (W, H))
-    for f in make_frames():
-        writer.write(f)
-    writer.release()
     return path
 
 
