@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from vsseg_edge.core.config import apply_overrides  # noqa: E402
 from vsseg_edge.core.errors import VssegError  # noqa: E402
 from vsseg_edge.models.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from vsseg_edge.train.config import load_recipe  # noqa: E402
@@ -28,12 +29,7 @@ def recipe(tmp_path, synth_root, name: str, **changes) -> object:
     data = json.loads(json.dumps(BASE))
     data.update(name=name, out_dir=str(tmp_path / "runs"))
     data["data"]["root"] = str(synth_root)
-    for key, value in changes.items():
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
+    data = apply_overrides(data, [f"{key}={json.dumps(value)}" for key, value in changes.items()])
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
