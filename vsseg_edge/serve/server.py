@@ -144,8 +144,8 @@ class SegmentationServer:
         be, spec = self._backends[0], self._backends[0].preprocess_spec
         resize = ("any H×W, resized to " if spec.resize == "stretch" else "exactly ") + f"{spec.height}x{spec.width}"
         return "\n".join([
-            (f"serving {self.name!r} on Triton (PyTriton), {self.config.instances} instance(s), dynamic batching "
-             f"up to {self.config.max_batch}: {be.describe()}"),
+            (f"serving {self.name!r} on Triton (PyTriton), {self.config.instances} instance(s), "
+             f"dynamic batching up to {self.config.max_batch}: {be.describe()}"),
             f"  input  {INPUT!r}: N×H×W×3 uint8 BGR ({resize}); output {OUTPUT!r}: N×H×W uint8 labels",
             f"  HTTP    {self.http_url}/v2/models/{self.name}/infer   (health {self.http_url}/v2/health/ready)",
             f"  gRPC    {self.grpc_url.removeprefix('grpc://')}",
