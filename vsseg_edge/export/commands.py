@@ -23,6 +23,8 @@ def export_command(
     parity_frames: Optional[str] = typer.Option(None, "--parity-frames",
                                                 help="Image folder or dataset root for the parity check "
                                                      "(default: synthetic smooth frames)."),
+    target: Optional[str] = typer.Option(None, "--target",
+                                         help="QAT checkpoints only: INT8 Q/DQ for trt (default) or ort (CPU)."),
 ):
     """Export a checkpoint to ONE self-contained ONNX file, checked for parity with onnxruntime."""
     from ..core.errors import VssegError
@@ -35,7 +37,7 @@ def export_command(
                       parity_frames=parity_frames)
     from .onnx_export import export_checkpoint
 
-    result = export_checkpoint(checkpoint, out, cfg)
+    result = export_checkpoint(checkpoint, out, cfg, target=target)
     s, p, t = result.summary, result.parity, result.timings
     ins, outs = s["inputs"][0], s["outputs"][0]
     typer.echo(f"{result.path}: opset {s['opset']}, {s['nodes']} nodes, {s['parameters']:,} parameters; "

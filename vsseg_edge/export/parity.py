@@ -80,11 +80,14 @@ def load_frames(source: str | Path | None, count: int, hw: tuple[int, int]) -> t
     return [ds.read_image(r) for r in refs], str(source)
 
 
-def run_onnx(path: str | Path, inputs: np.ndarray, batched: bool) -> np.ndarray:
-    """Run the graph's single output over `inputs` (all at once when `batched`, else one by one)."""
+def run_onnx(path: str | Path, inputs: np.ndarray, batched: bool, exact_qdq: bool = False) -> np.ndarray:
+    """Run the graph's single output over `inputs` (all at once when `batched`, else one by one); with
+    `exact_qdq`, without graph optimisation, so Q/DQ nodes compute as written (a QAT export's reference)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if exact_qdq:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
@@ -120,10 +123,10 @@ def compare(ref_logits: np.ndarray, onnx_out: np.ndarray, output: str) -> dict:
 
 def check_parity(onnx_path, model, frames: list[np.ndarray], frames_desc: str, *, model_spec: PreprocessSpec,
                  onnx_spec: PreprocessSpec, output: str, batched: bool, max_abs_logit: float,
-                 min_argmax_agreement: float) -> ParityReport:
+                 min_argmax_agreement: float, exact_qdq: bool = False) -> ParityReport:
     """Measure torch vs onnxruntime on `frames`; the caller decides what a failed report means."""
     ref = torch_logits(model, frames, model_spec.replace(height=onnx_spec.height, width=onnx_spec.width))
-    out = run_onnx(onnx_path, preprocess_batch(frames, onnx_spec), batched)
+    out = run_onnx(onnx_path, preprocess_batch(frames, onnx_spec), batched, exact_qdq)
     figures = compare(ref, out, output)
     return ParityReport(frames=frames_desc, num_frames=len(frames), max_abs_logit_limit=max_abs_logit,
                         min_argmax_agreement=min_argmax_agreement, **figures)
