@@ -42,16 +42,16 @@ def time_one(model: str, threads: int, runs: int, warmup: int, via_backend: bool
     """
     import numpy as np
 
-    from vsseg_edge.calib.gate import ort_session
+    from vsseg_edge.runtime.backends.ort import ort_session
 
     shifted = 0
     if via_backend:
         from vsseg_edge.runtime.backends.ort import OrtBackend
 
-        backend = OrtBackend(model, providers=["CPUExecutionProvider"], threads=threads)
+        backend = OrtBackend.open(model, providers=["CPUExecutionProvider"], threads=threads)
         sess, shifted = backend._session, backend.shifted
     else:
-        sess = ort_session(model, threads)
+        sess = ort_session(model, threads=threads)
     inp = sess.get_inputs()[0]
     x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape]).astype(np.float32)
     times = time_session(sess, {inp.name: x}, runs, warmup)
@@ -134,19 +134,17 @@ def shift_agreement(qdq: Path, frames, threads: int, num: int = 4) -> dict:
     ORT_ENABLE_ALL) with the same model under exact Q/DQ arithmetic, on `num` held-out frames of `frames`
     (a dataset root, or a list of calib.frames.Frame)."""
     from vsseg_edge.calib.frames import evaluation_frames
-    from vsseg_edge.calib.gate import ort_session
-    from vsseg_edge.core.preprocess import preprocess_batch
-    from vsseg_edge.runtime.backends.ort import OrtBackend
+    from vsseg_edge.measure.compare import agreement
+    from vsseg_edge.measure.predict import predict
+    from vsseg_edge.runtime.backends import open_backend
 
     held = frames if isinstance(frames, list) else evaluation_frames(frames, num, 0, "val").frames
-    be = OrtBackend(qdq, providers=["CPUExecutionProvider"], threads=threads)
-    exact = ort_session(qdq, threads, exact_qdq=True)
-    same = total = 0
-    for frame in held:
-        x = preprocess_batch([frame.read()], be.preprocess_spec)
-        a, b = be.infer(x).argmax(1), exact.run(None, {exact.get_inputs()[0].name: x})[0].argmax(1)
-        same, total = same + int((a == b).sum()), total + a.size
-    return {"shifted_q": be.shifted, "agreement_shifted_vs_exact_pct": round(100.0 * same / total, 4),
+    cpu = {"providers": ["CPUExecutionProvider"], "threads": threads}
+    with open_backend(qdq, **cpu) as be, open_backend(qdq, exact_qdq=True, **cpu) as exact:
+        shifted = predict(be, (f.read() for f in held), at_frame_size=False).labels
+        reference = predict(exact, (f.read() for f in held), at_frame_size=False).labels
+        count = be.shifted
+    return {"shifted_q": count, "agreement_shifted_vs_exact_pct": round(agreement(shifted, reference).percent, 4),
             "agreement_frames": len(held)}
 
 
@@ -275,8 +273,8 @@ def _shifted_on_ort(fp32: Path, qdq: Path, eval_dir: Path, cfg, threads: int, ru
 
     from vsseg_edge.calib.frames import evaluation_frames
     from vsseg_edge.calib.gate import Evaluator
-    from vsseg_edge.calib.zero_point import shift_activations_to_uint8
     from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+    from vsseg_edge.onnx_graph import shift_activations_to_uint8
 
     man = read_manifest(fp32, kind="onnx")
     held = evaluation_frames(eval_dir, cfg.eval_frames, cfg.seed, cfg.eval_split).frames

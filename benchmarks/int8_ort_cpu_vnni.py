@@ -46,7 +46,7 @@ def cpu_info() -> dict:
 def shifted(path: str):
     import onnx
 
-    from vsseg_edge.calib.zero_point import shift_activations_to_uint8
+    from vsseg_edge.onnx_graph import shift_activations_to_uint8
 
     return shift_activations_to_uint8(onnx.load(path))
 
@@ -54,9 +54,9 @@ def shifted(path: str):
 def time_one(path: str, shift: bool, threads: int, runs: int, warmup: int) -> dict:
     from int8_ort_cpu import time_session
 
-    from vsseg_edge.calib.gate import ort_session
+    from vsseg_edge.runtime.backends.ort import ort_session
 
-    sess = ort_session(shifted(path) if shift else path, threads)
+    sess = ort_session(shifted(path) if shift else path, threads=threads)
     inp = sess.get_inputs()[0]
     x = np.random.default_rng(0).standard_normal(inp.shape).astype(np.float32)
     times = time_session(sess, {inp.name: x}, runs, warmup)
@@ -72,37 +72,31 @@ def timed(path: Path, shift: bool, args) -> dict:
 
 def agreement(path: Path, inputs: list[np.ndarray], threads: int) -> dict:
     """Optimised (ENABLE_ALL) vs exact (DISABLE_ALL) Q/DQ arithmetic, shifted and not."""
-    from vsseg_edge.calib.gate import ort_session
+    from vsseg_edge.measure.compare import compare_outputs
+    from vsseg_edge.runtime.backends.ort import ort_session
 
-    exact = ort_session(path, threads, exact_qdq=True)
+    exact = ort_session(path, threads=threads, exact_qdq=True)
     name = exact.get_inputs()[0].name
     refs = [exact.run(None, {name: x})[0] for x in inputs]
     out = {}
     for label, model in (("unshifted", path), ("shifted", shifted(str(path)))):
-        sess = ort_session(model, threads)
-        same = total = 0
-        dmax = 0.0
-        for x, ref in zip(inputs, refs):
-            y = sess.run(None, {name: x})[0]
-            same, total = same + int((y.argmax(1) == ref.argmax(1)).sum()), total + ref[:, 0].size
-            dmax = max(dmax, float(np.abs(y - ref).max()))
-        out[label] = {"argmax_agreement_pct": round(100.0 * same / total, 4), "max_abs_logit_diff": round(dmax, 5),
-                      "logit_range": round(float(np.abs(refs[0]).max()), 3)}
+        sess = ort_session(model, threads=threads)
+        cmp = compare_outputs([sess.run(None, {name: x})[0] for x in inputs], refs)
+        out[label] = {"argmax_agreement_pct": round(cmp.agreement.percent, 4),
+                      "max_abs_logit_diff": round(cmp.max_abs, 5), "logit_range": round(float(np.abs(refs[0]).max()), 3)}
     return out
 
 
 def strip_qdq(src: Path, dst: Path) -> int:
-    """FP32-equivalent of a Q/DQ model: every node reads its inputs in float; returns Q/DQ nodes left."""
+    """FP32-equivalent of a Q/DQ model (`onnx_graph.strip_qdq`); returns the Q/DQ nodes left."""
     import onnx
 
-    from vsseg_edge.calib.sensitivity import keep_in_float
+    from vsseg_edge.onnx_graph import QDQ_OPS
+    from vsseg_edge.onnx_graph import strip_qdq as strip
 
-    model = onnx.load(str(src))
-    # every non-Q/DQ node, not only those behind activation Q/DQ (weights and biases too)
-    names = [n.name or n.output[0] for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
-    out = keep_in_float(model, names)
+    out = strip(onnx.load(str(src)))
     onnx.save(out, str(dst))
-    return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in out.graph.node)
+    return sum(n.op_type in QDQ_OPS for n in out.graph.node)
 
 
 def synthetic_frames(h: int, w: int, n: int) -> list:

@@ -181,7 +181,7 @@ def main() -> None:
     import onnxruntime as ort
 
     from vsseg_edge.runtime.backends import open_backend
-    from vsseg_edge.runtime.commands import parse_size
+    from vsseg_edge.runtime.run import parse_size
 
     size, frame_hw = parse_size(args.size), parse_size(args.frame_hw)
     load_before = round(os.getloadavg()[0], 2)

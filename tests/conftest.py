@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# caches (DIS flow, decoded video) go to a folder of this test session, never the user's ~/.cache
+_CACHE = tempfile.mkdtemp(prefix="vsseg-test-cache-")
+os.environ["VSSEG_EDGE_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 SHARED_DATA = Path(os.environ.get("VSSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -77,7 +77,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     from .data.synthetic import generate
     from .export.onnx_export import export_checkpoint
     from .export.presets import ExportPreset
-    from .runtime.commands import run_model
+    from .runtime.run import run_model
 
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)

@@ -227,3 +227,28 @@ def test_same_file_names_in_two_folders_stay_separate(artifacts, synth_root, tmp
     assert ids == ["a/tiny.onnx@ort", "b/tiny.onnx@ort"]
     assert [e["name"] for e in report["entries"]] == ["a/tiny", "b/tiny"]
     assert all(e["agreement"] is None and e["reference_note"].startswith("FP32 root") for e in report["entries"])
+
+
+def test_bench_on_unlabelled_video_scores_tc_in_the_models_classes(artifacts, tmp_path):
+    """A video file is a frame source like a dataset: timed, TC with DIS flow, no mIoU (no labels)."""
+    import numpy as np
+
+    from vsseg_edge.core.labels import CITYSCAPES
+
+    path = tmp_path / "clip.avi"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 64))
+    if not vw.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG/AVI")
+    for i in range(4):
+        frame = np.full((64, 128, 3), 60, np.uint8)
+        frame[16:48, 10 + 8 * i:40 + 8 * i] = 220  # a bright block moving right
+        vw.write(frame)
+    vw.release()
+    report = run_bench([artifacts["onnx"]], quick(path, flow="dis"))
+    (entry,) = report["entries"]
+    assert report["dataset"]["name"] == "video" and report["dataset"]["labelled"] == 0
+    assert report["flow"].startswith("OpenCV DIS")
+    acc = entry["accuracy"]
+    assert entry["status"] == "ok" and acc["miou"] is None and acc["labelled_frames"] == 0
+    assert list(acc["tc_per_class"]) == list(CITYSCAPES.classes)
+    assert acc["tc_pairs"] == 3 and 0 <= acc["tc"] <= 100

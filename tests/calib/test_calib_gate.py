@@ -31,7 +31,7 @@ def test_benign_model_passes_the_gate_with_a_full_manifest(tmp_path, cs_root, ti
     assert man["gate"]["frames"]["split"] == "val" and man["gate"]["rounds"] == []
     assert man["gate"]["evaluated_with"].startswith("onnxruntime CPU integer kernels")
     assert man["structure"]["ok"] and man["excluded_layers"] == ["/Resize"]
-    from vsseg_edge.calib.structure import require_qdq_structure
+    from vsseg_edge.onnx_graph import require_qdq_structure
 
     assert require_qdq_structure(out, flavour=None).flavour == "ort"  # flavour read from the manifest
     with pytest.raises(VssegError, match="--out"):
@@ -141,7 +141,8 @@ def test_ort_path_runs_without_torch(tmp_path, cs_root, tiny_onnx):
         "import sys; from pathlib import Path\n"
         "from vsseg_edge.calib.config import CalibConfig\n"
         "from vsseg_edge.calib.pipeline import calibrate\n"
-        "from vsseg_edge.calib import legacy, structure, frames, gate, sensitivity, commands\n"
+        "from vsseg_edge.calib import legacy, frames, gate, sensitivity, commands\n"
+        "from vsseg_edge import onnx_graph\n"
         f"calibrate(Path({str(tiny_onnx)!r}), Path({str(cs_root)!r}), Path({str(tmp_path / 'q.onnx')!r}),\n"
         "          CalibConfig(target='ort', num_frames=4, eval_frames=2), log=lambda s: None)\n"
         "print('torch' in sys.modules)\n"

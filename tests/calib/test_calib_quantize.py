@@ -9,9 +9,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vsseg_edge.calib.frames import calibration_frames
 from vsseg_edge.calib.quantize_ort import FrameReader, chunk_size, final_resize_nodes, quantize_ort
-from vsseg_edge.calib.structure import check_qdq_structure, require_qdq_structure
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+from vsseg_edge.onnx_graph import check_qdq_structure, require_qdq_structure
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +77,12 @@ def test_ort_flavour_uses_uint8_activations_and_keeps_final_resize_float(quantis
 
 @pytest.mark.parametrize("target", ["ort", "trt"])
 def test_quantised_models_stay_close_to_fp32(quantised, tiny_onnx, reader, target):
-    from vsseg_edge.calib.gate import ort_session
+    from vsseg_edge.runtime.backends.ort import ort_session
 
     reader.rewind()
     x = reader.get_next()
-    f = ort_session(tiny_onnx, 1).run(None, x)[0]
-    q = ort_session(quantised[target], 1).run(None, x)[0]
+    f = ort_session(tiny_onnx, threads=1).run(None, x)[0]
+    q = ort_session(quantised[target], threads=1).run(None, x)[0]
     assert q.shape == f.shape
     nsr = float(((q - f) ** 2).sum() / (f ** 2).sum())
     assert nsr < 0.05
@@ -137,8 +137,12 @@ def test_structure_rules_on_hand_built_models(kwargs, problem):
 @pytest.mark.slow
 def test_modelopt_flavour_if_installed(tmp_path, tiny_onnx, reader, quantised):
     """ModelOpt (installed without its [onnx] extra) places Q/DQ for TensorRT, with our cached scales."""
-    from vsseg_edge.calib.quantize_trt import (modelopt_available, quantize_modelopt, read_trt_scale_cache,
-                                               write_trt_scale_cache)
+    from vsseg_edge.calib.quantize_trt import (
+        modelopt_available,
+        quantize_modelopt,
+        read_trt_scale_cache,
+        write_trt_scale_cache,
+    )
 
     cache = tmp_path / "scales.trtcache"
     n = write_trt_scale_cache(quantised["trt"].parent / "trt.json", cache)

@@ -8,10 +8,12 @@ import pytest
 from onnx import numpy_helper
 
 from vsseg_edge.calib.frames import calibration_frames, evaluation_frames
-from vsseg_edge.calib.gate import Evaluator, ort_session
+from vsseg_edge.calib.gate import Evaluator
 from vsseg_edge.calib.quantize_ort import FrameReader, quantize_ort
-from vsseg_edge.calib.sensitivity import keep_in_float, qdq_candidates, rank_qdq_nodes
+from vsseg_edge.calib.sensitivity import rank_qdq_nodes
 from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+from vsseg_edge.onnx_graph import keep_in_float, qdq_candidates
+from vsseg_edge.runtime.backends.ort import ort_session
 
 CONVS = ["/stem/stem.0/Conv", "/down/down.0/Conv", "/res/res.0/Conv", "/head/Conv"]
 
@@ -46,7 +48,7 @@ def _badly_scale(model: onnx.ModelProto, node_name: str, factor: float) -> onnx.
     dq = prod[node.input[0]]
     q = prod[dq.input[0]]
     scale = next(i for i in out.graph.initializer if i.name == q.input[1])
-    out.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(scale) * factor, "bad_scale"))
+    out.graph.initializer.append(numpy_helper.from_array((numpy_helper.to_array(scale) * factor).astype(np.float32), "bad_scale"))
     q.input[1] = dq.input[1] = "bad_scale"
     return out
 

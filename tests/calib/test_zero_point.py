@@ -11,13 +11,13 @@ from onnx import numpy_helper
 
 from vsseg_edge.calib.frames import calibration_frames
 from vsseg_edge.calib.quantize_ort import FrameReader, quantize_ort
-from vsseg_edge.calib.structure import check_qdq_structure
-from vsseg_edge.calib.zero_point import (
+from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+from vsseg_edge.core.preprocess import preprocess_batch
+from vsseg_edge.onnx_graph import (
+    check_qdq_structure,
     int8_activation_quantizers,
     shift_activations_to_uint8,
 )
-from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
-from vsseg_edge.core.preprocess import preprocess_batch
 
 INTEGER_OPS = ("QLinearConv", "ConvInteger", "QLinearAdd", "QLinearConcat", "QLinearMul", "QLinearMatMul",
                "MatMulInteger", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearLeakyRelu",

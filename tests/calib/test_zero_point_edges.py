@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from vsseg_edge.calib.zero_point import (
+from vsseg_edge.onnx_graph import (
     int8_activation_quantizers,
     shift_activations_to_uint8,
 )

@@ -22,9 +22,9 @@ from vsseg_edge.data.flow import (
     open_flow_source,
     precompute_flows,
     resize_flow,
-    warp_backward,
 )
 from vsseg_edge.data.flowio import write_flow
+from vsseg_edge.data.warp import warp_backward
 
 H, W = 64, 128
 
@@ -258,3 +258,16 @@ def test_exact_flow_on_the_generated_set(synth_root):
             d = dis_flow(ds.read_image(a), ds.read_image(b))
             dis_epe.append(np.linalg.norm(d - flow, axis=2)[np.isfinite(flow).all(axis=2)])
     assert np.median(np.concatenate(dis_epe)) < 1.0  # DIS agrees with the exact flow to under a pixel
+
+
+def test_one_flow_cache_for_every_command(tmp_path, monkeypatch):
+    """`data flow`, eval, bench and training resolve the same DIS cache: $VSSEG_EDGE_CACHE/flow, else XDG."""
+    from vsseg_edge.data.flow import flow_cache_dir
+
+    monkeypatch.setenv("VSSEG_EDGE_CACHE", str(tmp_path / "vc"))
+    assert flow_cache_dir() == tmp_path / "vc" / "flow" and flow_cache_dir(tmp_path / "x") == tmp_path / "x"
+    images = _images_dataset(tmp_path / "frames", n=3)
+    assert open_flow_source("dis", images).cache_dir == tmp_path / "vc" / "flow"
+    monkeypatch.delenv("VSSEG_EDGE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert flow_cache_dir() == tmp_path / "xdg" / "vsseg-edge" / "flow"

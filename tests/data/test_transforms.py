@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from vsseg_edge.data.flow import warp_backward
 from vsseg_edge.data.transforms import PairedAugment, make_params
+from vsseg_edge.data.warp import warp_backward
 
 H, W = 64, 128
 

@@ -9,9 +9,10 @@ from torch import nn
 
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.preprocess import PreprocessSpec, preprocess
-from vsseg_edge.export.parity import ParityReport, compare, synthetic_frames
+from vsseg_edge.export.parity import ParityReport, synthetic_frames
 from vsseg_edge.export.presets import ExportPreset, load_preset, parse_size
 from vsseg_edge.export.wrappers import ArgmaxLabels, StaticAdaptiveAvgPool, Uint8NHWCInput, static_adaptive_pools
+from vsseg_edge.measure.compare import compare_outputs
 
 
 @pytest.mark.parametrize("in_hw", [(8, 16), (7, 13), (12, 12)])
@@ -83,14 +84,16 @@ def test_compare_figures_and_thresholds():
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(2, 4, 8, 8)).astype(np.float32)
     noisy = ref + 2e-3
-    fig = compare(ref, noisy, "logits")
-    assert fig["max_abs_logit"] == pytest.approx(2e-3, rel=1e-3)
-    assert fig["argmax_agreement"] == 1.0 and fig["ref_abs_max"] == pytest.approx(np.abs(ref).max())
+    fig = compare_outputs([noisy], [ref], "logits")
+    assert fig.max_abs == pytest.approx(2e-3, rel=1e-3) and fig.mean_abs == pytest.approx(2e-3, rel=1e-3)
+    assert fig.agreement.fraction == 1.0 and fig.ref_abs_max == pytest.approx(np.abs(ref).max())
+    assert fig.noise_to_signal == pytest.approx(4e-6 / float(np.mean(ref.astype(np.float64) ** 2)), rel=1e-3)
     labels = ref.argmax(1).astype(np.uint8)
     labels[0, 0, :4] = (labels[0, 0, :4] + 1) % 4  # 4 of 128 pixels wrong
-    fig_l = compare(ref, labels, "labels")
-    assert fig_l["argmax_agreement"] == pytest.approx(1 - 4 / 128)
-    assert not ParityReport("x", 2, None, None, fig_l["argmax_agreement"], 3.0, 1e-3, 0.999).passed
+    fig_l = compare_outputs([labels], [ref], "labels", "logits")
+    assert fig_l.agreement.fraction == pytest.approx(1 - 4 / 128) and fig_l.max_abs is None
+    assert fig_l.noise_to_signal == pytest.approx(4 / 128)
+    assert not ParityReport("x", 2, None, None, fig_l.agreement.fraction, 3.0, 1e-3, 0.999).passed
     assert ParityReport("x", 2, 1e-4, 1e-5, 1.0, 3.0, 1e-3, 0.999).passed
     assert not ParityReport("x", 2, 2e-3, 1e-5, 1.0, 3.0, 1e-3, 0.999).passed
 

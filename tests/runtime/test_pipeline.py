@@ -141,7 +141,7 @@ def test_checkpoint_through_the_run_command(tmp_path, image_folder):
     from vsseg_edge.core.labels import CITYSCAPES
     from vsseg_edge.models import create_model
     from vsseg_edge.models.checkpoint import save_checkpoint
-    from vsseg_edge.runtime.commands import run_model
+    from vsseg_edge.runtime.run import run_model
 
     torch.manual_seed(0)
     model = create_model("espnet", 19).eval()
@@ -165,7 +165,7 @@ def test_checkpoint_through_the_run_command(tmp_path, image_folder):
 
 
 def test_size_flag_refused_for_a_static_onnx(onnx_model, image_folder):
-    from vsseg_edge.runtime.commands import run_model
+    from vsseg_edge.runtime.run import run_model
 
     with pytest.raises(VssegError, match=r"height: 32 \(artifact expects 64\)"):
         run_model(onnx_model, source=str(image_folder), size="32x64")
@@ -175,7 +175,7 @@ def test_size_flag_refused_for_a_static_onnx(onnx_model, image_folder):
 
 def test_dynamic_onnx_accepts_size_and_sources_are_exclusive(tmp_path, net, image_folder):
     from tests.runtime.conftest import export_onnx
-    from vsseg_edge.runtime.commands import run_model
+    from vsseg_edge.runtime.run import run_model
 
     dyn = export_onnx(net, tmp_path / "dyn.onnx", dynamic=True)
     result = run_model(dyn, source=str(image_folder), size="32x64", save_masks=tmp_path / "m", max_frames=2)

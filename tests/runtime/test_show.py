@@ -99,7 +99,7 @@ def test_hud_is_drawn_on_a_copy_of_the_overlay(display):
     shown = gui.shown[-1]
     assert (vis == 90).all()  # the overlay given to other sinks (the video) is left untouched
     top, rest = shown[:30], shown[30:]
-    assert (top == 255).all(axis=2).sum() > 20  # white text pixels in the HUD band
+    assert (top != 90).any(axis=2).sum() > 50 and top.max() >= 200  # light (anti-aliased) text in the HUD band
     assert (rest == 90).all()  # nothing drawn below the single HUD line
     assert window.pump() is True and len(gui.shown) == 1  # no new frame: nothing shown again
 
@@ -142,7 +142,7 @@ def test_show_refused_by_the_cli_before_opening_anything(onnx_model, image_folde
 
 
 def test_run_command_show_with_the_test_double(monkeypatch, display, onnx_model, image_folder):
-    from vsseg_edge.runtime.commands import run_model
+    from vsseg_edge.runtime.run import run_model
 
     gui = FakeHighGui()
     monkeypatch.setattr(sinks, "_cv2_gui", lambda: gui)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vsseg_edge.core.labels import CAMVID, CITYSCAPES
-from vsseg_edge.runtime.hud import bgr_lut, label_set_for, overlay
+from vsseg_edge.core.labels import CAMVID, CITYSCAPES, label_set_for
+from vsseg_edge.runtime.hud import bgr_lut, overlay
 from vsseg_edge.runtime.stats import STAGES, format_summary, summarize
 
 

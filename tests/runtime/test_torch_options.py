@@ -52,7 +52,7 @@ def test_fp16_and_channels_last_on_cpu_match_fp32(net, fp16, channels_last, min_
 
 
 def test_cuda_only_options_refused_in_one_line(onnx_model, image_folder, net):
-    from vsseg_edge.runtime.commands import run_model
+    from vsseg_edge.runtime.run import run_model
 
     with pytest.raises(VssegError, match="^torch backend: CUDA graphs need a CUDA device$"):
         backend(net, device="cpu", cuda_graph=True)

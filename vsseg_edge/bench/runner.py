@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from ..core.errors import MissingDependency, VssegError
-from . import latency as lat
+from ..measure.environment import environment, load_average
+from ..measure.timing import TimingConfig
 from .pairs import not_run
 
 SCHEMA = "vsseg-edge-bench/2"  # /2: entries carry `lineage` and `reference_note`; report has `backends`, `not_run`
@@ -59,7 +60,7 @@ class BenchConfig:
             raise VssegError(f"--frames {self.frames}: need at least 1 frame")
         if self.threads is not None and self.threads < 1:
             raise VssegError(f"--threads {self.threads}: must be 1 or more")
-        lat.TimingConfig(self.runs, self.warmup)  # validates runs / warmup
+        TimingConfig(self.runs, self.warmup)  # validates runs / warmup
 
 
 def select_frames(dataset, n: int) -> list:
@@ -130,6 +131,10 @@ def unique_names(paths: Sequence[Path]) -> dict[Path, str]:
 def bench_entry(path: Path, backend_name: str, cfg: BenchConfig, dataset, frames, flow_source,
                 name: str | None = None) -> tuple[dict, list]:
     """One entry: open, time, predict the bench frames, evaluate, close. Returns (entry, predictions)."""
+    from ..measure.accuracy import evaluate_runner
+    from ..measure.predict import predict
+    from ..measure.timing import measure_latency
+
     name = name or path.name
     entry = {"id": f"{name}@{backend_name}", "name": name.split(".")[0], "backend": backend_name,
              **artifact_info(path)}
@@ -146,12 +151,10 @@ def bench_entry(path: Path, backend_name: str, cfg: BenchConfig, dataset, frames
         if backend_name == "torch" and getattr(be, "fp16", False):
             entry["precision"] = "fp16"
         entry.update(status="ok", reason=None, device=be.device, output_kind=be.output_kind, threads=threads)
-        entry["latency"] = lat.measure_latency(be, frames, lat.TimingConfig(cfg.runs, cfg.warmup))
-        preds = lat.predict_frames(be, frames)
-        from .accuracy import evaluate_backend
-
-        entry["accuracy"] = evaluate_backend(be, dataset, flow_source, tc=cfg.tc, max_sequences=cfg.max_sequences,
-                                             progress=cfg.progress)
+        entry["latency"] = measure_latency(be, frames, TimingConfig(cfg.runs, cfg.warmup)).to_dict()
+        preds = predict(be, frames).labels
+        entry["accuracy"] = evaluate_runner(be, dataset, flow_source, tc=cfg.tc, max_sequences=cfg.max_sequences,
+                                            progress=cfg.progress).to_dict()
     return entry, preds
 
 
@@ -166,6 +169,7 @@ def add_lineage(entries: list[dict], paths: Sequence[Path]) -> None:
 
 def add_agreement(entries: list[dict], preds: dict[str, list], explicit: str | None) -> None:
     """Argmax agreement (% of pixels) of each entry with its FP32 reference on the bench frames, or why none."""
+    from ..measure.compare import agreement
     from .lineage import choose_reference
 
     for e in entries:
@@ -175,18 +179,18 @@ def add_agreement(entries: list[dict], preds: dict[str, list], explicit: str | N
         if ref is None:
             e["agreement"], e["reference_note"] = None, why
             continue
-        e["agreement"] = {"reference": ref["id"], "percent": lat.argmax_agreement(preds[e["id"]], preds[ref["id"]]),
-                          "frames": len(preds[e["id"]])}
+        agree = agreement(preds[e["id"]], preds[ref["id"]])
+        e["agreement"] = {"reference": ref["id"], "percent": round(agree.percent, 4), "frames": agree.frames}
         e["reference_note"] = None
 
 
 def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
     """Benchmark every artifact with the backend that runs it; return the JSON-ready report (SCHEMA)."""
-    from ..data.datasets import open_dataset
+    from ..data.frame_source import open_frame_source
     from ..runtime.backends import infer_backend_name
 
     paths = check_models(models)
-    load_start = lat.load_average()
+    load_start = load_average()
     explicit = None
     if cfg.reference is not None:
         ref_path = check_models([cfg.reference])[0]
@@ -194,7 +198,7 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
         if not same:
             paths.append(ref_path)
         explicit = str(same[0] if same else ref_path)
-    dataset = open_dataset(cfg.dataset, split=cfg.split, kind=cfg.kind)
+    dataset = open_frame_source(cfg.dataset, cfg.split, cfg.kind, flag="--dataset")
     refs = select_frames(dataset, cfg.frames)
     frames = [dataset.read_image(r) for r in refs]
     flow_source = _flow(cfg, dataset)
@@ -210,7 +214,7 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
     add_lineage(entries, paths)
     add_agreement(entries, preds, explicit)
     report = _assemble(cfg, dataset, refs, flow_source, entries)
-    report["environment"]["load_average"] = {"start": load_start, "end": lat.load_average()}
+    report["environment"]["load_average"] = {"start": load_start, "end": load_average()}
     return report
 
 
@@ -245,7 +249,7 @@ def _assemble(cfg: BenchConfig, dataset, refs, flow_source, entries) -> dict:
                    "process": "single process, entries run one after another"},
         "backends": list(cfg.backends),
         "reference_rule": REFERENCE_RULE["explicit" if cfg.reference else "lineage"],
-        "environment": lat.environment(),
+        "environment": environment(),
         "entries": entries,
         "not_run": not_run(entries, cfg.backends),
     }

@@ -130,3 +130,13 @@ def get_label_set(name: str) -> LabelSet:
         return LABEL_SETS[name]
     except KeyError:
         raise VssegError(f"unknown class set {name!r}; expected one of {sorted(LABEL_SETS)}") from None
+
+
+def label_set_for(classes) -> LabelSet:
+    """The known LabelSet whose classes are exactly `classes`; otherwise one with a fixed generated palette."""
+    for ls in LABEL_SETS.values():
+        if list(ls.classes) == list(classes):
+            return ls
+    rng = np.random.default_rng(12345)  # fixed: the same classes always get the same colours
+    palette = tuple(tuple(int(v) for v in rng.integers(40, 256, 3)) for _ in classes)
+    return LabelSet(name="custom", classes=tuple(classes), palette=palette)

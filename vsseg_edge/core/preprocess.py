@@ -159,7 +159,21 @@ def labels_to_frame_size(labels: np.ndarray, frame_hw: tuple[int, int]) -> np.nd
     return cv2.resize(labels, (frame_hw[1], frame_hw[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def logits_to_labels(logits: np.ndarray) -> np.ndarray:
-    """(N,)C×H×W logits → uint8 label map(s), argmax over the class axis."""
-    axis = 0 if logits.ndim == 3 else 1
-    return np.argmax(logits, axis=axis).astype(np.uint8)
+def labels_from_output(output: np.ndarray, kind: str) -> np.ndarray:
+    """A model's output → uint8 label maps N×H×W: the argmax over the class axis of N×C×H×W logits
+    (`kind="logits"`), or an in-graph label map (N×H×W or N×1×H×W, `kind="labels"`) as uint8.
+
+    The one logits → labels of the project: backends, the accuracy gate, parity and bench all call it.
+    """
+    output = np.asarray(output)
+    if kind == "logits":
+        if output.ndim != 4:
+            raise VssegError(f"model output: logits must be N×C×H×W, got shape {output.shape}")
+        return np.argmax(output, axis=1).astype(np.uint8)
+    if kind != "labels":
+        raise VssegError(f"model output kind {kind!r}: expected 'logits' or 'labels'")
+    if output.ndim == 4 and output.shape[1] == 1:
+        output = output[:, 0]
+    if output.ndim != 3:
+        raise VssegError(f"model output: labels must be N×H×W or N×1×H×W, got shape {output.shape}")
+    return output.astype(np.uint8, copy=False)

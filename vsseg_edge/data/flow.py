@@ -1,8 +1,7 @@
 """Optical flow between two frames of a sequence: OpenCV DIS (cached), exact synthetic flow, precomputed files.
 
 Convention (as in `flowio`): a flow a→b is float32 HxWx2 (u, v); the pixel at x in frame a is seen at
-x + flow(x) in frame b; NaN marks an unknown vector. `warp_backward(b, flow_ab)` therefore brings b into
-a's pixel grid, which is what the temporal loss (warp the neighbour to t) and TC (warp t+1 to t) need.
+x + flow(x) in frame b; NaN marks an unknown vector. Warping with a flow is `data.warp.warp_backward`.
 
 A `FlowSource` answers `source(dataset, ref_a, ref_b)` for any two frames of one sequence, and carries a
 `name` that reports print, because TC depends on the flow used.
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -21,12 +19,13 @@ import numpy as np
 from ..core.errors import VssegError
 from .datasets import FrameRef, SegmentationDataset
 from .flowio import SUFFIXES, read_flow, write_flow
+from .warp import warp_backward
 
 DIS_PRESETS = ("ultrafast", "fast", "medium")
 DEFAULT_OFFSETS = (-2, -1, 1, 2, 3)
 
 
-# --- DIS and warping ---------------------------------------------------------------------------------------
+# --- DIS and flow fields ---------------------------------------------------------------------------------
 
 
 def dis_flow(img_a_bgr: np.ndarray, img_b_bgr: np.ndarray, preset: str = "medium", scale: float = 1.0) -> np.ndarray:
@@ -61,45 +60,6 @@ def resize_flow(flow: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     sy, sx = h / flow.shape[0], w / flow.shape[1]
     out = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
     return (out * np.array([sx, sy], np.float32)).astype(np.float32)
-
-
-def sample_grid(flow: np.ndarray, interpolation: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(map_x, map_y, valid) for sampling at x + flow(x); invalid positions point outside the frame."""
-    h, w = flow.shape[:2]
-    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    map_x, map_y = xs + flow[..., 0], ys + flow[..., 1]
-    finite = np.isfinite(map_x) & np.isfinite(map_y)
-    if interpolation == "nearest":  # rounds to the nearest pixel centre
-        inside = (map_x >= -0.5) & (map_x < w - 0.5) & (map_y >= -0.5) & (map_y < h - 0.5)
-    else:  # bilinear needs all four neighbours inside
-        inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
-    valid = finite & inside
-    map_x[~valid] = -2.0
-    map_y[~valid] = -2.0
-    return map_x, map_y, valid
-
-
-def warp_backward(array_b: np.ndarray, flow_ab: np.ndarray, interpolation: str = "nearest", fill=0):
-    """Sample b at x + flow_ab(x): returns (b warped into a's grid, valid mask HxW bool).
-
-    `nearest` for label maps (never invents classes), `linear` for images, logits and flow fields.
-    Pixels whose flow is NaN or leaves the frame are `fill` and invalid.
-    """
-    import cv2
-
-    if interpolation not in ("nearest", "linear"):
-        raise ValueError(f"interpolation must be 'nearest' or 'linear', got {interpolation!r}")
-    if array_b.shape[:2] != flow_ab.shape[:2]:
-        raise VssegError(f"warp: array is {array_b.shape[:2]} but flow is {flow_ab.shape[:2]} (HxW)")
-    map_x, map_y, valid = sample_grid(flow_ab, interpolation)
-    mode = cv2.INTER_NEAREST if interpolation == "nearest" else cv2.INTER_LINEAR
-    src = array_b.astype(np.float32) if array_b.dtype in (np.int32, np.int64, np.bool_) else array_b
-    warped = cv2.remap(src, map_x, map_y, mode, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if warped.ndim < array_b.ndim:  # cv2 drops a trailing channel axis of size 1
-        warped = warped[..., None]
-    warped = warped.astype(array_b.dtype, copy=False)
-    warped[~valid] = fill
-    return warped, valid
 
 
 def compose_flows(flows: list[np.ndarray]) -> np.ndarray:
@@ -255,16 +215,18 @@ class PrecomputedFlow(FlowSource):
         return read_flow(self.path_for(ref_a, ref_b), expected_hw=dataset.image_hw(ref_a))
 
 
-def default_cache_dir() -> Path:
-    """`$VSSEG_EDGE_CACHE/flow`, else `$XDG_CACHE_HOME/vsseg-edge/flow`, else `~/.cache/vsseg-edge/flow`."""
-    if os.environ.get("VSSEG_EDGE_CACHE"):
-        return Path(os.environ["VSSEG_EDGE_CACHE"]) / "flow"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "vsseg-edge" / "flow"
+def flow_cache_dir(explicit: str | Path | None = None) -> Path:
+    """The DIS flow cache: `explicit` when given, else the user cache (`core.cache.user_cache_dir("flow")`),
+    the one folder training, `eval`, `bench` and `vsseg-edge data flow` share."""
+    from ..core.cache import user_cache_dir
+
+    return Path(explicit) if explicit is not None else user_cache_dir("flow")
 
 
 def open_flow_source(spec: str, dataset: SegmentationDataset, cache_dir=None, preset: str = "medium") -> FlowSource:
-    """`spec`: "exact" | "dis" | "auto" (exact for the synthetic set, else DIS) | a directory of flow files."""
+    """`spec`: "exact" | "dis" | "auto" (exact for the synthetic set, else DIS) | a directory of flow files.
+
+    DIS flow is cached in `cache_dir`, default `flow_cache_dir()`."""
     if spec == "auto":
         spec = "exact" if dataset.name == "synthetic" else "dis"
     if spec == "exact":
@@ -272,7 +234,7 @@ def open_flow_source(spec: str, dataset: SegmentationDataset, cache_dir=None, pr
             raise VssegError(f"{dataset.root}: no flow/ folder; exact flow exists only for the synthetic set (use 'dis')")
         return ExactFlow()
     if spec == "dis":
-        return DISFlow(preset, cache_dir if cache_dir is not None else default_cache_dir())
+        return DISFlow(preset, flow_cache_dir(cache_dir))
     if Path(spec).is_dir():
         return PrecomputedFlow(spec)
     raise VssegError(f"flow source {spec!r}: expected 'exact', 'dis', 'auto' or an existing directory of flow files")

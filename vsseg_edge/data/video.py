@@ -36,16 +36,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import re
 import shutil
 import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.cache import user_cache_dir
 from ..core.errors import VssegError
 from ..core.labels import CITYSCAPES, LabelSet
-from .datasets import IMAGE_SUFFIXES, FrameRef, SegmentationDataset, _png_hw
+from .datasets import IMAGE_SUFFIXES, FrameRef, SegmentationDataset, _png_hw, list_images, natural_key
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 TIMESTAMPS_FILE = "timestamps.json"
@@ -55,17 +55,9 @@ DECODER_VERSION = 1  # bump when the decoding or naming changes, so old cache fo
 _STALE_TMP_SECONDS = 3600.0  # a temporary decode folder this old was left by a killed process
 
 
-def natural_key(path: Path) -> list:
-    """Sort key that orders digit runs by value: frame_2.png < frame_10.png (zero-padded names unchanged)."""
-    return [(0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", Path(path).name)]
-
-
 def frames_cache_dir() -> Path:
     """`$VSSEG_EDGE_CACHE/frames`, else `$XDG_CACHE_HOME/vsseg-edge/frames`, else `~/.cache/vsseg-edge/frames`."""
-    if os.environ.get("VSSEG_EDGE_CACHE"):
-        return Path(os.environ["VSSEG_EDGE_CACHE"]) / "frames"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "vsseg-edge" / "frames"
+    return user_cache_dir("frames")
 
 
 def is_video_file(path: Path) -> bool:
@@ -171,8 +163,7 @@ def _clips_in(root: Path, cache: Path) -> list[Clip]:
 
 
 def _list_frames(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith(".")), key=natural_key)
+    return list_images(folder)
 
 
 def _frame_folder_clip(folder: Path) -> Clip:

@@ -80,7 +80,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, settings: BuildSettings
     onnx_man = read_manifest(onnx_path, kind=("onnx", "qdq_onnx"), verify=True)
     input_name, dims = check_shapes(onnx_path, settings)
     if onnx_man["kind"] == "qdq_onnx":
-        from ..calib.structure import require_qdq_structure
+        from ..onnx_graph import require_qdq_structure
 
         require_qdq_structure(onnx_path)  # symmetric int8, zero points 0, no int32 bias, no INT64 I/O
     trt = import_tensorrt()

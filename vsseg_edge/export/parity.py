@@ -1,9 +1,10 @@
 """Parity of an exported ONNX file with the torch model it came from, measured with onnxruntime.
 
-Both sides see the same frames through the ONE preprocessing (`core.preprocess.preprocess`): torch gets
-the float NCHW input of the checkpoint's spec, onnxruntime gets the input of the exported spec (float, or
-raw uint8 NHWC pixels that the graph normalises itself). Figures: max and mean |Δlogit| (logit outputs
-only) and the fraction of pixels whose argmax agrees.
+Both sides are runners of the measurement core and see the same frames through the ONE preprocessing:
+the torch runner (logits, FP32, CPU) gets the float NCHW input of the checkpoint's spec, the onnxruntime
+runner the input of the exported spec (float, or raw uint8 NHWC pixels that the graph normalises itself).
+Figures (`measure.compare.compare_outputs`): max and mean |Δlogit| (logit outputs only) and the fraction of
+pixels whose argmax agrees.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import VssegError
-from ..core.preprocess import PreprocessSpec, preprocess_batch
+from ..core.preprocess import PreprocessSpec
 
 SYNTHETIC_SEED = 0
 
@@ -80,54 +81,47 @@ def load_frames(source: str | Path | None, count: int, hw: tuple[int, int]) -> t
     return [ds.read_image(r) for r in refs], str(source)
 
 
-def run_onnx(path: str | Path, inputs: np.ndarray, batched: bool, exact_qdq: bool = False) -> np.ndarray:
-    """Run the graph's single output over `inputs` (all at once when `batched`, else one by one); with
-    `exact_qdq`, without graph optimisation, so Q/DQ nodes compute as written (a QAT export's reference)."""
-    import onnxruntime as ort
+def onnx_outputs(path: str | Path, frames: list[np.ndarray], spec: PreprocessSpec, output: str,
+                 batched: bool, exact_qdq: bool = False) -> list[np.ndarray]:
+    """The exported graph's output for each frame (all frames in one batch when `batched`, else one by one).
 
-    opts = ort.SessionOptions()
-    if exact_qdq:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    if batched:
-        return sess.run(None, {name: inputs})[0]
-    return np.concatenate([sess.run(None, {name: inputs[i:i + 1]})[0] for i in range(len(inputs))])
+    The file has no manifest yet (it is still being written), so the export's own spec describes it. With
+    `exact_qdq` its Q/DQ nodes compute as written (a QAT export's reference: what torch's fake INT8 trained).
+    """
+    from ..core.preprocess import preprocess_batch
+    from ..measure.predict import run_frame
+    from ..runtime.backends import open_backend
+
+    with open_backend(Path(path).read_bytes(), spec=spec, output_kind=output, name=str(path),
+                      providers=["CPUExecutionProvider"], threads=min(4, os.cpu_count() or 1),
+                      exact_qdq=exact_qdq) as runner:
+        if batched:
+            out = runner.infer(preprocess_batch(frames, spec))
+            return [out[i:i + 1] for i in range(len(frames))]
+        return [run_frame(runner, f) for f in frames]
 
 
-def torch_logits(model, frames: list[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
-    """The torch model's logits on `frames`, prepared as float NCHW by the one preprocessing."""
-    import torch
+def torch_logits(model, frames: list[np.ndarray], spec: PreprocessSpec) -> list[np.ndarray]:
+    """The torch model's logits for each frame, prepared as float NCHW by the one preprocessing (FP32, CPU)."""
+    from ..measure.predict import run_frame
+    from ..runtime.backends.torch_backend import TorchBackend
 
     ref_spec = spec.replace(dtype="float32", layout="nchw")
-    with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(preprocess_batch([f], ref_spec))).numpy() for f in frames])
-
-
-def compare(ref_logits: np.ndarray, onnx_out: np.ndarray, output: str) -> dict:
-    """Figures for one comparison: logits against logits, or reference argmax against output labels."""
-    ref_labels = np.argmax(ref_logits, axis=1)
-    if output == "labels":
-        if onnx_out.shape != ref_labels.shape:
-            raise VssegError(f"exported labels have shape {onnx_out.shape}, torch gives {ref_labels.shape}")
-        return {"max_abs_logit": None, "mean_abs_logit": None, "ref_abs_max": float(np.abs(ref_logits).max()),
-                "argmax_agreement": float(np.mean(onnx_out.astype(np.int64) == ref_labels))}
-    if onnx_out.shape != ref_logits.shape:
-        raise VssegError(f"exported logits have shape {onnx_out.shape}, torch gives {ref_logits.shape}")
-    diff = np.abs(onnx_out.astype(np.float64) - ref_logits)
-    return {"max_abs_logit": float(diff.max()), "mean_abs_logit": float(diff.mean()),
-            "ref_abs_max": float(np.abs(ref_logits).max()),
-            "argmax_agreement": float(np.mean(np.argmax(onnx_out, axis=1) == ref_labels))}
+    with TorchBackend(model, preprocess_spec=ref_spec, device="cpu", fp16=False, channels_last=False,
+                      logits=True, classes=()) as runner:
+        return [run_frame(runner, f) for f in frames]
 
 
 def check_parity(onnx_path, model, frames: list[np.ndarray], frames_desc: str, *, model_spec: PreprocessSpec,
                  onnx_spec: PreprocessSpec, output: str, batched: bool, max_abs_logit: float,
                  min_argmax_agreement: float, exact_qdq: bool = False) -> ParityReport:
     """Measure torch vs onnxruntime on `frames`; the caller decides what a failed report means."""
-    ref = torch_logits(model, frames, model_spec.replace(height=onnx_spec.height, width=onnx_spec.width))
-    out = run_onnx(onnx_path, preprocess_batch(frames, onnx_spec), batched, exact_qdq)
-    figures = compare(ref, out, output)
-    return ParityReport(frames=frames_desc, num_frames=len(frames), max_abs_logit_limit=max_abs_logit,
-                        min_argmax_agreement=min_argmax_agreement, **figures)
+    from ..measure.compare import compare_outputs
 
+    ref = torch_logits(model, frames, model_spec.replace(height=onnx_spec.height, width=onnx_spec.width))
+    out = onnx_outputs(onnx_path, frames, onnx_spec, output, batched, exact_qdq)
+    cmp = compare_outputs(out, ref, output, "logits")
+    return ParityReport(frames=frames_desc, num_frames=len(frames), max_abs_logit=cmp.max_abs,
+                        mean_abs_logit=cmp.mean_abs, argmax_agreement=cmp.agreement.fraction,
+                        ref_abs_max=cmp.ref_abs_max, max_abs_logit_limit=max_abs_logit,
+                        min_argmax_agreement=min_argmax_agreement)

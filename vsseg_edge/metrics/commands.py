@@ -36,13 +36,13 @@ def eval_command(
     """Score predicted label maps: mIoU on the labelled frames, TC over consecutive frames, per class."""
     from ..core.errors import VssegError
     from ..core.fileio import write_json
-    from ..data.datasets import open_dataset
+    from ..data.frame_source import open_frame_source
     from .evaluate import PredictionDir, evaluate_predictions
     from .tc import MODES
 
     if tc_mode not in MODES:
         raise VssegError(f"--tc-mode {tc_mode!r}: expected one of {list(MODES)}")
-    ds = open_dataset(dataset, split=split, kind=kind)
+    ds = open_frame_source(dataset, split, kind, flag="--dataset")
     if classes is not None:
         from ..core.labels import get_label_set
 

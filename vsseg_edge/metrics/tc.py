@@ -31,93 +31,43 @@ import numpy as np
 
 from ..core.errors import VssegError
 from ..core.labels import IGNORE_INDEX
+from ..data.warp import warp_backward
 
 MODES = ("nearest", "etc")
-_FAR = -1.0e5  # map coordinate for invalid flow: outside any frame
-
-
-def _sample_maps(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flow HxWx2 → (map_x, map_y) float32 sample positions and the mask of finite flow vectors."""
-    flow = np.asarray(flow, np.float32)
-    if flow.ndim != 3 or flow.shape[2] != 2:
-        raise VssegError(f"flow has shape {flow.shape}, expected HxWx2")
-    h, w = flow.shape[:2]
-    finite = np.isfinite(flow).all(axis=2)
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    map_x = np.where(finite, gx + flow[..., 0], _FAR).astype(np.float32)
-    map_y = np.where(finite, gy + flow[..., 1], _FAR).astype(np.float32)
-    return map_x, map_y, finite
+_INTERPOLATION = {"nearest": "nearest", "etc": "resample2d"}
 
 
 def warp_labels(labels_t1: np.ndarray, flow_t_t1: np.ndarray, mode: str = "nearest",
                 ignore_index: int = IGNORE_INDEX) -> tuple[np.ndarray, np.ndarray]:
-    """Warp the label map of frame t+1 into frame t with the forward flow t → t+1.
+    """Warp the label map of frame t+1 into frame t with the forward flow t → t+1 (`data.warp`).
 
     Returns (warped uint8 HxW, valid bool HxW). `valid` is False where the flow is NaN or the sample point
-    leaves the frame; warped holds `ignore_index` there. mode "nearest" picks the nearest pixel (cv2's
-    rounding); mode "etc" interpolates class indices bilinearly (Resample2d's arithmetic) and truncates to uint8 like
-    the ETC script.
+    leaves the frame; warped holds `ignore_index` there. mode "nearest" picks the nearest pixel; mode "etc"
+    interpolates class indices bilinearly (Resample2d's arithmetic) and truncates to uint8 like the ETC script.
     """
     if mode not in MODES:
         raise VssegError(f"--tc-mode {mode!r}: expected one of {list(MODES)}")
-    import cv2
-
     labels_t1 = np.asarray(labels_t1)
     if labels_t1.shape != np.shape(flow_t_t1)[:2]:
         raise VssegError(f"label map {labels_t1.shape} and flow {np.shape(flow_t_t1)[:2]} differ in size")
-    map_x, map_y, finite = _sample_maps(flow_t_t1)
-    if mode == "nearest":
-        inside = cv2.remap(np.ones_like(labels_t1, np.uint8), map_x, map_y, cv2.INTER_NEAREST,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
-        warped = cv2.remap(labels_t1.astype(np.uint8), map_x, map_y, cv2.INTER_NEAREST,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=ignore_index)
-    else:
-        h, w = labels_t1.shape
-        inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
-        interp = _resample2d(labels_t1.astype(np.float32), map_x, map_y)
-        warped = np.clip(interp, 0, 255).astype(np.uint8)  # truncation toward zero, as .astype(np.uint8) there
-    valid = finite & inside
-    warped = np.where(valid, warped, np.uint8(ignore_index)).astype(np.uint8)
+    source = labels_t1.astype(np.uint8) if mode == "nearest" else labels_t1.astype(np.float32)
+    warped, valid = warp_backward(source, flow_t_t1, _INTERPOLATION[mode], fill=ignore_index)
+    if mode == "etc":  # truncation toward zero, as .astype(np.uint8) in the script
+        warped = np.where(valid, np.clip(warped, 0, 255), ignore_index).astype(np.uint8)
     return warped, valid
-
-
-def _resample2d(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
-    """Bilinear sampling with the arithmetic of FlowNet2's Resample2d kernel, which the ETC script uses.
-
-    Indices clamp to the border; the weights are formed in double from float32 fractions and each of the
-    four terms is added to a float32 accumulator, so truncating the result to uint8 gives the same class
-    ids as the script (cv2.remap INTER_LINEAR rounds its weights and disagrees by one on a few percent of
-    the pixels near class boundaries).
-    """
-    h, w = img.shape
-    x0, y0 = np.floor(map_x), np.floor(map_y)
-    alpha = (map_x - x0).astype(np.float64)
-    beta = (map_y - y0).astype(np.float64)
-    xl = np.clip(x0, 0, w - 1).astype(np.intp)
-    xr = np.clip(x0 + 1, 0, w - 1).astype(np.intp)
-    yt = np.clip(y0, 0, h - 1).astype(np.intp)
-    yb = np.clip(y0 + 1, 0, h - 1).astype(np.intp)
-    val = np.zeros(img.shape, np.float32)
-    for weight, yy, xx in (((1.0 - alpha) * (1.0 - beta), yt, xl), (alpha * (1.0 - beta), yt, xr),
-                           ((1.0 - alpha) * beta, yb, xl), (alpha * beta, yb, xr)):
-        val = (val.astype(np.float64) + weight * img[yy, xx]).astype(np.float32)
-    return val
 
 
 def occlusion_mask(flow_fw: np.ndarray, flow_bw: np.ndarray, alpha1: float = 0.01,
                    alpha2: float = 0.5) -> np.ndarray:
     """True where the forward-backward check fails (occluded or unreliable), after Sundaram et al. 2010."""
-    import cv2
-
-    map_x, map_y, finite = _sample_maps(flow_fw)
-    bw = np.where(np.isfinite(flow_bw), flow_bw, np.nan).astype(np.float32)
-    bw_at = cv2.remap(bw, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
     fw = np.asarray(flow_fw, np.float32)
+    bw = np.where(np.isfinite(flow_bw), flow_bw, np.nan).astype(np.float32)
+    bw_at, inside = warp_backward(bw, fw, "linear", fill=np.nan)
     diff = ((fw + bw_at) ** 2).sum(axis=2)
     mag = (fw ** 2).sum(axis=2) + (bw_at ** 2).sum(axis=2)
     with np.errstate(invalid="ignore"):
         ok = diff <= alpha1 * mag + alpha2
-    return ~(ok & finite)
+    return ~(ok & inside)
 
 
 class _IoUCounts:

@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.labels import LABEL_SETS, LabelSet
-
-
-def label_set_for(classes: list[str]) -> LabelSet:
-    """The known LabelSet whose classes are exactly `classes`; otherwise one with a fixed generated palette."""
-    for ls in LABEL_SETS.values():
-        if list(ls.classes) == list(classes):
-            return ls
-    rng = np.random.default_rng(12345)  # fixed: the same classes always get the same colours
-    palette = tuple(tuple(int(v) for v in rng.integers(40, 256, 3)) for _ in classes)
-    return LabelSet(name="custom", classes=tuple(classes), palette=palette)
+from ..core.labels import LabelSet
 
 
 def bgr_lut(label_set: LabelSet) -> np.ndarray:

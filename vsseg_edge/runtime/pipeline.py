@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.labels import label_set_for
 from ..core.preprocess import labels_to_frame_size, preprocess
 from .backends import Backend
-from .hud import bgr_lut, label_set_for, overlay
+from .hud import bgr_lut, overlay
 from .sinks import Sink
 from .sources import Source
 from .stats import FrameTimes, StatsCollector, summarize

@@ -15,7 +15,6 @@ and is stopped. Two behaviours:
 from __future__ import annotations
 
 import queue
-import re
 import sys
 import threading
 import time
@@ -26,13 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.errors import VssegError
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-def natural_key(path: Path) -> list:
-    """Sort key that orders digit runs by value: frame_2.png < frame_10.png (zero-padded names are unchanged)."""
-    return [(0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path.name)]
+from ..data.datasets import IMAGE_SUFFIXES, list_images
 
 
 @dataclass
@@ -126,10 +119,9 @@ class FolderSource(OrderedSource):
     def __init__(self, folder: str | Path, prefetch: int = 4):
         super().__init__(prefetch)
         folder = Path(folder)
-        files = [folder] if folder.is_file() else sorted(
-            (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS), key=natural_key)
+        files = [folder] if folder.is_file() else list_images(folder)
         if not files:
-            raise VssegError(f"--source {folder}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
+            raise VssegError(f"--source {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         self.files = files
         self.description = str(folder)
 
@@ -397,7 +389,7 @@ def open_source(source: str | int | None = None, *, camera: int | None = None, c
     if "://" in source:
         return LiveSource(_stream_opener(source, cv2.CAP_FFMPEG, source), source.split("@")[-1], **live_kw)
     path = Path(source)
-    if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_EXTS):
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
         return FolderSource(path)
     if path.is_file():
         return VideoFileSource(path)

@@ -29,7 +29,7 @@ class DataConfig:
     flip: bool = True
     offsets: tuple[int, ...] = (-2, -1, 1, 2, 3)  # neighbour offsets k for the temporal loss (ETC: +3,+2,+1,-1,-2)
     flow: str = "auto"  # auto (exact on synthetic, else DIS) | exact | dis | a folder of precomputed flows
-    flow_cache: str | None = None  # DIS cache folder (default: <root>/flow_cache)
+    flow_cache: str | None = None  # DIS cache folder (default: data.flow.flow_cache_dir(), shared with eval/bench)
     workers: int = 2
 
 

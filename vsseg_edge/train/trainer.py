@@ -26,7 +26,6 @@ from ..core.config import to_dict
 from ..core.errors import VssegError
 from ..core.fileio import atomic_write
 from ..core.labels import get_label_set
-from ..core.preprocess import labels_to_frame_size, preprocess
 from ..data.datasets import open_dataset
 from ..data.flow import open_flow_source
 from ..data.transforms import PairedAugment
@@ -114,8 +113,7 @@ class Trainer:
                              f"the recipe says classes={cfg.classes!r}")
         flow = None
         if self.mode != "none":
-            cache = cfg.data.flow_cache or str(Path(cfg.data.root) / "flow_cache")
-            flow = open_flow_source(cfg.data.flow, self.train_set, cache_dir=cache)
+            flow = open_flow_source(cfg.data.flow, self.train_set, cache_dir=cfg.data.flow_cache)
         self.flow_name = getattr(flow, "name", None)
         augment = PairedAugment(crop=tuple(cfg.data.crop), scale_range=tuple(cfg.data.scale_range),
                                 max_rotation=cfg.data.rotate_deg, flip_prob=0.5 if cfg.data.flip else 0.0,
@@ -276,27 +274,24 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        from ..metrics.evaluate import evaluate_predictions
+        """mIoU and TC of the student on the val split, through the measurement core: a torch runner around
+        the module being trained (FP32, labels at the frame's size), scored by `measure.evaluate_runner`.
+        Returns the evaluator's full report (what `val_report.json` holds)."""
+        from ..measure.accuracy import evaluate_runner
+        from ..runtime.backends.torch_backend import TorchBackend
 
         cfg = self.cfg
         val = open_dataset(cfg.data.root, cfg.data.val_split, cfg.data.kind)
-        self.model.eval()
-        spec = cfg.preprocess
-
-        def predict(ref):
-            frame = val.read_image(ref)
-            x = torch.from_numpy(preprocess(frame, spec)).to(self.device)
-            labels = self.model(x).argmax(1)[0].to(torch.uint8).cpu().numpy()
-            return labels_to_frame_size(labels, frame.shape[:2])
-
-        flow = None
-        if cfg.val_tc:
-            cache = cfg.data.flow_cache or str(Path(cfg.data.root) / "flow_cache")
-            flow = open_flow_source(cfg.data.flow, val, cache_dir=cache)
-        report = evaluate_predictions(predict, val, flow, tc=cfg.val_tc, max_sequences=cfg.val_max_sequences,
-                                      progress=False)
-        self.model.train()
-        return report
+        flow = open_flow_source(cfg.data.flow, val, cache_dir=cfg.data.flow_cache) if cfg.val_tc else None
+        runner = TorchBackend(self.model, preprocess_spec=cfg.preprocess, classes=self.label_set.classes,
+                              artifact=f"{cfg.name} (training)", device=str(self.device), fp16=False,
+                              channels_last=False)
+        try:
+            acc = evaluate_runner(runner, val, flow, tc=cfg.val_tc, max_sequences=cfg.val_max_sequences,
+                                  progress=False)
+        finally:
+            self.model.train()
+        return acc.report
 
     # ------------------------------------------------------------------ the loop
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import VssegError
-from ...core.preprocess import PreprocessSpec, logits_to_labels
+from ...core.preprocess import PreprocessSpec, labels_from_output
 
 BACKENDS = ("trt", "ort", "torch")
 _BY_SUFFIX = {".engine": "trt", ".plan": "trt", ".onnx": "ort", ".pt": "torch", ".pth": "torch"}
@@ -59,11 +59,7 @@ class Backend:
 
     def to_labels(self, output: np.ndarray) -> np.ndarray:
         """Backend output → uint8 labels N×H×W (argmax on the host for logits)."""
-        if self.output_kind == "logits":
-            return logits_to_labels(output)
-        if output.ndim == 4 and output.shape[1] == 1:
-            output = output[:, 0]
-        return output.astype(np.uint8, copy=False)
+        return labels_from_output(output, self.output_kind)
 
     def describe(self) -> str:
         s = self.preprocess_spec
@@ -89,18 +85,36 @@ def infer_backend_name(model: str | Path) -> str:
     return _BY_SUFFIX[suffix]
 
 
-def open_backend(model: str | Path, backend: str | None = None, *, spec: PreprocessSpec | None = None,
-                 **options) -> Backend:
+def is_in_memory_onnx(model) -> bool:
+    """True for an ONNX model held in memory (an `onnx.ModelProto` or its serialized bytes), not a file."""
+    return isinstance(model, (bytes, bytearray)) or hasattr(model, "SerializeToString")
+
+
+def open_backend(model, backend: str | None = None, *, spec: PreprocessSpec | None = None, **options) -> Backend:
     """Open the backend for `model` (chosen from its suffix, or `backend` which must fit the file).
 
-    options: ort → providers, threads; torch → device, fp16, channels_last, cuda_graph; trt → none.
+    The one factory of runners: `vsseg-edge run`, `bench`, the calibration gate, export parity and the
+    benchmark drivers all open artifacts here. `model` is a file (.onnx, .pt, .engine), or an ONNX model in
+    memory (`onnx.ModelProto` or bytes: the gate's candidates, a model rewritten for a comparison), which has
+    no manifest: then `spec` IS its preprocessing and `output_kind`, `classes`, `name` describe it.
+
+    options: ort → providers, threads, exact_qdq, shift_int8; torch → device, fp16, channels_last, cuda_graph,
+    logits; trt → device.
     """
+    if backend is not None and backend not in BACKENDS:
+        raise VssegError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
+    if is_in_memory_onnx(model):
+        if backend not in (None, "ort"):
+            raise VssegError(f"--backend {backend}: an in-memory ONNX model runs on onnxruntime only")
+        if spec is None:
+            raise ValueError("an in-memory ONNX model needs its preprocessing (spec=)")
+        from .ort import OrtBackend
+
+        return OrtBackend(model, preprocess_spec=spec, **options)
     model = Path(model)
     if not model.is_file():
         raise VssegError(f"{model}: model file not found")
     wanted = infer_backend_name(model)
-    if backend is not None and backend not in BACKENDS:
-        raise VssegError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
     if backend is not None and backend != wanted:
         hint = {"trt": "build an engine with `vsseg-edge build-engine`",
                 "ort": "export an ONNX with `vsseg-edge export`",
@@ -110,7 +124,7 @@ def open_backend(model: str | Path, backend: str | None = None, *, spec: Preproc
     if wanted == "ort":
         from .ort import OrtBackend
 
-        be = OrtBackend(model, **options)
+        be = OrtBackend.open(model, **options)
     elif wanted == "torch":
         from .torch_backend import TorchBackend
 

@@ -1,12 +1,12 @@
-"""torch backend: a vsseg-edge checkpoint run eagerly, argmax on the device (only labels cross to the host).
+"""torch backend: a vsseg-edge checkpoint (or an nn.Module in memory) run eagerly.
 
-On CUDA (when available) the model runs in FP16 and channels-last by default, and optionally replays a
-captured CUDA graph (`cuda_graph=True`; the input shape must stay fixed, which the runtime guarantees).
-The CPU test suite covers the eager path and the FP16 / channels-last options on CPU; the CUDA paths
-(pinned staging buffer, CUDA graph replay) only run on a GPU (tests/runtime/test_torch_options.py has
-the GPU checks, marked `gpu` and skipped without CUDA; they passed on an H200, 2026-11-28). A model whose
-forward copies a host tensor to the GPU (PSPNet's numpy-built pooling matrices) cannot be captured;
-that is a one-line error naming --cuda-graph.
+By default the argmax runs on the device and only the uint8 labels cross to the host; `logits=True` returns
+the float logits instead (export parity compares them with onnxruntime's). On CUDA (when available) the
+model runs in FP16 and channels-last by default, and optionally replays a captured CUDA graph
+(`cuda_graph=True`; the input shape must stay fixed, which the runtime guarantees). The CUDA paths (pinned
+staging buffer, CUDA graph replay) have tests marked `gpu`, skipped without CUDA. A model whose forward
+copies a host tensor to the GPU (PSPNet's numpy-built pooling matrices) cannot be captured; that is a
+one-line error naming --cuda-graph.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from . import Backend
 
 
 class TorchBackend(Backend):
-    """Run an nn.Module following the vsseg-edge output contract (logits N×C×H×W) and return labels N×H×W."""
+    """Run an nn.Module following the vsseg-edge output contract (logits N×C×H×W); return labels N×H×W, or
+    the logits as float32 with `logits=True`."""
 
     name = "torch"
     output_kind = "labels"
@@ -29,7 +30,7 @@ class TorchBackend(Backend):
 
     def __init__(self, model, *, preprocess_spec: PreprocessSpec, classes: list[str], artifact: str = "<module>",
                  device: str | None = None, fp16: bool | None = None, channels_last: bool | None = None,
-                 cuda_graph: bool = False):
+                 cuda_graph: bool = False, logits: bool = False):
         import torch
 
         self._torch = torch
@@ -40,6 +41,7 @@ class TorchBackend(Backend):
         if cuda_graph and not on_gpu:
             raise VssegError("torch backend: CUDA graphs need a CUDA device")
         self.cuda_graph = cuda_graph
+        self.output_kind = "logits" if logits else "labels"
         self.preprocess_spec, self.classes, self.artifact = preprocess_spec, list(classes), artifact
         if preprocess_spec.dtype != "float32" or preprocess_spec.layout != "nchw":
             raise VssegError(f"{artifact}: the torch backend takes float32 NCHW input, the checkpoint's "
@@ -63,6 +65,8 @@ class TorchBackend(Backend):
     def _forward(self, x):
         out = self._model(x)
         out = out["out"] if isinstance(out, dict) else out
+        if self.output_kind == "logits":
+            return out.float()
         return out.argmax(1).to(self._torch.uint8)
 
     def _to_device(self, batch: np.ndarray):

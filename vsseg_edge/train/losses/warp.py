@@ -7,8 +7,10 @@ into t therefore samples it there:
     warp(x_n, flow)(x) = x_n(x + flow(x))        (bilinear)
 
 as ETC's Resample2d / grid_sample, with border padding and align_corners=True, i.e. pixel centres at
-integer coordinates 0..W−1 mapped onto −1..1. Out-of-frame samples repeat the border; the validity mask
-marks them (and NaN vectors, e.g. KITTI's invalid bit) so losses can leave them out. NaN vectors are
+integer coordinates 0..W−1 mapped onto −1..1 — the convention of the numpy warp `data.warp`, whose
+"inside the frame" rule the validity mask applies. This is the differentiable (torch) counterpart of that
+warp, for the temporal loss. Out-of-frame samples repeat the border; the validity mask marks them (and NaN
+vectors, e.g. KITTI's invalid bit) so losses can leave them out. NaN vectors are
 replaced by 0 before sampling so that they never poison the result.
 """
 
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ...data.warp import inside_frame
 from ._precision import at_least_fp32
 
 
@@ -60,11 +63,9 @@ def flow_validity(flow: torch.Tensor, exclude_out_of_frame: bool = True) -> torc
     _check_flow(flow)
     flow = at_least_fp32(flow)
     valid = torch.isfinite(flow).all(dim=1)
-    if exclude_out_of_frame:
+    if exclude_out_of_frame:  # the bilinear rule of the one warp (data.warp.inside_frame), shared with TC
         sx, sy = _sample_coords(torch.nan_to_num(flow, nan=-1e9, posinf=-1e9, neginf=-1e9))
-        h, w = flow.shape[-2:]
-        inside = (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1)
-        valid = valid & inside
+        valid = valid & inside_frame(sx, sy, flow.shape[-2], flow.shape[-1], "linear")
     return valid.unsqueeze(1).to(flow.dtype)
 
 

@@ -1,0 +1,407 @@
+"""Torch-free ONNX graph utilities for Q/DQ models: constants, structure checks, the zero-point shift, and
+nodes kept in float. The calibrator, the sensitivity search, the onnxruntime backend and the engine builder
+all read and rewrite Q/DQ graphs through this one module (onnx and numpy only).
+
+Constants: `constant_names` (membership, nothing converted) and `graph_constants` (values by name, optionally
+of one type only, so large float weights are not converted to find int8 zero points).
+
+Structure (`check_qdq_structure`): what TensorRT's explicit-quantisation parser needs (flavour ``trt``):
+- INT8 everywhere: every QuantizeLinear/DequantizeLinear zero point is int8 and 0 (symmetric);
+- weights per channel: the DequantizeLinear of a Conv weight has a 1-D scale over the output channels, axis 0;
+- no int32 bias DequantizeLinear (a known TensorRT parser failure; biases stay float);
+- no INT64 tensors at the graph boundary.
+Flavour ``ort`` (onnxruntime CPU) allows uint8 activations with any zero point but keeps weights symmetric
+int8 per channel, and the same boundary rule.
+
+The S8 → U8 shift (`shift_activations_to_uint8`): the TensorRT flavour quantises activations to int8 with
+zero point 0, while onnxruntime's CPU provider fuses Q/DQ into integer kernels mainly for uint8 activations
+(it converts int8 Q/DQ to uint8 only where a QuantizeLinear has a single consumer, so residual branches fall
+back to float). The shift is numerically exact: with scale s and int8 zero point z,
+    q_s8 = clamp(round(x / s) + z, −128, 127),   q_u8 = clamp(round(x / s) + z + 128, 0, 255) = q_s8 + 128,
+and DequantizeLinear gives (q_u8 − (z + 128))·s = (q_s8 − z)·s. So every ACTIVATION QuantizeLinear and the
+DequantizeLinear nodes it feeds get a uint8 zero point z + 128 (same scale). Weights (DequantizeLinear of
+int8 constants, or QuantizeLinear of float constants) stay int8: u8 activations × s8 weights is the kernel.
+A QuantizeLinear whose output goes anywhere but into DequantizeLinear nodes with constant int8 zero points
+(a graph output, a QOperator op) is left alone, with its DequantizeLinear nodes, so the model stays valid.
+On x86 without VNNI, onnxruntime's u8×s8 AVX2 kernel sums pairs of products in int16 and can saturate with
+full 8-bit weights, so the optimised shifted model is not always bit-exact there, while the unoptimised
+graph is.
+
+Nodes kept in float (`keep_in_float`): every node that reads an activation through a QuantizeLinear →
+DequantizeLinear pair is a candidate (`qdq_candidates`): convolutions, but also the BatchNormalization,
+pooling, Add and Concat inputs that ModelOpt quantises for TensorRT. "In float" means all of the node's
+inputs: activations from the float tensor before their QuantizeLinear, weights from the float weight behind
+their Q/DQ, or, when only an int8 weight is stored (onnxruntime's flavour), its dequantised value as a float
+initializer; Q/DQ left unused are removed. `strip_qdq` keeps every node in float: the FP32-equivalent of a
+Q/DQ model (same graph and FLOPs as its FP32 parent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .core.errors import VssegError
+
+FLAVOURS = ("trt", "ort")
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+# --- constants ---------------------------------------------------------------------------------------------
+
+
+def constant_names(graph: onnx.GraphProto) -> set[str]:
+    """Names of a graph's initializers and Constant-node outputs (no tensor is converted)."""
+    return {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+
+
+def graph_constants(graph: onnx.GraphProto, data_type: int | None = None) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node outputs of a graph, by name (zero points, scales, weights); with
+    `data_type` (a TensorProto type) only those of that type, so large float weights are not converted."""
+    def wanted(t: onnx.TensorProto) -> bool:
+        return data_type is None or t.data_type == data_type
+
+    out = {i.name: numpy_helper.to_array(i) for i in graph.initializer if wanted(i)}
+    for node in graph.node:
+        if (node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value"
+                and wanted(node.attribute[0].t)):
+            out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return out
+
+
+# --- structure checks --------------------------------------------------------------------------------------
+
+
+@dataclass
+class QdqReport:
+    """The result of `check_qdq_structure`: counts and the list of problems (empty = passes)."""
+
+    flavour: str
+    quantize_nodes: int = 0
+    dequantize_nodes: int = 0
+    quantized_convs: int = 0
+    float_convs: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {"flavour": self.flavour, "ok": self.ok, "quantize_nodes": self.quantize_nodes,
+                "dequantize_nodes": self.dequantize_nodes, "quantized_convs": self.quantized_convs,
+                "float_convs": self.float_convs, "problems": self.problems}
+
+
+def check_qdq_structure(model: onnx.ModelProto | str | Path, flavour: str = "trt") -> QdqReport:
+    """Check a Q/DQ model against the rules of `flavour`; never raises for a rule, lists the problems."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
+    graph = model.graph
+    consts = graph_constants(graph)
+    producers = {out: node for node in graph.node for out in node.output}
+    rep = QdqReport(flavour)
+    rep.quantize_nodes = sum(n.op_type == "QuantizeLinear" for n in graph.node)
+    rep.dequantize_nodes = sum(n.op_type == "DequantizeLinear" for n in graph.node)
+    if not rep.quantize_nodes and not rep.dequantize_nodes:
+        rep.problems.append("no QuantizeLinear/DequantizeLinear nodes: not a Q/DQ model")
+    _check_boundary(graph, rep)
+    for node in graph.node:
+        if node.op_type in QDQ_OPS:
+            _check_zero_point(node, consts, producers, flavour, rep)
+        if node.op_type == "DequantizeLinear" and _is_int32_input(node, consts):
+            if flavour == "trt":
+                rep.problems.append(f"{node.name or node.output[0]}: int32 DequantizeLinear (quantised bias) "
+                                    "fails in TensorRT's parser; quantise with QuantizeBias=False")
+        if node.op_type == "Conv":
+            _check_conv_weight(node, consts, producers, rep)
+    return rep
+
+
+def require_qdq_structure(path: str | Path, flavour: str | None = "trt") -> QdqReport:
+    """`check_qdq_structure` for a file, raising a one-line VssegError that names the first problems.
+
+    `flavour=None` takes it from the model's qdq_onnx manifest (`target`), as the engine builder would.
+    """
+    if flavour is None:
+        from .core.manifest import read_manifest
+
+        flavour = read_manifest(path, kind="qdq_onnx").get("target", "trt")
+    rep = check_qdq_structure(path, flavour)
+    if not rep.ok:
+        more = f" (+{len(rep.problems) - 3} more)" if len(rep.problems) > 3 else ""
+        raise VssegError(f"{path}: not a valid {flavour} Q/DQ model: {'; '.join(rep.problems[:3])}{more}")
+    return rep
+
+
+def _check_boundary(graph: onnx.GraphProto, rep: QdqReport) -> None:
+    inits = {i.name for i in graph.initializer}
+    for where, values in (("input", [v for v in graph.input if v.name not in inits]), ("output", graph.output)):
+        for v in values:
+            if v.type.tensor_type.elem_type == TensorProto.INT64:
+                rep.problems.append(f"graph {where} {v.name!r} is INT64 (TensorRT wants int32/uint8 at the boundary)")
+
+
+def _check_zero_point(node, consts, producers, flavour: str, rep: QdqReport) -> None:
+    name = node.name or node.output[0]
+    if len(node.input) < 3 or not node.input[2]:
+        if flavour == "trt":  # a missing zero point means uint8 0 in ONNX
+            rep.problems.append(f"{name}: no zero point (defaults to uint8); TensorRT needs int8 zero points")
+        return
+    zp = consts.get(node.input[2])
+    if zp is None:
+        rep.problems.append(f"{name}: zero point {node.input[2]!r} is not a constant")
+        return
+    if zp.dtype == np.int32 and _is_int32_input(node, consts):  # a quantised bias (flagged for trt elsewhere)
+        if np.any(zp != 0):
+            rep.problems.append(f"{name}: int32 bias zero point is not 0")
+        return
+    weight = _is_weight_qdq(node, consts, producers)
+    if flavour == "trt" or weight:
+        if zp.dtype != np.int8:
+            what = "weight" if weight else "activation"
+            rep.problems.append(f"{name}: {what} zero point is {zp.dtype}, expected int8")
+        elif np.any(zp != 0):
+            rep.problems.append(f"{name}: zero point {zp.ravel()[:4].tolist()} is not 0 (asymmetric)")
+    elif zp.dtype not in (np.int8, np.uint8):
+        rep.problems.append(f"{name}: activation zero point is {zp.dtype}, expected uint8 or int8")
+    scale = consts.get(node.input[1])
+    if scale is not None and (not np.all(np.isfinite(scale)) or np.any(scale <= 0)):
+        rep.problems.append(f"{name}: scale has non-positive or non-finite values")
+
+
+def _is_weight_qdq(node, consts, producers) -> bool:
+    """True for the Q/DQ of a constant tensor (a weight), directly or through its QuantizeLinear."""
+    src = node.input[0]
+    if src in consts:
+        return True
+    prod = producers.get(src)
+    return prod is not None and prod.op_type == "QuantizeLinear" and prod.input[0] in consts
+
+
+def _is_int32_input(node, consts) -> bool:
+    arr = consts.get(node.input[0])
+    return arr is not None and arr.dtype == np.int32
+
+
+def _check_conv_weight(conv, consts, producers, rep: QdqReport) -> None:
+    name = conv.name or conv.output[0]
+    dq = producers.get(conv.input[1])
+    if dq is None or dq.op_type != "DequantizeLinear":
+        rep.float_convs.append(name)
+        return
+    rep.quantized_convs += 1
+    scale = consts.get(dq.input[1])
+    weight = _weight_value(dq, consts, producers)
+    cout = weight.shape[0] if weight is not None else None
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    if scale is None:
+        rep.problems.append(f"{name}: weight scale is not a constant")
+    elif scale.ndim == 0 or scale.size == 1:
+        if cout != 1:
+            rep.problems.append(f"{name}: weight is quantised per tensor; expected per-channel scales on axis 0")
+    elif scale.ndim != 1 or (cout is not None and scale.shape[0] != cout) or axis != 0:
+        rep.problems.append(f"{name}: weight scales of shape {list(scale.shape)} on axis {axis}; "
+                            f"expected {cout} per-channel scales on axis 0")
+
+
+def _weight_value(dq, consts, producers) -> np.ndarray | None:
+    src = dq.input[0]
+    if src in consts:
+        return consts[src]
+    q = producers.get(src)
+    return consts.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+
+
+# --- the S8 → U8 activation shift -------------------------------------------------------------------------
+
+
+def int8_activation_quantizers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The activation QuantizeLinear nodes with an int8 zero point that can be shifted (see module doc)."""
+    graph = model.graph
+    consts = constant_names(graph)
+    zps = _int8_constants(graph)
+    outputs = {o.name for o in graph.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found = []
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or len(node.input) < 3 or node.input[2] not in zps:
+            continue
+        if node.input[0] in consts or node.output[0] in outputs:
+            continue  # a weight, or a quantised graph output
+        users = consumers.get(node.output[0], [])
+        if users and all(u.op_type == "DequantizeLinear" and u.input[0] == node.output[0]
+                         and len(u.input) > 2 and u.input[2] in zps for u in users):
+            found.append(node)
+    return found
+
+
+def shift_activations_to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` with every int8 activation Q/DQ pair turned into uint8 with zero point z + 128.
+
+    Exact (see module doc); `model` is not modified. A model with nothing to shift comes back as an
+    unchanged copy.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    quantizers = int8_activation_quantizers(out)
+    if not quantizers:
+        return out
+    zps = _int8_constants(graph)
+    shifted_zp: dict[str, str] = {}  # int8 zero-point name → its uint8 twin (weights keep the int8 one)
+    taken = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+
+    def u8_twin(zp_name: str) -> str:
+        if zp_name not in shifted_zp:
+            shifted_zp[zp_name] = _fresh(f"{zp_name}_u8", taken)
+            value = (zps[zp_name].astype(np.int16) + 128).astype(np.uint8)
+            graph.initializer.append(numpy_helper.from_array(value, shifted_zp[zp_name]))
+        return shifted_zp[zp_name]
+
+    shifted_tensors = set()
+    for q in quantizers:
+        q.input[2] = u8_twin(q.input[2])
+        _set_output_dtype(q)
+        shifted_tensors.add(q.output[0])
+    for node in graph.node:  # each DequantizeLinear behind a shifted Q, also one with its own int8 zero point
+        if node.op_type == "DequantizeLinear" and node.input[0] in shifted_tensors:
+            node.input[2] = u8_twin(node.input[2])
+    for vi in graph.value_info:
+        if vi.name in shifted_tensors and vi.type.HasField("tensor_type"):
+            vi.type.tensor_type.elem_type = TensorProto.UINT8
+    _drop_unused_initializers(graph, set(shifted_zp))
+    return out
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto, names: set[str]) -> None:
+    """Remove the int8 zero points that only shifted nodes read (onnxruntime warns about each one left)."""
+    used = {i for n in graph.node for i in n.input} | {i.name for i in graph.input} | {o.name for o in graph.output}
+    for init in [i for i in graph.initializer if i.name in names and i.name not in used]:
+        graph.initializer.remove(init)
+
+
+def _set_output_dtype(q: onnx.NodeProto) -> None:
+    """Opset ≥ 21 may name the output type explicitly; keep it consistent with the new zero point."""
+    for attr in q.attribute:
+        if attr.name == "output_dtype" and attr.i:
+            attr.CopyFrom(helper.make_attribute("output_dtype", TensorProto.UINT8))
+
+
+def _int8_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """int8 initializers and Constant outputs (the candidate zero points), by name."""
+    return graph_constants(graph, TensorProto.INT8)
+
+
+def _fresh(name: str, taken: set) -> str:
+    base, i = name, 0
+    while name in taken:
+        i += 1
+        name = f"{base}_{i}"
+    taken.add(name)
+    return name
+
+
+# --- nodes kept in float ----------------------------------------------------------------------------------
+
+
+def node_key(node: onnx.NodeProto) -> str:
+    """A node's name, or its first output when unnamed (node names are optional in ONNX)."""
+    return node.name or node.output[0]
+
+
+def qdq_candidates(model: onnx.ModelProto) -> list[str]:
+    """Nodes with at least one activation input read through Q → DQ, in graph order."""
+    graph = model.graph
+    consts = constant_names(graph)
+    producers = {o: n for n in graph.node for o in n.output}
+    out = []
+    for node in graph.node:
+        if node.op_type in QDQ_OPS:
+            continue
+        for name in node.input:
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in consts:
+                out.append(node_key(node))
+                break
+    return out
+
+
+def strip_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The FP32-equivalent of a Q/DQ model: every node reads its inputs in float, no Q/DQ left behind them."""
+    return keep_in_float(model, [node_key(n) for n in model.graph.node if n.op_type not in QDQ_OPS])
+
+
+def keep_in_float(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of `model` where the nodes `names` read every input in float; Q/DQ left unused are removed."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    wanted = set(names)
+    consts, values = constant_names(graph), {}  # values: converted only if an int8-only weight needs it
+    producers = {o: n for n in graph.node for o in n.output}
+    found = set()
+    for node in graph.node:
+        if node_key(node) not in wanted:
+            continue
+        found.add(node_key(node))
+        for i, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is not None and dq.op_type == "DequantizeLinear":
+                node.input[i] = _float_source(graph, dq, producers, consts, values)
+    missing = wanted - found
+    if missing:
+        raise ValueError(f"no node(s) {sorted(missing)[:3]} in the Q/DQ model")
+    _prune(graph)
+    return out
+
+
+def _float_source(graph, dq, producers, consts: set[str], values: dict) -> str:
+    """The float tensor behind `dq`: its QuantizeLinear's input, or its dequantised constant (`values` caches
+    the graph's constants, read on first need)."""
+    q = producers.get(dq.input[0])
+    if q is not None and q.op_type == "QuantizeLinear":
+        return q.input[0]
+    if dq.input[0] not in consts:
+        return dq.output[0]  # nothing float behind it (an int8 graph input): leave it
+    name = f"{dq.output[0]}_float"
+    if name not in consts:
+        if not values:
+            values.update(graph_constants(graph))
+        q_val = values[dq.input[0]].astype(np.float64)
+        scale = values[dq.input[1]].astype(np.float64)
+        zero = values[dq.input[2]].astype(np.float64) if len(dq.input) > 2 and dq.input[2] else np.zeros_like(scale)
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        if scale.ndim == 1 and scale.size > 1:
+            shape = [1] * q_val.ndim
+            shape[axis] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        value = ((q_val - zero) * scale).astype(np.float32)
+        graph.initializer.append(numpy_helper.from_array(value, name))
+        consts.add(name)
+    return name
+
+
+def _prune(graph: onnx.GraphProto) -> None:
+    """Remove Q/DQ nodes (and initializers) nothing reads any more."""
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if n.op_type in QDQ_OPS and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
