@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from vsseg_edge.calib.structure import check_qdq_structure
+from vsseg_edge.onnx_graph import check_qdq_structure
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.manifest import read_manifest
 from vsseg_edge.core.preprocess import PreprocessSpec

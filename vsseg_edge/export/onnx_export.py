@@ -17,8 +17,8 @@ conversion fails (ReduceMean from a global pool) the export refuses rather than 
 A checkpoint trained with fake INT8 (QAT, `train.quant`) exports the same way: the exporter writes its fake
 quantisers as QuantizeLinear → DequantizeLinear with int8 zero points, so the file is an INT8 Q/DQ model
 (manifest kind `qdq_onnx`) for TensorRT (`target="trt"`, as exported) or for onnxruntime on a CPU
-(`target="ort"`: activation Q/DQ shifted to uint8, exact, `calib.zero_point`); it must pass the same Q/DQ
-structure checks as a calibrated model (`calib.structure`), or nothing is written.
+(`target="ort"`: activation Q/DQ shifted to uint8, exact, `onnx_graph`); it must pass the same Q/DQ
+structure checks as a calibrated model (`onnx_graph`), or nothing is written.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
     structure = None
     if quantization is not None:
         if target == "ort":
-            from ..calib.zero_point import shift_activations_to_uint8
+            from ..onnx_graph import shift_activations_to_uint8
 
             proto = shift_activations_to_uint8(proto)
         structure = _qat_structure(proto, target, str(out))
@@ -210,7 +210,7 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
 
 def _qat_structure(proto, target: str, where: str):
     """The Q/DQ structure report of a QAT export for `target`; a one-line error when a rule is broken."""
-    from ..calib.structure import check_qdq_structure
+    from ..onnx_graph import check_qdq_structure
 
     rep = check_qdq_structure(proto, target)
     if not rep.ok:
