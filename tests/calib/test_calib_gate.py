@@ -95,6 +95,7 @@ def test_exclusion_rounds_are_bounded_and_never_exclude_everything():
     assert exclusion_rounds(ranked, 4) == [["c0"], ["c0", "c1"], ["c0", "c1", "c2", "c3"], ["c0", "c1", "c2", "c3", "c4"]]
     assert exclusion_rounds(ranked, 2) == [["c0"], ["c0", "c1"]]
     assert exclusion_rounds([("only", 1.0)], 4) == []
+    assert exclusion_rounds([("helps", 1.0)], 4, candidates=2) == [["helps"]]  # the other node stays quantised
 
 
 def test_calibration_never_uses_gate_frames(tmp_path, cs_root, tiny_onnx):

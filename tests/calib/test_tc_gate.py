@@ -84,7 +84,8 @@ def test_a_flickering_candidate_fails_while_its_per_frame_agreement_stays_high()
     assert not res.passed and res.drop > 1.0
     assert res.extra_flips > 2.0 and res.flips_int8 > res.flips_fp32
     assert "FAILS" in res.summary()
-    assert set(res.per_class) == set(CLASSES)
+    assert set(res.per_class) == set(CLASSES)  # the noise puts every class everywhere
+    assert set(gate.measure(threshold_model, 1.0).per_class) == set(CLASSES)
 
 
 def test_the_threshold_decides():
@@ -119,7 +120,7 @@ def test_tc_frames_from_a_frame_folder_skips_calibration_frames(tmp_path):
 
     for i, f in enumerate(moving_square(10)):
         cv2.imwrite(str(tmp_path / f"{i:03d}.png"), f)
-    tc = tc_frames_from(tmp_path, max_frames=20, clip_frames=20, skip=[tmp_path / "003.png"])
+    tc = tc_frames_from(tmp_path, max_frames=20, clip_frames=20, skip=["003.png"])
     assert tc.keys == [f"{i:03d}.png" for i in range(4, 10)]  # the longest run after frame 3
     assert tc.record()["pairs"] == 5 and tc.record()["clips"][0]["first"] == "004.png"
     assert len(tc_frames_from(tmp_path, max_frames=4, clip_frames=20).keys) == 4

@@ -42,6 +42,13 @@ class CalibConfig:
     op_types: tuple[str, ...] = DEFAULT_OP_TYPES  # op types onnxruntime quantises ([] = all it can)
     reduce_range: bool = False  # ort target: 7-bit weights (for x86 CPUs without VNNI, see quantize_ort.py)
     threads: int = 0  # onnxruntime intra-op threads for calibration and the gate (0 = all cores)
+    # temporal-consistency gate (calib/temporal.py): TC of FP32 and INT8 on consecutive frames (--tc-frames, or by
+    # default the calibration clip's frames not used for calibration / the eval split's sequences)
+    tc_gate: bool = True
+    tc_threshold: float = 1.0  # max TC drop in points
+    tc_max_frames: int = 48  # consecutive frames in all (DIS flow between them at the model's input size)
+    tc_clip_frames: int = 24  # at most this many consecutive frames from one clip
+    speed_runs: int = 5  # FP32 vs INT8 latency on this machine, interleaved runs each (0 = not measured)
 
     def __post_init__(self):
         checks = [
@@ -54,6 +61,10 @@ class CalibConfig:
             (self.threshold >= 0, f"threshold must be ≥ 0, got {self.threshold}"),
             (self.max_rounds >= 0, f"max_rounds must be ≥ 0, got {self.max_rounds}"),
             (self.sensitivity_frames > 0, f"sensitivity_frames must be positive, got {self.sensitivity_frames}"),
+            (self.tc_threshold >= 0, f"tc_threshold must be ≥ 0, got {self.tc_threshold}"),
+            (self.tc_clip_frames >= 2 and self.tc_max_frames >= 2,
+             f"tc_clip_frames and tc_max_frames must be ≥ 2, got {self.tc_clip_frames}, {self.tc_max_frames}"),
+            (self.speed_runs >= 0, f"speed_runs must be ≥ 0, got {self.speed_runs}"),
             (self.target == "trt" or self.quantizer != "modelopt", "quantizer 'modelopt' is for target 'trt'"),
             (self.target == "ort" or not self.reduce_range, "reduce_range is for target 'ort' (TensorRT wants 8 bits)"),
         ]

@@ -87,7 +87,7 @@ class TcResult:
     pairs: int
     frames: int
     flow: str = FLOW_NAME
-    per_class: dict = field(default_factory=dict)  # class → [TC FP32, TC INT8] (None: class absent)
+    per_class: dict = field(default_factory=dict)  # class → [TC FP32, TC INT8] for the classes either predicts
 
     def to_dict(self) -> dict:
         r = lambda v: None if v is None else round(float(v), 4)
@@ -111,75 +111,48 @@ def consecutive(dataset) -> bool:
 
 def tc_frames_from(source, split: str = "val", max_frames: int = 48, clip_frames: int = 24, seed: int = 0,
                    how: str = "given", skip: Sequence[str] = ()) -> TcFrames:
-    """Consecutive frames for the TC gate from a video file, a folder of frames, a folder of clips or a
-    dataset's `split` (its sequences): up to `clip_frames` consecutive frames from each clip, clips in a
-    seeded order, until `max_frames`. Frames whose path is in `skip` (the calibration frames) are left out,
-    so a clip's usable runs are the stretches between them."""
-    from pathlib import Path
-
-    from ..data.datasets import open_dataset
+    """Consecutive frames for the TC gate from whatever `data.frame_source` opens (a video file, a folder of
+    frames, a folder of clips, or a dataset's `split` with sequences): from each clip, in a seeded order, its
+    longest run of frames whose key (`calib.frames.frame_key`) is not in `skip` (the calibration frames), cut
+    to `clip_frames`, until `max_frames` in all."""
+    from ..data.frame_source import open_frame_source
+    from .frames import frame_key
 
     if max_frames < 2 or clip_frames < 2:
         raise VssegError(f"TC gate: need at least 2 frames per clip and in all (got {clip_frames}, {max_frames})")
-    src = Path(source)
-    if not src.exists():
-        raise VssegError(f"--tc-frames {src}: not found (expected a video, a folder of frames or of clips, "
-                         "or a dataset with sequences)")
-    ds = open_dataset(src, split, kind="video" if _video_like(src) else "auto")
+    ds = open_frame_source(source, split, flag="--tc-frames")
     if not consecutive(ds):
-        raise VssegError(f"--tc-frames {src}: a {ds.name} dataset has no consecutive frames (its frames are "
+        raise VssegError(f"--tc-frames {source}: a {ds.name} dataset has no consecutive frames (its frames are "
                          "seconds apart); give a video or a folder of consecutive frames")
-    skip = {str(Path(s).resolve()) for s in skip}
+    skip = set(skip)
     names = sorted(ds.sequences)
-    order = np.random.default_rng(seed).permutation(len(names)).tolist() if len(names) > 1 else [0]
+    order = np.random.default_rng(seed).permutation(len(names)).tolist()
     clips, total = [], 0
     for i in order:
-        refs = ds.sequences[names[i]]
-        run = _longest_run([r for r in refs], skip)[:min(clip_frames, max_frames - total)]
+        run = _longest_run(ds.sequences[names[i]], lambda r: frame_key(ds, r) in skip)
+        run = run[:min(clip_frames, max_frames - total)]
         if len(run) >= 2:
-            clips.append(TcClip(names[i], [_key(r.image, src) for r in run],
-                                [(lambda r=r: ds.read_image(r)) for r in run]))
+            readers = [(lambda r=r: ds.read_image(r)) for r in run]
+            clips.append(TcClip(names[i], [frame_key(ds, r) for r in run], readers))
             total += len(run)
         if total >= max_frames - 1:
             break
     if not clips:
-        raise VssegError(f"--tc-frames {src}: no two consecutive frames that are not calibration frames")
-    return TcFrames(str(src), how, clips)
+        raise VssegError(f"--tc-frames {source}: no two consecutive frames that are not calibration frames")
+    return TcFrames(str(source), how, clips)
 
 
-def _video_like(path) -> bool:
-    from ..data.video import looks_like_video_root
-
-    if path.is_file():
-        return True
-    try:
-        from ..data.datasets import detect_kind
-
-        return detect_kind(path) in ("video", "images")
-    except VssegError:
-        return looks_like_video_root(path)
-
-
-def _longest_run(refs, skip: set) -> list:
-    """The longest stretch of consecutive frames none of which is in `skip`."""
+def _longest_run(refs, skipped: Callable[[object], bool]) -> list:
+    """The longest stretch of consecutive frames none of which is `skipped`."""
     best, cur = [], []
     for r in refs:
-        if str(r.image.resolve()) in skip:
+        if skipped(r):
             cur = []
             continue
         cur.append(r)
         if len(cur) > len(best):
             best = list(cur)
     return best
-
-
-def _key(path, root) -> str:
-    from pathlib import Path
-
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        return Path(path).as_posix()
 
 
 def clip_flows(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -245,7 +218,7 @@ class TemporalGate:
         t32, t8 = 100.0 * self.fp32_tc.tc(), 100.0 * tc8.tc()
         drop = t32 - t8
         per_class = {n: [_pct(a), _pct(b)] for n, a, b in zip(self.class_names, self.fp32_tc.per_class(),
-                                                             tc8.per_class())}
+                                                             tc8.per_class()) if np.isfinite(a) or np.isfinite(b)}
         return TcResult(bool(drop <= threshold), threshold, t32, t8, drop, pct(flips32), pct(flips8), pct(extra),
                         self.tc_frames.pairs, len(self.tc_frames.keys), per_class=per_class)
 
