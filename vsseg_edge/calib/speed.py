@@ -43,7 +43,7 @@ def measure_speed(fp32_model, int8_model, spec: PreprocessSpec, frame: np.ndarra
                 out.append((clock() - t0) * 1e3)
         shifted = int8.shifted
     m32, m8 = statistics.median(t32), statistics.median(t8)
-    return {"fp32_ms": round(m32, 3), "int8_ms": round(m8, 3), "ratio": round(m32 / m8, 3) if m8 > 0 else None,
+    return {"fp32_ms": round(m32, 4), "int8_ms": round(m8, 4), "ratio": round(m32 / m8, 3) if m8 > 0 else None,
             "runs": runs, "threads": threads or "onnxruntime default", "input": [spec.height, spec.width],
             "provider": "CPUExecutionProvider (ORT_ENABLE_ALL)", "int8_shifted_to_uint8": shifted,
             "cpu": cpu_model(), "cpu_flags": cpu_flags(), "onnxruntime": library_versions().get("onnxruntime")}
