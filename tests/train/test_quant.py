@@ -169,3 +169,47 @@ def test_target_is_refused_for_an_fp32_checkpoint(tmp_path):
     save_checkpoint(path, tiny(4), model_name=TINY, classes=CLASSES, preprocess=SPEC)
     with pytest.raises(VssegError, match="--target is for checkpoints trained with fake INT8"):
         export_checkpoint(path, tmp_path / "x.onnx", ExportPreset(), target="ort")
+
+
+@pytest.mark.slow
+def test_qat_training_calibrates_records_and_resumes(tmp_path, synth_root):
+    """`vsseg-edge train` with quant.enabled: ESPNet from an FP32 checkpoint, temporal loss + self-distillation."""
+    import yaml
+
+    from vsseg_edge.core.labels import CITYSCAPES
+    from vsseg_edge.models import create_model
+    from vsseg_edge.train.config import load_recipe
+    from vsseg_edge.train.trainer import Trainer
+
+    torch.manual_seed(0)
+    init = tmp_path / "fp32.pt"
+    spec = PreprocessSpec(height=64, width=128)
+    fp32 = create_model("espnet", CITYSCAPES.num_classes).eval()
+    save_checkpoint(init, fp32, model_name="espnet", classes=list(CITYSCAPES.classes), preprocess=spec)
+    recipe = {"name": "qat", "iterations": 2, "batch_size": 2, "threads": 1, "out_dir": str(tmp_path / "runs"),
+              "val_max_sequences": 1, "ckpt_every": 1,
+              "data": {"root": str(synth_root), "crop": [64, 128], "scale_range": [0.9, 1.1], "workers": 0,
+                       "offsets": [1]},
+              "model": {"name": "espnet", "init_checkpoint": str(init)}, "teacher": {"checkpoint": str(init)},
+              "preprocess": {"height": 64, "width": 128},
+              "loss": {"weights": {"seg": 1.0, "aux": 0.0, "temporal": 0.1, "kd_pixel": 1.0}},
+              "quant": {"enabled": True, "calib_batches": 2}}
+    path = tmp_path / "qat.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    trainer = Trainer(load_recipe(path), progress=False)
+    assert len(quantized_modules(trainer.model)) == 82 + 3  # every Conv and ConvTranspose of ESPNet
+    trainer.fit()
+    amax = {n: float(m.input_amax) for n, m in quantized_modules(trainer.model)}
+    assert all(a > 0 for a in amax.values())  # calibrated before the first step
+    out = trainer.out / "model.pt"
+    man = read_manifest(out)
+    assert man["precision"] == "int8" and man["quantization"]["placement"] == "conv-input-weight"
+    assert man["parent"]["file"] == "fp32.pt"
+    again, ckpt = model_from_checkpoint(out)
+    assert {n: float(m.input_amax) for n, m in quantized_modules(again)} == amax
+    changed = [n for n, p in again.state_dict().items() if p.dtype.is_floating_point and n in fp32.state_dict()
+               and not torch.equal(p, fp32.state_dict()[n])]
+    assert changed  # the weights were fine-tuned under fake quantisation
+    # resume: the ranges come from last.pt, not from a new calibration
+    resumed = Trainer(load_recipe(path, ["iterations=3"]), resume=True, progress=False)
+    assert resumed.step == 2 and {n: float(m.input_amax) for n, m in quantized_modules(resumed.model)} == amax

@@ -33,42 +33,17 @@ re-applies it before loading.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..core.errors import VssegError
+from .config import PLACEMENT, QuantConfig
 
 QMAX = 127
 QMIN = -128
-PLACEMENT = "conv-input-weight"  # the only placement: inputs and weights of Conv/ConvTranspose
-CALIB_METHODS = ("max", "percentile")
 _HIST_BINS = 2048
-
-
-@dataclass(frozen=True)
-class QuantConfig:
-    """How `vsseg-edge train` quantises the student (`quant:` section of a recipe)."""
-
-    enabled: bool = False
-    calib_batches: int = 8  # training batches whose activations set each input amax before fine-tuning
-    calib_method: str = "percentile"  # max | percentile (of |x|, per tensor, over the calibration batches)
-    percentile: float = 99.999
-    exclude: tuple[str, ...] = ()  # module names (e.g. "classifier") kept in float
-
-    def __post_init__(self):
-        if self.calib_method not in CALIB_METHODS:
-            raise VssegError(f"recipe: quant.calib_method must be one of {CALIB_METHODS}, got {self.calib_method!r}")
-        if self.calib_batches < 1:
-            raise VssegError(f"recipe: quant.calib_batches must be ≥ 1, got {self.calib_batches}")
-        if not 0.0 < self.percentile <= 100.0:
-            raise VssegError(f"recipe: quant.percentile must be in (0, 100], got {self.percentile}")
-
-    def record(self) -> dict:
-        """What a checkpoint stores so that the model can be rebuilt with the same fake quantisers."""
-        return {"placement": PLACEMENT, "bits": 8, "exclude": list(self.exclude)}
 
 
 def _fake_quant_tensor(x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:

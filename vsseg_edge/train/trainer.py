@@ -135,6 +135,10 @@ class Trainer:
         self.check_size(model)
         if self.dist.world > 1 and cfg.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if cfg.quant.enabled:  # QAT: fake INT8 on every convolution (train/quant.py); ranges set in fit()
+            from .quant import quantize_modules
+
+            quantize_modules(model, cfg.quant)
         self.model = model.to(self.device)
         self.teacher = None
         if cfg.loss.weights.needs_teacher:
@@ -185,10 +189,13 @@ class Trainer:
 
     def save(self, name: str, metrics: dict | None = None, with_state: bool = True) -> Path:
         path = self.out / name
+        q = self.cfg.quant
         save_checkpoint(path, self.model, model_name=self.cfg.model.name, classes=list(self.label_set.classes),
                         preprocess=self.cfg.preprocess, model_kwargs=self.model_kwargs, config=to_dict(self.cfg),
                         metrics=metrics or {}, step=self.step,
-                        train_state=self.train_state() if with_state else None)
+                        train_state=self.train_state() if with_state else None,
+                        quantization=q.record() if q.enabled else None,
+                        parent=self.cfg.model.init_checkpoint if q.enabled else None)
         return path
 
     def _resume(self) -> None:
@@ -306,6 +313,15 @@ class Trainer:
                                            pin_memory=self.device.type == "cuda",
                                            persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
 
+    def calibrate_quantizers(self) -> dict[str, float]:
+        """QAT: set each fake quantiser's input range from `quant.calib_batches` training batches (frame t of
+        each sample, the same augmentation as training) before the first step."""
+        from .quant import calibrate_inputs
+
+        loader = iter(self._loader())
+        images = [next(loader)["image"].to(self.device) for _ in range(self.cfg.quant.calib_batches)]
+        return calibrate_inputs(self.model, images, self.cfg.quant)
+
     def _install_signal_handlers(self):
         def request_stop(signum, frame):
             if self.stop_requested:  # a second Ctrl-C interrupts at once
@@ -329,6 +345,8 @@ class Trainer:
         metrics: dict = {}
         t_start, steps_done = time.perf_counter(), 0
         try:
+            if cfg.quant.enabled and self.step == 0:
+                self.calibrate_quantizers()
             batches = iter(self._loader())
             while self.step < cfg.iterations and not self.stop_requested:
                 batch = next(batches)
