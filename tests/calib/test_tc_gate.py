@@ -81,6 +81,7 @@ def test_a_flickering_candidate_fails_while_its_per_frame_agreement_stays_high()
     res = gate.measure(flicker, 1.0)
     agreement = np.mean([(threshold_model(f) == Flicker(0.03, seed=1)(f)).mean() for f in frames])
     assert agreement > 0.97  # per-frame: 98 % of pixels agree, a 1-point agreement gate would pass
+    assert res.agreement == pytest.approx(100 * agreement, abs=0.5)
     assert not res.passed and res.drop > 1.0
     assert res.extra_flips > 2.0 and res.flips_int8 > res.flips_fp32
     assert "FAILS" in res.summary()

@@ -86,6 +86,7 @@ class TcResult:
     extra_flips: float  # % of valid pixels that flip under INT8 but not under FP32
     pairs: int
     frames: int
+    agreement: float | None = None  # % of pixels where INT8 and FP32 predict the same class, on these frames
     flow: str = FLOW_NAME
     per_class: dict = field(default_factory=dict)  # class → [TC FP32, TC INT8] for the classes either predicts
 
@@ -94,7 +95,7 @@ class TcResult:
         return {"passed": self.passed, "threshold": self.threshold, "tc_fp32": r(self.tc_fp32),
                 "tc_int8": r(self.tc_int8), "drop": r(self.drop), "flips_fp32": r(self.flips_fp32),
                 "flips_int8": r(self.flips_int8), "extra_flips": r(self.extra_flips), "pairs": self.pairs,
-                "frames": self.frames, "flow": self.flow, "per_class": self.per_class}
+                "frames": self.frames, "agreement": r(self.agreement), "flow": self.flow, "per_class": self.per_class}
 
     def summary(self) -> str:
         verdict = "passes" if self.passed else "FAILS"
@@ -219,8 +220,11 @@ class TemporalGate:
         drop = t32 - t8
         per_class = {n: [_pct(a), _pct(b)] for n, a, b in zip(self.class_names, self.fp32_tc.per_class(),
                                                              tc8.per_class()) if np.isfinite(a) or np.isfinite(b)}
+        same = sum(int((a == b).sum()) for lab, ref in zip(labels, self.fp32) for a, b in zip(lab, ref))
+        total = sum(a.size for lab in labels for a in lab)
         return TcResult(bool(drop <= threshold), threshold, t32, t8, drop, pct(flips32), pct(flips8), pct(extra),
-                        self.tc_frames.pairs, len(self.tc_frames.keys), per_class=per_class)
+                        self.tc_frames.pairs, len(self.tc_frames.keys), 100.0 * same / max(total, 1),
+                        per_class=per_class)
 
     def flip_error(self, model, pairs: int) -> float:
         """Share of valid pixels on the first `pairs` pairs of the first clip that flip under `model` but not
