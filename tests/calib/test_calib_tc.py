@@ -139,3 +139,17 @@ def test_camvid_has_no_consecutive_frames_so_tc_is_skipped_with_the_reason(setup
     man = calibrate(model, root, tmp_path / "c.onnx", CalibConfig(**{**CFG, "speed_runs": 0}), log=lambda s: None)
     assert man["gate"]["tc"]["result"] is None and "--tc-frames" in man["gate"]["tc"]["skipped"]
     assert man["speed"] is None
+
+
+def test_ort_session_profiles_when_asked(setup, tmp_path):
+    """The speed analysis reads onnxruntime's profiler through the one session factory."""
+    import json
+
+    from vsseg_edge.runtime.backends.ort import ort_session
+
+    model, _ = setup
+    sess = ort_session(model, threads=1, profile=str(tmp_path / "prof"))
+    sess.run(None, {"image": np.zeros((1, 3, H, W), np.float32)})
+    events = json.loads(open(sess.end_profiling()).read())
+    assert {e["args"]["op_name"] for e in events if e.get("cat") == "Node" and "op_name" in e.get("args", {})} \
+        >= {"Conv", "Add"}
