@@ -151,5 +151,5 @@ def test_ort_session_profiles_when_asked(setup, tmp_path):
     sess = ort_session(model, threads=1, profile=str(tmp_path / "prof"))
     sess.run(None, {"image": np.zeros((1, 3, H, W), np.float32)})
     events = json.loads(open(sess.end_profiling()).read())
-    assert {e["args"]["op_name"] for e in events if e.get("cat") == "Node" and "op_name" in e.get("args", {})} \
-        >= {"Conv", "Add"}
+    ops = {e["args"]["op_name"] for e in events if e.get("cat") == "Node" and "op_name" in e.get("args", {})}
+    assert "Conv" in ops  # (onnxruntime fuses the Add into the convolution)
