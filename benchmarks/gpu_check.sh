@@ -4,6 +4,11 @@
 # Needs python3 with torch (CUDA build), onnx, onnxsim, onnxruntime and this package's light dependencies
 # (typer, pyyaml, opencv-python-headless, tqdm, rich); tensorrt + polygraphy + cuda-python are optional.
 #  1. environment: vsseg-edge doctor, nvidia-smi (the card is named in the log and in the bench report);
+#  R. the runtime at the speed of the model, first (it is what the GPU time is for): the CUDA tests of the device
+#     preprocessing and stages (pytest -m gpu, where pytest is installed), then benchmarks/gpu_runtime.py gpu:
+#     backend-only FPS vs `vsseg-edge run` FPS on a 1024x2048 file and live latency for PSPNet-18, BiSeNetV2,
+#     ESPNet (torch; onnxruntime CUDA and TensorRT where installed) into OUT/gpu_runtime/gpu_runtime.{md,json}
+#     (commit both as benchmarks/reports/gpu_runtime.{md,json}; the JSON keeps the committed CPU section);
 #  2. cuda-python check: the calls the TensorRT backend makes (device properties, pinned/device buffers, async
 #     copies on one stream, execute_async_v3 with the stream handle) against the REAL CUDA runtime, with a
 #     TensorRT TEST DOUBLE whose "engine" is an on-stream device copy; it verifies cuda-python use, not TensorRT;
@@ -16,7 +21,8 @@
 # A failed optional step prints why and the check goes on; only missing demo artefacts or a failed bench stop it.
 # Everything goes to OUT: gpu_check.log (all output), trt_plans.txt or the engines, report/ (report.md/.json).
 # Knobs (environment): PY, DEMO, DEMO_ITERS (40), DEMO_ARGS (extra `demo` options, e.g. "--train-sequences 3"),
-# RUNS (200), WARMUP (20), MAX_SEQ (all sequences), CALIB_FRAMES (64).
+# RUNS (200), WARMUP (20), MAX_SEQ (all sequences), CALIB_FRAMES (64), RUNTIME_BACKENDS ("torch ort trt"),
+# ONLY_RUNTIME (1: stop after step R).
 set -uo pipefail
 OUT=${1:-${OUT:-runs/gpu_check}}
 PY=${PY:-python3}
@@ -35,6 +41,17 @@ say "environment"
 date -u
 optional "${VS[@]}" doctor
 optional nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv
+
+say "R. the runtime at the speed of the model: CUDA tests of the device stages, then benchmarks/gpu_runtime.py"
+if "$PY" -c "import pytest" 2>/dev/null; then
+  optional "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/runtime/test_device_preprocess.py \
+    tests/runtime/test_device_stage.py tests/runtime/test_torch_options.py tests/runtime/test_ort_binding.py
+else
+  echo "pytest is not installed: the CUDA tests are skipped (pip install pytest)"
+fi
+# shellcheck disable=SC2086  # RUNTIME_BACKENDS is a list of names
+optional "$PY" benchmarks/gpu_runtime.py gpu --out "$OUT/gpu_runtime" --backends ${RUNTIME_BACKENDS:-torch ort trt}
+[ "${ONLY_RUNTIME:-0}" = 1 ] && { echo "ONLY_RUNTIME=1: stopping after the runtime figures"; date -u; exit 0; }
 
 say "cuda-python calls of the TensorRT backend, against the real CUDA runtime (TensorRT is a TEST DOUBLE here)"
 optional "$PY" - <<'EOF'
@@ -87,8 +104,18 @@ be = trt_backend.TrtBackend(eng, modules=(fake_trt, rt))
 x = np.random.default_rng(0).standard_normal((1, 3, 4, 6)).astype(np.float32)
 for _ in range(3):
     assert np.array_equal(be.infer(x), x), "H2D -> on-stream D2D -> D2H round trip"
-be.close()
 print("TrtBackend buffers/stream/execute_async_v3(int(stream)) with real CUDA: ok (TensorRT itself NOT exercised)")
+from vsseg_edge.core.preprocess import labels_from_output, preprocess
+stage = be.device_stage(lut=np.zeros((256, 3), np.uint8), alpha=0.5, overlay=False, slots=3)
+frames = [np.random.default_rng(i).integers(0, 256, (4, 6, 3), dtype=np.uint8) for i in range(6)]
+pending = [stage.submit(f) for f in frames[:3]]  # three frames in flight on the upload/compute/download streams
+results = [p.result() for p in pending] + [stage.submit(f).result() for f in frames[3:]]
+for f, r in zip(frames, results):  # the double's "engine" copies its input: labels = argmax of the input
+    assert np.array_equal(r.labels, labels_from_output(preprocess(f, be.preprocess_spec), "logits")[0])
+    assert r.times["upload_ms"] > 0 and r.times["infer_ms"] >= 0 and r.times["download_ms"] >= 0
+stage.close()
+be.close()
+print("TrtDeviceStage slots, 3 streams, events, cudaStreamWaitEvent with real CUDA: ok (TensorRT NOT exercised)")
 EOF
 
 say "demo artefacts ($DEMO)"

@@ -25,7 +25,8 @@ EDGE = [
     "vsseg_edge.measure.compare", "vsseg_edge.measure.timing", "vsseg_edge.measure.accuracy",
     "vsseg_edge.measure.environment", "vsseg_edge.engine.builder", "vsseg_edge.engine.policy",
     "vsseg_edge.runtime.pipeline", "vsseg_edge.runtime.run", "vsseg_edge.runtime.commands",
-    "vsseg_edge.runtime.backends.ort", "vsseg_edge.runtime.backends.trt", "vsseg_edge.bench",
+    "vsseg_edge.runtime.backends.ort", "vsseg_edge.runtime.backends.trt", "vsseg_edge.runtime.stage",
+    "vsseg_edge.runtime.backends.trt_stage", "vsseg_edge.bench",
     "vsseg_edge.bench.runner", "vsseg_edge.bench.report", "vsseg_edge.bench.compare", "vsseg_edge.bench.plots",
     "vsseg_edge.bench.commands", "vsseg_edge.cli",
 ]

@@ -55,14 +55,29 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console entry point: a user error becomes one line on stderr and exit code 2, no traceback."""
-    from .core.errors import VssegError
+    """Console entry point: a user error becomes one line on stderr and exit code 2, no traceback.
 
+    Ctrl-C and SIGTERM unwind the command (its temporary files go) and exit 130 / 143 with one line.
+    """
+    from .core.errors import Interrupted, VssegError
+    from .core.signals import raise_on_signals
+
+    restore = raise_on_signals()
     try:
         app()
     except VssegError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
+    except Interrupted as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    finally:
+        restore()
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (a message quoting a multi-line library error keeps its lines joined)."""
+    return " ".join(str(exc).split("\n")).strip()
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ def _train(cfg: DemoConfig, name: str, model: str, iterations: int, loss: dict, 
         "loss": {"weights": loss},
         "teacher": {"checkpoint": str(teacher) if teacher else None},
     }
-    metrics = train(from_dict(TrainConfig, data, f"demo {name}"), progress=True)
+    # the demo's own run folders: a second demo into the same --out trains again
+    metrics = train(from_dict(TrainConfig, data, f"demo {name}"), progress=True, overwrite=True)
     typer.echo(f"  {name}: mIoU {metrics['val_miou']:.1f}  TC {metrics.get('val_tc', float('nan')):.1f} "
                f"({metrics.get('tc_flow')})")
     return cfg.out / "train" / name / "model.pt"
@@ -91,7 +92,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         total = (cfg.train_sequences + cfg.val_sequences) * cfg.frames
         with tqdm(total=total, desc="synth", unit="frame") as bar:
             generate(synth, num_train=cfg.train_sequences, num_val=cfg.val_sequences, frames=cfg.frames,
-                     height=cfg.size[0], width=cfg.size[1], seed=cfg.seed, progress=bar.update)
+                     height=cfg.size[0], width=cfg.size[1], seed=cfg.seed, progress=bar.update,
+                     overwrite=True)  # no synth.json: an interrupted earlier demo's partial set
     times["synth"] = time.perf_counter() - t
 
     t = _step(2, n, f"train the teacher ({cfg.teacher}, cross-entropy, {cfg.teacher_iterations} steps)")

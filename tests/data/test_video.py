@@ -192,19 +192,19 @@ def test_a_clip_that_does_not_decode_leaves_nothing(tmp_path, cache):
 
 def test_interrupted_decode_leaves_no_folder(tmp_path, cache, monkeypatch):
     clip = _write_video(tmp_path / "c.avi", _frames(6))
-    real, calls = cv2.imwrite, []
+    real, calls = cv2.imencode, []  # frames are encoded in memory, then written (core.fileio.write_image)
 
-    def failing(path, img, params=None):
-        calls.append(path)
+    def failing(ext, img, params=None):
+        calls.append(ext)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(path, img, params or [])
+        return real(ext, img, params or [])
 
-    monkeypatch.setattr(cv2, "imwrite", failing)
+    monkeypatch.setattr(cv2, "imencode", failing)
     with pytest.raises(KeyboardInterrupt):
         open_video(clip)
     assert list(cache.iterdir()) == []
-    monkeypatch.setattr(cv2, "imwrite", real)
+    monkeypatch.setattr(cv2, "imencode", real)
     assert open_video(clip).num_frames == 6
 
 

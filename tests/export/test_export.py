@@ -134,7 +134,7 @@ def test_broken_parity_leaves_no_file(tiny_ckpt, tmp_path, monkeypatch):
 def test_user_errors(tiny_ckpt, tmp_path, tiny_factory):
     from vsseg_edge.core.preprocess import PreprocessSpec
 
-    with pytest.raises(VssegError, match="is a directory"):
+    with pytest.raises(VssegError, match="is a folder; expected a file name"):
         export_checkpoint(tiny_ckpt, tmp_path, load_preset(None))
     meta = dict(model_name="t", classes=["a", "b"], preprocess=PreprocessSpec(height=64, width=128))
     with pytest.raises(VssegError, match=r"--size 60x128: .* multiples of 8"):
@@ -217,3 +217,85 @@ def test_published_espnet_parity_on_real_camvid_frames(tmp_path):
     assert p.frames == str(frames) and p.ref_abs_max > 5
     assert p.max_abs_logit <= 1e-3 and p.argmax_agreement >= 0.999
     assert res.manifest["input"]["preprocess"]["channel_order"] == "bgr"
+
+
+def _camera_frames(hw, n=3, seed=21):
+    return synthetic_frames(n, hw, seed=seed)
+
+
+@pytest.mark.parametrize("interpolation, frame_hw", [("linear", (128, 256)), ("area", (128, 256)),
+                                                     ("nearest", (256, 512))])
+def test_camera_frame_graph_takes_frames_as_they_are(tmp_path, tiny_factory, interpolation, frame_hw):
+    """--frame-size: resize, channel order and normalisation in the graph; at integer shrink factors the graph's
+    input to the model equals core.preprocess's, so the logits equal torch's on core.preprocess input."""
+    from vsseg_edge.core.preprocess import PreprocessSpec, preprocess
+
+    spec = PreprocessSpec(height=64, width=128, interpolation=interpolation, mean=(10.0, 100.0, 200.0))
+    model = tiny_factory()
+    out = tmp_path / "camera.onnx"
+    res = export_onnx(model, out, model_name="tiny", classes=[f"c{i}" for i in range(5)], preprocess=spec,
+                      preset=load_preset(None, uint8_input=True, frame_size=frame_hw))
+    assert res.parity.passed and res.parity.max_abs_logit <= 1e-4
+    assert boundary(onnx.load(str(out)))["inputs"] == [
+        {"name": "input", "dtype": "UINT8", "shape": [1, *frame_hw, 3]}]
+    man = read_manifest(out, kind="onnx")
+    onnx_spec = manifest_preprocess(man, "camera.onnx")
+    assert (onnx_spec.size, onnx_spec.channel_order, onnx_spec.dtype, onnx_spec.layout, onnx_spec.mean) == (
+        frame_hw, "bgr", "uint8", "nhwc", (200.0, 100.0, 10.0))
+    assert man["graph_preprocess"]["resize_to"] == [64, 128] and man["graph_preprocess"]["channel_order"] == "rgb"
+    sess = _session(out)
+    for frame in _camera_frames(frame_hw):
+        batch = preprocess(frame, onnx_spec)
+        assert np.array_equal(batch[0], frame)  # the frame as it is
+        got = sess.run(None, {"input": batch})[0]
+        ref = _torch_logits(model, [frame], spec)
+        assert np.abs(got - ref).max() <= 1e-4 and np.abs(ref).max() > 0.1
+
+
+def test_camera_frame_graph_at_any_linear_size_labels_and_runtime(tmp_path, tiny_ckpt):
+    """A non-integer factor: OpenCV's fixed-point bilinear differs by 1 on some pixels, the labels agree; the
+    runtime feeds such a graph camera frames without resizing them on the host."""
+    import cv2
+
+    from vsseg_edge.core.preprocess import labels_to_frame_size
+    from vsseg_edge.runtime.backends import open_backend
+    from vsseg_edge.runtime.pipeline import Pipeline
+    from vsseg_edge.runtime.sinks import MaskSink
+    from vsseg_edge.runtime.sources import open_source
+
+    out = tmp_path / "camera.onnx"
+    res = export_checkpoint(tiny_ckpt, out, load_preset("export/uint8_argmax.yaml", frame_size=(100, 200)))
+    assert res.parity.argmax_agreement >= 0.999 and res.summary["outputs"][0]["dtype"] == "UINT8"
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = _camera_frames((100, 200))
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i}.png"), f)
+    with open_backend(out, threads=1) as be:
+        assert be.preprocess_spec.size == (100, 200)
+        result = Pipeline(open_source(str(folder)), be, [MaskSink(tmp_path / "m")], handle_signals=False).run()
+    assert result.frames == 3
+    model, ckpt = model_from_checkpoint(tiny_ckpt)
+    spec = checkpoint_preprocess(ckpt, "ckpt")
+    for i, f in enumerate(frames):
+        ref = labels_to_frame_size(_torch_logits(model, [f], spec).argmax(1)[0].astype(np.uint8), (100, 200))
+        got = cv2.imread(str(tmp_path / "m" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+        assert np.mean(got == ref) >= 0.999
+
+
+def test_camera_frame_refusals(tiny_ckpt, tmp_path, tiny_factory):
+    from vsseg_edge.core.preprocess import PreprocessSpec
+
+    with pytest.raises(VssegError, match=r"frame_size needs uint8_input"):
+        load_preset(None, frame_size=(128, 256))
+    camera = load_preset("export/camera_1024x2048.yaml")
+    assert (camera.frame_size, camera.uint8_input, camera.output) == ((1024, 2048), True, "labels")
+    spec = PreprocessSpec(height=64, width=128, interpolation="area")
+    with pytest.raises(VssegError, match=r"^--frame-size 100x200: area interpolation is resized in the graph only by "
+                                         r"an integer shrink factor"):
+        export_onnx(tiny_factory(), tmp_path / "x.onnx", model_name="tiny", classes=["a"] * 5, preprocess=spec,
+                    preset=load_preset(None, uint8_input=True, frame_size=(100, 200)))
+    assert not (tmp_path / "x.onnx").exists()
+    r = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "export", str(tiny_ckpt), "--out",
+                        str(tmp_path / "y.onnx"), "--frame-size", "100by200"], capture_output=True, text=True)
+    assert r.returncode != 0 and "--frame-size: expected HxW" in r.stderr and not (tmp_path / "y.onnx").exists()

@@ -18,8 +18,10 @@ def benchmark(models, dataset, out, **options):
 
     Returns (report dict, {"json": path, "markdown": path, <plot key>: path …}).
     """
+    from .commands import clear_report
     from .report import write_report
     from .runner import BenchConfig, run_bench
 
     report = run_bench(models, BenchConfig(dataset=Path(dataset), **options))
+    clear_report(Path(out))  # replaces the report in `out` entirely: no stale plot stays
     return report, write_report(report, out)

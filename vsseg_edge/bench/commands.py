@@ -39,6 +39,7 @@ def bench_command(
                                                                        "FP32 entry shares it)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch backend device (default: cuda if available)."),
     compare: bool = typer.Option(False, "--compare", help="Compare two reports: `bench --compare A.json B.json`."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the report already in --out (its plots too)."),
 ):
     """Benchmark artifacts: latency (compute-only and end-to-end), FPS, mIoU, TC and INT8 agreement → a report."""
     from ..core.errors import VssegError
@@ -55,11 +56,64 @@ def bench_command(
     cfg = BenchConfig(dataset=dataset, split=split, kind=kind, backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
                       runs=runs, warmup=warmup, threads=threads, frames=frames, max_sequences=max_sequences,
                       flow=flow, tc=not no_tc, reference=reference, device=device)
+    check_report_folder(out, overwrite, inputs=[*models, dataset, reference])
+    verify_manifests([*models, *([reference] if reference else [])])
     report = run_bench(models, cfg)
+    require_an_entry(report)
     report["command"] = shlex.join(["vsseg-edge", *sys.argv[1:]])
+    clear_report(out)
     files = write_report(report, out)
     _print_table(report)
     typer.echo(f"wrote {files['markdown']} and {files['json']} ({len(files) - 2} plots)")
+
+
+REPORT_BYTES = 512 << 10  # a report's JSON, Markdown and three PNG plots, with room to spare
+
+
+def report_files(out: Path) -> list[Path]:
+    """The files a report writes into its folder (JSON, Markdown, every plot)."""
+    from .plots import PLOT_FILES
+    from .report import JSON_NAME, MD_NAME
+
+    return [out / JSON_NAME, out / MD_NAME, *(out / name for name in PLOT_FILES.values())]
+
+
+def check_report_folder(out: Path, overwrite: bool, inputs) -> None:
+    """Before benchmarking: --out must be a writable folder with room for a report, and hold no report unless
+    --overwrite (a report written over another keeps the old one's plots that the new one does not make)."""
+    from ..core.errors import VssegError
+    from ..core.fileio import check_output
+
+    check_output(out, "--out", folder=True, need_bytes=REPORT_BYTES, inputs=inputs)
+    existing = [p.name for p in report_files(out) if p.exists()]
+    if existing and not overwrite:
+        raise VssegError(f"--out {out}: already holds a report ({', '.join(existing)}); pass --overwrite to "
+                         "replace it, or choose a new folder")
+
+
+def clear_report(out: Path) -> None:
+    """Remove the previous report's files, so no stale plot outlives the report that made it."""
+    for p in report_files(out):
+        p.unlink(missing_ok=True)
+
+
+def verify_manifests(models) -> None:
+    """Every artifact with a manifest must match it (sha256) before any benchmarking: lineage cannot be spoofed."""
+    from ..core.manifest import manifest_path, read_manifest
+
+    for m in models:
+        if Path(m).is_file() and manifest_path(m).is_file():
+            read_manifest(m, verify=True)
+
+
+def require_an_entry(report: dict) -> None:
+    """A benchmark in which no entry ran is a failure (exit 2 with every entry's reason), not an empty report."""
+    from ..core.errors import VssegError
+
+    entries = report["entries"]
+    if entries and not any(e["status"] == "ok" for e in entries):
+        why = "; ".join(f"{e['id']} {e['status']}: {e['reason']}" for e in entries)
+        raise VssegError(f"bench: no entry ran ({why})")
 
 
 def compare_command(a: Path, b: Path) -> None:

@@ -56,7 +56,8 @@ def _locate(child: Path, parent: dict, known: dict[str, Path]) -> Path | None:
 
     beside = child.parent / str(parent.get("file"))
     try:
-        if parent.get("file") and manifest_path(beside).is_file() and read_manifest(beside).get("sha256") == parent["sha256"]:
+        if (parent.get("file") and manifest_path(beside).is_file()
+                and read_manifest(beside, verify=True).get("sha256") == parent["sha256"]):
             return beside
     except VssegError:  # an unreadable manifest beside the child is not its parent; look among the run's artifacts
         pass

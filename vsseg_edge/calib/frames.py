@@ -91,9 +91,12 @@ def calibration_frames(source: str | Path, num_frames: int, seed: int = 0, split
     return _dataset_frames(ds, num_frames, seed, labelled_only=False), None
 
 
-def evaluation_frames(source: str | Path, num_frames: int, seed: int = 0, split: str = "val") -> FrameSet:
-    """Held-out gate frames: the labelled frames of a dataset's `split`, or a seeded sample of a folder/video."""
-    ds = open_frame_source(source, split, flag="--frames")
+def evaluation_frames(source: str | Path, num_frames: int, seed: int = 0, split: str = "val",
+                      flag: str = "--frames") -> FrameSet:
+    """Held-out gate frames: the labelled frames of a dataset's `split`, or a seeded sample of a folder/video.
+
+    `flag` is the option that named `source` (`--eval-frames` for explicit gate frames), for the errors."""
+    ds = open_frame_source(source, split, flag=flag)
     if ds.name in UNLABELLED:
         return _split_sample(ds, num_frames, seed, 0)[0]
     return _dataset_frames(ds, num_frames, seed, labelled_only=True)

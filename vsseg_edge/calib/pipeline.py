@@ -24,7 +24,7 @@ from typing import Callable
 import onnx
 
 from ..core.errors import VssegError
-from ..core.fileio import atomic_path
+from ..core.fileio import atomic_path, check_output, write_errors
 from ..core.manifest import manifest_preprocess, read_manifest, write_manifest
 from ..data.frame_source import UNLABELLED, frame_source_kind
 from ..onnx_graph import keep_in_float, qdq_candidates, require_qdq_structure
@@ -84,6 +84,9 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
     if out.suffix != ".onnx" or out.resolve() == model.resolve():
         raise VssegError(f"--out {out}: expected a new .onnx path (e.g. model.int8.qdq.onnx), not the FP32 model")
     parent, spec = _read_parent(model)
+    # before any work: the Q/DQ model is at most about as large as the FP32 one
+    check_output(out, "--out", suffixes=(".onnx",), inputs=[model, frames, eval_source, tc_source],
+                 need_bytes=model.stat().st_size + (64 << 10))
     reserve = cfg.tc_clip_frames if _tc_wanted(cfg) and _same_source(tc_source, frames) else 0
     calib, held = calibration_frames(frames, cfg.num_frames, cfg.seed, cfg.split,
                                      holdout=0 if _is_dataset(frames) or eval_source else cfg.eval_frames,
@@ -93,7 +96,8 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
     log(f"calibration: {len(calib)} frames from {calib.source} ({calib.kind}, split {calib.split}, seed {cfg.seed})")
     tc_frames, tc_skipped = _tc_frames(cfg, frames, eval_source, tc_source, calib, gate_set)
     use_modelopt = _use_modelopt(cfg)
-    with tempfile.TemporaryDirectory(prefix="vsseg-calib-") as tmp:
+    # one temporary folder for the ranges and candidates: removed on success, on failure and on Ctrl-C / SIGTERM
+    with tempfile.TemporaryDirectory(prefix="vsseg-calib-") as tmp, write_errors(tmp, "temporary folder"):
         workdir = Path(tmp)
         reader = FrameReader(calib.frames, spec, model_input_name(onnx.load(str(model))))
         q = _Quantizer(model, cfg, reader, workdir, use_modelopt)
@@ -108,33 +112,35 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
                 raise VssegError(_failure(model, parent, cfg, loop))
         report = require_qdq_structure(candidate, cfg.target)
         speed = _speed(model, candidate, spec, parent, cfg, gate_set or calib, log)
-        with atomic_path(out) as tmp_out:
+        gate = loop.final.accuracy if loop else None
+        tc = loop.final.tc if loop else None
+        with atomic_path(out, "--out") as tmp_out:
             shutil.copyfile(candidate, tmp_out)
-    gate = loop.final.accuracy if loop else None
-    tc = loop.final.tc if loop else None
-    return write_manifest(
-        out, "qdq_onnx", model=parent["model"], classes=parent["classes"], preprocess=spec,
-        output=parent.get("output", "logits"), precision="int8", parent=model,
-        opset=_opset(out), target=cfg.target, config=cfg.to_dict(),
-        calibration={"frames": calib.record(), "method": cfg.method,
-                     "percentile": cfg.percentile if cfg.method == "percentile" else None},
-        quantization=info, excluded_layers=_excluded(info), kept_in_float=info.get("kept_in_float", []),
-        gate={"result": gate.to_dict() if gate else None,
-              "initial": loop.initial.accuracy.to_dict() if loop else None,
-              "passed": loop.final.passed if loop else None,
-              "frames": gate_set.record() if gate_set else None,
-              "evaluated_with": q.info_gate, "rounds": loop.rounds if loop else [],
-              "ranked_by": loop.ranked_by if loop else None,
-              "sensitivity": [[n, s] for n, s in (loop.ranked if loop else [])[:20]],
-              "skipped": None if gate else ("disabled" if not cfg.gate else "no held-out frames"),
-              "tc": {"result": tc.to_dict() if tc else None,
-                     "initial": loop.initial.tc.to_dict() if loop and loop.initial.tc else None,
-                     "frames": tc_frames.record() if tc_frames else None,
-                     "flow": FLOW_NAME if tc_frames else None,
-                     "skipped": None if tc else (tc_skipped or "no held-out frames")}},
-        speed=speed,
-        structure=report.to_dict(),
-    )
+            # the manifest before the rename: when it cannot be written, no model is left without one
+            man = write_manifest(
+                out, "qdq_onnx", model=parent["model"], classes=parent["classes"], preprocess=spec,
+                output=parent.get("output", "logits"), precision="int8", parent=model, content=tmp_out,
+                opset=_opset(tmp_out), target=cfg.target, config=cfg.to_dict(),
+                calibration={"frames": calib.record(), "method": cfg.method,
+                             "percentile": cfg.percentile if cfg.method == "percentile" else None},
+                quantization=info, excluded_layers=_excluded(info), kept_in_float=info.get("kept_in_float", []),
+                gate={"result": gate.to_dict() if gate else None,
+                      "initial": loop.initial.accuracy.to_dict() if loop else None,
+                      "passed": loop.final.passed if loop else None,
+                      "frames": gate_set.record() if gate_set else None,
+                      "evaluated_with": q.info_gate, "rounds": loop.rounds if loop else [],
+                      "ranked_by": loop.ranked_by if loop else None,
+                      "sensitivity": [[n, s] for n, s in (loop.ranked if loop else [])[:20]],
+                      "skipped": None if gate else ("disabled" if not cfg.gate else "no held-out frames"),
+                      "tc": {"result": tc.to_dict() if tc else None,
+                             "initial": loop.initial.tc.to_dict() if loop and loop.initial.tc else None,
+                             "frames": tc_frames.record() if tc_frames else None,
+                             "flow": FLOW_NAME if tc_frames else None,
+                             "skipped": None if tc else (tc_skipped or "no held-out frames")}},
+                speed=speed,
+                structure=report.to_dict(),
+            )
+    return man
 
 
 @dataclass
@@ -309,7 +315,7 @@ def _excluded(info: dict) -> list[str]:
 def _read_parent(model: Path):
     if not model.is_file():
         raise VssegError(f"{model}: ONNX model not found")
-    parent = read_manifest(model, kind="onnx")
+    parent = read_manifest(model, kind="onnx", verify=True)
     spec = manifest_preprocess(parent, str(model))
     try:
         onnx.checker.check_model(str(model))
@@ -324,7 +330,7 @@ def _is_dataset(frames) -> bool:
 
 def _gate_frames(frames, eval_source, held: FrameSet | None, cfg: CalibConfig) -> FrameSet | None:
     if eval_source is not None:
-        return evaluation_frames(eval_source, cfg.eval_frames, cfg.seed, cfg.eval_split)
+        return evaluation_frames(eval_source, cfg.eval_frames, cfg.seed, cfg.eval_split, flag="--eval-frames")
     if _is_dataset(frames):
         return evaluation_frames(frames, cfg.eval_frames, cfg.seed, cfg.eval_split)
     return held
@@ -337,7 +343,8 @@ def _check_disjoint(calib: FrameSet, gate_set: FrameSet | None) -> None:
     shared = {f.key for f in calib.frames} & {f.key for f in gate_set.frames}
     if shared:
         raise VssegError(f"--frames {calib.source}: {len(shared)} gate frame(s) are also calibration frames "
-                         f"(e.g. {sorted(shared)[0]}); use another --eval-split or --eval-frames")
+                         f"(e.g. {sorted(shared)[0]}); pass held-out frames with --eval-frames, or another "
+                         "split with --override eval_split=NAME")
 
 
 def _use_modelopt(cfg: CalibConfig) -> bool:

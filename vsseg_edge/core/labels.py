@@ -103,8 +103,23 @@ for _n, _id, _t, _c in CITYSCAPES_LABELS:
         CITYSCAPES_TRAINID_TO_ID[_t] = _id
 
 
+# labelIds a gtFine_labelIds.png may hold: the table's ids, and 255 (the license plate's id -1 as uint8)
+CITYSCAPES_DEFINED_IDS = np.zeros(256, bool)
+CITYSCAPES_DEFINED_IDS[[_id for _n, _id, _t, _c in CITYSCAPES_LABELS] + [255]] = True
+
+
 def cityscapes_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     return CITYSCAPES_ID_TO_TRAINID[label_ids]
+
+
+def check_cityscapes_ids(label_ids: np.ndarray, where: str) -> None:
+    """Refuse labelIds that Cityscapes does not define (as undefined trainIds are refused): a wrong file, not
+    pixels to ignore silently."""
+    ids = np.unique(label_ids)
+    bad = ids[~CITYSCAPES_DEFINED_IDS[ids]]
+    if bad.size:
+        raise VssegError(f"{where}: undefined Cityscapes labelId(s) {bad.tolist()[:5]}; expected "
+                         f"0..{max(i for _n, i, _t, _c in CITYSCAPES_LABELS)} (or 255, license plate)")
 
 
 def cityscapes_train_ids_to_ids(train_ids: np.ndarray) -> np.ndarray:

@@ -72,10 +72,17 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "preprocessing") -> "PreprocessSpec":
+        """Build from a manifest's or a config's mapping; a key of the wrong type is one line naming it."""
+        if not isinstance(d, dict):
+            raise VssegError(f"{where}: expected a mapping, got {d!r}"[:300])
         valid = {f.name for f in fields(cls)}
         unknown = set(d) - valid
         if unknown:
             raise VssegError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(valid)}")
+        for key, value in d.items():
+            ok, what = _FIELD_TYPES[key]
+            if not ok(value):
+                raise VssegError(f"{where}.{key}: expected {what}, got {value!r}"[:300])
         return cls(**d)
 
     def replace(self, **changes) -> "PreprocessSpec":
@@ -88,6 +95,28 @@ class PreprocessSpec:
         if diff:
             detail = ", ".join(f"{k}: {b[k]!r} (artifact expects {a[k]!r})" for k in diff)
             raise VssegError(f"{artifact}: preprocessing differs from the one it was built with: {detail}")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _triple(v) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == 3 and all(_number(x) for x in v)
+
+
+_FIELD_TYPES = {
+    "height": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "width": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "channel_order": (lambda v: isinstance(v, str), "'rgb' or 'bgr'"),
+    "mean": (_triple, "3 numbers"),
+    "std": (_triple, "3 numbers"),
+    "scale": (_number, "a number"),
+    "resize": (lambda v: isinstance(v, str), "'stretch' or 'none'"),
+    "interpolation": (lambda v: isinstance(v, str), f"one of {_INTERPOLATIONS}"),
+    "layout": (lambda v: isinstance(v, str), "'nchw' or 'nhwc'"),
+    "dtype": (lambda v: isinstance(v, str), "'float32' or 'uint8'"),
+}
 
 
 def _close(a, b) -> bool:

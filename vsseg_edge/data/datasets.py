@@ -34,7 +34,15 @@ import numpy as np
 from ..core.errors import VssegError
 from ..core.fileio import read_image as _read_image
 from ..core.fileio import read_label as _read_label_file
-from ..core.labels import CAMVID, CAMVID_VOID, CITYSCAPES, IGNORE_INDEX, LabelSet, cityscapes_ids_to_train_ids
+from ..core.labels import (
+    CAMVID,
+    CAMVID_VOID,
+    CITYSCAPES,
+    IGNORE_INDEX,
+    LabelSet,
+    check_cityscapes_ids,
+    cityscapes_ids_to_train_ids,
+)
 
 KINDS = ("auto", "cityscapes", "synthetic", "camvid", "images", "video")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -241,8 +249,9 @@ def _label_as_is(path: Path, raw: np.ndarray) -> np.ndarray:
 
 def _decode_cityscapes(path: Path, raw: np.ndarray) -> np.ndarray:
     if path.name.endswith("_labelIds.png"):
+        check_cityscapes_ids(raw, str(path))
         return cityscapes_ids_to_train_ids(raw)
-    return raw  # already trainIds
+    return raw  # already trainIds (checked against the class set by the reader)
 
 
 # --- CamVid -------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import VssegError
-from ..core.fileio import atomic_path, atomic_write
+from ..core.fileio import atomic_write, write_png
 
 FLO_MAGIC = 202021.25
 SUFFIXES = (".flo", ".npy", ".png")
@@ -91,13 +91,9 @@ def _read_kitti_png(path: Path) -> np.ndarray:
 
 
 def _write_kitti_png(path: Path, flow: np.ndarray) -> None:
-    import cv2
-
     valid = np.isfinite(flow).all(axis=2)
     if np.abs(np.where(valid[..., None], flow, 0)).max(initial=0) >= 512:
         raise ValueError("KITTI flow PNG holds |flow| < 512 px")
     q = np.where(valid[..., None], np.rint(flow.astype(np.float64) * 64.0 + 2.0**15), 0).astype(np.uint16)
     img = np.dstack([valid.astype(np.uint16), q[..., 1], q[..., 0]])
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), img):
-            raise VssegError(f"{path}: could not write flow PNG")
+    write_png(path, img)  # encoded in memory, written checked: a full disk is one line, not an empty PNG

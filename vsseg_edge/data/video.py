@@ -330,6 +330,8 @@ def _decode_frames(video: Path, out: Path, settings: DecodeSettings, max_bad_run
     """
     import cv2
 
+    from ..core.fileio import write_image
+
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise VssegError(f"{video}: does not decode (OpenCV cannot open it: unknown format, codec or a damaged file)")
@@ -353,14 +355,18 @@ def _decode_frames(video: Path, out: Path, settings: DecodeSettings, max_bad_run
                 raise VssegError(f"{video}: frame {len(names)} is {img.shape[0]}x{img.shape[1]} (HxW), the first "
                                  f"is {size[0]}x{size[1]}; the frames of one clip must have one size")
             name = f"{len(names):06d}.{settings.image_format}"
-            if not cv2.imwrite(str(out / name), img, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-                raise VssegError(f"{out / name}: could not write a decoded frame of {video} (disk full?)")
+            # encoded in memory and written checked: imwrite can report success over an empty file on a full disk
+            write_image(out / name, img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
             names.append(name)
             stamps.append(float(cap.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0)
     finally:
         cap.release()
     if not names:
         raise VssegError(f"{video}: does not decode (no frame could be read)")
+    if header_frames and len(names) < header_frames - max(2, header_frames // 20):
+        # more missing than a container's estimated count can explain (5 %): the file ends early
+        raise VssegError(f"{video}: only {len(names)} of the {header_frames} frames its header announces decode "
+                         "(truncated or corrupt?)")
     if len(names) < 2:
         raise VssegError(f"{video}: clip has 1 frame; a clip needs at least 2 consecutive frames")
     increasing = all(b > a for a, b in zip(stamps, stamps[1:]))

@@ -54,9 +54,12 @@ def register(app, data_app) -> None:
         if explain:
             _explain(model, settings, for_trt, bool(calib_frames))
             return
+        from ..core.fileio import check_output
         from .builder import build_engine
 
         target = out or model.with_name(model.name.removesuffix(".onnx") + f".{precision}.engine")
+        # before TensorRT is loaded and the build starts: a path `run` accepts, writable, not an input
+        check_output(target, "--out", suffixes=(".engine", ".plan"), inputs=[model, timing_cache])
         man = build_engine(model, target, settings, calib_frames=calib_frames, cache_dir=cache_dir, device=device,
                            log=typer.echo)
         typer.echo(f"engine: {target} (TensorRT {man['tensorrt']['version']}, {man['tensorrt']['gpu']['name']}, "
@@ -70,7 +73,7 @@ def _explain(model: Path, settings, for_trt: Optional[str], has_frames: bool) ->
     from .builder import check_shapes, import_tensorrt
     from .policy import plan_build
 
-    man = read_manifest(model, kind=("onnx", "qdq_onnx"))
+    man = read_manifest(model, kind=("onnx", "qdq_onnx"), verify=True)
     check_shapes(model, settings)
     version = for_trt or import_tensorrt().__version__
     plan = plan_build(settings, version, man["kind"], has_calibration_frames=has_frames)

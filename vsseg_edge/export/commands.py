@@ -17,6 +17,9 @@ def export_command(
     dynamic_batch: Optional[bool] = typer.Option(None, "--dynamic-batch/--static-batch", help="Dynamic batch dimension."),
     uint8_input: Optional[bool] = typer.Option(None, "--uint8-input/--float-input",
                                                help="uint8 NHWC input with the normalisation inside the graph."),
+    frame_size: Optional[str] = typer.Option(None, "--frame-size",
+                                             help="Camera frame HxW the graph takes as it is (resize, channel "
+                                                  "order and normalisation in the graph; needs --uint8-input)."),
     argmax: Optional[str] = typer.Option(None, "--argmax", help="ArgMax in the graph: uint8 | int32 | none (logits)."),
     simplify: Optional[bool] = typer.Option(None, "--simplify/--no-simplify", help="Simplify with onnxsim."),
     exporter: Optional[str] = typer.Option(None, "--exporter", help="dynamo (default) | torchscript (legacy)."),
@@ -34,7 +37,8 @@ def export_command(
         raise VssegError(f"{checkpoint}: checkpoint not found (expected a vsseg-edge .pt file)")
     cfg = load_preset(preset, opset=opset, size=parse_size(size) if size else None, dynamic_batch=dynamic_batch,
                       uint8_input=uint8_input, argmax=argmax, simplify=simplify, exporter=exporter,
-                      parity_frames=parity_frames)
+                      parity_frames=parity_frames,
+                      frame_size=parse_size(frame_size, "--frame-size") if frame_size else None)
     from .onnx_export import export_checkpoint
 
     result = export_checkpoint(checkpoint, out, cfg, target=target)

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import VssegError
-from ..core.fileio import atomic_path
+from ..core.fileio import atomic_path, check_output
 from ..core.manifest import write_manifest
-from ..core.preprocess import PreprocessSpec
+from ..core.preprocess import PreprocessSpec, resize_frame
 from . import simplify as graph
 from .parity import ParityReport, check_parity, load_frames
 from .presets import ExportPreset
@@ -53,12 +53,20 @@ class ExportResult:
     timings: dict
 
 
-def check_output_path(out: str | Path) -> Path:
-    """An existing directory is an error; a missing parent folder is fine (atomic_path creates it)."""
-    out = Path(out)
-    if out.is_dir():
-        raise VssegError(f"--out {out}: is a directory; expected the path of the .onnx file to write")
-    return out
+MANIFEST_BYTES = 64 * 1024  # room for the manifest and the graph beside the weights, in the free-space check
+
+
+def check_output_path(out: str | Path, inputs=(), need_bytes: int = 0) -> Path:
+    """Refuse, before exporting, an --out that is not a writable new .onnx path (`fileio.check_output`).
+
+    A missing parent folder is fine (atomic_path creates it); the output must not be one of `inputs`.
+    """
+    return check_output(out, "--out", suffixes=(".onnx",), inputs=inputs, need_bytes=need_bytes)
+
+
+def weight_bytes(model) -> int:
+    """Bytes of the model's float32 parameters and buffers: about what the ONNX file holds."""
+    return sum(t.numel() * 4 for t in list(model.parameters()) + list(model.buffers()))
 
 
 def export_sizes(model, preprocess: PreprocessSpec, preset: ExportPreset) -> tuple[PreprocessSpec, PreprocessSpec]:
@@ -71,7 +79,20 @@ def export_sizes(model, preprocess: PreprocessSpec, preset: ExportPreset) -> tup
                          f"H and W to be multiples of {multiple}")
     model_spec = preprocess.replace(height=h, width=w, dtype="float32", layout="nchw")
     onnx_spec = model_spec.replace(dtype="uint8", layout="nhwc") if preset.uint8_input else model_spec
+    if preset.frame_size is not None:
+        onnx_spec = frame_input_spec(model_spec, preset.frame_size)
     return model_spec, onnx_spec
+
+
+def frame_input_spec(model_spec: PreprocessSpec, frame_hw: tuple[int, int]) -> PreprocessSpec:
+    """The input spec of a graph that takes camera frames: BGR uint8 NHWC of `frame_hw`, passed as they are.
+
+    core.preprocess then only stretches a frame of another size to `frame_hw` (a dataset frame becomes the
+    camera's); mean/std are the model's, listed in the BGR order of the graph's input.
+    """
+    bgr = (lambda v: tuple(v)[::-1]) if model_spec.channel_order == "rgb" else tuple
+    return model_spec.replace(height=frame_hw[0], width=frame_hw[1], channel_order="bgr", mean=bgr(model_spec.mean),
+                              std=bgr(model_spec.std), resize="stretch", dtype="uint8", layout="nhwc")
 
 
 def build_module(model, model_spec: PreprocessSpec, preset: ExportPreset, num_classes: int):
@@ -86,9 +107,11 @@ def build_module(model, model_spec: PreprocessSpec, preset: ExportPreset, num_cl
     example = torch.zeros(model_spec.input_shape(batch))
     if preset.static_pools:
         model, _ = static_adaptive_pools(model, example[:1])
-    module = wrap_for_export(model, model_spec, uint8_input=preset.uint8_input, argmax=preset.argmax)
+    module = wrap_for_export(model, model_spec, uint8_input=preset.uint8_input, argmax=preset.argmax,
+                             frame_size=preset.frame_size)
     if preset.uint8_input:
-        example = torch.zeros((batch, model_spec.height, model_spec.width, 3), dtype=torch.uint8)
+        h, w = preset.frame_size or model_spec.size
+        example = torch.zeros((batch, h, w, 3), dtype=torch.uint8)
     return module, example
 
 
@@ -159,7 +182,7 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
     """
     import onnx
 
-    out = check_output_path(out)
+    out = check_output_path(out, inputs=[parent], need_bytes=weight_bytes(model) + MANIFEST_BYTES)
     t0 = time.perf_counter()
     model = model.eval()
     if quantization is not None:
@@ -167,6 +190,11 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
 
         freeze_weight_scales(model)
     model_spec, onnx_spec = export_sizes(model, preprocess, preset)
+    # the parity frames are read before exporting: a bad --parity-frames fails at once, not after the export
+    frames, source = load_frames(preset.parity_frames, preset.parity_count, onnx_spec.size)
+    if preset.frame_size is not None:  # the camera's frames: both sides start from the same frame
+        frames = [resize_frame(f, onnx_spec) for f in frames]
+    frames_s = time.perf_counter() - t0  # counted with the parity check in the timings
     module, example = build_module(model, model_spec, preset, len(classes))
     proto = torch_export(module, example, preset)
     t1 = time.perf_counter()
@@ -179,8 +207,7 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
             proto = shift_activations_to_uint8(proto)
         structure = _qat_structure(proto, target, str(out))
     t2 = time.perf_counter()
-    frames, source = load_frames(preset.parity_frames, preset.parity_count, model_spec.size)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, "--out") as tmp:
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
         report = check_parity(tmp, model, frames, source, model_spec=model_spec, onnx_spec=onnx_spec,
                               output=preset.output, batched=preset.dynamic_batch,
@@ -188,23 +215,25 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
                               exact_qdq=quantization is not None)
         if not report.passed:
             raise VssegError(f"{out}: parity check failed, nothing written: {report.describe()}")
-    t3 = time.perf_counter()
-    summary = graph.summary(proto)
-    timings = {"export_s": round(t1 - t0, 3), "simplify_check_s": round(t2 - t1, 3),
-               "parity_s": round(t3 - t2, 3), "total_s": round(t3 - t0, 3)}
-    qat = {} if quantization is None else {
-        "target": target, "structure": structure.to_dict(),
-        "parity_arithmetic": "exact Q/DQ (onnxruntime without graph optimisation), against torch's fake INT8",
-        "quantization": {"quantizer": "vsseg-edge QAT (torch fake quantisation, exported Q/DQ)", **quantization},
-        "calibration": {"method": "qat", "frames": "the training run's (see the parent checkpoint's config)"},
-        "gate": {"result": None, "skipped": "QAT export: the model was trained against its FP32 teacher; "
-                                            "judge it with vsseg-edge bench (mIoU, TC, agreement)"}}
-    manifest = write_manifest(
-        out, "qdq_onnx" if qat else "onnx", model=model_name, classes=list(classes), preprocess=onnx_spec,
-        output=preset.output, precision="int8" if qat else "fp32", parent=parent, opset=summary["opset"],
-        exporter=exporter_name(preset), simplified=preset.simplify, dynamic_batch=preset.dynamic_batch,
-        parity=report.to_dict(), graph=summary, export_preset=preset.to_dict(),
-        source_preprocess=preprocess.to_dict(), timings=timings, **qat)
+        t3 = time.perf_counter()
+        summary = graph.summary(proto)
+        timings = {"export_s": round(t1 - t0 - frames_s, 3), "simplify_check_s": round(t2 - t1, 3),
+                   "parity_s": round(t3 - t2 + frames_s, 3), "total_s": round(t3 - t0, 3)}
+        qat = {} if quantization is None else {
+            "target": target, "structure": structure.to_dict(),
+            "parity_arithmetic": "exact Q/DQ (onnxruntime without graph optimisation), against torch's fake INT8",
+            "quantization": {"quantizer": "vsseg-edge QAT (torch fake quantisation, exported Q/DQ)", **quantization},
+            "calibration": {"method": "qat", "frames": "the training run's (see the parent checkpoint's config)"},
+            "gate": {"result": None, "skipped": "QAT export: the model was trained against its FP32 teacher; "
+                                                "judge it with vsseg-edge bench (mIoU, TC, agreement)"}}
+        # the manifest before the rename: when it cannot be written, no model is left without one
+        manifest = write_manifest(
+            out, "qdq_onnx" if qat else "onnx", model=model_name, classes=list(classes), preprocess=onnx_spec,
+            output=preset.output, precision="int8" if qat else "fp32", parent=parent, content=tmp,
+            opset=summary["opset"], exporter=exporter_name(preset), simplified=preset.simplify,
+            dynamic_batch=preset.dynamic_batch, parity=report.to_dict(), graph=summary,
+            export_preset=preset.to_dict(), source_preprocess=preprocess.to_dict(), timings=timings,
+            **({"graph_preprocess": graph_preprocess(model_spec, onnx_spec)} if preset.frame_size else {}), **qat)
     return ExportResult(out, manifest, report, summary, timings)
 
 
@@ -219,13 +248,20 @@ def _qat_structure(proto, target: str, where: str):
     return rep
 
 
+def graph_preprocess(model_spec: PreprocessSpec, onnx_spec: PreprocessSpec) -> dict:
+    """What a camera-frame graph does inside, for the manifest (its input spec says what it takes)."""
+    return {"frame_size": list(onnx_spec.size), "resize_to": list(model_spec.size),
+            "interpolation": model_spec.interpolation, "channel_order": model_spec.channel_order,
+            "normalised_as": model_spec.to_dict()}
+
+
 def export_checkpoint(ckpt_path: str | Path, out: str | Path, preset: ExportPreset,
                       target: str | None = None) -> ExportResult:
     """Load a vsseg-edge checkpoint (model, classes, preprocessing) and export it with `preset`; a QAT
     checkpoint becomes an INT8 Q/DQ model for `target` ("trt" by default, or "ort")."""
     from ..models.checkpoint import checkpoint_preprocess, model_from_checkpoint
 
-    check_output_path(out)
+    check_output_path(out, inputs=[ckpt_path])
     if target not in (None, "trt", "ort"):
         raise VssegError(f"--target {target}: expected trt (TensorRT) or ort (onnxruntime on a CPU)")
     model, ckpt = model_from_checkpoint(ckpt_path)

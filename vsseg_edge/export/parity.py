@@ -118,7 +118,7 @@ def check_parity(onnx_path, model, frames: list[np.ndarray], frames_desc: str, *
     """Measure torch vs onnxruntime on `frames`; the caller decides what a failed report means."""
     from ..measure.compare import compare_outputs
 
-    ref = torch_logits(model, frames, model_spec.replace(height=onnx_spec.height, width=onnx_spec.width))
+    ref = torch_logits(model, frames, model_spec)
     out = onnx_outputs(onnx_path, frames, onnx_spec, output, batched, exact_qdq)
     cmp = compare_outputs(out, ref, output, "logits")
     return ParityReport(frames=frames_desc, num_frames=len(frames), max_abs_logit=cmp.max_abs,

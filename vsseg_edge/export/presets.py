@@ -2,6 +2,10 @@
 
 A preset says how a checkpoint becomes an ONNX file: opset, input size, batch, input dtype/layout,
 whether ArgMax goes into the graph, which exporter, and the parity check's frames and tolerances.
+
+`frame_size` puts the whole preprocessing into the graph: it takes the camera's BGR uint8 frames of that size
+as they are (resize to the model's size, channel order and normalisation inside), so a TensorRT engine built
+from it consumes camera frames directly and the host only copies them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from ..core.errors import VssegError
 MIN_OPSET = 17
 ARGMAX_KINDS = ("none", "uint8", "int32")
 EXPORTERS = ("dynamo", "torchscript")
+MAX_SIDE = 8192  # pixels, as `run --size`: a larger input is a typo, and the export would exhaust memory
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class ExportPreset:
     size: tuple[int, int] | None = None  # (H, W); None → the checkpoint's preprocessing size
     dynamic_batch: bool = False
     uint8_input: bool = False  # uint8 NHWC input, normalisation inside the graph
+    frame_size: tuple[int, int] | None = None  # (H, W): the graph takes BGR camera frames of this size as they are
     argmax: str = "none"  # "none" (logits) | "uint8" | "int32" (label map "labels")
     simplify: bool = True  # run onnxsim
     exporter: str = "dynamo"  # "dynamo" (torch.export) | "torchscript" (legacy, for comparison)
@@ -42,6 +48,10 @@ class ExportPreset:
             (self.exporter in EXPORTERS, f"exporter must be one of {EXPORTERS}, got {self.exporter!r}"),
             (self.size is None or (len(self.size) == 2 and min(self.size) > 0),
              f"size must be [H, W] with positive values, got {self.size}"),
+            (self.frame_size is None or (len(self.frame_size) == 2 and min(self.frame_size) > 0),
+             f"frame_size must be [H, W] with positive values, got {self.frame_size}"),
+            (self.frame_size is None or self.uint8_input,
+             "frame_size needs uint8_input: the graph takes the camera's uint8 frames (--uint8-input)"),
             (self.parity_count >= 1, f"parity_count must be at least 1, got {self.parity_count}"),
             (self.max_abs_logit > 0, f"max_abs_logit must be positive, got {self.max_abs_logit}"),
             (0 < self.min_argmax_agreement <= 1, f"min_argmax_agreement must be in (0, 1], got {self.min_argmax_agreement}"),
@@ -68,6 +78,8 @@ def parse_size(text: str, where: str = "--size") -> tuple[int, int]:
         raise VssegError(f"{where}: expected HxW such as 256x512, got {text!r}") from None
     if h <= 0 or w <= 0:
         raise VssegError(f"{where}: height and width must be positive, got {text!r}")
+    if max(h, w) > MAX_SIDE:
+        raise VssegError(f"{where}: each side at most {MAX_SIDE} pixels, got {text!r}")
     return h, w
 
 

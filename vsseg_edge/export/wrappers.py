@@ -3,6 +3,11 @@
 - `Uint8NHWCInput`: takes raw uint8 N×H×W×3 pixels (already in the model's channel order, as
   `core.preprocess` lays them out for `dtype="uint8"`) and normalises inside the graph:
   Cast → Transpose → Sub(mean) → Mul(scale/std), the same arithmetic as `core.preprocess.normalize`.
+- `FrameInput`: takes the camera's BGR uint8 N×H×W×3 frames of one size as they are and does all of
+  `core.preprocess` inside the graph: resize to the model's size as OpenCV does (bilinear with half-pixel
+  centres; for integer shrink factors also OpenCV's area box and nearest), rounded to uint8 values as OpenCV
+  rounds them (half up for its fixed-point bilinear and 2×2 box, half to even otherwise), channel order, then
+  the normalisation of `Uint8NHWCInput`. The same rules as the device implementation (runtime/device.py).
 - `ArgmaxLabels`: ArgMax over the classes followed at once by a Cast to uint8 / int32, because ONNX
   ArgMax yields INT64, which TensorRT handles badly at the graph boundary.
 - `static_adaptive_pools`: a copy of the model whose `nn.AdaptiveAvgPool2d` modules are replaced, at the
@@ -34,6 +39,56 @@ class Uint8NHWCInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32).permute(0, 3, 1, 2)
+        return self.model((x - self.mean) * self.inv_std)
+
+
+def frame_resize_refusal(frame_hw: tuple[int, int], spec: PreprocessSpec) -> str | None:
+    """Why the graph cannot resize `frame_hw` frames to the spec's size the way core.preprocess does, or None."""
+    (h, w), (oh, ow) = frame_hw, spec.size
+    if spec.resize == "none" and (h, w) != (oh, ow):
+        return f"the checkpoint's preprocessing does not resize and the model takes {oh}x{ow}"
+    if spec.interpolation == "linear" or (h, w) == (oh, ow):
+        return None
+    if h % oh or w % ow:
+        return (f"{spec.interpolation} interpolation is resized in the graph only by an integer shrink factor "
+                f"({h}x{w} → {oh}x{ow} is not); use a frame size that is a multiple of {oh}x{ow}")
+    return None
+
+
+class FrameInput(nn.Module):
+    """BGR uint8 camera frames N×H×W×3 of `frame_hw` → the float NCHW input the model was trained on, then the model."""
+
+    def __init__(self, model: nn.Module, spec: PreprocessSpec, frame_hw: tuple[int, int]):
+        super().__init__()
+        from ..core.errors import VssegError
+
+        refusal = frame_resize_refusal(frame_hw, spec)
+        if refusal:
+            raise VssegError(f"--frame-size {frame_hw[0]}x{frame_hw[1]}: {refusal}")
+        self.model, self.size, self.mode = model, spec.size, spec.interpolation
+        self.resize = tuple(frame_hw) != spec.size
+        self.factor = (frame_hw[0] // spec.height, frame_hw[1] // spec.width)
+        self.half_up = self.mode == "linear" or self.factor == (2, 2)
+        order = [2, 1, 0] if spec.channel_order == "rgb" else [0, 1, 2]
+        self.register_buffer("order", torch.tensor(order), persistent=False)
+        inv = [spec.scale / s for s in spec.std]
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("inv_std", torch.tensor(inv, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        x = x.to(torch.float32).permute(0, 3, 1, 2)
+        if self.resize:
+            if self.mode == "linear":
+                x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=False)
+            elif self.mode == "area":
+                x = F.avg_pool2d(x, self.factor, self.factor)
+            else:
+                x = x[:, :, :: self.factor[0], :: self.factor[1]]
+            if self.mode != "nearest":
+                x = torch.floor(x + 0.5) if self.half_up else torch.round(x)
+        x = x.index_select(1, self.order)
         return self.model((x - self.mean) * self.inv_std)
 
 
@@ -107,9 +162,12 @@ def static_adaptive_pools(model: nn.Module, example: torch.Tensor) -> tuple[nn.M
     return model, len(seen)
 
 
-def wrap_for_export(model: nn.Module, spec: PreprocessSpec, *, uint8_input: bool, argmax: str) -> nn.Module:
-    """The module that gets exported: optional uint8 NHWC input, the model, optional ArgMax + Cast."""
-    if uint8_input:
+def wrap_for_export(model: nn.Module, spec: PreprocessSpec, *, uint8_input: bool, argmax: str,
+                    frame_size: tuple[int, int] | None = None) -> nn.Module:
+    """The module that gets exported: optional uint8 NHWC input (or camera frames), the model, optional ArgMax."""
+    if frame_size is not None:
+        model = FrameInput(model, spec, frame_size)
+    elif uint8_input:
         model = Uint8NHWCInput(model, spec)
     if argmax != "none":
         model = ArgmaxLabels(model, argmax)

@@ -35,13 +35,16 @@ def eval_command(
 ):
     """Score predicted label maps: mIoU on the labelled frames, TC over consecutive frames, per class."""
     from ..core.errors import VssegError
-    from ..core.fileio import write_json
+    from ..core.fileio import check_output, write_json
     from ..data.frame_source import open_frame_source
     from .evaluate import PredictionDir, evaluate_predictions
     from .tc import MODES
 
     if tc_mode not in MODES:
         raise VssegError(f"--tc-mode {tc_mode!r}: expected one of {list(MODES)}")
+    if json_out is not None:
+        # a .json name: a typo can then never replace a prediction PNG or an image of the dataset
+        check_output(json_out, "--json", suffixes=(".json",), inputs=[pred_dir, dataset])
     ds = open_frame_source(dataset, split, kind, flag="--dataset")
     if classes is not None:
         from ..core.labels import get_label_set
@@ -63,7 +66,7 @@ def eval_command(
     report["predictions"] = str(pred_dir)
     print_report(report)
     if json_out is not None:
-        write_json(json_out, report)
+        write_json(json_out, report, flag="--json")
         typer.echo(f"wrote {json_out}")
 
 

@@ -6,6 +6,7 @@ A factory takes `(num_classes, **kwargs)` and returns an `nn.Module` following t
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from ..core.errors import VssegError
@@ -36,4 +37,13 @@ def create_model(name: str, num_classes: int, **kwargs):
         raise VssegError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise VssegError(f"model {name!r}: num_classes must be a positive integer, got {num_classes!r}")
-    return _MODELS[name](num_classes, **kwargs)
+    try:
+        return _MODELS[name](num_classes, **kwargs)
+    except TypeError as exc:
+        # factories forward **kw down to the model class: an unknown key surfaces as Python's call error
+        match = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if match is None or match[1] not in kwargs:
+            raise
+        raise VssegError(f"model {name!r}: does not take the keyword argument {match[1]!r} (model.kwargs: "
+                         f"{sorted(kwargs)})") from None
+

@@ -19,13 +19,33 @@ def safe_torch_load(path: Path, what: str):
     """
     if not path.is_file():
         raise VssegError(f"{path}: {what} not found")
+    if path.stat().st_size == 0:
+        raise VssegError(f"{path}: empty file (0 bytes); expected a torch {what}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise VssegError(f"{path}: refused to unpickle: it needs more than tensors and plain values "
-                         f"({str(exc).strip().splitlines()[0][:120]})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise VssegError(f"{path}: not a readable torch {what} ({str(exc).splitlines()[0][:120]})") from None
+                         f"({_refusal_reason(exc)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError) as exc:
+        raise VssegError(f"{path}: not a readable torch {what} ({_short(exc)})") from None
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message, cut at a word boundary (never mid-word), or its type."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " …"
+    return text
+
+
+def _refusal_reason(exc: BaseException) -> str:
+    """What the weights-only unpickler refused (its line naming the GLOBAL), not torch's advice to unpickle anyway."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if "GLOBAL" in ln or "Unsupported" in ln:
+            return _short(ln.split("Unpickler error: ", 1)[-1])
+    return _short(exc)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

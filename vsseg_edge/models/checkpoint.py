@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import VssegError
-from ..core.fileio import atomic_path
+from ..core.fileio import ErrorKeepingWriter, atomic_path
 from ..core.manifest import write_manifest
 from ..core.preprocess import PreprocessSpec
 
@@ -62,25 +62,59 @@ def save_checkpoint(
         ckpt["quantization"] = dict(quantization)
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
-    extra = {"quantization": dict(quantization)} if quantization is not None else {}
-    write_manifest(path, "checkpoint", model=model_name, classes=list(classes), preprocess=preprocess,
-                   precision="int8" if quantization is not None else "fp32", parent=parent,
-                   training={"config": config or {}, "step": int(step)}, metrics=metrics or {}, **extra)
+        with open(tmp, "wb") as fh:
+            out = ErrorKeepingWriter(fh)
+            try:
+                torch.save(ckpt, out)
+            except RuntimeError:  # torch reports a failed write (a full disk) as its own RuntimeError
+                out.raise_kept()
+                raise
+        # the manifest first, then the rename: a full disk keeps the previous checkpoint and its manifest
+        extra = {"quantization": dict(quantization)} if quantization is not None else {}
+        write_manifest(path, "checkpoint", model=model_name, classes=list(classes), preprocess=preprocess,
+                       precision="int8" if quantization is not None else "fp32", parent=parent, content=tmp,
+                       training={"config": config or {}, "step": int(step)}, metrics=metrics or {}, **extra)
     return ckpt
 
 
+# key → (check, what it must be): every key a checkpoint needs to rebuild and run its model
+_KEYS = {
+    "model": (lambda v: isinstance(v, str) and v != "", "a model name"),
+    "model_kwargs": (lambda v: isinstance(v, dict), "a mapping"),
+    "num_classes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of class names"),
+    "preprocess": (lambda v: isinstance(v, dict), "a mapping"),
+    "state_dict": (lambda v: isinstance(v, dict), "a mapping of parameter names to tensors"),
+}
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a vsseg-edge checkpoint safely (weights_only) or raise a one-line error."""
+    """Load a vsseg-edge checkpoint safely (weights_only) or raise a one-line error.
+
+    When the checkpoint has its manifest beside it, the file must match the manifest's sha256 (a
+    checkpoint without one, e.g. copied alone, still loads: it describes itself).
+    """
+    from ..core.manifest import manifest_path, read_manifest
     from ._weights import safe_torch_load
 
     path = Path(path)
+    if manifest_path(path).is_file():
+        read_manifest(path, kind="checkpoint", verify=True)
     ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise VssegError(f"{path}: not a vsseg-edge checkpoint (no 'format: {FORMAT}'); "
                          "plain state dicts load through a model's own loader (e.g. --init-weights)")
-    if ckpt.get("version", 0) > VERSION:
-        raise VssegError(f"{path}: checkpoint version {ckpt['version']} is newer than this vsseg-edge ({VERSION})")
+    version = ckpt.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise VssegError(f"{path}: checkpoint version {version!r} is not one this vsseg-edge reads (up to {VERSION})")
+    for key, (ok, what) in _KEYS.items():
+        if key not in ckpt:
+            raise VssegError(f"{path}: checkpoint has no {key!r} (a vsseg-edge checkpoint holds {', '.join(_KEYS)})")
+        if not ok(ckpt[key]):
+            raise VssegError(f"{path}: checkpoint {key!r} must be {what}, got {type(ckpt[key]).__name__}")
+    if len(ckpt["classes"]) != ckpt["num_classes"]:
+        raise VssegError(f"{path}: checkpoint names {len(ckpt['classes'])} classes but num_classes is "
+                         f"{ckpt['num_classes']}")
     return ckpt
 
 

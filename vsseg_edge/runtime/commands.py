@@ -27,13 +27,19 @@ def register(app, data_app) -> None:
         fp16: Optional[bool] = typer.Option(None, "--fp16/--fp32",
                                             help="torch backend precision (default: FP16 on CUDA, FP32 on CPU)."),
         cuda_graph: bool = typer.Option(False, "--cuda-graph", help="torch backend: replay a CUDA graph (GPU only)."),
+        preprocess: str = typer.Option("auto", "--preprocess",
+                                       help="auto: on the GPU when the backend runs there | host | device."),
     ):
         """Segment every frame of a camera, video, image folder or stream (per-frame inference)."""
         from .run import run_model
 
         result = run_model(model, camera=camera, source=source, csi=csi, backend=backend, show=show, save=save,
                            save_masks=save_masks, size=size, alpha=alpha, max_frames=max_frames, stats=stats,
-                           threads=threads, fp16=fp16, cuda_graph=cuda_graph)
+                           threads=threads, fp16=fp16, cuda_graph=cuda_graph, preprocess=preprocess)
         if result.error:
             typer.echo(f"error: {result.error}", err=True)
             raise typer.Exit(1)
+        if result.stopped_by == "signal":
+            from ..core.errors import Interrupted
+
+            raise Interrupted(result.signal or 15, f"{result.frames} frames written")

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.labels import label_set_for
-from ..core.preprocess import labels_to_frame_size, preprocess
+from ..core.signals import raise_interrupted
 from .backends import Backend
-from .hud import bgr_lut, overlay
+from .hud import bgr_lut
 from .sinks import Sink
 from .sources import Source
+from .stage import open_stage
 from .stats import FrameTimes, StatsCollector, summarize
 
 _END = object()
@@ -44,6 +45,7 @@ class RunResult:
     summary: dict
     error: str | None = None
     records: list[dict] = field(default_factory=list)
+    signal: int | None = None  # the signal that stopped the run (stopped_by "signal")
 
 
 class Pipeline:
@@ -51,7 +53,7 @@ class Pipeline:
 
     def __init__(self, source: Source, backend: Backend, sinks: list[Sink], *, alpha: float = 0.5,
                  max_frames: int | None = None, stats_path: str | None = None, queue_size: int = 2,
-                 handle_signals: bool = True):
+                 handle_signals: bool = True, preprocess: str = "auto"):
         self.source, self.backend, self.sinks = source, backend, list(sinks)
         self.alpha, self.max_frames = alpha, max_frames
         self.stats = StatsCollector(stats_path)
@@ -63,6 +65,10 @@ class Pipeline:
         self._needs_overlay = any(s.needs_overlay for s in self.sinks)
         self._recent = deque(maxlen=30)  # (t_done, latency) of the last frames, for the HUD
         self._handle_signals = handle_signals
+        self._signal: int | None = None
+        # frames in flight: the output queue, the one being emitted and the one being submitted
+        self.stage = open_stage(backend, mode=preprocess, lut=self._lut, alpha=alpha,
+                                overlay=self._needs_overlay, slots=queue_size + 2)
 
     # -- control ---------------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -77,7 +83,7 @@ class Pipeline:
 
     # -- stages ----------------------------------------------------------------------------------------
     def _infer_loop(self) -> None:
-        spec, n = self.backend.preprocess_spec, 0
+        n = 0
         try:
             while not self._stop.is_set():
                 if self.max_frames is not None and n >= self.max_frames:
@@ -86,6 +92,8 @@ class Pipeline:
                 if self.source.live and not self._out.empty():
                     time.sleep(0.001)  # output busy: take the newest frame only when it can move on at once
                     continue
+                if self.source.live:
+                    self.stage.wait_idle()  # the device is free: the newest frame starts at once
                 try:
                     frame = self.source.get(timeout=0.1)
                 except queue.Empty:
@@ -93,13 +101,7 @@ class Pipeline:
                 if frame is None:
                     break
                 times = FrameTimes(frame.index, frame.t_captured, frame.capture_ms)
-                t0 = time.perf_counter()
-                batch = preprocess(frame.image, spec)
-                t1 = time.perf_counter()
-                output = self.backend.infer(batch)
-                t2 = time.perf_counter()
-                times.preprocess_ms, times.infer_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3
-                self._put((frame, output, times))
+                self._put((frame, self.stage.submit(frame.image), times))
                 n += 1
         except BaseException as exc:  # reported by run(); the output thread still drains and closes
             self._fail(exc)
@@ -129,17 +131,18 @@ class Pipeline:
             except BaseException as exc:
                 self._fail(exc)
 
-    def _emit(self, frame, output: np.ndarray, times: FrameTimes) -> None:
-        t0 = time.perf_counter()
-        labels = labels_to_frame_size(self.backend.to_labels(output)[0], frame.image.shape[:2])
+    def _emit(self, frame, pending, times: FrameTimes) -> None:
+        result = pending.result()
         t1 = time.perf_counter()
-        vis = overlay(frame.image, labels, self._lut, self.alpha) if self._needs_overlay else None
+        labels, vis = result.labels, result.vis
         hud = self._hud_lines()
         keep_going = True
         for sink in self.sinks:
             keep_going = sink.write(frame, labels, vis, hud) and keep_going
         t2 = time.perf_counter()
-        times.postprocess_ms, times.render_ms, times.t_done = (t1 - t0) * 1e3, (t2 - t1) * 1e3, t2
+        times.set_stages(result.times)
+        times.render_ms += (t2 - t1) * 1e3
+        times.t_done = t2
         self.stats.add(times.record(self.source.drops, self.source.decode_failures))
         self._recent.append((t2, (t2 - times.t_captured) * 1e3))
         if not keep_going:
@@ -188,6 +191,10 @@ class Pipeline:
                 thread.join(tick)
 
     def _close_all(self) -> None:
+        try:
+            self.stage.close()
+        except BaseException as exc:
+            self._errors.append(exc)
         for sink in self.sinks:
             try:
                 sink.close()
@@ -201,7 +208,8 @@ class Pipeline:
             raise self._errors[0]
         summary = summarize(self.stats.records, self.source.drops, self.source.decode_failures)
         stopped = "error" if self.source.error and self._stopped_by == "end" else self._stopped_by
-        return RunResult(len(self.stats.records), stopped, summary, self.source.error, self.stats.records)
+        return RunResult(len(self.stats.records), stopped, summary, self.source.error, self.stats.records,
+                         self._signal)
 
     def _install_signals(self):
         """First Ctrl-C / SIGTERM asks for a clean stop; a second Ctrl-C interrupts at once."""
@@ -210,8 +218,9 @@ class Pipeline:
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def handler(signum, _frame):
+            self._signal = self._signal or signum
             self.request_stop("signal")
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, raise_interrupted)  # a second Ctrl-C stops at once
 
         for s in previous:
             signal.signal(s, handler)

@@ -12,16 +12,36 @@ from pathlib import Path
 import typer
 
 
+MAX_SIDE = 8192  # pixels: beyond 8K video a model input is a typo, and OpenCV would run out of memory
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'512x1024' (HxW) → (512, 1024); a one-line error otherwise."""
+    """'512x1024' (HxW) → (512, 1024); a one-line error otherwise (each side 1 … MAX_SIDE)."""
     if text is None:
         return None
     from ..core.errors import VssegError
 
     parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise VssegError(f"--size {text}: expected HxW in pixels, e.g. 512x1024")
+    if len(parts) != 2 or not all(p.strip().isdigit() and 0 < int(p) <= MAX_SIDE for p in parts):
+        raise VssegError(f"--size {text}: expected HxW in pixels, each side 1 to {MAX_SIDE}, e.g. 512x1024")
     return int(parts[0]), int(parts[1])
+
+
+def check_outputs(model: Path, source: str | None, *, save: Path | None, save_masks: Path | None,
+                  stats: Path | None) -> None:
+    """No output may be an input: the model (or its manifest), the source file or folder, or another output."""
+    from ..core.errors import VssegError
+    from ..core.fileio import refuse_output_over_inputs, same_file
+
+    inputs = [model]
+    if source is not None and "://" not in source and Path(source).exists():
+        inputs.append(Path(source))
+    outputs = [(f, p) for f, p in (("--save", save), ("--save-masks", save_masks), ("--stats", stats)) if p]
+    refuse_output_over_inputs(outputs, inputs)
+    for i, (fa, a) in enumerate(outputs):
+        for fb, b in outputs[i + 1:]:
+            if same_file(a, b):
+                raise VssegError(f"{fb} {b}: is also {fa}; give each output its own path")
 
 
 def build_sinks(*, show: bool, save: Path | None, save_masks: Path | None) -> list:
@@ -71,7 +91,7 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
               backend: str | None = None, show: bool = False, save: Path | None = None,
               save_masks: Path | None = None, size: str | None = None, alpha: float = 0.5,
               max_frames: int | None = None, stats: Path | None = None, threads: int = 0,
-              fp16: bool | None = None, cuda_graph: bool = False):
+              fp16: bool | None = None, cuda_graph: bool = False, preprocess: str = "auto"):
     """Open sinks, backend and source, run the pipeline, print the p50/p99 table; return the RunResult."""
     from ..core.errors import VssegError
     from .backends import infer_backend_name, open_backend
@@ -87,6 +107,11 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
         raise VssegError(f"--alpha {alpha}: expected a value in [0, 1]")
     if max_frames is not None and max_frames < 1:
         raise VssegError(f"--max-frames {max_frames}: expected a positive number")
+    if threads < 0:
+        raise VssegError(f"--threads {threads}: expected 0 (onnxruntime's default) or a positive number")
+    if preprocess not in ("auto", "host", "device"):
+        raise VssegError(f"--preprocess {preprocess}: expected auto, host or device")
+    check_outputs(model, source, save=save, save_masks=save_masks, stats=stats)
     hw = parse_size(size)
     options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16,
                               cuda_graph=cuda_graph)
@@ -96,11 +121,15 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
             if hw is not None:
                 be.check_spec(be.preprocess_spec.replace(height=hw[0], width=hw[1]))
             src = open_source(source, camera=camera, csi=csi)
-            typer.echo(f"{be.describe()} ← {src.description}", err=True)
-            result = Pipeline(src, be, sinks, alpha=alpha, max_frames=max_frames,
-                              stats_path=str(stats) if stats else None).run()
+            pipeline = Pipeline(src, be, sinks, alpha=alpha, max_frames=max_frames,
+                                stats_path=str(stats) if stats else None, preprocess=preprocess)
+            typer.echo(f"{be.describe()}, {pipeline.stage.kind} stage ← {src.description}", err=True)
+            result = pipeline.run()
     except BaseException:
         _close(sinks)  # a failure before the run (model, source): the window goes, no partial video
         raise
     typer.echo(format_summary(result.summary), err=True)
+    if result.frames == 0 and result.stopped_by in ("end", "error"):
+        raise VssegError(f"{src.description}: no frame was segmented"
+                         + (f" ({result.error})" if result.error else " (the source gave no readable frame)"))
     return result

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import VssegError
-from ..core.fileio import atomic_path, write_png
+from ..core.fileio import CheckedVideoWriter, check_output, write_png
 from .hud import draw_hud
 
 
@@ -68,6 +68,9 @@ def measured_fps(t_captured: list[float]) -> float | None:
 class VideoSink(Sink):
     """The overlay as an mp4v video, written to a temporary file renamed onto `path` at close.
 
+    The file is written by `fileio.CheckedVideoWriter`: read back at close, and never renamed into place
+    when the disk refused part of it (OpenCV's writer reports nothing).
+
     The frame rate: `fps` when given; else a file's own rate (30 when it has none); for a LIVE source
     the rate the frames actually reached this sink, measured from their capture times over the first
     `probe_frames` frames (kept in memory until the writer opens). A camera's or stream's nominal rate
@@ -81,13 +84,13 @@ class VideoSink(Sink):
         self.path = Path(path)
         if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".avi"):
             raise VssegError(f"--save {path}: expected a .mp4 (or .avi/.mov) file name")
+        check_output(self.path, "--save")
         self.fps = fps if fps and fps > 0 else None
         self.probe_frames = max(2, probe_frames)
         self._measure = False
         self._probe: list[tuple[float, np.ndarray]] = []
         self._t_first = self._t_last = None  # capture times of the first and last frames, for the check at close
-        self._stack = contextlib.ExitStack()
-        self._writer = None
+        self._writer: CheckedVideoWriter | None = None
         self.frames = 0
 
     def start(self, source) -> None:
@@ -98,13 +101,8 @@ class VideoSink(Sink):
                 self.fps = nominal if nominal and nominal > 0 else 30.0
 
     def _open(self, hw: tuple[int, int]) -> None:
-        import cv2
-
-        tmp = self._stack.enter_context(atomic_path(self.path))
-        fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-        self._writer = cv2.VideoWriter(str(tmp), fourcc, float(self.fps or 30.0), (hw[1], hw[0]))
-        if not self._writer.isOpened():
-            raise VssegError(f"--save {self.path}: OpenCV cannot write this video (codec unavailable)")
+        fourcc = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
+        self._writer = CheckedVideoWriter(self.path, float(self.fps or 30.0), (hw[1], hw[0]), fourcc, flag="--save")
         self._hw = hw
 
     def _open_measured(self) -> None:
@@ -143,12 +141,14 @@ class VideoSink(Sink):
         try:
             if self._probe:  # a live run shorter than the probe: measure what there is
                 self._open_measured()
+        except BaseException:
             if self._writer is not None:
-                self._writer.release()  # finalise the container before it is renamed onto the target
-                self._writer = None
-                self._check_rate()
-        finally:
-            self._stack.close()
+                self._writer.abort()
+            raise
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()  # finalise and check the file before it is renamed onto the target
+            self._check_rate()
 
     def _check_rate(self) -> None:
         """Say so when a live run's average rate drifted from the recorded one (the video's speed is off)."""
@@ -161,20 +161,29 @@ class VideoSink(Sink):
 
 
 class MaskSink(Sink):
-    """One uint8 label PNG per frame (class ids, at the frame's size): <name>.png or <index:06d>.png."""
+    """One uint8 label PNG per frame (class ids, at the frame's size): <name>.png or <index:06d>.png.
+
+    Each PNG is encoded in memory and written checked (`fileio.write_png`): a full disk ends the run with
+    one line instead of leaving empty files. A folder this sink made and never wrote into is removed at close.
+    """
 
     def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        if self.folder.exists() and not self.folder.is_dir():
-            raise VssegError(f"--save-masks {folder}: exists and is not a folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = check_output(folder, "--save-masks", folder=True)
+        self._made = not self.folder.exists()
+        with contextlib.suppress(FileExistsError):
+            self.folder.mkdir(parents=True)
         self.frames = 0
 
     def write(self, frame, labels, vis, hud) -> bool:
         name = frame.name if frame.name else f"{frame.index:06d}"
-        write_png(self.folder / f"{name}.png", labels)
+        write_png(self.folder / f"{name}.png", labels, flag="--save-masks")
         self.frames += 1
         return True
+
+    def close(self) -> None:
+        if self._made and self.frames == 0:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # only when empty
 
 
 def _cv2_gui():

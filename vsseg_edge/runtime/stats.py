@@ -1,9 +1,15 @@
 """Per-frame timings of the runtime pipeline: JSONL records and the p50/p99 summary printed at the end.
 
-Each processed frame gives one record with the time of every stage in milliseconds (capture, preprocess,
-infer, postprocess, render), its latency (end of capture → end of rendering) and the running drop and
-decode-failure counts. The summary gives p50/p99 per stage and the throughput measured from the
+Each processed frame gives one record with the time of every stage in milliseconds (capture, upload,
+preprocess, infer, postprocess, download, render), its latency (end of capture → end of rendering) and the
+running drop and decode-failure counts. The summary gives p50/p99 per stage and the throughput measured from the
 intervals between finished frames, so that "FPS" is what a viewer sees, not 1/infer time.
+
+On the host path the stages are wall-clock times of the thread doing them (upload and download are part of
+infer there, and 0). A device stage times its work on the device with CUDA events: upload = the copy into the
+pinned buffer plus the host-to-device copy, preprocess / infer / postprocess (label resize, overlay) on the
+device, download = the device-to-host copy; render (sinks, and the overlay on the host path) is wall clock.
+Device stages of consecutive frames overlap, so their sum is the latency share, not the frame interval.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("capture_ms", "preprocess_ms", "infer_ms", "postprocess_ms", "render_ms")
+STAGES = ("capture_ms", "upload_ms", "preprocess_ms", "infer_ms", "postprocess_ms", "download_ms", "render_ms")
 
 
 @dataclass
@@ -33,6 +39,14 @@ class FrameTimes:
     postprocess_ms: float = 0.0
     render_ms: float = 0.0
     t_done: float = 0.0
+    upload_ms: float = 0.0  # device stages only
+    download_ms: float = 0.0
+
+    def set_stages(self, times: dict[str, float]) -> None:
+        """Take a stage's times (`<stage>_ms`); `overlay_ms` (the host overlay) counts as render time."""
+        for name, ms in times.items():
+            name = "render_ms" if name == "overlay_ms" else name
+            setattr(self, name, getattr(self, name) + float(ms))
 
     def record(self, drops: int, decode_failures: int) -> dict:
         rec = {"frame": self.index}
@@ -45,6 +59,7 @@ class FrameTimes:
         return rec
 
 
+_DEVICE_ONLY = ("upload_ms", "download_ms")  # always 0 on the host path: not printed there
 FIELDS = ("frame",) + STAGES + ("latency_ms", "t_done", "drops", "decode_failures")
 _INTS = ("frame", "drops", "decode_failures")
 
@@ -77,15 +92,10 @@ class Records(Sequence):
 
 
 def _check_writable(path: Path) -> None:
-    """Refuse, before the run, a --stats path that is a folder or whose folder cannot be made."""
-    from ..core.errors import VssegError
+    """Refuse, before the run, a --stats path that is a folder or cannot be written (`fileio.check_output`)."""
+    from ..core.fileio import check_output
 
-    if path.is_dir():
-        raise VssegError(f"--stats {path}: is a folder; expected a file name such as stats.jsonl")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VssegError(f"--stats {path}: cannot create its folder ({exc.strerror or exc})") from None
+    check_output(path, "--stats")
 
 
 class StatsCollector:
@@ -104,32 +114,49 @@ class StatsCollector:
         self.t_start = time.perf_counter()
         self._stack = contextlib.ExitStack()
         self._fh = None
+        self._failed = False
         self._t_flush = self.t_start
 
     def _file(self):
         if self._fh is None:
             from ..core.fileio import atomic_write
 
-            self._fh = self._stack.enter_context(atomic_write(self.path, "w"))
+            self._fh = self._stack.enter_context(atomic_write(self.path, "w", flag="--stats"))
         return self._fh
 
     def add(self, rec: dict) -> None:
         self.records.append(rec)
         if self.path is None:
             return
-        fh = self._file()
-        fh.write(json.dumps(rec) + "\n")
-        now = time.perf_counter()
-        if now - self._t_flush >= self.flush_s:
-            fh.flush()
-            self._t_flush = now
+        from ..core.fileio import write_errors
+
+        try:
+            with write_errors(self.path, "--stats"):
+                fh = self._file()
+                fh.write(json.dumps(rec) + "\n")
+                now = time.perf_counter()
+                if now - self._t_flush >= self.flush_s:
+                    fh.flush()
+                    self._t_flush = now
+        except BaseException:
+            self._failed = True
+            raise
 
     def close(self) -> None:
-        """Finish the JSONL file (an empty one when no frame finished). Safe to call more than once."""
+        """Finish the JSONL file (an empty one when no frame finished). Safe to call more than once.
+
+        After a failed write the temporary file is dropped, never renamed onto the target.
+        """
         if self.path is not None:
-            self._file()
+            if not self._failed:
+                self._file()
             self.path = None
-        self._stack.close()
+        stack, self._stack = self._stack, contextlib.ExitStack()
+        if self._failed:
+            with contextlib.suppress(Exception):  # the failed write was reported where it happened
+                stack.__exit__(RuntimeError, RuntimeError("stats not written"), None)
+        else:
+            stack.close()
 
     def summary(self, drops: int = 0, decode_failures: int = 0) -> dict:
         return summarize(self.records, drops=drops, decode_failures=decode_failures)
@@ -164,7 +191,7 @@ def format_summary(s: dict) -> str:
     lines = [f"{'stage':<14}{'p50 ms':>10}{'p99 ms':>10}"]
     for name in STAGES + ("latency_ms", "interval_ms"):
         v = s[name]
-        if v["p50"] is not None:
+        if v["p50"] is not None and (name not in _DEVICE_ONLY or v["p99"]):
             lines.append(f"{name.replace('_ms', ''):<14}{v['p50']:>10.2f}{v['p99']:>10.2f}")
     fps = f"{s['fps']:.2f}" if s.get("fps") else "n/a"
     lines.append(f"frames {s['frames']}  fps {fps}  drops {s['drops']}  decode failures {s['decode_failures']}")

@@ -147,6 +147,8 @@ def _load_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     base = data.pop("base", None)
     if base is None:
         return data
+    if not isinstance(base, str) or not base.strip():
+        raise VssegError(f"{path}: 'base' must be the path of another recipe (relative to this one), got {base!r}")
     return _merge(_load_with_base(path.parent / base, seen + (path,)), data)
 
 

@@ -5,7 +5,9 @@
                                                                    every val_every / at the end: mIoU + TC
 
 Determinism: seeded model init, and batches drawn from (seed, sample number) so `--resume` continues
-exactly. Ctrl-C or SIGTERM finishes the current step, saves `last.pt` and exits. Distributed training
+exactly. Ctrl-C or SIGTERM finishes the current step, saves `last.pt` and exits 130 / 143 (`train` raises
+`Interrupted`, so `train && export` stops there). A run folder that holds a previous run is refused unless
+`--resume` continues it or `--overwrite` starts again. Distributed training
 runs under `torchrun` (DDP; gloo on CPU, NCCL on CUDA); rank 0 logs, validates and saves.
 """
 
@@ -23,8 +25,8 @@ from pathlib import Path
 import torch
 
 from ..core.config import to_dict
-from ..core.errors import VssegError
-from ..core.fileio import atomic_write
+from ..core.errors import Interrupted, VssegError
+from ..core.fileio import atomic_write, write_errors
 from ..core.labels import get_label_set
 from ..data.datasets import open_dataset
 from ..data.flow import open_flow_source
@@ -85,8 +87,9 @@ def poly_lr(base: float, step: int, total: int, power: float) -> float:
 class Trainer:
     """Builds everything a recipe names, then `fit()`s. Attributes are public for tests and notebooks."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False):
         self.cfg, self.progress = cfg, progress
+        self.stop_signal: int | None = None
         self.dist = init_distributed(cfg.device)
         self.device = pick_device(cfg.device, self.dist)
         if cfg.threads:
@@ -99,6 +102,8 @@ class Trainer:
         self._build_models()
         self._build_optim()
         self.step = 0
+        if self.dist.main:
+            check_run_folder(self.out, self.model, resume=resume, overwrite=overwrite)
         if resume:
             self._resume()
         self.stop_requested = False
@@ -325,8 +330,9 @@ class Trainer:
     def _install_signal_handlers(self):
         def request_stop(signum, frame):
             if self.stop_requested:  # a second Ctrl-C interrupts at once
-                raise KeyboardInterrupt
+                raise Interrupted(signum)
             self.stop_requested = True
+            self.stop_signal = signum
 
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for s in previous:
@@ -396,8 +402,9 @@ def _val_summary(report: dict) -> dict:
 
 
 def _write_log(fh, tb, record: dict) -> None:
-    fh.write(json.dumps(record, default=float) + "\n")
-    fh.flush()
+    with write_errors(fh.name):
+        fh.write(json.dumps(record, default=float) + "\n")
+        fh.flush()
     if tb is not None:
         for k, v in record.items():
             if k != "step" and isinstance(v, (int, float)) and v is not None:
@@ -424,12 +431,38 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    trainer = Trainer(cfg, resume=resume, progress=progress)
+def check_run_folder(out: Path, model, *, resume: bool, overwrite: bool) -> None:
+    """Before training: `out` must be a writable folder with room for the checkpoints, and a previous run in it
+    is continued (`resume`), replaced (`overwrite`: its model, checkpoints, log and report go first, so none
+    of them can pass for this run's) or refused."""
+    from ..core.fileio import check_output
+
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    check_output(out, "out_dir", folder=True, need_bytes=4 * params + (1 << 20))  # last.pt + model.pt + momentum
+    previous = [n for n in RUN_FILES if (out / n).exists()]
+    if not previous or resume:
+        return
+    if not overwrite:
+        raise VssegError(f"{out}: holds a previous run ({', '.join(previous)}); pass --resume to continue it or "
+                         "--overwrite to start again (or change the recipe's name / out_dir)")
+    for n in previous:
+        (out / n).unlink()
+
+
+RUN_FILES = ("model.pt", "model.pt.json", "last.pt", "last.pt.json", "metrics.jsonl", "val_report.json")
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False) -> dict:
+    """Train `cfg`; return the final metrics. Raises `Interrupted` after saving last.pt when a signal stopped it."""
+    trainer = Trainer(cfg, resume=resume, progress=progress, overwrite=overwrite)
     try:
-        return trainer.fit()
+        metrics = trainer.fit()
     finally:
         if trainer.dist.world > 1:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+    if trainer.stop_signal is not None:
+        raise Interrupted(trainer.stop_signal, f"saved {trainer.out / 'last.pt'} at step {trainer.step}; "
+                                               "continue with --resume")
+    return metrics

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import typer
 
+MAX_SIDE = 8192  # pixels: larger frames are a typo, and rendering them would exhaust memory
+
 
 def parse_size(text: str) -> tuple[int, int]:
     """'256x512' → (256, 512); anything else is a one-line user error naming --size."""
     from ...core.errors import VssegError
 
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
-    if not match or min(int(match[1]), int(match[2])) < 16:
-        raise VssegError(f"--size: expected HxW with both sides >= 16 pixels (e.g. 256x512), got {text!r}")
+    if not match or min(int(match[1]), int(match[2])) < 16 or max(int(match[1]), int(match[2])) > MAX_SIDE:
+        raise VssegError(f"--size: expected HxW with both sides from 16 to {MAX_SIDE} pixels (e.g. 256x512), "
+                         f"got {text!r}")
     return int(match[1]), int(match[2])
 
 
@@ -34,6 +37,7 @@ def register(app, data_app) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives identical files."),
         workers: int = typer.Option(0, "--workers", help="Worker processes (0: one per CPU)."),
         clean: bool = typer.Option(False, "--clean", help="No per-frame nuisances (flicker, blur, noise, JPEG)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the synthetic set already in --out."),
     ):
         """Render the synthetic street-scene video set: every frame labelled, exact optical flow."""
         import time
@@ -53,6 +57,6 @@ def register(app, data_app) -> None:
         t0 = time.perf_counter()
         with tqdm(total=(train + val) * frames, unit="frame", desc="synth", leave=False) as bar:
             generate(out, num_train=train, num_val=val, frames=frames, height=height, width=width, seed=seed,
-                     workers=workers or None, nuisances=not clean, progress=bar.update)
+                     workers=workers or None, nuisances=not clean, progress=bar.update, overwrite=overwrite)
         typer.echo(f"wrote {train} train + {val} val sequences x {frames} frames ({height}x{width}) to {out} "
                    f"in {time.perf_counter() - t0:.1f} s")

@@ -11,11 +11,18 @@ Layout under the output folder (every frame labelled, exact flow for every conse
 
 Sequences are grouped into cities of SEQS_PER_CITY; train and val cities are drawn from disjoint seeds.
 Each sequence is rendered independently from its own seeds, so the bytes do not depend on `workers`.
+
+The output folder must be empty (or new): a set written over another with other parameters would keep
+frames that its synth.json does not describe. `overwrite=True` first removes what a generator writes
+(`GENERATED`) and nothing else. A generation that fails (a full disk, Ctrl-C) removes what it wrote, so
+no partial set without its synth.json is left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +31,14 @@ from typing import Callable
 import numpy as np
 
 from ...core.errors import VssegError
-from ...core.fileio import write_json, write_png
+from ...core.fileio import check_output, write_json, write_png
 from ...core.labels import CITYSCAPES, cityscapes_train_ids_to_ids
 from ..flowio import write_flow
 from .scene import FPS
 
 GENERATOR, VERSION = "vsseg_edge.data.synth", 1
 SEQS_PER_CITY = 4
+GENERATED = ("leftImg8bit_sequence", "gtFine", "flow", "flow_cache", "synth.json")  # what a set's folder holds
 SERIAL_BELOW = 4_000_000  # pixels x frames under which worker processes cost more than they save
 CLASSES_DRAWN = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
                  "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "motorcycle", "bicycle")
@@ -66,28 +74,66 @@ def plan(seed: int, num_train: int, num_val: int) -> list[tuple[str, str, int, i
 
 def generate(out_dir, *, num_train: int = 16, num_val: int = 4, frames: int = 30, height: int = 256,
              width: int = 512, seed: int = 0, workers: int | None = None, nuisances: bool = True,
-             progress: Callable[[int], None] | None = None) -> Path:
-    """Render the synthetic set into `out_dir` (created) and return it.
+             progress: Callable[[int], None] | None = None, overwrite: bool = False) -> Path:
+    """Render the synthetic set into `out_dir` (created, or empty; `overwrite` replaces a set there) and return it.
 
     `nuisances=False` writes the clean renders (no flicker, blur, noise or JPEG), e.g. to check the flow
     photometrically; `progress(n)` is called after each sequence with its n frames.
     """
+    made = not Path(out_dir).exists()
     root = _check_args(out_dir, num_train, num_val, frames, height, width, seed, workers)
+    _clear(root, overwrite)
     jobs = [SequenceJob(str(root), split, city, cs, seq, frames, height, width, nuisances)
             for split, city, cs, seq in plan(seed, num_train, num_val)]
-    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    try:
+        _render(jobs, min(workers or os.cpu_count() or 1, len(jobs)), frames, height, width, progress)
+        write_json(root / "synth.json", _description(seed, num_train, num_val, frames, height, width, nuisances,
+                                                     jobs))
+    except BaseException:
+        _remove_generated(root)
+        if made:
+            with contextlib.suppress(OSError):
+                root.rmdir()
+        raise
+    return root
+
+
+def _render(jobs, workers: int, frames: int, height: int, width: int, progress) -> None:
     if workers <= 1 or len(jobs) * frames * height * width < SERIAL_BELOW:
         for job in jobs:
             _notify(progress, write_sequence(job))
-    else:
-        import multiprocessing
+        return
+    import multiprocessing
 
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker) as pool:
+        try:
             for fut in as_completed([pool.submit(write_sequence, job) for job in jobs]):
                 _notify(progress, fut.result())
-    write_json(root / "synth.json", _description(seed, num_train, num_val, frames, height, width, nuisances, jobs))
-    return root
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # no sequence is still being written at cleanup
+            raise
+
+
+def _clear(root: Path, overwrite: bool) -> None:
+    """Refuse a folder that is not empty; with `overwrite`, remove a previous set's files (only those)."""
+    entries = sorted(p.name for p in root.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        what = "a synthetic set" if "synth.json" in entries else f"{len(entries)} entries, e.g. {entries[0]}"
+        raise VssegError(f"--out {root}: not empty ({what}); pass --overwrite to replace the set, or choose a "
+                         "new folder")
+    _remove_generated(root)
+
+
+def _remove_generated(root: Path) -> None:
+    for name in GENERATED:
+        p = root / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists() or p.is_symlink():
+            p.unlink(missing_ok=True)
 
 
 def _notify(progress, n):
@@ -113,6 +159,7 @@ def _check_args(out_dir, num_train, num_val, frames, height, width, seed, worker
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise VssegError(f"{root}: output folder is an existing file; expected a folder (or a new path)")
+    check_output(root, "--out", folder=True)
     root.mkdir(parents=True, exist_ok=True)
     return root
 

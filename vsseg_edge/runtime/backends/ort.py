@@ -16,6 +16,12 @@ Q/DQ into integer kernels mainly for uint8 activations. When such a model runs o
 optimisation, its activation Q/DQ are shifted to uint8 in memory (`onnx_graph.shift_activations_to_uint8`,
 exact as Q/DQ arithmetic), the file is left untouched, and `describe()` says so; onnxruntime's fused
 integer kernels then round their own way. `shift_int8=False` loads the file as it is.
+
+On a GPU (onnxruntime's TensorRT or CUDA execution provider, when the installed build has them) the backend
+binds its input and output to OrtValues on the device, allocated once per input shape (I/O binding): each frame
+is one host-to-device copy into the bound input, the run, and one copy of the output back, with no allocation
+per frame and no staging inside onnxruntime. TensorRT's provider keeps the engines it builds and its timing
+cache in the user cache (`core.cache`, "ort-tensorrt"), so a process does not rebuild them at every start.
 """
 
 from __future__ import annotations
@@ -32,6 +38,20 @@ from . import Backend, output_kind_of
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 CPU = ("CPUExecutionProvider",)
 _DTYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}
+_NP = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int32)": np.int32,
+       "tensor(float16)": np.float16, "tensor(int64)": np.int64}
+
+
+def provider_options(name: str) -> dict:
+    """The options `ort_session` gives an execution provider: TensorRT's engine and timing caches; others none."""
+    if name != "TensorrtExecutionProvider":
+        return {}
+    from ...core.cache import user_cache_dir
+
+    cache = user_cache_dir("ort-tensorrt")
+    cache.mkdir(parents=True, exist_ok=True)
+    return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache)}
 
 
 def ort_session(model, *, threads: int = 0, exact_qdq: bool = False, providers=CPU, where: str | None = None,
@@ -60,7 +80,8 @@ def ort_session(model, *, threads: int = 0, exact_qdq: bool = False, providers=C
     if missing:
         raise VssegError(f"{where}: execution provider(s) {missing} not in this onnxruntime ({available})")
     try:
-        return ort.InferenceSession(source, opts, providers=list(providers))
+        return ort.InferenceSession(source, opts, providers=list(providers),
+                                    provider_options=[provider_options(p) for p in providers])
     except Exception as exc:  # ORT raises its own pybind exception types
         raise VssegError(f"{where}: onnxruntime cannot load it ({str(exc).splitlines()[0][:160]})") from None
 
@@ -89,14 +110,15 @@ class OrtBackend(Backend):
 
     `OrtBackend.open(path)` reads them from the file's manifest; the constructor takes them directly for a
     model held in memory. `threads`: intra-op threads (0: onnxruntime's choice); `exact_qdq`: no graph
-    optimisation; `shift_int8`: shift int8 activation Q/DQ to uint8 in memory on the CPU provider.
+    optimisation; `shift_int8`: shift int8 activation Q/DQ to uint8 in memory on the CPU provider;
+    `io_binding`: input and output bound to OrtValues on the provider's device (default: on a GPU provider).
     """
 
     name = "ort"
 
     def __init__(self, model, *, preprocess_spec: PreprocessSpec, output_kind: str = "logits",
                  classes=(), name: str = "in-memory ONNX", providers=None, threads: int = 0,
-                 exact_qdq: bool = False, shift_int8: bool = False):
+                 exact_qdq: bool = False, shift_int8: bool = False, io_binding: bool | None = None):
         self.artifact = name
         self.preprocess_spec, self.output_kind, self.classes = preprocess_spec, output_kind, list(classes)
         self.exact_qdq = exact_qdq
@@ -107,19 +129,23 @@ class OrtBackend(Backend):
         self._session = ort_session(model, threads=threads, exact_qdq=exact_qdq, providers=providers, where=name)
         self.device = self._session.get_providers()[0].replace("ExecutionProvider", "")
         self._check_io(Path(name).name)
+        on_gpu = self.device in ("CUDA", "Tensorrt")
+        self.io_binding = on_gpu if io_binding is None else bool(io_binding)
+        self._bound: tuple | None = None  # (input shape, binding, input OrtValue, output OrtValue or None)
+        self._value_device = "cuda" if on_gpu else "cpu"
 
     @classmethod
     def open(cls, path: str | Path, *, providers=None, threads: int = 0, exact_qdq: bool = False,
-             shift_int8: bool = True) -> "OrtBackend":
+             shift_int8: bool = True, io_binding: bool | None = None) -> "OrtBackend":
         """The backend of an ONNX file and its manifest (an FP32 ONNX or a Q/DQ INT8 ONNX)."""
         path = Path(path)
-        man = read_manifest(path, kind=("onnx", "qdq_onnx"))
+        man = read_manifest(path, kind=("onnx", "qdq_onnx"), verify=True)
         _check_onnx(path)
         # only Q/DQ artifacts can hold int8 activations: an FP32 ONNX is not parsed a second time
         return cls(path, preprocess_spec=manifest_preprocess(man, str(path)),
                    output_kind=output_kind_of(man, str(path)), classes=man.get("classes", []), name=str(path),
                    providers=providers, threads=threads, exact_qdq=exact_qdq,
-                   shift_int8=shift_int8 and man["kind"] == "qdq_onnx")
+                   shift_int8=shift_int8 and man["kind"] == "qdq_onnx", io_binding=io_binding)
 
     def _shift_int8(self, model):
         """The model, or, when it holds int8 activation Q/DQ, the uint8-shifted model in memory."""
@@ -168,7 +194,37 @@ class OrtBackend(Backend):
         self.dynamic_size = not all(isinstance(d, int) for d in hw)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input_name: batch})[0]
+        if not self.io_binding:
+            return self._session.run(None, {self._input_name: batch})[0]
+        if self._bound is None or self._bound[0] != batch.shape:
+            self._bind(batch.shape)
+        _, binding, inp, out = self._bound
+        inp.update_inplace(np.ascontiguousarray(batch))
+        self._session.run_with_iobinding(binding)
+        result = (out if out is not None else binding.get_outputs()[0]).numpy()
+        # a CPU OrtValue's array is a view of the bound buffer, which the next frame overwrites
+        return result.copy() if self._value_device == "cpu" else result
+
+    def _bind(self, shape: tuple[int, ...]) -> None:
+        """Input (and, when its shape is static, output) OrtValues on the provider's device, made once per shape."""
+        import onnxruntime as ort
+
+        dev, sess = self._value_device, self._session
+        out = sess.get_outputs()[0]
+        inp = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), _NP[sess.get_inputs()[0].type], dev, 0)
+        binding = sess.io_binding()
+        binding.bind_ortvalue_input(self._input_name, inp)
+        out_shape = [shape[0], *out.shape[1:]] if all(isinstance(d, int) for d in out.shape[1:]) else None
+        out_value = None
+        if out_shape is not None and out.type in _NP:
+            out_value = ort.OrtValue.ortvalue_from_shape_and_type(out_shape, _NP[out.type], dev, 0)
+            binding.bind_ortvalue_output(out.name, out_value)
+        else:  # a size-free graph: onnxruntime allocates the output on the device at each run
+            binding.bind_output(out.name, dev)
+        for extra in sess.get_outputs()[1:]:
+            binding.bind_output(extra.name, dev)
+        self._bound = (tuple(shape), binding, inp, out_value)
 
     def close(self) -> None:
+        self._bound = None
         self._session = None

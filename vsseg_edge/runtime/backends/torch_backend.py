@@ -4,9 +4,13 @@ By default the argmax runs on the device and only the uint8 labels cross to the 
 the float logits instead (export parity compares them with onnxruntime's). On CUDA (when available) the
 model runs in FP16 and channels-last by default, and optionally replays a captured CUDA graph
 (`cuda_graph=True`; the input shape must stay fixed, which the runtime guarantees). The CUDA paths (pinned
-staging buffer, CUDA graph replay) have tests marked `gpu`, skipped without CUDA. A model whose forward
-copies a host tensor to the GPU (PSPNet's numpy-built pooling matrices) cannot be captured; that is a
-one-line error naming --cuda-graph.
+staging buffer, CUDA graph replay, the device stage) have tests marked `gpu`, skipped without CUDA. A model
+whose forward copies a host tensor to the GPU each call cannot be captured; that is a one-line error naming
+--cuda-graph.
+
+`infer` takes a batch prepared on the host (bench, parity, the host stage). The runtime on CUDA uses
+`device_stage` instead: the uint8 frame goes to the GPU and preprocessing, argmax, label resize and overlay
+run there, frames overlapping on separate streams (torch_stage.py).
 """
 
 from __future__ import annotations
@@ -62,12 +66,27 @@ class TorchBackend(Backend):
         return cls(model, preprocess_spec=checkpoint_preprocess(ckpt, str(path)), classes=ckpt["classes"],
                    artifact=str(path), **options)
 
-    def _forward(self, x):
+    def _forward(self, x, labels: bool | None = None):
+        """The model on a device input: uint8 labels (argmax on the device) or float logits, as `output_kind` says
+        unless `labels` says otherwise (the device stage always wants labels)."""
         out = self._model(x)
         out = out["out"] if isinstance(out, dict) else out
-        if self.output_kind == "logits":
+        if not (self.output_kind == "labels" if labels is None else labels):
             return out.float()
         return out.argmax(1).to(self._torch.uint8)
+
+    def prepare(self, x):
+        """A float32 NCHW input already on the device → the model's precision and memory format."""
+        x = x.half() if self.fp16 else x
+        return x.contiguous(memory_format=self._torch.channels_last) if self.channels_last else x
+
+    def device_stage(self, *, lut, alpha: float, overlay: bool, slots: int, required: bool = False):
+        """The frame stage on the device (torch_stage.py): on CUDA by default, on the CPU only when `required`."""
+        if not (self.device.startswith("cuda") or required):
+            return None
+        from .torch_stage import TorchDeviceStage
+
+        return TorchDeviceStage(self, lut=lut, alpha=alpha, overlay=overlay, slots=slots)
 
     def _to_device(self, batch: np.ndarray):
         torch = self._torch
@@ -79,8 +98,7 @@ class TorchBackend(Backend):
                 self._pinned = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
             self._pinned.copy_(x)
             x = self._pinned.to(self.device, non_blocking=True)
-        x = x.half() if self.fp16 else x
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return self.prepare(x)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
@@ -91,27 +109,37 @@ class TorchBackend(Backend):
 
     def _replay(self, x) -> np.ndarray:
         """Capture once for this input shape (after a warm-up on a side stream), then copy in and replay."""
-        torch = self._torch
         if self._graph is None or self._static_in.shape != x.shape:
+            self._graph = None
             self._static_in = x.clone()
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    self._forward(self._static_in)
-            torch.cuda.current_stream().wait_stream(side)
-            self._graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(self._graph):
-                    self._static_out = self._forward(self._static_in)
-            except RuntimeError as exc:  # e.g. a forward that copies a host tensor to the GPU each call
-                self._graph = None
-                reason = str(exc).splitlines()[0][:160]
-                raise VssegError(f"--cuda-graph: {Path(self.artifact).name} cannot be captured in a CUDA graph "
-                                 f"({reason}); run without --cuda-graph") from None
+            self._graph, self._static_out = capture_graph(self._torch, self._forward, self._static_in, self.artifact)
         self._static_in.copy_(x)
         self._graph.replay()
         return self._static_out.cpu().numpy()
 
     def close(self) -> None:
         self._model = self._graph = self._pinned = None
+
+
+def capture_graph(torch, fn, static_in, artifact: str):
+    """(graph, output) of `fn(static_in)` captured in a CUDA graph after a warm-up on a side stream.
+
+    Replaying the graph reruns `fn` on whatever `static_in` holds and writes the same output tensor.
+    A function that cannot be captured (e.g. one that copies a host tensor to the GPU each call) is a one-line
+    error naming --cuda-graph.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn(static_in)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            out = fn(static_in)
+    except RuntimeError as exc:
+        reason = str(exc).splitlines()[0][:160]
+        raise VssegError(f"--cuda-graph: {Path(artifact).name} cannot be captured in a CUDA graph "
+                         f"({reason}); run without --cuda-graph") from None
+    return graph, out

@@ -8,6 +8,8 @@
 - Pinned host buffers (cudaMallocHost, viewed as bytes then as the tensor's dtype, so FP16 I/O works too) and
   device buffers (cudaMalloc) are allocated ONCE for the batch-1 shape; each `infer` does async H2D copy →
   execute → async D2H copy on one CUDA stream (`int(stream)` is the handle TensorRT takes), then one sync.
+- The runtime does not call `infer` on CUDA: `device_stage` (trt_stage.py) runs frames through the engine with
+  uploads, executions and downloads of consecutive frames on three streams, from slots of its own buffers.
 - An engine is loaded only beside a manifest whose TensorRT version and GPU match the installed ones
   (`vsseg_edge.engine.cache.check_engine_manifest`, manifest key `tensorrt: {version, gpu}`).
 
@@ -119,7 +121,7 @@ class TrtBackend(Backend):
     def __init__(self, path: str | Path, *, device: int = 0, modules=None):
         path = Path(path)
         self.artifact = str(path)
-        man = read_manifest(path, kind="engine")
+        man = read_manifest(path, kind="engine", verify=True)
         self.preprocess_spec = manifest_preprocess(man, str(path))
         self.output_kind = output_kind_of(man, str(path))
         self.classes = list(man.get("classes", []))
@@ -186,6 +188,32 @@ class TrtBackend(Backend):
             raise VssegError(f"{self.artifact}: output {t.name!r} shape {shape} is unresolved after fixing the input")
         return shape
 
+    def io_buffers(self) -> tuple[tuple, tuple]:
+        """(name, shape, dtype) of the input and of the first output: what a device stage allocates per slot."""
+        inp, out = self._buffers[self._input.name], self._buffers[self._output.name]
+        return (self._input.name, inp.host.shape, inp.host.dtype), (self._output.name, out.host.shape, out.host.dtype)
+
+    def execute_on(self, stream, addresses: dict[str, int] | None = None) -> None:
+        """Enqueue one execution on `stream`: the named tensors at `addresses`, the others in this backend's buffers."""
+        own = {name: int(buf.device) for name, buf in self._buffers.items()}
+        where = {**own, **{k: int(v) for k, v in (addresses or {}).items()}}
+        if self._v3:
+            for name, ptr in where.items():
+                if self._context.set_tensor_address(name, ptr) is False:
+                    raise VssegError(f"{self.artifact}: TensorRT refused the device address of {name!r}")
+            ok = self._context.execute_async_v3(int(stream))
+        else:
+            names = {t.index: t.name for t in io_tensors(self._engine, self._trt, self.artifact)}
+            ok = self._context.execute_async_v2([where[names[i]] for i in sorted(names)], int(stream))
+        if not ok:
+            raise RuntimeError(f"{self.artifact}: TensorRT execution failed")
+
+    def device_stage(self, *, lut, alpha: float, overlay: bool, slots: int, required: bool = False):
+        """Frames through the engine on upload / compute / download streams (trt_stage.py)."""
+        from .trt_stage import TrtDeviceStage
+
+        return TrtDeviceStage(self, lut=lut, alpha=alpha, overlay=overlay, slots=slots)
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
         cudart, stream = self._cudart, self._stream
         inp, out = self._buffers[self._input.name], self._buffers[self._output.name]
@@ -194,10 +222,7 @@ class TrtBackend(Backend):
         np.copyto(inp.host, batch)
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         cuda_call(cudart.cudaMemcpyAsync(inp.device, inp.host.ctypes.data, inp.nbytes, h2d, stream))
-        ok = (self._context.execute_async_v3(int(stream)) if self._v3
-              else self._context.execute_async_v2(self._bindings, int(stream)))
-        if not ok:
-            raise RuntimeError(f"{self.artifact}: TensorRT execution failed")
+        self.execute_on(stream)  # this backend's own buffers (a device stage points the context at its slots)
         cuda_call(cudart.cudaMemcpyAsync(out.host.ctypes.data, out.device, out.nbytes, d2h, stream))
         cuda_call(cudart.cudaStreamSynchronize(stream))
         return out.host.copy()
