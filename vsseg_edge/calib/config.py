@@ -16,6 +16,7 @@ QUANTIZERS = ("auto", "modelopt", "ort")
 # error. On the published ESPNet CamVid model (17 BN after concatenations): FP32 75.7 mIoU; every QDQ op type
 # 73.2; these 76.2 (percentile, 7-bit weights, onnxruntime kernels).
 DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Concat", "MaxPool")
+QUANTIZED_READERS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,12 @@ class CalibConfig:
     sensitivity_frames: int = 4  # frames scored per layer in the sensitivity search
     exclude: tuple[str, ...] = ()  # node names always kept in float
     op_types: tuple[str, ...] = DEFAULT_OP_TYPES  # op types onnxruntime quantises ([] = all it can)
+    # op types that read activations through Q/DQ; any other reader of a quantised tensor (residual Add, Concat,
+    # BN, pooling) reads it in float, so rounding errors stay inside the convolutions instead of accumulating
+    # along residual paths (pipeline.float_readers). [] = the quantiser's placement as it is; null (default):
+    # the convolutions for the TensorRT flavour, [] for the onnxruntime flavour, whose integer kernels need
+    # quantised outputs read as such (Conv → ReLU / Add chains)
+    quantized_readers: tuple[str, ...] | None = None
     reduce_range: bool = False  # ort target: 7-bit weights (for x86 CPUs without VNNI, see quantize_ort.py)
     threads: int = 0  # onnxruntime intra-op threads for calibration and the gate (0 = all cores)
     # temporal-consistency gate (calib/temporal.py): TC of FP32 and INT8 on consecutive frames (--tc-frames, or by
@@ -71,6 +78,13 @@ class CalibConfig:
         for ok, msg in checks:
             if not ok:
                 raise VssegError(f"calibration config: {msg}")
+
+    @property
+    def readers(self) -> tuple[str, ...]:
+        """`quantized_readers` with the target's default filled in."""
+        if self.quantized_readers is not None:
+            return tuple(self.quantized_readers)
+        return QUANTIZED_READERS if self.target == "trt" else ()
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -27,7 +27,7 @@ from ..core.errors import VssegError
 from ..core.fileio import atomic_path, check_output, write_errors
 from ..core.manifest import manifest_preprocess, read_manifest, write_manifest
 from ..data.frame_source import UNLABELLED, frame_source_kind
-from ..onnx_graph import keep_in_float, qdq_candidates, require_qdq_structure
+from ..onnx_graph import keep_in_float, node_key, qdq_candidates, require_qdq_structure
 from .config import CalibConfig
 from .frames import FrameSet, calibration_frames, evaluation_frames
 from .gate import Evaluator, GateResult
@@ -70,6 +70,9 @@ class _Quantizer:
             info = quantize_modelopt(self.fp32, out, trt_cache=trt_cache, sample=sample,
                                      input_name=self.reader.input_name, method=self.cfg.method,
                                      nodes_to_exclude=exclude)
+        if self.cfg.readers:
+            readers = float_readers(out, self.cfg.readers)
+            info = {**info, "quantized_readers": list(self.cfg.readers), "readers_in_float": readers}
         return info
 
 
@@ -305,6 +308,26 @@ def _speed(model: Path, candidate: Path, spec, parent: dict, cfg: CalibConfig, f
     log(f"speed on this CPU ({speed['cpu']}): FP32 {speed['fp32_ms']:.1f} ms, INT8 {speed['int8_ms']:.1f} ms "
         f"(FP32/INT8 {speed['ratio']}×)")
     return speed
+
+
+def float_readers(path: Path, readers) -> list[str]:
+    """Rewrite the Q/DQ model at `path` so that only nodes of the op types `readers` read activations through
+    Q/DQ; every other reader of a quantised tensor (a residual Add, a Concat, BatchNormalization, pooling) reads
+    the float tensor behind it (`keep_in_float`). Returns those nodes.
+
+    Why: a quantiser puts a Q/DQ pair on a TENSOR, and every reader of it then sees the quantised value. Where
+    a convolution's input also feeds a residual sum or a concatenation, the rounding error enters the float
+    path too and accumulates block after block (ESPNet's eight level-3 blocks, ResNet's stages); with only the
+    convolutions reading through Q/DQ the error stays inside each convolution. On the published ESPNet CamVid
+    model it is the difference between losing several TC points on real video and losing under one (see
+    benchmarks/reports/int8_tc.md).
+    """
+    model = onnx.load(str(path))
+    ops = {node_key(n): n.op_type for n in model.graph.node}
+    others = [n for n in qdq_candidates(model) if ops.get(n) not in set(readers)]
+    if others:
+        onnx.save(keep_in_float(model, others), str(path))
+    return others
 
 
 def _excluded(info: dict) -> list[str]:
