@@ -13,7 +13,7 @@ $(BIN)/vsseg-edge: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: on CPU machines this takes the local CPU wheel instead of a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,export,plot,calib-trt,dev]'
+	$(BIN)/pip install -q -e '.[train,export,plot,calib-trt,dev,serve]'
 	touch $@
 
 env: $(BIN)/vsseg-edge
@@ -22,6 +22,7 @@ demo: env
 	$(BIN)/vsseg-edge demo --out $(OUT)
 
 test: env
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --durations=15
 
 test-fast: env

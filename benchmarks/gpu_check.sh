@@ -157,7 +157,8 @@ else
 fi
 
 say "bench: ${MODELS[*]}"
-BENCH_ARGS=(--dataset "$DEMO/synth" --out "$OUT/report" --runs "$RUNS" --warmup "$WARMUP" --reference "$DEMO/student.onnx")
+BENCH_ARGS=(--dataset "$DEMO/synth" --out "$OUT/report" --runs "$RUNS" --warmup "$WARMUP"
+            --reference "$DEMO/student.onnx")
 [ -n "${MAX_SEQ:-}" ] && BENCH_ARGS+=(--max-sequences "$MAX_SEQ")
 "${VS[@]}" bench "${MODELS[@]}" "${BENCH_ARGS[@]}" || { echo "bench failed (see above)"; exit 1; }
 echo "report: $OUT/report/report.md"

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 REPORTS = REPO / "benchmarks" / "reports"
 MODELS = ("pspnet18", "bisenetv2", "espnet")
 NAME = "gpu_runtime"
@@ -60,18 +58,9 @@ def environment() -> dict:
 
 # -- inputs ------------------------------------------------------------------------------------------------------
 def make_checkpoint(workdir: Path, name: str, size: tuple[int, int]) -> Path:
-    import torch
+    from vsseg_edge.bench.models import random_init_checkpoint
 
-    from vsseg_edge.core.labels import CITYSCAPES
-    from vsseg_edge.core.preprocess import PreprocessSpec
-    from vsseg_edge.models import create_model
-    from vsseg_edge.models.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    ckpt = workdir / f"{name}.pt"
-    save_checkpoint(ckpt, create_model(name, 19).eval(), model_name=name, classes=list(CITYSCAPES.classes),
-                    preprocess=PreprocessSpec(height=size[0], width=size[1]))
-    return ckpt
+    return random_init_checkpoint(name, workdir / f"{name}.pt", size=size)
 
 
 def make_video(path: Path, frames: list[np.ndarray]) -> None:
@@ -274,7 +263,9 @@ def trt_entry(ckpt: Path, video: Path, frames: list[np.ndarray], tmp: Path, cfg:
 
 def gpu_name(device: str) -> str:
     if device != "cuda":
-        return f"none (smoke run on the CPU: {platform.processor() or platform.machine()})"
+        from vsseg_edge.measure.environment import cpu_model
+
+        return f"none (smoke run on the CPU: {cpu_model()})"
     import torch
 
     return torch.cuda.get_device_name(0)
@@ -369,6 +360,7 @@ def cpu_timings(runs: int) -> dict:
     import torch
 
     from vsseg_edge.core.preprocess import PreprocessSpec, preprocess
+    from vsseg_edge.measure.timing import time_calls
     from vsseg_edge.runtime.device import DevicePreprocess
 
     frame = realistic_frames()[0][1]
@@ -378,16 +370,13 @@ def cpu_timings(runs: int) -> dict:
         dp = DevicePreprocess(spec, frame.shape[:2])
         t = torch.from_numpy(frame)
         host, dev = [], []
-        for i in range(runs + 2):
-            t0 = time.perf_counter()
-            preprocess(frame, spec)
-            t1 = time.perf_counter()
-            with torch.inference_mode():
-                dp(t)
-            t2 = time.perf_counter()
-            if i >= 2:
-                host.append((t1 - t0) * 1e3)
-                dev.append((t2 - t1) * 1e3)
+        with torch.inference_mode():
+            for i in range(runs + 2):  # interleaved, one call of each at a time; the first two are warm-up
+                h, d = (time_calls(fn, 1, 0)[0] for fn in (lambda _, s=spec: preprocess(frame, s),
+                                                           lambda _, f=dp, x=t: f(x)))
+                if i >= 2:
+                    host.append(h)
+                    dev.append(d)
         out[mode] = {"host_p50_ms": p(host, 50), "device_path_on_cpu_p50_ms": p(dev, 50),
                      "ratio": p(dev, 50) / p(host, 50)}
     return {"frame": "1024x2048 → 512x1024 float32 NCHW", "runs": runs, "torch_threads": torch.get_num_threads(),

@@ -1,109 +1,74 @@
-"""INT8 vs FP32 on this CPU with onnxruntime (issue 4, Performance): latency ratio and accuracy figures.
+"""INT8 vs FP32 on this CPU with onnxruntime: latency ratio and accuracy figures.
 
-For each student (PSPNet-18, MobileNetV2-PSP) at 512×1024: export FP32 ONNX (vsseg_edge.export), calibrate
-the onnxruntime-CPU flavour of the Q/DQ model (vsseg_edge.calib, preset calib/ort_cpu.yaml settings) and the
-TensorRT flavour (preset calib/cityscapes_entropy.yaml: ModelOpt when installed, s8 symmetric activations) on
-frames of the synthetic set, then time FP32, INT8 (CPU flavour) and the TensorRT flavour as the runtime's
-onnxruntime backend runs it on the CPU (activation Q/DQ shifted to uint8 in memory, calib/zero_point.py),
-**each in its own process** with N intra-op threads (graph optimisation ORT_ENABLE_ALL), one process of each
-back to back per repeat (`--repeats`); the speedups are medians of the paired FP32/INT8 ratios. The accuracy
-figures (argmax agreement INT8 vs FP32) come from the calibration manifests; for the shifted TensorRT
-flavour, its argmax agreement on onnxruntime's kernels with exact Q/DQ arithmetic (what TensorRT computes) is
-measured on the gate frames (on AVX2 without VNNI the u8×s8 kernel can saturate int16 pair sums).
+A driver over the package. For each student (PSPNet-18, MobileNetV2-PSP) at 512×1024: a seeded random-init
+checkpoint (`bench.models`, or `--weights name=PATH`) exported to FP32 ONNX (`export`), the onnxruntime-CPU
+flavour of the Q/DQ model calibrated with calib/ort_cpu.yaml's settings and the TensorRT flavour with
+calib/cityscapes_entropy.yaml's (ModelOpt when installed, s8 symmetric activations), on frames of the
+synthetic set (`calib.pipeline.calibrate`); then the three are timed by `vsseg-edge bench` (`run_bench`:
+`--isolate --repeats N --speed-only`, onnxruntime CPU provider, N intra-op threads): each model in its own
+process, one process of each back to back per round, the TensorRT flavour as the runtime's onnxruntime
+backend runs it on the CPU (activation Q/DQ shifted to uint8 in memory, `onnx_graph`). The speedups are
+bench's `speed_vs_reference`: medians of the paired FP32/INT8 ratios of compute p50s. The accuracy figures
+(argmax agreement INT8 vs FP32) come from the calibration manifests' gates; for the shifted TensorRT
+flavour, its agreement on onnxruntime's kernels with exact Q/DQ arithmetic (what TensorRT computes) is
+measured on held-out frames with `measure` (on AVX2 without VNNI the u8×s8 kernel can saturate int16 pair
+sums).
 
 Weights: random initialisation unless `--weights name=PATH` is given (a speed measurement; the mIoU of an
 untrained net is meaningless, its INT8-vs-FP32 agreement is not).
 
     python benchmarks/int8_ort_cpu.py                      # writes benchmarks/reports/int8_ort_cpu.{json,md}
-    python benchmarks/int8_ort_cpu.py --time-one model.onnx --threads 2 --runs 10   # one timing process
-    python benchmarks/int8_ort_cpu.py --time-one m.qdq.onnx --via-backend           # as `vsseg-edge run` loads it
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+CPU = "providers=CPUExecutionProvider"
 
 
-def time_one(model: str, threads: int, runs: int, warmup: int, via_backend: bool = False) -> dict:
-    """Latency of one model in this process (no torch imported): median/min/mean milliseconds.
+def bench_speed(models: list[str], frames: Path, args) -> dict[str, dict]:
+    """`models` timed by bench with isolation and paired rounds (no accuracy pass): the entries by file name."""
+    from vsseg_edge.bench.runner import BenchConfig, run_bench
 
-    `via_backend`: open it with the runtime's onnxruntime backend on the CPU provider (which shifts int8
-    activation Q/DQ to uint8 in memory) instead of a bare session.
-    """
-    import numpy as np
-
-    from vsseg_edge.runtime.backends.ort import ort_session
-
-    shifted = 0
-    if via_backend:
-        from vsseg_edge.runtime.backends.ort import OrtBackend
-
-        backend = OrtBackend.open(model, providers=["CPUExecutionProvider"], threads=threads)
-        sess, shifted = backend._session, backend.shifted
-    else:
-        sess = ort_session(model, threads=threads)
-    inp = sess.get_inputs()[0]
-    x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape]).astype(np.float32)
-    times = time_session(sess, {inp.name: x}, runs, warmup)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "mean_ms": statistics.fmean(times),
-            "runs": runs, "threads": threads, "torch_loaded": "torch" in sys.modules, "shifted_q": shifted}
-
-
-def time_session(sess, feed: dict, runs: int, warmup: int) -> list[float]:
-    """Milliseconds of `runs` runs of an onnxruntime session on `feed`, after `warmup` untimed runs."""
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return times
-
-
-def time_in_subprocess(model: Path, threads: int, runs: int, warmup: int, via_backend: bool = False) -> dict:
-    cmd = [sys.executable, __file__, "--time-one", str(model), "--threads", str(threads), "--runs", str(runs),
-           "--warmup", str(warmup)] + (["--via-backend"] if via_backend else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    cfg = BenchConfig(dataset=frames, backends=("ort",), runs=args.runs, warmup=args.warmup, threads=args.threads,
+                      frames=2, repeats=args.repeats, isolate=True, accuracy=False, progress=False)
+    report = run_bench([f"{m}::{CPU}" for m in models], cfg)
+    out = {}
+    for e in report["entries"]:
+        if e["status"] != "ok":
+            raise SystemExit(f"{e['artifact']}: {e['status']}: {e['reason']}")
+        sp = e.get("speed_vs_reference") or {}
+        out[e["file"]] = {"median_ms": e["latency"]["compute"]["p50_ms"], "rounds_ms":
+                          [r["compute_p50_ms"] for r in e["latency_rounds"]],
+                          "paired_ratios": sp.get("compute_rounds"), "paired_ratio_median": sp.get("compute")}
+    return out
 
 
 def make_frames(root: Path) -> Path:
     """A small synthetic set (Cityscapes layout, 256×512; the preprocessing resizes to the model size)."""
     if (root / "synth.json").is_file():
         return root
-    from vsseg_edge.data.synthetic import generate
+    from vsseg_edge.data.synth import generate
 
     return generate(root, num_train=4, num_val=2, frames=8, height=256, width=512, seed=0)
 
 
 def export_model(name: str, out: Path, size: tuple[int, int], weights: str | None) -> Path:
-    """Export `name` (random init or `weights`) to FP32 ONNX with its manifest, via vsseg_edge.export."""
+    """A seeded random-init (or `weights`) checkpoint of `name` exported to FP32 ONNX with its manifest."""
     if out.is_file() and (out.parent / (out.name + ".json")).is_file():
         return out
-    import torch
-
-    from vsseg_edge.core.labels import CITYSCAPES
-    from vsseg_edge.core.preprocess import PreprocessSpec
-    from vsseg_edge.export.onnx_export import export_onnx
+    from vsseg_edge.bench.models import random_init_checkpoint
+    from vsseg_edge.export.onnx_export import export_checkpoint
     from vsseg_edge.export.presets import ExportPreset
-    from vsseg_edge.models import create_model
 
-    torch.manual_seed(0)
-    model = create_model(name, CITYSCAPES.num_classes, **({"weights": weights} if weights else {})).eval()
-    spec = PreprocessSpec(height=size[0], width=size[1])
-    export_onnx(model, out, model_name=name, classes=list(CITYSCAPES.classes), preprocess=spec,
-                preset=ExportPreset(size=size, parity_count=1))
+    ckpt = random_init_checkpoint(name, out.with_suffix(".pt"), size=size,
+                                  **({"weights": weights} if weights else {}))
+    export_checkpoint(ckpt, out, ExportPreset(size=size, parity_count=1))
     return out
 
 
@@ -132,7 +97,7 @@ def _calibrated(fp32: Path, frames: Path, out: Path, num_frames: int, method: st
 def shift_agreement(qdq: Path, frames, threads: int, num: int = 4) -> dict:
     """Argmax agreement of the shifted TensorRT-flavour model on onnxruntime's kernels (the runtime backend,
     ORT_ENABLE_ALL) with the same model under exact Q/DQ arithmetic, on `num` held-out frames of `frames`
-    (a dataset root, or a list of calib.frames.Frame)."""
+    (a dataset root, or a list of calib.frames.SampledFrame)."""
     from vsseg_edge.calib.frames import evaluation_frames
     from vsseg_edge.measure.compare import agreement
     from vsseg_edge.measure.predict import predict
@@ -149,10 +114,13 @@ def shift_agreement(qdq: Path, frames, threads: int, num: int = 4) -> dict:
 
 
 def run(args) -> dict:
+    from vsseg_edge.measure.environment import environment, load_average
+
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     frames = make_frames(work / "synth")
     weights = dict(w.split("=", 1) for w in args.weights)
+    load_start = load_average()
     results = []
     for name in args.models:
         print(f"== {name}", flush=True)
@@ -160,30 +128,18 @@ def run(args) -> dict:
         int8, trt = work / f"{name}.int8.qdq.onnx", work / f"{name}.trt.int8.qdq.onnx"
         man = _calibrated(fp32, frames, int8, args.calib_frames, args.method, "ort", args.reuse)
         man_trt = _calibrated(fp32, frames, trt, args.trt_calib_frames, args.method, "trt", args.reuse)
-        kinds = (("fp32", fp32, False), ("int8", int8, False), ("trt_shifted", trt, True))
-        best: dict[str, dict] = {}
-        ratios: dict[str, list[float]] = {"int8": [], "trt_shifted": []}
-        for rep in range(args.repeats):
-            pair = {}
-            for kind, path, via_backend in kinds:
-                t = pair[kind] = time_in_subprocess(path, args.threads, args.runs, args.warmup, via_backend)
-                print(f"   {kind} repeat {rep + 1}: median {t['median_ms']:.1f} ms", flush=True)
-                if kind not in best or t["median_ms"] < best[kind]["median_ms"]:
-                    best[kind] = t
-            for kind in ratios:
-                ratios[kind].append(round(pair["fp32"]["median_ms"] / pair[kind]["median_ms"], 3))
+        t = bench_speed([str(fp32), str(int8), str(trt)], frames, args)
+        t32, t8, tt = t[fp32.name], t[int8.name], t[trt.name]
         gate, gate_trt = man["gate"]["result"], man_trt["gate"]["result"]
         results.append({
             "model": name, "weights": weights.get(name, "random init (seed 0)"),
-            "input": list(man["input"]["shape"]), "fp32": best["fp32"], "int8": best["int8"],
-            "speedup": round(best["fp32"]["median_ms"] / best["int8"]["median_ms"], 3),
-            "paired_ratios": ratios["int8"], "paired_ratio_median": statistics.median(ratios["int8"]),
+            "input": list(man["input"]["shape"]), "fp32": t32, "int8": t8,
+            "paired_ratios": t8["paired_ratios"], "paired_ratio_median": t8["paired_ratio_median"],
             "agreement_pct": gate["agreement"], "miou_drop": gate["drop"], "gate_frames": gate["frames"],
             "calibration": man["calibration"], "quantizer": man["quantization"]["quantizer"],
             "calibrate_s": man["_calibrate_s"], "excluded": man["excluded_layers"],
             "trt_shifted": {
-                "time": best["trt_shifted"], "paired_ratios": ratios["trt_shifted"],
-                "paired_ratio_median": statistics.median(ratios["trt_shifted"]),
+                "time": tt, "paired_ratios": tt["paired_ratios"], "paired_ratio_median": tt["paired_ratio_median"],
                 "agreement_exact_vs_fp32_pct": gate_trt["agreement"], "quantizer": man_trt["quantization"]["quantizer"],
                 "calibration": man_trt["calibration"], "calibrate_s": man_trt["_calibrate_s"],
                 **shift_agreement(trt, frames, args.threads)},
@@ -194,17 +150,14 @@ def run(args) -> dict:
     real = json.loads(Path(args.real_from).read_text())["real_weights"] if args.real_from else None
     if not args.skip_real and args.real_targets:
         print("== espnet (published CamVid weights) on the CamVid sample", flush=True)
-        real = espnet_camvid_check(work, Path(args.shared_data), args.threads, args.runs, args.warmup,
-                                   args.real_targets, real)
-    import os
-
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    return {"benchmark": "int8_ort_cpu", "host": _host(), "load": load, "threads": args.threads, "runs": args.runs,
-            "repeats": args.repeats, "results": results, "real_weights": real}
+        real = espnet_camvid_check(work, Path(args.shared_data), args, args.real_targets, real)
+    load = " / ".join(f"{x:.1f}" for x in (load_start or []))
+    return {"benchmark": "int8_ort_cpu", "host": environment(), "load": load, "threads": args.threads,
+            "runs": args.runs, "repeats": args.repeats, "results": results, "real_weights": real}
 
 
-def espnet_camvid_check(work: Path, shared: Path, threads: int, runs: int, warmup: int,
-                        targets=("ort", "trt"), previous: dict | None = None) -> dict | None:
+def espnet_camvid_check(work: Path, shared: Path, args, targets=("ort", "trt"),
+                        previous: dict | None = None) -> dict | None:
     """Real weights, real labels: the published ESPNet CamVid checkpoint on the 24-frame CamVid sample.
 
     Frames 0, 2, 4 … calibrate; frames 1, 3, 5 … (with labels) are the held-out gate frames. Returns None
@@ -255,20 +208,20 @@ def espnet_camvid_check(work: Path, shared: Path, threads: int, runs: int, warmu
                        "rounds": len(man["gate"]["rounds"]), "excluded": man["excluded_layers"],
                        "kept_in_float": man.get("kept_in_float", []),
                        "quantizer": man["quantization"]["quantizer"], "calibrate_s": round(time.perf_counter() - t0, 1)}
+        t = bench_speed([str(fp32), str(int8)], eval_dir, args)
+        speed = {"fp32_ms": t[fp32.name]["median_ms"], "int8_ms": t[int8.name]["median_ms"],
+                 "speedup": t[int8.name]["paired_ratio_median"], "paired_ratios": t[int8.name]["paired_ratios"]}
         if target == "trt":
-            out[target]["shifted_on_ort"] = _shifted_on_ort(fp32, int8, eval_dir, cfg, threads, runs, warmup)
+            out[target]["shifted_on_ort"] = {**_shifted_on_ort(fp32, int8, eval_dir, cfg, args.threads), **speed}
         if target == "ort":
-            t32 = time_in_subprocess(fp32, threads, runs, warmup)
-            t8 = time_in_subprocess(int8, threads, runs, warmup)
-            out[target].update(fp32_ms=t32["median_ms"], int8_ms=t8["median_ms"],
-                               speedup=round(t32["median_ms"] / t8["median_ms"], 3))
+            out[target].update(speed)
     return {"model": "espnet (published CamVid weights, sacmehta/ESPNet)", "input": [1, 3, 360, 480],
             "calibration_frames": 12, "gate_frames": 12, **out}
 
 
-def _shifted_on_ort(fp32: Path, qdq: Path, eval_dir: Path, cfg, threads: int, runs: int, warmup: int) -> dict:
+def _shifted_on_ort(fp32: Path, qdq: Path, eval_dir: Path, cfg, threads: int) -> dict:
     """The TensorRT-flavour model as the runtime's CPU backend runs it (shifted to uint8): mIoU and agreement
-    on onnxruntime's kernels, agreement with exact Q/DQ arithmetic, and paired speed against FP32."""
+    on onnxruntime's kernels, and agreement with exact Q/DQ arithmetic."""
     import onnx
 
     from vsseg_edge.calib.frames import evaluation_frames
@@ -280,29 +233,12 @@ def _shifted_on_ort(fp32: Path, qdq: Path, eval_dir: Path, cfg, threads: int, ru
     held = evaluation_frames(eval_dir, cfg.eval_frames, cfg.seed, cfg.eval_split).frames
     ev = Evaluator(fp32, held, manifest_preprocess(man, str(fp32)), man["classes"], threads)
     gate = ev.gate(shift_activations_to_uint8(onnx.load(str(qdq))), cfg.threshold).to_dict()
-    t32 = time_in_subprocess(fp32, threads, runs, warmup)
-    t8 = time_in_subprocess(qdq, threads, runs, warmup, via_backend=True)
-    return {"gate": gate, **shift_agreement(qdq, held, threads), "fp32_ms": t32["median_ms"],
-            "int8_ms": t8["median_ms"], "speedup": round(t32["median_ms"] / t8["median_ms"], 3)}
+    return {"gate": gate, **shift_agreement(qdq, held, threads)}
 
 
 def _link(src: Path, dst: Path) -> None:
     if not dst.exists():
         dst.symlink_to(src.resolve())
-
-
-def _host() -> dict:
-    import onnxruntime
-
-    flags = ""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f" {f}" in flags]
-    return {"cpu": model, "isa": isa, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
 
 
 def write_report(report: dict, out: Path) -> None:
@@ -313,13 +249,14 @@ def write_report(report: dict, out: Path) -> None:
     lines = [
         "# INT8 vs FP32, onnxruntime CPU",
         "",
-        f"CPU: {h['cpu']} (ISA: {', '.join(h['isa']) or 'n/a'}), onnxruntime {h['onnxruntime']}, "
-        f"{report['threads']} intra-op threads, each model timed in its own process, best median of "
-        f"{report['repeats']} processes × {report['runs']} runs. Load average while timing: "
-        f"{report.get('load', 'n/a')} on a CPU shared with other jobs: single timings vary by 2× or more, so the "
-        "speedup is the median of FP32/INT8 ratios of back-to-back process pairs.",
+        f"CPU: {h['cpu']} (ISA: {', '.join(h.get('cpu_flags') or []) or 'n/a'}), onnxruntime "
+        f"{h['libraries']['onnxruntime']}, {report['threads']} intra-op threads; `vsseg-edge bench --isolate "
+        f"--repeats {report['repeats']} --speed-only`: each model timed in its own process, {report['repeats']} "
+        f"rounds × {report['runs']} runs, ms = compute p50 of the median round. Load average at the start: "
+        f"{report.get('load') or 'n/a'} on a CPU shared with other jobs: single timings vary by 2× or more, so "
+        "the speedup is the median of FP32/INT8 ratios of the rounds' back-to-back processes.",
         "",
-        "| model | input | FP32 ms (best median) | INT8 CPU flavour ms | speedup: median of paired ratios | "
+        "| model | input | FP32 ms | INT8 CPU flavour ms | speedup: median of paired ratios | "
         "paired ratios (FP32/INT8) | INT8/FP32 argmax agreement | TensorRT flavour, shifted: ms | "
         "speedup (median of paired ratios) | paired ratios | shifted (ORT kernels) vs exact Q/DQ agreement | "
         "calib frames (CPU / TensorRT flavour) | weights |",
@@ -332,7 +269,7 @@ def write_report(report: dict, out: Path) -> None:
                f"({t['agreement_frames']} frames)" if t else "not run | | | ")
         trt_calib = f"{t['calibration']['frames']['count']}" if t else "-"
         lines.append(f"| {r['model']} | {'×'.join(map(str, r['input'][2:]))} | {r['fp32']['median_ms']:.1f} | "
-                     f"{r['int8']['median_ms']:.1f} | **{r.get('paired_ratio_median', r['speedup']):.2f}×** | "
+                     f"{r['int8']['median_ms']:.1f} | **{r['paired_ratio_median']:.2f}×** | "
                      f"{', '.join(f'{x:.2f}' for x in r.get('paired_ratios', []))} | {r['agreement_pct']:.2f} % "
                      f"({r['gate_frames']} frames) | {trt} | {r['calibration']['frames']['count']} / {trt_calib} "
                      f"({r['calibration']['method']}) | {r['weights']} |")
@@ -343,7 +280,8 @@ def write_report(report: dict, out: Path) -> None:
                   "The gate's figures after the sensitive-layer search (first quantisation in brackets).", "",
                   f"{real['calibration_frames']} CamVid-sample frames calibrate, {real['gate_frames']} other labelled "
                   "frames judge (mIoU over the 11 classes present in them).", "",
-                  "| flavour | quantiser, method | mIoU FP32 | mIoU INT8 | drop | agreement | layers kept in float | speed |",
+                  "| flavour | quantiser, method | mIoU FP32 | mIoU INT8 | drop | agreement | layers kept in float "
+                  "| speed |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, r in (("onnxruntime CPU (u8/s8)", o), ("TensorRT (s8/s8 symmetric, exact Q/DQ)", t)):
             g = r["gate"]
@@ -357,14 +295,14 @@ def write_report(report: dict, out: Path) -> None:
         s = t.get("shifted_on_ort")
         if s:
             g = s["gate"]
-            lines.append(f"| TensorRT flavour shifted to u8, onnxruntime kernels (runtime CPU backend) | same model | "
+            lines.append("| TensorRT flavour shifted to u8, onnxruntime kernels (runtime CPU backend) | same model | "
                          f"{g['miou_fp32']} | {g['miou_int8']} | {g['drop']:.2f} | {g['agreement']:.2f} % "
                          f"(vs exact Q/DQ: {s['agreement_shifted_vs_exact_pct']:.2f} %) | same | "
                          f"{s['fp32_ms']:.1f} → {s['int8_ms']:.1f} ms ({s['speedup']:.2f}×) |")
     lines += ["", "CPU flavour: U8 asymmetric activations, per-channel S8 weights, QDQ, final Resize in float "
               "(calib/ort_cpu.yaml). TensorRT flavour: calib/cityscapes_entropy.yaml (ModelOpt when installed), "
               "timed through the runtime's onnxruntime backend, which shifts its int8 activation Q/DQ to uint8 in "
-              "memory (exact; calib/zero_point.py). Command: `python benchmarks/int8_ort_cpu.py`; "
+              "memory (exact; `onnx_graph.shift_activations_to_uint8`). Command: `python benchmarks/int8_ort_cpu.py`; "
               "see int8_ort_cpu_notes.md for what each figure means.", ""]
     with atomic_write(out.with_suffix(".md"), "w") as fh:
         fh.write("\n".join(lines))
@@ -372,8 +310,6 @@ def write_report(report: dict, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--time-one", help="time one ONNX model in this process and print JSON")
-    ap.add_argument("--via-backend", action="store_true", help="with --time-one: load it as the runtime backend does")
     ap.add_argument("--models", nargs="*", default=["pspnet18", "mobilenetv2_psp"],
                     help="students to time; none (--models with no name) keeps the results of the existing report")
     ap.add_argument("--size", nargs=2, type=int, default=[512, 1024])
@@ -395,9 +331,6 @@ def main() -> None:
     ap.add_argument("--workdir", default=str(REPO / "runs" / "bench_int8_ort_cpu"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "reports" / "int8_ort_cpu"))
     args = ap.parse_args()
-    if args.time_one:
-        print(json.dumps(time_one(args.time_one, args.threads, args.runs, args.warmup, args.via_backend)))
-        return
     report = run(args)
     write_report(report, Path(args.out))
     for r in report["results"]:

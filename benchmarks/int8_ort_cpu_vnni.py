@@ -10,9 +10,10 @@ artifacts from `--models DIR` (no torch needed):
   espnet_camvid.onnx + espnet_camvid.trt.int8.qdq.onnx (+ manifests) and PNG frames in DIR/frames: the
     published ESPNet CamVid weights and their TensorRT flavour (ModelOpt, sensitive nodes in float).
 For each: argmax agreement and max |Δlogit| of onnxruntime's optimised run (ORT_ENABLE_ALL) against exact
-Q/DQ arithmetic (ORT_DISABLE_ALL), for the shifted and the unshifted TensorRT flavour (and the u8 flavour);
-then latency, each model in its own process, one process per kind back to back per repeat, speedups as
-medians of paired FP32/INT8 ratios.
+Q/DQ arithmetic (no graph optimisation), for the shifted and the unshifted TensorRT flavour (and the u8
+flavour), through `measure`; then latency by `vsseg-edge bench --isolate --repeats N --speed-only`: each model
+in its own process, one process per kind back to back per round, speedups the medians of paired FP32/INT8
+ratios. A driver over the package: no torch needed.
 
     python benchmarks/int8_ort_cpu_vnni.py --models DIR --out OUT.json [--threads 2 --repeats 3 --runs 10]
 """
@@ -21,164 +22,138 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+CPU = "providers=CPUExecutionProvider"
 
 
-def cpu_info() -> dict:
-    text = Path("/proc/cpuinfo").read_text()
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
-    import onnxruntime as ort
-
-    return {"cpu": name, "isa": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags],
-            "onnxruntime": ort.__version__, "logical_cpus": text.count("processor\t:")}
-
-
-def shifted(path: str):
-    import onnx
-
-    from vsseg_edge.onnx_graph import shift_activations_to_uint8
-
-    return shift_activations_to_uint8(onnx.load(path))
-
-
-def time_one(path: str, shift: bool, threads: int, runs: int, warmup: int) -> dict:
-    from int8_ort_cpu import time_session
-
-    from vsseg_edge.runtime.backends.ort import ort_session
-
-    sess = ort_session(shifted(path) if shift else path, threads=threads)
-    inp = sess.get_inputs()[0]
-    x = np.random.default_rng(0).standard_normal(inp.shape).astype(np.float32)
-    times = time_session(sess, {inp.name: x}, runs, warmup)
-    return {"median_ms": round(statistics.median(times), 2), "min_ms": round(min(times), 2)}
-
-
-def timed(path: Path, shift: bool, args) -> dict:
-    cmd = [sys.executable, __file__, "--time-one", str(path), "--threads", str(args.threads), "--runs",
-           str(args.runs), "--warmup", str(args.warmup)] + (["--shift"] if shift else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def agreement(path: Path, inputs: list[np.ndarray], threads: int) -> dict:
-    """Optimised (ENABLE_ALL) vs exact (DISABLE_ALL) Q/DQ arithmetic, shifted and not."""
+def agreement(path: Path, frames: list[np.ndarray], threads: int) -> dict:
+    """Optimised (ENABLE_ALL) vs exact (no graph optimisation) Q/DQ arithmetic, unshifted and shifted, on the
+    frames through the one preprocessing (`measure.predict`, `measure.compare.compare_outputs`)."""
     from vsseg_edge.measure.compare import compare_outputs
-    from vsseg_edge.runtime.backends.ort import ort_session
+    from vsseg_edge.measure.predict import predict
+    from vsseg_edge.runtime.backends import open_backend
 
-    exact = ort_session(path, threads=threads, exact_qdq=True)
-    name = exact.get_inputs()[0].name
-    refs = [exact.run(None, {name: x})[0] for x in inputs]
+    cpu = {"providers": ["CPUExecutionProvider"], "threads": threads}
+    with open_backend(path, exact_qdq=True, **cpu) as exact:
+        refs = predict(exact, frames, keep_outputs=len(frames)).outputs
     out = {}
-    for label, model in (("unshifted", path), ("shifted", shifted(str(path)))):
-        sess = ort_session(model, threads=threads)
-        cmp = compare_outputs([sess.run(None, {name: x})[0] for x in inputs], refs)
+    for label, shift in (("unshifted", False), ("shifted", True)):
+        with open_backend(path, shift_int8=shift, **cpu) as runner:
+            cmp = compare_outputs(predict(runner, frames, keep_outputs=len(frames)).outputs, refs)
         out[label] = {"argmax_agreement_pct": round(cmp.agreement.percent, 4),
-                      "max_abs_logit_diff": round(cmp.max_abs, 5), "logit_range": round(float(np.abs(refs[0]).max()), 3)}
+                      "max_abs_logit_diff": round(cmp.max_abs, 5), "logit_range": round(cmp.ref_abs_max, 3)}
     return out
 
 
-def strip_qdq(src: Path, dst: Path) -> int:
-    """FP32-equivalent of a Q/DQ model (`onnx_graph.strip_qdq`); returns the Q/DQ nodes left."""
+def fp32_equivalent(int8: Path, dst: Path) -> int:
+    """The FP32-equivalent of a Q/DQ model (`onnx_graph.strip_qdq`), with the Q/DQ model's manifest as an FP32
+    ONNX of the same parent; returns the Q/DQ nodes left."""
     import onnx
 
-    from vsseg_edge.onnx_graph import QDQ_OPS
-    from vsseg_edge.onnx_graph import strip_qdq as strip
+    from vsseg_edge.core.manifest import manifest_preprocess, read_manifest, write_manifest
+    from vsseg_edge.onnx_graph import QDQ_OPS, strip_qdq
 
-    out = strip(onnx.load(str(src)))
+    man = read_manifest(int8, kind="qdq_onnx")
+    out = strip_qdq(onnx.load(str(int8)))
     onnx.save(out, str(dst))
+    write_manifest(dst, "onnx", model=man["model"], classes=man["classes"], preprocess=manifest_preprocess(man, "x"),
+                   output=man.get("output", "logits"), precision="fp32", parent=int8)
     return sum(n.op_type in QDQ_OPS for n in out.graph.node)
 
 
-def synthetic_frames(h: int, w: int, n: int) -> list:
-    from vsseg_edge.calib.frames import Frame
+def synthetic_frames(hw: tuple[int, int], n: int, folder: Path) -> list[np.ndarray]:
+    """`n` frames of coloured rectangles at the model's input size, also written as PNGs into `folder` (the
+    frame folder bench times on)."""
+    import cv2
 
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
+    h, w = hw
     imgs = []
-    for _ in range(n):
+    for i in range(n):
         img = np.empty((h, w, 3), np.float32)
         img[:] = rng.uniform(40, 200, 3)
         for _ in range(12):
             y0, x0 = rng.integers(0, h - 64), rng.integers(0, w - 96)
             img[y0:y0 + rng.integers(16, 64), x0:x0 + rng.integers(24, 96)] = rng.uniform(0, 255, 3)
         imgs.append(np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8))
-    return [Frame(f"synthetic{i}", (lambda im=im: im)) for i, im in enumerate(imgs)]
+        cv2.imwrite(str(folder / f"{i:03d}.png"), imgs[-1])
+    return imgs
 
 
-def spec_of(manifest: Path):
-    from vsseg_edge.core.manifest import manifest_preprocess
+def trt_flavour(fp32: Path, out: Path, frames: list[np.ndarray], work: Path) -> None:
+    """The TensorRT flavour (s8 symmetric activations, minmax) of an FP32 ONNX, with its manifest."""
+    import onnx
 
-    return manifest_preprocess(json.loads(manifest.read_text()), str(manifest))
+    from vsseg_edge.calib.frames import SampledFrame
+    from vsseg_edge.calib.quantize_ort import FrameReader, quantize_ort
+    from vsseg_edge.core.manifest import manifest_preprocess, read_manifest, write_manifest
+
+    man = read_manifest(fp32, kind="onnx")
+    spec = manifest_preprocess(man, str(fp32))
+    name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
+    reader = FrameReader([SampledFrame(f"synthetic{i}", (lambda im=im: im)) for i, im in enumerate(frames)], spec,
+                         name)
+    info = quantize_ort(fp32, out, target="trt", method="minmax", cache_path=work / f"{fp32.stem}.ranges.json",
+                        reader=reader)
+    write_manifest(out, "qdq_onnx", model=man["model"], classes=man["classes"], preprocess=spec,
+                   output=man.get("output", "logits"), precision="int8", parent=fp32, target="trt", quantization=info)
+
+
+def timing(models: dict[str, str], frames: Path, args, log) -> dict:
+    """Each kind timed by `vsseg-edge bench --isolate --repeats N --speed-only` against the FP32 model."""
+    from vsseg_edge.bench.runner import BenchConfig, run_bench
+
+    cfg = BenchConfig(dataset=frames, backends=("ort",), runs=args.runs, warmup=args.warmup, threads=args.threads,
+                      frames=2, repeats=args.repeats, isolate=True, accuracy=False, progress=False)
+    report = run_bench([f"{spec},{CPU}" if "::" in spec else f"{spec}::{CPU}" for spec in models.values()], cfg)
+    kinds = dict(zip(models, report["entries"]))
+    for kind, e in kinds.items():
+        if e["status"] != "ok":
+            raise SystemExit(f"{kind}: {e['status']}: {e['reason']}")
+        log(f"  {kind}: rounds {[r['compute_p50_ms'] for r in e['latency_rounds']]} ms")
+    return {"median_round_ms": {k: e["latency"]["compute"]["p50_ms"] for k, e in kinds.items()},
+            "paired_ratios": {k: e["speed_vs_reference"]["compute_rounds"] for k, e in kinds.items() if k != "fp32"},
+            "paired_ratio_median": {k: e["speed_vs_reference"]["compute"] for k, e in kinds.items() if k != "fp32"}}
 
 
 def student(name: str, src: Path, work: Path, args, log) -> dict:
-    from vsseg_edge.calib.quantize_ort import FrameReader, quantize_ort
-    from vsseg_edge.core.preprocess import preprocess_batch
+    from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
 
-    spec = spec_of(src / f"{name}.onnx.json")
     int8 = src / f"{name}.int8.qdq.onnx"
+    spec = manifest_preprocess(read_manifest(int8, kind="qdq_onnx"), str(int8))
     fp32 = work / f"{name}.fp32eq.onnx"
-    left = strip_qdq(int8, fp32)
-    import onnx
-
-    input_name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
-    shape = spec.input_shape(1)
-    h, w = (shape[2], shape[3]) if spec.layout == "nchw" else (shape[1], shape[2])
-    frames = synthetic_frames(h, w, 6)
+    left = fp32_equivalent(int8, fp32)
+    frames = synthetic_frames(spec.size, 6, work / f"{name}_frames")
     trt = work / f"{name}.trt.int8.qdq.onnx"
     t0 = time.perf_counter()
-    quantize_ort(fp32, trt, target="trt", method="minmax", cache_path=work / f"{name}.ranges.json",
-                 reader=FrameReader(frames[:4], spec, input_name))
+    trt_flavour(fp32, trt, frames[:4], work)
     log(f"{name}: FP32-equivalent ({left} Q/DQ left), TensorRT flavour calibrated in {time.perf_counter() - t0:.0f} s")
-    inputs = [preprocess_batch([f.read()], spec) for f in frames[4:]]
-    res = {"model": name, "input": list(shape), "qdq_left_in_fp32_equivalent": left,
-           "agreement_trt_flavour": agreement(trt, inputs, args.exact_threads),
-           "agreement_ort_flavour": agreement(int8, inputs, args.exact_threads)["unshifted"]}
+    res = {"model": name, "input": list(spec.input_shape(1)), "qdq_left_in_fp32_equivalent": left,
+           "agreement_trt_flavour": agreement(trt, frames[4:], args.exact_threads),
+           "agreement_ort_flavour": agreement(int8, frames[4:], args.exact_threads)["unshifted"]}
     log(f"{name}: {json.dumps(res['agreement_trt_flavour'])}")
-    res["timing"] = timing({"fp32": (fp32, False), "int8_ort_flavour": (int8, False),
-                            "trt_flavour_unshifted": (trt, False), "trt_flavour_shifted": (trt, True)}, args, log)
+    res["timing"] = timing({"fp32": str(fp32), "int8_ort_flavour": str(int8),
+                            "trt_flavour_unshifted": f"{trt}::shift_int8=false", "trt_flavour_shifted": str(trt)},
+                           work / f"{name}_frames", args, log)
     return res
 
 
 def espnet(src: Path, args, log) -> dict:
-    import cv2
+    from vsseg_edge.core.fileio import read_image
 
-    from vsseg_edge.core.preprocess import preprocess_batch
-
-    spec = spec_of(src / "espnet_camvid.onnx.json")
     pngs = sorted((src / "frames").glob("*.png"))
-    inputs = [preprocess_batch([cv2.imread(str(p))], spec) for p in pngs]
     trt = src / "espnet_camvid.trt.int8.qdq.onnx"
     res = {"model": "espnet_camvid", "frames": [p.name for p in pngs],
-           "agreement_trt_flavour": agreement(trt, inputs, args.exact_threads)}
+           "agreement_trt_flavour": agreement(trt, [read_image(p) for p in pngs], args.exact_threads)}
     log(f"espnet_camvid: {json.dumps(res['agreement_trt_flavour'])}")
-    res["timing"] = timing({"fp32": (src / "espnet_camvid.onnx", False), "trt_flavour_unshifted": (trt, False),
-                            "trt_flavour_shifted": (trt, True)}, args, log)
+    res["timing"] = timing({"fp32": str(src / "espnet_camvid.onnx"), "trt_flavour_unshifted":
+                            f"{trt}::shift_int8=false", "trt_flavour_shifted": str(trt)}, src / "frames", args, log)
     return res
-
-
-def timing(kinds: dict, args, log) -> dict:
-    best: dict[str, dict] = {}
-    ratios: dict[str, list[float]] = {k: [] for k in kinds if k != "fp32"}
-    for rep in range(args.repeats):
-        pair = {k: timed(path, shift, args) for k, (path, shift) in kinds.items()}
-        for k, t in pair.items():
-            if k not in best or t["median_ms"] < best[k]["median_ms"]:
-                best[k] = t
-        for k, values in ratios.items():
-            values.append(round(pair["fp32"]["median_ms"] / pair[k]["median_ms"], 3))
-        log(f"  repeat {rep + 1}: " + ", ".join(f"{k} {t['median_ms']:.1f} ms" for k, t in pair.items()))
-    return {"best_median_ms": {k: t["median_ms"] for k, t in best.items()}, "paired_ratios": ratios,
-            "paired_ratio_median": {k: statistics.median(v) for k, v in ratios.items()}}
 
 
 def main() -> None:
@@ -193,28 +168,26 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--time-one")
-    ap.add_argument("--shift", action="store_true")
     args = ap.parse_args()
-    if args.time_one:
-        print(json.dumps(time_one(args.time_one, args.shift, args.threads, args.runs, args.warmup)))
-        return
 
     def log(s: str) -> None:
         print(s, flush=True)
 
     src, work = Path(args.models), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    report = {"machine": cpu_info(), "threads": args.threads, "repeats": args.repeats, "runs": args.runs,
-              "load_start": Path("/proc/loadavg").read_text().split()[:3], "results": []}
+    from vsseg_edge.core.fileio import write_json
+    from vsseg_edge.measure.environment import environment, load_average
+
+    report = {"machine": environment(), "threads": args.threads, "repeats": args.repeats, "runs": args.runs,
+              "load_start": load_average(), "results": []}
     log(json.dumps(report["machine"]))
     for name in args.students:
         report["results"].append(student(name, src, work, args, log))
-        Path(args.out).write_text(json.dumps(report, indent=1))
+        write_json(Path(args.out), report)
     if not args.no_espnet:
         report["results"].append(espnet(src, args, log))
-    report["load_end"] = Path("/proc/loadavg").read_text().split()[:3]
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    report["load_end"] = load_average()
+    write_json(Path(args.out), report)
     log(f"wrote {args.out}")
 
 

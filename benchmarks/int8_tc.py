@@ -82,11 +82,33 @@ def prepare_data(work: Path) -> dict:
 # --- artifacts --------------------------------------------------------------------------------------------
 
 def fp32_onnx(work: Path, key: str) -> Path:
-    """The published model as FP32 ONNX with its manifest: `vsseg-edge export` of the zoo checkpoint."""
+    """The published model as FP32 ONNX with its manifest: `vsseg-edge export` of the zoo checkpoint, or, in a
+    checkout without the zoo, of a checkpoint made from the published weights with their preprocessing."""
     out = work / key / f"{MODELS[key][0]}.onnx"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from vsseg_edge.zoo import resolve  # noqa: F401
+        source = MODELS[key][0]
+    except ImportError:
+        source = str(published_checkpoint(work, key))
+    cli("export", source, "--out", str(out))
+    return out
+
+
+def published_checkpoint(work: Path, key: str) -> Path:
+    from vsseg_edge.core.labels import get_label_set
+    from vsseg_edge.models import create_model
+    from vsseg_edge.models.checkpoint import save_checkpoint
+    from vsseg_edge.models.espnet import published_preprocess
+
+    out = work / key / f"{MODELS[key][0]}.pt"
     if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        cli("export", MODELS[key][0], "--out", str(out))
+        labels = get_label_set(key)
+        model = create_model("espnet", labels.num_classes, weights=str(SHARED / "weights" / MODELS[key][1]))
+        save_checkpoint(out, model, model_name="espnet", classes=list(labels.classes),
+                        preprocess=published_preprocess(key), model_kwargs=dict(model.arch_kwargs))
     return out
 
 

@@ -1,19 +1,13 @@
 """Pipeline overhead: end-to-end frame time through the runtime (null sink) vs the pure backend time.
 
-Same frames, same backend object, same machine, measured back to back:
-  1. pure backend: decode every frame of the video up front, preprocess it, then time `backend.infer` alone;
-  2. pipeline: `Pipeline(VideoFileSource, backend, [NullSink])` — capture (decode), preprocess + infer,
-     postprocess (host argmax + resize to the frame) and render run in their three threads;
-  3. pure backend again (the machine is shared: the two pure passes bracket the pipeline pass).
+A driver over the package: the model is a seeded random-init registry model (`bench.models`; speed does not
+depend on the weights) exported by `export.onnx_export.export_checkpoint` at 512×1024, FP32, onnxruntime
+CPU; the frames are synthetic (`measure.overhead.synthetic_video`); the measurement is
+`measure.overhead.measure_overhead` (pure backend, pipeline, pure backend again, on the same frames):
+overhead = pipeline frame interval p50 / pure infer p50 − 1 (goal ≤ 10 %), and the overlap ratio
+fps × max(stage-thread p50) (goal ≥ 0.9: the pipeline runs at the pace of its slowest stage).
 
-Figures: overhead = pipeline frame interval p50 / pure infer p50 − 1 (goal ≤ 10 %), and the overlap ratio
-fps × max(stage-thread p50) where the stage threads are capture, preprocess+infer, postprocess+render
-(goal ≥ 0.9: the pipeline runs at the pace of its slowest stage, not of their sum).
-
-Default model: PSPNet-18 (random weights, seeded: speed does not depend on them), exported by the project's
-exporter (`vsseg_edge.export.onnx_export.export_checkpoint`) at 512×1024, FP32, onnxruntime CPU.
-
-    .venv/bin/python benchmarks/pipeline_overhead.py [--frames 16] [--threads 2] [--model pspnet18]
+    python benchmarks/pipeline_overhead.py [--frames 16] [--threads 2] [--model pspnet18] [--onnx M.onnx]
 """
 
 from __future__ import annotations
@@ -21,109 +15,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-
-def make_model(workdir: Path, model_name: str, size: tuple[int, int]) -> Path:
-    """Checkpoint of a seeded randomly initialised registry model → ONNX with manifest, via the exporter."""
-    import torch
-
-    from vsseg_edge.core.labels import CITYSCAPES
-    from vsseg_edge.core.preprocess import PreprocessSpec
-    from vsseg_edge.export.onnx_export import export_checkpoint
-    from vsseg_edge.export.presets import ExportPreset
-    from vsseg_edge.models import create_model
-    from vsseg_edge.models.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    model = create_model(model_name, 19).eval()
-    spec = PreprocessSpec(height=size[0], width=size[1])
-    ckpt = workdir / f"{model_name}.pt"
-    save_checkpoint(ckpt, model, model_name=model_name, classes=list(CITYSCAPES.classes), preprocess=spec)
-    out = workdir / f"{model_name}.onnx"
-    export_checkpoint(ckpt, out, ExportPreset(size=size, parity_count=1))
-    return out
+REPORTS = Path(__file__).resolve().parent / "reports"
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def make_video(path: Path, count: int, hw: tuple[int, int]) -> None:
-    import cv2
+def make_onnx(workdir: Path, model_name: str, size: tuple[int, int]) -> Path:
+    """A seeded random-init checkpoint of `model_name`, exported to ONNX with its manifest."""
+    from vsseg_edge.bench.models import random_init_checkpoint
+    from vsseg_edge.export.onnx_export import export_checkpoint
+    from vsseg_edge.export.presets import ExportPreset
 
-    from vsseg_edge.export.parity import synthetic_frames
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (hw[1], hw[0]))
-    for f in synthetic_frames(count, hw):
-        writer.write(f)
-    writer.release()
-
-
-def pure_backend(backend, video: Path, warmup: int) -> list[float]:
-    from vsseg_edge.core.preprocess import preprocess
-    from vsseg_edge.runtime.sources import VideoFileSource
-
-    src = VideoFileSource(video).start()
-    batches = []
-    while (f := src.get()) is not None:
-        batches.append(preprocess(f.image, backend.preprocess_spec))
-    for b in batches[:warmup]:
-        backend.infer(b)
-    times = []
-    for b in batches:
-        t0 = time.perf_counter()
-        backend.infer(b)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def pipeline_pass(backend, video: Path) -> dict:
-    from vsseg_edge.runtime.pipeline import Pipeline
-    from vsseg_edge.runtime.sinks import NullSink
-    from vsseg_edge.runtime.sources import VideoFileSource
-
-    result = Pipeline(VideoFileSource(video), backend, [NullSink()], handle_signals=False).run()
-    return result.summary | {"records": result.records}
-
-
-def analyse(pure_a: list[float], pipe: dict, pure_b: list[float], skip: int) -> dict:
-    """Steady-state figures: the first `skip` pipeline frames (filling the queues) are left out."""
-    recs = pipe["records"][skip:]
-    p50 = lambda v: float(np.percentile(v, 50))  # noqa: E731
-    pure = pure_a + pure_b
-    intervals = np.diff([r["t_done"] for r in recs]) * 1e3
-    stage_threads = {
-        "capture": p50([r["capture_ms"] for r in recs]),
-        "preprocess+infer": p50([r["preprocess_ms"] + r["infer_ms"] for r in recs]),
-        "postprocess+render": p50([r["postprocess_ms"] + r["render_ms"] for r in recs]),
-    }
-    fps = (len(recs) - 1) / (recs[-1]["t_done"] - recs[0]["t_done"])
-    return {
-        "pure_infer_ms": {"p50": p50(pure), "p50_before": p50(pure_a), "p50_after": p50(pure_b),
-                          "p99": float(np.percentile(pure, 99))},
-        "pipeline_interval_ms": {"p50": p50(intervals), "p99": float(np.percentile(intervals, 99))},
-        "pipeline_infer_ms_p50": p50([r["infer_ms"] for r in recs]),
-        "pipeline_latency_ms_p50": p50([r["latency_ms"] for r in recs]),
-        "stage_thread_p50_ms": stage_threads,
-        "stage_p50_ms": {k: pipe[k]["p50"] for k in ("capture_ms", "preprocess_ms", "infer_ms", "postprocess_ms",
-                                                      "render_ms")},
-        "stage_p99_ms": {k: pipe[k]["p99"] for k in ("capture_ms", "preprocess_ms", "infer_ms", "postprocess_ms",
-                                                      "render_ms")},
-        "fps": fps,
-        "overhead_p50": p50(intervals) / p50(pure) - 1.0,
-        "overlap_ratio": fps * max(stage_threads.values()) / 1e3,
-        "frames_measured": len(recs),
-    }
+    ckpt = random_init_checkpoint(model_name, workdir / f"{model_name}.pt", size=size)
+    out = workdir / f"{model_name}.onnx"
+    export_checkpoint(ckpt, out, ExportPreset(size=size, parity_count=1))
+    return out
 
 
 def write_report(out_dir: Path, fig: dict, meta: dict) -> None:
@@ -176,33 +89,31 @@ def main() -> None:
     ap.add_argument("--size", default="512x1024")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "reports")
+    ap.add_argument("--out", type=Path, default=REPORTS)
     args = ap.parse_args()
     import onnxruntime as ort
 
+    from vsseg_edge.core.config import parse_size
+    from vsseg_edge.measure.environment import cpu_flags, cpu_model, load_average
+    from vsseg_edge.measure.overhead import measure_overhead, synthetic_video
     from vsseg_edge.runtime.backends import open_backend
-    from vsseg_edge.runtime.run import parse_size
 
-    size, frame_hw = parse_size(args.size), parse_size(args.frame_hw)
-    load_before = round(os.getloadavg()[0], 2)
+    size, frame_hw = parse_size(args.size), parse_size(args.frame_hw, "--frame-hw")
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         log(f"model: {args.onnx or 'exporting ' + args.model}")
-        onnx_path = args.onnx or make_model(tmp, args.model, size)
-        make_video(tmp / "frames.mp4", args.frames, frame_hw)
+        onnx_path = args.onnx or make_onnx(tmp, args.model, size)
+        video = synthetic_video(tmp / "frames.mp4", args.frames, frame_hw)
         with open_backend(onnx_path, "ort", threads=args.threads) as be:
-            log("pure backend pass 1")
-            pure_a = pure_backend(be, tmp / "frames.mp4", warmup=2)
-            log(f"pipeline pass (pure p50 {np.percentile(pure_a, 50):.1f} ms)")
-            pipe = pipeline_pass(be, tmp / "frames.mp4")
-            log("pure backend pass 2")
-            pure_b = pure_backend(be, tmp / "frames.mp4", warmup=0)
+            log("pure backend, pipeline, pure backend")
+            fig = measure_overhead(be, video, warmup=2, skip=args.skip).to_dict()
             provider = be.device
-    fig = analyse(pure_a, pipe, pure_b, args.skip)
     meta = {"model": args.onnx.name if args.onnx else args.model, "size": args.size, "frames": args.frames,
             "frame_hw": args.frame_hw, "threads": args.threads, "skip": args.skip, "onnxruntime": ort.__version__,
-            "provider": provider, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "cpus": os.cpu_count(), "load_avg_1min": [load_before, round(os.getloadavg()[0], 2)], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "provider": provider, "machine": f"{cpu_model()} ({', '.join(cpu_flags()) or 'no ISA flags read'})",
+            "cpus": os.cpu_count(), "load_avg_1min": [(load_before or [None])[0], (load_average() or [None])[0]],
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": "python " + " ".join(["benchmarks/pipeline_overhead.py", *sys.argv[1:]])}
     write_report(args.out, fig, meta)
     print(json.dumps({k: fig[k] for k in ("pure_infer_ms", "pipeline_interval_ms", "overhead_p50", "fps",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The synthetic pipeline report: baseline vs TL vs TL+KD students × FP32 / INT8 × torch CPU / onnxruntime CPU.
-# Takes the students trained by benchmarks/etc_synthetic.py, exports each (parity-checked), calibrates an
+# Takes the students trained by benchmarks/experiments/etc_synthetic.py, exports each (parity-checked), calibrates an
 # onnxruntime-CPU INT8 model (accuracy gate on val), and benchmarks all of them side by side in one run.
 # The bench writes report.md/report.json/PNGs into OUT; OUT/notes.md (how the report was made, observations),
 # when present, is appended to report.md.

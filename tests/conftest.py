@@ -29,7 +29,7 @@ def shared_data(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A tiny synthetic street-scene set in the Cityscapes layout: 2 train + 1 val sequences, 6 frames, 64x128."""
-    from vsseg_edge.data.synthetic import generate
+    from vsseg_edge.data.synth import generate
 
     root = tmp_path_factory.mktemp("synth")
     generate(root, num_train=2, num_val=1, frames=6, height=64, width=128, seed=0)

@@ -1,4 +1,4 @@
-"""Import boundaries (DESIGN.md), all in one place: each group of modules is imported, one module at a time,
+"""Import boundaries, all in one place: each group of modules is imported, one module at a time,
 in a fresh interpreter that must not have loaded the group's banned packages; the first module that pulls
 one in is named. `--help` is instant and torch-free.
 
@@ -23,23 +23,31 @@ EDGE = [
     "vsseg_edge.core.cache", "vsseg_edge.metrics.evaluate", "vsseg_edge.data.datasets", "vsseg_edge.data.flow",
     "vsseg_edge.data.warp", "vsseg_edge.data.frame_source", "vsseg_edge.measure", "vsseg_edge.measure.predict",
     "vsseg_edge.measure.compare", "vsseg_edge.measure.timing", "vsseg_edge.measure.accuracy",
-    "vsseg_edge.measure.environment", "vsseg_edge.engine.builder", "vsseg_edge.engine.policy",
+    "vsseg_edge.measure.environment", "vsseg_edge.measure.overhead", "vsseg_edge.engine.builder",
+    "vsseg_edge.engine.policy",
     "vsseg_edge.runtime.pipeline", "vsseg_edge.runtime.run", "vsseg_edge.runtime.commands",
     "vsseg_edge.runtime.backends.ort", "vsseg_edge.runtime.backends.trt", "vsseg_edge.runtime.stage",
     "vsseg_edge.runtime.backends.trt_stage", "vsseg_edge.bench",
     "vsseg_edge.bench.runner", "vsseg_edge.bench.report", "vsseg_edge.bench.compare", "vsseg_edge.bench.plots",
-    "vsseg_edge.bench.commands", "vsseg_edge.cli",
+    "vsseg_edge.bench.commands", "vsseg_edge.bench.artifacts", "vsseg_edge.bench.isolate", "vsseg_edge.bench.models",
+    "vsseg_edge.cli", "vsseg_edge.runtime.multi", "vsseg_edge.runtime.multi_commands",
+    "vsseg_edge.serve.server", "vsseg_edge.serve.segmenter", "vsseg_edge.serve.client",
+    "vsseg_edge.serve.repository", "vsseg_edge.serve.commands",
 ]
 NO_TORCH = [
     "vsseg_edge.onnx_graph", "vsseg_edge.calib.pipeline", "vsseg_edge.calib.quantize_ort", "vsseg_edge.calib.gate",
     "vsseg_edge.calib.sensitivity", "vsseg_edge.calib.legacy", "vsseg_edge.calib.commands", "vsseg_edge.engine.fp16",
 ]
-NO_NUMPY = ["vsseg_edge.data.synth.commands"]
+NO_NUMPY = ["vsseg_edge", "vsseg_edge.data.synth.commands"]
+# the serve extra (PyTriton, tritonclient) is imported inside the serve commands only
+SERVE_LAZY = ["vsseg_edge.cli", "vsseg_edge.serve.commands", "vsseg_edge.serve.server", "vsseg_edge.serve.client",
+              "vsseg_edge.serve.repository"]
 
 GROUPS = {
     "edge: no torch, onnx, tensorrt, matplotlib": (EDGE, ("torch", "tensorrt", "onnx", "matplotlib")),
     "onnx allowed, no torch": (NO_TORCH, ("torch", "tensorrt")),
-    "command modules: no numpy, cv2": (NO_NUMPY, ("numpy", "cv2", "torch")),
+    "package root and command modules: no numpy, cv2": (NO_NUMPY, ("numpy", "cv2", "torch")),
+    "serve: no pytriton, tritonclient until a command runs": (SERVE_LAZY, ("pytriton", "tritonclient", "torch")),
 }
 
 
@@ -66,3 +74,19 @@ def test_help_is_fast_and_torch_free():
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
     assert time.perf_counter() - t0 < 3.0  # interpreter start included; the goal (<1 s) is measured in benchmarks
+
+
+def test_missing_serve_extra_is_a_one_line_install_hint():
+    code = (
+        "import sys; sys.modules['pytriton'] = None; sys.modules['tritonclient'] = None\n"
+        "from vsseg_edge.core.errors import MissingDependency\n"
+        "from vsseg_edge.serve import _triton\n"
+        "for call in (_triton.pytriton, lambda: _triton.tritonclient('grpc'), _triton.model_config_pb2):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except MissingDependency as exc:\n"
+        "        msg = str(exc); assert '\\n' not in msg and \"pip install 'vsseg-edge[serve]'\" in msg, msg\n"
+        "    else:\n"
+        "        raise AssertionError('no MissingDependency')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

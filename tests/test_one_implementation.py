@@ -21,7 +21,8 @@ GUARDS = [
     ("torch flow warp", r"grid_sample\(", {"vsseg_edge/train/losses/warp.py"},
      "the differentiable warp is train.losses.warp.flow_warp"),
     ("logits → labels", r"\.argmax\(\s*(axis\s*=\s*)?1",
-     {"vsseg_edge/core/preprocess.py", "vsseg_edge/runtime/backends/torch_backend.py", "benchmarks/etc_seeds.py"},
+     {"vsseg_edge/core/preprocess.py", "vsseg_edge/runtime/backends/torch_backend.py",
+      "benchmarks/experiments/etc_seeds.py"},
      "model outputs become labels in core.preprocess.labels_from_output (the torch backend's argmax runs on the "
      "device so only labels cross to the host; etc_seeds.py analyses torch logits, warped one-hots included)"),
 ]

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 
@@ -22,11 +23,28 @@ COMMAND_MODULES = (
     "vsseg_edge.export.commands",
     "vsseg_edge.calib.commands",
     "vsseg_edge.engine.commands",
+    "vsseg_edge.importer.commands",
     "vsseg_edge.runtime.commands",
     "vsseg_edge.bench.commands",
+    "vsseg_edge.serve.commands",
     "vsseg_edge.doctor",
     "vsseg_edge.demo",
 )
+
+# `vsseg-edge --help` lists the commands in the order of the pipeline (DESIGN.md), whatever order the rooms
+# register them in; a command not named here comes after the named ones (before doctor and demo).
+PIPELINE_ORDER = ("models", "data", "train", "import-weights", "export", "import", "calibrate", "build-engine",
+                  "run", "bench", "eval")
+LAST = ("doctor", "demo")
+
+
+class PipelineOrder(TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        names = list(self.commands)
+        rank = {n: i for i, n in enumerate(PIPELINE_ORDER)}
+        tail = {n: len(PIPELINE_ORDER) + 1 + i for i, n in enumerate(LAST)}
+        return sorted(names, key=lambda n: rank.get(n, tail.get(n, len(PIPELINE_ORDER))))
+
 
 app = typer.Typer(
     name="vsseg-edge",
@@ -34,6 +52,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=PipelineOrder,
 )
 data_app = typer.Typer(help="Datasets: synthesise the street-scene set, compute optical flow.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -46,7 +65,8 @@ def _version(value: bool):
 
 
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")):
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version.")):
     pass
 
 
@@ -57,9 +77,12 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     """Console entry point: a user error becomes one line on stderr and exit code 2, no traceback.
 
+    An optional package missing where a command imports it directly (torch for `train`, onnx for `export` …)
+    is a user error too: one line naming the package and the extra that installs it.
+
     Ctrl-C and SIGTERM unwind the command (its temporary files go) and exit 130 / 143 with one line.
     """
-    from .core.errors import Interrupted, VssegError
+    from .core.errors import Interrupted, VssegError, install_hint
     from .core.signals import raise_on_signals
 
     restore = raise_on_signals()
@@ -67,6 +90,14 @@ def main() -> None:
         app()
     except VssegError as exc:
         typer.echo(f"error: {_one_line(exc)}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        hint = install_hint(exc.name or "")
+        if hint is None:
+            raise
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "this command")
+        typer.echo(f"error: {command} needs {exc.name.split('.')[0]}, which is not installed; install it with: "
+                   f"{hint}", err=True)
         sys.exit(2)
     except Interrupted as exc:
         typer.echo(f"error: {exc}", err=True)

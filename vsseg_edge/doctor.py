@@ -53,13 +53,17 @@ def collect() -> list[tuple[str, str, str]]:
     """Rows of (part, status, hint-if-missing)."""
     rows = []
     for part, module, dist, hint in (
-        ("torch", "torch", "torch", "pip install torch==2.13.0 (CPU) or a CUDA build; needed for train/export"),
+        ("torch", "torch", "torch", "pip install 'vsseg-edge[train]' (CPU-only: pip install torch==2.13.0 first)"),
         ("onnx", "onnx", "onnx", "pip install 'vsseg-edge[export]'"),
-        ("onnxsim", "onnxsim", "onnxsim", "pip install onnxsim"),
-        ("onnxruntime", "onnxruntime", None, "pip install onnxruntime (or onnxruntime-gpu)"),
-        ("tensorrt", "tensorrt", None, "JetPack ships it; on desktops pip install tensorrt from NVIDIA's index"),
-        ("polygraphy", "polygraphy", "polygraphy", "pip install polygraphy"),
-        ("modelopt", "modelopt", "nvidia-modelopt", "pip install nvidia-modelopt (ONNX PTQ for TensorRT INT8)"),
+        ("onnxsim", "onnxsim", "onnxsim", "pip install 'vsseg-edge[export]'"),
+        ("onnxruntime", "onnxruntime", None, "pip install 'vsseg-edge[edge]' (or onnxruntime-gpu)"),
+        ("pyav", "av", "av", "pip install 'vsseg-edge[edge]' (H.264 files, RTP/RTSP output)"),
+        ("tensorrt", "tensorrt", None, "JetPack ships it; on desktops pip install 'vsseg-edge[trt]'"),
+        ("polygraphy", "polygraphy", "polygraphy", "pip install 'vsseg-edge[trt]'"),
+        ("modelopt", "modelopt", "nvidia-modelopt", "pip install 'vsseg-edge[calib-trt]' (ONNX PTQ for TensorRT INT8)"),
+        ("pytriton", "pytriton", "nvidia-pytriton", "pip install 'vsseg-edge[serve]' (vsseg-edge serve)"),
+        ("tritonclient", "tritonclient.grpc", "tritonclient", "pip install 'vsseg-edge[serve]' (serve --check, "
+                                                              "export-triton)"),
     ):
         ok, err = _import_ok(module)
         if ok:
@@ -73,12 +77,40 @@ def collect() -> list[tuple[str, str, str]]:
             rows.append((part, status, ""))
         else:
             rows.append((part, "missing" if "No module named" in err else f"broken ({err})", hint))
+    if any(r[0] == "pytriton" and r[1].startswith("ok") for r in rows):
+        from .serve._triton import stub_python_problem
+
+        problem = stub_python_problem()
+        rows.append(("Triton stub", "ok (loads this Python's libpython)" if problem is None else "broken",
+                     problem or ""))
     rows.append(("CUDA devices", _cuda_devices(), ""))
     try:
         rows.append(("opencv", _opencv_video(), ""))
+        rows.append(_opencv_builds())
     except ImportError:
-        rows.append(("opencv", "missing", "pip install opencv-python-headless (or the JetPack build with GStreamer)"))
+        from .core.errors import OPENCV_HINT
+
+        rows.append(("opencv", "missing", OPENCV_HINT))
     return rows
+
+
+def _opencv_builds() -> tuple[str, str, str]:
+    """Which pip OpenCV build(s) provide cv2, and whether `--show` can open a window."""
+    import cv2
+
+    dists = [d for d in ("opencv-python", "opencv-python-headless", "opencv-contrib-python",
+                         "opencv-contrib-python-headless") if _version(d)]
+    gui = next((ln.split(":", 1)[1].strip() for ln in cv2.getBuildInformation().splitlines()
+                if ln.strip().startswith("GUI:")), "NONE")
+    windows = "no" if gui.upper() in ("NONE", "") else gui
+    status = f"windows: {windows}; pip builds: {', '.join(dists) or 'none (system)'}"
+    if len(dists) > 1:
+        return ("opencv build", status, f"{' and '.join(dists)} overwrite each other's cv2: keep one "
+                                        "(pip uninstall the others, then reinstall the one you keep)")
+    if gui.upper() in ("NONE", ""):
+        return ("opencv build", status, "for --show: pip uninstall -y opencv-python-headless && "
+                                        "pip install 'vsseg-edge[gui]'")
+    return ("opencv build", status, "")
 
 
 def register(app, data_app) -> None:

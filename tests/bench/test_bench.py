@@ -130,7 +130,8 @@ def test_compare_shows_ratios_and_unmatched_entries(bench, tmp_path):
     (tmp_path / "b.json").write_text(json.dumps(b))
     assert load_report(tmp_path / "b.json")["schema"] == SCHEMA
     (tmp_path / "old.json").write_text(json.dumps({**b, "schema": "vsseg-edge-bench/1"}))
-    assert compare_reports(a, load_report(tmp_path / "old.json"))["settings"][0] == ("schema", SCHEMA, "vsseg-edge-bench/1")
+    old = load_report(tmp_path / "old.json")
+    assert compare_reports(a, old)["settings"][0] == ("schema", SCHEMA, "vsseg-edge-bench/1")
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(VssegError, match="not a vsseg-edge bench report"):
         load_report(tmp_path / "bad.json")
@@ -252,3 +253,54 @@ def test_bench_on_unlabelled_video_scores_tc_in_the_models_classes(artifacts, tm
     assert entry["status"] == "ok" and acc["miou"] is None and acc["labelled_frames"] == 0
     assert list(acc["tc_per_class"]) == list(CITYSCAPES.classes)
     assert acc["tc_pairs"] == 3 and 0 <= acc["tc"] <= 100
+
+
+def test_rounds_pair_each_entry_with_its_reference(artifacts, synth_root):
+    """--repeats 2: every entry timed in each round; speed ratios paired round by round (median over rounds)."""
+    report = run_bench([artifacts["onnx"], artifacts["int8"]], quick(synth_root, runs=2, repeats=2, tc=False))
+    onnx, int8 = (by_id(report)[i] for i in ("tiny.onnx@ort", "tiny.int8.qdq.onnx@ort"))
+    assert report["timing"]["repeats"] == 2 and not report["timing"]["isolate"]
+    for e in (onnx, int8):
+        assert len(e["latency_rounds"]) == 2 and e["latency"]["compute"]["runs"] == 2
+        assert e["latency"]["compute"]["p50_ms"] in [r["compute_p50_ms"] for r in e["latency_rounds"]]
+    sp = int8["speed_vs_reference"]
+    expected = [round(o["compute_p50_ms"] / q["compute_p50_ms"], 4)
+                for o, q in zip(onnx["latency_rounds"], int8["latency_rounds"])]
+    assert sp["reference"] == onnx["id"] and sp["compute_rounds"] == expected and sp["rounds"] == 2
+    assert sp["compute"] == pytest.approx(sum(expected) / 2)  # the median of two rounds
+    assert "speed_vs_reference" not in onnx  # the FP32 root has no reference
+
+
+def test_isolated_timing_runs_each_entry_in_a_process_of_its_own(artifacts, synth_root):
+    """--isolate: the timing comes from a child process (bench.isolate) that opens only that artifact."""
+    report = run_bench([artifacts["onnx"]], quick(synth_root, runs=2, isolate=True, accuracy=False))
+    (e,) = report["entries"]
+    assert e["status"] == "ok" and "process of its own" in report["timing"]["process"]
+    assert len(e["latency_rounds"]) == 1 and e["latency"]["compute"]["runs"] == 2
+    assert e["latency"]["input_size"] == [64, 128]
+
+
+def test_one_file_twice_with_backend_options(artifacts, synth_root):
+    """FILE::key=value benches the same file again with a backend option, as an entry of its own."""
+    int8 = artifacts["int8"]
+    report = run_bench([artifacts["onnx"], int8, f"{int8}::exact_qdq=true"], quick(synth_root, tc=False))
+    ids = [e["id"] for e in report["entries"]]
+    assert ids == ["tiny.onnx@ort", "tiny.int8.qdq.onnx@ort", "tiny.int8.qdq.onnx[exact_qdq=true]@ort"]
+    exact = by_id(report)[ids[2]]
+    assert exact["options"] == {"exact_qdq": True} and exact["status"] == "ok"
+    assert exact["agreement"]["reference"] == "tiny.onnx@ort" and exact["speed_vs_reference"]["rounds"] == 1
+    with pytest.raises(VssegError, match=r"option\(s\) \['fp16'\] do not apply to the ort backend"):
+        run_bench([f"{int8}::fp16=true"], quick(synth_root, tc=False))
+    with pytest.raises(VssegError, match="is not KEY=VALUE"):
+        run_bench([f"{int8}::exact_qdq"], quick(synth_root, tc=False))
+
+
+def test_speed_only_skips_the_accuracy_pass(artifacts, synth_root, tmp_path):
+    report = run_bench([artifacts["onnx"], artifacts["int8"]], quick(synth_root, accuracy=False))
+    assert report["flow"] is None and report["timing"]["accuracy"] is False
+    for e in report["entries"]:
+        assert e["status"] == "ok" and e["accuracy"]["miou"] is None and e["accuracy"]["tc"] is None
+        assert e["latency"]["compute"]["runs"] == 3
+    assert by_id(report)["tiny.int8.qdq.onnx@ort"]["agreement"]["percent"] > 50  # on the timed frames
+    files = write_report(report, tmp_path / "r")
+    assert "| — | — |" in files["markdown"].read_text()  # mIoU and TC columns empty, the report still written

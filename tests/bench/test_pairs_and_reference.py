@@ -1,4 +1,5 @@
-"""Requested (artifact, backend) pairs without figures (`not_run`) and the FP32 reference of two students benched together."""
+"""Requested (artifact, backend) pairs without figures (`not_run`) and the FP32 reference of two students
+benched together."""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def test_engine_without_tensorrt_and_engine_for_another_gpu(artifacts, synth_roo
     import vsseg_edge.runtime.backends.trt as trt_mod
 
     prop = SimpleNamespace(name=b"NVIDIA H100 80GB HBM3", major=9, minor=0)
-    cudart = SimpleNamespace(cudaSetDevice=lambda i: (0,), cudaGetDeviceProperties=lambda i: (0, prop))
+    cudart = SimpleNamespace(cudaSetDevice=lambda i: (0,), cudaGetDeviceProperties=lambda i: (0, prop),
+                             cudaGetDeviceCount=lambda: (0, 1))
     monkeypatch.setattr(trt_mod, "load_trt_modules", lambda: (SimpleNamespace(__version__="10.3.0"), cudart))
     foreign = fake_engine(tmp_path / "foreign.engine",
                           tensorrt={"version": "10.3.0", "gpu": {"name": "NVIDIA A100-SXM4-40GB",
@@ -116,7 +118,8 @@ def test_checkpoint_run_in_fp16_on_a_gpu():
     assert choose_reference(pt, entries, None)[0] is onnx
     assert choose_reference(int8, entries, None)[0] is onnx
     rows = {(r["file"], r["backend"]): r for r in not_run(entries, ("ort", "torch"))}
-    assert rows["model.pt", "ort"]["reason"] == "measured as `student.onnx@ort` (built from it: student.onnx, fp32 there)"
+    assert rows["model.pt", "ort"]["reason"] == ("measured as `student.onnx@ort` "
+                                                 "(built from it: student.onnx, fp32 there)")
     assert rows["student.onnx", "torch"]["reason"] == "measured as `model.pt@torch` (its ancestor model.pt, fp16 there)"
     assert rows["student.int8.qdq.onnx", "torch"]["status"] == "not_applicable"
 
@@ -133,7 +136,8 @@ def test_two_students_each_compared_with_their_own_fp32(artifacts, student_b, sy
     assert a_int8["agreement"]["percent"] > 50 and b_int8["agreement"]["percent"] > 50
     alone = run_bench([a["onnx"], b["int8"]], quick(synth_root, backends=("ort",)))
     b_alone = {x["artifact"]: x for x in alone["entries"]}[str(b["int8"])]
-    assert b_alone["agreement"] is None and "no FP32 entry of the same model (source tiny.pt" in b_alone["reference_note"]
+    assert b_alone["agreement"] is None
+    assert "no FP32 entry of the same model (source tiny.pt" in b_alone["reference_note"]
     files = write_report(alone, tmp_path)
     md = files["markdown"].read_text()
     assert "no FP32 reference: no FP32 entry of the same model" in md.split("\n\n")[0]  # in the table's note

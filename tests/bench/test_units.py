@@ -26,7 +26,7 @@ def test_select_frames_is_evenly_spaced_and_deterministic():
     assert select_frames(ds, 3) == ["f0", "f4", "f9"]
     assert select_frames(ds, 50) == refs
     with pytest.raises(VssegError, match="no frames"):
-        select_frames(SimpleNamespace(frames=lambda: [], root="r", split="val"), 3)
+        select_frames(SimpleNamespace(frames=list, root="r", split="val"), 3)
 
 
 def _e(i, prec, chain, status="ok", folder="s"):
@@ -115,3 +115,32 @@ def test_int8_deltas_are_int8_minus_its_reference_per_class():
               "accuracy": {"per_class_iou": {"road": 10.0, "car": 10.0}}}
     ((entry, deltas),) = int8_deltas([ref, q, orphan])
     assert entry is q and deltas == {"road": pytest.approx(-1.5)}
+
+
+def test_artifact_specs_read_typed_backend_options(tmp_path):
+    from vsseg_edge.bench.artifacts import parse_artifact
+
+    art = parse_artifact("m.onnx::shift_int8=false,threads=2,providers=CUDAExecutionProvider+CPUExecutionProvider")
+    assert art.path.name == "m.onnx" and art.options == {
+        "shift_int8": False, "threads": 2, "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+    assert parse_artifact(art.spec()).options == art.options  # the spec reads back
+    assert parse_artifact("m.pt").options == {} and parse_artifact("m.pt").tag == ""
+    assert parse_artifact(("m.pt", {"fp16": True}), "torch").tag == "[fp16=true]"
+
+
+def test_random_init_checkpoint_is_seeded_and_complete(tmp_path):
+    import torch
+
+    from tests.bench.conftest import TINY
+    from vsseg_edge.bench.models import random_init_checkpoint
+    from vsseg_edge.core.manifest import read_manifest
+    from vsseg_edge.models.checkpoint import load_checkpoint
+
+    a = random_init_checkpoint(TINY, tmp_path / "a.pt", size=(32, 64), seed=3)
+    b = random_init_checkpoint(TINY, tmp_path / "b.pt", size=(32, 64), seed=3)
+    c = random_init_checkpoint(TINY, tmp_path / "c.pt", size=(32, 64), seed=4)
+    sa, sb, sc = (load_checkpoint(p)["state_dict"] for p in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa) and not all(torch.equal(sa[k], sc[k]) for k in sa)
+    man = read_manifest(a, kind="checkpoint")
+    assert man["model"] == TINY and len(man["classes"]) == 19
+    assert man["input"]["shape"] == [1, 3, 32, 64]

@@ -108,7 +108,8 @@ def test_only_convolutions_read_through_qdq_by_default(tmp_path, cs_root, tiny_o
 
 def test_exclusion_rounds_are_bounded_and_never_exclude_everything():
     ranked = [(f"c{i}", 10 - i) for i in range(6)]
-    assert exclusion_rounds(ranked, 4) == [["c0"], ["c0", "c1"], ["c0", "c1", "c2", "c3"], ["c0", "c1", "c2", "c3", "c4"]]
+    assert exclusion_rounds(ranked, 4) == [["c0"], ["c0", "c1"], ["c0", "c1", "c2", "c3"],
+                                           ["c0", "c1", "c2", "c3", "c4"]]
     assert exclusion_rounds(ranked, 2) == [["c0"], ["c0", "c1"]]
     assert exclusion_rounds([("only", 1.0)], 4) == []
     assert exclusion_rounds([("helps", 1.0)], 4, candidates=2) == [["helps"]]  # the other node stays quantised
@@ -153,7 +154,7 @@ def test_cli_empty_frames_folder_is_one_line_error(tmp_path, tiny_onnx):
 
 
 def test_ort_path_runs_without_torch(tmp_path, cs_root, tiny_onnx):
-    """DESIGN.md: the calib ORT path imports and runs without torch (an edge box has none)."""
+    """The calib ORT path imports and runs without torch (an edge box has none)."""
     code = (
         "import sys; from pathlib import Path\n"
         "from vsseg_edge.calib.config import CalibConfig\n"

@@ -44,7 +44,8 @@ def flicker_model(path) -> None:
     nodes = [helper.make_node("Conv", ["image", "w_tie", "b_tie"], ["t"], name="tie"),
              helper.make_node("Conv", ["image", "w_decoy"], ["d"], name="decoy"),
              helper.make_node("Add", ["t", "d"], ["logits"], name="sum")]
-    graph = helper.make_graph(nodes, "flicker", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, H, W])],
+    graph = helper.make_graph(nodes, "flicker",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, H, W])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, H, W])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)

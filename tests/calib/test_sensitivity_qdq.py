@@ -48,7 +48,8 @@ def _badly_scale(model: onnx.ModelProto, node_name: str, factor: float) -> onnx.
     dq = prod[node.input[0]]
     q = prod[dq.input[0]]
     scale = next(i for i in out.graph.initializer if i.name == q.input[1])
-    out.graph.initializer.append(numpy_helper.from_array((numpy_helper.to_array(scale) * factor).astype(np.float32), "bad_scale"))
+    bad = (numpy_helper.to_array(scale) * factor).astype(np.float32)
+    out.graph.initializer.append(numpy_helper.from_array(bad, "bad_scale"))
     q.input[1] = dq.input[1] = "bad_scale"
     return out
 
@@ -69,7 +70,9 @@ def test_keep_in_float_feeds_float_inputs_and_drops_orphan_qdq(setting, tiny_onn
     head = next(n for n in kept.graph.node if n.name == "/head/Conv")
     fp32 = next(n for n in onnx.load(str(tiny_onnx)).graph.node if n.name == "/head/Conv")
     assert list(head.input) == list(fp32.input)  # activation and weights straight from the float tensors
-    count = lambda m: sum(n.op_type == "QuantizeLinear" for n in m.graph.node)
+    def count(m):
+        return sum(n.op_type == "QuantizeLinear" for n in m.graph.node)
+
     assert count(kept) == count(trt) - 2  # the activation pair and the weight pair are gone
     assert len(trt.graph.node) - len(kept.graph.node) == 4
     # onnxruntime's flavour stores int8 weights: the conv gets their dequantised value as a float initializer
@@ -87,7 +90,9 @@ def test_badly_scaled_tensor_is_ranked_first(setting):
     models, ev = setting
     for victim in ("/head/Conv", "/down/down.0/Conv"):
         bad = _badly_scale(models["trt"], victim, 40.0)
-        error = lambda m: ev.output_error(m, 2)
+        def error(m):
+            return ev.output_error(m, 2)
+
         base, ranked = rank_qdq_nodes(bad, qdq_candidates(bad), error)
         assert ranked[0][0] == victim, ranked[:3]
         assert ranked[0][1] > 0.5 * base and ranked[0][1] > 5 * max(ranked[1][1], 1e-12)

@@ -1,4 +1,5 @@
-"""The exact S8 → U8 activation shift (calib/zero_point.py) on the tiny conv/residual net's TensorRT flavour."""
+"""The exact S8 → U8 activation shift (onnx_graph.shift_activations_to_uint8) on the tiny conv/residual net's
+TensorRT flavour."""
 
 from __future__ import annotations
 

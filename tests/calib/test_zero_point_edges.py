@@ -1,4 +1,4 @@
-"""Edge cases of the exact S8 → U8 activation shift (calib/zero_point.py) on hand-built Q/DQ graphs.
+"""Edge cases of the exact S8 → U8 activation shift (onnx_graph.shift_activations_to_uint8) on hand-built Q/DQ graphs.
 
 Each graph is a few nodes; every check is bit-exact against the unshifted graph with onnxruntime's graph
 optimisation disabled (plain QuantizeLinear/DequantizeLinear arithmetic), and the shifted model must pass

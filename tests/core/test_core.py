@@ -30,9 +30,10 @@ class Cfg:
 def test_cityscapes_table_matches_cityscapesscripts():
     labels = pytest.importorskip("cityscapesscripts.helpers.labels").labels
     ids = np.arange(34, dtype=np.uint8)
-    expected = np.array([next(l.trainId for l in labels if l.id == i) for i in range(34)])
+    expected = np.array([next(lab.trainId for lab in labels if lab.id == i) for i in range(34)])
     assert (cityscapes_ids_to_train_ids(ids) == expected).all()
-    names = [l.name for l in sorted((l for l in labels if l.trainId not in (255, -1)), key=lambda l: l.trainId)]
+    trained = sorted((lab for lab in labels if lab.trainId not in (255, -1)), key=lambda lab: lab.trainId)
+    names = [lab.name for lab in trained]
     assert list(CITYSCAPES.classes) == names
     assert CITYSCAPES.num_classes == 19 and CAMVID.num_classes == 11
 

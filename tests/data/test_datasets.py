@@ -50,7 +50,7 @@ def _write_cityscapes(root: Path, split: str, snippets: dict[str, range], labell
 @pytest.fixture()
 def cs_root(tmp_path) -> tuple[Path, dict]:
     """Two 30-frame-style snippets (here 6 frames each, frame 4 labelled) of two cities."""
-    snippets = {"aachen_000001": range(0, 6), "bochum_000003": range(10, 16)}
+    snippets = {"aachen_000001": range(6), "bochum_000003": range(10, 16)}
     written = _write_cityscapes(tmp_path, "train", snippets, {"aachen_000001_000004", "bochum_000003_000014"})
     return tmp_path, written
 

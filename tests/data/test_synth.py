@@ -14,11 +14,10 @@ import pytest
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.labels import CITYSCAPES, cityscapes_ids_to_train_ids
 from vsseg_edge.data.flowio import read_flow
-from vsseg_edge.data.synth import writer
+from vsseg_edge.data.synth import generate, writer
 from vsseg_edge.data.synth.nuisances import Sensor, degrade
 from vsseg_edge.data.synth.render import flow
 from vsseg_edge.data.synth.sequence import render_sequence
-from vsseg_edge.data.synthetic import generate
 
 TINY = dict(num_train=2, num_val=1, frames=6, height=64, width=128, seed=0)  # as tests/conftest.py's synth_root
 NAME = re.compile(r"(synth0[tv]\d\d)_(\d{6})_(\d{6})_"

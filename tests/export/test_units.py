@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from vsseg_edge.core.config import parse_size
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.preprocess import PreprocessSpec, preprocess
 from vsseg_edge.export.parity import ParityReport, synthetic_frames
-from vsseg_edge.export.presets import ExportPreset, load_preset, parse_size
+from vsseg_edge.export.presets import ExportPreset, load_preset
 from vsseg_edge.export.wrappers import ArgmaxLabels, StaticAdaptiveAvgPool, Uint8NHWCInput, static_adaptive_pools
 from vsseg_edge.measure.compare import compare_outputs
 

@@ -154,3 +154,17 @@ def test_environment_names_cpu_flags_and_libraries():
     assert env["cpu"] and env["cpu_count"] >= 1 and isinstance(env["gpus"], list)
     assert set(env["cpu_flags"]) <= set(ISA_FLAGS)
     assert env["libraries"]["numpy"] == np.__version__
+
+
+def test_pipeline_overhead_figures_from_records():
+    """analyse(): steady state after `skip` frames, overhead vs the pure passes, overlap of the stage threads."""
+    from vsseg_edge.measure.overhead import STAGES, analyse
+
+    recs = [{"t_done": 0.1 * i, "capture_ms": 10.0, "preprocess_ms": 20.0, "infer_ms": 60.0, "postprocess_ms": 5.0,
+             "render_ms": 5.0, "latency_ms": 150.0} for i in range(12)]
+    pipe = {"records": recs, **{k: {"p50": 1.0, "p99": 2.0} for k in STAGES}}
+    fig = analyse([95.0, 105.0], pipe, [100.0, 100.0], skip=2)
+    assert fig.frames_measured == 10 and fig.pipeline_interval_ms["p50"] == pytest.approx(100.0)
+    assert fig.pure_infer_ms["p50"] == pytest.approx(100.0) and fig.overhead_p50 == pytest.approx(0.0, abs=1e-9)
+    assert fig.fps == pytest.approx(10.0) and fig.stage_thread_p50_ms["preprocess+infer"] == 80.0
+    assert fig.overlap_ratio == pytest.approx(10.0 * 80.0 / 1e3)  # the slowest thread takes 80 % of a frame interval

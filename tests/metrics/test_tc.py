@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vsseg_edge.core.errors import VssegError
-from vsseg_edge.metrics import TemporalConsistency, occlusion_mask, warp_labels
+from vsseg_edge.metrics import TemporalConsistency, occluded_pixels, warp_labels
 
 H, W = 64, 128
 SHIFT = (2, 1)  # scene moves so that frame t+1 shows the scene 2 px right, 1 px down of frame t
@@ -83,20 +83,6 @@ def test_flicker_lowers_tc_monotonically():
     assert scores[-1] < 0.6
 
 
-def test_merge_equals_one_accumulator():
-    rng = np.random.default_rng(7)
-    seq, fw, bw = _scene(rng, 5)
-    seq = _flicker(seq, 0.1, rng)
-    whole, parts = TemporalConsistency(6), [TemporalConsistency(6), TemporalConsistency(6)]
-    for t, (a, b) in enumerate(zip(seq[:-1], seq[1:])):
-        whole.update(a, b, fw, bw)
-        parts[t % 2].update(a, b, fw, bw)
-    merged = parts[0].merge(parts[1])
-    assert merged.to_dict() == whole.to_dict() and merged.to_dict()["pairs"] == 4
-    with pytest.raises(ValueError):
-        merged.merge(TemporalConsistency(6, mode="etc"))
-
-
 def test_out_of_frame_and_nan_flow_are_excluded():
     seq, fw, _ = _scene(np.random.default_rng(3), 2)
     a, b = seq
@@ -139,7 +125,7 @@ def test_occlusion_check_is_a_separate_figure():
     bw = bw.copy()
     bw[20:40, 40:80] = 5.0  # backward flow disagrees here (as in an occlusion) ...
     a[21:39, 43:81] = (a[21:39, 43:81] + 1) % 6  # ... and the prediction flickers exactly there
-    occ = occlusion_mask(fw, bw)
+    occ = occluded_pixels(fw, bw)
     assert occ[21:39, 43:81].all() and not occ[5:15, 5:].any()  # (out-of-frame pixels fail it too)
     tc = _tc_of([a, b], fw, bw)
     assert tc.tc() < 0.95  # the plain figure sees the flicker

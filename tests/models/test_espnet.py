@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import shared_data
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.fileio import read_image, read_label
 from vsseg_edge.core.preprocess import preprocess
 from vsseg_edge.models import create_model
 from vsseg_edge.models.espnet import ESPNet, load_espnet_weights, map_published_key, published_preprocess
-from tests.conftest import shared_data
 
 CITYSCAPES_FILE = "espnet_p_2_q_8_cityscapes.pth"
 CAMVID_FILE = "espnet_p_2_q_8_camvid.pth"

@@ -32,6 +32,7 @@ def test_run_save_masks_on_a_full_disk(arts, full_disk):
 
 
 def test_run_save_video_on_a_full_disk(arts, full_disk):
+    (full_disk / "more").write_bytes(b"\0" * 7 * 1024)  # the H.264 overlay of 6 small frames fits in 8 KB
     video = full_disk / "overlay.mp4"
     r = vs("run", arts["onnx"], "--source", arts["frames"], "--save", video)
     refused(r, str(video))

@@ -55,7 +55,9 @@ class ArgmaxNet:
         return _M().eval()
 
 
-def export_onnx(net, path: Path, *, output: str = "logits", dynamic: bool = False, spec=None) -> Path:
+def export_onnx(net, path: Path, *, output: str = "logits", dynamic: bool = False, spec=None,
+                batch: bool = False) -> Path:
+    """`dynamic`: any input H×W; `batch`: a dynamic batch dimension (what `export --dynamic-batch` gives)."""
     import torch
 
     from vsseg_edge.core.labels import CITYSCAPES
@@ -63,13 +65,16 @@ def export_onnx(net, path: Path, *, output: str = "logits", dynamic: bool = Fals
     from vsseg_edge.core.preprocess import PreprocessSpec
 
     spec = spec or PreprocessSpec(height=H, width=W)
-    x = torch.zeros(spec.input_shape(1))
+    x = torch.zeros(spec.input_shape(2 if batch else 1))
     axes = {"input": {2: "h", 3: "w"}} if dynamic else None
+    if batch:
+        axes = {"input": {0: "batch", **(axes or {}).get("input", {})}, output: {0: "batch"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is what the brief asks for
         torch.onnx.export(net, x, str(path), input_names=["input"], output_names=[output], opset_version=17,
                           dynamo=False, dynamic_axes=axes)
-    write_manifest(path, "onnx", model="tiny", classes=list(CITYSCAPES.classes), preprocess=spec, output=output)
+    write_manifest(path, "onnx", model="tiny", classes=list(CITYSCAPES.classes), preprocess=spec, output=output,
+                   dynamic_batch=batch)
     return path
 
 
@@ -84,6 +89,11 @@ def net():
 @pytest.fixture(scope="session")
 def onnx_model(tmp_path_factory, net) -> Path:
     return export_onnx(net, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def batch_onnx(tmp_path_factory, net) -> Path:
+    return export_onnx(net, tmp_path_factory.mktemp("onnx") / "tiny_batch.onnx", batch=True)
 
 
 @pytest.fixture(scope="session")

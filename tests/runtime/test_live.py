@@ -98,11 +98,13 @@ def test_reconnects_with_backoff_then_gives_up_without_hanging(capsys):
         opened.append(SimulatedCamera(n=3, fps=500.0))
         return opened[-1]
 
-    src = LiveSource(opener, "camera 5", max_retries=3, retry_delay=0.01, stall_timeout=5.0).start()
-    got, t0 = [], time.perf_counter()
-    while (f := src.get(timeout=1.0)) is not None:
+    delays = []  # the backoff, waited out by recording it instead of sleeping
+    src = LiveSource(opener, "camera 5", max_retries=3, retry_delay=0.01, stall_timeout=5.0,
+                     wait=lambda d: delays.append(d) or False).start()
+    got = []
+    while (f := src.get(timeout=5.0)) is not None:
         got.append(f.index)
-    assert time.perf_counter() - t0 < 3.0
+    assert delays == [0.01, 0.01, 0.02, 0.04]  # one reconnect that worked, then three that did not, doubling
     assert len(opened) == 2 and all(c.released for c in opened)
     assert src.error == "camera 5: lost; gave up after 3 reconnect attempts"
     assert "reconnect 1/3" in capsys.readouterr().err
@@ -110,10 +112,10 @@ def test_reconnects_with_backoff_then_gives_up_without_hanging(capsys):
 
 
 def test_stalled_stream_ends_with_a_message():
-    src = LiveSource(lambda: SimulatedCamera(hang=30.0), "rtsp://cam", stall_timeout=0.3).start()
-    t0 = time.perf_counter()
-    assert src.get(timeout=5.0) is None
-    assert time.perf_counter() - t0 < 2.0
+    clock = iter(range(0, 10_000, 1))  # one second passes at every reading: no frame for 0.3 s at once
+    src = LiveSource(lambda: SimulatedCamera(hang=30.0), "rtsp://cam", stall_timeout=0.3,
+                     clock=lambda: float(next(clock))).start()
+    assert src.get(timeout=60.0) is None
     assert src.error == "rtsp://cam: no frame for 0.3s (stream stalled); stopping"
 
 
@@ -205,14 +207,15 @@ def test_device_that_opens_but_never_gives_a_frame_ends(capsys):
         opened.append(SimulatedCamera(n=0))  # opens every time, never reads
         return opened[-1]
 
-    src = LiveSource(opener, "camera 3", max_retries=3, retry_delay=0.01, stall_timeout=5.0).start()
-    t0 = time.perf_counter()
-    assert src.get(timeout=3.0) is None
-    assert time.perf_counter() - t0 < 2.0
+    delays = []
+    src = LiveSource(opener, "camera 3", max_retries=3, retry_delay=0.01, stall_timeout=5.0,
+                     wait=lambda d: delays.append(d) or False).start()
+    assert src.get(timeout=30.0) is None
+    assert delays == [0.01, 0.02, 0.04]  # one count across reopenings, delays doubling
     assert len(opened) == 4 and all(c.released for c in opened)
     assert src.error == "camera 3: lost; gave up after 3 reconnect attempts"
     err = capsys.readouterr().err
-    assert "reconnect 3/3 in 0.0s" in err and "reconnect 1/3" in err  # one count, delays doubling (10, 20, 40 ms)
+    assert "reconnect 3/3 in 0.0s" in err and "reconnect 1/3" in err
 
 
 def test_sigterm_to_the_cli_finalises_the_video_and_stats(tmp_path, onnx_model):
@@ -268,14 +271,14 @@ def test_recording_says_when_the_live_rate_drifted(tmp_path, capsys):
     """The rate is fixed after the probe; a run that later slows down is reported, with the speed-up factor."""
     from types import SimpleNamespace
 
-    from vsseg_edge.runtime.sources import Frame
+    from vsseg_edge.runtime.sources import CapturedFrame
 
     sink = VideoSink(tmp_path / "drift.mp4", probe_frames=4)
     sink.start(SimpleNamespace(live=True, fps=30.0))
     times = [0.04 * i for i in range(4)] + [0.12 + 0.1 * i for i in range(1, 9)]  # 25 FPS, then 10 FPS
     vis = np.zeros((64, 128, 3), np.uint8)
     for i, t in enumerate(times):
-        sink.write(Frame(i, vis, t, 0.0), None, vis, [])
+        sink.write(CapturedFrame(i, vis, t, 0.0), None, vis, [])
     sink.close()
     assert len(read_video(tmp_path / "drift.mp4")) == 12 and video_fps(tmp_path / "drift.mp4") == pytest.approx(25.0)
     err = capsys.readouterr().err

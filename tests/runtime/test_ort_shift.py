@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from vsseg_edge.calib.frames import Frame
+from vsseg_edge.calib.frames import SampledFrame
 from vsseg_edge.calib.quantize_ort import FrameReader, quantize_ort
 from vsseg_edge.core.manifest import manifest_preprocess, read_manifest, write_manifest
 from vsseg_edge.core.preprocess import preprocess_batch
@@ -28,7 +28,7 @@ def _sha(path):
 def _quantised(tmp_path, onnx_model, target: str):
     man = read_manifest(onnx_model, kind="onnx")
     spec = manifest_preprocess(man, str(onnx_model))
-    frames = [Frame(f"f{i}", (lambda img=img: img)) for i, img in enumerate(make_frames(4))]
+    frames = [SampledFrame(f"f{i}", (lambda img=img: img)) for i, img in enumerate(make_frames(4))]
     out = tmp_path / f"tiny.{target}.qdq.onnx"
     quantize_ort(onnx_model, out, target=target, method="minmax", cache_path=tmp_path / f"{target}.json",
                  reader=FrameReader(frames, spec, "input"))

@@ -84,7 +84,8 @@ def test_labels_output_model_equals_logits_argmax(tmp_path, onnx_model, onnx_lab
         outs[key] = sorted((tmp_path / key).glob("*.png"))
     assert len(outs["logits"]) == len(outs["labels"]) == 6
     for a, b in zip(outs["logits"], outs["labels"]):
-        np.testing.assert_array_equal(cv2.imread(str(a), cv2.IMREAD_UNCHANGED), cv2.imread(str(b), cv2.IMREAD_UNCHANGED))
+        np.testing.assert_array_equal(cv2.imread(str(a), cv2.IMREAD_UNCHANGED),
+                                      cv2.imread(str(b), cv2.IMREAD_UNCHANGED))
 
 
 def test_frames_resized_to_model_and_labels_back_to_frame_size(tmp_path, onnx_model):

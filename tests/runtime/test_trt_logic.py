@@ -58,6 +58,7 @@ def fake_cudart(mem: _Memory, gpu=b"Fake GPU", cc=(8, 7)):
         cudaMemcpyAsync=memcpy, cudaSetDevice=record("set_device"), cudaStreamCreate=record("stream_create", 7),
         cudaStreamSynchronize=record("sync"), cudaStreamDestroy=record("stream_destroy"),
         cudaGetDeviceProperties=lambda d: (0, types.SimpleNamespace(name=gpu, major=cc[0], minor=cc[1])),
+        cudaGetDeviceCount=lambda: (0, 1),
     )
 
 
@@ -89,19 +90,6 @@ class _FakeContext:
         self._run(self.addresses["input"], self.addresses["labels"])
         return True
 
-    # binding API
-    def set_binding_shape(self, index, shape):
-        self.shapes[index] = tuple(shape)
-        return True
-
-    def get_binding_shape(self, index):
-        return (1, SPEC.height, SPEC.width) if index == 0 else self.shapes.get(index)
-
-    def execute_async_v2(self, bindings, stream):
-        self.executed.append(("v2", stream))
-        self._run(bindings[1], bindings[0])  # binding 0 is the output, 1 the input (see _FakeEngineV2)
-        return True
-
     def _run(self, in_ptr, out_ptr):
         x = _as_array(in_ptr, SPEC.input_shape(1), np.float32)
         _as_array(out_ptr, (1, SPEC.height, SPEC.width), np.uint8)[...] = x.argmax(1)
@@ -117,35 +105,13 @@ class _FakeEngineV3:
         return self._io[i][0]
 
     def get_tensor_mode(self, name):
-        return dict((n, m) for n, m, _, _ in self._io)[name]
+        return {n: m for n, m, _, _ in self._io}[name]
 
     def get_tensor_shape(self, name):
-        return dict((n, s) for n, _, s, _ in self._io)[name]
+        return {n: s for n, _, s, _ in self._io}[name]
 
     def get_tensor_dtype(self, name):
-        return dict((n, d) for n, _, _, d in self._io)[name]
-
-    def create_execution_context(self):
-        self.context = _FakeContext(self)
-        return self.context
-
-
-class _FakeEngineV2:
-    """Pre-8.5 engine double: binding API only (no num_io_tensors)."""
-
-    num_bindings = 2
-
-    def get_binding_name(self, i):
-        return ("labels", "input")[i]
-
-    def binding_is_input(self, i):
-        return i == 1
-
-    def get_binding_shape(self, i):
-        return ((1, SPEC.height, SPEC.width), SPEC.input_shape(1))[i]
-
-    def get_binding_dtype(self, i):
-        return (np.uint8, np.float32)[i]
+        return {n: d for n, _, _, d in self._io}[name]
 
     def create_execution_context(self):
         self.context = _FakeContext(self)
@@ -167,7 +133,8 @@ def engine_file(tmp_path):
     path.write_bytes(b"not a real engine: read by the test double only")
     write_manifest(path, "engine", model="tiny", classes=["a", "b", "c"], preprocess=SPEC, output="labels",
                    precision="fp16",
-                   tensorrt={"version": "10.3.0", "gpu": {"index": 0, "name": "Fake GPU", "compute_capability": [8, 7]}})
+                   tensorrt={"version": "10.3.0",
+                             "gpu": {"index": 0, "name": "Fake GPU", "compute_capability": [8, 7]}})
     return path
 
 
@@ -178,22 +145,20 @@ def test_missing_tensorrt_is_a_one_line_install_hint():
     with pytest.raises(MissingDependency) as info:
         trt_backend.load_trt_modules()
     msg = str(info.value)
-    assert "\n" not in msg and msg.startswith("tensorrt is not installed") and "pip install tensorrt" in msg
+    assert "\n" not in msg and msg.startswith("tensorrt is not installed") and "pip install 'vsseg-edge[trt]'" in msg
 
 
-@pytest.mark.parametrize("engine_cls,api", [(_FakeEngineV3, "v3"), (_FakeEngineV2, "v2")])
-def test_infer_maps_buffers_by_name_and_uses_the_versions_api(engine_file, engine_cls, api):
-    mem, engine = _Memory(), engine_cls()
+def test_infer_maps_buffers_by_name_through_the_tensor_name_api(engine_file):
+    mem, engine = _Memory(), _FakeEngineV3()
     be = trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(engine), fake_cudart(mem)))
     assert be.output_kind == "labels" and be.device == "cuda:0 (Fake GPU)"
     x = np.random.default_rng(0).standard_normal(SPEC.input_shape(1)).astype(np.float32)
     for _ in range(2):  # buffers are reused: the second call allocates nothing
         np.testing.assert_array_equal(be.infer(x), x.argmax(1).astype(np.uint8))
     assert len(mem.blocks) == 4  # pinned + device for input and output, allocated once
-    assert [c[0] for c in engine.context.executed] == [api, api] and engine.context.executed[0][1] == 7
-    if api == "v3":
-        assert engine.context.shapes["input"] == SPEC.input_shape(1)  # dynamic H/W fixed from the manifest
-        assert set(engine.context.addresses) == {"input", "labels"}
+    assert [c[0] for c in engine.context.executed] == ["v3", "v3"] and engine.context.executed[0][1] == 7
+    assert engine.context.shapes["input"] == SPEC.input_shape(1)  # dynamic H/W fixed from the manifest
+    assert set(engine.context.addresses) == {"input", "labels"}
     kinds = [c[1] if c[0] == "memcpy" else c[0] for c in mem.calls if c[0] in ("memcpy", "sync")]
     assert kinds[-3:] == ["h2d", "d2h", "sync"]
     be.close()

@@ -63,7 +63,8 @@ class Cuda:
             cudaEventCreate=new("event"), cudaEventDestroy=ok("event_destroy"), cudaEventRecord=ok("record"),
             cudaStreamWaitEvent=ok("wait"), cudaEventSynchronize=ok("event_sync"),
             cudaEventElapsedTime=lambda a, b: (0, 0.25),
-            cudaGetDeviceProperties=lambda d: (0, types.SimpleNamespace(name=b"Fake GPU", major=8, minor=7)))
+            cudaGetDeviceProperties=lambda d: (0, types.SimpleNamespace(name=b"Fake GPU", major=8, minor=7)),
+            cudaGetDeviceCount=lambda: (0, 1))
 
     def alloc(self, nbytes):
         buf = ctypes.create_string_buffer(nbytes)

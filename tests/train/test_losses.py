@@ -10,13 +10,12 @@ import torch.nn.functional as F
 
 from vsseg_edge.train.losses import (
     PixelKDLoss,
-    SegLoss,
     TemporalLoss,
     cross_entropy,
     flow_validity,
     flow_warp,
     kl_map,
-    occlusion_mask,
+    photometric_weight,
     resize_flow,
 )
 
@@ -45,17 +44,14 @@ def test_ce_matches_hand_computation_with_ignore_and_weights():
     assert cross_entropy(logits, labels, cw).item() == pytest.approx(weighted, rel=1e-6)
 
 
-def test_segloss_adds_weighted_aux_and_resizes_logits():
+def test_ce_resizes_logits_to_the_labels():
     torch.manual_seed(0)
     labels = torch.randint(0, 4, (2, 16, 16))
     labels[0, :3] = 255
-    out, aux = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
-    loss = SegLoss(aux_weight=0.4)(out, labels, aux)
-    expected = F.cross_entropy(out, labels, ignore_index=255) + 0.4 * F.cross_entropy(aux, labels, ignore_index=255)
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     small = torch.randn(2, 4, 5, 5)
     up = F.interpolate(small, size=(16, 16), mode="bilinear", align_corners=False)
-    assert SegLoss()(small, labels).item() == pytest.approx(F.cross_entropy(up, labels, ignore_index=255).item(), rel=1e-6)
+    assert cross_entropy(small, labels).item() == pytest.approx(F.cross_entropy(up, labels, ignore_index=255).item(),
+                                                                rel=1e-6)
 
 
 def test_ce_all_ignored_is_zero_not_nan():
@@ -143,13 +139,13 @@ def test_temporal_loss_zero_for_consistent_pair_and_positive_otherwise(on):
     assert keep(out_t, out_n, img_t, img_n, flow).item() > 0
 
 
-def test_occlusion_mask_is_one_on_equal_images_and_exp_of_signed_channel_sum():
+def test_photometric_weight_is_one_on_equal_images_and_exp_of_signed_channel_sum():
     img = torch.randn(1, 3, 4, 4)
-    assert torch.equal(occlusion_mask(img, img), torch.ones(1, 1, 4, 4))
+    assert torch.equal(photometric_weight(img, img), torch.ones(1, 1, 4, 4))
     other = img.clone()
     other[:, 0] += 0.5
     other[:, 1] -= 0.2  # signed: the channel sum differs by 0.3
-    torch.testing.assert_close(occlusion_mask(img, other), torch.full((1, 1, 4, 4), math.exp(-0.3)))
+    torch.testing.assert_close(photometric_weight(img, other), torch.full((1, 1, 4, 4), math.exp(-0.3)))
 
 
 @pytest.mark.parametrize("square", [True, False])

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from vsseg_edge.onnx_graph import check_qdq_structure
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.manifest import read_manifest
 from vsseg_edge.core.preprocess import PreprocessSpec
 from vsseg_edge.models import register_model
 from vsseg_edge.models.checkpoint import model_from_checkpoint, save_checkpoint
+from vsseg_edge.onnx_graph import check_qdq_structure
 from vsseg_edge.train.quant import (
     QuantConfig,
     QuantConv2d,

@@ -22,7 +22,7 @@ BASE = {
 }
 
 
-def recipe(tmp_path, synth_root, name: str, **changes) -> "object":
+def recipe(tmp_path, synth_root, name: str, **changes) -> object:
     import yaml
 
     data = json.loads(json.dumps(BASE))
@@ -117,7 +117,7 @@ def test_cli_train_error_is_one_line(tmp_path, synth_root):
 
 @pytest.mark.slow
 def test_distributed_gloo_two_processes(tmp_path, synth_root):
-    path = recipe(tmp_path, synth_root, "ddp", iterations=2, **{"val_tc": False})
+    path = recipe(tmp_path, synth_root, "ddp", iterations=2, val_tc=False)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "vsseg_edge.cli", "train", str(path), "--no-progress"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -20,7 +20,8 @@ def load_report(path: str | Path) -> dict:
     path = Path(path)
     rep = read_json(path, "report")
     if not isinstance(rep, dict) or rep.get("schema") not in READABLE_SCHEMAS:
-        raise VssegError(f"{path}: not a vsseg-edge bench report (schema {rep.get('schema') if isinstance(rep, dict) else None!r}, "
+        schema = rep.get("schema") if isinstance(rep, dict) else None
+        raise VssegError(f"{path}: not a vsseg-edge bench report (schema {schema!r}, "
                          f"expected one of {', '.join(READABLE_SCHEMAS)})")
     return rep
 
@@ -52,7 +53,8 @@ def compare_reports(a: dict, b: dict) -> dict:
     for key in [k for k in ea if k in eb]:
         x, y = ea[key], eb[key]
         row = {"id": y["id"], "status_a": x["status"], "status_b": y["status"]}
-        row["e2e_fps_ratio"] = _ratio(_pick(y, "latency", "end_to_end", "fps"), _pick(x, "latency", "end_to_end", "fps"))
+        row["e2e_fps_ratio"] = _ratio(_pick(y, "latency", "end_to_end", "fps"),
+                                      _pick(x, "latency", "end_to_end", "fps"))
         row["compute_fps_ratio"] = _ratio(_pick(y, "latency", "compute", "fps"), _pick(x, "latency", "compute", "fps"))
         row["e2e_p50_ratio"] = _ratio(_pick(y, "latency", "end_to_end", "p50_ms"),
                                       _pick(x, "latency", "end_to_end", "p50_ms"))
@@ -66,7 +68,9 @@ def compare_reports(a: dict, b: dict) -> dict:
 
 SETTINGS = {"schema": ("schema",), "backends": ("backends",), "reference rule": ("reference_rule",),
             "runs": ("timing", "runs"), "warmup": ("timing", "warmup"), "threads": ("timing", "threads"),
-            "dataset": ("dataset", "root"), "split": ("dataset", "split"), "max_sequences": ("dataset", "max_sequences"),
+            "repeats": ("timing", "repeats"), "isolate": ("timing", "isolate"),
+            "dataset": ("dataset", "root"), "split": ("dataset", "split"),
+            "max_sequences": ("dataset", "max_sequences"),
             "flow": ("flow",), "cpu": ("environment", "cpu"), "gpus": ("environment", "gpus")}
 
 

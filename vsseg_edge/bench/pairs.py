@@ -100,7 +100,8 @@ def _needs(e: dict, backend: str) -> tuple[str, str]:
                                 f"build-engine {stem}.onnx --fp16` on the target GPU, then bench the .engine{no_trt}")
     if backend == "ort":
         if own == "torch":
-            return "needs_export", f"checkpoint input: export an ONNX first with `vsseg-edge export {f} --out {stem}.onnx`"
+            return "needs_export", (f"checkpoint input: export an ONNX first with `vsseg-edge export {f} "
+                                    f"--out {stem}.onnx`")
         return "not_applicable", (f"TensorRT engine: runs on TensorRT only; bench the ONNX it was built from"
                                   f"{f' ({parent})' if parent else ''} for onnxruntime")
     if e.get("precision") == "int8":

@@ -19,7 +19,8 @@ PLOT_FILES = {"accuracy_latency": "accuracy_vs_latency.png", "tc": "tc.png", "in
 def entry_label(e: dict) -> str:
     """Short name of an entry: artifact name (see `runner.unique_names`), precision, backend."""
     name = e.get("name") or Path(e["file"]).name.split(".")[0]
-    return f"{name} {e.get('precision', '?')} ({e['backend']})"
+    opts = ",".join(f"{k}={v}" for k, v in (e.get("options") or {}).items())
+    return f"{name} {e.get('precision', '?')} ({e['backend']}{', ' + opts if opts else ''})"
 
 
 def _pyplot():

@@ -15,21 +15,22 @@ from .plots import entry_label, write_plots
 JSON_NAME, MD_NAME = "report.json", "report.md"
 
 METHODOLOGY = """\
-**Timing methodology.** Every entry runs in this one process, one after another, on the same {n_frames} \
+**Timing methodology.** Timing: {process}. Every entry is timed on the same {n_frames} \
 frames of the dataset (decoded into memory before timing, cycled over the runs), batch 1, after \
 {warmup} untimed warm-up runs, then {runs} timed runs, each timed on its own with `time.perf_counter`. \
 *Compute-only* is the backend's `infer` call on an input already prepared by the one preprocessing \
 (onnxruntime: the session run, FP32 logits or labels out; torch: on a GPU the copy of the input to the \
-device, the forward pass, the argmax on the device and the copy of the labels to the host; TensorRT: host→device copy, execution, device→host copy). \
-*End-to-end* adds what a user's loop does around it: resize + normalise + layout (`core.preprocess`), the \
-argmax on the host when the model outputs logits, and resizing the label map to the frame's size; it does \
-NOT include reading or decoding the image file, drawing, or writing results. p50/p90/p99 are percentiles of the timed runs (with fewer \
-than 100 runs p99 is close to the slowest run); the per-stage p50s under *Entries* come from a separate \
-pass. FPS is 1000 / mean latency of that figure (one frame at a time, no pipelining; a threaded pipeline that overlaps decode, inference and \
-display can show more frames per second than 1000 / latency). Threads: {threads}. Figures published by \
-other projects often time the network alone without I/O, sometimes at a larger batch or in FP16 on a \
-GPU, or include decoding and display; compare our *compute-only* column with the former and our \
-*end-to-end* column with a camera loop minus decoding.
+device, the forward pass, the argmax on the device and the copy of the labels to the host; TensorRT: \
+host→device copy, execution, device→host copy). *End-to-end* adds what a user's loop does around it: \
+resize + normalise + layout (`core.preprocess`), the argmax on the host when the model outputs logits, and \
+resizing the label map to the frame's size; it does NOT include reading or decoding the image file, \
+drawing, or writing results. p50/p90/p99 are percentiles of the timed runs (with fewer than 100 runs p99 \
+is close to the slowest run); the per-stage p50s under *Entries* come from a separate pass. FPS is \
+1000 / mean latency of that figure (one frame at a time, no pipelining; a threaded pipeline that overlaps \
+decode, inference and display can show more frames per second than 1000 / latency). Threads: {threads}. \
+Figures published by other projects often time the network alone without I/O, sometimes at a larger \
+batch or in FP16 on a GPU, or include decoding and display; compare our *compute-only* column with the \
+former and our *end-to-end* column with a camera loop minus decoding.
 
 **Accuracy.** mIoU is one confusion matrix over every labelled frame evaluated ({labelled} frames), ignore \
 label excluded, classes absent from labels and predictions left out of the mean; TC is the mean per-class \
@@ -49,14 +50,16 @@ def table_rows(report: dict) -> list[list[str]]:
     rows = []
     for e in report["entries"]:
         if e["status"] != "ok":
-            rows.append([entry_label(e), e["backend"], "—", "—", "—", "—", "—", "—", "—", "—",
+            rows.append([entry_label(e), e["backend"], "—", "—", "—", "—", "—", "—", "—", "—", "—",
                          f"{e['status']}: {e['reason']}"])
             continue
         c, x, a = e["latency"]["compute"], e["latency"]["end_to_end"], e["accuracy"]
         agr = e.get("agreement") or {}
         ref = f"vs {agr['reference']}" if agr.get("reference") else reference_note(e)
+        speed = (e.get("speed_vs_reference") or {}).get("compute")
         rows.append([entry_label(e), _device(e.get("device")), _f(x["p50_ms"]), _f(x["p99_ms"]), _f(x["fps"], 1),
-                     _f(c["p50_ms"]), _f(c["fps"], 1), _f(a["miou"]), _f(a["tc"]), _f(agr.get("percent")), ref])
+                     _f(c["p50_ms"]), _f(c["fps"], 1), "—" if speed is None else f"{speed:.2f}x", _f(a["miou"]),
+                     _f(a["tc"]), _f(agr.get("percent")), ref])
     return rows
 
 
@@ -77,7 +80,7 @@ def _device(name) -> str:
 
 
 HEADER = ["entry", "device", "e2e p50 ms", "e2e p99 ms", "e2e FPS", "compute p50 ms", "compute FPS",
-          "mIoU %", "TC %", "agreement %", "note"]
+          "compute speed vs ref", "mIoU %", "TC %", "agreement %", "note"]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -101,19 +104,25 @@ def render_markdown(report: dict, plots: dict) -> str:
     parts += [f"# Benchmark on {ds['name']} {ds['split']} ({report['created']})", ""]
     for key, title in (("tc", "Temporal consistency"), ("int8_delta", "Per-class IoU change from INT8")):
         parts += [f"![{title}]({plots[key]})" if plots.get(key) else f"_{title}: nothing to plot "
-                  f"({'no TC figures' if key == 'tc' else 'no INT8 entry with an FP32 reference among the entries'})._", ""]
+                  f"({'no TC figures' if key == 'tc' else 'no INT8 entry with an FP32 reference among the entries'})._",
+                  ""]
     threads = timing["threads"] or "each library's default (onnxruntime: one per physical core; torch: torch's default)"
     parts += ["## How these figures were measured", "",
               METHODOLOGY.format(n_frames=len(timing["frames"]), warmup=timing["warmup"], runs=timing["runs"],
                                  threads=threads, labelled=_labelled(report), flow=report.get("flow") or "not computed",
-                                 reference_rule=report["reference_rule"]), ""]
+                                 reference_rule=report["reference_rule"],
+                                 process=timing.get("process", "single process, entries run one after another")), ""]
     libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v)
+    first = f", first {ds['max_sequences']} sequences evaluated" if ds["max_sequences"] else ""
+    more = " …" if len(timing["frames"]) > 4 else ""
+    flags = f"; {', '.join(env['cpu_flags'])}" if env.get("cpu_flags") else ""
     parts += ["## Environment", "", f"- CPU: {env['cpu']} ({env['cpu_count']} logical cores, "
-              f"{env['cpu_affinity']} usable by this process)", f"- GPU: {', '.join(env.get('gpus') or []) or 'none'}", f"- {env['platform']}, Python {env['python']}, "
-              f"vsseg-edge {env['vsseg_edge']}", f"- libraries: {libs}",
+              f"{env['cpu_affinity']} usable by this process{flags})",
+              f"- GPU: {', '.join(env.get('gpus') or []) or 'none'}",
+              f"- {env['platform']}, Python {env['python']}, vsseg-edge {env['vsseg_edge']}", f"- libraries: {libs}",
               f"- dataset: {ds['root']} split {ds['split']} ({ds['sequences']} sequences, {ds['frames']} frames, "
-              f"{ds['labelled']} labelled{', first ' + str(ds['max_sequences']) + ' sequences evaluated' if ds['max_sequences'] else ''})",
-              f"- timed frames: {', '.join(timing['frames'][:4])}{' …' if len(timing['frames']) > 4 else ''}", _load_line(env)]
+              f"{ds['labelled']} labelled{first})",
+              f"- timed frames: {', '.join(timing['frames'][:4])}{more}", _load_line(env)]
     if report.get("command"):
         parts += [f"- command: `{report['command']}`"]
     parts += [""]
@@ -180,8 +189,18 @@ def _entry_details(e: dict) -> str:
             f"{_f(lat['compute']['p99_ms'])} ms; end-to-end {_f(lat['end_to_end']['p50_ms'])}/"
             f"{_f(lat['end_to_end']['p90_ms'])}/{_f(lat['end_to_end']['p99_ms'])} ms (stages p50: preprocess "
             f"{_f(st.get('preprocess_p50_ms'))}, infer {_f(st.get('infer_p50_ms'))}, postprocess "
-            f"{_f(st.get('postprocess_p50_ms'))} ms); TC over {acc['tc_pairs']} pairs"
+            f"{_f(st.get('postprocess_p50_ms'))} ms){_speed(e)}; TC over {acc['tc_pairs']} pairs"
             f"{nan}; {_lineage(e)}")
+
+
+def _speed(e: dict) -> str:
+    """The paired speed ratios against the reference, round by round, when there is a reference."""
+    sp = e.get("speed_vs_reference")
+    if not sp or sp.get("compute") is None:
+        return ""
+    rounds = ", ".join(f"{r:.2f}" for r in sp["compute_rounds"])
+    return (f"; compute speed vs {sp['reference']} {sp['compute']:.2f}x (median of {sp['rounds']} paired "
+            f"round(s): {rounds}), end-to-end {_f(sp.get('end_to_end'))}x")
 
 
 def _lineage(e: dict) -> str:

@@ -1,11 +1,18 @@
 """`run_bench`: every artifact × the backend that runs it → one entry with speed, accuracy and agreement.
 
-Each entry is timed on the SAME frames (evenly spaced over the split), evaluated with
-`metrics.evaluate.evaluate_predictions`, and compared pixel by pixel with its FP32 reference (chosen by
-lineage, `bench.lineage`). Requested (artifact, backend) pairs without figures are listed with one line
-each under `not_run` (`bench.pairs`). A backend
-that cannot run here (TensorRT missing) becomes an entry with status "unavailable" and the reason, an
-artifact its backend refuses (foreign engine, unknown model …) one with status "failed"; neither is a crash. The result is the JSON-ready report (`SCHEMA`); `report.write_report` writes it.
+Each entry is timed on the SAME frames (evenly spaced over the split) with `measure.timing`, evaluated
+with `measure.accuracy` (mIoU, TC), and compared pixel by pixel with its FP32 reference (chosen by
+lineage, `bench.lineage`; `measure.compare.agreement`). Requested (artifact, backend) pairs without
+figures are listed with one line each under `not_run` (`bench.pairs`). A backend that cannot run here
+(TensorRT missing) becomes an entry with status "unavailable" and the reason, an artifact its backend
+refuses (foreign engine, unknown model …) one with status "failed"; neither is a crash.
+
+Timing rounds: by default every entry is timed once, in this process. `repeats` > 1 times all entries
+again round after round (entries back to back in each round, so the machine's noise hits them alike), and
+`isolate` times each entry of each round in a fresh process (`bench.isolate`). An entry's figures are then
+those of its median round, and its speed against its reference is the median of the per-round ratios
+(`speed_vs_reference`): paired, so a slow minute of a shared machine cancels out.
+The result is the JSON-ready report (`SCHEMA`); `report.write_report` writes it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 from ..core.errors import MissingDependency, VssegError
 from ..measure.environment import environment, load_average
 from ..measure.timing import TimingConfig
+from .artifacts import Artifact, parse_artifact
 from .pairs import not_run
 
 SCHEMA = "vsseg-edge-bench/2"  # /2: entries carry `lineage` and `reference_note`; report has `backends`, `not_run`
@@ -51,15 +59,22 @@ class BenchConfig:
     reference: Path | None = None
     device: str | None = None  # torch backend device (None: cuda when available)
     progress: bool = True
+    repeats: int = 1  # timing rounds over all entries
+    isolate: bool = False  # time each entry of each round in a process of its own
+    accuracy: bool = True  # False: speed (and agreement on the timed frames) only, no mIoU / TC pass
+    classes: str | None = None  # class file (or set name) the dataset's labels are numbered in
 
     def __post_init__(self):
         bad = [b for b in self.backends if b not in ALL_BACKENDS]
         if bad or not self.backends:
-            raise VssegError(f"--backends {','.join(self.backends)}: expected a comma list of {', '.join(ALL_BACKENDS)}")
+            raise VssegError(f"--backends {','.join(self.backends)}: expected a comma list of "
+                             f"{', '.join(ALL_BACKENDS)}")
         if self.frames < 1:
             raise VssegError(f"--frames {self.frames}: need at least 1 frame")
         if self.threads is not None and self.threads < 1:
             raise VssegError(f"--threads {self.threads}: must be 1 or more")
+        if self.repeats < 1:
+            raise VssegError(f"--repeats {self.repeats}: need at least 1 timing round")
         TimingConfig(self.runs, self.warmup)  # validates runs / warmup
 
 
@@ -72,20 +87,21 @@ def select_frames(dataset, n: int) -> list:
     return [refs[i] for i in idx]
 
 
-def check_models(models: Sequence[str | Path]) -> list[Path]:
-    """Every MODEL must exist and have a known suffix; one line naming the first that does not."""
+def check_models(models: Sequence) -> list[Artifact]:
+    """Every MODEL (a path, or `path::k=v,…`) must exist, have a known suffix and options its backend takes;
+    one line naming the first that does not. The same file with the same options is benched once."""
     from ..runtime.backends import infer_backend_name
 
     if not models:
         raise VssegError("bench: give at least one MODEL (.onnx, .pt or .engine)")
-    out = []
+    out: list[Artifact] = []
     for m in models:
-        p = Path(m)
-        if not p.is_file():
-            raise VssegError(f"{p}: model file not found")
-        infer_backend_name(p)
-        if all(p.resolve() != q.resolve() for q in out):
-            out.append(p)
+        art = parse_artifact(m)
+        if not art.path.is_file():
+            raise VssegError(f"{art.path}: model file not found")
+        art = parse_artifact(art, infer_backend_name(art.path))
+        if all((art.path.resolve(), art.tag) != (a.path.resolve(), a.tag) for a in out):
+            out.append(art)
     return out
 
 
@@ -120,46 +136,51 @@ def calibration_facts(man: dict) -> dict | None:
             "speed": man.get("speed")}
 
 
-def _open(path: Path, backend: str, cfg: BenchConfig):
-    """Open the backend with the run's thread/device settings; returns (backend, threads actually used)."""
+def open_runner(artifact: Artifact, backend: str, threads: int | None, device: str | None):
+    """Open the artifact's backend with the run's thread/device settings and the artifact's own options;
+    returns (runner, threads actually used)."""
     from ..runtime.backends import open_backend
 
+    path, opts = Path(artifact.path), dict(artifact.options)
     if backend == "ort":
-        return open_backend(path, "ort", threads=cfg.threads or 0), cfg.threads
+        return open_backend(path, "ort", threads=threads or 0, **opts), threads
     if backend == "torch":
         import torch
 
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        opts = {"device": cfg.device} if cfg.device else {}
+        if threads:
+            torch.set_num_threads(threads)
+        if device:
+            opts.setdefault("device", device)
         return open_backend(path, "torch", **opts), torch.get_num_threads()
-    return open_backend(path, backend), None
+    return open_backend(path, backend, **opts), None
 
 
 def unique_names(paths: Sequence[Path]) -> dict[Path, str]:
-    """Each artifact's file name, prefixed by its folder where two artifacts share a file name
+    """Each artifact's file name, prefixed by its folder where two different files share a file name
     (three students' `model.pt`), so entry ids and labels never collide."""
-    counts: dict[str, int] = {}
+    folders: dict[str, set] = {}
     for p in paths:
-        counts[p.name] = counts.get(p.name, 0) + 1
-    return {p: (f"{p.parent.name}/{p.name}" if counts[p.name] > 1 else p.name) for p in paths}
+        folders.setdefault(p.name, set()).add(Path(p).resolve())
+    return {p: (f"{p.parent.name}/{p.name}" if len(folders[p.name]) > 1 else p.name) for p in paths}
 
 
-def bench_entry(path: Path, backend_name: str, cfg: BenchConfig, dataset, frames, flow_source,
-                name: str | None = None) -> tuple[dict, list]:
-    """One entry: open, time, predict the bench frames, evaluate, close. Returns (entry, predictions)."""
-    from ..measure.accuracy import evaluate_runner
+def bench_entry(artifact: Artifact, backend_name: str, cfg: BenchConfig, dataset, frames, flow_source,
+                name: str | None = None, timed_here: bool = True) -> tuple[dict, list]:
+    """One entry: open, time (unless the timing rounds do it), predict the bench frames, evaluate, close.
+    Returns (entry, predictions)."""
+    from ..measure.accuracy import Accuracy, evaluate_runner
     from ..measure.predict import predict
     from ..measure.timing import measure_latency
 
+    path = Path(artifact.path)
     name = name or path.name
-    entry = {"id": f"{name}@{backend_name}", "name": name.split(".")[0], "backend": backend_name,
-             **artifact_info(path)}
+    entry = {"id": f"{name}{artifact.tag}@{backend_name}", "name": name.split(".")[0], "backend": backend_name,
+             **artifact_info(path), "options": dict(artifact.options)}
     if backend_name not in cfg.backends:
         return {**entry, "status": "skipped", "reason": f"backend {backend_name} not selected (--backends "
                                                         f"{','.join(cfg.backends)})"}, []
     try:
-        be, threads = _open(path, backend_name, cfg)
+        be, threads = open_runner(artifact, backend_name, cfg.threads, cfg.device)
     except MissingDependency as exc:  # TensorRT, cuda-python, onnxruntime … not installed here
         return {**entry, "status": "unavailable", "reason": str(exc).splitlines()[0]}, []
     except VssegError as exc:  # the artifact cannot be opened (foreign engine, unknown model, bad manifest …)
@@ -168,11 +189,68 @@ def bench_entry(path: Path, backend_name: str, cfg: BenchConfig, dataset, frames
         if backend_name == "torch" and getattr(be, "fp16", False):
             entry["precision"] = "fp16"
         entry.update(status="ok", reason=None, device=be.device, output_kind=be.output_kind, threads=threads)
-        entry["latency"] = measure_latency(be, frames, TimingConfig(cfg.runs, cfg.warmup)).to_dict()
+        if timed_here:
+            entry["latency"] = measure_latency(be, frames, TimingConfig(cfg.runs, cfg.warmup)).to_dict()
         preds = predict(be, frames).labels
-        entry["accuracy"] = evaluate_runner(be, dataset, flow_source, tc=cfg.tc, max_sequences=cfg.max_sequences,
-                                            progress=cfg.progress).to_dict()
+        acc = (evaluate_runner(be, dataset, flow_source, tc=cfg.tc, max_sequences=cfg.max_sequences,
+                               progress=cfg.progress) if cfg.accuracy else Accuracy.not_measured())
+        entry["accuracy"] = acc.to_dict()
     return entry, preds
+
+
+def time_rounds(entries: list[dict], artifacts: Sequence[Artifact], cfg: BenchConfig, frames,
+                frame_paths: list[str]) -> None:
+    """`cfg.repeats` rounds, each timing every runnable entry once (in a fresh process with `cfg.isolate`);
+    an entry keeps its median round's figures and every round's p50s (`latency_rounds`)."""
+    from ..measure.timing import measure_latency
+    from .isolate import job, time_in_child
+
+    rounds: dict[str, list[dict]] = {}
+    for _ in range(cfg.repeats):
+        for e, art in zip(entries, artifacts):
+            if e["status"] != "ok":
+                continue
+            try:
+                if cfg.isolate:
+                    lat = time_in_child(job(art, e["backend"], cfg, frame_paths))
+                else:
+                    runner, _ = open_runner(art, e["backend"], cfg.threads, cfg.device)
+                    with runner:
+                        lat = measure_latency(runner, frames, TimingConfig(cfg.runs, cfg.warmup)).to_dict()
+            except VssegError as exc:  # the entry ran here but not in its own process (e.g. memory)
+                e.update(status="failed", reason=str(exc).splitlines()[0])
+                continue
+            rounds.setdefault(e["id"], []).append(lat)
+    for e in entries:
+        if e["id"] in rounds and e["status"] == "ok":
+            lats = sorted(rounds[e["id"]], key=lambda lat: lat["compute"]["p50_ms"])
+            e["latency"] = lats[(len(lats) - 1) // 2]
+            e["latency_rounds"] = [{"compute_p50_ms": lat["compute"]["p50_ms"],
+                                    "end_to_end_p50_ms": lat["end_to_end"]["p50_ms"]} for lat in rounds[e["id"]]]
+
+
+def add_speed_ratios(entries: list[dict]) -> None:
+    """Each entry's speed against its agreement reference: reference p50 / entry p50 (above 1: faster), per
+    timing round (the rounds pair them), and the median over rounds."""
+    by_id = {e["id"]: e for e in entries}
+    for e in entries:
+        ref = by_id.get((e.get("agreement") or {}).get("reference"))
+        if e["status"] != "ok" or ref is None:
+            continue
+        mine, theirs = _round_p50s(e), _round_p50s(ref)
+        out = {"reference": ref["id"], "rounds": min(len(mine), len(theirs))}
+        for key in ("compute_p50_ms", "end_to_end_p50_ms"):
+            ratios = [round(r[key] / m[key], 4) for m, r in zip(mine, theirs) if m[key] > 0]
+            out[key.replace("_p50_ms", "")] = float(np.median(ratios)) if ratios else None
+            out[key.replace("_p50_ms", "_rounds")] = ratios
+        e["speed_vs_reference"] = out
+
+
+def _round_p50s(e: dict) -> list[dict]:
+    if e.get("latency_rounds"):
+        return e["latency_rounds"]
+    lat = e["latency"]
+    return [{"compute_p50_ms": lat["compute"]["p50_ms"], "end_to_end_p50_ms": lat["end_to_end"]["p50_ms"]}]
 
 
 def add_lineage(entries: list[dict], paths: Sequence[Path]) -> None:
@@ -206,41 +284,56 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
     from ..data.frame_source import open_frame_source
     from ..runtime.backends import infer_backend_name
 
-    paths = check_models(models)
+    arts = check_models(models)
     load_start = load_average()
     explicit = None
     if cfg.reference is not None:
-        ref_path = check_models([cfg.reference])[0]
-        same = [p for p in paths if p.resolve() == ref_path.resolve()]
+        ref_art = check_models([cfg.reference])[0]
+        same = [a for a in arts if a.path.resolve() == ref_art.path.resolve()]
         if not same:
-            paths.append(ref_path)
-        explicit = str(same[0] if same else ref_path)
-    dataset = open_frame_source(cfg.dataset, cfg.split, cfg.kind, flag="--dataset")
+            arts.append(ref_art)
+        explicit = str((same[0] if same else ref_art).path)
+    dataset = open_frame_source(cfg.dataset, cfg.split, cfg.kind, flag="--dataset", classes=cfg.classes)
     refs = select_frames(dataset, cfg.frames)
     frames = [dataset.read_image(r) for r in refs]
     flow_source = _flow(cfg, dataset)
     entries, preds = [], {}
+    paths = [a.path for a in arts]
     names = unique_names(paths)
-    bar = _progress(paths, cfg.progress)
-    for path in bar:
+    rounds = cfg.isolate or cfg.repeats > 1
+    bar = _progress(arts, cfg.progress)
+    for art in bar:
         if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(path.name)
-        entry, p = bench_entry(path, infer_backend_name(path), cfg, dataset, frames, flow_source, names[path])
+            bar.set_postfix_str(art.path.name)
+        entry, p = bench_entry(art, infer_backend_name(art.path), cfg, dataset, frames, flow_source,
+                               names[art.path], timed_here=not rounds)
         entries.append(entry)
         preds[entry["id"]] = p
+    if rounds:
+        time_rounds(entries, arts, cfg, frames, [str(r.image) for r in refs])
     add_lineage(entries, paths)
     add_agreement(entries, preds, explicit)
+    add_speed_ratios(entries)
     report = _assemble(cfg, dataset, refs, flow_source, entries)
     report["environment"]["load_average"] = {"start": load_start, "end": load_average()}
     return report
 
 
 def _flow(cfg: BenchConfig, dataset):
-    if not cfg.tc:
+    if not cfg.tc or not cfg.accuracy:
         return None
     from ..data.flow import open_flow_source
 
     return open_flow_source(cfg.flow, dataset)
+
+
+def _process(cfg: BenchConfig) -> str:
+    if cfg.isolate:
+        return (f"each entry timed in a process of its own, {cfg.repeats} round(s) with the entries back to "
+                "back; accuracy in the bench process")
+    if cfg.repeats > 1:
+        return f"single process, {cfg.repeats} timing rounds with the entries back to back"
+    return "single process, entries run one after another"
 
 
 def _progress(paths, enabled: bool):
@@ -263,7 +356,8 @@ def _assemble(cfg: BenchConfig, dataset, refs, flow_source, entries) -> dict:
         "timing": {"runs": cfg.runs, "warmup": cfg.warmup, "batch": 1, "threads": cfg.threads,
                    "frames": [str(Path(r.image).relative_to(dataset.root)) if Path(r.image).is_relative_to(dataset.root)
                               else str(r.image) for r in refs],
-                   "process": "single process, entries run one after another"},
+                   "repeats": cfg.repeats, "isolate": cfg.isolate, "process": _process(cfg),
+                   "accuracy": cfg.accuracy},
         "backends": list(cfg.backends),
         "reference_rule": REFERENCE_RULE["explicit" if cfg.reference else "lineage"],
         "environment": environment(),

@@ -8,6 +8,15 @@ from typing import Optional
 import typer
 
 
+def _preset(name: str) -> str:
+    """The built-in preset's value of a setting, shown as its default in --help (a --preset may change it)."""
+    import dataclasses
+
+    from .config import CalibConfig  # dataclasses only
+
+    return str({f.name: f.default for f in dataclasses.fields(CalibConfig)}[name])
+
+
 def register(app, data_app) -> None:
     """`vsseg-edge calibrate`."""
     app.command("calibrate")(calibrate_command)
@@ -16,23 +25,32 @@ def register(app, data_app) -> None:
 def calibrate_command(
     model: Path = typer.Argument(..., help="FP32 ONNX model with its manifest (model.onnx.json)."),
     frames: Path = typer.Option(..., "--frames", help="Dataset root (train split is sampled), image folder or video."),
-    out: Path = typer.Option(..., "--out", help="Output Q/DQ model, e.g. model.int8.qdq.onnx (+ .json manifest)."),
-    preset: Optional[Path] = typer.Option(None, "--preset", help="Calibration preset YAML (calib/*.yaml)."),
-    target: Optional[str] = typer.Option(None, "--target", help="trt (symmetric int8 for TensorRT) | ort (CPU)."),
-    method: Optional[str] = typer.Option(None, "--method", help="entropy | percentile | minmax."),
-    num_frames: Optional[int] = typer.Option(None, "--num-frames", help="Calibration frames (default 500)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the frame sample (default 0)."),
-    quantizer: Optional[str] = typer.Option(None, "--quantizer", help="trt target: auto | modelopt | ort."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output Q/DQ model, e.g. model.int8.qdq.onnx (+ .json manifest)."),
+    preset: Optional[Path] = typer.Option(None, "--preset", show_default="built-in settings",
+                                          help="Calibration preset YAML (calib/*.yaml); flags override it."),
+    target: Optional[str] = typer.Option(None, "--target", show_default=_preset("target"),
+                                         help="trt (symmetric int8 for TensorRT) | ort (CPU)."),
+    method: Optional[str] = typer.Option(None, "--method", show_default=_preset("method"),
+                                         help="entropy | percentile | minmax."),
+    num_frames: Optional[int] = typer.Option(None, "--num-frames", show_default=_preset("num_frames"),
+                                             help="Calibration frames."),
+    seed: Optional[int] = typer.Option(None, "--seed", show_default=_preset("seed"), help="Seed of the frame sample."),
+    quantizer: Optional[str] = typer.Option(None, "--quantizer", show_default=_preset("quantizer"),
+                                            help="trt target: auto | modelopt | ort."),
     eval_frames_src: Optional[Path] = typer.Option(
-        None, "--eval-frames", help="Held-out frames for the accuracy gate (default: the dataset's val split)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Max mIoU drop in points (default 1.0)."),
+        None, "--eval-frames", show_default="the dataset's val split", help="Held-out frames for the accuracy gate."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", show_default=_preset("threshold"),
+                                              help="Max mIoU drop in points."),
     tc_frames: Optional[Path] = typer.Option(
-        None, "--tc-frames", help="Consecutive frames for the TC gate: a video, a folder of frames or of clips "
-                                  "(default: the calibration clip's unused frames, or the eval split's sequences)."),
-    tc_threshold: Optional[float] = typer.Option(None, "--tc-threshold", help="Max TC drop in points (default 1.0)."),
+        None, "--tc-frames", show_default="the calibration clip's unused frames, or the eval split's sequences",
+        help="Consecutive frames for the TC gate: a video, a folder of frames or of clips."),
+    tc_threshold: Optional[float] = typer.Option(None, "--tc-threshold", show_default=_preset("tc_threshold"),
+                                                 help="Max TC drop in points."),
     no_gate: bool = typer.Option(False, "--no-gate", help="Skip the accuracy and TC gates (recorded in the manifest)."),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="Write the model even if the gate fails."),
-    override: Optional[list[str]] = typer.Option(None, "--override", help="key=value over the preset."),
+    override: Optional[list[str]] = typer.Option(None, "--override", show_default="none",
+                                                 help="key=value over the preset."),
 ):
     """Calibrate an FP32 ONNX model on frames and write a gated INT8 Q/DQ ONNX with its manifest."""
     from .config import load_calib_config

@@ -24,9 +24,8 @@ class CalibConfig:
     """How `vsseg-edge calibrate` draws frames, quantises and gates (see calib/cityscapes_percentile.yaml)."""
 
     target: str = "trt"  # "trt": symmetric int8 Q/DQ for TensorRT | "ort": u8/s8 Q/DQ for onnxruntime CPU
-    # percentile by default: on the published ESPNet CamVid model the TensorRT flavour passes the 1-point gate with
-    # percentile ranges (75.73 → 75.28 with 16 nodes in float) and still fails with entropy (74.42); see
-    # benchmarks/reports/int8_ort_cpu.md
+    # percentile by default: on the published ESPNet CamVid weights the TensorRT flavour passes the 1-point gate
+    # with percentile ranges and fails it with entropy (benchmarks/reports/int8_ort_cpu.md)
     method: str = "percentile"  # entropy | percentile | minmax
     percentile: float = 99.999  # for method: percentile
     quantizer: str = "auto"  # trt target: auto (ModelOpt if installed) | modelopt | ort

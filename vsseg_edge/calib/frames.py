@@ -24,8 +24,9 @@ from ..data.frame_source import UNLABELLED, open_frame_source
 
 
 @dataclass(frozen=True)
-class Frame:
-    """One frame: a stable `key` (path relative to the source, or `video#index`) and lazy readers."""
+class SampledFrame:
+    """One frame drawn for calibration or the gate: a stable `key` (path relative to the source, or
+    `clip#index` for video) and lazy readers (the frames are read when used, never all held at once)."""
 
     key: str
     read: Callable[[], np.ndarray]  # -> BGR uint8 HxWx3
@@ -40,7 +41,7 @@ class FrameSet:
     kind: str  # dataset kind (cityscapes, synthetic, camvid), "images" or "video"
     split: str | None
     seed: int
-    frames: list[Frame]
+    frames: list[SampledFrame]
     num_classes: int | None = None
     class_names: list[str] = field(default_factory=list)
 
@@ -107,10 +108,10 @@ def frame_key(ds, ref) -> str:
     return f"{ref.sequence}#{ref.index}" if ds.name == "video" else _rel(ref.image, ds.root)
 
 
-def _frame(ds, ref) -> Frame:
-    """A lazy Frame of a dataset frame, keyed by `frame_key`."""
+def _frame(ds, ref) -> SampledFrame:
+    """A dataset frame as a SampledFrame, keyed by `frame_key`."""
     label = (lambda r=ref: ds.read_label(r)) if ref.label is not None else None
-    return Frame(frame_key(ds, ref), lambda r=ref: ds.read_image(r), label)
+    return SampledFrame(frame_key(ds, ref), lambda r=ref: ds.read_image(r), label)
 
 
 def _dataset_frames(ds, n: int, seed: int, labelled_only: bool) -> FrameSet:

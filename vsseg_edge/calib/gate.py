@@ -22,7 +22,7 @@ from ..core.preprocess import PreprocessSpec, labels_to_frame_size
 from ..measure.compare import agreement, compare_outputs
 from ..measure.predict import predict
 from ..metrics.miou import ConfusionMatrix
-from .frames import Frame
+from .frames import SampledFrame
 
 HOW = {True: "exact Q/DQ arithmetic (onnxruntime, no graph optimisation)",
        False: "onnxruntime CPU integer kernels (ORT_ENABLE_ALL)"}
@@ -51,7 +51,8 @@ class GateResult:
         head = (f"mIoU {self.miou_fp32:.2f} → {self.miou_int8:.2f} (drop {self.drop:.2f})"
                 if self.criterion == "miou_drop" else f"disagreement {self.drop:.3f} %")
         verdict = "passes" if self.passed else "FAILS"
-        return f"{head}, agreement {self.agreement:.3f} % on {self.frames} frames: {verdict} (threshold {self.threshold})"
+        return (f"{head}, agreement {self.agreement:.3f} % on {self.frames} frames: {verdict} "
+                f"(threshold {self.threshold})")
 
 
 class Evaluator:
@@ -61,7 +62,7 @@ class Evaluator:
     optimisation (how a TensorRT-flavour model is judged: see `runtime.backends.ort`).
     """
 
-    def __init__(self, fp32_path: str | Path, frames: Sequence[Frame], spec: PreprocessSpec,
+    def __init__(self, fp32_path: str | Path, frames: Sequence[SampledFrame], spec: PreprocessSpec,
                  class_names: Sequence[str], threads: int = 0, error_frames: int = 4, exact_qdq: bool = False):
         if not frames:
             raise ValueError("the accuracy gate needs at least one held-out frame")

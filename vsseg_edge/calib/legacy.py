@@ -24,7 +24,7 @@ import numpy as np
 from ..core.errors import VssegError
 from ..core.fileio import atomic_write
 from ..core.preprocess import PreprocessSpec, preprocess_batch
-from .frames import Frame
+from .frames import SampledFrame
 
 CACHE_FORMAT = 1
 ALGORITHM = "entropy2"
@@ -47,7 +47,7 @@ class CalibrationCache:
         self.last_read: str = "not read"  # "hit" | "missing" | "foreign key" | "not read" (for logs and tests)
 
     @classmethod
-    def in_dir(cls, folder: str | Path, key: str) -> "CalibrationCache":
+    def in_dir(cls, folder: str | Path, key: str) -> CalibrationCache:
         """`folder/calib-<key prefix>.cache`: one file per key, so caches of different models coexist."""
         return cls(Path(folder) / f"calib-{key[:16]}.cache", key)
 
@@ -72,7 +72,7 @@ class CalibrationCache:
 class BatchFeeder:
     """Fixed-size batches of preprocessed frames; the last partial batch is dropped (TensorRT needs full ones)."""
 
-    def __init__(self, frames: Sequence[Frame], spec: PreprocessSpec, batch_size: int = 1):
+    def __init__(self, frames: Sequence[SampledFrame], spec: PreprocessSpec, batch_size: int = 1):
         if batch_size < 1:
             raise VssegError(f"calibration batch size must be ≥ 1, got {batch_size}")
         if len(frames) < batch_size:
@@ -87,9 +87,6 @@ class BatchFeeder:
     @property
     def shape(self) -> tuple[int, ...]:
         return self.spec.input_shape(self.batch_size)
-
-    def reset(self) -> None:
-        self.batches_served = 0
 
     def next_batch(self) -> np.ndarray | None:
         if self.batches_served >= self.num_batches:

@@ -121,7 +121,8 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
             shutil.copyfile(candidate, tmp_out)
             # the manifest before the rename: when it cannot be written, no model is left without one
             man = write_manifest(
-                out, "qdq_onnx", model=parent["model"], classes=parent["classes"], preprocess=spec,
+                out, "qdq_onnx", model=parent["model"], classes=parent["classes"], palette=parent.get("palette"),
+                preprocess=spec,
                 output=parent.get("output", "logits"), precision="int8", parent=model, content=tmp_out,
                 opset=_opset(tmp_out), target=cfg.target, config=cfg.to_dict(),
                 calibration={"frames": calib.record(), "method": cfg.method,

@@ -4,7 +4,7 @@ Two settings, one per deployment target:
 
 - ``ort`` (onnxruntime on a CPU): U8 asymmetric activations, per-channel S8 symmetric weights, QDQ. The
   u8×s8 integer kernels are the fast path of onnxruntime's CPU provider; S8 activations fall back to FP32
-  around residual branches (issue 4). The final logits Resize is left unquantised.
+  around residual branches. The final logits Resize is left unquantised.
 - ``trt`` (TensorRT-style, used when ModelOpt is absent or for the sensitivity search): S8 symmetric
   activations and weights, per-channel weights on axis 0, zero points 0, biases left in float
   (`QuantizeBias: False`: an int32-bias DequantizeLinear is a known TensorRT parser failure).
@@ -30,7 +30,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from ..core.preprocess import PreprocessSpec, preprocess_batch
-from .frames import Frame
+from .frames import SampledFrame
 
 METHODS = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
            "minmax": CalibrationMethod.MinMax}
@@ -42,7 +42,7 @@ CHUNK = 4  # frames per calibration chunk: bounds the activation memory (~0.6 GB
 class FrameReader(CalibrationDataReader):
     """Feeds frames, one per batch, through THE preprocessing (`core.preprocess`) to the model input."""
 
-    def __init__(self, frames: Sequence[Frame], spec: PreprocessSpec, input_name: str):
+    def __init__(self, frames: Sequence[SampledFrame], spec: PreprocessSpec, input_name: str):
         self.frames, self.spec, self.input_name = list(frames), spec, input_name
         self._start, self._end = 0, len(self.frames)
         self._pos = 0
@@ -126,10 +126,9 @@ def calibrate_ranges(fp32_path: str | Path, reader: FrameReader, method: str, ca
     """Run the frames through onnxruntime's calibrator in chunks; save the tensor ranges to `cache_path`.
 
     Done here rather than inside `quantize_static` so that every method collects in chunks. Histogram
-    settings are onnxruntime's defaults: entropy 128 bins (2048 bins, TensorRT's EntropyCalibration2
-    setting, took 517 s for 12 ESPNet frames in onnxruntime's Python KL search and still lost 6.8 mIoU
-    points on the published ESPNet CamVid model), percentile 2048 bins with a symmetric range (on that model
-    73.2 mIoU against 69.7 with an asymmetric one and 75.7 in FP32; see benchmarks/reports/int8_ort_cpu.md).
+    settings are onnxruntime's defaults: entropy 128 bins (TensorRT's EntropyCalibration2 setting, 2048 bins,
+    makes onnxruntime's Python KL search far slower without a better model), percentile 2048 bins with a
+    symmetric range (closer to FP32 than an asymmetric one); figures in benchmarks/reports/int8_ort_cpu.md.
     """
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry

@@ -64,15 +64,6 @@ def write_trt_scale_cache(ort_cache: str | Path, out: str | Path) -> int:
     return len(lines) - 1
 
 
-def read_trt_scale_cache(path: str | Path) -> dict[str, float]:
-    """Inverse of `write_trt_scale_cache` (tensor → scale), for checks and tests."""
-    out = {}
-    for line in Path(path).read_text().splitlines()[1:]:
-        name, hexval = line.rsplit(": ", 1)
-        out[name] = struct.unpack("!f", bytes.fromhex(hexval))[0]
-    return out
-
-
 def exclusion_patterns(node_names: Sequence[str]) -> list[str]:
     """ModelOpt reads `nodes_to_exclude` as regular expressions; match node names exactly."""
     return [f"^{re.escape(n)}$" for n in node_names]

@@ -2,8 +2,9 @@
 
 Every node that reads an activation through a QuantizeLinear → DequantizeLinear pair is a candidate
 (`onnx_graph.qdq_candidates`: convolutions, but also the BatchNormalization, pooling, Add and Concat inputs
-that ModelOpt quantises for TensorRT). Leave-one-out: for each candidate, the fully quantised model with only that node in float (its
-inputs fed from the float tensors behind their Q/DQ) is run on a few held-out frames, and the node's score
+that ModelOpt quantises for TensorRT). Leave-one-out: for each candidate, the fully quantised model with
+only that node in float (its inputs fed from the float tensors behind their Q/DQ) is run on a few held-out
+frames, and the node's score
 is the output error it removes (error of the quantised model − error with the node in float; the error is
 the gate's noise-to-signal of the logits). The nodes with the largest reductions are then kept in float
 together: the top 1, then 2, 4, 8 … (bounded).

@@ -91,7 +91,9 @@ class TcResult:
     per_class: dict = field(default_factory=dict)  # class → [TC FP32, TC INT8] for the classes either predicts
 
     def to_dict(self) -> dict:
-        r = lambda v: None if v is None else round(float(v), 4)
+        def r(v):
+            return None if v is None else round(float(v), 4)
+
         return {"passed": self.passed, "threshold": self.threshold, "tc_fp32": r(self.tc_fp32),
                 "tc_int8": r(self.tc_int8), "drop": r(self.drop), "flips_fp32": r(self.flips_fp32),
                 "flips_int8": r(self.flips_int8), "extra_flips": r(self.extra_flips), "pairs": self.pairs,
@@ -215,7 +217,9 @@ class TemporalGate:
         for lab, flows, f32 in zip(labels, self.flows, self.fp32_flips):
             for a, b in zip(pair_flips(lab, flows), f32):
                 flips8, flips32, extra = flips8 + int(a.sum()), flips32 + int(b.sum()), extra + int((a & ~b).sum())
-        pct = lambda n: 100.0 * n / max(self.valid, 1)
+        def pct(n):
+            return 100.0 * n / max(self.valid, 1)
+
         t32, t8 = 100.0 * self.fp32_tc.tc(), 100.0 * tc8.tc()
         drop = t32 - t8
         per_class = {n: [_pct(a), _pct(b)] for n, a, b in zip(self.class_names, self.fp32_tc.per_class(),

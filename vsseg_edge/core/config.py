@@ -124,3 +124,18 @@ def load_yaml(path: str | Path) -> dict:
 def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
     data = load_yaml(path) if path else {}
     return from_dict(cls, apply_overrides(data, overrides), str(path or cls.__name__))
+
+
+MAX_SIDE = 8192  # pixels: a larger frame or model input is a typo, and allocating it would exhaust memory
+
+
+def parse_size(text: str, flag: str = "--size", minimum: int = 1, maximum: int = MAX_SIDE) -> tuple[int, int]:
+    """'HxW' in pixels (e.g. 512x1024; '×' and spaces accepted) → (H, W); a one-line error naming `flag`
+    when it is not two integers from `minimum` to `maximum`. The one reader of sizes for every command."""
+    parts = str(text).lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise VssegError(f"{flag} {text}: expected HxW in pixels, each side {minimum} to {maximum}, e.g. 512x1024")
+    h, w = (int(p) for p in parts)
+    if min(h, w) < minimum or max(h, w) > maximum:
+        raise VssegError(f"{flag} {text}: height and width must be {minimum} to {maximum} pixels")
+    return h, w

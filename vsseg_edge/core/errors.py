@@ -14,6 +14,29 @@ class MissingDependency(VssegError):
     """An optional package is not installed; the message says how to install it."""
 
 
+# The extra that brings each optional package (pyproject.toml's [project.optional-dependencies]).
+EXTRAS = {
+    "torch": "train", "torchvision": "train",
+    "onnx": "export", "onnxsim": "export", "onnxscript": "export", "onnxconverter_common": "export",
+    "onnxruntime": "edge", "av": "edge",
+    "tensorrt": "trt", "cuda": "trt", "polygraphy": "trt",
+    "modelopt": "calib-trt", "onnx_graphsurgeon": "calib-trt",
+    "matplotlib": "plot",
+    "pytriton": "serve", "tritonclient": "serve",
+}
+OPENCV_HINT = ("pip install 'vsseg-edge[edge]' (headless) or 'vsseg-edge[gui]' (with windows for --show), not both; "
+               "on a Jetson, JetPack's OpenCV (python3-opencv, with GStreamer)")
+
+
+def install_hint(module: str) -> str | None:
+    """`pip install 'vsseg-edge[extra]'` for an optional package (by its import name), or None if unknown."""
+    root = module.split(".")[0]
+    if root == "cv2":
+        return OPENCV_HINT
+    extra = EXTRAS.get(root)
+    return f"pip install 'vsseg-edge[{extra}]'" if extra else None
+
+
 def require(module: str, extra: str | None = None, pip_name: str | None = None):
     """Import an optional module or raise a one-line MissingDependency with the install hint."""
     import importlib
@@ -21,7 +44,8 @@ def require(module: str, extra: str | None = None, pip_name: str | None = None):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        hint = f"pip install 'vsseg-edge[{extra}]'" if extra else f"pip install {pip_name or module}"
+        hint = (f"pip install 'vsseg-edge[{extra}]'" if extra else install_hint(module)) or \
+            f"pip install {pip_name or module}"
         raise MissingDependency(f"{module} is not installed ({exc}); install it with: {hint}") from None
 
 

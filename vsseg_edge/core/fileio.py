@@ -133,29 +133,27 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a colour image as BGR uint8 HxWx3 (OpenCV's order), or raise a one-line error."""
+def _imread(path: str | os.PathLike, flags_name: str, what: str) -> tuple[Path, np.ndarray]:
+    """cv2.imread with one-line errors for a missing or unreadable file (`what` names the kind of image)."""
     import cv2
 
     path = Path(path)
     if not path.is_file():
-        raise VssegError(f"{path}: image not found")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        raise VssegError(f"{path}: {what} not found")
+    img = cv2.imread(str(path), getattr(cv2, flags_name))
     if img is None:
-        raise VssegError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return img
+        raise VssegError(f"{path}: not a readable {what} (corrupt or unsupported format)")
+    return path, img
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a colour image as BGR uint8 HxWx3 (OpenCV's order), or raise a one-line error."""
+    return _imread(path, "IMREAD_COLOR", "image")[1]
 
 
 def read_label(path: str | os.PathLike, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
     """Read a single-channel label PNG as uint8 HxW, checking its size when `expected_hw` is given."""
-    import cv2
-
-    path = Path(path)
-    if not path.is_file():
-        raise VssegError(f"{path}: label image not found")
-    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if lab is None:
-        raise VssegError(f"{path}: not a readable label image (corrupt or unsupported format)")
+    path, lab = _imread(path, "IMREAD_UNCHANGED", "label image")
     if lab.ndim == 3:
         raise VssegError(f"{path}: expected a single-channel label PNG, got {lab.shape[2]} channels")
     if lab.dtype != np.uint8:
@@ -276,9 +274,13 @@ class CheckedVideoWriter:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-        exc = VssegError("aborted")
-        with contextlib.suppress(VssegError):
-            self._stack.__exit__(VssegError, exc, None)
+        abort_atomic(self._stack)
+
+
+def abort_atomic(stack: contextlib.ExitStack) -> None:
+    """Leave the `atomic_path` entered on `stack` as after an error: its temporary file goes, nothing is renamed."""
+    with contextlib.suppress(VssegError):
+        stack.__exit__(VssegError, VssegError("aborted"), None)
 
 
 def _video_problem(path: Path, frames: int) -> str | None:

@@ -17,22 +17,22 @@ IGNORE_INDEX = 255
 
 @dataclass(frozen=True)
 class LabelSet:
-    """The classes a model predicts: names, colours (RGB) and the ignore index of the labels."""
+    """The classes a model predicts: names, colours (RGB) and the ignore index of the labels.
+
+    `ignore_index` is the value that means "not labelled" in label maps as the project holds them (255);
+    `label_ignore` is that value in the class set's label files (CamVid's void 11; a class file's
+    `ignore_index`), which readers map to `ignore_index`.
+    """
 
     name: str
     classes: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     ignore_index: int = IGNORE_INDEX
+    label_ignore: int = IGNORE_INDEX
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-    def colorize(self, labels: np.ndarray) -> np.ndarray:
-        """Label map HxW → RGB image HxWx3; ignore and out-of-range ids are black."""
-        lut = np.zeros((256, 3), np.uint8)
-        lut[: self.num_classes] = np.asarray(self.palette, np.uint8)
-        return lut[labels]
 
     def check_ids(self, labels: np.ndarray, where: str) -> None:
         """Raise a one-line error when `labels` holds an id that is neither a class nor the ignore index."""
@@ -46,6 +46,16 @@ class LabelSet:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "classes": list(self.classes), "ignore_index": self.ignore_index}
+
+    def palette_list(self) -> list[list[int]]:
+        """The colours as JSON-ready lists (written into checkpoints and manifests beside the class names)."""
+        return [list(c) for c in self.palette]
+
+    @property
+    def is_cityscapes(self) -> bool:
+        """True when the first 19 classes are Cityscapes' training ids in order (extra classes, such as a
+        background output, map to 'unlabeled' when writing Cityscapes label ids)."""
+        return self.classes[: CITYSCAPES.num_classes] == CITYSCAPES.classes
 
 
 # (name, id, trainId, color) as in cityscapesScripts' labels.py; trainId 255 = ignored in evaluation.
@@ -134,6 +144,7 @@ CAMVID = LabelSet(
              "pedestrian", "bicyclist"),
     palette=((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
              (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)),
+    label_ignore=11,
 )
 CAMVID_VOID = 11
 
@@ -147,11 +158,23 @@ def get_label_set(name: str) -> LabelSet:
         raise VssegError(f"unknown class set {name!r}; expected one of {sorted(LABEL_SETS)}") from None
 
 
-def label_set_for(classes) -> LabelSet:
-    """The known LabelSet whose classes are exactly `classes`; otherwise one with a fixed generated palette."""
-    for ls in LABEL_SETS.values():
-        if list(ls.classes) == list(classes):
-            return ls
-    rng = np.random.default_rng(12345)  # fixed: the same classes always get the same colours
-    palette = tuple(tuple(int(v) for v in rng.integers(40, 256, 3)) for _ in classes)
-    return LabelSet(name="custom", classes=tuple(classes), palette=palette)
+def generated_palette(n: int) -> tuple[tuple[int, int, int], ...]:
+    """`n` distinct-looking RGB colours from a fixed seed: the same classes always get the same colours."""
+    rng = np.random.default_rng(12345)
+    return tuple(tuple(int(v) for v in rng.integers(40, 256, 3)) for _ in range(n))
+
+
+def label_set_for(classes, palette=None, name: str | None = None) -> LabelSet:
+    """The LabelSet of a model's classes: the built-in set whose classes are exactly `classes` (when no
+    palette is given), else a custom set with `palette` (RGB per class, e.g. from a class file; missing
+    colours come from `generated_palette`)."""
+    classes = [str(c) for c in classes]
+    if palette is None:
+        for ls in LABEL_SETS.values():
+            if list(ls.classes) == classes:
+                return ls
+    colours = list(generated_palette(len(classes)))
+    for i, c in enumerate((palette or [])[: len(classes)]):
+        if c is not None:
+            colours[i] = tuple(int(v) for v in c)
+    return LabelSet(name=name or "custom", classes=tuple(classes), palette=tuple(colours))

@@ -42,6 +42,7 @@ def write_manifest(
     precision: str = "fp32",
     parent: str | Path | None = None,
     content: str | Path | None = None,
+    palette: list | None = None,
     **details,
 ) -> dict:
     """Write `<artifact>.json` and return the manifest.
@@ -51,6 +52,10 @@ def write_manifest(
     leaves the previous artifact and manifest as they were (a resumable `last.pt` survives a full disk).
     Without `content` the artifact is already in place, and is removed if its manifest cannot be written:
     every later step refuses an artifact without its manifest, so it would only be a broken leftover.
+
+    `palette` (RGB per class), when given, travels with the class names down the pipeline (a class file's
+    colours reach the overlay of an engine built from its model); without it, colours come from the
+    built-in set with those names or the fixed generator (`core.labels.label_set_for`).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown manifest kind {kind!r}")
@@ -71,6 +76,7 @@ def write_manifest(
         "parent": {"file": Path(parent).name, "sha256": parent_sha} if parent is not None else None,
         "model": model,
         "classes": list(classes),
+        **({"palette": [list(c) for c in palette]} if palette is not None else {}),
         "input": {"preprocess": preprocess.to_dict(), "shape": list(preprocess.input_shape())},
         "output": output,
         "precision": precision,
@@ -90,6 +96,9 @@ def read_manifest(artifact: str | Path, kind: str | tuple[str, ...] | None = Non
     artifact = Path(artifact)
     mpath = manifest_path(artifact)
     if not mpath.is_file():
+        if artifact.suffix.lower() in (".onnx", ".engine", ".plan"):
+            raise VssegError(f"{artifact}: no manifest {mpath.name} beside it; for a model made outside vsseg-edge, "
+                             f"write one with: vsseg-edge import {artifact} --classes FILE [--size HxW]")
         raise VssegError(f"{artifact}: no manifest {mpath.name} beside it; vsseg-edge writes one with every artifact")
     man = read_json(mpath, "manifest")
     if not isinstance(man, dict) or "kind" not in man:

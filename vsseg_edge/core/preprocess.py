@@ -71,7 +71,7 @@ class PreprocessSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "preprocessing") -> "PreprocessSpec":
+    def from_dict(cls, d: dict, where: str = "preprocessing") -> PreprocessSpec:
         """Build from a manifest's or a config's mapping; a key of the wrong type is one line naming it."""
         if not isinstance(d, dict):
             raise VssegError(f"{where}: expected a mapping, got {d!r}"[:300])
@@ -85,10 +85,10 @@ class PreprocessSpec:
                 raise VssegError(f"{where}.{key}: expected {what}, got {value!r}"[:300])
         return cls(**d)
 
-    def replace(self, **changes) -> "PreprocessSpec":
+    def replace(self, **changes) -> PreprocessSpec:
         return PreprocessSpec.from_dict({**self.to_dict(), **changes})
 
-    def require_same(self, other: "PreprocessSpec", artifact: str) -> None:
+    def require_same(self, other: PreprocessSpec, artifact: str) -> None:
         """Refuse input prepared differently from what `artifact` was built with."""
         a, b = self.to_dict(), other.to_dict()
         diff = [k for k in a if not _close(a[k], b[k])]

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 
-def _parse_offsets(text: str) -> tuple[int, ...]:
+def _parse_offsets(text: str | None) -> tuple[int, ...]:
+    """Comma-separated non-zero integers; None gives ETC's offsets (`data.flow.ETC_OFFSETS`)."""
     from ..core.errors import VssegError
 
+    if text is None:
+        from .flow import ETC_OFFSETS
+
+        return ETC_OFFSETS
     try:
         offsets = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -23,25 +29,30 @@ def flow_command(
     dataset_root: Path = typer.Argument(..., help="Dataset folder (Cityscapes, synthetic, CamVid, images) or video "
                                                   "(a video file, a folder of frames or of clips)."),
     split: str = typer.Option("train", "--split", help="Split to process."),
-    offsets: str = typer.Option("-2,-1,1,2,3", "--offsets", help="Neighbour offsets k of each labelled frame "
-                                                               "(every frame of unlabelled video) (flow t→t+k)."),
-    cache: Path = typer.Option(None, "--cache", help="Flow cache folder (default: $VSSEG_EDGE_CACHE/flow, else ~/.cache/vsseg-edge/flow)."),
+    offsets: Optional[str] = typer.Option(
+        None, "--offsets", show_default="ETC's -2,-1,1,2,3",
+        help="Neighbour offsets k of each labelled frame (every frame of unlabelled video) (flow t→t+k)."),
+    cache: Path = typer.Option(
+        None, "--cache", show_default="$VSSEG_EDGE_CACHE/flow, else ~/.cache/vsseg-edge/flow",
+        help="Flow cache folder."),
     preset: str = typer.Option("medium", "--preset", help="DIS preset: ultrafast | fast | medium."),
-    scale: float = typer.Option(1.0, "--scale", help="Compute DIS on frames resized by this factor (0-1], e.g. 0.5 for full-size Cityscapes."),
+    scale: float = typer.Option(1.0, "--scale", help="Compute DIS on frames resized by this factor (0-1], e.g. 0.5 "
+                                                     "for full-size Cityscapes."),
     consecutive: bool = typer.Option(True, "--consecutive/--no-consecutive", help="Also every (t, t+1) pair, for TC."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes computing flow in parallel."),
-    cache_format: str = typer.Option("png", "--format", help="Cache entries: png (KITTI, 1/64 px, ~4x smaller) | npy (exact, faster to write)."),
+    cache_format: str = typer.Option("png", "--format", help="Cache entries: png (KITTI, 1/64 px, ~4x smaller) | "
+                                                             "npy (exact, faster to write)."),
     kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto | cityscapes | synthetic | camvid | images "
                                                    "| video."),
 ):
     """Compute OpenCV DIS optical flow for training (labelled frame → neighbours) and TC, into the cache."""
     import time
 
-    from .datasets import open_dataset
     from .flow import DISFlow, flow_cache_dir, precompute_flows
+    from .frame_source import open_frame_source
 
     offs = _parse_offsets(offsets)
-    dataset = open_dataset(dataset_root, split, kind)
+    dataset = open_frame_source(dataset_root, split, kind, flag="data flow")
     if dataset.name == "video":
         dataset.check_offsets(offs)
     source = DISFlow(preset, flow_cache_dir(cache), cache_format, scale)

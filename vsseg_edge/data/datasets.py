@@ -18,10 +18,18 @@ Layouts (`root` is the folder given by the user):
 - video: unlabelled clips (a video file, a folder of consecutive frames, or a folder of video files and frame
   folders), one sequence per clip, frames in natural order; video files decoded once into a frame cache
   (`vsseg_edge.data.video`).
+
+Classes: the layout's own (Cityscapes for cityscapes/synthetic/images/video, CamVid for camvid), unless a
+class set is given (`classes=`: a name, a class file, a LabelSet) or the folder carries a class file at its
+root (`classes.yaml|yml|json|txt`, see `core.classes`). A custom class set applies to the image + label
+folder layouts (camvid's, whose void value is then the class file's `ignore_index`), to plain image folders
+and to unlabelled video (the model's classes, for TC); the Cityscapes layouts hold Cityscapes label ids and
+accept only the Cityscapes classes.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import struct
@@ -31,12 +39,12 @@ from typing import Callable
 
 import numpy as np
 
+from ..core.classes import resolve_classes
 from ..core.errors import VssegError
 from ..core.fileio import read_image as _read_image
 from ..core.fileio import read_label as _read_label_file
 from ..core.labels import (
     CAMVID,
-    CAMVID_VOID,
     CITYSCAPES,
     IGNORE_INDEX,
     LabelSet,
@@ -142,8 +150,10 @@ class SegmentationDataset:
         return refs[j] if j is not None else None
 
 
-def open_dataset(root, split: str = "val", kind: str = "auto") -> SegmentationDataset:
-    """Open one split of a dataset folder; `kind` is auto|cityscapes|synthetic|camvid|images|video.
+def open_dataset(root, split: str = "val", kind: str = "auto",
+                 classes: str | Path | LabelSet | None = None) -> SegmentationDataset:
+    """Open one split of a dataset folder; `kind` is auto|cityscapes|synthetic|camvid|images|video; `classes` a
+    class-set name, class file or LabelSet (default: the folder's class file, else the layout's classes).
 
     `root` may also be a video file (kind auto or video).
     """
@@ -151,14 +161,37 @@ def open_dataset(root, split: str = "val", kind: str = "auto") -> SegmentationDa
     if kind not in KINDS:
         raise VssegError(f"unknown dataset kind {kind!r}; expected one of {KINDS}")
     if kind in ("auto", "video") and root.is_file():
-        return _open_video(root, split)
+        ds = _open_video(root, split)
+        return ds.with_label_set(resolve_classes(classes)) if classes is not None else ds
     if not root.is_dir():
         layout = {"auto": "a dataset", "images": "a folder of images",
                   "video": "a video file, a folder of frames or a folder of clips"}.get(kind, f"a {kind} dataset")
         raise VssegError(f"{root}: dataset folder not found (expected {layout})")
     if kind == "auto":
         kind = detect_kind(root)
-    return _OPENERS[kind](root, split)
+    label_set = _dataset_classes(root, classes)
+    if label_set is not None and kind in ("cityscapes", "synthetic") and label_set.classes != CITYSCAPES.classes:
+        raise VssegError(f"{root}: a {kind} dataset holds Cityscapes label ids; the class set "
+                         f"{label_set.name!r} ({label_set.num_classes} classes) applies to image + label folders "
+                         "(images/ + labels/, or {split}/ + {split}annot/)")
+    ds = _OPENERS[kind](root, split)
+    if label_set is not None and kind == "video":
+        return ds.with_label_set(label_set)
+    if label_set is not None and label_set != ds.label_set:
+        ds.label_set = label_set
+        if kind == "camvid":
+            ds.name = "camvid" if label_set.classes == CAMVID.classes else "folder"
+            ds._decode_label = functools.partial(_decode_void, label_set.label_ignore)
+    return ds
+
+
+def _dataset_classes(root: Path, classes) -> LabelSet | None:
+    from ..core.classes import dataset_class_file, load_class_file
+
+    if classes is not None:
+        return resolve_classes(classes)
+    found = dataset_class_file(root)
+    return load_class_file(found) if found is not None else None
 
 
 def detect_kind(root: Path) -> str:
@@ -190,7 +223,8 @@ def _open_cityscapes(root: Path, split: str, synthetic: bool = False) -> Segment
     image_dir = next((d / split for d in (seq_dir, plain_dir) if (d / split).is_dir()), None)
     if image_dir is None:
         if not seq_dir.is_dir() and not plain_dir.is_dir():
-            raise VssegError(f"{root}: no leftImg8bit_sequence/ or leftImg8bit/ folder (expected the Cityscapes layout)")
+            raise VssegError(f"{root}: no leftImg8bit_sequence/ or leftImg8bit/ folder "
+                             "(expected the Cityscapes layout)")
         present = sorted({p.name for d in (seq_dir, plain_dir) if d.is_dir() for p in d.iterdir() if p.is_dir()})
         raise VssegError(f"{root}: split {split!r} not found; splits present: {present}")
     gt_dir = root / "gtFine" / split
@@ -207,7 +241,8 @@ def _open_cityscapes(root: Path, split: str, synthetic: bool = False) -> Segment
             seq = f"{m['city']}_{m['seq']}"
             sequences.setdefault(seq, []).append(FrameRef(seq, int(m["frame"]), city_dir / name, label))
     if not sequences:
-        raise VssegError(f"{image_dir}: no *_leftImg8bit.png frames found (expected {{city}}/{{city}}_{{seq}}_{{frame}}_leftImg8bit.png)")
+        raise VssegError(f"{image_dir}: no *_leftImg8bit.png frames found "
+                         "(expected {city}/{city}_{seq}_{frame}_leftImg8bit.png)")
     every_frame_labelled = synthetic or image_dir.parent == plain_dir
     _check_cityscapes_labels(sequences, gt_dir, image_dir, every_frame_labelled)
     return SegmentationDataset(
@@ -227,7 +262,8 @@ def _check_cityscapes_labels(sequences, gt_dir: Path, image_dir: Path, every_fra
     """Labels are expected for every frame (synthetic, plain layout) or wherever gtFine has one (sequences)."""
     if not gt_dir.is_dir():
         if every_frame_labelled:
-            raise VssegError(f"{gt_dir}: label folder not found (expected gtFine/{{split}}/{{city}}/*_gtFine_labelIds.png)")
+            raise VssegError(f"{gt_dir}: label folder not found "
+                             "(expected gtFine/{split}/{city}/*_gtFine_labelIds.png)")
         return  # an unlabelled sequence set (e.g. for TC only)
     if every_frame_labelled:
         for refs in sequences.values():
@@ -240,7 +276,8 @@ def _check_cityscapes_labels(sequences, gt_dir: Path, image_dir: Path, every_fra
     for label in sorted(gt_dir.glob("*/*_gtFine_labelIds.png")):
         stem = label.name[: -len("_gtFine_labelIds.png")]
         if stem not in images:
-            raise VssegError(f"{label}: label has no image (expected {image_dir}/{label.parent.name}/{stem}_leftImg8bit.png)")
+            raise VssegError(f"{label}: label has no image "
+                             f"(expected {image_dir}/{label.parent.name}/{stem}_leftImg8bit.png)")
 
 
 def _label_as_is(path: Path, raw: np.ndarray) -> np.ndarray:
@@ -282,8 +319,15 @@ def _open_camvid(root: Path, split: str) -> SegmentationDataset:
 
 
 def _decode_camvid(path: Path, raw: np.ndarray) -> np.ndarray:
+    return _decode_void(CAMVID.label_ignore, path, raw)
+
+
+def _decode_void(void: int, path: Path, raw: np.ndarray) -> np.ndarray:
+    """Label files' "not labelled" value (CamVid's 11, a class file's ignore_index) → the ignore index 255."""
+    if void == IGNORE_INDEX:
+        return raw
     out = raw.copy()
-    out[raw == CAMVID_VOID] = IGNORE_INDEX
+    out[raw == void] = IGNORE_INDEX
     return out
 
 

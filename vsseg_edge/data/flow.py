@@ -22,7 +22,7 @@ from .flowio import SUFFIXES, read_flow, write_flow
 from .warp import warp_backward
 
 DIS_PRESETS = ("ultrafast", "fast", "medium")
-DEFAULT_OFFSETS = (-2, -1, 1, 2, 3)
+ETC_OFFSETS = (-2, -1, 1, 2, 3)  # ETC's neighbour offsets k: the temporal loss pairs frame t with t+k
 
 
 # --- DIS and flow fields ---------------------------------------------------------------------------------
@@ -208,7 +208,8 @@ class PrecomputedFlow(FlowSource):
             path = self.directory / f"{base}{suffix}"
             if path.is_file():
                 return path
-        raise VssegError(f"{self.directory}: no flow file {base}{{{','.join(SUFFIXES)}}} for {ref_a.image.name} → {ref_b.image.name}")
+        raise VssegError(f"{self.directory}: no flow file {base}{{{','.join(SUFFIXES)}}} "
+                         f"for {ref_a.image.name} → {ref_b.image.name}")
 
     def __call__(self, dataset, ref_a, ref_b):
         _check_pair(ref_a, ref_b)
@@ -231,7 +232,8 @@ def open_flow_source(spec: str, dataset: SegmentationDataset, cache_dir=None, pr
         spec = "exact" if dataset.name == "synthetic" else "dis"
     if spec == "exact":
         if not (dataset.root / "flow").is_dir():
-            raise VssegError(f"{dataset.root}: no flow/ folder; exact flow exists only for the synthetic set (use 'dis')")
+            raise VssegError(f"{dataset.root}: no flow/ folder; exact flow exists only for the synthetic set "
+                             "(use 'dis')")
         return ExactFlow()
     if spec == "dis":
         return DISFlow(preset, flow_cache_dir(cache_dir))
@@ -243,7 +245,8 @@ def open_flow_source(spec: str, dataset: SegmentationDataset, cache_dir=None, pr
 # --- precomputation ----------------------------------------------------------------------------------------
 
 
-def flow_pairs(dataset: SegmentationDataset, offsets=DEFAULT_OFFSETS, consecutive: bool = True) -> list[tuple[FrameRef, FrameRef]]:
+def flow_pairs(dataset: SegmentationDataset, offsets=ETC_OFFSETS,
+               consecutive: bool = True) -> list[tuple[FrameRef, FrameRef]]:
     """The (a, b) pairs training and TC ask for: each anchor frame (the labelled ones; every frame of
     unlabelled video) with its neighbours at `offsets` (flow t→t+k), and, with `consecutive`, every (t, t+1)
     pair of every sequence."""
@@ -282,7 +285,7 @@ def _compute_pair(pair, source: FlowSource | None = None, dataset: SegmentationD
     return getattr(source, "computed", 0) > before
 
 
-def precompute_flows(dataset: SegmentationDataset, source: FlowSource, offsets=DEFAULT_OFFSETS,
+def precompute_flows(dataset: SegmentationDataset, source: FlowSource, offsets=ETC_OFFSETS,
                      progress: bool = True, consecutive: bool = True, workers: int = 1) -> dict:
     """Fill a DIS cache for the pairs of `flow_pairs`; returns {"pairs", "computed", "cached"}.
 

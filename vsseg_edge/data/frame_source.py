@@ -45,9 +45,10 @@ def frame_source_kind(path: str | Path, flag: str = "--frames") -> str:
 
 
 def open_frame_source(path: str | Path, split: str = "val", kind: str = "auto",
-                      flag: str = "--dataset") -> SegmentationDataset:
-    """Open `path` as a dataset (see the module docstring); `kind` other than "auto" forces a layout."""
+                      flag: str = "--dataset", classes=None) -> SegmentationDataset:
+    """Open `path` as a dataset (see the module docstring); `kind` other than "auto" forces a layout;
+    `classes` (a set name, class file or LabelSet) as `open_dataset` takes it."""
     path = Path(path)
     if kind == "auto":
         kind = frame_source_kind(path, flag)
-    return open_dataset(path, split, kind)
+    return open_dataset(path, split, kind, classes=classes)

@@ -101,7 +101,8 @@ class PairedAugment:
         return (moved @ a.T).astype(np.float32)
 
 
-def make_params(in_hw, out_hw, scale: float, angle: float, flip: bool, offset=(0, 0), blur_sigma: float = 0.0) -> AugmentParams:
+def make_params(in_hw, out_hw, scale: float, angle: float, flip: bool, offset=(0, 0),
+                blur_sigma: float = 0.0) -> AugmentParams:
     """Build the parameters (and the affine matrix) from explicit values, e.g. for tests or evaluation."""
     import cv2
 

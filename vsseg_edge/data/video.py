@@ -95,7 +95,7 @@ class VideoDataset(SegmentationDataset):
         super().__init__("video", root, split, label_set, sequences, neighbour_by="position")
         self.clips = {c.name: c for c in clips}
 
-    def with_label_set(self, label_set: LabelSet) -> "VideoDataset":
+    def with_label_set(self, label_set: LabelSet) -> VideoDataset:
         """The same clips under another class set (the model's), for consumers that count classes (TC)."""
         return VideoDataset(self.root, self.split, list(self.clips.values()), label_set)
 

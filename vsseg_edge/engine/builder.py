@@ -24,7 +24,7 @@ from .cache import engine_key, prepare_timing_cache, tag_timing_cache
 from .device import GpuInfo, gpu_info, tensorrt_module, use_device
 from .policy import BuildPlan, BuildSettings, parse_version, plan_build
 
-POLYGRAPHY_INSTALL = "pip install polygraphy (0.49.10 or newer for strongly typed builds)"
+POLYGRAPHY_INSTALL = "pip install 'vsseg-edge[trt]' (polygraphy 0.49.10 or newer)"
 
 def import_tensorrt():
     return tensorrt_module()
@@ -135,8 +135,13 @@ def _loaders(trt, onnx_path: Path, plan: BuildPlan, settings: BuildSettings, inp
              calibrator):
     """The Polygraphy loader chain for `plan` (nothing runs until it is called; constructing needs no TensorRT)."""
     try:
-        from polygraphy.backend.trt import (CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath,
-                                            PostprocessConfig, Profile)
+        from polygraphy.backend.trt import (
+            CreateConfig,
+            EngineBytesFromNetwork,
+            NetworkFromOnnxPath,
+            PostprocessConfig,
+            Profile,
+        )
     except ImportError:
         raise MissingDependency(f"polygraphy is not installed; install it with: {POLYGRAPHY_INSTALL}") from None
     # strongly_typed= exists from Polygraphy 0.49.10 (TensorRT 10.0); pass it only where the plan needs the flag
@@ -223,7 +228,7 @@ def _legacy_calibrator(trt, onnx_path: Path, onnx_man: dict, frames: str, out: P
 def _write_engine_manifest(out: Path, onnx_path: Path, onnx_man: dict, settings: BuildSettings, plan: BuildPlan,
                            trt_version: str, gpu: GpuInfo, key: str) -> dict:
     return write_manifest(
-        out, "engine", model=onnx_man["model"], classes=onnx_man["classes"],
+        out, "engine", model=onnx_man["model"], classes=onnx_man["classes"], palette=onnx_man.get("palette"),
         preprocess=manifest_preprocess(onnx_man, str(onnx_path)), output=onnx_man.get("output", "logits"),
         precision=settings.precision, parent=onnx_path,
         tensorrt={"version": trt_version, "gpu": gpu.to_dict()}, build={"settings": settings.to_dict(),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..core.errors import MissingDependency, VssegError
 
-TRT_INSTALL = ("pip install tensorrt (desktop, from NVIDIA's index) or the JetPack python3-libnvinfer package "
+TRT_INSTALL = ("pip install 'vsseg-edge[trt]' (desktop) or the JetPack python3-libnvinfer package "
                "(Jetson)")
 
 
@@ -48,8 +48,8 @@ def cudart():
         from cuda import cudart as runtime
         return runtime
     except ImportError:
-        raise MissingDependency("cuda-python is not installed; install it with: pip install cuda-python "
-                                "(JetPack: the matching cuda-python for its CUDA version)") from None
+        raise MissingDependency("cuda-python is not installed; install it with: pip install 'vsseg-edge[trt]' "
+                                "(JetPack: the cuda-python matching its CUDA version)") from None
 
 
 def cuda_failed(err) -> bool:
@@ -61,15 +61,17 @@ def cuda_error_name(err) -> str:
     return str(getattr(err, "name", err))
 
 
-def use_device(index: int) -> None:
-    """cudaSetDevice(index): TensorRT builds and runs on the runtime API's current device."""
-    (err,) = cudart().cudaSetDevice(index)
+def use_device(index: int, rt=None) -> None:
+    """cudaSetDevice(index): TensorRT builds and runs on the runtime API's current device. `rt` is the CUDA
+    runtime module (default: cuda-python's; the TensorRT backend passes the one it was opened with)."""
+    (err,) = (rt or cudart()).cudaSetDevice(index)
     if cuda_failed(err):
         raise VssegError(f"--device {index}: cudaSetDevice failed ({cuda_error_name(err)})")
 
 
-def gpu_info(index: int = 0) -> GpuInfo:
-    rt = cudart()
+def gpu_info(index: int = 0, rt=None) -> GpuInfo:
+    """Name and compute capability of CUDA device `index` (one-line errors for no or another device)."""
+    rt = rt or cudart()
     err, count = rt.cudaGetDeviceCount()
     if cuda_failed(err) or count == 0:
         raise VssegError(f"no CUDA device is visible ({cuda_error_name(err)}); TensorRT needs an NVIDIA GPU")

@@ -33,7 +33,7 @@ def convert_to_fp16(src: str | Path, dst: str | Path) -> str:
             from onnxconverter_common import float16
         except ImportError:
             raise MissingDependency("FP16 ONNX for TensorRT 11 needs nvidia-modelopt or onnxconverter-common: "
-                                    "pip install onnxconverter-common") from None
+                                    "pip install 'vsseg-edge[export]'") from None
         model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True,
                                                  op_block_list=list(KEEP_FP32_OPS))
         converter = "onnxconverter_common.float16"

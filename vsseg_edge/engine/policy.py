@@ -142,7 +142,8 @@ def plan_build(settings: BuildSettings, trt_version: str, onnx_kind: str, *, has
         else:
             flags.append("FP16")
     if not strongly and v >= (10, 12):
-        warnings.append("weakly typed builds are deprecated since TensorRT 10.12 (TensorRT 11 is always strongly typed)")
+        warnings.append("weakly typed builds are deprecated since TensorRT 10.12 "
+                        "(TensorRT 11 is always strongly typed)")
     return BuildPlan(v, strongly, tuple(flags), onnx_source, int8_mode, explicit_batch_flag=v[0] < 10,
                      strongly_typed_flag=strongly and not v11, warnings=tuple(warnings))
 

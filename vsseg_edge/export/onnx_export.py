@@ -7,10 +7,9 @@ with onnxsim, `onnx.checker`, refuse INT64 at the graph boundary, then write to 
 parity with onnxruntime on real or synthetic frames, and only then rename onto the target: a broken
 export leaves no file. `export_checkpoint` is the thin layer that loads a vsseg-edge checkpoint first.
 
-Why dynamo by default: on the vsseg-edge models (64×128 … 256×512, static pools) it gives the smallest
-clean graph after onnxsim (pspnet18 69 nodes vs 73, mobilenetv2_psp 120 vs 126: TorchScript leaves
-Constant nodes), names dynamic batch outputs properly (['batch', C, H, W] instead of invented symbols) and
-is the exporter torch maintains. TorchScript is 3–10× faster to export and stays available
+Why dynamo by default: on the vsseg-edge models (static pools) it gives the cleaner graph after onnxsim
+(TorchScript leaves Constant nodes), names dynamic batch outputs properly (['batch', C, H, W] instead of
+invented symbols) and is the exporter torch maintains. TorchScript exports faster and stays available
 (`exporter: torchscript`) for comparison. Dynamo natively emits opset 18 and converts down; when the
 conversion fails (ReduceMean from a global pool) the export refuses rather than write another opset.
 
@@ -172,8 +171,8 @@ def exporter_name(preset: ExportPreset) -> str:
 
 
 def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], preprocess: PreprocessSpec,
-                preset: ExportPreset, parent: str | Path | None = None, quantization: dict | None = None,
-                target: str = "trt") -> ExportResult:
+                preset: ExportPreset, parent: str | Path | None = None, palette: list | None = None,
+                quantization: dict | None = None, target: str = "trt") -> ExportResult:
     """Export `model` (float NCHW in, N×C×H×W logits out) to `out` with its manifest, or leave no file.
 
     `preprocess` is the checkpoint's preprocessing; the manifest records the exported graph's own input
@@ -228,9 +227,9 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
                                                 "judge it with vsseg-edge bench (mIoU, TC, agreement)"}}
         # the manifest before the rename: when it cannot be written, no model is left without one
         manifest = write_manifest(
-            out, "qdq_onnx" if qat else "onnx", model=model_name, classes=list(classes), preprocess=onnx_spec,
-            output=preset.output, precision="int8" if qat else "fp32", parent=parent, content=tmp,
-            opset=summary["opset"], exporter=exporter_name(preset), simplified=preset.simplify,
+            out, "qdq_onnx" if qat else "onnx", model=model_name, classes=list(classes), palette=palette,
+            preprocess=onnx_spec, output=preset.output, precision="int8" if qat else "fp32", parent=parent,
+            content=tmp, opset=summary["opset"], exporter=exporter_name(preset), simplified=preset.simplify,
             dynamic_batch=preset.dynamic_batch, parity=report.to_dict(), graph=summary,
             export_preset=preset.to_dict(), source_preprocess=preprocess.to_dict(), timings=timings,
             **({"graph_preprocess": graph_preprocess(model_spec, onnx_spec)} if preset.frame_size else {}), **qat)
@@ -269,6 +268,6 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, preset: ExportPres
     if target is not None and quantization is None:
         raise VssegError(f"{ckpt_path}: --target is for checkpoints trained with fake INT8 (quant.enabled); "
                          "an FP32 checkpoint exports to FP32 ONNX, then vsseg-edge calibrate makes the INT8 model")
-    return export_onnx(model, out, model_name=ckpt["model"], classes=ckpt["classes"],
+    return export_onnx(model, out, model_name=ckpt["model"], classes=ckpt["classes"], palette=ckpt.get("palette"),
                        preprocess=checkpoint_preprocess(ckpt, str(ckpt_path)), preset=preset, parent=ckpt_path,
                        quantization=quantization, target=target or "trt")

@@ -67,14 +67,15 @@ def synthetic_frames(count: int, hw: tuple[int, int], seed: int = SYNTHETIC_SEED
 def load_frames(source: str | Path | None, count: int, hw: tuple[int, int]) -> tuple[list[np.ndarray], str]:
     """`count` frames for the parity check and a description of where they came from.
 
-    `source` is a folder of images or a dataset root (any layout `data.open_dataset` knows; the val split);
+    `source` is anything `data.frame_source` opens (a dataset root's val split, a folder of images, a video);
     None gives synthetic smooth frames of the export size.
     """
     if source is None:
         return synthetic_frames(count, hw), f"synthetic-smooth(seed={SYNTHETIC_SEED})"
-    from ..data.datasets import open_dataset, sample_frames
+    from ..data.datasets import sample_frames
+    from ..data.frame_source import open_frame_source
 
-    ds = open_dataset(Path(source), split="val")
+    ds = open_frame_source(Path(source), "val", flag="--parity-frames")
     refs = sample_frames(ds, count, seed=SYNTHETIC_SEED)
     if not refs:
         raise VssegError(f"{source}: no frames for the parity check")

@@ -20,7 +20,6 @@ from ..core.errors import VssegError
 MIN_OPSET = 17
 ARGMAX_KINDS = ("none", "uint8", "int32")
 EXPORTERS = ("dynamo", "torchscript")
-MAX_SIDE = 8192  # pixels, as `run --size`: a larger input is a typo, and the export would exhaust memory
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,8 @@ class ExportPreset:
              "frame_size needs uint8_input: the graph takes the camera's uint8 frames (--uint8-input)"),
             (self.parity_count >= 1, f"parity_count must be at least 1, got {self.parity_count}"),
             (self.max_abs_logit > 0, f"max_abs_logit must be positive, got {self.max_abs_logit}"),
-            (0 < self.min_argmax_agreement <= 1, f"min_argmax_agreement must be in (0, 1], got {self.min_argmax_agreement}"),
+            (0 < self.min_argmax_agreement <= 1,
+             f"min_argmax_agreement must be in (0, 1], got {self.min_argmax_agreement}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -67,20 +67,6 @@ class ExportPreset:
 
     def to_dict(self) -> dict:
         return to_dict(self)
-
-
-def parse_size(text: str, where: str = "--size") -> tuple[int, int]:
-    """'HxW' (e.g. 256x512) → (H, W), or a one-line error."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise VssegError(f"{where}: expected HxW such as 256x512, got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise VssegError(f"{where}: height and width must be positive, got {text!r}")
-    if max(h, w) > MAX_SIDE:
-        raise VssegError(f"{where}: each side at most {MAX_SIDE} pixels, got {text!r}")
-    return h, w
 
 
 def load_preset(path: str | Path | None = None, **overrides) -> ExportPreset:

@@ -17,7 +17,7 @@ def simplify(model, where: str):
     """onnxsim's simplification (constant folding, shape inference, dead-node removal), checked by onnxsim."""
     from ..core.errors import require
 
-    onnxsim = require("onnxsim", pip_name="onnxsim")
+    onnxsim = require("onnxsim", extra="export")
     simplified, ok = onnxsim.simplify(model)
     if not ok:
         raise VssegError(f"{where}: onnxsim could not validate the simplified graph; export with --no-simplify")

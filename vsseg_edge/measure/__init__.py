@@ -10,7 +10,8 @@ the calibration gate, export parity, `vsseg-edge bench`, the trainer's validatio
   (`core.preprocess.labels_from_output`, the one logits → labels), at model or frame resolution;
 - comparing (`compare`): label agreement and output error against a reference, as typed records;
 - timing (`timing`) and scoring (`accuracy`: mIoU and TC through `metrics.evaluate`), as typed records;
-- `environment`: where a figure was measured (CPU model and ISA flags, GPUs, library versions, load).
+- `environment`: where a figure was measured (CPU model and ISA flags, GPUs, library versions, load);
+- `overhead`: what the threaded runtime pipeline costs on top of the runner (frame interval vs pure infer).
 
 Nothing here imports torch, onnx or TensorRT; a runner brings its own library when it is opened.
 """
@@ -25,6 +26,7 @@ _EXPORTS = {
     "measure_latency": ".timing",
     "Accuracy": ".accuracy", "evaluate_runner": ".accuracy", "check_classes": ".accuracy",
     "environment": ".environment", "cpu_model": ".environment", "cpu_flags": ".environment",
+    "measure_overhead": ".overhead", "PipelineOverhead": ".overhead", "synthetic_video": ".overhead",
 }
 
 __all__ = list(_EXPORTS)

@@ -34,13 +34,18 @@ class Accuracy:
     report: dict = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
-    def from_report(cls, rep: dict) -> "Accuracy":
+    def from_report(cls, rep: dict) -> Accuracy:
         """The record of a `metrics.evaluate.evaluate_predictions` report (which it keeps as `report`)."""
         miou, tcd = rep.get("miou_detail") or {}, rep.get("tc_detail") or {}
         return cls(rep["miou"], miou.get("pixel_accuracy"), miou.get("per_class"), miou.get("nan_classes", []),
                    miou.get("classes_in_mean"), rep["dataset"]["labelled_frames"], rep["tc"], tcd.get("per_class"),
                    tcd.get("pairs"), tcd.get("mode"), tcd.get("flow"), rep["dataset"]["frames_predicted"],
                    rep["dataset"]["sequences"], rep["seconds"], rep)
+
+    @classmethod
+    def not_measured(cls) -> Accuracy:
+        """The record of a run that measured speed only: every figure None, nothing evaluated."""
+        return cls(None, None, None, [], None, 0, None, None, 0, None, None, 0, 0, 0.0)
 
     def to_dict(self) -> dict:
         """The bench entry's `accuracy` (the evaluator's full report is left out)."""

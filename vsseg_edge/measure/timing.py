@@ -54,7 +54,7 @@ class LatencyStats:
     runs: int
 
     @classmethod
-    def of(cls, ms: Sequence[float]) -> "LatencyStats":
+    def of(cls, ms: Sequence[float]) -> LatencyStats:
         arr = np.asarray(ms, np.float64)
         if arr.size == 0:
             raise ValueError("no timings")

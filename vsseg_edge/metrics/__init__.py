@@ -9,7 +9,7 @@ import importlib
 
 _EXPORTS = {
     "evaluate_predictions": "evaluate", "PredictionDir": "evaluate", "ConfusionMatrix": "miou",
-    "TemporalConsistency": "tc", "warp_labels": "tc", "occlusion_mask": "tc",
+    "TemporalConsistency": "tc", "warp_labels": "tc", "occluded_pixels": "tc",
 }
 
 __all__ = [*_EXPORTS, "TC_MODES"]

@@ -17,21 +17,28 @@ def eval_command(
     pred_dir: Path = typer.Argument(..., help="Folder of predicted label PNGs (training ids), named like the images: "
                                               "<image stem>.png or, for Cityscapes, <prefix>_pred.png for "
                                               "<prefix>_leftImg8bit.png; flat or in subfolders."),
-    dataset: Path = typer.Option(..., "--dataset", help="Dataset root (Cityscapes, synthetic, CamVid or an image folder)."),
+    dataset: Path = typer.Option(..., "--dataset", help="Dataset root (Cityscapes, synthetic, CamVid), a folder of "
+                                                        "images, a video file or a folder of clips."),
     split: str = typer.Option("val", "--split", help="Split to evaluate."),
     kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto|cityscapes|synthetic|camvid|images|video."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="Class set of the predictions on unlabelled video "
-                                                                  "(cityscapes | camvid; default cityscapes)."),
+    classes: Optional[str] = typer.Option(
+        None, "--classes", show_default="the dataset's classes.yaml, else its layout's",
+        help="Class set the labels and predictions are numbered in: cityscapes | camvid | a class file "
+             "(unlabelled video: the model's)."),
     flow: str = typer.Option("auto", "--flow", help="Flow for TC: auto (exact on the synthetic set, else DIS), "
                                                     "exact, dis, or a directory of flow files."),
-    flow_cache: Optional[Path] = typer.Option(None, "--flow-cache", help="DIS flow cache folder (default ~/.cache/vsseg-edge/flow)."),
+    flow_cache: Optional[Path] = typer.Option(
+        None, "--flow-cache", show_default="$VSSEG_EDGE_CACHE/flow, else ~/.cache/vsseg-edge/flow",
+        help="DIS flow cache folder."),
     no_tc: bool = typer.Option(False, "--no-tc", help="Skip temporal consistency (mIoU only)."),
-    tc_mode: str = typer.Option("nearest", "--tc-mode", help="nearest (default) or etc (the paper script's "
+    tc_mode: str = typer.Option("nearest", "--tc-mode", help="nearest or etc (the paper script's "
                                                               "bilinear warp of class ids, for comparison)."),
     occlusion: bool = typer.Option(False, "--occlusion", help="Also report tc_occ, TC with a forward-backward "
                                                               "occlusion check (computes backward flow)."),
-    max_sequences: Optional[int] = typer.Option(None, "--max-sequences", min=1, help="Evaluate the first N sequences only."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON (atomically)."),
+    max_sequences: Optional[int] = typer.Option(
+        None, "--max-sequences", show_default="all", min=1, help="Evaluate the first N sequences only."),
+    json_out: Optional[Path] = typer.Option(
+        None, "--json", show_default="off", help="Write the full report as JSON (atomically)."),
 ):
     """Score predicted label maps: mIoU on the labelled frames, TC over consecutive frames, per class."""
     from ..core.errors import VssegError
@@ -45,14 +52,7 @@ def eval_command(
     if json_out is not None:
         # a .json name: a typo can then never replace a prediction PNG or an image of the dataset
         check_output(json_out, "--json", suffixes=(".json",), inputs=[pred_dir, dataset])
-    ds = open_frame_source(dataset, split, kind, flag="--dataset")
-    if classes is not None:
-        from ..core.labels import get_label_set
-
-        if ds.name != "video":
-            raise VssegError(f"--classes: only for unlabelled video; {dataset} is a {ds.name} dataset with the "
-                             f"{ds.label_set.name} classes")
-        ds = ds.with_label_set(get_label_set(classes))
+    ds = open_frame_source(dataset, split, kind, flag="--dataset", classes=classes)
     preds = PredictionDir(pred_dir, ds)
     preds.check_labelled(ds.labelled() if max_sequences is None else
                          [r for refs in list(ds.sequences.values())[:max_sequences] for r in refs])

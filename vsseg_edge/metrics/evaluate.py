@@ -165,7 +165,8 @@ class PredictionDir:
             if len(paths) > 1:
                 paths = [p for p in paths if p.parent.name in (ref.image.parent.name, ref.sequence)]
                 if len(paths) != 1:
-                    raise VssegError(f"{self.root}: several files named {name}; mirror the image folders to disambiguate")
+                    raise VssegError(f"{self.root}: several files named {name}; mirror the image folders to "
+                                     "disambiguate")
             if paths:
                 return paths[0]
         return None

@@ -53,13 +53,6 @@ class ConfusionMatrix:
             prd = np.where(out, c, prd)
         self.mat += np.bincount(lab * (c + 1) + prd, minlength=c * (c + 1)).reshape(c, c + 1)
 
-    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
-        """Add another matrix of the same class count in place (e.g. from another worker); returns self."""
-        if other.num_classes != self.num_classes or other.ignore_index != self.ignore_index:
-            raise ValueError("cannot merge confusion matrices of different class sets")
-        self.mat += other.mat
-        return self
-
     @property
     def total(self) -> int:
         """Number of evaluated (non-ignored) pixels."""

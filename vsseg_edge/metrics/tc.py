@@ -57,8 +57,8 @@ def warp_labels(labels_t1: np.ndarray, flow_t_t1: np.ndarray, mode: str = "neare
     return warped, valid
 
 
-def occlusion_mask(flow_fw: np.ndarray, flow_bw: np.ndarray, alpha1: float = 0.01,
-                   alpha2: float = 0.5) -> np.ndarray:
+def occluded_pixels(flow_fw: np.ndarray, flow_bw: np.ndarray, alpha1: float = 0.01,
+                    alpha2: float = 0.5) -> np.ndarray:
     """True where the forward-backward check fails (occluded or unreliable), after Sundaram et al. 2010."""
     fw = np.asarray(flow_fw, np.float32)
     bw = np.where(np.isfinite(flow_bw), flow_bw, np.nan).astype(np.float32)
@@ -120,21 +120,8 @@ class TemporalConsistency:
         self.total_pixels += pred_t.size
         self.all.add(pred_t[keep], warped[keep])
         if flow_t1_t is not None:
-            keep_noc = keep & ~occlusion_mask(flow_t_t1, flow_t1_t)
+            keep_noc = keep & ~occluded_pixels(flow_t_t1, flow_t1_t)
             self.noc.add(pred_t[keep_noc], warped[keep_noc])
-
-    def merge(self, other: "TemporalConsistency") -> "TemporalConsistency":
-        """Add another accumulator's counts (same classes and mode) in place, e.g. from another worker."""
-        if (other.num_classes, other.mode, other.ignore_index) != (self.num_classes, self.mode, self.ignore_index):
-            raise ValueError("cannot merge TC accumulators of different classes or modes")
-        for mine, theirs in ((self.all, other.all), (self.noc, other.noc)):
-            mine.inter += theirs.inter
-            mine.area_a += theirs.area_a
-            mine.area_b += theirs.area_b
-            mine.pixels += theirs.pixels
-            mine.pairs += theirs.pairs
-        self.total_pixels += other.total_pixels
-        return self
 
     def _check_ids(self, pred: np.ndarray) -> None:
         ids = np.unique(pred)

@@ -3,9 +3,10 @@
 A checkpoint is a plain dict of tensors and primitive values, loaded with `weights_only=True`:
 
     format "vsseg-edge-checkpoint", version, model (registry name), model_kwargs, num_classes,
-    classes, preprocess (PreprocessSpec dict), config (resolved training config), metrics, step,
-    state_dict, optionally the trainer's resume state under "train_state", and for a model trained with
-    fake INT8 (QAT) its placement under "quantization" (`train.quant`), re-applied before the weights load.
+    classes, palette (optional: RGB per class), preprocess (PreprocessSpec dict), config (resolved training
+    config), metrics, step, state_dict, optionally the trainer's resume state under "train_state", and for a
+    model trained with fake INT8 (QAT) its placement under "quantization" (`train.quant`), re-applied before
+    the weights load.
 
 Every checkpoint gets a sidecar manifest `<ckpt>.json` (kind "checkpoint").
 """
@@ -31,6 +32,7 @@ def save_checkpoint(
     model_name: str,
     classes: list[str],
     preprocess: PreprocessSpec,
+    palette: list | None = None,
     model_kwargs: dict | None = None,
     config: dict | None = None,
     metrics: dict | None = None,
@@ -50,6 +52,7 @@ def save_checkpoint(
         "model_kwargs": dict(model_kwargs or {}),
         "num_classes": len(classes),
         "classes": list(classes),
+        **({"palette": [list(c) for c in palette]} if palette is not None else {}),
         "preprocess": preprocess.to_dict(),
         "config": config or {},
         "metrics": metrics or {},
@@ -71,9 +74,10 @@ def save_checkpoint(
                 raise
         # the manifest first, then the rename: a full disk keeps the previous checkpoint and its manifest
         extra = {"quantization": dict(quantization)} if quantization is not None else {}
-        write_manifest(path, "checkpoint", model=model_name, classes=list(classes), preprocess=preprocess,
-                       precision="int8" if quantization is not None else "fp32", parent=parent, content=tmp,
-                       training={"config": config or {}, "step": int(step)}, metrics=metrics or {}, **extra)
+        write_manifest(path, "checkpoint", model=model_name, classes=list(classes), palette=palette,
+                       preprocess=preprocess, precision="int8" if quantization is not None else "fp32",
+                       parent=parent, content=tmp, training={"config": config or {}, "step": int(step)},
+                       metrics=metrics or {}, **extra)
     return ckpt
 
 

@@ -33,7 +33,7 @@ from .sources import Source
 from .stage import open_stage
 from .stats import FrameTimes, StatsCollector, summarize
 
-_END = object()
+END = object()  # the end marker of the output queue
 
 
 @dataclass
@@ -48,7 +48,44 @@ class RunResult:
     signal: int | None = None  # the signal that stopped the run (stopped_by "signal")
 
 
-class Pipeline:
+def recent_rate(recent) -> tuple[float, float]:
+    """(frames per second, median latency in ms) of the last frames, given as (finish time s, latency ms) pairs
+    (at least two): what the HUD shows."""
+    (t_first, _), (t_last, _) = recent[0], recent[-1]
+    return (len(recent) - 1) / max(t_last - t_first, 1e-9), float(np.median([lat for _, lat in recent]))
+
+
+class OutputHandoff:
+    """The hand-off every pipeline has: the inference thread puts its results in a bounded queue (`_out`), the
+    output thread (`_output_thread`) takes them and emits them (`_emit`), until the end marker. A full queue
+    holds inference back (back-pressure); after a failure the output thread drains without rendering. A
+    subclass sets `_out`, `_output_thread`, `_stop`, `_errors`, `_stopped_by` and defines `_emit` and `_fail`."""
+
+    def _put(self, item, force: bool = False) -> bool:
+        """Blocking put (back-pressure); an item is abandoned on stop, the end marker only if output is gone."""
+        while self._output_thread.is_alive():
+            try:
+                self._out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self._stop.is_set() and not force:
+                    return False
+        return False
+
+    def _output_loop(self) -> None:
+        while True:
+            item = self._out.get()
+            if item is END:
+                return
+            if self._errors and self._stopped_by == "error":
+                continue  # drain without rendering after a failure
+            try:
+                self._emit(*item)
+            except BaseException as exc:
+                self._fail(exc)
+
+
+class Pipeline(OutputHandoff):
     """Run `backend` on every frame of `source` (or the latest one, for live sources) into `sinks`."""
 
     def __init__(self, source: Source, backend: Backend, sinks: list[Sink], *, alpha: float = 0.5,
@@ -61,7 +98,8 @@ class Pipeline:
         self._stop = threading.Event()
         self._stopped_by = "end"
         self._errors: list[BaseException] = []
-        self._lut = bgr_lut(label_set_for(backend.classes or [str(i) for i in range(256)]))
+        self._lut = bgr_lut(label_set_for(backend.classes or [str(i) for i in range(255)],
+                                          getattr(backend, "palette", None)))
         self._needs_overlay = any(s.needs_overlay for s in self.sinks)
         self._recent = deque(maxlen=30)  # (t_done, latency) of the last frames, for the HUD
         self._handle_signals = handle_signals
@@ -106,41 +144,19 @@ class Pipeline:
         except BaseException as exc:  # reported by run(); the output thread still drains and closes
             self._fail(exc)
         finally:
-            self._put(_END, force=True)
-
-    def _put(self, item, force: bool = False) -> bool:
-        """Blocking put (back-pressure); a frame is abandoned on stop, the end marker only if output is gone."""
-        while self._output_thread.is_alive():
-            try:
-                self._out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                if self._stop.is_set() and not force:
-                    return False
-        return False
-
-    def _output_loop(self) -> None:
-        while True:
-            item = self._out.get()
-            if item is _END:
-                return
-            if self._errors and self._stopped_by == "error":
-                continue  # drain without rendering after a failure
-            try:
-                self._emit(*item)
-            except BaseException as exc:
-                self._fail(exc)
+            self._put(END, force=True)
 
     def _emit(self, frame, pending, times: FrameTimes) -> None:
         result = pending.result()
         t1 = time.perf_counter()
         labels, vis = result.labels, result.vis
+        times.set_stages(result.times)  # before the sinks: --frame-json reports the stages so far
+        frame.times = times
         hud = self._hud_lines()
         keep_going = True
         for sink in self.sinks:
             keep_going = sink.write(frame, labels, vis, hud) and keep_going
         t2 = time.perf_counter()
-        times.set_stages(result.times)
         times.render_ms += (t2 - t1) * 1e3
         times.t_done = t2
         self.stats.add(times.record(self.source.drops, self.source.decode_failures))
@@ -151,9 +167,7 @@ class Pipeline:
     def _hud_lines(self) -> list[str]:
         if len(self._recent) < 2:
             return [self.backend.describe()]
-        (t_first, _), (t_last, _) = self._recent[0], self._recent[-1]
-        fps = (len(self._recent) - 1) / max(t_last - t_first, 1e-9)
-        lat = float(np.median([lat for _, lat in self._recent]))
+        fps, lat = recent_rate(self._recent)
         return [f"{fps:5.1f} FPS  latency {lat:6.1f} ms", f"drops {self.source.drops}",
                 f"{self.backend.name} {self.backend.device}"]
 
@@ -177,18 +191,7 @@ class Pipeline:
         return self._result()
 
     def _wait(self, *threads: threading.Thread) -> None:
-        """Short joins keep this thread free for signal handlers and for the window's GUI calls (`pump`)."""
-        gui = [s for s in self.sinks if s.interactive]
-        tick = 0.01 if gui else 0.1
-        for thread in threads:
-            while thread.is_alive():
-                for sink in gui:
-                    try:
-                        if not sink.pump():
-                            self.request_stop("user")
-                    except Exception as exc:
-                        self._fail(exc)
-                thread.join(tick)
+        wait_pumping(threads, self.sinks, self.request_stop, self._fail)
 
     def _close_all(self) -> None:
         try:
@@ -212,21 +215,46 @@ class Pipeline:
                          self._signal)
 
     def _install_signals(self):
-        """First Ctrl-C / SIGTERM asks for a clean stop; a second Ctrl-C interrupts at once."""
-        if not self._handle_signals or threading.current_thread() is not threading.main_thread():
+        if not self._handle_signals:
             return lambda: None
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        return stop_on_signals(self.request_stop, lambda signum: setattr(self, "_signal", self._signal or signum))
 
-        def handler(signum, _frame):
-            self._signal = self._signal or signum
-            self.request_stop("signal")
-            signal.signal(signal.SIGINT, raise_interrupted)  # a second Ctrl-C stops at once
 
-        for s in previous:
-            signal.signal(s, handler)
+def wait_pumping(threads, sinks, request_stop, fail) -> None:
+    """Join `threads` in short joins, which keep the calling thread free for signal handlers and for the
+    window's GUI calls (`Sink.pump`, on the thread that runs the pipeline)."""
+    gui = [s for s in sinks if s.interactive]
+    tick = 0.01 if gui else 0.1
+    for thread in threads:
+        while thread.is_alive():
+            for sink in gui:
+                try:
+                    if not sink.pump():
+                        request_stop("user")
+                except Exception as exc:
+                    fail(exc)
+            thread.join(tick)
 
-        def restore():
-            for s, h in previous.items():
-                signal.signal(s, h)
 
-        return restore
+def stop_on_signals(request_stop, record=None):
+    """First Ctrl-C / SIGTERM calls `record(signum)` and `request_stop("signal")` (a clean stop; the command then
+    raises `Interrupted` itself); a second Ctrl-C interrupts at once. Returns the function that restores the
+    previous handlers (a no-op off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, _frame):
+        if record is not None:
+            record(signum)
+        request_stop("signal")
+        signal.signal(signal.SIGINT, raise_interrupted)  # a second Ctrl-C stops at once
+
+    for s in previous:
+        signal.signal(s, handler)
+
+    def restore():
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    return restore

@@ -12,31 +12,34 @@ from pathlib import Path
 import typer
 
 
-MAX_SIDE = 8192  # pixels: beyond 8K video a model input is a typo, and OpenCV would run out of memory
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'512x1024' (HxW) → (512, 1024); a one-line error otherwise (each side 1 … MAX_SIDE)."""
-    if text is None:
+def _local(path) -> Path | None:
+    """A file path named by a source or output text (file:// optional), or None for a URL or a device."""
+    if path is None:
         return None
-    from ..core.errors import VssegError
-
-    parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and 0 < int(p) <= MAX_SIDE for p in parts):
-        raise VssegError(f"--size {text}: expected HxW in pixels, each side 1 to {MAX_SIDE}, e.g. 512x1024")
-    return int(parts[0]), int(parts[1])
+    text = str(path)
+    if text.lower().startswith("file://"):
+        text = text[len("file://"):]
+    return None if "://" in text or text.startswith("/dev/") or "!" in text else Path(text)
 
 
-def check_outputs(model: Path, source: str | None, *, save: Path | None, save_masks: Path | None,
-                  stats: Path | None) -> None:
-    """No output may be an input: the model (or its manifest), the source file or folder, or another output."""
+def check_outputs(model: Path, source: str | None, *, save: str | Path | None, save_masks: Path | None,
+                  stats: Path | None, frame_json: str | None = None) -> None:
+    """No output may be an input: the model (or its manifest), the source file or folder (a glob's folders),
+    or another output. Network outputs (rtp://, rtsp://) and stdout (`--frame-json -`) are not files."""
+    import glob
+
     from ..core.errors import VssegError
     from ..core.fileio import refuse_output_over_inputs, same_file
 
     inputs = [model]
-    if source is not None and "://" not in source and Path(source).exists():
-        inputs.append(Path(source))
-    outputs = [(f, p) for f, p in (("--save", save), ("--save-masks", save_masks), ("--stats", stats)) if p]
+    src = _local(source)
+    if src is not None and src.exists():
+        inputs.append(src)
+    elif src is not None and any(c in str(src) for c in "*?["):
+        inputs += sorted({Path(f).parent for f in glob.glob(str(src), recursive=True)})
+    outputs = [(f, p) for f, p in (("--save", _local(save)), ("--save-masks", save_masks), ("--stats", stats),
+                                   ("--frame-json", None if frame_json in (None, "-") else Path(frame_json)))
+               if p]
     refuse_output_over_inputs(outputs, inputs)
     for i, (fa, a) in enumerate(outputs):
         for fb, b in outputs[i + 1:]:
@@ -44,27 +47,56 @@ def check_outputs(model: Path, source: str | None, *, save: Path | None, save_ma
                 raise VssegError(f"{fb} {b}: is also {fa}; give each output its own path")
 
 
-def build_sinks(*, show: bool, save: Path | None, save_masks: Path | None) -> list:
+def build_sinks(*, show: bool, save: str | Path | None, save_masks: Path | None, mask_format: str = "ids",
+                frame_json: str | None = None, bitrate: int | None = None) -> list:
     """The sinks the flags ask for (the null sink when none); each refuses a bad flag in one line.
 
     Built before the model and the source are opened, so `--show` without a display fails at once. A
     video's frame rate is settled when the run starts (`VideoSink.start`): the file's own, or measured
-    for a live source.
+    for a live source. `--save` takes a file (file:// optional) or an rtp:// / rtsp:// stream.
     """
-    from .sinks import MaskSink, NullSink, VideoSink, WindowSink
+    from .sinks import MaskSink, NullSink, WindowSink
 
     sinks = []
     try:
         if show:
             sinks.append(WindowSink())
         if save is not None:
-            sinks.append(VideoSink(save))
+            sinks.append(save_sink(str(save), bitrate))
         if save_masks is not None:
-            sinks.append(MaskSink(save_masks))
+            sinks.append(MaskSink(save_masks, mask_format))
+        if frame_json is not None:
+            from .frame_json import FrameJsonSink
+
+            sinks.append(FrameJsonSink(frame_json))
     except BaseException:
         _close(sinks)
         raise
     return sinks or [NullSink()]
+
+
+def save_sink(target: str, bitrate: int | None = None):
+    """`--save`: an rtp:// or rtsp:// stream (H.264 through PyAV), else a video file (file:// optional)."""
+    from .sinks import VideoSink
+
+    scheme = target.split("://", 1)[0].lower() if "://" in target else ""
+    if scheme in ("rtp", "rtsp"):
+        from .av_output import DEFAULT_BITRATE, StreamSink
+
+        return StreamSink(target, bitrate or DEFAULT_BITRATE)
+    if scheme not in ("", "file"):
+        from ..core.errors import VssegError
+
+        raise VssegError(f"--save {target}: expected a video file (.mp4, .mkv, .mov, .avi), rtp://HOST:PORT or "
+                         "rtsp://HOST:PORT/PATH")
+    return VideoSink(target[len("file://"):] if scheme == "file" else target)
+
+
+def bind_sinks(sinks: list, label_set) -> None:
+    """Give the model's classes to the sinks that write them (colour masks, label ids, per-frame JSON)."""
+    for sink in sinks:
+        if hasattr(sink, "bind"):
+            sink.bind(label_set)
 
 
 def _close(sinks: list) -> None:
@@ -87,14 +119,41 @@ def backend_options(name: str, *, threads: int, fp16: bool | None, cuda_graph: b
     return {}
 
 
+def open_run_backend(model: Path, backend: str | None, options: dict, hw: tuple[int, int] | None,
+                     label_set=None, classes_flag: str | None = None):
+    """`open_backend` with run's overrides: `--size` (size-free models) and `--classes` (a class file's names and
+    colours over the model's, as many classes as it predicts); the backend is closed if an override is refused."""
+    from ..core.classes import check_model_classes
+    from .backends import open_backend
+
+    be = open_backend(model, backend, **options)
+    try:
+        if hw is not None:
+            be.check_spec(be.preprocess_spec.replace(height=hw[0], width=hw[1]))
+        if label_set is not None:
+            check_model_classes(label_set, be.classes, f"--classes {classes_flag}")
+            be.classes, be.palette = list(label_set.classes), label_set.palette_list()
+    except BaseException:
+        be.close()
+        raise
+    return be
+
+
 def run_model(model: Path, *, camera: int | None = None, source: str | None = None, csi: bool = False,
-              backend: str | None = None, show: bool = False, save: Path | None = None,
+              backend: str | None = None, show: bool = False, save: str | Path | None = None,
               save_masks: Path | None = None, size: str | None = None, alpha: float = 0.5,
               max_frames: int | None = None, stats: Path | None = None, threads: int = 0,
-              fp16: bool | None = None, cuda_graph: bool = False, preprocess: str = "auto"):
-    """Open sinks, backend and source, run the pipeline, print the p50/p99 table; return the RunResult."""
+              fp16: bool | None = None, cuda_graph: bool = False, preprocess: str = "auto",
+              mask_format: str = "ids", frame_json: str | None = None, classes: str | None = None,
+              source_options=None, bitrate: int | None = None):
+    """Open sinks, backend and source, run the pipeline, print the p50/p99 table; return the RunResult.
+
+    `classes`: a class file whose names and colours replace the model's (as many classes as it predicts);
+    `source_options`: jetson-utils' input options (`uri.SourceOptions`)."""
+    from ..core.classes import resolve_classes
+    from ..core.config import parse_size
     from ..core.errors import VssegError
-    from .backends import infer_backend_name, open_backend
+    from .backends import infer_backend_name
     from .pipeline import Pipeline
     from .sources import open_source
     from .stats import format_summary
@@ -111,16 +170,17 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
         raise VssegError(f"--threads {threads}: expected 0 (onnxruntime's default) or a positive number")
     if preprocess not in ("auto", "host", "device"):
         raise VssegError(f"--preprocess {preprocess}: expected auto, host or device")
-    check_outputs(model, source, save=save, save_masks=save_masks, stats=stats)
-    hw = parse_size(size)
+    check_outputs(model, source, save=save, save_masks=save_masks, stats=stats, frame_json=frame_json)
+    hw = parse_size(size) if size is not None else None
     options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16,
                               cuda_graph=cuda_graph)
-    sinks = build_sinks(show=show, save=save, save_masks=save_masks)
+    label_set = resolve_classes(classes) if classes is not None else None
+    sinks = build_sinks(show=show, save=save, save_masks=save_masks, mask_format=mask_format,
+                        frame_json=frame_json, bitrate=bitrate)
     try:
-        with open_backend(model, backend, **options) as be:
-            if hw is not None:
-                be.check_spec(be.preprocess_spec.replace(height=hw[0], width=hw[1]))
-            src = open_source(source, camera=camera, csi=csi)
+        with open_run_backend(model, backend, options, hw, label_set, classes) as be:
+            bind_sinks(sinks, be.label_set)
+            src = open_source(source, camera=camera, csi=csi, options=source_options)
             pipeline = Pipeline(src, be, sinks, alpha=alpha, max_frames=max_frames,
                                 stats_path=str(stats) if stats else None, preprocess=preprocess)
             typer.echo(f"{be.describe()}, {pipeline.stage.kind} stage ← {src.description}", err=True)

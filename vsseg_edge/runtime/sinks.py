@@ -1,7 +1,7 @@
 """Where results go: a window with overlay and HUD, a video file, per-frame label PNGs, or nothing.
 
 A sink is told the source once (`start`: nominal rate, live or not), then receives, per frame, the
-captured `Frame`, its uint8 label map at the frame's size and (when a sink asked for it, `needs_overlay`)
+`CapturedFrame`, its uint8 label map at the frame's size and (when a sink asked for it, `needs_overlay`)
 the colour overlay. `write` (output thread) or `pump` (the pipeline's calling thread, for GUI work)
 return False to ask the pipeline to stop (the window's q / Esc). `close` is always called, also after
 Ctrl-C, so the video is finalised.
@@ -66,7 +66,11 @@ def measured_fps(t_captured: list[float]) -> float | None:
 
 
 class VideoSink(Sink):
-    """The overlay as an mp4v video, written to a temporary file renamed onto `path` at close.
+    """The overlay as a video, written to a temporary file renamed onto `path` at close.
+
+    .mp4/.m4v/.mov/.mkv: H.264 through PyAV (browser-playable, `runtime.av_output`); where PyAV is not
+    installed, .mp4/.m4v/.mov fall back to OpenCV's MPEG-4 Part 2 (`mp4v`, which browsers do not play) and
+    say so. .avi: MJPEG through OpenCV.
 
     The file is written by `fileio.CheckedVideoWriter`: read back at close, and never renamed into place
     when the disk refused part of it (OpenCV's writer reports nothing).
@@ -82,9 +86,11 @@ class VideoSink(Sink):
 
     def __init__(self, path: str | Path, fps: float | None = None, probe_frames: int = 12):
         self.path = Path(path)
-        if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".avi"):
-            raise VssegError(f"--save {path}: expected a .mp4 (or .avi/.mov) file name")
+        if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv", ".avi"):
+            raise VssegError(f"--save {path}: expected a .mp4 (or .mkv/.mov/.avi) file name, or rtp://HOST:PORT "
+                             "or rtsp://HOST:PORT/PATH")
         check_output(self.path, "--save")
+        self.codec = self._pick_codec()
         self.fps = fps if fps and fps > 0 else None
         self.probe_frames = max(2, probe_frames)
         self._measure = False
@@ -100,7 +106,29 @@ class VideoSink(Sink):
                 nominal = getattr(source, "fps", None)
                 self.fps = nominal if nominal and nominal > 0 else 30.0
 
+    def _pick_codec(self) -> str:
+        """h264 (PyAV), or OpenCV's mjpg (.avi) / mp4v (no PyAV); decided before the run, said once."""
+        from .av_output import av_module, h264_encoder
+
+        suffix = self.path.suffix.lower()
+        if suffix == ".avi":
+            return "mjpg"
+        av = av_module()
+        if av is not None and h264_encoder(av):
+            return "h264"
+        if suffix == ".mkv":
+            raise VssegError(f"--save {self.path}: .mkv needs PyAV; install it with: pip install 'vsseg-edge[edge]'")
+        _log(f"--save {self.path}: PyAV is not installed, writing MPEG-4 Part 2 (mp4v), which browsers do not "
+             "play; for H.264: pip install 'vsseg-edge[edge]'")
+        return "mp4v"
+
     def _open(self, hw: tuple[int, int]) -> None:
+        if self.codec == "h264":  # PyAV, through its own checked temporary file (read back before the rename)
+            from .av_output import open_h264_writer
+
+            self._writer = open_h264_writer(self.path, float(self.fps or 30.0), hw, f"--save {self.path}")
+            self._hw = hw  # the writer drops a last odd row/column itself (yuv420p)
+            return
         fourcc = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
         self._writer = CheckedVideoWriter(self.path, float(self.fps or 30.0), (hw[1], hw[0]), fourcc, flag="--save")
         self._hw = hw
@@ -160,23 +188,51 @@ class VideoSink(Sink):
                  f"the video plays {self.fps / actual:.2f}x real time")
 
 
-class MaskSink(Sink):
-    """One uint8 label PNG per frame (class ids, at the frame's size): <name>.png or <index:06d>.png.
+MASK_FORMATS = ("ids", "color", "labelids")
 
+
+class MaskSink(Sink):
+    """One PNG per frame at the frame's size, <name>.png or <index:06d>.png, in one of `MASK_FORMATS`:
+
+    - ids: uint8 class ids (training ids for Cityscapes models), what `vsseg-edge eval` reads;
+    - color: the class colours (RGB palette of the model or its class file), for people and reports;
+    - labelids: Cityscapes label ids (road 7, car 26 …; ignore and extra classes → 0 'unlabeled'), which
+      cityscapesScripts' evalPixelLevelSemanticLabeling reads directly; Cityscapes models only.
+
+    The class colours and the Cityscapes check need the model, which is opened after the sinks: `bind`.
     Each PNG is encoded in memory and written checked (`fileio.write_png`): a full disk ends the run with
     one line instead of leaving empty files. A folder this sink made and never wrote into is removed at close.
     """
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, fmt: str = "ids"):
+        if fmt not in MASK_FORMATS:
+            raise VssegError(f"--mask-format {fmt}: expected one of {', '.join(MASK_FORMATS)}")
+        self.format = fmt
         self.folder = check_output(folder, "--save-masks", folder=True)
         self._made = not self.folder.exists()
         with contextlib.suppress(FileExistsError):
             self.folder.mkdir(parents=True)
         self.frames = 0
+        self._lut: np.ndarray | None = None
+
+    def bind(self, label_set) -> None:
+        """Take the model's classes: the colour table, or the check that label ids mean something."""
+        from ..core.labels import CITYSCAPES_TRAINID_TO_ID
+        from .hud import bgr_lut
+
+        if self.format == "color":
+            self._lut = bgr_lut(label_set)
+        elif self.format == "labelids":
+            if not label_set.is_cityscapes:
+                raise VssegError(f"--mask-format labelids: Cityscapes label ids need a Cityscapes model; this one "
+                                 f"predicts {label_set.num_classes} classes ({', '.join(label_set.classes[:4])} …)")
+            self._lut = CITYSCAPES_TRAINID_TO_ID
 
     def write(self, frame, labels, vis, hud) -> bool:
         name = frame.name if frame.name else f"{frame.index:06d}"
-        write_png(self.folder / f"{name}.png", labels, flag="--save-masks")
+        if self.format != "ids" and self._lut is None:
+            raise RuntimeError("MaskSink.bind() was not called before the first frame")
+        write_png(self.folder / f"{name}.png", labels if self._lut is None else self._lut[labels], flag="--save-masks")
         self.frames += 1
         return True
 
@@ -213,8 +269,9 @@ class WindowSink(Sink):
         try:
             self._gui.namedWindow(title, self._gui.WINDOW_NORMAL)
         except self._gui.error:
-            raise VssegError("--show: this OpenCV has no GUI support (opencv-python-headless?); "
-                             "install opencv-python or use --save out.mp4") from None
+            raise VssegError("--show: this OpenCV has no windows (opencv-python-headless); for --show: "
+                             "pip uninstall -y opencv-python-headless && pip install 'vsseg-edge[gui]'; or --save "
+                             "out.mp4 / rtp://HOST:PORT") from None
         self._lock = threading.Lock()
         self._pending: np.ndarray | None = None
         self._quit = False

@@ -37,7 +37,7 @@ class StageResult:
 
 
 class _HostPending:
-    def __init__(self, stage: "HostStage", image: np.ndarray, output: np.ndarray, times: dict):
+    def __init__(self, stage: HostStage, image: np.ndarray, output: np.ndarray, times: dict):
         self._stage, self._image, self._output, self._times = stage, image, output, times
 
     def result(self) -> StageResult:

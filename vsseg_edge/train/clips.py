@@ -21,7 +21,7 @@ import numpy as np
 from ..core.errors import VssegError
 from ..core.preprocess import PreprocessSpec, normalize
 from ..data.datasets import FrameRef, SegmentationDataset
-from ..data.flow import FlowSource
+from ..data.flow import ETC_OFFSETS, FlowSource
 from ..data.transforms import PairedAugment
 
 NEIGHBOUR_MODES = ("none", "one", "triplet")
@@ -30,7 +30,7 @@ NEIGHBOUR_MODES = ("none", "one", "triplet")
 @dataclass(frozen=True)
 class ClipSpec:
     neighbours: str = "none"
-    offsets: tuple[int, ...] = (-2, -1, 1, 2, 3)
+    offsets: tuple[int, ...] = ETC_OFFSETS
 
 
 class TrainClips:
@@ -106,7 +106,8 @@ class SampleStream:
     """
 
     def __init__(self, num_items: int, batch_size: int, seed: int, start_batch: int = 0, rank: int = 0, world: int = 1):
-        self.n, self.bs, self.seed, self.start, self.rank, self.world = num_items, batch_size, seed, start_batch, rank, world
+        self.n, self.bs, self.seed = num_items, batch_size, seed
+        self.start, self.rank, self.world = start_batch, rank, world
 
     def __iter__(self):
         b = self.start

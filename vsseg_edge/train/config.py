@@ -10,9 +10,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.classes import is_class_file
 from ..core.config import apply_overrides, from_dict, load_yaml
 from ..core.errors import VssegError
 from ..core.preprocess import PreprocessSpec
+from ..data.flow import ETC_OFFSETS
 from .losses.config import LossConfig
 
 
@@ -27,7 +29,7 @@ class DataConfig:
     rotate_deg: float = 10.0
     blur_prob: float = 0.5
     flip: bool = True
-    offsets: tuple[int, ...] = (-2, -1, 1, 2, 3)  # neighbour offsets k for the temporal loss (ETC: +3,+2,+1,-1,-2)
+    offsets: tuple[int, ...] = ETC_OFFSETS  # neighbour offsets k for the temporal loss
     flow: str = "auto"  # auto (exact on synthetic, else DIS) | exact | dis | a folder of precomputed flows
     flow_cache: str | None = None  # DIS cache folder (default: data.flow.flow_cache_dir(), shared with eval/bench)
     workers: int = 2
@@ -88,7 +90,7 @@ class QuantConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     name: str = "run"
-    classes: str = "cityscapes"  # class set: cityscapes | camvid
+    classes: str = "cityscapes"  # class set: cityscapes | camvid | a class file (core.classes)
     iterations: int = 1000
     batch_size: int = 8
     seed: int = 0
@@ -178,6 +180,8 @@ def _absolute_paths(data: dict, base: Path) -> dict:
             node = node.get(p) if isinstance(node, dict) else None
         if isinstance(node, dict) and parts[-1] in node:
             node[parts[-1]] = _fix(node[parts[-1]], base)
+    if isinstance(data.get("classes"), str) and is_class_file(data["classes"]):
+        data["classes"] = _fix(data["classes"], base)
     return data
 
 
@@ -192,4 +196,6 @@ def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
     model = dataclasses.replace(cfg.model, backbone_weights=fix(cfg.model.backbone_weights),
                                 init_checkpoint=fix(cfg.model.init_checkpoint), kwargs=kwargs)
     teacher = dataclasses.replace(cfg.teacher, checkpoint=fix(cfg.teacher.checkpoint))
-    return dataclasses.replace(cfg, data=data, model=model, teacher=teacher, out_dir=fix(cfg.out_dir))
+    classes = fix(cfg.classes) if is_class_file(cfg.classes) else cfg.classes
+    return dataclasses.replace(cfg, data=data, model=model, teacher=teacher, out_dir=fix(cfg.out_dir),
+                               classes=classes)

@@ -22,12 +22,13 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..core.classes import is_class_file, resolve_classes
 from ..core.config import to_dict
 from ..core.errors import Interrupted, VssegError
 from ..core.fileio import atomic_write, write_errors
-from ..core.labels import get_label_set
 from ..data.datasets import open_dataset
 from ..data.flow import open_flow_source
 from ..data.transforms import PairedAugment
@@ -95,7 +96,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.label_set = get_label_set(cfg.classes)
+        self.label_set = resolve_classes(cfg.classes)
         self.out = cfg.out_path
         self.mode = neighbour_mode(cfg)
         self._build_data()
@@ -110,9 +111,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ construction
 
+    def _data_classes(self):
+        """A class file in the recipe says how the dataset's labels are numbered; a built-in name does not
+        (the dataset's layout does, and the check below compares the two)."""
+        return self.label_set if is_class_file(self.cfg.classes) else None
+
     def _build_data(self) -> None:
         cfg = self.cfg
-        self.train_set = open_dataset(cfg.data.root, cfg.data.train_split, cfg.data.kind)
+        self.train_set = open_dataset(cfg.data.root, cfg.data.train_split, cfg.data.kind, classes=self._data_classes())
         if self.train_set.label_set.classes != self.label_set.classes:
             raise VssegError(f"{cfg.data.root}: dataset classes are {self.train_set.label_set.name!r}, "
                              f"the recipe says classes={cfg.classes!r}")
@@ -196,7 +202,8 @@ class Trainer:
         path = self.out / name
         q = self.cfg.quant
         save_checkpoint(path, self.model, model_name=self.cfg.model.name, classes=list(self.label_set.classes),
-                        preprocess=self.cfg.preprocess, model_kwargs=self.model_kwargs, config=to_dict(self.cfg),
+                        palette=self.label_set.palette_list(), preprocess=self.cfg.preprocess,
+                        model_kwargs=self.model_kwargs, config=to_dict(self.cfg),
                         metrics=metrics or {}, step=self.step,
                         train_state=self.train_state() if with_state else None,
                         quantization=q.record() if q.enabled else None,
@@ -293,7 +300,7 @@ class Trainer:
         from ..runtime.backends.torch_backend import TorchBackend
 
         cfg = self.cfg
-        val = open_dataset(cfg.data.root, cfg.data.val_split, cfg.data.kind)
+        val = open_dataset(cfg.data.root, cfg.data.val_split, cfg.data.kind, classes=self._data_classes())
         flow = open_flow_source(cfg.data.flow, val, cache_dir=cfg.data.flow_cache) if cfg.val_tc else None
         runner = TorchBackend(self.model, preprocess_spec=cfg.preprocess, classes=self.label_set.classes,
                               artifact=f"{cfg.name} (training)", device=str(self.device), fp16=False,
@@ -307,7 +314,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def _loader(self):
+    def data_loader(self):
+        """The training batches from the current step on (seeded, rank-aware), as `fit` draws them."""
         stream = SampleStream(len(self.clips), self.cfg.batch_size, self.cfg.seed, start_batch=self.step,
                               rank=self.dist.rank, world=self.dist.world)
         workers = self.cfg.data.workers
@@ -323,7 +331,7 @@ class Trainer:
         each sample, the same augmentation as training) before the first step."""
         from .quant import calibrate_inputs
 
-        loader = iter(self._loader())
+        loader = iter(self.data_loader())
         images = [next(loader)["image"].to(self.device) for _ in range(self.cfg.quant.calib_batches)]
         return calibrate_inputs(self.model, images, self.cfg.quant)
 
@@ -349,19 +357,19 @@ class Trainer:
         bar = _progress(cfg.iterations, self.step, enabled=self.progress and self.dist.main)
         previous = self._install_signal_handlers() if _in_main_thread() else {}
         metrics: dict = {}
-        t_start, steps_done = time.perf_counter(), 0
+        t_start, step_times = time.perf_counter(), []
         try:
             if cfg.quant.enabled and self.step == 0:
                 self.calibrate_quantizers()
-            batches = iter(self._loader())
+            batches = iter(self.data_loader())
             while self.step < cfg.iterations and not self.stop_requested:
                 batch = next(batches)
                 lr = self.set_lr()
                 t0 = time.perf_counter()
                 log = self.train_step(batch)
                 self.step += 1
-                steps_done += 1
-                log.update(step=self.step, lr=lr, step_time=time.perf_counter() - t0)
+                step_times.append(time.perf_counter() - t0)
+                log.update(step=self.step, lr=lr, step_time=step_times[-1])
                 if self.dist.main:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in log.items() if k not in ("step", "lr", "step_time")})
@@ -378,7 +386,9 @@ class Trainer:
                 else:
                     report = self.validate()
                     metrics = {**_val_summary(report), "tc_flow": (report.get("tc_detail") or {}).get("flow")}
-                    metrics["train_seconds_per_step"] = (time.perf_counter() - t_start) / max(steps_done, 1)
+                    metrics["train_seconds_per_step"] = (time.perf_counter() - t_start) / max(len(step_times), 1)
+                    # the step alone (data loading excluded), median over this run's steps
+                    metrics["train_step_seconds_p50"] = float(np.median(step_times)) if step_times else None
                     _write_log(log_file, tb, {"step": self.step, **metrics})
                     self.save("model.pt", metrics, with_state=False)
                     with atomic_write(self.out / "val_report.json", "w") as fh:

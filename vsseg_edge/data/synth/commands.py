@@ -5,23 +5,9 @@ Only typer and the standard library are imported here; the generator (numpy, Ope
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import typer
-
-MAX_SIDE = 8192  # pixels: larger frames are a typo, and rendering them would exhaust memory
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'256x512' → (256, 512); anything else is a one-line user error naming --size."""
-    from ...core.errors import VssegError
-
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
-    if not match or min(int(match[1]), int(match[2])) < 16 or max(int(match[1]), int(match[2])) > MAX_SIDE:
-        raise VssegError(f"--size: expected HxW with both sides from 16 to {MAX_SIDE} pixels (e.g. 256x512), "
-                         f"got {text!r}")
-    return int(match[1]), int(match[2])
 
 
 def register(app, data_app) -> None:
@@ -29,7 +15,8 @@ def register(app, data_app) -> None:
 
     @data_app.command("synth")
     def synth(
-        out: Path = typer.Option(..., "--out", help="Output folder (created): Cityscapes layout, flow/, synth.json."),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Output folder (created): Cityscapes layout, flow/, synth.json."),
         train: int = typer.Option(16, "--train", help="Number of training sequences."),
         val: int = typer.Option(4, "--val", help="Number of validation sequences (unseen cities)."),
         frames: int = typer.Option(30, "--frames", help="Frames per sequence (>= 2), all labelled."),
@@ -44,10 +31,11 @@ def register(app, data_app) -> None:
 
         from tqdm import tqdm
 
+        from ...core.config import parse_size
         from ...core.errors import VssegError
         from .writer import generate
 
-        height, width = parse_size(size)
+        height, width = parse_size(size, minimum=16)
         for flag, value, least in (("--train", train, 0), ("--val", val, 0), ("--frames", frames, 2),
                                    ("--seed", seed, 0), ("--workers", workers, 0)):
             if value < least:

@@ -5,9 +5,42 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scene import (BASE_RGB, BICYCLE, BUILDING, BUILDING_RGB, BUS, BUS_RGB, CAR, CAR_LIGHTS, CLOTHES_RGB, FENCE,
-                    LAMPS, LIGHT, MOTORCYCLE, PERSON, PLATE, POLE, RIDER, ROAD, SIDEWALK, SIGN, SIGN_RGB, SLATS, TERRAIN, TRUCK,
-                    VEGETATION, VEHICLE_RGB, WALL, WINDOWS, City, Prims, Road, Scene, Skyline, Trajectory)
+from .scene import (
+    BASE_RGB,
+    BICYCLE,
+    BUILDING,
+    BUILDING_RGB,
+    BUS,
+    BUS_RGB,
+    CAR,
+    CAR_LIGHTS,
+    CLOTHES_RGB,
+    FENCE,
+    LAMPS,
+    LIGHT,
+    MOTORCYCLE,
+    PERSON,
+    PLATE,
+    POLE,
+    RIDER,
+    ROAD,
+    SIDEWALK,
+    SIGN,
+    SIGN_RGB,
+    SLATS,
+    TERRAIN,
+    TRUCK,
+    VEGETATION,
+    VEHICLE_RGB,
+    WALL,
+    WINDOWS,
+    City,
+    Prims,
+    Road,
+    Scene,
+    Skyline,
+    Trajectory,
+)
 
 GLASS = (0.10, 0.12, 0.16)
 TYRE = (0.05, 0.05, 0.05)
@@ -193,7 +226,8 @@ def _vehicle(p: Prims, city: City, x, z, vz, rng, cars_only=False) -> float:
     else:
         cls, length, width = BUS, rng.uniform(10, 13), 2.5
         rgb = _rgb(city, BUS, _pick(rng, BUS_RGB), rng)
-        p.box((x - width / 2, 0.35, z), (x + width / 2, 3.1, z + length), cls, rgb, g, v, noise=0.06, pattern=WINDOWS, param=(rng.uniform(1.2, 1.8), 3.2))
+        p.box((x - width / 2, 0.35, z), (x + width / 2, 3.1, z + length), cls, rgb, g, v, noise=0.06,
+              pattern=WINDOWS, param=(rng.uniform(1.2, 1.8), 3.2))
     for axle in (0.18, 0.82):
         zc = z + axle * length
         p.box((x - width / 2 + 0.05, 0, zc - 0.32), (x + width / 2 - 0.05, 0.62, zc + 0.32), cls, TYRE, g, v,

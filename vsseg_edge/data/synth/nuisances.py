@@ -22,7 +22,7 @@ class Sensor:
     vignette: float
 
     @classmethod
-    def draw(cls, rng: np.random.Generator) -> "Sensor":
+    def draw(cls, rng: np.random.Generator) -> Sensor:
         lo = int(rng.integers(30, 70))
         return cls(flicker=rng.uniform(0.02, 0.08), blur_prob=rng.uniform(0.2, 0.8),
                    read_noise=rng.uniform(0.003, 0.012),

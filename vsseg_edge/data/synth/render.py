@@ -32,7 +32,7 @@ class Camera:
     cy: float
 
     @classmethod
-    def for_scene(cls, scene: Scene, height: int, width: int) -> "Camera":
+    def for_scene(cls, scene: Scene, height: int, width: int) -> Camera:
         return cls(height, width, scene.city.focal * width, (width - 1) / 2.0, scene.city.horizon * height)
 
     def rays(self) -> np.ndarray:
@@ -44,7 +44,7 @@ class Camera:
 
 
 @dataclass
-class Frame:
+class RenderedFrame:
     """One rendered frame: clean RGB image in 0..1, trainIds and the geometry needed for the flow."""
 
     t: float
@@ -67,7 +67,7 @@ class Renderer:
         self.rays = self.cam.rays()
         self.materials = Materials(scene)
 
-    def __call__(self, t: float) -> Frame:
+    def __call__(self, t: float) -> RenderedFrame:
         """Render the scene at time `t` (seconds)."""
         centre, rot = self.scene.traj.pose(t)
         h, w = self.cam.height, self.cam.width
@@ -87,7 +87,7 @@ class Renderer:
         point[:, sky] = ds / np.sqrt((ds * ds).sum(0))
         image, train_ids, group, vel, moving = shade(self.materials, self.cam.focal, t, centre, depth, prim, face,
                                                      point)
-        frame = Frame(t, centre, rot, image, train_ids, depth, group, point, vel, moving)
+        frame = RenderedFrame(t, centre, rot, image, train_ids, depth, group, point, vel, moving)
         draw_hood(self.scene.city.hood, frame)
         return frame
 
@@ -173,7 +173,7 @@ def _hit_ellipsoid(d, centre, c, r):
     return np.where((disc > 0) & (tt > NEAR), tt, np.inf)
 
 
-def flow(src: Frame, dst: Frame, cam: Camera) -> np.ndarray:
+def flow(src: RenderedFrame, dst: RenderedFrame, cam: Camera) -> np.ndarray:
     """Exact flow src → dst (HxWx2 float32): where each src pixel's surface point is seen in dst; NaN where it
     leaves the image, is hidden in dst by another object (or the hood), or would exceed ±500 px."""
     from .shading import HOOD_GROUP, SKY_GROUP

@@ -9,7 +9,7 @@ import numpy as np
 
 from .layout import build_scene
 from .nuisances import Sensor, clean_bgr, degrade, noise_bank
-from .render import Camera, Frame, Renderer, flow
+from .render import Camera, RenderedFrame, Renderer, flow
 from .scene import FPS, make_city
 
 
@@ -20,7 +20,7 @@ class SequenceFrame:
     train_ids: np.ndarray  # HxW uint8
     flow_fw: np.ndarray | None  # previous frame → this frame (None for frame 0)
     flow_bw: np.ndarray | None  # this frame → previous frame
-    frame: Frame  # the clean render with its geometry
+    frame: RenderedFrame  # the clean render with its geometry
     camera: Camera  # its intrinsics
 
 

@@ -14,11 +14,11 @@ import functools
 import cv2
 import numpy as np
 
+from ...core.labels import IGNORE_INDEX
 from .scene import BOX, CAR_LIGHTS, LAMPS, PLATE, ROAD, SIDEWALK, SKY, SLATS, TERRAIN, WINDOWS, Scene
 
 TEX = 256  # side of the tiling noise texture, texels
 SKY_GROUP, GROUND_GROUP, HOOD_GROUP = 0, 1, -1
-IGNORE = 255
 F32 = np.float32
 
 
@@ -213,7 +213,7 @@ def draw_hood(hood: float, frame) -> None:
         return
     mask, colours = _hood_mask(hood, *frame.train_ids.shape)
     frame.image[mask] = colours
-    frame.train_ids[mask] = IGNORE
+    frame.train_ids[mask] = IGNORE_INDEX
     frame.group[mask] = HOOD_GROUP
     frame.depth[mask] = 0.5
     frame.vel[:, mask] = 0.0

@@ -5,6 +5,7 @@ A backend is opened from an artifact and its manifest, and gives:
     infer(batch: np.ndarray) -> np.ndarray     batch prepared by core.preprocess with `.preprocess_spec`;
                                                returns logits N×C×H×W or labels N×H×W (`.output_kind`)
     .preprocess_spec  .output_kind  .classes  .name  .device  .artifact
+    .max_batch                                 N ≤ max_batch (None: any N); 1 unless the artifact has a dynamic batch
     close() / context manager                  frees sessions, device buffers, streams
 
 The preprocessing always comes from the artifact (manifest or checkpoint), never guessed; `check_spec`
@@ -31,8 +32,10 @@ class Backend:
     device = "cpu"
     output_kind = "logits"  # "logits" | "labels"
     dynamic_size = False  # True when the artifact takes any input height/width
+    max_batch: int | None = 1  # the largest batch `infer` takes (a dynamic-batch artifact: more); None = any
     preprocess_spec: PreprocessSpec
     classes: list[str]
+    palette: list | None = None  # RGB per class from the manifest / checkpoint (a class file's colours)
     artifact: str
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -60,6 +63,13 @@ class Backend:
     def to_labels(self, output: np.ndarray) -> np.ndarray:
         """Backend output → uint8 labels N×H×W (argmax on the host for logits)."""
         return labels_from_output(output, self.output_kind)
+
+    @property
+    def label_set(self):
+        """The model's classes with their colours (a built-in set, or the artifact's palette)."""
+        from ...core.labels import label_set_for
+
+        return label_set_for(self.classes or [str(i) for i in range(255)], self.palette)
 
     def describe(self) -> str:
         s = self.preprocess_spec

@@ -122,7 +122,8 @@ class OrtBackend(Backend):
         self.artifact = name
         self.preprocess_spec, self.output_kind, self.classes = preprocess_spec, output_kind, list(classes)
         self.exact_qdq = exact_qdq
-        providers = list(providers) if providers is not None else preferred_providers()
+        providers = ([providers] if isinstance(providers, str) else list(providers)) if providers is not None \
+            else preferred_providers()
         self.shifted = 0  # activation QuantizeLinear nodes shifted from int8 to uint8 (CPU provider only)
         if shift_int8 and not exact_qdq and providers[:1] == list(CPU):
             model = self._shift_int8(model)
@@ -136,16 +137,18 @@ class OrtBackend(Backend):
 
     @classmethod
     def open(cls, path: str | Path, *, providers=None, threads: int = 0, exact_qdq: bool = False,
-             shift_int8: bool = True, io_binding: bool | None = None) -> "OrtBackend":
+             shift_int8: bool = True, io_binding: bool | None = None) -> OrtBackend:
         """The backend of an ONNX file and its manifest (an FP32 ONNX or a Q/DQ INT8 ONNX)."""
         path = Path(path)
         man = read_manifest(path, kind=("onnx", "qdq_onnx"), verify=True)
         _check_onnx(path)
         # only Q/DQ artifacts can hold int8 activations: an FP32 ONNX is not parsed a second time
-        return cls(path, preprocess_spec=manifest_preprocess(man, str(path)),
-                   output_kind=output_kind_of(man, str(path)), classes=man.get("classes", []), name=str(path),
-                   providers=providers, threads=threads, exact_qdq=exact_qdq,
-                   shift_int8=shift_int8 and man["kind"] == "qdq_onnx", io_binding=io_binding)
+        be = cls(path, preprocess_spec=manifest_preprocess(man, str(path)),
+                 output_kind=output_kind_of(man, str(path)), classes=man.get("classes", []), name=str(path),
+                 providers=providers, threads=threads, exact_qdq=exact_qdq,
+                 shift_int8=shift_int8 and man["kind"] == "qdq_onnx", io_binding=io_binding)
+        be.palette = man.get("palette")  # a class file's colours, when the model has one
+        return be
 
     def _shift_int8(self, model):
         """The model, or, when it holds int8 activation Q/DQ, the uint8-shifted model in memory."""
@@ -192,6 +195,7 @@ class OrtBackend(Backend):
                                  f"{spec.layout.upper()} {expected}")
         hw = shape[2:] if spec.layout == "nchw" else shape[1:3]
         self.dynamic_size = not all(isinstance(d, int) for d in hw)
+        self.max_batch = shape[0] if isinstance(shape[0], int) else None  # a symbolic batch dim takes any N
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if not self.io_binding:

@@ -31,6 +31,7 @@ class TorchBackend(Backend):
     name = "torch"
     output_kind = "labels"
     dynamic_size = True  # the students are fully convolutional; their own input check names valid sizes
+    max_batch = None  # any batch
 
     def __init__(self, model, *, preprocess_spec: PreprocessSpec, classes: list[str], artifact: str = "<module>",
                  device: str | None = None, fp16: bool | None = None, channels_last: bool | None = None,
@@ -59,12 +60,14 @@ class TorchBackend(Backend):
         self._graph = self._pinned = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **options) -> "TorchBackend":
+    def from_checkpoint(cls, path: str | Path, **options) -> TorchBackend:
         from ...models.checkpoint import checkpoint_preprocess, model_from_checkpoint
 
         model, ckpt = model_from_checkpoint(path)
-        return cls(model, preprocess_spec=checkpoint_preprocess(ckpt, str(path)), classes=ckpt["classes"],
-                   artifact=str(path), **options)
+        be = cls(model, preprocess_spec=checkpoint_preprocess(ckpt, str(path)), classes=ckpt["classes"],
+                 artifact=str(path), **options)
+        be.palette = ckpt.get("palette")
+        return be
 
     def _forward(self, x, labels: bool | None = None):
         """The model on a device input: uint8 labels (argmax on the device) or float logits, as `output_kind` says

@@ -35,7 +35,7 @@ class _WallEvent:
     def record(self, stream=None) -> None:
         self.t = time.perf_counter()
 
-    def elapsed_time(self, end: "_WallEvent") -> float:
+    def elapsed_time(self, end: _WallEvent) -> float:
         return (end.t - self.t) * 1e3
 
     def synchronize(self) -> None:
@@ -62,7 +62,7 @@ class _Slot:
 
 
 class _Pending:
-    def __init__(self, stage: "TorchDeviceStage", slot: _Slot):
+    def __init__(self, stage: TorchDeviceStage, slot: _Slot):
         self._stage, self._slot = stage, slot
 
     def result(self) -> StageResult:

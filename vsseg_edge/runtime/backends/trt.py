@@ -6,8 +6,10 @@
   8.6 only (removed in 10.0) and is kept as the fallback for an engine object without `num_io_tensors`.
   `set_input_shape` and `set_tensor_address` return False on a bad shape/address: checked, one-line error.
 - Pinned host buffers (cudaMallocHost, viewed as bytes then as the tensor's dtype, so FP16 I/O works too) and
-  device buffers (cudaMalloc) are allocated ONCE for the batch-1 shape; each `infer` does async H2D copy →
-  execute → async D2H copy on one CUDA stream (`int(stream)` is the handle TensorRT takes), then one sync.
+  device buffers (cudaMalloc) are allocated ONCE for the largest batch (1, or the max of a dynamic-batch engine's
+  profile as its manifest records it, `build-engine --batch`); each `infer` of N frames sets the input shape when
+  N changes and does async H2D copy of N items → execute → async D2H copy of N items on one CUDA stream
+  (`int(stream)` is the handle TensorRT takes), then one sync.
 - The runtime does not call `infer` on CUDA: `device_stage` (trt_stage.py) runs frames through the engine with
   uploads, executions and downloads of consecutive frames on three streams, from slots of its own buffers.
 - An engine is loaded only beside a manifest whose TensorRT version and GPU match the installed ones
@@ -114,7 +116,8 @@ class HostDeviceBuffer:
 
 
 class TrtBackend(Backend):
-    """Deserialize an engine (after the manifest check) and run batch-1 inference on one CUDA stream."""
+    """Deserialize an engine (after the manifest check) and run inference of up to `max_batch` frames on one
+    CUDA stream."""
 
     name = "trt"
 
@@ -124,16 +127,17 @@ class TrtBackend(Backend):
         man = read_manifest(path, kind="engine", verify=True)
         self.preprocess_spec = manifest_preprocess(man, str(path))
         self.output_kind = output_kind_of(man, str(path))
-        self.classes = list(man.get("classes", []))
+        self.classes, self.palette = list(man.get("classes", [])), man.get("palette")
+        self._profile = ((man.get("build") or {}).get("settings") or {}).get("batch")  # [min, opt, max] or None
         trt, cudart = modules or load_trt_modules()
         self._trt, self._cudart = trt, cudart
-        cuda_call(cudart.cudaSetDevice(device))
-        prop = cuda_call(cudart.cudaGetDeviceProperties(device))
-        gpu = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-        gpu = gpu.strip("\x00").strip()
-        self.device = f"cuda:{device} ({gpu})"
+        from ...engine.device import gpu_info, use_device
+
+        gpu = gpu_info(device, cudart)
+        use_device(device, cudart)
+        self.device = f"cuda:{device} ({gpu.name})"
         # the engine room's check (one rule for builder, cache and runtime): same TensorRT, same GPU model
-        here = {"name": gpu, "compute_capability": (int(prop.major), int(prop.minor))}
+        here = {"name": gpu.name, "compute_capability": gpu.compute_capability}
         check_engine_manifest(man, trt.__version__, here, str(path))
         self._buffers: dict[str, HostDeviceBuffer] = {}
         self._stream = None
@@ -153,7 +157,8 @@ class TrtBackend(Backend):
             raise
 
     def _setup_io(self, path: Path) -> None:
-        """Fix the input shape to batch 1 of the manifest's spec, then allocate every buffer once."""
+        """Fix the input shape to the largest batch of the manifest's spec, allocate every buffer once for it,
+        then fix batch 1 (an `infer` of another batch size changes it)."""
         tensors = io_tensors(self._engine, self._trt, path.name)
         inputs = [t for t in tensors if t.is_input]
         outputs = [t for t in tensors if not t.is_input]
@@ -168,19 +173,30 @@ class TrtBackend(Backend):
         if any(d not in (-1, w) for d, w in zip(self._input.shape, want)) or len(self._input.shape) != 4:
             raise VssegError(f"{path.name}: input shape {self._input.shape} does not fit the manifest's {want}")
         v3 = hasattr(self._engine, "num_io_tensors")
+        self._v3, self._batch = v3, None
+        self.max_batch = int(self._profile[2]) if self._input.shape[0] == -1 and self._profile else 1
+        full = (self.max_batch, *want[1:])
         if -1 in self._input.shape:
-            ok = (self._context.set_input_shape(self._input.name, want) if v3
-                  else self._context.set_binding_shape(self._input.index, want))
-            if ok is False:  # TensorRT returns False for a shape outside the engine's optimisation profile
-                raise VssegError(f"{path.name}: TensorRT refused input shape {want} for {self._input.name!r} "
-                                 "(outside the engine's optimisation profile?); rebuild with --batch covering 1")
-        shapes = {t.name: (want if t.is_input else self._out_shape(t, v3)) for t in tensors}
+            self._set_batch(self.max_batch)
+        shapes = {t.name: (full if t.is_input else self._out_shape(t, v3)) for t in tensors}
         for t in tensors:
             self._buffers[t.name] = HostDeviceBuffer(self._cudart, tuple(shapes[t.name]), t.dtype)
             if v3 and self._context.set_tensor_address(t.name, int(self._buffers[t.name].device)) is False:
                 raise VssegError(f"{path.name}: TensorRT refused the device address of {t.name!r}")
         self._bindings = [int(self._buffers[t.name].device) for t in sorted(tensors, key=lambda t: t.index)]
-        self._v3 = v3
+        if -1 in self._input.shape:
+            self._set_batch(1)
+
+    def _set_batch(self, n: int) -> None:
+        """Set the input shape for a batch of `n` (only for an input with dynamic dimensions)."""
+        shape = (n, *self.preprocess_spec.input_shape(1)[1:])
+        ok = (self._context.set_input_shape(self._input.name, shape) if self._v3
+              else self._context.set_binding_shape(self._input.index, shape))
+        if ok is False:  # TensorRT returns False for a shape outside the engine's optimisation profile
+            raise VssegError(f"{Path(self.artifact).name}: TensorRT refused input shape {shape} for "
+                             f"{self._input.name!r} (outside the engine's optimisation profile?); rebuild with "
+                             f"--batch covering {n}")
+        self._batch = n
 
     def _out_shape(self, t: IOTensor, v3: bool) -> tuple[int, ...]:
         shape = tuple(self._context.get_tensor_shape(t.name) if v3 else self._context.get_binding_shape(t.index))
@@ -189,9 +205,12 @@ class TrtBackend(Backend):
         return shape
 
     def io_buffers(self) -> tuple[tuple, tuple]:
-        """(name, shape, dtype) of the input and of the first output: what a device stage allocates per slot."""
+        """(name, shape, dtype) of the input and of the first output for ONE frame: what a device stage allocates
+        per slot (this backend's own buffers hold up to `max_batch` frames)."""
         inp, out = self._buffers[self._input.name], self._buffers[self._output.name]
-        return (self._input.name, inp.host.shape, inp.host.dtype), (self._output.name, out.host.shape, out.host.dtype)
+        one = lambda shape: (1, *shape[1:])  # noqa: E731
+        return ((self._input.name, one(inp.host.shape), inp.host.dtype),
+                (self._output.name, one(out.host.shape), out.host.dtype))
 
     def execute_on(self, stream, addresses: dict[str, int] | None = None) -> None:
         """Enqueue one execution on `stream`: the named tensors at `addresses`, the others in this backend's buffers."""
@@ -212,20 +231,27 @@ class TrtBackend(Backend):
         """Frames through the engine on upload / compute / download streams (trt_stage.py)."""
         from .trt_stage import TrtDeviceStage
 
+        if self._batch != 1 and -1 in self._input.shape:
+            self._set_batch(1)  # the stage runs one frame per execution
         return TrtDeviceStage(self, lut=lut, alpha=alpha, overlay=overlay, slots=slots)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         cudart, stream = self._cudart, self._stream
         inp, out = self._buffers[self._input.name], self._buffers[self._output.name]
-        if batch.shape != inp.host.shape:
-            raise VssegError(f"{self.artifact}: engine input is {inp.host.shape}, got a batch {batch.shape}")
-        np.copyto(inp.host, batch)
+        n = batch.shape[0] if batch.ndim == inp.host.ndim else 0
+        if batch.shape[1:] != inp.host.shape[1:] or not 1 <= n <= self.max_batch:
+            raise VssegError(f"{self.artifact}: engine input is {inp.host.shape[1:]} in batches of 1 to "
+                             f"{self.max_batch}, got a batch {batch.shape}")
+        if n != self._batch and -1 in self._input.shape:
+            self._set_batch(n)
+        np.copyto(inp.host[:n], batch)
+        n_in, n_out = inp.nbytes // self.max_batch * n, out.nbytes // self.max_batch * n  # batch is the first dim
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        cuda_call(cudart.cudaMemcpyAsync(inp.device, inp.host.ctypes.data, inp.nbytes, h2d, stream))
+        cuda_call(cudart.cudaMemcpyAsync(inp.device, inp.host.ctypes.data, n_in, h2d, stream))
         self.execute_on(stream)  # this backend's own buffers (a device stage points the context at its slots)
-        cuda_call(cudart.cudaMemcpyAsync(out.host.ctypes.data, out.device, out.nbytes, d2h, stream))
+        cuda_call(cudart.cudaMemcpyAsync(out.host.ctypes.data, out.device, n_out, d2h, stream))
         cuda_call(cudart.cudaStreamSynchronize(stream))
-        return out.host.copy()
+        return out.host[:n].copy()
 
     def close(self) -> None:
         if self._stream is not None and self._buffers:

@@ -64,7 +64,7 @@ class _Slot:
 
 
 class _Pending:
-    def __init__(self, stage: "TrtDeviceStage", slot: _Slot):
+    def __init__(self, stage: TrtDeviceStage, slot: _Slot):
         self._stage, self._slot = stage, slot
 
     def result(self) -> StageResult:

@@ -5,7 +5,7 @@ terms whose weight in `LossWeights` is non-zero. Choices between the ETC paper a
 in each module.
 """
 
-from .ce import ETC_CITYSCAPES_CLASS_WEIGHTS, SegLoss, cross_entropy
+from .ce import ETC_CITYSCAPES_CLASS_WEIGHTS, cross_entropy
 from .compose import EtcLoss, FrameOutputs, build_losses
 from .config import LossConfig, LossWeights
 from .kd_multiframe import ConvLSTMCell, MultiFrameKDLoss, self_cosine_graph
@@ -20,14 +20,14 @@ from .skd import (
     holistic_discriminator_loss,
     holistic_generator_loss,
 )
-from .temporal import TemporalLoss, occlusion_mask
+from .temporal import TemporalLoss, photometric_weight
 from .warp import flow_validity, flow_warp, resize_flow
 
 __all__ = [
-    "ETC_CITYSCAPES_CLASS_WEIGHTS", "SegLoss", "cross_entropy", "EtcLoss", "FrameOutputs", "build_losses",
+    "ETC_CITYSCAPES_CLASS_WEIGHTS", "cross_entropy", "EtcLoss", "FrameOutputs", "build_losses",
     "LossConfig", "LossWeights", "ConvLSTMCell", "MultiFrameKDLoss", "self_cosine_graph",
     "PairwiseFramesKDLoss", "cross_frame_affinity", "PixelKDLoss", "kl_map", "valid_from_labels",
     "holistic_discriminator_loss", "holistic_generator_loss", "SkdPairwiseLoss", "SkdPixelLoss",
     "SpectralNormDiscriminator", "discriminator_optimizer", "gradient_penalty", "TemporalLoss",
-    "occlusion_mask", "flow_validity", "flow_warp", "resize_flow",
+    "photometric_weight", "flow_validity", "flow_warp", "resize_flow",
 ]

@@ -18,9 +18,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-IGNORE_INDEX = 255
+from ...core.labels import IGNORE_INDEX
 
 # The class-balance weights hard-coded in ETC's util/crit.py (Cityscapes trainIds 0..18); a constant
 # offered for reproduction, off by default.
@@ -53,29 +52,3 @@ def cross_entropy(
     if class_weights is not None:
         class_weights = class_weights.to(device=logits.device, dtype=logits.dtype)
     return F.cross_entropy(logits, labels, weight=class_weights, ignore_index=ignore_index)
-
-
-class SegLoss(nn.Module):
-    """L = CE(out, y) + aux_weight · CE(aux, y); see the module docstring for the exact normalisation."""
-
-    def __init__(
-        self,
-        aux_weight: float = 0.4,
-        class_weights: Sequence[float] | None = None,
-        ignore_index: int = IGNORE_INDEX,
-    ):
-        super().__init__()
-        self.aux_weight = float(aux_weight)
-        self.ignore_index = int(ignore_index)
-        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-        self.register_buffer("class_weights", weights, persistent=False)
-
-    def main(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """CE of one head."""
-        return cross_entropy(logits, labels, self.class_weights, self.ignore_index)
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
-        loss = self.main(logits, labels)
-        if aux is not None and self.aux_weight != 0.0:
-            loss = loss + self.aux_weight * self.main(aux, labels)
-        return loss

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ...core.labels import IGNORE_INDEX
 from .temporal import ON_CHOICES
 
 KD_TERMS = ("kd_pixel", "kd_pairwise_frames", "kd_multiframe", "skd_pixel", "skd_pairwise", "skd_holistic")
@@ -57,7 +58,7 @@ class LossConfig:
     """Weights plus the options of each term (defaults follow ETC's / SKD's code)."""
 
     weights: LossWeights = field(default_factory=LossWeights)
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     class_weights: tuple[float, ...] | None = None
     # temporal loss
     temporal_on: str = "logits"            # "logits" (ETC code) | "probs" (paper)
@@ -76,9 +77,8 @@ class LossConfig:
     pairwise_etc_compat: bool = False      # ETC's swapped-norm affinity (a bug), for comparison only
     pairwise_pool: int = 1
     multiframe_pool: int = 16
-    # frozen by default: a ConvLSTM trained with the loss it computes learns to ignore its input (the term then
-    # goes to ~0 while the student's graphs drift from the teacher's; benchmarks/reports/etc_seeds_kd.md).
-    # True reproduces ETC's trainable cell.
+    # frozen by default: a ConvLSTM trained with the loss it computes can learn to ignore its input (the loss
+    # is 0 for any input-independent cell; see kd_multiframe.py). True reproduces ETC's trainable cell.
     multiframe_trainable: bool = False
     skd_pool_scale: float = 0.5
     skd_pixel_batch_sum: bool = False

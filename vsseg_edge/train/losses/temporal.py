@@ -45,8 +45,9 @@ from .warp import flow_validity, flow_warp, resize_flow
 ON_CHOICES = ("logits", "probs")
 
 
-def occlusion_mask(image_t: torch.Tensor, warped_image: torch.Tensor) -> torch.Tensor:
-    """M = exp(−|Σ_c (I_t − Î)_c|) as N×1×H×W; 1 exactly where the warped image equals I_t."""
+def photometric_weight(image_t: torch.Tensor, warped_image: torch.Tensor) -> torch.Tensor:
+    """M = exp(−|Σ_c (I_t − Î)_c|) as N×1×H×W: a weight in (0, 1], 1 exactly where the warped image equals I_t
+    (ETC calls it the occlusion mask; TC's boolean forward-backward check is `metrics.tc.occluded_pixels`)."""
     return torch.exp(-torch.abs((image_t - warped_image).sum(dim=1, keepdim=True)))
 
 
@@ -81,7 +82,7 @@ class TemporalLoss(nn.Module):
         """V · M^p at the flow's resolution (images resized to it), N×1×H×W, without gradient."""
         image_t = _resize_images(image_t, flow.shape[-2:])
         image_n = _resize_images(image_n, flow.shape[-2:])
-        m = occlusion_mask(image_t, flow_warp(image_n, flow))
+        m = photometric_weight(image_t, flow_warp(image_n, flow))
         if self.square_mask:
             m = m * m
         return m * flow_validity(flow, self.exclude_out_of_frame)

@@ -3,9 +3,11 @@
 The trainers of every recipe are built first, then their steps are interleaved round-robin (baseline,
 TL, TL+KD, baseline, …) so machine noise hits them alike; the report gives median step times and the
 ratio to the baseline. Weights do not matter for timing: the teacher is a randomly initialised checkpoint
-of `--teacher` unless `--teacher-checkpoint` names a trained one.
+of `--teacher` (`bench.models.random_init_checkpoint`) unless `--teacher-checkpoint` names a trained one.
+Each trainer's batches come from its public `data_loader()`, fetched before the clock starts.
 
-    python benchmarks/train_step_time.py --data runs/synth --steps 6 --out benchmarks/reports/train_step_time
+    python benchmarks/experiments/train_step_time.py --data runs/synth --steps 6 \
+        --out benchmarks/reports/train_step_time
 """
 
 from __future__ import annotations
@@ -13,14 +15,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 
 RECIPES = {
     "baseline": {"seg": 1.0, "aux": 0.4},
@@ -47,22 +46,18 @@ def main() -> None:
 
     import torch
 
-    from vsseg_edge.core.config import from_dict
-    from vsseg_edge.core.labels import CITYSCAPES
-    from vsseg_edge.core.preprocess import PreprocessSpec
-    from vsseg_edge.models import create_model
-    from vsseg_edge.models.checkpoint import save_checkpoint
+    from vsseg_edge.bench.models import random_init_checkpoint
+    from vsseg_edge.core.config import from_dict, parse_size
+    from vsseg_edge.measure.environment import cpu_model
     from vsseg_edge.train.config import TrainConfig
     from vsseg_edge.train.trainer import Trainer
 
     torch.set_num_threads(args.threads)
-    h, w = (int(v) for v in args.crop.split("x"))
+    h, w = parse_size(args.crop, "--crop")
     tmp = Path(tempfile.mkdtemp(prefix="vsseg-steptime-"))
     teacher = args.teacher_checkpoint
     if teacher is None:
-        teacher = tmp / "teacher.pt"
-        save_checkpoint(teacher, create_model(args.teacher, 19), model_name=args.teacher,
-                        classes=list(CITYSCAPES.classes), preprocess=PreprocessSpec(height=h, width=w))
+        teacher = random_init_checkpoint(args.teacher, tmp / "teacher.pt", size=(h, w))
     trainers = {}
     for name, weights in RECIPES.items():
         cfg = from_dict(TrainConfig, {
@@ -72,7 +67,7 @@ def main() -> None:
             "loss": {"weights": weights}, "teacher": {"checkpoint": str(teacher) if "kd_pixel" in weights else None},
         }, name)
         tr = Trainer(cfg, progress=False)
-        trainers[name] = (tr, iter(tr._loader()))
+        trainers[name] = (tr, iter(tr.data_loader()))
     times = {name: [] for name in trainers}
     for i in range(args.steps + 1):  # the first round is warm-up
         for name, (tr, batches) in trainers.items():
@@ -86,7 +81,7 @@ def main() -> None:
             for k, v in med.items()}
     result = {"benchmark": "train_step_time", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"),
               "student": args.student, "teacher": args.teacher, "crop": [h, w], "batch": args.batch,
-              "threads": args.threads, "cpu": platform.processor() or platform.machine(), "rows": rows,
+              "threads": args.threads, "cpu": cpu_model(), "rows": rows,
               "note": "step = data already loaded; forward of every frame (+ teacher), losses, backward, SGD step"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
@@ -98,7 +93,7 @@ def main() -> None:
     lines += ["", f"Batch {args.batch}, crop {h}x{w}, {args.threads} CPU threads, {args.steps} interleaved steps "
               f"each after one warm-up round, {result['date']} on {result['cpu']}. The loader's time is excluded "
               "(batches are fetched before the clock starts).",
-              f"Reproduce: `python benchmarks/train_step_time.py --data DATA --steps {args.steps}`."]
+              f"Reproduce: `python benchmarks/experiments/train_step_time.py --data DATA --steps {args.steps}`."]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

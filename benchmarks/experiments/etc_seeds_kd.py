@@ -1,7 +1,7 @@
 """Why is the multi-frame (ConvLSTM) KD term ~0?  A diagnosis on trained checkpoints, no training.
 
 On every clip (t−k, t, t+k) of the val split (k = 1), with the student, the teacher and the ConvLSTM of an
-ETC run (`benchmarks/etc_synthetic.py`; the cell's trained weights are in the student's last.pt), for the
+ETC run (`benchmarks/experiments/etc_synthetic.py`; the cell's trained weights are in the student's last.pt), for the
 node grid ETC's 16×16 pooling gives at this crop and for the grid `MultiFrameKDLoss` now uses:
 
     nodes         pooled grid (h×w) of the PPM features; the graph is (h·w)×(h·w)
@@ -13,8 +13,10 @@ node grid ETC's 16×16 pooling gives at this crop and for the grid `MultiFrameKD
     grad_ratio    ‖∂term/∂θ_student‖ / ‖∂CE/∂θ_student‖ on the same frames (eval-mode BN); for scale, the
                   same for the recipe's pixel KD and pair-wise-frames KD at weight 1 (4-node-rule rows)
 
-Usage (after `python benchmarks/etc_synthetic.py ... --runs runs/etc_synthetic`; defaults are those paths):
-    python benchmarks/etc_seeds_kd.py --students runs/etc_synthetic/espnet_tl_kd runs/etc_synthetic/espnet_baseline \
+Usage (after `python benchmarks/experiments/etc_synthetic.py ... --runs runs/etc_synthetic`; defaults are those
+paths):
+    python benchmarks/experiments/etc_seeds_kd.py \
+        --students runs/etc_synthetic/espnet_tl_kd runs/etc_synthetic/espnet_baseline \
         --cell-from runs/etc_synthetic/espnet_tl_kd/last.pt --teacher runs/etc_synthetic/teacher_pspnet18/model.pt \
         --data runs/synth128 --out benchmarks/reports/etc_seeds_kd
 Writes <out>.json and prints the Markdown table (benchmarks/reports/etc_seeds_kd.md quotes it with the
@@ -27,12 +29,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 INIT_SEEDS = range(5)
 
 
@@ -87,7 +88,10 @@ def diagnose(student, teacher, cell_state: dict | None, data: Path, spec, pool: 
         cells["trained"] = MultiFrameKDLoss(pool=pool, min_side=min_side, trainable=False)
         cells["trained"].load_state_dict(cell_state)
     acc: dict[str, list[float]] = {}
-    add = lambda k, v: acc.setdefault(k, []).append(float(v))
+
+    def add(key, value):
+        acc.setdefault(key, []).append(float(value))
+
     for xs, label in clips(data, spec, every):
         outs = [student(x, return_features=True) for x in xs]
         with torch.no_grad():
@@ -101,7 +105,7 @@ def diagnose(student, teacher, cell_state: dict | None, data: Path, spec, pool: 
         add("offdiag_s", gs[1][0, 0][off].mean().detach() if m > 1 else float("nan"))
         add("offdiag_t", gt[1][0, 0][off].mean() if m > 1 else float("nan"))
         add("graph_mse", statistics.mean(float(F.mse_loss(a.detach(), b)) for a, b in zip(gs, gt)))
-        ce = cross_entropy(outs[1]["out"], label, None, 255)
+        ce = cross_entropy(outs[1]["out"], label)
         ce_norm = student_grad_norm(student, ce)
         if with_other_terms:  # the recipe's other KD terms at weight 1, for scale (neighbours t±k)
             with torch.no_grad():
@@ -121,7 +125,8 @@ def diagnose(student, teacher, cell_state: dict | None, data: Path, spec, pool: 
     grid = tuple(cells["fresh0"].graph(s_feats[0]).shape[-2:])
     out = {k: statistics.mean(v) for k, v in acc.items()}
     out["clips"] = len(acc.get("graph_mse", []))
-    out["grid"] = f"{s_feats[0].shape[-2]}x{s_feats[0].shape[-1]} map -> {int(out['nodes'])} nodes ({grid[0]}x{grid[1]} graph)"
+    out["grid"] = (f"{s_feats[0].shape[-2]}x{s_feats[0].shape[-1]} map -> {int(out['nodes'])} nodes "
+                   f"({grid[0]}x{grid[1]} graph)")
     for key in ("trained", "fresh"):
         if f"loss_{key}" in out:
             out[f"gain_{key}"] = out[f"loss_{key}"] / max(out["graph_mse"], 1e-12)
@@ -135,7 +140,9 @@ def student_checkpoint(path: Path) -> Path:
 
 def markdown(result: dict) -> str:
     """The report table: one row per (student, grid rule)."""
-    f = lambda v, nd=3: "-" if v is None else (f"{v:.2e}" if abs(v) < 1e-2 and v else f"{v:.{nd}f}")
+    def f(v, nd=3):
+        return "-" if v is None else (f"{v:.2e}" if abs(v) < 1e-2 and v else f"{v:.{nd}f}")
+
     head = ("| student | graph | offdiag S / T | graph MSE | loss, trained cell | loss, fresh cell "
             "| gain trained / fresh | grad/CE trained / fresh | grad/CE pixel KD, pair KD |")
     lines = [head, "|---|---|---|---|---|---|---|---|---|"]
@@ -151,7 +158,8 @@ def markdown(result: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--students", type=Path, nargs="+", help="student run folders (model.pt) or .pt checkpoints",
-                    default=[REPO / "runs" / "etc_synthetic" / "espnet_tl_kd", REPO / "runs" / "etc_synthetic" / "espnet_baseline"])
+                    default=[REPO / "runs" / "etc_synthetic" / "espnet_tl_kd",
+                             REPO / "runs" / "etc_synthetic" / "espnet_baseline"])
     ap.add_argument("--cell-from", type=Path, default=REPO / "runs" / "etc_synthetic" / "espnet_tl_kd" / "last.pt",
                     help="training state holding the trained ConvLSTM; used for the student of the same folder")
     ap.add_argument("--teacher", type=Path, default=REPO / "runs" / "etc_synthetic" / "teacher_pspnet18" / "model.pt")
@@ -183,13 +191,16 @@ def main() -> None:
         spec = checkpoint_preprocess(ckpt, str(run))
         own_cell = cell if student_checkpoint(run).resolve().parent == args.cell_from.resolve().parent else None
         for rule, (pool, min_side) in {"etc_kernel16": (16, 1), "min_side4": (16, 4)}.items():
+            figures = diagnose(student, teacher, own_cell, args.data, spec, pool, min_side, args.every,
+                               with_other_terms=rule == "min_side4")
             rows.append({"student": str(run), "label": f"{run.parent.name}/{run.name}", "grid_rule": rule,
-                         "step": ckpt.get("step"), **diagnose(student, teacher, own_cell, args.data, spec, pool,
-                                                              min_side, args.every, with_other_terms=rule == "min_side4")})
+                         "step": ckpt.get("step"), **figures})
             print(json.dumps(rows[-1]), flush=True)
-    result = {"benchmark": "etc_seeds_kd", "rows": rows, "teacher": str(args.teacher), "cell_from": str(args.cell_from),
-              "data": str(args.data), "threads": args.threads, "every": args.every,
-              "date": dt.date.today().isoformat(), "machine": f"{platform.machine()} CPU",
+    from vsseg_edge.measure.environment import cpu_model
+
+    result = {"benchmark": "etc_seeds_kd", "rows": rows, "teacher": str(args.teacher),
+              "cell_from": str(args.cell_from), "data": str(args.data), "threads": args.threads, "every": args.every,
+              "date": dt.date.today().isoformat(), "machine": cpu_model(),
               "seconds": round(time.perf_counter() - t0, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_json, "w") as fh:

@@ -1,10 +1,9 @@
 """Is the temporal loss's effect on TC real? Several seeds of baseline vs +TL (two weights), same iterations.
 
-For each seed and arm, the user-facing commands exactly as `etc_synthetic.py` runs them:
+For each seed and arm, the user-facing training command, then the package's benchmark on the val split:
 
-    vsseg-edge train train/synth_pspnet18_{baseline,tl}.yaml -o seed=S -o model.name=STUDENT ...
-    vsseg-edge run model.pt --source <val city> --save-masks DIR
-    vsseg-edge eval DIR --dataset ROOT --split val --flow exact --json eval.json
+    vsseg-edge train train/synth_pspnet18_{baseline,tl}.yaml --override seed=S --override model.name=STUDENT ...
+    bench.run_bench([model.pt], dataset ROOT, flow exact)    mIoU and TC of the per-frame predictions
 
 plus a diagnostic that separates "the TL changed nothing" from "TC (an argmax metric) cannot see it":
 on every consecutive val pair (t, t+1) with the exact flow, in eval mode on full frames,
@@ -17,7 +16,7 @@ on every consecutive val pair (t, t+1) with the exact flow, in eval mode on full
 and from the training log the weighted temporal term relative to the CE term over the last 20% of steps.
 
 Usage (after `vsseg-edge data synth --out runs/synth128 --size 128x256`):
-    python benchmarks/etc_seeds.py --data runs/synth128 --runs runs/etc_seeds --student espnet \
+    python benchmarks/experiments/etc_seeds.py --data runs/synth128 --runs runs/etc_seeds --student espnet \
         --iterations 400 --seeds 0 1 2 --weights 0.1 1.0 --out benchmarks/reports/etc_seeds
 Finished (seed, arm) runs are reused (delete runs/etc_seeds/<name> to redo one); results accumulate in
 <runs>/results.json so an interrupted sweep resumes. Writes <out>.json and <out>.md.
@@ -28,13 +27,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from etc_synthetic import REPO, score, step_time, train
+REPO = Path(__file__).resolve().parents[2]
 
 RECIPES = {"baseline": "train/synth_pspnet18_baseline.yaml", "tl": "train/synth_pspnet18_tl.yaml"}
 
@@ -42,7 +41,7 @@ RECIPES = {"baseline": "train/synth_pspnet18_baseline.yaml", "tl": "train/synth_
 def arms(weights: list[float]) -> list[tuple[str, str, list[str]]]:
     """(arm name, recipe, extra overrides): the baseline, then +TL at each temporal weight."""
     out = [("baseline", RECIPES["baseline"], [])]
-    out += [(f"tl_w{w:g}", RECIPES["tl"], ["-o", f"loss.weights.temporal={w}"]) for w in weights]
+    out += [(f"tl_w{w:g}", RECIPES["tl"], ["--override", f"loss.weights.temporal={w}"]) for w in weights]
     return out
 
 
@@ -106,14 +105,25 @@ def term_ratio(model_dir: Path) -> float | None:
 
 
 def run_one(arm: str, recipe: str, extra: list[str], seed: int, args) -> dict:
+    from vsseg_edge.bench.runner import BenchConfig, run_bench
+    from vsseg_edge.core.manifest import read_manifest
+
     name = f"{args.student}_{arm}_s{seed}"
     model = args.runs / name / "model.pt"
     if not model.is_file():
-        train(recipe, name, args.runs, args.data, args.iterations,
-              ["-o", f"model.name={args.student}", "-o", f"data.crop={args.crop}", "-o", f"seed={seed}",
-               "-o", f"threads={args.threads}", "-o", f"data.workers={args.workers}", "-o", "val_tc=false", *extra])
-    ev = score(model, args.data, args.runs / f"eval_{name}")
-    return {"arm": arm, "seed": seed, "miou": ev["miou"], "tc": ev["tc"], "step_time_s": step_time(model.parent),
+        meta = json.loads((args.data / "synth.json").read_text())
+        overrides = {"name": name, "out_dir": args.runs, "data.root": args.data, "iterations": args.iterations,
+                     "preprocess.height": meta["height"], "preprocess.width": meta["width"],
+                     "model.name": args.student, "data.crop": args.crop, "seed": seed, "threads": args.threads,
+                     "data.workers": args.workers, "val_tc": "false"}
+        flags = [arg for k, v in overrides.items() for arg in ("--override", f"{k}={v}")]
+        subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "train", recipe, "--no-progress", *flags, *extra],
+                       check=True, cwd=REPO)
+    bench = run_bench([model], BenchConfig(dataset=args.data, flow="exact", backends=("torch",), runs=1, warmup=0,
+                                           frames=1, threads=args.threads, progress=False))
+    acc = bench["entries"][0]["accuracy"]
+    step = read_manifest(model)["metrics"].get("train_step_seconds_p50")
+    return {"arm": arm, "seed": seed, "miou": acc["miou"], "tc": acc["tc"], "step_time_s": step,
             "temporal_over_ce": term_ratio(model.parent), **temporal_diagnostic(model, args.data, args.threads)}
 
 
@@ -147,7 +157,9 @@ def fmt(s: dict, k: str, nd: int = 2) -> str:
 
 def scaled(v: dict, k: float) -> dict:
     """A summary entry with every figure multiplied by k (for small losses)."""
-    mul = lambda x: None if x is None else x * k
+    def mul(x):
+        return None if x is None else x * k
+
     d = v.get("paired_diff")
     return {**v, "mean": mul(v["mean"]), "std": mul(v["std"]),
             "paired_diff": None if not d else {**d, "mean": mul(d["mean"]), "std": mul(d["std"])}}
@@ -167,7 +179,8 @@ def write_report(result: dict, out: Path, command: str) -> None:
              f"{result['size']})", "",
              "mean ± sample std over seeds; Δ = paired difference to the same seed's baseline (mean ± std, "
              "how many seeds > 0).", "",
-             "| arm | seeds | mIoU | TC | Δ mIoU | Δ TC | temporal/CE (train, last 20%) |", "|---|---|---|---|---|---|---|"]
+             "| arm | seeds | mIoU | TC | Δ mIoU | Δ TC | temporal/CE (train, last 20%) |",
+             "|---|---|---|---|---|---|---|"]
     for arm, s in summ.items():
         ratios = [r["temporal_over_ce"] for r in result["runs"] if r["arm"] == arm and r["temporal_over_ce"]]
         ratio = f"{statistics.mean(ratios):.3f}" if ratios else "-"
@@ -175,7 +188,8 @@ def write_report(result: dict, out: Path, command: str) -> None:
                      f"{fmt_diff(s, 'tc')} | {ratio} |")
     lines += ["", "Diagnostic on consecutive val pairs (exact flow, eval mode, full 128×256 frames; lower = more "
               "consistent; TL values ×1e3):", "",
-              "| arm | TL on logits | TL on softmax | argmax flips % | logit RMS | Δ TL logits | Δ TL softmax | Δ flips % |",
+              "| arm | TL on logits | TL on softmax | argmax flips % | logit RMS | Δ TL logits | Δ TL softmax "
+              "| Δ flips % |",
               "|---|---|---|---|---|---|---|---|"]
     for arm, s in summ.items():
         s = {**s, "tl_logits": scaled(s["tl_logits"], 1e3), "tl_probs": scaled(s["tl_probs"], 1e3)}
@@ -186,7 +200,7 @@ def write_report(result: dict, out: Path, command: str) -> None:
               "|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         lines.append(f"| {r['arm']} | {r['seed']} | {r['miou']:.2f} | {r['tc']:.2f} | {1e3 * r['tl_logits']:.3f} | "
-                     f"{1e3 * r['tl_probs']:.4f} | {r['flip_pct']:.2f} | {r['step_time_s']:.3f} |")
+                     f"{1e3 * r['tl_probs']:.4f} | {r['flip_pct']:.2f} | {r['step_time_s'] or float('nan'):.3f} |")
     lines += ["", f"CPU ({result['machine']}, 2 cores shared with other jobs), {result['date']}, torch threads "
               f"{result['threads']} per run, {result.get('jobs', 1)} runs at a time; step times depend on the load and "
               f"are not comparable across runs. mIoU/TC by `vsseg-edge eval --flow exact` on label PNGs written by "
@@ -266,14 +280,17 @@ def main() -> None:
         sweep(args, plan, done, store)
     runs = [r for r in done if r.get("iterations") == args.iterations and r["seed"] in args.seeds]
     meta = json.loads((args.data / "synth.json").read_text())
-    result = {"benchmark": "etc_seeds", "date": dt.date.today().isoformat(),
-              "machine": platform.processor() or platform.machine(), "student": args.student,
-              "iterations": args.iterations, "seeds": args.seeds, "weights": args.weights, "threads": args.threads, "jobs": args.jobs,
+    from vsseg_edge.measure.environment import cpu_model
+
+    result = {"benchmark": "etc_seeds", "date": dt.date.today().isoformat(), "machine": cpu_model(),
+              "student": args.student, "iterations": args.iterations, "seeds": args.seeds, "weights": args.weights,
+              "threads": args.threads, "jobs": args.jobs,
               "size": f"{meta['height']}x{meta['width']}", "runs": runs,
               "summary": summarise(runs, [a for a, _, _ in plan]), "wall_seconds": round(time.time() - t0)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *(a for a in sys.argv[1:] if a != "--report-only")])
+    command = " ".join(["python benchmarks/experiments/etc_seeds.py",
+                        *(a for a in sys.argv[1:] if a != "--report-only")])
     write_report(result, args.out, command)
     print(args.out.with_suffix(".md").read_text())
 
