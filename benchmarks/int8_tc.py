@@ -1,27 +1,30 @@
 """INT8 without flicker: temporal consistency (TC), accuracy and speed of INT8 models against their FP32 parents.
 
-For the published ESPNet CamVid and Cityscapes models (and a trained student when one is given), every variant —
-post-training quantisation (PTQ) through `vsseg-edge calibrate` with its settings, and quantisation-aware
-fine-tuning (QAT) through `vsseg-edge train` + `vsseg-edge export` — is measured the same way, on real clips
-that no calibration, gate or fine-tuning ever saw:
+Every INT8 variant of the published ESPNet CamVid and Cityscapes models (and of the fine-tuned ones in --work)
+is made by the package — `calibrate` (the library call behind `vsseg-edge calibrate`) for post-training
+quantisation (PTQ), `vsseg-edge train` + `vsseg-edge export` for quantisation-aware training (QAT) — and
+measured the same way on real clips that no calibration, gate or fine-tuning saw:
 
-- TC of FP32 and INT8 and their drop, label flips between frames (all, and INT8-only), argmax agreement with
-  FP32: `calib.temporal.TemporalGate` (the gate's own measurement: consecutive frames resized to the model's
-  input, OpenCV DIS flow between them, `metrics.tc` with nearest warping, out-of-frame pixels excluded);
-- mIoU on CamVid val (CamVid models) through `measure.accuracy.evaluate_runner`;
-- the FP32/INT8 latency ratio on this CPU (`calib.speed.measure_speed`, interleaved runs), and where the time
-  goes: onnxruntime's per-op-type profile of FP32 and each INT8 model (`--parts speed`).
+- TC of FP32 and INT8, the drop, the share of pixels flipping between frames (all, and INT8-only) and the argmax
+  agreement with FP32: `calib.temporal.TemporalGate`, the TC gate's own measurement (consecutive frames resized
+  to the model's input, OpenCV DIS (medium) flow between them, `metrics.tc`: nearest warping, out-of-frame pixels
+  excluded);
+- mIoU on CamVid val (101 labelled frames) for the CamVid models (`measure.accuracy.evaluate_runner`);
+- the FP32/INT8 latency ratio on this CPU (`calib.speed.measure_speed`, interleaved runs, onnxruntime CPU
+  provider), onnxruntime's per-op-type profile, and each convolution of the FP32 graph timed alone in float
+  and as onnxruntime's QLinearConv.
 
-The TensorRT flavour is judged with exact Q/DQ arithmetic on onnxruntime (no graph optimisation: float math on
-quantised values, int32-exact for these layer sizes, as TensorRT computes); it has not run on TensorRT.
+Arithmetic: a TensorRT-flavour model is judged with exact Q/DQ arithmetic on onnxruntime (no graph optimisation:
+float math on the quantised values, which is what TensorRT's int8 kernels compute up to accumulation order); it
+has NOT run on TensorRT. An onnxruntime-flavour model is judged on onnxruntime's own CPU kernels (as deployed).
 
 Clips (../shared/data/video): held out — `pandaset_sf_front` (80 frames, 10 Hz) and the last third of
-`cosmos_highway_sunset.mp4` (frames 156–232); calibration and fine-tuning use the first two thirds of the
-cosmos clip (frames 0–155) and CamVid train frames. Results are cached per step under --work, so an
-interrupted run continues where it stopped.
+`cosmos_highway_sunset.mp4` (frames 156–232, 24 fps); calibration and fine-tuning use the first two thirds
+of the cosmos clip (frames 0–155; the TC gate's default frames are its last 24) and CamVid train frames.
+Each step is cached under --work (models, and results in <part>.json), so an interrupted run continues.
 
-    python benchmarks/int8_tc.py --work runs/int8_tc                     # all parts
-    python benchmarks/int8_tc.py --work runs/int8_tc --parts camvid      # one model
+    python benchmarks/int8_tc.py --work runs/int8_tc --parts investigate,camvid,cityscapes,speed
+    python benchmarks/int8_tc.py --work runs/int8_tc --report     # benchmarks/reports/int8_tc.{md,json}
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ SHARED = Path(os.environ.get("VSSEG_SHARED_DATA", REPO.parent / "shared" / "data
 SPLIT = 156  # cosmos frames [0, SPLIT) calibrate / fine-tune, [SPLIT, 233) are held out for TC
 MODELS = {"camvid": ("espnet-camvid", "espnet_p_2_q_8_camvid.pth"),
           "cityscapes": ("espnet-cityscapes", "espnet_p_2_q_8_cityscapes.pth")}
+OLD_ORT = {"op_types": ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Concat", "MaxPool"], "percentile": 99.999}
+CONV = ["Conv", "ConvTranspose"]
 
 
 def log(*a):
@@ -47,39 +52,38 @@ def log(*a):
 
 # --- data -------------------------------------------------------------------------------------------------
 
-def decoded_cosmos() -> list[Path]:
-    """The cosmos clip's frames, decoded once by the video dataset kind (frame cache)."""
-    from vsseg_edge.data.datasets import open_dataset
-
-    ds = open_dataset(SHARED / "video" / "cosmos_highway_sunset.mp4", "train", kind="video")
-    return [r.image for r in ds.frames()]
-
-
 def frame_folder(folder: Path, frames: list[Path]) -> Path:
-    """A folder of links to `frames` (in order): a clip or a calibration source made of part of another."""
+    """A folder of links to `frames` (in order): a clip, or a calibration source made of part of another."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(frames):
         link = folder / f"{i:06d}{f.suffix}"
         if not link.exists():
-            link.symlink_to(f.resolve())
+            link.symlink_to(Path(f).resolve())
     return folder
 
 
 def prepare_data(work: Path) -> dict:
-    cosmos = decoded_cosmos()
-    camvid12 = work / "data" / "camvid12"
+    from vsseg_edge.data.datasets import open_dataset
+
+    cosmos = [r.image for r in open_dataset(SHARED / "video" / "cosmos_highway_sunset.mp4", "train",
+                                            kind="video").frames()]  # decoded once into the frame cache
     sample = sorted((SHARED / "camvid_sample" / "images").glob("*.png"))
-    frame_folder(camvid12, sample[0::2])  # the issue's calibration: 12 CamVid train frames
     gate12 = work / "data" / "camvid12_gate"
     for sub in ("images", "labels"):
         frame_folder(gate12 / sub, [SHARED / "camvid_sample" / sub / p.name for p in sample[1::2]])
     return {"cosmos_a": frame_folder(work / "data" / "cosmos_a", cosmos[:SPLIT]),
             "cosmos_b": frame_folder(work / "data" / "cosmos_b", cosmos[SPLIT:]),
-            "pandaset": SHARED / "video" / "pandaset_sf_front", "camvid12": camvid12, "camvid12_gate": gate12,
-            "camvid_val": SHARED / "camvid_full" / "CamVid"}
+            "pandaset": SHARED / "video" / "pandaset_sf_front",
+            "camvid12": frame_folder(work / "data" / "camvid12", sample[0::2]),  # the issue's 12 frames
+            "camvid12_gate": gate12, "camvid": SHARED / "camvid_full" / "CamVid"}
 
 
 # --- artifacts --------------------------------------------------------------------------------------------
+
+def cli(*args: str) -> None:
+    log("vsseg-edge", " ".join(args))
+    subprocess.run([sys.executable, "-m", "vsseg_edge.cli", *args], check=True)
+
 
 def fp32_onnx(work: Path, key: str) -> Path:
     """The published model as FP32 ONNX with its manifest: `vsseg-edge export` of the zoo checkpoint, or, in a
@@ -90,6 +94,7 @@ def fp32_onnx(work: Path, key: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         from vsseg_edge.zoo import resolve  # noqa: F401
+
         source = MODELS[key][0]
     except ImportError:
         source = str(published_checkpoint(work, key))
@@ -112,91 +117,269 @@ def published_checkpoint(work: Path, key: str) -> Path:
     return out
 
 
-def cli(*args: str) -> None:
-    log("vsseg-edge", " ".join(args))
-    subprocess.run([sys.executable, "-m", "vsseg_edge.cli", *args], check=True)
-
-
-def calibrated(work: Path, key: str, name: str, fp32: Path, frames: Path, preset: str, tc_frames: Path | None,
-               eval_source: Path | None, **settings) -> Path:
-    """`calibrate` with a preset and settings (the library call behind `vsseg-edge calibrate`); kept on failure."""
+def calibrated(out: Path, fp32: Path, frames: Path, preset: str, *, eval_source=None, tc_source=None,
+               **settings) -> Path:
+    """`calibrate` with a preset and settings (what `vsseg-edge calibrate` runs); kept when a gate fails."""
     from vsseg_edge.calib.config import load_calib_config
     from vsseg_edge.calib.pipeline import calibrate
 
-    out = work / key / f"{name}.int8.qdq.onnx"
     if out.is_file() and (out.parent / (out.name + ".json")).is_file():
         return out
     cfg = load_calib_config(REPO / "calib" / preset, **settings)
     t0 = time.perf_counter()
-    calibrate(fp32, frames, out, cfg, eval_source=eval_source, keep_failed=True, tc_source=tc_frames,
+    calibrate(fp32, frames, out, cfg, eval_source=eval_source, keep_failed=True, tc_source=tc_source,
               log=lambda s: log("   ", s))
-    log(f"{name}: calibrated in {time.perf_counter() - t0:.0f} s")
+    log(f"{out.name}: calibrated in {time.perf_counter() - t0:.0f} s")
     return out
 
 
 # --- measurement ------------------------------------------------------------------------------------------
 
-def predictor(threads: int):
-    """predict(model, frames) → label maps at model resolution; INT8 files of the TensorRT flavour under exact
-    Q/DQ arithmetic, other INT8 files on onnxruntime's kernels (as the runtime runs them), FP32 as is."""
+def exact_for(model: Path) -> bool:
+    """TensorRT-flavour Q/DQ models are judged with exact Q/DQ arithmetic; everything else as onnxruntime runs it."""
     from vsseg_edge.core.manifest import read_manifest
+
+    man = read_manifest(model)
+    return man["kind"] == "qdq_onnx" and man.get("target") == "trt"
+
+
+def predictor(threads: int):
+    """predict(model, frames) → label maps at model resolution (see `exact_for`)."""
     from vsseg_edge.measure.predict import predict
     from vsseg_edge.runtime.backends import open_backend
 
     def run(model, frames):
-        man = read_manifest(model)
-        exact = man["kind"] == "qdq_onnx" and man.get("target") == "trt"
         with open_backend(model, "ort", providers=["CPUExecutionProvider"], threads=threads,
-                          exact_qdq=exact) as runner:
+                          exact_qdq=exact_for(model)) as runner:
             return predict(runner, frames, at_frame_size=False).labels
 
     return run
 
 
-def tc_clip(path: Path, max_frames: int):
-    from vsseg_edge.calib.temporal import tc_frames_from
+class Judge:
+    """TC gates on the held-out clips for one FP32 model (FP32 labels and flows computed once)."""
 
-    return tc_frames_from(path, max_frames=max_frames, clip_frames=max_frames, how="held out for the report")
+    def __init__(self, fp32: Path, clips: dict, threads: int):
+        from vsseg_edge.calib.temporal import TemporalGate, tc_frames_from
+        from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+
+        man = read_manifest(fp32)
+        self.fp32, self.spec, self.classes = fp32, manifest_preprocess(man, str(fp32)), man["classes"]
+        self.predict = predictor(threads)
+        self.clips = {n: tc_frames_from(p, max_frames=90, clip_frames=90, how="held out") for n, p in clips.items()}
+        self.gates = {n: TemporalGate(fp32, c, self.spec, self.classes, self.predict) for n, c in self.clips.items()}
+
+    def tc(self, model: Path) -> dict:
+        out = {}
+        for name, gate in self.gates.items():
+            r = gate.measure(model, 1.0)
+            out[name] = r.to_dict()
+            log(f"   {model.name} on {name}: {r.summary()}, agreement {r.agreement:.2f} %")
+        return out
+
+    def frames_record(self) -> dict:
+        return {n: c.record() for n, c in self.clips.items()}
 
 
-def measure_variant(fp32: Path, model: Path, clips: dict, gates: dict, threads: int) -> dict:
-    out = {}
-    for name, gate in gates.items():
-        r = gate.measure(model, 1.0)
-        out[name] = r.to_dict()
-        log(f"   {model.name} on {name}: {r.summary()}, agreement {r.agreement:.2f} %")
-    return out
-
-
-def camvid_miou(model: Path, camvid_root: Path, threads: int) -> dict:
-    from vsseg_edge.core.manifest import read_manifest
+def camvid_val(model: Path, root: Path, threads: int) -> dict | None:
     from vsseg_edge.data.datasets import open_dataset
     from vsseg_edge.measure.accuracy import evaluate_runner
     from vsseg_edge.runtime.backends import open_backend
 
-    man = read_manifest(model)
-    exact = man["kind"] == "qdq_onnx" and man.get("target") == "trt"
-    ds = open_dataset(camvid_root, "val", kind="camvid")
-    with open_backend(model, "ort", providers=["CPUExecutionProvider"], threads=threads, exact_qdq=exact) as r:
-        acc = evaluate_runner(r, ds, None, tc=False, progress=False)
+    if not (root / "val").is_dir():
+        return None
+    ds = open_dataset(root, "val", kind="camvid")
+    with open_backend(model, "ort", providers=["CPUExecutionProvider"], threads=threads,
+                      exact_qdq=exact_for(model)) as runner:
+        acc = evaluate_runner(runner, ds, None, tc=False, progress=False)
     return {"miou": acc.miou, "frames": acc.labelled_frames, "per_class": acc.per_class_iou}
 
 
-def speed(fp32: Path, model: Path, frame_source: Path, threads: int, runs: int) -> dict:
+def speed(fp32: Path, model: Path, frames: Path, threads: int, runs: int) -> dict:
     from vsseg_edge.calib.speed import measure_speed
     from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
     from vsseg_edge.data.frame_source import open_frame_source
 
     man = read_manifest(fp32)
-    ds = open_frame_source(frame_source, "val")
-    frame = ds.read_image(ds.frames()[0])
-    return measure_speed(fp32, model, manifest_preprocess(man, str(fp32)), frame, runs=runs, threads=threads,
-                         classes=man["classes"])
+    ds = open_frame_source(frames, "val")
+    return measure_speed(fp32, model, manifest_preprocess(man, str(fp32)), ds.read_image(ds.frames()[0]),
+                         runs=runs, threads=threads, classes=man["classes"])
 
 
-def op_profile(model: Path, threads: int, runs: int = 5) -> dict:
-    """Milliseconds per op type of onnxruntime's optimised graph (CPU provider, its profiler) for one model, as
-    the runtime's onnxruntime backend loads it (a TensorRT-flavour model with activations shifted to uint8)."""
+def manifest_facts(path: Path) -> dict:
+    from vsseg_edge.bench.runner import calibration_facts
+    from vsseg_edge.core.manifest import read_manifest
+
+    man = read_manifest(path)
+    q = man.get("quantization") or {}
+    return {**(calibration_facts(man) or {}), "kept_in_float_nodes": man.get("kept_in_float"),
+            "readers_in_float": len(q.get("readers_in_float") or []), "quantizer": q.get("quantizer"),
+            "config": {k: (man.get("config") or {}).get(k) for k in ("method", "percentile", "op_types",
+                                                                     "quantized_readers", "reduce_range")},
+            "calibration_frames": ((man.get("calibration") or {}).get("frames") or {}).get("source")}
+
+
+def load(work: Path, part: str) -> dict:
+    path = work / f"{part}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save(work: Path, part: str, results: dict) -> None:
+    (work / f"{part}.json").write_text(json.dumps(results, indent=1, default=float))
+
+
+# --- parts ------------------------------------------------------------------------------------------------
+
+def variants(key: str, data: dict, d: Path, threads: int) -> dict:
+    """name → (description, how to make it). PTQ through `calibrate`; QAT exports found in the folder."""
+    common = dict(num_frames=48, threads=threads, speed_runs=0)
+    cosmos = data["cosmos_a"]
+    out = {}
+    if key == "camvid":
+        out["ptq_ort_issue"] = ("onnxruntime flavour as the issue ran it: ort_cpu.yaml before this work (all QDQ "
+                                "op types, 99.999th percentile), 12 CamVid train frames, accuracy gate on 12 others, "
+                                "no TC gate",
+                                lambda f: calibrated(d / "ptq_ort_issue.int8.qdq.onnx", f, data["camvid12"],
+                                                     "ort_cpu.yaml", eval_source=data["camvid12_gate"],
+                                                     tc_gate=False, num_frames=12, threads=threads, speed_runs=0,
+                                                     **OLD_ORT))
+    out["ptq_trt_shared"] = ("TensorRT flavour (ModelOpt), Q/DQ read by every reader of a quantised tensor "
+                             "(quantized_readers: []), cosmos frames, no TC gate",
+                             lambda f: calibrated(d / "ptq_trt_shared.int8.qdq.onnx", f, cosmos,
+                                                  "cityscapes_percentile.yaml", quantized_readers=[], tc_gate=False,
+                                                  **common))
+    out["ptq_trt"] = ("TensorRT flavour (ModelOpt), the default: only convolutions read through Q/DQ; accuracy + "
+                      "TC gates on the cosmos clip's held-back frames",
+                      lambda f: calibrated(d / "ptq_trt.int8.qdq.onnx", f, cosmos, "cityscapes_percentile.yaml",
+                                           **common))
+    out["ptq_ort"] = ("onnxruntime flavour, convolutions only (op_types Conv/ConvTranspose), 99.99th percentile, "
+                      "7-bit weights; integer kernels; both gates",
+                      lambda f: calibrated(d / "ptq_ort.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", op_types=CONV,
+                                           percentile=99.99, **common))
+    out["ptq_ort_readers"] = ("onnxruntime flavour, as ptq_ort but only convolutions read through Q/DQ "
+                              "(quantized_readers: [Conv, ConvTranspose]); both gates",
+                              lambda f: calibrated(d / "ptq_ort_readers.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml",
+                                                   op_types=CONV, percentile=99.99, quantized_readers=CONV, **common))
+    for q in sorted(d.glob("qat*.int8.qdq.onnx")):
+        out[q.name.split(".")[0]] = ("QAT export (see the report for the training command)", lambda f, q=q: q)
+    return out
+
+
+def part_model(work: Path, key: str, data: dict, args) -> dict:
+    d = work / key
+    fp32 = fp32_onnx(work, key)
+    judge = Judge(fp32, {"pandaset": data["pandaset"], "cosmos_b": data["cosmos_b"]}, args.threads)
+    results = load(work, key)
+    results["clips"] = judge.frames_record()
+    results.setdefault("fp32", {"file": fp32.name})
+    results["fp32"]["tc"] = {n: round(100 * g.fp32_tc.tc(), 4) for n, g in judge.gates.items()}
+    if key == "camvid" and "camvid_val" not in results["fp32"]:
+        results["fp32"]["camvid_val"] = camvid_val(fp32, data["camvid"], args.threads)
+    for name, (what, make) in variants(key, data, d, args.threads).items():
+        if name in results and not args.redo:
+            continue
+        log(f"== {key} {name}: {what}")
+        path = make(fp32)
+        res = {"what": what, "file": path.name, "manifest": manifest_facts(path), "tc": judge.tc(path)}
+        if key == "camvid":
+            res["camvid_val"] = camvid_val(path, data["camvid"], args.threads)
+        res["speed"] = speed(fp32, path, data["pandaset"], args.threads, args.speed_runs)
+        results[name] = res
+        save(work, key, results)
+    save(work, key, results)
+    return results
+
+
+def part_investigate(work: Path, data: dict, args) -> dict:
+    """ESPNet CamVid on pandaset: what costs TC (placement, calibration frames, ranges, op types, weight bits),
+    and the FP32 model's own sensitivity (a JPEG re-encode, sub-grey-level noise)."""
+    d = work / "investigate"
+    fp32 = fp32_onnx(work, "camvid")
+    judge = Judge(fp32, {"pandaset": data["pandaset"]}, args.threads)
+    results = load(work, "investigate")
+    common = dict(num_frames=48, threads=args.threads, speed_runs=0, tc_gate=False, max_rounds=0, threshold=100.0)
+    grid = {
+        # placement: who reads the quantised tensors
+        "trt_modelopt_shared": ("cityscapes_percentile.yaml", data["cosmos_a"], dict(quantized_readers=[])),
+        "trt_modelopt_readers": ("cityscapes_percentile.yaml", data["cosmos_a"], {}),
+        "trt_ortq_conv_shared": ("cityscapes_percentile.yaml", data["cosmos_a"],
+                                 dict(quantizer="ort", op_types=CONV, quantized_readers=[])),
+        "trt_ortq_conv_readers": ("cityscapes_percentile.yaml", data["cosmos_a"], dict(quantizer="ort", op_types=CONV)),
+        # calibration frames: the issue's 12 CamVid frames vs the real clip
+        "trt_modelopt_readers_camvid12": ("cityscapes_percentile.yaml", data["camvid12"], dict(num_frames=12)),
+        "trt_modelopt_readers_entropy": ("cityscapes_percentile.yaml", data["cosmos_a"], dict(method="entropy")),
+        # onnxruntime flavour: op types, percentile, weight bits, placement
+        "ort_all_ops": ("ort_cpu.yaml", data["cosmos_a"], dict(OLD_ORT)),
+        "ort_conv": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.999)),
+        "ort_conv_p9999": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.99)),
+        "ort_conv_p9999_w8": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.99,
+                                                                     reduce_range=False)),
+        "ort_conv_p9999_readers": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.99,
+                                                                          quantized_readers=CONV)),
+    }
+    for name, (preset, frames, settings) in grid.items():
+        if name in results and not args.redo:
+            continue
+        log(f"== investigate {name}")
+        path = calibrated(d / f"{name}.int8.qdq.onnx", fp32, frames, preset, **{**common, **settings})
+        results[name] = {"settings": {"preset": preset, "frames": frames.name, **settings},
+                         "manifest": manifest_facts(path), "tc": judge.tc(path)["pandaset"]}
+        save(work, "investigate", results)
+    if "fp32_noise" not in results or args.redo:
+        results["fp32_noise"] = noise_floor(fp32, judge, args.threads)
+        save(work, "investigate", results)
+    return results
+
+
+def noise_floor(fp32: Path, judge: Judge, threads: int) -> dict:
+    """The FP32 model against itself on changed inputs: a JPEG re-encode at quality 95, and ±0.5 grey-level uniform
+    noise (below the camera's 8-bit step). Yardsticks for the agreement and TC a small perturbation costs."""
+    import cv2
+    import numpy as np
+
+    gate = judge.gates["pandaset"]
+    rng = np.random.default_rng(0)
+
+    def jpeg(img):
+        return cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_COLOR)
+
+    def noisy(img):
+        return np.clip(img.astype(np.float32) + rng.uniform(-0.5, 0.5, img.shape), 0, 255).round().astype(np.uint8)
+
+    out = {}
+    for name, change in (("jpeg_q95", jpeg), ("noise_half_grey", noisy)):
+        labels = judge.predict(fp32, [change(f) for f in gate.frames[0]])
+        res = gate.measure_labels([labels], 1.0)
+        out[name] = res.to_dict()
+        log(f"   FP32 {name}: {res.summary()}, agreement {res.agreement:.2f} %")
+    return out
+
+
+def part_speed(work: Path, data: dict, args) -> dict:
+    """Where the time goes: onnxruntime's per-op-type profile of FP32 and the INT8 models, and each FP32
+    convolution alone in float and as QLinearConv (u8 activations × s8 per-channel weights, 7-bit)."""
+    results = load(work, "speed")
+    for key in ("camvid", "cityscapes"):
+        d = work / key
+        fp32 = d / f"{MODELS[key][0]}.onnx"
+        if not fp32.is_file():
+            continue
+        entry = results.setdefault(key, {})
+        models = {"fp32": fp32, **{p.name.split(".")[0]: p for p in sorted(d.glob("*.int8.qdq.onnx"))}}
+        for name, path in models.items():
+            if name not in entry.get("profile", {}) or args.redo:
+                entry.setdefault("profile", {})[name] = op_profile(path, args.threads)
+                log(f"   profile {key} {name}: {entry['profile'][name]}")
+                save(work, "speed", results)
+        if "convs" not in entry or args.redo:
+            entry["convs"] = conv_microbench(fp32, args.threads)
+            save(work, "speed", results)
+    return results
+
+
+def op_profile(model: Path, threads: int, runs: int = 6) -> dict:
+    """Milliseconds per op type of onnxruntime's optimised graph (its profiler, CPU provider) as the runtime
+    loads the model (a TensorRT-flavour model with activations shifted to uint8), mean over `runs`."""
     import tempfile
     from collections import defaultdict
 
@@ -215,86 +398,102 @@ def op_profile(model: Path, threads: int, runs: int = 5) -> dict:
     with tempfile.TemporaryDirectory(prefix="vsseg-profile-") as tmp:
         sess = ort_session(proto, threads=threads, profile=str(Path(tmp) / "p"))
         name = sess.get_inputs()[0].name
-        for _ in range(runs + 1):
+        for _ in range(runs):
             sess.run(None, {name: x})
         events = json.loads(Path(sess.end_profiling()).read_text())
     by_op: dict = defaultdict(float)
-    runs_seen = sum(1 for e in events if e.get("name") == "model_run")
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            by_op[e["args"]["op_name"]] += e["dur"] / 1e3
-    n = max(runs_seen, 1)
-    return {op: round(ms / n, 3) for op, ms in sorted(by_op.items(), key=lambda kv: -kv[1])}
+            by_op[e["args"]["op_name"]] += e["dur"] / 1e3 / runs
+    ranked = sorted(by_op.items(), key=lambda kv: -kv[1])
+    return {"total_ms": round(sum(by_op.values()), 2), "ms": {k: round(v, 2) for k, v in ranked}}
 
 
-# --- the parts --------------------------------------------------------------------------------------------
+def conv_microbench(fp32: Path, threads: int, runs: int = 15) -> list:
+    """Every Conv of the FP32 graph alone: float vs onnxruntime's QLinearConv; min over `runs` interleaved runs
+    (the minimum is the least disturbed by other jobs on a shared machine)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper, shape_inference
 
-def part_model(work: Path, key: str, data: dict, args) -> dict:
-    from vsseg_edge.calib.temporal import TemporalGate
-    from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+    from vsseg_edge.runtime.backends.ort import ort_session
 
-    fp32 = fp32_onnx(work, key)
-    man = read_manifest(fp32)
-    spec, classes = manifest_preprocess(man, str(fp32)), man["classes"]
-    predict = predictor(args.threads)
-    clips = {"pandaset": tc_clip(data["pandaset"], args.tc_frames),
-             "cosmos_b": tc_clip(data["cosmos_b"], args.tc_frames)}
-    gates = {n: TemporalGate(fp32, c, spec, classes, predict) for n, c in clips.items()}
-    common = dict(num_frames=args.calib_frames, threads=args.threads, speed_runs=0)
-    variants = {}
-    if key == "camvid":
-        # the issue's setting: 12 CamVid train frames calibrate, 12 others judge, no TC gate
-        variants["ptq_ort_issue"] = calibrated(work, key, "ptq_ort_issue", fp32, data["camvid12"], "ort_cpu.yaml",
-                                               None, data["camvid12_gate"], tc_gate=False, num_frames=12,
-                                               threads=args.threads, speed_runs=0)
-    for flavour, preset in (("ort", "ort_cpu.yaml"), ("trt", "cityscapes_percentile.yaml")):
-        variants[f"ptq_{flavour}"] = calibrated(work, key, f"ptq_{flavour}", fp32, data["cosmos_a"], preset,
-                                                None, None, **common)
-    for q in sorted((work / key).glob("qat_*.int8.qdq.onnx")):
-        variants[q.name.split(".")[0]] = q
-    results = {"fp32": {"file": fp32.name}}
-    for name, path in variants.items():
-        log(f"== {key} {name}")
-        res = {"file": path.name, "manifest": _manifest_facts(path), "tc": measure_variant(fp32, path, clips, gates,
-                                                                                          args.threads)}
-        if key == "camvid" and data["camvid_val"].is_dir():
-            res["camvid_val"] = camvid_miou(path, data["camvid_val"], args.threads)
-        res["speed"] = speed(fp32, path, data["pandaset"], args.threads, args.speed_runs)
-        results[name] = res
-        _save(work, key, results)
-    if key == "camvid" and data["camvid_val"].is_dir():
-        results["fp32"]["camvid_val"] = camvid_miou(fp32, data["camvid_val"], args.threads)
-    results["fp32"]["tc"] = {n: {"tc": round(100 * g.fp32_tc.tc(), 4)} for n, g in gates.items()}
-    _save(work, key, results)
-    return results
+    m = shape_inference.infer_shapes(onnx.load(str(fp32)))
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(m.graph.value_info) + list(m.graph.input)}
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    rows = []
+    for n in m.graph.node:
+        if n.op_type != "Conv":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        w = inits[n.input[1]]
+        shape = shapes[n.input[0]]
+        x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+        times = {}
+        models = {q: _single_conv(shape, w, attrs, q, helper, numpy_helper, TensorProto) for q in (False, True)}
+        sess = {q: ort_session(mod, threads=threads) for q, mod in models.items()}
+        for s in sess.values():
+            s.run(None, {"x": x})
+        for q in (False, True):
+            times[q] = []
+        for _ in range(runs):
+            for q, s in sess.items():
+                t0 = time.perf_counter()
+                s.run(None, {"x": x})
+                times[q].append((time.perf_counter() - t0) * 1e3)
+        rows.append({"node": n.name, "input": shape, "weight": list(w.shape),
+                     "dilation": attrs.get("dilations", [1, 1])[0], "stride": attrs.get("strides", [1, 1])[0],
+                     "fp32_ms": round(min(times[False]), 3), "int8_ms": round(min(times[True]), 3)})
+    return rows
 
 
-def _manifest_facts(path: Path) -> dict:
-    from vsseg_edge.bench.runner import calibration_facts
-    from vsseg_edge.core.manifest import read_manifest
+def _single_conv(shape, w, attrs, quant: bool, helper, numpy_helper, TensorProto):
+    import numpy as np
 
-    man = read_manifest(path)
-    return {**(calibration_facts(man) or {}), "kept_in_float": man.get("kept_in_float"),
-            "quantizer": (man.get("quantization") or {}).get("quantizer")}
-
-
-def _save(work: Path, key: str, results: dict) -> None:
-    (work / f"{key}.json").write_text(json.dumps(results, indent=1, default=float))
+    cout = w.shape[0]
+    keep = {k: v for k, v in attrs.items() if k in ("dilations", "strides", "pads", "group", "kernel_shape")}
+    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+    outp = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    if not quant:
+        nodes, inits = [helper.make_node("Conv", ["x", "W"], ["y"], **keep)], [numpy_helper.from_array(w, "W")]
+    else:
+        ws = (np.abs(w).reshape(cout, -1).max(1) / 63 + 1e-12).astype(np.float32)  # 7-bit weights (reduce_range)
+        wq = np.clip(np.round(w / ws[:, None, None, None]), -64, 63).astype(np.int8)
+        consts = {"Wq": wq, "ws": ws, "wz": np.zeros(cout, np.int8), "s": np.array(0.02, np.float32),
+                  "z": np.array(128, np.uint8), "so": np.array(0.05, np.float32), "zo": np.array(128, np.uint8)}
+        inits = [numpy_helper.from_array(v, k) for k, v in consts.items()]
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+                 helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+                 helper.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["Wd"], axis=0),
+                 helper.make_node("Conv", ["xd", "Wd"], ["yc"], **keep),
+                 helper.make_node("QuantizeLinear", ["yc", "so", "zo"], ["yq"]),
+                 helper.make_node("DequantizeLinear", ["yq", "so", "zo"], ["y"])]
+    graph = helper.make_graph(nodes, "conv", [inp], [outp], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default=str(REPO / "runs" / "int8_tc"))
-    ap.add_argument("--parts", default="camvid,cityscapes")
+    ap.add_argument("--parts", default="investigate,camvid,cityscapes,speed")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--calib-frames", type=int, default=48)
-    ap.add_argument("--tc-frames", type=int, default=80, help="frames per held-out clip")
     ap.add_argument("--speed-runs", type=int, default=10)
+    ap.add_argument("--redo", action="store_true", help="measure again what --work already holds")
     args = ap.parse_args(argv)
     work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
     data = prepare_data(work)
     for part in args.parts.split(","):
-        part_model(work, part, data, args)
+        log(f"==== part {part}")
+        if part in MODELS:
+            part_model(work, part, data, args)
+        elif part == "investigate":
+            part_investigate(work, data, args)
+        elif part == "speed":
+            part_speed(work, data, args)
+        else:
+            raise SystemExit(f"--parts: unknown part {part!r}")
 
 
 if __name__ == "__main__":

@@ -210,7 +210,10 @@ class TemporalGate:
 
     def measure(self, model, threshold: float) -> TcResult:
         """Run the candidate on every TC frame and compare its TC and flips with the FP32 parent's."""
-        labels = [list(self.predict(model, frames)) for frames in self.frames]
+        return self.measure_labels([list(self.predict(model, frames)) for frames in self.frames], threshold)
+
+    def measure_labels(self, labels: list[list[np.ndarray]], threshold: float) -> TcResult:
+        """`measure` for label maps already predicted on the gate's frames (one list per clip)."""
         self._check_sizes(labels)
         tc8 = self._tc(labels)
         flips32 = flips8 = extra = 0
