@@ -21,7 +21,8 @@ import pytest
 EDGE = [
     "vsseg_edge.core.preprocess", "vsseg_edge.core.manifest", "vsseg_edge.core.config", "vsseg_edge.core.labels",
     "vsseg_edge.core.cache", "vsseg_edge.metrics.evaluate", "vsseg_edge.data.datasets", "vsseg_edge.data.flow",
-    "vsseg_edge.data.warp", "vsseg_edge.data.frame_source", "vsseg_edge.measure", "vsseg_edge.measure.predict",
+    "vsseg_edge.data.warp", "vsseg_edge.data.frame_source", "vsseg_edge.data.video", "vsseg_edge.zoo",
+    "vsseg_edge.zoo.commands", "vsseg_edge.measure", "vsseg_edge.measure.predict",
     "vsseg_edge.measure.compare", "vsseg_edge.measure.timing", "vsseg_edge.measure.accuracy",
     "vsseg_edge.measure.environment", "vsseg_edge.measure.overhead", "vsseg_edge.engine.builder",
     "vsseg_edge.engine.policy",

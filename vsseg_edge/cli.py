@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "vsseg_edge.serve.commands",
     "vsseg_edge.doctor",
     "vsseg_edge.demo",
+    "vsseg_edge.zoo.commands",
 )
 
 # `vsseg-edge --help` lists the commands in the order of the pipeline (DESIGN.md), whatever order the rooms

@@ -61,8 +61,8 @@ def test_resume_continues_exactly(tmp_path, synth_root):
     first = Trainer(cfg, progress=False)
     step = first.train_step
 
-    def stop_after_two(batch):
-        log = step(batch)
+    def stop_after_two(*batches):
+        log = step(*batches)
         if first.step == 1:  # the loop increments after the step: stop once step 2 is done
             first.stop_requested = True
         return log

@@ -17,7 +17,7 @@ def register(app, data_app) -> None:
 
 def bench_command(
     models: List[Path] = typer.Argument(..., help="Artifacts to benchmark: .onnx (FP32 or Q/DQ INT8, onnxruntime), "
-                                                  ".pt (vsseg-edge checkpoint, torch), .engine (TensorRT); "
+                                                  ".pt (vsseg-edge checkpoint, torch) or a zoo name, .engine (TensorRT); "
                                                   "FILE::key=value,… adds backend options (e.g. "
                                                   "m.int8.qdq.onnx::shift_int8=false). With --compare: two "
                                                   "report.json files A B."),
@@ -65,8 +65,11 @@ def bench_command(
         return compare_command(models[0], models[1])
     if dataset is None:
         raise VssegError("--dataset: required (the dataset root to time and evaluate on)")
+    from ..zoo import resolve
     from .report import write_report
     from .runner import BenchConfig, run_bench
+
+    models = [resolve(m) for m in models]
 
     cfg = BenchConfig(dataset=dataset, split=split, kind=kind,
                       backends=tuple(b.strip() for b in backends.split(",") if b.strip()),

@@ -23,7 +23,8 @@ def register(app, data_app) -> None:
 
 
 def calibrate_command(
-    model: Path = typer.Argument(..., help="FP32 ONNX model with its manifest (model.onnx.json)."),
+    model: Path = typer.Argument(..., help="FP32 ONNX model with its manifest (model.onnx.json), or a zoo name "
+                                           "(exported once into the user cache)."),
     frames: Path = typer.Option(..., "--frames", help="Dataset root (train split is sampled), image folder or video."),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Output Q/DQ model, e.g. model.int8.qdq.onnx (+ .json manifest)."),
@@ -53,8 +54,11 @@ def calibrate_command(
                                                  help="key=value over the preset."),
 ):
     """Calibrate an FP32 ONNX model on frames and write a gated INT8 Q/DQ ONNX with its manifest."""
+    from ..zoo import onnx_for
     from .config import load_calib_config
     from .pipeline import calibrate
+
+    model = onnx_for(model, log=lambda s: typer.echo(s, err=True))
 
     cfg = load_calib_config(preset, override, target=target, method=method, num_frames=num_frames, seed=seed,
                             quantizer=quantizer, threshold=threshold, tc_threshold=tc_threshold,

@@ -18,7 +18,7 @@ def _preset(name: str) -> str:
 
 
 def export_command(
-    checkpoint: Path = typer.Argument(..., help="vsseg-edge checkpoint (.pt) to export."),
+    checkpoint: Path = typer.Argument(..., help="vsseg-edge checkpoint (.pt) or zoo name to export."),
     out: Path = typer.Option(..., "--out", "-o",
                              help="ONNX file to write (its manifest goes beside it as <out>.json)."),
     preset: Optional[Path] = typer.Option(None, "--preset", show_default="built-in settings",
@@ -51,8 +51,10 @@ def export_command(
     """Export a checkpoint to ONE self-contained ONNX file, checked for parity with onnxruntime."""
     from ..core.config import parse_size
     from ..core.errors import VssegError
+    from ..zoo import resolve
     from .presets import load_preset
 
+    checkpoint = resolve(checkpoint)
     if checkpoint.is_dir() or not checkpoint.exists():
         raise VssegError(f"{checkpoint}: checkpoint not found (expected a vsseg-edge .pt file)")
     cfg = load_preset(preset, opset=opset, size=parse_size(size) if size else None, dynamic_batch=dynamic_batch,

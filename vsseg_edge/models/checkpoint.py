@@ -106,8 +106,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         read_manifest(path, kind="checkpoint", verify=True)
     ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise VssegError(f"{path}: not a vsseg-edge checkpoint (no 'format: {FORMAT}'); "
-                         "plain state dicts load through a model's own loader (e.g. --init-weights)")
+        raise VssegError(f"{path}: not a vsseg-edge checkpoint (no 'format: {FORMAT}'); convert a plain state "
+                         f"dict with `vsseg-edge import-weights {path} --out model.pt` (ESPNet files need no other "
+                         "flag; others --model, --classes, --preprocess)")
     version = ckpt.get("version", 0)
     if not isinstance(version, int) or version > VERSION:
         raise VssegError(f"{path}: checkpoint version {version!r} is not one this vsseg-edge reads (up to {VERSION})")

@@ -11,7 +11,8 @@ import typer
 def register(app, data_app) -> None:
     @app.command("run")
     def run(
-        model: Path = typer.Argument(..., help="TensorRT engine (.engine/.plan), ONNX (.onnx) or checkpoint (.pt)."),
+        model: Path = typer.Argument(..., help="TensorRT engine (.engine/.plan), ONNX (.onnx), checkpoint (.pt) "
+                                               "or a zoo name (vsseg-edge models)."),
         camera: Optional[int] = typer.Option(
             None, "--camera", show_default="none", help="Camera index (V4L2), e.g. 0."),
         source: Optional[List[str]] = typer.Option(

@@ -153,10 +153,13 @@ def run_model(model: Path, *, camera: int | None = None, source: str | None = No
     from ..core.classes import resolve_classes
     from ..core.config import parse_size
     from ..core.errors import VssegError
+    from ..zoo import resolve
     from .backends import infer_backend_name
     from .pipeline import Pipeline
     from .sources import open_source
     from .stats import format_summary
+
+    model = resolve(model)  # a zoo name → its packaged checkpoint
 
     given = [flag for flag, v in (("--camera", camera), ("--source", source), ("--csi", csi or None)) if v is not None]
     if len(given) != 1:

@@ -1,4 +1,5 @@
-"""Training samples for ETC: a labelled frame t with its neighbour frames and the flow to each.
+"""Training samples for ETC: a labelled frame t with its neighbour frames and the flow to each (`TrainClips`),
+and unlabelled video pairs for the temporal loss and distillation (`VideoPairs`).
 
 A sample is drawn deterministically from (seed, sample number), so a resumed run sees exactly the batches
 the interrupted one would have seen. Every array of one sample (frame, label, neighbours, flows) goes
@@ -44,7 +45,7 @@ class TrainClips:
         self.refs = dataset.labelled()
         if not self.refs:
             raise VssegError(f"{dataset.root}: split {dataset.split!r} has no labelled frames to train on")
-        self.choices = [self._neighbour_choices(r) for r in self.refs]
+        self.choices = [neighbour_choices(dataset, r, clip) for r in self.refs]
         if clip.neighbours != "none":
             usable = sum(bool(c) for c in self.choices)
             if usable == 0:
@@ -59,16 +60,6 @@ class TrainClips:
 
     def __len__(self) -> int:
         return len(self.refs)
-
-    def _neighbour_choices(self, ref: FrameRef) -> list[tuple[int, ...]]:
-        """Offset tuples usable for this frame in this mode."""
-        ds = self.dataset
-        if self.clip.neighbours == "none":
-            return [()]
-        if self.clip.neighbours == "one":
-            return [(k,) for k in self.clip.offsets if k != 0 and ds.neighbour(ref, k) is not None]
-        ks = sorted({abs(k) for k in self.clip.offsets if k != 0})
-        return [(-k, k) for k in ks if ds.neighbour(ref, -k) is not None and ds.neighbour(ref, k) is not None]
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         import torch
@@ -98,6 +89,16 @@ class TrainClips:
         return sample
 
 
+def neighbour_choices(ds: SegmentationDataset, ref: FrameRef, clip: ClipSpec) -> list[tuple[int, ...]]:
+    """Offset tuples usable for frame `ref` in the clip's neighbour mode."""
+    if clip.neighbours == "none":
+        return [()]
+    if clip.neighbours == "one":
+        return [(k,) for k in clip.offsets if k != 0 and ds.neighbour(ref, k) is not None]
+    ks = sorted({abs(k) for k in clip.offsets if k != 0})
+    return [(-k, k) for k in ks if ds.neighbour(ref, -k) is not None and ds.neighbour(ref, k) is not None]
+
+
 class SampleStream:
     """Batches of (frame index, augmentation seed), deterministic from (seed, position): resumable exactly.
 
@@ -120,3 +121,67 @@ class SampleStream:
         epoch, pos = divmod(n, self.n)
         perm = np.random.default_rng((self.seed, epoch)).permutation(self.n)
         return int(perm[pos]), int(np.random.SeedSequence((self.seed, n)).generate_state(1)[0])
+
+
+class VideoPairs:
+    """Unlabelled training samples from video: frame t and t+k of a clip (k drawn from the offsets), no label.
+
+    A map-style dataset indexed like `TrainClips` by (frame index, augmentation seed). Each frame is first
+    brought to the model's input geometry the way inference does (`PreprocessSpec` stretch to height×width,
+    the flow resized with its vectors scaled), so a 1920×1080 camera frame and a 480×360 CamVid frame show
+    objects at the scale the model runs at; then the labelled data's paired augmentation is applied to both
+    frames and the flow with ONE draw. The flow t → t+k comes from the flow source (DIS, cached on disk) at
+    the frames' own resolution. `neighbours` is "one" (t, t+k) or "triplet" (t−k, t, t+k), as in `ClipSpec`.
+    """
+
+    def __init__(self, dataset: SegmentationDataset, flow_source: FlowSource, augment: PairedAugment,
+                 spec: PreprocessSpec, clip: ClipSpec):
+        if clip.neighbours not in ("one", "triplet"):
+            raise ValueError("video pairs need neighbours 'one' or 'triplet'")
+        check = getattr(dataset, "check_offsets", None)
+        if check is not None:
+            check(clip.offsets)  # a clip shorter than the largest offset is a one-line error naming it
+        self.dataset, self.flow_source, self.augment, self.spec, self.clip = dataset, flow_source, augment, spec, clip
+        refs = dataset.anchor_frames()
+        choices = [neighbour_choices(dataset, r, clip) for r in refs]
+        self.refs = [r for r, c in zip(refs, choices) if c]
+        self.choices = [c for c in choices if c]
+        if not self.refs:
+            raise VssegError(f"{dataset.root}: no frame has neighbours at offsets {list(clip.offsets)}")
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def _model_geometry(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        if self.spec.resize != "stretch" or image.shape[:2] == self.spec.size:
+            return image
+        return cv2.resize(image, (self.spec.width, self.spec.height), interpolation=cv2.INTER_AREA)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        import torch
+
+        from ..data.flow import resize_flow
+
+        index, seed = key
+        rng = np.random.default_rng(seed)
+        ref = self.refs[index]
+        offsets = self.choices[index][int(rng.integers(len(self.choices[index])))]
+        image = self._model_geometry(self.dataset.read_image(ref))
+        params = self.augment.sample(rng, image.shape[:2])
+        nbs, flows = [], []
+        for k in offsets:
+            nref = self.dataset.neighbour(ref, k)
+            flow = self.flow_source(self.dataset, ref, nref)
+            if flow.shape[:2] != image.shape[:2]:
+                flow = resize_flow(flow, image.shape[:2])
+            nbs.append(normalize(self.augment.apply_image(params, self._model_geometry(self.dataset.read_image(nref))),
+                                 self.spec))
+            flows.append(self.augment.apply_flow(params, flow).transpose(2, 0, 1))
+        return {
+            "image": torch.from_numpy(normalize(self.augment.apply_image(params, image), self.spec)),
+            "neighbours": torch.from_numpy(np.stack(nbs)),
+            "flows": torch.from_numpy(np.ascontiguousarray(np.stack(flows), dtype=np.float32)),
+            "offsets": torch.tensor(offsets),
+        }

