@@ -41,7 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VSSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 SPLIT = 156  # cosmos frames [0, SPLIT) calibrate / fine-tune, [SPLIT, 233) are held out for TC
 MODELS = {"camvid": ("espnet-camvid", "espnet_p_2_q_8_camvid.pth"),
-          "cityscapes": ("espnet-cityscapes", "espnet_p_2_q_8_cityscapes.pth")}
+          "cityscapes": ("espnet-cityscapes", "espnet_p_2_q_8_cityscapes.pth"),
+          "camvid_tc": ("espnet-camvid-tc", None)}  # the project's temporally fine-tuned student (zoo)
+CAMVID_KEYS = ("camvid", "camvid_tc")
 OLD_ORT = {"op_types": ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Concat", "MaxPool"], "percentile": 99.999}
 CONV = ["Conv", "ConvTranspose"]
 
@@ -96,7 +98,7 @@ def fp32_onnx(work: Path, key: str) -> Path:
         from vsseg_edge.zoo import resolve  # noqa: F401
 
         source = MODELS[key][0]
-    except ImportError:
+    except ImportError:  # a checkout without the zoo: the published weights (the fine-tuned student needs the zoo)
         source = str(published_checkpoint(work, key))
     cli("export", source, "--out", str(out))
     return out
@@ -231,8 +233,16 @@ def save(work: Path, part: str, results: dict) -> None:
 # --- parts ------------------------------------------------------------------------------------------------
 
 def variants(key: str, data: dict, d: Path, threads: int) -> dict:
-    """name → (description, how to make it). PTQ through `calibrate`; QAT exports found in the folder."""
+    """name → (description, how to make it). PTQ through `calibrate`; QAT exports found in the folder.
+
+    The accuracy gate: CamVid models on 24 labelled CamVid val frames (mIoU drop ≤ 1 point); the Cityscapes model
+    (no Cityscapes labels here) on held-out cosmos frames by agreement, at most 3 rounds of the search. The TC
+    gate: the cosmos part's last 24 frames, never calibrated on."""
     common = dict(num_frames=48, threads=threads, speed_runs=0)
+    if key in CAMVID_KEYS:
+        common.update(eval_frames=24, eval_source=data["camvid"], eval_split="val")
+    else:
+        common.update(eval_frames=24, max_rounds=3)
     cosmos = data["cosmos_a"]
     out = {}
     if key == "camvid":
@@ -273,7 +283,7 @@ def part_model(work: Path, key: str, data: dict, args) -> dict:
     results["clips"] = judge.frames_record()
     results.setdefault("fp32", {"file": fp32.name})
     results["fp32"]["tc"] = {n: round(100 * g.fp32_tc.tc(), 4) for n, g in judge.gates.items()}
-    if key == "camvid" and "camvid_val" not in results["fp32"]:
+    if key in CAMVID_KEYS and "camvid_val" not in results["fp32"]:
         results["fp32"]["camvid_val"] = camvid_val(fp32, data["camvid"], args.threads)
     for name, (what, make) in variants(key, data, d, args.threads).items():
         if name in results and not args.redo:
@@ -281,7 +291,7 @@ def part_model(work: Path, key: str, data: dict, args) -> dict:
         log(f"== {key} {name}: {what}")
         path = make(fp32)
         res = {"what": what, "file": path.name, "manifest": manifest_facts(path), "tc": judge.tc(path)}
-        if key == "camvid":
+        if key in CAMVID_KEYS:
             res["camvid_val"] = camvid_val(path, data["camvid"], args.threads)
         res["speed"] = speed(fp32, path, data["pandaset"], args.threads, args.speed_runs)
         results[name] = res
@@ -473,6 +483,107 @@ def _single_conv(shape, w, attrs, quant: bool, helper, numpy_helper, TensorProto
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+# --- the report tables ------------------------------------------------------------------------------------
+
+def _f(v, d: int = 2) -> str:
+    return "–" if v is None else f"{v:.{d}f}"
+
+
+def model_table(res: dict) -> list[str]:
+    """One row per variant: TC on each held-out clip (FP32 → INT8, drop), agreement, CamVid val mIoU, floats, speed."""
+    clips = list((res.get("fp32") or {}).get("tc") or {})
+    head = ["variant"] + [f"TC {c} FP32 → INT8 (drop)" for c in clips] + [
+        f"agreement {c} %" for c in clips] + ["CamVid val mIoU (drop)", "gates (acc / TC)", "float: kept / readers",
+                                              "ms FP32 → INT8 (ratio)"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    m32 = ((res.get("fp32") or {}).get("camvid_val") or {}).get("miou")
+    for name, r in res.items():
+        if name in ("fp32", "clips") or "tc" not in r:
+            continue
+        tc = [f"{_f(r['tc'][c]['tc_fp32'])} → {_f(r['tc'][c]['tc_int8'])} ({_f(r['tc'][c]['drop'])})" for c in clips]
+        agr = [_f(r["tc"][c]["agreement"]) for c in clips]
+        m8 = (r.get("camvid_val") or {}).get("miou")
+        miou = f"{_f(m8)} ({_f(m32 - m8)})" if m8 is not None and m32 is not None else "–"
+        man = r.get("manifest") or {}
+        gates = (f"{'pass' if man.get('gate_passed') else 'FAIL' if man.get('gate_passed') is False else '–'}: "
+                 f"{_f(man.get('drop'))} / {_f(man.get('tc_drop'))}")
+        sp = r.get("speed") or {}
+        speed = f"{_f(sp.get('fp32_ms'), 1)} → {_f(sp.get('int8_ms'), 1)} ({_f(sp.get('ratio'))}×)"
+        floats = f"{len(man.get('kept_in_float_nodes') or [])} / {man.get('readers_in_float', 0)}"
+        rows.append("| " + " | ".join([f"`{name}`", *tc, *agr, miou, gates, floats, speed]) + " |")
+    return rows
+
+
+def investigate_table(res: dict) -> list[str]:
+    rows = ["| variant | settings | TC FP32 → INT8 (drop) | pixels flipping FP32 → INT8 (INT8-only) % | agreement % |",
+            "|---|---|---|---|---|"]
+    for name, r in res.items():
+        tc = r.get("tc") if "tc" in r else None
+        if not tc:
+            continue
+        st = ", ".join(f"{k}={v}" for k, v in (r.get("settings") or {}).items())
+        rows.append(f"| `{name}` | {st} | {_f(tc['tc_fp32'])} → {_f(tc['tc_int8'])} ({_f(tc['drop'])}) | "
+                    f"{_f(tc['flips_fp32'])} → {_f(tc['flips_int8'])} (+{_f(tc['extra_flips'])}) | "
+                    f"{_f(tc['agreement'])} |")
+    for name, tc in (res.get("fp32_noise") or {}).items():
+        rows.append(f"| FP32 `{name}` | the FP32 model on changed frames | {_f(tc['tc_fp32'])} → "
+                    f"{_f(tc['tc_int8'])} ({_f(tc['drop'])}) | {_f(tc['flips_fp32'])} → {_f(tc['flips_int8'])} "
+                    f"(+{_f(tc['extra_flips'])}) | {_f(tc['agreement'])} |")
+    return rows
+
+
+def speed_tables(res: dict) -> list[str]:
+    out = []
+    for key, entry in res.items():
+        prof = entry.get("profile") or {}
+        if prof:
+            ops = []
+            for p in prof.values():
+                ops += [o for o in p["ms"] if o not in ops]
+            ops = ops[:10]
+            out += [f"**{key}: onnxruntime profile, ms per op type (CPU provider, optimised graph)**", "",
+                    "| model | total | " + " | ".join(ops) + " |", "|" + "---|" * (len(ops) + 2)]
+            for name, p in prof.items():
+                out.append(f"| `{name}` | {_f(p['total_ms'], 1)} | " + " | ".join(_f(p["ms"].get(o), 1) for o in ops)
+                           + " |")
+            out.append("")
+        convs = entry.get("convs") or []
+        if convs:
+            groups: dict = {}
+            for c in convs:
+                k = f"{c['weight'][2]}×{c['weight'][3]} dilation {c['dilation']} stride {c['stride']}"
+                g = groups.setdefault(k, [0, 0.0, 0.0])
+                g[0], g[1], g[2] = g[0] + 1, g[1] + c["fp32_ms"], g[2] + c["int8_ms"]
+            out += [f"**{key}: each convolution alone, float vs QLinearConv (min of interleaved runs)**", "",
+                    "| kind | convs | float ms | QLinearConv ms | float/int8 |", "|---|---|---|---|---|"]
+            for k, (n, a, b) in sorted(groups.items()):
+                out.append(f"| {k} | {n} | {_f(a, 1)} | {_f(b, 1)} | {_f(a / b if b else None)} |")
+            a, b = sum(c["fp32_ms"] for c in convs), sum(c["int8_ms"] for c in convs)
+            out += [f"| all | {len(convs)} | {_f(a, 1)} | {_f(b, 1)} | {_f(a / b if b else None)} |", ""]
+    return out
+
+
+def report(work: Path) -> None:
+    """Print the report's tables (Markdown) and write every figure to benchmarks/reports/int8_tc.json."""
+    from vsseg_edge.measure.environment import environment
+
+    parts = {p: load(work, p) for p in ("investigate", "camvid", "cityscapes", "camvid_tc", "speed")}
+    for key in ("camvid", "cityscapes", "camvid_tc"):
+        if parts[key]:
+            print(f"\n### {key}\n")
+            print("\n".join(model_table(parts[key])))
+    if parts["investigate"]:
+        print("\n### investigate\n")
+        print("\n".join(investigate_table(parts["investigate"])))
+    if parts["speed"]:
+        print("\n### speed\n")
+        print("\n".join(speed_tables(parts["speed"])))
+    out = REPO / "benchmarks" / "reports" / "int8_tc.json"
+    out.write_text(json.dumps({"benchmark": "int8_tc", "command": "python benchmarks/int8_tc.py", "split": SPLIT,
+                               "environment": environment(), **parts}, indent=1, default=float) + "\n")
+    print(f"\nwrote {out}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default=str(REPO / "runs" / "int8_tc"))
@@ -480,8 +591,11 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--speed-runs", type=int, default=10)
     ap.add_argument("--redo", action="store_true", help="measure again what --work already holds")
+    ap.add_argument("--report", action="store_true", help="print the tables and write reports/int8_tc.json")
     args = ap.parse_args(argv)
     work = Path(args.work)
+    if args.report:
+        return report(work)
     work.mkdir(parents=True, exist_ok=True)
     data = prepare_data(work)
     for part in args.parts.split(","):

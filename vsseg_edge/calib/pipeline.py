@@ -255,14 +255,15 @@ def _error_function(base: onnx.ModelProto, ev: Evaluator, tg: TemporalGate | Non
 def _failure(model: Path, parent: dict, cfg: CalibConfig, loop: _Loop) -> str:
     """The one-line failure: both figures, and what to do — QAT when keeping nodes in float was not enough."""
     ckpt = (parent.get("parent") or {}).get("file") or "CHECKPOINT.pt"
-    what = "TC" if loop.final.accuracy.passed else ("accuracy and TC" if loop.final.tc and not loop.final.tc.passed
-                                                    else "accuracy")
+    acc_ok, tc = loop.final.accuracy.passed, loop.final.tc
+    what = "TC" if acc_ok else ("accuracy and TC" if tc and not tc.passed else "accuracy")
     return (f"{model}: {what} gate failed after {len(loop.rounds)} round(s) of sensitive nodes kept in float: "
-            f"{loop.final.summary()}. Post-training quantisation does not reach it: fine-tune with fake INT8, the "
-            f"temporal loss and distillation from the FP32 model (QAT): vsseg-edge train train/qat_tc.yaml "
-            f"-o model.init_checkpoint={ckpt} -o teacher.checkpoint={ckpt} -o video.root=CLIPS, then "
-            f"vsseg-edge export runs/train/qat_tc/model.pt --target {cfg.target} --out MODEL.int8.qdq.onnx; "
-            "or raise --threshold / --tc-threshold, add frames, or pass --keep-failed")
+            f"{loop.final.summary()}. Post-training quantisation does not reach it: fine-tune with fake INT8, "
+            f"distillation from the FP32 model and the temporal loss (QAT): vsseg-edge train train/qat_tc.yaml "
+            f"-o model.name={parent.get('model')} -o model.init_checkpoint={ckpt} -o teacher.checkpoint={ckpt} "
+            f"-o video.root=CLIPS (the recipe's header lists the other settings), then vsseg-edge export "
+            f"runs/train/qat_tc/model.pt --target {cfg.target} -o MODEL.int8.qdq.onnx; or raise --threshold / "
+            "--tc-threshold, add frames, or pass --keep-failed")
 
 
 def _tc_wanted(cfg: CalibConfig) -> bool:
