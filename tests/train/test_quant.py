@@ -213,3 +213,13 @@ def test_qat_training_calibrates_records_and_resumes(tmp_path, synth_root):
     # resume: the ranges come from last.pt, not from a new calibration
     resumed = Trainer(load_recipe(path, ["iterations=3"]), resume=True, progress=False)
     assert resumed.step == 2 and {n: float(m.input_amax) for n, m in quantized_modules(resumed.model)} == amax
+
+
+@pytest.mark.parametrize("recipe", ["camvid_espnet_qat.yaml", "cityscapes_espnet_qat.yaml", "qat_tc.yaml"])
+def test_the_qat_recipes_load(recipe):
+    from tests.conftest import REPO
+    from vsseg_edge.train.config import load_recipe
+
+    cfg = load_recipe(REPO / "train" / recipe, ["model.name=espnet"])
+    assert cfg.quant.enabled and cfg.loss.kd_resolution == "full" and cfg.model.freeze_bn
+    assert cfg.loss.weights.kd_pixel > 0 and cfg.loss.weights.temporal > 0 and cfg.video.root
