@@ -286,7 +286,7 @@ def part_model(work: Path, key: str, data: dict, args) -> dict:
     if key in CAMVID_KEYS and "camvid_val" not in results["fp32"]:
         results["fp32"]["camvid_val"] = camvid_val(fp32, data["camvid"], args.threads)
     for name, (what, make) in variants(key, data, d, args.threads).items():
-        if name in results and not args.redo:
+        if (name in results and not args.redo) or (args.variants and name not in args.variants.split(",")):
             continue
         log(f"== {key} {name}: {what}")
         path = make(fp32)
@@ -590,6 +590,7 @@ def main(argv=None) -> None:
     ap.add_argument("--parts", default="investigate,camvid,cityscapes,speed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--speed-runs", type=int, default=10)
+    ap.add_argument("--variants", default="", help="only these variants (comma-separated names; default: all)")
     ap.add_argument("--redo", action="store_true", help="measure again what --work already holds")
     ap.add_argument("--report", action="store_true", help="print the tables and write reports/int8_tc.json")
     args = ap.parse_args(argv)
