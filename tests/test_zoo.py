@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import tomllib
 from typer.testing import CliRunner
 
 from tests.conftest import REPO, shared_data

@@ -62,7 +62,8 @@ def main() -> None:
                         f"{cfg['seed']}; trained on real highway clips, not on the held-out clips it is scored on."),
         "parent": parent.name,
         "made_by": f"vsseg-edge train {args.recipe} --override seed={cfg['seed']} --override "
-                   f"loss.weights.temporal={cfg['loss']['weights']['temporal']} --override iterations={cfg['iterations']}",
+                   f"loss.weights.temporal={cfg['loss']['weights']['temporal']} "
+                   f"--override iterations={cfg['iterations']}",
         "published": None, "measured": measured}
     zoo.INDEX.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {target} ({target.stat().st_size:,} bytes) and the {name} entry of {zoo.INDEX}")

@@ -7,12 +7,10 @@ import pytest
 
 @pytest.mark.slow  # ~25 s on 2 idle cores: synth, two 1-step trainings, export, calibration, video, bench
 def test_demo_runs_every_step_and_writes_the_report(tmp_path):
+    import cv2
     import torch
 
     from vsseg_edge.demo import DemoConfig, run_demo
-
-    import cv2
-
     from vsseg_edge.demo_data import PANDASET_CLIP
 
     torch.set_num_threads(1)

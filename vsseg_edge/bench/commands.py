@@ -17,7 +17,8 @@ def register(app, data_app) -> None:
 
 def bench_command(
     models: List[Path] = typer.Argument(..., help="Artifacts to benchmark: .onnx (FP32 or Q/DQ INT8, onnxruntime), "
-                                                  ".pt (vsseg-edge checkpoint, torch) or a zoo name, .engine (TensorRT); "
+                                                  ".pt (vsseg-edge checkpoint, torch) or a zoo name, "
+                                                  ".engine (TensorRT); "
                                                   "FILE::key=value,… adds backend options (e.g. "
                                                   "m.int8.qdq.onnx::shift_int8=false). With --compare: two "
                                                   "report.json files A B."),

@@ -73,8 +73,8 @@ def import_weights_command(
                                                             "heads start random (a starting point to train)."),
 ):
     """Turn a plain state dict into a vsseg-edge checkpoint with its manifest (architecture, classes, preprocessing)."""
-    from ..core.errors import VssegError
     from ..core.config import parse_size
+    from ..core.errors import VssegError
 
     if out.suffix != ".pt":
         raise VssegError(f"--out {out}: expected a .pt file (a vsseg-edge checkpoint)")
