@@ -329,16 +329,18 @@ def part_investigate(work: Path, data: dict, args) -> dict:
         "ort_conv_p9999_readers": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.99,
                                                                           quantized_readers=CONV)),
     }
-    for name, (preset, frames, settings) in grid.items():
+    if "fp32_noise" not in results or args.redo:
+        results["fp32_noise"] = noise_floor(fp32, judge, args.threads)
+        save(work, "investigate", results)
+    wanted = [v for v in args.variants.split(",") if v] or list(grid)
+    for name in wanted:
+        preset, frames, settings = grid[name]
         if name in results and not args.redo:
             continue
         log(f"== investigate {name}")
         path = calibrated(d / f"{name}.int8.qdq.onnx", fp32, frames, preset, **{**common, **settings})
         results[name] = {"settings": {"preset": preset, "frames": frames.name, **settings},
                          "manifest": manifest_facts(path), "tc": judge.tc(path)["pandaset"]}
-        save(work, "investigate", results)
-    if "fp32_noise" not in results or args.redo:
-        results["fp32_noise"] = noise_floor(fp32, judge, args.threads)
         save(work, "investigate", results)
     return results
 
@@ -592,7 +594,8 @@ def main(argv=None) -> None:
     ap.add_argument("--parts", default="investigate,camvid,cityscapes,speed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--speed-runs", type=int, default=10)
-    ap.add_argument("--variants", default="", help="only these variants (comma-separated names; default: all)")
+    ap.add_argument("--variants", default="",
+                    help="only these variants (comma-separated names; investigate: in this order; default: all)")
     ap.add_argument("--redo", action="store_true", help="measure again what --work already holds")
     ap.add_argument("--report", action="store_true", help="print the tables and write reports/int8_tc.json")
     args = ap.parse_args(argv)
