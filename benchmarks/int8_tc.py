@@ -285,8 +285,11 @@ def part_model(work: Path, key: str, data: dict, args) -> dict:
     results["clips"] = judge.frames_record()
     results.setdefault("fp32", {"file": fp32.name})
     results["fp32"]["tc"] = {n: round(100 * g.fp32_tc.tc(), 4) for n, g in judge.gates.items()}
-    if key in CAMVID_KEYS and "camvid_val" not in results["fp32"]:
+    if key in CAMVID_KEYS and not results["fp32"].get("camvid_val"):
         results["fp32"]["camvid_val"] = camvid_val(fp32, data["camvid"], args.threads)
+    if "noise" not in results["fp32"]:  # the yardstick: the FP32 model against itself on re-encoded frames
+        results["fp32"]["noise"] = noise_floor(fp32, judge, args.threads)
+        save(work, key, results)
     for name, (what, make) in variants(key, data, d, args.threads).items():
         if (name in results and not args.redo) or (args.variants and name not in args.variants.split(",")):
             continue
@@ -515,6 +518,10 @@ def model_table(res: dict) -> list[str]:
         speed = f"{_f(sp.get('fp32_ms'), 1)} → {_f(sp.get('int8_ms'), 1)} ({_f(sp.get('ratio'))}×)"
         floats = f"{len(man.get('kept_in_float_nodes') or [])} / {man.get('readers_in_float', 0)}"
         rows.append("| " + " | ".join([f"`{name}`", *tc, *agr, miou, gates, floats, speed]) + " |")
+    for name, r in ((res.get("fp32") or {}).get("noise") or {}).items():  # measured on pandaset only
+        tc = [f"{_f(r['tc_fp32'])} → {_f(r['tc_int8'])} ({_f(r['drop'])})" if c == "pandaset" else "–" for c in clips]
+        agr = [_f(r["agreement"]) if c == "pandaset" else "–" for c in clips]
+        rows.append("| " + " | ".join([f"FP32 on `{name}` frames (yardstick)", *tc, *agr, "–", "–", "–", "–"]) + " |")
     return rows
 
 
