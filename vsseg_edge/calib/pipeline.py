@@ -260,9 +260,10 @@ def _failure(model: Path, parent: dict, cfg: CalibConfig, loop: _Loop) -> str:
     return (f"{model}: {what} gate failed after {len(loop.rounds)} round(s) of sensitive nodes kept in float: "
             f"{loop.final.summary()}. Post-training quantisation does not reach it: fine-tune with fake INT8, "
             f"distillation from the FP32 model and the temporal loss (QAT): vsseg-edge train train/qat_tc.yaml "
-            f"-o model.name={parent.get('model')} -o model.init_checkpoint={ckpt} -o teacher.checkpoint={ckpt} "
-            f"-o video.root=CLIPS (the recipe's header lists the other settings), then vsseg-edge export "
-            f"runs/train/qat_tc/model.pt --target {cfg.target} -o MODEL.int8.qdq.onnx; or raise --threshold / "
+            f"--override model.name={parent.get('model')} --override model.init_checkpoint={ckpt} "
+            f"--override teacher.checkpoint={ckpt} --override video.root=CLIPS (the recipe's header lists the "
+            f"other settings), then vsseg-edge export runs/train/qat_tc/model.pt --target {cfg.target} "
+            f"--preset export/qat.yaml -o MODEL.int8.qdq.onnx; or raise --threshold / "
             "--tc-threshold, add frames, or pass --keep-failed")
 
 
