@@ -219,7 +219,12 @@ def manifest_facts(path: Path) -> dict:
             "readers_in_float": len(q.get("readers_in_float") or []), "quantizer": q.get("quantizer"),
             "config": {k: (man.get("config") or {}).get(k) for k in ("method", "percentile", "op_types",
                                                                      "quantized_readers", "reduce_range")},
-            "calibration_frames": ((man.get("calibration") or {}).get("frames") or {}).get("source")}
+            "calibration_frames": _frames_source((man.get("calibration") or {}).get("frames"))}
+
+
+def _frames_source(frames):
+    """A calibration's frame source (a QAT export records a sentence instead of a frame set)."""
+    return frames.get("source") if isinstance(frames, dict) else frames
 
 
 def load(work: Path, part: str) -> dict:
