@@ -45,8 +45,8 @@ def export_command(
                                            help="dynamo | torchscript (legacy)."),
     parity_frames: Optional[str] = typer.Option(None, "--parity-frames", show_default="synthetic smooth frames",
                                                 help="Image folder or dataset root for the parity check."),
-    target: Optional[str] = typer.Option(None, "--target",
-                                         help="QAT checkpoints only: INT8 Q/DQ for trt (default) or ort (CPU)."),
+    target: Optional[str] = typer.Option(None, "--target", show_default="trt for a QAT checkpoint",
+                                         help="QAT checkpoints only: INT8 Q/DQ for trt or ort (CPU)."),
 ):
     """Export a checkpoint to ONE self-contained ONNX file, checked for parity with onnxruntime."""
     from ..core.config import parse_size
