@@ -63,19 +63,21 @@ def atomic_path(target: str | os.PathLike, flag: str | None = None) -> Iterator[
     whatever happens (an error, Ctrl-C, SIGTERM through `core.signals`); a disk's refusal becomes one line.
     """
     target = Path(target)
-    with write_errors(target, flag, CREATE_ERRNOS):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
-        os.close(fd)
-    tmp_path = Path(tmp)
-    try:
+    tmp_path = None
+    try:  # from the file's creation on: a signal right after mkstemp must not leave it behind
+        with write_errors(target, flag, CREATE_ERRNOS):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
+            tmp_path = Path(tmp)
+            os.close(fd)
         with write_errors(target, flag):
             yield tmp_path
             os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual mode
             os.replace(tmp_path, target)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
 
 
 def _umask() -> int:

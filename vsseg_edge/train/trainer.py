@@ -180,6 +180,11 @@ class Trainer:
                     m.requires_grad_(False)
         if self.dist.world > 1 and cfg.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if cfg.quant.enabled:  # QAT: fake INT8 on every convolution (train/quant.py); ranges set in fit()
+            from .quant import quantize_modules, quantized_modules
+
+            if not quantized_modules(model):  # (a QAT checkpoint to start from comes back quantised)
+                quantize_modules(model, cfg.quant)
         self.model = model.to(self.device)
         self.teacher = None
         if cfg.loss.weights.needs_teacher:
@@ -264,11 +269,15 @@ class Trainer:
 
     def save(self, name: str, metrics: dict | None = None, with_state: bool = True) -> Path:
         path = self.out / name
+        q = self.cfg.quant
         save_checkpoint(path, self.model, model_name=self.cfg.model.name, classes=list(self.label_set.classes),
                         palette=self.label_set.palette_list(), preprocess=self.cfg.preprocess,
                         model_kwargs=self.model_kwargs, config=to_dict(self.cfg),
                         metrics=metrics or {}, step=self.step,
-                        train_state=self.train_state() if with_state else None)
+                        train_state=self.train_state() if with_state else None,
+                        quantization=q.record() if q.enabled else None,
+                        parent=resolve_model(self.cfg.model.init_checkpoint)
+                        if q.enabled and self.cfg.model.init_checkpoint else None)
         return path
 
     def _resume(self) -> None:
@@ -428,6 +437,19 @@ class Trainer:
                                            pin_memory=self.device.type == "cuda",
                                            persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
 
+    def calibrate_quantizers(self) -> dict[str, float]:
+        """QAT: set each fake quantiser's input range from `quant.calib_batches` training batches before the
+        first step (frame t of each sample, augmented as in training; the unlabelled clips' when there are any,
+        since they are the footage the model will see, else the labelled frames')."""
+        from .quant import calibrate_inputs
+
+        if self.video_pairs is not None:
+            loader = iter(self.data_loader(self.video_pairs, self.cfg.video.batch_size, self.cfg.seed + _VIDEO_SEED))
+        else:
+            loader = iter(self.data_loader())
+        images = [next(loader)["image"].to(self.device) for _ in range(self.cfg.quant.calib_batches)]
+        return calibrate_inputs(self.model, images, self.cfg.quant)
+
     def _install_signal_handlers(self):
         def request_stop(signum, frame):
             if self.stop_requested:  # a second Ctrl-C interrupts at once
@@ -452,6 +474,8 @@ class Trainer:
         metrics: dict = {}
         t_start, step_times = time.perf_counter(), []
         try:
+            if cfg.quant.enabled and self.step == 0:
+                self.calibrate_quantizers()
             batches = iter(self.data_loader()) if self.clips is not None else None
             videos = iter(self.data_loader(self.video_pairs, cfg.video.batch_size, cfg.seed + _VIDEO_SEED)) \
                 if self.video_pairs is not None else None
