@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -50,8 +49,8 @@ def p(values, q: float) -> float:
 
 
 def environment() -> dict:
-    from vsseg_edge.measure.environment import environment as env
-    from vsseg_edge.measure.environment import load_average
+    from vsseg_edge.measure.machine import environment as env
+    from vsseg_edge.measure.machine import load_average
 
     return {**env(), "load_avg": load_average()}
 
@@ -108,8 +107,7 @@ def run_cli(model: Path, video: Path, stats: Path, *, options: list[str], max_fr
     cmd = [sys.executable, "-m", "vsseg_edge.cli", "run", str(model), "--source", str(video), "--stats", str(stats),
            "--max-frames", str(max_frames), *options]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)  # `-m` from the repository: its package
     out = {"command": "vsseg-edge " + " ".join(cmd[3:]).replace(str(model.parent) + "/", "")
            .replace(str(video.parent) + "/", ""), "wall_s": round(time.perf_counter() - t0, 1)}
     if proc.returncode != 0:
@@ -263,7 +261,7 @@ def trt_entry(ckpt: Path, video: Path, frames: list[np.ndarray], tmp: Path, cfg:
 
 def gpu_name(device: str) -> str:
     if device != "cuda":
-        from vsseg_edge.measure.environment import cpu_model
+        from vsseg_edge.measure.machine import cpu_model
 
         return f"none (smoke run on the CPU: {cpu_model()})"
     import torch

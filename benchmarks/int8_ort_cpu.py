@@ -100,7 +100,7 @@ def shift_agreement(qdq: Path, frames, threads: int, num: int = 4) -> dict:
     (a dataset root, or a list of calib.frames.SampledFrame)."""
     from vsseg_edge.calib.frames import evaluation_frames
     from vsseg_edge.measure.compare import agreement
-    from vsseg_edge.measure.predict import predict
+    from vsseg_edge.measure.prediction import predict
     from vsseg_edge.runtime.backends import open_backend
 
     held = frames if isinstance(frames, list) else evaluation_frames(frames, num, 0, "val").frames
@@ -114,7 +114,7 @@ def shift_agreement(qdq: Path, frames, threads: int, num: int = 4) -> dict:
 
 
 def run(args) -> dict:
-    from vsseg_edge.measure.environment import environment, load_average
+    from vsseg_edge.measure.machine import environment, load_average
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def agreement(path: Path, frames: list[np.ndarray], threads: int) -> dict:
     """Optimised (ENABLE_ALL) vs exact (no graph optimisation) Q/DQ arithmetic, unshifted and shifted, on the
     frames through the one preprocessing (`measure.predict`, `measure.compare.compare_outputs`)."""
     from vsseg_edge.measure.compare import compare_outputs
-    from vsseg_edge.measure.predict import predict
+    from vsseg_edge.measure.prediction import predict
     from vsseg_edge.runtime.backends import open_backend
 
     cpu = {"providers": ["CPUExecutionProvider"], "threads": threads}
@@ -176,7 +176,7 @@ def main() -> None:
     src, work = Path(args.models), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     from vsseg_edge.core.fileio import write_json
-    from vsseg_edge.measure.environment import environment, load_average
+    from vsseg_edge.measure.machine import environment, load_average
 
     report = {"machine": environment(), "threads": args.threads, "repeats": args.repeats, "runs": args.runs,
               "load_start": load_average(), "results": []}

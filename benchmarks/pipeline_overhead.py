@@ -94,7 +94,7 @@ def main() -> None:
     import onnxruntime as ort
 
     from vsseg_edge.core.config import parse_size
-    from vsseg_edge.measure.environment import cpu_flags, cpu_model, load_average
+    from vsseg_edge.measure.machine import cpu_flags, cpu_model, load_average
     from vsseg_edge.measure.overhead import measure_overhead, synthetic_video
     from vsseg_edge.runtime.backends import open_backend
 

@@ -115,9 +115,8 @@ def serve_and_check(model: Path, source: str, *, max_batch: int, threads: int, s
     port = free_port_run()
     serve_cmd = ["vsseg-edge", "serve", str(model), "--port", str(port), "--max-batch", str(max_batch),
                  "--threads", str(threads), "--name", "espnet"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     server = subprocess.Popen([sys.executable, "-m", "vsseg_edge.cli", *serve_cmd[1:]], stderr=subprocess.PIPE,
-                              stdout=subprocess.DEVNULL, text=True, env=env, cwd=REPO)
+                              stdout=subprocess.DEVNULL, text=True, cwd=REPO)  # `-m` from the repository
     try:
         t0 = time.perf_counter()
         for line in server.stderr:
@@ -131,7 +130,7 @@ def serve_and_check(model: Path, source: str, *, max_batch: int, threads: int, s
         check_cmd = ["vsseg-edge", "serve", "--check", f"grpc://127.0.0.1:{port + 1}", "--model-name", "espnet",
                      "--source", source, "--frames", "32", "--streams", streams, "--seconds", str(seconds),
                      "--max-batch", str(max_batch), "--threads", str(threads), *extra, "--out", str(out)]
-        subprocess.run([sys.executable, "-m", "vsseg_edge.cli", *check_cmd[1:]], check=True, env=env, cwd=REPO)
+        subprocess.run([sys.executable, "-m", "vsseg_edge.cli", *check_cmd[1:]], check=True, cwd=REPO)
         report = json.loads(out.read_text())
     finally:
         server.send_signal(signal.SIGTERM)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -22,9 +21,9 @@ EDGE = [
     "vsseg_edge.core.preprocess", "vsseg_edge.core.manifest", "vsseg_edge.core.config", "vsseg_edge.core.labels",
     "vsseg_edge.core.cache", "vsseg_edge.metrics.evaluate", "vsseg_edge.data.datasets", "vsseg_edge.data.flow",
     "vsseg_edge.data.warp", "vsseg_edge.data.frame_source", "vsseg_edge.data.video", "vsseg_edge.zoo",
-    "vsseg_edge.zoo.commands", "vsseg_edge.measure", "vsseg_edge.measure.predict",
+    "vsseg_edge.zoo.commands", "vsseg_edge.measure", "vsseg_edge.measure.prediction",
     "vsseg_edge.measure.compare", "vsseg_edge.measure.timing", "vsseg_edge.measure.accuracy",
-    "vsseg_edge.measure.environment", "vsseg_edge.measure.overhead", "vsseg_edge.engine.builder",
+    "vsseg_edge.measure.machine", "vsseg_edge.measure.overhead", "vsseg_edge.engine.builder",
     "vsseg_edge.engine.policy",
     "vsseg_edge.runtime.pipeline", "vsseg_edge.runtime.run", "vsseg_edge.runtime.commands",
     "vsseg_edge.runtime.backends.ort", "vsseg_edge.runtime.backends.trt", "vsseg_edge.runtime.stage",
@@ -67,14 +66,18 @@ def test_import_boundaries(group):
 
 
 def test_help_is_fast_and_torch_free():
+    """`--help` costs under 3 s of CPU, interpreter start included (the goal, < 1 s, is measured in benchmarks).
+
+    CPU time, the child's own (`time.process_time` counts from its start): what the imports cost, which a
+    loaded machine does not change; the wall-clock time also counts the waits for a CPU that others hold.
+    """
     code = (
-        "import sys; from typer.testing import CliRunner; from vsseg_edge.cli import app; "
+        "import sys, time; from typer.testing import CliRunner; from vsseg_edge.cli import app; "
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
-        "assert 'torch' not in sys.modules"
+        "assert 'torch' not in sys.modules; print(time.process_time())"
     )
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True)
-    assert time.perf_counter() - t0 < 3.0  # interpreter start included; the goal (<1 s) is measured in benchmarks
+    proc = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert float(proc.stdout.split()[-1]) < 3.0
 
 
 def test_missing_serve_extra_is_a_one_line_install_hint():

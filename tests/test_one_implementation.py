@@ -35,3 +35,22 @@ def test_one_implementation(what, pattern, allowed, why):
     extra = sorted(found - allowed)
     assert not extra, f"a second {what} in {extra}: {why}"
     assert found, f"the {what} ({pattern}) is gone from {sorted(allowed)}: update this guard"
+
+
+BENCHMARK_RULES = [
+    ("edits sys.path", re.compile(r"sys\.path\.(insert|append|extend)\(|PYTHONPATH")),
+    ("imports a private name of the package", re.compile(r"from vsseg_edge[\w.]* import [^\n]*\b_[a-z]\w*")),
+    ("imports a private module of the package", re.compile(r"vsseg_edge(\.\w+)*\._[a-z]\w*")),
+    ("reads a private attribute of another object", re.compile(r"(?<![\w.])(?!self\.)\w+\._[a-z]\w*")),
+]
+
+
+@pytest.mark.parametrize("rule, pattern", BENCHMARK_RULES, ids=[r[0] for r in BENCHMARK_RULES])
+def test_benchmarks_use_the_public_api_only(rule, pattern):
+    """`benchmarks/` holds drivers of the package's public API and CLI, not a second library: no script reaches
+    into the package's private names or another object's private attributes, or imports through sys.path."""
+    found = [f"{p.relative_to(REPO)}:{n}: {line.strip()}"
+             for p in SOURCES if p.parts[len(REPO.parts)] == "benchmarks" and p.suffix == ".py"
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if pattern.search(line.split("#", 1)[0])]
+    assert not found, f"benchmarks/ {rule}:\n" + "\n".join(found)

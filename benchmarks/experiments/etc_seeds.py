@@ -280,7 +280,7 @@ def main() -> None:
         sweep(args, plan, done, store)
     runs = [r for r in done if r.get("iterations") == args.iterations and r["seed"] in args.seeds]
     meta = json.loads((args.data / "synth.json").read_text())
-    from vsseg_edge.measure.environment import cpu_model
+    from vsseg_edge.measure.machine import cpu_model
 
     result = {"benchmark": "etc_seeds", "date": dt.date.today().isoformat(), "machine": cpu_model(),
               "student": args.student, "iterations": args.iterations, "seeds": args.seeds, "weights": args.weights,

@@ -196,7 +196,7 @@ def main() -> None:
             rows.append({"student": str(run), "label": f"{run.parent.name}/{run.name}", "grid_rule": rule,
                          "step": ckpt.get("step"), **figures})
             print(json.dumps(rows[-1]), flush=True)
-    from vsseg_edge.measure.environment import cpu_model
+    from vsseg_edge.measure.machine import cpu_model
 
     result = {"benchmark": "etc_seeds_kd", "rows": rows, "teacher": str(args.teacher),
               "cell_from": str(args.cell_from), "data": str(args.data), "threads": args.threads, "every": args.every,

@@ -86,7 +86,7 @@ def main() -> None:
     base = rows["baseline"]["step_time_s"]
     for r in rows.values():
         r["step_time_ratio"] = (r["step_time_s"] / base) if (base and r["step_time_s"]) else None
-    from vsseg_edge.measure.environment import cpu_model
+    from vsseg_edge.measure.machine import cpu_model
 
     result = {"benchmark": "etc_synthetic", "date": dt.date.today().isoformat(), "machine": cpu_model(),
               "iterations": args.iterations, "student": args.student, "teacher": args.teacher,

@@ -48,7 +48,7 @@ def main() -> None:
 
     from vsseg_edge.bench.models import random_init_checkpoint
     from vsseg_edge.core.config import from_dict, parse_size
-    from vsseg_edge.measure.environment import cpu_model
+    from vsseg_edge.measure.machine import cpu_model
     from vsseg_edge.train.config import TrainConfig
     from vsseg_edge.train.trainer import Trainer
 

@@ -90,12 +90,29 @@ def test_trt_target_without_modelopt_is_symmetric_and_judged_with_exact_qdq(tmp_
     assert man["gate"]["result"]["passed"] and man["excluded_layers"] == []
 
 
+def test_only_convolutions_read_through_qdq_by_default(tmp_path, cs_root, tiny_onnx):
+    """The residual Add reads the float tensors behind the Q/DQ its convolutions read (calib float_readers)."""
+    import onnx
+
+    from vsseg_edge.onnx_graph import qdq_candidates
+
+    out = tmp_path / "readers.qdq.onnx"
+    cfg = CalibConfig(**{**FAST, "target": "trt"}, quantizer="ort", threshold=100.0)
+    man = calibrate(tiny_onnx, cs_root, out, cfg, log=lambda s: None)
+    ops = {n.name: n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {ops[n] for n in qdq_candidates(onnx.load(str(out)))} == {"Conv"}
+    assert man["quantization"]["readers_in_float"] == ["/Add"] and man["structure"]["ok"]
+    assert man["quantization"]["quantized_readers"] == ["Conv", "ConvTranspose", "MatMul", "Gemm"]
+    assert CalibConfig(target="ort").readers == () and CalibConfig(target="ort", quantized_readers=["Conv"]).readers
+
+
 def test_exclusion_rounds_are_bounded_and_never_exclude_everything():
     ranked = [(f"c{i}", 10 - i) for i in range(6)]
     assert exclusion_rounds(ranked, 4) == [["c0"], ["c0", "c1"], ["c0", "c1", "c2", "c3"],
                                            ["c0", "c1", "c2", "c3", "c4"]]
     assert exclusion_rounds(ranked, 2) == [["c0"], ["c0", "c1"]]
     assert exclusion_rounds([("only", 1.0)], 4) == []
+    assert exclusion_rounds([("helps", 1.0)], 4, candidates=2) == [["helps"]]  # the other node stays quantised
 
 
 def test_calibration_never_uses_gate_frames(tmp_path, cs_root, tiny_onnx):

@@ -264,14 +264,15 @@ def test_import_without_onnxruntime_names_the_extra(monkeypatch, plain, tmp_path
 
 # ---------------------------------------------------------------- engines, through the TensorRT test double ----
 def test_engine_import_records_this_tensorrt_and_gpu_and_smoke_runs(tmp_path):
-    from tests.runtime.test_trt_logic import SPEC, _FakeEngineV3, _Memory, fake_cudart, fake_tensorrt
+    from tests.runtime.conftest import HostMemory
+    from tests.runtime.test_trt_logic import SPEC, _FakeEngineV3, fake_cudart, fake_tensorrt
     from vsseg_edge.importer.engine_import import import_engine
     from vsseg_edge.runtime.backends.trt import TrtBackend
 
     path = tmp_path / "foreign.engine"
     path.write_bytes(b"a plan built by trtexec (read by the test double only)")
     (tmp_path / "abc.txt").write_text("a\nb\nc\n")
-    modules = (fake_tensorrt(_FakeEngineV3(), "10.3.0"), fake_cudart(_Memory()))
+    modules = (fake_tensorrt(_FakeEngineV3(), "10.3.0"), fake_cudart(HostMemory()))
     with pytest.raises(VssegError, match="the model's input size is dynamic; give --size HxW"):
         import_engine(path, tmp_path / "abc.txt", modules=modules)
     man = import_engine(path, tmp_path / "abc.txt", size=SPEC.size, precision="fp16", modules=modules)
@@ -279,20 +280,21 @@ def test_engine_import_records_this_tensorrt_and_gpu_and_smoke_runs(tmp_path):
                                                             "compute_capability": [8, 7]}}
     assert man["output"] == "labels" and man["precision"] == "fp16" and man["classes"] == ["a", "b", "c"]
     assert json.loads(Path(f"{path}.json").read_text())["imported"]["smoke_run"]["output_shape"] == [1, 4, 6]
-    be = TrtBackend(path, modules=(fake_tensorrt(_FakeEngineV3(), "10.3.0"), fake_cudart(_Memory())))
+    be = TrtBackend(path, modules=(fake_tensorrt(_FakeEngineV3(), "10.3.0"), fake_cudart(HostMemory())))
     assert be.output_kind == "labels"
     be.close()
     with pytest.raises(VssegError, match=r"built with TensorRT 10.3.0, this machine has 10.7.0"):
-        TrtBackend(path, modules=(fake_tensorrt(_FakeEngineV3(), "10.7.0"), fake_cudart(_Memory())))
+        TrtBackend(path, modules=(fake_tensorrt(_FakeEngineV3(), "10.7.0"), fake_cudart(HostMemory())))
 
 
 def test_engine_that_this_tensorrt_cannot_load_is_refused_in_one_line(tmp_path):
-    from tests.runtime.test_trt_logic import _Memory, fake_cudart, fake_tensorrt
+    from tests.runtime.conftest import HostMemory
+    from tests.runtime.test_trt_logic import fake_cudart, fake_tensorrt
     from vsseg_edge.importer.engine_import import import_engine
 
     path = tmp_path / "other.plan"
     path.write_bytes(b"built elsewhere")
     (tmp_path / "abc.txt").write_text("a\nb\nc\n")
     with pytest.raises(VssegError, match=r"TensorRT 10.3.0 cannot deserialize it on Fake GPU \(built by another"):
-        import_engine(path, tmp_path / "abc.txt", modules=(fake_tensorrt(None, "10.3.0"), fake_cudart(_Memory())))
+        import_engine(path, tmp_path / "abc.txt", modules=(fake_tensorrt(None, "10.3.0"), fake_cudart(HostMemory())))
     assert not Path(f"{path}.json").exists()

@@ -11,7 +11,7 @@ import pytest
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.preprocess import PreprocessSpec, labels_from_output
 from vsseg_edge.measure.compare import agreement, compare_outputs
-from vsseg_edge.measure.predict import end_to_end, predict
+from vsseg_edge.measure.prediction import end_to_end, predict
 from vsseg_edge.measure.timing import LatencyStats, TimingConfig, measure_latency, time_calls
 
 SPEC = PreprocessSpec(height=4, width=6)
@@ -148,7 +148,7 @@ def test_class_count_mismatch_is_refused(synth_root):
 
 
 def test_environment_names_cpu_flags_and_libraries():
-    from vsseg_edge.measure.environment import ISA_FLAGS, environment
+    from vsseg_edge.measure.machine import ISA_FLAGS, environment
 
     env = environment()
     assert env["cpu"] and env["cpu_count"] >= 1 and isinstance(env["gpus"], list)
@@ -168,3 +168,29 @@ def test_pipeline_overhead_figures_from_records():
     assert fig.pure_infer_ms["p50"] == pytest.approx(100.0) and fig.overhead_p50 == pytest.approx(0.0, abs=1e-9)
     assert fig.fps == pytest.approx(10.0) and fig.stage_thread_p50_ms["preprocess+infer"] == 80.0
     assert fig.overlap_ratio == pytest.approx(10.0 * 80.0 / 1e3)  # the slowest thread takes 80 % of a frame interval
+
+
+def test_public_names_are_not_shadowed_by_submodules():
+    """Every public name of `vsseg_edge.measure` is what its `_EXPORTS` entry says, even after every submodule
+    has been imported (an imported submodule becomes a package attribute and would hide a function of its
+    name: `from vsseg_edge.measure import predict` must give the function, never the module)."""
+    import importlib
+    import pkgutil
+    from types import ModuleType
+
+    import vsseg_edge.measure as measure
+
+    submodules = [m.name for m in pkgutil.iter_modules(measure.__path__)]
+    assert {"prediction", "machine", "compare", "timing", "accuracy", "overhead"} <= set(submodules)
+    for name in submodules:
+        importlib.import_module(f"{measure.__name__}.{name}")
+    assert not set(submodules) & set(measure.__all__), "a submodule is named after a public name"
+    assert sorted(measure.__all__) == sorted(measure._EXPORTS)
+    for name in measure.__all__:
+        got = getattr(measure, name)
+        assert not isinstance(got, ModuleType), f"measure.{name} is a module"
+        assert callable(got), f"measure.{name} is neither a function nor a class"
+        assert got is getattr(importlib.import_module(measure._EXPORTS[name], measure.__name__), name), name
+    from vsseg_edge.measure import environment, predict
+
+    assert predict is measure.prediction.predict and environment is measure.machine.environment

@@ -154,15 +154,12 @@ def write_recipe(folder: Path, synth_root: Path, name: str = "run", out_dir: Pat
 
     import yaml
 
+    from vsseg_edge.core.config import apply_overrides
+
     data = json.loads(json.dumps(TRAIN))
     data.update(name=name, out_dir=str(out_dir or folder / "runs"))
     data["data"]["root"] = str(synth_root)
-    for key, value in changes.items():
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
+    data = apply_overrides(data, [f"{key}={json.dumps(value)}" for key, value in changes.items()])
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

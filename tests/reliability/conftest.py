@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the test modules import _corpus
 
-from _corpus import read, tiny_model, write_video
+from _corpus import fill, read, tiny_model, write_video
 
 # --- disks -------------------------------------------------------------------------------------------------
 
@@ -48,6 +48,23 @@ def full_disk(tmp_path) -> Path:
         fh.write(b"\0" * (st.f_bavail * st.f_frsize - 8192))
     yield disk
     _umount(disk)
+
+
+@pytest.fixture
+def full_disk_at():
+    """`full_disk_at(folder)`: a tmpfs with no byte free mounted at `folder` (a run's `tb/`, say), so that only
+    what is written there fails; unmounted after the test."""
+    mounted = []
+
+    def mount(folder: Path, size: str = "1m") -> Path:
+        _mount(folder, f"size={size}")
+        mounted.append(folder)
+        fill(folder, 0)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        _umount(folder)
 
 
 @pytest.fixture

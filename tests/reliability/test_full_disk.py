@@ -6,8 +6,10 @@ when the disk fills, so these are the cases where an unchecked writer would exit
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from _corpus import files_under, fill, refused, temp_leftovers, tiny_model, vs
+from _corpus import files_under, fill, refused, temp_leftovers, tiny_model, vs, write_video
 
 
 def read_label(path):
@@ -171,3 +173,183 @@ def test_a_manifest_that_cannot_be_written_keeps_the_previous_checkpoint(tmp_pat
     assert path.read_bytes() == before and load_checkpoint(path)["step"] == 1
     read_manifest(path, verify=True)  # still the pair it was
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "last.pt.json"]  # no temporary file
+
+
+class _SummaryWriterStandIn:
+    """TensorBoard's SummaryWriter where TensorBoard is not installed, failing as it fails: records are appended to
+    the event file by plain Python writes, and a failed write is kept and raised at the next `add_scalar` and at
+    `close` (TensorBoard's background writer thread keeps its error and does the same)."""
+
+    def __init__(self, logdir):
+        from pathlib import Path
+        from types import SimpleNamespace
+
+        Path(logdir).mkdir(parents=True, exist_ok=True)
+        self.path, self.error = Path(logdir) / "events.out.tfevents.0.stand-in", None
+        self.file_writer = SimpleNamespace(event_writer=SimpleNamespace(_file_name=str(self.path)))  # where TB says
+        self._append(b"brain.Event:2")
+
+    def _append(self, data: bytes) -> None:
+        try:
+            with open(self.path, "ab") as fh:
+                fh.write(data)
+        except OSError as exc:
+            self.error = exc
+
+    def add_scalar(self, tag, value, step):
+        if self.error:
+            raise self.error
+        self._append(f"{step} {tag} {value}\n".encode())
+
+    def close(self):
+        if self.error:
+            raise self.error
+
+
+@pytest.fixture(params=["stand-in", "tensorboard"])
+def event_writer(request, monkeypatch):
+    """The training run's event writer: TensorBoard's own (skipped where it is not installed) or the stand-in."""
+    if request.param == "tensorboard":
+        pytest.importorskip("tensorboard", reason="TensorBoard is not installed (the stand-in case runs instead)")
+    else:
+        import sys
+        from types import ModuleType
+
+        fake = ModuleType("torch.utils.tensorboard")
+        fake.SummaryWriter = _SummaryWriterStandIn
+        monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    return request.param
+
+
+def test_train_with_its_tensorboard_folder_full(tmp_path, synth_root, full_disk_at, event_writer):
+    """Only the event files fail: the run goes on and ends well, with one warning naming the event file;
+    metrics.jsonl (the run's log) has every record."""
+    from _corpus import write_recipe
+
+    run = tmp_path / "runs" / "run"
+    full_disk_at(run / "tb")
+    recipe = write_recipe(tmp_path, synth_root, out_dir=tmp_path / "runs")
+    r = vs("train", recipe, "--no-progress")
+    assert r.exc is None and r.code == 0 and "Traceback" not in r.err, r.err[-2000:]
+    warnings = [ln for ln in r.err.splitlines() if ln.startswith("warning: TensorBoard events")]
+    assert len(warnings) == 1 and f"{run / 'tb'}" in warnings[0], r.err[-2000:]
+    assert "cannot write (No space left on device)" in warnings[0] and "metrics.jsonl has every record" in warnings[0]
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 2] and (run / "model.pt").is_file()
+    assert [p for p in (run / "tb").iterdir() if not p.name.startswith("filler")] == []  # no empty event file
+
+
+def test_train_on_a_disk_that_fills_with_tensorboard_on(tmp_path, synth_root, full_disk, monkeypatch, event_writer):
+    """The whole run folder fills (the free-space check passed): the run's own one line (its log cannot be
+    written) is the last line, not the event writer's error raised again when it closes."""
+    from _corpus import write_recipe
+
+    from vsseg_edge.core import fileio
+
+    monkeypatch.setattr(fileio, "free_bytes", lambda path: 1 << 40)
+    recipe = write_recipe(tmp_path, synth_root, out_dir=full_disk / "runs")
+    fill(full_disk, 0)
+    r = vs("train", recipe, "--no-progress")
+    refused(r, "metrics.jsonl", "No space left on device")
+    assert "warning: TensorBoard events" in r.err
+    _no_broken_files(full_disk)
+
+
+@pytest.mark.parametrize("suffix", [".flo", ".npy", ".png"])
+def test_a_flow_file_on_a_full_disk(full_disk, suffix):
+    """Every flow format reports a full disk as the one line naming the file (numpy's `tofile` said "N requested
+    and M written", without errno, and was no refusal); no file, no temporary file."""
+    import numpy as np
+
+    from vsseg_edge.core.errors import VssegError
+    from vsseg_edge.data.flowio import write_flow
+
+    fill(full_disk, 0)
+    out = full_disk / f"f{suffix}"
+    flow = np.random.default_rng(0).uniform(-3, 3, (64, 128, 2)).astype(np.float32)
+    with pytest.raises(VssegError) as info:
+        write_flow(out, flow)
+    assert str(info.value) == f"{out}: cannot write (No space left on device)"
+    assert not out.exists()
+    _no_broken_files(full_disk)
+
+
+# --- a disk that fills while `run` writes (the free-space check at the start passed) -------------------------
+
+MID_RUN_FRAMES = 40
+
+
+@pytest.fixture
+def noise_video(tmp_path):
+    """40 frames of noise at 256x512 (MJPEG): the overlay of each compresses badly, so the output grows fast."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (256, 512, 3), np.uint8) for _ in range(MID_RUN_FRAMES)]
+    return write_video(tmp_path / "noise.avi", frames)
+
+
+@pytest.fixture
+def small_disk(tmp_path, full_disk_at):
+    """An empty 512 KB tmpfs: room for the first frames of a run's output, not for all of them."""
+    disk = tmp_path / "small"
+    full_disk_at(disk, "512k")
+    for filler in disk.glob("filler*"):  # full_disk_at fills it; this case wants it empty
+        filler.unlink()
+    return disk
+
+
+def _count_frames(monkeypatch, cls, method, disk):
+    """Count the frames that reached `cls.method` (the sink's writes) in this in-process run, and those whose
+    write returned although `disk` was full after it (a write that went unnoticed)."""
+    import shutil
+
+    seen = {"frames": 0, "unnoticed": 0}
+    real = getattr(cls, method)
+
+    def counting(self, *args, **kwargs):
+        seen["frames"] += 1
+        out = real(self, *args, **kwargs)
+        seen["unnoticed"] += shutil.disk_usage(disk).free == 0
+        return out
+
+    monkeypatch.setattr(cls, method, counting)
+    return seen
+
+
+@pytest.mark.parametrize("writer", ["h264", "mp4v", "mjpg"])
+def test_run_save_video_on_a_disk_that_fills_mid_run(arts, noise_video, small_disk, monkeypatch, writer):
+    """The video outgrows its disk after some frames: the run ends there (not at the end of the source, not
+    with exit 0 over a broken file), with one line naming the video; nothing renamed into place, no temp."""
+    from vsseg_edge.runtime import av_output
+    from vsseg_edge.runtime.sinks import VideoSink
+
+    if writer == "h264" and not (av_output.av_module() and av_output.h264_encoder(av_output.av_module())):
+        pytest.skip("PyAV with an H.264 encoder is not installed")
+    if writer == "mp4v":
+        monkeypatch.setattr(av_output, "av_module", lambda: None)  # OpenCV's fallback where PyAV is missing
+    video = small_disk / ("overlay.avi" if writer == "mjpg" else "overlay.mp4")
+    seen = _count_frames(monkeypatch, VideoSink, "_append", small_disk)
+    r = vs("run", arts["onnx"], "--source", noise_video, "--save", video)
+    refused(r, f"--save {video}: cannot write (No space left on device)")
+    assert 1 < seen["frames"] < MID_RUN_FRAMES, seen  # it failed mid-run,
+    assert seen["unnoticed"] == 0, seen  # at the frame the disk filled: every frame's write is checked
+    assert not video.exists()
+    assert [p for p in small_disk.iterdir() if not p.name.startswith("filler")] == []  # no temporary file
+
+
+def test_run_save_masks_on_a_disk_that_fills_mid_run(arts, noise_video, small_disk, monkeypatch):
+    """The masks outgrow their disk after some frames: the run ends at the first mask that does not fit, with
+    one line naming it; every mask written before is whole, none is empty, no temp."""
+    from vsseg_edge.runtime.sinks import MaskSink
+
+    fill(small_disk, 64 * 1024)  # room for a few masks of noise
+    masks = small_disk / "masks"
+    seen = _count_frames(monkeypatch, MaskSink, "write", small_disk)
+    r = vs("run", arts["onnx"], "--source", noise_video, "--save-masks", masks)
+    refused(r, f"--save-masks {masks}/", ".png: cannot write (No space left on device)")
+    written = sorted(masks.glob("*.png"))
+    # it failed mid-run, at the first mask that did not fit (a mask that took the last byte is whole)
+    assert 1 < len(written) == seen["frames"] - 1 < MID_RUN_FRAMES - 1, (len(written), seen)
+    assert all(read_label(p) is not None for p in written)
+    _no_broken_files(small_disk)

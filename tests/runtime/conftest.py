@@ -135,3 +135,88 @@ def read_video(path: Path) -> list[np.ndarray]:
         frames.append(f)
     cap.release()
     return frames
+
+
+def wait_for(predicate, proc=None, timeout: float = 120.0, what: str = "the condition") -> None:
+    """Wait until `predicate()` holds: an event to wait on, never a fixed sleep (a loaded machine is slow).
+
+    `proc`, a child process the condition depends on: its end first fails at once, with its stderr. The
+    timeout only bounds a test that would otherwise hang; it is no measure of speed.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            pytest.fail(f"the process ended (exit {proc.returncode}) before {what}:\n{err[-2000:]}")
+        if time.monotonic() > deadline:
+            if proc is not None:
+                proc.kill()
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def records_streamed(folder: Path, stem: str = "*") -> bool:
+    """A `--stats` file `folder/STEM.jsonl` of a running `vsseg-edge run` holds records: its temporary file
+    (renamed onto the target at the end) has data, so frames went through the pipeline, whose signal handlers
+    are installed by then."""
+    return folder.is_dir() and any(p.stat().st_size > 0 for p in folder.glob(f".{stem}.jsonl.*.tmp.jsonl"))
+
+
+def port_bound(port: int, kind: str) -> bool:
+    """A socket on this machine is bound to `port`: UDP (`kind="udp"`) or a listening TCP socket (`"tcp"`), read
+    from /proc/net (an attempt to connect would itself be taken as the client by a listening FFmpeg)."""
+    listening = "07" if kind == "udp" else "0A"  # the `st` column: UDP's unconnected state 07, TCP's LISTEN 0A
+    for table in (f"/proc/net/{kind}", f"/proc/net/{kind}6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == listening:
+                return True
+    return False
+
+
+class TensorTableEngine:
+    """TensorRT engine double with the name-based I/O of TensorRT >= 8.5, read from `_io`: a list of
+    (name, "in" | "out", shape, dtype) in the engine's order. Subclasses add `create_execution_context`."""
+
+    _io: list = []
+
+    @property
+    def num_io_tensors(self):
+        return len(self._io)
+
+    def get_tensor_name(self, i):
+        return self._io[i][0]
+
+    def get_tensor_mode(self, name):
+        return {n: m for n, m, _, _ in self._io}[name]
+
+    def get_tensor_shape(self, name):
+        return {n: s for n, _, s, _ in self._io}[name]
+
+    def get_tensor_dtype(self, name):
+        return {n: d for n, _, _, d in self._io}[name]
+
+
+class HostMemory:
+    """cuda-python's allocations in a test double: host memory stands in for pinned and device memory alike
+    (copies are memmove); `blocks` keeps each buffer alive, `freed` lists what was released."""
+
+    def __init__(self):
+        self.blocks, self.freed, self.calls = {}, [], []
+
+    def alloc(self, nbytes):
+        import ctypes
+
+        buf = ctypes.create_string_buffer(nbytes)
+        self.blocks[ctypes.addressof(buf)] = buf
+        return 0, ctypes.addressof(buf)
+
+    def free(self, ptr):
+        self.freed.append(ptr)
+        return (0,)

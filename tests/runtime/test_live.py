@@ -10,17 +10,16 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from tests.runtime.conftest import make_frames, read_video
+from tests.runtime.conftest import make_frames, read_video, records_streamed, wait_for
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.runtime.backends import open_backend
 from vsseg_edge.runtime.pipeline import Pipeline
-from vsseg_edge.runtime.sinks import VideoSink, measured_fps
+from vsseg_edge.runtime.sinks import Sink, VideoSink, measured_fps
 from vsseg_edge.runtime.sources import LiveSource, open_source
 
 
@@ -119,15 +118,27 @@ def test_stalled_stream_ends_with_a_message():
     assert src.error == "rtsp://cam: no frame for 0.3s (stream stalled); stopping"
 
 
+class SignalAfter(Sink):
+    """Sends `signum` to this process when the `n`-th frame is written: the pipeline runs by then, its handlers
+    installed, however slow the machine (a timer could fire before them, and kill the test run)."""
+
+    def __init__(self, n: int, signum: int):
+        self.n, self.signum, self.written = n, signum, 0
+
+    def write(self, frame, labels, vis, hud) -> bool:
+        self.written += 1
+        if self.written == self.n:
+            os.kill(os.getpid(), self.signum)
+        return True
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_finalises_the_video(tmp_path, onnx_model, signum):
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     src = LiveSource(lambda: SimulatedCamera(fps=100.0), "simulated camera")
-    timer = threading.Timer(0.6, os.kill, (os.getpid(), signum))
-    with open_backend(onnx_model, threads=1) as be:
-        timer.start()
-        result = Pipeline(src, be, [VideoSink(tmp_path / "live.mp4", fps=10)]).run()
-    assert result.stopped_by == "signal" and result.frames > 0
+    with open_backend(onnx_model, threads=1) as be:  # the signal comes once frames went through (not a timer)
+        result = Pipeline(src, be, [VideoSink(tmp_path / "live.mp4", fps=10), SignalAfter(3, signum)]).run()
+    assert result.stopped_by == "signal" and result.frames >= 3
     assert len(read_video(tmp_path / "live.mp4")) == result.frames
     assert {s: signal.getsignal(s) for s in before} == before  # the handlers were restored
 
@@ -236,8 +247,8 @@ def test_sigterm_to_the_cli_finalises_the_video_and_stats(tmp_path, onnx_model):
                             stderr=subprocess.PIPE, text=True)
     first = proc.stderr.readline()  # "<backend> ← <source>": the pipeline is starting
     assert "←" in first, first
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: records_streamed(tmp_path, "stats"), proc, what="the first frames' records")
+    proc.send_signal(signal.SIGTERM)  # mid-stream, whatever the machine's load: frames went through, handled
     err = proc.communicate(timeout=30)[1]
     assert proc.returncode == 143, err
     frames = len(stats.read_text().splitlines())
@@ -253,8 +264,6 @@ def test_slow_output_stage_does_not_queue_stale_frames(onnx_model):
     latency is ~4 sink periods (~175 ms here); taking the newest frame only when the output queue is
     empty gives ~2 (the render in progress, then its own).
     """
-    from vsseg_edge.runtime.sinks import Sink
-
     class SlowSink(Sink):
         def write(self, frame, labels, vis, hud):
             time.sleep(0.04)

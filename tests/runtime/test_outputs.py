@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.runtime.conftest import port_bound, wait_for
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.runtime.run import run_model
 
@@ -125,7 +126,9 @@ def test_rtp_output_is_read_back_on_loopback(onnx_model, video_file, tmp_path):
                                         "options": {"protocol_whitelist": "file,udp,rtp", "reorder_queue_size": "0",
                                                     "probesize": "32"}})
     receiver.start()
-    time.sleep(1.0)  # the receiver's socket is bound before the first packet leaves
+    # the first packet leaves once the receiver's socket is bound (an RTP packet sent before is lost)
+    wait_for(lambda: port_bound(port, "udp") or not receiver.is_alive(), what="the receiver's socket")
+    assert not errors, errors
     masks = tmp_path / "masks"
     result = run_model(onnx_model, source=str(video_file), save=f"rtp://127.0.0.1:{port}", save_masks=masks,
                        mask_format="color", alpha=1.0)
@@ -145,7 +148,9 @@ def test_rtsp_output_publishes_to_a_server_on_loopback(onnx_model, video_file, t
     receiver = threading.Thread(target=_receive, args=(url, got, errors, 10), daemon=True,
                                 kwargs={"options": {"rtsp_flags": "listen", "listen_timeout": "20"}})
     receiver.start()
-    time.sleep(1.0)
+    # the publisher connects once the server listens (before, its connection is refused)
+    wait_for(lambda: port_bound(port, "tcp") or not receiver.is_alive(), what="the RTSP server's socket")
+    assert not errors, errors
     masks = tmp_path / "masks"
     try:
         run_model(onnx_model, source=str(video_file), save=url, save_masks=masks, mask_format="color", alpha=1.0)
@@ -326,7 +331,7 @@ def test_a_failed_h264_write_leaves_no_file_and_a_short_file_is_refused(monkeypa
     out = tmp_path / "full.mp4"
     with monkeypatch.context() as m:
         m.setattr(av.container.OutputContainer, "mux", failing_mux)
-        with pytest.raises(VssegError, match=rf"^--save {out}: write failed \(.*No space left on device"):
+        with pytest.raises(VssegError, match=rf"^--save {out}: cannot write \(No space left on device\)$"):
             run_model(onnx_model, source=str(video_file), save=out)
     assert not out.exists() and not list(tmp_path.glob(".full.mp4.*"))
     good = tmp_path / "good.mp4"

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.runtime.conftest import wait_for
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.runtime import sources
 from vsseg_edge.runtime.sources import FolderSource, VideoFileSource, csi_pipeline, open_source
@@ -54,7 +55,8 @@ def test_show_without_display_is_refused(monkeypatch):
 def test_end_of_folder_reaches_a_consumer_slower_than_the_reader(image_folder):
     src = FolderSource(image_folder, prefetch=1).start()
     got = [src.get(timeout=5.0).index for _ in range(5)]
-    time.sleep(1.5)  # the last frame fills the queue; the end marker must wait behind it, however long
+    wait_for(src._queue.full, what="the last frame in the queue")  # the reader is at the end marker now,
+    time.sleep(1.5)  # which must wait behind the last frame, however long the consumer takes
     while (f := src.get(timeout=5.0)) is not None:
         got.append(f.index)
     assert got == list(range(6))

@@ -12,10 +12,10 @@ import pytest
 
 from tests.runtime.test_trt_logic import (
     SPEC,
+    HostMemory,
     _as_array,
     _FakeContext,
     _FakeEngineV3,
-    _Memory,
     fake_cudart,
     fake_tensorrt,
 )
@@ -66,7 +66,7 @@ def _engine_file(tmp_path, batch):
 
 
 def test_dynamic_batch_engine_runs_any_batch_up_to_the_profile_max(tmp_path):
-    mem, engine = _Memory(), _BatchEngine()
+    mem, engine = HostMemory(), _BatchEngine()
     be = trt_backend.TrtBackend(_engine_file(tmp_path, [1, 2, 4]), modules=(fake_tensorrt(engine), fake_cudart(mem)))
     assert be.max_batch == 4
     rng = np.random.default_rng(0)
@@ -83,7 +83,7 @@ def test_dynamic_batch_engine_runs_any_batch_up_to_the_profile_max(tmp_path):
 
 
 def test_dynamic_batch_engine_without_a_recorded_profile_takes_batch_one(tmp_path):
-    mem, engine = _Memory(), _BatchEngine()
+    mem, engine = HostMemory(), _BatchEngine()
     be = trt_backend.TrtBackend(_engine_file(tmp_path, None), modules=(fake_tensorrt(engine), fake_cudart(mem)))
     assert be.max_batch == 1
     with pytest.raises(VssegError, match="in batches of 1 to 1"):

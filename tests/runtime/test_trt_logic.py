@@ -14,6 +14,7 @@ import types
 import numpy as np
 import pytest
 
+from tests.runtime.conftest import HostMemory, TensorTableEngine
 from vsseg_edge.core.errors import MissingDependency, VssegError
 from vsseg_edge.core.manifest import write_manifest
 from vsseg_edge.core.preprocess import PreprocessSpec
@@ -23,23 +24,7 @@ SPEC = PreprocessSpec(height=4, width=6)
 
 
 # ---------------------------------------------------------------- test double of tensorrt / cudart ----
-class _Memory:
-    """Host memory standing in for both pinned and device allocations; copies are memmove."""
-
-    def __init__(self):
-        self.blocks, self.freed, self.calls = {}, [], []
-
-    def alloc(self, nbytes):
-        buf = ctypes.create_string_buffer(nbytes)
-        self.blocks[ctypes.addressof(buf)] = buf
-        return 0, ctypes.addressof(buf)
-
-    def free(self, ptr):
-        self.freed.append(ptr)
-        return (0,)
-
-
-def fake_cudart(mem: _Memory, gpu=b"Fake GPU", cc=(8, 7)):
+def fake_cudart(mem: HostMemory, gpu=b"Fake GPU", cc=(8, 7)):
     """Test double of cuda-python's runtime module (only the calls the backend makes)."""
     def memcpy(dst, src, n, kind, stream):
         mem.calls.append(("memcpy", kind))
@@ -95,23 +80,10 @@ class _FakeContext:
         _as_array(out_ptr, (1, SPEC.height, SPEC.width), np.uint8)[...] = x.argmax(1)
 
 
-class _FakeEngineV3:
+class _FakeEngineV3(TensorTableEngine):
     """TensorRT >= 8.5 engine double: the OUTPUT is listed first, the input has dynamic H/W."""
 
     _io = [("labels", "out", (1, -1, -1), np.uint8), ("input", "in", (1, 3, -1, -1), np.float32)]
-    num_io_tensors = 2
-
-    def get_tensor_name(self, i):
-        return self._io[i][0]
-
-    def get_tensor_mode(self, name):
-        return {n: m for n, m, _, _ in self._io}[name]
-
-    def get_tensor_shape(self, name):
-        return {n: s for n, _, s, _ in self._io}[name]
-
-    def get_tensor_dtype(self, name):
-        return {n: d for n, _, _, d in self._io}[name]
 
     def create_execution_context(self):
         self.context = _FakeContext(self)
@@ -149,7 +121,7 @@ def test_missing_tensorrt_is_a_one_line_install_hint():
 
 
 def test_infer_maps_buffers_by_name_through_the_tensor_name_api(engine_file):
-    mem, engine = _Memory(), _FakeEngineV3()
+    mem, engine = HostMemory(), _FakeEngineV3()
     be = trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(engine), fake_cudart(mem)))
     assert be.output_kind == "labels" and be.device == "cuda:0 (Fake GPU)"
     x = np.random.default_rng(0).standard_normal(SPEC.input_shape(1)).astype(np.float32)
@@ -166,7 +138,7 @@ def test_infer_maps_buffers_by_name_through_the_tensor_name_api(engine_file):
 
 
 def test_refuses_engine_from_another_tensorrt_or_gpu(engine_file):
-    mem = _Memory()
+    mem = HostMemory()
     with pytest.raises(VssegError, match=r"built with TensorRT 10.3.0, this machine has 10.7.0"):
         trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(_FakeEngineV3(), "10.7.0"), fake_cudart(mem)))
     with pytest.raises(VssegError, match=r"built for Fake GPU \(sm_87\), this GPU is Other GPU \(sm_86\)"):
@@ -178,7 +150,7 @@ def test_wrong_input_dtype_is_refused_and_buffers_freed(engine_file):
     class Uint8Input(_FakeEngineV3):
         _io = [("labels", "out", (1, -1, -1), np.uint8), ("input", "in", (1, 3, -1, -1), np.uint8)]
 
-    mem = _Memory()
+    mem = HostMemory()
     with pytest.raises(VssegError, match="input 'input' is uint8, the manifest's preprocessing gives float32"):
         trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(Uint8Input()), fake_cudart(mem)))
     assert ("stream_destroy",) in mem.calls
@@ -186,7 +158,7 @@ def test_wrong_input_dtype_is_refused_and_buffers_freed(engine_file):
 
 def test_pinned_buffer_views_fp16_and_frees_host_when_device_alloc_fails():
     """np.ctypeslib has no ctypes type for float16: the buffer is a byte view, so FP16 I/O works."""
-    mem = _Memory()
+    mem = HostMemory()
     buf = trt_backend.HostDeviceBuffer(fake_cudart(mem), (2, 3), np.dtype(np.float16))
     buf.host[...] = 1.5
     assert buf.nbytes == 12 and buf.host.dtype == np.float16 and float(buf.host.sum()) == 9.0
@@ -207,7 +179,7 @@ def test_refused_input_shape_is_a_one_line_error(engine_file):
             ctx.set_input_shape = lambda name, shape: False  # outside the optimisation profile
             return ctx
 
-    mem = _Memory()
+    mem = HostMemory()
     with pytest.raises(VssegError, match=r"refused input shape \(1, 3, 4, 6\)"):
         trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(Refusing()), fake_cudart(mem)))
     assert ("stream_destroy",) in mem.calls
@@ -225,7 +197,7 @@ def test_tensor_type_without_numpy_type_is_named(engine_file):
     trt = fake_tensorrt(Bf16Output())
     trt.nptype = nptype
     with pytest.raises(VssegError, match="tensor 'labels' has TensorRT type BF16, which has no numpy type"):
-        trt_backend.TrtBackend(engine_file, modules=(trt, fake_cudart(_Memory())))
+        trt_backend.TrtBackend(engine_file, modules=(trt, fake_cudart(HostMemory())))
 
 
 def test_cuda_status_from_enum_or_int():

@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 
-from tests.runtime.conftest import make_frames
+from tests.runtime.conftest import HostMemory, TensorTableEngine, make_frames
 from vsseg_edge.core.labels import CITYSCAPES
 from vsseg_edge.core.manifest import write_manifest
 from vsseg_edge.core.preprocess import PreprocessSpec, labels_to_frame_size
@@ -30,11 +30,12 @@ FLOAT = PreprocessSpec(height=32, width=64)  # host preprocessing: resize + norm
 GPU = {"index": 0, "name": "Fake GPU", "compute_capability": [8, 7]}
 
 
-class Cuda:
+class Cuda(HostMemory):
     """cuda-python double: memory is host memory, every call runs at once and is logged with its stream."""
 
     def __init__(self):
-        self.blocks, self.freed, self.log = {}, [], []
+        super().__init__()
+        self.log = []
         self.kind = types.SimpleNamespace(cudaMemcpyHostToDevice="h2d", cudaMemcpyDeviceToHost="d2h")
         self._n = 0
 
@@ -66,14 +67,6 @@ class Cuda:
             cudaGetDeviceProperties=lambda d: (0, types.SimpleNamespace(name=b"Fake GPU", major=8, minor=7)),
             cudaGetDeviceCount=lambda: (0, 1))
 
-    def alloc(self, nbytes):
-        buf = ctypes.create_string_buffer(nbytes)
-        self.blocks[ctypes.addressof(buf)] = buf
-        return 0, ctypes.addressof(buf)
-
-    def free(self, ptr):
-        self.freed.append(ptr)
-        return (0,)
 
 
 def _array(ptr, shape, dtype):
@@ -81,28 +74,14 @@ def _array(ptr, shape, dtype):
     return np.frombuffer((ctypes.c_char * n).from_address(ptr), dtype=dtype).reshape(shape)
 
 
-class Engine:
+class Engine(TensorTableEngine):
     """Engine double with tensor-name I/O: labels = (channel 2 of the input > threshold), an in-graph 'model'."""
-
-    num_io_tensors = 2
 
     def __init__(self, spec: PreprocessSpec):
         self.spec = spec
-        self.io = [("input", "in", spec.input_shape(1), np.dtype(spec.dtype)),
-                   ("labels", "out", (1, spec.height, spec.width), np.dtype(np.uint8))]
+        self._io = [("input", "in", spec.input_shape(1), np.dtype(spec.dtype)),
+                    ("labels", "out", (1, spec.height, spec.width), np.dtype(np.uint8))]
         self.inputs_seen: list[np.ndarray] = []
-
-    def get_tensor_name(self, i):
-        return self.io[i][0]
-
-    def get_tensor_mode(self, name):
-        return {n: m for n, m, _, _ in self.io}[name]
-
-    def get_tensor_shape(self, name):
-        return {n: s for n, _, s, _ in self.io}[name]
-
-    def get_tensor_dtype(self, name):
-        return {n: d for n, _, _, d in self.io}[name]
 
     def create_execution_context(self):
         engine = self

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.conftest import H, W, export_onnx, tiny_net
+from tests.runtime.conftest import (
+    H,
+    W,
+    export_onnx,
+    tiny_net,
+    video_file,  # noqa: F401  (the runtime tests' synthetic video, a fixture here too)
+)
 from vsseg_edge.serve.ports import free_port_run, free_ports  # noqa: F401  (the serving tests import them from here)
 
 
@@ -57,21 +63,6 @@ def export_uint8_labels(path: Path, *, batch: bool = True) -> Path:
                           dynamic_axes=axes)
     write_manifest(path, "onnx", model="tiny", classes=list(CITYSCAPES.classes), preprocess=spec, output="labels",
                    dynamic_batch=batch)
-    return path
-
-
-@pytest.fixture(scope="session")
-def video_file(tmp_path_factory) -> Path:
-    """A short synthetic video (the runtime tests' frames)."""
-    import cv2
-
-    from tests.runtime.conftest import make_frames
-
-    path = tmp_path_factory.mktemp("video") / "synthetic.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (W, H))
-    for f in make_frames():
-        writer.write(f)
-    writer.release()
     return path
 
 

@@ -13,7 +13,7 @@ from vsseg_edge.serve.segmenter import FrameSegmenter, check_frames
 
 def run_labels(backend, frame):
     """The reference: the measurement core's per-frame path (what `run --save-masks` writes for the frame)."""
-    from vsseg_edge.measure.predict import end_to_end
+    from vsseg_edge.measure.prediction import end_to_end
 
     return end_to_end(backend, frame)
 

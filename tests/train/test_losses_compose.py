@@ -146,6 +146,19 @@ def test_temporal_term_uses_the_configured_resolution():
     assert EtcLoss(LossConfig(weights=w))(frame_t, labels, [same])[1]["temporal"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_pixel_kd_on_the_final_logits_with_kd_resolution_full():
+    frame_t, neighbours, labels = clip()
+    w = LossWeights(seg=0.0, aux=0.0, kd_pixel=1.0)
+    full = EtcLoss(LossConfig(weights=w, kd_resolution="full"))(frame_t, labels, neighbours)[1]["kd_pixel"]
+    s8 = EtcLoss(LossConfig(weights=w))(frame_t, labels, neighbours)[1]["kd_pixel"]
+    kd = kd_pixel_mod.PixelKDLoss()
+    expect = kd(frame_t.student["out"], frame_t.teacher["out"], [n.student["out"] for n in neighbours],
+                [n.teacher["out"] for n in neighbours])
+    assert full == pytest.approx(float(expect)) and full != pytest.approx(s8)
+    with pytest.raises(ValueError, match="kd_resolution"):
+        LossConfig(kd_resolution="half")
+
+
 def test_loss_config_loads_from_yaml_dict_and_rejects_mistakes():
     cfg = from_dict(LossConfig, {"weights": {"temporal": 0.1, "skd_pixel": 10}, "temporal_on": "probs",
                                  "class_weights": [1, 2, 3]}, "train.yaml:loss")

@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from vsseg_edge.core.config import apply_overrides  # noqa: E402
 from vsseg_edge.core.errors import VssegError  # noqa: E402
 from vsseg_edge.models.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from vsseg_edge.train.config import load_recipe  # noqa: E402
@@ -28,12 +29,7 @@ def recipe(tmp_path, synth_root, name: str, **changes) -> object:
     data = json.loads(json.dumps(BASE))
     data.update(name=name, out_dir=str(tmp_path / "runs"))
     data["data"]["root"] = str(synth_root)
-    for key, value in changes.items():
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
+    data = apply_overrides(data, [f"{key}={json.dumps(value)}" for key, value in changes.items()])
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -118,8 +114,10 @@ def test_cli_train_error_is_one_line(tmp_path, synth_root):
 @pytest.mark.slow
 def test_distributed_gloo_two_processes(tmp_path, synth_root):
     path = recipe(tmp_path, synth_root, "ddp", iterations=2, val_tc=False)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "vsseg_edge.cli", "train", str(path), "--no-progress"]
+    # no fixed port (another run holding it would fail the test): torchrun's c10d rendezvous on port 0 takes a
+    # free port when it binds its store, which the workers' process group then uses
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv-backend", "c10d",
+           "--rdzv-endpoint", "localhost:0", "-m", "vsseg_edge.cli", "train", str(path), "--no-progress"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     ckpt = load_checkpoint(tmp_path / "runs" / "ddp" / "model.pt")
@@ -155,3 +153,39 @@ def test_temporal_loss_needs_neighbour_frames(tmp_path, synth_root):
     tl = load_recipe(recipe(tmp_path, plain, "tl_plain", **{"loss.weights": {"seg": 1, "temporal": 0.1}}))
     with pytest.raises(VssegError, match="no labelled frame .* has neighbour frames"):
         Trainer(tl, progress=False)
+
+
+def test_a_log_record_cut_by_a_full_disk_is_not_kept(tmp_path):
+    """metrics.jsonl holds whole records only: a write the disk cuts short is taken back, and the failure is the
+    one line naming the log; an empty log the run made is removed at close, a resumed one is kept."""
+    import errno
+    import os
+
+    from vsseg_edge.train import trainer as trainer_module
+
+    path = tmp_path / "metrics.jsonl"
+    fh = trainer_module._open_log(path)
+    trainer_module._write_log(fh, None, {"step": 1, "loss": 0.5})
+
+    class HalfThenFull:  # the disk takes half the record, then is full
+        name, created = fh.name, fh.created
+
+        def fileno(self):
+            return fh.fileno()
+
+        def write(self, data):
+            if len(data) > 1:
+                return os.write(fh.fileno(), data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(VssegError, match=r"metrics\.jsonl: cannot write \(No space left on device\)"):
+        trainer_module._write_log(HalfThenFull(), None, {"step": 2, "loss": 0.25})
+    trainer_module._close_log(fh)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1]
+
+    empty = tmp_path / "empty" / "metrics.jsonl"
+    empty.parent.mkdir()
+    trainer_module._close_log(trainer_module._open_log(empty))
+    assert not empty.exists()
+    trainer_module._close_log(trainer_module._open_log(path))  # a previous run's log stays as it was
+    assert len(path.read_text().splitlines()) == 1

@@ -127,7 +127,34 @@ def render_markdown(report: dict, plots: dict) -> str:
         parts += [f"- command: `{report['command']}`"]
     parts += [""]
     parts += ["## Entries", ""] + [_entry_details(e) for e in report["entries"]]
+    calib = calibration_lines(report)
+    if calib:
+        parts += ["", "## INT8 calibration (from the Q/DQ manifests)", ""] + calib
     return "\n".join(parts).rstrip() + "\n"
+
+
+def calibration_lines(report: dict) -> list[str]:
+    """One line per Q/DQ artifact: its gates (mIoU / agreement and TC, FP32 → INT8) and the FP32/INT8 speed ratio
+    measured where it was calibrated (a different machine from this report's, possibly)."""
+    lines, seen = [], set()
+    for e in report["entries"]:
+        c = e.get("calibration")
+        if not c or e.get("file") in seen:
+            continue
+        seen.add(e.get("file"))
+        acc = (f"mIoU drop {_f(c['drop'])}" if c.get("criterion") == "miou_drop"
+               else f"disagreement {_f(c['drop'], 3)} %") if c.get("drop") is not None else "accuracy gate not run"
+        tc = (f"TC {_f(c['tc_fp32'])} → {_f(c['tc_int8'])} (drop {_f(c['tc_drop'])}) on {c['tc_pairs']} pairs of "
+              f"{c['tc_frames']} ({c['tc_flow']})" if c.get("tc_drop") is not None
+              else f"TC gate not run ({c.get('tc_skipped') or 'older manifest'})")
+        sp = c.get("speed")
+        speed = (f"FP32/INT8 speed {sp['ratio']}× ({_f(sp['fp32_ms'])} → {_f(sp['int8_ms'])} ms, onnxruntime CPU, "
+                 f"{sp['cpu']}, {'/'.join(sp.get('cpu_flags') or []) or 'no listed ISA flags'})" if sp
+                 else "speed not measured")
+        verdict = {True: "passed", False: "FAILED (kept)", None: "not run"}[c.get("gate_passed")]
+        lines.append(f"- `{e['file']}` ({c.get('target')}, {c.get('method')}; gates {verdict}; "
+                     f"{c.get('kept_in_float')} node(s) kept in float): {acc}; {tc}; {speed}")
+    return lines
 
 
 def _load_line(env: dict) -> str:

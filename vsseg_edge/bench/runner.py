@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from ..core.errors import MissingDependency, VssegError
-from ..measure.environment import environment, load_average
+from ..measure.machine import environment, load_average
 from ..measure.timing import TimingConfig
 from .artifacts import Artifact, parse_artifact
 from .pairs import not_run
@@ -116,7 +116,24 @@ def artifact_info(path: Path) -> dict:
                 "parent": None, "note": f"no manifest {manifest_path(path).name}; precision assumed fp32"}
     man = read_manifest(path)
     return {**info, "kind": man.get("kind"), "model": man.get("model"), "precision": man.get("precision", "fp32"),
-            "sha256": man.get("sha256"), "parent": man.get("parent")}
+            "sha256": man.get("sha256"), "parent": man.get("parent"), "calibration": calibration_facts(man)}
+
+
+def calibration_facts(man: dict) -> dict | None:
+    """What a Q/DQ model's manifest says about its calibration: both gates and the FP32/INT8 speed ratio measured
+    on the machine that calibrated it (None for other artifacts)."""
+    if man.get("kind") != "qdq_onnx":
+        return None
+    gate = man.get("gate") or {}
+    acc, tc = gate.get("result") or {}, gate.get("tc") or {}
+    tcr, frames = tc.get("result") or {}, tc.get("frames") or {}
+    return {"method": (man.get("calibration") or {}).get("method"), "target": man.get("target"),
+            "gate_passed": gate.get("passed", acc.get("passed")), "criterion": acc.get("criterion"),
+            "drop": acc.get("drop"), "agreement": acc.get("agreement"),
+            "tc_fp32": tcr.get("tc_fp32"), "tc_int8": tcr.get("tc_int8"), "tc_drop": tcr.get("drop"),
+            "tc_pairs": tcr.get("pairs"), "tc_frames": frames.get("source"), "tc_flow": tc.get("flow"),
+            "tc_skipped": tc.get("skipped"), "kept_in_float": len(man.get("kept_in_float") or []),
+            "speed": man.get("speed")}
 
 
 def open_runner(artifact: Artifact, backend: str, threads: int | None, device: str | None):
@@ -152,7 +169,7 @@ def bench_entry(artifact: Artifact, backend_name: str, cfg: BenchConfig, dataset
     """One entry: open, time (unless the timing rounds do it), predict the bench frames, evaluate, close.
     Returns (entry, predictions)."""
     from ..measure.accuracy import Accuracy, evaluate_runner
-    from ..measure.predict import predict
+    from ..measure.prediction import predict
     from ..measure.timing import measure_latency
 
     path = Path(artifact.path)

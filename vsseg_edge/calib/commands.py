@@ -43,7 +43,12 @@ def calibrate_command(
         None, "--eval-frames", show_default="the dataset's val split", help="Held-out frames for the accuracy gate."),
     threshold: Optional[float] = typer.Option(None, "--threshold", show_default=_preset("threshold"),
                                               help="Max mIoU drop in points."),
-    no_gate: bool = typer.Option(False, "--no-gate", help="Skip the accuracy gate (recorded in the manifest)."),
+    tc_frames: Optional[Path] = typer.Option(
+        None, "--tc-frames", show_default="the calibration clip's unused frames, or the eval split's sequences",
+        help="Consecutive frames for the TC gate: a video, a folder of frames or of clips."),
+    tc_threshold: Optional[float] = typer.Option(None, "--tc-threshold", show_default=_preset("tc_threshold"),
+                                                 help="Max TC drop in points."),
+    no_gate: bool = typer.Option(False, "--no-gate", help="Skip the accuracy and TC gates (recorded in the manifest)."),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="Write the model even if the gate fails."),
     override: Optional[list[str]] = typer.Option(None, "--override", show_default="none",
                                                  help="key=value over the preset."),
@@ -56,9 +61,11 @@ def calibrate_command(
     model = onnx_for(model, log=lambda s: typer.echo(s, err=True))
 
     cfg = load_calib_config(preset, override, target=target, method=method, num_frames=num_frames, seed=seed,
-                            quantizer=quantizer, threshold=threshold, gate=False if no_gate else None)
+                            quantizer=quantizer, threshold=threshold, tc_threshold=tc_threshold,
+                            gate=False if no_gate else None)
     man = calibrate(model, frames, out, cfg, eval_source=eval_frames_src, keep_failed=keep_failed,
-                    log=lambda s: typer.echo(s, err=True))
+                    log=lambda s: typer.echo(s, err=True), tc_source=tc_frames)
     gate = (man.get("gate") or {}).get("result")
-    verdict = "gate skipped" if gate is None else ("gate passed" if gate["passed"] else "gate FAILED (kept)")
+    passed = (man.get("gate") or {}).get("passed")
+    verdict = "gate skipped" if gate is None else ("gates passed" if passed else "gate FAILED (kept)")
     typer.echo(f"wrote {out} ({man['quantization']['quantizer']}; {verdict})")

@@ -16,6 +16,7 @@ QUANTIZERS = ("auto", "modelopt", "ort")
 # error. On the published ESPNet CamVid model (17 BN after concatenations): FP32 75.7 mIoU; every QDQ op type
 # 73.2; these 76.2 (percentile, 7-bit weights, onnxruntime kernels).
 DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Concat", "MaxPool")
+QUANTIZED_READERS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,21 @@ class CalibConfig:
     sensitivity_frames: int = 4  # frames scored per layer in the sensitivity search
     exclude: tuple[str, ...] = ()  # node names always kept in float
     op_types: tuple[str, ...] = DEFAULT_OP_TYPES  # op types onnxruntime quantises ([] = all it can)
+    # op types that read activations through Q/DQ; any other reader of a quantised tensor (residual Add, Concat,
+    # BN, pooling) reads it in float, so rounding errors stay inside the convolutions instead of accumulating
+    # along residual paths (pipeline.float_readers). [] = the quantiser's placement as it is; null (default):
+    # the convolutions for the TensorRT flavour, [] for the onnxruntime flavour, whose integer kernels need
+    # quantised outputs read as such (Conv → ReLU / Add chains)
+    quantized_readers: tuple[str, ...] | None = None
     reduce_range: bool = False  # ort target: 7-bit weights (for x86 CPUs without VNNI, see quantize_ort.py)
     threads: int = 0  # onnxruntime intra-op threads for calibration and the gate (0 = all cores)
+    # temporal-consistency gate (calib/temporal.py): TC of FP32 and INT8 on consecutive frames (--tc-frames, or by
+    # default the calibration clip's frames not used for calibration / the eval split's sequences)
+    tc_gate: bool = True
+    tc_threshold: float = 1.0  # max TC drop in points
+    tc_max_frames: int = 48  # consecutive frames in all (DIS flow between them at the model's input size)
+    tc_clip_frames: int = 24  # at most this many consecutive frames from one clip
+    speed_runs: int = 5  # FP32 vs INT8 latency on this machine, interleaved runs each (0 = not measured)
 
     def __post_init__(self):
         checks = [
@@ -53,12 +67,23 @@ class CalibConfig:
             (self.threshold >= 0, f"threshold must be ≥ 0, got {self.threshold}"),
             (self.max_rounds >= 0, f"max_rounds must be ≥ 0, got {self.max_rounds}"),
             (self.sensitivity_frames > 0, f"sensitivity_frames must be positive, got {self.sensitivity_frames}"),
+            (self.tc_threshold >= 0, f"tc_threshold must be ≥ 0, got {self.tc_threshold}"),
+            (self.tc_clip_frames >= 2 and self.tc_max_frames >= 2,
+             f"tc_clip_frames and tc_max_frames must be ≥ 2, got {self.tc_clip_frames}, {self.tc_max_frames}"),
+            (self.speed_runs >= 0, f"speed_runs must be ≥ 0, got {self.speed_runs}"),
             (self.target == "trt" or self.quantizer != "modelopt", "quantizer 'modelopt' is for target 'trt'"),
             (self.target == "ort" or not self.reduce_range, "reduce_range is for target 'ort' (TensorRT wants 8 bits)"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise VssegError(f"calibration config: {msg}")
+
+    @property
+    def readers(self) -> tuple[str, ...]:
+        """`quantized_readers` with the target's default filled in."""
+        if self.quantized_readers is not None:
+            return tuple(self.quantized_readers)
+        return QUANTIZED_READERS if self.target == "trt" else ()
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -75,19 +75,20 @@ def frames_sha1(keys: list[str]) -> str:
 
 
 def calibration_frames(source: str | Path, num_frames: int, seed: int = 0, split: str = "train",
-                       holdout: int = 0) -> tuple[FrameSet, FrameSet | None]:
+                       holdout: int = 0, reserve_tail: int = 0) -> tuple[FrameSet, FrameSet | None]:
     """A seeded sample of `num_frames` calibration frames, plus held-out frames for a plain folder/video.
 
     `source` is anything `data.frame_source` opens. For a dataset the sample comes from `split` (train by
     default) and the second value is None: the gate uses `evaluation_frames` (the val split). For image
     folders and video, `holdout` frames disjoint from the calibration sample are returned as the gate's frames
-    (None when `holdout` is 0).
+    (None when `holdout` is 0), and the last `reserve_tail` frames of each clip (at most a third of it) are
+    left out of both: the temporal-consistency gate measures there, on consecutive frames never calibrated on.
     """
     if num_frames <= 0:
         raise VssegError(f"--num-frames must be positive, got {num_frames}")
     ds = open_frame_source(source, split, flag="--frames")
     if ds.name in UNLABELLED:
-        return _split_sample(ds, num_frames, seed, holdout)
+        return _split_sample(ds, num_frames, seed, holdout, reserve_tail)
     return _dataset_frames(ds, num_frames, seed, labelled_only=False), None
 
 
@@ -102,11 +103,15 @@ def evaluation_frames(source: str | Path, num_frames: int, seed: int = 0, split:
     return _dataset_frames(ds, num_frames, seed, labelled_only=True)
 
 
+def frame_key(ds, ref) -> str:
+    """A frame's stable key wherever the files live: clip#index for video, else the path under the root."""
+    return f"{ref.sequence}#{ref.index}" if ds.name == "video" else _rel(ref.image, ds.root)
+
+
 def _frame(ds, ref) -> SampledFrame:
-    """A dataset frame as a SampledFrame; its key is stable wherever the files live (video: clip#index)."""
-    key = f"{ref.sequence}#{ref.index}" if ds.name == "video" else _rel(ref.image, ds.root)
+    """A dataset frame as a SampledFrame, keyed by `frame_key`."""
     label = (lambda r=ref: ds.read_label(r)) if ref.label is not None else None
-    return SampledFrame(key, lambda r=ref: ds.read_image(r), label)
+    return SampledFrame(frame_key(ds, ref), lambda r=ref: ds.read_image(r), label)
 
 
 def _dataset_frames(ds, n: int, seed: int, labelled_only: bool) -> FrameSet:
@@ -123,9 +128,11 @@ def _dataset_frames(ds, n: int, seed: int, labelled_only: bool) -> FrameSet:
                     list(ls.classes))
 
 
-def _split_sample(ds, n: int, seed: int, holdout: int) -> tuple[FrameSet, FrameSet | None]:
-    """Shuffle all frames with `seed`; the first `holdout` frames are held out, the next `n` calibrate."""
-    frames = [_frame(ds, r) for r in ds.frames()]
+def _split_sample(ds, n: int, seed: int, holdout: int, reserve_tail: int = 0) -> tuple[FrameSet, FrameSet | None]:
+    """Shuffle the frames with `seed` (each clip's last `reserve_tail` frames, at most a third, left out); the
+    first `holdout` frames are held out, the next `n` calibrate."""
+    refs = [r for seq in ds.sequences.values() for r in seq[:len(seq) - min(reserve_tail, len(seq) // 3)]]
+    frames = [_frame(ds, r) for r in refs]
     source, kind = str(ds.root), ds.name
     if holdout and len(frames) < 2:
         raise VssegError(f"--frames {source}: {len(frames)} frame(s); need at least 2 to calibrate and hold out")

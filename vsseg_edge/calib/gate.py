@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.preprocess import PreprocessSpec, labels_to_frame_size
 from ..measure.compare import agreement, compare_outputs
-from ..measure.predict import predict
+from ..measure.prediction import predict
 from ..metrics.miou import ConfusionMatrix
 from .frames import SampledFrame
 
@@ -94,6 +94,13 @@ class Evaluator:
         """Label maps at model resolution for all frames, and the raw outputs of the first `keep_outputs`."""
         with self._runner(model, exact_qdq) as runner:
             return predict(runner, (f.read() for f in self.frames), at_frame_size=False, keep_outputs=keep_outputs)
+
+    def labels(self, model, frames, exact_qdq: bool | None = None) -> list[np.ndarray]:
+        """Label maps at model resolution of `model` (a file or in-memory candidate) on other BGR frames (the
+        TC gate's clips), run as the gate runs candidates (`exact_qdq` None) or as given (False: the FP32 parent)."""
+        exact = self.exact_qdq if exact_qdq is None else exact_qdq
+        with self._runner(model, exact) as runner:
+            return predict(runner, frames, at_frame_size=False).labels
 
     def gate(self, qdq_path, threshold: float) -> GateResult:
         """Judge a Q/DQ model (a file or an in-memory `onnx.ModelProto`) against the FP32 predictions."""

@@ -2,11 +2,15 @@
 
 Steps: read the FP32 model's manifest (its preprocessing is THE preprocessing of the calibration frames),
 draw the calibration frames (train split) and the held-out gate frames (val split or a disjoint remainder),
-quantise for the target, check the Q/DQ structure, run the accuracy gate; if it fails, rank every node
-that reads an activation through Q/DQ by the output error it removes when kept in float (on the Q/DQ
-graph itself, whatever quantiser placed the Q/DQ: sensitivity.py), and keep the top 1, 2, 4 … in float
-until the gate passes, for a bounded number of rounds. The model is written only when it passes the gate
-(or when the caller accepts a failure), atomically, with its manifest, which names the nodes kept in float.
+quantise for the target, check the Q/DQ structure, run the gates: the accuracy gate (mIoU drop, or
+disagreement without labels) and the temporal-consistency gate (TC drop on consecutive frames, temporal.py:
+per-frame figures cannot see INT8 flicker). If a gate fails, rank every node that reads an activation
+through Q/DQ by what fails — the output error, or the INT8-only flips between frames, it removes when kept
+in float (on the Q/DQ graph itself, whatever quantiser placed the Q/DQ: sensitivity.py) — and keep the top
+1, 2, 4 … in float until both pass, for a bounded number of rounds; a failure names the QAT command. The
+model is written only when it passes (or when the caller accepts a failure), atomically, with its manifest:
+both gates' figures, the TC frames and flow, the nodes kept in float, and the FP32/INT8 speed ratio measured
+on this machine (speed.py).
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ from ..core.errors import VssegError
 from ..core.fileio import atomic_path, check_output, write_errors
 from ..core.manifest import manifest_preprocess, read_manifest, write_manifest
 from ..data.frame_source import UNLABELLED, frame_source_kind
-from ..onnx_graph import keep_in_float, qdq_candidates, require_qdq_structure
+from ..onnx_graph import keep_in_float, node_key, qdq_candidates, require_qdq_structure
 from .config import CalibConfig
 from .frames import FrameSet, calibration_frames, evaluation_frames
-from .gate import Evaluator
+from .gate import Evaluator, GateResult
 from .quantize_ort import FrameReader, model_input_name, quantize_ort
 from .sensitivity import exclusion_rounds, rank_qdq_nodes
+from .temporal import FLOW_NAME, TcFrames, TcResult, TemporalGate, tc_frames_from
 
 
 @dataclass
@@ -65,25 +70,34 @@ class _Quantizer:
             info = quantize_modelopt(self.fp32, out, trt_cache=trt_cache, sample=sample,
                                      input_name=self.reader.input_name, method=self.cfg.method,
                                      nodes_to_exclude=exclude)
+        if self.cfg.readers:
+            readers = float_readers(out, self.cfg.readers)
+            info = {**info, "quantized_readers": list(self.cfg.readers), "readers_in_float": readers}
         return info
 
 
 def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: CalibConfig,
               eval_source: str | Path | None = None, keep_failed: bool = False,
-              log: Callable[[str], None] = print) -> dict:
-    """Calibrate, quantise and gate `model`; write `out` and `out.json`; return the manifest."""
+              log: Callable[[str], None] = print, tc_source: str | Path | None = None) -> dict:
+    """Calibrate, quantise and gate `model`; write `out` and `out.json`; return the manifest.
+
+    `tc_source` (--tc-frames): consecutive frames for the temporal-consistency gate (default: see `_tc_frames`).
+    """
     model, out = Path(model), Path(out)
     if out.suffix != ".onnx" or out.resolve() == model.resolve():
         raise VssegError(f"--out {out}: expected a new .onnx path (e.g. model.int8.qdq.onnx), not the FP32 model")
     parent, spec = _read_parent(model)
     # before any work: the Q/DQ model is at most about as large as the FP32 one
-    check_output(out, "--out", suffixes=(".onnx",), inputs=[model, frames, eval_source],
+    check_output(out, "--out", suffixes=(".onnx",), inputs=[model, frames, eval_source, tc_source],
                  need_bytes=model.stat().st_size + (64 << 10))
+    reserve = cfg.tc_clip_frames if _tc_wanted(cfg) and _same_source(tc_source, frames) else 0
     calib, held = calibration_frames(frames, cfg.num_frames, cfg.seed, cfg.split,
-                                     holdout=0 if _is_dataset(frames) or eval_source else cfg.eval_frames)
+                                     holdout=0 if _is_dataset(frames) or eval_source else cfg.eval_frames,
+                                     reserve_tail=reserve)
     gate_set = _gate_frames(frames, eval_source, held, cfg)
     _check_disjoint(calib, gate_set)
     log(f"calibration: {len(calib)} frames from {calib.source} ({calib.kind}, split {calib.split}, seed {cfg.seed})")
+    tc_frames, tc_skipped = _tc_frames(cfg, frames, eval_source, tc_source, calib, gate_set)
     use_modelopt = _use_modelopt(cfg)
     # one temporary folder for the ranges and candidates: removed on success, on failure and on Ctrl-C / SIGTERM
     with tempfile.TemporaryDirectory(prefix="vsseg-calib-") as tmp, write_errors(tmp, "temporary folder"):
@@ -93,14 +107,16 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
         candidate = workdir / "model.qdq.onnx"
         info = q.quantize(candidate, [])
         require_qdq_structure(candidate, cfg.target)
-        gate, initial, rounds, ranked = None, None, [], []
+        loop = None
         if cfg.gate and gate_set is not None:
-            initial, gate, rounds, ranked, info = _gate_loop(q, candidate, info, gate_set, spec, parent["classes"], log)
-            if not gate.passed and not keep_failed:
-                raise VssegError(f"{model}: accuracy gate failed after {len(rounds)} round(s) of sensitive nodes "
-                                 "kept in float: "
-                                 f"{gate.summary()}; raise --threshold, add frames, or pass --keep-failed")
+            loop = _gate_loop(q, candidate, info, gate_set, tc_frames, spec, parent["classes"], log)
+            info = loop.info
+            if not loop.final.passed and not keep_failed:
+                raise VssegError(_failure(model, parent, cfg, loop))
         report = require_qdq_structure(candidate, cfg.target)
+        speed = _speed(model, candidate, spec, parent, cfg, gate_set or calib, log)
+        gate = loop.final.accuracy if loop else None
+        tc = loop.final.tc if loop else None
         with atomic_path(out, "--out") as tmp_out:
             shutil.copyfile(candidate, tmp_out)
             # the manifest before the rename: when it cannot be written, no model is left without one
@@ -112,53 +128,209 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
                 calibration={"frames": calib.record(), "method": cfg.method,
                              "percentile": cfg.percentile if cfg.method == "percentile" else None},
                 quantization=info, excluded_layers=_excluded(info), kept_in_float=info.get("kept_in_float", []),
-                gate={"result": gate.to_dict() if gate else None, "initial": initial.to_dict() if initial else None,
+                gate={"result": gate.to_dict() if gate else None,
+                      "initial": loop.initial.accuracy.to_dict() if loop else None,
+                      "passed": loop.final.passed if loop else None,
                       "frames": gate_set.record() if gate_set else None,
-                      "evaluated_with": q.info_gate, "rounds": rounds, "sensitivity": [[n, s] for n, s in ranked[:20]],
-                      "skipped": None if gate else ("disabled" if not cfg.gate else "no held-out frames")},
+                      "evaluated_with": q.info_gate, "rounds": loop.rounds if loop else [],
+                      "ranked_by": loop.ranked_by if loop else None,
+                      "sensitivity": [[n, s] for n, s in (loop.ranked if loop else [])[:20]],
+                      "skipped": None if gate else ("disabled" if not cfg.gate else "no held-out frames"),
+                      "tc": {"result": tc.to_dict() if tc else None,
+                             "initial": loop.initial.tc.to_dict() if loop and loop.initial.tc else None,
+                             "frames": tc_frames.record() if tc_frames else None,
+                             "flow": FLOW_NAME if tc_frames else None,
+                             "skipped": None if tc else (tc_skipped or "no held-out frames")}},
+                speed=speed,
                 structure=report.to_dict(),
             )
     return man
 
 
-def _gate_loop(q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, spec, classes, log):
-    """Gate the candidate; on failure rank its Q/DQ nodes and keep more of them in float, round by round.
+@dataclass
+class _Verdict:
+    """Both gates on one candidate: the accuracy gate, and the TC gate when it runs."""
 
-    Returns (first gate result, final gate result, rounds, ranked nodes, quantiser info of the final model,
-    with `kept_in_float`). When no round passes, the final model is the best one seen (lowest criterion).
+    accuracy: GateResult
+    tc: TcResult | None
+
+    @property
+    def passed(self) -> bool:
+        return self.accuracy.passed and (self.tc is None or self.tc.passed)
+
+    @property
+    def shortfall(self) -> float:
+        """How far past the thresholds (points; 0 when both pass): the search keeps the smallest."""
+        acc = max(0.0, self.accuracy.drop - self.accuracy.threshold)
+        return acc + (max(0.0, self.tc.drop - self.tc.threshold) if self.tc else 0.0)
+
+    def summary(self) -> str:
+        return self.accuracy.summary() + (f"; {self.tc.summary()}" if self.tc else "")
+
+    def to_dict(self) -> dict:
+        return {**self.accuracy.to_dict(), "tc": self.tc.to_dict() if self.tc else None, "passed_both": self.passed}
+
+
+@dataclass
+class _Loop:
+    initial: _Verdict
+    final: _Verdict
+    rounds: list
+    ranked: list
+    ranked_by: list | None
+    info: dict
+
+
+def _gate_loop(q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, tc_frames: TcFrames | None,
+               spec, classes, log) -> _Loop:
+    """Gate the candidate; on failure rank its Q/DQ nodes by what fails and keep more of them in float.
+
+    What fails decides the ranking: a failed accuracy gate ranks by the output error a node's float fallback
+    removes, a failed TC gate by the INT8-only flips between consecutive frames it removes, both by the sum of
+    the two, each relative to the fully quantised model's. When no round passes, the final model is the best
+    one seen (smallest shortfall past the thresholds).
     """
-    ev = Evaluator(q.fp32, gate_set.frames, spec, classes, q.cfg.threads, q.cfg.sensitivity_frames,
-                   exact_qdq=q.cfg.target == "trt")
-    gate = initial = ev.gate(candidate, q.cfg.threshold)
+    cfg = q.cfg
+    ev = Evaluator(q.fp32, gate_set.frames, spec, classes, cfg.threads, cfg.sensitivity_frames,
+                   exact_qdq=cfg.target == "trt")
     q.info_gate = ev.evaluated_with
-    log(f"accuracy gate ({ev.evaluated_with}): {gate.summary()}")
-    rounds, ranked = [], []
+    tg = None
+    if tc_frames is not None:
+        fp32 = q.fp32
+        tg = TemporalGate(fp32, tc_frames, spec, classes,
+                          lambda m, frames: ev.labels(m, frames, exact_qdq=False if m is fp32 else None))
+
+    def judge(model) -> _Verdict:
+        return _Verdict(ev.gate(model, cfg.threshold), tg.measure(model, cfg.tc_threshold) if tg else None)
+
+    verdict = initial = judge(candidate)
+    log(f"accuracy gate ({ev.evaluated_with}): {initial.accuracy.summary()}")
+    if initial.tc:
+        log(f"TC gate ({tc_frames.source}, {FLOW_NAME}): {initial.tc.summary()}")
+    rounds, ranked, ranked_by = [], [], None
     info = {**info, "kept_in_float": []}
-    if gate.passed or q.cfg.max_rounds == 0:
-        return initial, gate, rounds, ranked, info
+    if verdict.passed or cfg.max_rounds == 0:
+        return _Loop(initial, verdict, rounds, ranked, ranked_by, info)
     base = onnx.load(str(candidate))
-    nodes = [n for n in qdq_candidates(base) if n not in q.cfg.exclude]
-    log(f"ranking the {len(nodes)} nodes that read activations through Q/DQ (leave-one-out in float)")
-    base_error, ranked = rank_qdq_nodes(base, nodes, lambda m: ev.output_error(m, q.cfg.sensitivity_frames), log)
+    nodes = [n for n in qdq_candidates(base) if n not in cfg.exclude]
+    error_of, ranked_by = _error_function(base, ev, tg, verdict, cfg)
+    log(f"ranking the {len(nodes)} nodes that read activations through Q/DQ by {' + '.join(ranked_by)} "
+        "(leave-one-out in float)")
+    base_error, ranked = rank_qdq_nodes(base, nodes, error_of, log)
     helpful = [(n, s) for n, s in ranked if s > 0]  # keeping a node in float that removes no error buys nothing
-    best = (gate.drop, [])
-    for keep in exclusion_rounds(helpful, q.cfg.max_rounds):
+    best = (verdict.shortfall, [])
+    for keep in exclusion_rounds(helpful, cfg.max_rounds, len(nodes)):
         onnx.save(keep_in_float(base, keep), str(candidate))
-        gate = ev.gate(candidate, q.cfg.threshold)
-        rounds.append({"kept_in_float": keep, **gate.to_dict()})
-        log(f"round {len(rounds)}: {len(keep)} node(s) kept in float: {gate.summary()}")
-        if gate.passed:
+        verdict = judge(candidate)
+        rounds.append({"kept_in_float": keep, **verdict.to_dict()})
+        log(f"round {len(rounds)}: {len(keep)} node(s) kept in float: {verdict.summary()}")
+        if verdict.passed:
             break
-        if gate.drop < best[0]:
-            best = (gate.drop, keep)
+        if verdict.shortfall < best[0]:
+            best = (verdict.shortfall, keep)
     keep = rounds[-1]["kept_in_float"] if rounds else []
-    if not gate.passed and keep != best[1]:  # no round passed: keep the best model seen, not the last
+    if not verdict.passed and keep != best[1]:  # no round passed: keep the best model seen, not the last
         keep = best[1]
         onnx.save(keep_in_float(base, keep), str(candidate))
-        gate = ev.gate(candidate, q.cfg.threshold)
-        log(f"no round passed; keeping the best: {len(keep)} node(s) in float: {gate.summary()}")
+        verdict = judge(candidate)
+        log(f"no round passed; keeping the best: {len(keep)} node(s) in float: {verdict.summary()}")
     info["kept_in_float"], info["quantized_error"] = list(keep), base_error
-    return initial, gate, rounds, ranked, info
+    return _Loop(initial, verdict, rounds, ranked, ranked_by, info)
+
+
+def _error_function(base: onnx.ModelProto, ev: Evaluator, tg: TemporalGate | None, verdict: _Verdict,
+                    cfg: CalibConfig):
+    """The sensitivity search's error for what failed (see `_gate_loop`), and the names of its terms."""
+    terms = []
+    if not verdict.accuracy.passed or tg is None:
+        terms.append(("output error", lambda m: ev.output_error(m, cfg.sensitivity_frames)))
+    if verdict.tc is not None and not verdict.tc.passed:
+        terms.append(("INT8-only flips", lambda m: tg.flip_error(m, cfg.sensitivity_frames)))
+    if len(terms) == 1:
+        return terms[0][1], [terms[0][0]]
+    scale = [max(fn(base), 1e-12) for _, fn in terms]
+    return (lambda m: sum(fn(m) / s for (_, fn), s in zip(terms, scale))), [name for name, _ in terms]
+
+
+def _failure(model: Path, parent: dict, cfg: CalibConfig, loop: _Loop) -> str:
+    """The one-line failure: both figures, and what to do — QAT when keeping nodes in float was not enough."""
+    ckpt = (parent.get("parent") or {}).get("file") or "CHECKPOINT.pt"
+    acc_ok, tc = loop.final.accuracy.passed, loop.final.tc
+    what = "TC" if acc_ok else ("accuracy and TC" if tc and not tc.passed else "accuracy")
+    return (f"{model}: {what} gate failed after {len(loop.rounds)} round(s) of sensitive nodes kept in float: "
+            f"{loop.final.summary()}. Post-training quantisation does not reach it: fine-tune with fake INT8, "
+            f"distillation from the FP32 model and the temporal loss (QAT): vsseg-edge train train/qat_tc.yaml "
+            f"--override model.name={parent.get('model')} --override model.init_checkpoint={ckpt} "
+            f"--override teacher.checkpoint={ckpt} --override video.root=CLIPS (the recipe's header lists the "
+            f"other settings), then vsseg-edge export runs/train/qat_tc/model.pt --target {cfg.target} "
+            f"--preset export/qat.yaml -o MODEL.int8.qdq.onnx; or raise --threshold / "
+            "--tc-threshold, add frames, or pass --keep-failed")
+
+
+def _tc_wanted(cfg: CalibConfig) -> bool:
+    return cfg.gate and cfg.tc_gate
+
+
+def _same_source(tc_source, frames) -> bool:
+    """True when the TC frames would come from the calibration source (so its clips' tails are reserved)."""
+    return tc_source is None or Path(tc_source).resolve() == Path(frames).resolve()
+
+
+def _tc_frames(cfg: CalibConfig, frames, eval_source, tc_source, calib: FrameSet,
+               gate_set: FrameSet | None) -> tuple[TcFrames | None, str | None]:
+    """The TC gate's consecutive frames, or (None, why not). Default: the calibration clip's frames not used
+    for calibration (each clip's last `tc_clip_frames`, reserved), or the sequences of the dataset's eval split."""
+    if not _tc_wanted(cfg):
+        return None, "disabled"
+    if gate_set is None:
+        return None, "no held-out frames"
+    opts = dict(max_frames=cfg.tc_max_frames, clip_frames=cfg.tc_clip_frames, seed=cfg.seed)
+    skip = [f.key for f in calib.frames]
+    if tc_source is not None:
+        same = _same_source(tc_source, frames)
+        return tc_frames_from(tc_source, cfg.eval_split, how="given (--tc-frames)", skip=skip if same else (),
+                              **opts), None
+    if not _is_dataset(frames):
+        how = "the calibration clip's frames not used for calibration (the last frames of each clip)"
+        return tc_frames_from(frames, cfg.eval_split, how=how, skip=skip, **opts), None
+    source = eval_source or frames
+    try:
+        return tc_frames_from(source, cfg.eval_split, how=f"the sequences of split {cfg.eval_split}", **opts), None
+    except VssegError as exc:
+        return None, f"{str(exc).split(': ', 1)[-1]}: pass --tc-frames CLIP (a video or a folder of frames)"
+
+
+def _speed(model: Path, candidate: Path, spec, parent: dict, cfg: CalibConfig, frames: FrameSet, log) -> dict | None:
+    """FP32 vs INT8 compute-only latency on this machine (`calib.speed`), or None when `speed_runs` is 0."""
+    if not cfg.speed_runs or not frames.frames:
+        return None
+    from .speed import measure_speed
+
+    speed = measure_speed(model, candidate, spec, frames.frames[0].read(), runs=cfg.speed_runs, threads=cfg.threads,
+                          output_kind=parent.get("output", "logits"), classes=parent["classes"])
+    log(f"speed on this CPU ({speed['cpu']}): FP32 {speed['fp32_ms']:.1f} ms, INT8 {speed['int8_ms']:.1f} ms "
+        f"(FP32/INT8 {speed['ratio']}×)")
+    return speed
+
+
+def float_readers(path: Path, readers) -> list[str]:
+    """Rewrite the Q/DQ model at `path` so that only nodes of the op types `readers` read activations through
+    Q/DQ; every other reader of a quantised tensor (a residual Add, a Concat, BatchNormalization, pooling) reads
+    the float tensor behind it (`keep_in_float`). Returns those nodes.
+
+    Why: a quantiser puts a Q/DQ pair on a TENSOR, and every reader of it then sees the quantised value. Where
+    a convolution's input also feeds a residual sum or a concatenation, the rounding error enters the float
+    path too and accumulates block after block (ESPNet's eight level-3 blocks, ResNet's stages); with only the
+    convolutions reading through Q/DQ the error stays inside each convolution. On the published ESPNet CamVid
+    model it is the difference between losing several TC points on real video and losing under one (see
+    benchmarks/reports/int8_tc.md).
+    """
+    model = onnx.load(str(path))
+    ops = {node_key(n): n.op_type for n in model.graph.node}
+    others = [n for n in qdq_candidates(model) if ops.get(n) not in set(readers)]
+    if others:
+        onnx.save(keep_in_float(model, others), str(path))
+    return others
 
 
 def _excluded(info: dict) -> list[str]:

@@ -35,13 +35,16 @@ def rank_qdq_nodes(model: onnx.ModelProto, nodes: Sequence[str], error_of: Calla
     return base, sorted(scores, key=lambda s: -s[1])
 
 
-def exclusion_rounds(ranked: Sequence[tuple[str, float]], max_rounds: int) -> list[list[str]]:
+def exclusion_rounds(ranked: Sequence[tuple[str, float]], max_rounds: int,
+                     candidates: int | None = None) -> list[list[str]]:
     """Cumulative sets of nodes to keep in float: top 1, 2, 4, … of `ranked`, at most `max_rounds` sets.
 
-    The last set never holds every node (a model with nothing quantised is not an INT8 model).
+    The last set never holds every one of the `candidates` nodes (default: every ranked node): a model with
+    nothing quantised is not an INT8 model. `ranked` may be a subset (the nodes whose fallback helps).
     """
     names = [n for n, _ in ranked]
-    limit = max(len(names) - 1, 0)
+    total = len(names) if candidates is None else candidates
+    limit = max(min(len(names), total - 1), 0)
     rounds, k = [], 1
     while len(rounds) < max_rounds and k <= limit:
         rounds.append(names[:k])

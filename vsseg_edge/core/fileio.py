@@ -63,19 +63,21 @@ def atomic_path(target: str | os.PathLike, flag: str | None = None) -> Iterator[
     whatever happens (an error, Ctrl-C, SIGTERM through `core.signals`); a disk's refusal becomes one line.
     """
     target = Path(target)
-    with write_errors(target, flag, CREATE_ERRNOS):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
-        os.close(fd)
-    tmp_path = Path(tmp)
-    try:
+    tmp_path = None
+    try:  # from the file's creation on: a signal right after mkstemp must not leave it behind
+        with write_errors(target, flag, CREATE_ERRNOS):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
+            tmp_path = Path(tmp)
+            os.close(fd)
         with write_errors(target, flag):
             yield tmp_path
             os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual mode
             os.replace(tmp_path, target)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
 
 
 def _umask() -> int:
@@ -221,12 +223,12 @@ class ErrorKeepingWriter:
 class CheckedVideoWriter:
     """`cv2.VideoWriter` into a temporary file beside `path`, read back at `close` before it is renamed onto `path`.
 
-    OpenCV's writer reports neither a full disk nor a failed frame: the file is checked at close instead
-    (it must open and hold the frames written), and a broken one is removed with one line naming `path`.
-    While writing, a disk with no space left at all ends the run early. `abort()` drops the file.
+    OpenCV's writer reports neither a full disk nor a failed frame: after every frame the disk must still
+    have space (a write it refused filled it to the last byte; a free-space query costs microseconds, a frame
+    milliseconds), so a disk that fills mid-run ends the run at that frame with one line naming `path` and the
+    temporary file removed; at close the file is read back (it must open and hold the frames written), and a
+    broken one is removed with one line too. `abort()` drops the file.
     """
-
-    CHECK_EVERY = 30  # frames between two free-space checks
 
     def __init__(self, path: str | os.PathLike, fps: float, size_wh: tuple[int, int], fourcc: str = "mp4v",
                  flag: str | None = None):
@@ -249,7 +251,7 @@ class CheckedVideoWriter:
     def write(self, image: np.ndarray) -> None:
         self._writer.write(image)
         self.frames += 1
-        if self.frames % self.CHECK_EVERY == 0 and free_bytes(self._tmp.parent) == 0:
+        if free_bytes(self._tmp.parent) == 0:
             self.abort()
             raise VssegError(f"{self._where}: cannot write ({os.strerror(errno.ENOSPC)})")
 

@@ -53,18 +53,28 @@ def write_flow(path: str | Path, flow: np.ndarray) -> None:
     if flow.ndim != 3 or flow.shape[2] != 2:
         raise ValueError(f"flow must be HxWx2, got {flow.shape}")
     suffix = path.suffix.lower()
+    # the bytes go through the Python file (`fh.write`), never `ndarray.tofile` (np.save uses it on a real file):
+    # tofile writes past Python with C stdio and reports a full disk as an OSError without errno ("N requested
+    # and M written"), which `atomic_write` cannot tell from a bug; a Python write says ENOSPC, one line
     if suffix == ".flo":
+        header = np.array([FLO_MAGIC], np.float32).tobytes() + np.array(flow.shape[1::-1], np.int32).tobytes()
         with atomic_write(path) as fh:
-            np.array([FLO_MAGIC], np.float32).tofile(fh)
-            np.array([flow.shape[1], flow.shape[0]], np.int32).tofile(fh)
-            flow.tofile(fh)
+            fh.write(header)
+            fh.write(np.ascontiguousarray(flow).data)
     elif suffix == ".npy":
         with atomic_write(path) as fh:
-            np.save(fh, flow)
+            np.save(_WriteOnly(fh), flow)  # not a file object to numpy: it writes through `write`
     elif suffix == ".png":
         _write_kitti_png(path, flow)
     else:
         raise VssegError(f"{path}: unknown flow format; expected one of {SUFFIXES}")
+
+
+class _WriteOnly:
+    """A file seen by numpy as a plain writable object, so `np.save` calls `write` (see `write_flow`)."""
+
+    def __init__(self, fh):
+        self.write = fh.write
 
 
 def _read_flo(path: Path) -> np.ndarray:

@@ -45,6 +45,8 @@ def export_command(
                                            help="dynamo | torchscript (legacy)."),
     parity_frames: Optional[str] = typer.Option(None, "--parity-frames", show_default="synthetic smooth frames",
                                                 help="Image folder or dataset root for the parity check."),
+    target: Optional[str] = typer.Option(None, "--target", show_default="trt for a QAT checkpoint",
+                                         help="QAT checkpoints only: INT8 Q/DQ for trt or ort (CPU)."),
 ):
     """Export a checkpoint to ONE self-contained ONNX file, checked for parity with onnxruntime."""
     from ..core.config import parse_size
@@ -61,7 +63,7 @@ def export_command(
                       frame_size=parse_size(frame_size, "--frame-size") if frame_size else None)
     from .onnx_export import export_checkpoint
 
-    result = export_checkpoint(checkpoint, out, cfg)
+    result = export_checkpoint(checkpoint, out, cfg, target=target)
     s, p, t = result.summary, result.parity, result.timings
     ins, outs = s["inputs"][0], s["outputs"][0]
     typer.echo(f"{result.path}: opset {s['opset']}, {s['nodes']} nodes, {s['parameters']:,} parameters; "

@@ -12,6 +12,12 @@ Why dynamo by default: on the vsseg-edge models (static pools) it gives the clea
 invented symbols) and is the exporter torch maintains. TorchScript exports faster and stays available
 (`exporter: torchscript`) for comparison. Dynamo natively emits opset 18 and converts down; when the
 conversion fails (ReduceMean from a global pool) the export refuses rather than write another opset.
+
+A checkpoint trained with fake INT8 (QAT, `train.quant`) exports the same way: the exporter writes its fake
+quantisers as QuantizeLinear → DequantizeLinear with int8 zero points, so the file is an INT8 Q/DQ model
+(manifest kind `qdq_onnx`) for TensorRT (`target="trt"`, as exported) or for onnxruntime on a CPU
+(`target="ort"`: activation Q/DQ shifted to uint8, exact, `onnx_graph`); it must pass the same Q/DQ
+structure checks as a calibrated model (`onnx_graph`), or nothing is written.
 """
 
 from __future__ import annotations
@@ -165,17 +171,23 @@ def exporter_name(preset: ExportPreset) -> str:
 
 
 def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], preprocess: PreprocessSpec,
-                preset: ExportPreset, parent: str | Path | None = None, palette: list | None = None) -> ExportResult:
+                preset: ExportPreset, parent: str | Path | None = None, palette: list | None = None,
+                quantization: dict | None = None, target: str = "trt") -> ExportResult:
     """Export `model` (float NCHW in, N×C×H×W logits out) to `out` with its manifest, or leave no file.
 
     `preprocess` is the checkpoint's preprocessing; the manifest records the exported graph's own input
     spec (the export size; uint8 NHWC when `preset.uint8_input`) and output kind (logits | labels).
+    `quantization` (a QAT checkpoint's record) makes it an INT8 Q/DQ export for `target` (see the module doc).
     """
     import onnx
 
     out = check_output_path(out, inputs=[parent], need_bytes=weight_bytes(model) + MANIFEST_BYTES)
     t0 = time.perf_counter()
     model = model.eval()
+    if quantization is not None:
+        from ..train.quant import freeze_weight_scales
+
+        freeze_weight_scales(model)
     model_spec, onnx_spec = export_sizes(model, preprocess, preset)
     # the parity frames are read before exporting: a bad --parity-frames fails at once, not after the export
     frames, source = load_frames(preset.parity_frames, preset.parity_count, onnx_spec.size)
@@ -186,27 +198,53 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
     proto = torch_export(module, example, preset)
     t1 = time.perf_counter()
     proto = finish_graph(proto, preset, str(out))
+    structure = None
+    if quantization is not None:
+        if target == "ort":
+            from ..onnx_graph import shift_activations_to_uint8
+
+            proto = shift_activations_to_uint8(proto)
+        structure = _qat_structure(proto, target, str(out))
     t2 = time.perf_counter()
     with atomic_path(out, "--out") as tmp:
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
         report = check_parity(tmp, model, frames, source, model_spec=model_spec, onnx_spec=onnx_spec,
                               output=preset.output, batched=preset.dynamic_batch,
-                              max_abs_logit=preset.max_abs_logit, min_argmax_agreement=preset.min_argmax_agreement)
+                              max_abs_logit=preset.max_abs_logit, min_argmax_agreement=preset.min_argmax_agreement,
+                              exact_qdq=quantization is not None)
         if not report.passed:
             raise VssegError(f"{out}: parity check failed, nothing written: {report.describe()}")
         t3 = time.perf_counter()
         summary = graph.summary(proto)
         timings = {"export_s": round(t1 - t0 - frames_s, 3), "simplify_check_s": round(t2 - t1, 3),
                    "parity_s": round(t3 - t2 + frames_s, 3), "total_s": round(t3 - t0, 3)}
+        qat = {} if quantization is None else {
+            "target": target, "structure": structure.to_dict(),
+            "parity_arithmetic": "exact Q/DQ (onnxruntime without graph optimisation), against torch's fake INT8",
+            "quantization": {"quantizer": "vsseg-edge QAT (torch fake quantisation, exported Q/DQ)", **quantization},
+            "calibration": {"method": "qat", "frames": "the training run's (see the parent checkpoint's config)"},
+            "gate": {"result": None, "skipped": "QAT export: the model was trained against its FP32 teacher; "
+                                                "judge it with vsseg-edge bench (mIoU, TC, agreement)"}}
         # the manifest before the rename: when it cannot be written, no model is left without one
         manifest = write_manifest(
-            out, "onnx", model=model_name, classes=list(classes), palette=palette, preprocess=onnx_spec,
-            output=preset.output, precision="fp32", parent=parent, content=tmp, opset=summary["opset"],
-            exporter=exporter_name(preset), simplified=preset.simplify, dynamic_batch=preset.dynamic_batch,
-            parity=report.to_dict(), graph=summary, export_preset=preset.to_dict(),
-            source_preprocess=preprocess.to_dict(), timings=timings,
-            **({"graph_preprocess": graph_preprocess(model_spec, onnx_spec)} if preset.frame_size else {}))
+            out, "qdq_onnx" if qat else "onnx", model=model_name, classes=list(classes), palette=palette,
+            preprocess=onnx_spec, output=preset.output, precision="int8" if qat else "fp32", parent=parent,
+            content=tmp, opset=summary["opset"], exporter=exporter_name(preset), simplified=preset.simplify,
+            dynamic_batch=preset.dynamic_batch, parity=report.to_dict(), graph=summary,
+            export_preset=preset.to_dict(), source_preprocess=preprocess.to_dict(), timings=timings,
+            **({"graph_preprocess": graph_preprocess(model_spec, onnx_spec)} if preset.frame_size else {}), **qat)
     return ExportResult(out, manifest, report, summary, timings)
+
+
+def _qat_structure(proto, target: str, where: str):
+    """The Q/DQ structure report of a QAT export for `target`; a one-line error when a rule is broken."""
+    from ..onnx_graph import check_qdq_structure
+
+    rep = check_qdq_structure(proto, target)
+    if not rep.ok:
+        raise VssegError(f"{where}: QAT export is not a valid {target} Q/DQ model, nothing written: "
+                         f"{'; '.join(rep.problems[:3])}")
+    return rep
 
 
 def graph_preprocess(model_spec: PreprocessSpec, onnx_spec: PreprocessSpec) -> dict:
@@ -216,11 +254,20 @@ def graph_preprocess(model_spec: PreprocessSpec, onnx_spec: PreprocessSpec) -> d
             "normalised_as": model_spec.to_dict()}
 
 
-def export_checkpoint(ckpt_path: str | Path, out: str | Path, preset: ExportPreset) -> ExportResult:
-    """Load a vsseg-edge checkpoint (model, classes, preprocessing) and export it with `preset`."""
+def export_checkpoint(ckpt_path: str | Path, out: str | Path, preset: ExportPreset,
+                      target: str | None = None) -> ExportResult:
+    """Load a vsseg-edge checkpoint (model, classes, preprocessing) and export it with `preset`; a QAT
+    checkpoint becomes an INT8 Q/DQ model for `target` ("trt" by default, or "ort")."""
     from ..models.checkpoint import checkpoint_preprocess, model_from_checkpoint
 
     check_output_path(out, inputs=[ckpt_path])
+    if target not in (None, "trt", "ort"):
+        raise VssegError(f"--target {target}: expected trt (TensorRT) or ort (onnxruntime on a CPU)")
     model, ckpt = model_from_checkpoint(ckpt_path)
+    quantization = ckpt.get("quantization")
+    if target is not None and quantization is None:
+        raise VssegError(f"{ckpt_path}: --target is for checkpoints trained with fake INT8 (quant.enabled); "
+                         "an FP32 checkpoint exports to FP32 ONNX, then vsseg-edge calibrate makes the INT8 model")
     return export_onnx(model, out, model_name=ckpt["model"], classes=ckpt["classes"], palette=ckpt.get("palette"),
-                       preprocess=checkpoint_preprocess(ckpt, str(ckpt_path)), preset=preset, parent=ckpt_path)
+                       preprocess=checkpoint_preprocess(ckpt, str(ckpt_path)), preset=preset, parent=ckpt_path,
+                       quantization=quantization, target=target or "trt")

@@ -83,17 +83,19 @@ def load_frames(source: str | Path | None, count: int, hw: tuple[int, int]) -> t
 
 
 def onnx_outputs(path: str | Path, frames: list[np.ndarray], spec: PreprocessSpec, output: str,
-                 batched: bool) -> list[np.ndarray]:
+                 batched: bool, exact_qdq: bool = False) -> list[np.ndarray]:
     """The exported graph's output for each frame (all frames in one batch when `batched`, else one by one).
 
-    The file has no manifest yet (it is still being written), so the export's own spec describes it.
+    The file has no manifest yet (it is still being written), so the export's own spec describes it. With
+    `exact_qdq` its Q/DQ nodes compute as written (a QAT export's reference: what torch's fake INT8 trained).
     """
     from ..core.preprocess import preprocess_batch
-    from ..measure.predict import run_frame
+    from ..measure.prediction import run_frame
     from ..runtime.backends import open_backend
 
     with open_backend(Path(path).read_bytes(), spec=spec, output_kind=output, name=str(path),
-                      providers=["CPUExecutionProvider"], threads=min(4, os.cpu_count() or 1)) as runner:
+                      providers=["CPUExecutionProvider"], threads=min(4, os.cpu_count() or 1),
+                      exact_qdq=exact_qdq) as runner:
         if batched:
             out = runner.infer(preprocess_batch(frames, spec))
             return [out[i:i + 1] for i in range(len(frames))]
@@ -102,7 +104,7 @@ def onnx_outputs(path: str | Path, frames: list[np.ndarray], spec: PreprocessSpe
 
 def torch_logits(model, frames: list[np.ndarray], spec: PreprocessSpec) -> list[np.ndarray]:
     """The torch model's logits for each frame, prepared as float NCHW by the one preprocessing (FP32, CPU)."""
-    from ..measure.predict import run_frame
+    from ..measure.prediction import run_frame
     from ..runtime.backends.torch_backend import TorchBackend
 
     ref_spec = spec.replace(dtype="float32", layout="nchw")
@@ -113,12 +115,12 @@ def torch_logits(model, frames: list[np.ndarray], spec: PreprocessSpec) -> list[
 
 def check_parity(onnx_path, model, frames: list[np.ndarray], frames_desc: str, *, model_spec: PreprocessSpec,
                  onnx_spec: PreprocessSpec, output: str, batched: bool, max_abs_logit: float,
-                 min_argmax_agreement: float) -> ParityReport:
+                 min_argmax_agreement: float, exact_qdq: bool = False) -> ParityReport:
     """Measure torch vs onnxruntime on `frames`; the caller decides what a failed report means."""
     from ..measure.compare import compare_outputs
 
     ref = torch_logits(model, frames, model_spec)
-    out = onnx_outputs(onnx_path, frames, onnx_spec, output, batched)
+    out = onnx_outputs(onnx_path, frames, onnx_spec, output, batched, exact_qdq)
     cmp = compare_outputs(out, ref, output, "logits")
     return ParityReport(frames=frames_desc, num_frames=len(frames), max_abs_logit=cmp.max_abs,
                         mean_abs_logit=cmp.mean_abs, argmax_agreement=cmp.agreement.fraction,

@@ -6,12 +6,16 @@ the calibration gate, export parity, `vsseg-edge bench`, the trainer's validatio
 
 - runners: `runtime.backends.open_backend(artifact | onnx.ModelProto, ...)` opens anything that infers
   (onnxruntime, torch, TensorRT); `runtime.backends.ort.ort_session` is the one onnxruntime session;
-- running (`predict`): a runner over BGR frames through the one preprocessing → raw outputs and label maps
-  (`core.preprocess.labels_from_output`, the one logits → labels), at model or frame resolution;
+- running (`prediction`: `predict`, `end_to_end`): a runner over BGR frames through the one preprocessing → raw
+  outputs and label maps (`core.preprocess.labels_from_output`, the one logits → labels), at model or frame
+  resolution;
 - comparing (`compare`): label agreement and output error against a reference, as typed records;
 - timing (`timing`) and scoring (`accuracy`: mIoU and TC through `metrics.evaluate`), as typed records;
-- `environment`: where a figure was measured (CPU model and ISA flags, GPUs, library versions, load);
+- where a figure was measured (`machine`: `environment`): CPU model and ISA flags, GPUs, library versions, load;
 - `overhead`: what the threaded runtime pipeline costs on top of the runner (frame interval vs pure infer).
+
+No submodule is named after a function it exports (`predict` lives in `prediction`, `environment` in `machine`):
+once imported, a submodule is an attribute of the package and would shadow the function of the same name.
 
 Nothing here imports torch, onnx or TensorRT; a runner brings its own library when it is opened.
 """
@@ -20,12 +24,12 @@ import importlib
 
 _EXPORTS = {
     "open_backend": "..runtime.backends",
-    "run_frame": ".predict", "end_to_end": ".predict", "predict": ".predict", "Predictions": ".predict",
+    "run_frame": ".prediction", "end_to_end": ".prediction", "predict": ".prediction", "Predictions": ".prediction",
     "Agreement": ".compare", "agreement": ".compare", "OutputComparison": ".compare", "compare_outputs": ".compare",
     "TimingConfig": ".timing", "LatencyStats": ".timing", "Latency": ".timing", "time_calls": ".timing",
     "measure_latency": ".timing",
     "Accuracy": ".accuracy", "evaluate_runner": ".accuracy", "check_classes": ".accuracy",
-    "environment": ".environment", "cpu_model": ".environment", "cpu_flags": ".environment",
+    "environment": ".machine", "cpu_model": ".machine", "cpu_flags": ".machine",
     "measure_overhead": ".overhead", "PipelineOverhead": ".overhead", "synthetic_video": ".overhead",
 }
 

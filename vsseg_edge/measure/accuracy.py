@@ -1,6 +1,6 @@
 """Accuracy of one runner on a dataset: mIoU, per-class IoU and TC through the project's one evaluator.
 
-The prediction of every frame is the end-to-end path the latency harness times (`predict.end_to_end`), so
+The prediction of every frame is the end-to-end path the latency harness times (`prediction.end_to_end`), so
 the accuracy reported is the accuracy of what was timed. `bench` scores its entries with it and the
 trainer validates its student with it (a torch runner around the module being trained).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.errors import VssegError
-from .predict import end_to_end
+from .prediction import end_to_end
 
 
 @dataclass(frozen=True)

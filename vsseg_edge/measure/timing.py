@@ -3,7 +3,7 @@
 - compute-only: `runner.infer(batch)` on a batch already prepared by the one preprocessing (what the
   runner's own call costs: for onnxruntime the session run, for torch the forward pass with its on-device
   argmax and the copy of the labels to the host, for TensorRT H2D copy + execute + D2H copy);
-- end-to-end: `predict.end_to_end`, from the BGR frame as decoded to a label map at the frame's size
+- end-to-end: `prediction.end_to_end`, from the BGR frame as decoded to a label map at the frame's size
   (decoding the image file is NOT included: every entry sees the same frames already in memory).
 
 FPS = 1000 / mean latency (frames per second, one at a time). Every function takes the clock it reads
@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.errors import VssegError
 from ..core.preprocess import preprocess_batch
-from .predict import STAGES, end_to_end
+from .prediction import STAGES, end_to_end
 
 PERCENTILES = (50, 90, 99)
 Clock = Callable[[], float]

@@ -4,8 +4,9 @@ A checkpoint is a plain dict of tensors and primitive values, loaded with `weigh
 
     format "vsseg-edge-checkpoint", version, model (registry name), model_kwargs, num_classes,
     classes, palette (optional: RGB per class), preprocess (PreprocessSpec dict), config (resolved training
-    config), metrics, step,
-    state_dict, and optionally the trainer's resume state under "train_state".
+    config), metrics, step, state_dict, optionally the trainer's resume state under "train_state", and for a
+    model trained with fake INT8 (QAT) its placement under "quantization" (`train.quant`), re-applied before
+    the weights load.
 
 Every checkpoint gets a sidecar manifest `<ckpt>.json` (kind "checkpoint").
 """
@@ -38,6 +39,7 @@ def save_checkpoint(
     step: int = 0,
     train_state: dict | None = None,
     parent: str | Path | None = None,
+    quantization: dict | None = None,
 ) -> dict:
     """Write a checkpoint atomically with its manifest; return the checkpoint dict (without tensors copied)."""
     import torch
@@ -59,6 +61,8 @@ def save_checkpoint(
     }
     if train_state is not None:
         ckpt["train_state"] = train_state
+    if quantization is not None:
+        ckpt["quantization"] = dict(quantization)
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -69,9 +73,11 @@ def save_checkpoint(
                 out.raise_kept()
                 raise
         # the manifest first, then the rename: a full disk keeps the previous checkpoint and its manifest
+        extra = {"quantization": dict(quantization)} if quantization is not None else {}
         write_manifest(path, "checkpoint", model=model_name, classes=list(classes), palette=palette,
-                       preprocess=preprocess, parent=parent, content=tmp,
-                       training={"config": config or {}, "step": int(step)}, metrics=metrics or {})
+                       preprocess=preprocess, precision="int8" if quantization is not None else "fp32",
+                       parent=parent, content=tmp, training={"config": config or {}, "step": int(step)},
+                       metrics=metrics or {}, **extra)
     return ckpt
 
 
@@ -130,6 +136,10 @@ def model_from_checkpoint(path: str | Path, *, num_classes: int | None = None, m
     if num_classes is not None and num_classes != ckpt["num_classes"]:
         raise VssegError(f"{path}: checkpoint has {ckpt['num_classes']} classes, expected {num_classes}")
     model = create_model(ckpt["model"], ckpt["num_classes"], **ckpt["model_kwargs"])
+    if ckpt.get("quantization"):
+        from ..train.quant import quantize_modules
+
+        quantize_modules(model, ckpt["quantization"])
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     if missing or unexpected:
         raise VssegError(f"{path}: weights do not fit model {ckpt['model']!r} "

@@ -25,6 +25,7 @@ Only H.264 is offered; `mp4v` through OpenCV remains the fallback where PyAV is 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from fractions import Fraction
@@ -34,7 +35,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..core.errors import VssegError
-from ..core.fileio import atomic_path
+from ..core.fileio import DISK_ERRNOS, atomic_path
 from .sinks import Sink
 
 H264_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
@@ -138,7 +139,15 @@ class H264Writer:
         try:
             self._container.mux(packets)
         except Exception as exc:
-            raise VssegError(f"{self.what}: write failed ({_one_line(exc)})") from None
+            raise self._failure(exc, "write failed") from None
+
+    def _failure(self, exc: Exception, doing: str) -> VssegError:
+        """A disk's refusal (FFmpeg's OSError: full, quota, read-only, I/O) is the one line every checked write
+        gives, naming the target, not FFmpeg's temporary file; anything else (a stream's server gone) says what
+        FFmpeg said."""
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return VssegError(f"{self.what}: cannot write ({exc.strerror or os.strerror(exc.errno)})")
+        return VssegError(f"{self.what}: {doing} ({_one_line(exc)})")
 
     def release(self) -> None:
         """Flush the encoder and finalise the container (the MP4 index); safe to call more than once."""
@@ -151,17 +160,18 @@ class H264Writer:
             try:
                 self._container.close()
             except Exception as exc:
-                raise VssegError(f"{self.what}: could not finalise ({_one_line(exc)})") from None
+                raise self._failure(exc, "could not finalise") from None
 
 
 class H264FileWriter:
     """An H.264 MP4/MOV/MKV file (browser-playable: yuv420p, +faststart for MP4/MOV) written to a temporary
     file beside `path`, read back at `close` and only then renamed onto `path`.
 
-    PyAV raises on a failed write (a full disk is an OSError from FFmpeg), which ends the run with one line
-    and removes the temporary file; at close the finished file must open and hold every frame written, or
-    it is removed too and the line says so. `abort()` drops the file. (The same contract as OpenCV's checked
-    writer: `write`, `close`/`release`, `abort`.)
+    PyAV raises on a failed write (a full disk is an OSError from FFmpeg, at the frame whose packet made
+    FFmpeg write out its buffer), which ends the run with one line naming `path` and removes the temporary
+    file; at close (the buffer's rest and the MP4 index are written then) the finished file must open and
+    hold every frame written, or it is removed too and the line says so. `abort()` drops the file. (The same
+    contract as OpenCV's checked writer: `write`, `close`/`release`, `abort`.)
     """
 
     def __init__(self, path: str | Path, fps: float, hw: tuple[int, int], what: str):

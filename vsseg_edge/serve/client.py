@@ -301,12 +301,11 @@ def robustness_check(grpc_url: str, http_url: str, model: str, frame: np.ndarray
 
 def compare_labels(client: Client, reference_model, frames: list[np.ndarray], threads: int = 0) -> dict:
     """Server labels vs the local reference (the measurement core's per-frame path over `reference_model`)."""
-    # from the submodules: `measure.predict` the function and `measure.predict` the submodule share a name, and
-    # once the submodule is imported the package attribute is the module
-    from ..measure.compare import agreement
-    from ..measure.predict import predict
+    from ..measure import agreement, predict
     from ..runtime.backends import open_backend
+    from ..zoo import resolve
 
+    reference_model = resolve(reference_model)  # a zoo name → its packaged checkpoint
     kw = {"threads": threads} if str(reference_model).endswith(".onnx") else {}
     with open_backend(reference_model, **kw) as be:
         local = predict(be, frames).labels
@@ -322,8 +321,8 @@ def environment() -> dict:
     libraries: what a throughput figure on a shared machine must be read with."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from ..measure.environment import environment as base
-    from ..measure.environment import load_average
+    from ..measure.machine import environment as base
+    from ..measure.machine import load_average
 
     serving = {}
     for dist in ("nvidia-pytriton", "tritonclient"):

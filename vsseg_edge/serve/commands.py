@@ -25,8 +25,8 @@ def _streams(text: str) -> list[int]:
 
 
 def serve_command(
-    model: Optional[Path] = typer.Argument(None, help="Engine (.engine/.plan), ONNX (.onnx) or checkpoint (.pt) to "
-                                                      "serve; omitted with --check URL."),
+    model: Optional[Path] = typer.Argument(None, help="Engine (.engine/.plan), ONNX (.onnx), checkpoint (.pt) or a "
+                                                      "zoo name to serve; omitted with --check URL."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, "--port", help="HTTP port; gRPC listens on PORT+1, metrics on PORT+2."),
     max_batch: int = typer.Option(8, "--max-batch", help="Triton's max_batch_size: frames per dynamic batch "
@@ -50,7 +50,8 @@ def serve_command(
     robustness: bool = typer.Option(False, "--robustness", help="--check: also send malformed requests and "
                                                                 "disconnects, and check the server still serves."),
     reference: Optional[Path] = typer.Option(None, "--reference", show_default="off",
-                                             help="--check: compare the labels with this artifact run locally."),
+                                             help="--check: compare the labels with this artifact (or zoo model) "
+                                                  "run locally."),
     out: Optional[Path] = typer.Option(None, "--out", show_default="off", help="--check: write the results as JSON "
                                        "here."),
 ):
@@ -85,6 +86,7 @@ def _check(url, source, streams, seconds, count, model_name, robustness, referen
     import shlex
 
     from ..core.fileio import write_json
+    from ..zoo import resolve
     from .client import (
         compare_labels,
         environment,
@@ -94,6 +96,7 @@ def _check(url, source, streams, seconds, count, model_name, robustness, referen
         wait_ready,
     )
 
+    reference = resolve(reference) if reference is not None else None  # a zoo name, refused before connecting
     client = wait_ready(url, model_name, timeout_s=30)
     frames = load_frames(source, count)
     report = {"schema": "vsseg-edge-serve-check/1", "command": shlex.join(["vsseg-edge", *sys.argv[1:]]),
@@ -137,7 +140,8 @@ def _check(url, source, streams, seconds, count, model_name, robustness, referen
 
 
 def export_triton_command(
-    model: Path = typer.Argument(..., help="ONNX (.onnx, FP32 or Q/DQ) or TensorRT engine (.engine/.plan)."),
+    model: Path = typer.Argument(..., help="ONNX (.onnx, FP32 or Q/DQ), TensorRT engine (.engine/.plan) or a zoo "
+                                           "name (its ONNX export, made once into the cache; needs torch)."),
     repo: Path = typer.Option(..., "--repo", help="Triton model repository folder (created if missing)."),
     name: Optional[str] = typer.Option(None, "--name", show_default="the file name", help="Model name."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", show_default="8; an engine: its profile max",
@@ -148,7 +152,8 @@ def export_triton_command(
     """Write REPO/NAME/config.pbtxt + 1/model.onnx|model.plan for `tritonserver --model-repository REPO`."""
     from .repository import export_triton
 
-    res = export_triton(model, repo, name=name, max_batch=max_batch, instances=instances, overwrite=overwrite)
+    res = export_triton(model, repo, name=name, max_batch=max_batch, instances=instances, overwrite=overwrite,
+                        log=lambda s: typer.echo(s, err=True))
     typer.echo(f"{res['path']}: {res['platform']}, max_batch_size {res['max_batch_size']}")
     for kind in ("inputs", "outputs"):
         for tname, dtype, dims in res[kind]:

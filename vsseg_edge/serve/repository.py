@@ -13,6 +13,8 @@ reading an engine needs TensorRT and a GPU. The batch: a graph whose first input
 `max_batch_size: 0` and the full dims. Unlike `vsseg-edge serve`, a model served this way runs on Triton's own
 onnxruntime / TensorRT backend and takes the graph's input as it is: a client prepares frames as the `vsseg.*`
 parameters say (an `export --uint8-input --argmax uint8` model takes resized uint8 frames and gives uint8 labels).
+A zoo name (`export-triton espnet-camvid --repo DIR`) exports the zoo's ONNX as `calibrate` does (`zoo.onnx_for`:
+once, into the user cache; needs torch) and names the entry after the zoo model.
 
 The config is built as Triton's ModelConfig protobuf (tritonclient's model_config_pb2), written in text format and
 parsed back with the same schema, so a field Triton does not know cannot be written. The entry is assembled in a
@@ -140,8 +142,16 @@ def to_text(cfg) -> str:
 
 
 def export_triton(model: str | Path, repo: str | Path, *, name: str | None = None, max_batch: int | None = None,
-                  instances: int = 1, overwrite: bool = False) -> dict:
-    """Write REPO/NAME (config.pbtxt, 1/model.*, vsseg-edge.json); return what was written."""
+                  instances: int = 1, overwrite: bool = False, log=None) -> dict:
+    """Write REPO/NAME (config.pbtxt, 1/model.*, vsseg-edge.json); return what was written.
+
+    `model`: an ONNX or engine path, or a zoo name: the zoo's ONNX export (`zoo.onnx_for`, made once into the
+    user cache, torch needed), named after the zoo entry unless `name` says otherwise."""
+    from ..zoo import is_zoo_name, onnx_for
+
+    if is_zoo_name(model):
+        name = name or str(model)  # the zoo name, not the cached file's (which carries a hash and a version)
+        model = onnx_for(model, log=log)
     model, repo = Path(model), Path(repo)
     suffix = model.suffix.lower()
     if suffix not in PLATFORMS:

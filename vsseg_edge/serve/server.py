@@ -7,7 +7,8 @@ Triton does the protocols (KServe v2 over HTTP and gRPC), the health endpoints (
 Prometheus metrics (/metrics on the metrics port), request validation (name, dtype, rank, the 3 channels, batch
 size), queueing and dynamic batching: requests of equal shape that wait together are concatenated into one call,
 up to `max_batch` frames. The inference itself is the project's own backend (TensorRT, onnxruntime or torch,
-chosen by the artifact as in `run`), so served labels are what `run` computes for the same frame.
+chosen by the artifact as in `run`), so served labels are what `run` computes for the same frame. A zoo name
+serves the packaged checkpoint (`zoo.resolve`, as `run` does) under that name.
 
 The model has one input `frames` (N×H×W×3 uint8 BGR, any size; see `segmenter`) and one output `labels`
 (N×H×W uint8). `instances` binds that many inference callables, each with its own backend (its own session or
@@ -114,9 +115,14 @@ class SegmentationServer:
     """One artifact served on PyTriton's Triton. `start()` returns once the model is ready; use as a context."""
 
     def __init__(self, model: str | Path, config: ServeConfig | None = None):
-        self.model = Path(model)
+        """`model`: an artifact's path or a zoo name (its packaged checkpoint, served by the torch backend under
+        the zoo name, as `run` runs it)."""
+        from ..zoo import is_zoo_name, resolve
+
         self.config = config or ServeConfig()
-        self.name = served_name(self.model, self.config.name)
+        zoo_name = str(model) if is_zoo_name(model) else None
+        self.model = resolve(model)
+        self.name = served_name(self.model, self.config.name or zoo_name)
         self._triton = None
         self._backends: list = []
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -138,8 +144,8 @@ class SegmentationServer:
         be, spec = self._backends[0], self._backends[0].preprocess_spec
         resize = ("any H×W, resized to " if spec.resize == "stretch" else "exactly ") + f"{spec.height}x{spec.width}"
         return "\n".join([
-            (f"serving {self.name!r} on Triton (PyTriton), {self.config.instances} instance(s), dynamic batching "
-             f"up to {self.config.max_batch}: {be.describe()}"),
+            (f"serving {self.name!r} on Triton (PyTriton), {self.config.instances} instance(s), "
+             f"dynamic batching up to {self.config.max_batch}: {be.describe()}"),
             f"  input  {INPUT!r}: N×H×W×3 uint8 BGR ({resize}); output {OUTPUT!r}: N×H×W uint8 labels",
             f"  HTTP    {self.http_url}/v2/models/{self.name}/infer   (health {self.http_url}/v2/health/ready)",
             f"  gRPC    {self.grpc_url.removeprefix('grpc://')}",

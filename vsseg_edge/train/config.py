@@ -87,6 +87,35 @@ class OptimConfig:
     grad_clip: float = 10.0  # max global grad norm; 0 disables
 
 
+PLACEMENT = "conv-input-weight"  # QAT's only placement: inputs and weights of Conv/ConvTranspose (train.quant)
+CALIB_METHODS = ("max", "percentile")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Quantisation-aware training (`quant:` section of a recipe; `train.quant` has the design): fake INT8 on
+    every convolution's input and weight of the student, ranges calibrated on training batches first."""
+
+    enabled: bool = False
+    calib_batches: int = 8  # training batches whose activations set each input amax before fine-tuning
+    calib_method: str = "percentile"  # max | percentile (of |x|, per tensor, over the calibration batches)
+    percentile: float = 99.999
+    exclude: tuple[str, ...] = ()  # module names (e.g. "classifier") kept in float
+
+    def __post_init__(self):
+        if self.calib_method not in CALIB_METHODS:
+            raise VssegError(f"recipe: quant.calib_method must be one of {CALIB_METHODS}, got {self.calib_method!r}")
+        if self.calib_batches < 1:
+            raise VssegError(f"recipe: quant.calib_batches must be ≥ 1, got {self.calib_batches}")
+        if not 0.0 < self.percentile <= 100.0:
+            raise VssegError(f"recipe: quant.percentile must be in (0, 100], got {self.percentile}")
+
+    def record(self) -> dict:
+        """What a checkpoint stores so that the model can be rebuilt with the same fake quantisers."""
+        return {"placement": PLACEMENT, "bits": 8, "exclude": list(self.exclude)}
+
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     name: str = "run"
@@ -111,6 +140,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    quant: QuantConfig = field(default_factory=QuantConfig)
 
     def __post_init__(self):
         for name, ok in (("iterations", self.iterations > 0), ("batch_size", self.batch_size > 0),

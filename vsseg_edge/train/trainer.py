@@ -22,6 +22,7 @@ runs under `torchrun` (DDP; gloo on CPU, NCCL on CUDA); rank 0 logs, validates a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -204,6 +205,11 @@ class Trainer:
                     m.requires_grad_(False)
         if self.dist.world > 1 and cfg.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if cfg.quant.enabled:  # QAT: fake INT8 on every convolution (train/quant.py); ranges set in fit()
+            from .quant import quantize_modules, quantized_modules
+
+            if not quantized_modules(model):  # (a QAT checkpoint to start from comes back quantised)
+                quantize_modules(model, cfg.quant)
         self.model = model.to(self.device)
         self.teacher = None
         if cfg.loss.weights.needs_teacher:
@@ -290,11 +296,15 @@ class Trainer:
 
     def save(self, name: str, metrics: dict | None = None, with_state: bool = True) -> Path:
         path = self.out / name
+        q = self.cfg.quant
         save_checkpoint(path, self.model, model_name=self.cfg.model.name, classes=list(self.label_set.classes),
                         palette=self.label_set.palette_list(), preprocess=self.cfg.preprocess,
                         model_kwargs=self.model_kwargs, config=to_dict(self.cfg),
                         metrics=metrics or {}, step=self.step,
-                        train_state=self.train_state() if with_state else None)
+                        train_state=self.train_state() if with_state else None,
+                        quantization=q.record() if q.enabled else None,
+                        parent=resolve_model(self.cfg.model.init_checkpoint)
+                        if q.enabled and self.cfg.model.init_checkpoint else None)
         return path
 
     def _resume(self) -> None:
@@ -455,6 +465,19 @@ class Trainer:
                                            pin_memory=self.device.type == "cuda",
                                            persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
 
+    def calibrate_quantizers(self) -> dict[str, float]:
+        """QAT: set each fake quantiser's input range from `quant.calib_batches` training batches before the
+        first step (frame t of each sample, augmented as in training; the unlabelled clips' when there are any,
+        since they are the footage the model will see, else the labelled frames')."""
+        from .quant import calibrate_inputs
+
+        if self.video_pairs is not None:
+            loader = iter(self.data_loader(self.video_pairs, self.cfg.video.batch_size, self.cfg.seed + _VIDEO_SEED))
+        else:
+            loader = iter(self.data_loader())
+        images = [next(loader)["image"].to(self.device) for _ in range(self.cfg.quant.calib_batches)]
+        return calibrate_inputs(self.model, images, self.cfg.quant)
+
     def _install_signal_handlers(self):
         def request_stop(signum, frame):
             if self.stop_requested:  # a second Ctrl-C interrupts at once
@@ -472,13 +495,15 @@ class Trainer:
         cfg = self.cfg
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.out / "metrics.jsonl", "a") if self.dist.main else None
+        log_file = _open_log(self.out / "metrics.jsonl") if self.dist.main else None
         tb = _tensorboard(self.out) if self.dist.main else None
         bar = _progress(cfg.iterations, self.step, enabled=self.progress and self.dist.main)
         previous = self._install_signal_handlers() if _in_main_thread() else {}
         metrics: dict = {}
         t_start, step_times = time.perf_counter(), []
         try:
+            if cfg.quant.enabled and self.step == 0:
+                self.calibrate_quantizers()
             batches = iter(self.data_loader()) if self.clips is not None else None
             videos = iter(self.data_loader(self.video_pairs, cfg.video.batch_size, cfg.seed + _VIDEO_SEED)) \
                 if self.video_pairs is not None else None
@@ -520,7 +545,7 @@ class Trainer:
         finally:
             bar.close()
             if log_file:
-                log_file.close()
+                _close_log(log_file)
             if tb:
                 tb.close()
             for s, h in previous.items():
@@ -551,22 +576,44 @@ def _check_same_normalisation(start, recipe, path) -> None:
     start.replace(height=recipe.height, width=recipe.width).require_same(recipe, f"{path} (model.init_checkpoint)")
 
 
+def _open_log(path: Path):
+    """metrics.jsonl, appended to (a resumed run adds its records), unbuffered: a record is on disk when
+    `_write_log` returns, and a failed one leaves nothing behind to be retried at close."""
+    with write_errors(path):
+        fh = open(path, "ab", buffering=0)
+    fh.created = fh.tell() == 0  # an empty log is removed at close if no record reached it
+    return fh
+
+
 def _write_log(fh, tb, record: dict) -> None:
+    line = memoryview((json.dumps(record, default=float) + "\n").encode())
     with write_errors(fh.name):
-        fh.write(json.dumps(record, default=float) + "\n")
-        fh.flush()
+        start = os.fstat(fh.fileno()).st_size
+        try:
+            while line:
+                line = line[fh.write(line):]
+        except OSError:  # a full disk mid-record: the log keeps whole records only
+            with contextlib.suppress(OSError):
+                os.ftruncate(fh.fileno(), start)
+            raise
     if tb is not None:
         for k, v in record.items():
             if k != "step" and isinstance(v, (int, float)) and v is not None:
                 tb.add_scalar(k, v, record["step"])
 
 
+def _close_log(fh) -> None:
+    fh.close()
+    if fh.created:
+        with contextlib.suppress(OSError):
+            if os.path.getsize(fh.name) == 0:  # no record reached it (the disk was full): no empty log stays
+                os.unlink(fh.name)
+
+
 def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out / "tb"))
+    from .events import open_event_writer  # optional: its failure is a warning naming the event file
+
+    return open_event_writer(out / "tb")
 
 
 def _progress(total: int, initial: int, enabled: bool):

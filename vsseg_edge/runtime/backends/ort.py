@@ -54,15 +54,19 @@ def provider_options(name: str) -> dict:
             "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache)}
 
 
-def ort_session(model, *, threads: int = 0, exact_qdq: bool = False, providers=CPU, where: str | None = None):
+def ort_session(model, *, threads: int = 0, exact_qdq: bool = False, providers=CPU, where: str | None = None,
+                profile: str | None = None):
     """An onnxruntime InferenceSession for `model` (a path, an `onnx.ModelProto` or serialized bytes).
 
     `threads` sets intra-op threads (0: onnxruntime's choice); `exact_qdq` turns graph optimisation off (see
-    the module docstring); `providers` defaults to the CPU provider. Failures are one-line VssegErrors that
-    start with `where` (default: the path, or "in-memory ONNX model").
+    the module docstring); `providers` defaults to the CPU provider; `profile` (a file prefix) switches
+    onnxruntime's profiler on (`session.end_profiling()` returns the JSON's path). Failures are one-line
+    VssegErrors that start with `where` (default: the path, or "in-memory ONNX model").
     """
     ort = require("onnxruntime", pip_name="onnxruntime")
     opts = ort.SessionOptions()
+    if profile:
+        opts.enable_profiling, opts.profile_file_prefix = True, str(profile)
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if exact_qdq
                                      else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     if threads:

@@ -9,7 +9,8 @@ resolution, "out_s8": logits at stride 8, "aux": aux logits or None, "feat": hea
 "ppm": pyramid-pooling output}, the same for student and teacher:
 
     out  → CE, temporal loss (with temporal_resolution="full", as ETC upsamples before warping), fused KD
-    out_s8 → pixel KD, pair-wise-frames KD, SKD pixel, holistic discriminator (ETC/SKD "logits")
+    out_s8 → pixel KD (or `out` with kd_resolution="full"), pair-wise-frames KD, SKD pixel, holistic
+             discriminator (ETC/SKD "logits")
     ppm  → multi-frame KD and SKD pair-wise (ETC's "fea" / SKD's feature after PSP)
 
 A clip is frame t (`FrameOutputs`, labelled) plus neighbours t±k, each with the forward flow t → it.
@@ -180,12 +181,14 @@ class EtcLoss(nn.Module):
             return
         s8 = lambda f, who: _get(getattr(f, who), "out_s8", who)  # noqa: E731
         if self.kd_pixel is not None:
+            key = "out" if self.cfg.kd_resolution == "full" else "out_s8"
+            px = lambda f, who: _get(getattr(f, who), key, who)  # noqa: E731
             valid = None
             if self.cfg.kd_ignore_unlabelled and labels is not None:
-                valid = valid_from_labels(labels, s8(frame_t, "teacher").shape[-2:], self.cfg.ignore_index)
+                valid = valid_from_labels(labels, px(frame_t, "teacher").shape[-2:], self.cfg.ignore_index)
             terms["kd_pixel"] = w.kd_pixel * self.kd_pixel(
-                s8(frame_t, "student"), s8(frame_t, "teacher"),
-                [s8(n, "student") for n in neighbours], [s8(n, "teacher") for n in neighbours], valid)
+                px(frame_t, "student"), px(frame_t, "teacher"),
+                [px(n, "student") for n in neighbours], [px(n, "teacher") for n in neighbours], valid)
         if self.kd_pairwise_frames is not None:
             if not neighbours:
                 raise VssegError("loss config: kd_pairwise_frames > 0 needs neighbour frames")

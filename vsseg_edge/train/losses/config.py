@@ -25,7 +25,7 @@ from .fused_kd import MODES as FUSED_MODES
 from .temporal import ON_CHOICES
 
 KD_TERMS = ("kd_pixel", "kd_pairwise_frames", "kd_multiframe", "skd_pixel", "skd_pairwise", "skd_holistic")
-RESOLUTIONS = ("full", "s8")
+RESOLUTIONS = ("full", "s8")  # temporal_resolution / kd_resolution
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,9 @@ class LossConfig:
     kd_neighbour_weight: float = 0.4
     kd_reduction: str = "pixel"            # "pixel" true KL | "element" ETC's KLDivLoss scale (÷ C)
     kd_ignore_unlabelled: bool = False     # drop ignore pixels of frame t from the pixel KD
+    # "s8": pixel KD on the stride-8 logits (ETC); "full": on the final logits, e.g. for QAT, where what must match
+    # the FP32 teacher is the argmax the deployed model outputs (ESPNet's decoder refines its stride-8 map)
+    kd_resolution: str = "s8"
     pairwise_etc_compat: bool = False      # ETC's swapped-norm affinity (a bug), for comparison only
     pairwise_pool: int = 1
     multiframe_pool: int = 16
@@ -97,6 +100,8 @@ class LossConfig:
             raise ValueError(f"temporal_on must be one of {ON_CHOICES}, got {self.temporal_on!r}")
         if self.temporal_resolution not in RESOLUTIONS:
             raise ValueError(f"temporal_resolution must be one of {RESOLUTIONS}, got {self.temporal_resolution!r}")
+        if self.kd_resolution not in RESOLUTIONS:
+            raise ValueError(f"kd_resolution must be one of {RESOLUTIONS}, got {self.kd_resolution!r}")
         if self.kd_reduction not in ("pixel", "element"):
             raise ValueError(f"kd_reduction must be 'pixel' or 'element', got {self.kd_reduction!r}")
         if self.fused_kd_mode not in FUSED_MODES:

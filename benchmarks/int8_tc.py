@@ -1,0 +1,632 @@
+"""INT8 without flicker: temporal consistency (TC), accuracy and speed of INT8 models against their FP32 parents.
+
+Every INT8 variant of the published ESPNet CamVid and Cityscapes models (and of the fine-tuned ones in --work)
+is made by the package — `calibrate` (the library call behind `vsseg-edge calibrate`) for post-training
+quantisation (PTQ), `vsseg-edge train` + `vsseg-edge export` for quantisation-aware training (QAT) — and
+measured the same way on real clips that no calibration, gate or fine-tuning saw:
+
+- TC of FP32 and INT8, the drop, the share of pixels flipping between frames (all, and INT8-only) and the argmax
+  agreement with FP32: `calib.temporal.TemporalGate`, the TC gate's own measurement (consecutive frames resized
+  to the model's input, OpenCV DIS (medium) flow between them, `metrics.tc`: nearest warping, out-of-frame pixels
+  excluded);
+- mIoU on CamVid val (101 labelled frames) for the CamVid models (`measure.accuracy.evaluate_runner`);
+- the FP32/INT8 latency ratio on this CPU (`calib.speed.measure_speed`, interleaved runs, onnxruntime CPU
+  provider), onnxruntime's per-op-type profile, and each convolution of the FP32 graph timed alone in float
+  and as onnxruntime's QLinearConv.
+
+Arithmetic: a TensorRT-flavour model is judged with exact Q/DQ arithmetic on onnxruntime (no graph optimisation:
+float math on the quantised values, which is what TensorRT's int8 kernels compute up to accumulation order); it
+has NOT run on TensorRT. An onnxruntime-flavour model is judged on onnxruntime's own CPU kernels (as deployed).
+
+Clips (../shared/data/video): held out — `pandaset_sf_front` (80 frames, 10 Hz) and the last third of
+`cosmos_highway_sunset.mp4` (frames 156–232, 24 fps); calibration and fine-tuning use the first two thirds
+of the cosmos clip (frames 0–155; the TC gate's default frames are its last 24) and CamVid train frames.
+CamVid train+val: $VSSEG_CAMVID (default ../shared/data/camvid_full/CamVid; the TEST split is never used).
+Each step is cached under --work (models, and results in <part>.json), so an interrupted run continues.
+
+    python benchmarks/int8_tc.py --work runs/int8_tc --parts investigate,camvid,cityscapes,speed
+    python benchmarks/int8_tc.py --work runs/int8_tc --report     # benchmarks/reports/int8_tc.{md,json}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VSSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
+SPLIT = 156  # cosmos frames [0, SPLIT) calibrate / fine-tune, [SPLIT, 233) are held out for TC
+MODELS = {"camvid": ("espnet-camvid", "espnet_p_2_q_8_camvid.pth"),
+          "cityscapes": ("espnet-cityscapes", "espnet_p_2_q_8_cityscapes.pth"),
+          "camvid_tc": ("espnet-camvid-tc", None)}  # the project's temporally fine-tuned student (zoo)
+CAMVID_KEYS = ("camvid", "camvid_tc")
+OLD_ORT = {"op_types": ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Concat", "MaxPool"], "percentile": 99.999}
+CONV = ["Conv", "ConvTranspose"]
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+# --- data -------------------------------------------------------------------------------------------------
+
+def frame_folder(folder: Path, frames: list[Path]) -> Path:
+    """A folder of links to `frames` (in order): a clip, or a calibration source made of part of another."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(frames):
+        link = folder / f"{i:06d}{f.suffix}"
+        if not link.exists():
+            link.symlink_to(Path(f).resolve())
+    return folder
+
+
+def prepare_data(work: Path) -> dict:
+    from vsseg_edge.data.datasets import open_dataset
+
+    cosmos = [r.image for r in open_dataset(SHARED / "video" / "cosmos_highway_sunset.mp4", "train",
+                                            kind="video").frames()]  # decoded once into the frame cache
+    sample = sorted((SHARED / "camvid_sample" / "images").glob("*.png"))
+    gate12 = work / "data" / "camvid12_gate"
+    for sub in ("images", "labels"):
+        frame_folder(gate12 / sub, [SHARED / "camvid_sample" / sub / p.name for p in sample[1::2]])
+    return {"cosmos_a": frame_folder(work / "data" / "cosmos_a", cosmos[:SPLIT]),
+            "cosmos_b": frame_folder(work / "data" / "cosmos_b", cosmos[SPLIT:]),
+            "pandaset": SHARED / "video" / "pandaset_sf_front",
+            "camvid12": frame_folder(work / "data" / "camvid12", sample[0::2]),  # the issue's 12 frames
+            "camvid12_gate": gate12, "camvid": Path(os.environ.get("VSSEG_CAMVID", SHARED / "camvid_full" / "CamVid"))}
+
+
+# --- artifacts --------------------------------------------------------------------------------------------
+
+def cli(*args: str) -> None:
+    log("vsseg-edge", " ".join(args))
+    subprocess.run([sys.executable, "-m", "vsseg_edge.cli", *args], check=True)
+
+
+def fp32_onnx(work: Path, key: str) -> Path:
+    """The published model as FP32 ONNX with its manifest: `vsseg-edge export` of the zoo checkpoint, or, in a
+    checkout without the zoo, of a checkpoint made from the published weights with their preprocessing."""
+    out = work / key / f"{MODELS[key][0]}.onnx"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from vsseg_edge.zoo import resolve  # noqa: F401
+
+        source = MODELS[key][0]
+    except ImportError:  # a checkout without the zoo: the published weights (the fine-tuned student needs the zoo)
+        source = str(published_checkpoint(work, key))
+    cli("export", source, "--out", str(out))
+    return out
+
+
+def published_checkpoint(work: Path, key: str) -> Path:
+    from vsseg_edge.core.labels import get_label_set
+    from vsseg_edge.models import create_model
+    from vsseg_edge.models.checkpoint import save_checkpoint
+    from vsseg_edge.models.espnet import published_preprocess
+
+    out = work / key / f"{MODELS[key][0]}.pt"
+    if not out.is_file():
+        labels = get_label_set(key)
+        model = create_model("espnet", labels.num_classes, weights=str(SHARED / "weights" / MODELS[key][1]))
+        save_checkpoint(out, model, model_name="espnet", classes=list(labels.classes),
+                        preprocess=published_preprocess(key), model_kwargs=dict(model.arch_kwargs))
+    return out
+
+
+def calibrated(out: Path, fp32: Path, frames: Path, preset: str, *, eval_source=None, tc_source=None,
+               **settings) -> Path:
+    """`calibrate` with a preset and settings (what `vsseg-edge calibrate` runs); kept when a gate fails."""
+    from vsseg_edge.calib.config import load_calib_config
+    from vsseg_edge.calib.pipeline import calibrate
+
+    if out.is_file() and (out.parent / (out.name + ".json")).is_file():
+        return out
+    cfg = load_calib_config(REPO / "calib" / preset, **settings)
+    t0 = time.perf_counter()
+    calibrate(fp32, frames, out, cfg, eval_source=eval_source, keep_failed=True, tc_source=tc_source,
+              log=lambda s: log("   ", s))
+    log(f"{out.name}: calibrated in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+# --- measurement ------------------------------------------------------------------------------------------
+
+def exact_for(model: Path) -> bool:
+    """TensorRT-flavour Q/DQ models are judged with exact Q/DQ arithmetic; everything else as onnxruntime runs it."""
+    from vsseg_edge.core.manifest import read_manifest
+
+    man = read_manifest(model)
+    return man["kind"] == "qdq_onnx" and man.get("target") == "trt"
+
+
+def predictor(threads: int):
+    """predict(model, frames) → label maps at model resolution (see `exact_for`)."""
+    from vsseg_edge.measure.predict import predict
+    from vsseg_edge.runtime.backends import open_backend
+
+    def run(model, frames):
+        with open_backend(model, "ort", providers=["CPUExecutionProvider"], threads=threads,
+                          exact_qdq=exact_for(model)) as runner:
+            return predict(runner, frames, at_frame_size=False).labels
+
+    return run
+
+
+class Judge:
+    """TC gates on the held-out clips for one FP32 model (FP32 labels and flows computed once)."""
+
+    def __init__(self, fp32: Path, clips: dict, threads: int):
+        from vsseg_edge.calib.temporal import TemporalGate, tc_frames_from
+        from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+
+        man = read_manifest(fp32)
+        self.fp32, self.spec, self.classes = fp32, manifest_preprocess(man, str(fp32)), man["classes"]
+        self.predict = predictor(threads)
+        self.clips = {n: tc_frames_from(p, max_frames=90, clip_frames=90, how="held out") for n, p in clips.items()}
+        self.gates = {n: TemporalGate(fp32, c, self.spec, self.classes, self.predict) for n, c in self.clips.items()}
+
+    def tc(self, model: Path) -> dict:
+        out = {}
+        for name, gate in self.gates.items():
+            r = gate.measure(model, 1.0)
+            out[name] = r.to_dict()
+            log(f"   {model.name} on {name}: {r.summary()}, agreement {r.agreement:.2f} %")
+        return out
+
+    def frames_record(self) -> dict:
+        return {n: c.record() for n, c in self.clips.items()}
+
+
+def camvid_val(model: Path, root: Path, threads: int) -> dict | None:
+    from vsseg_edge.data.datasets import open_dataset
+    from vsseg_edge.measure.accuracy import evaluate_runner
+    from vsseg_edge.runtime.backends import open_backend
+
+    if not (root / "val").is_dir():
+        return None
+    ds = open_dataset(root, "val", kind="camvid")
+    with open_backend(model, "ort", providers=["CPUExecutionProvider"], threads=threads,
+                      exact_qdq=exact_for(model)) as runner:
+        acc = evaluate_runner(runner, ds, None, tc=False, progress=False)
+    return {"miou": acc.miou, "frames": acc.labelled_frames, "per_class": acc.per_class_iou}
+
+
+def speed(fp32: Path, model: Path, frames: Path, threads: int, runs: int) -> dict:
+    from vsseg_edge.calib.speed import measure_speed
+    from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+    from vsseg_edge.data.frame_source import open_frame_source
+
+    man = read_manifest(fp32)
+    ds = open_frame_source(frames, "val")
+    return measure_speed(fp32, model, manifest_preprocess(man, str(fp32)), ds.read_image(ds.frames()[0]),
+                         runs=runs, threads=threads, classes=man["classes"])
+
+
+def manifest_facts(path: Path) -> dict:
+    from vsseg_edge.bench.runner import calibration_facts
+    from vsseg_edge.core.manifest import read_manifest
+
+    man = read_manifest(path)
+    q = man.get("quantization") or {}
+    return {**(calibration_facts(man) or {}), "kept_in_float_nodes": man.get("kept_in_float"),
+            "readers_in_float": len(q.get("readers_in_float") or []), "quantizer": q.get("quantizer"),
+            "config": {k: (man.get("config") or {}).get(k) for k in ("method", "percentile", "op_types",
+                                                                     "quantized_readers", "reduce_range")},
+            "calibration_frames": _frames_source((man.get("calibration") or {}).get("frames"))}
+
+
+def _frames_source(frames):
+    """A calibration's frame source (a QAT export records a sentence instead of a frame set)."""
+    return frames.get("source") if isinstance(frames, dict) else frames
+
+
+def load(work: Path, part: str) -> dict:
+    path = work / f"{part}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save(work: Path, part: str, results: dict) -> None:
+    (work / f"{part}.json").write_text(json.dumps(results, indent=1, default=float))
+
+
+# --- parts ------------------------------------------------------------------------------------------------
+
+def variants(key: str, data: dict, d: Path, threads: int) -> dict:
+    """name → (description, how to make it). PTQ through `calibrate`; QAT exports found in the folder.
+
+    The accuracy gate: CamVid models on 24 labelled CamVid val frames (mIoU drop ≤ 1 point); the Cityscapes model
+    (no Cityscapes labels here) on held-out cosmos frames by agreement (24 calibration frames, 12 gate frames, at
+    most 2 rounds of the search ranked on 2 frames: 512×1024 on a shared 2-core CPU). The TC
+    gate: the cosmos part's last 24 frames, never calibrated on."""
+    common = dict(num_frames=48, threads=threads, speed_runs=0)
+    if key in CAMVID_KEYS:
+        common.update(eval_frames=24, eval_source=data["camvid"], eval_split="val")
+    else:  # 512×1024 on a shared 2-core CPU: fewer frames and a shorter search
+        common.update(num_frames=24, eval_frames=12, max_rounds=2, sensitivity_frames=2)
+    cosmos = data["cosmos_a"]
+    out = {}
+    if key == "camvid":
+        out["ptq_ort_issue"] = ("onnxruntime flavour as the issue ran it: ort_cpu.yaml before this work (all QDQ "
+                                "op types, 99.999th percentile), 12 CamVid train frames, accuracy gate on 12 others, "
+                                "no TC gate",
+                                lambda f: calibrated(d / "ptq_ort_issue.int8.qdq.onnx", f, data["camvid12"],
+                                                     "ort_cpu.yaml", eval_source=data["camvid12_gate"],
+                                                     tc_gate=False, num_frames=12, threads=threads, speed_runs=0,
+                                                     **OLD_ORT))
+    out["ptq_trt_shared"] = ("TensorRT flavour (ModelOpt), Q/DQ read by every reader of a quantised tensor "
+                             "(quantized_readers: []), cosmos frames, no TC gate",
+                             lambda f: calibrated(d / "ptq_trt_shared.int8.qdq.onnx", f, cosmos,
+                                                  "cityscapes_percentile.yaml", quantized_readers=[], tc_gate=False,
+                                                  **common))
+    out["ptq_trt"] = ("TensorRT flavour (ModelOpt), the default: only convolutions read through Q/DQ; accuracy + "
+                      "TC gates on the cosmos clip's held-back frames",
+                      lambda f: calibrated(d / "ptq_trt.int8.qdq.onnx", f, cosmos, "cityscapes_percentile.yaml",
+                                           **common))
+    out["ptq_ort"] = ("onnxruntime flavour, convolutions only (op_types Conv/ConvTranspose), 99.99th percentile, "
+                      "7-bit weights; integer kernels; both gates",
+                      lambda f: calibrated(d / "ptq_ort.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", op_types=CONV,
+                                           percentile=99.99, **common))
+    out["ptq_ort_readers"] = ("onnxruntime flavour, as ptq_ort but only convolutions read through Q/DQ "
+                              "(quantized_readers: [Conv, ConvTranspose]); both gates",
+                              lambda f: calibrated(d / "ptq_ort_readers.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml",
+                                                   op_types=CONV, percentile=99.99, quantized_readers=CONV, **common))
+    for q in sorted(d.glob("qat*.int8.qdq.onnx")):
+        out[q.name.split(".")[0]] = ("QAT export (see the report for the training command)", lambda f, q=q: q)
+    return out
+
+
+def part_model(work: Path, key: str, data: dict, args) -> dict:
+    d = work / key
+    fp32 = fp32_onnx(work, key)
+    judge = Judge(fp32, {"pandaset": data["pandaset"], "cosmos_b": data["cosmos_b"]}, args.threads)
+    results = load(work, key)
+    results["clips"] = judge.frames_record()
+    results.setdefault("fp32", {"file": fp32.name})
+    results["fp32"]["tc"] = {n: round(100 * g.fp32_tc.tc(), 4) for n, g in judge.gates.items()}
+    if key in CAMVID_KEYS and not results["fp32"].get("camvid_val"):
+        results["fp32"]["camvid_val"] = camvid_val(fp32, data["camvid"], args.threads)
+    if "noise" not in results["fp32"]:  # the yardstick: the FP32 model against itself on re-encoded frames
+        results["fp32"]["noise"] = noise_floor(fp32, judge, args.threads)
+        save(work, key, results)
+    for name, (what, make) in variants(key, data, d, args.threads).items():
+        if (name in results and not args.redo) or (args.variants and name not in args.variants.split(",")):
+            continue
+        log(f"== {key} {name}: {what}")
+        path = make(fp32)
+        res = {"what": what, "file": path.name, "manifest": manifest_facts(path), "tc": judge.tc(path)}
+        if key in CAMVID_KEYS:
+            res["camvid_val"] = camvid_val(path, data["camvid"], args.threads)
+        res["speed"] = speed(fp32, path, data["pandaset"], args.threads, args.speed_runs)
+        results[name] = res
+        save(work, key, results)
+    save(work, key, results)
+    return results
+
+
+def part_investigate(work: Path, data: dict, args) -> dict:
+    """ESPNet CamVid on pandaset: what costs TC (placement, calibration frames, ranges, op types, weight bits),
+    and the FP32 model's own sensitivity (a JPEG re-encode, sub-grey-level noise)."""
+    d = work / "investigate"
+    fp32 = fp32_onnx(work, "camvid")
+    judge = Judge(fp32, {"pandaset": data["pandaset"]}, args.threads)
+    results = load(work, "investigate")
+    common = dict(num_frames=48, threads=args.threads, speed_runs=0, tc_gate=False, max_rounds=0, threshold=100.0)
+    grid = {
+        # placement: who reads the quantised tensors
+        "trt_modelopt_shared": ("cityscapes_percentile.yaml", data["cosmos_a"], dict(quantized_readers=[])),
+        "trt_modelopt_readers": ("cityscapes_percentile.yaml", data["cosmos_a"], {}),
+        "trt_ortq_conv_shared": ("cityscapes_percentile.yaml", data["cosmos_a"],
+                                 dict(quantizer="ort", op_types=CONV, quantized_readers=[])),
+        "trt_ortq_conv_readers": ("cityscapes_percentile.yaml", data["cosmos_a"], dict(quantizer="ort", op_types=CONV)),
+        # calibration frames: the issue's 12 CamVid frames vs the real clip
+        "trt_modelopt_readers_camvid12": ("cityscapes_percentile.yaml", data["camvid12"], dict(num_frames=12)),
+        "trt_modelopt_readers_entropy": ("cityscapes_percentile.yaml", data["cosmos_a"], dict(method="entropy")),
+        # onnxruntime flavour: op types, percentile, weight bits, placement
+        "ort_all_ops": ("ort_cpu.yaml", data["cosmos_a"], dict(OLD_ORT)),
+        "ort_conv": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.999)),
+        "ort_conv_p9999": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.99)),
+        "ort_conv_p9999_w8": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.99,
+                                                                     reduce_range=False)),
+        "ort_conv_p9999_readers": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.99,
+                                                                          quantized_readers=CONV)),
+    }
+    if "fp32_noise" not in results or args.redo:
+        results["fp32_noise"] = noise_floor(fp32, judge, args.threads)
+        save(work, "investigate", results)
+    wanted = [v for v in args.variants.split(",") if v] or list(grid)
+    for name in wanted:
+        preset, frames, settings = grid[name]
+        if name in results and not args.redo:
+            continue
+        log(f"== investigate {name}")
+        path = calibrated(d / f"{name}.int8.qdq.onnx", fp32, frames, preset, **{**common, **settings})
+        results[name] = {"settings": {"preset": preset, "frames": frames.name, **settings},
+                         "manifest": manifest_facts(path), "tc": judge.tc(path)["pandaset"]}
+        save(work, "investigate", results)
+    return results
+
+
+def noise_floor(fp32: Path, judge: Judge, threads: int) -> dict:
+    """The FP32 model against itself on changed inputs: a JPEG re-encode at quality 95, and ±0.5 grey-level uniform
+    noise (below the camera's 8-bit step). Yardsticks for the agreement and TC a small perturbation costs."""
+    import cv2
+    import numpy as np
+
+    gate = judge.gates["pandaset"]
+    rng = np.random.default_rng(0)
+
+    def jpeg(img):
+        return cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_COLOR)
+
+    def noisy(img):
+        return np.clip(img.astype(np.float32) + rng.uniform(-0.5, 0.5, img.shape), 0, 255).round().astype(np.uint8)
+
+    out = {}
+    for name, change in (("jpeg_q95", jpeg), ("noise_half_grey", noisy)):
+        labels = judge.predict(fp32, [change(f) for f in gate.frames[0]])
+        res = gate.measure_labels([labels], 1.0)
+        out[name] = res.to_dict()
+        log(f"   FP32 {name}: {res.summary()}, agreement {res.agreement:.2f} %")
+    return out
+
+
+def part_speed(work: Path, data: dict, args) -> dict:
+    """Where the time goes: onnxruntime's per-op-type profile of FP32 and the INT8 models, and each FP32
+    convolution alone in float and as QLinearConv (u8 activations × s8 per-channel weights, 7-bit)."""
+    results = load(work, "speed")
+    for key in ("camvid", "cityscapes"):
+        d = work / key
+        fp32 = d / f"{MODELS[key][0]}.onnx"
+        if not fp32.is_file():
+            continue
+        entry = results.setdefault(key, {})
+        models = {"fp32": fp32, **{p.name.split(".")[0]: p for p in sorted(d.glob("*.int8.qdq.onnx"))}}
+        for name, path in models.items():
+            if name not in entry.get("profile", {}) or args.redo:
+                entry.setdefault("profile", {})[name] = op_profile(path, args.threads)
+                log(f"   profile {key} {name}: {entry['profile'][name]}")
+                save(work, "speed", results)
+        if "convs" not in entry or args.redo:
+            entry["convs"] = conv_microbench(fp32, args.threads)
+            save(work, "speed", results)
+    return results
+
+
+def op_profile(model: Path, threads: int, runs: int = 6) -> dict:
+    """Milliseconds per op type of onnxruntime's optimised graph (its profiler, CPU provider) as the runtime
+    loads the model (a TensorRT-flavour model with activations shifted to uint8), mean over `runs`."""
+    import tempfile
+    from collections import defaultdict
+
+    import numpy as np
+    import onnx
+
+    from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+    from vsseg_edge.onnx_graph import shift_activations_to_uint8
+    from vsseg_edge.runtime.backends.ort import ort_session
+
+    man = read_manifest(model)
+    proto = onnx.load(str(model))
+    if man["kind"] == "qdq_onnx":
+        proto = shift_activations_to_uint8(proto)
+    x = np.zeros(manifest_preprocess(man, str(model)).input_shape(1), np.float32)
+    with tempfile.TemporaryDirectory(prefix="vsseg-profile-") as tmp:
+        sess = ort_session(proto, threads=threads, profile=str(Path(tmp) / "p"))
+        name = sess.get_inputs()[0].name
+        for _ in range(runs):
+            sess.run(None, {name: x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    by_op: dict = defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            by_op[e["args"]["op_name"]] += e["dur"] / 1e3 / runs
+    ranked = sorted(by_op.items(), key=lambda kv: -kv[1])
+    return {"total_ms": round(sum(by_op.values()), 2), "ms": {k: round(v, 2) for k, v in ranked}}
+
+
+def conv_microbench(fp32: Path, threads: int, runs: int = 15) -> list:
+    """Every Conv of the FP32 graph alone: float vs onnxruntime's QLinearConv; min over `runs` interleaved runs
+    (the minimum is the least disturbed by other jobs on a shared machine)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper, shape_inference
+
+    from vsseg_edge.runtime.backends.ort import ort_session
+
+    m = shape_inference.infer_shapes(onnx.load(str(fp32)))
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(m.graph.value_info) + list(m.graph.input)}
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    rows = []
+    for n in m.graph.node:
+        if n.op_type != "Conv":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        w = inits[n.input[1]]
+        shape = shapes[n.input[0]]
+        x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+        times = {}
+        models = {q: _single_conv(shape, w, attrs, q, helper, numpy_helper, TensorProto) for q in (False, True)}
+        sess = {q: ort_session(mod, threads=threads) for q, mod in models.items()}
+        for s in sess.values():
+            s.run(None, {"x": x})
+        for q in (False, True):
+            times[q] = []
+        for _ in range(runs):
+            for q, s in sess.items():
+                t0 = time.perf_counter()
+                s.run(None, {"x": x})
+                times[q].append((time.perf_counter() - t0) * 1e3)
+        rows.append({"node": n.name, "input": shape, "weight": list(w.shape),
+                     "dilation": attrs.get("dilations", [1, 1])[0], "stride": attrs.get("strides", [1, 1])[0],
+                     "fp32_ms": round(min(times[False]), 3), "int8_ms": round(min(times[True]), 3)})
+    return rows
+
+
+def _single_conv(shape, w, attrs, quant: bool, helper, numpy_helper, TensorProto):
+    import numpy as np
+
+    cout = w.shape[0]
+    keep = {k: v for k, v in attrs.items() if k in ("dilations", "strides", "pads", "group", "kernel_shape")}
+    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+    outp = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    if not quant:
+        nodes, inits = [helper.make_node("Conv", ["x", "W"], ["y"], **keep)], [numpy_helper.from_array(w, "W")]
+    else:
+        ws = (np.abs(w).reshape(cout, -1).max(1) / 63 + 1e-12).astype(np.float32)  # 7-bit weights (reduce_range)
+        wq = np.clip(np.round(w / ws[:, None, None, None]), -64, 63).astype(np.int8)
+        consts = {"Wq": wq, "ws": ws, "wz": np.zeros(cout, np.int8), "s": np.array(0.02, np.float32),
+                  "z": np.array(128, np.uint8), "so": np.array(0.05, np.float32), "zo": np.array(128, np.uint8)}
+        inits = [numpy_helper.from_array(v, k) for k, v in consts.items()]
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+                 helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+                 helper.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["Wd"], axis=0),
+                 helper.make_node("Conv", ["xd", "Wd"], ["yc"], **keep),
+                 helper.make_node("QuantizeLinear", ["yc", "so", "zo"], ["yq"]),
+                 helper.make_node("DequantizeLinear", ["yq", "so", "zo"], ["y"])]
+    graph = helper.make_graph(nodes, "conv", [inp], [outp], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+# --- the report tables ------------------------------------------------------------------------------------
+
+def _f(v, d: int = 2) -> str:
+    return "–" if v is None else f"{v:.{d}f}"
+
+
+def model_table(res: dict) -> list[str]:
+    """One row per variant: TC on each held-out clip (FP32 → INT8, drop), agreement, CamVid val mIoU, floats, speed."""
+    clips = list((res.get("fp32") or {}).get("tc") or {})
+    head = ["variant"] + [f"TC {c} FP32 → INT8 (drop)" for c in clips] + [
+        f"agreement {c} %" for c in clips] + ["CamVid val mIoU (drop)", "gates (acc / TC)", "float: kept / readers",
+                                              "ms FP32 → INT8 (ratio)"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    m32 = ((res.get("fp32") or {}).get("camvid_val") or {}).get("miou")
+    for name, r in res.items():
+        if name in ("fp32", "clips") or "tc" not in r:
+            continue
+        tc = [f"{_f(r['tc'][c]['tc_fp32'])} → {_f(r['tc'][c]['tc_int8'])} ({_f(r['tc'][c]['drop'])})" for c in clips]
+        agr = [_f(r["tc"][c]["agreement"]) for c in clips]
+        m8 = (r.get("camvid_val") or {}).get("miou")
+        miou = f"{_f(m8)} ({_f(m32 - m8)})" if m8 is not None and m32 is not None else "–"
+        man = r.get("manifest") or {}
+        gates = (f"{'pass' if man.get('gate_passed') else 'FAIL' if man.get('gate_passed') is False else '–'}: "
+                 f"{_f(man.get('drop'))} / {_f(man.get('tc_drop'))}")
+        sp = r.get("speed") or {}
+        speed = f"{_f(sp.get('fp32_ms'), 1)} → {_f(sp.get('int8_ms'), 1)} ({_f(sp.get('ratio'))}×)"
+        floats = f"{len(man.get('kept_in_float_nodes') or [])} / {man.get('readers_in_float', 0)}"
+        rows.append("| " + " | ".join([f"`{name}`", *tc, *agr, miou, gates, floats, speed]) + " |")
+    for name, r in ((res.get("fp32") or {}).get("noise") or {}).items():  # measured on pandaset only
+        tc = [f"{_f(r['tc_fp32'])} → {_f(r['tc_int8'])} ({_f(r['drop'])})" if c == "pandaset" else "–" for c in clips]
+        agr = [_f(r["agreement"]) if c == "pandaset" else "–" for c in clips]
+        rows.append("| " + " | ".join([f"FP32 on `{name}` frames (yardstick)", *tc, *agr, "–", "–", "–", "–"]) + " |")
+    return rows
+
+
+def investigate_table(res: dict) -> list[str]:
+    rows = ["| variant | settings | TC FP32 → INT8 (drop) | pixels flipping FP32 → INT8 (INT8-only) % | agreement % |",
+            "|---|---|---|---|---|"]
+    for name, r in res.items():
+        tc = r.get("tc") if "tc" in r else None
+        if not tc:
+            continue
+        st = ", ".join(f"{k}={v}" for k, v in (r.get("settings") or {}).items())
+        rows.append(f"| `{name}` | {st} | {_f(tc['tc_fp32'])} → {_f(tc['tc_int8'])} ({_f(tc['drop'])}) | "
+                    f"{_f(tc['flips_fp32'])} → {_f(tc['flips_int8'])} (+{_f(tc['extra_flips'])}) | "
+                    f"{_f(tc['agreement'])} |")
+    for name, tc in (res.get("fp32_noise") or {}).items():
+        rows.append(f"| FP32 `{name}` | the FP32 model on changed frames | {_f(tc['tc_fp32'])} → "
+                    f"{_f(tc['tc_int8'])} ({_f(tc['drop'])}) | {_f(tc['flips_fp32'])} → {_f(tc['flips_int8'])} "
+                    f"(+{_f(tc['extra_flips'])}) | {_f(tc['agreement'])} |")
+    return rows
+
+
+def speed_tables(res: dict) -> list[str]:
+    out = []
+    for key, entry in res.items():
+        prof = entry.get("profile") or {}
+        if prof:
+            ops = []
+            for p in prof.values():
+                ops += [o for o in p["ms"] if o not in ops]
+            ops = ops[:10]
+            out += [f"**{key}: onnxruntime profile, ms per op type (CPU provider, optimised graph)**", "",
+                    "| model | total | " + " | ".join(ops) + " |", "|" + "---|" * (len(ops) + 2)]
+            for name, p in prof.items():
+                out.append(f"| `{name}` | {_f(p['total_ms'], 1)} | " + " | ".join(_f(p["ms"].get(o), 1) for o in ops)
+                           + " |")
+            out.append("")
+        convs = entry.get("convs") or []
+        if convs:
+            groups: dict = {}
+            for c in convs:
+                k = f"{c['weight'][2]}×{c['weight'][3]} dilation {c['dilation']} stride {c['stride']}"
+                g = groups.setdefault(k, [0, 0.0, 0.0])
+                g[0], g[1], g[2] = g[0] + 1, g[1] + c["fp32_ms"], g[2] + c["int8_ms"]
+            out += [f"**{key}: each convolution alone, float vs QLinearConv (min of interleaved runs)**", "",
+                    "| kind | convs | float ms | QLinearConv ms | float/int8 |", "|---|---|---|---|---|"]
+            for k, (n, a, b) in sorted(groups.items()):
+                out.append(f"| {k} | {n} | {_f(a, 1)} | {_f(b, 1)} | {_f(a / b if b else None)} |")
+            a, b = sum(c["fp32_ms"] for c in convs), sum(c["int8_ms"] for c in convs)
+            out += [f"| all | {len(convs)} | {_f(a, 1)} | {_f(b, 1)} | {_f(a / b if b else None)} |", ""]
+    return out
+
+
+def report(work: Path) -> None:
+    """Print the report's tables (Markdown) and write every figure to benchmarks/reports/int8_tc.json."""
+    from vsseg_edge.measure.environment import environment
+
+    parts = {p: load(work, p) for p in ("investigate", "camvid", "cityscapes", "camvid_tc", "speed")}
+    for key in ("camvid", "cityscapes", "camvid_tc"):
+        if parts[key]:
+            print(f"\n### {key}\n")
+            print("\n".join(model_table(parts[key])))
+    if parts["investigate"]:
+        print("\n### investigate\n")
+        print("\n".join(investigate_table(parts["investigate"])))
+    if parts["speed"]:
+        print("\n### speed\n")
+        print("\n".join(speed_tables(parts["speed"])))
+    out = REPO / "benchmarks" / "reports" / "int8_tc.json"
+    out.write_text(json.dumps({"benchmark": "int8_tc", "command": "python benchmarks/int8_tc.py", "split": SPLIT,
+                               "environment": environment(), **parts}, indent=1, default=float) + "\n")
+    print(f"\nwrote {out}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", default=str(REPO / "runs" / "int8_tc"))
+    ap.add_argument("--parts", default="investigate,camvid,cityscapes,speed")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--speed-runs", type=int, default=10)
+    ap.add_argument("--variants", default="",
+                    help="only these variants (comma-separated names; investigate: in this order; default: all)")
+    ap.add_argument("--redo", action="store_true", help="measure again what --work already holds")
+    ap.add_argument("--report", action="store_true", help="print the tables and write reports/int8_tc.json")
+    args = ap.parse_args(argv)
+    work = Path(args.work)
+    if args.report:
+        return report(work)
+    work.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(work)
+    for part in args.parts.split(","):
+        log(f"==== part {part}")
+        if part in MODELS:
+            part_model(work, part, data, args)
+        elif part == "investigate":
+            part_investigate(work, data, args)
+        elif part == "speed":
+            part_speed(work, data, args)
+        else:
+            raise SystemExit(f"--parts: unknown part {part!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The temporal-consistency gate (calib/temporal.py): a candidate that flickers fails, a steady one passes.
+
+The "models" here are label functions of the frame (a brightness threshold, which follows a moving square
+exactly as a good segmenter would); the flickering candidate adds salt noise drawn afresh on every frame —
+the shape of the INT8 failure this gate exists for: per-frame agreement stays high while the flipped pixels
+move from frame to frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vsseg_edge.calib.temporal import (
+    TcClip,
+    TcFrames,
+    TemporalGate,
+    pair_flips,
+    tc_frames_from,
+)
+from vsseg_edge.core.errors import VssegError
+from vsseg_edge.core.preprocess import PreprocessSpec
+
+H, W = 48, 64
+SPEC = PreprocessSpec(height=H, width=W)
+CLASSES = ["background", "square", "stripe"]
+
+
+def moving_square(n: int = 8, step: int = 2) -> list[np.ndarray]:
+    """BGR frames: a textured background and a bright square moving right by `step` px per frame."""
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 60, (H, W + n * step, 3)).astype(np.uint8)
+    frames = []
+    for t in range(n):
+        img = texture[:, t * step: t * step + W].copy()  # the camera pans: the background moves too
+        img[14:30, 10 + t * step: 26 + t * step] = 230
+        img[40:44, :] = 140
+        frames.append(img)
+    return frames
+
+
+def threshold_model(frame: np.ndarray) -> np.ndarray:
+    g = frame.mean(axis=2)
+    return np.where(g > 200, 1, np.where(g > 120, 2, 0)).astype(np.uint8)
+
+
+class Flicker:
+    """The threshold model plus `rate` of its pixels set to a random class, independently on every frame."""
+
+    def __init__(self, rate: float, seed: int = 1):
+        self.rate, self.rng = rate, np.random.default_rng(seed)
+
+    def __call__(self, frame):
+        lab = threshold_model(frame)
+        noise = self.rng.random(lab.shape) < self.rate
+        lab[noise] = self.rng.integers(0, 3, int(noise.sum()))
+        return lab
+
+
+def predict(model, frames):
+    return [model(f) for f in frames]
+
+
+def clip_of(frames) -> TcFrames:
+    clip = TcClip("square", [f"f{i}" for i in range(len(frames))], [(lambda f=f: f) for f in frames])
+    return TcFrames("memory", "given", [clip])
+
+
+def test_a_steady_candidate_passes_with_no_drop():
+    gate = TemporalGate(threshold_model, clip_of(moving_square()), SPEC, CLASSES, predict)
+    res = gate.measure(threshold_model, 1.0)
+    assert res.passed and res.drop == pytest.approx(0.0) and res.extra_flips == 0.0
+    assert res.tc_fp32 > 90  # the DIS flow follows the square and the background: few flips in FP32
+    assert res.pairs == 7 and res.frames == 8
+
+
+def test_a_flickering_candidate_fails_while_its_per_frame_agreement_stays_high():
+    frames = moving_square()
+    gate = TemporalGate(threshold_model, clip_of(frames), SPEC, CLASSES, predict)
+    flicker = Flicker(0.03)
+    res = gate.measure(flicker, 1.0)
+    agreement = np.mean([(threshold_model(f) == Flicker(0.03, seed=1)(f)).mean() for f in frames])
+    assert agreement > 0.97  # per-frame: 98 % of pixels agree, a 1-point agreement gate would pass
+    assert res.agreement == pytest.approx(100 * agreement, abs=0.5)
+    assert not res.passed and res.drop > 1.0
+    assert res.extra_flips > 2.0 and res.flips_int8 > res.flips_fp32
+    assert "FAILS" in res.summary()
+    assert set(res.per_class) == set(CLASSES)  # the noise puts every class everywhere
+    assert set(gate.measure(threshold_model, 1.0).per_class) == set(CLASSES)
+
+
+def test_the_threshold_decides():
+    gate = TemporalGate(threshold_model, clip_of(moving_square()), SPEC, CLASSES, predict)
+    res = gate.measure(Flicker(0.03), 1.0)
+    assert gate.measure(Flicker(0.03), res.drop + 5.0).passed
+
+
+def test_flip_error_ranks_a_noisier_candidate_higher():
+    gate = TemporalGate(threshold_model, clip_of(moving_square()), SPEC, CLASSES, predict)
+    low, high = gate.flip_error(Flicker(0.01), 3), gate.flip_error(Flicker(0.05), 3)
+    assert gate.flip_error(threshold_model, 3) == 0.0
+    assert 0 < low < high
+
+
+def test_pair_flips_counts_pixels_that_change_along_the_flow():
+    a = np.zeros((4, 4), np.uint8)
+    b = a.copy()
+    b[0, 0] = 1
+    zero = np.zeros((4, 4, 2), np.float32)
+    assert [int(m.sum()) for m in pair_flips([a, b], [zero])] == [1]
+
+
+def test_label_maps_must_be_at_the_model_size():
+    gate_frames = clip_of(moving_square(3))
+    with pytest.raises(VssegError, match="input size"):
+        TemporalGate(lambda f: threshold_model(f)[::2], gate_frames, SPEC, CLASSES, predict)
+
+
+def test_tc_frames_from_a_frame_folder_skips_calibration_frames(tmp_path):
+    import cv2
+
+    for i, f in enumerate(moving_square(10)):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), f)
+    tc = tc_frames_from(tmp_path, max_frames=20, clip_frames=20, skip=["003.png"])
+    assert tc.keys == [f"{i:03d}.png" for i in range(4, 10)]  # the longest run after frame 3
+    assert tc.record()["pairs"] == 5 and tc.record()["clips"][0]["first"] == "004.png"
+    assert len(tc_frames_from(tmp_path, max_frames=4, clip_frames=20).keys) == 4
+
+
+def test_tc_frames_from_camvid_is_refused(tmp_path):
+    import cv2
+
+    for sub in ("train", "trainannot"):
+        (tmp_path / sub).mkdir()
+        cv2.imwrite(str(tmp_path / sub / "0001TP_006690.png"), np.zeros((8, 8) if "annot" in sub else (8, 8, 3),
+                                                                            np.uint8))
+    with pytest.raises(VssegError, match="no consecutive frames"):
+        tc_frames_from(tmp_path, split="train")
+    with pytest.raises(VssegError, match="not found"):
+        tc_frames_from(tmp_path / "missing")

@@ -1,0 +1,250 @@
+"""The temporal-consistency (TC) gate: does the INT8 candidate flicker more than its FP32 parent?
+
+Per-frame figures (mIoU, argmax agreement) cannot see flicker: the pixels INT8 flips move from frame to frame,
+so a model can keep its mIoU and still lose several TC points on real video. This gate runs the FP32 model and
+the candidate on consecutive frames of one or more clips and measures, on every pair (t, t+1):
+
+- TC of each model (`metrics.tc`: the label map of t+1 warped into t with the flow t → t+1, nearest
+  neighbour, out-of-frame pixels excluded, per-class IoU over all pairs, mean over classes); the gate fails
+  when TC(FP32) − TC(INT8) exceeds the threshold (points);
+- flips: the share of valid pixels whose label differs between t and warped t+1, for each model, and the
+  share that flips under INT8 but not under FP32 (`extra_flips`, the flicker INT8 adds). The sensitivity
+  search ranks nodes by how many of these extra flips keeping them in float removes (`flip_error`).
+
+Everything runs at the model's input size: each frame is resized by the ONE preprocessing's resize
+(`core.preprocess.resize_frame`), the flow is OpenCV DIS (medium) between the resized frames, computed once per
+gate (a few dozen frames) and kept in memory, and the label maps are the models' own. TC therefore depends on
+the clip and this flow, which the manifest names, like every TC figure of the project.
+
+Models are run by a `predict(model, frames) -> label maps` callable (the calibration gate's runner), so this
+module holds no session code of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.errors import VssegError
+from ..core.preprocess import PreprocessSpec, resize_frame
+from ..metrics.tc import TemporalConsistency, warp_labels
+
+FLOW_NAME = "OpenCV DIS (medium) between the frames resized to the model's input"
+Predict = Callable[[object, Sequence[np.ndarray]], list]
+
+
+@dataclass(frozen=True)
+class TcClip:
+    """Consecutive frames of one clip: stable keys (for the manifest) and lazy BGR readers."""
+
+    name: str
+    keys: list[str]
+    read: list[Callable[[], np.ndarray]]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass
+class TcFrames:
+    """The clips the TC gate runs on, and where they came from (recorded in the manifest)."""
+
+    source: str
+    how: str  # "given" (--tc-frames), or how the default was chosen
+    clips: list[TcClip]
+
+    @property
+    def pairs(self) -> int:
+        return sum(max(len(c) - 1, 0) for c in self.clips)
+
+    @property
+    def keys(self) -> list[str]:
+        return [k for c in self.clips for k in c.keys]
+
+    def record(self) -> dict:
+        keys = self.keys
+        return {"source": self.source, "how": self.how, "frames": len(keys), "pairs": self.pairs,
+                "clips": [{"name": c.name, "frames": len(c), "first": c.keys[0], "last": c.keys[-1]}
+                          for c in self.clips if len(c)],
+                "sha1": hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()}
+
+
+@dataclass
+class TcResult:
+    """The TC gate's verdict on one candidate (figures in percent / points)."""
+
+    passed: bool
+    threshold: float
+    tc_fp32: float
+    tc_int8: float
+    drop: float  # TC(FP32) − TC(INT8), points
+    flips_fp32: float  # % of valid pixels whose label changes between t and warped t+1, FP32
+    flips_int8: float
+    extra_flips: float  # % of valid pixels that flip under INT8 but not under FP32
+    pairs: int
+    frames: int
+    agreement: float | None = None  # % of pixels where INT8 and FP32 predict the same class, on these frames
+    flow: str = FLOW_NAME
+    per_class: dict = field(default_factory=dict)  # class → [TC FP32, TC INT8] for the classes either predicts
+
+    def to_dict(self) -> dict:
+        def r(v):
+            return None if v is None else round(float(v), 4)
+
+        return {"passed": self.passed, "threshold": self.threshold, "tc_fp32": r(self.tc_fp32),
+                "tc_int8": r(self.tc_int8), "drop": r(self.drop), "flips_fp32": r(self.flips_fp32),
+                "flips_int8": r(self.flips_int8), "extra_flips": r(self.extra_flips), "pairs": self.pairs,
+                "frames": self.frames, "agreement": r(self.agreement), "flow": self.flow, "per_class": self.per_class}
+
+    def summary(self) -> str:
+        verdict = "passes" if self.passed else "FAILS"
+        return (f"TC {self.tc_fp32:.2f} → {self.tc_int8:.2f} (drop {self.drop:.2f}), pixels flipping between "
+                f"frames {self.flips_fp32:.2f} → {self.flips_int8:.2f} % (+{self.extra_flips:.2f} % INT8-only) on "
+                f"{self.pairs} pairs: {verdict} (threshold {self.threshold})")
+
+
+def consecutive(dataset) -> bool:
+    """Whether a dataset's sequences hold consecutive video frames (TC needs them): video clips, Cityscapes
+    sequences and the synthetic set do; CamVid's labelled frames are one second apart."""
+    return dataset.name in ("video", "images", "cityscapes", "synthetic")
+
+
+def tc_frames_from(source, split: str = "val", max_frames: int = 48, clip_frames: int = 24, seed: int = 0,
+                   how: str = "given", skip: Sequence[str] = ()) -> TcFrames:
+    """Consecutive frames for the TC gate from whatever `data.frame_source` opens (a video file, a folder of
+    frames, a folder of clips, or a dataset's `split` with sequences): from each clip, in a seeded order, its
+    longest run of frames whose key (`calib.frames.frame_key`) is not in `skip` (the calibration frames), cut
+    to `clip_frames`, until `max_frames` in all."""
+    from ..data.frame_source import open_frame_source
+    from .frames import frame_key
+
+    if max_frames < 2 or clip_frames < 2:
+        raise VssegError(f"TC gate: need at least 2 frames per clip and in all (got {clip_frames}, {max_frames})")
+    ds = open_frame_source(source, split, flag="--tc-frames")
+    if not consecutive(ds):
+        raise VssegError(f"--tc-frames {source}: a {ds.name} dataset has no consecutive frames (its frames are "
+                         "seconds apart); give a video or a folder of consecutive frames")
+    skip = set(skip)
+    names = sorted(ds.sequences)
+    order = np.random.default_rng(seed).permutation(len(names)).tolist()
+    clips, total = [], 0
+    for i in order:
+        run = _longest_run(ds.sequences[names[i]], lambda r: frame_key(ds, r) in skip)
+        run = run[:min(clip_frames, max_frames - total)]
+        if len(run) >= 2:
+            readers = [(lambda r=r: ds.read_image(r)) for r in run]
+            clips.append(TcClip(names[i], [frame_key(ds, r) for r in run], readers))
+            total += len(run)
+        if total >= max_frames - 1:
+            break
+    if not clips:
+        raise VssegError(f"--tc-frames {source}: no two consecutive frames that are not calibration frames")
+    return TcFrames(str(source), how, clips)
+
+
+def _longest_run(refs, skipped: Callable[[object], bool]) -> list:
+    """The longest stretch of consecutive frames none of which is `skipped`."""
+    best, cur = [], []
+    for r in refs:
+        if skipped(r):
+            cur = []
+            continue
+        cur.append(r)
+        if len(cur) > len(best):
+            best = list(cur)
+    return best
+
+
+def clip_flows(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """DIS flow t → t+1 for every consecutive pair of (already resized) BGR frames."""
+    from ..data.flow import dis_flow
+
+    return [dis_flow(a, b, "medium") for a, b in zip(frames[:-1], frames[1:])]
+
+
+def pair_flips(labels: Sequence[np.ndarray], flows: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per pair (t, t+1): bool map of the valid pixels whose label differs from warped t+1 (a flip)."""
+    out = []
+    for t, flow in enumerate(flows):
+        warped, valid = warp_labels(labels[t + 1], flow)
+        out.append(valid & (labels[t] != warped))
+    return out
+
+
+def _valid_pixels(flows: Sequence[np.ndarray], shape) -> int:
+    return sum(int(warp_labels(np.zeros(shape, np.uint8), f)[1].sum()) for f in flows)
+
+
+class TemporalGate:
+    """FP32 label maps and flows of the TC clips, computed once; `measure` judges a candidate."""
+
+    def __init__(self, fp32_model, tc_frames: TcFrames, spec: PreprocessSpec, class_names: Sequence[str],
+                 predict: Predict):
+        if not tc_frames.pairs:
+            raise VssegError(f"--tc-frames {tc_frames.source}: no pair of consecutive frames to measure TC on")
+        self.tc_frames, self.spec, self.class_names, self.predict = tc_frames, spec, list(class_names), predict
+        self.frames = [[resize_frame(read(), spec) for read in clip.read] for clip in tc_frames.clips]
+        self.flows = [clip_flows(frames) for frames in self.frames]
+        self.fp32 = [list(predict(fp32_model, frames)) for frames in self.frames]
+        self._check_sizes(self.fp32)
+        self.fp32_flips = [pair_flips(lab, fl) for lab, fl in zip(self.fp32, self.flows)]
+        self.fp32_tc = self._tc(self.fp32)
+        shape = self.fp32[0][0].shape
+        self.valid = sum(_valid_pixels(fl, shape) for fl in self.flows)
+
+    def _check_sizes(self, labels) -> None:
+        for clip in labels:
+            for lab in clip:
+                if lab.shape != tuple(self.spec.size):
+                    raise VssegError(f"TC gate: label map {lab.shape} is not the model's input size {self.spec.size}")
+
+    def _tc(self, labels) -> TemporalConsistency:
+        meter = TemporalConsistency(len(self.class_names))
+        for lab, flows in zip(labels, self.flows):
+            for t, flow in enumerate(flows):
+                meter.update(lab[t], lab[t + 1], flow)
+        return meter
+
+    def measure(self, model, threshold: float) -> TcResult:
+        """Run the candidate on every TC frame and compare its TC and flips with the FP32 parent's."""
+        return self.measure_labels([list(self.predict(model, frames)) for frames in self.frames], threshold)
+
+    def measure_labels(self, labels: list[list[np.ndarray]], threshold: float) -> TcResult:
+        """`measure` for label maps already predicted on the gate's frames (one list per clip)."""
+        self._check_sizes(labels)
+        tc8 = self._tc(labels)
+        flips32 = flips8 = extra = 0
+        for lab, flows, f32 in zip(labels, self.flows, self.fp32_flips):
+            for a, b in zip(pair_flips(lab, flows), f32):
+                flips8, flips32, extra = flips8 + int(a.sum()), flips32 + int(b.sum()), extra + int((a & ~b).sum())
+        def pct(n):
+            return 100.0 * n / max(self.valid, 1)
+
+        t32, t8 = 100.0 * self.fp32_tc.tc(), 100.0 * tc8.tc()
+        drop = t32 - t8
+        per_class = {n: [_pct(a), _pct(b)] for n, a, b in zip(self.class_names, self.fp32_tc.per_class(),
+                                                             tc8.per_class()) if np.isfinite(a) or np.isfinite(b)}
+        same = sum(int((a == b).sum()) for lab, ref in zip(labels, self.fp32) for a, b in zip(lab, ref))
+        total = sum(a.size for lab in labels for a in lab)
+        return TcResult(bool(drop <= threshold), threshold, t32, t8, drop, pct(flips32), pct(flips8), pct(extra),
+                        self.tc_frames.pairs, len(self.tc_frames.keys), 100.0 * same / max(total, 1),
+                        per_class=per_class)
+
+    def flip_error(self, model, pairs: int) -> float:
+        """Share of valid pixels on the first `pairs` pairs of the first clip that flip under `model` but not
+        under FP32: the sensitivity search's error when TC fails (lower is better)."""
+        frames, flows, f32 = self.frames[0], self.flows[0], self.fp32_flips[0]
+        k = max(1, min(pairs, len(flows)))
+        labels = list(self.predict(model, frames[: k + 1]))
+        extra = valid = 0
+        for a, b, flow in zip(pair_flips(labels, flows[:k]), f32[:k], flows[:k]):
+            extra += int((a & ~b).sum())
+            valid += int(warp_labels(np.zeros(a.shape, np.uint8), flow)[1].sum())
+        return extra / max(valid, 1)
+
+
+def _pct(v) -> float | None:
+    return None if not np.isfinite(v) else round(100.0 * float(v), 4)
