@@ -24,7 +24,7 @@ def measure_speed(fp32_model, int8_model, spec: PreprocessSpec, frame: np.ndarra
                   warmup: int = 2, output_kind: str = "logits", classes=(),
                   clock: Callable[[], float] = time.perf_counter) -> dict:
     """Interleaved compute-only latency of the FP32 and INT8 models (files or in-memory ONNX) on `frame`."""
-    from ..measure.environment import cpu_flags, cpu_model, library_versions
+    from ..measure.machine import cpu_flags, cpu_model, library_versions
     from ..runtime.backends import open_backend
 
     batch = preprocess_batch([frame], spec)
