@@ -47,7 +47,7 @@ def main(argv=None) -> None:
     captured = []
     for _, m in quantized_modules(model):
         m.register_forward_hook(lambda m, inp, out: captured.append(
-            (m._quant_input(inp[0]).detach().numpy(), out.detach().numpy(), float(m.input_amax))))
+            (m.quant_input(inp[0]).detach().numpy(), out.detach().numpy(), float(m.input_amax))))
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     convs = [n for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")]

@@ -104,6 +104,10 @@ class _QuantMixin:
             return x
         return _fake_quant_tensor(x, self.input_amax)
 
+    def quant_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as this layer's INT8 convolution reads it (fake-quantised; unchanged while calibrating)."""
+        return self._quant_input(x)
+
     def _quant_weight(self) -> torch.Tensor:
         # while torch.export traces (ONNX export) the scales come from a buffer filled by `freeze_weight_scales`,
         # so the graph holds them as initializers, not as Abs/ReduceMax on the weight (not always constant-folded)
