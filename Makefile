@@ -23,6 +23,7 @@ demo: env
 
 test: env
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 --durations=15
 
 test-fast: env

@@ -117,12 +117,16 @@ def backend_e2e(ckpt: Path, device: str, warmup: int, runs: int) -> dict:
 
     batch = np.random.default_rng(0).standard_normal((1, 3, *SIZE)).astype(np.float32)
     out = {}
-    variants = (("defaults", {}), ("cuda_graph", {"cuda_graph": True})) if device.startswith("cuda") else (
-        ("defaults", {}),)
+    variants = (
+        (("defaults", {}), ("cuda_graph", {"cuda_graph": True})) if device.startswith("cuda") else (("defaults", {}),)
+    )
     for label, opts in variants:
         with TorchBackend.from_checkpoint(ckpt, device=device, **opts) as be:
-            out[label] = {**timed(lambda: be.infer(batch), warmup, runs, time.perf_counter), "fp16": be.fp16,
-                          "channels_last": be.channels_last}
+            out[label] = {
+                **timed(lambda: be.infer(batch), warmup, runs, time.perf_counter),
+                "fp16": be.fp16,
+                "channels_last": be.channels_last,
+            }
     return out
 
 
@@ -133,8 +137,14 @@ def part_torch(out: Path, device: str, warmup: int, runs: int, models=MODELS) ->
 
     torch.backends.cudnn.benchmark = True
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else "none (CPU run)"
-    res = {"gpu": gpu, "device": device, "torch": torch.__version__, "cudnn": torch.backends.cudnn.version(),
-           "input": f"1x3x{SIZE[0]}x{SIZE[1]}", "models": {}}
+    res = {
+        "gpu": gpu,
+        "device": device,
+        "torch": torch.__version__,
+        "cudnn": torch.backends.cudnn.version(),
+        "input": f"1x3x{SIZE[0]}x{SIZE[1]}",
+        "models": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
             try:
@@ -162,12 +172,28 @@ def part_pipeline(out: Path, device: str, frames: int) -> None:
             fig = measure_overhead(be, video, warmup=5, skip=5).to_dict()
             what = f"pspnet18 (torch {device} backend{', FP16, channels-last' if be.fp16 else ''})"
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else "none (CPU run)"
-    save(out, "pipeline_cuda.json", {"gpu": gpu, "model": what, "frames": frames, "frame_hw": "1024x2048",
-                                     "size": f"{SIZE[0]}x{SIZE[1]}", "cpus": os.cpu_count(), **fig})
+    save(
+        out,
+        "pipeline_cuda.json",
+        {
+            "gpu": gpu,
+            "model": what,
+            "frames": frames,
+            "frame_hw": "1024x2048",
+            "size": f"{SIZE[0]}x{SIZE[1]}",
+            "cpus": os.cpu_count(),
+            **fig,
+        },
+    )
 
 
-MODES = (("fp32", "FP32 (TF32 off)"), ("tf32", "TF32"), ("fp16", "FP16"),
-         ("fp16_channels_last", "FP16 + channels-last"), ("fp16_channels_last_cuda_graph", "FP16 + CL + CUDA graph"))
+MODES = (
+    ("fp32", "FP32 (TF32 off)"),
+    ("tf32", "TF32"),
+    ("fp16", "FP16"),
+    ("fp16_channels_last", "FP16 + channels-last"),
+    ("fp16_channels_last_cuda_graph", "FP16 + CL + CUDA graph"),
+)
 
 
 def cell(r: dict | None) -> str:
@@ -179,15 +205,21 @@ def cell(r: dict | None) -> str:
 def render(out: Path, date: str) -> str:
     """Markdown report from the JSON files a run left in `out` (run on the development machine)."""
     t = json.loads((out / "torch_cuda.json").read_text())
-    lines = [f"# torch CUDA on an {t['gpu']}: every model at {SIZE[0]}×{SIZE[1]}", "",
-             (f"{date}, torch {t['torch']}, cuDNN {t['cudnn']}, batch 1, input {t['input']}, seeded random weights "
-              "(speed does not depend on them), cudnn.benchmark on. Compute-only: GPU time between CUDA events "
-              "around the forward pass, p50 of the timed runs after warm-up (ms). Backend e2e: the runtime's "
-              "`TorchBackend.infer` (float32 NCHW host batch → device → forward → argmax → uint8 labels on the "
-              "host), wall clock. FPS = 1000 / mean latency, as in `vsseg-edge bench`."), "",
-             "| model | params (M) | " + " | ".join(m[1] for m in MODES) + " | backend e2e (FP16+CL) | "
-             "backend e2e + CUDA graph | FPS (backend e2e + graph) |",
-             "|---|---|" + "---|" * (len(MODES) + 3)]
+    lines = [
+        f"# torch CUDA on an {t['gpu']}: every model at {SIZE[0]}×{SIZE[1]}",
+        "",
+        (
+            f"{date}, torch {t['torch']}, cuDNN {t['cudnn']}, batch 1, input {t['input']}, seeded random weights "
+            "(speed does not depend on them), cudnn.benchmark on. Compute-only: GPU time between CUDA events "
+            "around the forward pass, p50 of the timed runs after warm-up (ms). Backend e2e: the runtime's "
+            "`TorchBackend.infer` (float32 NCHW host batch → device → forward → argmax → uint8 labels on the "
+            "host), wall clock. FPS = 1000 / mean latency, as in `vsseg-edge bench`."
+        ),
+        "",
+        "| model | params (M) | " + " | ".join(m[1] for m in MODES) + " | backend e2e (FP16+CL) | "
+        "backend e2e + CUDA graph | FPS (backend e2e + graph) |",
+        "|---|---|" + "---|" * (len(MODES) + 3),
+    ]
     for name, r in t["models"].items():
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error']} |")
@@ -195,27 +227,45 @@ def render(out: Path, date: str) -> str:
         be = r["backend_e2e"]
         graph = be.get("cuda_graph") or {}
         fps = f"{graph['fps']:.0f}" if graph.get("fps") else "—"
-        lines.append(f"| {name} | {r['params_m']:.2f} | " + " | ".join(cell(r.get(m)) for m, _ in MODES)
-                     + f" | {cell(be['defaults'])} | {cell(be.get('cuda_graph'))} | {fps} |")
+        lines.append(
+            f"| {name} | {r['params_m']:.2f} | "
+            + " | ".join(cell(r.get(m)) for m, _ in MODES)
+            + f" | {cell(be['defaults'])} | {cell(be.get('cuda_graph'))} | {fps} |"
+        )
     p = json.loads((out / "pipeline_cuda.json").read_text())
     st, p99 = p["stage_p50_ms"], p["stage_p99_ms"]
-    lines += ["", f"## The runtime pipeline on the GPU ({p['model']})", "",
-              (f"{p['frames']} synthetic {p['frame_hw']} frames in an mp4v file, decoded by OpenCV, resized and "
-               f"normalised on the CPU ({p['cpus']} cores), inference at {p['size']}, null sink; first 5 frames "
-               "left out. `measure.overhead`, as benchmarks/pipeline_overhead.py."), "",
-              "| figure | value |", "|---|---|",
-              f"| pure backend infer p50 | {p['pure_infer_ms']['p50']:.2f} ms |",
-              (f"| pipeline frame interval p50 / p99 | {p['pipeline_interval_ms']['p50']:.1f} / "
-              f"{p['pipeline_interval_ms']['p99']:.1f} ms ({p['fps']:.1f} FPS) |"),
-              f"| overhead at p50 vs pure infer | {100 * p['overhead_p50']:+.0f} % |",
-              (f"| stage threads p50: capture / preprocess+infer / postprocess+render | "
-              f"{p['stage_thread_p50_ms']['capture']:.1f} / {p['stage_thread_p50_ms']['preprocess+infer']:.1f} / "
-              f"{p['stage_thread_p50_ms']['postprocess+render']:.1f} ms |"),
-              f"| overlap ratio fps × max(stage) | {p['overlap_ratio']:.2f} |",
-              "| per stage p50 / p99 (ms) | " + ", ".join(
-                  f"{k.replace('_ms', '')} {st[k]:.1f} / {p99[k]:.1f}" for k in st) + " |",
-              (f"| latency p50 (end of capture → rendered, incl. the file prefetch queue) | "
-              f"{p['pipeline_latency_ms_p50']:.0f} ms |")]
+    lines += [
+        "",
+        f"## The runtime pipeline on the GPU ({p['model']})",
+        "",
+        (
+            f"{p['frames']} synthetic {p['frame_hw']} frames in an mp4v file, decoded by OpenCV, resized and "
+            f"normalised on the CPU ({p['cpus']} cores), inference at {p['size']}, null sink; first 5 frames "
+            "left out. `measure.overhead`, as benchmarks/pipeline_overhead.py."
+        ),
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| pure backend infer p50 | {p['pure_infer_ms']['p50']:.2f} ms |",
+        (
+            f"| pipeline frame interval p50 / p99 | {p['pipeline_interval_ms']['p50']:.1f} / "
+            f"{p['pipeline_interval_ms']['p99']:.1f} ms ({p['fps']:.1f} FPS) |"
+        ),
+        f"| overhead at p50 vs pure infer | {100 * p['overhead_p50']:+.0f} % |",
+        (
+            f"| stage threads p50: capture / preprocess+infer / postprocess+render | "
+            f"{p['stage_thread_p50_ms']['capture']:.1f} / {p['stage_thread_p50_ms']['preprocess+infer']:.1f} / "
+            f"{p['stage_thread_p50_ms']['postprocess+render']:.1f} ms |"
+        ),
+        f"| overlap ratio fps × max(stage) | {p['overlap_ratio']:.2f} |",
+        "| per stage p50 / p99 (ms) | "
+        + ", ".join(f"{k.replace('_ms', '')} {st[k]:.1f} / {p99[k]:.1f}" for k in st)
+        + " |",
+        (
+            f"| latency p50 (end of capture → rendered, incl. the file prefetch queue) | "
+            f"{p['pipeline_latency_ms_p50']:.0f} ms |"
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 

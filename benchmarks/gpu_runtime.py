@@ -97,19 +97,39 @@ def steady(records: list[dict], skip: int) -> dict:
     t = [r["t_done"] for r in recs]
     lat = [r["latency_ms"] for r in recs]
     stages = ("capture_ms", "upload_ms", "preprocess_ms", "infer_ms", "postprocess_ms", "download_ms", "render_ms")
-    return {"fps": (len(recs) - 1) / (t[-1] - t[0]), "frames": len(recs), "latency_p50_ms": p(lat, 50),
-            "latency_p99_ms": p(lat, 99), "drops": recs[-1]["drops"] - recs[0]["drops"],
-            "stage_p50_ms": {s.removesuffix("_ms"): p([r.get(s, 0.0) for r in recs], 50) for s in stages}}
+    return {
+        "fps": (len(recs) - 1) / (t[-1] - t[0]),
+        "frames": len(recs),
+        "latency_p50_ms": p(lat, 50),
+        "latency_p99_ms": p(lat, 99),
+        "drops": recs[-1]["drops"] - recs[0]["drops"],
+        "stage_p50_ms": {s.removesuffix("_ms"): p([r.get(s, 0.0) for r in recs], 50) for s in stages},
+    }
 
 
 def run_cli(model: Path, video: Path, stats: Path, *, options: list[str], max_frames: int, skip: int) -> dict:
     """`vsseg-edge run MODEL --source VIDEO` in its own process; the figures from its --stats file."""
-    cmd = [sys.executable, "-m", "vsseg_edge.cli", "run", str(model), "--source", str(video), "--stats", str(stats),
-           "--max-frames", str(max_frames), *options]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vsseg_edge.cli",
+        "run",
+        str(model),
+        "--source",
+        str(video),
+        "--stats",
+        str(stats),
+        "--max-frames",
+        str(max_frames),
+        *options,
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)  # `-m` from the repository: its package
-    out = {"command": "vsseg-edge " + " ".join(cmd[3:]).replace(str(model.parent) + "/", "")
-           .replace(str(video.parent) + "/", ""), "wall_s": round(time.perf_counter() - t0, 1)}
+    out = {
+        "command": "vsseg-edge "
+        + " ".join(cmd[3:]).replace(str(model.parent) + "/", "").replace(str(video.parent) + "/", ""),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
     if proc.returncode != 0:
         return {**out, "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:300]}
     records = [json.loads(line) for line in stats.read_text().splitlines()]
@@ -153,8 +173,12 @@ def live(be, frames: list[np.ndarray], fps: float, n: int, skip: int, preprocess
     result = Pipeline(src, be, [NullSink()], max_frames=n, handle_signals=False, preprocess=preprocess).run()
     fig = steady(list(result.records), skip)
     interval = 1e3 / fps
-    return {"source_fps": fps, "source_interval_ms": interval, **fig,
-            "latency_over_interval": fig.get("latency_p50_ms", float("nan")) / interval}
+    return {
+        "source_fps": fps,
+        "source_interval_ms": interval,
+        **fig,
+        "latency_over_interval": fig.get("latency_p50_ms", float("nan")) / interval,
+    }
 
 
 # -- the gpu part ------------------------------------------------------------------------------------------------
@@ -165,16 +189,24 @@ def torch_entry(ckpt: Path, video: Path, frames: list[np.ndarray], tmp: Path, cf
     gpu = cfg["device"] == "cuda"
     opts = {"cuda_graph": True} if gpu else {}
     be = TorchBackend.from_checkpoint(ckpt, device=cfg["device"], **opts)
-    entry = {"backend": "torch", "settings": f"FP16 {be.fp16}, channels-last {be.channels_last}, "
-                                             f"CUDA graph {be.cuda_graph}"}
+    entry = {
+        "backend": "torch",
+        "settings": f"FP16 {be.fp16}, channels-last {be.channels_last}, CUDA graph {be.cuda_graph}",
+    }
     batch = preprocess(frames[0], be.preprocess_spec)
     entry["backend_only"] = backend_only(be, batch, cfg["warmup"], cfg["runs"])
     log(f"  torch backend only: {entry['backend_only']['fps']:.1f} FPS")
     cli = ["--cuda-graph"] if gpu else []
     pipe = {}
     for key, mode, n in (("runtime", "device", cfg["frames"]), ("host", "host", cfg["host_frames"])):
-        pipe[key] = run_cli(ckpt, video, tmp / f"{ckpt.stem}.{mode}.jsonl", options=cli + ["--preprocess", mode],
-                            max_frames=n, skip=cfg["skip"])
+        pipe[key] = run_cli(
+            ckpt,
+            video,
+            tmp / f"{ckpt.stem}.{mode}.jsonl",
+            options=cli + ["--preprocess", mode],
+            max_frames=n,
+            skip=cfg["skip"],
+        )
         log(f"  run --preprocess {mode}: {pipe[key].get('fps', pipe[key].get('error'))}")
     entry["pipeline"] = pipe
     fps = entry["backend_only"]["fps"]
@@ -194,8 +226,9 @@ def camera_onnx(ckpt: Path, frame_hw: tuple[int, int]) -> Path:
 
     out = ckpt.with_suffix(".camera.onnx")
     if not out.exists():
-        export_checkpoint(ckpt, out, load_preset(REPO / "export" / "uint8_argmax.yaml", frame_size=tuple(frame_hw),
-                                                 parity_count=1))
+        export_checkpoint(
+            ckpt, out, load_preset(REPO / "export" / "uint8_argmax.yaml", frame_size=tuple(frame_hw), parity_count=1)
+        )
     return out
 
 
@@ -212,16 +245,24 @@ def ort_entry(ckpt: Path, video: Path, frames: list[np.ndarray], cfg: dict) -> d
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cfg["device"] == "cuda" else None
     if providers and "CUDAExecutionProvider" not in ort.get_available_providers():
-        return {"backend": "ort", "status": "unavailable",
-                "reason": f"onnxruntime {ort.__version__} has no CUDA provider ({ort.get_available_providers()})"}
+        return {
+            "backend": "ort",
+            "status": "unavailable",
+            "reason": f"onnxruntime {ort.__version__} has no CUDA provider ({ort.get_available_providers()})",
+        }
     onnx_path = camera_onnx(ckpt, cfg["frame_hw"])
     with open_backend(onnx_path, providers=providers) as be:
         entry = {"backend": "ort", "settings": f"onnxruntime {ort.__version__} {be.device}, camera-frame graph"}
         entry["backend_only"] = backend_only(be, preprocess(frames[0], be.preprocess_spec), cfg["warmup"], cfg["runs"])
-        result = Pipeline(open_source(str(video)), be, [NullSink()], max_frames=cfg["frames"],
-                          handle_signals=False).run()
-        entry["pipeline"] = {"runtime": {"command": "Pipeline(VideoFileSource, OrtBackend, [NullSink]) in process",
-                                         **steady(list(result.records), cfg["skip"])}}
+        result = Pipeline(
+            open_source(str(video)), be, [NullSink()], max_frames=cfg["frames"], handle_signals=False
+        ).run()
+        entry["pipeline"] = {
+            "runtime": {
+                "command": "Pipeline(VideoFileSource, OrtBackend, [NullSink]) in process",
+                **steady(list(result.records), cfg["skip"]),
+            }
+        }
         fps = entry["backend_only"]["fps"]
         entry["live"] = live(be, frames, fps, cfg["live_frames"], cfg["skip"], "auto")
     if "fps" in entry["pipeline"]["runtime"]:
@@ -241,8 +282,18 @@ def trt_entry(ckpt: Path, video: Path, frames: list[np.ndarray], tmp: Path, cfg:
 
     onnx_path = camera_onnx(ckpt, cfg["frame_hw"])
     engine = onnx_path.with_suffix(".fp16.engine")
-    cmd = [sys.executable, "-m", "vsseg_edge.cli", "build-engine", str(onnx_path), "--fp16", "--out", str(engine),
-           "--timing-cache", str(tmp / "timing.cache")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vsseg_edge.cli",
+        "build-engine",
+        str(onnx_path),
+        "--fp16",
+        "--out",
+        str(engine),
+        "--timing-cache",
+        str(tmp / "timing.cache"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
         return {"backend": "trt", "status": "failed", "reason": (proc.stderr.strip().splitlines() or ["?"])[-1][:300]}
@@ -251,8 +302,11 @@ def trt_entry(ckpt: Path, video: Path, frames: list[np.ndarray], tmp: Path, cfg:
         entry["backend_only"] = backend_only(be, preprocess(frames[0], be.preprocess_spec), cfg["warmup"], cfg["runs"])
         fps = entry["backend_only"]["fps"]
         entry["live"] = live(be, frames, fps, cfg["live_frames"], cfg["skip"], "auto")
-    entry["pipeline"] = {"runtime": run_cli(engine, video, tmp / f"{engine.stem}.jsonl", options=[],
-                                            max_frames=cfg["frames"], skip=cfg["skip"])}
+    entry["pipeline"] = {
+        "runtime": run_cli(
+            engine, video, tmp / f"{engine.stem}.jsonl", options=[], max_frames=cfg["frames"], skip=cfg["skip"]
+        )
+    }
     if "fps" in entry["pipeline"]["runtime"]:
         entry["pipeline_over_backend"] = entry["pipeline"]["runtime"]["fps"] / fps
     entry["latency_over_interval"] = entry["live"].get("latency_over_interval")
@@ -274,17 +328,42 @@ def part_gpu(out: Path, smoke: bool, backends: list[str]) -> dict:
 
     if not smoke and not torch.cuda.is_available():
         raise SystemExit("gpu_runtime.py gpu: no CUDA device visible to torch (use --smoke to check the script on CPU)")
-    cfg = dict(device="cuda", size=(512, 1024), frame_hw=(1024, 2048), frames=600, host_frames=150, live_frames=400,
-               skip=20, warmup=30, runs=300, models=MODELS)
+    cfg = dict(
+        device="cuda",
+        size=(512, 1024),
+        frame_hw=(1024, 2048),
+        frames=600,
+        host_frames=150,
+        live_frames=400,
+        skip=20,
+        warmup=30,
+        runs=300,
+        models=MODELS,
+    )
     if smoke:
-        cfg.update(device="cpu", size=(32, 64), frame_hw=(64, 128), frames=12, host_frames=8, live_frames=10, skip=2,
-                   warmup=2, runs=5, models=("espnet",))
+        cfg.update(
+            device="cpu",
+            size=(32, 64),
+            frame_hw=(64, 128),
+            frames=12,
+            host_frames=8,
+            live_frames=10,
+            skip=2,
+            warmup=2,
+            runs=5,
+            models=("espnet",),
+        )
     if cfg["device"] == "cuda":
         torch.backends.cudnn.benchmark = True
     card = gpu_name(cfg["device"])
-    section = {"card": card, "torch": torch.__version__, "environment": environment(),
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "settings": {k: v for k, v in cfg.items() if k != "models"}, "models": {}}
+    section = {
+        "card": card,
+        "torch": torch.__version__,
+        "environment": environment(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "settings": {k: v for k, v in cfg.items() if k != "models"},
+        "models": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         frames = street_frames(24, cfg["frame_hw"])
@@ -304,8 +383,11 @@ def part_gpu(out: Path, smoke: bool, backends: list[str]) -> dict:
                     else:
                         model[key] = trt_entry(ckpt, video, frames, tmp, cfg)
                 except Exception as exc:  # noqa: BLE001 — one failure must not lose the other figures
-                    model[key] = {"backend": key, "status": "failed",
-                                  "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+                    model[key] = {
+                        "backend": key,
+                        "status": "failed",
+                        "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                    }
                     log(f"  failed: {model[key]['reason']}")
                 if key == "torch":
                     model["pipeline_over_backend"] = model[key].get("pipeline_over_backend")
@@ -348,8 +430,16 @@ def equality() -> list[dict]:
                 dp = DevicePreprocess(spec, (h, w))
                 got = dp.resize(torch.from_numpy(frame)).numpy().astype(np.int16)
                 diff = np.abs(got - cv2.resize(frame, (ow, oh), interpolation=flag).astype(np.int16))
-                rows.append({"frame": label, "to": f"{oh}x{ow}", "interpolation": mode, "max_diff": int(diff.max()),
-                             "off_by_one_pct": round(100 * float((diff > 0).mean()), 3), "rounding": dp.rounding})
+                rows.append(
+                    {
+                        "frame": label,
+                        "to": f"{oh}x{ow}",
+                        "interpolation": mode,
+                        "max_diff": int(diff.max()),
+                        "off_by_one_pct": round(100 * float((diff > 0).mean()), 3),
+                        "rounding": dp.rounding,
+                    }
+                )
     return rows
 
 
@@ -370,26 +460,50 @@ def cpu_timings(runs: int) -> dict:
         host, dev = [], []
         with torch.inference_mode():
             for i in range(runs + 2):  # interleaved, one call of each at a time; the first two are warm-up
-                h, d = (time_calls(fn, 1, 0)[0] for fn in (lambda _, s=spec: preprocess(frame, s),
-                                                           lambda _, f=dp, x=t: f(x)))
+                h, d = (
+                    time_calls(fn, 1, 0)[0]
+                    for fn in (lambda _, s=spec: preprocess(frame, s), lambda _, f=dp, x=t: f(x))
+                )
                 if i >= 2:
                     host.append(h)
                     dev.append(d)
-        out[mode] = {"host_p50_ms": p(host, 50), "device_path_on_cpu_p50_ms": p(dev, 50),
-                     "ratio": p(dev, 50) / p(host, 50)}
-    return {"frame": "1024x2048 → 512x1024 float32 NCHW", "runs": runs, "torch_threads": torch.get_num_threads(),
-            "modes": out}
+        out[mode] = {
+            "host_p50_ms": p(host, 50),
+            "device_path_on_cpu_p50_ms": p(dev, 50),
+            "ratio": p(dev, 50) / p(host, 50),
+        }
+    return {
+        "frame": "1024x2048 → 512x1024 float32 NCHW",
+        "runs": runs,
+        "torch_threads": torch.get_num_threads(),
+        "modes": out,
+    }
 
 
 def part_cpu(out: Path, runs: int) -> dict:
-    section = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "environment": environment(),
-               "equality": equality(), "timings": cpu_timings(runs)}
+    section = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "environment": environment(),
+        "equality": equality(),
+        "timings": cpu_timings(runs),
+    }
     po = REPORTS / "pipeline_overhead.json"
     if po.exists():
         d = json.loads(po.read_text())
-        section["ort_cpu_overhead"] = {k: d.get(k) for k in ("model", "date", "command", "overhead_p50",
-                                                             "overlap_ratio", "fps", "pure_infer_ms",
-                                                             "pipeline_interval_ms", "load_avg_1min")}
+        section["ort_cpu_overhead"] = {
+            k: d.get(k)
+            for k in (
+                "model",
+                "date",
+                "command",
+                "overhead_p50",
+                "overlap_ratio",
+                "fps",
+                "pure_infer_ms",
+                "pipeline_interval_ms",
+                "load_avg_1min",
+            )
+        }
     save(out, "cpu", section)
     return section
 
@@ -404,17 +518,28 @@ def save(out: Path, part: str, section: dict) -> None:
     data = json.loads(base.read_text()) if base.exists() else {"schema": "vsseg-edge-gpu-runtime/1"}
     data[part] = section
     gpu_models = data.get("gpu", {}).get("models", {})
-    data["models"] = {name: {k: m.get(k) for k in ("card", "pipeline_over_backend", "latency_over_interval")}
-                      for name, m in gpu_models.items()} or {
-        name: {"card": None, "pipeline_over_backend": None, "latency_over_interval": None,
-               "status": "pending: no GPU run yet (bash benchmarks/gpu_check.sh)"} for name in MODELS}
+    data["models"] = {
+        name: {k: m.get(k) for k in ("card", "pipeline_over_backend", "latency_over_interval")}
+        for name, m in gpu_models.items()
+    } or {
+        name: {
+            "card": None,
+            "pipeline_over_backend": None,
+            "latency_over_interval": None,
+            "status": "pending: no GPU run yet (bash benchmarks/gpu_check.sh)",
+        }
+        for name in MODELS
+    }
     write_json(path, data)
     with atomic_write(out / f"{NAME}.md", "w") as fh:
         fh.write(render(data))
 
 
-TABLE_HEAD = ("| model | backend | backend-only FPS | `run` FPS | run ÷ backend (≥ 0.8) | `run` FPS "
-              "(host path) | live latency p50 / p99 ms | p50 ÷ interval (≤ 2) |", "|---|---|---|---|---|---|---|---|")
+TABLE_HEAD = (
+    "| model | backend | backend-only FPS | `run` FPS | run ÷ backend (≥ 0.8) | `run` FPS "
+    "(host path) | live latency p50 / p99 ms | p50 ÷ interval (≤ 2) |",
+    "|---|---|---|---|---|---|---|---|",
+)
 
 
 def _f(v, fmt: str = ".1f", none: str = "pending") -> str:
@@ -422,28 +547,39 @@ def _f(v, fmt: str = ".1f", none: str = "pending") -> str:
 
 
 def render(data: dict) -> str:
-    lines = ["# GPU runtime at the speed of the model", "",
-             "Goal: `vsseg-edge run` on a 1024×2048 file at ≥ 0.8× the backend-only FPS, and on a live source a "
-             "capture → result latency p50 of at most 2 frame intervals. Command: `python benchmarks/gpu_runtime.py "
-             "gpu --out OUT` (called by `bash benchmarks/gpu_check.sh`) and `python benchmarks/gpu_runtime.py cpu`.",
-             ""]
+    lines = [
+        "# GPU runtime at the speed of the model",
+        "",
+        "Goal: `vsseg-edge run` on a 1024×2048 file at ≥ 0.8× the backend-only FPS, and on a live source a "
+        "capture → result latency p50 of at most 2 frame intervals. Command: `python benchmarks/gpu_runtime.py "
+        "gpu --out OUT` (called by `bash benchmarks/gpu_check.sh`) and `python benchmarks/gpu_runtime.py cpu`.",
+        "",
+    ]
     g = data.get("gpu")
     lines += ["## On a GPU", ""]
     if not g:
-        lines += ["**Pending**: no GPU was available where this report was written. `bash benchmarks/gpu_check.sh` "
-                  "on a machine with an NVIDIA GPU measures the table below and rewrites this report.", "",
-                  *TABLE_HEAD]
-        lines += [f"| {m} | torch FP16 + CUDA graph | pending | pending | pending | pending | pending | pending |"
-                  for m in MODELS]
+        lines += [
+            "**Pending**: no GPU was available where this report was written. `bash benchmarks/gpu_check.sh` "
+            "on a machine with an NVIDIA GPU measures the table below and rewrites this report.",
+            "",
+            *TABLE_HEAD,
+        ]
+        lines += [
+            f"| {m} | torch FP16 + CUDA graph | pending | pending | pending | pending | pending | pending |"
+            for m in MODELS
+        ]
     else:
         s = g["settings"]
-        lines += [f"Card: **{g['card']}**; torch {g['torch']}; {g['date']}. Models with seeded random weights at "
-                  f"{s['size'][0]}×{s['size'][1]}; a {s['frame_hw'][0]}×{s['frame_hw'][1]} mp4v file "
-                  f"({s['frames']} frames with the device stage, {s['host_frames']} on the host path), null sink; "
-                  f"the first {s['skip']} frames of every run left out. Backend only: `infer` on a host batch "
-                  f"({s['runs']} runs after {s['warmup']}); live: the frames replayed as a latest-frame source at "
-                  "the backend-only rate.", "",
-                  *TABLE_HEAD]
+        lines += [
+            f"Card: **{g['card']}**; torch {g['torch']}; {g['date']}. Models with seeded random weights at "
+            f"{s['size'][0]}×{s['size'][1]}; a {s['frame_hw'][0]}×{s['frame_hw'][1]} mp4v file "
+            f"({s['frames']} frames with the device stage, {s['host_frames']} on the host path), null sink; "
+            f"the first {s['skip']} frames of every run left out. Backend only: `infer` on a host batch "
+            f"({s['runs']} runs after {s['warmup']}); live: the frames replayed as a latest-frame source at "
+            "the backend-only rate.",
+            "",
+            *TABLE_HEAD,
+        ]
         for name, m in g["models"].items():
             for key in ("torch", "ort", "trt"):
                 e = m.get(key)
@@ -461,12 +597,18 @@ def render(data: dict) -> str:
                     f"{_f(ph.get('fps'), '.0f', ph.get('error', '—'))} | "
                     f"{_f(lv.get('latency_p50_ms'), '.2f', '—')} / {_f(lv.get('latency_p99_ms'), '.2f', '—')} | "
                     f"{_f(lv.get('latency_over_interval'), '.2f', '—')} "
-                    f"{'✅' if (lv.get('latency_over_interval') or 9) <= 2 else '❌'} |")
-        lines += ["", "`run` FPS: torch and TensorRT with their device stage (the default on CUDA), onnxruntime with "
-                  "the host stage and I/O binding on its CUDA provider; host path: `--preprocess host`, the runtime "
-                  "before the device stage.", "",
-                  "Per-stage p50 (ms) of `run` (device stages: CUDA events; upload includes the copy into the pinned "
-                  "buffer):", ""]
+                    f"{'✅' if (lv.get('latency_over_interval') or 9) <= 2 else '❌'} |"
+                )
+        lines += [
+            "",
+            "`run` FPS: torch and TensorRT with their device stage (the default on CUDA), onnxruntime with "
+            "the host stage and I/O binding on its CUDA provider; host path: `--preprocess host`, the runtime "
+            "before the device stage.",
+            "",
+            "Per-stage p50 (ms) of `run` (device stages: CUDA events; upload includes the copy into the pinned "
+            "buffer):",
+            "",
+        ]
         for name, m in g["models"].items():
             for key in ("torch", "ort", "trt"):
                 st = (m.get(key) or {}).get("pipeline", {}).get("runtime", {}).get("stage_p50_ms")
@@ -476,33 +618,54 @@ def render(data: dict) -> str:
     lines += ["", "## On the CPU", ""]
     if c:
         env = c["environment"]
-        lines += [f"{c['date']}, {env.get('cpu')} ({env.get('cpu_count')} cores, shared; load {env.get('load_avg')}).",
-                  "", "### The device preprocessing against OpenCV (CPU tensors; the same code runs on CUDA)", "",
-                  "Resized uint8 frames, `runtime/device.py` vs `cv2.resize` (the test suite asserts ≤ 1 everywhere, "
-                  "0 for integer shrinks and nearest; model inputs within one uint8 step, label maps identical). "
-                  "Off by one: OpenCV's bilinear (and area zoom) uses 11-bit fixed-point weights, the device float "
-                  "weights rounded the same way:", "",
-                  "| frame | to | interpolation | max diff | pixels off by one | rounding |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {r['frame']} | {r['to']} | {r['interpolation']} | {r['max_diff']} | {r['off_by_one_pct']:.3f} % "
-                  f"| {r['rounding']} |" for r in c["equality"]]
+        lines += [
+            f"{c['date']}, {env.get('cpu')} ({env.get('cpu_count')} cores, shared; load {env.get('load_avg')}).",
+            "",
+            "### The device preprocessing against OpenCV (CPU tensors; the same code runs on CUDA)",
+            "",
+            "Resized uint8 frames, `runtime/device.py` vs `cv2.resize` (the test suite asserts ≤ 1 everywhere, "
+            "0 for integer shrinks and nearest; model inputs within one uint8 step, label maps identical). "
+            "Off by one: OpenCV's bilinear (and area zoom) uses 11-bit fixed-point weights, the device float "
+            "weights rounded the same way:",
+            "",
+            "| frame | to | interpolation | max diff | pixels off by one | rounding |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['frame']} | {r['to']} | {r['interpolation']} | {r['max_diff']} | {r['off_by_one_pct']:.3f} % "
+            f"| {r['rounding']} |"
+            for r in c["equality"]
+        ]
         t = c["timings"]
-        lines += ["", f"### Time on the CPU: host path vs the device path on CPU tensors ({t['frame']}, "
-                  f"p50 of {t['runs']} interleaved runs, torch threads {t['torch_threads']})", "",
-                  "| interpolation | core.preprocess (cv2 + numpy) ms | device path on CPU tensors ms | ratio |",
-                  "|---|---|---|---|"]
-        lines += [f"| {k} | {v['host_p50_ms']:.1f} | {v['device_path_on_cpu_p50_ms']:.1f} | {v['ratio']:.1f}× |"
-                  for k, v in t["modes"].items()]
-        lines += ["", "On the CPU the host path stays the default (`--preprocess auto` picks the device stage only on "
-                  "a GPU); `--preprocess device` runs the device stage on CPU tensors (the CPU tests do)."]
+        lines += [
+            "",
+            f"### Time on the CPU: host path vs the device path on CPU tensors ({t['frame']}, "
+            f"p50 of {t['runs']} interleaved runs, torch threads {t['torch_threads']})",
+            "",
+            "| interpolation | core.preprocess (cv2 + numpy) ms | device path on CPU tensors ms | ratio |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {v['host_p50_ms']:.1f} | {v['device_path_on_cpu_p50_ms']:.1f} | {v['ratio']:.1f}× |"
+            for k, v in t["modes"].items()
+        ]
+        lines += [
+            "",
+            "On the CPU the host path stays the default (`--preprocess auto` picks the device stage only on "
+            "a GPU); `--preprocess device` runs the device stage on CPU tensors (the CPU tests do).",
+        ]
         o = c.get("ort_cpu_overhead")
         if o:
-            lines += ["", "### onnxruntime CPU pipeline overhead (benchmarks/pipeline_overhead.py)", "",
-                      f"{o['model']}, `{o['command']}` ({o['date']}): overhead at p50 "
-                      f"**{100 * o['overhead_p50']:+.1f} %** (goal ≤ 10 %), overlap ratio {o['overlap_ratio']:.3f}, "
-                      f"{o['fps']:.3f} FPS; pure infer p50 {o['pure_infer_ms']['p50']:.0f} ms, pipeline interval p50 "
-                      f"{o['pipeline_interval_ms']['p50']:.0f} ms; 1-min load {o['load_avg_1min']}. "
-                      "Details: pipeline_overhead.md."]
+            lines += [
+                "",
+                "### onnxruntime CPU pipeline overhead (benchmarks/pipeline_overhead.py)",
+                "",
+                f"{o['model']}, `{o['command']}` ({o['date']}): overhead at p50 "
+                f"**{100 * o['overhead_p50']:+.1f} %** (goal ≤ 10 %), overlap ratio {o['overlap_ratio']:.3f}, "
+                f"{o['fps']:.3f} FPS; pure infer p50 {o['pure_infer_ms']['p50']:.0f} ms, pipeline interval p50 "
+                f"{o['pipeline_interval_ms']['p50']:.0f} ms; 1-min load {o['load_avg_1min']}. "
+                "Details: pipeline_overhead.md.",
+            ]
     else:
         lines += ["Not measured yet: `python benchmarks/gpu_runtime.py cpu`."]
     lines += ["", "## What ran where", ""] + where(data)
@@ -514,23 +677,31 @@ def where(data: dict) -> list[str]:
     c, g = data.get("cpu"), data.get("gpu")
     out = []
     if c:
-        out.append(f"- CPU section: {c['environment'].get('cpu')}, {c['date']}, no GPU. The equality of the device "
-                   "preprocessing with core.preprocess / OpenCV is also asserted by the test suite on CPU tensors "
-                   "(tests/runtime/test_device_preprocess.py, test_device_stage.py), and on CUDA tensors where a GPU "
-                   "is present (the same tests, marked `gpu`).")
+        out.append(
+            f"- CPU section: {c['environment'].get('cpu')}, {c['date']}, no GPU. The equality of the device "
+            "preprocessing with core.preprocess / OpenCV is also asserted by the test suite on CPU tensors "
+            "(tests/runtime/test_device_preprocess.py, test_device_stage.py), and on CUDA tensors where a GPU "
+            "is present (the same tests, marked `gpu`)."
+        )
     if g and g["card"].startswith("none"):
-        out.append(f"- GPU section: a SMOKE run on the CPU ({g['date']}): it checks the script, its figures are not "
-                   "GPU figures.")
+        out.append(
+            f"- GPU section: a SMOKE run on the CPU ({g['date']}): it checks the script, its figures are not "
+            "GPU figures."
+        )
     elif g:
         out.append(f"- GPU section: {g['card']}, {g['date']}, by benchmarks/gpu_check.sh.")
     else:
-        out.append("- GPU section: **pending** — nothing in this report ran on a GPU. The torch device stage "
-                   "(CUDA streams, pinned slots, CUDA graphs) and the CUDA tests have not run yet; "
-                   "`bash benchmarks/gpu_check.sh` runs both.")
+        out.append(
+            "- GPU section: **pending** — nothing in this report ran on a GPU. The torch device stage "
+            "(CUDA streams, pinned slots, CUDA graphs) and the CUDA tests have not run yet; "
+            "`bash benchmarks/gpu_check.sh` runs both."
+        )
     trt = any((m.get("trt") or {}).get("backend_only") for m in (g or {}).get("models", {}).values())
     if not trt:
-        out.append("- TensorRT: never ran (not installable on the machines this report was written on); the TensorRT "
-                   "stage is checked against a test double of tensorrt / cuda-python only.")
+        out.append(
+            "- TensorRT: never ran (not installable on the machines this report was written on); the TensorRT "
+            "stage is checked against a test double of tensorrt / cuda-python only."
+        )
     return out
 
 
@@ -540,8 +711,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPORTS)
     ap.add_argument("--smoke", action="store_true", help="gpu part on the CPU with tiny sizes (checks the script)")
     ap.add_argument("--runs", type=int, default=10, help="cpu part: timed runs per interpolation")
-    ap.add_argument("--backends", nargs="*", default=["torch", "ort", "trt"], choices=["torch", "ort", "trt"],
-                    help="gpu part: which backends (ort and trt only where installed)")
+    ap.add_argument(
+        "--backends",
+        nargs="*",
+        default=["torch", "ort", "trt"],
+        choices=["torch", "ort", "trt"],
+        help="gpu part: which backends (ort and trt only where installed)",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     if args.part == "gpu":

@@ -44,8 +44,11 @@ def agreement(path: Path, frames: list[np.ndarray], threads: int) -> dict:
     for label, shift in (("unshifted", False), ("shifted", True)):
         with open_backend(path, shift_int8=shift, **cpu) as runner:
             cmp = compare_outputs(predict(runner, frames, keep_outputs=len(frames)).outputs, refs)
-        out[label] = {"argmax_agreement_pct": round(cmp.agreement.percent, 4),
-                      "max_abs_logit_diff": round(cmp.max_abs, 5), "logit_range": round(cmp.ref_abs_max, 3)}
+        out[label] = {
+            "argmax_agreement_pct": round(cmp.agreement.percent, 4),
+            "max_abs_logit_diff": round(cmp.max_abs, 5),
+            "logit_range": round(cmp.ref_abs_max, 3),
+        }
     return out
 
 
@@ -60,8 +63,16 @@ def fp32_equivalent(int8: Path, dst: Path) -> int:
     man = read_manifest(int8, kind="qdq_onnx")
     out = strip_qdq(onnx.load(str(int8)))
     onnx.save(out, str(dst))
-    write_manifest(dst, "onnx", model=man["model"], classes=man["classes"], preprocess=manifest_preprocess(man, "x"),
-                   output=man.get("output", "logits"), precision="fp32", parent=int8)
+    write_manifest(
+        dst,
+        "onnx",
+        model=man["model"],
+        classes=man["classes"],
+        preprocess=manifest_preprocess(man, "x"),
+        output=man.get("output", "logits"),
+        precision="fp32",
+        parent=int8,
+    )
     return sum(n.op_type in QDQ_OPS for n in out.graph.node)
 
 
@@ -79,7 +90,7 @@ def synthetic_frames(hw: tuple[int, int], n: int, folder: Path) -> list[np.ndarr
         img[:] = rng.uniform(40, 200, 3)
         for _ in range(12):
             y0, x0 = rng.integers(0, h - 64), rng.integers(0, w - 96)
-            img[y0:y0 + rng.integers(16, 64), x0:x0 + rng.integers(24, 96)] = rng.uniform(0, 255, 3)
+            img[y0 : y0 + rng.integers(16, 64), x0 : x0 + rng.integers(24, 96)] = rng.uniform(0, 255, 3)
         imgs.append(np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8))
         cv2.imwrite(str(folder / f"{i:03d}.png"), imgs[-1])
     return imgs
@@ -96,29 +107,51 @@ def trt_flavour(fp32: Path, out: Path, frames: list[np.ndarray], work: Path) -> 
     man = read_manifest(fp32, kind="onnx")
     spec = manifest_preprocess(man, str(fp32))
     name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
-    reader = FrameReader([SampledFrame(f"synthetic{i}", (lambda im=im: im)) for i, im in enumerate(frames)], spec,
-                         name)
-    info = quantize_ort(fp32, out, target="trt", method="minmax", cache_path=work / f"{fp32.stem}.ranges.json",
-                        reader=reader)
-    write_manifest(out, "qdq_onnx", model=man["model"], classes=man["classes"], preprocess=spec,
-                   output=man.get("output", "logits"), precision="int8", parent=fp32, target="trt", quantization=info)
+    reader = FrameReader([SampledFrame(f"synthetic{i}", (lambda im=im: im)) for i, im in enumerate(frames)], spec, name)
+    info = quantize_ort(
+        fp32, out, target="trt", method="minmax", cache_path=work / f"{fp32.stem}.ranges.json", reader=reader
+    )
+    write_manifest(
+        out,
+        "qdq_onnx",
+        model=man["model"],
+        classes=man["classes"],
+        preprocess=spec,
+        output=man.get("output", "logits"),
+        precision="int8",
+        parent=fp32,
+        target="trt",
+        quantization=info,
+    )
 
 
 def timing(models: dict[str, str], frames: Path, args, log) -> dict:
     """Each kind timed by `vsseg-edge bench --isolate --repeats N --speed-only` against the FP32 model."""
     from vsseg_edge.bench.runner import BenchConfig, run_bench
 
-    cfg = BenchConfig(dataset=frames, backends=("ort",), runs=args.runs, warmup=args.warmup, threads=args.threads,
-                      frames=2, repeats=args.repeats, isolate=True, accuracy=False, progress=False)
+    cfg = BenchConfig(
+        dataset=frames,
+        backends=("ort",),
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=args.threads,
+        frames=2,
+        repeats=args.repeats,
+        isolate=True,
+        accuracy=False,
+        progress=False,
+    )
     report = run_bench([f"{spec},{CPU}" if "::" in spec else f"{spec}::{CPU}" for spec in models.values()], cfg)
     kinds = dict(zip(models, report["entries"]))
     for kind, e in kinds.items():
         if e["status"] != "ok":
             raise SystemExit(f"{kind}: {e['status']}: {e['reason']}")
         log(f"  {kind}: rounds {[r['compute_p50_ms'] for r in e['latency_rounds']]} ms")
-    return {"median_round_ms": {k: e["latency"]["compute"]["p50_ms"] for k, e in kinds.items()},
-            "paired_ratios": {k: e["speed_vs_reference"]["compute_rounds"] for k, e in kinds.items() if k != "fp32"},
-            "paired_ratio_median": {k: e["speed_vs_reference"]["compute"] for k, e in kinds.items() if k != "fp32"}}
+    return {
+        "median_round_ms": {k: e["latency"]["compute"]["p50_ms"] for k, e in kinds.items()},
+        "paired_ratios": {k: e["speed_vs_reference"]["compute_rounds"] for k, e in kinds.items() if k != "fp32"},
+        "paired_ratio_median": {k: e["speed_vs_reference"]["compute"] for k, e in kinds.items() if k != "fp32"},
+    }
 
 
 def student(name: str, src: Path, work: Path, args, log) -> dict:
@@ -133,13 +166,25 @@ def student(name: str, src: Path, work: Path, args, log) -> dict:
     t0 = time.perf_counter()
     trt_flavour(fp32, trt, frames[:4], work)
     log(f"{name}: FP32-equivalent ({left} Q/DQ left), TensorRT flavour calibrated in {time.perf_counter() - t0:.0f} s")
-    res = {"model": name, "input": list(spec.input_shape(1)), "qdq_left_in_fp32_equivalent": left,
-           "agreement_trt_flavour": agreement(trt, frames[4:], args.exact_threads),
-           "agreement_ort_flavour": agreement(int8, frames[4:], args.exact_threads)["unshifted"]}
+    res = {
+        "model": name,
+        "input": list(spec.input_shape(1)),
+        "qdq_left_in_fp32_equivalent": left,
+        "agreement_trt_flavour": agreement(trt, frames[4:], args.exact_threads),
+        "agreement_ort_flavour": agreement(int8, frames[4:], args.exact_threads)["unshifted"],
+    }
     log(f"{name}: {json.dumps(res['agreement_trt_flavour'])}")
-    res["timing"] = timing({"fp32": str(fp32), "int8_ort_flavour": str(int8),
-                            "trt_flavour_unshifted": f"{trt}::shift_int8=false", "trt_flavour_shifted": str(trt)},
-                           work / f"{name}_frames", args, log)
+    res["timing"] = timing(
+        {
+            "fp32": str(fp32),
+            "int8_ort_flavour": str(int8),
+            "trt_flavour_unshifted": f"{trt}::shift_int8=false",
+            "trt_flavour_shifted": str(trt),
+        },
+        work / f"{name}_frames",
+        args,
+        log,
+    )
     return res
 
 
@@ -148,11 +193,22 @@ def espnet(src: Path, args, log) -> dict:
 
     pngs = sorted((src / "frames").glob("*.png"))
     trt = src / "espnet_camvid.trt.int8.qdq.onnx"
-    res = {"model": "espnet_camvid", "frames": [p.name for p in pngs],
-           "agreement_trt_flavour": agreement(trt, [read_image(p) for p in pngs], args.exact_threads)}
+    res = {
+        "model": "espnet_camvid",
+        "frames": [p.name for p in pngs],
+        "agreement_trt_flavour": agreement(trt, [read_image(p) for p in pngs], args.exact_threads),
+    }
     log(f"espnet_camvid: {json.dumps(res['agreement_trt_flavour'])}")
-    res["timing"] = timing({"fp32": str(src / "espnet_camvid.onnx"), "trt_flavour_unshifted":
-                            f"{trt}::shift_int8=false", "trt_flavour_shifted": str(trt)}, src / "frames", args, log)
+    res["timing"] = timing(
+        {
+            "fp32": str(src / "espnet_camvid.onnx"),
+            "trt_flavour_unshifted": f"{trt}::shift_int8=false",
+            "trt_flavour_shifted": str(trt),
+        },
+        src / "frames",
+        args,
+        log,
+    )
     return res
 
 
@@ -178,8 +234,14 @@ def main() -> None:
     from vsseg_edge.core.fileio import write_json
     from vsseg_edge.measure.machine import environment, load_average
 
-    report = {"machine": environment(), "threads": args.threads, "repeats": args.repeats, "runs": args.runs,
-              "load_start": load_average(), "results": []}
+    report = {
+        "machine": environment(),
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "runs": args.runs,
+        "load_start": load_average(),
+        "results": [],
+    }
     log(json.dumps(report["machine"]))
     for name in args.students:
         report["results"].append(student(name, src, work, args, log))

@@ -41,9 +41,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VSSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 SPLIT = 156  # cosmos frames [0, SPLIT) calibrate / fine-tune, [SPLIT, 233) are held out for TC
-MODELS = {"camvid": ("espnet-camvid", "espnet_p_2_q_8_camvid.pth"),
-          "cityscapes": ("espnet-cityscapes", "espnet_p_2_q_8_cityscapes.pth"),
-          "camvid_tc": ("espnet-camvid-tc", None)}  # the project's temporally fine-tuned student (zoo)
+MODELS = {
+    "camvid": ("espnet-camvid", "espnet_p_2_q_8_camvid.pth"),
+    "cityscapes": ("espnet-cityscapes", "espnet_p_2_q_8_cityscapes.pth"),
+    "camvid_tc": ("espnet-camvid-tc", None),
+}  # the project's temporally fine-tuned student (zoo)
 CAMVID_KEYS = ("camvid", "camvid_tc")
 OLD_ORT = {"op_types": ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Concat", "MaxPool"], "percentile": 99.999}
 CONV = ["Conv", "ConvTranspose"]
@@ -54,6 +56,7 @@ def log(*a):
 
 
 # --- data -------------------------------------------------------------------------------------------------
+
 
 def frame_folder(folder: Path, frames: list[Path]) -> Path:
     """A folder of links to `frames` (in order): a clip, or a calibration source made of part of another."""
@@ -68,20 +71,25 @@ def frame_folder(folder: Path, frames: list[Path]) -> Path:
 def prepare_data(work: Path) -> dict:
     from vsseg_edge.data.datasets import open_dataset
 
-    cosmos = [r.image for r in open_dataset(SHARED / "video" / "cosmos_highway_sunset.mp4", "train",
-                                            kind="video").frames()]  # decoded once into the frame cache
+    cosmos = [
+        r.image for r in open_dataset(SHARED / "video" / "cosmos_highway_sunset.mp4", "train", kind="video").frames()
+    ]  # decoded once into the frame cache
     sample = sorted((SHARED / "camvid_sample" / "images").glob("*.png"))
     gate12 = work / "data" / "camvid12_gate"
     for sub in ("images", "labels"):
         frame_folder(gate12 / sub, [SHARED / "camvid_sample" / sub / p.name for p in sample[1::2]])
-    return {"cosmos_a": frame_folder(work / "data" / "cosmos_a", cosmos[:SPLIT]),
-            "cosmos_b": frame_folder(work / "data" / "cosmos_b", cosmos[SPLIT:]),
-            "pandaset": SHARED / "video" / "pandaset_sf_front",
-            "camvid12": frame_folder(work / "data" / "camvid12", sample[0::2]),  # the issue's 12 frames
-            "camvid12_gate": gate12, "camvid": Path(os.environ.get("VSSEG_CAMVID", SHARED / "camvid_full" / "CamVid"))}
+    return {
+        "cosmos_a": frame_folder(work / "data" / "cosmos_a", cosmos[:SPLIT]),
+        "cosmos_b": frame_folder(work / "data" / "cosmos_b", cosmos[SPLIT:]),
+        "pandaset": SHARED / "video" / "pandaset_sf_front",
+        "camvid12": frame_folder(work / "data" / "camvid12", sample[0::2]),  # the issue's 12 frames
+        "camvid12_gate": gate12,
+        "camvid": Path(os.environ.get("VSSEG_CAMVID", SHARED / "camvid_full" / "CamVid")),
+    }
 
 
 # --- artifacts --------------------------------------------------------------------------------------------
+
 
 def cli(*args: str) -> None:
     log("vsseg-edge", " ".join(args))
@@ -115,13 +123,20 @@ def published_checkpoint(work: Path, key: str) -> Path:
     if not out.is_file():
         labels = get_label_set(key)
         model = create_model("espnet", labels.num_classes, weights=str(SHARED / "weights" / MODELS[key][1]))
-        save_checkpoint(out, model, model_name="espnet", classes=list(labels.classes),
-                        preprocess=published_preprocess(key), model_kwargs=dict(model.arch_kwargs))
+        save_checkpoint(
+            out,
+            model,
+            model_name="espnet",
+            classes=list(labels.classes),
+            preprocess=published_preprocess(key),
+            model_kwargs=dict(model.arch_kwargs),
+        )
     return out
 
 
-def calibrated(out: Path, fp32: Path, frames: Path, preset: str, *, eval_source=None, tc_source=None,
-               **settings) -> Path:
+def calibrated(
+    out: Path, fp32: Path, frames: Path, preset: str, *, eval_source=None, tc_source=None, **settings
+) -> Path:
     """`calibrate` with a preset and settings (what `vsseg-edge calibrate` runs); kept when a gate fails."""
     from vsseg_edge.calib.config import load_calib_config
     from vsseg_edge.calib.pipeline import calibrate
@@ -130,13 +145,22 @@ def calibrated(out: Path, fp32: Path, frames: Path, preset: str, *, eval_source=
         return out
     cfg = load_calib_config(REPO / "calib" / preset, **settings)
     t0 = time.perf_counter()
-    calibrate(fp32, frames, out, cfg, eval_source=eval_source, keep_failed=True, tc_source=tc_source,
-              log=lambda s: log("   ", s))
+    calibrate(
+        fp32,
+        frames,
+        out,
+        cfg,
+        eval_source=eval_source,
+        keep_failed=True,
+        tc_source=tc_source,
+        log=lambda s: log("   ", s),
+    )
     log(f"{out.name}: calibrated in {time.perf_counter() - t0:.0f} s")
     return out
 
 
 # --- measurement ------------------------------------------------------------------------------------------
+
 
 def exact_for(model: Path) -> bool:
     """TensorRT-flavour Q/DQ models are judged with exact Q/DQ arithmetic; everything else as onnxruntime runs it."""
@@ -152,8 +176,9 @@ def predictor(threads: int):
     from vsseg_edge.runtime.backends import open_backend
 
     def run(model, frames):
-        with open_backend(model, "ort", providers=["CPUExecutionProvider"], threads=threads,
-                          exact_qdq=exact_for(model)) as runner:
+        with open_backend(
+            model, "ort", providers=["CPUExecutionProvider"], threads=threads, exact_qdq=exact_for(model)
+        ) as runner:
             return predict(runner, frames, at_frame_size=False).labels
 
     return run
@@ -192,8 +217,9 @@ def camvid_val(model: Path, root: Path, threads: int) -> dict | None:
     if not (root / "val").is_dir():
         return None
     ds = open_dataset(root, "val", kind="camvid")
-    with open_backend(model, "ort", providers=["CPUExecutionProvider"], threads=threads,
-                      exact_qdq=exact_for(model)) as runner:
+    with open_backend(
+        model, "ort", providers=["CPUExecutionProvider"], threads=threads, exact_qdq=exact_for(model)
+    ) as runner:
         acc = evaluate_runner(runner, ds, None, tc=False, progress=False)
     return {"miou": acc.miou, "frames": acc.labelled_frames, "per_class": acc.per_class_iou}
 
@@ -205,8 +231,15 @@ def speed(fp32: Path, model: Path, frames: Path, threads: int, runs: int) -> dic
 
     man = read_manifest(fp32)
     ds = open_frame_source(frames, "val")
-    return measure_speed(fp32, model, manifest_preprocess(man, str(fp32)), ds.read_image(ds.frames()[0]),
-                         runs=runs, threads=threads, classes=man["classes"])
+    return measure_speed(
+        fp32,
+        model,
+        manifest_preprocess(man, str(fp32)),
+        ds.read_image(ds.frames()[0]),
+        runs=runs,
+        threads=threads,
+        classes=man["classes"],
+    )
 
 
 def manifest_facts(path: Path) -> dict:
@@ -215,11 +248,17 @@ def manifest_facts(path: Path) -> dict:
 
     man = read_manifest(path)
     q = man.get("quantization") or {}
-    return {**(calibration_facts(man) or {}), "kept_in_float_nodes": man.get("kept_in_float"),
-            "readers_in_float": len(q.get("readers_in_float") or []), "quantizer": q.get("quantizer"),
-            "config": {k: (man.get("config") or {}).get(k) for k in ("method", "percentile", "op_types",
-                                                                     "quantized_readers", "reduce_range")},
-            "calibration_frames": _frames_source((man.get("calibration") or {}).get("frames"))}
+    return {
+        **(calibration_facts(man) or {}),
+        "kept_in_float_nodes": man.get("kept_in_float"),
+        "readers_in_float": len(q.get("readers_in_float") or []),
+        "quantizer": q.get("quantizer"),
+        "config": {
+            k: (man.get("config") or {}).get(k)
+            for k in ("method", "percentile", "op_types", "quantized_readers", "reduce_range")
+        },
+        "calibration_frames": _frames_source((man.get("calibration") or {}).get("frames")),
+    }
 
 
 def _frames_source(frames):
@@ -238,6 +277,7 @@ def save(work: Path, part: str, results: dict) -> None:
 
 # --- parts ------------------------------------------------------------------------------------------------
 
+
 def variants(key: str, data: dict, d: Path, threads: int) -> dict:
     """name → (description, how to make it). PTQ through `calibrate`; QAT exports found in the folder.
 
@@ -253,30 +293,62 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
     cosmos = data["cosmos_a"]
     out = {}
     if key == "camvid":
-        out["ptq_ort_issue"] = ("onnxruntime flavour as the issue ran it: ort_cpu.yaml before this work (all QDQ "
-                                "op types, 99.999th percentile), 12 CamVid train frames, accuracy gate on 12 others, "
-                                "no TC gate",
-                                lambda f: calibrated(d / "ptq_ort_issue.int8.qdq.onnx", f, data["camvid12"],
-                                                     "ort_cpu.yaml", eval_source=data["camvid12_gate"],
-                                                     tc_gate=False, num_frames=12, threads=threads, speed_runs=0,
-                                                     **OLD_ORT))
-    out["ptq_trt_shared"] = ("TensorRT flavour (ModelOpt), Q/DQ read by every reader of a quantised tensor "
-                             "(quantized_readers: []), cosmos frames, no TC gate",
-                             lambda f: calibrated(d / "ptq_trt_shared.int8.qdq.onnx", f, cosmos,
-                                                  "cityscapes_percentile.yaml", quantized_readers=[], tc_gate=False,
-                                                  **common))
-    out["ptq_trt"] = ("TensorRT flavour (ModelOpt), the default: only convolutions read through Q/DQ; accuracy + "
-                      "TC gates on the cosmos clip's held-back frames",
-                      lambda f: calibrated(d / "ptq_trt.int8.qdq.onnx", f, cosmos, "cityscapes_percentile.yaml",
-                                           **common))
-    out["ptq_ort"] = ("onnxruntime flavour, convolutions only (op_types Conv/ConvTranspose), 99.99th percentile, "
-                      "7-bit weights; integer kernels; both gates",
-                      lambda f: calibrated(d / "ptq_ort.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", op_types=CONV,
-                                           percentile=99.99, **common))
-    out["ptq_ort_readers"] = ("onnxruntime flavour, as ptq_ort but only convolutions read through Q/DQ "
-                              "(quantized_readers: [Conv, ConvTranspose]); both gates",
-                              lambda f: calibrated(d / "ptq_ort_readers.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml",
-                                                   op_types=CONV, percentile=99.99, quantized_readers=CONV, **common))
+        out["ptq_ort_issue"] = (
+            "onnxruntime flavour as the issue ran it: ort_cpu.yaml before this work (all QDQ "
+            "op types, 99.999th percentile), 12 CamVid train frames, accuracy gate on 12 others, "
+            "no TC gate",
+            lambda f: calibrated(
+                d / "ptq_ort_issue.int8.qdq.onnx",
+                f,
+                data["camvid12"],
+                "ort_cpu.yaml",
+                eval_source=data["camvid12_gate"],
+                tc_gate=False,
+                num_frames=12,
+                threads=threads,
+                speed_runs=0,
+                **OLD_ORT,
+            ),
+        )
+    out["ptq_trt_shared"] = (
+        "TensorRT flavour (ModelOpt), Q/DQ read by every reader of a quantised tensor "
+        "(quantized_readers: []), cosmos frames, no TC gate",
+        lambda f: calibrated(
+            d / "ptq_trt_shared.int8.qdq.onnx",
+            f,
+            cosmos,
+            "cityscapes_percentile.yaml",
+            quantized_readers=[],
+            tc_gate=False,
+            **common,
+        ),
+    )
+    out["ptq_trt"] = (
+        "TensorRT flavour (ModelOpt), the default: only convolutions read through Q/DQ; accuracy + "
+        "TC gates on the cosmos clip's held-back frames",
+        lambda f: calibrated(d / "ptq_trt.int8.qdq.onnx", f, cosmos, "cityscapes_percentile.yaml", **common),
+    )
+    out["ptq_ort"] = (
+        "onnxruntime flavour, convolutions only (op_types Conv/ConvTranspose), 99.99th percentile, "
+        "7-bit weights; integer kernels; both gates",
+        lambda f: calibrated(
+            d / "ptq_ort.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", op_types=CONV, percentile=99.99, **common
+        ),
+    )
+    out["ptq_ort_readers"] = (
+        "onnxruntime flavour, as ptq_ort but only convolutions read through Q/DQ "
+        "(quantized_readers: [Conv, ConvTranspose]); both gates",
+        lambda f: calibrated(
+            d / "ptq_ort_readers.int8.qdq.onnx",
+            f,
+            cosmos,
+            "ort_cpu.yaml",
+            op_types=CONV,
+            percentile=99.99,
+            quantized_readers=CONV,
+            **common,
+        ),
+    )
     for q in sorted(d.glob("qat*.int8.qdq.onnx")):
         out[q.name.split(".")[0]] = ("QAT export (see the report for the training command)", lambda f, q=q: q)
     return out
@@ -322,8 +394,11 @@ def part_investigate(work: Path, data: dict, args) -> dict:
         # placement: who reads the quantised tensors
         "trt_modelopt_shared": ("cityscapes_percentile.yaml", data["cosmos_a"], dict(quantized_readers=[])),
         "trt_modelopt_readers": ("cityscapes_percentile.yaml", data["cosmos_a"], {}),
-        "trt_ortq_conv_shared": ("cityscapes_percentile.yaml", data["cosmos_a"],
-                                 dict(quantizer="ort", op_types=CONV, quantized_readers=[])),
+        "trt_ortq_conv_shared": (
+            "cityscapes_percentile.yaml",
+            data["cosmos_a"],
+            dict(quantizer="ort", op_types=CONV, quantized_readers=[]),
+        ),
         "trt_ortq_conv_readers": ("cityscapes_percentile.yaml", data["cosmos_a"], dict(quantizer="ort", op_types=CONV)),
         # calibration frames: the issue's 12 CamVid frames vs the real clip
         "trt_modelopt_readers_camvid12": ("cityscapes_percentile.yaml", data["camvid12"], dict(num_frames=12)),
@@ -332,10 +407,16 @@ def part_investigate(work: Path, data: dict, args) -> dict:
         "ort_all_ops": ("ort_cpu.yaml", data["cosmos_a"], dict(OLD_ORT)),
         "ort_conv": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.999)),
         "ort_conv_p9999": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.99)),
-        "ort_conv_p9999_w8": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.99,
-                                                                     reduce_range=False)),
-        "ort_conv_p9999_readers": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.99,
-                                                                          quantized_readers=CONV)),
+        "ort_conv_p9999_w8": (
+            "ort_cpu.yaml",
+            data["cosmos_a"],
+            dict(op_types=CONV, percentile=99.99, reduce_range=False),
+        ),
+        "ort_conv_p9999_readers": (
+            "ort_cpu.yaml",
+            data["cosmos_a"],
+            dict(op_types=CONV, percentile=99.99, quantized_readers=CONV),
+        ),
     }
     if "fp32_noise" not in results or args.redo:
         results["fp32_noise"] = noise_floor(fp32, judge, args.threads)
@@ -347,8 +428,11 @@ def part_investigate(work: Path, data: dict, args) -> dict:
             continue
         log(f"== investigate {name}")
         path = calibrated(d / f"{name}.int8.qdq.onnx", fp32, frames, preset, **{**common, **settings})
-        results[name] = {"settings": {"preset": preset, "frames": frames.name, **settings},
-                         "manifest": manifest_facts(path), "tc": judge.tc(path)["pandaset"]}
+        results[name] = {
+            "settings": {"preset": preset, "frames": frames.name, **settings},
+            "manifest": manifest_facts(path),
+            "tc": judge.tc(path)["pandaset"],
+        }
         save(work, "investigate", results)
     return results
 
@@ -441,8 +525,10 @@ def conv_microbench(fp32: Path, threads: int, runs: int = 15) -> list:
     from vsseg_edge.runtime.backends.ort import ort_session
 
     m = shape_inference.infer_shapes(onnx.load(str(fp32)))
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in list(m.graph.value_info) + list(m.graph.input)}
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in list(m.graph.value_info) + list(m.graph.input)
+    }
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     rows = []
     for n in m.graph.node:
@@ -464,9 +550,17 @@ def conv_microbench(fp32: Path, threads: int, runs: int = 15) -> list:
                 t0 = time.perf_counter()
                 s.run(None, {"x": x})
                 times[q].append((time.perf_counter() - t0) * 1e3)
-        rows.append({"node": n.name, "input": shape, "weight": list(w.shape),
-                     "dilation": attrs.get("dilations", [1, 1])[0], "stride": attrs.get("strides", [1, 1])[0],
-                     "fp32_ms": round(min(times[False]), 3), "int8_ms": round(min(times[True]), 3)})
+        rows.append(
+            {
+                "node": n.name,
+                "input": shape,
+                "weight": list(w.shape),
+                "dilation": attrs.get("dilations", [1, 1])[0],
+                "stride": attrs.get("strides", [1, 1])[0],
+                "fp32_ms": round(min(times[False]), 3),
+                "int8_ms": round(min(times[True]), 3),
+            }
+        )
     return rows
 
 
@@ -482,20 +576,30 @@ def _single_conv(shape, w, attrs, quant: bool, helper, numpy_helper, TensorProto
     else:
         ws = (np.abs(w).reshape(cout, -1).max(1) / 63 + 1e-12).astype(np.float32)  # 7-bit weights (reduce_range)
         wq = np.clip(np.round(w / ws[:, None, None, None]), -64, 63).astype(np.int8)
-        consts = {"Wq": wq, "ws": ws, "wz": np.zeros(cout, np.int8), "s": np.array(0.02, np.float32),
-                  "z": np.array(128, np.uint8), "so": np.array(0.05, np.float32), "zo": np.array(128, np.uint8)}
+        consts = {
+            "Wq": wq,
+            "ws": ws,
+            "wz": np.zeros(cout, np.int8),
+            "s": np.array(0.02, np.float32),
+            "z": np.array(128, np.uint8),
+            "so": np.array(0.05, np.float32),
+            "zo": np.array(128, np.uint8),
+        }
         inits = [numpy_helper.from_array(v, k) for k, v in consts.items()]
-        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
-                 helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
-                 helper.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["Wd"], axis=0),
-                 helper.make_node("Conv", ["xd", "Wd"], ["yc"], **keep),
-                 helper.make_node("QuantizeLinear", ["yc", "so", "zo"], ["yq"]),
-                 helper.make_node("DequantizeLinear", ["yq", "so", "zo"], ["y"])]
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+            helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+            helper.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["Wd"], axis=0),
+            helper.make_node("Conv", ["xd", "Wd"], ["yc"], **keep),
+            helper.make_node("QuantizeLinear", ["yc", "so", "zo"], ["yq"]),
+            helper.make_node("DequantizeLinear", ["yq", "so", "zo"], ["y"]),
+        ]
     graph = helper.make_graph(nodes, "conv", [inp], [outp], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 # --- the report tables ------------------------------------------------------------------------------------
+
 
 def _f(v, d: int = 2) -> str:
     return "–" if v is None else f"{v:.{d}f}"
@@ -504,9 +608,12 @@ def _f(v, d: int = 2) -> str:
 def model_table(res: dict) -> list[str]:
     """One row per variant: TC on each held-out clip (FP32 → INT8, drop), agreement, CamVid val mIoU, floats, speed."""
     clips = list((res.get("fp32") or {}).get("tc") or {})
-    head = ["variant"] + [f"TC {c} FP32 → INT8 (drop)" for c in clips] + [
-        f"agreement {c} %" for c in clips] + ["CamVid val mIoU (drop)", "gates (acc / TC)", "float: kept / readers",
-                                              "ms FP32 → INT8 (ratio)"]
+    head = (
+        ["variant"]
+        + [f"TC {c} FP32 → INT8 (drop)" for c in clips]
+        + [f"agreement {c} %" for c in clips]
+        + ["CamVid val mIoU (drop)", "gates (acc / TC)", "float: kept / readers", "ms FP32 → INT8 (ratio)"]
+    )
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     m32 = ((res.get("fp32") or {}).get("camvid_val") or {}).get("miou")
     for name, r in res.items():
@@ -517,8 +624,10 @@ def model_table(res: dict) -> list[str]:
         m8 = (r.get("camvid_val") or {}).get("miou")
         miou = f"{_f(m8)} ({_f(m32 - m8)})" if m8 is not None and m32 is not None else "–"
         man = r.get("manifest") or {}
-        gates = (f"{'pass' if man.get('gate_passed') else 'FAIL' if man.get('gate_passed') is False else '–'}: "
-                 f"{_f(man.get('drop'))} / {_f(man.get('tc_drop'))}")
+        gates = (
+            f"{'pass' if man.get('gate_passed') else 'FAIL' if man.get('gate_passed') is False else '–'}: "
+            f"{_f(man.get('drop'))} / {_f(man.get('tc_drop'))}"
+        )
         sp = r.get("speed") or {}
         speed = f"{_f(sp.get('fp32_ms'), 1)} → {_f(sp.get('int8_ms'), 1)} ({_f(sp.get('ratio'))}×)"
         floats = f"{len(man.get('kept_in_float_nodes') or [])} / {man.get('readers_in_float', 0)}"
@@ -531,20 +640,26 @@ def model_table(res: dict) -> list[str]:
 
 
 def investigate_table(res: dict) -> list[str]:
-    rows = ["| variant | settings | TC FP32 → INT8 (drop) | pixels flipping FP32 → INT8 (INT8-only) % | agreement % |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| variant | settings | TC FP32 → INT8 (drop) | pixels flipping FP32 → INT8 (INT8-only) % | agreement % |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in res.items():
         tc = r.get("tc") if "tc" in r else None
         if not tc:
             continue
         st = ", ".join(f"{k}={v}" for k, v in (r.get("settings") or {}).items())
-        rows.append(f"| `{name}` | {st} | {_f(tc['tc_fp32'])} → {_f(tc['tc_int8'])} ({_f(tc['drop'])}) | "
-                    f"{_f(tc['flips_fp32'])} → {_f(tc['flips_int8'])} (+{_f(tc['extra_flips'])}) | "
-                    f"{_f(tc['agreement'])} |")
+        rows.append(
+            f"| `{name}` | {st} | {_f(tc['tc_fp32'])} → {_f(tc['tc_int8'])} ({_f(tc['drop'])}) | "
+            f"{_f(tc['flips_fp32'])} → {_f(tc['flips_int8'])} (+{_f(tc['extra_flips'])}) | "
+            f"{_f(tc['agreement'])} |"
+        )
     for name, tc in (res.get("fp32_noise") or {}).items():
-        rows.append(f"| FP32 `{name}` | the FP32 model on changed frames | {_f(tc['tc_fp32'])} → "
-                    f"{_f(tc['tc_int8'])} ({_f(tc['drop'])}) | {_f(tc['flips_fp32'])} → {_f(tc['flips_int8'])} "
-                    f"(+{_f(tc['extra_flips'])}) | {_f(tc['agreement'])} |")
+        rows.append(
+            f"| FP32 `{name}` | the FP32 model on changed frames | {_f(tc['tc_fp32'])} → "
+            f"{_f(tc['tc_int8'])} ({_f(tc['drop'])}) | {_f(tc['flips_fp32'])} → {_f(tc['flips_int8'])} "
+            f"(+{_f(tc['extra_flips'])}) | {_f(tc['agreement'])} |"
+        )
     return rows
 
 
@@ -557,11 +672,16 @@ def speed_tables(res: dict) -> list[str]:
             for p in prof.values():
                 ops += [o for o in p["ms"] if o not in ops]
             ops = ops[:10]
-            out += [f"**{key}: onnxruntime profile, ms per op type (CPU provider, optimised graph)**", "",
-                    "| model | total | " + " | ".join(ops) + " |", "|" + "---|" * (len(ops) + 2)]
+            out += [
+                f"**{key}: onnxruntime profile, ms per op type (CPU provider, optimised graph)**",
+                "",
+                "| model | total | " + " | ".join(ops) + " |",
+                "|" + "---|" * (len(ops) + 2),
+            ]
             for name, p in prof.items():
-                out.append(f"| `{name}` | {_f(p['total_ms'], 1)} | " + " | ".join(_f(p["ms"].get(o), 1) for o in ops)
-                           + " |")
+                out.append(
+                    f"| `{name}` | {_f(p['total_ms'], 1)} | " + " | ".join(_f(p["ms"].get(o), 1) for o in ops) + " |"
+                )
             out.append("")
         convs = entry.get("convs") or []
         if convs:
@@ -570,8 +690,12 @@ def speed_tables(res: dict) -> list[str]:
                 k = f"{c['weight'][2]}×{c['weight'][3]} dilation {c['dilation']} stride {c['stride']}"
                 g = groups.setdefault(k, [0, 0.0, 0.0])
                 g[0], g[1], g[2] = g[0] + 1, g[1] + c["fp32_ms"], g[2] + c["int8_ms"]
-            out += [f"**{key}: each convolution alone, float vs QLinearConv (min of interleaved runs)**", "",
-                    "| kind | convs | float ms | QLinearConv ms | float/int8 |", "|---|---|---|---|---|"]
+            out += [
+                f"**{key}: each convolution alone, float vs QLinearConv (min of interleaved runs)**",
+                "",
+                "| kind | convs | float ms | QLinearConv ms | float/int8 |",
+                "|---|---|---|---|---|",
+            ]
             for k, (n, a, b) in sorted(groups.items()):
                 out.append(f"| {k} | {n} | {_f(a, 1)} | {_f(b, 1)} | {_f(a / b if b else None)} |")
             a, b = sum(c["fp32_ms"] for c in convs), sum(c["int8_ms"] for c in convs)
@@ -595,8 +719,20 @@ def report(work: Path) -> None:
         print("\n### speed\n")
         print("\n".join(speed_tables(parts["speed"])))
     out = REPO / "benchmarks" / "reports" / "int8_tc.json"
-    out.write_text(json.dumps({"benchmark": "int8_tc", "command": "python benchmarks/int8_tc.py", "split": SPLIT,
-                               "environment": environment(), **parts}, indent=1, default=float) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "int8_tc",
+                "command": "python benchmarks/int8_tc.py",
+                "split": SPLIT,
+                "environment": environment(),
+                **parts,
+            },
+            indent=1,
+            default=float,
+        )
+        + "\n"
+    )
     print(f"\nwrote {out}")
 
 
@@ -606,8 +742,11 @@ def main(argv=None) -> None:
     ap.add_argument("--parts", default="investigate,camvid,cityscapes,speed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--speed-runs", type=int, default=10)
-    ap.add_argument("--variants", default="",
-                    help="only these variants (comma-separated names; investigate: in this order; default: all)")
+    ap.add_argument(
+        "--variants",
+        default="",
+        help="only these variants (comma-separated names; investigate: in this order; default: all)",
+    )
     ap.add_argument("--redo", action="store_true", help="measure again what --work already holds")
     ap.add_argument("--report", action="store_true", help="print the tables and write reports/int8_tc.json")
     args = ap.parse_args(argv)

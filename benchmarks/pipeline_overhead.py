@@ -48,15 +48,18 @@ def write_report(out_dir: Path, fig: dict, meta: dict) -> None:
     pure = fig["pure_infer_ms"]
     spread = abs(pure["p50_before"] - pure["p50_after"]) / pure["p50"]
     lines = [
-        "# Pipeline overhead (runtime, onnxruntime CPU)", "",
+        "# Pipeline overhead (runtime, onnxruntime CPU)",
+        "",
         f"Model: {meta['model']} (seeded random weights; exported by vsseg_edge.export at {meta['size']}), FP32 ONNX, "
         f"onnxruntime {meta['onnxruntime']} {meta['provider']}, intra-op threads {meta['threads']}.",
         f"Frames: {meta['frames']} synthetic {meta['frame_hw']} frames in an mp4v video, decoded by OpenCV; "
         f"first {meta['skip']} pipeline frames (queue filling) left out.",
         f"Machine: {meta['machine']} — {meta['cpus']} CPU cores shared with other work; 1-min load average "
         f"{meta['load_avg_1min'][0]} before, {meta['load_avg_1min'][1]} after (timings are noisy).",
-        f"Command: `{meta['command']}` ({meta['date']}).", "",
-        "| figure | value | goal |", "|---|---|---|",
+        f"Command: `{meta['command']}` ({meta['date']}).",
+        "",
+        "| figure | value | goal |",
+        "|---|---|---|",
         f"| pure backend infer p50 (before / after) | {fig['pure_infer_ms']['p50']:.1f} ms "
         f"({fig['pure_infer_ms']['p50_before']:.1f} / {fig['pure_infer_ms']['p50_after']:.1f}) | |",
         f"| pipeline frame interval p50 / p99 | {fig['pipeline_interval_ms']['p50']:.1f} / "
@@ -67,12 +70,17 @@ def write_report(out_dir: Path, fig: dict, meta: dict) -> None:
         f"| throughput | {fig['fps']:.3f} FPS | |",
         f"| **overlap ratio** fps × max(stage) | **{fig['overlap_ratio']:.3f}** | ≥ 0.9 {'✅' if ok_t else '❌'} |",
         f"| infer inside the pipeline p50 | {fig['pipeline_infer_ms_p50']:.1f} ms | |",
-        f"| latency (end of capture → rendered) p50 | {fig['pipeline_latency_ms_p50']:.1f} ms | |", "",
-        "Per stage p50 / p99 (ms): " + ", ".join(
+        f"| latency (end of capture → rendered) p50 | {fig['pipeline_latency_ms_p50']:.1f} ms | |",
+        "",
+        "Per stage p50 / p99 (ms): "
+        + ", ".join(
             f"{k.replace('_ms', '')} {fig['stage_p50_ms'][k]:.2f} / {fig['stage_p99_ms'][k]:.2f}"
-            for k in fig["stage_p50_ms"]), "",
+            for k in fig["stage_p50_ms"]
+        ),
+        "",
         f"Noise: the two pure-backend passes bracketing the pipeline differ by {100 * spread:.1f} %; an overhead "
-        "smaller than that (including a negative one) is within the noise of this shared machine.", "",
+        "smaller than that (including a negative one) is within the noise of this shared machine.",
+        "",
         "Latency includes the wait in the file source's prefetch queue (files are read ahead; live sources keep "
         "only the latest frame instead). No GPU figures: this run had no GPU.",
     ]
@@ -109,15 +117,38 @@ def main() -> None:
             log("pure backend, pipeline, pure backend")
             fig = measure_overhead(be, video, warmup=2, skip=args.skip).to_dict()
             provider = be.device
-    meta = {"model": args.onnx.name if args.onnx else args.model, "size": args.size, "frames": args.frames,
-            "frame_hw": args.frame_hw, "threads": args.threads, "skip": args.skip, "onnxruntime": ort.__version__,
-            "provider": provider, "machine": f"{cpu_model()} ({', '.join(cpu_flags()) or 'no ISA flags read'})",
-            "cpus": os.cpu_count(), "load_avg_1min": [(load_before or [None])[0], (load_average() or [None])[0]],
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "command": "python " + " ".join(["benchmarks/pipeline_overhead.py", *sys.argv[1:]])}
+    meta = {
+        "model": args.onnx.name if args.onnx else args.model,
+        "size": args.size,
+        "frames": args.frames,
+        "frame_hw": args.frame_hw,
+        "threads": args.threads,
+        "skip": args.skip,
+        "onnxruntime": ort.__version__,
+        "provider": provider,
+        "machine": f"{cpu_model()} ({', '.join(cpu_flags()) or 'no ISA flags read'})",
+        "cpus": os.cpu_count(),
+        "load_avg_1min": [(load_before or [None])[0], (load_average() or [None])[0]],
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "python " + " ".join(["benchmarks/pipeline_overhead.py", *sys.argv[1:]]),
+    }
     write_report(args.out, fig, meta)
-    print(json.dumps({k: fig[k] for k in ("pure_infer_ms", "pipeline_interval_ms", "overhead_p50", "fps",
-                                          "stage_thread_p50_ms", "overlap_ratio")}, indent=1))
+    print(
+        json.dumps(
+            {
+                k: fig[k]
+                for k in (
+                    "pure_infer_ms",
+                    "pipeline_interval_ms",
+                    "overhead_p50",
+                    "fps",
+                    "stage_thread_p50_ms",
+                    "overlap_ratio",
+                )
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

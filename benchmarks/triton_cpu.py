@@ -61,9 +61,14 @@ def make_model(work: Path) -> tuple[Path, str]:
 
     torch.manual_seed(0)
     model = create_model("espnet", CAMVID.num_classes, **({"weights": weights} if weights else {})).eval()
-    export_onnx(model, out, model_name="espnet", classes=list(CAMVID.classes),
-                preprocess=PreprocessSpec(**PUBLISHED_PREPROCESS["camvid"]),
-                preset=ExportPreset(dynamic_batch=True, parity_count=1))
+    export_onnx(
+        model,
+        out,
+        model_name="espnet",
+        classes=list(CAMVID.classes),
+        preprocess=PreprocessSpec(**PUBLISHED_PREPROCESS["camvid"]),
+        preset=ExportPreset(dynamic_batch=True, parity_count=1),
+    )
     return out, what
 
 
@@ -80,7 +85,7 @@ def make_source(work: Path) -> tuple[str, str]:
         img[:352] = (200, 120, 60)
         img[352:] = (90, 90, 90)
         x = (40 * i) % 1100
-        img[250:400, x:x + 180] = (30, 30, 220)
+        img[250:400, x : x + 180] = (30, 30, 220)
         img = np.clip(img.astype(np.int16) + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
         cv2.imwrite(str(folder / f"{i:03d}.png"), img)
     return str(folder), "synthetic street frames (32, 1280×704)"
@@ -105,18 +110,46 @@ def baseline(model: Path, source: str, threads: int, runs: int = 16) -> dict:
         for batch in (1, 8):
             calls = time_calls(lambda i, b=batch: seg(frames[:b]), max(4, runs // batch), warmup=1)
             times = [ms / batch for ms in calls]
-            out[f"batch{batch}"] = {"ms_per_frame_p50": round(float(np.median(times)), 2),
-                                    "frames_per_s": round(1000 / float(np.median(times)), 2), "runs": len(times)}
+            out[f"batch{batch}"] = {
+                "ms_per_frame_p50": round(float(np.median(times)), 2),
+                "frames_per_s": round(1000 / float(np.median(times)), 2),
+                "runs": len(times),
+            }
     return out
 
 
-def serve_and_check(model: Path, source: str, *, max_batch: int, threads: int, streams: str, seconds: float,
-                    extra: list[str], work: Path) -> dict:
+def serve_and_check(
+    model: Path,
+    source: str,
+    *,
+    max_batch: int,
+    threads: int,
+    streams: str,
+    seconds: float,
+    extra: list[str],
+    work: Path,
+) -> dict:
     port = free_port_run()
-    serve_cmd = ["vsseg-edge", "serve", str(model), "--port", str(port), "--max-batch", str(max_batch),
-                 "--threads", str(threads), "--name", "espnet"]
-    server = subprocess.Popen([sys.executable, "-m", "vsseg_edge.cli", *serve_cmd[1:]], stderr=subprocess.PIPE,
-                              stdout=subprocess.DEVNULL, text=True, cwd=REPO)  # `-m` from the repository
+    serve_cmd = [
+        "vsseg-edge",
+        "serve",
+        str(model),
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max_batch),
+        "--threads",
+        str(threads),
+        "--name",
+        "espnet",
+    ]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vsseg_edge.cli", *serve_cmd[1:]],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+    )  # `-m` from the repository
     try:
         t0 = time.perf_counter()
         for line in server.stderr:
@@ -127,9 +160,29 @@ def serve_and_check(model: Path, source: str, *, max_batch: int, threads: int, s
         start_s = round(time.perf_counter() - t0, 1)
         log(f"server up in {start_s} s (max batch {max_batch})")
         out = work / f"check_b{max_batch}.json"
-        check_cmd = ["vsseg-edge", "serve", "--check", f"grpc://127.0.0.1:{port + 1}", "--model-name", "espnet",
-                     "--source", source, "--frames", "32", "--streams", streams, "--seconds", str(seconds),
-                     "--max-batch", str(max_batch), "--threads", str(threads), *extra, "--out", str(out)]
+        check_cmd = [
+            "vsseg-edge",
+            "serve",
+            "--check",
+            f"grpc://127.0.0.1:{port + 1}",
+            "--model-name",
+            "espnet",
+            "--source",
+            source,
+            "--frames",
+            "32",
+            "--streams",
+            streams,
+            "--seconds",
+            str(seconds),
+            "--max-batch",
+            str(max_batch),
+            "--threads",
+            str(threads),
+            *extra,
+            "--out",
+            str(out),
+        ]
         subprocess.run([sys.executable, "-m", "vsseg_edge.cli", *check_cmd[1:]], check=True, cwd=REPO)
         report = json.loads(out.read_text())
     finally:
@@ -139,8 +192,12 @@ def serve_and_check(model: Path, source: str, *, max_batch: int, threads: int, s
         except subprocess.TimeoutExpired:
             server.kill()
             rest = "killed after 60 s"
-    report["server"] = {"command": shown(" ".join(serve_cmd)), "start_s": start_s, "exit_code": server.returncode,
-                        "stopped": "stopped the Triton server" in rest}
+    report["server"] = {
+        "command": shown(" ".join(serve_cmd)),
+        "start_s": start_s,
+        "exit_code": server.returncode,
+        "stopped": "stopped the Triton server" in rest,
+    }
     report["client_command"] = shown(" ".join(check_cmd))
     report["command"], report["source"] = shown(report["command"]), shown(report["source"])
     if "reference" in report:
@@ -157,7 +214,8 @@ def write_md(rep: dict, path: Path) -> None:
         "",
         f"Machine: {env['cpu']}, {env['cpu_count']} cores, shared with other jobs: load average (1/5/15 min) "
         f"{env['load_avg']} at the start, {rep['load_avg_end']} at the end. Python {env['python']}, "
-        + ", ".join(f"{k} {v}" for k, v in {**env["serving"], **env["libraries"]}.items() if v) + ".",
+        + ", ".join(f"{k} {v}" for k, v in {**env["serving"], **env["libraries"]}.items() if v)
+        + ".",
         "",
         f"Model: {rep['model']['what']}, `{Path(rep['model']['path']).name}`, exported with `--dynamic-batch`, "
         f"input 360×480 (its manifest's preprocessing: resize, BGR, mean/std, /255), FP32 ONNX on onnxruntime's CPU "
@@ -186,31 +244,46 @@ def write_md(rep: dict, path: Path) -> None:
     for cfg in rep["servers"]:
         for run in cfg["runs"]:
             lat = run["latency_ms"]
-            lines.append(f"| {cfg['label']} | {run['streams']} | {run['frames_per_s']:.2f} | {lat['p50']} | "
-                         f"{lat['p90']} | {lat['p99']} | {run['errors']} |")
+            lines.append(
+                f"| {cfg['label']} | {run['streams']} | {run['frames_per_s']:.2f} | {lat['p50']} | "
+                f"{lat['p90']} | {lat['p99']} | {run['errors']} |"
+            )
     b = rep["no_server"]
-    lines += ["", f"No server (same process, same frames): batch 1 {b['batch1']['ms_per_frame_p50']} ms/frame "
-              f"({b['batch1']['frames_per_s']} frames/s), batch 8 {b['batch8']['ms_per_frame_p50']} ms/frame "
-              f"({b['batch8']['frames_per_s']} frames/s).", ""]
+    lines += [
+        "",
+        f"No server (same process, same frames): batch 1 {b['batch1']['ms_per_frame_p50']} ms/frame "
+        f"({b['batch1']['frames_per_s']} frames/s), batch 8 {b['batch8']['ms_per_frame_p50']} ms/frame "
+        f"({b['batch8']['frames_per_s']} frames/s).",
+        "",
+    ]
     first = rep["servers"][0]
     if first.get("reference"):
         r = first["reference"]
-        lines.append(f"Served labels vs the same ONNX run locally (`--reference`): {r['identical']}/{r['frames']} "
-                     f"frames identical ({r.get('agreement_percent', 'n/a')} % of pixels agree).")
+        lines.append(
+            f"Served labels vs the same ONNX run locally (`--reference`): {r['identical']}/{r['frames']} "
+            f"frames identical ({r.get('agreement_percent', 'n/a')} % of pixels agree)."
+        )
         lines.append("")
     if first.get("robustness"):
-        lines += ["## Robustness (dynamic-batching server)", "",
-                  "| case | error response | a valid request answered right after | response |",
-                  "| --- | --- | --- | --- |"]
+        lines += [
+            "## Robustness (dynamic-batching server)",
+            "",
+            "| case | error response | a valid request answered right after | response |",
+            "| --- | --- | --- | --- |",
+        ]
         for c in first["robustness"]:
             resp = c["response"].replace("|", "/")[:110]
-            lines.append(f"| {c['case']} | {'yes' if c['error_response'] else 'no'} | "
-                         f"{'yes' if c['served_after'] else 'NO'} | {resp} |")
+            lines.append(
+                f"| {c['case']} | {'yes' if c['error_response'] else 'no'} | "
+                f"{'yes' if c['served_after'] else 'NO'} | {resp} |"
+            )
         lines.append("")
     lines += ["## Commands", ""]
     for cfg in rep["servers"]:
-        lines += [f"- {cfg['label']}: `{cfg['server']['command']}` (up in {cfg['server']['start_s']} s, exit code "
-                  f"{cfg['server']['exit_code']} after SIGTERM), then `{cfg['client_command']}`"]
+        lines += [
+            f"- {cfg['label']}: `{cfg['server']['command']}` (up in {cfg['server']['start_s']} s, exit code "
+            f"{cfg['server']['exit_code']} after SIGTERM), then `{cfg['client_command']}`"
+        ]
     lines += ["", "## Reading the figures", "", *rep["notes"], ""]
     path.write_text("\n".join(lines))
 
@@ -244,17 +317,35 @@ def main() -> None:
     no_server = baseline(model, source, args.threads)
     log(f"no server: {no_server}")
     servers = []
-    for label, max_batch, extra in (("dynamic batching ≤ 8", 8, ["--robustness", "--reference", str(model)]),
-                                    ("no batching (max batch 1)", 1, [])):
-        rep = serve_and_check(model, source, max_batch=max_batch, threads=args.threads, streams=args.streams,
-                              seconds=args.seconds, extra=extra, work=args.work)
+    for label, max_batch, extra in (
+        ("dynamic batching ≤ 8", 8, ["--robustness", "--reference", str(model)]),
+        ("no batching (max batch 1)", 1, []),
+    ):
+        rep = serve_and_check(
+            model,
+            source,
+            max_batch=max_batch,
+            threads=args.threads,
+            streams=args.streams,
+            seconds=args.seconds,
+            extra=extra,
+            work=args.work,
+        )
         rep["label"] = label
         servers.append(rep)
-    report = {"schema": "vsseg-edge-triton-cpu/1", "created": time.strftime("%Y-%m-%d %H:%M"),
-              "command": "python benchmarks/triton_cpu.py " + " ".join(sys.argv[1:]), "environment": env,
-              "load_avg_end": [round(v, 2) for v in os.getloadavg()], "threads": args.threads,
-              "model": {"path": shown(str(model)), "what": what}, "frames": frames, "no_server": no_server,
-              "servers": servers, "notes": notes}
+    report = {
+        "schema": "vsseg-edge-triton-cpu/1",
+        "created": time.strftime("%Y-%m-%d %H:%M"),
+        "command": "python benchmarks/triton_cpu.py " + " ".join(sys.argv[1:]),
+        "environment": env,
+        "load_avg_end": [round(v, 2) for v in os.getloadavg()],
+        "threads": args.threads,
+        "model": {"path": shown(str(model)), "what": what},
+        "frames": frames,
+        "no_server": no_server,
+        "servers": servers,
+        "notes": notes,
+    }
     write_json(args.out.with_suffix(".json"), report)
     write_md(report, args.out.with_suffix(".md"))
     log(f"wrote {args.out.with_suffix('.md')} and .json")

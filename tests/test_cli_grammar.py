@@ -35,8 +35,15 @@ def test_top_level_help_lists_commands_in_pipeline_order():
     listed = [m[1] for m in rows if m and m[1] in COMMAND.commands]
     expected = [c for c in PIPELINE_ORDER if c in COMMAND.commands]
     assert [c for c in listed if c in PIPELINE_ORDER] == expected
-    assert listed.index("data") < listed.index("train") < listed.index("export") < listed.index("calibrate") \
-        < listed.index("build-engine") < listed.index("run") < listed.index("bench")
+    assert (
+        listed.index("data")
+        < listed.index("train")
+        < listed.index("export")
+        < listed.index("calibrate")
+        < listed.index("build-engine")
+        < listed.index("run")
+        < listed.index("bench")
+    )
     assert listed[-2:] == ["doctor", "demo"]
 
 
@@ -101,20 +108,32 @@ main()
 """
 
 
-@pytest.mark.parametrize("blocked, argv, hint", [
-    (("torch",), ["train", "RECIPE"], "train needs torch, which is not installed; install it with: "
-                                      "pip install 'vsseg-edge[train]'"),
-    (("onnxruntime",), ["run", "MODEL", "--source", "FRAMES"], "pip install 'vsseg-edge[edge]'"),
-    (("cv2",), ["run", "MODEL", "--source", "FRAMES"], "pip install 'vsseg-edge[edge]' (headless) or "
-                                                       "'vsseg-edge[gui]'"),
-])
-def test_a_missing_optional_package_is_one_line_with_the_extra(tmp_path, onnx_model, image_folder, blocked,
-                                                                argv, hint):
+@pytest.mark.parametrize(
+    "blocked, argv, hint",
+    [
+        (
+            ("torch",),
+            ["train", "RECIPE"],
+            "train needs torch, which is not installed; install it with: pip install 'vsseg-edge[train]'",
+        ),
+        (("onnxruntime",), ["run", "MODEL", "--source", "FRAMES"], "pip install 'vsseg-edge[edge]'"),
+        (
+            ("cv2",),
+            ["run", "MODEL", "--source", "FRAMES"],
+            "pip install 'vsseg-edge[edge]' (headless) or 'vsseg-edge[gui]'",
+        ),
+    ],
+)
+def test_a_missing_optional_package_is_one_line_with_the_extra(tmp_path, onnx_model, image_folder, blocked, argv, hint):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: x\n")
     argv = [{"RECIPE": str(recipe), "MODEL": str(onnx_model), "FRAMES": str(image_folder)}.get(a, a) for a in argv]
-    proc = subprocess.run([sys.executable, "-c", _BLOCK.format(blocked=set(blocked), argv=argv)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _BLOCK.format(blocked=set(blocked), argv=argv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("error: ") and hint in lines[0]

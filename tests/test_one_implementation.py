@@ -9,22 +9,41 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = sorted(p for d in ("vsseg_edge", "benchmarks") for p in (REPO / d).rglob("*")
-                 if p.suffix in (".py", ".sh") and p.is_file())
+SOURCES = sorted(
+    p for d in ("vsseg_edge", "benchmarks") for p in (REPO / d).rglob("*") if p.suffix in (".py", ".sh") and p.is_file()
+)
 
 # (what, pattern, the files allowed to contain it, why those)
 GUARDS = [
-    ("onnxruntime session", r"InferenceSession\(", {"vsseg_edge/runtime/backends/ort.py"},
-     "every session comes from runtime.backends.ort.ort_session"),
-    ("numpy flow warp", r"cv2\.remap\(", {"vsseg_edge/data/warp.py", "vsseg_edge/data/synth/shading.py"},
-     "flow warps are data.warp.warp_backward (shading.py's remap is a texture lookup, not a flow warp)"),
-    ("torch flow warp", r"grid_sample\(", {"vsseg_edge/train/losses/warp.py"},
-     "the differentiable warp is train.losses.warp.flow_warp"),
-    ("logits → labels", r"\.argmax\(\s*(axis\s*=\s*)?1",
-     {"vsseg_edge/core/preprocess.py", "vsseg_edge/runtime/backends/torch_backend.py",
-      "benchmarks/experiments/etc_seeds.py"},
-     "model outputs become labels in core.preprocess.labels_from_output (the torch backend's argmax runs on the "
-     "device so only labels cross to the host; etc_seeds.py analyses torch logits, warped one-hots included)"),
+    (
+        "onnxruntime session",
+        r"InferenceSession\(",
+        {"vsseg_edge/runtime/backends/ort.py"},
+        "every session comes from runtime.backends.ort.ort_session",
+    ),
+    (
+        "numpy flow warp",
+        r"cv2\.remap\(",
+        {"vsseg_edge/data/warp.py", "vsseg_edge/data/synth/shading.py"},
+        "flow warps are data.warp.warp_backward (shading.py's remap is a texture lookup, not a flow warp)",
+    ),
+    (
+        "torch flow warp",
+        r"grid_sample\(",
+        {"vsseg_edge/train/losses/warp.py"},
+        "the differentiable warp is train.losses.warp.flow_warp",
+    ),
+    (
+        "logits → labels",
+        r"\.argmax\(\s*(axis\s*=\s*)?1",
+        {
+            "vsseg_edge/core/preprocess.py",
+            "vsseg_edge/runtime/backends/torch_backend.py",
+            "benchmarks/experiments/etc_seeds.py",
+        },
+        "model outputs become labels in core.preprocess.labels_from_output (the torch backend's argmax runs on the "
+        "device so only labels cross to the host; etc_seeds.py analyses torch logits, warped one-hots included)",
+    ),
 ]
 
 
@@ -49,8 +68,11 @@ BENCHMARK_RULES = [
 def test_benchmarks_use_the_public_api_only(rule, pattern):
     """`benchmarks/` holds drivers of the package's public API and CLI, not a second library: no script reaches
     into the package's private names or another object's private attributes, or imports through sys.path."""
-    found = [f"{p.relative_to(REPO)}:{n}: {line.strip()}"
-             for p in SOURCES if p.parts[len(REPO.parts)] == "benchmarks" and p.suffix == ".py"
-             for n, line in enumerate(p.read_text().splitlines(), 1)
-             if pattern.search(line.split("#", 1)[0])]
+    found = [
+        f"{p.relative_to(REPO)}:{n}: {line.strip()}"
+        for p in SOURCES
+        if p.parts[len(REPO.parts)] == "benchmarks" and p.suffix == ".py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line.split("#", 1)[0])
+    ]
     assert not found, f"benchmarks/ {rule}:\n" + "\n".join(found)

@@ -65,8 +65,13 @@ def test_the_tour_and_the_python_example_run_as_written(tmp_path):
     """The tour block, line by line, in a fresh folder (with the recipes it names), then the API example."""
     shutil.copytree(REPO / "train", tmp_path / "train")
     for argv in _commands(_tour()):
-        proc = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", *argv[1:]], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "vsseg_edge.cli", *argv[1:]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, f"{' '.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     assert (tmp_path / "tour" / "m.int8.qdq.onnx.json").is_file() and (tmp_path / "tour" / "overlay.mp4").is_file()
     assert (tmp_path / "tour" / "report" / "report.md").is_file()

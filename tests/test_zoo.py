@@ -41,8 +41,11 @@ def test_package_data_ships_the_zoo():
     """pyproject's package-data must cover every zoo file, so a fresh `pip install` has them."""
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
     patterns = cfg["tool"]["setuptools"]["package-data"]["vsseg_edge.zoo"]
-    files = [p.relative_to(zoo.ZOO_DIR).as_posix() for p in zoo.ZOO_DIR.rglob("*")
-             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".py"]
+    files = [
+        p.relative_to(zoo.ZOO_DIR).as_posix()
+        for p in zoo.ZOO_DIR.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".py"
+    ]
     assert files and all(any(fnmatch(f, pat) for pat in patterns) for f in files), (files, patterns)
 
 
@@ -61,9 +64,11 @@ def test_resolve_names_paths_and_errors(tmp_path, monkeypatch):
 
 
 def test_listing_and_resolving_need_no_torch():
-    code = ("import sys, vsseg_edge.zoo as z, vsseg_edge.zoo.commands; p = z.resolve('espnet-camvid'); "
-            "assert p.is_file() and z.get('espnet-cityscapes').num_classes == 19; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, vsseg_edge.zoo as z, vsseg_edge.zoo.commands; p = z.resolve('espnet-camvid'); "
+        "assert p.is_file() and z.get('espnet-cityscapes').num_classes == 19; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -83,8 +88,10 @@ def test_zoo_names_in_recipes_stay_names(tmp_path):
     from vsseg_edge.train.config import load_recipe
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("model: {name: espnet, init_checkpoint: espnet-camvid}\nteacher: {checkpoint: espnet-camvid}\n"
-                      "data: {root: data}\n")
+    recipe.write_text(
+        "model: {name: espnet, init_checkpoint: espnet-camvid}\nteacher: {checkpoint: espnet-camvid}\n"
+        "data: {root: data}\n"
+    )
     cfg = load_recipe(recipe)
     assert cfg.model.init_checkpoint == "espnet-camvid" and cfg.teacher.checkpoint == "espnet-camvid"
     assert cfg.data.root == str(tmp_path / "data")  # other paths are still made absolute
@@ -118,19 +125,59 @@ def test_import_weights_of_plain_state_dicts(tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["import-weights", str(plain), "--out", str(tmp_path / "m.pt")])
     assert res.exit_code != 0 and "name its architecture with --model" in str(res.exception)
-    res = runner.invoke(app, ["import-weights", str(plain), "--out", str(tmp_path / "m.pt"), "--model", "bisenetv2",
-                              "--classes", "camvid", "--preprocess", "imagenet", "--size", "64x128"])
+    res = runner.invoke(
+        app,
+        [
+            "import-weights",
+            str(plain),
+            "--out",
+            str(tmp_path / "m.pt"),
+            "--model",
+            "bisenetv2",
+            "--classes",
+            "camvid",
+            "--preprocess",
+            "imagenet",
+            "--size",
+            "64x128",
+        ],
+    )
     assert res.exit_code == 0, res.output
     model, ckpt = model_from_checkpoint(tmp_path / "m.pt")
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in model.state_dict().items())
     assert ckpt["preprocess"]["height"] == 64 and ckpt["classes"][0] == "sky"
     man = read_manifest(tmp_path / "m.pt")
     assert man["parent"] == {"file": "bisenet.pth", "sha256": sha256_file(plain)}
-    res = runner.invoke(app, ["import-weights", str(plain), "--out", str(tmp_path / "n.pt"), "--model", "bisenetv2",
-                              "--preprocess", "imagenet"])
+    res = runner.invoke(
+        app,
+        [
+            "import-weights",
+            str(plain),
+            "--out",
+            str(tmp_path / "n.pt"),
+            "--model",
+            "bisenetv2",
+            "--preprocess",
+            "imagenet",
+        ],
+    )
     assert "--classes" in str(res.exception) and not (tmp_path / "n.pt").exists()
-    res = runner.invoke(app, ["import-weights", str(plain), "--out", str(plain.with_suffix(".pt")), "--model",
-                              "bisenetv2", "--classes", "camvid", "--backbone", "--preprocess", "imagenet"])
+    res = runner.invoke(
+        app,
+        [
+            "import-weights",
+            str(plain),
+            "--out",
+            str(plain.with_suffix(".pt")),
+            "--model",
+            "bisenetv2",
+            "--classes",
+            "camvid",
+            "--backbone",
+            "--preprocess",
+            "imagenet",
+        ],
+    )
     assert "backbone" in str(res.exception) and not plain.with_suffix(".pt").exists()
 
 
@@ -142,8 +189,22 @@ def test_import_of_a_torchvision_backbone(tmp_path):
     backbone = ResNet("resnet18")
     path = tmp_path / "resnet18.pth"
     torch.save({**backbone.state_dict(), "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}, path)
-    res = CliRunner().invoke(app, ["import-weights", str(path), "--out", str(tmp_path / "s.pt"), "--model", "pspnet18",
-                                   "--classes", "cityscapes", "--backbone", "--preprocess", "imagenet"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "import-weights",
+            str(path),
+            "--out",
+            str(tmp_path / "s.pt"),
+            "--model",
+            "pspnet18",
+            "--classes",
+            "cityscapes",
+            "--backbone",
+            "--preprocess",
+            "imagenet",
+        ],
+    )
     assert res.exit_code == 0, res.output
     model, _ = model_from_checkpoint(tmp_path / "s.pt")
     assert torch.equal(model.backbone.layer1[0].conv1.weight, backbone.layer1[0].conv1.weight)
@@ -159,8 +220,10 @@ def test_import_reproduces_the_zoo_from_the_published_file(tmp_path):
     mine, packaged = load_checkpoint(tmp_path / "c.pt"), load_checkpoint(zoo.resolve("espnet-camvid"))
     assert mine["preprocess"] == packaged["preprocess"] and mine["model_kwargs"] == packaged["model_kwargs"]
     assert all(torch.equal(mine["state_dict"][k], v) for k, v in packaged["state_dict"].items())
-    assert read_manifest(tmp_path / "c.pt")["parent"]["sha256"] == read_manifest(zoo.resolve("espnet-camvid"))[
-        "parent"]["sha256"]
+    assert (
+        read_manifest(tmp_path / "c.pt")["parent"]["sha256"]
+        == read_manifest(zoo.resolve("espnet-camvid"))["parent"]["sha256"]
+    )
 
 
 def test_run_and_eval_with_a_zoo_name(tmp_path):
@@ -170,8 +233,9 @@ def test_run_and_eval_with_a_zoo_name(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(2):
         cv2.imwrite(str(frames / f"f{i}.png"), rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
-    res = CliRunner().invoke(app, ["run", "espnet-camvid", "--source", str(frames), "--save-masks",
-                                   str(tmp_path / "masks")])
+    res = CliRunner().invoke(
+        app, ["run", "espnet-camvid", "--source", str(frames), "--save-masks", str(tmp_path / "masks")]
+    )
     assert res.exit_code == 0, res.output
     masks = sorted((tmp_path / "masks").glob("*.png"))
     assert [m.name for m in masks] == ["f0.png", "f1.png"]
@@ -203,11 +267,13 @@ def test_zoo_model_scores_the_camvid_sample_like_the_published_file(tmp_path):
     """The packaged checkpoint through the project's own run + eval gives the published file's figure."""
     pytest.importorskip("torch")
     sample = shared_data("camvid_sample")
-    res = CliRunner().invoke(app, ["run", "espnet-camvid", "--source", str(sample / "images"), "--save-masks",
-                                   str(tmp_path / "pred")])
+    res = CliRunner().invoke(
+        app, ["run", "espnet-camvid", "--source", str(sample / "images"), "--save-masks", str(tmp_path / "pred")]
+    )
     assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(app, ["eval", str(tmp_path / "pred"), "--dataset", str(sample), "--no-tc", "--json",
-                                   str(tmp_path / "r.json")])
+    res = CliRunner().invoke(
+        app, ["eval", str(tmp_path / "pred"), "--dataset", str(sample), "--no-tc", "--json", str(tmp_path / "r.json")]
+    )
     assert res.exit_code == 0, res.output
     miou = json.loads((tmp_path / "r.json").read_text())["miou"]
     assert 75.0 < miou < 78.0  # tests/models/test_espnet.py measures 76.3 loading the published file directly

@@ -51,9 +51,16 @@ class Segmenter:
     device     torch backend device ("cpu", "cuda", "cuda:1"; default: CUDA when available)
     """
 
-    def __init__(self, model: str | os.PathLike, *, backend: str | None = None,
-                 classes: str | os.PathLike | None = None, size: tuple[int, int] | None = None, threads: int = 0,
-                 device: str | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        backend: str | None = None,
+        classes: str | os.PathLike | None = None,
+        size: tuple[int, int] | None = None,
+        threads: int = 0,
+        device: str | None = None,
+    ):
         from .core.classes import check_model_classes, resolve_classes
         from .runtime.backends import infer_backend_name, open_backend
 
@@ -116,12 +123,14 @@ class Segmenter:
             return read_image(frame)
         frame = np.asarray(frame)
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise VssegError(f"frame: expected a uint8 HxWx3 image (BGR, or RGB with rgb=True), got {frame.dtype} "
-                             f"{frame.shape}")
+            raise VssegError(
+                f"frame: expected a uint8 HxWx3 image (BGR, or RGB with rgb=True), got {frame.dtype} {frame.shape}"
+            )
         return np.ascontiguousarray(frame[..., ::-1]) if rgb else frame
 
-    def stream(self, source: str | int | os.PathLike, *, max_frames: int | None = None, timeout: float = 30.0,
-               **source_options) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def stream(
+        self, source: str | int | os.PathLike, *, max_frames: int | None = None, timeout: float = 30.0, **source_options
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(frame, labels) for each frame of a source: a file, folder, glob, csi://N, /dev/videoN, a camera
         index, rtsp://…, rtp://@:PORT. `source_options` are jetson-utils' input options (width, height, rate,
         flip, sensor_mode, codec). A live source that stops giving frames for `timeout` seconds, or ends with
@@ -129,8 +138,9 @@ class Segmenter:
         from .runtime.sources import open_source
         from .runtime.uri import SourceOptions
 
-        src = open_source(source if not isinstance(source, os.PathLike) else str(source),
-                          options=SourceOptions(**source_options))
+        src = open_source(
+            source if not isinstance(source, os.PathLike) else str(source), options=SourceOptions(**source_options)
+        )
         src.start()
         n = 0
         try:

@@ -34,8 +34,19 @@ COMMAND_MODULES = (
 
 # `vsseg-edge --help` lists the commands in the order of the pipeline (DESIGN.md), whatever order the rooms
 # register them in; a command not named here comes after the named ones (before doctor and demo).
-PIPELINE_ORDER = ("models", "data", "train", "import-weights", "export", "import", "calibrate", "build-engine",
-                  "run", "bench", "eval")
+PIPELINE_ORDER = (
+    "models",
+    "data",
+    "train",
+    "import-weights",
+    "export",
+    "import",
+    "calibrate",
+    "build-engine",
+    "run",
+    "bench",
+    "eval",
+)
 LAST = ("doctor", "demo")
 
 
@@ -66,8 +77,9 @@ def _version(value: bool):
 
 
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version.")):
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+):
     pass
 
 
@@ -97,8 +109,10 @@ def main() -> None:
         if hint is None:
             raise
         command = next((a for a in sys.argv[1:] if not a.startswith("-")), "this command")
-        typer.echo(f"error: {command} needs {exc.name.split('.')[0]}, which is not installed; install it with: "
-                   f"{hint}", err=True)
+        typer.echo(
+            f"error: {command} needs {exc.name.split('.')[0]}, which is not installed; install it with: {hint}",
+            err=True,
+        )
         sys.exit(2)
     except Interrupted as exc:
         typer.echo(f"error: {exc}", err=True)

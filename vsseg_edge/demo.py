@@ -63,11 +63,16 @@ def _train(cfg: DemoConfig, name: str, model: str, iterations: int, loss: dict, 
     from .train.trainer import train
 
     data = {
-        "name": name, "classes": "cityscapes", "iterations": iterations, "batch_size": cfg.batch_size,
-        "seed": cfg.seed, "out_dir": str(cfg.out / "train"), "log_every": 5, "ckpt_every": 50,
+        "name": name,
+        "classes": "cityscapes",
+        "iterations": iterations,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "out_dir": str(cfg.out / "train"),
+        "log_every": 5,
+        "ckpt_every": 50,
         "val_max_sequences": cfg.val_sequences,
-        "data": {"root": str(cfg.out / "synth"), "crop": list(cfg.crop), "scale_range": [0.5, 1.0],
-                 "workers": 1},
+        "data": {"root": str(cfg.out / "synth"), "crop": list(cfg.crop), "scale_range": [0.5, 1.0], "workers": 1},
         "model": {"name": model},
         "preprocess": {"height": cfg.size[0], "width": cfg.size[1]},
         "loss": {"weights": loss},
@@ -75,8 +80,10 @@ def _train(cfg: DemoConfig, name: str, model: str, iterations: int, loss: dict, 
     }
     # the demo's own run folders: a second demo into the same --out trains again
     metrics = train(from_dict(TrainConfig, data, f"demo {name}"), progress=True, overwrite=True)
-    typer.echo(f"  {name}: mIoU {metrics['val_miou']:.1f}  TC {metrics.get('val_tc', float('nan')):.1f} "
-               f"({metrics.get('tc_flow')})")
+    typer.echo(
+        f"  {name}: mIoU {metrics['val_miou']:.1f}  TC {metrics.get('val_tc', float('nan')):.1f} "
+        f"({metrics.get('tc_flow')})"
+    )
     return cfg.out / "train" / name / "model.pt"
 
 
@@ -93,17 +100,29 @@ def run_demo(cfg: DemoConfig) -> dict:
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     n, times = 8 if cfg.real_before else 7, {}
-    t = _step(1, n, f"synthesise {cfg.train_sequences}+{cfg.val_sequences} sequences × {cfg.frames} frames "
-                    f"at {cfg.size[0]}x{cfg.size[1]}")
+    t = _step(
+        1,
+        n,
+        f"synthesise {cfg.train_sequences}+{cfg.val_sequences} sequences × {cfg.frames} frames "
+        f"at {cfg.size[0]}x{cfg.size[1]}",
+    )
     synth = out / "synth"
     if not (synth / "synth.json").is_file():
         from tqdm.auto import tqdm
 
         total = (cfg.train_sequences + cfg.val_sequences) * cfg.frames
         with tqdm(total=total, desc="synth", unit="frame") as bar:
-            generate(synth, num_train=cfg.train_sequences, num_val=cfg.val_sequences, frames=cfg.frames,
-                     height=cfg.size[0], width=cfg.size[1], seed=cfg.seed, progress=bar.update,
-                     overwrite=True)  # no synth.json: an interrupted earlier demo's partial set
+            generate(
+                synth,
+                num_train=cfg.train_sequences,
+                num_val=cfg.val_sequences,
+                frames=cfg.frames,
+                height=cfg.size[0],
+                width=cfg.size[1],
+                seed=cfg.seed,
+                progress=bar.update,
+                overwrite=True,
+            )  # no synth.json: an interrupted earlier demo's partial set
     times["synth"] = time.perf_counter() - t
 
     t = _step(2, n, f"train the teacher ({cfg.teacher}, cross-entropy, {cfg.teacher_iterations} steps)")
@@ -111,9 +130,14 @@ def run_demo(cfg: DemoConfig) -> dict:
     times["train_teacher"] = time.perf_counter() - t
 
     t = _step(3, n, f"train the student ({cfg.student}) with ETC's temporal loss and distillation")
-    student = _train(cfg, "student", cfg.student, cfg.student_iterations,
-                     {"seg": 1.0, "aux": 0.4, "temporal": 0.1, "kd_pixel": 1.0, "kd_pairwise_frames": 1.0,
-                      "kd_multiframe": 1.0}, teacher)
+    student = _train(
+        cfg,
+        "student",
+        cfg.student,
+        cfg.student_iterations,
+        {"seg": 1.0, "aux": 0.4, "temporal": 0.1, "kd_pixel": 1.0, "kd_pairwise_frames": 1.0, "kd_multiframe": 1.0},
+        teacher,
+    )
     # ETC's loss weights (TL 0.1, multi-frame KD 1.0); benchmarks/reports/demo_synthetic/ records the demo's figures
     times["train_student"] = time.perf_counter() - t
 
@@ -125,10 +149,10 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     t = _step(5, n, f"calibrate INT8 for onnxruntime on {cfg.calib_frames} train frames, accuracy gate on val")
     int8 = out / "student.int8.qdq.onnx"
-    calib_cfg = CalibConfig(target="ort", method="percentile", reduce_range=True, num_frames=cfg.calib_frames,
-                            eval_frames=16)  # calib/ort_cpu.yaml's settings, fewer frames
-    man = calibrate(onnx_path, synth, int8, calib_cfg,
-                    log=lambda m: typer.echo(f"  {m}"))
+    calib_cfg = CalibConfig(
+        target="ort", method="percentile", reduce_range=True, num_frames=cfg.calib_frames, eval_frames=16
+    )  # calib/ort_cpu.yaml's settings, fewer frames
+    man = calibrate(onnx_path, synth, int8, calib_cfg, log=lambda m: typer.echo(f"  {m}"))
     gate = (man.get("gate") or {}).get("result") or {}
     typer.echo(f"  {int8}: gate {'passed' if gate.get('passed') else 'not run' if not gate else 'FAILED'}")
     times["calibrate"] = time.perf_counter() - t
@@ -139,16 +163,25 @@ def run_demo(cfg: DemoConfig) -> dict:
     times["run"] = time.perf_counter() - t
 
     t = _step(7, n, "benchmark: torch FP32, onnxruntime FP32 and INT8 — FPS, mIoU, TC")
-    report, files = benchmark([student, onnx_path, int8], synth, out / "report", runs=cfg.bench_runs,
-                              warmup=2, frames=8, backends=("ort", "torch"))
+    report, files = benchmark(
+        [student, onnx_path, int8],
+        synth,
+        out / "report",
+        runs=cfg.bench_runs,
+        warmup=2,
+        frames=8,
+        backends=("ort", "torch"),
+    )
     times["bench"] = time.perf_counter() - t
     real = None
     if cfg.real_before:
         t = _step(8, n, f"real streets: {cfg.real_before} before and {cfg.real_after} after temporal fine-tuning")
         real = real_footage(out / "real", cfg.real_before, cfg.real_after, cfg.real_clip)
         _append_real_section(Path(files["markdown"]), real)
-        typer.echo(f"  TC on {real['clip_name']}: {real['before']['model']} {real['before']['tc']:.1f} → "
-                   f"{real['after']['model']} {real['after']['tc']:.1f}   video: {real['video']}")
+        typer.echo(
+            f"  TC on {real['clip_name']}: {real['before']['model']} {real['before']['tc']:.1f} → "
+            f"{real['after']['model']} {real['after']['tc']:.1f}   video: {real['video']}"
+        )
         times["real"] = time.perf_counter() - t
     typer.secho(f"\nreport: {files['markdown']}   overlay: {out / 'overlay.mp4'}", bold=True)
     typer.echo("  ".join(f"{k} {v:.0f}s" for k, v in times.items()))
@@ -170,16 +203,24 @@ def real_footage(out: Path, before: str, after: str, clip: Path | None = None) -
     from .runtime.run import run_model
 
     clip = Path(clip) if clip is not None else PANDASET_CLIP
-    result: dict = {"clip": str(clip), "clip_name": clip.stem,
-                    "attribution": ATTRIBUTION.read_text().strip().splitlines()[2] if clip == PANDASET_CLIP else None}
+    result: dict = {
+        "clip": str(clip),
+        "clip_name": clip.stem,
+        "attribution": ATTRIBUTION.read_text().strip().splitlines()[2] if clip == PANDASET_CLIP else None,
+    }
     for side, model in (("before", before), ("after", after)):
         masks = out / side / "masks"
         run_model(Path(model), source=str(clip), save_masks=masks)
         classes = _model_classes(model)
         ds = open_dataset(clip, kind="video").with_label_set(label_set_for(classes))
         rep = evaluate_predictions(PredictionDir(masks, ds), ds, open_flow_source("dis", ds), progress=False)
-        result[side] = {"model": model, "tc": rep["tc"], "pairs": rep["tc_detail"]["pairs"],
-                        "flow": rep["tc_detail"]["flow"], "per_class": rep["tc_detail"]["per_class"]}
+        result[side] = {
+            "model": model,
+            "tc": rep["tc"],
+            "pairs": rep["tc_detail"]["pairs"],
+            "flow": rep["tc_detail"]["flow"],
+            "per_class": rep["tc_detail"]["per_class"],
+        }
     result["video"] = str(_side_by_side(clip, out, result, ds))
     write_json(out / "real_footage.json", result)
     return result
@@ -218,8 +259,9 @@ def _side_by_side(clip: Path, out: Path, result: dict, ds) -> Path:
                     panels.append(panel)
                 image = np.hstack(panels)
                 if writer is None:
-                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                             (image.shape[1], image.shape[0]))
+                    writer = cv2.VideoWriter(
+                        str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (image.shape[1], image.shape[0])
+                    )
                     if not writer.isOpened():
                         raise VssegError(f"{target}: OpenCV cannot write an mp4v video here")
                 writer.write(image)
@@ -236,14 +278,21 @@ def _append_real_section(report_md: Path, real: dict) -> None:
     from .core.fileio import atomic_write
 
     b, a = real["before"], real["after"]
-    lines = ["", "## Real streets (zoo models, not the synthetic student)", "",
-             f"Clip: `{real['clip_name']}` ({real['attribution'] or real['clip']}); held out from the footage the "
-             f"`-tc` model was fine-tuned on. TC: {b['flow']}, nearest warp, {b['pairs']} consecutive pairs.", "",
-             "| model | TC % |", "|---|---|",
-             f"| {b['model']} (published weights) | {b['tc']:.2f} |",
-             f"| {a['model']} (after temporal fine-tuning) | {a['tc']:.2f} |", "",
-             f"Side-by-side overlay (before | after): `{Path(real['video']).name}` in "
-             f"`{Path(real['video']).parent}`.", ""]
+    lines = [
+        "",
+        "## Real streets (zoo models, not the synthetic student)",
+        "",
+        f"Clip: `{real['clip_name']}` ({real['attribution'] or real['clip']}); held out from the footage the "
+        f"`-tc` model was fine-tuned on. TC: {b['flow']}, nearest warp, {b['pairs']} consecutive pairs.",
+        "",
+        "| model | TC % |",
+        "|---|---|",
+        f"| {b['model']} (published weights) | {b['tc']:.2f} |",
+        f"| {a['model']} (after temporal fine-tuning) | {a['tc']:.2f} |",
+        "",
+        f"Side-by-side overlay (before | after): `{Path(real['video']).name}` in `{Path(real['video']).parent}`.",
+        "",
+    ]
     text = report_md.read_text() + "\n".join(lines)
     with atomic_write(report_md, "w") as fh:
         fh.write(text)
@@ -253,13 +302,24 @@ def register(app, data_app) -> None:
     @app.command()
     def demo(
         out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for every artifact of the demo."),
-        student_iterations: int = typer.Option(DemoConfig.student_iterations, "--iterations",
-                                               help="Student training steps."),
+        student_iterations: int = typer.Option(
+            DemoConfig.student_iterations, "--iterations", help="Student training steps."
+        ),
         teacher_iterations: int = typer.Option(DemoConfig.teacher_iterations, "--teacher-iterations"),
         train_sequences: int = typer.Option(DemoConfig.train_sequences, "--train-sequences"),
-        real: bool = typer.Option(True, "--real/--no-real", help="Also the zoo model before/after temporal "
-                                                                 "fine-tuning on the shipped real street clip."),
+        real: bool = typer.Option(
+            True,
+            "--real/--no-real",
+            help="Also the zoo model before/after temporal fine-tuning on the shipped real street clip.",
+        ),
     ):
         """The whole job on the synthetic set: synth → train (TL+KD) → export → INT8 → run → report; real streets."""
-        run_demo(DemoConfig(out=out, student_iterations=student_iterations, teacher_iterations=teacher_iterations,
-                            train_sequences=train_sequences, real_before=DemoConfig.real_before if real else ""))
+        run_demo(
+            DemoConfig(
+                out=out,
+                student_iterations=student_iterations,
+                teacher_iterations=teacher_iterations,
+                train_sequences=train_sequences,
+                real_before=DemoConfig.real_before if real else "",
+            )
+        )

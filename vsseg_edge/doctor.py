@@ -32,8 +32,10 @@ def _cuda_devices() -> str:
         err, count = rt.cudaGetDeviceCount()
         if int(err) != 0:
             return f"no CUDA device ({getattr(err, 'name', err)})"
-        return "; ".join(f"{g.index}: {g.name} (sm_{g.compute_capability[0]}{g.compute_capability[1]})"
-                         for g in (gpu_info(i) for i in range(count)))
+        return "; ".join(
+            f"{g.index}: {g.name} (sm_{g.compute_capability[0]}{g.compute_capability[1]})"
+            for g in (gpu_info(i) for i in range(count))
+        )
     except VssegError as exc:
         return str(exc)
 
@@ -62,8 +64,12 @@ def collect() -> list[tuple[str, str, str]]:
         ("polygraphy", "polygraphy", "polygraphy", "pip install 'vsseg-edge[trt]'"),
         ("modelopt", "modelopt", "nvidia-modelopt", "pip install 'vsseg-edge[calib-trt]' (ONNX PTQ for TensorRT INT8)"),
         ("pytriton", "pytriton", "nvidia-pytriton", "pip install 'vsseg-edge[serve]' (vsseg-edge serve)"),
-        ("tritonclient", "tritonclient.grpc", "tritonclient", "pip install 'vsseg-edge[serve]' (serve --check, "
-                                                              "export-triton)"),
+        (
+            "tritonclient",
+            "tritonclient.grpc",
+            "tritonclient",
+            "pip install 'vsseg-edge[serve]' (serve --check, export-triton)",
+        ),
     ):
         ok, err = _import_ok(module)
         if ok:
@@ -81,8 +87,9 @@ def collect() -> list[tuple[str, str, str]]:
         from .serve._triton import stub_python_problem
 
         problem = stub_python_problem()
-        rows.append(("Triton stub", "ok (loads this Python's libpython)" if problem is None else "broken",
-                     problem or ""))
+        rows.append(
+            ("Triton stub", "ok (loads this Python's libpython)" if problem is None else "broken", problem or "")
+        )
     rows.append(("CUDA devices", _cuda_devices(), ""))
     try:
         rows.append(("opencv", _opencv_video(), ""))
@@ -98,18 +105,30 @@ def _opencv_builds() -> tuple[str, str, str]:
     """Which pip OpenCV build(s) provide cv2, and whether `--show` can open a window."""
     import cv2
 
-    dists = [d for d in ("opencv-python", "opencv-python-headless", "opencv-contrib-python",
-                         "opencv-contrib-python-headless") if _version(d)]
-    gui = next((ln.split(":", 1)[1].strip() for ln in cv2.getBuildInformation().splitlines()
-                if ln.strip().startswith("GUI:")), "NONE")
+    dists = [
+        d
+        for d in ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
+        if _version(d)
+    ]
+    gui = next(
+        (ln.split(":", 1)[1].strip() for ln in cv2.getBuildInformation().splitlines() if ln.strip().startswith("GUI:")),
+        "NONE",
+    )
     windows = "no" if gui.upper() in ("NONE", "") else gui
     status = f"windows: {windows}; pip builds: {', '.join(dists) or 'none (system)'}"
     if len(dists) > 1:
-        return ("opencv build", status, f"{' and '.join(dists)} overwrite each other's cv2: keep one "
-                                        "(pip uninstall the others, then reinstall the one you keep)")
+        return (
+            "opencv build",
+            status,
+            f"{' and '.join(dists)} overwrite each other's cv2: keep one "
+            "(pip uninstall the others, then reinstall the one you keep)",
+        )
     if gui.upper() in ("NONE", ""):
-        return ("opencv build", status, "for --show: pip uninstall -y opencv-python-headless && "
-                                        "pip install 'vsseg-edge[gui]'")
+        return (
+            "opencv build",
+            status,
+            "for --show: pip uninstall -y opencv-python-headless && pip install 'vsseg-edge[gui]'",
+        )
     return ("opencv build", status, "")
 
 

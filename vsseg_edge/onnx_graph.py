@@ -63,13 +63,18 @@ def constant_names(graph: onnx.GraphProto) -> set[str]:
 def graph_constants(graph: onnx.GraphProto, data_type: int | None = None) -> dict[str, np.ndarray]:
     """Initializers and Constant-node outputs of a graph, by name (zero points, scales, weights); with
     `data_type` (a TensorProto type) only those of that type, so large float weights are not converted."""
+
     def wanted(t: onnx.TensorProto) -> bool:
         return data_type is None or t.data_type == data_type
 
     out = {i.name: numpy_helper.to_array(i) for i in graph.initializer if wanted(i)}
     for node in graph.node:
-        if (node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value"
-                and wanted(node.attribute[0].t)):
+        if (
+            node.op_type == "Constant"
+            and node.attribute
+            and node.attribute[0].name == "value"
+            and wanted(node.attribute[0].t)
+        ):
             out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
     return out
 
@@ -93,9 +98,15 @@ class QdqReport:
         return not self.problems
 
     def to_dict(self) -> dict:
-        return {"flavour": self.flavour, "ok": self.ok, "quantize_nodes": self.quantize_nodes,
-                "dequantize_nodes": self.dequantize_nodes, "quantized_convs": self.quantized_convs,
-                "float_convs": self.float_convs, "problems": self.problems}
+        return {
+            "flavour": self.flavour,
+            "ok": self.ok,
+            "quantize_nodes": self.quantize_nodes,
+            "dequantize_nodes": self.dequantize_nodes,
+            "quantized_convs": self.quantized_convs,
+            "float_convs": self.float_convs,
+            "problems": self.problems,
+        }
 
 
 def check_qdq_structure(model: onnx.ModelProto | str | Path, flavour: str = "trt") -> QdqReport:
@@ -118,8 +129,10 @@ def check_qdq_structure(model: onnx.ModelProto | str | Path, flavour: str = "trt
             _check_zero_point(node, consts, producers, flavour, rep)
         if node.op_type == "DequantizeLinear" and _is_int32_input(node, consts):
             if flavour == "trt":
-                rep.problems.append(f"{node.name or node.output[0]}: int32 DequantizeLinear (quantised bias) "
-                                    "fails in TensorRT's parser; quantise with QuantizeBias=False")
+                rep.problems.append(
+                    f"{node.name or node.output[0]}: int32 DequantizeLinear (quantised bias) "
+                    "fails in TensorRT's parser; quantise with QuantizeBias=False"
+                )
         if node.op_type == "Conv":
             _check_conv_weight(node, consts, producers, rep)
     return rep
@@ -208,8 +221,10 @@ def _check_conv_weight(conv, consts, producers, rep: QdqReport) -> None:
         if cout != 1:
             rep.problems.append(f"{name}: weight is quantised per tensor; expected per-channel scales on axis 0")
     elif scale.ndim != 1 or (cout is not None and scale.shape[0] != cout) or axis != 0:
-        rep.problems.append(f"{name}: weight scales of shape {list(scale.shape)} on axis {axis}; "
-                            f"expected {cout} per-channel scales on axis 0")
+        rep.problems.append(
+            f"{name}: weight scales of shape {list(scale.shape)} on axis {axis}; "
+            f"expected {cout} per-channel scales on axis 0"
+        )
 
 
 def _weight_value(dq, consts, producers) -> np.ndarray | None:
@@ -240,8 +255,10 @@ def int8_activation_quantizers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
         if node.input[0] in consts or node.output[0] in outputs:
             continue  # a weight, or a quantised graph output
         users = consumers.get(node.output[0], [])
-        if users and all(u.op_type == "DequantizeLinear" and u.input[0] == node.output[0]
-                         and len(u.input) > 2 and u.input[2] in zps for u in users):
+        if users and all(
+            u.op_type == "DequantizeLinear" and u.input[0] == node.output[0] and len(u.input) > 2 and u.input[2] in zps
+            for u in users
+        ):
             found.append(node)
     return found
 

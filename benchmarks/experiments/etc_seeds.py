@@ -85,7 +85,7 @@ def temporal_diagnostic(model_path: Path, data: Path, threads: int = 2) -> dict:
                     valid = m > 0.5
                     flips = (z0.argmax(1, keepdim=True) != flow_warp(onehot, flow).argmax(1, keepdim=True)) & valid
                     sums["flip_pct"] += 100.0 * float(flips.sum()) / max(1, int(valid.sum()))
-                    sums["logit_ms"] += float((z0 ** 2).mean())
+                    sums["logit_ms"] += float((z0**2).mean())
                     pairs += 1
                 prev = (x, z, ref)
     out = {k: v / max(1, pairs) for k, v in sums.items()}
@@ -98,7 +98,7 @@ def term_ratio(model_dir: Path) -> float | None:
     """Mean weighted temporal term / mean CE term over the last 20% of logged steps (None without TL)."""
     rows = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "seg" in r]
-    tail = rows[-max(1, len(rows) // 5):]
+    tail = rows[-max(1, len(rows) // 5) :]
     if not tail or "temporal" not in tail[0]:
         return None
     return statistics.mean(r["temporal"] for r in tail) / statistics.mean(r["seg"] for r in tail)
@@ -112,19 +112,50 @@ def run_one(arm: str, recipe: str, extra: list[str], seed: int, args) -> dict:
     model = args.runs / name / "model.pt"
     if not model.is_file():
         meta = json.loads((args.data / "synth.json").read_text())
-        overrides = {"name": name, "out_dir": args.runs, "data.root": args.data, "iterations": args.iterations,
-                     "preprocess.height": meta["height"], "preprocess.width": meta["width"],
-                     "model.name": args.student, "data.crop": args.crop, "seed": seed, "threads": args.threads,
-                     "data.workers": args.workers, "val_tc": "false"}
+        overrides = {
+            "name": name,
+            "out_dir": args.runs,
+            "data.root": args.data,
+            "iterations": args.iterations,
+            "preprocess.height": meta["height"],
+            "preprocess.width": meta["width"],
+            "model.name": args.student,
+            "data.crop": args.crop,
+            "seed": seed,
+            "threads": args.threads,
+            "data.workers": args.workers,
+            "val_tc": "false",
+        }
         flags = [arg for k, v in overrides.items() for arg in ("--override", f"{k}={v}")]
-        subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "train", recipe, "--no-progress", *flags, *extra],
-                       check=True, cwd=REPO)
-    bench = run_bench([model], BenchConfig(dataset=args.data, flow="exact", backends=("torch",), runs=1, warmup=0,
-                                           frames=1, threads=args.threads, progress=False))
+        subprocess.run(
+            [sys.executable, "-m", "vsseg_edge.cli", "train", recipe, "--no-progress", *flags, *extra],
+            check=True,
+            cwd=REPO,
+        )
+    bench = run_bench(
+        [model],
+        BenchConfig(
+            dataset=args.data,
+            flow="exact",
+            backends=("torch",),
+            runs=1,
+            warmup=0,
+            frames=1,
+            threads=args.threads,
+            progress=False,
+        ),
+    )
     acc = bench["entries"][0]["accuracy"]
     step = read_manifest(model)["metrics"].get("train_step_seconds_p50")
-    return {"arm": arm, "seed": seed, "miou": acc["miou"], "tc": acc["tc"], "step_time_s": step,
-            "temporal_over_ce": term_ratio(model.parent), **temporal_diagnostic(model, args.data, args.threads)}
+    return {
+        "arm": arm,
+        "seed": seed,
+        "miou": acc["miou"],
+        "tc": acc["tc"],
+        "step_time_s": step,
+        "temporal_over_ce": term_ratio(model.parent),
+        **temporal_diagnostic(model, args.data, args.threads),
+    }
 
 
 def summarise(results: list[dict], arm_names: list[str]) -> dict:
@@ -139,12 +170,24 @@ def summarise(results: list[dict], arm_names: list[str]) -> dict:
         s = {"n": len(rows), "seeds": [r["seed"] for r in rows]}
         for k in keys:
             vals = [r[k] for r in rows]
-            s[k] = {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else None,
-                    "min": min(vals), "max": max(vals)}
+            s[k] = {
+                "mean": statistics.mean(vals),
+                "std": statistics.stdev(vals) if len(vals) > 1 else None,
+                "min": min(vals),
+                "max": max(vals),
+            }
             if arm != "baseline":
                 d = [r[k] - base[r["seed"]][k] for r in rows if r["seed"] in base]
-                s[k]["paired_diff"] = {"mean": statistics.mean(d), "std": statistics.stdev(d) if len(d) > 1 else None,
-                                       "n": len(d), "n_positive": sum(x > 0 for x in d)} if d else None
+                s[k]["paired_diff"] = (
+                    {
+                        "mean": statistics.mean(d),
+                        "std": statistics.stdev(d) if len(d) > 1 else None,
+                        "n": len(d),
+                        "n_positive": sum(x > 0 for x in d),
+                    }
+                    if d
+                    else None
+                )
         out[arm] = s
     return out
 
@@ -157,12 +200,17 @@ def fmt(s: dict, k: str, nd: int = 2) -> str:
 
 def scaled(v: dict, k: float) -> dict:
     """A summary entry with every figure multiplied by k (for small losses)."""
+
     def mul(x):
         return None if x is None else x * k
 
     d = v.get("paired_diff")
-    return {**v, "mean": mul(v["mean"]), "std": mul(v["std"]),
-            "paired_diff": None if not d else {**d, "mean": mul(d["mean"]), "std": mul(d["std"])}}
+    return {
+        **v,
+        "mean": mul(v["mean"]),
+        "std": mul(v["std"]),
+        "paired_diff": None if not d else {**d, "mean": mul(d["mean"]), "std": mul(d["std"])},
+    }
 
 
 def fmt_diff(s: dict, k: str, nd: int = 2) -> str:
@@ -175,36 +223,58 @@ def fmt_diff(s: dict, k: str, nd: int = 2) -> str:
 
 def write_report(result: dict, out: Path, command: str) -> None:
     summ = result["summary"]
-    lines = [f"# Temporal loss over seeds ({result['student']}, {result['iterations']} iterations, synthetic "
-             f"{result['size']})", "",
-             "mean ± sample std over seeds; Δ = paired difference to the same seed's baseline (mean ± std, "
-             "how many seeds > 0).", "",
-             "| arm | seeds | mIoU | TC | Δ mIoU | Δ TC | temporal/CE (train, last 20%) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Temporal loss over seeds ({result['student']}, {result['iterations']} iterations, synthetic "
+        f"{result['size']})",
+        "",
+        "mean ± sample std over seeds; Δ = paired difference to the same seed's baseline (mean ± std, "
+        "how many seeds > 0).",
+        "",
+        "| arm | seeds | mIoU | TC | Δ mIoU | Δ TC | temporal/CE (train, last 20%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for arm, s in summ.items():
         ratios = [r["temporal_over_ce"] for r in result["runs"] if r["arm"] == arm and r["temporal_over_ce"]]
         ratio = f"{statistics.mean(ratios):.3f}" if ratios else "-"
-        lines.append(f"| {arm} | {s['n']} | {fmt(s, 'miou')} | {fmt(s, 'tc')} | {fmt_diff(s, 'miou')} | "
-                     f"{fmt_diff(s, 'tc')} | {ratio} |")
-    lines += ["", "Diagnostic on consecutive val pairs (exact flow, eval mode, full 128×256 frames; lower = more "
-              "consistent; TL values ×1e3):", "",
-              "| arm | TL on logits | TL on softmax | argmax flips % | logit RMS | Δ TL logits | Δ TL softmax "
-              "| Δ flips % |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {arm} | {s['n']} | {fmt(s, 'miou')} | {fmt(s, 'tc')} | {fmt_diff(s, 'miou')} | "
+            f"{fmt_diff(s, 'tc')} | {ratio} |"
+        )
+    lines += [
+        "",
+        "Diagnostic on consecutive val pairs (exact flow, eval mode, full 128×256 frames; lower = more "
+        "consistent; TL values ×1e3):",
+        "",
+        "| arm | TL on logits | TL on softmax | argmax flips % | logit RMS | Δ TL logits | Δ TL softmax | Δ flips % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for arm, s in summ.items():
         s = {**s, "tl_logits": scaled(s["tl_logits"], 1e3), "tl_probs": scaled(s["tl_probs"], 1e3)}
-        lines.append(f"| {arm} | {fmt(s, 'tl_logits', 3)} | {fmt(s, 'tl_probs', 4)} | {fmt(s, 'flip_pct')} | "
-                     f"{fmt(s, 'logit_rms')} | {fmt_diff(s, 'tl_logits', 3)} | {fmt_diff(s, 'tl_probs', 4)} | "
-                     f"{fmt_diff(s, 'flip_pct')} |")
-    lines += ["", "Per run:", "", "| arm | seed | mIoU | TC | TL logits ×1e3 | TL softmax ×1e3 | flips % | step s |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {arm} | {fmt(s, 'tl_logits', 3)} | {fmt(s, 'tl_probs', 4)} | {fmt(s, 'flip_pct')} | "
+            f"{fmt(s, 'logit_rms')} | {fmt_diff(s, 'tl_logits', 3)} | {fmt_diff(s, 'tl_probs', 4)} | "
+            f"{fmt_diff(s, 'flip_pct')} |"
+        )
+    lines += [
+        "",
+        "Per run:",
+        "",
+        "| arm | seed | mIoU | TC | TL logits ×1e3 | TL softmax ×1e3 | flips % | step s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["runs"]:
-        lines.append(f"| {r['arm']} | {r['seed']} | {r['miou']:.2f} | {r['tc']:.2f} | {1e3 * r['tl_logits']:.3f} | "
-                     f"{1e3 * r['tl_probs']:.4f} | {r['flip_pct']:.2f} | {r['step_time_s'] or float('nan'):.3f} |")
-    lines += ["", f"CPU ({result['machine']}, 2 cores shared with other jobs), {result['date']}, torch threads "
-              f"{result['threads']} per run, {result.get('jobs', 1)} runs at a time; step times depend on the load and "
-              f"are not comparable across runs. mIoU/TC by `vsseg-edge eval --flow exact` on label PNGs written by "
-              f"`vsseg-edge run`.", f"Reproduce: `{command}` ({result['wall_seconds']} s here)."]
+        lines.append(
+            f"| {r['arm']} | {r['seed']} | {r['miou']:.2f} | {r['tc']:.2f} | {1e3 * r['tl_logits']:.3f} | "
+            f"{1e3 * r['tl_probs']:.4f} | {r['flip_pct']:.2f} | {r['step_time_s'] or float('nan'):.3f} |"
+        )
+    lines += [
+        "",
+        f"CPU ({result['machine']}, 2 cores shared with other jobs), {result['date']}, torch threads "
+        f"{result['threads']} per run, {result.get('jobs', 1)} runs at a time; step times depend on the load and "
+        f"are not comparable across runs. mIoU/TC by `vsseg-edge eval --flow exact` on label PNGs written by "
+        f"`vsseg-edge run`.",
+        f"Reproduce: `{command}` ({result['wall_seconds']} s here).",
+    ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -217,10 +287,29 @@ def one(args) -> None:
 
 
 def child_command(arm: str, seed: int, args) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "--one", arm, str(seed), "--data", str(args.data),
-            "--runs", str(args.runs), "--student", args.student, "--crop", args.crop, "--iterations",
-            str(args.iterations), "--threads", str(args.threads), "--workers", str(args.workers),
-            "--weights", *[str(w) for w in args.weights]]
+    return [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--one",
+        arm,
+        str(seed),
+        "--data",
+        str(args.data),
+        "--runs",
+        str(args.runs),
+        "--student",
+        args.student,
+        "--crop",
+        args.crop,
+        "--iterations",
+        str(args.iterations),
+        "--threads",
+        str(args.threads),
+        "--workers",
+        str(args.workers),
+        "--weights",
+        *[str(w) for w in args.weights],
+    ]
 
 
 def sweep(args, plan, done: list[dict], store: Path) -> None:
@@ -229,16 +318,21 @@ def sweep(args, plan, done: list[dict], store: Path) -> None:
     import os
     import subprocess
 
-    todo = [(arm, seed) for seed in args.seeds for arm, _, _ in plan
-            if not any(r["arm"] == arm and r["seed"] == seed and r.get("iterations") == args.iterations for r in done)]
+    todo = [
+        (arm, seed)
+        for seed in args.seeds
+        for arm, _, _ in plan
+        if not any(r["arm"] == arm and r["seed"] == seed and r.get("iterations") == args.iterations for r in done)
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
 
     def launch(item):
         arm, seed = item
         log = args.runs / f"{args.student}_{arm}_s{seed}.log"
         with open(log, "w") as fh:
-            rc = subprocess.run(child_command(arm, seed, args), check=False, cwd=REPO, env=env, stdout=fh,
-                                stderr=subprocess.STDOUT).returncode
+            rc = subprocess.run(
+                child_command(arm, seed, args), check=False, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT
+            ).returncode
         row_file = args.runs / f"{args.student}_{arm}_s{seed}" / "row.json"
         return item, rc, (json.loads(row_file.read_text()) if rc == 0 and row_file.is_file() else None)
 
@@ -282,15 +376,26 @@ def main() -> None:
     meta = json.loads((args.data / "synth.json").read_text())
     from vsseg_edge.measure.machine import cpu_model
 
-    result = {"benchmark": "etc_seeds", "date": dt.date.today().isoformat(), "machine": cpu_model(),
-              "student": args.student, "iterations": args.iterations, "seeds": args.seeds, "weights": args.weights,
-              "threads": args.threads, "jobs": args.jobs,
-              "size": f"{meta['height']}x{meta['width']}", "runs": runs,
-              "summary": summarise(runs, [a for a, _, _ in plan]), "wall_seconds": round(time.time() - t0)}
+    result = {
+        "benchmark": "etc_seeds",
+        "date": dt.date.today().isoformat(),
+        "machine": cpu_model(),
+        "student": args.student,
+        "iterations": args.iterations,
+        "seeds": args.seeds,
+        "weights": args.weights,
+        "threads": args.threads,
+        "jobs": args.jobs,
+        "size": f"{meta['height']}x{meta['width']}",
+        "runs": runs,
+        "summary": summarise(runs, [a for a, _, _ in plan]),
+        "wall_seconds": round(time.time() - t0),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    command = " ".join(["python benchmarks/experiments/etc_seeds.py",
-                        *(a for a in sys.argv[1:] if a != "--report-only")])
+    command = " ".join(
+        ["python benchmarks/experiments/etc_seeds.py", *(a for a in sys.argv[1:] if a != "--report-only")]
+    )
     write_report(result, args.out, command)
     print(args.out.with_suffix(".md").read_text())
 

@@ -43,7 +43,7 @@ def trained_cell_state(path: Path) -> dict:
 
     state = load_checkpoint(path)["train_state"]["loss"]
     prefix = "kd_multiframe."
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def clips(data: Path, spec, every: int, k: int = 1):
@@ -70,8 +70,17 @@ def student_grad_norm(student, value) -> float:
     return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
 
 
-def diagnose(student, teacher, cell_state: dict | None, data: Path, spec, pool: int, min_side: int,
-             every: int, with_other_terms: bool = False) -> dict:
+def diagnose(
+    student,
+    teacher,
+    cell_state: dict | None,
+    data: Path,
+    spec,
+    pool: int,
+    min_side: int,
+    every: int,
+    with_other_terms: bool = False,
+) -> dict:
     """Figures of one (student, node-grid rule) over the val clips; see the module docstring."""
     import torch
     import torch.nn.functional as F
@@ -125,8 +134,9 @@ def diagnose(student, teacher, cell_state: dict | None, data: Path, spec, pool: 
     grid = tuple(cells["fresh0"].graph(s_feats[0]).shape[-2:])
     out = {k: statistics.mean(v) for k, v in acc.items()}
     out["clips"] = len(acc.get("graph_mse", []))
-    out["grid"] = (f"{s_feats[0].shape[-2]}x{s_feats[0].shape[-1]} map -> {int(out['nodes'])} nodes "
-                   f"({grid[0]}x{grid[1]} graph)")
+    out["grid"] = (
+        f"{s_feats[0].shape[-2]}x{s_feats[0].shape[-1]} map -> {int(out['nodes'])} nodes ({grid[0]}x{grid[1]} graph)"
+    )
     for key in ("trained", "fresh"):
         if f"loss_{key}" in out:
             out[f"gain_{key}"] = out[f"loss_{key}"] / max(out["graph_mse"], 1e-12)
@@ -140,28 +150,40 @@ def student_checkpoint(path: Path) -> Path:
 
 def markdown(result: dict) -> str:
     """The report table: one row per (student, grid rule)."""
+
     def f(v, nd=3):
         return "-" if v is None else (f"{v:.2e}" if abs(v) < 1e-2 and v else f"{v:.{nd}f}")
 
-    head = ("| student | graph | offdiag S / T | graph MSE | loss, trained cell | loss, fresh cell "
-            "| gain trained / fresh | grad/CE trained / fresh | grad/CE pixel KD, pair KD |")
+    head = (
+        "| student | graph | offdiag S / T | graph MSE | loss, trained cell | loss, fresh cell "
+        "| gain trained / fresh | grad/CE trained / fresh | grad/CE pixel KD, pair KD |"
+    )
     lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(
             f"| {r['label']} | {r['grid']} | {f(r['offdiag_s'], 2)} / {f(r['offdiag_t'], 2)} | {f(r['graph_mse'])} "
             f"| {f(r.get('loss_trained'))} | {f(r['loss_fresh'])} | {f(r.get('gain_trained'))} / {f(r['gain_fresh'])} "
             f"| {f(r.get('grad_ratio_trained'))} / {f(r['grad_ratio_fresh'])} "
-            f"| {f(r.get('grad_ratio_kd_pixel'))}, {f(r.get('grad_ratio_kd_pairwise_frames'))} |")
+            f"| {f(r.get('grad_ratio_kd_pixel'))}, {f(r.get('grad_ratio_kd_pairwise_frames'))} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--students", type=Path, nargs="+", help="student run folders (model.pt) or .pt checkpoints",
-                    default=[REPO / "runs" / "etc_synthetic" / "espnet_tl_kd",
-                             REPO / "runs" / "etc_synthetic" / "espnet_baseline"])
-    ap.add_argument("--cell-from", type=Path, default=REPO / "runs" / "etc_synthetic" / "espnet_tl_kd" / "last.pt",
-                    help="training state holding the trained ConvLSTM; used for the student of the same folder")
+    ap.add_argument(
+        "--students",
+        type=Path,
+        nargs="+",
+        help="student run folders (model.pt) or .pt checkpoints",
+        default=[REPO / "runs" / "etc_synthetic" / "espnet_tl_kd", REPO / "runs" / "etc_synthetic" / "espnet_baseline"],
+    )
+    ap.add_argument(
+        "--cell-from",
+        type=Path,
+        default=REPO / "runs" / "etc_synthetic" / "espnet_tl_kd" / "last.pt",
+        help="training state holding the trained ConvLSTM; used for the student of the same folder",
+    )
     ap.add_argument("--teacher", type=Path, default=REPO / "runs" / "etc_synthetic" / "teacher_pspnet18" / "model.pt")
     ap.add_argument("--data", type=Path, default=REPO / "runs" / "synth128")
     ap.add_argument("--every", type=int, default=5, help="use every N-th labelled val frame as frame t")
@@ -184,24 +206,51 @@ def main() -> None:
     cell = trained_cell_state(args.cell_from)
     out_json = args.out.with_suffix(".json")
     labels = {str(p) for p in args.students}
-    rows = [r for r in json.loads(out_json.read_text())["rows"] if r["student"] not in labels] \
-        if args.append and out_json.is_file() else []
+    rows = (
+        [r for r in json.loads(out_json.read_text())["rows"] if r["student"] not in labels]
+        if args.append and out_json.is_file()
+        else []
+    )
     for run in args.students:
         student, ckpt = model_from_checkpoint(student_checkpoint(run))
         spec = checkpoint_preprocess(ckpt, str(run))
         own_cell = cell if student_checkpoint(run).resolve().parent == args.cell_from.resolve().parent else None
         for rule, (pool, min_side) in {"etc_kernel16": (16, 1), "min_side4": (16, 4)}.items():
-            figures = diagnose(student, teacher, own_cell, args.data, spec, pool, min_side, args.every,
-                               with_other_terms=rule == "min_side4")
-            rows.append({"student": str(run), "label": f"{run.parent.name}/{run.name}", "grid_rule": rule,
-                         "step": ckpt.get("step"), **figures})
+            figures = diagnose(
+                student,
+                teacher,
+                own_cell,
+                args.data,
+                spec,
+                pool,
+                min_side,
+                args.every,
+                with_other_terms=rule == "min_side4",
+            )
+            rows.append(
+                {
+                    "student": str(run),
+                    "label": f"{run.parent.name}/{run.name}",
+                    "grid_rule": rule,
+                    "step": ckpt.get("step"),
+                    **figures,
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     from vsseg_edge.measure.machine import cpu_model
 
-    result = {"benchmark": "etc_seeds_kd", "rows": rows, "teacher": str(args.teacher),
-              "cell_from": str(args.cell_from), "data": str(args.data), "threads": args.threads, "every": args.every,
-              "date": dt.date.today().isoformat(), "machine": cpu_model(),
-              "seconds": round(time.perf_counter() - t0, 1)}
+    result = {
+        "benchmark": "etc_seeds_kd",
+        "rows": rows,
+        "teacher": str(args.teacher),
+        "cell_from": str(args.cell_from),
+        "data": str(args.data),
+        "threads": args.threads,
+        "every": args.every,
+        "date": dt.date.today().isoformat(),
+        "machine": cpu_model(),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_json, "w") as fh:
         fh.write(json.dumps(result, indent=2) + "\n")

@@ -41,9 +41,24 @@ def train(recipe: str, name: str, runs: Path, data: Path, iterations: int, extra
     """`vsseg-edge train RECIPE` at the dataset's frame size; the checkpoint's path."""
     meta = json.loads((data / "synth.json").read_text())
     size = (meta["height"], meta["width"])
-    cli("train", recipe, "--no-progress", "--override", f"name={name}", "--override", f"out_dir={runs}",
-        "--override", f"data.root={data}", "--override", f"iterations={iterations}",
-        "--override", f"preprocess.height={size[0]}", "--override", f"preprocess.width={size[1]}", *extra)
+    cli(
+        "train",
+        recipe,
+        "--no-progress",
+        "--override",
+        f"name={name}",
+        "--override",
+        f"out_dir={runs}",
+        "--override",
+        f"data.root={data}",
+        "--override",
+        f"iterations={iterations}",
+        "--override",
+        f"preprocess.height={size[0]}",
+        "--override",
+        f"preprocess.width={size[1]}",
+        *extra,
+    )
     return runs / name / "model.pt"
 
 
@@ -51,8 +66,26 @@ def score(model: Path, data: Path, out: Path) -> dict:
     """mIoU, TC (exact flow) and the median training step time of a checkpoint."""
     from vsseg_edge.core.manifest import read_manifest
 
-    cli("bench", str(model), "--dataset", str(data), "--split", "val", "--flow", "exact", "--backends", "torch",
-        "--runs", "1", "--warmup", "0", "--frames", "1", "--out", str(out))
+    cli(
+        "bench",
+        str(model),
+        "--dataset",
+        str(data),
+        "--split",
+        "val",
+        "--flow",
+        "exact",
+        "--backends",
+        "torch",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--frames",
+        "1",
+        "--out",
+        str(out),
+    )
     acc = json.loads((out / "report.json").read_text())["entries"][0]["accuracy"]
     step = read_manifest(model)["metrics"].get("train_step_seconds_p50")
     return {"miou": acc["miou"], "tc": acc["tc"], "flow": acc["flow"], "step_time_s": step, "model": str(model)}
@@ -73,14 +106,20 @@ def main() -> None:
     if not (args.data / "synth.json").is_file():
         cli("data", "synth", "--out", str(args.data))
     common = ["--override", f"model.name={args.student}", "--override", f"data.crop={args.crop}"]
-    teacher = train("train/synth_teacher_pspnet50.yaml", f"teacher_{args.teacher}", args.runs, args.data,
-                    args.teacher_iterations or 2 * args.iterations,
-                    ["--override", f"model.name={args.teacher}", "--override", f"data.crop={args.crop}"])
+    teacher = train(
+        "train/synth_teacher_pspnet50.yaml",
+        f"teacher_{args.teacher}",
+        args.runs,
+        args.data,
+        args.teacher_iterations or 2 * args.iterations,
+        ["--override", f"model.name={args.teacher}", "--override", f"data.crop={args.crop}"],
+    )
     rows = {}
     for kind in STUDENTS:
         extra = common + (["--override", f"teacher.checkpoint={teacher}"] if kind == "tl_kd" else [])
-        model = train(f"train/synth_pspnet18_{kind}.yaml", f"{args.student}_{kind}", args.runs, args.data,
-                      args.iterations, extra)
+        model = train(
+            f"train/synth_pspnet18_{kind}.yaml", f"{args.student}_{kind}", args.runs, args.data, args.iterations, extra
+        )
         rows[kind] = score(model, args.data, args.runs / f"eval_{kind}")
     rows["teacher"] = score(teacher, args.data, args.runs / "eval_teacher")
     base = rows["baseline"]["step_time_s"]
@@ -88,23 +127,38 @@ def main() -> None:
         r["step_time_ratio"] = (r["step_time_s"] / base) if (base and r["step_time_s"]) else None
     from vsseg_edge.measure.machine import cpu_model
 
-    result = {"benchmark": "etc_synthetic", "date": dt.date.today().isoformat(), "machine": cpu_model(),
-              "iterations": args.iterations, "student": args.student, "teacher": args.teacher,
-              "flow": rows["teacher"]["flow"], "rows": rows, "wall_seconds": round(time.time() - t0)}
+    result = {
+        "benchmark": "etc_synthetic",
+        "date": dt.date.today().isoformat(),
+        "machine": cpu_model(),
+        "iterations": args.iterations,
+        "student": args.student,
+        "teacher": args.teacher,
+        "flow": rows["teacher"]["flow"],
+        "rows": rows,
+        "wall_seconds": round(time.time() - t0),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# ETC on the synthetic set ({args.student} students, {args.teacher} teacher)", "",
-             "| run | mIoU | TC | median step time (s) | step time vs baseline |", "|---|---|---|---|---|"]
+    lines = [
+        f"# ETC on the synthetic set ({args.student} students, {args.teacher} teacher)",
+        "",
+        "| run | mIoU | TC | median step time (s) | step time vs baseline |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
         ratio = f"{r['step_time_ratio']:.2f}x" if r["step_time_ratio"] else "-"
         step = "-" if r["step_time_s"] is None else f"{r['step_time_s']:.3f}"
         lines.append(f"| {name} | {r['miou']:.2f} | {r['tc']:.2f} | {step} | {ratio} |")
     teacher_iterations = args.teacher_iterations or 2 * args.iterations
     command = " ".join(["python benchmarks/experiments/etc_synthetic.py", *sys.argv[1:]])
-    lines += ["", f"{args.iterations} iterations per student (teacher {teacher_iterations}), seed 0, CPU, "
-              f"{result['date']}. mIoU on the val labelled frames, TC over consecutive val frame pairs warped with "
-              f"{result['flow']}; both by `vsseg-edge bench` on the per-frame end-to-end predictions.",
-              f"Reproduce: `{command}` ({result['wall_seconds']} s here)."]
+    lines += [
+        "",
+        f"{args.iterations} iterations per student (teacher {teacher_iterations}), seed 0, CPU, "
+        f"{result['date']}. mIoU on the val labelled frames, TC over consecutive val frame pairs warped with "
+        f"{result['flow']}; both by `vsseg-edge bench` on the per-frame end-to-end predictions.",
+        f"Reproduce: `{command}` ({result['wall_seconds']} s here).",
+    ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -41,16 +41,18 @@ def main(argv=None) -> None:
         proto.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
     spec = manifest_preprocess(read_manifest(model), str(model))
     sess = ort_session(proto, threads=1)
-    frames = sorted(Path(args.frames).glob("*.jpg"))[::args.every]
+    frames = sorted(Path(args.frames).glob("*.jpg"))[:: args.every]
     outs = [sess.run(inputs, {sess.get_inputs()[0].name: preprocess_batch([read_image(f)], spec)}) for f in frames]
     print(f"{model.name}, {len(frames)} frames of {args.frames}")
     for i, (name, t) in enumerate(zip(names, inputs)):
         x = np.concatenate([o[i] for o in outs], 0)  # N, C, H, W
         per_channel = np.percentile(np.abs(x).transpose(1, 0, 2, 3).reshape(x.shape[1], -1), 99.999, axis=1)
         tensor = float(np.percentile(np.abs(x), 99.999))
-        print(f"{name}: reads {t} ({x.shape[1]} channels): tensor p99.999 |x| {tensor:.2f}; per channel median "
-              f"{np.median(per_channel):.3f}, min {per_channel.min():.3f}, max {per_channel.max():.2f}; "
-              f"{int((per_channel < tensor / 16).sum())} channels below 1/16 of the tensor's range")
+        print(
+            f"{name}: reads {t} ({x.shape[1]} channels): tensor p99.999 |x| {tensor:.2f}; per channel median "
+            f"{np.median(per_channel):.3f}, min {per_channel.min():.3f}, max {per_channel.max():.2f}; "
+            f"{int((per_channel < tensor / 16).sum())} channels below 1/16 of the tensor's range"
+        )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,11 @@ def main(argv=None) -> None:
     x = preprocess_batch([read_image(args.frame)], model_spec)
     captured = []
     for _, m in quantized_modules(model):
-        m.register_forward_hook(lambda m, inp, out: captured.append(
-            (m.quant_input(inp[0]).detach().numpy(), out.detach().numpy(), float(m.input_amax))))
+        m.register_forward_hook(
+            lambda m, inp, out: captured.append(
+                (m.quant_input(inp[0]).detach().numpy(), out.detach().numpy(), float(m.input_amax))
+            )
+        )
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     convs = [n for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")]
@@ -63,8 +66,10 @@ def main(argv=None) -> None:
         oin, oout = res[node.input[0]], res[node.output[0]]
         step = amax / 127
         off = (np.abs(oin - tin) > step / 2).mean() * 100
-        print(f"{i:2d} {node.name}: input max |Δ| {np.abs(oin - tin).max():.3g} (step {step:.3g}), "
-              f"{off:.4f} % of elements a step or more apart; output max |Δ| {np.abs(oout - tout).max():.3g}")
+        print(
+            f"{i:2d} {node.name}: input max |Δ| {np.abs(oin - tin).max():.3g} (step {step:.3g}), "
+            f"{off:.4f} % of elements a step or more apart; output max |Δ| {np.abs(oout - tout).max():.3g}"
+        )
 
 
 if __name__ == "__main__":

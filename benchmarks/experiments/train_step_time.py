@@ -24,8 +24,14 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPES = {
     "baseline": {"seg": 1.0, "aux": 0.4},
     "tl": {"seg": 1.0, "aux": 0.4, "temporal": 0.1},
-    "tl_kd": {"seg": 1.0, "aux": 0.4, "temporal": 0.1, "kd_pixel": 1.0, "kd_pairwise_frames": 1.0,
-              "kd_multiframe": 1.0},
+    "tl_kd": {
+        "seg": 1.0,
+        "aux": 0.4,
+        "temporal": 0.1,
+        "kd_pixel": 1.0,
+        "kd_pairwise_frames": 1.0,
+        "kd_multiframe": 1.0,
+    },
 }
 
 
@@ -60,12 +66,22 @@ def main() -> None:
         teacher = random_init_checkpoint(args.teacher, tmp / "teacher.pt", size=(h, w))
     trainers = {}
     for name, weights in RECIPES.items():
-        cfg = from_dict(TrainConfig, {
-            "name": name, "iterations": 10 ** 6, "batch_size": args.batch, "threads": args.threads,
-            "out_dir": str(tmp / "runs"), "data": {"root": str(args.data), "crop": [h, w], "workers": 0},
-            "model": {"name": args.student}, "preprocess": {"height": h, "width": w},
-            "loss": {"weights": weights}, "teacher": {"checkpoint": str(teacher) if "kd_pixel" in weights else None},
-        }, name)
+        cfg = from_dict(
+            TrainConfig,
+            {
+                "name": name,
+                "iterations": 10**6,
+                "batch_size": args.batch,
+                "threads": args.threads,
+                "out_dir": str(tmp / "runs"),
+                "data": {"root": str(args.data), "crop": [h, w], "workers": 0},
+                "model": {"name": args.student},
+                "preprocess": {"height": h, "width": w},
+                "loss": {"weights": weights},
+                "teacher": {"checkpoint": str(teacher) if "kd_pixel" in weights else None},
+            },
+            name,
+        )
         tr = Trainer(cfg, progress=False)
         trainers[name] = (tr, iter(tr.data_loader()))
     times = {name: [] for name in trainers}
@@ -77,23 +93,40 @@ def main() -> None:
             if i:
                 times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    rows = {k: {"median_s": round(v, 4), "ratio": round(v / med["baseline"], 3), "steps": len(times[k])}
-            for k, v in med.items()}
-    result = {"benchmark": "train_step_time", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"),
-              "student": args.student, "teacher": args.teacher, "crop": [h, w], "batch": args.batch,
-              "threads": args.threads, "cpu": cpu_model(), "rows": rows,
-              "note": "step = data already loaded; forward of every frame (+ teacher), losses, backward, SGD step"}
+    rows = {
+        k: {"median_s": round(v, 4), "ratio": round(v / med["baseline"], 3), "steps": len(times[k])}
+        for k, v in med.items()
+    }
+    result = {
+        "benchmark": "train_step_time",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"),
+        "student": args.student,
+        "teacher": args.teacher,
+        "crop": [h, w],
+        "batch": args.batch,
+        "threads": args.threads,
+        "cpu": cpu_model(),
+        "rows": rows,
+        "note": "step = data already loaded; forward of every frame (+ teacher), losses, backward, SGD step",
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# Training step time per recipe ({args.student}, teacher {args.teacher})", "",
-             "| recipe | frames per sample | median step (s) | vs baseline |", "|---|---|---|---|"]
+    lines = [
+        f"# Training step time per recipe ({args.student}, teacher {args.teacher})",
+        "",
+        "| recipe | frames per sample | median step (s) | vs baseline |",
+        "|---|---|---|---|",
+    ]
     frames = {"baseline": 1, "tl": 2, "tl_kd": 3}
     for k, r in rows.items():
         lines.append(f"| {k} | {frames[k]} | {r['median_s']:.3f} | {r['ratio']:.2f}x |")
-    lines += ["", f"Batch {args.batch}, crop {h}x{w}, {args.threads} CPU threads, {args.steps} interleaved steps "
-              f"each after one warm-up round, {result['date']} on {result['cpu']}. The loader's time is excluded "
-              "(batches are fetched before the clock starts).",
-              f"Reproduce: `python benchmarks/experiments/train_step_time.py --data DATA --steps {args.steps}`."]
+    lines += [
+        "",
+        f"Batch {args.batch}, crop {h}x{w}, {args.threads} CPU threads, {args.steps} interleaved steps "
+        f"each after one warm-up round, {result['date']} on {result['cpu']}. The loader's time is excluded "
+        "(batches are fetched before the clock starts).",
+        f"Reproduce: `python benchmarks/experiments/train_step_time.py --data DATA --steps {args.steps}`.",
+    ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

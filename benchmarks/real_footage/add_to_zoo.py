@@ -33,41 +33,78 @@ def main() -> None:
     ckpt = load_checkpoint(args.checkpoint)
     model, _ = model_from_checkpoint(args.checkpoint)
     target = zoo.ZOO_DIR / "models" / f"{name}.pt"
-    save_checkpoint(target, model, model_name=ckpt["model"], classes=ckpt["classes"],
-                    preprocess=PreprocessSpec.from_dict(ckpt["preprocess"]), model_kwargs=ckpt["model_kwargs"],
-                    config=ckpt["config"], metrics=ckpt["metrics"], step=ckpt["step"], parent=parent.path)
+    save_checkpoint(
+        target,
+        model,
+        model_name=ckpt["model"],
+        classes=ckpt["classes"],
+        preprocess=PreprocessSpec.from_dict(ckpt["preprocess"]),
+        model_kwargs=ckpt["model_kwargs"],
+        config=ckpt["config"],
+        metrics=ckpt["metrics"],
+        step=ckpt["step"],
+        parent=parent.path,
+    )
     report = json.loads(args.report.read_text())
     run, before = report["runs"][args.run], report["runs"]["before"]
     command = report["meta"]["command"]
-    measured = [{"metric": "mIoU", "value": round(run["miou"], 2), "before": round(before["miou"], 2),
-                 "on": "CamVid val (101 frames, 11 classes)", "command": command}]
+    measured = [
+        {
+            "metric": "mIoU",
+            "value": round(run["miou"], 2),
+            "before": round(before["miou"], 2),
+            "on": "CamVid val (101 frames, 11 classes)",
+            "command": command,
+        }
+    ]
     for key, tc in run["tc"].items():
         if key.startswith("test/"):
-            measured.append({"metric": "TC", "value": round(tc, 2), "before": round(before["tc"][key], 2),
-                             "on": f"held-out clip {key[5:]} (640 px wide; DIS flow, nearest warp)",
-                             "command": command})
+            measured.append(
+                {
+                    "metric": "TC",
+                    "value": round(tc, 2),
+                    "before": round(before["tc"][key], 2),
+                    "on": f"held-out clip {key[5:]} (640 px wide; DIS flow, nearest warp)",
+                    "command": command,
+                }
+            )
     index = json.loads(zoo.INDEX.read_text())
     # the parent's own TC on the same clips (the "before" of the report)
     kept = [m for m in index["models"][parent.name]["measured"] if m["metric"] != "TC"]
     index["models"][parent.name]["measured"] = kept + [
-        {"metric": "TC", "value": round(tc, 2), "on": f"held-out clip {key[5:]} (640 px wide; DIS flow, nearest warp)",
-         "command": command} for key, tc in before["tc"].items() if key.startswith("test/")]
+        {
+            "metric": "TC",
+            "value": round(tc, 2),
+            "on": f"held-out clip {key[5:]} (640 px wide; DIS flow, nearest warp)",
+            "command": command,
+        }
+        for key, tc in before["tc"].items()
+        if key.startswith("test/")
+    ]
     cfg = ckpt["config"]
     arm = args.run.rsplit("_s", 1)[0]
     overrides = next((r["overrides"] for r in report.get("rows", []) if r.get("arm") == arm), [])
     terms = ", ".join(f"{k} {v:g}" for k, v in cfg["loss"]["weights"].items() if v)
     index["models"][name] = {
-        "file": f"models/{name}.pt", "architecture": parent.architecture, "classes": parent.classes,
-        "num_classes": parent.num_classes, "input_hw": list(parent.input_hw),
+        "file": f"models/{name}.pt",
+        "architecture": parent.architecture,
+        "classes": parent.classes,
+        "num_classes": parent.num_classes,
+        "input_hw": list(parent.input_hw),
         "source": f"{parent.name} fine-tuned by vsseg-edge on unlabelled video (self-distillation, temporal terms)",
         "licence": parent.licence,
-        "description": args.description or (
+        "description": args.description
+        or (
             f"{parent.name} after temporal fine-tuning: {cfg['iterations']} steps, loss weights {terms}, "
-            f"teacher {parent.name}, seed {cfg['seed']}; not trained on the held-out clips it is scored on."),
+            f"teacher {parent.name}, seed {cfg['seed']}; not trained on the held-out clips it is scored on."
+        ),
         "parent": parent.name,
-        "made_by": " ".join([f"vsseg-edge train {args.recipe} --override seed={cfg['seed']}",
-                             *(f"--override {o}" for o in overrides)]),
-        "published": None, "measured": measured}
+        "made_by": " ".join(
+            [f"vsseg-edge train {args.recipe} --override seed={cfg['seed']}", *(f"--override {o}" for o in overrides)]
+        ),
+        "published": None,
+        "measured": measured,
+    }
     zoo.INDEX.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {target} ({target.stat().st_size:,} bytes) and the {name} entry of {zoo.INDEX}")
 

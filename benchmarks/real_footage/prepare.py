@@ -83,16 +83,20 @@ def pandaset_camera(devkit: Path, camera: str) -> tuple[list[np.ndarray], list[f
     folder = f"test/data/002/camera/{camera}_camera"
 
     def show(name: str) -> bytes:
-        r = subprocess.run(["git", "-C", str(devkit), "show", f"{PANDASET_COMMIT}:{folder}/{name}"],
-                           capture_output=True)
+        r = subprocess.run(
+            ["git", "-C", str(devkit), "show", f"{PANDASET_COMMIT}:{folder}/{name}"], capture_output=True
+        )
         if r.returncode:
-            raise VssegError(f"{devkit}: no {folder}/{name} at commit {PANDASET_COMMIT} (--pandaset-devkit must be a "
-                             f"git clone of scaleapi/pandaset-devkit): {r.stderr.decode().strip()}")
+            raise VssegError(
+                f"{devkit}: no {folder}/{name} at commit {PANDASET_COMMIT} (--pandaset-devkit must be a "
+                f"git clone of scaleapi/pandaset-devkit): {r.stderr.decode().strip()}"
+            )
         return r.stdout
 
     timestamps = json.loads(show("timestamps.json"))
-    frames = [cv2.imdecode(np.frombuffer(show(f"{i:02d}.jpg"), np.uint8), cv2.IMREAD_COLOR)
-              for i in range(len(timestamps))]
+    frames = [
+        cv2.imdecode(np.frombuffer(show(f"{i:02d}.jpg"), np.uint8), cv2.IMREAD_COLOR) for i in range(len(timestamps))
+    ]
     return frames, [float(t) for t in timestamps]
 
 
@@ -101,8 +105,12 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=Path("../shared/data"))
     ap.add_argument("--udacity-lanes", type=Path, required=True, help="CarND-LaneLines-P1 solidWhiteRight.mp4")
     ap.add_argument("--udacity-vehicles", type=Path, required=True, help="CarND-Vehicle-Detection test_video.mp4")
-    ap.add_argument("--pandaset-devkit", type=Path, required=True,
-                    help=f"a git clone of scaleapi/pandaset-devkit (commit {PANDASET_COMMIT} is read)")
+    ap.add_argument(
+        "--pandaset-devkit",
+        type=Path,
+        required=True,
+        help=f"a git clone of scaleapi/pandaset-devkit (commit {PANDASET_COMMIT} is read)",
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/real"))
     ap.add_argument("--width", type=int, default=640)
     args = ap.parse_args()
@@ -110,11 +118,15 @@ def main() -> None:
     for camera in PANDASET_TRAIN_CAMERAS:
         frames, ts = pandaset_camera(args.pandaset_devkit, camera)
         print(split_in_time(f"pandaset_002_{camera}", frames, out, args.width, ts))
-    for name, video in (("cosmos_highway_sunset", args.shared / "video" / "cosmos_highway_sunset.mp4"),
-                        ("udacity_solidWhiteRight", args.udacity_lanes)):
+    for name, video in (
+        ("cosmos_highway_sunset", args.shared / "video" / "cosmos_highway_sunset.mp4"),
+        ("udacity_solidWhiteRight", args.udacity_lanes),
+    ):
         print(split_in_time(name, clip_frames(video), out, args.width))
-    for name, source in (("pandaset_sf_front", args.shared / "video" / "pandaset_sf_front"),
-                         ("udacity_vehicle_test_video", args.udacity_vehicles)):
+    for name, source in (
+        ("pandaset_sf_front", args.shared / "video" / "pandaset_sf_front"),
+        ("udacity_vehicle_test_video", args.udacity_vehicles),
+    ):
         frames = clip_frames(source)
         write_frames(frames, out / "test" / name, args.width)
         print({"clip": name, "frames": len(frames), "test": len(frames)})

@@ -68,11 +68,25 @@ def train(args, arm: str, overrides: list[str], seed: int) -> Path:
         return model
     if not model.is_file():
         t0 = time.perf_counter()
-        sh([*CLI, "train", str(args.recipe), "--no-progress", "--override", f"name={name}",
-            "--override", f"seed={seed}",
-            "--override", f"out_dir={args.runs.resolve()}", "--override", f"threads={args.threads}",
-            *sum((["--override", o] for o in [*args.override, *overrides]), [])],
-           args.runs / name / "driver.log", args.threads)
+        sh(
+            [
+                *CLI,
+                "train",
+                str(args.recipe),
+                "--no-progress",
+                "--override",
+                f"name={name}",
+                "--override",
+                f"seed={seed}",
+                "--override",
+                f"out_dir={args.runs.resolve()}",
+                "--override",
+                f"threads={args.threads}",
+                *sum((["--override", o] for o in [*args.override, *overrides]), []),
+            ],
+            args.runs / name / "driver.log",
+            args.threads,
+        )
         (args.runs / name / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.0f}\n")
     return model
 
@@ -94,8 +108,23 @@ def score(args, model: str, tag: str) -> dict:
             if not js.is_file():
                 pred = out / "pred" / split / clip.name
                 sh([*CLI, "run", model, "--source", str(clip), "--save-masks", str(pred)], log, args.threads)
-                sh([*CLI, "eval", str(pred), "--dataset", str(clip), "--kind", "video", "--classes", args.classes,
-                    "--json", str(js)], log, args.threads)
+                sh(
+                    [
+                        *CLI,
+                        "eval",
+                        str(pred),
+                        "--dataset",
+                        str(clip),
+                        "--kind",
+                        "video",
+                        "--classes",
+                        args.classes,
+                        "--json",
+                        str(js),
+                    ],
+                    log,
+                    args.threads,
+                )
             rep = json.loads(js.read_text())
             result["tc"][key] = rep["tc"]
             result["pairs"][key] = rep["tc_detail"]["pairs"]
@@ -105,8 +134,11 @@ def score(args, model: str, tag: str) -> dict:
     if not js.is_file():
         pred = out / "pred" / "camvid_val"
         sh([*CLI, "run", model, "--source", str(args.camvid / "val"), "--save-masks", str(pred)], log, args.threads)
-        sh([*CLI, "eval", str(pred), "--dataset", str(args.camvid), "--split", "val", "--no-tc", "--json", str(js)],
-           log, args.threads)
+        sh(
+            [*CLI, "eval", str(pred), "--dataset", str(args.camvid), "--split", "val", "--no-tc", "--json", str(js)],
+            log,
+            args.threads,
+        )
     rep = json.loads(js.read_text())
     result["miou"] = rep["miou"]
     result["iou_per_class"] = rep["miou_detail"]["per_class"]
@@ -131,8 +163,11 @@ def summarise(results: dict, arms: dict[str, list[str]], seeds: list[int]) -> li
             ref = get(base)
             row[key] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
             deltas = [v - ref for v in vals]
-            row[f"d_{key}"] = (statistics.fmean(deltas), statistics.stdev(deltas) if len(deltas) > 1 else 0.0,
-                               sum(d > 0 for d in deltas))
+            row[f"d_{key}"] = (
+                statistics.fmean(deltas),
+                statistics.stdev(deltas) if len(deltas) > 1 else 0.0,
+                sum(d > 0 for d in deltas),
+            )
         rows.append(row)
     return rows
 
@@ -143,36 +178,61 @@ def markdown(meta: dict, results: dict, rows: list[dict]) -> str:
     val_keys = [k for k in base["tc"] if k.startswith("val/")]
     f = lambda m: f"{m[0]:.2f} ± {m[1]:.2f}"  # noqa: E731
     d = lambda m: f"{m[0]:+.2f} ± {m[1]:.2f} ({m[2]}/{meta['n_seeds']} > 0)"  # noqa: E731
-    lines = [f"# Temporal fine-tuning of {meta['baseline']} on unlabelled video", "",
-             "mean ± sample sd over seeds; Δ = paired difference to the zoo model before fine-tuning "
-             "(mean ± sd, how many seeds > 0). TC: DIS flow, nearest warp, out-of-frame pixels excluded "
-             "(`vsseg-edge eval`). mIoU: CamVid val, 11 classes.", "",
-             "| arm | seeds | CamVid val mIoU | Δ mIoU | TC test (held-out clips) | Δ TC test | "
-             "TC val (held-out time) | Δ TC val |", "|---|---|---|---|---|---|---|---|",
-             f"| before ({meta['baseline']}) | - | {base['miou']:.2f} | - | {base['tc_test_mean']:.2f} | - | "
-             f"{base['tc_val_mean']:.2f} | - |"]
+    lines = [
+        f"# Temporal fine-tuning of {meta['baseline']} on unlabelled video",
+        "",
+        "mean ± sample sd over seeds; Δ = paired difference to the zoo model before fine-tuning "
+        "(mean ± sd, how many seeds > 0). TC: DIS flow, nearest warp, out-of-frame pixels excluded "
+        "(`vsseg-edge eval`). mIoU: CamVid val, 11 classes.",
+        "",
+        "| arm | seeds | CamVid val mIoU | Δ mIoU | TC test (held-out clips) | Δ TC test | "
+        "TC val (held-out time) | Δ TC val |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| before ({meta['baseline']}) | - | {base['miou']:.2f} | - | {base['tc_test_mean']:.2f} | - | "
+        f"{base['tc_val_mean']:.2f} | - |",
+    ]
     for r in rows:
-        lines.append(f"| {r['arm']} | {r['seeds']} | {f(r['miou'])} | {d(r['d_miou'])} | "
-                     f"{f(r['tc_test_mean'])} | {d(r['d_tc_test_mean'])} | {f(r['tc_val_mean'])} | "
-                     f"{d(r['d_tc_val_mean'])} |")
-    lines += ["", "TC per clip (mean ± sd over seeds; the zoo model's in the first row):", "",
-              "| arm | " + " | ".join(k for k in test_keys + val_keys) + " |",
-              "|---|" + "---|" * len(test_keys + val_keys),
-              "| before | " + " | ".join(f"{base['tc'][k]:.2f}" for k in test_keys + val_keys) + " |"]
+        lines.append(
+            f"| {r['arm']} | {r['seeds']} | {f(r['miou'])} | {d(r['d_miou'])} | "
+            f"{f(r['tc_test_mean'])} | {d(r['d_tc_test_mean'])} | {f(r['tc_val_mean'])} | "
+            f"{d(r['d_tc_val_mean'])} |"
+        )
+    lines += [
+        "",
+        "TC per clip (mean ± sd over seeds; the zoo model's in the first row):",
+        "",
+        "| arm | " + " | ".join(k for k in test_keys + val_keys) + " |",
+        "|---|" + "---|" * len(test_keys + val_keys),
+        "| before | " + " | ".join(f"{base['tc'][k]:.2f}" for k in test_keys + val_keys) + " |",
+    ]
     for r in rows:
-        lines.append(f"| {r['arm']} | " + " | ".join(
-            f"{f(r['tc:' + k])} ({r['d_tc:' + k][0]:+.2f})" for k in test_keys + val_keys) + " |")
+        lines.append(
+            f"| {r['arm']} | "
+            + " | ".join(f"{f(r['tc:' + k])} ({r['d_tc:' + k][0]:+.2f})" for k in test_keys + val_keys)
+            + " |"
+        )
     lines += ["", "Arms (recipe overrides on top of the driver's --override):", ""]
     lines += [f"- {r['arm']}: `{' '.join(r['overrides'])}`" for r in rows]
-    lines += ["", "Per run:", "", "| run | checkpoint (steps) | mIoU | TC test mean | TC val mean | train wall s |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Per run:",
+        "",
+        "| run | checkpoint (steps) | mIoU | TC test mean | TC val mean | train wall s |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r.get('checkpoint', '-')} ({r.get('steps', '-')}) | {r['miou']:.2f} | "
-                     f"{r['tc_test_mean']:.2f} | {r['tc_val_mean']:.2f} | {r.get('train_wall_s', '-')} |")
-    lines += ["", f"Frame pairs per clip: {json.dumps(base['pairs'])}; flow: {base.get('flow')}.",
-              f"Machine: {meta['machine']}; {meta['date']}; torch threads {meta['threads']} per job, "
-              f"{meta['jobs']} job(s) at a time; load average at start {meta['load_start']}, end {meta['load_end']}.",
-              f"Reproduce: `{meta['command']}`", ""]
+        lines.append(
+            f"| {name} | {r.get('checkpoint', '-')} ({r.get('steps', '-')}) | {r['miou']:.2f} | "
+            f"{r['tc_test_mean']:.2f} | {r['tc_val_mean']:.2f} | {r.get('train_wall_s', '-')} |"
+        )
+    lines += [
+        "",
+        f"Frame pairs per clip: {json.dumps(base['pairs'])}; flow: {base.get('flow')}.",
+        f"Machine: {meta['machine']}; {meta['date']}; torch threads {meta['threads']} per job, "
+        f"{meta['jobs']} job(s) at a time; load average at start {meta['load_start']}, end {meta['load_end']}.",
+        f"Reproduce: `{meta['command']}`",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -185,10 +245,20 @@ def _steps(checkpoint: Path) -> int | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", type=Path, required=True)
-    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.3, 1.0],
-                    help="temporal-loss weights (one arm tlW each) when no --arm is given")
-    ap.add_argument("--arm", nargs="+", action="append", metavar="NAME [KEY=VALUE …]",
-                    help="one setting compared: a name and its recipe overrides (repeatable; replaces --weights)")
+    ap.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.3, 1.0],
+        help="temporal-loss weights (one arm tlW each) when no --arm is given",
+    )
+    ap.add_argument(
+        "--arm",
+        nargs="+",
+        action="append",
+        metavar="NAME [KEY=VALUE …]",
+        help="one setting compared: a name and its recipe overrides (repeatable; replaces --weights)",
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--runs", type=Path, default=Path("runs/tft"))
     ap.add_argument("--footage", type=Path, default=Path("runs/real"))
@@ -199,8 +269,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True, help="report path without suffix (.md and .json written)")
-    ap.add_argument("--score-only", action="store_true", help="train nothing: score model.pt (else last.pt) of "
-                                                              "each run")
+    ap.add_argument(
+        "--score-only", action="store_true", help="train nothing: score model.pt (else last.pt) of each run"
+    )
     args = ap.parse_args()
     load_start = os.getloadavg()
     arms = arms_of(args)
@@ -221,13 +292,22 @@ def main() -> None:
         before = pool.submit(score, args, args.baseline, "before")
         for name, r in pool.map(train_and_score, jobs):
             results[name] = r
-            print(f"{name}: mIoU {r['miou']:.2f}  TC test {r['tc_test_mean']:.2f}  TC val {r['tc_val_mean']:.2f}",
-                  flush=True)
+            print(
+                f"{name}: mIoU {r['miou']:.2f}  TC test {r['tc_test_mean']:.2f}  TC val {r['tc_val_mean']:.2f}",
+                flush=True,
+            )
         results = {"before": before.result(), **results}
-    meta = {"baseline": args.baseline, "n_seeds": len(args.seeds), "threads": args.threads, "jobs": args.jobs,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)", "date": dt.date.today().isoformat(),
-            "load_start": [round(v, 1) for v in load_start], "load_end": [round(v, 1) for v in os.getloadavg()],
-            "command": shlex.join(["python", *sys.argv])}
+    meta = {
+        "baseline": args.baseline,
+        "n_seeds": len(args.seeds),
+        "threads": args.threads,
+        "jobs": args.jobs,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
+        "date": dt.date.today().isoformat(),
+        "load_start": [round(v, 1) for v in load_start],
+        "load_end": [round(v, 1) for v in os.getloadavg()],
+        "command": shlex.join(["python", *sys.argv]),
+    }
     rows = summarise(results, arms, args.seeds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "runs": results}, indent=1))

@@ -30,8 +30,13 @@ class BenchTiny(nn.Module):
 
     def __init__(self, num_classes: int = 19, width: int = 8):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
-                                  nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, num_classes, 1))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, num_classes, 1),
+        )
 
     def forward(self, x):
         return self.body(x)
@@ -45,10 +50,18 @@ def bench_tiny(num_classes: int, **kw) -> BenchTiny:
 def export(model: nn.Module, path: Path, parent: Path | None) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, torch.zeros(SPEC.input_shape(1)), str(path), input_names=["input"],
-                          output_names=["logits"], opset_version=17, dynamo=False)
-    write_manifest(path, "onnx", model=TINY, classes=CLASSES, preprocess=SPEC, output="logits", precision="fp32",
-                   parent=parent)
+        torch.onnx.export(
+            model,
+            torch.zeros(SPEC.input_shape(1)),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
+        )
+    write_manifest(
+        path, "onnx", model=TINY, classes=CLASSES, preprocess=SPEC, output="logits", precision="fp32", parent=parent
+    )
     return path
 
 
@@ -62,10 +75,17 @@ def quantize(fp32: Path, out: Path, frames: list[np.ndarray]) -> Path:
         def get_next(self):
             return next(self._it, None)
 
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
-    write_manifest(out, "qdq_onnx", model=TINY, classes=CLASSES, preprocess=SPEC, output="logits",
-                   precision="int8", parent=fp32)
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    write_manifest(
+        out, "qdq_onnx", model=TINY, classes=CLASSES, preprocess=SPEC, output="logits", precision="int8", parent=fp32
+    )
     return out
 
 

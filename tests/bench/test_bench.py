@@ -141,6 +141,7 @@ def test_unavailable_backend_and_unselected_backend_become_rows(artifacts, synth
     pytest.importorskip("onnxruntime")
     try:
         import tensorrt  # noqa: F401
+
         pytest.skip("tensorrt is installed here; this test is about its absence")
     except ImportError:
         pass
@@ -150,10 +151,17 @@ def test_unavailable_backend_and_unselected_backend_become_rows(artifacts, synth
 
     engine = tmp_path / "tiny.engine"
     engine.write_bytes(b"not an engine")
-    write_manifest(engine, "engine", model="bench-tiny", classes=list(CITYSCAPES.classes),
-                   preprocess=PreprocessSpec(height=64, width=128), precision="fp16")
-    report = run_bench([artifacts["onnx"], engine, artifacts["ckpt"]],
-                       quick(synth_root, runs=1, tc=False, backends=("ort", "trt")))
+    write_manifest(
+        engine,
+        "engine",
+        model="bench-tiny",
+        classes=list(CITYSCAPES.classes),
+        preprocess=PreprocessSpec(height=64, width=128),
+        precision="fp16",
+    )
+    report = run_bench(
+        [artifacts["onnx"], engine, artifacts["ckpt"]], quick(synth_root, runs=1, tc=False, backends=("ort", "trt"))
+    )
     e = by_id(report)
     assert e["tiny.onnx@ort"]["status"] == "ok"
     assert e["tiny.engine@trt"]["status"] == "unavailable" and "tensorrt" in e["tiny.engine@trt"]["reason"]
@@ -173,8 +181,13 @@ def test_artifact_its_backend_refuses_becomes_a_failed_row(synth_root, tmp_path)
     from vsseg_edge.models.checkpoint import save_checkpoint
 
     ckpt = tmp_path / "alien.pt"
-    save_checkpoint(ckpt, torch.nn.Conv2d(3, 19, 1), model_name="not-a-registered-model",
-                    classes=list(CITYSCAPES.classes), preprocess=PreprocessSpec(height=64, width=128))
+    save_checkpoint(
+        ckpt,
+        torch.nn.Conv2d(3, 19, 1),
+        model_name="not-a-registered-model",
+        classes=list(CITYSCAPES.classes),
+        preprocess=PreprocessSpec(height=64, width=128),
+    )
     (entry,) = run_bench([ckpt], quick(synth_root, runs=1, tc=False))["entries"]
     assert entry["status"] == "failed" and "not-a-registered-model" in entry["reason"]
 
@@ -191,8 +204,23 @@ def test_cli_missing_model_is_one_line_error(synth_root, tmp_path):
 
 def test_cli_bench_and_compare(artifacts, synth_root, tmp_path):
     out = tmp_path / "rep"
-    r = _cli("bench", artifacts["onnx"], "--dataset", synth_root, "--out", out, "--runs", 2, "--warmup", 0,
-             "--frames", 1, "--threads", 1, "--no-tc")
+    r = _cli(
+        "bench",
+        artifacts["onnx"],
+        "--dataset",
+        synth_root,
+        "--out",
+        out,
+        "--runs",
+        2,
+        "--warmup",
+        0,
+        "--frames",
+        1,
+        "--threads",
+        1,
+        "--no-tc",
+    )
     assert r.returncode == 0, r.stderr
     assert (out / "report.json").is_file() and "- command: `vsseg-edge bench " in (out / "report.md").read_text()
     assert "bench: 100%" in r.stderr  # the progress bar (tqdm writes to stderr)
@@ -206,8 +234,9 @@ def test_benchmark_convenience_writes_the_report(artifacts, synth_root, tmp_path
     """The call the demo makes: bench.benchmark(models, dataset, out, **BenchConfig options)."""
     from vsseg_edge.bench import benchmark
 
-    report, files = benchmark([artifacts["onnx"]], synth_root, tmp_path / "demo", runs=1, warmup=0, frames=1,
-                              tc=False, progress=False)
+    report, files = benchmark(
+        [artifacts["onnx"]], synth_root, tmp_path / "demo", runs=1, warmup=0, frames=1, tc=False, progress=False
+    )
     assert report["entries"][0]["status"] == "ok" and report["entries"][0]["accuracy"]["tc"] is None
     assert files["json"].is_file() and files["markdown"].read_text().startswith("| entry |")
     assert files["accuracy_latency"].is_file() and "tc" not in files and "int8_delta" not in files
@@ -242,7 +271,7 @@ def test_bench_on_unlabelled_video_scores_tc_in_the_models_classes(artifacts, tm
         pytest.skip("this OpenCV build cannot write MJPG/AVI")
     for i in range(4):
         frame = np.full((64, 128, 3), 60, np.uint8)
-        frame[16:48, 10 + 8 * i:40 + 8 * i] = 220  # a bright block moving right
+        frame[16:48, 10 + 8 * i : 40 + 8 * i] = 220  # a bright block moving right
         vw.write(frame)
     vw.release()
     report = run_bench([artifacts["onnx"]], quick(path, flow="dis"))
@@ -264,8 +293,10 @@ def test_rounds_pair_each_entry_with_its_reference(artifacts, synth_root):
         assert len(e["latency_rounds"]) == 2 and e["latency"]["compute"]["runs"] == 2
         assert e["latency"]["compute"]["p50_ms"] in [r["compute_p50_ms"] for r in e["latency_rounds"]]
     sp = int8["speed_vs_reference"]
-    expected = [round(o["compute_p50_ms"] / q["compute_p50_ms"], 4)
-                for o, q in zip(onnx["latency_rounds"], int8["latency_rounds"])]
+    expected = [
+        round(o["compute_p50_ms"] / q["compute_p50_ms"], 4)
+        for o, q in zip(onnx["latency_rounds"], int8["latency_rounds"])
+    ]
     assert sp["reference"] == onnx["id"] and sp["compute_rounds"] == expected and sp["rounds"] == 2
     assert sp["compute"] == pytest.approx(sum(expected) / 2)  # the median of two rounds
     assert "speed_vs_reference" not in onnx  # the FP32 root has no reference

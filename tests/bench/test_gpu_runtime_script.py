@@ -18,8 +18,13 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_gpu_part_smoke_on_cpu_writes_json_and_markdown(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_runtime.py"), "gpu", "--smoke", "--out",
-                           str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_runtime.py"), "gpu", "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads((tmp_path / "gpu_runtime.json").read_text())
     model = data["gpu"]["models"]["espnet"]
@@ -31,7 +36,8 @@ def test_gpu_part_smoke_on_cpu_writes_json_and_markdown(tmp_path):
         assert run["fps"] > 0 and run["frames"] == frames and "--preprocess " + mode in run["command"]
     assert torch_entry["pipeline"]["runtime"]["stage_p50_ms"]["infer"] > 0
     assert data["models"]["espnet"]["pipeline_over_backend"] == pytest.approx(
-        torch_entry["pipeline"]["runtime"]["fps"] / torch_entry["backend_only"]["fps"])
+        torch_entry["pipeline"]["runtime"]["fps"] / torch_entry["backend_only"]["fps"]
+    )
     assert torch_entry["live"]["frames"] == 8 and torch_entry["live"]["latency_p50_ms"] > 0
     ort_entry = model["ort"]  # onnxruntime's CPU provider here: the camera-frame graph, the host stage
     assert ort_entry["backend_only"]["fps"] > 0 and ort_entry["pipeline"]["runtime"]["frames"] == 10

@@ -25,8 +25,15 @@ def pairs_of(report) -> dict:
 
 def fake_engine(path, **tensorrt):
     path.write_bytes(b"not an engine")
-    write_manifest(path, "engine", model="bench-tiny", classes=list(CITYSCAPES.classes),
-                   preprocess=PreprocessSpec(height=64, width=128), precision="fp16", **tensorrt)
+    write_manifest(
+        path,
+        "engine",
+        model="bench-tiny",
+        classes=list(CITYSCAPES.classes),
+        preprocess=PreprocessSpec(height=64, width=128),
+        precision="fp16",
+        **tensorrt,
+    )
     return path
 
 
@@ -51,8 +58,14 @@ def test_default_backends_list_every_pair_without_figures(artifacts, synth_root)
     """All three backends asked: the ONNX's torch pair is covered by its checkpoint, INT8 has no torch path."""
     report = run_bench([artifacts["ckpt"], artifacts["onnx"], artifacts["int8"]], quick(synth_root))
     rows = pairs_of(report)
-    assert set(rows) == {("tiny.pt", "ort"), ("tiny.pt", "trt"), ("tiny.onnx", "torch"), ("tiny.onnx", "trt"),
-                         ("tiny.int8.qdq.onnx", "torch"), ("tiny.int8.qdq.onnx", "trt")}
+    assert set(rows) == {
+        ("tiny.pt", "ort"),
+        ("tiny.pt", "trt"),
+        ("tiny.onnx", "torch"),
+        ("tiny.onnx", "trt"),
+        ("tiny.int8.qdq.onnx", "torch"),
+        ("tiny.int8.qdq.onnx", "trt"),
+    }
     assert rows["tiny.onnx", "torch"]["status"] == "covered"
     assert "measured as `tiny.pt@torch` (its ancestor tiny.pt)" == rows["tiny.onnx", "torch"]["reason"]
     assert rows["tiny.pt", "ort"]["reason"] == "measured as `tiny.onnx@ort` (built from it: tiny.onnx)"
@@ -70,28 +83,48 @@ def test_engine_without_tensorrt_and_engine_for_another_gpu(artifacts, synth_roo
     import vsseg_edge.runtime.backends.trt as trt_mod
 
     prop = SimpleNamespace(name=b"NVIDIA H100 80GB HBM3", major=9, minor=0)
-    cudart = SimpleNamespace(cudaSetDevice=lambda i: (0,), cudaGetDeviceProperties=lambda i: (0, prop),
-                             cudaGetDeviceCount=lambda: (0, 1))
+    cudart = SimpleNamespace(
+        cudaSetDevice=lambda i: (0,), cudaGetDeviceProperties=lambda i: (0, prop), cudaGetDeviceCount=lambda: (0, 1)
+    )
     monkeypatch.setattr(trt_mod, "load_trt_modules", lambda: (SimpleNamespace(__version__="10.3.0"), cudart))
-    foreign = fake_engine(tmp_path / "foreign.engine",
-                          tensorrt={"version": "10.3.0", "gpu": {"name": "NVIDIA A100-SXM4-40GB",
-                                                                 "compute_capability": [8, 0]}})
+    foreign = fake_engine(
+        tmp_path / "foreign.engine",
+        tensorrt={"version": "10.3.0", "gpu": {"name": "NVIDIA A100-SXM4-40GB", "compute_capability": [8, 0]}},
+    )
     report = run_bench([foreign, artifacts["onnx"]], quick(synth_root, backends=("trt", "ort")))
     rows = pairs_of(report)
     assert rows["foreign.engine", "trt"]["status"] == "failed"
-    assert "built for NVIDIA A100-SXM4-40GB (sm_80), this GPU is NVIDIA H100 80GB HBM3 (sm_90)" in \
-        rows["foreign.engine", "trt"]["reason"]
+    assert (
+        "built for NVIDIA A100-SXM4-40GB (sm_80), this GPU is NVIDIA H100 80GB HBM3 (sm_90)"
+        in rows["foreign.engine", "trt"]["reason"]
+    )
     assert rows["foreign.engine", "ort"]["status"] == "not_applicable"
     assert rows["tiny.onnx", "trt"]["status"] == "needs_engine"
 
 
 def test_not_run_of_an_engine_built_from_the_onnx_points_at_it():
     """The ONNX × trt pair of an ONNX whose engine is among the entries refers to that engine's row."""
-    onnx = {"id": "m.onnx@ort", "artifact": "m.onnx", "file": "m.onnx", "backend": "ort", "precision": "fp32",
-            "status": "ok", "sha256": "o", "lineage": [{"sha256": "o", "file": "m.onnx"}]}
-    eng = {"id": "m.engine@trt", "artifact": "m.engine", "file": "m.engine", "backend": "trt", "precision": "fp16",
-           "status": "unavailable", "reason": "tensorrt is not installed", "sha256": "e",
-           "lineage": [{"sha256": "e", "file": "m.engine"}, {"sha256": "o", "file": "m.onnx"}]}
+    onnx = {
+        "id": "m.onnx@ort",
+        "artifact": "m.onnx",
+        "file": "m.onnx",
+        "backend": "ort",
+        "precision": "fp32",
+        "status": "ok",
+        "sha256": "o",
+        "lineage": [{"sha256": "o", "file": "m.onnx"}],
+    }
+    eng = {
+        "id": "m.engine@trt",
+        "artifact": "m.engine",
+        "file": "m.engine",
+        "backend": "trt",
+        "precision": "fp16",
+        "status": "unavailable",
+        "reason": "tensorrt is not installed",
+        "sha256": "e",
+        "lineage": [{"sha256": "e", "file": "m.engine"}, {"sha256": "o", "file": "m.onnx"}],
+    }
     rows = {(r["file"], r["backend"]): r for r in not_run([onnx, eng], ("ort", "trt"))}
     assert rows["m.onnx", "trt"]["status"] == "unavailable"
     assert rows["m.onnx", "trt"]["reason"] == "see `m.engine@trt` (built from it: m.engine): tensorrt is not installed"
@@ -102,9 +135,17 @@ def test_not_run_of_an_engine_built_from_the_onnx_points_at_it():
 
 
 def _fake(file, backend, precision, chain, kind):
-    return {"id": f"{file}@{backend}", "artifact": file, "file": file, "backend": backend, "precision": precision,
-            "status": "ok", "reason": None, "sha256": chain[0],
-            "lineage": [{"sha256": sha, "file": sha, "kind": kind if i == 0 else None} for i, sha in enumerate(chain)]}
+    return {
+        "id": f"{file}@{backend}",
+        "artifact": file,
+        "file": file,
+        "backend": backend,
+        "precision": precision,
+        "status": "ok",
+        "reason": None,
+        "sha256": chain[0],
+        "lineage": [{"sha256": sha, "file": sha, "kind": kind if i == 0 else None} for i, sha in enumerate(chain)],
+    }
 
 
 def test_checkpoint_run_in_fp16_on_a_gpu():
@@ -118,8 +159,9 @@ def test_checkpoint_run_in_fp16_on_a_gpu():
     assert choose_reference(pt, entries, None)[0] is onnx
     assert choose_reference(int8, entries, None)[0] is onnx
     rows = {(r["file"], r["backend"]): r for r in not_run(entries, ("ort", "torch"))}
-    assert rows["model.pt", "ort"]["reason"] == ("measured as `student.onnx@ort` "
-                                                 "(built from it: student.onnx, fp32 there)")
+    assert rows["model.pt", "ort"]["reason"] == (
+        "measured as `student.onnx@ort` (built from it: student.onnx, fp32 there)"
+    )
     assert rows["student.onnx", "torch"]["reason"] == "measured as `model.pt@torch` (its ancestor model.pt, fp16 there)"
     assert rows["student.int8.qdq.onnx", "torch"]["status"] == "not_applicable"
 

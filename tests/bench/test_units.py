@@ -31,8 +31,15 @@ def test_select_frames_is_evenly_spaced_and_deterministic():
 
 def _e(i, prec, chain, status="ok", folder="s"):
     """A fake entry: id i, its lineage shas `chain` (itself first)."""
-    return {"id": i, "artifact": f"{folder}/{i}", "file": i, "precision": prec, "sha256": chain[0], "status": status,
-            "lineage": [{"sha256": sha, "kind": None, "file": sha} for sha in chain]}
+    return {
+        "id": i,
+        "artifact": f"{folder}/{i}",
+        "file": i,
+        "precision": prec,
+        "sha256": chain[0],
+        "status": status,
+        "lineage": [{"sha256": sha, "kind": None, "file": sha} for sha in chain],
+    }
 
 
 def test_reference_is_the_nearest_fp32_ancestor_or_the_explicit_one():
@@ -109,10 +116,20 @@ def test_int8_deltas_are_int8_minus_its_reference_per_class():
     from vsseg_edge.bench.plots import int8_deltas
 
     ref = {"id": "r", "status": "ok", "precision": "fp32", "accuracy": {"per_class_iou": {"road": 90.0, "car": 50.0}}}
-    q = {"id": "q", "status": "ok", "precision": "int8", "agreement": {"reference": "r"},
-         "accuracy": {"per_class_iou": {"road": 88.5, "car": None}}}
-    orphan = {"id": "o", "status": "ok", "precision": "int8", "agreement": None,
-              "accuracy": {"per_class_iou": {"road": 10.0, "car": 10.0}}}
+    q = {
+        "id": "q",
+        "status": "ok",
+        "precision": "int8",
+        "agreement": {"reference": "r"},
+        "accuracy": {"per_class_iou": {"road": 88.5, "car": None}},
+    }
+    orphan = {
+        "id": "o",
+        "status": "ok",
+        "precision": "int8",
+        "agreement": None,
+        "accuracy": {"per_class_iou": {"road": 10.0, "car": 10.0}},
+    }
     ((entry, deltas),) = int8_deltas([ref, q, orphan])
     assert entry is q and deltas == {"road": pytest.approx(-1.5)}
 
@@ -122,7 +139,10 @@ def test_artifact_specs_read_typed_backend_options(tmp_path):
 
     art = parse_artifact("m.onnx::shift_int8=false,threads=2,providers=CUDAExecutionProvider+CPUExecutionProvider")
     assert art.path.name == "m.onnx" and art.options == {
-        "shift_int8": False, "threads": 2, "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+        "shift_int8": False,
+        "threads": 2,
+        "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    }
     assert parse_artifact(art.spec()).options == art.options  # the spec reads back
     assert parse_artifact("m.pt").options == {} and parse_artifact("m.pt").tag == ""
     assert parse_artifact(("m.pt", {"fp16": True}), "torch").tag == "[fp16=true]"

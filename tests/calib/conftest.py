@@ -25,8 +25,8 @@ def scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         y0, x0 = rng.integers(0, H - 16), rng.integers(0, W - 24)
         h, w = rng.integers(8, 24), rng.integers(12, 48)
         cls = int(rng.integers(1, len(LABEL_IDS)))
-        img[y0:y0 + h, x0:x0 + w] = rng.uniform(0, 255, 3)
-        lab[y0:y0 + h, x0:x0 + w] = LABEL_IDS[cls]
+        img[y0 : y0 + h, x0 : x0 + w] = rng.uniform(0, 255, 3)
+        lab[y0 : y0 + h, x0 : x0 + w] = LABEL_IDS[cls]
     img += rng.normal(0, 6, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), lab
 
@@ -94,10 +94,23 @@ def export_tiny_onnx(path: Path, num_classes: int = 19, seed: int = 0) -> Path:
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(net, torch.zeros(1, 3, H, W), str(path), dynamo=False, opset_version=17,
-                      input_names=["image"], output_names=["logits"])
-    write_manifest(path, "onnx", model="tiny", classes=list(CITYSCAPES.classes)[:num_classes],
-                   preprocess=PreprocessSpec(height=H, width=W), opset=17)
+    torch.onnx.export(
+        net,
+        torch.zeros(1, 3, H, W),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["image"],
+        output_names=["logits"],
+    )
+    write_manifest(
+        path,
+        "onnx",
+        model="tiny",
+        classes=list(CITYSCAPES.classes)[:num_classes],
+        preprocess=PreprocessSpec(height=H, width=W),
+        opset=17,
+    )
     return path
 
 

@@ -20,8 +20,15 @@ def test_dataset_sample_is_seeded_and_from_train(cs_root):
     assert a.sha1 == b.sha1 != c.sha1
     assert len(a) == 5 and all(f.key.startswith("leftImg8bit_sequence/train/") for f in a.frames)
     rec = a.record()
-    assert rec == {"source": str(cs_root), "kind": "cityscapes", "split": "train", "count": 5, "seed": 3,
-                   "labelled": False, "sha1": frames_sha1([f.key for f in a.frames])}
+    assert rec == {
+        "source": str(cs_root),
+        "kind": "cityscapes",
+        "split": "train",
+        "count": 5,
+        "seed": 3,
+        "labelled": False,
+        "sha1": frames_sha1([f.key for f in a.frames]),
+    }
     img = a.frames[0].read()
     assert img.dtype == np.uint8 and img.shape == (64, 128, 3)
 
@@ -66,11 +73,14 @@ def test_video_frames_are_decoded(tmp_path):
     assert again.sha1 == calib.sha1
 
 
-@pytest.mark.parametrize("make, expected", [
-    (lambda p: p.mkdir(), "folder is empty"),
-    (lambda p: (p.mkdir(), (p / "notes.txt").write_text("x")), "no frames found"),
-    (lambda p: None, "not found"),
-])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda p: p.mkdir(), "folder is empty"),
+        (lambda p: (p.mkdir(), (p / "notes.txt").write_text("x")), "no frames found"),
+        (lambda p: None, "not found"),
+    ],
+)
 def test_unusable_frame_sources_give_one_line_errors(tmp_path, make, expected):
     src = tmp_path / "frames"
     make(src)

@@ -65,8 +65,15 @@ def test_low_threshold_triggers_the_sensitivity_search(tmp_path, cs_root, image_
 
 def test_gate_passes_once_the_sensitive_layers_are_kept_in_float(tmp_path, cs_root, image_folder, tiny_onnx):
     """A threshold between the first quantisation's error and the best round's: the loop stops at that round."""
-    probe = calibrate(tiny_onnx, cs_root, tmp_path / "probe.onnx", CalibConfig(**FAST, threshold=0.0, max_rounds=3),
-                      eval_source=image_folder, keep_failed=True, log=lambda s: None)["gate"]
+    probe = calibrate(
+        tiny_onnx,
+        cs_root,
+        tmp_path / "probe.onnx",
+        CalibConfig(**FAST, threshold=0.0, max_rounds=3),
+        eval_source=image_folder,
+        keep_failed=True,
+        log=lambda s: None,
+    )["gate"]
     best = min(probe["rounds"], key=lambda r: r["drop"])
     assert best["drop"] < probe["initial"]["drop"]  # keeping layers in float helped on this model
     cfg = CalibConfig(**FAST, threshold=best["drop"] + 1e-4, max_rounds=3)  # drops are stored to 4 decimals
@@ -81,8 +88,9 @@ def test_gate_passes_once_the_sensitive_layers_are_kept_in_float(tmp_path, cs_ro
 
 def test_trt_target_without_modelopt_is_symmetric_and_judged_with_exact_qdq(tmp_path, cs_root, tiny_onnx):
     out = tmp_path / "tiny.trt.qdq.onnx"
-    man = calibrate(tiny_onnx, cs_root, out, CalibConfig(**{**FAST, "target": "trt"}, quantizer="ort"),
-                    log=lambda s: None)
+    man = calibrate(
+        tiny_onnx, cs_root, out, CalibConfig(**{**FAST, "target": "trt"}, quantizer="ort"), log=lambda s: None
+    )
     assert man["target"] == "trt" and man["structure"]["flavour"] == "trt" and man["structure"]["ok"]
     assert man["quantization"]["quantizer"] == "onnxruntime.quantize_static (trt settings)"
     assert man["quantization"]["settings"]["extra_options"]["QuantizeBias"] is False
@@ -108,8 +116,12 @@ def test_only_convolutions_read_through_qdq_by_default(tmp_path, cs_root, tiny_o
 
 def test_exclusion_rounds_are_bounded_and_never_exclude_everything():
     ranked = [(f"c{i}", 10 - i) for i in range(6)]
-    assert exclusion_rounds(ranked, 4) == [["c0"], ["c0", "c1"], ["c0", "c1", "c2", "c3"],
-                                           ["c0", "c1", "c2", "c3", "c4"]]
+    assert exclusion_rounds(ranked, 4) == [
+        ["c0"],
+        ["c0", "c1"],
+        ["c0", "c1", "c2", "c3"],
+        ["c0", "c1", "c2", "c3", "c4"],
+    ]
     assert exclusion_rounds(ranked, 2) == [["c0"], ["c0", "c1"]]
     assert exclusion_rounds([("only", 1.0)], 4) == []
     assert exclusion_rounds([("helps", 1.0)], 4, candidates=2) == [["helps"]]  # the other node stays quantised
@@ -146,8 +158,23 @@ def test_presets_load_and_unknown_keys_are_rejected(tmp_path):
 def test_cli_empty_frames_folder_is_one_line_error(tmp_path, tiny_onnx):
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "calibrate", str(tiny_onnx), "--frames", str(empty),
-                           "--out", str(tmp_path / "o.onnx"), "--target", "ort"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vsseg_edge.cli",
+            "calibrate",
+            str(tiny_onnx),
+            "--frames",
+            str(empty),
+            "--out",
+            str(tmp_path / "o.onnx"),
+            "--target",
+            "ort",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "folder is empty" in proc.stderr
     assert not (tmp_path / "o.onnx").exists()
@@ -177,20 +204,40 @@ def test_cli_calibrate_writes_model_and_manifest(tmp_path, cs_root, tiny_onnx):
     from vsseg_edge.cli import app
 
     out = tmp_path / "cli.int8.qdq.onnx"
-    res = CliRunner().invoke(app, ["calibrate", str(tiny_onnx), "--frames", str(cs_root), "--out", str(out),
-                                   "--target", "ort", "--method", "minmax", "--num-frames", "4", "--seed", "7",
-                                   "--override", "eval_frames=2"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "calibrate",
+            str(tiny_onnx),
+            "--frames",
+            str(cs_root),
+            "--out",
+            str(out),
+            "--target",
+            "ort",
+            "--method",
+            "minmax",
+            "--num-frames",
+            "4",
+            "--seed",
+            "7",
+            "--override",
+            "eval_frames=2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     man = read_manifest(out, kind="qdq_onnx", verify=True)
     assert man["calibration"]["method"] == "minmax" and man["calibration"]["frames"]["seed"] == 7
     assert man["calibration"]["frames"]["count"] == 4 and man["gate"]["result"]["frames"] == 2
 
 
-def test_trt_flavour_search_keeps_nodes_in_float_and_stays_a_valid_trt_model(tmp_path, cs_root, image_folder,
-                                                                            tiny_onnx):
+def test_trt_flavour_search_keeps_nodes_in_float_and_stays_a_valid_trt_model(
+    tmp_path, cs_root, image_folder, tiny_onnx
+):
     cfg = CalibConfig(**{**FAST, "target": "trt"}, quantizer="ort", threshold=0.0, max_rounds=1)
-    man = calibrate(tiny_onnx, cs_root, tmp_path / "t.onnx", cfg, eval_source=image_folder, keep_failed=True,
-                    log=lambda s: None)
+    man = calibrate(
+        tiny_onnx, cs_root, tmp_path / "t.onnx", cfg, eval_source=image_folder, keep_failed=True, log=lambda s: None
+    )
     g = man["gate"]
     assert g["evaluated_with"].startswith("exact Q/DQ arithmetic") and len(g["rounds"]) == 1
     kept = g["rounds"][0]["kept_in_float"]

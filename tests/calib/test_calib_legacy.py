@@ -67,8 +67,9 @@ class _FakeCalibratorBase:
         self.base_initialised = True
 
 
-FakeTensorRTTestDouble = types.SimpleNamespace(__version__="10.0-test-double",
-                                               IInt8EntropyCalibrator2=_FakeCalibratorBase)
+FakeTensorRTTestDouble = types.SimpleNamespace(
+    __version__="10.0-test-double", IInt8EntropyCalibrator2=_FakeCalibratorBase
+)
 
 
 def test_calibrator_subclass_logic_with_a_tensorrt_test_double(tmp_path):

@@ -29,8 +29,9 @@ def quantised(tmp_path_factory, tiny_onnx, reader):
     paths = {}
     for target in ("ort", "trt"):
         paths[target] = out / f"tiny.{target}.onnx"
-        quantize_ort(tiny_onnx, paths[target], target=target, method="entropy", cache_path=out / f"{target}.json",
-                     reader=reader)
+        quantize_ort(
+            tiny_onnx, paths[target], target=target, method="entropy", cache_path=out / f"{target}.json", reader=reader
+        )
     return paths
 
 
@@ -57,8 +58,11 @@ def test_trt_flavour_is_symmetric_int8_per_channel(quantised):
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     zps = [inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
-    assert not any(inits[n.input[0]].dtype == np.int32 for n in model.graph.node
-                   if n.op_type == "DequantizeLinear" and n.input[0] in inits)  # biases stay float
+    assert not any(
+        inits[n.input[0]].dtype == np.int32
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits
+    )  # biases stay float
 
 
 def test_ort_flavour_uses_uint8_activations_and_keeps_final_resize_float(quantised, tiny_onnx):
@@ -86,7 +90,7 @@ def test_quantised_models_stay_close_to_fp32(quantised, tiny_onnx, reader, targe
     f = ort_session(tiny_onnx, threads=1).run(None, x)[0]
     q = ort_session(quantised[target], threads=1).run(None, x)[0]
     assert q.shape == f.shape
-    nsr = float(((q - f) ** 2).sum() / (f ** 2).sum())
+    nsr = float(((q - f) ** 2).sum() / (f**2).sum())
     assert nsr < 0.05
     assert (q.argmax(1) == f.argmax(1)).mean() > 0.9
 
@@ -104,30 +108,42 @@ def _hand_built(weight_scale, axis, out_type=TensorProto.FLOAT, bias_int32=False
     xs = numpy_helper.from_array(np.asarray(0.1, np.float32), "x_s")
     xz = numpy_helper.from_array(np.asarray(0, np.int8), "x_z")
     inits = [w, ws, wz, xs, xz]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"], name="qx"),
-             helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xd"], name="dqx"),
-             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["wd"], name="dqw", axis=axis)]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"], name="qx"),
+        helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xd"], name="dqx"),
+        helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["wd"], name="dqw", axis=axis),
+    ]
     conv_in = ["xd", "wd"]
     if bias_int32:
-        inits += [numpy_helper.from_array(np.zeros(4, np.int32), "b_q"),
-                  numpy_helper.from_array(np.full(4, 0.01, np.float32), "b_s"),
-                  numpy_helper.from_array(np.zeros(4, np.int32), "b_z")]
+        inits += [
+            numpy_helper.from_array(np.zeros(4, np.int32), "b_q"),
+            numpy_helper.from_array(np.full(4, 0.01, np.float32), "b_s"),
+            numpy_helper.from_array(np.zeros(4, np.int32), "b_z"),
+        ]
         nodes.append(helper.make_node("DequantizeLinear", ["b_q", "b_s", "b_z"], ["bd"], name="dqb", axis=0))
         conv_in.append("bd")
     nodes.append(helper.make_node("Conv", conv_in, ["y"], name="conv"))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
-                              [helper.make_tensor_value_info("y", out_type, [1, 4, 4, 4])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", out_type, [1, 4, 4, 4])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize("kwargs, problem", [
-    ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 0}, None),
-    ({"weight_scale": 0.1, "axis": 0}, "per tensor"),
-    ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 1}, "on axis 1"),
-    ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 0, "zp": 3}, "not 0"),
-    ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 0, "out_type": TensorProto.INT64}, "INT64"),
-    ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 0, "bias_int32": True}, "int32 DequantizeLinear"),
-])
+@pytest.mark.parametrize(
+    "kwargs, problem",
+    [
+        ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 0}, None),
+        ({"weight_scale": 0.1, "axis": 0}, "per tensor"),
+        ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 1}, "on axis 1"),
+        ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 0, "zp": 3}, "not 0"),
+        ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 0, "out_type": TensorProto.INT64}, "INT64"),
+        ({"weight_scale": [0.1, 0.1, 0.1, 0.1], "axis": 0, "bias_int32": True}, "int32 DequantizeLinear"),
+    ],
+)
 def test_structure_rules_on_hand_built_models(kwargs, problem):
     rep = check_qdq_structure(_hand_built(**kwargs), "trt")
     if problem is None:
@@ -148,16 +164,24 @@ def test_modelopt_flavour_if_installed(tmp_path, tiny_onnx, reader, quantised):
     cache = tmp_path / "scales.trtcache"
     n = write_trt_scale_cache(quantised["trt"].parent / "trt.json", cache)
     lines = cache.read_text().splitlines()[1:]  # "tensor: <big-endian float32 scale in hex>"
-    scales = {name: struct.unpack("!f", bytes.fromhex(hexval))[0]
-              for name, hexval in (ln.rsplit(": ", 1) for ln in lines)}
+    scales = {
+        name: struct.unpack("!f", bytes.fromhex(hexval))[0] for name, hexval in (ln.rsplit(": ", 1) for ln in lines)
+    }
     assert n == len(scales) > 0 and all(s > 0 for s in scales.values())
     if not modelopt_available():
         pytest.skip("nvidia-modelopt is not installed (optional; see vsseg_edge/calib/quantize_trt.py)")
     reader.rewind()
     sample = reader.get_next()["image"]
     out = tmp_path / "tiny.mo.onnx"
-    info = quantize_modelopt(tiny_onnx, out, trt_cache=cache, sample=sample, input_name="image",
-                             method="entropy", nodes_to_exclude=["/head/Conv"])
+    info = quantize_modelopt(
+        tiny_onnx,
+        out,
+        trt_cache=cache,
+        sample=sample,
+        input_name="image",
+        method="entropy",
+        nodes_to_exclude=["/head/Conv"],
+    )
     assert info["quantizer"].startswith("nvidia-modelopt")
     rep = require_qdq_structure(out, "trt")
     assert rep.float_convs == ["/head/Conv"] and rep.quantized_convs == 3

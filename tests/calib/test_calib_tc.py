@@ -30,8 +30,19 @@ SPEC = PreprocessSpec(height=H, width=W, channel_order="bgr", mean=(0, 0, 0), st
 K = 100.0
 M = (129 / 255 + 64 / 127) / 2  # between the int8 level 64/127 (= 0.5039) and FP32's 129/255 (= 0.5059)
 # ranges from min/max (exact), TensorRT-style symmetric int8 by onnxruntime's quantiser, convolutions only
-CFG = dict(target="trt", quantizer="ort", method="minmax", op_types=("Conv",), num_frames=6, eval_frames=3,
-           threshold=100.0, tc_threshold=1.0, sensitivity_frames=3, speed_runs=2, tc_clip_frames=6)
+CFG = dict(
+    target="trt",
+    quantizer="ort",
+    method="minmax",
+    op_types=("Conv",),
+    num_frames=6,
+    eval_frames=3,
+    threshold=100.0,
+    tc_threshold=1.0,
+    sensitivity_frames=3,
+    speed_runs=2,
+    tc_clip_frames=6,
+)
 
 
 def flicker_model(path) -> None:
@@ -41,12 +52,18 @@ def flicker_model(path) -> None:
     b_tie = np.array([0.0, -K * M], np.float32)
     w_decoy = np.full((2, 3, 1, 1), 1e-3, np.float32)
     inits = [numpy_helper.from_array(a, n) for a, n in ((w_tie, "w_tie"), (b_tie, "b_tie"), (w_decoy, "w_decoy"))]
-    nodes = [helper.make_node("Conv", ["image", "w_tie", "b_tie"], ["t"], name="tie"),
-             helper.make_node("Conv", ["image", "w_decoy"], ["d"], name="decoy"),
-             helper.make_node("Add", ["t", "d"], ["logits"], name="sum")]
-    graph = helper.make_graph(nodes, "flicker",
-                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, H, W])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, H, W])], inits)
+    nodes = [
+        helper.make_node("Conv", ["image", "w_tie", "b_tie"], ["t"], name="tie"),
+        helper.make_node("Conv", ["image", "w_decoy"], ["d"], name="decoy"),
+        helper.make_node("Add", ["t", "d"], ["logits"], name="sum"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "flicker",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, H, W])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, H, W])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -102,8 +119,11 @@ def test_flip_ranking_finds_the_flickering_node_and_keeping_it_in_float_passes(s
     assert frames["clips"][0]["last"] == "015.png" and tc["flow"].startswith("OpenCV DIS")
     assert man["calibration"]["frames"]["count"] == 6
     speed = man["speed"]
-    assert speed["fp32_ms"] > 0 and speed["int8_ms"] > 0 and speed["ratio"] == pytest.approx(
-        speed["fp32_ms"] / speed["int8_ms"], rel=0.05)
+    assert (
+        speed["fp32_ms"] > 0
+        and speed["int8_ms"] > 0
+        and speed["ratio"] == pytest.approx(speed["fp32_ms"] / speed["int8_ms"], rel=0.05)
+    )
     assert read_manifest(out, kind="qdq_onnx", verify=True)["gate"]["tc"]["result"]["passed"]
     # bench shows both gates and the speed ratio from the manifest
     from vsseg_edge.bench.report import calibration_lines
@@ -111,7 +131,7 @@ def test_flip_ranking_finds_the_flickering_node_and_keeping_it_in_float_passes(s
 
     facts = calibration_facts(read_manifest(out))
     assert (facts["tc_fp32"], facts["tc_drop"], facts["kept_in_float"]) == (100.0, 0.0, 1)
-    line, = calibration_lines({"entries": [{"file": out.name, "calibration": facts}]})
+    (line,) = calibration_lines({"entries": [{"file": out.name, "calibration": facts}]})
     assert "TC 100.00 → 100.00 (drop 0.00)" in line and f"FP32/INT8 speed {speed['ratio']}×" in line
     assert calibration_facts(read_manifest(model)) is None
 
@@ -119,8 +139,14 @@ def test_flip_ranking_finds_the_flickering_node_and_keeping_it_in_float_passes(s
 def test_tc_frames_given_and_the_gate_switched_off(setup, tmp_path):
     model, clip = setup
     other = noisy_clip(tmp_path / "other", n=5, seed=3)
-    man = calibrate(model, clip, tmp_path / "a.onnx", CalibConfig(**{**CFG, "tc_threshold": 100.0}, max_rounds=0),
-                    tc_source=other, log=lambda s: None)
+    man = calibrate(
+        model,
+        clip,
+        tmp_path / "a.onnx",
+        CalibConfig(**{**CFG, "tc_threshold": 100.0}, max_rounds=0),
+        tc_source=other,
+        log=lambda s: None,
+    )
     assert man["gate"]["tc"]["frames"]["how"] == "given (--tc-frames)"
     assert man["gate"]["tc"]["frames"]["frames"] == 5 and man["gate"]["tc"]["result"]["pairs"] == 4
     off = calibrate(model, clip, tmp_path / "b.onnx", CalibConfig(**CFG, tc_gate=False), log=lambda s: None)

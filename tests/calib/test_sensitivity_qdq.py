@@ -27,8 +27,15 @@ def setting(tmp_path_factory, cs_root, tiny_onnx):
     out, models = tmp_path_factory.mktemp("sens"), {}
     for target in ("trt", "ort"):
         path = out / f"{target}.onnx"
-        quantize_ort(tiny_onnx, path, target=target, method="minmax", cache_path=out / f"{target}.json",
-                     reader=FrameReader(calib.frames, spec, "image"), op_types=("Conv", "Add"))
+        quantize_ort(
+            tiny_onnx,
+            path,
+            target=target,
+            method="minmax",
+            cache_path=out / f"{target}.json",
+            reader=FrameReader(calib.frames, spec, "image"),
+            op_types=("Conv", "Add"),
+        )
         models[target] = onnx.load(str(path))
     held = evaluation_frames(cs_root, 2, 0, "val")
     ev = Evaluator(tiny_onnx, held.frames, spec, man["classes"], threads=1, error_frames=2, exact_qdq=True)
@@ -58,8 +65,9 @@ def test_candidates_are_every_node_behind_activation_qdq(setting):
     models, _ = setting
     cands = qdq_candidates(models["trt"])
     assert set(CONVS) <= set(cands) and "/Add" in cands
-    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                   for n in models["trt"].graph.node if n.name in cands)
+    assert not any(
+        n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in models["trt"].graph.node if n.name in cands
+    )
 
 
 def test_keep_in_float_feeds_float_inputs_and_drops_orphan_qdq(setting, tiny_onnx):
@@ -70,6 +78,7 @@ def test_keep_in_float_feeds_float_inputs_and_drops_orphan_qdq(setting, tiny_onn
     head = next(n for n in kept.graph.node if n.name == "/head/Conv")
     fp32 = next(n for n in onnx.load(str(tiny_onnx)).graph.node if n.name == "/head/Conv")
     assert list(head.input) == list(fp32.input)  # activation and weights straight from the float tensors
+
     def count(m):
         return sum(n.op_type == "QuantizeLinear" for n in m.graph.node)
 
@@ -90,6 +99,7 @@ def test_badly_scaled_tensor_is_ranked_first(setting):
     models, ev = setting
     for victim in ("/head/Conv", "/down/down.0/Conv"):
         bad = _badly_scale(models["trt"], victim, 40.0)
+
         def error(m):
             return ev.output_error(m, 2)
 

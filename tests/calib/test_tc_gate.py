@@ -32,8 +32,8 @@ def moving_square(n: int = 8, step: int = 2) -> list[np.ndarray]:
     texture = rng.integers(0, 60, (H, W + n * step, 3)).astype(np.uint8)
     frames = []
     for t in range(n):
-        img = texture[:, t * step: t * step + W].copy()  # the camera pans: the background moves too
-        img[14:30, 10 + t * step: 26 + t * step] = 230
+        img = texture[:, t * step : t * step + W].copy()  # the camera pans: the background moves too
+        img[14:30, 10 + t * step : 26 + t * step] = 230
         img[40:44, :] = 140
         frames.append(img)
     return frames
@@ -132,8 +132,9 @@ def test_tc_frames_from_camvid_is_refused(tmp_path):
 
     for sub in ("train", "trainannot"):
         (tmp_path / sub).mkdir()
-        cv2.imwrite(str(tmp_path / sub / "0001TP_006690.png"), np.zeros((8, 8) if "annot" in sub else (8, 8, 3),
-                                                                            np.uint8))
+        cv2.imwrite(
+            str(tmp_path / sub / "0001TP_006690.png"), np.zeros((8, 8) if "annot" in sub else (8, 8, 3), np.uint8)
+        )
     with pytest.raises(VssegError, match="no consecutive frames"):
         tc_frames_from(tmp_path, split="train")
     with pytest.raises(VssegError, match="not found"):

@@ -20,9 +20,21 @@ from vsseg_edge.onnx_graph import (
     shift_activations_to_uint8,
 )
 
-INTEGER_OPS = ("QLinearConv", "ConvInteger", "QLinearAdd", "QLinearConcat", "QLinearMul", "QLinearMatMul",
-               "MatMulInteger", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearLeakyRelu",
-               "QLinearSigmoid", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+INTEGER_OPS = (
+    "QLinearConv",
+    "ConvInteger",
+    "QLinearAdd",
+    "QLinearConcat",
+    "QLinearMul",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "QLinearAveragePool",
+    "QLinearGlobalAveragePool",
+    "QLinearLeakyRelu",
+    "QLinearSigmoid",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +44,15 @@ def trt_qdq(tmp_path_factory, cs_root, tiny_onnx):
     frames, _ = calibration_frames(cs_root, 4, seed=0)
     out = tmp_path_factory.mktemp("zp")
     path = out / "tiny.trt.onnx"
-    quantize_ort(tiny_onnx, path, target="trt", method="minmax", cache_path=out / "r.json",
-                 reader=FrameReader(frames.frames, spec, "image"), op_types=("Conv", "Add"))
+    quantize_ort(
+        tiny_onnx,
+        path,
+        target="trt",
+        method="minmax",
+        cache_path=out / "r.json",
+        reader=FrameReader(frames.frames, spec, "image"),
+        op_types=("Conv", "Add"),
+    )
     return onnx.load(str(path)), [preprocess_batch([f.read()], spec) for f in frames.frames]
 
 
@@ -41,8 +60,9 @@ def _session(model: onnx.ModelProto, exact: bool, optimized_path=None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if exact
-                                   else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL if exact else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
     so.intra_op_num_threads, so.log_severity_level = 1, 3
     if optimized_path:
         so.optimized_model_filepath = str(optimized_path)
@@ -63,8 +83,11 @@ def test_shift_rewrites_activations_only_and_leaves_the_input_model_alone(trt_qd
     acts = {q.name for q in int8_activation_quantizers(model)}
     assert len(acts) >= 4 and not int8_activation_quantizers(shifted)
     old, new = _zero_points(model), _zero_points(shifted)
-    fed = {n.name for n in model.graph.node if n.op_type == "DequantizeLinear"
-           and any(n.input[0] == q.output[0] for q in int8_activation_quantizers(model))}
+    fed = {
+        n.name
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and any(n.input[0] == q.output[0] for q in int8_activation_quantizers(model))
+    }
     assert len(fed) == len(acts)  # onnxruntime's Q/DQ: one DequantizeLinear per QuantizeLinear here
     for name, zp in new.items():
         if name in acts | fed:
@@ -81,8 +104,10 @@ def test_shift_is_exact_under_exact_qdq_arithmetic(trt_qdq):
     for x in xs:
         ya, yb = a.run(None, {"image": x})[0], b.run(None, {"image": x})[0]
         assert np.array_equal(ya, yb)  # bit-identical, not merely close
-    assert shift_activations_to_uint8(shift_activations_to_uint8(model)).SerializeToString() == \
-        shift_activations_to_uint8(model).SerializeToString()  # nothing left to shift
+    assert (
+        shift_activations_to_uint8(shift_activations_to_uint8(model)).SerializeToString()
+        == shift_activations_to_uint8(model).SerializeToString()
+    )  # nothing left to shift
 
 
 def test_optimised_shifted_graph_runs_more_integer_kernels(trt_qdq, tmp_path):
@@ -103,12 +128,15 @@ def test_weights_and_constants_are_never_shifted():
     w = numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w")
     wq = numpy_helper.from_array(np.ones((2, 1, 1, 1), np.int8), "wq")
     s, z = numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.int8(0), "z")
-    nodes = [helper.make_node("QuantizeLinear", ["w", "s", "z"], ["w_q"]),
-             helper.make_node("DequantizeLinear", ["w_q", "s", "z"], ["w_dq"]),
-             helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["wq_dq"]),
-             helper.make_node("Add", ["w_dq", "wq_dq"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [w, wq, s, z])
+    nodes = [
+        helper.make_node("QuantizeLinear", ["w", "s", "z"], ["w_q"]),
+        helper.make_node("DequantizeLinear", ["w_q", "s", "z"], ["w_dq"]),
+        helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["wq_dq"]),
+        helper.make_node("Add", ["w_dq", "wq_dq"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, wq, s, z]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert not int8_activation_quantizers(model)
     assert shift_activations_to_uint8(model).SerializeToString() == model.SerializeToString()

@@ -27,10 +27,17 @@ def _init(name, value):
 
 def _model(nodes, inits, outputs=("y",), opset=17, out_shape=(1, 3, 4, 4)):
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT if o == "y" else TensorProto.INT8,
-                                       list(out_shape) if o == "y" else [1, 2, 4, 4]) for o in outputs],
-        initializer=inits)
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [
+            helper.make_tensor_value_info(
+                o, TensorProto.FLOAT if o == "y" else TensorProto.INT8, list(out_shape) if o == "y" else [1, 2, 4, 4]
+            )
+            for o in outputs
+        ],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8 if opset < 21 else 10
     return onnx.shape_inference.infer_shapes(model)  # value_info records the Q outputs as int8
@@ -45,15 +52,21 @@ def _conv_net(zp_act="zpa", zp_w="zpw", extra_nodes=(), extra_inits=(), act_zp=0
         inits.append(_init(zp_act, np.int8(0)))
         w_zp, w_axis = zp_act, []
     else:
-        inits += [_init(zp_act, np.int8(act_zp)), _init(zp_w, np.zeros(3, np.int8)),
-                  _init("ws", np.full(3, 0.01, np.float32))]
+        inits += [
+            _init(zp_act, np.int8(act_zp)),
+            _init(zp_w, np.zeros(3, np.int8)),
+            _init("ws", np.full(3, 0.01, np.float32)),
+        ]
         w_zp, w_axis = zp_w, [helper.make_attribute("axis", 0)]
     wdq = helper.make_node("DequantizeLinear", ["w", "ws" if not shared else "s", w_zp], ["wf"], name="wdq")
     wdq.attribute.extend(w_axis)
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", zp_act], ["xq"], name="q"),
-             helper.make_node("DequantizeLinear", ["xq", "s", zp_act], ["xd"], name="dq"),
-             wdq, helper.make_node("Conv", ["xd", "wf", "b"], ["y"], name="conv", pads=[1, 1, 1, 1]),
-             *extra_nodes]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", zp_act], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", zp_act], ["xd"], name="dq"),
+        wdq,
+        helper.make_node("Conv", ["xd", "wf", "b"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+        *extra_nodes,
+    ]
     return _model(nodes, inits + list(extra_inits))
 
 
@@ -103,10 +116,13 @@ def test_a_zero_point_shared_by_weights_and_activations_is_split():
 def test_constant_node_zero_points_and_fan_out_are_shifted():
     """A Constant-node zero point, and one Q feeding two DQ (the case onnxruntime's own S8→U8 pass skips)."""
     zc = helper.make_node("Constant", [], ["zc"], value=numpy_helper.from_array(np.int8(3), "zc"))
-    nodes = [zc, helper.make_node("QuantizeLinear", ["x", "s", "zc"], ["xq"], name="q"),
-             helper.make_node("DequantizeLinear", ["xq", "s", "zc"], ["a"], name="dq1"),
-             helper.make_node("DequantizeLinear", ["xq", "s", "zc"], ["b"], name="dq2"),
-             helper.make_node("Add", ["a", "b"], ["y"], name="add")]
+    nodes = [
+        zc,
+        helper.make_node("QuantizeLinear", ["x", "s", "zc"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "zc"], ["a"], name="dq1"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "zc"], ["b"], name="dq2"),
+        helper.make_node("Add", ["a", "b"], ["y"], name="add"),
+    ]
     model = _model(nodes, [_init("s", np.float32(SCALE))], out_shape=(1, 2, 4, 4))
     shifted = _exact(model)
     for name in ("q", "dq1", "dq2"):
@@ -114,24 +130,33 @@ def test_constant_node_zero_points_and_fan_out_are_shifted():
 
 
 def test_a_dq_with_its_own_zero_point_tensor_is_shifted_with_its_q():
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z1"], ["xq"], name="q"),
-             helper.make_node("DequantizeLinear", ["xq", "s", "z2"], ["y"], name="dq")]
-    model = _model(nodes, [_init("s", np.float32(SCALE)), _init("z1", np.int8(-2)), _init("z2", np.int8(-2))],
-                   out_shape=(1, 2, 4, 4))
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z1"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z2"], ["y"], name="dq"),
+    ]
+    model = _model(
+        nodes,
+        [_init("s", np.float32(SCALE)), _init("z1", np.int8(-2)), _init("z2", np.int8(-2))],
+        out_shape=(1, 2, 4, 4),
+    )
     shifted = _exact(model)
     assert [int(numpy_helper.to_array(_zp_of(shifted, n))) for n in ("q", "dq")] == [126, 126]
 
 
 def test_quantisers_with_other_consumers_or_graph_outputs_are_left_alone():
     """A Q whose int8 output is a graph output, or also feeds a non-DQ node, must keep its type."""
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
-             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["y"], name="dq")]
-    as_output = _model(nodes, [_init("s", np.float32(SCALE)), _init("z", np.int8(0))],
-                       outputs=("y", "xq"), out_shape=(1, 2, 4, 4))
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["y"], name="dq"),
+    ]
+    as_output = _model(
+        nodes, [_init("s", np.float32(SCALE)), _init("z", np.int8(0))], outputs=("y", "xq"), out_shape=(1, 2, 4, 4)
+    )
     assert not int8_activation_quantizers(as_output)
     nodes2 = nodes + [helper.make_node("Identity", ["xq"], ["xq_id"], name="id")]
-    other_user = _model(nodes2, [_init("s", np.float32(SCALE)), _init("z", np.int8(0))],
-                        outputs=("y", "xq_id"), out_shape=(1, 2, 4, 4))
+    other_user = _model(
+        nodes2, [_init("s", np.float32(SCALE)), _init("z", np.int8(0))], outputs=("y", "xq_id"), out_shape=(1, 2, 4, 4)
+    )
     assert not int8_activation_quantizers(other_user)
     for model in (as_output, other_user):
         assert shift_activations_to_uint8(model).SerializeToString() == model.SerializeToString()
@@ -140,8 +165,7 @@ def test_quantisers_with_other_consumers_or_graph_outputs_are_left_alone():
 def test_opset_21_output_dtype_attribute_follows_the_zero_point():
     q = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q", output_dtype=TensorProto.INT8)
     nodes = [q, helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["y"], name="dq")]
-    model = _model(nodes, [_init("s", np.float32(SCALE)), _init("z", np.int8(5))], opset=21,
-                   out_shape=(1, 2, 4, 4))
+    model = _model(nodes, [_init("s", np.float32(SCALE)), _init("z", np.int8(5))], opset=21, out_shape=(1, 2, 4, 4))
     shifted = _exact(model)
     attr = next(n for n in shifted.graph.node if n.name == "q").attribute[0]
     assert attr.name == "output_dtype" and attr.i == TensorProto.UINT8

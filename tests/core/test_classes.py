@@ -14,8 +14,10 @@ from vsseg_edge.core.labels import CAMVID, CITYSCAPES, generated_palette, label_
 
 def test_yaml_class_file_with_colours_names_and_ignore(tmp_path):
     path = tmp_path / "lot.yaml"
-    path.write_text("name: parking-lot\nignore_index: 9\nclasses:\n"
-                    "  - {name: asphalt, color: [10, 20, 30]}\n  - {name: car, color: '#00008e'}\n  - person\n")
+    path.write_text(
+        "name: parking-lot\nignore_index: 9\nclasses:\n"
+        "  - {name: asphalt, color: [10, 20, 30]}\n  - {name: car, color: '#00008e'}\n  - person\n"
+    )
     ls = load_class_file(path)
     assert ls.name == "parking-lot" and ls.classes == ("asphalt", "car", "person")
     assert ls.palette[:2] == ((10, 20, 30), (0, 0, 142))
@@ -33,17 +35,20 @@ def test_plain_lists_json_and_txt(tmp_path):
     assert sets[1].name == "b"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("classes: []\n", "non-empty list"),
-    ("classes: [a, a]\n", r"\['a'\] appear more than once"),
-    ("classes: [a, b]\nignore_index: 1\n", "ignore_index 1; expected an integer in 2..255"),
-    ("classes: [{name: a, color: [1, 2]}]\n", r"colour \[1, 2\]"),
-    ("classes: [{name: a, color: '#zzzzzz'}]\n", "colour '#zzzzzz'"),
-    ("classes: [a]\ncolours: []\n", r"unknown key\(s\) \['colours'\]"),
-    ("classes: [{label: a}]\n", r"class 0: expected \{name, color\}"),
-    ("just text\n", "expected a list of class names or a mapping"),
-    ("classes: [a\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("classes: []\n", "non-empty list"),
+        ("classes: [a, a]\n", r"\['a'\] appear more than once"),
+        ("classes: [a, b]\nignore_index: 1\n", "ignore_index 1; expected an integer in 2..255"),
+        ("classes: [{name: a, color: [1, 2]}]\n", r"colour \[1, 2\]"),
+        ("classes: [{name: a, color: '#zzzzzz'}]\n", "colour '#zzzzzz'"),
+        ("classes: [a]\ncolours: []\n", r"unknown key\(s\) \['colours'\]"),
+        ("classes: [{label: a}]\n", r"class 0: expected \{name, color\}"),
+        ("just text\n", "expected a list of class names or a mapping"),
+        ("classes: [a\n", "not valid YAML"),
+    ],
+)
 def test_bad_class_files_fail_in_one_line_naming_the_file(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)

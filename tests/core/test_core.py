@@ -50,8 +50,9 @@ def test_preprocess_imagenet_rgb_nchw():
 
 
 def test_preprocess_espnet_bgr_scaled_and_resized():
-    spec = PreprocessSpec(height=2, width=4, channel_order="bgr", mean=(72.4, 82.9, 73.2),
-                          std=(45.3, 46.2, 44.9), scale=1 / 255)
+    spec = PreprocessSpec(
+        height=2, width=4, channel_order="bgr", mean=(72.4, 82.9, 73.2), std=(45.3, 46.2, 44.9), scale=1 / 255
+    )
     frame = np.full((4, 8, 3), 100, np.uint8)
     x = preprocess(frame, spec)
     assert x.shape == (1, 3, 2, 4)
@@ -91,8 +92,9 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 def test_manifest_roundtrip_and_tamper(tmp_path):
     art = tmp_path / "m.onnx"
     art.write_bytes(b"abc")
-    write_manifest(art, "onnx", model="pspnet18", classes=list(CITYSCAPES.classes), preprocess=PreprocessSpec(),
-                   opset=17)
+    write_manifest(
+        art, "onnx", model="pspnet18", classes=list(CITYSCAPES.classes), preprocess=PreprocessSpec(), opset=17
+    )
     man = read_manifest(art, kind="onnx", verify=True)
     assert man["opset"] == 17 and man["input"]["shape"] == [1, 3, 256, 512]
     with pytest.raises(VssegError, match="expected engine"):

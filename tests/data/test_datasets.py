@@ -21,8 +21,14 @@ def _frame(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 255, (H, W, 3), dtype=np.uint8)
 
 
-def _write_cityscapes(root: Path, split: str, snippets: dict[str, range], labelled: set[str] | None,
-                      sequence_layout: bool = True, synth: bool = False) -> dict[str, np.ndarray]:
+def _write_cityscapes(
+    root: Path,
+    split: str,
+    snippets: dict[str, range],
+    labelled: set[str] | None,
+    sequence_layout: bool = True,
+    synth: bool = False,
+) -> dict[str, np.ndarray]:
     """A tiny Cityscapes tree: snippets {city_seq: frame range}; labels (labelIds) for stems in `labelled`
     (None = every frame). Returns the trainId maps written, by stem."""
     img_top = "leftImg8bit_sequence" if sequence_layout else "leftImg8bit"

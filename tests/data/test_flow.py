@@ -43,8 +43,9 @@ def _shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
 
 def _affine_flow(mat: np.ndarray) -> np.ndarray:
     xs, ys = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
-    return np.dstack([mat[0, 0] * xs + mat[0, 1] * ys + mat[0, 2] - xs,
-                      mat[1, 0] * xs + mat[1, 1] * ys + mat[1, 2] - ys]).astype(np.float32)
+    return np.dstack(
+        [mat[0, 0] * xs + mat[0, 1] * ys + mat[0, 2] - xs, mat[1, 0] * xs + mat[1, 1] * ys + mat[1, 2] - ys]
+    ).astype(np.float32)
 
 
 def _motion(k: int) -> np.ndarray:
@@ -227,8 +228,19 @@ def test_precompute_and_cli(tmp_path):
     app, data_app = Typer(), Typer()
     app.add_typer(data_app, name="data")
     register(app, data_app)
-    args = ["data", "flow", str(root), "--split", "val", "--offsets", "-1,1", "--cache", str(tmp_path / "cache"),
-            "--preset", "ultrafast"]
+    args = [
+        "data",
+        "flow",
+        str(root),
+        "--split",
+        "val",
+        "--offsets",
+        "-1,1",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--preset",
+        "ultrafast",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "6 pairs (0 computed, 6 cached)" in result.output

@@ -40,12 +40,15 @@ def test_dataset_images_and_video_open_as_datasets(synth_root, tmp_path):
     assert [r.image for r in again.frames()] == [r.image for r in video.frames()]
 
 
-@pytest.mark.parametrize("make, expected", [
-    (lambda p: p.mkdir(), "folder is empty"),
-    (lambda p: (p.mkdir(), (p / "notes.txt").write_text("x")), "no frames found"),
-    (lambda p: None, "not found"),
-    (lambda p: p.write_text("x"), "expected a dataset folder"),
-])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda p: p.mkdir(), "folder is empty"),
+        (lambda p: (p.mkdir(), (p / "notes.txt").write_text("x")), "no frames found"),
+        (lambda p: None, "not found"),
+        (lambda p: p.write_text("x"), "expected a dataset folder"),
+    ],
+)
 def test_unusable_sources_name_the_flag_in_one_line(tmp_path, make, expected):
     src = tmp_path / "frames.txt"
     make(src)

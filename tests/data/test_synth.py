@@ -20,8 +20,10 @@ from vsseg_edge.data.synth.render import flow
 from vsseg_edge.data.synth.sequence import render_sequence
 
 TINY = dict(num_train=2, num_val=1, frames=6, height=64, width=128, seed=0)  # as tests/conftest.py's synth_root
-NAME = re.compile(r"(synth0[tv]\d\d)_(\d{6})_(\d{6})_"
-                  r"(leftImg8bit|gtFine_labelIds|gtFine_labelTrainIds|flow_fw|flow_bw)\.png")
+NAME = re.compile(
+    r"(synth0[tv]\d\d)_(\d{6})_(\d{6})_"
+    r"(leftImg8bit|gtFine_labelIds|gtFine_labelTrainIds|flow_fw|flow_bw)\.png"
+)
 
 
 def _files(root):
@@ -130,8 +132,10 @@ def test_flow_is_photometrically_exact_on_clean_frames():
         f = b.flow_fw
         moving = np.isfinite(f[..., 0]) & (np.hypot(np.nan_to_num(f[..., 0]), np.nan_to_num(f[..., 1])) >= 1)
         assert moving.mean() > 0.3
-        err = {s: np.abs(_warp(b.bgr.astype(np.float32), f * s, cv2.INTER_LINEAR) - a.bgr)[moving].mean()
-               for s in (0.0, 0.8, 1.0, 1.2)}
+        err = {
+            s: np.abs(_warp(b.bgr.astype(np.float32), f * s, cv2.INTER_LINEAR) - a.bgr)[moving].mean()
+            for s in (0.0, 0.8, 1.0, 1.2)
+        }
         assert err[1.0] < 4.0 and err[1.0] < 0.4 * err[0.0], err
         assert err[1.0] < min(err[0.8], err[1.2]), err
 
@@ -175,12 +179,15 @@ def test_nuisances_differ_between_consecutive_frames():
     assert np.ptp(gains) > 0.003  # exposure flickers
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(num_train=-1), "num_train"),
-    (dict(frames=1), "frames"),
-    (dict(height=8), "height"),
-    (dict(num_train=0, num_val=0), "nothing to generate"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_train=-1), "num_train"),
+        (dict(frames=1), "frames"),
+        (dict(height=8), "height"),
+        (dict(num_train=0, num_val=0), "nothing to generate"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(tmp_path, kwargs, message):
     with pytest.raises(VssegError, match=message) as info:
         generate(tmp_path / "out", **{**dict(num_train=1, num_val=0, frames=2, height=32, width=64), **kwargs})
@@ -209,19 +216,39 @@ def test_cli_synth_writes_the_set(tmp_path):
     from typer.testing import CliRunner
 
     out = tmp_path / "set"
-    result = CliRunner().invoke(_cli(), ["data", "synth", "--out", str(out), "--train", "1", "--val", "1",
-                                         "--frames", "2", "--size", "32x64", "--seed", "5"])
+    result = CliRunner().invoke(
+        _cli(),
+        [
+            "data",
+            "synth",
+            "--out",
+            str(out),
+            "--train",
+            "1",
+            "--val",
+            "1",
+            "--frames",
+            "2",
+            "--size",
+            "32x64",
+            "--seed",
+            "5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "synth.json").read_text())
     assert (meta["seed"], meta["height"], meta["width"], meta["num_val"]) == (5, 32, 64, 1)
     assert len(list(out.rglob("*_leftImg8bit.png"))) == 4
 
 
-@pytest.mark.parametrize("args, flag", [
-    (["--size", "64by128"], "--size"),
-    (["--train", "-2"], "--train"),
-    (["--frames", "1"], "--frames"),
-])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--size", "64by128"], "--size"),
+        (["--train", "-2"], "--train"),
+        (["--frames", "1"], "--frames"),
+    ],
+)
 def test_cli_bad_input_names_the_flag(tmp_path, args, flag):
     from typer.testing import CliRunner
 

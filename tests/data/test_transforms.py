@@ -70,8 +70,14 @@ def test_warping_still_works_after_augmentation():
 
 def _resample_only(aug, p, array):
     """Positions resampled like an image, vectors (or pixels) left as they are; no blur."""
-    return cv2.warpAffine(array, p.matrix, p.out_hw[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=(np.nan,) * 4 if array.dtype == np.float32 else aug.mean_bgr)
+    return cv2.warpAffine(
+        array,
+        p.matrix,
+        p.out_hw[::-1],
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(np.nan,) * 4 if array.dtype == np.float32 else aug.mean_bgr,
+    )
 
 
 def test_labels_images_and_padding():

@@ -27,7 +27,7 @@ def _frames(n: int, seed: int = 0, hw=(H, W)) -> list[np.ndarray]:
     out = []
     for i in range(n):
         img = base.copy()
-        img[4:12, 2 + 2 * i: 10 + 2 * i] = 250
+        img[4:12, 2 + 2 * i : 10 + 2 * i] = 250
         out.append(img)
     return out
 
@@ -101,8 +101,9 @@ def test_frame_folder_natural_order_and_timestamps(tmp_path, cache):
     frames = _frames(4)
     _write_folder(tmp_path / "cam", frames, names)
     (tmp_path / "cam" / "notes.txt").write_text("not a frame")
-    (tmp_path / "cam" / "timestamps.json").write_text(json.dumps(
-        {"frame_1.png": 0.0, "frame_2.png": 0.1, "frame_9.jpg": 0.25, "frame_10.png": 0.3}))
+    (tmp_path / "cam" / "timestamps.json").write_text(
+        json.dumps({"frame_1.png": 0.0, "frame_2.png": 0.1, "frame_9.jpg": 0.25, "frame_10.png": 0.3})
+    )
     ds = open_dataset(tmp_path / "cam", kind="video")
     order = [r.image.name for r in ds.sequences["cam"]]
     assert order == ["frame_1.png", "frame_2.png", "frame_9.jpg", "frame_10.png"]
@@ -152,8 +153,9 @@ def test_tc_on_video_with_the_models_classes(tmp_path, cache):
     from vsseg_edge.metrics.evaluate import evaluate_predictions
 
     ds = open_video(_write_video(tmp_path / "c.avi", _frames(4))).with_label_set(CAMVID)
-    report = evaluate_predictions(lambda ref: np.full((H, W), 10, np.uint8), ds, DISFlow("ultrafast", None),
-                                  progress=False)
+    report = evaluate_predictions(
+        lambda ref: np.full((H, W), 10, np.uint8), ds, DISFlow("ultrafast", None), progress=False
+    )
     assert report["miou"] is None and report["tc"] == pytest.approx(100.0)
     assert report["tc_detail"]["pairs"] == 3 and report["dataset"]["class_set"] == "camvid"
 
@@ -172,8 +174,21 @@ def test_eval_cli_finds_masks_of_each_clip_by_its_name(tmp_path, cache):
             (tmp_path / "pred" / clip).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(tmp_path / "pred" / clip / f"{i:06d}.png"), np.full((H, W), value, np.uint8))
     out = tmp_path / "tc.json"
-    res = CliRunner().invoke(app, ["eval", str(tmp_path / "pred"), "--dataset", str(root), "--classes", "camvid",
-                                   "--flow-cache", str(tmp_path / "flow"), "--json", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            str(tmp_path / "pred"),
+            "--dataset",
+            str(root),
+            "--classes",
+            "camvid",
+            "--flow-cache",
+            str(tmp_path / "flow"),
+            "--json",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     assert report["tc_detail"]["pairs"] == 4 and report["tc"] == pytest.approx(100.0)
@@ -241,10 +256,12 @@ def test_two_clips_with_one_name_and_bad_timestamps(tmp_path, cache):
         open_video(root)
     folder = tmp_path / "ts"
     _write_folder(folder, _frames(3))
-    for content, pattern in (([0.0, 0.1], r"expected a list of 3 timestamps"),
-                             ([0.0, 0.2, 0.1], r"do not increase at frame 02\.png"),
-                             ({"00.png": 0}, r"no timestamp for frame 01\.png"),
-                             (["a", "b", "c"], r"must be numbers")):
+    for content, pattern in (
+        ([0.0, 0.1], r"expected a list of 3 timestamps"),
+        ([0.0, 0.2, 0.1], r"do not increase at frame 02\.png"),
+        ({"00.png": 0}, r"no timestamp for frame 01\.png"),
+        (["a", "b", "c"], r"must be numbers"),
+    ):
         (folder / "timestamps.json").write_text(json.dumps(content))
         with pytest.raises(VssegError, match=pattern):
             open_video(folder)
@@ -256,12 +273,15 @@ def test_data_flow_cli_refuses_a_clip_shorter_than_the_offsets(tmp_path, cache):
     from vsseg_edge.cli import app
 
     clip = _write_video(tmp_path / "short.avi", _frames(3))
-    res = CliRunner().invoke(app, ["data", "flow", str(clip), "--cache", str(tmp_path / "flow"),
-                                   "--preset", "ultrafast"])
+    res = CliRunner().invoke(
+        app, ["data", "flow", str(clip), "--cache", str(tmp_path / "flow"), "--preset", "ultrafast"]
+    )
     assert res.exit_code != 0 and "fewer than the 4 that the largest temporal offset 3 needs" in str(res.exception)
     assert not (tmp_path / "flow").exists()
-    res = CliRunner().invoke(app, ["data", "flow", str(clip), "--offsets", "-1,1,2", "--cache",
-                                   str(tmp_path / "flow"), "--preset", "ultrafast"])
+    res = CliRunner().invoke(
+        app,
+        ["data", "flow", str(clip), "--offsets", "-1,1,2", "--cache", str(tmp_path / "flow"), "--preset", "ultrafast"],
+    )
     assert res.exit_code == 0, res.output
     assert "5 pairs (5 computed" in res.output
 

@@ -27,26 +27,43 @@ onnx = pytest.importorskip("onnx")
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
     """A small conv net exported to ONNX at 32x64 with a vsseg-edge manifest (static, and dynamic batch)."""
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-                              torch.nn.Conv2d(8, 4, 1), torch.nn.Upsample(scale_factor=1.0, mode="bilinear"))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 4, 1),
+        torch.nn.Upsample(scale_factor=1.0, mode="bilinear"),
+    )
     net.eval()
     d = tmp_path_factory.mktemp("onnx")
     paths = {}
     for name, dyn in (("static", None), ("dynamic", {"x": {0: "batch"}, "y": {0: "batch"}})):
         p = d / f"{name}.onnx"
-        torch.onnx.export(net, torch.randn(1, 3, 32, 64), str(p), input_names=["x"], output_names=["y"],
-                          opset_version=17, dynamo=False, dynamic_axes=dyn)
-        write_manifest(p, "onnx", model="tiny", classes=["a", "b", "c", "d"],
-                       preprocess=PreprocessSpec(height=32, width=64))
+        torch.onnx.export(
+            net,
+            torch.randn(1, 3, 32, 64),
+            str(p),
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes=dyn,
+        )
+        write_manifest(
+            p, "onnx", model="tiny", classes=["a", "b", "c", "d"], preprocess=PreprocessSpec(height=32, width=64)
+        )
         paths[name] = p
     return paths
 
 
-@pytest.mark.parametrize("version,flags,strongly,source", [
-    ("8.6.1", ("FP16",), False, "as-is"),
-    ("10.3.0", ("FP16",), False, "as-is"),
-    ("11.0.0", (), True, "fp16-convert"),
-])
+@pytest.mark.parametrize(
+    "version,flags,strongly,source",
+    [
+        ("8.6.1", ("FP16",), False, "as-is"),
+        ("10.3.0", ("FP16",), False, "as-is"),
+        ("11.0.0", (), True, "fp16-convert"),
+    ],
+)
 def test_fp16_plan_per_version(version, flags, strongly, source):
     plan = plan_build(BuildSettings(precision="fp16"), version, "onnx")
     assert (plan.flags, plan.strongly_typed, plan.onnx_source) == (flags, strongly, source)
@@ -148,19 +165,30 @@ def fake_trt(monkeypatch):
 def test_build_writes_manifest_and_uses_cache(tiny_onnx, tmp_path, fake_trt):
     state, calls = fake_trt
     out = tmp_path / "m.fp16.engine"
-    man = builder_mod.build_engine(tiny_onnx["static"], out, BuildSettings(precision="fp16"),
-                                   cache_dir=tmp_path / "cache", log=lambda *_: None)
+    man = builder_mod.build_engine(
+        tiny_onnx["static"], out, BuildSettings(precision="fp16"), cache_dir=tmp_path / "cache", log=lambda *_: None
+    )
     assert out.read_bytes() == b"not-an-engine:10.3" and len(calls) == 1
     assert man["kind"] == "engine" and man["tensorrt"]["gpu"]["compute_capability"] == [8, 7]
     on_disk = read_manifest(out, kind="engine")
     assert on_disk["build"]["plan"]["flags"] == ["FP16"] and on_disk["input"]["shape"] == [1, 3, 32, 64]
     assert read_manifest(out, kind="engine", verify=True)["parent"]["file"] == "static.onnx"
-    builder_mod.build_engine(tiny_onnx["static"], tmp_path / "again.engine", BuildSettings(precision="fp16"),
-                             cache_dir=tmp_path / "cache", log=lambda *_: None)
+    builder_mod.build_engine(
+        tiny_onnx["static"],
+        tmp_path / "again.engine",
+        BuildSettings(precision="fp16"),
+        cache_dir=tmp_path / "cache",
+        log=lambda *_: None,
+    )
     assert len(calls) == 1  # served from the cache
     state["version"] = "11.0.0"  # another TensorRT: another key, a new build from an FP16 ONNX
-    builder_mod.build_engine(tiny_onnx["static"], tmp_path / "v11.engine", BuildSettings(precision="fp16"),
-                             cache_dir=tmp_path / "cache", log=lambda *_: None)
+    builder_mod.build_engine(
+        tiny_onnx["static"],
+        tmp_path / "v11.engine",
+        BuildSettings(precision="fp16"),
+        cache_dir=tmp_path / "cache",
+        log=lambda *_: None,
+    )
     assert len(calls) == 2 and calls[1]["onnx"].endswith(".fp16.onnx") and calls[1]["plan"].strongly_typed
     assert not list(tmp_path.glob(".*fp16.onnx"))  # the temporary FP16 ONNX is cleaned up
 
@@ -190,12 +218,28 @@ def test_engine_key_and_compat():
 
 
 def test_cli_explain_and_missing_tensorrt(tiny_onnx):
-    r = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "build-engine", str(tiny_onnx["static"]), "--fp16",
-                        "--explain", "--for-trt", "11.0"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vsseg_edge.cli",
+            "build-engine",
+            str(tiny_onnx["static"]),
+            "--fp16",
+            "--explain",
+            "--for-trt",
+            "11.0",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["plan"]["onnx_source"] == "fp16-convert"
-    r = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "build-engine", str(tiny_onnx["static"]), "--int8"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "vsseg_edge.cli", "build-engine", str(tiny_onnx["static"]), "--int8"],
+        capture_output=True,
+        text=True,
+    )
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -210,16 +254,32 @@ def test_qdq_structure_is_checked_before_building(tiny_onnx, tmp_path, fake_trt)
     state, calls = fake_trt
     fake = tmp_path / "fake.int8.qdq.onnx"
     shutil.copy(tiny_onnx["static"], fake)
-    write_manifest(fake, "qdq_onnx", model="tiny", classes=["a", "b", "c", "d"],
-                   preprocess=PreprocessSpec(height=32, width=64), precision="int8", target="trt")
+    write_manifest(
+        fake,
+        "qdq_onnx",
+        model="tiny",
+        classes=["a", "b", "c", "d"],
+        preprocess=PreprocessSpec(height=32, width=64),
+        precision="int8",
+        target="trt",
+    )
     with pytest.raises(VssegError):
         builder_mod.build_engine(fake, tmp_path / "x.engine", BuildSettings(precision="int8"), log=lambda *_: None)
     assert calls == [] and not (tmp_path / "x.engine").exists()
 
 
 # ------------------------------------------------------------ per-version knobs and platform checks ----
-@pytest.mark.parametrize("cc,int8,fp16", [((5, 3), False, True), ((6, 0), False, True), ((6, 1), True, False),
-                                          ((6, 2), False, True), ((7, 0), True, True), ((8, 7), True, True)])
+@pytest.mark.parametrize(
+    "cc,int8,fp16",
+    [
+        ((5, 3), False, True),
+        ((6, 0), False, True),
+        ((6, 1), True, False),
+        ((6, 2), False, True),
+        ((7, 0), True, True),
+        ((8, 7), True, True),
+    ],
+)
 def test_fast_precision_table(cc, int8, fp16):
     from vsseg_edge.engine.policy import has_fast
 
@@ -230,14 +290,20 @@ def test_gpu_precision_refusals_prefer_tensorrts_answer():
     with pytest.raises(VssegError, match=r"--fp16: this GPU \(sm_61\) has no fast FP16"):
         plan_build(BuildSettings(precision="fp16"), "8.6", "onnx", compute_capability=(6, 1))
     with pytest.raises(VssegError, match="--int8: this GPU .* no fast INT8"):  # TensorRT says no: trust it
-        plan_build(BuildSettings(precision="int8"), "8.6", "qdq_onnx", compute_capability=(8, 7),
-                   platform_fast={"int8": False})
-    assert plan_build(BuildSettings(precision="int8", dla_core=0), "8.6", "qdq_onnx", compute_capability=(6, 2),
-                      num_dla_cores=2).int8_mode == "qdq"  # DLA does INT8 whatever the GPU does
+        plan_build(
+            BuildSettings(precision="int8"), "8.6", "qdq_onnx", compute_capability=(8, 7), platform_fast={"int8": False}
+        )
+    assert (
+        plan_build(
+            BuildSettings(precision="int8", dla_core=0), "8.6", "qdq_onnx", compute_capability=(6, 2), num_dla_cores=2
+        ).int8_mode
+        == "qdq"
+    )  # DLA does INT8 whatever the GPU does
 
 
-@pytest.mark.parametrize("version,strongly,flag", [("8.6.1", False, False), ("10.3.0", True, True),
-                                                   ("11.0.0", True, False)])
+@pytest.mark.parametrize(
+    "version,strongly,flag", [("8.6.1", False, False), ("10.3.0", True, True), ("11.0.0", True, False)]
+)
 def test_strongly_typed_network_flag_only_where_it_means_something(version, strongly, flag):
     """TRT 11 deprecates and ignores NetworkDefinitionCreationFlag.STRONGLY_TYPED: the plan does not set it."""
     settings = BuildSettings(precision="fp16", strongly_typed=True if version.startswith("10") else None)
@@ -294,6 +360,7 @@ def test_polygraphy_failure_is_one_line(monkeypatch, tmp_path):
     def chain(*args):
         def run():
             raise PolygraphyException("fp16 in CreateConfig is not available on TensorRT version 11.0.0.\ntrace")
+
         return run
 
     monkeypatch.setattr(builder_mod, "_loaders", chain)
@@ -329,6 +396,7 @@ def test_build_uses_the_requested_device_and_opt_batch_for_calibration(tiny_onnx
 
     monkeypatch.setattr(builder_mod, "_legacy_calibrator", fake_calibrator)
     settings = BuildSettings(precision="int8", batch=(1, 4, 8))
-    builder_mod.build_engine(tiny_onnx["dynamic"], tmp_path / "m.engine", settings, calib_frames="frames", device=1,
-                             log=lambda *_: None)
+    builder_mod.build_engine(
+        tiny_onnx["dynamic"], tmp_path / "m.engine", settings, calib_frames="frames", device=1, log=lambda *_: None
+    )
     assert state["devices"] == [1] and seen["batch"] == 4 and calls[0]["plan"].int8_mode == "calibrator"

@@ -30,9 +30,11 @@ class TinyPSP(nn.Module):
             c_in = c_out
         self.stem = nn.Sequential(*layers)
         self.ppm = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(c_in, width, 1, bias=False), nn.BatchNorm2d(width),
-                          nn.ReLU())
-            for b in bins)
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(b), nn.Conv2d(c_in, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+            )
+            for b in bins
+        )
         self.classifier = nn.Conv2d(c_in + len(bins) * width, num_classes, 1)
 
     def forward(self, x):

@@ -146,8 +146,12 @@ def test_cli_rejects_non_checkpoint_in_one_line(tmp_path):
     bad = tmp_path / "weights.pt"
     torch.save({"conv.weight": torch.zeros(1)}, bad)  # a plain state dict
     out = tmp_path / "m.onnx"
-    proc = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "export", str(bad), "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vsseg_edge.cli", "export", str(bad), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "not a vsseg-edge checkpoint" in lines[0] and str(bad) in lines[0]
@@ -160,8 +164,23 @@ def test_cli_exports_with_preset_and_flag_override(tiny_ckpt, tmp_path):
     from vsseg_edge.cli import app
 
     out = tmp_path / "cli.onnx"
-    res = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(out), "--preset", "export/uint8_argmax.yaml",
-                                   "--argmax", "int32", "--exporter", "torchscript", "--size", "32x64"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(tiny_ckpt),
+            "--out",
+            str(out),
+            "--preset",
+            "export/uint8_argmax.yaml",
+            "--argmax",
+            "int32",
+            "--exporter",
+            "torchscript",
+            "--size",
+            "32x64",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "argmax agreement" in res.output and "nodes" in res.output
     man = read_manifest(out, kind="onnx")
@@ -187,8 +206,13 @@ def test_pspnet18_exports_at_64x128(tmp_path):
 
     torch.manual_seed(0)
     ckpt = tmp_path / "pspnet18.pt"
-    save_checkpoint(ckpt, create_model("pspnet18", 19), model_name="pspnet18", classes=list(CITYSCAPES.classes),
-                    preprocess=PreprocessSpec(height=512, width=1024))
+    save_checkpoint(
+        ckpt,
+        create_model("pspnet18", 19),
+        model_name="pspnet18",
+        classes=list(CITYSCAPES.classes),
+        preprocess=PreprocessSpec(height=512, width=1024),
+    )
     res = export_checkpoint(ckpt, tmp_path / "pspnet18.onnx", load_preset(None, size=(64, 128)))
     assert res.parity.passed and res.parity.max_abs_logit <= 1e-4
     s = res.summary
@@ -209,9 +233,14 @@ def test_published_espnet_parity_on_real_camvid_frames(tmp_path):
     weights, frames = shared_data("weights", "espnet_p_2_q_8_camvid.pth"), shared_data("camvid_sample")
     model = create_model("espnet", 11, weights=weights)
     ckpt = tmp_path / "espnet.pt"
-    save_checkpoint(ckpt, model, model_name="espnet", classes=list(CAMVID.classes),
-                    preprocess=published_preprocess("camvid"),
-                    model_kwargs=dict(p=model.p, q=model.q, width=model.width, fuse_input=model.fuse_input))
+    save_checkpoint(
+        ckpt,
+        model,
+        model_name="espnet",
+        classes=list(CAMVID.classes),
+        preprocess=published_preprocess("camvid"),
+        model_kwargs=dict(p=model.p, q=model.q, width=model.width, fuse_input=model.fuse_input),
+    )
     preset = load_preset(None, size=(120, 160), parity_frames=str(frames))
     res = export_checkpoint(ckpt, tmp_path / "espnet.onnx", preset)
     p = res.parity
@@ -224,8 +253,9 @@ def _camera_frames(hw, n=3, seed=21):
     return synthetic_frames(n, hw, seed=seed)
 
 
-@pytest.mark.parametrize("interpolation, frame_hw", [("linear", (128, 256)), ("area", (128, 256)),
-                                                     ("nearest", (256, 512))])
+@pytest.mark.parametrize(
+    "interpolation, frame_hw", [("linear", (128, 256)), ("area", (128, 256)), ("nearest", (256, 512))]
+)
 def test_camera_frame_graph_takes_frames_as_they_are(tmp_path, tiny_factory, interpolation, frame_hw):
     """--frame-size: resize, channel order and normalisation in the graph; at integer shrink factors the graph's
     input to the model equals core.preprocess's, so the logits equal torch's on core.preprocess input."""
@@ -234,15 +264,25 @@ def test_camera_frame_graph_takes_frames_as_they_are(tmp_path, tiny_factory, int
     spec = PreprocessSpec(height=64, width=128, interpolation=interpolation, mean=(10.0, 100.0, 200.0))
     model = tiny_factory()
     out = tmp_path / "camera.onnx"
-    res = export_onnx(model, out, model_name="tiny", classes=[f"c{i}" for i in range(5)], preprocess=spec,
-                      preset=load_preset(None, uint8_input=True, frame_size=frame_hw))
+    res = export_onnx(
+        model,
+        out,
+        model_name="tiny",
+        classes=[f"c{i}" for i in range(5)],
+        preprocess=spec,
+        preset=load_preset(None, uint8_input=True, frame_size=frame_hw),
+    )
     assert res.parity.passed and res.parity.max_abs_logit <= 1e-4
-    assert boundary(onnx.load(str(out)))["inputs"] == [
-        {"name": "input", "dtype": "UINT8", "shape": [1, *frame_hw, 3]}]
+    assert boundary(onnx.load(str(out)))["inputs"] == [{"name": "input", "dtype": "UINT8", "shape": [1, *frame_hw, 3]}]
     man = read_manifest(out, kind="onnx")
     onnx_spec = manifest_preprocess(man, "camera.onnx")
     assert (onnx_spec.size, onnx_spec.channel_order, onnx_spec.dtype, onnx_spec.layout, onnx_spec.mean) == (
-        frame_hw, "bgr", "uint8", "nhwc", (200.0, 100.0, 10.0))
+        frame_hw,
+        "bgr",
+        "uint8",
+        "nhwc",
+        (200.0, 100.0, 10.0),
+    )
     assert man["graph_preprocess"]["resize_to"] == [64, 128] and man["graph_preprocess"]["channel_order"] == "rgb"
     sess = _session(out)
     for frame in _camera_frames(frame_hw):
@@ -292,12 +332,34 @@ def test_camera_frame_refusals(tiny_ckpt, tmp_path, tiny_factory):
     camera = load_preset("export/camera_1024x2048.yaml")
     assert (camera.frame_size, camera.uint8_input, camera.output) == ((1024, 2048), True, "labels")
     spec = PreprocessSpec(height=64, width=128, interpolation="area")
-    with pytest.raises(VssegError, match=r"^--frame-size 100x200: area interpolation is resized in the graph only by "
-                                         r"an integer shrink factor"):
-        export_onnx(tiny_factory(), tmp_path / "x.onnx", model_name="tiny", classes=["a"] * 5, preprocess=spec,
-                    preset=load_preset(None, uint8_input=True, frame_size=(100, 200)))
+    with pytest.raises(
+        VssegError,
+        match=r"^--frame-size 100x200: area interpolation is resized in the graph only by "
+        r"an integer shrink factor",
+    ):
+        export_onnx(
+            tiny_factory(),
+            tmp_path / "x.onnx",
+            model_name="tiny",
+            classes=["a"] * 5,
+            preprocess=spec,
+            preset=load_preset(None, uint8_input=True, frame_size=(100, 200)),
+        )
     assert not (tmp_path / "x.onnx").exists()
-    r = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "export", str(tiny_ckpt), "--out",
-                        str(tmp_path / "y.onnx"), "--frame-size", "100by200"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vsseg_edge.cli",
+            "export",
+            str(tiny_ckpt),
+            "--out",
+            str(tmp_path / "y.onnx"),
+            "--frame-size",
+            "100by200",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode != 0 and "--frame-size 100by200: expected HxW" in r.stderr
     assert not (tmp_path / "y.onnx").exists()

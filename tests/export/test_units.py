@@ -119,8 +119,12 @@ def test_boundary_check_refuses_int64():
         if cast_to is not None:
             nodes.append(helper.make_node("Cast", ["idx"], ["labels"], to=cast_to))
             out_type, out_name = cast_to, "labels"
-        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
-                              [helper.make_tensor_value_info(out_name, out_type, [1, 2, 2])])
+        g = helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+            [helper.make_tensor_value_info(out_name, out_type, [1, 2, 2])],
+        )
         return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
     with pytest.raises(VssegError, match="idx: INT64"):

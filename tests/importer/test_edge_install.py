@@ -45,8 +45,15 @@ def test_import_run_and_api_without_torch_or_onnx(tmp_path):
     model = tmp_path / "foreign.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, torch.zeros(1, 3, 48, 64), str(model), input_names=["x"], output_names=["y"],
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            net,
+            torch.zeros(1, 3, 48, 64),
+            str(model),
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=17,
+            dynamo=False,
+        )
     (tmp_path / "abc.txt").write_text("a\nb\nc\n")
     import cv2
     import numpy as np
@@ -55,8 +62,10 @@ def test_import_run_and_api_without_torch_or_onnx(tmp_path):
     frames.mkdir()
     for i in range(3):
         cv2.imwrite(str(frames / f"f{i}.png"), np.full((48, 64, 3), 60 * i, np.uint8))
-    commands = [["import", str(model), "--classes", str(tmp_path / "abc.txt")],
-                ["run", str(model), "--source", str(frames), "--save", str(tmp_path / "out.mp4")]]
+    commands = [
+        ["import", str(model), "--classes", str(tmp_path / "abc.txt")],
+        ["run", str(model), "--source", str(frames), "--save", str(tmp_path / "out.mp4")],
+    ]
     code = SCRIPT.format(blocked=BLOCKED, commands=commands, model=str(model))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "edge ok" in proc.stdout, proc.stderr[-3000:]

@@ -53,8 +53,16 @@ def export(module, path: Path, shape, dynamic=None, names=("images",), dtype=tor
     args = tuple(torch.zeros(shape, dtype=dtype) for _ in names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), args, str(path), input_names=list(names), output_names=["out"],
-                          opset_version=17, dynamo=False, dynamic_axes=dynamic)
+        torch.onnx.export(
+            module.eval(),
+            args,
+            str(path),
+            input_names=list(names),
+            output_names=["out"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes=dynamic,
+        )
     assert not Path(f"{path}.json").exists()
     return path
 
@@ -88,8 +96,11 @@ def test_plain_export_is_refused_until_imported_then_every_command_takes_it(plai
     from vsseg_edge.runtime.run import run_model
 
     model = _copy(plain, tmp_path)
-    with pytest.raises(VssegError, match=r"no manifest seg.onnx.json beside it; for a model made outside vsseg-edge, "
-                                         r"write one with: vsseg-edge import .*seg.onnx --classes FILE"):
+    with pytest.raises(
+        VssegError,
+        match=r"no manifest seg.onnx.json beside it; for a model made outside vsseg-edge, "
+        r"write one with: vsseg-edge import .*seg.onnx --classes FILE",
+    ):
         run_model(model, source=str(synth_root / "leftImg8bit_sequence" / "val"))
     out = _cli("import", model, "--classes", five).output
     assert "input 64x96 NCHW RGB float32" in out and "output logits [1, 5, 64, 96]" in out
@@ -102,13 +113,39 @@ def test_plain_export_is_refused_until_imported_then_every_command_takes_it(plai
     result = run_model(model, source=frames, save_masks=tmp_path / "m")
     assert result.frames == 6 and len(list((tmp_path / "m").glob("*.png"))) == 6
     data = _five_class_folder(tmp_path / "five_data")
-    _cli("bench", model, "--dataset", data, "--backends", "ort", "--runs", "2", "--warmup", "1",
-         "--frames", "2", "--no-tc", "--out", tmp_path / "bench")
+    _cli(
+        "bench",
+        model,
+        "--dataset",
+        data,
+        "--backends",
+        "ort",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--frames",
+        "2",
+        "--no-tc",
+        "--out",
+        tmp_path / "bench",
+    )
     entry = json.loads((tmp_path / "bench" / "report.json").read_text())["entries"][0]
     assert entry["status"] == "ok" and 0 <= entry["accuracy"]["miou"] <= 100
     _cli("build-engine", model, "--fp16", "--explain", "--for-trt", "10.3")
-    _cli("calibrate", model, "--frames", synth_root, "--out", tmp_path / "seg.int8.qdq.onnx", "--target", "ort",
-         "--num-frames", "4", "--no-gate")
+    _cli(
+        "calibrate",
+        model,
+        "--frames",
+        synth_root,
+        "--out",
+        tmp_path / "seg.int8.qdq.onnx",
+        "--target",
+        "ort",
+        "--num-frames",
+        "4",
+        "--no-gate",
+    )
     qdq = json.loads((tmp_path / "seg.int8.qdq.onnx.json").read_text())
     assert qdq["kind"] == "qdq_onnx" and qdq["classes"] == FIVE and qdq["palette"] == man["palette"]
 
@@ -119,8 +156,9 @@ def test_normalisation_flags_reach_the_model(plain, tmp_path):
     from vsseg_edge.runtime.backends import open_backend
 
     model = _copy(plain, tmp_path)
-    man = import_onnx(model, _five_file(tmp_path), mean=(10.0, 20.0, 30.0),
-                      std=(2.0, 4.0, 8.0), bgr=True, scale=1 / 255)
+    man = import_onnx(
+        model, _five_file(tmp_path), mean=(10.0, 20.0, 30.0), std=(2.0, 4.0, 8.0), bgr=True, scale=1 / 255
+    )
     assert man["input"]["preprocess"]["channel_order"] == "bgr"
     frame = smoke_frame((64, 96), seed=3)
     x = ((frame.astype(np.float32) - [10, 20, 30]) / [2, 4, 8] / 255).transpose(2, 0, 1)[None].astype(np.float32)
@@ -177,14 +215,17 @@ def test_dynamic_size_needs_size_and_uint8_nhwc_labels_are_read_from_the_graph(t
     assert run_model(e2e, source=str(frames)).frames == 1
 
 
-@pytest.mark.parametrize("case, message", [
-    ("classes", r"output 'out' has 5 channels, the classes are 3; give the class file of this model"),
-    ("nhwc_logits", r"looks like N×H×W×C logits; vsseg-edge reads N×C×H×W"),
-    ("two_inputs", r"expected one image input, the model has 2 \(a, b\)"),
-    ("gray", r"has no 3-channel axis"),
-    ("size", r"--size 32x32 differs from the model's fixed input 64x96"),
-    ("uint8_flag", r"--uint8-input says the model takes uint8, its input is float32"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("classes", r"output 'out' has 5 channels, the classes are 3; give the class file of this model"),
+        ("nhwc_logits", r"looks like N×H×W×C logits; vsseg-edge reads N×C×H×W"),
+        ("two_inputs", r"expected one image input, the model has 2 \(a, b\)"),
+        ("gray", r"has no 3-channel axis"),
+        ("size", r"--size 32x32 differs from the model's fixed input 64x96"),
+        ("uint8_flag", r"--uint8-input says the model takes uint8, its input is float32"),
+    ],
+)
 def test_mismatches_are_one_line_errors_and_write_nothing(plain, tmp_path, case, message):
     kwargs = {}
     classes = _five_file(tmp_path)
@@ -193,6 +234,7 @@ def test_mismatches_are_one_line_errors_and_write_nothing(plain, tmp_path, case,
         classes = tmp_path / "three.txt"
         classes.write_text("a\nb\nc\n")
     elif case == "nhwc_logits":
+
         class Nhwc(nn.Module):
             def __init__(self):
                 super().__init__()
@@ -203,6 +245,7 @@ def test_mismatches_are_one_line_errors_and_write_nothing(plain, tmp_path, case,
 
         model = export(Nhwc(), tmp_path / "nhwc.onnx", (1, 3, 64, 96))
     elif case == "two_inputs":
+
         class Two(nn.Module):
             def __init__(self):
                 super().__init__()
@@ -210,8 +253,10 @@ def test_mismatches_are_one_line_errors_and_write_nothing(plain, tmp_path, case,
 
             def forward(self, a, b):
                 return self.seg(a + b)
+
         model = export(Two(), tmp_path / "two.onnx", (1, 3, 64, 96), names=("a", "b"))
     elif case == "gray":
+
         class Gray(nn.Module):
             def __init__(self):
                 super().__init__()
@@ -219,6 +264,7 @@ def test_mismatches_are_one_line_errors_and_write_nothing(plain, tmp_path, case,
 
             def forward(self, x):
                 return self.seg(x.repeat(1, 3, 1, 1))
+
         model = export(Gray(), tmp_path / "gray.onnx", (1, 1, 64, 96))
     elif case == "size":
         kwargs["size"] = (32, 32)
@@ -242,8 +288,9 @@ def test_existing_manifest_needs_force_and_qdq_models_are_recognised(plain, tmp_
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.items = iter([{"images": np.random.default_rng(i).standard_normal((1, 3, 64, 96), np.float32)}
-                               for i in range(2)])
+            self.items = iter(
+                [{"images": np.random.default_rng(i).standard_normal((1, 3, 64, 96), np.float32)} for i in range(2)]
+            )
 
         def get_next(self):
             return next(self.items, None)
@@ -276,8 +323,10 @@ def test_engine_import_records_this_tensorrt_and_gpu_and_smoke_runs(tmp_path):
     with pytest.raises(VssegError, match="the model's input size is dynamic; give --size HxW"):
         import_engine(path, tmp_path / "abc.txt", modules=modules)
     man = import_engine(path, tmp_path / "abc.txt", size=SPEC.size, precision="fp16", modules=modules)
-    assert man["tensorrt"] == {"version": "10.3.0", "gpu": {"index": 0, "name": "Fake GPU",
-                                                            "compute_capability": [8, 7]}}
+    assert man["tensorrt"] == {
+        "version": "10.3.0",
+        "gpu": {"index": 0, "name": "Fake GPU", "compute_capability": [8, 7]},
+    }
     assert man["output"] == "labels" and man["precision"] == "fp16" and man["classes"] == ["a", "b", "c"]
     assert json.loads(Path(f"{path}.json").read_text())["imported"]["smoke_run"]["output_shape"] == [1, 4, 6]
     be = TrtBackend(path, modules=(fake_tensorrt(_FakeEngineV3(), "10.3.0"), fake_cudart(HostMemory())))

@@ -125,8 +125,9 @@ def test_measure_latency_fields_on_a_fake_clock():
     lat = measure_latency(runner, [_frame(0), _frame(1)], TimingConfig(runs=3, warmup=1), clock=FakeClock(2.0))
     d = lat.to_dict()
     assert d["compute"]["p50_ms"] == pytest.approx(2.0) and d["compute"]["fps"] == pytest.approx(500.0)
-    assert d["end_to_end_stages"] == {k: pytest.approx(2.0) for k in
-                                      ("preprocess_p50_ms", "infer_p50_ms", "postprocess_p50_ms")}
+    assert d["end_to_end_stages"] == {
+        k: pytest.approx(2.0) for k in ("preprocess_p50_ms", "infer_p50_ms", "postprocess_p50_ms")
+    }
     assert (d["frame_size"], d["input_size"], d["input_dtype"], d["frames"]) == ([8, 12], [4, 6], "float32", 2)
     assert runner.calls == 4 + 4 + 3  # compute and end-to-end (warm-up + runs), then the stage pass
 
@@ -160,8 +161,18 @@ def test_pipeline_overhead_figures_from_records():
     """analyse(): steady state after `skip` frames, overhead vs the pure passes, overlap of the stage threads."""
     from vsseg_edge.measure.overhead import STAGES, analyse
 
-    recs = [{"t_done": 0.1 * i, "capture_ms": 10.0, "preprocess_ms": 20.0, "infer_ms": 60.0, "postprocess_ms": 5.0,
-             "render_ms": 5.0, "latency_ms": 150.0} for i in range(12)]
+    recs = [
+        {
+            "t_done": 0.1 * i,
+            "capture_ms": 10.0,
+            "preprocess_ms": 20.0,
+            "infer_ms": 60.0,
+            "postprocess_ms": 5.0,
+            "render_ms": 5.0,
+            "latency_ms": 150.0,
+        }
+        for i in range(12)
+    ]
     pipe = {"records": recs, **{k: {"p50": 1.0, "p99": 2.0} for k in STAGES}}
     fig = analyse([95.0, 105.0], pipe, [100.0, 100.0], skip=2)
     assert fig.frames_measured == 10 and fig.pipeline_interval_ms["p50"] == pytest.approx(100.0)

@@ -21,7 +21,7 @@ CLASSES = np.array([0, 2, 8, 10, 13], np.uint8)  # road, building, vegetation, s
 def _frames(seed=0):
     rng = np.random.default_rng(seed)
     big = np.repeat(np.repeat(rng.choice(CLASSES, (H // 8 + 2, W // 8 + 2)), 8, 0), 8, 1).astype(np.uint8)
-    return [big[t * DY: t * DY + H, t * DX: t * DX + W].copy() for t in range(FRAMES)]
+    return [big[t * DY : t * DY + H, t * DX : t * DX + W].copy() for t in range(FRAMES)]
 
 
 @pytest.fixture()
@@ -90,8 +90,9 @@ def test_flicker_and_errors_lower_the_figures(tree):
 def test_missing_unlabelled_predictions_skip_pairs_but_labelled_ones_are_errors(tree):
     root, _, labels = tree
     ds = open_dataset(root, "val")
-    report = evaluate_predictions(lambda ref: labels[ref.index] if ref.index != 0 else None, ds, ConstantFlow(),
-                                  progress=False)
+    report = evaluate_predictions(
+        lambda ref: labels[ref.index] if ref.index != 0 else None, ds, ConstantFlow(), progress=False
+    )
     assert report["tc_detail"]["pairs"] == FRAMES - 2 and report["tc_detail"]["pairs_skipped_missing_prediction"] == 1
     with pytest.raises(VssegError, match="no prediction for this labelled frame"):
         evaluate_predictions(lambda ref: None, ds, ConstantFlow(), progress=False)
@@ -118,8 +119,9 @@ def test_eval_command_writes_json(tree, tmp_path, style):
     preds = tmp_path / "preds"
     _write_preds(preds, labels, style)
     out = tmp_path / "report.json"
-    result = CliRunner().invoke(app, ["eval", str(preds), "--dataset", str(root), "--flow", str(flows),
-                                      "--json", str(out)])
+    result = CliRunner().invoke(
+        app, ["eval", str(preds), "--dataset", str(root), "--flow", str(flows), "--json", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "mIoU 100.00" in result.output and "TC 100.00" in result.output and "3 pairs" in result.output
     report = json.loads(out.read_text())
@@ -138,8 +140,7 @@ def test_eval_command_etc_mode_and_no_tc(tree, tmp_path):
     r = CliRunner().invoke(app, ["eval", str(preds), "--dataset", str(root), "--no-tc", "--json", str(out)])
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["tc_detail"] is None
-    r = CliRunner().invoke(app, ["eval", str(preds), "--dataset", str(root), "--flow", str(flows),
-                                 "--tc-mode", "etc"])
+    r = CliRunner().invoke(app, ["eval", str(preds), "--dataset", str(root), "--flow", str(flows), "--tc-mode", "etc"])
     assert r.exit_code == 0 and "etc warp" in r.output
 
 

@@ -39,7 +39,7 @@ def _scene(rng, frames, num_classes=6):
     dx, dy = SHIFT
     big = np.repeat(np.repeat(rng.integers(0, num_classes, (H // 8 + 2, W // 8 + 2)), 8, 0), 8, 1)
     big = big.astype(np.uint8)
-    seq = [big[t * dy: t * dy + H, t * dx: t * dx + W].copy() for t in range(frames)]
+    seq = [big[t * dy : t * dy + H, t * dx : t * dx + W].copy() for t in range(frames)]
     fw = np.zeros((H, W, 2), np.float32)
     fw[..., 0], fw[..., 1] = -dx, -dy  # content at x in frame t is at x - shift in frame t+1
     return seq, fw, -fw
@@ -155,8 +155,12 @@ def _resample2d_loop(img, flow):
             xl, xr = min(max(int(np.floor(xf)), 0), w - 1), min(max(int(np.floor(xf)) + 1, 0), w - 1)
             yt, yb = min(max(int(np.floor(yf)), 0), h - 1), min(max(int(np.floor(yf)) + 1, 0), h - 1)
             val = np.float32(0.0)
-            for wgt, yy, xx in (((1 - alpha) * (1 - beta), yt, xl), (alpha * (1 - beta), yt, xr),
-                                ((1 - alpha) * beta, yb, xl), (alpha * beta, yb, xr)):
+            for wgt, yy, xx in (
+                ((1 - alpha) * (1 - beta), yt, xl),
+                (alpha * (1 - beta), yt, xr),
+                ((1 - alpha) * beta, yb, xl),
+                (alpha * beta, yb, xr),
+            ):
                 val = np.float32(float(val) + wgt * float(img[yy, xx]))
             out[y, x] = val
     return out

@@ -20,9 +20,29 @@ ort = pytest.importorskip("onnxruntime")
 
 STUDENTS = ["bisenetv2", "espnet", "mobilenetv2_psp", "pspnet18"]
 # ops TensorRT and ONNX Runtime run natively; anything else (AdaptiveAvgPool, ATen fallbacks) fails the test
-STANDARD_OPS = {"Conv", "ConvTranspose", "BatchNormalization", "Relu", "PRelu", "Clip", "Sigmoid", "MaxPool",
-                "AveragePool", "Add", "Mul", "MatMul", "Concat", "Resize", "Identity", "Shape", "Slice",
-                "Constant", "Gather", "Unsqueeze", "Cast"}
+STANDARD_OPS = {
+    "Conv",
+    "ConvTranspose",
+    "BatchNormalization",
+    "Relu",
+    "PRelu",
+    "Clip",
+    "Sigmoid",
+    "MaxPool",
+    "AveragePool",
+    "Add",
+    "Mul",
+    "MatMul",
+    "Concat",
+    "Resize",
+    "Identity",
+    "Shape",
+    "Slice",
+    "Constant",
+    "Gather",
+    "Unsqueeze",
+    "Cast",
+}
 
 
 def _export(model, x, dynamo: bool):
@@ -31,8 +51,9 @@ def _export(model, x, dynamo: bool):
         if dynamo:
             return torch.onnx.export(model, (x,), dynamo=True, opset_version=17, verbose=False).model_proto
         buf = io.BytesIO()
-        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17, input_names=["input"],
-                          output_names=["logits"])
+        torch.onnx.export(
+            model, (x,), buf, dynamo=False, opset_version=17, input_names=["input"], output_names=["logits"]
+        )
         return onnx.load_from_string(buf.getvalue())
 
 

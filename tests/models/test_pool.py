@@ -35,7 +35,9 @@ def test_ppm_matches_a_reference_with_adaptive_pooling():
     ppm = PyramidPooling(16, 4, bins=(1, 2, 3, 6)).eval()
     x = torch.randn(1, 16, 8, 16)
     ours = ppm(x)
-    ref = [x] + [F.interpolate(branch(F.adaptive_avg_pool2d(x, b)), size=(8, 16), mode="bilinear",
-                               align_corners=True) for b, branch in zip(ppm.bins, ppm.features)]
+    ref = [x] + [
+        F.interpolate(branch(F.adaptive_avg_pool2d(x, b)), size=(8, 16), mode="bilinear", align_corners=True)
+        for b, branch in zip(ppm.bins, ppm.features)
+    ]
     assert ours.shape == (1, 16 + 4 * 4, 8, 16)
     assert torch.allclose(ours, torch.cat(ref, 1), atol=1e-6)

@@ -105,8 +105,10 @@ def test_pspnet18_parameter_count():
     assert _count(model.backbone) == 11_176_512  # torchvision resnet18 minus fc (512·1000 + 1000)
 
 
-@pytest.mark.parametrize("name,kwargs", [("pspnet18", {"bins": (1, 3), "aux": False}), ("espnet", {"width": 20}),
-                                         ("bisenetv2", {"head_dim": 64})])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [("pspnet18", {"bins": (1, 3), "aux": False}), ("espnet", {"width": 20}), ("bisenetv2", {"head_dim": 64})],
+)
 def test_checkpoint_round_trip_rebuilds_the_architecture(tmp_path, name, kwargs):
     from vsseg_edge.core.preprocess import PreprocessSpec
     from vsseg_edge.models.checkpoint import model_from_checkpoint, save_checkpoint
@@ -114,8 +116,14 @@ def test_checkpoint_round_trip_rebuilds_the_architecture(tmp_path, name, kwargs)
     torch.manual_seed(0)
     model = create_model(name, C, **kwargs).eval()
     path = tmp_path / "m.pt"
-    save_checkpoint(path, model, model_name=name, classes=[f"c{i}" for i in range(C)],
-                    preprocess=PreprocessSpec(height=64, width=128), model_kwargs=model.arch_kwargs)
+    save_checkpoint(
+        path,
+        model,
+        model_name=name,
+        classes=[f"c{i}" for i in range(C)],
+        preprocess=PreprocessSpec(height=64, width=128),
+        model_kwargs=model.arch_kwargs,
+    )
     again, ckpt = model_from_checkpoint(path)
     assert again.arch_kwargs == model.arch_kwargs
     x = torch.randn(1, 3, 64, 128)

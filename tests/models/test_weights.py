@@ -65,10 +65,17 @@ def _torchvision_style_file(tmp_path, backbone, extra):
     return path, state
 
 
-@pytest.mark.parametrize("name,arch,extra", [
-    ("pspnet18", "resnet18", {"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}),
-    ("mobilenetv2_psp", None, {"classifier.1.weight": torch.zeros(1000, 1280), "classifier.1.bias": torch.zeros(1000)}),
-])
+@pytest.mark.parametrize(
+    "name,arch,extra",
+    [
+        ("pspnet18", "resnet18", {"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}),
+        (
+            "mobilenetv2_psp",
+            None,
+            {"classifier.1.weight": torch.zeros(1000, 1280), "classifier.1.bias": torch.zeros(1000)},
+        ),
+    ],
+)
 def test_backbone_weights_load_strictly(tmp_path, name, arch, extra):
     backbone = ResNet(arch) if arch else MobileNetV2()
     path, state = _torchvision_style_file(tmp_path, backbone, extra)

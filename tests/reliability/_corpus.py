@@ -86,10 +86,20 @@ def refused(r: Result, *words: str, code: int = 2) -> None:
 
 def child(*args, env: dict | None = None, **kw) -> subprocess.Popen:
     """`vsseg-edge ARGS` in a child process (stdout/stderr piped), for the signal cases."""
-    full = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-            "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-c", CHILD, *[str(a) for a in args]], env=full,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    full = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, *[str(a) for a in args]],
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def files_under(root: Path) -> list[Path]:
@@ -99,7 +109,6 @@ def files_under(root: Path) -> list[Path]:
 def temp_leftovers(root: Path) -> list[Path]:
     """Temporary files and folders vsseg-edge writers make (`.NAME.*.tmp*`, `vsseg-calib-*`) under `root`."""
     return sorted(p for p in Path(root).rglob("*") if ".tmp" in p.name or p.name.startswith("vsseg-calib"))
-
 
 
 def fill(disk: Path, leave: int = 0) -> None:
@@ -140,10 +149,18 @@ def copy_artifact(src: Path, folder: Path, name: str | None = None) -> Path:
 
 
 TRAIN = {
-    "iterations": 2, "batch_size": 1, "threads": 1, "log_every": 1, "ckpt_every": 1, "val_max_sequences": 1,
-    "val_tc": False, "device": "cpu", "classes": "cityscapes",
+    "iterations": 2,
+    "batch_size": 1,
+    "threads": 1,
+    "log_every": 1,
+    "ckpt_every": 1,
+    "val_max_sequences": 1,
+    "val_tc": False,
+    "device": "cpu",
+    "classes": "cityscapes",
     "data": {"crop": [64, 128], "scale_range": [1.0, 1.0], "workers": 0, "offsets": [1]},
-    "model": {"name": tiny_model.NAME}, "preprocess": {"height": 64, "width": 128},
+    "model": {"name": tiny_model.NAME},
+    "preprocess": {"height": 64, "width": 128},
     "loss": {"weights": {"seg": 1.0, "aux": 0.0}},
 }
 

@@ -28,8 +28,9 @@ def _mount(path: Path, options: str) -> None:
     if os.geteuid() != 0:
         pytest.skip("a full or read-only disk is a tmpfs mount, which needs root")
     path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True,
-                       check=False)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True, check=False
+    )
     if r.returncode:
         pytest.skip(f"cannot mount a tmpfs at {path}: {r.stderr.strip()}")
 
@@ -118,8 +119,13 @@ def _make_arts(out: Path, synth_root: Path) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     ckpt = out / "m.pt"
-    save_checkpoint(ckpt, tiny_model.RelTiny(19).eval(), model_name=tiny_model.NAME, classes=list(CITYSCAPES.classes),
-                    preprocess=PreprocessSpec(height=H, width=W))
+    save_checkpoint(
+        ckpt,
+        tiny_model.RelTiny(19).eval(),
+        model_name=tiny_model.NAME,
+        classes=list(CITYSCAPES.classes),
+        preprocess=PreprocessSpec(height=H, width=W),
+    )
     onnx_path = out / "m.onnx"
     export_checkpoint(ckpt, onnx_path, ExportPreset(exporter="torchscript", simplify=False))
     int8 = out / "m.int8.qdq.onnx"
@@ -135,7 +141,12 @@ def _make_arts(out: Path, synth_root: Path) -> dict:
     masks.mkdir()
     for p in val:
         cv2.imwrite(str(masks / p.name), np.zeros((H, W), np.uint8))
-    return {"ckpt": ckpt, "onnx": onnx_path, "int8": int8, "video": video, "frames": frames, "masks": masks,
-            "synth": synth_root}
-
-
+    return {
+        "ckpt": ckpt,
+        "onnx": onnx_path,
+        "int8": int8,
+        "video": video,
+        "frames": frames,
+        "masks": masks,
+        "synth": synth_root,
+    }

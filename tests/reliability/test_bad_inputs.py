@@ -121,23 +121,46 @@ def test_calibrate_on_a_video_truncated_mid_file(arts, tmp_path):
     cut = tmp_path / "cut.avi"
     data = arts["video"].read_bytes()
     cut.write_bytes(data[: len(data) // 2])
-    r = vs("calibrate", arts["onnx"], "--frames", cut, "--out", tmp_path / "q.onnx", "--target", "ort",
-           "--num-frames", "4")
+    r = vs(
+        "calibrate", arts["onnx"], "--frames", cut, "--out", tmp_path / "q.onnx", "--target", "ort", "--num-frames", "4"
+    )
     refused(r, str(cut), "truncated")
     assert not (tmp_path / "q.onnx").exists()
 
 
 def test_eval_frames_errors_name_eval_frames(arts, tmp_path):
-    r = vs("calibrate", arts["onnx"], "--frames", arts["synth"], "--eval-frames", tmp_path / "missing",
-           "--out", tmp_path / "q.onnx", "--target", "ort")
+    r = vs(
+        "calibrate",
+        arts["onnx"],
+        "--frames",
+        arts["synth"],
+        "--eval-frames",
+        tmp_path / "missing",
+        "--out",
+        tmp_path / "q.onnx",
+        "--target",
+        "ort",
+    )
     refused(r, "--eval-frames")
     assert "--frames " not in r.last_line.replace("--eval-frames", "")
 
 
 def test_the_disjointness_error_suggests_options_that_exist(arts, tmp_path):
     """The same folder as calibration and gate frames: the message names real flags only."""
-    r = vs("calibrate", arts["onnx"], "--frames", arts["frames"], "--eval-frames", arts["frames"],
-           "--out", tmp_path / "q.onnx", "--target", "ort", "--num-frames", "6")
+    r = vs(
+        "calibrate",
+        arts["onnx"],
+        "--frames",
+        arts["frames"],
+        "--eval-frames",
+        arts["frames"],
+        "--out",
+        tmp_path / "q.onnx",
+        "--target",
+        "ort",
+        "--num-frames",
+        "6",
+    )
     refused(r, "--eval-frames")
     assert "--eval-split" not in r.last_line
 
@@ -169,8 +192,23 @@ def test_bench_fails_when_no_entry_ran(arts, tmp_path):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an onnx file")
     out = tmp_path / "report"
-    r = vs("bench", broken, "--dataset", arts["synth"], "--out", out, "--runs", "1", "--warmup", "0",
-           "--frames", "1", "--no-tc", "--backends", "ort")
+    r = vs(
+        "bench",
+        broken,
+        "--dataset",
+        arts["synth"],
+        "--out",
+        out,
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--frames",
+        "1",
+        "--no-tc",
+        "--backends",
+        "ort",
+    )
     refused(r, "no entry ran", "broken.onnx")
     assert not (out / "report.json").exists()
 
@@ -205,8 +243,10 @@ def test_export_checks_parity_frames_before_exporting(arts, tmp_path, monkeypatc
         raise AssertionError("exported before the parity frames were checked")
 
     monkeypatch.setattr(onnx_export, "torch_export", reached)
-    refused(vs("export", arts["ckpt"], "--out", tmp_path / "m.onnx", "--parity-frames", tmp_path / "nothing"),
-            str(tmp_path / "nothing"))
+    refused(
+        vs("export", arts["ckpt"], "--out", tmp_path / "m.onnx", "--parity-frames", tmp_path / "nothing"),
+        str(tmp_path / "nothing"),
+    )
 
 
 @pytest.mark.parametrize("threads", ["-1", "-8"])

@@ -51,15 +51,30 @@ def test_synth_into_a_folder_of_other_files_is_refused(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    refused(vs("data", "synth", "--out", out, "--train", "1", "--val", "0", "--frames", "2", "--size", "32x64"),
-            "--out", "not empty")
+    refused(
+        vs("data", "synth", "--out", out, "--train", "1", "--val", "0", "--frames", "2", "--size", "32x64"),
+        "--out",
+        "not empty",
+    )
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 def test_bench_into_an_existing_report_is_refused_then_replaced_without_stale_plots(arts, tmp_path):
     out = tmp_path / "report"
-    args = ["--dataset", arts["synth"], "--out", out, "--runs", "1", "--warmup", "0", "--frames", "1",
-            "--backends", "ort"]
+    args = [
+        "--dataset",
+        arts["synth"],
+        "--out",
+        out,
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--frames",
+        "1",
+        "--backends",
+        "ort",
+    ]
     assert vs("bench", arts["onnx"], arts["int8"], "--no-tc", *args).code == 0
     assert (out / "int8_class_iou_delta.png").is_file()
     r = vs("bench", arts["onnx"], "--no-tc", *args)

@@ -62,8 +62,22 @@ def test_run_stats_on_a_full_disk(arts, full_disk):
 
 def test_data_synth_on_a_full_disk(full_disk):
     out = full_disk / "synth"
-    r = vs("data", "synth", "--out", out, "--train", "1", "--val", "0", "--frames", "2", "--size", "64x128",
-           "--workers", "1")
+    r = vs(
+        "data",
+        "synth",
+        "--out",
+        out,
+        "--train",
+        "1",
+        "--val",
+        "0",
+        "--frames",
+        "2",
+        "--size",
+        "64x128",
+        "--workers",
+        "1",
+    )
     refused(r, "No space left on device")
     _no_broken_files(full_disk)
     assert not (out / "synth.json").exists()
@@ -98,8 +112,19 @@ def test_export_write_fails_on_a_full_disk(arts, full_disk, monkeypatch):
 
 def test_calibrate_on_a_full_disk(arts, full_disk):
     out = full_disk / "m.int8.qdq.onnx"
-    r = vs("calibrate", arts["onnx"], "--frames", arts["synth"], "--out", out, "--target", "ort",
-           "--num-frames", "2", "--no-gate")
+    r = vs(
+        "calibrate",
+        arts["onnx"],
+        "--frames",
+        arts["synth"],
+        "--out",
+        out,
+        "--target",
+        "ort",
+        "--num-frames",
+        "2",
+        "--no-gate",
+    )
     refused(r, "--out", str(out))
     _no_broken_files(full_disk)
     assert not out.exists()
@@ -107,8 +132,23 @@ def test_calibrate_on_a_full_disk(arts, full_disk):
 
 def test_bench_on_a_full_disk(arts, full_disk):
     out = full_disk / "report"
-    r = vs("bench", arts["onnx"], "--dataset", arts["synth"], "--out", out, "--runs", "1", "--warmup", "0",
-           "--frames", "1", "--no-tc", "--backends", "ort")
+    r = vs(
+        "bench",
+        arts["onnx"],
+        "--dataset",
+        arts["synth"],
+        "--out",
+        out,
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--frames",
+        "1",
+        "--no-tc",
+        "--backends",
+        "ort",
+    )
     refused(r, str(out))
     _no_broken_files(full_disk)
     assert not (out / "report.json").exists() and not (out / "report.md").exists()
@@ -141,8 +181,19 @@ def test_calibrate_with_a_full_temporary_folder(arts, full_disk, tmp_path, monke
     monkeypatch.setattr(tempfile, "tempdir", str(full_disk))
     fill(full_disk, 0)
     out = tmp_path / "q.onnx"
-    r = vs("calibrate", arts["onnx"], "--frames", arts["video"], "--out", out, "--target", "ort",
-           "--num-frames", "2", "--no-gate")
+    r = vs(
+        "calibrate",
+        arts["onnx"],
+        "--frames",
+        arts["video"],
+        "--out",
+        out,
+        "--target",
+        "ort",
+        "--num-frames",
+        "2",
+        "--no-gate",
+    )
     refused(r, "No space left on device")
     assert not out.exists()
     assert not [p for p in full_disk.iterdir() if not p.name.startswith("filler")]
@@ -158,8 +209,14 @@ def test_a_manifest_that_cannot_be_written_keeps_the_previous_checkpoint(tmp_pat
 
     path = tmp_path / "last.pt"
     spec = PreprocessSpec(height=64, width=128)
-    save_checkpoint(path, tiny_model.RelTiny(19), model_name=tiny_model.NAME, classes=[str(i) for i in range(19)],
-                    preprocess=spec, step=1)
+    save_checkpoint(
+        path,
+        tiny_model.RelTiny(19),
+        model_name=tiny_model.NAME,
+        classes=[str(i) for i in range(19)],
+        preprocess=spec,
+        step=1,
+    )
     before = path.read_bytes()
 
     def full(target, obj, flag=None):
@@ -167,8 +224,14 @@ def test_a_manifest_that_cannot_be_written_keeps_the_previous_checkpoint(tmp_pat
 
     monkeypatch.setattr(manifest_module, "write_json", full)
     with pytest.raises(VssegError, match="No space left"):
-        save_checkpoint(path, tiny_model.RelTiny(19), model_name=tiny_model.NAME, preprocess=spec, step=2,
-                        classes=[str(i) for i in range(19)])
+        save_checkpoint(
+            path,
+            tiny_model.RelTiny(19),
+            model_name=tiny_model.NAME,
+            preprocess=spec,
+            step=2,
+            classes=[str(i) for i in range(19)],
+        )
     monkeypatch.undo()
     assert path.read_bytes() == before and load_checkpoint(path)["step"] == 1
     read_manifest(path, verify=True)  # still the pair it was

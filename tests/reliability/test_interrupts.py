@@ -46,10 +46,14 @@ def test_training_stopped_by_a_signal_saves_last_pt_and_exits_non_zero(tmp_path,
 def test_export_stopped_during_its_parity_check_leaves_no_temporary_onnx(arts, tmp_path):
     out = tmp_path / "m.onnx"
     # a large input size makes the parity check take long enough to be interrupted in it
-    proc = child("export", arts["ckpt"], "--out", out, "--exporter", "torchscript", "--no-simplify",
-                 "--size", "1024x2048")
-    _wait_for(lambda: any(p.name.endswith(".tmp.onnx") for p in tmp_path.iterdir()), proc,
-              what="the temporary ONNX (parity check)")
+    proc = child(
+        "export", arts["ckpt"], "--out", out, "--exporter", "torchscript", "--no-simplify", "--size", "1024x2048"
+    )
+    _wait_for(
+        lambda: any(p.name.endswith(".tmp.onnx") for p in tmp_path.iterdir()),
+        proc,
+        what="the temporary ONNX (parity check)",
+    )
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-2000:]
@@ -60,10 +64,24 @@ def test_calibrate_stopped_leaves_no_temporary_folder(arts, tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     out = tmp_path / "q.onnx"
-    proc = child("calibrate", arts["onnx"], "--frames", arts["synth"], "--out", out, "--target", "ort",
-                 "--num-frames", "12", env={"TMPDIR": str(tmp)})
-    _wait_for(lambda: any(p.name.startswith("vsseg-calib") for p in tmp.iterdir()), proc,
-              what="the calibration's temporary folder")
+    proc = child(
+        "calibrate",
+        arts["onnx"],
+        "--frames",
+        arts["synth"],
+        "--out",
+        out,
+        "--target",
+        "ort",
+        "--num-frames",
+        "12",
+        env={"TMPDIR": str(tmp)},
+    )
+    _wait_for(
+        lambda: any(p.name.startswith("vsseg-calib") for p in tmp.iterdir()),
+        proc,
+        what="the calibration's temporary folder",
+    )
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-2000:]
@@ -93,8 +111,20 @@ def test_calibrate_failing_on_a_video_leaves_no_decoded_frames(arts, tmp_path, m
     cut = tmp_path / "cut.avi"  # the gate's frames: a video cut mid-file, refused after the calibration frames
     data = arts["video"].read_bytes()
     cut.write_bytes(data[: len(data) // 2])
-    r = vs("calibrate", arts["onnx"], "--frames", arts["video"], "--eval-frames", cut, "--out", out, "--target", "ort",
-           "--num-frames", "3")
+    r = vs(
+        "calibrate",
+        arts["onnx"],
+        "--frames",
+        arts["video"],
+        "--eval-frames",
+        cut,
+        "--out",
+        out,
+        "--target",
+        "ort",
+        "--num-frames",
+        "3",
+    )
     refused(r, str(cut), "truncated")
     assert "calibration:" not in r.err  # it failed while drawing the frames, after decoding the first video
     assert not out.exists() and list(tmp.iterdir()) == []

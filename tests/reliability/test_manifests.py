@@ -43,10 +43,36 @@ def test_a_wrong_sha256_is_refused_by_every_command(arts, tmp_path, command):
     edit_manifest(art, sha256="0" * 64)
     args = {
         "run": ["run", art, "--source", arts["frames"]],
-        "bench": ["bench", art, "--dataset", arts["synth"], "--out", tmp_path / "r", "--runs", "1", "--warmup", "0",
-                  "--frames", "1", "--no-tc", "--backends", "ort"],
-        "calibrate": ["calibrate", art, "--frames", arts["synth"], "--out", tmp_path / "q.onnx", "--target", "ort",
-                      "--num-frames", "2", "--no-gate"],
+        "bench": [
+            "bench",
+            art,
+            "--dataset",
+            arts["synth"],
+            "--out",
+            tmp_path / "r",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--frames",
+            "1",
+            "--no-tc",
+            "--backends",
+            "ort",
+        ],
+        "calibrate": [
+            "calibrate",
+            art,
+            "--frames",
+            arts["synth"],
+            "--out",
+            tmp_path / "q.onnx",
+            "--target",
+            "ort",
+            "--num-frames",
+            "2",
+            "--no-gate",
+        ],
         "export": ["export", art, "--out", tmp_path / "e.onnx", "--exporter", "torchscript", "--no-simplify"],
     }[command]
     refused(vs(*args), str(art), "sha256")
@@ -59,13 +85,38 @@ def test_lineage_cannot_be_spoofed(arts, tmp_path):
 
     parent = copy_artifact(arts["onnx"], tmp_path)
     edit_manifest(parent, sha256=sha256_file(arts["int8"]))  # claims to be the INT8 model
-    r = vs("calibrate", parent, "--frames", arts["synth"], "--out", tmp_path / "q.onnx", "--target", "ort",
-           "--num-frames", "2", "--no-gate")
+    r = vs(
+        "calibrate",
+        parent,
+        "--frames",
+        arts["synth"],
+        "--out",
+        tmp_path / "q.onnx",
+        "--target",
+        "ort",
+        "--num-frames",
+        "2",
+        "--no-gate",
+    )
     refused(r, "sha256")
     honest = copy_artifact(arts["onnx"], tmp_path / "honest")
     out = tmp_path / "honest" / "q.onnx"
-    assert vs("calibrate", honest, "--frames", arts["synth"], "--out", out, "--target", "ort", "--num-frames", "2",
-              "--no-gate").code == 0
+    assert (
+        vs(
+            "calibrate",
+            honest,
+            "--frames",
+            arts["synth"],
+            "--out",
+            out,
+            "--target",
+            "ort",
+            "--num-frames",
+            "2",
+            "--no-gate",
+        ).code
+        == 0
+    )
     assert json.loads(out.with_name("q.onnx.json").read_text())["parent"]["sha256"] == sha256_file(honest)
 
 
@@ -100,18 +151,21 @@ def test_an_unwritable_cache_only_costs_a_rehash(arts, tmp_path, monkeypatch):
     assert r.code == 0, r.err[-2000:]
 
 
-@pytest.mark.parametrize("field, value, named", [
-    ("input.preprocess.height", "abc", "height"),
-    ("input.preprocess.mean", None, "mean"),
-    ("input.preprocess.std", [1, 2], "std"),
-    ("input", "x", "input"),
-    ("classes", "notalist", "classes"),
-    ("classes", [1, 2], "classes"),
-    ("output", 7, "output"),
-    ("kind", ["onnx"], "kind"),
-    ("sha256", 12, "sha256"),
-    ("parent", "m.pt", "parent"),
-])
+@pytest.mark.parametrize(
+    "field, value, named",
+    [
+        ("input.preprocess.height", "abc", "height"),
+        ("input.preprocess.mean", None, "mean"),
+        ("input.preprocess.std", [1, 2], "std"),
+        ("input", "x", "input"),
+        ("classes", "notalist", "classes"),
+        ("classes", [1, 2], "classes"),
+        ("output", 7, "output"),
+        ("kind", ["onnx"], "kind"),
+        ("sha256", 12, "sha256"),
+        ("parent", "m.pt", "parent"),
+    ],
+)
 def test_manifest_fields_of_the_wrong_type(arts, tmp_path, field, value, named):
     art = copy_artifact(arts["onnx"], tmp_path)
     edit_manifest(art, **{field: value})

@@ -39,21 +39,50 @@ def cases(arts, tmp_path, where):
     """Every command's output flag pointing at `where` (a folder on a read-only disk, under a file …)."""
     return {
         "export": ["export", arts["ckpt"], "--out", where / "m.onnx", "--exporter", "torchscript"],
-        "calibrate": ["calibrate", arts["onnx"], "--frames", arts["synth"], "--out", where / "q.onnx",
-                      "--target", "ort"],
+        "calibrate": [
+            "calibrate",
+            arts["onnx"],
+            "--frames",
+            arts["synth"],
+            "--out",
+            where / "q.onnx",
+            "--target",
+            "ort",
+        ],
         "bench": ["bench", arts["onnx"], "--dataset", arts["synth"], "--out", where / "report", "--backends", "ort"],
         "run --save": ["run", arts["onnx"], "--source", arts["frames"], "--save", where / "o.mp4"],
         "run --save-masks": ["run", arts["onnx"], "--source", arts["frames"], "--save-masks", where / "masks"],
         "run --stats": ["run", arts["onnx"], "--source", arts["frames"], "--stats", where / "s.jsonl"],
-        "data synth": ["data", "synth", "--out", where / "set", "--train", "1", "--val", "0", "--frames", "2",
-                       "--size", "32x64"],
+        "data synth": [
+            "data",
+            "synth",
+            "--out",
+            where / "set",
+            "--train",
+            "1",
+            "--val",
+            "0",
+            "--frames",
+            "2",
+            "--size",
+            "32x64",
+        ],
         "eval --json": ["eval", arts["masks"], "--dataset", arts["synth"], "--no-tc", "--json", where / "e.json"],
         "train": ["train", write_recipe(tmp_path, arts["synth"], out_dir=where / "runs"), "--no-progress"],
     }
 
 
-COMMANDS = ["export", "calibrate", "bench", "run --save", "run --save-masks", "run --stats", "data synth",
-            "eval --json", "train"]
+COMMANDS = [
+    "export",
+    "calibrate",
+    "bench",
+    "run --save",
+    "run --save-masks",
+    "run --stats",
+    "data synth",
+    "eval --json",
+    "train",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -72,8 +101,9 @@ def test_a_file_where_a_folder_is_expected(arts, tmp_path, no_work, command):
 
 
 def test_eval_json_into_a_folder(arts, tmp_path, no_work):
-    refused(vs("eval", arts["masks"], "--dataset", arts["synth"], "--no-tc", "--json", tmp_path), "--json",
-            "is a folder")
+    refused(
+        vs("eval", arts["masks"], "--dataset", arts["synth"], "--no-tc", "--json", tmp_path), "--json", "is a folder"
+    )
 
 
 def test_export_out_is_a_folder(arts, tmp_path, no_work):
@@ -85,8 +115,9 @@ def test_export_out_is_a_folder(arts, tmp_path, no_work):
 def test_bench_out_is_a_file(arts, tmp_path, no_work):
     f = tmp_path / "report"
     f.write_text("")
-    refused(vs("bench", arts["onnx"], "--dataset", arts["synth"], "--out", f, "--backends", "ort"), "--out",
-            "is a file")
+    refused(
+        vs("bench", arts["onnx"], "--dataset", arts["synth"], "--out", f, "--backends", "ort"), "--out", "is a file"
+    )
 
 
 def test_train_out_dir_is_a_file(arts, tmp_path, no_work):

@@ -87,8 +87,22 @@ def test_calibrate_onto_its_model(arts, tmp_path):
 def test_calibrate_onto_its_eval_frames_video(arts, tmp_path):
     video = tmp_path / "v.onnx"  # a video named like a model: still an input
     video.write_bytes(arts["video"].read_bytes())
-    refused(vs("calibrate", arts["onnx"], "--frames", arts["synth"], "--eval-frames", video, "--out", video,
-               "--target", "ort"), "--out", "input")
+    refused(
+        vs(
+            "calibrate",
+            arts["onnx"],
+            "--frames",
+            arts["synth"],
+            "--eval-frames",
+            video,
+            "--out",
+            video,
+            "--target",
+            "ort",
+        ),
+        "--out",
+        "input",
+    )
     assert video.read_bytes() == arts["video"].read_bytes()
 
 
@@ -105,8 +119,27 @@ def test_eval_json_onto_a_prediction(arts, tmp_path):
 def test_bench_out_onto_a_model(arts, tmp_path):
     model = copy_artifact(arts["onnx"], tmp_path)
     before = digest(model)
-    refused(vs("bench", model, "--dataset", arts["synth"], "--out", model, "--runs", "1", "--warmup", "0",
-               "--frames", "1", "--no-tc", "--backends", "ort"), "--out", str(model))
+    refused(
+        vs(
+            "bench",
+            model,
+            "--dataset",
+            arts["synth"],
+            "--out",
+            model,
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--frames",
+            "1",
+            "--no-tc",
+            "--backends",
+            "ort",
+        ),
+        "--out",
+        str(model),
+    )
     assert digest(model) == before
 
 

@@ -21,9 +21,9 @@ def make_frames(n: int = NFRAMES, h: int = H, w: int = W, seed: int = 0) -> list
     for t in range(n):
         img = np.zeros((h, w, 3), np.uint8)
         img[: h // 2] = (200, 120, 60)
-        img[h // 2:] = (90, 90, 90)
+        img[h // 2 :] = (90, 90, 90)
         x = (8 * t) % (w - 24)
-        img[h // 3: h // 3 + 20, x: x + 24] = (30, 30, 220)
+        img[h // 3 : h // 3 + 20, x : x + 24] = (30, 30, 220)
         img = np.clip(img.astype(np.int16) + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
         frames.append(img)
     return frames
@@ -55,8 +55,9 @@ class ArgmaxNet:
         return _M().eval()
 
 
-def export_onnx(net, path: Path, *, output: str = "logits", dynamic: bool = False, spec=None,
-                batch: bool = False) -> Path:
+def export_onnx(
+    net, path: Path, *, output: str = "logits", dynamic: bool = False, spec=None, batch: bool = False
+) -> Path:
     """`dynamic`: any input H×W; `batch`: a dynamic batch dimension (what `export --dynamic-batch` gives)."""
     import torch
 
@@ -71,10 +72,25 @@ def export_onnx(net, path: Path, *, output: str = "logits", dynamic: bool = Fals
         axes = {"input": {0: "batch", **(axes or {}).get("input", {})}, output: {0: "batch"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is what the brief asks for
-        torch.onnx.export(net, x, str(path), input_names=["input"], output_names=[output], opset_version=17,
-                          dynamo=False, dynamic_axes=axes)
-    write_manifest(path, "onnx", model="tiny", classes=list(CITYSCAPES.classes), preprocess=spec, output=output,
-                   dynamic_batch=batch)
+        torch.onnx.export(
+            net,
+            x,
+            str(path),
+            input_names=["input"],
+            output_names=[output],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes=axes,
+        )
+    write_manifest(
+        path,
+        "onnx",
+        model="tiny",
+        classes=list(CITYSCAPES.classes),
+        preprocess=spec,
+        output=output,
+        dynamic_batch=batch,
+    )
     return path
 
 

@@ -83,8 +83,13 @@ def test_checkpoint_runs_through_torch(tmp_path):
         return tiny_net(num_classes)
 
     path = tmp_path / "tiny.pt"
-    save_checkpoint(path, tiny_net(11), model_name="api-tiny", classes=list(CAMVID.classes),
-                    preprocess=PreprocessSpec(height=64, width=128))
+    save_checkpoint(
+        path,
+        tiny_net(11),
+        model_name="api-tiny",
+        classes=list(CAMVID.classes),
+        preprocess=PreprocessSpec(height=64, width=128),
+    )
     with Segmenter(path, device="cpu") as seg:
         assert seg.classes == list(CAMVID.classes)
         labels = seg(make_frames(1)[0])
@@ -92,16 +97,20 @@ def test_checkpoint_runs_through_torch(tmp_path):
 
 
 def test_segmenter_on_onnx_does_not_import_torch(onnx_model):
-    code = ("import sys, numpy as np; from vsseg_edge import Segmenter; "
-            f"seg = Segmenter({str(onnx_model)!r}); out = seg(np.zeros((64, 128, 3), np.uint8)); "
-            "assert out.shape == (64, 128); assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, numpy as np; from vsseg_edge import Segmenter; "
+        f"seg = Segmenter({str(onnx_model)!r}); out = seg(np.zeros((64, 128, 3), np.uint8)); "
+        "assert out.shape == (64, 128); assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_the_api_loads_on_first_use():
     """(That importing the package loads no numpy is in tests/test_boundaries.py.)"""
-    code = ("import sys, vsseg_edge; assert 'vsseg_edge.api' not in sys.modules; "
-            "vsseg_edge.Segmenter; assert 'vsseg_edge.api' in sys.modules")
+    code = (
+        "import sys, vsseg_edge; assert 'vsseg_edge.api' not in sys.modules; "
+        "vsseg_edge.Segmenter; assert 'vsseg_edge.api' in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -80,8 +80,13 @@ class SlowSink(Sink):
 def run(onnx_model, folder, counts, *, capture: float, infer: float, output: float):
     counts.read_delay = capture
     with open_backend(onnx_model, threads=1) as be:
-        return Pipeline(FolderSource(folder, prefetch=4), SlowBackend(be, infer, counts),
-                        [SlowSink(output, counts)], queue_size=2, handle_signals=False).run()
+        return Pipeline(
+            FolderSource(folder, prefetch=4),
+            SlowBackend(be, infer, counts),
+            [SlowSink(output, counts)],
+            queue_size=2,
+            handle_signals=False,
+        ).run()
 
 
 def test_stages_overlap_so_throughput_follows_the_slowest_stage(onnx_model, slow_folder):

@@ -26,8 +26,13 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 def device_params(test):
     """Run on the CPU, and on CUDA when present (the CUDA case is tier 2, marked `gpu`)."""
-    params = [pytest.param("cpu"), pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="needs a CUDA GPU")])]
+    params = [
+        pytest.param("cpu"),
+        pytest.param(
+            "cuda",
+            marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")],
+        ),
+    ]
     return pytest.mark.parametrize("device", params)(test)
 
 
@@ -74,13 +79,27 @@ def test_resize_within_one_of_opencv_shrinking_and_growing(device, interpolation
 
 
 @device_params
-@pytest.mark.parametrize("dtype, layout, order, scale", [
-    ("float32", "nchw", "rgb", 1.0), ("float32", "nhwc", "bgr", 1 / 255), ("uint8", "nhwc", "rgb", 1.0),
-    ("uint8", "nchw", "bgr", 1.0)])
+@pytest.mark.parametrize(
+    "dtype, layout, order, scale",
+    [
+        ("float32", "nchw", "rgb", 1.0),
+        ("float32", "nhwc", "bgr", 1 / 255),
+        ("uint8", "nhwc", "rgb", 1.0),
+        ("uint8", "nchw", "bgr", 1.0),
+    ],
+)
 def test_model_input_equals_core_preprocess_within_one_step(device, dtype, layout, order, scale):
     for hw, exact in (((64, 128), True), ((50, 90), False)):
-        spec = PreprocessSpec(height=hw[0], width=hw[1], dtype=dtype, layout=layout, channel_order=order,
-                              scale=scale, mean=(10.0, 120.0, 200.0), std=(50.0, 60.0, 70.0))
+        spec = PreprocessSpec(
+            height=hw[0],
+            width=hw[1],
+            dtype=dtype,
+            layout=layout,
+            channel_order=order,
+            scale=scale,
+            mean=(10.0, 120.0, 200.0),
+            std=(50.0, 60.0, 70.0),
+        )
         for frame in frames((128, 256)):
             want = preprocess(frame, spec)
             got = DevicePreprocess(spec, frame.shape[:2], device)(torch.from_numpy(frame).to(device)).cpu().numpy()
@@ -97,16 +116,21 @@ def test_frame_of_the_model_size_is_not_resampled_and_resize_none_refuses_others
     frame = frames((64, 128))[0]
     got = DevicePreprocess(spec, (64, 128))(torch.from_numpy(frame)).numpy()
     np.testing.assert_array_equal(got, preprocess(frame, spec))
-    with pytest.raises(VssegError, match=r"^frame: is 128x256, the model takes 64x128 and its preprocessing does "
-                                         r"not resize$"):
+    with pytest.raises(
+        VssegError,
+        match=r"^frame: is 128x256, the model takes 64x128 and its preprocessing does "
+        r"not resize$",
+    ):
         DevicePreprocess(spec, (128, 256))
     with pytest.raises(VssegError, match=r"^frame: expected uint8 64x128x3, got torch.float32 \(64, 128, 3\)$"):
         DevicePreprocess(spec, (64, 128))(torch.zeros(64, 128, 3))
 
 
 @device_params
-@pytest.mark.parametrize("labels_hw, frame_hw", [((64, 128), (1024, 2048)), ((64, 128), (100, 300)),
-                                                  ((64, 128), (64, 128)), ((128, 256), (50, 90))])
+@pytest.mark.parametrize(
+    "labels_hw, frame_hw",
+    [((64, 128), (1024, 2048)), ((64, 128), (100, 300)), ((64, 128), (64, 128)), ((128, 256), (50, 90))],
+)
 def test_labels_resized_identically(device, labels_hw, frame_hw):
     labels = np.random.default_rng(2).integers(0, 19, labels_hw, dtype=np.uint8)
     got = LabelResize(labels_hw, frame_hw, device)(torch.from_numpy(labels).to(device)).cpu().numpy()

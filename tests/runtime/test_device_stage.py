@@ -109,9 +109,14 @@ def test_pipeline_with_the_device_stage_writes_the_host_path_results(tmp_path, n
     outs = {}
     for mode in ("host", "device"):
         out = tmp_path / mode
-        result = Pipeline(open_source(str(video_file)), torch_backend(net),
-                          [MaskSink(out / "m"), VideoSink(out / "v.mp4", fps=10)], preprocess=mode,
-                          stats_path=str(out / "s.jsonl"), handle_signals=False).run()
+        result = Pipeline(
+            open_source(str(video_file)),
+            torch_backend(net),
+            [MaskSink(out / "m"), VideoSink(out / "v.mp4", fps=10)],
+            preprocess=mode,
+            stats_path=str(out / "s.jsonl"),
+            handle_signals=False,
+        ).run()
         assert result.frames == 12 and result.error is None
         outs[mode] = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((out / "m").glob("*.png"))]
         assert len(read_video(out / "v.mp4")) == 12
@@ -130,8 +135,13 @@ def test_run_command_preprocess_flag(tmp_path, image_folder, capsys):
 
     torch.manual_seed(0)
     ckpt = tmp_path / "espnet.pt"
-    save_checkpoint(ckpt, create_model("espnet", 19).eval(), model_name="espnet", classes=CLASSES,
-                    preprocess=PreprocessSpec(height=32, width=64))
+    save_checkpoint(
+        ckpt,
+        create_model("espnet", 19).eval(),
+        model_name="espnet",
+        classes=CLASSES,
+        preprocess=PreprocessSpec(height=32, width=64),
+    )
     result = run_model(ckpt, source=str(image_folder), preprocess="device", save_masks=tmp_path / "m")
     assert result.frames == 6 and len(list((tmp_path / "m").glob("*.png"))) == 6
     assert "espnet.pt, input 32x64, labels, device stage ← " in capsys.readouterr().err
@@ -218,8 +228,9 @@ class FakeBackend:
 def test_file_frames_overlap_on_the_device_in_order(video_file):
     """A file keeps the device busy: the next frames are submitted while one computes, within the slots."""
     dev = FakeDevice(0.02)
-    result = Pipeline(open_source(str(video_file)), FakeBackend(dev), [NullSink()], queue_size=2,
-                      handle_signals=False).run()
+    result = Pipeline(
+        open_source(str(video_file)), FakeBackend(dev), [NullSink()], queue_size=2, handle_signals=False
+    ).run()
     assert [r["frame"] for r in result.records] == list(range(12))
     assert 3 <= dev.max_in_flight <= 4  # overlap, bounded by queue + the frame emitted + the frame submitted
     assert max(dev.waiting) >= 1 and dev.idle_waits == 0
@@ -268,4 +279,3 @@ def test_cuda_stage_equals_the_host_stage(net, cuda_graph):
         assert np.abs(got.vis.astype(np.int16) - want.vis).max() <= 1
         assert got.times["infer_ms"] > 0 and got.times["upload_ms"] > 0
     dev.close()
-

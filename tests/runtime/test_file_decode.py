@@ -34,11 +34,11 @@ def write_avi(path: Path, n: int = N) -> Path:
 def frame_chunks(data: bytes) -> list[tuple[int, int]]:
     """(offset, size) of every frame's data in the AVI's `movi` list, in order."""
     movi = data.index(b"movi")
-    end = movi + struct.unpack("<I", data[movi - 4: movi])[0]
+    end = movi + struct.unpack("<I", data[movi - 4 : movi])[0]
     chunks, i = [], movi + 4
     while i + 8 <= end:
-        size = struct.unpack("<I", data[i + 4: i + 8])[0]
-        if data[i + 2: i + 4] == b"dc":
+        size = struct.unpack("<I", data[i + 4 : i + 8])[0]
+        if data[i + 2 : i + 4] == b"dc":
             chunks.append((i + 8, size))
         i += 8 + size + (size & 1)
     return chunks
@@ -59,7 +59,7 @@ def test_undecodable_frames_are_skipped_counted_and_leave_a_gap(tmp_path, onnx_m
     assert len(chunks) == N
     for k in (4, 5):  # two frames in a row whose JPEG data is gone
         off, size = chunks[k]
-        data[off: off + size] = bytes(size)
+        data[off : off + size] = bytes(size)
     path.write_bytes(bytes(data))
 
     src = VideoFileSource(path)

@@ -98,8 +98,9 @@ def test_reconnects_with_backoff_then_gives_up_without_hanging(capsys):
         return opened[-1]
 
     delays = []  # the backoff, waited out by recording it instead of sleeping
-    src = LiveSource(opener, "camera 5", max_retries=3, retry_delay=0.01, stall_timeout=5.0,
-                     wait=lambda d: delays.append(d) or False).start()
+    src = LiveSource(
+        opener, "camera 5", max_retries=3, retry_delay=0.01, stall_timeout=5.0, wait=lambda d: delays.append(d) or False
+    ).start()
     got = []
     while (f := src.get(timeout=5.0)) is not None:
         got.append(f.index)
@@ -112,8 +113,9 @@ def test_reconnects_with_backoff_then_gives_up_without_hanging(capsys):
 
 def test_stalled_stream_ends_with_a_message():
     clock = iter(range(0, 10_000, 1))  # one second passes at every reading: no frame for 0.3 s at once
-    src = LiveSource(lambda: SimulatedCamera(hang=30.0), "rtsp://cam", stall_timeout=0.3,
-                     clock=lambda: float(next(clock))).start()
+    src = LiveSource(
+        lambda: SimulatedCamera(hang=30.0), "rtsp://cam", stall_timeout=0.3, clock=lambda: float(next(clock))
+    ).start()
     assert src.get(timeout=60.0) is None
     assert src.error == "rtsp://cam: no frame for 0.3s (stream stalled); stopping"
 
@@ -146,8 +148,12 @@ def test_ctrl_c_or_sigterm_finalises_the_video(tmp_path, onnx_model, signum):
 def test_missing_camera_is_a_one_line_error(onnx_model):
     with pytest.raises(VssegError, match=r"^--camera 97: no camera at index 97"):
         open_source(camera=97)
-    proc = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "run", str(onnx_model), "--camera", "97"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vsseg_edge.cli", "run", str(onnx_model), "--camera", "97"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --camera 97: no camera at index 97")
     assert "Traceback" not in proc.stderr
@@ -185,8 +191,13 @@ def test_live_recording_behind_a_slow_backend_plays_at_real_speed(tmp_path, onnx
     """Latest-frame capture keeps ~1 frame in 6 of a 100 FPS camera: the video's rate is the kept frames'."""
     src = LiveSource(lambda: SimulatedCamera(fps=100.0, nominal_fps=100.0), "simulated camera")
     with open_backend(onnx_model, threads=1) as be:
-        result = Pipeline(src, SlowBackend(be, 0.06), [VideoSink(tmp_path / "slow.mp4", probe_frames=6)],
-                          max_frames=12, handle_signals=False).run()
+        result = Pipeline(
+            src,
+            SlowBackend(be, 0.06),
+            [VideoSink(tmp_path / "slow.mp4", probe_frames=6)],
+            max_frames=12,
+            handle_signals=False,
+        ).run()
     fps = video_fps(tmp_path / "slow.mp4")
     assert fps < 25 and fps == pytest.approx(world_fps(result.records), rel=0.25)  # not the nominal 100
 
@@ -219,8 +230,9 @@ def test_device_that_opens_but_never_gives_a_frame_ends(capsys):
         return opened[-1]
 
     delays = []
-    src = LiveSource(opener, "camera 3", max_retries=3, retry_delay=0.01, stall_timeout=5.0,
-                     wait=lambda d: delays.append(d) or False).start()
+    src = LiveSource(
+        opener, "camera 3", max_retries=3, retry_delay=0.01, stall_timeout=5.0, wait=lambda d: delays.append(d) or False
+    ).start()
     assert src.get(timeout=30.0) is None
     assert delays == [0.01, 0.02, 0.04]  # one count across reopenings, delays doubling
     assert len(opened) == 4 and all(c.released for c in opened)
@@ -242,9 +254,25 @@ def test_sigterm_to_the_cli_finalises_the_video_and_stats(tmp_path, onnx_model):
         writer.write(f)
     writer.release()
     out, stats = tmp_path / "out.mp4", tmp_path / "stats.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "vsseg_edge.cli", "run", str(onnx_model), "--source",
-                             str(long_video), "--save", str(out), "--stats", str(stats), "--threads", "1"],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vsseg_edge.cli",
+            "run",
+            str(onnx_model),
+            "--source",
+            str(long_video),
+            "--save",
+            str(out),
+            "--stats",
+            str(stats),
+            "--threads",
+            "1",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = proc.stderr.readline()  # "<backend> ← <source>": the pipeline is starting
     assert "←" in first, first
     wait_for(lambda: records_streamed(tmp_path, "stats"), proc, what="the first frames' records")
@@ -264,6 +292,7 @@ def test_slow_output_stage_does_not_queue_stale_frames(onnx_model):
     latency is ~4 sink periods (~175 ms here); taking the newest frame only when the output queue is
     empty gives ~2 (the render in progress, then its own).
     """
+
     class SlowSink(Sink):
         def write(self, frame, labels, vis, hud):
             time.sleep(0.04)

@@ -97,8 +97,10 @@ def test_two_files_batched_into_their_own_outputs(tmp_path, batch_onnx, video_fi
     with open_backend(batch_onnx, threads=1) as be:
         assert be.max_batch is None  # the dynamic batch dimension takes any N
         rec = BatchRecorder(be)
-        streams = [_stream("video", open_source(str(video_file)), [MaskSink(tmp_path / "video")]),
-                   _stream("folder", open_source(str(image_folder)), [MaskSink(tmp_path / "folder")])]
+        streams = [
+            _stream("video", open_source(str(video_file)), [MaskSink(tmp_path / "video")]),
+            _stream("folder", open_source(str(image_folder)), [MaskSink(tmp_path / "folder")]),
+        ]
         result = MultiPipeline(streams, rec, handle_signals=False).run()
         spec = be.preprocess_spec
     assert result.stopped_by == "end" and result.error is None
@@ -128,8 +130,9 @@ def test_a_static_batch_model_runs_one_frame_per_step(onnx_model):
     with open_backend(onnx_model, threads=1) as be:
         assert be.max_batch == 1
         rec = BatchRecorder(be)
-        pipe = MultiPipeline([_stream(f"s{k}", ReadySource(3, 50 * k)) for k in range(2)], rec, max_batch=8,
-                             handle_signals=False)
+        pipe = MultiPipeline(
+            [_stream(f"s{k}", ReadySource(3, 50 * k)) for k in range(2)], rec, max_batch=8, handle_signals=False
+        )
         assert pipe.max_batch == 1
         result = pipe.run()
     assert set(rec.sizes) == {1} and result.frames == 6
@@ -151,10 +154,13 @@ def test_a_stalled_source_does_not_stall_the_others(tmp_path, batch_onnx, video_
             return True
 
     with open_backend(batch_onnx, threads=1) as be:
-        streams = [_stream("video", open_source(str(video_file)),
-                           [MaskSink(tmp_path / "video"), ReleaseWhenFilesDone("video")]),
-                   _stream("held", held),
-                   _stream("folder", open_source(str(image_folder)), [ReleaseWhenFilesDone("folder")])]
+        streams = [
+            _stream(
+                "video", open_source(str(video_file)), [MaskSink(tmp_path / "video"), ReleaseWhenFilesDone("video")]
+            ),
+            _stream("held", held),
+            _stream("folder", open_source(str(image_folder)), [ReleaseWhenFilesDone("folder")]),
+        ]
         result = MultiPipeline(streams, be, handle_signals=False).run()
     assert remaining == {"video": 0, "folder": 0} and held.released.is_set()
     assert result.stopped_by == "end" and result.frames == NFRAMES + 6
@@ -205,9 +211,25 @@ def test_cli_two_sources_per_source_masks_and_stats(tmp_path, batch_onnx, video_
     shutil.copy(video_file, a / "cam.mp4")
     shutil.copy(video_file, b / "cam.mp4")
     masks, stats = tmp_path / "masks", tmp_path / "stats"
-    r = CliRunner().invoke(app, ["run", str(batch_onnx), "--source", str(a / "cam.mp4"), "--source", str(b / "cam.mp4"),
-                                 "--source", str(image_folder), "--save-masks", str(masks), "--stats", str(stats),
-                                 "--threads", "1"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(batch_onnx),
+            "--source",
+            str(a / "cam.mp4"),
+            "--source",
+            str(b / "cam.mp4"),
+            "--source",
+            str(image_folder),
+            "--save-masks",
+            str(masks),
+            "--stats",
+            str(stats),
+            "--threads",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     names = ["cam-1", "cam-2", image_folder.name]
     assert sorted(p.name for p in masks.iterdir()) == sorted(names)
@@ -227,12 +249,24 @@ def test_cli_refuses_outputs_over_inputs_and_file_names_for_folders(tmp_path, ba
     shutil.copytree(image_folder, src)
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     runner = CliRunner()
-    r = runner.invoke(app, ["run", str(batch_onnx), "--source", str(src), "--source", str(video_file),
-                            "--save-masks", str(tmp_path)])  # tmp_path/frames would be the masks of 'frames'
+    r = runner.invoke(
+        app, ["run", str(batch_onnx), "--source", str(src), "--source", str(video_file), "--save-masks", str(tmp_path)]
+    )  # tmp_path/frames would be the masks of 'frames'
     assert r.exit_code != 0 and "is an input of this command" in str(r.exception or r.output)
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before
-    r = runner.invoke(app, ["run", str(batch_onnx), "--source", str(src), "--source", str(video_file),
-                            "--save", str(tmp_path / "out.mp4")])
+    r = runner.invoke(
+        app,
+        [
+            "run",
+            str(batch_onnx),
+            "--source",
+            str(src),
+            "--source",
+            str(video_file),
+            "--save",
+            str(tmp_path / "out.mp4"),
+        ],
+    )
     assert r.exit_code != 0 and "names a folder" in str(r.exception or r.output)
     assert not (tmp_path / "out.mp4").exists()
     r = runner.invoke(app, ["run", str(batch_onnx), "--source", str(video_file), "--max-batch", "2"])
@@ -241,8 +275,21 @@ def test_cli_refuses_outputs_over_inputs_and_file_names_for_folders(tmp_path, ba
 
 def test_cli_two_sources_write_one_video_each(tmp_path, batch_onnx, video_file, image_folder):
     out = tmp_path / "videos"
-    r = CliRunner().invoke(app, ["run", str(batch_onnx), "--source", str(video_file), "--source", str(image_folder),
-                                 "--save", str(out), "--threads", "1"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(batch_onnx),
+            "--source",
+            str(video_file),
+            "--source",
+            str(image_folder),
+            "--save",
+            str(out),
+            "--threads",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert len(read_video(out / f"{video_file.stem}.mp4")) == NFRAMES
     assert len(read_video(out / f"{image_folder.name}.mp4")) == 6
@@ -261,9 +308,25 @@ def test_sigterm_stops_every_source_and_writes_the_summary(tmp_path, batch_onnx)
         writer.write(f)
     writer.release()
     stats = tmp_path / "stats"
-    proc = subprocess.Popen([sys.executable, "-m", "vsseg_edge.cli", "run", str(batch_onnx), "--source",
-                             str(long_video), "--source", f"file://{long_video}", "--stats", str(stats),
-                             "--threads", "1"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vsseg_edge.cli",
+            "run",
+            str(batch_onnx),
+            "--source",
+            str(long_video),
+            "--source",
+            f"file://{long_video}",
+            "--stats",
+            str(stats),
+            "--threads",
+            "1",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = proc.stderr.readline()
     assert "2 sources" in first, first
     wait_for(lambda: records_streamed(stats), proc, what="the first frames' records")
@@ -281,20 +344,53 @@ def test_sigterm_stops_every_source_and_writes_the_summary(tmp_path, batch_onnx)
 def test_cli_two_sources_colour_masks_and_frame_json(tmp_path, batch_onnx, video_file, image_folder):
     masks, frames_json = tmp_path / "masks", tmp_path / "frames"
     runner = CliRunner()
-    r = runner.invoke(app, ["run", str(batch_onnx), "--source", str(video_file), "--source", str(image_folder),
-                            "--save-masks", str(masks), "--mask-format", "color", "--frame-json", str(frames_json),
-                            "--threads", "1"])
+    r = runner.invoke(
+        app,
+        [
+            "run",
+            str(batch_onnx),
+            "--source",
+            str(video_file),
+            "--source",
+            str(image_folder),
+            "--save-masks",
+            str(masks),
+            "--mask-format",
+            "color",
+            "--frame-json",
+            str(frames_json),
+            "--threads",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     colour = cv2.imread(str(masks / video_file.stem / "000000.png"), cv2.IMREAD_UNCHANGED)
     assert colour.ndim == 3 and colour.shape[:2] == (H, W)  # class colours, not ids
     lines = (frames_json / f"{image_folder.name}.jsonl").read_text().splitlines()
     assert len(lines) == 6 and all(json.loads(line) for line in lines)
     assert len((frames_json / f"{video_file.stem}.jsonl").read_text().splitlines()) == NFRAMES
-    r = runner.invoke(app, ["run", str(batch_onnx), "--source", str(video_file), "--source", str(image_folder),
-                            "--stats", str(tmp_path / "same"), "--frame-json", str(tmp_path / "same")])
+    r = runner.invoke(
+        app,
+        [
+            "run",
+            str(batch_onnx),
+            "--source",
+            str(video_file),
+            "--source",
+            str(image_folder),
+            "--stats",
+            str(tmp_path / "same"),
+            "--frame-json",
+            str(tmp_path / "same"),
+        ],
+    )
     assert r.exit_code != 0 and "give each output its own folder" in str(r.exception or r.output)
-    for bad, msg in ((["--save", "rtp://127.0.0.1:5004"], "names a folder"), (["--frame-json", "-"], "names a folder"),
-                     (["--preprocess", "device"], "on the host")):
-        r = runner.invoke(app, ["run", str(batch_onnx), "--source", str(video_file), "--source",
-                                str(image_folder), *bad])
+    for bad, msg in (
+        (["--save", "rtp://127.0.0.1:5004"], "names a folder"),
+        (["--frame-json", "-"], "names a folder"),
+        (["--preprocess", "device"], "on the host"),
+    ):
+        r = runner.invoke(
+            app, ["run", str(batch_onnx), "--source", str(video_file), "--source", str(image_folder), *bad]
+        )
         assert r.exit_code != 0 and msg in str(r.exception or r.output), (bad, r.output)

@@ -73,12 +73,16 @@ def test_tensorrt_provider_keeps_its_engines_in_the_user_cache(tmp_path, monkeyp
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(),
-                    reason="needs onnxruntime with the CUDA execution provider (onnxruntime-gpu) and a GPU")
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in ort.get_available_providers(),
+    reason="needs onnxruntime with the CUDA execution provider (onnxruntime-gpu) and a GPU",
+)
 def test_cuda_provider_binds_on_the_device(onnx_model):
     frames = make_frames(2)
-    with open_backend(onnx_model, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]) as gpu, \
-            open_backend(onnx_model, providers=["CPUExecutionProvider"]) as cpu:
+    with (
+        open_backend(onnx_model, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]) as gpu,
+        open_backend(onnx_model, providers=["CPUExecutionProvider"]) as cpu,
+    ):
         assert gpu.device == "CUDA" and gpu.io_binding and gpu._bound is None
         for f in frames:
             batch = preprocess(f, gpu.preprocess_spec)

@@ -30,10 +30,24 @@ def _quantised(tmp_path, onnx_model, target: str):
     spec = manifest_preprocess(man, str(onnx_model))
     frames = [SampledFrame(f"f{i}", (lambda img=img: img)) for i, img in enumerate(make_frames(4))]
     out = tmp_path / f"tiny.{target}.qdq.onnx"
-    quantize_ort(onnx_model, out, target=target, method="minmax", cache_path=tmp_path / f"{target}.json",
-                 reader=FrameReader(frames, spec, "input"))
-    write_manifest(out, "qdq_onnx", model="tiny", classes=man["classes"], preprocess=spec, precision="int8",
-                   parent=onnx_model, target=target)
+    quantize_ort(
+        onnx_model,
+        out,
+        target=target,
+        method="minmax",
+        cache_path=tmp_path / f"{target}.json",
+        reader=FrameReader(frames, spec, "input"),
+    )
+    write_manifest(
+        out,
+        "qdq_onnx",
+        model="tiny",
+        classes=man["classes"],
+        preprocess=spec,
+        precision="int8",
+        parent=onnx_model,
+        target=target,
+    )
     return out, spec
 
 

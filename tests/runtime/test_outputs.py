@@ -37,8 +37,10 @@ def _masks(folder: Path) -> list[np.ndarray]:
     import cv2
 
     masks = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in sorted(folder.glob("*.png"))]
-    return [av.VideoFrame.from_ndarray(m, format="bgr24").reformat(format="yuv420p").to_ndarray(format="bgr24")
-            for m in masks]
+    return [
+        av.VideoFrame.from_ndarray(m, format="bgr24").reformat(format="yuv420p").to_ndarray(format="bgr24")
+        for m in masks
+    ]
 
 
 def _matches(frames: list[np.ndarray], masks: list[np.ndarray]) -> tuple[list[int], float]:
@@ -54,10 +56,10 @@ def _matches(frames: list[np.ndarray], masks: list[np.ndarray]) -> tuple[list[in
 def _top_level_boxes(path: Path) -> list[str]:
     data, boxes, pos = path.read_bytes(), [], 0
     while pos + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[pos: pos + 8])
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
         boxes.append(kind.decode("latin-1"))
         if size == 1:
-            size = struct.unpack(">Q", data[pos + 8: pos + 16])[0]
+            size = struct.unpack(">Q", data[pos + 8 : pos + 16])[0]
         if size < 8:
             break
         pos += size
@@ -66,8 +68,7 @@ def _top_level_boxes(path: Path) -> list[str]:
 
 def test_save_mp4_is_browser_playable_h264_carrying_the_overlay(onnx_model, video_file, tmp_path):
     out, masks = tmp_path / "out.mp4", tmp_path / "masks"
-    result = run_model(onnx_model, source=str(video_file), save=out, save_masks=masks, mask_format="color",
-                       alpha=1.0)
+    result = run_model(onnx_model, source=str(video_file), save=out, save_masks=masks, mask_format="color", alpha=1.0)
     assert result.frames == 12
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
@@ -121,17 +122,29 @@ def test_rtp_output_is_read_back_on_loopback(onnx_model, video_file, tmp_path):
     sdp = tmp_path / "stream.sdp"
     sdp.write_text(rtp_sdp("127.0.0.1", port))
     got, errors = [], []
-    receiver = threading.Thread(target=_receive, args=(str(sdp), got, errors, 12), daemon=True,
-                                kwargs={"format": "sdp", "timeout": (20, 3),
-                                        "options": {"protocol_whitelist": "file,udp,rtp", "reorder_queue_size": "0",
-                                                    "probesize": "32"}})
+    receiver = threading.Thread(
+        target=_receive,
+        args=(str(sdp), got, errors, 12),
+        daemon=True,
+        kwargs={
+            "format": "sdp",
+            "timeout": (20, 3),
+            "options": {"protocol_whitelist": "file,udp,rtp", "reorder_queue_size": "0", "probesize": "32"},
+        },
+    )
     receiver.start()
     # the first packet leaves once the receiver's socket is bound (an RTP packet sent before is lost)
     wait_for(lambda: port_bound(port, "udp") or not receiver.is_alive(), what="the receiver's socket")
     assert not errors, errors
     masks = tmp_path / "masks"
-    result = run_model(onnx_model, source=str(video_file), save=f"rtp://127.0.0.1:{port}", save_masks=masks,
-                       mask_format="color", alpha=1.0)
+    result = run_model(
+        onnx_model,
+        source=str(video_file),
+        save=f"rtp://127.0.0.1:{port}",
+        save_masks=masks,
+        mask_format="color",
+        alpha=1.0,
+    )
     receiver.join(20)
     assert result.frames == 12 and not errors, errors
     assert len(got) >= 8, f"received {len(got)} of 12 frames"
@@ -145,8 +158,12 @@ def test_rtsp_output_publishes_to_a_server_on_loopback(onnx_model, video_file, t
     port = _free_port()
     url = f"rtsp://127.0.0.1:{port}/live"
     got, errors = [], []
-    receiver = threading.Thread(target=_receive, args=(url, got, errors, 10), daemon=True,
-                                kwargs={"options": {"rtsp_flags": "listen", "listen_timeout": "20"}})
+    receiver = threading.Thread(
+        target=_receive,
+        args=(url, got, errors, 10),
+        daemon=True,
+        kwargs={"options": {"rtsp_flags": "listen", "listen_timeout": "20"}},
+    )
     receiver.start()
     # the publisher connects once the server listens (before, its connection is refused)
     wait_for(lambda: port_bound(port, "tcp") or not receiver.is_alive(), what="the RTSP server's socket")
@@ -169,11 +186,14 @@ def test_rtsp_output_without_a_server_fails_in_one_line(onnx_model, video_file):
         run_model(onnx_model, source=str(video_file), save=url)
 
 
-@pytest.mark.parametrize("url, message", [
-    ("rtp://127.0.0.1", "expected rtp://HOST:PORT"),
-    ("rtp://@:5000", "expected rtp://HOST:PORT"),
-    ("rtmp://host/app", "expected a video file"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("rtp://127.0.0.1", "expected rtp://HOST:PORT"),
+        ("rtp://@:5000", "expected rtp://HOST:PORT"),
+        ("rtmp://host/app", "expected a video file"),
+    ],
+)
 def test_bad_stream_outputs_are_refused_before_the_run(onnx_model, video_file, url, message):
     with pytest.raises(VssegError, match=message):
         run_model(onnx_model, source=str(video_file), save=url)
@@ -292,10 +312,17 @@ def test_class_file_renames_and_recolours_a_model(onnx_model, image_folder, tmp_
     from vsseg_edge.core.labels import CITYSCAPES
 
     names = [f"c{i}" for i in range(19)]
-    (tmp_path / "mine.yaml").write_text(json.dumps({"classes": [{"name": n, "color": [i, 2 * i, 3 * i]}
-                                                                for i, n in enumerate(names)]}))
-    run_model(onnx_model, source=str(image_folder), save_masks=tmp_path / "c", mask_format="color",
-              classes=str(tmp_path / "mine.yaml"), frame_json=str(tmp_path / "f.jsonl"))
+    (tmp_path / "mine.yaml").write_text(
+        json.dumps({"classes": [{"name": n, "color": [i, 2 * i, 3 * i]} for i, n in enumerate(names)]})
+    )
+    run_model(
+        onnx_model,
+        source=str(image_folder),
+        save_masks=tmp_path / "c",
+        mask_format="color",
+        classes=str(tmp_path / "mine.yaml"),
+        frame_json=str(tmp_path / "f.jsonl"),
+    )
     colour = cv2.imread(str(sorted((tmp_path / "c").glob("*.png"))[0]), cv2.IMREAD_COLOR)
     ids = colour[..., 2]  # red channel = i (RGB (i, 2i, 3i) is stored as BGR (3i, 2i, i))
     assert np.array_equal(colour[..., 1], 2 * ids) and np.array_equal(colour[..., 0], 3 * ids)
@@ -305,13 +332,17 @@ def test_class_file_renames_and_recolours_a_model(onnx_model, image_folder, tmp_
     with pytest.raises(VssegError, match="the model predicts 19 classes, the class file 'three' has 3"):
         run_model(onnx_model, source=str(image_folder), classes=str(tmp_path / "three.yaml"))
     with pytest.raises(VssegError, match="Cityscapes label ids need a Cityscapes model"):
-        run_model(onnx_model, source=str(image_folder), classes=str(tmp_path / "mine.yaml"),
-                  save_masks=tmp_path / "l", mask_format="labelids")
+        run_model(
+            onnx_model,
+            source=str(image_folder),
+            classes=str(tmp_path / "mine.yaml"),
+            save_masks=tmp_path / "l",
+            mask_format="labelids",
+        )
     assert CITYSCAPES.num_classes == 19
 
 
-def test_a_failed_h264_write_leaves_no_file_and_a_short_file_is_refused(monkeypatch, onnx_model, video_file,
-                                                                         tmp_path):
+def test_a_failed_h264_write_leaves_no_file_and_a_short_file_is_refused(monkeypatch, onnx_model, video_file, tmp_path):
     """A full disk mid-run (FFmpeg's OSError) ends the run in one line with no file; the read-back check names
     a finished file that holds fewer frames than written."""
     import errno

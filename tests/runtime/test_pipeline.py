@@ -37,8 +37,9 @@ def test_video_ort_every_frame_labels_video_and_stats(tmp_path, onnx_model, vide
     out_video, masks, stats = tmp_path / "out.mp4", tmp_path / "masks", tmp_path / "stats.jsonl"
     with open_backend(onnx_model, threads=1) as be:
         src = open_source(str(video_file))
-        result = Pipeline(src, be, [VideoSink(out_video, fps=src.fps), MaskSink(masks)],
-                          stats_path=str(stats), handle_signals=False).run()
+        result = Pipeline(
+            src, be, [VideoSink(out_video, fps=src.fps), MaskSink(masks)], stats_path=str(stats), handle_signals=False
+        ).run()
     assert result.frames == NFRAMES and result.stopped_by == "end" and result.error is None
     expected = offline_ort_labels(onnx_model, frames, be.preprocess_spec)
     got = [cv2.imread(str(masks / f"{i:06d}.png"), cv2.IMREAD_UNCHANGED) for i in range(NFRAMES)]
@@ -84,8 +85,9 @@ def test_labels_output_model_equals_logits_argmax(tmp_path, onnx_model, onnx_lab
         outs[key] = sorted((tmp_path / key).glob("*.png"))
     assert len(outs["logits"]) == len(outs["labels"]) == 6
     for a, b in zip(outs["logits"], outs["labels"]):
-        np.testing.assert_array_equal(cv2.imread(str(a), cv2.IMREAD_UNCHANGED),
-                                      cv2.imread(str(b), cv2.IMREAD_UNCHANGED))
+        np.testing.assert_array_equal(
+            cv2.imread(str(a), cv2.IMREAD_UNCHANGED), cv2.imread(str(b), cv2.IMREAD_UNCHANGED)
+        )
 
 
 def test_frames_resized_to_model_and_labels_back_to_frame_size(tmp_path, onnx_model):
@@ -98,8 +100,9 @@ def test_frames_resized_to_model_and_labels_back_to_frame_size(tmp_path, onnx_mo
 
 def test_max_frames_stops_and_finalises_video(tmp_path, onnx_model, video_file):
     with open_backend(onnx_model) as be:
-        result = Pipeline(open_source(str(video_file)), be, [VideoSink(tmp_path / "v.mp4")], max_frames=3,
-                          handle_signals=False).run()
+        result = Pipeline(
+            open_source(str(video_file)), be, [VideoSink(tmp_path / "v.mp4")], max_frames=3, handle_signals=False
+        ).run()
     assert result.frames == 3 and result.stopped_by == "max-frames"
     assert len(read_video(tmp_path / "v.mp4")) == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
@@ -149,8 +152,9 @@ def test_checkpoint_through_the_run_command(tmp_path, image_folder):
     spec = PreprocessSpec(height=64, width=128)
     ckpt = tmp_path / "espnet.pt"
     save_checkpoint(ckpt, model, model_name="espnet", classes=list(CITYSCAPES.classes), preprocess=spec)
-    result = run_model(ckpt, source=str(image_folder), save_masks=tmp_path / "m", stats=tmp_path / "s.jsonl",
-                       save=tmp_path / "v.mp4")
+    result = run_model(
+        ckpt, source=str(image_folder), save_masks=tmp_path / "m", stats=tmp_path / "s.jsonl", save=tmp_path / "v.mp4"
+    )
     assert result.frames == 6 and len((tmp_path / "s.jsonl").read_text().splitlines()) == 6
     assert len(read_video(tmp_path / "v.mp4")) == 6
     for png in sorted(image_folder.glob("*.png")):
@@ -193,8 +197,8 @@ def test_file_source_under_a_slow_backend_keeps_every_frame_in_order(onnx_model,
     from tests.runtime.test_live import SlowBackend
 
     with open_backend(onnx_model, threads=1) as be:
-        result = Pipeline(open_source(str(video_file)), SlowBackend(be, 0.02), [NullSink()], queue_size=1,
-                          handle_signals=False).run()
+        result = Pipeline(
+            open_source(str(video_file)), SlowBackend(be, 0.02), [NullSink()], queue_size=1, handle_signals=False
+        ).run()
     assert [r["frame"] for r in result.records] == list(range(NFRAMES))
     assert result.summary["drops"] == 0 and result.stopped_by == "end"
-

@@ -76,8 +76,12 @@ def test_q_or_esc_stops_cleanly_and_finalises_the_video(tmp_path, display, onnx_
     gui = FakeHighGui(keys={3: key})
     window = HudRecordingWindow(gui=gui)
     with open_backend(onnx_model, threads=1) as be:  # 30 ms a frame: the window pumps ~3 times per frame
-        result = Pipeline(open_source(str(video_file)), SlowBackend(be, 0.03),
-                          [window, VideoSink(tmp_path / "v.mp4")], handle_signals=False).run()
+        result = Pipeline(
+            open_source(str(video_file)),
+            SlowBackend(be, 0.03),
+            [window, VideoSink(tmp_path / "v.mp4")],
+            handle_signals=False,
+        ).run()
     assert result.stopped_by == "user" and result.error is None
     assert 3 <= result.frames < 12  # stopped at the key, not at the end of the 12-frame video
     assert len(read_video(tmp_path / "v.mp4")) == result.frames  # the video is finalised and complete
@@ -132,8 +136,13 @@ def test_show_refused_by_the_cli_before_opening_anything(onnx_model, image_folde
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     if display_value:
         env["DISPLAY"] = display_value
-    proc = subprocess.run([sys.executable, "-m", "vsseg_edge.cli", "run", str(onnx_model), "--source",
-                           str(image_folder), "--show"], capture_output=True, text=True, timeout=60, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vsseg_edge.cli", "run", str(onnx_model), "--source", str(image_folder), "--show"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     expected = "no display" if display_value is None else "this OpenCV has no windows"
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[0]]

@@ -10,8 +10,9 @@ from vsseg_edge.runtime.stats import STAGES, format_summary, summarize
 
 
 def test_summary_percentiles_interval_and_fps():
-    recs = [{"frame": i, **{s: float(i) for s in STAGES}, "latency_ms": 10.0 * i, "t_done": 0.5 * i}
-            for i in range(101)]
+    recs = [
+        {"frame": i, **{s: float(i) for s in STAGES}, "latency_ms": 10.0 * i, "t_done": 0.5 * i} for i in range(101)
+    ]
     s = summarize(recs, drops=7, decode_failures=1)
     assert s["frames"] == 101 and s["drops"] == 7 and s["decode_failures"] == 1
     assert s["infer_ms"]["p50"] == 50.0 and s["infer_ms"]["p99"] == 99.0

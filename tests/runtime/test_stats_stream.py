@@ -13,8 +13,16 @@ from vsseg_edge.runtime.stats import FIELDS, FrameTimes, Records, StatsCollector
 def make_records(n: int) -> list[dict]:
     recs = []
     for i in range(n):
-        t = FrameTimes(i, 100.0 + 0.04 * i, 1.0 + i % 7, 2.0 + i % 5, 9.0 + i % 13, 0.5 + i % 3, 1.5 + i % 2,
-                       t_done=100.02 + 0.04 * i + 0.001 * (i % 4))
+        t = FrameTimes(
+            i,
+            100.0 + 0.04 * i,
+            1.0 + i % 7,
+            2.0 + i % 5,
+            9.0 + i % 13,
+            0.5 + i % 3,
+            1.5 + i % 2,
+            t_done=100.02 + 0.04 * i + 0.001 * (i % 4),
+        )
         recs.append(t.record(drops=i // 10, decode_failures=i // 50))
     return recs
 

@@ -46,8 +46,10 @@ class _BatchContext(_FakeContext):
 
 
 class _BatchEngine(_FakeEngineV3):
-    _io = [("labels", "out", (-1, SPEC.height, SPEC.width), np.uint8),
-           ("input", "in", (-1, 3, SPEC.height, SPEC.width), np.float32)]
+    _io = [
+        ("labels", "out", (-1, SPEC.height, SPEC.width), np.uint8),
+        ("input", "in", (-1, 3, SPEC.height, SPEC.width), np.float32),
+    ]
 
     def create_execution_context(self):
         self.context = _BatchContext(self)
@@ -58,10 +60,17 @@ def _engine_file(tmp_path, batch):
     path = tmp_path / "batched.engine"
     path.write_bytes(b"read by the test double only")
     settings = {"precision": "fp16", "batch": batch}
-    write_manifest(path, "engine", model="tiny", classes=["a", "b", "c"], preprocess=SPEC, output="labels",
-                   precision="fp16", build={"settings": settings, "plan": {}},
-                   tensorrt={"version": "10.3.0",
-                             "gpu": {"index": 0, "name": "Fake GPU", "compute_capability": [8, 7]}})
+    write_manifest(
+        path,
+        "engine",
+        model="tiny",
+        classes=["a", "b", "c"],
+        preprocess=SPEC,
+        output="labels",
+        precision="fp16",
+        build={"settings": settings, "plan": {}},
+        tensorrt={"version": "10.3.0", "gpu": {"index": 0, "name": "Fake GPU", "compute_capability": [8, 7]}},
+    )
     return path
 
 

@@ -26,6 +26,7 @@ SPEC = PreprocessSpec(height=4, width=6)
 # ---------------------------------------------------------------- test double of tensorrt / cudart ----
 def fake_cudart(mem: HostMemory, gpu=b"Fake GPU", cc=(8, 7)):
     """Test double of cuda-python's runtime module (only the calls the backend makes)."""
+
     def memcpy(dst, src, n, kind, stream):
         mem.calls.append(("memcpy", kind))
         ctypes.memmove(dst, src, n)
@@ -35,13 +36,20 @@ def fake_cudart(mem: HostMemory, gpu=b"Fake GPU", cc=(8, 7)):
         def fn(*args):
             mem.calls.append((name,))
             return (0, *ret)
+
         return fn
 
     return types.SimpleNamespace(
         cudaMemcpyKind=types.SimpleNamespace(cudaMemcpyHostToDevice="h2d", cudaMemcpyDeviceToHost="d2h"),
-        cudaMallocHost=mem.alloc, cudaMalloc=mem.alloc, cudaFree=mem.free, cudaFreeHost=mem.free,
-        cudaMemcpyAsync=memcpy, cudaSetDevice=record("set_device"), cudaStreamCreate=record("stream_create", 7),
-        cudaStreamSynchronize=record("sync"), cudaStreamDestroy=record("stream_destroy"),
+        cudaMallocHost=mem.alloc,
+        cudaMalloc=mem.alloc,
+        cudaFree=mem.free,
+        cudaFreeHost=mem.free,
+        cudaMemcpyAsync=memcpy,
+        cudaSetDevice=record("set_device"),
+        cudaStreamCreate=record("stream_create", 7),
+        cudaStreamSynchronize=record("sync"),
+        cudaStreamDestroy=record("stream_destroy"),
         cudaGetDeviceProperties=lambda d: (0, types.SimpleNamespace(name=gpu, major=cc[0], minor=cc[1])),
         cudaGetDeviceCount=lambda: (0, 1),
     )
@@ -94,19 +102,28 @@ def fake_tensorrt(engine, version="10.3.0"):
     """Test double of the `tensorrt` module; `nptype` maps the double's numpy dtypes to themselves."""
     runtime = types.SimpleNamespace(deserialize_cuda_engine=lambda blob: engine)
     return types.SimpleNamespace(
-        __version__=version, TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
+        __version__=version,
+        TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
         Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
-        Runtime=lambda logger: runtime, nptype=lambda dt: dt)
+        Runtime=lambda logger: runtime,
+        nptype=lambda dt: dt,
+    )
 
 
 @pytest.fixture
 def engine_file(tmp_path):
     path = tmp_path / "tiny.engine"
     path.write_bytes(b"not a real engine: read by the test double only")
-    write_manifest(path, "engine", model="tiny", classes=["a", "b", "c"], preprocess=SPEC, output="labels",
-                   precision="fp16",
-                   tensorrt={"version": "10.3.0",
-                             "gpu": {"index": 0, "name": "Fake GPU", "compute_capability": [8, 7]}})
+    write_manifest(
+        path,
+        "engine",
+        model="tiny",
+        classes=["a", "b", "c"],
+        preprocess=SPEC,
+        output="labels",
+        precision="fp16",
+        tensorrt={"version": "10.3.0", "gpu": {"index": 0, "name": "Fake GPU", "compute_capability": [8, 7]}},
+    )
     return path
 
 
@@ -142,8 +159,9 @@ def test_refuses_engine_from_another_tensorrt_or_gpu(engine_file):
     with pytest.raises(VssegError, match=r"built with TensorRT 10.3.0, this machine has 10.7.0"):
         trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(_FakeEngineV3(), "10.7.0"), fake_cudart(mem)))
     with pytest.raises(VssegError, match=r"built for Fake GPU \(sm_87\), this GPU is Other GPU \(sm_86\)"):
-        trt_backend.TrtBackend(engine_file, modules=(fake_tensorrt(_FakeEngineV3()),
-                                                     fake_cudart(mem, gpu=b"Other GPU", cc=(8, 6))))
+        trt_backend.TrtBackend(
+            engine_file, modules=(fake_tensorrt(_FakeEngineV3()), fake_cudart(mem, gpu=b"Other GPU", cc=(8, 6)))
+        )
 
 
 def test_wrong_input_dtype_is_refused_and_buffers_freed(engine_file):

@@ -44,12 +44,14 @@ class Cuda(HostMemory):
             def fn(*args):
                 self.log.append((name, *args))
                 return (0, *ret)
+
             return fn
 
         def new(kind):
             def fn(*args):  # streams are handles TensorRT takes as int(stream); events are opaque objects
                 self._n += 1
                 return 0, (1000 + self._n if kind == "stream" else f"event{self._n}")
+
             return fn
 
         def memcpy(dst, src, n, kind, stream):
@@ -58,15 +60,25 @@ class Cuda(HostMemory):
             return (0,)
 
         return types.SimpleNamespace(
-            cudaMemcpyKind=self.kind, cudaMallocHost=self.alloc, cudaMalloc=self.alloc, cudaFree=self.free,
-            cudaFreeHost=self.free, cudaMemcpyAsync=memcpy, cudaSetDevice=ok("set_device"),
-            cudaStreamCreate=new("stream"), cudaStreamSynchronize=ok("sync"), cudaStreamDestroy=ok("stream_destroy"),
-            cudaEventCreate=new("event"), cudaEventDestroy=ok("event_destroy"), cudaEventRecord=ok("record"),
-            cudaStreamWaitEvent=ok("wait"), cudaEventSynchronize=ok("event_sync"),
+            cudaMemcpyKind=self.kind,
+            cudaMallocHost=self.alloc,
+            cudaMalloc=self.alloc,
+            cudaFree=self.free,
+            cudaFreeHost=self.free,
+            cudaMemcpyAsync=memcpy,
+            cudaSetDevice=ok("set_device"),
+            cudaStreamCreate=new("stream"),
+            cudaStreamSynchronize=ok("sync"),
+            cudaStreamDestroy=ok("stream_destroy"),
+            cudaEventCreate=new("event"),
+            cudaEventDestroy=ok("event_destroy"),
+            cudaEventRecord=ok("record"),
+            cudaStreamWaitEvent=ok("wait"),
+            cudaEventSynchronize=ok("event_sync"),
             cudaEventElapsedTime=lambda a, b: (0, 0.25),
             cudaGetDeviceProperties=lambda d: (0, types.SimpleNamespace(name=b"Fake GPU", major=8, minor=7)),
-            cudaGetDeviceCount=lambda: (0, 1))
-
+            cudaGetDeviceCount=lambda: (0, 1),
+        )
 
 
 def _array(ptr, shape, dtype):
@@ -79,8 +91,10 @@ class Engine(TensorTableEngine):
 
     def __init__(self, spec: PreprocessSpec):
         self.spec = spec
-        self._io = [("input", "in", spec.input_shape(1), np.dtype(spec.dtype)),
-                    ("labels", "out", (1, spec.height, spec.width), np.dtype(np.uint8))]
+        self._io = [
+            ("input", "in", spec.input_shape(1), np.dtype(spec.dtype)),
+            ("labels", "out", (1, spec.height, spec.width), np.dtype(np.uint8)),
+        ]
         self.inputs_seen: list[np.ndarray] = []
 
     def create_execution_context(self):
@@ -103,7 +117,8 @@ class Engine(TensorTableEngine):
                 channel = x[0, ..., 2] if engine.spec.layout == "nhwc" else x[0, 2]
                 threshold = 128 if engine.spec.dtype == "uint8" else 0.0
                 _array(self.addresses["labels"], (1, engine.spec.height, engine.spec.width), np.uint8)[0] = (
-                    channel > threshold)
+                    channel > threshold
+                )
                 return True
 
         self.executed = []
@@ -113,14 +128,24 @@ class Engine(TensorTableEngine):
 def open_trt(tmp_path, spec: PreprocessSpec, cuda: Cuda):
     path = tmp_path / "m.engine"
     path.write_bytes(b"read by the test double only")
-    write_manifest(path, "engine", model="m", classes=list(CITYSCAPES.classes), preprocess=spec, output="labels",
-                   precision="fp16", tensorrt={"version": "10.3.0", "gpu": GPU})
+    write_manifest(
+        path,
+        "engine",
+        model="m",
+        classes=list(CITYSCAPES.classes),
+        preprocess=spec,
+        output="labels",
+        precision="fp16",
+        tensorrt={"version": "10.3.0", "gpu": GPU},
+    )
     engine = Engine(spec)
     trt = types.SimpleNamespace(
-        __version__="10.3.0", TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
+        __version__="10.3.0",
+        TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
         Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
         Runtime=lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda blob: engine),
-        nptype=lambda dt: dt)
+        nptype=lambda dt: dt,
+    )
     return trt_backend.TrtBackend(path, modules=(trt, cuda.module())), engine
 
 
@@ -143,8 +168,12 @@ def test_camera_frame_engine_gets_the_frame_as_it_is_on_three_streams(tmp_path):
     # per frame: upload on its stream, compute waits for the upload's event, download waits for the compute's
     per_frame = [c for c in cuda.log if c[0] in ("memcpy", "wait")][:4]
     ev_u1 = pending[0]._slot.ev["u1"]
-    assert per_frame == [("memcpy", "h2d", up), ("wait", compute, ev_u1, 0),
-                         ("wait", down, pending[0]._slot.ev["c1"], 0), ("memcpy", "d2h", down)]
+    assert per_frame == [
+        ("memcpy", "h2d", up),
+        ("wait", compute, ev_u1, 0),
+        ("wait", down, pending[0]._slot.ev["c1"], 0),
+        ("memcpy", "d2h", down),
+    ]
     assert [stream for stream, _ in engine.executed] == [compute] * 4
     assert [a["input"] for _, a in engine.executed[:3]] == [p._slot.inp.device for p in pending]
     stage.close()
@@ -189,8 +218,11 @@ def test_a_failed_slot_allocation_frees_what_was_made(tmp_path):
 
     def alloc(nbytes):
         calls["n"] += 1
-        return real(nbytes) if calls["n"] <= 3 else (types.SimpleNamespace(value=2, name="cudaErrorMemoryAllocation"),
-                                                     None)
+        return (
+            real(nbytes)
+            if calls["n"] <= 3
+            else (types.SimpleNamespace(value=2, name="cudaErrorMemoryAllocation"), None)
+        )
 
     be._cudart.cudaMalloc = be._cudart.cudaMallocHost = alloc
     before = set(cuda.blocks)

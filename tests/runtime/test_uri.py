@@ -11,32 +11,38 @@ from vsseg_edge.runtime.sources import FolderSource, VideoFileSource, csi_pipeli
 from vsseg_edge.runtime.uri import FLIPS, SourceOptions, flip_frame, parse_source, rtp_input_sdp
 
 
-@pytest.mark.parametrize("text, kind, location, index", [
-    ("csi://0", "csi", "0", 0),
-    ("csi://2", "csi", "2", 2),
-    ("v4l2:///dev/video0", "v4l2", "/dev/video0", 0),
-    ("/dev/video1", "v4l2", "/dev/video1", 1),
-    ("/dev/v4l/by-id/usb-Logitech-video-index0", "v4l2", "/dev/v4l/by-id/usb-Logitech-video-index0", None),
-    ("3", "v4l2", "/dev/video3", 3),
-    ("rtsp://user:pw@10.0.0.2:554/stream1", "stream", "rtsp://user:pw@10.0.0.2:554/stream1", None),
-    ("http://cam.local/mjpg", "stream", "http://cam.local/mjpg", None),
-    ("rtp://@:1234", "rtp", "rtp://@:1234", None),
-    ("rtp://224.0.0.1:5000", "rtp", "rtp://224.0.0.1:5000", None),
-    ("v4l2src ! videoconvert ! appsink", "gstreamer", "v4l2src ! videoconvert ! appsink", None),
-])
+@pytest.mark.parametrize(
+    "text, kind, location, index",
+    [
+        ("csi://0", "csi", "0", 0),
+        ("csi://2", "csi", "2", 2),
+        ("v4l2:///dev/video0", "v4l2", "/dev/video0", 0),
+        ("/dev/video1", "v4l2", "/dev/video1", 1),
+        ("/dev/v4l/by-id/usb-Logitech-video-index0", "v4l2", "/dev/v4l/by-id/usb-Logitech-video-index0", None),
+        ("3", "v4l2", "/dev/video3", 3),
+        ("rtsp://user:pw@10.0.0.2:554/stream1", "stream", "rtsp://user:pw@10.0.0.2:554/stream1", None),
+        ("http://cam.local/mjpg", "stream", "http://cam.local/mjpg", None),
+        ("rtp://@:1234", "rtp", "rtp://@:1234", None),
+        ("rtp://224.0.0.1:5000", "rtp", "rtp://224.0.0.1:5000", None),
+        ("v4l2src ! videoconvert ! appsink", "gstreamer", "v4l2src ! videoconvert ! appsink", None),
+    ],
+)
 def test_device_and_network_uris(text, kind, location, index):
     uri = parse_source(text)
     assert (uri.kind, uri.location, uri.index) == (kind, location, index)
     assert uri.live
 
 
-@pytest.mark.parametrize("text, message", [
-    ("csi://front", "expected csi://N with N the sensor id"),
-    ("v4l2://video0", r"expected v4l2:///dev/videoN"),
-    ("rtp://@", r"expected rtp://@:PORT"),
-    ("ftp://host/x.mp4", r"unknown scheme ftp://"),
-    ("", "--source: empty"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("csi://front", "expected csi://N with N the sensor id"),
+        ("v4l2://video0", r"expected v4l2:///dev/videoN"),
+        ("rtp://@", r"expected rtp://@:PORT"),
+        ("ftp://host/x.mp4", r"unknown scheme ftp://"),
+        ("", "--source: empty"),
+    ],
+)
 def test_bad_uris_fail_in_one_line(text, message):
     with pytest.raises(VssegError, match=message) as info:
         parse_source(text)
@@ -56,11 +62,17 @@ def test_files_folders_globs_and_file_uris(video_file, image_folder, tmp_path, m
         cv2.imwrite(str(tmp_path / f"frame_{i}.jpg"), np.zeros((8, 8, 3), np.uint8))
     (tmp_path / "notes.txt").write_text("x")
     uri = parse_source(str(tmp_path / "frame_*"))
-    assert uri.kind == "images" and [f.rsplit("/", 1)[1] for f in uri.files] == ["frame_1.jpg", "frame_2.jpg",
-                                                                                  "frame_10.jpg"]
+    assert uri.kind == "images" and [f.rsplit("/", 1)[1] for f in uri.files] == [
+        "frame_1.jpg",
+        "frame_2.jpg",
+        "frame_10.jpg",
+    ]
     src = open_source(str(tmp_path / "*.jpg"))
-    assert isinstance(src, FolderSource) and [p.name for p in src.files] == ["frame_1.jpg", "frame_2.jpg",
-                                                                           "frame_10.jpg"]
+    assert isinstance(src, FolderSource) and [p.name for p in src.files] == [
+        "frame_1.jpg",
+        "frame_2.jpg",
+        "frame_10.jpg",
+    ]
     assert isinstance(open_source(f"file://{video_file}"), VideoFileSource)
     with pytest.raises(VssegError, match=r"^--source .*\*\.png: no images match this pattern"):
         parse_source(str(tmp_path / "*.png"))
@@ -72,10 +84,13 @@ def test_options_are_checked_in_jetson_words():
     assert SourceOptions(width=1920, height=1080).size == (1080, 1920)
     assert SourceOptions(flip="rotate-180").flip_method == 2
     assert SourceOptions(flip="upper-left-diagonal").flip_method == 7
-    for kwargs, message in (({"width": 640}, "--input-width and --input-height: give both"),
-                            ({"flip": "mirror"}, "--input-flip mirror: expected one of none, counterclockwise"),
-                            ({"rate": 0}, "--input-rate 0"), ({"codec": "av1"}, "--input-codec av1"),
-                            ({"sensor_mode": -1}, "--sensor-mode -1")):
+    for kwargs, message in (
+        ({"width": 640}, "--input-width and --input-height: give both"),
+        ({"flip": "mirror"}, "--input-flip mirror: expected one of none, counterclockwise"),
+        ({"rate": 0}, "--input-rate 0"),
+        ({"codec": "av1"}, "--input-codec av1"),
+        ({"sensor_mode": -1}, "--sensor-mode -1"),
+    ):
         with pytest.raises(VssegError, match=message):
             SourceOptions(**kwargs)
 
@@ -106,8 +121,7 @@ def test_csi_pipeline_takes_sensor_mode_size_rate_and_flip(monkeypatch):
     monkeypatch.setattr(sources, "_opencv_has", lambda name: True)
     monkeypatch.setattr(sources, "_stream_opener", lambda pipe, api, what: seen.setdefault("pipe", pipe) and _fail())
     with pytest.raises(VssegError, match="no camera here"):
-        open_source("csi://1", options=SourceOptions(width=1920, height=1080, rate=60, flip="clockwise",
-                                                     sensor_mode=0))
+        open_source("csi://1", options=SourceOptions(width=1920, height=1080, rate=60, flip="clockwise", sensor_mode=0))
     assert "sensor-id=1 sensor-mode=0" in seen["pipe"] and "flip-method=3" in seen["pipe"]
     assert "framerate=60/1" in seen["pipe"] and "width=1920, height=1080" in seen["pipe"]
 

@@ -44,6 +44,7 @@ def export_uint8_labels(path: Path, *, batch: bool = True) -> Path:
     from vsseg_edge.core.preprocess import PreprocessSpec
 
     spec = PreprocessSpec(height=H, width=W, layout="nhwc", dtype="uint8")
+
     class Wrapped(nn.Module):
         def __init__(self):
             super().__init__()
@@ -58,11 +59,25 @@ def export_uint8_labels(path: Path, *, batch: bool = True) -> Path:
     axes = {"input": {0: "batch"}, "labels": {0: "batch"}} if batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(Wrapped().eval(), torch.zeros(spec.input_shape(2 if batch else 1), dtype=torch.uint8),
-                          str(path), input_names=["input"], output_names=["labels"], opset_version=17, dynamo=False,
-                          dynamic_axes=axes)
-    write_manifest(path, "onnx", model="tiny", classes=list(CITYSCAPES.classes), preprocess=spec, output="labels",
-                   dynamic_batch=batch)
+        torch.onnx.export(
+            Wrapped().eval(),
+            torch.zeros(spec.input_shape(2 if batch else 1), dtype=torch.uint8),
+            str(path),
+            input_names=["input"],
+            output_names=["labels"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes=axes,
+        )
+    write_manifest(
+        path,
+        "onnx",
+        model="tiny",
+        classes=list(CITYSCAPES.classes),
+        preprocess=spec,
+        output="labels",
+        dynamic_batch=batch,
+    )
     return path
 
 

@@ -13,8 +13,9 @@ from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.fileio import sha256_file
 from vsseg_edge.core.manifest import read_manifest, write_manifest
 
-pb = pytest.importorskip("tritonclient.grpc.model_config_pb2",
-                         reason="tritonclient is not installed (pip install 'vsseg-edge[serve]')")
+pb = pytest.importorskip(
+    "tritonclient.grpc.model_config_pb2", reason="tritonclient is not installed (pip install 'vsseg-edge[serve]')"
+)
 
 
 def parse(path):
@@ -25,8 +26,21 @@ def parse(path):
 
 def test_dynamic_batch_uint8_model(tmp_path, serve_models):
     model = serve_models["uint8_labels"]
-    r = CliRunner().invoke(app, ["export-triton", str(model), "--repo", str(tmp_path / "repo"), "--name", "seg",
-                                 "--max-batch", "16", "--instances", "2"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "export-triton",
+            str(model),
+            "--repo",
+            str(tmp_path / "repo"),
+            "--name",
+            "seg",
+            "--max-batch",
+            "16",
+            "--instances",
+            "2",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert f"tritonserver --model-repository {(tmp_path / 'repo').resolve()}" in r.output
     entry = tmp_path / "repo" / "seg"
@@ -70,9 +84,16 @@ def _fake_engine(tmp_path, onnx, batch):
     shutil.copy(onnx.with_name(onnx.name + ".json"), src.with_name(src.name + ".json"))
     engine = folder / "tiny.fp16.engine"
     engine.write_bytes(b"a serialized engine (not read by export-triton)")
-    write_manifest(engine, "engine", **_manifest_args(src), precision="fp16", parent=src, onnx_sha256=sha256_file(src),
-                   build={"settings": {"precision": "fp16", "batch": batch}, "plan": {}},
-                   tensorrt={"version": "10.3.0", "gpu": {"name": "Fake GPU", "compute_capability": [8, 7]}})
+    write_manifest(
+        engine,
+        "engine",
+        **_manifest_args(src),
+        precision="fp16",
+        parent=src,
+        onnx_sha256=sha256_file(src),
+        build={"settings": {"precision": "fp16", "batch": batch}, "plan": {}},
+        tensorrt={"version": "10.3.0", "gpu": {"name": "Fake GPU", "compute_capability": [8, 7]}},
+    )
     return engine, src
 
 
@@ -134,5 +155,9 @@ def _manifest_args(model):
     from vsseg_edge.core.manifest import manifest_preprocess
 
     man = read_manifest(model)
-    return {"model": man["model"], "classes": man["classes"], "preprocess": manifest_preprocess(man, "x"),
-            "output": man["output"]}
+    return {
+        "model": man["model"],
+        "classes": man["classes"],
+        "preprocess": manifest_preprocess(man, "x"),
+        "output": man["output"],
+    }

@@ -37,14 +37,17 @@ def test_batch_of_frames_gives_run_labels(serve_models, kind, size):
     assert batches == ([1] * 5 if kind == "logits_static" else [5])  # a static-batch graph runs frame by frame
 
 
-@pytest.mark.parametrize("bad,why", [
-    (np.zeros((2, 8, 8, 3), np.float32), "float32"),
-    (np.zeros((8, 8, 3), np.uint8), "(8, 8, 3)"),
-    (np.zeros((1, 8, 8, 4), np.uint8), "(1, 8, 8, 4)"),
-    (np.zeros((1, 0, 8, 3), np.uint8), "(1, 0, 8, 3)"),
-    (np.zeros((0, 8, 8, 3), np.uint8), "(0, 8, 8, 3)"),
-    ([[1, 2, 3]], "list"),
-])
+@pytest.mark.parametrize(
+    "bad,why",
+    [
+        (np.zeros((2, 8, 8, 3), np.float32), "float32"),
+        (np.zeros((8, 8, 3), np.uint8), "(8, 8, 3)"),
+        (np.zeros((1, 8, 8, 4), np.uint8), "(1, 8, 8, 4)"),
+        (np.zeros((1, 0, 8, 3), np.uint8), "(1, 0, 8, 3)"),
+        (np.zeros((0, 8, 8, 3), np.uint8), "(0, 8, 8, 3)"),
+        ([[1, 2, 3]], "list"),
+    ],
+)
 def test_malformed_frames_are_one_line_errors(bad, why):
     with pytest.raises(VssegError) as info:
         check_frames(bad)
@@ -70,8 +73,12 @@ def test_torch_backend_serves_the_same_way():
     from vsseg_edge.core.preprocess import PreprocessSpec
     from vsseg_edge.runtime.backends.torch_backend import TorchBackend
 
-    be = TorchBackend(tiny_net(), preprocess_spec=PreprocessSpec(height=64, width=128), classes=[str(i) for i in
-                      range(19)], device="cpu")
+    be = TorchBackend(
+        tiny_net(),
+        preprocess_spec=PreprocessSpec(height=64, width=128),
+        classes=[str(i) for i in range(19)],
+        device="cpu",
+    )
     frames = np.stack(make_frames(3))[:, :, :100]  # 64×100 frames, resized to 64×128 and back
     got = FrameSegmenter(be)(frames)
     assert be.max_batch is None and got.shape == (3, 64, 100)

@@ -38,8 +38,12 @@ def test_same_library_or_same_build_passes(tmp_path):
 
 
 def test_another_build_is_named_in_one_line(tmp_path):
-    msg = stub_problem(("libpython3.11.so.1.0", "/usr/lib/libpython3.11.so.1.0"), None, "3.11.7 (main, pyenv)",
-                       lambda p: "3.11.2 (main, Debian)")
+    msg = stub_problem(
+        ("libpython3.11.so.1.0", "/usr/lib/libpython3.11.so.1.0"),
+        None,
+        "3.11.7 (main, pyenv)",
+        lambda p: "3.11.2 (main, Debian)",
+    )
     assert msg is not None and "\n" not in msg
     assert "loads /usr/lib/libpython3.11.so.1.0 (Python 3.11.2)" in msg and "Python 3.11.7" in msg
     assert "_recursion_count" in msg and "/usr/bin/python3 -m venv" in msg
@@ -62,14 +66,27 @@ def test_a_separately_built_python_is_caught():
     from pytriton.utils.distribution import get_libs_path, get_stub_path
 
     stub = Path(get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}"))
-    other = [p for p in Path.home().glob(f".pyenv/versions/{sys.version_info[0]}.{sys.version_info[1]}.*/bin/python3")
-             if subprocess.run([str(p), "-c", "import sys; print(sys.version)"], capture_output=True,
-                               text=True).stdout.strip() != sys.version]
+    other = [
+        p
+        for p in Path.home().glob(f".pyenv/versions/{sys.version_info[0]}.{sys.version_info[1]}.*/bin/python3")
+        if subprocess.run(
+            [str(p), "-c", "import sys; print(sys.version)"], capture_output=True, text=True
+        ).stdout.strip()
+        != sys.version
+    ]
     if not other:
         pytest.skip(f"no separately built Python {sys.version_info[0]}.{sys.version_info[1]} (pyenv) on this machine")
-    code = ("import sys; from pathlib import Path; from vsseg_edge.serve._triton import stub_python_problem; "
-            "print(stub_python_problem(Path(sys.argv[1]), Path(sys.argv[2])))")
-    out = subprocess.run([str(other[0]), "-c", code, str(stub), str(get_libs_path())], capture_output=True, text=True,
-                         cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
+    code = (
+        "import sys; from pathlib import Path; from vsseg_edge.serve._triton import stub_python_problem; "
+        "print(stub_python_problem(Path(sys.argv[1]), Path(sys.argv[2])))"
+    )
+    out = subprocess.run(
+        [str(other[0]), "-c", code, str(stub), str(get_libs_path())],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "PyTriton's Triton Python stub loads" in out.stdout and "_recursion_count" in out.stdout

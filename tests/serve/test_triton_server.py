@@ -41,8 +41,7 @@ def server(serve_models):
     from vsseg_edge.serve.server import SegmentationServer, ServeConfig
 
     http, grpc, metrics = free_ports(3)
-    cfg = ServeConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, max_batch=MAX_BATCH, instances=2,
-                      threads=1)
+    cfg = ServeConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, max_batch=MAX_BATCH, instances=2, threads=1)
     srv = SegmentationServer(serve_models["logits_batch"], cfg)
     try:
         with triton_start_lock():
@@ -69,8 +68,11 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def _metric(text: str, name: str, model: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") and f'model="{model}"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and f'model="{model}"' in line
+    )
 
 
 def check_a_batch_gives_the_local_backends_labels(server, local, protocol):
@@ -98,7 +100,7 @@ def check_concurrent_requests_are_batched_by_triton(server, local):
 
     def send(i):
         start.wait()
-        results[i] = clients[i].labels(frames[i:i + 1])[0]
+        results[i] = clients[i].labels(frames[i : i + 1])[0]
 
     def slow(infer):  # each execution takes ≥ 1 s: requests that arrive meanwhile queue up and go as one batch
         return lambda batch: (time.sleep(1.0), infer(batch))[1]
@@ -117,15 +119,19 @@ def check_concurrent_requests_are_batched_by_triton(server, local):
         for c in clients:
             c.close()
     deadline, after = time.monotonic() + 10, _get(server.metrics_url)[1]
-    while (_metric(after, "nv_inference_count", server.name) - _metric(before, "nv_inference_count", server.name)
-           < len(frames) and time.monotonic() < deadline):  # the statistics follow the answers closely, not at once
+    while (
+        _metric(after, "nv_inference_count", server.name) - _metric(before, "nv_inference_count", server.name)
+        < len(frames)
+        and time.monotonic() < deadline
+    ):  # the statistics follow the answers closely, not at once
         time.sleep(0.1)
         after = _get(server.metrics_url)[1]
     for frame, got in zip(frames, results):
         np.testing.assert_array_equal(got, run_labels(local, frame))
     inferences = _metric(after, "nv_inference_count", server.name) - _metric(before, "nv_inference_count", server.name)
-    executions = (_metric(after, "nv_inference_exec_count", server.name)
-                  - _metric(before, "nv_inference_exec_count", server.name))
+    executions = _metric(after, "nv_inference_exec_count", server.name) - _metric(
+        before, "nv_inference_exec_count", server.name
+    )
     assert inferences == len(frames)
     assert executions < inferences  # several requests ran as one batch
 
@@ -167,16 +173,40 @@ def check_load_test_counts_answers_and_latency(server):
 
 def check_check_command_against_the_server(server, serve_models, video_file, tmp_path):
     out = tmp_path / "check.json"
-    r = CliRunner().invoke(app, ["serve", "--check", server.http_url, "--model-name", server.name, "--source",
-                                 str(video_file), "--frames", "3", "--streams", "1,2", "--seconds", "0.5",
-                                 "--reference", str(serve_models["logits_batch"]), "--threads", "1", "--out",
-                                 str(out)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "serve",
+            "--check",
+            server.http_url,
+            "--model-name",
+            server.name,
+            "--source",
+            str(video_file),
+            "--frames",
+            "3",
+            "--streams",
+            "1,2",
+            "--seconds",
+            "0.5",
+            "--reference",
+            str(serve_models["logits_batch"]),
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     report = json.loads(out.read_text())
     assert [run["streams"] for run in report["runs"]] == [1, 2]
     assert all(run["answered"] > 0 and run["errors"] == 0 for run in report["runs"])
-    assert report["reference"] == {"reference": str(serve_models["logits_batch"]), "frames": 3, "identical": 3,
-                                   "agreement_percent": 100.0}
+    assert report["reference"] == {
+        "reference": str(serve_models["logits_batch"]),
+        "frames": 3,
+        "identical": 3,
+        "agreement_percent": 100.0,
+    }
     assert report["environment_start"]["cpu_count"] == os.cpu_count()
     assert report["environment_start"]["serving"]["nvidia-pytriton"] and report["environment_end"]["load_avg"]
 
@@ -241,9 +271,24 @@ def test_serve_command_stops_triton_on_sigterm(serve_models):
 
     http = free_port_run(3)  # the command takes --port P and P+1 (gRPC), P+2 (metrics)
     with triton_start_lock():
-        proc = subprocess.Popen([sys.executable, "-m", "vsseg_edge.cli", "serve", str(serve_models["uint8_labels"]),
-                                 "--port", str(http), "--threads", "1", "--name", "seg"],
-                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vsseg_edge.cli",
+                "serve",
+                str(serve_models["uint8_labels"]),
+                "--port",
+                str(http),
+                "--threads",
+                "1",
+                "--name",
+                "seg",
+            ],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
         lines = []
         for line in proc.stderr:
             lines.append(line)

@@ -43,8 +43,9 @@ def test_serve_a_zoo_name_opens_its_checkpoint_on_the_torch_backend(monkeypatch)
     assert seen["model"] == entry.path and seen["name"] == "espnet-camvid" and seen["ports"] == (18000, 18001, 18002)
     assert seen["backend"] == "torch" and len(seen["classes"]) == entry.num_classes == 11
     assert seen["artifact"] == str(entry.path)
-    assert seen["describe"].startswith("serving 'espnet-camvid'") and "/v2/models/espnet-camvid/infer" in seen[
-        "describe"]
+    assert (
+        seen["describe"].startswith("serving 'espnet-camvid'") and "/v2/models/espnet-camvid/infer" in seen["describe"]
+    )
 
 
 def test_serve_zoo_name_with_its_own_name_and_unknown_names():
@@ -60,17 +61,18 @@ def test_serve_zoo_name_with_its_own_name_and_unknown_names():
 
 def test_serve_check_refuses_an_unknown_reference_before_connecting(tmp_path):
     """--reference takes a zoo name too; a wrong one is refused at once, not after waiting for the server."""
-    r = CliRunner().invoke(app, ["serve", "--check", "grpc://127.0.0.1:1", "--source", str(tmp_path),
-                                 "--reference", "espnet-kitti"])
-    assert isinstance(r.exception, VssegError) and "espnet-kitti: no such file, and not a zoo model" in str(
-        r.exception)
+    r = CliRunner().invoke(
+        app, ["serve", "--check", "grpc://127.0.0.1:1", "--source", str(tmp_path), "--reference", "espnet-kitti"]
+    )
+    assert isinstance(r.exception, VssegError) and "espnet-kitti: no such file, and not a zoo model" in str(r.exception)
 
 
 @pytest.mark.slow  # exports the zoo model to ONNX once (~20 s on 2 cores, with its parity check)
 def test_export_triton_a_zoo_name_writes_its_onnx_export(tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    pb = pytest.importorskip("tritonclient.grpc.model_config_pb2",
-                             reason="tritonclient is not installed (pip install 'vsseg-edge[serve]')")
+    pb = pytest.importorskip(
+        "tritonclient.grpc.model_config_pb2", reason="tritonclient is not installed (pip install 'vsseg-edge[serve]')"
+    )
     from google.protobuf import text_format
 
     monkeypatch.setenv("VSSEG_EDGE_CACHE", str(tmp_path / "cache"))

@@ -59,10 +59,21 @@ def test_class_file_through_train_run_eval_bench(tmp_path, synth_root):
 
     data = _folder_dataset(synth_root, tmp_path / "street3")
     (tmp_path / "street3.yaml").write_text(CLASS_FILE)
-    recipe = {"name": "s3", "classes": "street3.yaml", "iterations": 3, "batch_size": 2, "threads": 1,
-              "out_dir": "runs", "val_tc": False, "val_max_sequences": 1, "log_every": 1, "ckpt_every": 3,
-              "data": {"root": "street3", "crop": [64, 128], "scale_range": [0.9, 1.1], "workers": 0},
-              "model": {"name": "pspnet18"}, "preprocess": {"height": 64, "width": 128}}
+    recipe = {
+        "name": "s3",
+        "classes": "street3.yaml",
+        "iterations": 3,
+        "batch_size": 2,
+        "threads": 1,
+        "out_dir": "runs",
+        "val_tc": False,
+        "val_max_sequences": 1,
+        "log_every": 1,
+        "ckpt_every": 3,
+        "data": {"root": "street3", "crop": [64, 128], "scale_range": [0.9, 1.1], "workers": 0},
+        "model": {"name": "pspnet18"},
+        "preprocess": {"height": 64, "width": 128},
+    }
     (tmp_path / "s3.yaml").write_text(yaml.safe_dump(recipe))
     _cli("train", tmp_path / "s3.yaml", "--no-progress")  # paths in the recipe: relative to the recipe
     model = tmp_path / "runs" / "s3" / "model.pt"
@@ -81,8 +92,17 @@ def test_class_file_through_train_run_eval_bench(tmp_path, synth_root):
     palette_bgr = np.array([[10, 10, 200], [10, 200, 10], [200, 10, 10]], np.uint8)
     assert np.array_equal(colour, palette_bgr[ids])  # the class file's colours, not Cityscapes'
 
-    out = _cli("eval", tmp_path / "ids", "--dataset", data, "--classes", tmp_path / "street3.yaml", "--no-tc",
-               "--json", tmp_path / "eval.json")
+    out = _cli(
+        "eval",
+        tmp_path / "ids",
+        "--dataset",
+        data,
+        "--classes",
+        tmp_path / "street3.yaml",
+        "--no-tc",
+        "--json",
+        tmp_path / "eval.json",
+    )
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["dataset"]["class_set"] == "street3" and "vehicle" in out
     assert set(report["miou_detail"]["per_class"]) == {"ground", "vehicle", "other"}
@@ -90,8 +110,23 @@ def test_class_file_through_train_run_eval_bench(tmp_path, synth_root):
 
     # bench finds the same classes through the dataset's own class file
     (data / "classes.yaml").write_text(CLASS_FILE)
-    _cli("bench", model, "--dataset", data, "--backends", "torch", "--runs", "2", "--warmup", "1", "--frames", "2",
-         "--no-tc", "--out", tmp_path / "bench")
+    _cli(
+        "bench",
+        model,
+        "--dataset",
+        data,
+        "--backends",
+        "torch",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--frames",
+        "2",
+        "--no-tc",
+        "--out",
+        tmp_path / "bench",
+    )
     bench = json.loads((tmp_path / "bench" / "report.json").read_text())
     assert bench["dataset"]["classes"] == ["ground", "vehicle", "other"]
     entry = bench["entries"][0]

@@ -50,8 +50,10 @@ def test_a_writer_that_cannot_open_is_one_warning(tmp_path):
     hook = threading.excepthook
     ev, warnings = _open(tmp_path, type("W", (_Writer,), {"fail_open": True}))
     assert ev is None and threading.excepthook is hook
-    assert warnings == [f"TensorBoard events {tmp_path / 'tb'}: cannot write (Permission denied); no events are "
-                        "written for this run (metrics.jsonl has every record)"]
+    assert warnings == [
+        f"TensorBoard events {tmp_path / 'tb'}: cannot write (Permission denied); no events are "
+        "written for this run (metrics.jsonl has every record)"
+    ]
 
 
 def test_a_failed_write_is_one_warning_and_the_writer_is_dropped(tmp_path):
@@ -60,8 +62,7 @@ def test_a_failed_write_is_one_warning_and_the_writer_is_dropped(tmp_path):
     ev.add_scalar("loss", 1.0, 3)
     ev.add_scalar("loss", 0.5, 4)  # no second warning: the writer is gone
     ev.close()
-    assert len(warnings) == 1 and "cannot write (No space left on device); the events stop before step 3" \
-        in warnings[0]
+    assert len(warnings) == 1 and "cannot write (No space left on device); the events stop before step 3" in warnings[0]
     assert threading.excepthook is hook
 
 

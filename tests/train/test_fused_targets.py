@@ -79,7 +79,7 @@ def test_neighbours_are_warped_with_the_flow_into_frame_t():
     inside = fused[..., : W - 3]  # where x + 3 stays inside the frame
     assert bool((inside.argmax(1) == _probs(labels).argmax(1)[..., : W - 3]).all())
     assert float(inside.max(1).values.min()) > 0.6  # more confident than frame t alone: the neighbour agrees
-    assert float(weight[..., W - 2:].max()) == 0.0  # x + 3 beyond the last column: out of frame
+    assert float(weight[..., W - 2 :].max()) == 0.0  # x + 3 beyond the last column: out of frame
 
 
 def test_out_of_frame_and_occluded_neighbours_get_zero_weight():
@@ -103,8 +103,11 @@ def test_fusion_settings_are_checked():
     with pytest.raises(VssegError, match="sigma"):
         FusionSpec(sigma=0)
     with pytest.raises(VssegError, match="do not match"):
-        fuse_probabilities(_probs(np.zeros((H, W), np.int64)), _image(),
-                           [(_probs(np.zeros((H, W), np.int64)), _image(), torch.zeros(1, 2, H, W + 1))])
+        fuse_probabilities(
+            _probs(np.zeros((H, W), np.int64)),
+            _image(),
+            [(_probs(np.zeros((H, W), np.int64)), _image(), torch.zeros(1, 2, H, W + 1))],
+        )
 
 
 # ---------------------------------------------------------------------------------------------- the cache
@@ -145,8 +148,15 @@ def _clip(folder: Path, n: int = 5, hw=(32, 48), flicker_frame: int | None = 2) 
 def _targets(clip: Path, cache: Path, teacher=None, flow=None) -> FusedTargets:
     ds = open_dataset(clip, kind="video")
     spec = PreprocessSpec(height=16, width=24, mean=(0, 0, 0), std=(255, 255, 255), channel_order="bgr")
-    return FusedTargets(ds, teacher or MeanColourTeacher(), "teacher-a", spec, flow or ZeroFlow(),
-                        FusionSpec(offsets=(-2, -1, 1, 2)), cache)
+    return FusedTargets(
+        ds,
+        teacher or MeanColourTeacher(),
+        "teacher-a",
+        spec,
+        flow or ZeroFlow(),
+        FusionSpec(offsets=(-2, -1, 1, 2)),
+        cache,
+    )
 
 
 def test_targets_are_built_once_and_read_from_the_cache(tmp_path):
@@ -172,11 +182,19 @@ def test_the_cache_key_follows_the_frames_the_teacher_and_the_settings(tmp_path)
     targets = _targets(clip, tmp_path / "cache")
     refs = targets.dataset.frames()
     key = targets.key(refs[2])
-    other_teacher = FusedTargets(targets.dataset, MeanColourTeacher(), "teacher-b", targets.spec, ZeroFlow(),
-                                 targets.fusion, tmp_path / "cache")
+    other_teacher = FusedTargets(
+        targets.dataset, MeanColourTeacher(), "teacher-b", targets.spec, ZeroFlow(), targets.fusion, tmp_path / "cache"
+    )
     assert other_teacher.key(refs[2]) != key
-    fewer = FusedTargets(targets.dataset, MeanColourTeacher(), "teacher-a", targets.spec, ZeroFlow(),
-                         FusionSpec(offsets=(-1, 1)), tmp_path / "cache")
+    fewer = FusedTargets(
+        targets.dataset,
+        MeanColourTeacher(),
+        "teacher-a",
+        targets.spec,
+        ZeroFlow(),
+        FusionSpec(offsets=(-1, 1)),
+        tmp_path / "cache",
+    )
     assert fewer.key(refs[2]) != key
     st = os.stat(refs[3].image)  # a neighbour changes: frame 2's target is stale
     os.utime(refs[3].image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
@@ -221,8 +239,9 @@ def test_the_fused_kd_term_is_zero_at_the_target_and_skips_pixels_without_one():
     holes[:, :, :4] = float("nan")  # no target in the top half
     wrong = logits.detach().clone()
     wrong[:, :, :4] = 1e3 * (1 - target[:, :, :4])  # wildly wrong where there is no target
-    assert float(loss(wrong, holes)) == pytest.approx(float(loss(logits.detach()[:, :, 4:], target[:, :, 4:])),
-                                                      rel=1e-5)
+    assert float(loss(wrong, holes)) == pytest.approx(
+        float(loss(logits.detach()[:, :, 4:], target[:, :, 4:])), rel=1e-5
+    )
 
 
 def test_hard_fused_kd_trains_only_on_confident_pixels():
@@ -256,20 +275,39 @@ def test_the_composed_loss_asks_for_the_target():
 def start_ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("start") / "start.pt"
-    save_checkpoint(path, create_model("espnet", 19), model_name="espnet", classes=[str(i) for i in range(19)],
-                    preprocess=PreprocessSpec(height=64, width=128))
+    save_checkpoint(
+        path,
+        create_model("espnet", 19),
+        model_name="espnet",
+        classes=[str(i) for i in range(19)],
+        preprocess=PreprocessSpec(height=64, width=128),
+    )
     return path
 
 
 def _recipe(tmp_path: Path, name: str, extra: dict) -> Path:
     import yaml
 
-    recipe = {"name": name, "iterations": 2, "batch_size": 1, "threads": 1, "log_every": 1, "ckpt_every": 0,
-              "out_dir": str(tmp_path / "runs"), "val_tc": False,
-              "data": {"root": None, "crop": [64, 128], "scale_range": [0.9, 1.1], "workers": 0},
-              "video": {"batch_size": 2, "offsets": [-1, 1], "flow_cache": str(tmp_path / "flow"),
-                        "target_cache": str(tmp_path / "targets"), "fuse_offsets": [-1, 1]},
-              "model": {"name": "espnet"}, "preprocess": {"height": 64, "width": 128}}
+    recipe = {
+        "name": name,
+        "iterations": 2,
+        "batch_size": 1,
+        "threads": 1,
+        "log_every": 1,
+        "ckpt_every": 0,
+        "out_dir": str(tmp_path / "runs"),
+        "val_tc": False,
+        "data": {"root": None, "crop": [64, 128], "scale_range": [0.9, 1.1], "workers": 0},
+        "video": {
+            "batch_size": 2,
+            "offsets": [-1, 1],
+            "flow_cache": str(tmp_path / "flow"),
+            "target_cache": str(tmp_path / "targets"),
+            "fuse_offsets": [-1, 1],
+        },
+        "model": {"name": "espnet"},
+        "preprocess": {"height": 64, "width": 128},
+    }
     for key, value in extra.items():
         node = recipe
         *parents, last = key.split(".")
@@ -283,10 +321,19 @@ def _recipe(tmp_path: Path, name: str, extra: dict) -> Path:
 
 def test_training_on_fused_targets_needs_one_forward_per_frame_and_no_online_teacher(tmp_path, start_ckpt):
     clips = _clip(tmp_path / "clips" / "street", n=5, hw=(64, 128))
-    cfg = load_recipe(_recipe(tmp_path, "fused", {
-        "video.root": str(clips.parent), "model.init_checkpoint": str(start_ckpt),
-        "teacher.checkpoint": str(start_ckpt), "model.freeze_bn": True,
-        "loss.weights": {"seg": 0.0, "aux": 0.0, "fused_kd": 1.0}}))
+    cfg = load_recipe(
+        _recipe(
+            tmp_path,
+            "fused",
+            {
+                "video.root": str(clips.parent),
+                "model.init_checkpoint": str(start_ckpt),
+                "teacher.checkpoint": str(start_ckpt),
+                "model.freeze_bn": True,
+                "loss.weights": {"seg": 0.0, "aux": 0.0, "fused_kd": 1.0},
+            },
+        )
+    )
     trainer = Trainer(cfg, progress=False)
     assert trainer.teacher is None  # the targets are precomputed
     assert trainer.video_pairs.clip.neighbours == "none"
@@ -300,19 +347,40 @@ def test_training_on_fused_targets_needs_one_forward_per_frame_and_no_online_tea
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     assert metrics["fused_targets"]["computed"] == 5
     # a second run reads the same targets from the cache
-    again = Trainer(load_recipe(_recipe(tmp_path, "fused2", {
-        "video.root": str(clips.parent), "model.init_checkpoint": str(start_ckpt),
-        "teacher.checkpoint": str(start_ckpt), "loss.weights": {"seg": 0.0, "aux": 0.0, "fused_kd": 1.0}})),
-        progress=False)
+    again = Trainer(
+        load_recipe(
+            _recipe(
+                tmp_path,
+                "fused2",
+                {
+                    "video.root": str(clips.parent),
+                    "model.init_checkpoint": str(start_ckpt),
+                    "teacher.checkpoint": str(start_ckpt),
+                    "loss.weights": {"seg": 0.0, "aux": 0.0, "fused_kd": 1.0},
+                },
+            )
+        ),
+        progress=False,
+    )
     assert again.target_stats["computed"] == 0 and again.target_stats["cached"] == 5
 
 
 def test_fused_targets_with_the_temporal_loss_and_labels(tmp_path, synth_root, start_ckpt):
     clips = _clip(tmp_path / "clips" / "street", n=5, hw=(64, 128))
-    cfg = load_recipe(_recipe(tmp_path, "mixed", {
-        "data.root": str(synth_root), "video.root": str(clips.parent), "model.init_checkpoint": str(start_ckpt),
-        "teacher.checkpoint": str(start_ckpt), "val_max_sequences": 1,
-        "loss.weights": {"seg": 1.0, "aux": 0.0, "temporal": 1.0, "fused_kd": 1.0}}))
+    cfg = load_recipe(
+        _recipe(
+            tmp_path,
+            "mixed",
+            {
+                "data.root": str(synth_root),
+                "video.root": str(clips.parent),
+                "model.init_checkpoint": str(start_ckpt),
+                "teacher.checkpoint": str(start_ckpt),
+                "val_max_sequences": 1,
+                "loss.weights": {"seg": 1.0, "aux": 0.0, "temporal": 1.0, "fused_kd": 1.0},
+            },
+        )
+    )
     trainer = Trainer(cfg, progress=False)
     assert trainer.video_pairs.clip.neighbours == "one"
     trainer.fit()
@@ -323,10 +391,30 @@ def test_fused_targets_with_the_temporal_loss_and_labels(tmp_path, synth_root, s
 def test_fused_kd_recipes_without_a_teacher_or_clips_are_one_line_errors(tmp_path, synth_root, start_ckpt):
     clips = _clip(tmp_path / "clips" / "street", n=5, hw=(64, 128))
     with pytest.raises(VssegError, match="fused_kd > 0 needs teacher.checkpoint"):
-        Trainer(load_recipe(_recipe(tmp_path, "a", {"video.root": str(clips.parent),
-                                                    "model.init_checkpoint": str(start_ckpt),
-                                                    "loss.weights": {"seg": 0.0, "aux": 0.0, "fused_kd": 1.0}})))
+        Trainer(
+            load_recipe(
+                _recipe(
+                    tmp_path,
+                    "a",
+                    {
+                        "video.root": str(clips.parent),
+                        "model.init_checkpoint": str(start_ckpt),
+                        "loss.weights": {"seg": 0.0, "aux": 0.0, "fused_kd": 1.0},
+                    },
+                )
+            )
+        )
     with pytest.raises(VssegError, match=r"fused_kd > 0 needs unlabelled clips \(video.root\)"):
-        Trainer(load_recipe(_recipe(tmp_path, "b", {"data.root": str(synth_root),
-                                                    "teacher.checkpoint": str(start_ckpt),
-                                                    "loss.weights": {"seg": 1.0, "aux": 0.0, "fused_kd": 1.0}})))
+        Trainer(
+            load_recipe(
+                _recipe(
+                    tmp_path,
+                    "b",
+                    {
+                        "data.root": str(synth_root),
+                        "teacher.checkpoint": str(start_ckpt),
+                        "loss.weights": {"seg": 1.0, "aux": 0.0, "fused_kd": 1.0},
+                    },
+                )
+            )
+        )

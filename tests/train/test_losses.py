@@ -50,8 +50,9 @@ def test_ce_resizes_logits_to_the_labels():
     labels[0, :3] = 255
     small = torch.randn(2, 4, 5, 5)
     up = F.interpolate(small, size=(16, 16), mode="bilinear", align_corners=False)
-    assert cross_entropy(small, labels).item() == pytest.approx(F.cross_entropy(up, labels, ignore_index=255).item(),
-                                                                rel=1e-6)
+    assert cross_entropy(small, labels).item() == pytest.approx(
+        F.cross_entropy(up, labels, ignore_index=255).item(), rel=1e-6
+    )
 
 
 def test_ce_all_ignored_is_zero_not_nan():
@@ -110,8 +111,9 @@ def test_warping_commutes_with_downsampling_on_a_ramp(size, small, ac):
     shift = const_flow(1, size, size, 8.0, 0.0)
     warped_then_down = down(flow_warp(ramp, shift))
     down_then_warped = flow_warp(down(ramp), resize_flow(shift, (small, small), align_corners=ac))
-    torch.testing.assert_close(down_then_warped[..., : small - 2], warped_then_down[..., : small - 2],
-                               atol=1e-9, rtol=0)
+    torch.testing.assert_close(
+        down_then_warped[..., : small - 2], warped_then_down[..., : small - 2], atol=1e-9, rtol=0
+    )
 
 
 # ----------------------------------------------------------------------------- temporal loss

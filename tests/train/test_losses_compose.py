@@ -19,9 +19,13 @@ C = 5
 
 def fake_outputs(seed, n=2, h=32, w=64, requires_grad=False):
     g = torch.Generator().manual_seed(seed)
-    out = {"out": torch.randn(n, C, h, w, generator=g), "out_s8": torch.randn(n, C, h // 8, w // 8, generator=g),
-           "aux": torch.randn(n, C, h, w, generator=g), "feat": torch.randn(n, 8, h // 8, w // 8, generator=g),
-           "ppm": torch.randn(n, 6, h // 8, w // 8, generator=g)}
+    out = {
+        "out": torch.randn(n, C, h, w, generator=g),
+        "out_s8": torch.randn(n, C, h // 8, w // 8, generator=g),
+        "aux": torch.randn(n, C, h, w, generator=g),
+        "feat": torch.randn(n, 8, h // 8, w // 8, generator=g),
+        "ppm": torch.randn(n, 6, h // 8, w // 8, generator=g),
+    }
     return {k: v.requires_grad_(requires_grad) for k, v in out.items()}
 
 
@@ -30,19 +34,33 @@ def clip(with_teacher=True, requires_grad=True):
     flow[:, 0] = 1.0
     frames = []
     for seed, off in ((0, 0), (1, -2), (2, 2)):
-        frames.append(FrameOutputs(
-            student=fake_outputs(seed, requires_grad=requires_grad),
-            teacher=fake_outputs(seed + 10) if with_teacher else None,
-            image=torch.randn(2, 3, 32, 64, generator=torch.Generator().manual_seed(seed + 20)),
-            flow=None if off == 0 else flow, offset=off))
+        frames.append(
+            FrameOutputs(
+                student=fake_outputs(seed, requires_grad=requires_grad),
+                teacher=fake_outputs(seed + 10) if with_teacher else None,
+                image=torch.randn(2, 3, 32, 64, generator=torch.Generator().manual_seed(seed + 20)),
+                flow=None if off == 0 else flow,
+                offset=off,
+            )
+        )
     labels = torch.randint(0, C, (2, 32, 64), generator=torch.Generator().manual_seed(3))
     labels[:, :4] = 255
     frames[0].target = torch.softmax(torch.randn(2, C, 32, 64, generator=torch.Generator().manual_seed(4)), dim=1)
     return frames[0], frames[1:], labels
 
 
-ALL_ON = LossWeights(seg=1.0, aux=0.4, temporal=0.1, kd_pixel=1.0, kd_pairwise_frames=1.0, kd_multiframe=1.0,
-                     skd_pixel=10.0, skd_pairwise=0.5, skd_holistic=0.1, fused_kd=1.0)
+ALL_ON = LossWeights(
+    seg=1.0,
+    aux=0.4,
+    temporal=0.1,
+    kd_pixel=1.0,
+    kd_pairwise_frames=1.0,
+    kd_multiframe=1.0,
+    skd_pixel=10.0,
+    skd_pairwise=0.5,
+    skd_holistic=0.1,
+    fused_kd=1.0,
+)
 
 
 def small_cfg(weights=ALL_ON, **kw):
@@ -57,9 +75,18 @@ def test_supervised_only_needs_no_teacher_and_equals_hand_sum():
     expected = cross_entropy(s["out"], labels) + 0.4 * cross_entropy(s["aux"], labels)
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert set(log) == {"seg", "aux", "total"} and log["total"] == pytest.approx(total.item())
-    assert all(getattr(loss, name) is None for name in
-               ("temporal", "kd_pixel", "kd_pairwise_frames", "kd_multiframe", "skd_pixel", "skd_pairwise",
-                "discriminator"))
+    assert all(
+        getattr(loss, name) is None
+        for name in (
+            "temporal",
+            "kd_pixel",
+            "kd_pairwise_frames",
+            "kd_multiframe",
+            "skd_pixel",
+            "skd_pairwise",
+            "discriminator",
+        )
+    )
     assert list(loss.parameters()) == [] and loss.make_discriminator_optimizer() is None
 
 
@@ -101,7 +128,8 @@ def test_missing_inputs_for_an_active_term_are_one_line_errors():
     no_ppm = FrameOutputs(student={k: v for k, v in frame_t.student.items() if k != "ppm"})
     with pytest.raises(VssegError, match="'ppm'"):
         EtcLoss(LossWeights(seg=0, aux=0, skd_pairwise=0.5))(
-            FrameOutputs(student=no_ppm.student, teacher=fake_outputs(9)), labels)
+            FrameOutputs(student=no_ppm.student, teacher=fake_outputs(9)), labels
+        )
     with pytest.raises(ValueError, match="num_classes"):
         EtcLoss(LossWeights(skd_holistic=0.1))
 
@@ -152,16 +180,23 @@ def test_pixel_kd_on_the_final_logits_with_kd_resolution_full():
     full = EtcLoss(LossConfig(weights=w, kd_resolution="full"))(frame_t, labels, neighbours)[1]["kd_pixel"]
     s8 = EtcLoss(LossConfig(weights=w))(frame_t, labels, neighbours)[1]["kd_pixel"]
     kd = kd_pixel_mod.PixelKDLoss()
-    expect = kd(frame_t.student["out"], frame_t.teacher["out"], [n.student["out"] for n in neighbours],
-                [n.teacher["out"] for n in neighbours])
+    expect = kd(
+        frame_t.student["out"],
+        frame_t.teacher["out"],
+        [n.student["out"] for n in neighbours],
+        [n.teacher["out"] for n in neighbours],
+    )
     assert full == pytest.approx(float(expect)) and full != pytest.approx(s8)
     with pytest.raises(ValueError, match="kd_resolution"):
         LossConfig(kd_resolution="half")
 
 
 def test_loss_config_loads_from_yaml_dict_and_rejects_mistakes():
-    cfg = from_dict(LossConfig, {"weights": {"temporal": 0.1, "skd_pixel": 10}, "temporal_on": "probs",
-                                 "class_weights": [1, 2, 3]}, "train.yaml:loss")
+    cfg = from_dict(
+        LossConfig,
+        {"weights": {"temporal": 0.1, "skd_pixel": 10}, "temporal_on": "probs", "class_weights": [1, 2, 3]},
+        "train.yaml:loss",
+    )
     assert cfg.weights.temporal == 0.1 and cfg.weights.skd_pixel == 10.0 and cfg.class_weights == (1.0, 2.0, 3.0)
     assert cfg.weights.active() == {"seg": 1.0, "aux": 0.4, "temporal": 0.1, "skd_pixel": 10.0}
     with pytest.raises(VssegError, match="unknown key"):
@@ -185,8 +220,15 @@ def test_with_the_real_pspnet18_student_and_teacher():
     for img, off in zip(images, (0, -1, 1)):
         with torch.no_grad():
             t_out = teacher(img, return_features=True)
-        frames.append(FrameOutputs(student=student(img, return_features=True), teacher=t_out, image=img,
-                                   flow=None if off == 0 else flow, offset=off))
+        frames.append(
+            FrameOutputs(
+                student=student(img, return_features=True),
+                teacher=t_out,
+                image=img,
+                flow=None if off == 0 else flow,
+                offset=off,
+            )
+        )
     frames[0].target = torch.full((2, C, 64, 64), 1.0 / C)  # fused_kd is on in ALL_ON
     labels = torch.randint(0, C, (2, 64, 64))
     loss = build_losses(small_cfg(), num_classes=C)

@@ -174,11 +174,13 @@ def test_skd_pairwise_pools_to_few_nodes_and_is_zero_for_identical():
     f = torch.randn(2, 8, 16, 16)
     assert pa(f, f).item() == pytest.approx(0.0, abs=1e-10)
     g = torch.randn(2, 8, 16, 16)
+
     # by hand: 2×2 max-pooled nodes, cosine similarities, MSE, × weight
     def sims(x):
         nodes = torch.nn.functional.max_pool2d(x, 8).flatten(2)
         unit = nodes / (nodes.norm(dim=1, keepdim=True) + 1e-8)
         return unit.transpose(1, 2) @ unit
+
     assert pa(g, f).item() == pytest.approx(0.5 * ((sims(g) - sims(f)) ** 2).mean().item(), rel=1e-5)
 
 

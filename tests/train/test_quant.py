@@ -36,8 +36,14 @@ class TinyDecoder(nn.Module):
 
     def __init__(self, num_classes: int):
         super().__init__()
-        self.enc = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.PReLU(8),
-                                 nn.Conv2d(8, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.PReLU(8))
+        self.enc = nn.Sequential(
+            nn.Conv2d(3, 8, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.PReLU(8),
+            nn.Conv2d(8, 8, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.PReLU(8),
+        )
         self.head = nn.Conv2d(8, num_classes, 1)
         self.up = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=4, bias=False)
 
@@ -116,8 +122,7 @@ def test_weight_scales_are_per_output_channel_on_the_right_axis():
 def qat_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("qat") / "qat.pt"
     model = quantized()
-    save_checkpoint(path, model, model_name=TINY, classes=CLASSES, preprocess=SPEC,
-                    quantization=QuantConfig().record())
+    save_checkpoint(path, model, model_name=TINY, classes=CLASSES, preprocess=SPEC, quantization=QuantConfig().record())
     return path, model
 
 
@@ -148,8 +153,9 @@ def test_export_writes_a_qdq_model_that_computes_what_torch_trained(qat_checkpoi
     rep = check_qdq_structure(proto, target)
     assert rep.ok and rep.quantized_convs == 3 and not rep.float_convs
     zps = {i.name: i.data_type for i in proto.graph.initializer}
-    act_types = {zps.get(n.input[2]) for n in proto.graph.node
-                 if n.op_type == "QuantizeLinear" and n.input[0] not in zps}
+    act_types = {
+        zps.get(n.input[2]) for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in zps
+    }
     assert act_types == ({onnx.TensorProto.INT8} if target == "trt" else {onnx.TensorProto.UINT8})
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # exact Q/DQ arithmetic
@@ -186,14 +192,21 @@ def test_qat_training_calibrates_records_and_resumes(tmp_path, synth_root):
     spec = PreprocessSpec(height=64, width=128)
     fp32 = create_model("espnet", CITYSCAPES.num_classes).eval()
     save_checkpoint(init, fp32, model_name="espnet", classes=list(CITYSCAPES.classes), preprocess=spec)
-    recipe = {"name": "qat", "iterations": 2, "batch_size": 2, "threads": 1, "out_dir": str(tmp_path / "runs"),
-              "val_max_sequences": 1, "ckpt_every": 1,
-              "data": {"root": str(synth_root), "crop": [64, 128], "scale_range": [0.9, 1.1], "workers": 0,
-                       "offsets": [1]},
-              "model": {"name": "espnet", "init_checkpoint": str(init)}, "teacher": {"checkpoint": str(init)},
-              "preprocess": {"height": 64, "width": 128},
-              "loss": {"weights": {"seg": 1.0, "aux": 0.0, "temporal": 0.1, "kd_pixel": 1.0}},
-              "quant": {"enabled": True, "calib_batches": 2}}
+    recipe = {
+        "name": "qat",
+        "iterations": 2,
+        "batch_size": 2,
+        "threads": 1,
+        "out_dir": str(tmp_path / "runs"),
+        "val_max_sequences": 1,
+        "ckpt_every": 1,
+        "data": {"root": str(synth_root), "crop": [64, 128], "scale_range": [0.9, 1.1], "workers": 0, "offsets": [1]},
+        "model": {"name": "espnet", "init_checkpoint": str(init)},
+        "teacher": {"checkpoint": str(init)},
+        "preprocess": {"height": 64, "width": 128},
+        "loss": {"weights": {"seg": 1.0, "aux": 0.0, "temporal": 0.1, "kd_pixel": 1.0}},
+        "quant": {"enabled": True, "calib_batches": 2},
+    }
     path = tmp_path / "qat.yaml"
     path.write_text(yaml.safe_dump(recipe))
     trainer = Trainer(load_recipe(path), progress=False)
@@ -207,8 +220,11 @@ def test_qat_training_calibrates_records_and_resumes(tmp_path, synth_root):
     assert man["parent"]["file"] == "fp32.pt"
     again, ckpt = model_from_checkpoint(out)
     assert {n: float(m.input_amax) for n, m in quantized_modules(again)} == amax
-    changed = [n for n, p in again.state_dict().items() if p.dtype.is_floating_point and n in fp32.state_dict()
-               and not torch.equal(p, fp32.state_dict()[n])]
+    changed = [
+        n
+        for n, p in again.state_dict().items()
+        if p.dtype.is_floating_point and n in fp32.state_dict() and not torch.equal(p, fp32.state_dict()[n])
+    ]
     assert changed  # the weights were fine-tuned under fake quantisation
     # resume: the ranges come from last.pt, not from a new calibration
     resumed = Trainer(load_recipe(path, ["iterations=3"]), resume=True, progress=False)

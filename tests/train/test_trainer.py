@@ -17,9 +17,15 @@ from vsseg_edge.train.config import load_recipe  # noqa: E402
 from vsseg_edge.train.trainer import Trainer, train  # noqa: E402
 
 BASE = {
-    "iterations": 3, "batch_size": 2, "threads": 1, "log_every": 1, "ckpt_every": 2, "val_max_sequences": 1,
+    "iterations": 3,
+    "batch_size": 2,
+    "threads": 1,
+    "log_every": 1,
+    "ckpt_every": 2,
+    "val_max_sequences": 1,
     "data": {"crop": [64, 128], "scale_range": [0.9, 1.1], "workers": 0, "offsets": [-1, 1, 2]},
-    "model": {"name": "pspnet18"}, "preprocess": {"height": 64, "width": 128},
+    "model": {"name": "pspnet18"},
+    "preprocess": {"height": 64, "width": 128},
 }
 
 
@@ -80,12 +86,19 @@ def test_temporal_loss_and_distillation_terms(tmp_path, synth_root):
     assert logs[0]["temporal"] > 0 and "val_miou" in metrics_tl
 
     teacher = tl.out_path / "model.pt"  # any vsseg-edge checkpoint of the same classes can teach
-    kd = load_recipe(recipe(
-        tmp_path, synth_root, "kd", iterations=2, **{
-            "teacher.checkpoint": str(teacher),
-            "loss.weights": {"seg": 1, "temporal": 0.1, "kd_pixel": 1, "kd_pairwise_frames": 1, "kd_multiframe": 1},
-            "loss.multiframe_trainable": True,  # ETC's trainable ConvLSTM (the default is frozen)
-        }))
+    kd = load_recipe(
+        recipe(
+            tmp_path,
+            synth_root,
+            "kd",
+            iterations=2,
+            **{
+                "teacher.checkpoint": str(teacher),
+                "loss.weights": {"seg": 1, "temporal": 0.1, "kd_pixel": 1, "kd_pairwise_frames": 1, "kd_multiframe": 1},
+                "loss.multiframe_trainable": True,  # ETC's trainable ConvLSTM (the default is frozen)
+            },
+        )
+    )
     trainer = Trainer(kd, progress=False)
     assert trainer.mode == "triplet" and trainer.teacher is not None
     assert any(g.get("name") == "loss" for g in trainer.optimizer.param_groups)  # the ConvLSTM is optimised
@@ -116,8 +129,22 @@ def test_distributed_gloo_two_processes(tmp_path, synth_root):
     path = recipe(tmp_path, synth_root, "ddp", iterations=2, val_tc=False)
     # no fixed port (another run holding it would fail the test): torchrun's c10d rendezvous on port 0 takes a
     # free port when it binds its store, which the workers' process group then uses
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv-backend", "c10d",
-           "--rdzv-endpoint", "localhost:0", "-m", "vsseg_edge.cli", "train", str(path), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        "localhost:0",
+        "-m",
+        "vsseg_edge.cli",
+        "train",
+        str(path),
+        "--no-progress",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     ckpt = load_checkpoint(tmp_path / "runs" / "ddp" / "model.pt")

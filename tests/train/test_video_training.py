@@ -31,7 +31,7 @@ def _clip(folder: Path, n: int = 6, hw=(64, 128), seed: int = 0) -> Path:
     wide = cv2.GaussianBlur(rng.integers(0, 255, (hw[0], hw[1] + 4 * n, 3), dtype=np.uint8), (0, 0), 2)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        cv2.imwrite(str(folder / f"f{i}.png"), wide[:, 2 * i: 2 * i + hw[1]])
+        cv2.imwrite(str(folder / f"f{i}.png"), wide[:, 2 * i : 2 * i + hw[1]])
     return folder
 
 
@@ -40,18 +40,33 @@ def start_ckpt(tmp_path_factory) -> Path:
     """An ESPNet (19 classes, 64x128) checkpoint to fine-tune: the 'pretrained' model and its own teacher."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("start") / "start.pt"
-    save_checkpoint(path, create_model("espnet", 19), model_name="espnet", classes=[str(i) for i in range(19)],
-                    preprocess=PreprocessSpec(**SPEC))
+    save_checkpoint(
+        path,
+        create_model("espnet", 19),
+        model_name="espnet",
+        classes=[str(i) for i in range(19)],
+        preprocess=PreprocessSpec(**SPEC),
+    )
     return path
 
 
 def _recipe(tmp_path, name: str, data: dict) -> Path:
     import yaml
 
-    base = {"name": name, "iterations": 2, "batch_size": 1, "threads": 1, "log_every": 1, "ckpt_every": 0,
-            "out_dir": str(tmp_path / "runs"), "val_max_sequences": 1, "val_tc": False,
-            "data": {"crop": [64, 128], "scale_range": [0.9, 1.1], "workers": 0},
-            "model": {"name": "espnet"}, "preprocess": dict(SPEC)}
+    base = {
+        "name": name,
+        "iterations": 2,
+        "batch_size": 1,
+        "threads": 1,
+        "log_every": 1,
+        "ckpt_every": 0,
+        "out_dir": str(tmp_path / "runs"),
+        "val_max_sequences": 1,
+        "val_tc": False,
+        "data": {"crop": [64, 128], "scale_range": [0.9, 1.1], "workers": 0},
+        "model": {"name": "espnet"},
+        "preprocess": dict(SPEC),
+    }
     for key, value in data.items():
         node = base
         *parents, last = key.split(".")
@@ -80,11 +95,23 @@ def test_video_pairs_bring_frames_to_the_model_geometry(tmp_path):
 def test_mixed_batches_self_distillation_and_video_tc(tmp_path, synth_root, start_ckpt):
     clips = _clip(tmp_path / "clips" / "street", n=6)
     held = _clip(tmp_path / "held" / "other", n=3, seed=1)
-    cfg = load_recipe(_recipe(tmp_path, "mixed", {
-        "data.root": str(synth_root), "video.root": str(clips.parent), "video.batch_size": 2,
-        "video.offsets": [-1, 1, 2], "video.flow_cache": str(tmp_path / "flow"), "video.val_root": str(held.parent),
-        "model.init_checkpoint": str(start_ckpt), "teacher.checkpoint": str(start_ckpt),
-        "loss.weights": {"seg": 1.0, "aux": 0.4, "temporal": 1.0, "kd_pixel": 1.0}}))
+    cfg = load_recipe(
+        _recipe(
+            tmp_path,
+            "mixed",
+            {
+                "data.root": str(synth_root),
+                "video.root": str(clips.parent),
+                "video.batch_size": 2,
+                "video.offsets": [-1, 1, 2],
+                "video.flow_cache": str(tmp_path / "flow"),
+                "video.val_root": str(held.parent),
+                "model.init_checkpoint": str(start_ckpt),
+                "teacher.checkpoint": str(start_ckpt),
+                "loss.weights": {"seg": 1.0, "aux": 0.4, "temporal": 1.0, "kd_pixel": 1.0},
+            },
+        )
+    )
     trainer = Trainer(cfg, progress=False)
     assert trainer.loss.cfg.weights.active() == {"temporal": 1.0, "kd_pixel": 1.0}  # the video part's terms
     assert trainer.loss_labelled.cfg.weights.active() == {"seg": 1.0, "aux": 0.4, "kd_pixel": 1.0}
@@ -106,14 +133,32 @@ def test_mixed_batches_self_distillation_and_video_tc(tmp_path, synth_root, star
 
 def test_video_only_from_a_zoo_model_with_frozen_batchnorm(tmp_path):
     clips = _clip(tmp_path / "clips" / "street", n=5)
-    cfg = load_recipe(_recipe(tmp_path, "zoo", {
-        "classes": "camvid", "data.root": None, "video.root": str(clips.parent), "video.offsets": [-1, 1],
-        "video.flow_cache": str(tmp_path / "flow"), "video.val_root": str(clips.parent), "video.val_max_frames": 3,
-        "model.init_checkpoint": "espnet-camvid", "teacher.checkpoint": "espnet-camvid", "model.freeze_bn": True,
-        "preprocess": {**SPEC, "channel_order": "bgr", "scale": 1 / 255,
-                       "mean": [110.3310546875, 108.40888977050781, 105.03321838378906],
-                       "std": [72.12568664550781, 72.69076538085938, 69.90434265136719]},
-        "loss.weights": {"seg": 0.0, "aux": 0.0, "temporal": 1.0, "kd_pixel": 1.0}}))
+    cfg = load_recipe(
+        _recipe(
+            tmp_path,
+            "zoo",
+            {
+                "classes": "camvid",
+                "data.root": None,
+                "video.root": str(clips.parent),
+                "video.offsets": [-1, 1],
+                "video.flow_cache": str(tmp_path / "flow"),
+                "video.val_root": str(clips.parent),
+                "video.val_max_frames": 3,
+                "model.init_checkpoint": "espnet-camvid",
+                "teacher.checkpoint": "espnet-camvid",
+                "model.freeze_bn": True,
+                "preprocess": {
+                    **SPEC,
+                    "channel_order": "bgr",
+                    "scale": 1 / 255,
+                    "mean": [110.3310546875, 108.40888977050781, 105.03321838378906],
+                    "std": [72.12568664550781, 72.69076538085938, 69.90434265136719],
+                },
+                "loss.weights": {"seg": 0.0, "aux": 0.0, "temporal": 1.0, "kd_pixel": 1.0},
+            },
+        )
+    )
     assert cfg.model.init_checkpoint == "espnet-camvid"  # a zoo name is not made a path beside the recipe
     trainer = Trainer(cfg, progress=False)
     assert trainer.model_kwargs == {"p": 2, "q": 8, "width": 12, "fuse_input": "level1_cat"}
@@ -128,19 +173,47 @@ def test_video_only_from_a_zoo_model_with_frozen_batchnorm(tmp_path):
 
 def test_bad_video_recipes_are_one_line_errors(tmp_path, synth_root, start_ckpt):
     clips = _clip(tmp_path / "clips" / "short", n=3)
-    common = {"video.root": str(clips.parent), "video.flow_cache": str(tmp_path / "flow"),
-              "model.init_checkpoint": str(start_ckpt), "teacher.checkpoint": str(start_ckpt)}
+    common = {
+        "video.root": str(clips.parent),
+        "video.flow_cache": str(tmp_path / "flow"),
+        "model.init_checkpoint": str(start_ckpt),
+        "teacher.checkpoint": str(start_ckpt),
+    }
     with pytest.raises(VssegError, match=r"short: clip has 3 frames, fewer than the 4"):
-        Trainer(load_recipe(_recipe(tmp_path, "a", {**common, "data.root": None, "video.offsets": [1, 3],
-                                                    "loss.weights": {"seg": 0, "aux": 0, "temporal": 1.0}})))
+        Trainer(
+            load_recipe(
+                _recipe(
+                    tmp_path,
+                    "a",
+                    {
+                        **common,
+                        "data.root": None,
+                        "video.offsets": [1, 3],
+                        "loss.weights": {"seg": 0, "aux": 0, "temporal": 1.0},
+                    },
+                )
+            )
+        )
     with pytest.raises(VssegError, match=r"video.root is set but none of .*temporal"):
         Trainer(load_recipe(_recipe(tmp_path, "b", {**common, "data.root": str(synth_root), "video.offsets": [1]})))
     with pytest.raises(VssegError, match=r"no training data"):
         load_recipe(_recipe(tmp_path, "c", {"data.root": None}))
     with pytest.raises(VssegError, match=r"preprocessing differs .*mean"):
-        Trainer(load_recipe(_recipe(tmp_path, "d", {**common, "data.root": None, "video.offsets": [1],
-                                                    "preprocess": {**SPEC, "mean": [0, 0, 0]},
-                                                    "loss.weights": {"seg": 0, "aux": 0, "temporal": 1.0}})))
+        Trainer(
+            load_recipe(
+                _recipe(
+                    tmp_path,
+                    "d",
+                    {
+                        **common,
+                        "data.root": None,
+                        "video.offsets": [1],
+                        "preprocess": {**SPEC, "mean": [0, 0, 0]},
+                        "loss.weights": {"seg": 0, "aux": 0, "temporal": 1.0},
+                    },
+                )
+            )
+        )
 
 
 def test_train_cli_with_a_video_only_recipe(tmp_path, start_ckpt):
@@ -149,10 +222,18 @@ def test_train_cli_with_a_video_only_recipe(tmp_path, start_ckpt):
     from vsseg_edge.cli import app
 
     clips = _clip(tmp_path / "clips" / "street", n=4)
-    path = _recipe(tmp_path, "cli", {"data.root": None, "video.root": str(clips.parent), "video.offsets": [1],
-                                     "video.flow_cache": str(tmp_path / "flow"),
-                                     "model.init_checkpoint": str(start_ckpt),
-                                     "loss.weights": {"seg": 0, "aux": 0, "temporal": 0.5}})
+    path = _recipe(
+        tmp_path,
+        "cli",
+        {
+            "data.root": None,
+            "video.root": str(clips.parent),
+            "video.offsets": [1],
+            "video.flow_cache": str(tmp_path / "flow"),
+            "model.init_checkpoint": str(start_ckpt),
+            "loss.weights": {"seg": 0, "aux": 0, "temporal": 0.5},
+        },
+    )
     res = CliRunner().invoke(app, ["train", str(path), "--no-progress", "--override", "iterations=1"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "runs" / "cli" / "model.pt").is_file()

@@ -18,9 +18,11 @@ from pathlib import Path
 from ..core.errors import VssegError
 
 SEPARATOR = "::"
-OPTIONS = {"ort": ("shift_int8", "exact_qdq", "providers"),
-           "torch": ("fp16", "channels_last", "cuda_graph"),
-           "trt": ("device",)}
+OPTIONS = {
+    "ort": ("shift_int8", "exact_qdq", "providers"),
+    "torch": ("fp16", "channels_last", "cuda_graph"),
+    "trt": ("device",),
+}
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,10 @@ def parse_artifact(spec, backend: str | None = None) -> Artifact:
     if backend is not None:
         bad = [k for k in art.options if k not in OPTIONS.get(backend, ())]
         if bad:
-            raise VssegError(f"{art.spec()}: option(s) {bad} do not apply to the {backend} backend; "
-                             f"expected {', '.join(OPTIONS.get(backend, ())) or 'none'}")
+            raise VssegError(
+                f"{art.spec()}: option(s) {bad} do not apply to the {backend} backend; "
+                f"expected {', '.join(OPTIONS.get(backend, ())) or 'none'}"
+            )
     return art
 
 

@@ -16,44 +16,65 @@ def register(app, data_app) -> None:
 
 
 def bench_command(
-    models: List[Path] = typer.Argument(..., help="Artifacts to benchmark: .onnx (FP32 or Q/DQ INT8, onnxruntime), "
-                                                  ".pt (vsseg-edge checkpoint, torch) or a zoo name, "
-                                                  ".engine (TensorRT); "
-                                                  "FILE::key=value,… adds backend options (e.g. "
-                                                  "m.int8.qdq.onnx::shift_int8=false). With --compare: two "
-                                                  "report.json files A B."),
+    models: List[Path] = typer.Argument(
+        ...,
+        help="Artifacts to benchmark: .onnx (FP32 or Q/DQ INT8, onnxruntime), "
+        ".pt (vsseg-edge checkpoint, torch) or a zoo name, "
+        ".engine (TensorRT); "
+        "FILE::key=value,… adds backend options (e.g. "
+        "m.int8.qdq.onnx::shift_int8=false). With --compare: two "
+        "report.json files A B.",
+    ),
     dataset: Optional[Path] = typer.Option(
-        None, "--dataset", show_default="none; required unless --compare",
-        help="Dataset root (synthetic, Cityscapes, CamVid …), a folder of images, a video file or a folder of "
-             "clips."),
+        None,
+        "--dataset",
+        show_default="none; required unless --compare",
+        help="Dataset root (synthetic, Cityscapes, CamVid …), a folder of images, a video file or a folder of clips.",
+    ),
     split: str = typer.Option("val", "--split", help="Split to time and evaluate."),
     kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto|cityscapes|synthetic|camvid|images."),
     classes: Optional[str] = typer.Option(
-        None, "--classes", show_default="the dataset's classes.yaml, else its layout's",
-        help="Class file the dataset's labels are numbered in."),
+        None,
+        "--classes",
+        show_default="the dataset's classes.yaml, else its layout's",
+        help="Class file the dataset's labels are numbered in.",
+    ),
     backends: str = typer.Option("ort,torch,trt", "--backends", help="Comma list of backends allowed to run."),
     out: Path = typer.Option(
-        Path("reports/bench"), "--out", "-o", help="Report folder: report.json, report.md, PNG plots."),
+        Path("reports/bench"), "--out", "-o", help="Report folder: report.json, report.md, PNG plots."
+    ),
     runs: int = typer.Option(50, "--runs", help="Timed runs per latency figure."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed warm-up runs before each latency figure."),
     threads: Optional[int] = typer.Option(
-        None, "--threads", show_default="each library's", help="CPU threads for onnxruntime and torch."),
-    frames: int = typer.Option(16, "--frames", help="Distinct frames (evenly spaced over the split) for timing "
-                                                    "and agreement."),
+        None, "--threads", show_default="each library's", help="CPU threads for onnxruntime and torch."
+    ),
+    frames: int = typer.Option(
+        16, "--frames", help="Distinct frames (evenly spaced over the split) for timing and agreement."
+    ),
     max_sequences: Optional[int] = typer.Option(
-        None, "--max-sequences", show_default="all", min=1, help="Evaluate the first N sequences."),
+        None, "--max-sequences", show_default="all", min=1, help="Evaluate the first N sequences."
+    ),
     flow: str = typer.Option("auto", "--flow", help="Flow for TC: auto|exact|dis|<folder of flow files>."),
     no_tc: bool = typer.Option(False, "--no-tc", help="Skip temporal consistency."),
     reference: Optional[Path] = typer.Option(
-        None, "--reference", show_default="the nearest FP32 of the same lineage",
-        help="FP32 artifact the agreement is measured against (none if no FP32 entry shares the lineage)."),
+        None,
+        "--reference",
+        show_default="the nearest FP32 of the same lineage",
+        help="FP32 artifact the agreement is measured against (none if no FP32 entry shares the lineage).",
+    ),
     device: Optional[str] = typer.Option(
-        None, "--device", show_default="cuda if available", help="torch backend device."),
-    repeats: int = typer.Option(1, "--repeats", help="Timing rounds over all entries (entries back to back in each "
-                                                     "round); speed vs the reference is the median paired ratio."),
+        None, "--device", show_default="cuda if available", help="torch backend device."
+    ),
+    repeats: int = typer.Option(
+        1,
+        "--repeats",
+        help="Timing rounds over all entries (entries back to back in each "
+        "round); speed vs the reference is the median paired ratio.",
+    ),
     isolate: bool = typer.Option(False, "--isolate", help="Time each entry of each round in a process of its own."),
-    speed_only: bool = typer.Option(False, "--speed-only", help="Latency and agreement only: no mIoU / TC pass over "
-                                                                "the split."),
+    speed_only: bool = typer.Option(
+        False, "--speed-only", help="Latency and agreement only: no mIoU / TC pass over the split."
+    ),
     compare: bool = typer.Option(False, "--compare", help="Compare two reports: `bench --compare A.json B.json`."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the report already in --out (its plots too)."),
 ):
@@ -72,11 +93,25 @@ def bench_command(
 
     models = [resolve(m) for m in models]
 
-    cfg = BenchConfig(dataset=dataset, split=split, kind=kind,
-                      backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
-                      runs=runs, warmup=warmup, threads=threads, frames=frames, max_sequences=max_sequences,
-                      flow=flow, tc=not no_tc, reference=reference, device=device, classes=classes,
-                      repeats=repeats, isolate=isolate, accuracy=not speed_only)
+    cfg = BenchConfig(
+        dataset=dataset,
+        split=split,
+        kind=kind,
+        backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
+        runs=runs,
+        warmup=warmup,
+        threads=threads,
+        frames=frames,
+        max_sequences=max_sequences,
+        flow=flow,
+        tc=not no_tc,
+        reference=reference,
+        device=device,
+        classes=classes,
+        repeats=repeats,
+        isolate=isolate,
+        accuracy=not speed_only,
+    )
     files_in = [Path(str(m).split("::")[0]) for m in models]  # FILE::options names FILE
     check_report_folder(out, overwrite, inputs=[*files_in, dataset, reference])
     verify_manifests([*files_in, *([reference] if reference else [])])
@@ -109,8 +144,10 @@ def check_report_folder(out: Path, overwrite: bool, inputs) -> None:
     check_output(out, "--out", folder=True, need_bytes=REPORT_BYTES, inputs=inputs)
     existing = [p.name for p in report_files(out) if p.exists()]
     if existing and not overwrite:
-        raise VssegError(f"--out {out}: already holds a report ({', '.join(existing)}); pass --overwrite to "
-                         "replace it, or choose a new folder")
+        raise VssegError(
+            f"--out {out}: already holds a report ({', '.join(existing)}); pass --overwrite to "
+            "replace it, or choose a new folder"
+        )
 
 
 def clear_report(out: Path) -> None:

@@ -21,8 +21,9 @@ def load_report(path: str | Path) -> dict:
     rep = read_json(path, "report")
     if not isinstance(rep, dict) or rep.get("schema") not in READABLE_SCHEMAS:
         schema = rep.get("schema") if isinstance(rep, dict) else None
-        raise VssegError(f"{path}: not a vsseg-edge bench report (schema {schema!r}, "
-                         f"expected one of {', '.join(READABLE_SCHEMAS)})")
+        raise VssegError(
+            f"{path}: not a vsseg-edge bench report (schema {schema!r}, expected one of {', '.join(READABLE_SCHEMAS)})"
+        )
     return rep
 
 
@@ -53,25 +54,41 @@ def compare_reports(a: dict, b: dict) -> dict:
     for key in [k for k in ea if k in eb]:
         x, y = ea[key], eb[key]
         row = {"id": y["id"], "status_a": x["status"], "status_b": y["status"]}
-        row["e2e_fps_ratio"] = _ratio(_pick(y, "latency", "end_to_end", "fps"),
-                                      _pick(x, "latency", "end_to_end", "fps"))
+        row["e2e_fps_ratio"] = _ratio(
+            _pick(y, "latency", "end_to_end", "fps"), _pick(x, "latency", "end_to_end", "fps")
+        )
         row["compute_fps_ratio"] = _ratio(_pick(y, "latency", "compute", "fps"), _pick(x, "latency", "compute", "fps"))
-        row["e2e_p50_ratio"] = _ratio(_pick(y, "latency", "end_to_end", "p50_ms"),
-                                      _pick(x, "latency", "end_to_end", "p50_ms"))
+        row["e2e_p50_ratio"] = _ratio(
+            _pick(y, "latency", "end_to_end", "p50_ms"), _pick(x, "latency", "end_to_end", "p50_ms")
+        )
         row["miou_delta"] = _delta(_pick(y, "accuracy", "miou"), _pick(x, "accuracy", "miou"))
         row["tc_delta"] = _delta(_pick(y, "accuracy", "tc"), _pick(x, "accuracy", "tc"))
         row["agreement_delta"] = _delta(_pick(y, "agreement", "percent"), _pick(x, "agreement", "percent"))
         matched.append(row)
-    return {"matched": matched, "only_a": [ea[k]["id"] for k in ea if k not in eb],
-            "only_b": [eb[k]["id"] for k in eb if k not in ea], "settings": settings_diff(a, b)}
+    return {
+        "matched": matched,
+        "only_a": [ea[k]["id"] for k in ea if k not in eb],
+        "only_b": [eb[k]["id"] for k in eb if k not in ea],
+        "settings": settings_diff(a, b),
+    }
 
 
-SETTINGS = {"schema": ("schema",), "backends": ("backends",), "reference rule": ("reference_rule",),
-            "runs": ("timing", "runs"), "warmup": ("timing", "warmup"), "threads": ("timing", "threads"),
-            "repeats": ("timing", "repeats"), "isolate": ("timing", "isolate"),
-            "dataset": ("dataset", "root"), "split": ("dataset", "split"),
-            "max_sequences": ("dataset", "max_sequences"),
-            "flow": ("flow",), "cpu": ("environment", "cpu"), "gpus": ("environment", "gpus")}
+SETTINGS = {
+    "schema": ("schema",),
+    "backends": ("backends",),
+    "reference rule": ("reference_rule",),
+    "runs": ("timing", "runs"),
+    "warmup": ("timing", "warmup"),
+    "threads": ("timing", "threads"),
+    "repeats": ("timing", "repeats"),
+    "isolate": ("timing", "isolate"),
+    "dataset": ("dataset", "root"),
+    "split": ("dataset", "split"),
+    "max_sequences": ("dataset", "max_sequences"),
+    "flow": ("flow",),
+    "cpu": ("environment", "cpu"),
+    "gpus": ("environment", "gpus"),
+}
 
 
 def settings_diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
@@ -84,6 +101,7 @@ def settings_diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
 
 def format_comparison(diff: dict, name_a: str = "A", name_b: str = "B") -> str:
     """Markdown: the table of ratios/deltas, then the entries found in only one report."""
+
     def f(x, signed=False):
         return "—" if x is None else (f"{x:+.2f}" if signed else f"{x:.3f}x")
 
@@ -91,10 +109,24 @@ def format_comparison(diff: dict, name_a: str = "A", name_b: str = "B") -> str:
     rows = []
     for r in diff["matched"]:
         note = "" if r["status_a"] == r["status_b"] == "ok" else f"status {r['status_a']} → {r['status_b']}"
-        rows.append([r["id"], f(r["e2e_fps_ratio"]), f(r["compute_fps_ratio"]), f(r["e2e_p50_ratio"]),
-                     f(r["miou_delta"], True), f(r["tc_delta"], True), f(r["agreement_delta"], True), note])
-    out = [f"Comparison {name_b} vs {name_a} (ratios {name_b}/{name_a}: FPS > 1 is faster; deltas {name_b} − "
-           f"{name_a} in points)", "", markdown_table(header, rows) if rows else "_no entry in both reports_"]
+        rows.append(
+            [
+                r["id"],
+                f(r["e2e_fps_ratio"]),
+                f(r["compute_fps_ratio"]),
+                f(r["e2e_p50_ratio"]),
+                f(r["miou_delta"], True),
+                f(r["tc_delta"], True),
+                f(r["agreement_delta"], True),
+                note,
+            ]
+        )
+    out = [
+        f"Comparison {name_b} vs {name_a} (ratios {name_b}/{name_a}: FPS > 1 is faster; deltas {name_b} − "
+        f"{name_a} in points)",
+        "",
+        markdown_table(header, rows) if rows else "_no entry in both reports_",
+    ]
     if diff.get("settings"):
         out += ["", "Measured differently: " + "; ".join(f"{n} {x} → {y}" for n, x, y in diff["settings"])]
     if diff["only_a"]:

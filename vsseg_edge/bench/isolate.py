@@ -21,14 +21,23 @@ from ..core.errors import VssegError
 
 def job(artifact, backend: str, cfg, frame_paths: list[str]) -> dict:
     """The JSON-ready description of one timing for a child process."""
-    return {"path": str(artifact.path), "options": artifact.options, "backend": backend, "threads": cfg.threads,
-            "device": cfg.device, "runs": cfg.runs, "warmup": cfg.warmup, "frames": list(frame_paths)}
+    return {
+        "path": str(artifact.path),
+        "options": artifact.options,
+        "backend": backend,
+        "threads": cfg.threads,
+        "device": cfg.device,
+        "runs": cfg.runs,
+        "warmup": cfg.warmup,
+        "frames": list(frame_paths),
+    }
 
 
 def time_in_child(spec: dict) -> dict:
     """Run one timing job in a fresh interpreter; its latency dict, or a one-line error naming the artifact."""
-    proc = subprocess.run([sys.executable, "-m", "vsseg_edge.bench.isolate", json.dumps(spec)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vsseg_edge.bench.isolate", json.dumps(spec)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise VssegError(f"{spec['path']}: the timing process failed ({last[:200]})")

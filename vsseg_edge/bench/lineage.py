@@ -56,8 +56,11 @@ def _locate(child: Path, parent: dict, known: dict[str, Path]) -> Path | None:
 
     beside = child.parent / str(parent.get("file"))
     try:
-        if (parent.get("file") and manifest_path(beside).is_file()
-                and read_manifest(beside, verify=True).get("sha256") == parent["sha256"]):
+        if (
+            parent.get("file")
+            and manifest_path(beside).is_file()
+            and read_manifest(beside, verify=True).get("sha256") == parent["sha256"]
+        ):
             return beside
     except VssegError:  # an unreadable manifest beside the child is not its parent; look among the run's artifacts
         pass
@@ -103,5 +106,7 @@ def choose_reference(entry: dict, entries: list[dict], explicit: str | None) -> 
         return best[1], None
     if fp32:
         return None, "FP32 root of its lineage among the entries (the reference of its descendants)"
-    return None, (f"no FP32 reference: no FP32 entry of the same model (source {source_of(entry)}) among the "
-                  "entries; bench its FP32 ONNX or checkpoint too, or pass --reference")
+    return None, (
+        f"no FP32 reference: no FP32 entry of the same model (source {source_of(entry)}) among the "
+        "entries; bench its FP32 ONNX or checkpoint too, or pass --reference"
+    )

@@ -12,8 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def random_init_checkpoint(name: str, out: str | Path, *, size: tuple[int, int] = (512, 1024),
-                           classes: str = "cityscapes", seed: int = 0, **model_kwargs) -> Path:
+def random_init_checkpoint(
+    name: str,
+    out: str | Path,
+    *,
+    size: tuple[int, int] = (512, 1024),
+    classes: str = "cityscapes",
+    seed: int = 0,
+    **model_kwargs,
+) -> Path:
     """Create registry model `name` under torch.manual_seed(`seed`) and save it as a checkpoint at `out` whose
     preprocessing takes `size` (H, W) frames and whose classes are the `classes` set; returns `out`.
 
@@ -30,8 +37,13 @@ def random_init_checkpoint(name: str, out: str | Path, *, size: tuple[int, int] 
     model = create_model(name, labels.num_classes, **model_kwargs).eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, model, model_name=name, classes=list(labels.classes),
-                    preprocess=PreprocessSpec(height=size[0], width=size[1]),
-                    model_kwargs={k: v for k, v in model_kwargs.items() if k != "weights"},
-                    config={"init": f"random (torch.manual_seed({seed}))"})
+    save_checkpoint(
+        out,
+        model,
+        model_name=name,
+        classes=list(labels.classes),
+        preprocess=PreprocessSpec(height=size[0], width=size[1]),
+        model_kwargs={k: v for k, v in model_kwargs.items() if k != "weights"},
+        config={"init": f"random (torch.manual_seed({seed}))"},
+    )
     return out

@@ -39,8 +39,14 @@ def not_run(entries: list[dict], backends: tuple[str, ...]) -> list[dict]:
 
 
 def _row(e: dict, backend: str, status: str, reason: str) -> dict:
-    return {"id": e["id"], "artifact": e["artifact"], "file": e["file"], "backend": backend, "status": status,
-            "reason": reason}
+    return {
+        "id": e["id"],
+        "artifact": e["artifact"],
+        "file": e["file"],
+        "backend": backend,
+        "status": status,
+        "reason": reason,
+    }
 
 
 def related(e: dict, backend: str, entries: list[dict]) -> tuple[dict, str] | None:
@@ -64,8 +70,10 @@ def related(e: dict, backend: str, entries: list[dict]) -> tuple[dict, str] | No
         else:
             found = [(c, rel) for c, rel in found if c.get("precision") != "int8"]
             found.sort(key=lambda hit: hit[0].get("precision") != e.get("precision"))
-            found = [(c, rel if c.get("precision") == e.get("precision") else f"{rel}, {c.get('precision')} there")
-                     for c, rel in found]
+            found = [
+                (c, rel if c.get("precision") == e.get("precision") else f"{rel}, {c.get('precision')} there")
+                for c, rel in found
+            ]
     return found[0] if found else None
 
 
@@ -94,18 +102,27 @@ def _needs(e: dict, backend: str) -> tuple[str, str]:
     if backend == "trt":
         flag = "--int8" if e.get("precision") == "int8" else "--fp16"
         if own == "ort":
-            return "needs_engine", (f"ONNX input: build an engine first with `vsseg-edge build-engine {f} {flag}` "
-                                    f"on the target GPU, then bench the .engine{no_trt}")
-        return "needs_engine", (f"checkpoint input: `vsseg-edge export {f} --out {stem}.onnx`, then `vsseg-edge "
-                                f"build-engine {stem}.onnx --fp16` on the target GPU, then bench the .engine{no_trt}")
+            return "needs_engine", (
+                f"ONNX input: build an engine first with `vsseg-edge build-engine {f} {flag}` "
+                f"on the target GPU, then bench the .engine{no_trt}"
+            )
+        return "needs_engine", (
+            f"checkpoint input: `vsseg-edge export {f} --out {stem}.onnx`, then `vsseg-edge "
+            f"build-engine {stem}.onnx --fp16` on the target GPU, then bench the .engine{no_trt}"
+        )
     if backend == "ort":
         if own == "torch":
-            return "needs_export", (f"checkpoint input: export an ONNX first with `vsseg-edge export {f} "
-                                    f"--out {stem}.onnx`")
-        return "not_applicable", (f"TensorRT engine: runs on TensorRT only; bench the ONNX it was built from"
-                                  f"{f' ({parent})' if parent else ''} for onnxruntime")
+            return "needs_export", (
+                f"checkpoint input: export an ONNX first with `vsseg-edge export {f} --out {stem}.onnx`"
+            )
+        return "not_applicable", (
+            f"TensorRT engine: runs on TensorRT only; bench the ONNX it was built from"
+            f"{f' ({parent})' if parent else ''} for onnxruntime"
+        )
     if e.get("precision") == "int8":
         return "not_applicable", "INT8 input: the torch backend runs FP32/FP16 checkpoints, it has no INT8 path"
     what = "TensorRT engine" if own == "trt" else "ONNX input"
-    return "needs_checkpoint", (f"{what}: the torch backend runs vsseg-edge checkpoints; bench the checkpoint it "
-                                f"came from{f' ({parent})' if parent and own == 'ort' else ''}")
+    return "needs_checkpoint", (
+        f"{what}: the torch backend runs vsseg-edge checkpoints; bench the checkpoint it "
+        f"came from{f' ({parent})' if parent and own == 'ort' else ''}"
+    )

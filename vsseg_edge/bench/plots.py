@@ -45,11 +45,21 @@ def plot_accuracy_latency(entries: list[dict], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for backend in sorted({e["backend"] for e in pts}):
         sel = [e for e in pts if e["backend"] == backend]
-        ax.scatter([e["latency"]["end_to_end"]["p50_ms"] for e in sel], [e["accuracy"]["miou"] for e in sel],
-                   marker=MARKERS.get(backend, "x"), s=60, label=backend)
+        ax.scatter(
+            [e["latency"]["end_to_end"]["p50_ms"] for e in sel],
+            [e["accuracy"]["miou"] for e in sel],
+            marker=MARKERS.get(backend, "x"),
+            s=60,
+            label=backend,
+        )
     for e in pts:
-        ax.annotate(entry_label(e), (e["latency"]["end_to_end"]["p50_ms"], e["accuracy"]["miou"]),
-                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(
+            entry_label(e),
+            (e["latency"]["end_to_end"]["p50_ms"], e["accuracy"]["miou"]),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=8,
+        )
     ax.set_xlabel("end-to-end latency p50 (ms, batch 1)")
     ax.set_ylabel("mIoU (%)")
     ax.set_title("Accuracy vs latency")
@@ -97,8 +107,9 @@ def plot_int8_deltas(entries: list[dict], path: Path) -> bool:
     if not groups:
         return False
     plt = _pyplot()
-    classes = sorted({c for _, d in groups for c in d}, key=lambda c: list(groups[0][1]).index(c)
-                     if c in groups[0][1] else 1 << 30)
+    classes = sorted(
+        {c for _, d in groups for c in d}, key=lambda c: list(groups[0][1]).index(c) if c in groups[0][1] else 1 << 30
+    )
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(classes) + 2), 4))
     width = 0.8 / len(groups)
     for k, (e, d) in enumerate(groups):

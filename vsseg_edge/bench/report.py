@@ -50,16 +50,43 @@ def table_rows(report: dict) -> list[list[str]]:
     rows = []
     for e in report["entries"]:
         if e["status"] != "ok":
-            rows.append([entry_label(e), e["backend"], "—", "—", "—", "—", "—", "—", "—", "—", "—",
-                         f"{e['status']}: {e['reason']}"])
+            rows.append(
+                [
+                    entry_label(e),
+                    e["backend"],
+                    "—",
+                    "—",
+                    "—",
+                    "—",
+                    "—",
+                    "—",
+                    "—",
+                    "—",
+                    "—",
+                    f"{e['status']}: {e['reason']}",
+                ]
+            )
             continue
         c, x, a = e["latency"]["compute"], e["latency"]["end_to_end"], e["accuracy"]
         agr = e.get("agreement") or {}
         ref = f"vs {agr['reference']}" if agr.get("reference") else reference_note(e)
         speed = (e.get("speed_vs_reference") or {}).get("compute")
-        rows.append([entry_label(e), _device(e.get("device")), _f(x["p50_ms"]), _f(x["p99_ms"]), _f(x["fps"], 1),
-                     _f(c["p50_ms"]), _f(c["fps"], 1), "—" if speed is None else f"{speed:.2f}x", _f(a["miou"]),
-                     _f(a["tc"]), _f(agr.get("percent")), ref])
+        rows.append(
+            [
+                entry_label(e),
+                _device(e.get("device")),
+                _f(x["p50_ms"]),
+                _f(x["p99_ms"]),
+                _f(x["fps"], 1),
+                _f(c["p50_ms"]),
+                _f(c["fps"], 1),
+                "—" if speed is None else f"{speed:.2f}x",
+                _f(a["miou"]),
+                _f(a["tc"]),
+                _f(agr.get("percent")),
+                ref,
+            ]
+        )
     return rows
 
 
@@ -71,16 +98,30 @@ def reference_note(e: dict) -> str:
 
 def not_run_lines(report: dict) -> list[str]:
     """One Markdown line per requested (artifact, backend) pair without figures (`runner` key `not_run`)."""
-    return [f"- `{r['id'].rsplit('@', 1)[0]}` × {r['backend']} — {r['status']}: {r['reason']}"
-            for r in report.get("not_run") or []]
+    return [
+        f"- `{r['id'].rsplit('@', 1)[0]}` × {r['backend']} — {r['status']}: {r['reason']}"
+        for r in report.get("not_run") or []
+    ]
 
 
 def _device(name) -> str:
     return "CPU" if str(name).lower() == "cpu" else str(name)
 
 
-HEADER = ["entry", "device", "e2e p50 ms", "e2e p99 ms", "e2e FPS", "compute p50 ms", "compute FPS",
-          "compute speed vs ref", "mIoU %", "TC %", "agreement %", "note"]
+HEADER = [
+    "entry",
+    "device",
+    "e2e p50 ms",
+    "e2e p99 ms",
+    "e2e FPS",
+    "compute p50 ms",
+    "compute FPS",
+    "compute speed vs ref",
+    "mIoU %",
+    "TC %",
+    "agreement %",
+    "note",
+]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -99,30 +140,56 @@ def render_markdown(report: dict, plots: dict) -> str:
     if plots.get("accuracy_latency"):
         parts += [f"![accuracy vs latency]({plots['accuracy_latency']})", ""]
     if report.get("not_run"):
-        parts += [f"**Not run** — requested (artifact, backend) pairs without figures (backends asked: "
-                  f"{', '.join(report.get('backends') or [])}):", ""] + not_run_lines(report) + [""]
+        parts += (
+            [
+                f"**Not run** — requested (artifact, backend) pairs without figures (backends asked: "
+                f"{', '.join(report.get('backends') or [])}):",
+                "",
+            ]
+            + not_run_lines(report)
+            + [""]
+        )
     parts += [f"# Benchmark on {ds['name']} {ds['split']} ({report['created']})", ""]
     for key, title in (("tc", "Temporal consistency"), ("int8_delta", "Per-class IoU change from INT8")):
-        parts += [f"![{title}]({plots[key]})" if plots.get(key) else f"_{title}: nothing to plot "
-                  f"({'no TC figures' if key == 'tc' else 'no INT8 entry with an FP32 reference among the entries'})._",
-                  ""]
+        parts += [
+            f"![{title}]({plots[key]})"
+            if plots.get(key)
+            else f"_{title}: nothing to plot "
+            f"({'no TC figures' if key == 'tc' else 'no INT8 entry with an FP32 reference among the entries'})._",
+            "",
+        ]
     threads = timing["threads"] or "each library's default (onnxruntime: one per physical core; torch: torch's default)"
-    parts += ["## How these figures were measured", "",
-              METHODOLOGY.format(n_frames=len(timing["frames"]), warmup=timing["warmup"], runs=timing["runs"],
-                                 threads=threads, labelled=_labelled(report), flow=report.get("flow") or "not computed",
-                                 reference_rule=report["reference_rule"],
-                                 process=timing.get("process", "single process, entries run one after another")), ""]
+    parts += [
+        "## How these figures were measured",
+        "",
+        METHODOLOGY.format(
+            n_frames=len(timing["frames"]),
+            warmup=timing["warmup"],
+            runs=timing["runs"],
+            threads=threads,
+            labelled=_labelled(report),
+            flow=report.get("flow") or "not computed",
+            reference_rule=report["reference_rule"],
+            process=timing.get("process", "single process, entries run one after another"),
+        ),
+        "",
+    ]
     libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v)
     first = f", first {ds['max_sequences']} sequences evaluated" if ds["max_sequences"] else ""
     more = " …" if len(timing["frames"]) > 4 else ""
     flags = f"; {', '.join(env['cpu_flags'])}" if env.get("cpu_flags") else ""
-    parts += ["## Environment", "", f"- CPU: {env['cpu']} ({env['cpu_count']} logical cores, "
-              f"{env['cpu_affinity']} usable by this process{flags})",
-              f"- GPU: {', '.join(env.get('gpus') or []) or 'none'}",
-              f"- {env['platform']}, Python {env['python']}, vsseg-edge {env['vsseg_edge']}", f"- libraries: {libs}",
-              f"- dataset: {ds['root']} split {ds['split']} ({ds['sequences']} sequences, {ds['frames']} frames, "
-              f"{ds['labelled']} labelled{first})",
-              f"- timed frames: {', '.join(timing['frames'][:4])}{more}", _load_line(env)]
+    parts += [
+        "## Environment",
+        "",
+        f"- CPU: {env['cpu']} ({env['cpu_count']} logical cores, {env['cpu_affinity']} usable by this process{flags})",
+        f"- GPU: {', '.join(env.get('gpus') or []) or 'none'}",
+        f"- {env['platform']}, Python {env['python']}, vsseg-edge {env['vsseg_edge']}",
+        f"- libraries: {libs}",
+        f"- dataset: {ds['root']} split {ds['split']} ({ds['sequences']} sequences, {ds['frames']} frames, "
+        f"{ds['labelled']} labelled{first})",
+        f"- timed frames: {', '.join(timing['frames'][:4])}{more}",
+        _load_line(env),
+    ]
     if report.get("command"):
         parts += [f"- command: `{report['command']}`"]
     parts += [""]
@@ -142,18 +209,33 @@ def calibration_lines(report: dict) -> list[str]:
         if not c or e.get("file") in seen:
             continue
         seen.add(e.get("file"))
-        acc = (f"mIoU drop {_f(c['drop'])}" if c.get("criterion") == "miou_drop"
-               else f"disagreement {_f(c['drop'], 3)} %") if c.get("drop") is not None else "accuracy gate not run"
-        tc = (f"TC {_f(c['tc_fp32'])} → {_f(c['tc_int8'])} (drop {_f(c['tc_drop'])}) on {c['tc_pairs']} pairs of "
-              f"{c['tc_frames']} ({c['tc_flow']})" if c.get("tc_drop") is not None
-              else f"TC gate not run ({c.get('tc_skipped') or 'older manifest'})")
+        acc = (
+            (
+                f"mIoU drop {_f(c['drop'])}"
+                if c.get("criterion") == "miou_drop"
+                else f"disagreement {_f(c['drop'], 3)} %"
+            )
+            if c.get("drop") is not None
+            else "accuracy gate not run"
+        )
+        tc = (
+            f"TC {_f(c['tc_fp32'])} → {_f(c['tc_int8'])} (drop {_f(c['tc_drop'])}) on {c['tc_pairs']} pairs of "
+            f"{c['tc_frames']} ({c['tc_flow']})"
+            if c.get("tc_drop") is not None
+            else f"TC gate not run ({c.get('tc_skipped') or 'older manifest'})"
+        )
         sp = c.get("speed")
-        speed = (f"FP32/INT8 speed {sp['ratio']}× ({_f(sp['fp32_ms'])} → {_f(sp['int8_ms'])} ms, onnxruntime CPU, "
-                 f"{sp['cpu']}, {'/'.join(sp.get('cpu_flags') or []) or 'no listed ISA flags'})" if sp
-                 else "speed not measured")
+        speed = (
+            f"FP32/INT8 speed {sp['ratio']}× ({_f(sp['fp32_ms'])} → {_f(sp['int8_ms'])} ms, onnxruntime CPU, "
+            f"{sp['cpu']}, {'/'.join(sp.get('cpu_flags') or []) or 'no listed ISA flags'})"
+            if sp
+            else "speed not measured"
+        )
         verdict = {True: "passed", False: "FAILED (kept)", None: "not run"}[c.get("gate_passed")]
-        lines.append(f"- `{e['file']}` ({c.get('target')}, {c.get('method')}; gates {verdict}; "
-                     f"{c.get('kept_in_float')} node(s) kept in float): {acc}; {tc}; {speed}")
+        lines.append(
+            f"- `{e['file']}` ({c.get('target')}, {c.get('method')}; gates {verdict}; "
+            f"{c.get('kept_in_float')} node(s) kept in float): {acc}; {tc}; {speed}"
+        )
     return lines
 
 
@@ -161,14 +243,18 @@ def _load_line(env: dict) -> str:
     load = env.get("load_average") or {}
     if not load.get("start") or not load.get("end"):
         return "- load average: not recorded"
+
     def fmt(v):
         return "/".join(f"{x:.2f}" for x in v)
 
     cores = env.get("cpu_affinity") or env.get("cpu_count") or 1
     busy = max(load["start"][0], load["end"][0]) > cores
-    return (f"- load average (1/5/15 min): {fmt(load['start'])} at the start, {fmt(load['end'])} at the end"
-            + (f" — above the {cores} cores: other processes shared the CPUs, so compare only entries measured in "
-               "the same run, and expect slower absolute figures than on an idle machine" if busy else ""))
+    return f"- load average (1/5/15 min): {fmt(load['start'])} at the start, {fmt(load['end'])} at the end" + (
+        f" — above the {cores} cores: other processes shared the CPUs, so compare only entries measured in "
+        "the same run, and expect slower absolute figures than on an idle machine"
+        if busy
+        else ""
+    )
 
 
 def _labelled(report: dict) -> str:
@@ -183,14 +269,16 @@ def _entry_details(e: dict) -> str:
     lat, acc = e["latency"], e["accuracy"]
     st = lat.get("end_to_end_stages") or {}
     nan = f"; classes absent (left out of the mean): {', '.join(acc['nan_classes'])}" if acc.get("nan_classes") else ""
-    return (f"{head}, {e['device']}, threads {e.get('threads') or 'default'}, input {lat['input_size'][0]}x"
-            f"{lat['input_size'][1]} {lat['input_dtype']} {lat['input_layout']}, output {e['output_kind']}; "
-            f"compute p50/p90/p99 {_f(lat['compute']['p50_ms'])}/{_f(lat['compute']['p90_ms'])}/"
-            f"{_f(lat['compute']['p99_ms'])} ms; end-to-end {_f(lat['end_to_end']['p50_ms'])}/"
-            f"{_f(lat['end_to_end']['p90_ms'])}/{_f(lat['end_to_end']['p99_ms'])} ms (stages p50: preprocess "
-            f"{_f(st.get('preprocess_p50_ms'))}, infer {_f(st.get('infer_p50_ms'))}, postprocess "
-            f"{_f(st.get('postprocess_p50_ms'))} ms){_speed(e)}; TC over {acc['tc_pairs']} pairs"
-            f"{nan}; {_lineage(e)}")
+    return (
+        f"{head}, {e['device']}, threads {e.get('threads') or 'default'}, input {lat['input_size'][0]}x"
+        f"{lat['input_size'][1]} {lat['input_dtype']} {lat['input_layout']}, output {e['output_kind']}; "
+        f"compute p50/p90/p99 {_f(lat['compute']['p50_ms'])}/{_f(lat['compute']['p90_ms'])}/"
+        f"{_f(lat['compute']['p99_ms'])} ms; end-to-end {_f(lat['end_to_end']['p50_ms'])}/"
+        f"{_f(lat['end_to_end']['p90_ms'])}/{_f(lat['end_to_end']['p99_ms'])} ms (stages p50: preprocess "
+        f"{_f(st.get('preprocess_p50_ms'))}, infer {_f(st.get('infer_p50_ms'))}, postprocess "
+        f"{_f(st.get('postprocess_p50_ms'))} ms){_speed(e)}; TC over {acc['tc_pairs']} pairs"
+        f"{nan}; {_lineage(e)}"
+    )
 
 
 def _speed(e: dict) -> str:
@@ -199,8 +287,10 @@ def _speed(e: dict) -> str:
     if not sp or sp.get("compute") is None:
         return ""
     rounds = ", ".join(f"{r:.2f}" for r in sp["compute_rounds"])
-    return (f"; compute speed vs {sp['reference']} {sp['compute']:.2f}x (median of {sp['rounds']} paired "
-            f"round(s): {rounds}), end-to-end {_f(sp.get('end_to_end'))}x")
+    return (
+        f"; compute speed vs {sp['reference']} {sp['compute']:.2f}x (median of {sp['rounds']} paired "
+        f"round(s): {rounds}), end-to-end {_f(sp.get('end_to_end'))}x"
+    )
 
 
 def _lineage(e: dict) -> str:

@@ -34,9 +34,11 @@ SCHEMA = "vsseg-edge-bench/2"  # /2: entries carry `lineage` and `reference_note
 READABLE_SCHEMAS = ("vsseg-edge-bench/1", SCHEMA)  # what `--compare` reads
 REFERENCE_RULE = {
     "explicit": "the --reference entry, for every other entry",
-    "lineage": ("the nearest FP32 ancestor among the entries in the manifests' lineage (up to the source "
-                "checkpoint); for FP16/INT8 entries without one, the FP32 entry of the same model whose lineage "
-                "meets theirs nearest; none when no FP32 entry shares the lineage (never another model)"),
+    "lineage": (
+        "the nearest FP32 ancestor among the entries in the manifests' lineage (up to the source "
+        "checkpoint); for FP16/INT8 entries without one, the FP32 entry of the same model whose lineage "
+        "meets theirs nearest; none when no FP32 entry shares the lineage (never another model)"
+    ),
 }
 ALL_BACKENDS = ("ort", "torch", "trt")
 
@@ -67,8 +69,9 @@ class BenchConfig:
     def __post_init__(self):
         bad = [b for b in self.backends if b not in ALL_BACKENDS]
         if bad or not self.backends:
-            raise VssegError(f"--backends {','.join(self.backends)}: expected a comma list of "
-                             f"{', '.join(ALL_BACKENDS)}")
+            raise VssegError(
+                f"--backends {','.join(self.backends)}: expected a comma list of {', '.join(ALL_BACKENDS)}"
+            )
         if self.frames < 1:
             raise VssegError(f"--frames {self.frames}: need at least 1 frame")
         if self.threads is not None and self.threads < 1:
@@ -112,11 +115,25 @@ def artifact_info(path: Path) -> dict:
 
     info = {"artifact": str(path), "file": path.name}
     if not manifest_path(path).is_file():
-        return {**info, "kind": None, "model": None, "precision": "fp32", "sha256": sha256_file(path),
-                "parent": None, "note": f"no manifest {manifest_path(path).name}; precision assumed fp32"}
+        return {
+            **info,
+            "kind": None,
+            "model": None,
+            "precision": "fp32",
+            "sha256": sha256_file(path),
+            "parent": None,
+            "note": f"no manifest {manifest_path(path).name}; precision assumed fp32",
+        }
     man = read_manifest(path)
-    return {**info, "kind": man.get("kind"), "model": man.get("model"), "precision": man.get("precision", "fp32"),
-            "sha256": man.get("sha256"), "parent": man.get("parent"), "calibration": calibration_facts(man)}
+    return {
+        **info,
+        "kind": man.get("kind"),
+        "model": man.get("model"),
+        "precision": man.get("precision", "fp32"),
+        "sha256": man.get("sha256"),
+        "parent": man.get("parent"),
+        "calibration": calibration_facts(man),
+    }
 
 
 def calibration_facts(man: dict) -> dict | None:
@@ -127,13 +144,23 @@ def calibration_facts(man: dict) -> dict | None:
     gate = man.get("gate") or {}
     acc, tc = gate.get("result") or {}, gate.get("tc") or {}
     tcr, frames = tc.get("result") or {}, tc.get("frames") or {}
-    return {"method": (man.get("calibration") or {}).get("method"), "target": man.get("target"),
-            "gate_passed": gate.get("passed", acc.get("passed")), "criterion": acc.get("criterion"),
-            "drop": acc.get("drop"), "agreement": acc.get("agreement"),
-            "tc_fp32": tcr.get("tc_fp32"), "tc_int8": tcr.get("tc_int8"), "tc_drop": tcr.get("drop"),
-            "tc_pairs": tcr.get("pairs"), "tc_frames": frames.get("source"), "tc_flow": tc.get("flow"),
-            "tc_skipped": tc.get("skipped"), "kept_in_float": len(man.get("kept_in_float") or []),
-            "speed": man.get("speed")}
+    return {
+        "method": (man.get("calibration") or {}).get("method"),
+        "target": man.get("target"),
+        "gate_passed": gate.get("passed", acc.get("passed")),
+        "criterion": acc.get("criterion"),
+        "drop": acc.get("drop"),
+        "agreement": acc.get("agreement"),
+        "tc_fp32": tcr.get("tc_fp32"),
+        "tc_int8": tcr.get("tc_int8"),
+        "tc_drop": tcr.get("drop"),
+        "tc_pairs": tcr.get("pairs"),
+        "tc_frames": frames.get("source"),
+        "tc_flow": tc.get("flow"),
+        "tc_skipped": tc.get("skipped"),
+        "kept_in_float": len(man.get("kept_in_float") or []),
+        "speed": man.get("speed"),
+    }
 
 
 def open_runner(artifact: Artifact, backend: str, threads: int | None, device: str | None):
@@ -164,8 +191,16 @@ def unique_names(paths: Sequence[Path]) -> dict[Path, str]:
     return {p: (f"{p.parent.name}/{p.name}" if len(folders[p.name]) > 1 else p.name) for p in paths}
 
 
-def bench_entry(artifact: Artifact, backend_name: str, cfg: BenchConfig, dataset, frames, flow_source,
-                name: str | None = None, timed_here: bool = True) -> tuple[dict, list]:
+def bench_entry(
+    artifact: Artifact,
+    backend_name: str,
+    cfg: BenchConfig,
+    dataset,
+    frames,
+    flow_source,
+    name: str | None = None,
+    timed_here: bool = True,
+) -> tuple[dict, list]:
     """One entry: open, time (unless the timing rounds do it), predict the bench frames, evaluate, close.
     Returns (entry, predictions)."""
     from ..measure.accuracy import Accuracy, evaluate_runner
@@ -174,11 +209,19 @@ def bench_entry(artifact: Artifact, backend_name: str, cfg: BenchConfig, dataset
 
     path = Path(artifact.path)
     name = name or path.name
-    entry = {"id": f"{name}{artifact.tag}@{backend_name}", "name": name.split(".")[0], "backend": backend_name,
-             **artifact_info(path), "options": dict(artifact.options)}
+    entry = {
+        "id": f"{name}{artifact.tag}@{backend_name}",
+        "name": name.split(".")[0],
+        "backend": backend_name,
+        **artifact_info(path),
+        "options": dict(artifact.options),
+    }
     if backend_name not in cfg.backends:
-        return {**entry, "status": "skipped", "reason": f"backend {backend_name} not selected (--backends "
-                                                        f"{','.join(cfg.backends)})"}, []
+        return {
+            **entry,
+            "status": "skipped",
+            "reason": f"backend {backend_name} not selected (--backends {','.join(cfg.backends)})",
+        }, []
     try:
         be, threads = open_runner(artifact, backend_name, cfg.threads, cfg.device)
     except MissingDependency as exc:  # TensorRT, cuda-python, onnxruntime … not installed here
@@ -192,14 +235,18 @@ def bench_entry(artifact: Artifact, backend_name: str, cfg: BenchConfig, dataset
         if timed_here:
             entry["latency"] = measure_latency(be, frames, TimingConfig(cfg.runs, cfg.warmup)).to_dict()
         preds = predict(be, frames).labels
-        acc = (evaluate_runner(be, dataset, flow_source, tc=cfg.tc, max_sequences=cfg.max_sequences,
-                               progress=cfg.progress) if cfg.accuracy else Accuracy.not_measured())
+        acc = (
+            evaluate_runner(be, dataset, flow_source, tc=cfg.tc, max_sequences=cfg.max_sequences, progress=cfg.progress)
+            if cfg.accuracy
+            else Accuracy.not_measured()
+        )
         entry["accuracy"] = acc.to_dict()
     return entry, preds
 
 
-def time_rounds(entries: list[dict], artifacts: Sequence[Artifact], cfg: BenchConfig, frames,
-                frame_paths: list[str]) -> None:
+def time_rounds(
+    entries: list[dict], artifacts: Sequence[Artifact], cfg: BenchConfig, frames, frame_paths: list[str]
+) -> None:
     """`cfg.repeats` rounds, each timing every runnable entry once (in a fresh process with `cfg.isolate`);
     an entry keeps its median round's figures and every round's p50s (`latency_rounds`)."""
     from ..measure.timing import measure_latency
@@ -225,8 +272,10 @@ def time_rounds(entries: list[dict], artifacts: Sequence[Artifact], cfg: BenchCo
         if e["id"] in rounds and e["status"] == "ok":
             lats = sorted(rounds[e["id"]], key=lambda lat: lat["compute"]["p50_ms"])
             e["latency"] = lats[(len(lats) - 1) // 2]
-            e["latency_rounds"] = [{"compute_p50_ms": lat["compute"]["p50_ms"],
-                                    "end_to_end_p50_ms": lat["end_to_end"]["p50_ms"]} for lat in rounds[e["id"]]]
+            e["latency_rounds"] = [
+                {"compute_p50_ms": lat["compute"]["p50_ms"], "end_to_end_p50_ms": lat["end_to_end"]["p50_ms"]}
+                for lat in rounds[e["id"]]
+            ]
 
 
 def add_speed_ratios(entries: list[dict]) -> None:
@@ -305,8 +354,9 @@ def run_bench(models: Sequence[str | Path], cfg: BenchConfig) -> dict:
     for art in bar:
         if hasattr(bar, "set_postfix_str"):
             bar.set_postfix_str(art.path.name)
-        entry, p = bench_entry(art, infer_backend_name(art.path), cfg, dataset, frames, flow_source,
-                               names[art.path], timed_here=not rounds)
+        entry, p = bench_entry(
+            art, infer_backend_name(art.path), cfg, dataset, frames, flow_source, names[art.path], timed_here=not rounds
+        )
         entries.append(entry)
         preds[entry["id"]] = p
     if rounds:
@@ -329,8 +379,10 @@ def _flow(cfg: BenchConfig, dataset):
 
 def _process(cfg: BenchConfig) -> str:
     if cfg.isolate:
-        return (f"each entry timed in a process of its own, {cfg.repeats} round(s) with the entries back to "
-                "back; accuracy in the bench process")
+        return (
+            f"each entry timed in a process of its own, {cfg.repeats} round(s) with the entries back to "
+            "back; accuracy in the bench process"
+        )
     if cfg.repeats > 1:
         return f"single process, {cfg.repeats} timing rounds with the entries back to back"
     return "single process, entries run one after another"
@@ -348,16 +400,34 @@ def _assemble(cfg: BenchConfig, dataset, refs, flow_source, entries) -> dict:
     return {
         "schema": SCHEMA,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "dataset": {"name": dataset.name, "root": str(dataset.root), "split": dataset.split,
-                    "class_set": dataset.label_set.name, "classes": list(dataset.label_set.classes),
-                    "sequences": len(dataset.sequences), "frames": dataset.num_frames, "labelled": len(dataset),
-                    "max_sequences": cfg.max_sequences},
+        "dataset": {
+            "name": dataset.name,
+            "root": str(dataset.root),
+            "split": dataset.split,
+            "class_set": dataset.label_set.name,
+            "classes": list(dataset.label_set.classes),
+            "sequences": len(dataset.sequences),
+            "frames": dataset.num_frames,
+            "labelled": len(dataset),
+            "max_sequences": cfg.max_sequences,
+        },
         "flow": getattr(flow_source, "name", None),
-        "timing": {"runs": cfg.runs, "warmup": cfg.warmup, "batch": 1, "threads": cfg.threads,
-                   "frames": [str(Path(r.image).relative_to(dataset.root)) if Path(r.image).is_relative_to(dataset.root)
-                              else str(r.image) for r in refs],
-                   "repeats": cfg.repeats, "isolate": cfg.isolate, "process": _process(cfg),
-                   "accuracy": cfg.accuracy},
+        "timing": {
+            "runs": cfg.runs,
+            "warmup": cfg.warmup,
+            "batch": 1,
+            "threads": cfg.threads,
+            "frames": [
+                str(Path(r.image).relative_to(dataset.root))
+                if Path(r.image).is_relative_to(dataset.root)
+                else str(r.image)
+                for r in refs
+            ],
+            "repeats": cfg.repeats,
+            "isolate": cfg.isolate,
+            "process": _process(cfg),
+            "accuracy": cfg.accuracy,
+        },
         "backends": list(cfg.backends),
         "reference_rule": REFERENCE_RULE["explicit" if cfg.reference else "lineage"],
         "environment": environment(),

@@ -23,35 +23,53 @@ def register(app, data_app) -> None:
 
 
 def calibrate_command(
-    model: Path = typer.Argument(..., help="FP32 ONNX model with its manifest (model.onnx.json), or a zoo name "
-                                           "(exported once into the user cache)."),
+    model: Path = typer.Argument(
+        ...,
+        help="FP32 ONNX model with its manifest (model.onnx.json), or a zoo name (exported once into the user cache).",
+    ),
     frames: Path = typer.Option(..., "--frames", help="Dataset root (train split is sampled), image folder or video."),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="Output Q/DQ model, e.g. model.int8.qdq.onnx (+ .json manifest)."),
-    preset: Optional[Path] = typer.Option(None, "--preset", show_default="built-in settings",
-                                          help="Calibration preset YAML (calib/*.yaml); flags override it."),
-    target: Optional[str] = typer.Option(None, "--target", show_default=_preset("target"),
-                                         help="trt (symmetric int8 for TensorRT) | ort (CPU)."),
-    method: Optional[str] = typer.Option(None, "--method", show_default=_preset("method"),
-                                         help="entropy | percentile | minmax."),
-    num_frames: Optional[int] = typer.Option(None, "--num-frames", show_default=_preset("num_frames"),
-                                             help="Calibration frames."),
+        ..., "--out", "-o", help="Output Q/DQ model, e.g. model.int8.qdq.onnx (+ .json manifest)."
+    ),
+    preset: Optional[Path] = typer.Option(
+        None,
+        "--preset",
+        show_default="built-in settings",
+        help="Calibration preset YAML (calib/*.yaml); flags override it.",
+    ),
+    target: Optional[str] = typer.Option(
+        None, "--target", show_default=_preset("target"), help="trt (symmetric int8 for TensorRT) | ort (CPU)."
+    ),
+    method: Optional[str] = typer.Option(
+        None, "--method", show_default=_preset("method"), help="entropy | percentile | minmax."
+    ),
+    num_frames: Optional[int] = typer.Option(
+        None, "--num-frames", show_default=_preset("num_frames"), help="Calibration frames."
+    ),
     seed: Optional[int] = typer.Option(None, "--seed", show_default=_preset("seed"), help="Seed of the frame sample."),
-    quantizer: Optional[str] = typer.Option(None, "--quantizer", show_default=_preset("quantizer"),
-                                            help="trt target: auto | modelopt | ort."),
+    quantizer: Optional[str] = typer.Option(
+        None, "--quantizer", show_default=_preset("quantizer"), help="trt target: auto | modelopt | ort."
+    ),
     eval_frames_src: Optional[Path] = typer.Option(
-        None, "--eval-frames", show_default="the dataset's val split", help="Held-out frames for the accuracy gate."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", show_default=_preset("threshold"),
-                                              help="Max mIoU drop in points."),
+        None, "--eval-frames", show_default="the dataset's val split", help="Held-out frames for the accuracy gate."
+    ),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", show_default=_preset("threshold"), help="Max mIoU drop in points."
+    ),
     tc_frames: Optional[Path] = typer.Option(
-        None, "--tc-frames", show_default="the calibration clip's unused frames, or the eval split's sequences",
-        help="Consecutive frames for the TC gate: a video, a folder of frames or of clips."),
-    tc_threshold: Optional[float] = typer.Option(None, "--tc-threshold", show_default=_preset("tc_threshold"),
-                                                 help="Max TC drop in points."),
+        None,
+        "--tc-frames",
+        show_default="the calibration clip's unused frames, or the eval split's sequences",
+        help="Consecutive frames for the TC gate: a video, a folder of frames or of clips.",
+    ),
+    tc_threshold: Optional[float] = typer.Option(
+        None, "--tc-threshold", show_default=_preset("tc_threshold"), help="Max TC drop in points."
+    ),
     no_gate: bool = typer.Option(False, "--no-gate", help="Skip the accuracy and TC gates (recorded in the manifest)."),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="Write the model even if the gate fails."),
-    override: Optional[list[str]] = typer.Option(None, "--override", show_default="none",
-                                                 help="key=value over the preset."),
+    override: Optional[list[str]] = typer.Option(
+        None, "--override", show_default="none", help="key=value over the preset."
+    ),
 ):
     """Calibrate an FP32 ONNX model on frames and write a gated INT8 Q/DQ ONNX with its manifest."""
     from ..zoo import onnx_for
@@ -60,11 +78,28 @@ def calibrate_command(
 
     model = onnx_for(model, log=lambda s: typer.echo(s, err=True))
 
-    cfg = load_calib_config(preset, override, target=target, method=method, num_frames=num_frames, seed=seed,
-                            quantizer=quantizer, threshold=threshold, tc_threshold=tc_threshold,
-                            gate=False if no_gate else None)
-    man = calibrate(model, frames, out, cfg, eval_source=eval_frames_src, keep_failed=keep_failed,
-                    log=lambda s: typer.echo(s, err=True), tc_source=tc_frames)
+    cfg = load_calib_config(
+        preset,
+        override,
+        target=target,
+        method=method,
+        num_frames=num_frames,
+        seed=seed,
+        quantizer=quantizer,
+        threshold=threshold,
+        tc_threshold=tc_threshold,
+        gate=False if no_gate else None,
+    )
+    man = calibrate(
+        model,
+        frames,
+        out,
+        cfg,
+        eval_source=eval_frames_src,
+        keep_failed=keep_failed,
+        log=lambda s: typer.echo(s, err=True),
+        tc_source=tc_frames,
+    )
     gate = (man.get("gate") or {}).get("result")
     passed = (man.get("gate") or {}).get("passed")
     verdict = "gate skipped" if gate is None else ("gates passed" if passed else "gate FAILED (kept)")

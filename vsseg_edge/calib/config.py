@@ -68,8 +68,10 @@ class CalibConfig:
             (self.max_rounds >= 0, f"max_rounds must be ≥ 0, got {self.max_rounds}"),
             (self.sensitivity_frames > 0, f"sensitivity_frames must be positive, got {self.sensitivity_frames}"),
             (self.tc_threshold >= 0, f"tc_threshold must be ≥ 0, got {self.tc_threshold}"),
-            (self.tc_clip_frames >= 2 and self.tc_max_frames >= 2,
-             f"tc_clip_frames and tc_max_frames must be ≥ 2, got {self.tc_clip_frames}, {self.tc_max_frames}"),
+            (
+                self.tc_clip_frames >= 2 and self.tc_max_frames >= 2,
+                f"tc_clip_frames and tc_max_frames must be ≥ 2, got {self.tc_clip_frames}, {self.tc_max_frames}",
+            ),
             (self.speed_runs >= 0, f"speed_runs must be ≥ 0, got {self.speed_runs}"),
             (self.target == "trt" or self.quantizer != "modelopt", "quantizer 'modelopt' is for target 'trt'"),
             (self.target == "ort" or not self.reduce_range, "reduce_range is for target 'ort' (TensorRT wants 8 bits)"),

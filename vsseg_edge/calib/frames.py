@@ -74,8 +74,9 @@ def frames_sha1(keys: list[str]) -> str:
     return hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()
 
 
-def calibration_frames(source: str | Path, num_frames: int, seed: int = 0, split: str = "train",
-                       holdout: int = 0, reserve_tail: int = 0) -> tuple[FrameSet, FrameSet | None]:
+def calibration_frames(
+    source: str | Path, num_frames: int, seed: int = 0, split: str = "train", holdout: int = 0, reserve_tail: int = 0
+) -> tuple[FrameSet, FrameSet | None]:
     """A seeded sample of `num_frames` calibration frames, plus held-out frames for a plain folder/video.
 
     `source` is anything `data.frame_source` opens. For a dataset the sample comes from `split` (train by
@@ -92,8 +93,9 @@ def calibration_frames(source: str | Path, num_frames: int, seed: int = 0, split
     return _dataset_frames(ds, num_frames, seed, labelled_only=False), None
 
 
-def evaluation_frames(source: str | Path, num_frames: int, seed: int = 0, split: str = "val",
-                      flag: str = "--frames") -> FrameSet:
+def evaluation_frames(
+    source: str | Path, num_frames: int, seed: int = 0, split: str = "val", flag: str = "--frames"
+) -> FrameSet:
     """Held-out gate frames: the labelled frames of a dataset's `split`, or a seeded sample of a folder/video.
 
     `flag` is the option that named `source` (`--eval-frames` for explicit gate frames), for the errors."""
@@ -119,26 +121,32 @@ def _dataset_frames(ds, n: int, seed: int, labelled_only: bool) -> FrameSet:
 
     if labelled_only and len(ds) > 0:
         pool = ds.labelled()
-        refs = pool if n >= len(pool) else [pool[i] for i in sorted(
-            np.random.default_rng(seed).choice(len(pool), size=n, replace=False).tolist())]
+        refs = (
+            pool
+            if n >= len(pool)
+            else [
+                pool[i] for i in sorted(np.random.default_rng(seed).choice(len(pool), size=n, replace=False).tolist())
+            ]
+        )
     else:
         refs = sample_frames(ds, n, seed)
     ls = ds.label_set
-    return FrameSet(str(ds.root), ds.name, ds.split, seed, [_frame(ds, r) for r in refs], ls.num_classes,
-                    list(ls.classes))
+    return FrameSet(
+        str(ds.root), ds.name, ds.split, seed, [_frame(ds, r) for r in refs], ls.num_classes, list(ls.classes)
+    )
 
 
 def _split_sample(ds, n: int, seed: int, holdout: int, reserve_tail: int = 0) -> tuple[FrameSet, FrameSet | None]:
     """Shuffle the frames with `seed` (each clip's last `reserve_tail` frames, at most a third, left out); the
     first `holdout` frames are held out, the next `n` calibrate."""
-    refs = [r for seq in ds.sequences.values() for r in seq[:len(seq) - min(reserve_tail, len(seq) // 3)]]
+    refs = [r for seq in ds.sequences.values() for r in seq[: len(seq) - min(reserve_tail, len(seq) // 3)]]
     frames = [_frame(ds, r) for r in refs]
     source, kind = str(ds.root), ds.name
     if holdout and len(frames) < 2:
         raise VssegError(f"--frames {source}: {len(frames)} frame(s); need at least 2 to calibrate and hold out")
     order = np.random.default_rng(seed).permutation(len(frames)).tolist()
     k = min(holdout, len(frames) // 2) if holdout else 0
-    held, calib = sorted(order[:k]), sorted(order[k:k + n])
+    held, calib = sorted(order[:k]), sorted(order[k : k + n])
     calib_set = FrameSet(source, kind, None, seed, [frames[i] for i in calib])
     held_set = FrameSet(source, kind, "held-out", seed, [frames[i] for i in held]) if k else None
     return calib_set, held_set

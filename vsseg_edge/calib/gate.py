@@ -24,8 +24,10 @@ from ..measure.prediction import predict
 from ..metrics.miou import ConfusionMatrix
 from .frames import SampledFrame
 
-HOW = {True: "exact Q/DQ arithmetic (onnxruntime, no graph optimisation)",
-       False: "onnxruntime CPU integer kernels (ORT_ENABLE_ALL)"}
+HOW = {
+    True: "exact Q/DQ arithmetic (onnxruntime, no graph optimisation)",
+    False: "onnxruntime CPU integer kernels (ORT_ENABLE_ALL)",
+}
 
 
 @dataclass
@@ -43,16 +45,28 @@ class GateResult:
     per_class_drop: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "threshold": self.threshold, "criterion": self.criterion,
-                "drop": round(self.drop, 4), "agreement": round(self.agreement, 4), "frames": self.frames,
-                "miou_fp32": self.miou_fp32, "miou_int8": self.miou_int8, "per_class_drop": self.per_class_drop}
+        return {
+            "passed": self.passed,
+            "threshold": self.threshold,
+            "criterion": self.criterion,
+            "drop": round(self.drop, 4),
+            "agreement": round(self.agreement, 4),
+            "frames": self.frames,
+            "miou_fp32": self.miou_fp32,
+            "miou_int8": self.miou_int8,
+            "per_class_drop": self.per_class_drop,
+        }
 
     def summary(self) -> str:
-        head = (f"mIoU {self.miou_fp32:.2f} → {self.miou_int8:.2f} (drop {self.drop:.2f})"
-                if self.criterion == "miou_drop" else f"disagreement {self.drop:.3f} %")
+        head = (
+            f"mIoU {self.miou_fp32:.2f} → {self.miou_int8:.2f} (drop {self.drop:.2f})"
+            if self.criterion == "miou_drop"
+            else f"disagreement {self.drop:.3f} %"
+        )
         verdict = "passes" if self.passed else "FAILS"
-        return (f"{head}, agreement {self.agreement:.3f} % on {self.frames} frames: {verdict} "
-                f"(threshold {self.threshold})")
+        return (
+            f"{head}, agreement {self.agreement:.3f} % on {self.frames} frames: {verdict} (threshold {self.threshold})"
+        )
 
 
 class Evaluator:
@@ -62,8 +76,16 @@ class Evaluator:
     optimisation (how a TensorRT-flavour model is judged: see `runtime.backends.ort`).
     """
 
-    def __init__(self, fp32_path: str | Path, frames: Sequence[SampledFrame], spec: PreprocessSpec,
-                 class_names: Sequence[str], threads: int = 0, error_frames: int = 4, exact_qdq: bool = False):
+    def __init__(
+        self,
+        fp32_path: str | Path,
+        frames: Sequence[SampledFrame],
+        spec: PreprocessSpec,
+        class_names: Sequence[str],
+        threads: int = 0,
+        error_frames: int = 4,
+        exact_qdq: bool = False,
+    ):
         if not frames:
             raise ValueError("the accuracy gate needs at least one held-out frame")
         self.frames, self.spec, self.class_names, self.threads = list(frames), spec, list(class_names), threads
@@ -84,8 +106,9 @@ class Evaluator:
         if is_in_memory_onnx(model) or not manifest_path(model).is_file():
             name = "candidate Q/DQ model" if is_in_memory_onnx(model) else str(model)
             model = model if is_in_memory_onnx(model) else Path(model).read_bytes()
-            return open_backend(model, spec=self.spec, output_kind=self.output_kind, classes=self.class_names,
-                                name=name, **options)
+            return open_backend(
+                model, spec=self.spec, output_kind=self.output_kind, classes=self.class_names, name=name, **options
+            )
         runner = open_backend(model, "ort", shift_int8=False, **options)
         self.output_kind = runner.output_kind
         return runner
@@ -113,10 +136,22 @@ class Evaluator:
         iou32, iou8 = cm32.iou() * 100.0, cm8.iou() * 100.0
         miou32, miou8 = float(np.nanmean(iou32)), float(np.nanmean(iou8))
         drop = miou32 - miou8
-        per_class = {n: round(float(a - b), 4) for n, a, b in zip(self.class_names, iou32, iou8)
-                     if np.isfinite(a) and np.isfinite(b)}
-        return GateResult(drop <= threshold, threshold, "miou_drop", drop, agree, len(preds),
-                          round(miou32, 4), round(miou8, 4), per_class)
+        per_class = {
+            n: round(float(a - b), 4)
+            for n, a, b in zip(self.class_names, iou32, iou8)
+            if np.isfinite(a) and np.isfinite(b)
+        }
+        return GateResult(
+            drop <= threshold,
+            threshold,
+            "miou_drop",
+            drop,
+            agree,
+            len(preds),
+            round(miou32, 4),
+            round(miou8, 4),
+            per_class,
+        )
 
     def _confusion(self, preds: list[np.ndarray]) -> ConfusionMatrix:
         cm = ConfusionMatrix(len(self.class_names))

@@ -31,11 +31,18 @@ ALGORITHM = "entropy2"
 _HEADER = b"#vsseg-edge-calibration-cache "
 
 
-def calibration_cache_key(model_sha256: str, spec: PreprocessSpec, frames_sha1: str, batch_size: int,
-                          algorithm: str = ALGORITHM) -> str:
+def calibration_cache_key(
+    model_sha256: str, spec: PreprocessSpec, frames_sha1: str, batch_size: int, algorithm: str = ALGORITHM
+) -> str:
     """The identity of a calibration: any change of model, preprocessing, frames or batch gives a new key."""
-    material = {"format": CACHE_FORMAT, "model_sha256": model_sha256, "preprocess": spec.to_dict(),
-                "frames_sha1": frames_sha1, "batch_size": int(batch_size), "algorithm": algorithm}
+    material = {
+        "format": CACHE_FORMAT,
+        "model_sha256": model_sha256,
+        "preprocess": spec.to_dict(),
+        "frames_sha1": frames_sha1,
+        "batch_size": int(batch_size),
+        "algorithm": algorithm,
+    }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -92,13 +99,12 @@ class BatchFeeder:
         if self.batches_served >= self.num_batches:
             return None
         i = self.batches_served * self.batch_size
-        batch = preprocess_batch([f.read() for f in self.frames[i:i + self.batch_size]], self.spec)
+        batch = preprocess_batch([f.read() for f in self.frames[i : i + self.batch_size]], self.spec)
         self.batches_served += 1
         return np.ascontiguousarray(batch)
 
 
-def make_entropy_calibrator(trt, feeder: BatchFeeder, cache: CalibrationCache,
-                            to_device: Callable[[np.ndarray], int]):
+def make_entropy_calibrator(trt, feeder: BatchFeeder, cache: CalibrationCache, to_device: Callable[[np.ndarray], int]):
     """An IInt8EntropyCalibrator2 for `trt` (the imported tensorrt module) feeding `feeder`'s batches.
 
     `to_device(batch)` copies a host batch into a device buffer and returns its address (the engine room
@@ -106,8 +112,10 @@ def make_entropy_calibrator(trt, feeder: BatchFeeder, cache: CalibrationCache,
     """
     if not hasattr(trt, "IInt8EntropyCalibrator2"):
         version = getattr(trt, "__version__", "?")
-        raise VssegError(f"TensorRT {version} has no implicit INT8 calibration (removed in 11); "
-                         "build the INT8 engine from the Q/DQ model (vsseg-edge calibrate) instead")
+        raise VssegError(
+            f"TensorRT {version} has no implicit INT8 calibration (removed in 11); "
+            "build the INT8 engine from the Q/DQ model (vsseg-edge calibrate) instead"
+        )
     return _calibrator_class(trt)(feeder, cache, to_device)
 
 

@@ -55,10 +55,18 @@ class _Quantizer:
     def quantize(self, out: Path, exclude: list[str]) -> dict:
         """The target's Q/DQ model with `exclude` (plus the config's `exclude`) kept in float."""
         exclude = list(dict.fromkeys([*self.cfg.exclude, *exclude]))
-        info = quantize_ort(self.fp32, out, target=self.cfg.target, method=self.cfg.method,
-                            cache_path=self.ort_cache, reader=self.reader, nodes_to_exclude=exclude,
-                            percentile=self.cfg.percentile, reduce_range=self.cfg.reduce_range,
-                            op_types=self.cfg.op_types)
+        info = quantize_ort(
+            self.fp32,
+            out,
+            target=self.cfg.target,
+            method=self.cfg.method,
+            cache_path=self.ort_cache,
+            reader=self.reader,
+            nodes_to_exclude=exclude,
+            percentile=self.cfg.percentile,
+            reduce_range=self.cfg.reduce_range,
+            op_types=self.cfg.op_types,
+        )
         if self.use_modelopt:
             from .quantize_trt import quantize_modelopt, write_trt_scale_cache
 
@@ -67,18 +75,31 @@ class _Quantizer:
                 write_trt_scale_cache(self.ort_cache, trt_cache)
             self.reader.rewind()
             sample = self.reader.get_next()[self.reader.input_name]
-            info = quantize_modelopt(self.fp32, out, trt_cache=trt_cache, sample=sample,
-                                     input_name=self.reader.input_name, method=self.cfg.method,
-                                     nodes_to_exclude=exclude)
+            info = quantize_modelopt(
+                self.fp32,
+                out,
+                trt_cache=trt_cache,
+                sample=sample,
+                input_name=self.reader.input_name,
+                method=self.cfg.method,
+                nodes_to_exclude=exclude,
+            )
         if self.cfg.readers:
             readers = float_readers(out, self.cfg.readers)
             info = {**info, "quantized_readers": list(self.cfg.readers), "readers_in_float": readers}
         return info
 
 
-def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: CalibConfig,
-              eval_source: str | Path | None = None, keep_failed: bool = False,
-              log: Callable[[str], None] = print, tc_source: str | Path | None = None) -> dict:
+def calibrate(
+    model: str | Path,
+    frames: str | Path,
+    out: str | Path,
+    cfg: CalibConfig,
+    eval_source: str | Path | None = None,
+    keep_failed: bool = False,
+    log: Callable[[str], None] = print,
+    tc_source: str | Path | None = None,
+) -> dict:
     """Calibrate, quantise and gate `model`; write `out` and `out.json`; return the manifest.
 
     `tc_source` (--tc-frames): consecutive frames for the temporal-consistency gate (default: see `_tc_frames`).
@@ -88,12 +109,22 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
         raise VssegError(f"--out {out}: expected a new .onnx path (e.g. model.int8.qdq.onnx), not the FP32 model")
     parent, spec = _read_parent(model)
     # before any work: the Q/DQ model is at most about as large as the FP32 one
-    check_output(out, "--out", suffixes=(".onnx",), inputs=[model, frames, eval_source, tc_source],
-                 need_bytes=model.stat().st_size + (64 << 10))
+    check_output(
+        out,
+        "--out",
+        suffixes=(".onnx",),
+        inputs=[model, frames, eval_source, tc_source],
+        need_bytes=model.stat().st_size + (64 << 10),
+    )
     reserve = cfg.tc_clip_frames if _tc_wanted(cfg) and _same_source(tc_source, frames) else 0
-    calib, held = calibration_frames(frames, cfg.num_frames, cfg.seed, cfg.split,
-                                     holdout=0 if _is_dataset(frames) or eval_source else cfg.eval_frames,
-                                     reserve_tail=reserve)
+    calib, held = calibration_frames(
+        frames,
+        cfg.num_frames,
+        cfg.seed,
+        cfg.split,
+        holdout=0 if _is_dataset(frames) or eval_source else cfg.eval_frames,
+        reserve_tail=reserve,
+    )
     gate_set = _gate_frames(frames, eval_source, held, cfg)
     _check_disjoint(calib, gate_set)
     log(f"calibration: {len(calib)} frames from {calib.source} ({calib.kind}, split {calib.split}, seed {cfg.seed})")
@@ -121,26 +152,45 @@ def calibrate(model: str | Path, frames: str | Path, out: str | Path, cfg: Calib
             shutil.copyfile(candidate, tmp_out)
             # the manifest before the rename: when it cannot be written, no model is left without one
             man = write_manifest(
-                out, "qdq_onnx", model=parent["model"], classes=parent["classes"], palette=parent.get("palette"),
+                out,
+                "qdq_onnx",
+                model=parent["model"],
+                classes=parent["classes"],
+                palette=parent.get("palette"),
                 preprocess=spec,
-                output=parent.get("output", "logits"), precision="int8", parent=model, content=tmp_out,
-                opset=_opset(tmp_out), target=cfg.target, config=cfg.to_dict(),
-                calibration={"frames": calib.record(), "method": cfg.method,
-                             "percentile": cfg.percentile if cfg.method == "percentile" else None},
-                quantization=info, excluded_layers=_excluded(info), kept_in_float=info.get("kept_in_float", []),
-                gate={"result": gate.to_dict() if gate else None,
-                      "initial": loop.initial.accuracy.to_dict() if loop else None,
-                      "passed": loop.final.passed if loop else None,
-                      "frames": gate_set.record() if gate_set else None,
-                      "evaluated_with": q.info_gate, "rounds": loop.rounds if loop else [],
-                      "ranked_by": loop.ranked_by if loop else None,
-                      "sensitivity": [[n, s] for n, s in (loop.ranked if loop else [])[:20]],
-                      "skipped": None if gate else ("disabled" if not cfg.gate else "no held-out frames"),
-                      "tc": {"result": tc.to_dict() if tc else None,
-                             "initial": loop.initial.tc.to_dict() if loop and loop.initial.tc else None,
-                             "frames": tc_frames.record() if tc_frames else None,
-                             "flow": FLOW_NAME if tc_frames else None,
-                             "skipped": None if tc else (tc_skipped or "no held-out frames")}},
+                output=parent.get("output", "logits"),
+                precision="int8",
+                parent=model,
+                content=tmp_out,
+                opset=_opset(tmp_out),
+                target=cfg.target,
+                config=cfg.to_dict(),
+                calibration={
+                    "frames": calib.record(),
+                    "method": cfg.method,
+                    "percentile": cfg.percentile if cfg.method == "percentile" else None,
+                },
+                quantization=info,
+                excluded_layers=_excluded(info),
+                kept_in_float=info.get("kept_in_float", []),
+                gate={
+                    "result": gate.to_dict() if gate else None,
+                    "initial": loop.initial.accuracy.to_dict() if loop else None,
+                    "passed": loop.final.passed if loop else None,
+                    "frames": gate_set.record() if gate_set else None,
+                    "evaluated_with": q.info_gate,
+                    "rounds": loop.rounds if loop else [],
+                    "ranked_by": loop.ranked_by if loop else None,
+                    "sensitivity": [[n, s] for n, s in (loop.ranked if loop else [])[:20]],
+                    "skipped": None if gate else ("disabled" if not cfg.gate else "no held-out frames"),
+                    "tc": {
+                        "result": tc.to_dict() if tc else None,
+                        "initial": loop.initial.tc.to_dict() if loop and loop.initial.tc else None,
+                        "frames": tc_frames.record() if tc_frames else None,
+                        "flow": FLOW_NAME if tc_frames else None,
+                        "skipped": None if tc else (tc_skipped or "no held-out frames"),
+                    },
+                },
                 speed=speed,
                 structure=report.to_dict(),
             )
@@ -181,8 +231,9 @@ class _Loop:
     info: dict
 
 
-def _gate_loop(q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, tc_frames: TcFrames | None,
-               spec, classes, log) -> _Loop:
+def _gate_loop(
+    q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, tc_frames: TcFrames | None, spec, classes, log
+) -> _Loop:
     """Gate the candidate; on failure rank its Q/DQ nodes by what fails and keep more of them in float.
 
     What fails decides the ranking: a failed accuracy gate ranks by the output error a node's float fallback
@@ -191,14 +242,20 @@ def _gate_loop(q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, t
     one seen (smallest shortfall past the thresholds).
     """
     cfg = q.cfg
-    ev = Evaluator(q.fp32, gate_set.frames, spec, classes, cfg.threads, cfg.sensitivity_frames,
-                   exact_qdq=cfg.target == "trt")
+    ev = Evaluator(
+        q.fp32, gate_set.frames, spec, classes, cfg.threads, cfg.sensitivity_frames, exact_qdq=cfg.target == "trt"
+    )
     q.info_gate = ev.evaluated_with
     tg = None
     if tc_frames is not None:
         fp32 = q.fp32
-        tg = TemporalGate(fp32, tc_frames, spec, classes,
-                          lambda m, frames: ev.labels(m, frames, exact_qdq=False if m is fp32 else None))
+        tg = TemporalGate(
+            fp32,
+            tc_frames,
+            spec,
+            classes,
+            lambda m, frames: ev.labels(m, frames, exact_qdq=False if m is fp32 else None),
+        )
 
     def judge(model) -> _Verdict:
         return _Verdict(ev.gate(model, cfg.threshold), tg.measure(model, cfg.tc_threshold) if tg else None)
@@ -214,8 +271,10 @@ def _gate_loop(q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, t
     base = onnx.load(str(candidate))
     nodes = [n for n in qdq_candidates(base) if n not in cfg.exclude]
     error_of, ranked_by = _error_function(base, ev, tg, verdict, cfg)
-    log(f"ranking the {len(nodes)} nodes that read activations through Q/DQ by {' + '.join(ranked_by)} "
-        "(leave-one-out in float)")
+    log(
+        f"ranking the {len(nodes)} nodes that read activations through Q/DQ by {' + '.join(ranked_by)} "
+        "(leave-one-out in float)"
+    )
     base_error, ranked = rank_qdq_nodes(base, nodes, error_of, log)
     helpful = [(n, s) for n, s in ranked if s > 0]  # keeping a node in float that removes no error buys nothing
     best = (verdict.shortfall, [])
@@ -238,8 +297,7 @@ def _gate_loop(q: _Quantizer, candidate: Path, info: dict, gate_set: FrameSet, t
     return _Loop(initial, verdict, rounds, ranked, ranked_by, info)
 
 
-def _error_function(base: onnx.ModelProto, ev: Evaluator, tg: TemporalGate | None, verdict: _Verdict,
-                    cfg: CalibConfig):
+def _error_function(base: onnx.ModelProto, ev: Evaluator, tg: TemporalGate | None, verdict: _Verdict, cfg: CalibConfig):
     """The sensitivity search's error for what failed (see `_gate_loop`), and the names of its terms."""
     terms = []
     if not verdict.accuracy.passed or tg is None:
@@ -257,14 +315,16 @@ def _failure(model: Path, parent: dict, cfg: CalibConfig, loop: _Loop) -> str:
     ckpt = (parent.get("parent") or {}).get("file") or "CHECKPOINT.pt"
     acc_ok, tc = loop.final.accuracy.passed, loop.final.tc
     what = "TC" if acc_ok else ("accuracy and TC" if tc and not tc.passed else "accuracy")
-    return (f"{model}: {what} gate failed after {len(loop.rounds)} round(s) of sensitive nodes kept in float: "
-            f"{loop.final.summary()}. Post-training quantisation does not reach it: fine-tune with fake INT8, "
-            f"distillation from the FP32 model and the temporal loss (QAT): vsseg-edge train train/qat_tc.yaml "
-            f"--override model.name={parent.get('model')} --override model.init_checkpoint={ckpt} "
-            f"--override teacher.checkpoint={ckpt} --override video.root=CLIPS (the recipe's header lists the "
-            f"other settings), then vsseg-edge export runs/train/qat_tc/model.pt --target {cfg.target} "
-            f"--preset export/qat.yaml -o MODEL.int8.qdq.onnx; or raise --threshold / "
-            "--tc-threshold, add frames, or pass --keep-failed")
+    return (
+        f"{model}: {what} gate failed after {len(loop.rounds)} round(s) of sensitive nodes kept in float: "
+        f"{loop.final.summary()}. Post-training quantisation does not reach it: fine-tune with fake INT8, "
+        f"distillation from the FP32 model and the temporal loss (QAT): vsseg-edge train train/qat_tc.yaml "
+        f"--override model.name={parent.get('model')} --override model.init_checkpoint={ckpt} "
+        f"--override teacher.checkpoint={ckpt} --override video.root=CLIPS (the recipe's header lists the "
+        f"other settings), then vsseg-edge export runs/train/qat_tc/model.pt --target {cfg.target} "
+        f"--preset export/qat.yaml -o MODEL.int8.qdq.onnx; or raise --threshold / "
+        "--tc-threshold, add frames, or pass --keep-failed"
+    )
 
 
 def _tc_wanted(cfg: CalibConfig) -> bool:
@@ -276,8 +336,9 @@ def _same_source(tc_source, frames) -> bool:
     return tc_source is None or Path(tc_source).resolve() == Path(frames).resolve()
 
 
-def _tc_frames(cfg: CalibConfig, frames, eval_source, tc_source, calib: FrameSet,
-               gate_set: FrameSet | None) -> tuple[TcFrames | None, str | None]:
+def _tc_frames(
+    cfg: CalibConfig, frames, eval_source, tc_source, calib: FrameSet, gate_set: FrameSet | None
+) -> tuple[TcFrames | None, str | None]:
     """The TC gate's consecutive frames, or (None, why not). Default: the calibration clip's frames not used
     for calibration (each clip's last `tc_clip_frames`, reserved), or the sequences of the dataset's eval split."""
     if not _tc_wanted(cfg):
@@ -288,8 +349,9 @@ def _tc_frames(cfg: CalibConfig, frames, eval_source, tc_source, calib: FrameSet
     skip = [f.key for f in calib.frames]
     if tc_source is not None:
         same = _same_source(tc_source, frames)
-        return tc_frames_from(tc_source, cfg.eval_split, how="given (--tc-frames)", skip=skip if same else (),
-                              **opts), None
+        return tc_frames_from(
+            tc_source, cfg.eval_split, how="given (--tc-frames)", skip=skip if same else (), **opts
+        ), None
     if not _is_dataset(frames):
         how = "the calibration clip's frames not used for calibration (the last frames of each clip)"
         return tc_frames_from(frames, cfg.eval_split, how=how, skip=skip, **opts), None
@@ -306,10 +368,20 @@ def _speed(model: Path, candidate: Path, spec, parent: dict, cfg: CalibConfig, f
         return None
     from .speed import measure_speed
 
-    speed = measure_speed(model, candidate, spec, frames.frames[0].read(), runs=cfg.speed_runs, threads=cfg.threads,
-                          output_kind=parent.get("output", "logits"), classes=parent["classes"])
-    log(f"speed on this CPU ({speed['cpu']}): FP32 {speed['fp32_ms']:.1f} ms, INT8 {speed['int8_ms']:.1f} ms "
-        f"(FP32/INT8 {speed['ratio']}×)")
+    speed = measure_speed(
+        model,
+        candidate,
+        spec,
+        frames.frames[0].read(),
+        runs=cfg.speed_runs,
+        threads=cfg.threads,
+        output_kind=parent.get("output", "logits"),
+        classes=parent["classes"],
+    )
+    log(
+        f"speed on this CPU ({speed['cpu']}): FP32 {speed['fp32_ms']:.1f} ms, INT8 {speed['int8_ms']:.1f} ms "
+        f"(FP32/INT8 {speed['ratio']}×)"
+    )
     return speed
 
 
@@ -368,9 +440,11 @@ def _check_disjoint(calib: FrameSet, gate_set: FrameSet | None) -> None:
         return
     shared = {f.key for f in calib.frames} & {f.key for f in gate_set.frames}
     if shared:
-        raise VssegError(f"--frames {calib.source}: {len(shared)} gate frame(s) are also calibration frames "
-                         f"(e.g. {sorted(shared)[0]}); pass held-out frames with --eval-frames, or another "
-                         "split with --override eval_split=NAME")
+        raise VssegError(
+            f"--frames {calib.source}: {len(shared)} gate frame(s) are also calibration frames "
+            f"(e.g. {sorted(shared)[0]}); pass held-out frames with --eval-frames, or another "
+            "split with --override eval_split=NAME"
+        )
 
 
 def _use_modelopt(cfg: CalibConfig) -> bool:
@@ -381,8 +455,11 @@ def _use_modelopt(cfg: CalibConfig) -> bool:
     if modelopt_available():
         return True
     if cfg.quantizer == "modelopt":
-        raise VssegError("quantizer 'modelopt': NVIDIA ModelOpt is not installed; install "
-                         + ", ".join(MODELOPT_PACKAGES) + " (not the [onnx] extra, which pulls onnxruntime-gpu)")
+        raise VssegError(
+            "quantizer 'modelopt': NVIDIA ModelOpt is not installed; install "
+            + ", ".join(MODELOPT_PACKAGES)
+            + " (not the [onnx] extra, which pulls onnxruntime-gpu)"
+        )
     return False
 
 

@@ -32,8 +32,11 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from ..core.preprocess import PreprocessSpec, preprocess_batch
 from .frames import SampledFrame
 
-METHODS = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
-           "minmax": CalibrationMethod.MinMax}
+METHODS = {
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+    "minmax": CalibrationMethod.MinMax,
+}
 TARGETS = ("trt", "ort")
 DEFAULT_PERCENTILE = 99.999
 CHUNK = 4  # frames per calibration chunk: bounds the activation memory (~0.6 GB a frame for PSPNet-18 at 512×1024)
@@ -87,8 +90,13 @@ def final_resize_nodes(model: onnx.ModelProto) -> list[str]:
         if tensor in outputs:
             return True
         users = consumers.get(tensor, [])
-        return depth < 3 and bool(users) and all(
-            u.op_type in ("ArgMax", "Cast", "Identity") and reaches_output(u.output[0], depth + 1) for u in users)
+        return (
+            depth < 3
+            and bool(users)
+            and all(
+                u.op_type in ("ArgMax", "Cast", "Identity") and reaches_output(u.output[0], depth + 1) for u in users
+            )
+        )
 
     return [n.name for n in model.graph.node if n.op_type == "Resize" and reaches_output(n.output[0])]
 
@@ -98,8 +106,13 @@ def chunk_size(n: int, limit: int = CHUNK) -> int:
     return max(d for d in range(1, min(limit, n) + 1) if n % d == 0)
 
 
-def ort_settings(target: str, method: str, percentile: float = DEFAULT_PERCENTILE,
-                 op_types: Sequence[str] = (), reduce_range: bool = False) -> dict:
+def ort_settings(
+    target: str,
+    method: str,
+    percentile: float = DEFAULT_PERCENTILE,
+    op_types: Sequence[str] = (),
+    reduce_range: bool = False,
+) -> dict:
     """`quantize_static` keyword arguments for a target flavour (recorded in the manifest as given).
 
     For ``trt``, outputs of the graph's `op_types` are not quantised: Q/DQ go on the inputs of the
@@ -111,18 +124,36 @@ def ort_settings(target: str, method: str, percentile: float = DEFAULT_PERCENTIL
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     extra = {"WeightSymmetric": True, "QuantizeBias": target != "trt", "ActivationSymmetric": target == "trt"}
     if target == "trt":
-        extra.update({"CalibTensorRangeSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"Conv": 0},
-                      "AddQDQPairToWeight": True, "OpTypesToExcludeOutputQuantization": sorted(set(op_types))})
+        extra.update(
+            {
+                "CalibTensorRangeSymmetric": True,
+                "QDQOpTypePerChannelSupportToAxis": {"Conv": 0},
+                "AddQDQPairToWeight": True,
+                "OpTypesToExcludeOutputQuantization": sorted(set(op_types)),
+            }
+        )
     if method == "percentile":
         extra["CalibPercentile"] = float(percentile)
     act = QuantType.QInt8 if target == "trt" else QuantType.QUInt8
-    return {"activation_type": act, "weight_type": QuantType.QInt8, "per_channel": True,
-            "quant_format": QuantFormat.QDQ, "reduce_range": bool(reduce_range and target == "ort"),
-            "extra_options": extra}
+    return {
+        "activation_type": act,
+        "weight_type": QuantType.QInt8,
+        "per_channel": True,
+        "quant_format": QuantFormat.QDQ,
+        "reduce_range": bool(reduce_range and target == "ort"),
+        "extra_options": extra,
+    }
 
 
-def calibrate_ranges(fp32_path: str | Path, reader: FrameReader, method: str, cache_path: str | Path, *,
-                     symmetric: bool, percentile: float = DEFAULT_PERCENTILE) -> None:
+def calibrate_ranges(
+    fp32_path: str | Path,
+    reader: FrameReader,
+    method: str,
+    cache_path: str | Path,
+    *,
+    symmetric: bool,
+    percentile: float = DEFAULT_PERCENTILE,
+) -> None:
     """Run the frames through onnxruntime's calibrator in chunks; save the tensor ranges to `cache_path`.
 
     Done here rather than inside `quantize_static` so that every method collects in chunks. Histogram
@@ -137,10 +168,18 @@ def calibrate_ranges(fp32_path: str | Path, reader: FrameReader, method: str, ca
     if method == "percentile":
         options.update(symmetric=True, num_bins=2048, percentile=float(percentile))
     op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
-    with tempfile.TemporaryDirectory(prefix="vsseg-calib-aug-") as tmp, quiet_root_logging(), \
-            contextlib.redirect_stdout(io.StringIO()):
-        calibrator = create_calibrator(Path(fp32_path), op_types, augmented_model_path=str(Path(tmp) / "aug.onnx"),
-                                       calibrate_method=METHODS[method], extra_options=options)
+    with (
+        tempfile.TemporaryDirectory(prefix="vsseg-calib-aug-") as tmp,
+        quiet_root_logging(),
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
+        calibrator = create_calibrator(
+            Path(fp32_path),
+            op_types,
+            augmented_model_path=str(Path(tmp) / "aug.onnx"),
+            calibrate_method=METHODS[method],
+            extra_options=options,
+        )
         step = chunk_size(len(reader))
         for start in range(0, len(reader), step):
             reader.set_range(start, start + step)
@@ -187,17 +226,28 @@ def quantize_ort(
     extra = dict(settings["extra_options"])
     with quiet_root_logging():
         quantize_static(
-            str(fp32_path), str(out_path), calibration_data_reader=None,
-            quant_format=settings["quant_format"], per_channel=settings["per_channel"],
-            reduce_range=settings["reduce_range"], activation_type=settings["activation_type"],
-            weight_type=settings["weight_type"], nodes_to_exclude=exclude,
+            str(fp32_path),
+            str(out_path),
+            calibration_data_reader=None,
+            quant_format=settings["quant_format"],
+            per_channel=settings["per_channel"],
+            reduce_range=settings["reduce_range"],
+            activation_type=settings["activation_type"],
+            weight_type=settings["weight_type"],
+            nodes_to_exclude=exclude,
             nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
             op_types_to_quantize=list(op_types) or None,
-            calibrate_method=METHODS[method], extra_options=extra, calibration_cache_path=str(cache_path),
+            calibrate_method=METHODS[method],
+            extra_options=extra,
+            calibration_cache_path=str(cache_path),
         )
-    return {"quantizer": f"onnxruntime.quantize_static ({target} settings)", "method": method,
-            "op_types": list(op_types) or "all",
-            "settings": describe_settings(settings), "nodes_to_exclude": exclude}
+    return {
+        "quantizer": f"onnxruntime.quantize_static ({target} settings)",
+        "method": method,
+        "op_types": list(op_types) or "all",
+        "settings": describe_settings(settings),
+        "nodes_to_exclude": exclude,
+    }
 
 
 @contextlib.contextmanager

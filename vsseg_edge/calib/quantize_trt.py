@@ -36,8 +36,15 @@ import numpy as np
 from .quantize_ort import quiet_root_logging
 
 TRT_CACHE_HEADER = "TRT-8501-EntropyCalibration2"
-MODELOPT_PACKAGES = ("nvidia-modelopt (no extras)", "onnx-graphsurgeon", "onnxslim", "polygraphy",
-                     "onnxconverter-common", "lief", "cppimport")
+MODELOPT_PACKAGES = (
+    "nvidia-modelopt (no extras)",
+    "onnx-graphsurgeon",
+    "onnxslim",
+    "polygraphy",
+    "onnxconverter-common",
+    "lief",
+    "cppimport",
+)
 
 
 def modelopt_available() -> bool:
@@ -69,8 +76,16 @@ def exclusion_patterns(node_names: Sequence[str]) -> list[str]:
     return [f"^{re.escape(n)}$" for n in node_names]
 
 
-def quantize_modelopt(fp32_path: str | Path, out_path: str | Path, *, trt_cache: str | Path, sample: np.ndarray,
-                      input_name: str, method: str, nodes_to_exclude: Sequence[str] = ()) -> dict:
+def quantize_modelopt(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    *,
+    trt_cache: str | Path,
+    sample: np.ndarray,
+    input_name: str,
+    method: str,
+    nodes_to_exclude: Sequence[str] = (),
+) -> dict:
     """Run ModelOpt's INT8 ONNX PTQ on CPU with the scales of `trt_cache`; returns what it did.
 
     ModelOpt patches onnxruntime's calibrators globally when it runs, and imports torch, so it runs in a
@@ -80,14 +95,25 @@ def quantize_modelopt(fp32_path: str | Path, out_path: str | Path, *, trt_cache:
     with tempfile.TemporaryDirectory(prefix="vsseg-modelopt-") as tmp:
         tmp = Path(tmp)
         np.save(tmp / "sample.npy", np.ascontiguousarray(sample))
-        job = {"fp32": str(fp32_path), "out": str(tmp / "model.qdq.onnx"), "trt_cache": str(trt_cache),
-               "sample": str(tmp / "sample.npy"), "input_name": input_name, "method": method,
-               "nodes_to_exclude": list(nodes_to_exclude), "info": str(tmp / "info.json")}
+        job = {
+            "fp32": str(fp32_path),
+            "out": str(tmp / "model.qdq.onnx"),
+            "trt_cache": str(trt_cache),
+            "sample": str(tmp / "sample.npy"),
+            "input_name": input_name,
+            "method": method,
+            "nodes_to_exclude": list(nodes_to_exclude),
+            "info": str(tmp / "info.json"),
+        }
         (tmp / "job.json").write_text(json.dumps(job))
         env = dict(os.environ)  # the child imports this package from where this process found it
         env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
-        proc = subprocess.run([sys.executable, "-m", "vsseg_edge.calib.quantize_trt", str(tmp / "job.json")],
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "vsseg_edge.calib.quantize_trt", str(tmp / "job.json")],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if proc.returncode != 0 or not Path(job["out"]).is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"ModelOpt quantisation failed (exit {proc.returncode}): {tail[0]}")
@@ -118,16 +144,30 @@ def _modelopt_job(job_path: str) -> None:
     shutil.copyfile(job["fp32"], src)
     with quiet_root_logging():
         mo_quantize(
-            str(src), quantize_mode="int8", calibration_data_reader=_One(),
+            str(src),
+            quantize_mode="int8",
+            calibration_data_reader=_One(),
             calibration_method="entropy" if job["method"] == "entropy" else "max",
-            calibration_cache_path=job["trt_cache"], calibration_eps=["cpu"], high_precision_dtype="fp32",
-            nodes_to_exclude=exclusion_patterns(job["nodes_to_exclude"]), output_path=job["out"], log_level="ERROR",
+            calibration_cache_path=job["trt_cache"],
+            calibration_eps=["cpu"],
+            high_precision_dtype="fp32",
+            nodes_to_exclude=exclusion_patterns(job["nodes_to_exclude"]),
+            output_path=job["out"],
+            log_level="ERROR",
         )
-    info = {"quantizer": f"nvidia-modelopt {modelopt.__version__} (ONNX INT8 PTQ; scales from the chunked "
-                         "calibration, as a TensorRT calibration cache)", "method": job["method"],
-            "nodes_to_exclude": job["nodes_to_exclude"],
-            "settings": {"high_precision_dtype": "fp32", "calibration_eps": ["cpu"], "per_channel": True,
-                         "activations": "int8 symmetric", "weights": "int8 symmetric per channel"}}
+    info = {
+        "quantizer": f"nvidia-modelopt {modelopt.__version__} (ONNX INT8 PTQ; scales from the chunked "
+        "calibration, as a TensorRT calibration cache)",
+        "method": job["method"],
+        "nodes_to_exclude": job["nodes_to_exclude"],
+        "settings": {
+            "high_precision_dtype": "fp32",
+            "calibration_eps": ["cpu"],
+            "per_channel": True,
+            "activations": "int8 symmetric",
+            "weights": "int8 symmetric per channel",
+        },
+    }
     Path(job["info"]).write_text(json.dumps(info))
 
 

@@ -24,8 +24,12 @@ import onnx
 from ..onnx_graph import keep_in_float
 
 
-def rank_qdq_nodes(model: onnx.ModelProto, nodes: Sequence[str], error_of: Callable[[onnx.ModelProto], float],
-                   log: Callable[[str], None] = lambda s: None) -> tuple[float, list[tuple[str, float]]]:
+def rank_qdq_nodes(
+    model: onnx.ModelProto,
+    nodes: Sequence[str],
+    error_of: Callable[[onnx.ModelProto], float],
+    log: Callable[[str], None] = lambda s: None,
+) -> tuple[float, list[tuple[str, float]]]:
     """Leave-one-out: (error of `model`, [(node, error reduction with only it in float)], largest first)."""
     base = error_of(model)
     scores = []
@@ -35,8 +39,9 @@ def rank_qdq_nodes(model: onnx.ModelProto, nodes: Sequence[str], error_of: Calla
     return base, sorted(scores, key=lambda s: -s[1])
 
 
-def exclusion_rounds(ranked: Sequence[tuple[str, float]], max_rounds: int,
-                     candidates: int | None = None) -> list[list[str]]:
+def exclusion_rounds(
+    ranked: Sequence[tuple[str, float]], max_rounds: int, candidates: int | None = None
+) -> list[list[str]]:
     """Cumulative sets of nodes to keep in float: top 1, 2, 4, … of `ranked`, at most `max_rounds` sets.
 
     The last set never holds every one of the `candidates` nodes (default: every ranked node): a model with

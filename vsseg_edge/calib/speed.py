@@ -20,18 +20,35 @@ import numpy as np
 from ..core.preprocess import PreprocessSpec, preprocess_batch
 
 
-def measure_speed(fp32_model, int8_model, spec: PreprocessSpec, frame: np.ndarray, *, runs: int, threads: int = 0,
-                  warmup: int = 2, output_kind: str = "logits", classes=(),
-                  clock: Callable[[], float] = time.perf_counter) -> dict:
+def measure_speed(
+    fp32_model,
+    int8_model,
+    spec: PreprocessSpec,
+    frame: np.ndarray,
+    *,
+    runs: int,
+    threads: int = 0,
+    warmup: int = 2,
+    output_kind: str = "logits",
+    classes=(),
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict:
     """Interleaved compute-only latency of the FP32 and INT8 models (files or in-memory ONNX) on `frame`."""
     from ..measure.machine import cpu_flags, cpu_model, library_versions
     from ..runtime.backends import open_backend
 
     batch = preprocess_batch([frame], spec)
-    opts = {"providers": ["CPUExecutionProvider"], "threads": threads, "spec": spec, "output_kind": output_kind,
-            "classes": classes}
-    with open_backend(_bytes(fp32_model), name="FP32 model", **opts) as fp32, \
-            open_backend(_bytes(int8_model), name="INT8 model", shift_int8=True, **opts) as int8:
+    opts = {
+        "providers": ["CPUExecutionProvider"],
+        "threads": threads,
+        "spec": spec,
+        "output_kind": output_kind,
+        "classes": classes,
+    }
+    with (
+        open_backend(_bytes(fp32_model), name="FP32 model", **opts) as fp32,
+        open_backend(_bytes(int8_model), name="INT8 model", shift_int8=True, **opts) as int8,
+    ):
         for _ in range(warmup):
             fp32.infer(batch)
             int8.infer(batch)
@@ -43,10 +60,19 @@ def measure_speed(fp32_model, int8_model, spec: PreprocessSpec, frame: np.ndarra
                 out.append((clock() - t0) * 1e3)
         shifted = int8.shifted
     m32, m8 = statistics.median(t32), statistics.median(t8)
-    return {"fp32_ms": round(m32, 4), "int8_ms": round(m8, 4), "ratio": round(m32 / m8, 3) if m8 > 0 else None,
-            "runs": runs, "threads": threads or "onnxruntime default", "input": [spec.height, spec.width],
-            "provider": "CPUExecutionProvider (ORT_ENABLE_ALL)", "int8_shifted_to_uint8": shifted,
-            "cpu": cpu_model(), "cpu_flags": cpu_flags(), "onnxruntime": library_versions().get("onnxruntime")}
+    return {
+        "fp32_ms": round(m32, 4),
+        "int8_ms": round(m8, 4),
+        "ratio": round(m32 / m8, 3) if m8 > 0 else None,
+        "runs": runs,
+        "threads": threads or "onnxruntime default",
+        "input": [spec.height, spec.width],
+        "provider": "CPUExecutionProvider (ORT_ENABLE_ALL)",
+        "int8_shifted_to_uint8": shifted,
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "onnxruntime": library_versions().get("onnxruntime"),
+    }
 
 
 def _bytes(model):

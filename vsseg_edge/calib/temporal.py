@@ -66,10 +66,16 @@ class TcFrames:
 
     def record(self) -> dict:
         keys = self.keys
-        return {"source": self.source, "how": self.how, "frames": len(keys), "pairs": self.pairs,
-                "clips": [{"name": c.name, "frames": len(c), "first": c.keys[0], "last": c.keys[-1]}
-                          for c in self.clips if len(c)],
-                "sha1": hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()}
+        return {
+            "source": self.source,
+            "how": self.how,
+            "frames": len(keys),
+            "pairs": self.pairs,
+            "clips": [
+                {"name": c.name, "frames": len(c), "first": c.keys[0], "last": c.keys[-1]} for c in self.clips if len(c)
+            ],
+            "sha1": hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest(),
+        }
 
 
 @dataclass
@@ -94,16 +100,29 @@ class TcResult:
         def r(v):
             return None if v is None else round(float(v), 4)
 
-        return {"passed": self.passed, "threshold": self.threshold, "tc_fp32": r(self.tc_fp32),
-                "tc_int8": r(self.tc_int8), "drop": r(self.drop), "flips_fp32": r(self.flips_fp32),
-                "flips_int8": r(self.flips_int8), "extra_flips": r(self.extra_flips), "pairs": self.pairs,
-                "frames": self.frames, "agreement": r(self.agreement), "flow": self.flow, "per_class": self.per_class}
+        return {
+            "passed": self.passed,
+            "threshold": self.threshold,
+            "tc_fp32": r(self.tc_fp32),
+            "tc_int8": r(self.tc_int8),
+            "drop": r(self.drop),
+            "flips_fp32": r(self.flips_fp32),
+            "flips_int8": r(self.flips_int8),
+            "extra_flips": r(self.extra_flips),
+            "pairs": self.pairs,
+            "frames": self.frames,
+            "agreement": r(self.agreement),
+            "flow": self.flow,
+            "per_class": self.per_class,
+        }
 
     def summary(self) -> str:
         verdict = "passes" if self.passed else "FAILS"
-        return (f"TC {self.tc_fp32:.2f} → {self.tc_int8:.2f} (drop {self.drop:.2f}), pixels flipping between "
-                f"frames {self.flips_fp32:.2f} → {self.flips_int8:.2f} % (+{self.extra_flips:.2f} % INT8-only) on "
-                f"{self.pairs} pairs: {verdict} (threshold {self.threshold})")
+        return (
+            f"TC {self.tc_fp32:.2f} → {self.tc_int8:.2f} (drop {self.drop:.2f}), pixels flipping between "
+            f"frames {self.flips_fp32:.2f} → {self.flips_int8:.2f} % (+{self.extra_flips:.2f} % INT8-only) on "
+            f"{self.pairs} pairs: {verdict} (threshold {self.threshold})"
+        )
 
 
 def consecutive(dataset) -> bool:
@@ -112,8 +131,15 @@ def consecutive(dataset) -> bool:
     return dataset.name in ("video", "images", "cityscapes", "synthetic")
 
 
-def tc_frames_from(source, split: str = "val", max_frames: int = 48, clip_frames: int = 24, seed: int = 0,
-                   how: str = "given", skip: Sequence[str] = ()) -> TcFrames:
+def tc_frames_from(
+    source,
+    split: str = "val",
+    max_frames: int = 48,
+    clip_frames: int = 24,
+    seed: int = 0,
+    how: str = "given",
+    skip: Sequence[str] = (),
+) -> TcFrames:
     """Consecutive frames for the TC gate from whatever `data.frame_source` opens (a video file, a folder of
     frames, a folder of clips, or a dataset's `split` with sequences): from each clip, in a seeded order, its
     longest run of frames whose key (`calib.frames.frame_key`) is not in `skip` (the calibration frames), cut
@@ -125,15 +151,17 @@ def tc_frames_from(source, split: str = "val", max_frames: int = 48, clip_frames
         raise VssegError(f"TC gate: need at least 2 frames per clip and in all (got {clip_frames}, {max_frames})")
     ds = open_frame_source(source, split, flag="--tc-frames")
     if not consecutive(ds):
-        raise VssegError(f"--tc-frames {source}: a {ds.name} dataset has no consecutive frames (its frames are "
-                         "seconds apart); give a video or a folder of consecutive frames")
+        raise VssegError(
+            f"--tc-frames {source}: a {ds.name} dataset has no consecutive frames (its frames are "
+            "seconds apart); give a video or a folder of consecutive frames"
+        )
     skip = set(skip)
     names = sorted(ds.sequences)
     order = np.random.default_rng(seed).permutation(len(names)).tolist()
     clips, total = [], 0
     for i in order:
         run = _longest_run(ds.sequences[names[i]], lambda r: frame_key(ds, r) in skip)
-        run = run[:min(clip_frames, max_frames - total)]
+        run = run[: min(clip_frames, max_frames - total)]
         if len(run) >= 2:
             readers = [(lambda r=r: ds.read_image(r)) for r in run]
             clips.append(TcClip(names[i], [frame_key(ds, r) for r in run], readers))
@@ -181,8 +209,9 @@ def _valid_pixels(flows: Sequence[np.ndarray], shape) -> int:
 class TemporalGate:
     """FP32 label maps and flows of the TC clips, computed once; `measure` judges a candidate."""
 
-    def __init__(self, fp32_model, tc_frames: TcFrames, spec: PreprocessSpec, class_names: Sequence[str],
-                 predict: Predict):
+    def __init__(
+        self, fp32_model, tc_frames: TcFrames, spec: PreprocessSpec, class_names: Sequence[str], predict: Predict
+    ):
         if not tc_frames.pairs:
             raise VssegError(f"--tc-frames {tc_frames.source}: no pair of consecutive frames to measure TC on")
         self.tc_frames, self.spec, self.class_names, self.predict = tc_frames, spec, list(class_names), predict
@@ -220,18 +249,33 @@ class TemporalGate:
         for lab, flows, f32 in zip(labels, self.flows, self.fp32_flips):
             for a, b in zip(pair_flips(lab, flows), f32):
                 flips8, flips32, extra = flips8 + int(a.sum()), flips32 + int(b.sum()), extra + int((a & ~b).sum())
+
         def pct(n):
             return 100.0 * n / max(self.valid, 1)
 
         t32, t8 = 100.0 * self.fp32_tc.tc(), 100.0 * tc8.tc()
         drop = t32 - t8
-        per_class = {n: [_pct(a), _pct(b)] for n, a, b in zip(self.class_names, self.fp32_tc.per_class(),
-                                                             tc8.per_class()) if np.isfinite(a) or np.isfinite(b)}
+        per_class = {
+            n: [_pct(a), _pct(b)]
+            for n, a, b in zip(self.class_names, self.fp32_tc.per_class(), tc8.per_class())
+            if np.isfinite(a) or np.isfinite(b)
+        }
         same = sum(int((a == b).sum()) for lab, ref in zip(labels, self.fp32) for a, b in zip(lab, ref))
         total = sum(a.size for lab in labels for a in lab)
-        return TcResult(bool(drop <= threshold), threshold, t32, t8, drop, pct(flips32), pct(flips8), pct(extra),
-                        self.tc_frames.pairs, len(self.tc_frames.keys), 100.0 * same / max(total, 1),
-                        per_class=per_class)
+        return TcResult(
+            bool(drop <= threshold),
+            threshold,
+            t32,
+            t8,
+            drop,
+            pct(flips32),
+            pct(flips8),
+            pct(extra),
+            self.tc_frames.pairs,
+            len(self.tc_frames.keys),
+            100.0 * same / max(total, 1),
+            per_class=per_class,
+        )
 
     def flip_error(self, model, pairs: int) -> float:
         """Share of valid pixels on the first `pairs` pairs of the first clip that flip under `model` but not

@@ -40,13 +40,16 @@ def _colour(value, where: str) -> tuple[int, int, int]:
         text = value.strip().lstrip("#")
         if len(text) == 6:
             try:
-                return tuple(int(text[i: i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+                return tuple(int(text[i : i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
             except ValueError:
                 pass
-    elif isinstance(value, (list, tuple)) and len(value) == 3 and all(
-            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value):
+    elif (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
+    ):
         return tuple(value)  # type: ignore[return-value]
-    raise VssegError(f"{where}: colour {value!r}; expected [R, G, B] with values 0..255 or \"#rrggbb\"")
+    raise VssegError(f'{where}: colour {value!r}; expected [R, G, B] with values 0..255 or "#rrggbb"')
 
 
 def _read(path: Path):
@@ -106,8 +109,10 @@ def load_class_file(path: str | Path) -> LabelSet:
         raise VssegError(f"{where}: class name(s) {dup} appear more than once")
     ignore = data.get("ignore_index", IGNORE_INDEX)
     if not isinstance(ignore, int) or isinstance(ignore, bool) or not len(names) <= ignore <= 255:
-        raise VssegError(f"{where}: ignore_index {ignore!r}; expected an integer in {len(names)}..255 "
-                         "(a value that is not a class id)")
+        raise VssegError(
+            f"{where}: ignore_index {ignore!r}; expected an integer in {len(names)}..255 "
+            "(a value that is not a class id)"
+        )
     ls = label_set_for(names, colours, name=str(data.get("name") or path.stem))
     return LabelSet(ls.name, ls.classes, ls.palette, label_ignore=ignore)
 
@@ -128,8 +133,9 @@ def resolve_classes(spec: str | Path | LabelSet, base: str | Path | None = None)
         if base is not None and not path.is_absolute():
             path = Path(base) / path
         return load_class_file(path)
-    raise VssegError(f"classes {text!r}: expected one of {sorted(LABEL_SETS)} or a class file "
-                     f"({', '.join(CLASS_FILE_SUFFIXES)})")
+    raise VssegError(
+        f"classes {text!r}: expected one of {sorted(LABEL_SETS)} or a class file ({', '.join(CLASS_FILE_SUFFIXES)})"
+    )
 
 
 def dataset_class_file(root: str | Path) -> Path | None:
@@ -145,6 +151,8 @@ def check_model_classes(label_set: LabelSet, model_classes: list[str], where: st
     """A class file given for a model must have as many classes as the model predicts; its names and colours
     then replace the model's (for overlays, masks and reports)."""
     if model_classes and len(model_classes) != label_set.num_classes:
-        raise VssegError(f"{where}: the model predicts {len(model_classes)} classes, the class file "
-                         f"{label_set.name!r} has {label_set.num_classes}")
+        raise VssegError(
+            f"{where}: the model predicts {len(model_classes)} classes, the class file "
+            f"{label_set.name!r} has {label_set.num_classes}"
+        )
     return label_set

@@ -101,8 +101,9 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
             node[parts[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             reason = str(exc).splitlines()[0]
-            raise VssegError(f"--override {item!r}: the value is not valid YAML ({reason}); quote it, "
-                             "e.g. -o 'data.crop=[64, 128]'") from None
+            raise VssegError(
+                f"--override {item!r}: the value is not valid YAML ({reason}); quote it, e.g. -o 'data.crop=[64, 128]'"
+            ) from None
     return data
 
 

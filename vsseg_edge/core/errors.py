@@ -16,16 +16,27 @@ class MissingDependency(VssegError):
 
 # The extra that brings each optional package (pyproject.toml's [project.optional-dependencies]).
 EXTRAS = {
-    "torch": "train", "torchvision": "train",
-    "onnx": "export", "onnxsim": "export", "onnxscript": "export", "onnxconverter_common": "export",
-    "onnxruntime": "edge", "av": "edge",
-    "tensorrt": "trt", "cuda": "trt", "polygraphy": "trt",
-    "modelopt": "calib-trt", "onnx_graphsurgeon": "calib-trt",
+    "torch": "train",
+    "torchvision": "train",
+    "onnx": "export",
+    "onnxsim": "export",
+    "onnxscript": "export",
+    "onnxconverter_common": "export",
+    "onnxruntime": "edge",
+    "av": "edge",
+    "tensorrt": "trt",
+    "cuda": "trt",
+    "polygraphy": "trt",
+    "modelopt": "calib-trt",
+    "onnx_graphsurgeon": "calib-trt",
     "matplotlib": "plot",
-    "pytriton": "serve", "tritonclient": "serve",
+    "pytriton": "serve",
+    "tritonclient": "serve",
 }
-OPENCV_HINT = ("pip install 'vsseg-edge[edge]' (headless) or 'vsseg-edge[gui]' (with windows for --show), not both; "
-               "on a Jetson, JetPack's OpenCV (python3-opencv, with GStreamer)")
+OPENCV_HINT = (
+    "pip install 'vsseg-edge[edge]' (headless) or 'vsseg-edge[gui]' (with windows for --show), not both; "
+    "on a Jetson, JetPack's OpenCV (python3-opencv, with GStreamer)"
+)
 
 
 def install_hint(module: str) -> str | None:
@@ -44,8 +55,9 @@ def require(module: str, extra: str | None = None, pip_name: str | None = None):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        hint = (f"pip install 'vsseg-edge[{extra}]'" if extra else install_hint(module)) or \
-            f"pip install {pip_name or module}"
+        hint = (
+            f"pip install 'vsseg-edge[{extra}]'" if extra else install_hint(module)
+        ) or f"pip install {pip_name or module}"
         raise MissingDependency(f"{module} is not installed ({exc}); install it with: {hint}") from None
 
 

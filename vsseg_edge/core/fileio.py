@@ -32,8 +32,7 @@ from .errors import VssegError
 # errno values that mean "the disk refused the data" (any write), and those that also mean "this path cannot
 # be created" (making the folder and the temporary file, before any data)
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO})
-CREATE_ERRNOS = DISK_ERRNOS | {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
-                               errno.ENAMETOOLONG}
+CREATE_ERRNOS = DISK_ERRNOS | {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
 
 
 def write_failure(target: str | os.PathLike, exc: OSError, flag: str | None = None) -> VssegError:
@@ -169,8 +168,9 @@ def read_label(path: str | os.PathLike, expected_hw: tuple[int, int] | None = No
     return lab
 
 
-def write_image(path: str | os.PathLike, array: np.ndarray, params: list[int] | None = None,
-                flag: str | None = None) -> None:
+def write_image(
+    path: str | os.PathLike, array: np.ndarray, params: list[int] | None = None, flag: str | None = None
+) -> None:
     """Encode `array` in memory in the format of the suffix (PNG, JPEG …), then write it atomically and checked.
 
     `cv2.imwrite` can report success over an empty file on a full disk; `cv2.imencode` plus a Python write
@@ -230,8 +230,14 @@ class CheckedVideoWriter:
     broken one is removed with one line too. `abort()` drops the file.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float, size_wh: tuple[int, int], fourcc: str = "mp4v",
-                 flag: str | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float,
+        size_wh: tuple[int, int],
+        fourcc: str = "mp4v",
+        flag: str | None = None,
+    ):
         import cv2
 
         self.path, self.flag = Path(path), flag
@@ -264,8 +270,9 @@ class CheckedVideoWriter:
         try:
             problem = _video_problem(self._tmp, self.frames)
             if problem:
-                raise VssegError(f"{self._where}: cannot write ({problem}; {free_bytes(self._tmp.parent)} bytes "
-                                 "free on its disk)")
+                raise VssegError(
+                    f"{self._where}: cannot write ({problem}; {free_bytes(self._tmp.parent)} bytes free on its disk)"
+                )
         except BaseException as exc:
             self._stack.__exit__(type(exc), exc, exc.__traceback__)
             raise
@@ -331,8 +338,15 @@ def _human(n: int) -> str:
     return f"{n} bytes"
 
 
-def check_output(path: str | os.PathLike, flag: str, *, folder: bool = False, suffixes: Iterable[str] = (),
-                 need_bytes: int = 0, inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+def check_output(
+    path: str | os.PathLike,
+    flag: str,
+    *,
+    folder: bool = False,
+    suffixes: Iterable[str] = (),
+    need_bytes: int = 0,
+    inputs: Iterable[str | os.PathLike | None] = (),
+) -> Path:
     """Refuse, before any work, an output that cannot be written; return it as a Path.
 
     Checks, each a one-line error naming `flag` and the path: the suffix (`suffixes`, when given: what
@@ -361,8 +375,7 @@ def check_output(path: str | os.PathLike, flag: str, *, folder: bool = False, su
     if need_bytes:
         free = free_bytes(base)
         if free < need_bytes:
-            raise VssegError(f"{flag} {path}: only {_human(free)} free on its disk, about {_human(need_bytes)} "
-                             "needed")
+            raise VssegError(f"{flag} {path}: only {_human(free)} free on its disk, about {_human(need_bytes)} needed")
     return path
 
 
@@ -377,8 +390,9 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
-def refuse_output_over_inputs(outputs: Iterable[tuple[str, str | os.PathLike | None]],
-                              inputs: Iterable[str | os.PathLike | None]) -> None:
+def refuse_output_over_inputs(
+    outputs: Iterable[tuple[str, str | os.PathLike | None]], inputs: Iterable[str | os.PathLike | None]
+) -> None:
     """Refuse an output (flag, path) that is one of `inputs` or the manifest (`<input>.json`) beside one.
 
     Writing a command's output over its input destroys the input (the checkpoint replaced by the ONNX,

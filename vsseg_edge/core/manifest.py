@@ -97,8 +97,10 @@ def read_manifest(artifact: str | Path, kind: str | tuple[str, ...] | None = Non
     mpath = manifest_path(artifact)
     if not mpath.is_file():
         if artifact.suffix.lower() in (".onnx", ".engine", ".plan"):
-            raise VssegError(f"{artifact}: no manifest {mpath.name} beside it; for a model made outside vsseg-edge, "
-                             f"write one with: vsseg-edge import {artifact} --classes FILE [--size HxW]")
+            raise VssegError(
+                f"{artifact}: no manifest {mpath.name} beside it; for a model made outside vsseg-edge, "
+                f"write one with: vsseg-edge import {artifact} --classes FILE [--size HxW]"
+            )
         raise VssegError(f"{artifact}: no manifest {mpath.name} beside it; vsseg-edge writes one with every artifact")
     man = read_json(mpath, "manifest")
     if not isinstance(man, dict) or "kind" not in man:
@@ -121,8 +123,10 @@ def verify_artifact(artifact: str | Path, man: dict) -> None:
     if not artifact.is_file():
         raise VssegError(f"{artifact}: not found (its manifest {mpath.name} is there)")
     if file_sha256(artifact) != man["sha256"]:
-        raise VssegError(f"{artifact}: sha256 does not match its manifest {mpath.name} (the file changed after the "
-                         "manifest was written, or the manifest belongs to another file)")
+        raise VssegError(
+            f"{artifact}: sha256 does not match its manifest {mpath.name} (the file changed after the "
+            "manifest was written, or the manifest belongs to another file)"
+        )
 
 
 def _is_str_list(v) -> bool:
@@ -138,18 +142,35 @@ _FIELDS = {
     "schema": (_is_int, "an integer"),
     "kind": (lambda v: v in KINDS, f"one of {list(KINDS)}"),
     "file": (lambda v: isinstance(v, str), "a file name"),
-    "sha256": (lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v),
-               "64 lowercase hex digits"),
-    "parent": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("file"), str)
-                                       and (v.get("sha256") is None or isinstance(v.get("sha256"), str))),
-               "null or a mapping with 'file' and 'sha256'"),
+    "sha256": (
+        lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v),
+        "64 lowercase hex digits",
+    ),
+    "parent": (
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, dict)
+                and isinstance(v.get("file"), str)
+                and (v.get("sha256") is None or isinstance(v.get("sha256"), str))
+            )
+        ),
+        "null or a mapping with 'file' and 'sha256'",
+    ),
     "model": (lambda v: isinstance(v, str) and v != "", "a model name"),
     "classes": (lambda v: _is_str_list(v) and len(v) > 0, "a non-empty list of class names"),
-    "input": (lambda v: isinstance(v, dict) and isinstance(v.get("preprocess"), dict)
-              and (v.get("shape") is None or (isinstance(v["shape"], list) and all(_is_int(d) for d in v["shape"]))),
-              "a mapping with 'preprocess' (a mapping) and 'shape' (a list of integers)"),
-    "output": (lambda v: v in ("logits", "labels") or (isinstance(v, dict) and v.get("kind") in ("logits", "labels")),
-               "'logits' or 'labels'"),
+    "input": (
+        lambda v: (
+            isinstance(v, dict)
+            and isinstance(v.get("preprocess"), dict)
+            and (v.get("shape") is None or (isinstance(v["shape"], list) and all(_is_int(d) for d in v["shape"])))
+        ),
+        "a mapping with 'preprocess' (a mapping) and 'shape' (a list of integers)",
+    ),
+    "output": (
+        lambda v: v in ("logits", "labels") or (isinstance(v, dict) and v.get("kind") in ("logits", "labels")),
+        "'logits' or 'labels'",
+    ),
     "precision": (lambda v: isinstance(v, str), "a string such as 'fp32'"),
 }
 

@@ -26,24 +26,33 @@ def _parse_offsets(text: str | None) -> tuple[int, ...]:
 
 
 def flow_command(
-    dataset_root: Path = typer.Argument(..., help="Dataset folder (Cityscapes, synthetic, CamVid, images) or video "
-                                                  "(a video file, a folder of frames or of clips)."),
+    dataset_root: Path = typer.Argument(
+        ...,
+        help="Dataset folder (Cityscapes, synthetic, CamVid, images) or video "
+        "(a video file, a folder of frames or of clips).",
+    ),
     split: str = typer.Option("train", "--split", help="Split to process."),
     offsets: Optional[str] = typer.Option(
-        None, "--offsets", show_default="ETC's -2,-1,1,2,3",
-        help="Neighbour offsets k of each labelled frame (every frame of unlabelled video) (flow t→t+k)."),
+        None,
+        "--offsets",
+        show_default="ETC's -2,-1,1,2,3",
+        help="Neighbour offsets k of each labelled frame (every frame of unlabelled video) (flow t→t+k).",
+    ),
     cache: Path = typer.Option(
-        None, "--cache", show_default="$VSSEG_EDGE_CACHE/flow, else ~/.cache/vsseg-edge/flow",
-        help="Flow cache folder."),
+        None, "--cache", show_default="$VSSEG_EDGE_CACHE/flow, else ~/.cache/vsseg-edge/flow", help="Flow cache folder."
+    ),
     preset: str = typer.Option("medium", "--preset", help="DIS preset: ultrafast | fast | medium."),
-    scale: float = typer.Option(1.0, "--scale", help="Compute DIS on frames resized by this factor (0-1], e.g. 0.5 "
-                                                     "for full-size Cityscapes."),
+    scale: float = typer.Option(
+        1.0, "--scale", help="Compute DIS on frames resized by this factor (0-1], e.g. 0.5 for full-size Cityscapes."
+    ),
     consecutive: bool = typer.Option(True, "--consecutive/--no-consecutive", help="Also every (t, t+1) pair, for TC."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes computing flow in parallel."),
-    cache_format: str = typer.Option("png", "--format", help="Cache entries: png (KITTI, 1/64 px, ~4x smaller) | "
-                                                             "npy (exact, faster to write)."),
-    kind: str = typer.Option("auto", "--kind", help="Dataset layout: auto | cityscapes | synthetic | camvid | images "
-                                                   "| video."),
+    cache_format: str = typer.Option(
+        "png", "--format", help="Cache entries: png (KITTI, 1/64 px, ~4x smaller) | npy (exact, faster to write)."
+    ),
+    kind: str = typer.Option(
+        "auto", "--kind", help="Dataset layout: auto | cityscapes | synthetic | camvid | images | video."
+    ),
 ):
     """Compute OpenCV DIS optical flow for training (labelled frame → neighbours) and TC, into the cache."""
     import time
@@ -60,8 +69,10 @@ def flow_command(
     stats = precompute_flows(dataset, source, offs, progress=True, consecutive=consecutive, workers=workers)
     dt = time.perf_counter() - t0
     per_pair = f", {1000 * dt / stats['computed']:.1f} ms per computed pair" if stats["computed"] else ""
-    typer.echo(f"{source.name}: {stats['pairs']} pairs ({stats['computed']} computed, {stats['cached']} cached) "
-               f"in {dt:.1f} s{per_pair}; cache {source.cache_dir}")
+    typer.echo(
+        f"{source.name}: {stats['pairs']} pairs ({stats['computed']} computed, {stats['cached']} cached) "
+        f"in {dt:.1f} s{per_pair}; cache {source.cache_dir}"
+    )
 
 
 def register(app, data_app) -> None:

@@ -93,8 +93,10 @@ class SegmentationDataset:
         self._hw_cache: dict[Path, tuple[int, int]] = {}
 
     def __repr__(self) -> str:
-        return (f"SegmentationDataset({self.name!r}, root={str(self.root)!r}, split={self.split!r}, "
-                f"sequences={len(self.sequences)}, frames={self.num_frames}, labelled={len(self)})")
+        return (
+            f"SegmentationDataset({self.name!r}, root={str(self.root)!r}, split={self.split!r}, "
+            f"sequences={len(self.sequences)}, frames={self.num_frames}, labelled={len(self)})"
+        )
 
     def __len__(self) -> int:
         return len(self._labelled)
@@ -150,8 +152,9 @@ class SegmentationDataset:
         return refs[j] if j is not None else None
 
 
-def open_dataset(root, split: str = "val", kind: str = "auto",
-                 classes: str | Path | LabelSet | None = None) -> SegmentationDataset:
+def open_dataset(
+    root, split: str = "val", kind: str = "auto", classes: str | Path | LabelSet | None = None
+) -> SegmentationDataset:
     """Open one split of a dataset folder; `kind` is auto|cityscapes|synthetic|camvid|images|video; `classes` a
     class-set name, class file or LabelSet (default: the folder's class file, else the layout's classes).
 
@@ -164,16 +167,21 @@ def open_dataset(root, split: str = "val", kind: str = "auto",
         ds = _open_video(root, split)
         return ds.with_label_set(resolve_classes(classes)) if classes is not None else ds
     if not root.is_dir():
-        layout = {"auto": "a dataset", "images": "a folder of images",
-                  "video": "a video file, a folder of frames or a folder of clips"}.get(kind, f"a {kind} dataset")
+        layout = {
+            "auto": "a dataset",
+            "images": "a folder of images",
+            "video": "a video file, a folder of frames or a folder of clips",
+        }.get(kind, f"a {kind} dataset")
         raise VssegError(f"{root}: dataset folder not found (expected {layout})")
     if kind == "auto":
         kind = detect_kind(root)
     label_set = _dataset_classes(root, classes)
     if label_set is not None and kind in ("cityscapes", "synthetic") and label_set.classes != CITYSCAPES.classes:
-        raise VssegError(f"{root}: a {kind} dataset holds Cityscapes label ids; the class set "
-                         f"{label_set.name!r} ({label_set.num_classes} classes) applies to image + label folders "
-                         "(images/ + labels/, or {split}/ + {split}annot/)")
+        raise VssegError(
+            f"{root}: a {kind} dataset holds Cityscapes label ids; the class set "
+            f"{label_set.name!r} ({label_set.num_classes} classes) applies to image + label folders "
+            "(images/ + labels/, or {split}/ + {split}annot/)"
+        )
     ds = _OPENERS[kind](root, split)
     if label_set is not None and kind == "video":
         return ds.with_label_set(label_set)
@@ -223,8 +231,9 @@ def _open_cityscapes(root: Path, split: str, synthetic: bool = False) -> Segment
     image_dir = next((d / split for d in (seq_dir, plain_dir) if (d / split).is_dir()), None)
     if image_dir is None:
         if not seq_dir.is_dir() and not plain_dir.is_dir():
-            raise VssegError(f"{root}: no leftImg8bit_sequence/ or leftImg8bit/ folder "
-                             "(expected the Cityscapes layout)")
+            raise VssegError(
+                f"{root}: no leftImg8bit_sequence/ or leftImg8bit/ folder (expected the Cityscapes layout)"
+            )
         present = sorted({p.name for d in (seq_dir, plain_dir) if d.is_dir() for p in d.iterdir() if p.is_dir()})
         raise VssegError(f"{root}: split {split!r} not found; splits present: {present}")
     gt_dir = root / "gtFine" / split
@@ -241,8 +250,10 @@ def _open_cityscapes(root: Path, split: str, synthetic: bool = False) -> Segment
             seq = f"{m['city']}_{m['seq']}"
             sequences.setdefault(seq, []).append(FrameRef(seq, int(m["frame"]), city_dir / name, label))
     if not sequences:
-        raise VssegError(f"{image_dir}: no *_leftImg8bit.png frames found "
-                         "(expected {city}/{city}_{seq}_{frame}_leftImg8bit.png)")
+        raise VssegError(
+            f"{image_dir}: no *_leftImg8bit.png frames found "
+            "(expected {city}/{city}_{seq}_{frame}_leftImg8bit.png)"
+        )
     every_frame_labelled = synthetic or image_dir.parent == plain_dir
     _check_cityscapes_labels(sequences, gt_dir, image_dir, every_frame_labelled)
     return SegmentationDataset(
@@ -262,22 +273,26 @@ def _check_cityscapes_labels(sequences, gt_dir: Path, image_dir: Path, every_fra
     """Labels are expected for every frame (synthetic, plain layout) or wherever gtFine has one (sequences)."""
     if not gt_dir.is_dir():
         if every_frame_labelled:
-            raise VssegError(f"{gt_dir}: label folder not found "
-                             "(expected gtFine/{split}/{city}/*_gtFine_labelIds.png)")
+            raise VssegError(
+                f"{gt_dir}: label folder not found (expected gtFine/{{split}}/{{city}}/*_gtFine_labelIds.png)"
+            )
         return  # an unlabelled sequence set (e.g. for TC only)
     if every_frame_labelled:
         for refs in sequences.values():
             for r in refs:
                 if r.label is None:
-                    raise VssegError(f"{r.image}: image has no label (expected {gt_dir}/{r.image.parent.name}/"
-                                     f"{r.image.name[:-len('_leftImg8bit.png')]}_gtFine_labelIds.png)")
+                    raise VssegError(
+                        f"{r.image}: image has no label (expected {gt_dir}/{r.image.parent.name}/"
+                        f"{r.image.name[: -len('_leftImg8bit.png')]}_gtFine_labelIds.png)"
+                    )
         return
     images = {r.image.name[: -len("_leftImg8bit.png")] for refs in sequences.values() for r in refs}
     for label in sorted(gt_dir.glob("*/*_gtFine_labelIds.png")):
         stem = label.name[: -len("_gtFine_labelIds.png")]
         if stem not in images:
-            raise VssegError(f"{label}: label has no image "
-                             f"(expected {image_dir}/{label.parent.name}/{stem}_leftImg8bit.png)")
+            raise VssegError(
+                f"{label}: label has no image (expected {image_dir}/{label.parent.name}/{stem}_leftImg8bit.png)"
+            )
 
 
 def _label_as_is(path: Path, raw: np.ndarray) -> np.ndarray:
@@ -314,8 +329,9 @@ def _open_camvid(root: Path, split: str) -> SegmentationDataset:
         sequences.setdefault(seq, []).append(FrameRef(seq, index, path, label))
     if not sequences:
         raise VssegError(f"{image_dir}: no images found (expected CamVid frames such as 0001TP_006690.png)")
-    return SegmentationDataset("camvid", root, split, CAMVID, sequences, decode_label=_decode_camvid,
-                               neighbour_by="position")
+    return SegmentationDataset(
+        "camvid", root, split, CAMVID, sequences, decode_label=_decode_camvid, neighbour_by="position"
+    )
 
 
 def _decode_camvid(path: Path, raw: np.ndarray) -> np.ndarray:
@@ -351,8 +367,14 @@ def natural_key(path: Path) -> list:
 def list_images(folder: Path) -> list[Path]:
     """The image files of a folder (not hidden ones) in natural name order: the frame order of an image
     folder, a clip's frame folder and `vsseg-edge run --source DIR`."""
-    return sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith(".")), key=natural_key)
+    return sorted(
+        (
+            p
+            for p in Path(folder).iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        ),
+        key=natural_key,
+    )
 
 
 def _png_hw(path: Path) -> tuple[int, int] | None:

@@ -126,8 +126,9 @@ class DISFlow(FlowSource):
     version, so a changed frame or setting never reuses a stale flow.
     """
 
-    def __init__(self, preset: str = "medium", cache_dir: str | Path | None = None, cache_format: str = "png",
-                 scale: float = 1.0):
+    def __init__(
+        self, preset: str = "medium", cache_dir: str | Path | None = None, cache_format: str = "png", scale: float = 1.0
+    ):
         if preset not in DIS_PRESETS:
             raise VssegError(f"DIS preset {preset!r} unknown; expected one of {DIS_PRESETS}")
         if cache_format not in ("npy", "png"):
@@ -208,8 +209,9 @@ class PrecomputedFlow(FlowSource):
             path = self.directory / f"{base}{suffix}"
             if path.is_file():
                 return path
-        raise VssegError(f"{self.directory}: no flow file {base}{{{','.join(SUFFIXES)}}} "
-                         f"for {ref_a.image.name} → {ref_b.image.name}")
+        raise VssegError(
+            f"{self.directory}: no flow file {base}{{{','.join(SUFFIXES)}}} for {ref_a.image.name} → {ref_b.image.name}"
+        )
 
     def __call__(self, dataset, ref_a, ref_b):
         _check_pair(ref_a, ref_b)
@@ -232,8 +234,9 @@ def open_flow_source(spec: str, dataset: SegmentationDataset, cache_dir=None, pr
         spec = "exact" if dataset.name == "synthetic" else "dis"
     if spec == "exact":
         if not (dataset.root / "flow").is_dir():
-            raise VssegError(f"{dataset.root}: no flow/ folder; exact flow exists only for the synthetic set "
-                             "(use 'dis')")
+            raise VssegError(
+                f"{dataset.root}: no flow/ folder; exact flow exists only for the synthetic set (use 'dis')"
+            )
         return ExactFlow()
     if spec == "dis":
         return DISFlow(preset, flow_cache_dir(cache_dir))
@@ -245,8 +248,9 @@ def open_flow_source(spec: str, dataset: SegmentationDataset, cache_dir=None, pr
 # --- precomputation ----------------------------------------------------------------------------------------
 
 
-def flow_pairs(dataset: SegmentationDataset, offsets=ETC_OFFSETS,
-               consecutive: bool = True) -> list[tuple[FrameRef, FrameRef]]:
+def flow_pairs(
+    dataset: SegmentationDataset, offsets=ETC_OFFSETS, consecutive: bool = True
+) -> list[tuple[FrameRef, FrameRef]]:
     """The (a, b) pairs training and TC ask for: each anchor frame (the labelled ones; every frame of
     unlabelled video) with its neighbours at `offsets` (flow t→t+k), and, with `consecutive`, every (t, t+1)
     pair of every sequence."""
@@ -285,8 +289,14 @@ def _compute_pair(pair, source: FlowSource | None = None, dataset: SegmentationD
     return getattr(source, "computed", 0) > before
 
 
-def precompute_flows(dataset: SegmentationDataset, source: FlowSource, offsets=ETC_OFFSETS,
-                     progress: bool = True, consecutive: bool = True, workers: int = 1) -> dict:
+def precompute_flows(
+    dataset: SegmentationDataset,
+    source: FlowSource,
+    offsets=ETC_OFFSETS,
+    progress: bool = True,
+    consecutive: bool = True,
+    workers: int = 1,
+) -> dict:
     """Fill a DIS cache for the pairs of `flow_pairs`; returns {"pairs", "computed", "cached"}.
 
     With `workers` > 1 the pairs are spread over processes (each worker writes its own cache entries,

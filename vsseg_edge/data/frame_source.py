@@ -27,7 +27,7 @@ UNLABELLED = ("images", "video")  # kinds whose frames have no labels and no spl
 
 
 def frame_source_kind(path: str | Path, flag: str = "--frames") -> str:
-    """"video", "images" or a dataset kind (cityscapes, synthetic, camvid) for `path`; one-line error otherwise."""
+    """ "video", "images" or a dataset kind (cityscapes, synthetic, camvid) for `path`; one-line error otherwise."""
     path = Path(path)
     if path.is_file():
         if path.suffix.lower() in VIDEO_SUFFIXES:
@@ -40,12 +40,15 @@ def frame_source_kind(path: str | Path, flag: str = "--frames") -> str:
     try:
         return detect_kind(path)
     except VssegError:
-        raise VssegError(f"{flag} {path}: no frames found (expected {EXPECTED}: a Cityscapes / CamVid / "
-                         "synthetic root, image files, or video files / folders of frames)") from None
+        raise VssegError(
+            f"{flag} {path}: no frames found (expected {EXPECTED}: a Cityscapes / CamVid / "
+            "synthetic root, image files, or video files / folders of frames)"
+        ) from None
 
 
-def open_frame_source(path: str | Path, split: str = "val", kind: str = "auto",
-                      flag: str = "--dataset", classes=None) -> SegmentationDataset:
+def open_frame_source(
+    path: str | Path, split: str = "val", kind: str = "auto", flag: str = "--dataset", classes=None
+) -> SegmentationDataset:
     """Open `path` as a dataset (see the module docstring); `kind` other than "auto" forces a layout;
     `classes` (a set name, class file or LabelSet) as `open_dataset` takes it."""
     path = Path(path)

@@ -66,14 +66,19 @@ class PairedAugment:
         offset = tuple(int(rng.integers(min(0, c - o), max(0, c - o) + 1)) for c, o in zip(canvas[::-1], out[::-1]))
         return make_params(hw, out, scale, angle, flip, offset, blur)
 
-    def __call__(self, rng: np.random.Generator, image: np.ndarray, label=None, neighbour=None,
-                 neighbour_label=None, flow=None) -> dict[str, np.ndarray]:
+    def __call__(
+        self, rng: np.random.Generator, image: np.ndarray, label=None, neighbour=None, neighbour_label=None, flow=None
+    ) -> dict[str, np.ndarray]:
         """Draw once and transform every array given (keys: image, label, neighbour, neighbour_label, flow,
         params); `flow` is between `image` and `neighbour`, in either direction."""
         p = self.sample(rng, image.shape[:2])
         out = {"image": self.apply_image(p, image), "params": p}
-        for key, arr, fn in (("label", label, self.apply_label), ("neighbour", neighbour, self.apply_image),
-                             ("neighbour_label", neighbour_label, self.apply_label), ("flow", flow, self.apply_flow)):
+        for key, arr, fn in (
+            ("label", label, self.apply_label),
+            ("neighbour", neighbour, self.apply_image),
+            ("neighbour_label", neighbour_label, self.apply_label),
+            ("flow", flow, self.apply_flow),
+        ):
             if arr is not None:
                 out[key] = fn(p, arr)
         return out
@@ -114,8 +119,9 @@ class PairedAugment:
         return (moved @ a.T).astype(np.float32)
 
 
-def make_params(in_hw, out_hw, scale: float, angle: float, flip: bool, offset=(0, 0),
-                blur_sigma: float = 0.0) -> AugmentParams:
+def make_params(
+    in_hw, out_hw, scale: float, angle: float, flip: bool, offset=(0, 0), blur_sigma: float = 0.0
+) -> AugmentParams:
     """Build the parameters (and the affine matrix) from explicit values, e.g. for tests or evaluation."""
     import cv2
 
@@ -139,9 +145,9 @@ def _warp(p: AugmentParams, array: np.ndarray, interpolation: int, border) -> np
         raise ValueError(f"augment parameters drawn for {p.in_hw}, got an array of {array.shape[:2]}")
     h, w = p.out_hw
     border = tuple(border) if isinstance(border, (tuple, list)) else (border,) * 4
-    out = cv2.warpAffine(array, p.matrix, (w, h), flags=interpolation, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=border)
+    out = cv2.warpAffine(
+        array, p.matrix, (w, h), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=border
+    )
     if out.ndim < array.ndim:
         out = out[..., None]
     return out
-

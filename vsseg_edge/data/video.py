@@ -113,12 +113,15 @@ class VideoDataset(SegmentationDataset):
         need = max((abs(int(k)) for k in offsets), default=0) + 1
         for clip in self.clips.values():
             if len(clip.frames) < need:
-                raise VssegError(f"{clip.source}: clip has {len(clip.frames)} frames, fewer than the "
-                                 f"{need} that the largest temporal offset {need - 1} needs")
+                raise VssegError(
+                    f"{clip.source}: clip has {len(clip.frames)} frames, fewer than the "
+                    f"{need} that the largest temporal offset {need - 1} needs"
+                )
 
 
-def open_video(root, split: str = "train", *, cache_dir: str | Path | None = None,
-               label_set: LabelSet = CITYSCAPES) -> VideoDataset:
+def open_video(
+    root, split: str = "train", *, cache_dir: str | Path | None = None, label_set: LabelSet = CITYSCAPES
+) -> VideoDataset:
     """Open a video file, a frame folder or a folder of clips (see the module docstring).
 
     `split` is recorded, not used: clips have no splits; point training and evaluation at different
@@ -150,8 +153,9 @@ def _clips_in(root: Path, cache: Path) -> list[Clip]:
         else:
             continue  # notes, timestamps, licences beside the clips
         if clip.name in names:
-            raise VssegError(f"{root}: two clips named {clip.name!r} ({names[clip.name].name} and {path.name}); "
-                             "rename one")
+            raise VssegError(
+                f"{root}: two clips named {clip.name!r} ({names[clip.name].name} and {path.name}); rename one"
+            )
         names[clip.name] = path
         clips.append(clip)
     if not clips:
@@ -176,8 +180,10 @@ def _frame_folder_clip(folder: Path) -> Clip:
     for path in frames[1:]:
         hw = image_hw(path)
         if hw != first:
-            raise VssegError(f"{path}: frame is {hw[0]}x{hw[1]} (HxW) but {frames[0].name} is "
-                             f"{first[0]}x{first[1]}; the frames of one clip must have one size")
+            raise VssegError(
+                f"{path}: frame is {hw[0]}x{hw[1]} (HxW) but {frames[0].name} is "
+                f"{first[0]}x{first[1]}; the frames of one clip must have one size"
+            )
     return Clip(folder.name, folder, tuple(frames), _read_timestamps(folder, frames))
 
 
@@ -191,19 +197,24 @@ def _read_timestamps(folder: Path, frames: list[Path]) -> tuple[float, ...] | No
     if isinstance(data, dict):
         missing = [p.name for p in frames if p.name not in data]
         if missing:
-            raise VssegError(f"{path}: no timestamp for frame {missing[0]} ({len(missing)} of {len(frames)} "
-                             "missing); expected one number per frame file")
+            raise VssegError(
+                f"{path}: no timestamp for frame {missing[0]} ({len(missing)} of {len(frames)} "
+                "missing); expected one number per frame file"
+            )
         data = [data[p.name] for p in frames]
     if not isinstance(data, list) or len(data) != len(frames):
         n = len(data) if isinstance(data, list) else type(data).__name__
-        raise VssegError(f"{path}: expected a list of {len(frames)} timestamps (one per frame, seconds) or an "
-                         f"object mapping frame file names to seconds, got {n}")
+        raise VssegError(
+            f"{path}: expected a list of {len(frames)} timestamps (one per frame, seconds) or an "
+            f"object mapping frame file names to seconds, got {n}"
+        )
     if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in data):
         raise VssegError(f"{path}: timestamps must be numbers (seconds)")
     for i in range(1, len(data)):
         if data[i] <= data[i - 1]:
-            raise VssegError(f"{path}: timestamps do not increase at frame {frames[i].name} "
-                             f"({data[i - 1]} then {data[i]})")
+            raise VssegError(
+                f"{path}: timestamps do not increase at frame {frames[i].name} ({data[i - 1]} then {data[i]})"
+            )
     return tuple(float(t) for t in data)
 
 
@@ -347,13 +358,17 @@ def _decode_frames(video: Path, out: Path, settings: DecodeSettings, max_bad_run
                     break
                 continue
             if bad_run:
-                raise VssegError(f"{video}: frame {len(names)} does not decode (corrupt clip; the frames after it "
-                                 "would not be consecutive)")
+                raise VssegError(
+                    f"{video}: frame {len(names)} does not decode (corrupt clip; the frames after it "
+                    "would not be consecutive)"
+                )
             if size is None:
                 size = img.shape[:2]
             elif img.shape[:2] != size:
-                raise VssegError(f"{video}: frame {len(names)} is {img.shape[0]}x{img.shape[1]} (HxW), the first "
-                                 f"is {size[0]}x{size[1]}; the frames of one clip must have one size")
+                raise VssegError(
+                    f"{video}: frame {len(names)} is {img.shape[0]}x{img.shape[1]} (HxW), the first "
+                    f"is {size[0]}x{size[1]}; the frames of one clip must have one size"
+                )
             name = f"{len(names):06d}.{settings.image_format}"
             # encoded in memory and written checked: imwrite can report success over an empty file on a full disk
             write_image(out / name, img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
@@ -365,16 +380,27 @@ def _decode_frames(video: Path, out: Path, settings: DecodeSettings, max_bad_run
         raise VssegError(f"{video}: does not decode (no frame could be read)")
     if header_frames and len(names) < header_frames - max(2, header_frames // 20):
         # more missing than a container's estimated count can explain (5 %): the file ends early
-        raise VssegError(f"{video}: only {len(names)} of the {header_frames} frames its header announces decode "
-                         "(truncated or corrupt?)")
+        raise VssegError(
+            f"{video}: only {len(names)} of the {header_frames} frames its header announces decode "
+            "(truncated or corrupt?)"
+        )
     if len(names) < 2:
         raise VssegError(f"{video}: clip has 1 frame; a clip needs at least 2 consecutive frames")
     increasing = all(b > a for a, b in zip(stamps, stamps[1:]))
     st = video.resolve().stat()
-    return {"source": str(video.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "settings": dataclasses.asdict(settings), "opencv": cv2.__version__, "fps": fps,
-            "header_frames": header_frames, "frames": names, "timestamps": stamps if increasing else None,
-            "height": size[0], "width": size[1]}
+    return {
+        "source": str(video.resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "settings": dataclasses.asdict(settings),
+        "opencv": cv2.__version__,
+        "fps": fps,
+        "header_frames": header_frames,
+        "frames": names,
+        "timestamps": stamps if increasing else None,
+        "height": size[0],
+        "width": size[1],
+    }
 
 
 def describe(dataset: VideoDataset) -> list[dict]:
@@ -382,6 +408,7 @@ def describe(dataset: VideoDataset) -> list[dict]:
     out = []
     for c in dataset.clips.values():
         duration = c.timestamps[-1] - c.timestamps[0] if c.timestamps else None
-        out.append({"name": c.name, "source": str(c.source), "frames": len(c.frames), "fps": c.fps,
-                    "duration_s": duration})
+        out.append(
+            {"name": c.name, "source": str(c.source), "frames": len(c.frames), "fps": c.fps, "duration_s": duration}
+        )
     return out

@@ -92,7 +92,11 @@ def _resample2d(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.nda
     yt = np.clip(y0, 0, h - 1).astype(np.intp)
     yb = np.clip(y0 + 1, 0, h - 1).astype(np.intp)
     val = np.zeros(img.shape, np.float32)
-    for weight, yy, xx in (((1.0 - alpha) * (1.0 - beta), yt, xl), (alpha * (1.0 - beta), yt, xr),
-                           ((1.0 - alpha) * beta, yb, xl), (alpha * beta, yb, xr)):
+    for weight, yy, xx in (
+        ((1.0 - alpha) * (1.0 - beta), yt, xl),
+        (alpha * (1.0 - beta), yt, xr),
+        ((1.0 - alpha) * beta, yb, xl),
+        (alpha * beta, yb, xr),
+    ):
         val = (val.astype(np.float64) + weight * img[yy, xx]).astype(np.float32)
     return val

@@ -26,6 +26,7 @@ from .policy import BuildPlan, BuildSettings, parse_version, plan_build
 
 POLYGRAPHY_INSTALL = "pip install 'vsseg-edge[trt]' (polygraphy 0.49.10 or newer)"
 
+
 def import_tensorrt():
     return tensorrt_module()
 
@@ -50,8 +51,9 @@ def onnx_input(onnx_path: Path) -> tuple[str, list]:
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
         raise VssegError(f"{onnx_path}: expected one image input, found {len(inputs)}")
-    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-            for d in inputs[0].type.tensor_type.shape.dim]
+    dims = [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in inputs[0].type.tensor_type.shape.dim
+    ]
     return inputs[0].name, dims
 
 
@@ -61,18 +63,29 @@ def check_shapes(onnx_path: Path, settings: BuildSettings) -> tuple[str, list]:
     if len(dims) != 4:
         raise VssegError(f"{onnx_path}: input {name!r} has {len(dims)} dims, expected 4 (N,C,H,W or N,H,W,C)")
     if any(not isinstance(d, int) for d in dims[1:]):
-        raise VssegError(f"{onnx_path}: input {name!r} has dynamic spatial/channel dims {dims}; TensorRT engines "
-                         "here are built for one image size: re-export with a static --size")
+        raise VssegError(
+            f"{onnx_path}: input {name!r} has dynamic spatial/channel dims {dims}; TensorRT engines "
+            "here are built for one image size: re-export with a static --size"
+        )
     if not isinstance(dims[0], int) and settings.batch is None:
         raise VssegError(f"{onnx_path}: input {name!r} has a dynamic batch; give its range with --batch MIN,OPT,MAX")
     if isinstance(dims[0], int) and settings.batch is not None:
-        raise VssegError(f"{onnx_path}: input batch is static ({dims[0]}); --batch needs an ONNX exported with "
-                         "--dynamic-batch")
+        raise VssegError(
+            f"{onnx_path}: input batch is static ({dims[0]}); --batch needs an ONNX exported with --dynamic-batch"
+        )
     return name, dims
 
 
-def build_engine(onnx_path: str | Path, out: str | Path, settings: BuildSettings, *, calib_frames: str | None = None,
-                 cache_dir: str | Path | None = None, device: int = 0, log=print) -> dict:
+def build_engine(
+    onnx_path: str | Path,
+    out: str | Path,
+    settings: BuildSettings,
+    *,
+    calib_frames: str | None = None,
+    cache_dir: str | Path | None = None,
+    device: int = 0,
+    log=print,
+) -> dict:
     """Build (or take from the cache) the engine for `onnx_path`; write `out` + manifest; return the manifest."""
     onnx_path, out = Path(onnx_path), Path(out)
     if out.is_dir():
@@ -87,8 +100,15 @@ def build_engine(onnx_path: str | Path, out: str | Path, settings: BuildSettings
     gpu = gpu_info(device)
     use_device(device)  # TensorRT builds on the current CUDA device: make it the one the manifest names
     dla_cores, fast = _platform(trt, settings)
-    plan = plan_build(settings, trt.__version__, onnx_man["kind"], has_calibration_frames=bool(calib_frames),
-                      compute_capability=gpu.compute_capability, num_dla_cores=dla_cores, platform_fast=fast)
+    plan = plan_build(
+        settings,
+        trt.__version__,
+        onnx_man["kind"],
+        has_calibration_frames=bool(calib_frames),
+        compute_capability=gpu.compute_capability,
+        num_dla_cores=dla_cores,
+        platform_fast=fast,
+    )
     for w in plan.warnings:
         log(f"warning: {w}")
     key = engine_key(onnx_man["sha256"], settings.to_dict(), trt.__version__, gpu.to_dict(), plan.to_dict())
@@ -131,8 +151,7 @@ def _build_bytes(trt, onnx_path, out, plan, settings, input_name, dims, onnx_man
             tmp_fp16.unlink()
 
 
-def _loaders(trt, onnx_path: Path, plan: BuildPlan, settings: BuildSettings, input_name: str, dims: list,
-             calibrator):
+def _loaders(trt, onnx_path: Path, plan: BuildPlan, settings: BuildSettings, input_name: str, dims: list, calibrator):
     """The Polygraphy loader chain for `plan` (nothing runs until it is called; constructing needs no TensorRT)."""
     try:
         from polygraphy.backend.trt import (
@@ -173,8 +192,9 @@ def _loaders(trt, onnx_path: Path, plan: BuildPlan, settings: BuildSettings, inp
     return EngineBytesFromNetwork(network, config, save_timing_cache=timing)
 
 
-def _serialize(trt, onnx_path: Path, plan: BuildPlan, settings: BuildSettings, input_name: str, dims: list,
-               calibrator) -> bytes:
+def _serialize(
+    trt, onnx_path: Path, plan: BuildPlan, settings: BuildSettings, input_name: str, dims: list, calibrator
+) -> bytes:
     """Run the loaders; Polygraphy reports every failure (parser errors, an option this TensorRT lacks — "X is
     not available on TensorRT version Y" — or a failed build) as a PolygraphyException: one line here."""
     from polygraphy.exception import PolygraphyException
@@ -184,8 +204,9 @@ def _serialize(trt, onnx_path: Path, plan: BuildPlan, settings: BuildSettings, i
         engine = build()  # IHostMemory (the buffer build_serialized_network returns)
     except PolygraphyException as exc:
         first = (str(exc).strip().splitlines() or ["no message"])[0]
-        raise VssegError(f"{onnx_path}: TensorRT {trt.__version__} could not build the engine: {first} "
-                         "(see the TensorRT log above)") from None
+        raise VssegError(
+            f"{onnx_path}: TensorRT {trt.__version__} could not build the engine: {first} (see the TensorRT log above)"
+        ) from None
     if not engine:
         raise VssegError(f"{onnx_path}: TensorRT {trt.__version__} returned no engine (see its log above)")
     return bytes(engine)
@@ -207,8 +228,9 @@ def _platform(trt, settings: BuildSettings) -> tuple[int | None, dict]:
     return dla, fast
 
 
-def _legacy_calibrator(trt, onnx_path: Path, onnx_man: dict, frames: str, out: Path, *, batch_size: int = 1,
-                       num_frames: int = 500):
+def _legacy_calibrator(
+    trt, onnx_path: Path, onnx_man: dict, frames: str, out: Path, *, batch_size: int = 1, num_frames: int = 500
+):
     """TensorRT 8.6/10 implicit-INT8 calibrator over seeded train frames, cache keyed by model+preprocessing+frames.
 
     `batch_size` must be the network's input batch (its opt batch for a dynamic one): TensorRT calibrates an
@@ -225,12 +247,29 @@ def _legacy_calibrator(trt, onnx_path: Path, onnx_man: dict, frames: str, out: P
     return make_entropy_calibrator(trt, feeder, CalibrationCache.in_dir(out.parent, key), buffer.upload)
 
 
-def _write_engine_manifest(out: Path, onnx_path: Path, onnx_man: dict, settings: BuildSettings, plan: BuildPlan,
-                           trt_version: str, gpu: GpuInfo, key: str) -> dict:
+def _write_engine_manifest(
+    out: Path,
+    onnx_path: Path,
+    onnx_man: dict,
+    settings: BuildSettings,
+    plan: BuildPlan,
+    trt_version: str,
+    gpu: GpuInfo,
+    key: str,
+) -> dict:
     return write_manifest(
-        out, "engine", model=onnx_man["model"], classes=onnx_man["classes"], palette=onnx_man.get("palette"),
-        preprocess=manifest_preprocess(onnx_man, str(onnx_path)), output=onnx_man.get("output", "logits"),
-        precision=settings.precision, parent=onnx_path,
-        tensorrt={"version": trt_version, "gpu": gpu.to_dict()}, build={"settings": settings.to_dict(),
-                                                                       "plan": plan.to_dict()},
-        cache_key=key, onnx_kind=onnx_man["kind"], onnx_sha256=sha256_file(onnx_path))
+        out,
+        "engine",
+        model=onnx_man["model"],
+        classes=onnx_man["classes"],
+        palette=onnx_man.get("palette"),
+        preprocess=manifest_preprocess(onnx_man, str(onnx_path)),
+        output=onnx_man.get("output", "logits"),
+        precision=settings.precision,
+        parent=onnx_path,
+        tensorrt={"version": trt_version, "gpu": gpu.to_dict()},
+        build={"settings": settings.to_dict(), "plan": plan.to_dict()},
+        cache_key=key,
+        onnx_kind=onnx_man["kind"],
+        onnx_sha256=sha256_file(onnx_path),
+    )

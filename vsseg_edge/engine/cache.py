@@ -14,8 +14,13 @@ from ..core.errors import VssegError
 
 
 def engine_key(onnx_sha256: str, settings: dict, trt_version: str, gpu: dict, plan: dict) -> str:
-    payload = {"onnx": onnx_sha256, "settings": settings, "trt": trt_version,
-               "gpu": {"name": gpu["name"], "cc": list(gpu["compute_capability"])}, "plan": plan}
+    payload = {
+        "onnx": onnx_sha256,
+        "settings": settings,
+        "trt": trt_version,
+        "gpu": {"name": gpu["name"], "cc": list(gpu["compute_capability"])},
+        "plan": plan,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -23,12 +28,16 @@ def check_engine_manifest(man: dict, trt_version: str, gpu: dict, engine: str) -
     """Refuse an engine built by another TensorRT version or for another GPU model."""
     built = man.get("tensorrt", {})
     if built.get("version") != trt_version:
-        raise VssegError(f"{engine}: built with TensorRT {built.get('version')}, this machine has {trt_version}; "
-                         "rebuild it with `vsseg-edge build-engine` from its ONNX")
+        raise VssegError(
+            f"{engine}: built with TensorRT {built.get('version')}, this machine has {trt_version}; "
+            "rebuild it with `vsseg-edge build-engine` from its ONNX"
+        )
     want_cc = list(built.get("gpu", {}).get("compute_capability", []))
     if want_cc != list(gpu["compute_capability"]) or built.get("gpu", {}).get("name") != gpu["name"]:
-        raise VssegError(f"{engine}: built for {built.get('gpu', {}).get('name')} (sm_{''.join(map(str, want_cc))}), "
-                         f"this GPU is {gpu['name']} (sm_{''.join(map(str, gpu['compute_capability']))}); rebuild it")
+        raise VssegError(
+            f"{engine}: built for {built.get('gpu', {}).get('name')} (sm_{''.join(map(str, want_cc))}), "
+            f"this GPU is {gpu['name']} (sm_{''.join(map(str, gpu['compute_capability']))}); rebuild it"
+        )
 
 
 def _timing_tag(trt_version: str, gpu: dict) -> dict:
@@ -55,8 +64,10 @@ def prepare_timing_cache(path: str | None, trt_version: str, gpu: dict, log=prin
         tag = None
     if tag == _timing_tag(trt_version, gpu):
         return
-    log(f"warning: --timing-cache {path} was not written by TensorRT {trt_version} on {gpu['name']} "
-        f"(its tag: {tag}); starting a new one")
+    log(
+        f"warning: --timing-cache {path} was not written by TensorRT {trt_version} on {gpu['name']} "
+        f"(its tag: {tag}); starting a new one"
+    )
     cache.unlink()
     tag_file.unlink(missing_ok=True)
 

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from ..core.errors import MissingDependency, VssegError
 
-TRT_INSTALL = ("pip install 'vsseg-edge[trt]' (desktop) or the JetPack python3-libnvinfer package "
-               "(Jetson)")
+TRT_INSTALL = "pip install 'vsseg-edge[trt]' (desktop) or the JetPack python3-libnvinfer package (Jetson)"
 
 
 def tensorrt_module():
@@ -22,8 +21,9 @@ def tensorrt_module():
         raise MissingDependency(f"tensorrt is not installed ({exc}); install it with: {TRT_INSTALL}") from None
     except Exception as exc:  # e.g. OSError: the wheel is there but libnvinfer (tensorrt_libs) is missing
         first = (str(exc).splitlines() or [""])[0][:160]
-        raise MissingDependency(f"tensorrt is installed but cannot be imported ({type(exc).__name__}: {first}); "
-                                f"reinstall it: {TRT_INSTALL}") from None
+        raise MissingDependency(
+            f"tensorrt is installed but cannot be imported ({type(exc).__name__}: {first}); reinstall it: {TRT_INSTALL}"
+        ) from None
     return tensorrt
 
 
@@ -41,15 +41,19 @@ def cudart():
     """cuda-python's runtime module (`cuda.bindings.runtime` on 12.6+, `cuda.cudart` before)."""
     try:
         from cuda.bindings import runtime
+
         return runtime
     except ImportError:
         pass
     try:
         from cuda import cudart as runtime
+
         return runtime
     except ImportError:
-        raise MissingDependency("cuda-python is not installed; install it with: pip install 'vsseg-edge[trt]' "
-                                "(JetPack: the cuda-python matching its CUDA version)") from None
+        raise MissingDependency(
+            "cuda-python is not installed; install it with: pip install 'vsseg-edge[trt]' "
+            "(JetPack: the cuda-python matching its CUDA version)"
+        ) from None
 
 
 def cuda_failed(err) -> bool:
@@ -100,8 +104,9 @@ class DeviceBuffer:
         """Copy a contiguous host array into the buffer; return the device address."""
         if host.nbytes > self.nbytes:
             raise ValueError(f"batch of {host.nbytes} bytes does not fit the {self.nbytes}-byte device buffer")
-        (err,) = self.rt.cudaMemcpy(self.ptr, host.ctypes.data, host.nbytes,
-                                    self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice)
+        (err,) = self.rt.cudaMemcpy(
+            self.ptr, host.ctypes.data, host.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        )
         if cuda_failed(err):
             raise VssegError(f"cudaMemcpy to the calibration buffer failed: {cuda_error_name(err)}")
         return int(self.ptr)

@@ -25,17 +25,21 @@ def convert_to_fp16(src: str | Path, dst: str | Path) -> str:
         from modelopt.onnx.autocast import convert_to_mixed_precision
 
         # keyword names as in ModelOpt's signature and TensorRT's samples/python/strongly_type_autocast
-        model = convert_to_mixed_precision(onnx_path=str(src), low_precision_type="fp16", keep_io_types=True,
-                                           op_types_to_exclude=list(KEEP_FP32_OPS))
+        model = convert_to_mixed_precision(
+            onnx_path=str(src), low_precision_type="fp16", keep_io_types=True, op_types_to_exclude=list(KEEP_FP32_OPS)
+        )
         converter = "modelopt.onnx.autocast"
     except ImportError:
         try:
             from onnxconverter_common import float16
         except ImportError:
-            raise MissingDependency("FP16 ONNX for TensorRT 11 needs nvidia-modelopt or onnxconverter-common: "
-                                    "pip install 'vsseg-edge[export]'") from None
-        model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True,
-                                                 op_block_list=list(KEEP_FP32_OPS))
+            raise MissingDependency(
+                "FP16 ONNX for TensorRT 11 needs nvidia-modelopt or onnxconverter-common: "
+                "pip install 'vsseg-edge[export]'"
+            ) from None
+        model = float16.convert_float_to_float16(
+            onnx.load(str(src)), keep_io_types=True, op_block_list=list(KEEP_FP32_OPS)
+        )
         converter = "onnxconverter_common.float16"
     try:
         onnx.checker.check_model(model)

@@ -92,9 +92,16 @@ class BuildPlan:
         return d
 
 
-def plan_build(settings: BuildSettings, trt_version: str, onnx_kind: str, *, has_calibration_frames: bool = False,
-               compute_capability: tuple[int, int] | None = None, num_dla_cores: int | None = None,
-               platform_fast: dict | None = None) -> BuildPlan:
+def plan_build(
+    settings: BuildSettings,
+    trt_version: str,
+    onnx_kind: str,
+    *,
+    has_calibration_frames: bool = False,
+    compute_capability: tuple[int, int] | None = None,
+    num_dla_cores: int | None = None,
+    platform_fast: dict | None = None,
+) -> BuildPlan:
     """Decide how to build `settings` on `trt_version` for an ONNX of manifest kind `onnx_kind` ("onnx" | "qdq_onnx").
 
     `platform_fast` is TensorRT's own answer ({"int8": bool, "fp16": bool}) where the installed version still
@@ -121,19 +128,25 @@ def plan_build(settings: BuildSettings, trt_version: str, onnx_kind: str, *, has
             if not strongly:
                 flags += ["INT8", "FP16"]  # FP16 for the layers the Q/DQ graph leaves unquantised
         elif v11:
-            raise VssegError("--int8: TensorRT 11 removed implicit INT8 calibration; quantise first with "
-                             "`vsseg-edge calibrate model.onnx --target trt` and build from the Q/DQ ONNX")
+            raise VssegError(
+                "--int8: TensorRT 11 removed implicit INT8 calibration; quantise first with "
+                "`vsseg-edge calibrate model.onnx --target trt` and build from the Q/DQ ONNX"
+            )
         elif strongly:
             raise VssegError("--int8 with --strongly-typed needs a Q/DQ ONNX (vsseg-edge calibrate --target trt)")
         elif not has_calibration_frames:
-            raise VssegError("--int8 on an FP32 ONNX needs --calib-frames DIR for the legacy calibrator, or a Q/DQ "
-                             "ONNX from `vsseg-edge calibrate --target trt` (recommended)")
+            raise VssegError(
+                "--int8 on an FP32 ONNX needs --calib-frames DIR for the legacy calibrator, or a Q/DQ "
+                "ONNX from `vsseg-edge calibrate --target trt` (recommended)"
+            )
         else:
             int8_mode = "calibrator"
             flags += ["INT8", "FP16"]
             if v >= (10, 1):
-                warnings.append("implicit INT8 calibration is deprecated since TensorRT 10.1 and removed in 11; "
-                                "prefer a Q/DQ ONNX from `vsseg-edge calibrate --target trt`")
+                warnings.append(
+                    "implicit INT8 calibration is deprecated since TensorRT 10.1 and removed in 11; "
+                    "prefer a Q/DQ ONNX from `vsseg-edge calibrate --target trt`"
+                )
     elif p == "fp16":
         if onnx_kind == "qdq_onnx":
             raise VssegError("--fp16 on a Q/DQ ONNX: build it with --int8, or build FP16 from the FP32 ONNX")
@@ -142,10 +155,19 @@ def plan_build(settings: BuildSettings, trt_version: str, onnx_kind: str, *, has
         else:
             flags.append("FP16")
     if not strongly and v >= (10, 12):
-        warnings.append("weakly typed builds are deprecated since TensorRT 10.12 "
-                        "(TensorRT 11 is always strongly typed)")
-    return BuildPlan(v, strongly, tuple(flags), onnx_source, int8_mode, explicit_batch_flag=v[0] < 10,
-                     strongly_typed_flag=strongly and not v11, warnings=tuple(warnings))
+        warnings.append(
+            "weakly typed builds are deprecated since TensorRT 10.12 (TensorRT 11 is always strongly typed)"
+        )
+    return BuildPlan(
+        v,
+        strongly,
+        tuple(flags),
+        onnx_source,
+        int8_mode,
+        explicit_batch_flag=v[0] < 10,
+        strongly_typed_flag=strongly and not v11,
+        warnings=tuple(warnings),
+    )
 
 
 def _check_gpu(settings: BuildSettings, cc: tuple[int, int] | None, num_dla: int | None, platform_fast: dict) -> None:
@@ -163,8 +185,9 @@ def _check_gpu(settings: BuildSettings, cc: tuple[int, int] | None, num_dla: int
         if num_dla is None:  # not asked (--explain plans without a device): only the precision rule below
             pass
         elif not num_dla:
-            raise VssegError(f"--dla-core {settings.dla_core}: this device has no DLA cores (DLA exists on Jetson "
-                             "Xavier/Orin)")
+            raise VssegError(
+                f"--dla-core {settings.dla_core}: this device has no DLA cores (DLA exists on Jetson Xavier/Orin)"
+            )
         elif not 0 <= settings.dla_core < num_dla:
             raise VssegError(f"--dla-core {settings.dla_core}: this device has DLA cores 0..{num_dla - 1}")
         if settings.precision == "fp32":

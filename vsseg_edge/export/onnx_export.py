@@ -74,8 +74,10 @@ def export_sizes(model, preprocess: PreprocessSpec, preset: ExportPreset) -> tup
     multiple = getattr(model, "input_multiple", None)
     if multiple and (h % multiple or w % multiple):
         where = "--size" if preset.size else "checkpoint preprocessing size"
-        raise VssegError(f"{where} {h}x{w}: model {getattr(model, 'model_name', type(model).__name__)} needs "
-                         f"H and W to be multiples of {multiple}")
+        raise VssegError(
+            f"{where} {h}x{w}: model {getattr(model, 'model_name', type(model).__name__)} needs "
+            f"H and W to be multiples of {multiple}"
+        )
     model_spec = preprocess.replace(height=h, width=w, dtype="float32", layout="nchw")
     onnx_spec = model_spec.replace(dtype="uint8", layout="nhwc") if preset.uint8_input else model_spec
     if preset.frame_size is not None:
@@ -90,8 +92,16 @@ def frame_input_spec(model_spec: PreprocessSpec, frame_hw: tuple[int, int]) -> P
     camera's); mean/std are the model's, listed in the BGR order of the graph's input.
     """
     bgr = (lambda v: tuple(v)[::-1]) if model_spec.channel_order == "rgb" else tuple
-    return model_spec.replace(height=frame_hw[0], width=frame_hw[1], channel_order="bgr", mean=bgr(model_spec.mean),
-                              std=bgr(model_spec.std), resize="stretch", dtype="uint8", layout="nhwc")
+    return model_spec.replace(
+        height=frame_hw[0],
+        width=frame_hw[1],
+        channel_order="bgr",
+        mean=bgr(model_spec.mean),
+        std=bgr(model_spec.std),
+        resize="stretch",
+        dtype="uint8",
+        layout="nhwc",
+    )
 
 
 def build_module(model, model_spec: PreprocessSpec, preset: ExportPreset, num_classes: int):
@@ -106,8 +116,9 @@ def build_module(model, model_spec: PreprocessSpec, preset: ExportPreset, num_cl
     example = torch.zeros(model_spec.input_shape(batch))
     if preset.static_pools:
         model, _ = static_adaptive_pools(model, example[:1])
-    module = wrap_for_export(model, model_spec, uint8_input=preset.uint8_input, argmax=preset.argmax,
-                             frame_size=preset.frame_size)
+    module = wrap_for_export(
+        model, model_spec, uint8_input=preset.uint8_input, argmax=preset.argmax, frame_size=preset.frame_size
+    )
     if preset.uint8_input:
         h, w = preset.frame_size or model_spec.size
         example = torch.zeros((batch, h, w, 3), dtype=torch.uint8)
@@ -139,15 +150,31 @@ def torch_export(module, example, preset: ExportPreset):
     with _quiet():
         if preset.exporter == "dynamo":
             shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if preset.dynamic_batch else None
-            program = torch.onnx.export(module, (example,), dynamo=True, opset_version=preset.opset,
-                                        input_names=[INPUT_NAME], output_names=[out_name],
-                                        dynamic_shapes=shapes, optimize=True, verbose=False)
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                opset_version=preset.opset,
+                input_names=[INPUT_NAME],
+                output_names=[out_name],
+                dynamic_shapes=shapes,
+                optimize=True,
+                verbose=False,
+            )
             return program.model_proto
         buf = io.BytesIO()
         axes = {INPUT_NAME: {0: "batch"}, out_name: {0: "batch"}} if preset.dynamic_batch else None
-        torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=preset.opset,
-                          input_names=[INPUT_NAME], output_names=[out_name], dynamic_axes=axes,
-                          do_constant_folding=True)
+        torch.onnx.export(
+            module,
+            (example,),
+            buf,
+            dynamo=False,
+            opset_version=preset.opset,
+            input_names=[INPUT_NAME],
+            output_names=[out_name],
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
         return onnx.load_from_string(buf.getvalue())
 
 
@@ -157,8 +184,10 @@ def finish_graph(proto, preset: ExportPreset, where: str):
         proto = graph.simplify(proto, where)
     graph.check(proto, where)
     if graph.opset_of(proto) != preset.opset:
-        raise VssegError(f"{where}: the {preset.exporter} exporter produced opset {graph.opset_of(proto)}, "
-                         f"not the requested {preset.opset}; try --opset {graph.opset_of(proto)}")
+        raise VssegError(
+            f"{where}: the {preset.exporter} exporter produced opset {graph.opset_of(proto)}, "
+            f"not the requested {preset.opset}; try --opset {graph.opset_of(proto)}"
+        )
     graph.check_boundary_dtypes(proto, where)
     return proto
 
@@ -170,9 +199,19 @@ def exporter_name(preset: ExportPreset) -> str:
     return f"torch.onnx.export {kind}, torch {torch.__version__}"
 
 
-def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], preprocess: PreprocessSpec,
-                preset: ExportPreset, parent: str | Path | None = None, palette: list | None = None,
-                quantization: dict | None = None, target: str = "trt") -> ExportResult:
+def export_onnx(
+    model,
+    out: str | Path,
+    *,
+    model_name: str,
+    classes: list[str],
+    preprocess: PreprocessSpec,
+    preset: ExportPreset,
+    parent: str | Path | None = None,
+    palette: list | None = None,
+    quantization: dict | None = None,
+    target: str = "trt",
+) -> ExportResult:
     """Export `model` (float NCHW in, N×C×H×W logits out) to `out` with its manifest, or leave no file.
 
     `preprocess` is the checkpoint's preprocessing; the manifest records the exported graph's own input
@@ -208,31 +247,72 @@ def export_onnx(model, out: str | Path, *, model_name: str, classes: list[str], 
     t2 = time.perf_counter()
     with atomic_path(out, "--out") as tmp:
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
-        report = check_parity(tmp, model, frames, source, model_spec=model_spec, onnx_spec=onnx_spec,
-                              output=preset.output, batched=preset.dynamic_batch,
-                              max_abs_logit=preset.max_abs_logit, min_argmax_agreement=preset.min_argmax_agreement,
-                              exact_qdq=quantization is not None)
+        report = check_parity(
+            tmp,
+            model,
+            frames,
+            source,
+            model_spec=model_spec,
+            onnx_spec=onnx_spec,
+            output=preset.output,
+            batched=preset.dynamic_batch,
+            max_abs_logit=preset.max_abs_logit,
+            min_argmax_agreement=preset.min_argmax_agreement,
+            exact_qdq=quantization is not None,
+        )
         if not report.passed:
             raise VssegError(f"{out}: parity check failed, nothing written: {report.describe()}")
         t3 = time.perf_counter()
         summary = graph.summary(proto)
-        timings = {"export_s": round(t1 - t0 - frames_s, 3), "simplify_check_s": round(t2 - t1, 3),
-                   "parity_s": round(t3 - t2 + frames_s, 3), "total_s": round(t3 - t0, 3)}
-        qat = {} if quantization is None else {
-            "target": target, "structure": structure.to_dict(),
-            "parity_arithmetic": "exact Q/DQ (onnxruntime without graph optimisation), against torch's fake INT8",
-            "quantization": {"quantizer": "vsseg-edge QAT (torch fake quantisation, exported Q/DQ)", **quantization},
-            "calibration": {"method": "qat", "frames": "the training run's (see the parent checkpoint's config)"},
-            "gate": {"result": None, "skipped": "QAT export: the model was trained against its FP32 teacher; "
-                                                "judge it with vsseg-edge bench (mIoU, TC, agreement)"}}
+        timings = {
+            "export_s": round(t1 - t0 - frames_s, 3),
+            "simplify_check_s": round(t2 - t1, 3),
+            "parity_s": round(t3 - t2 + frames_s, 3),
+            "total_s": round(t3 - t0, 3),
+        }
+        qat = (
+            {}
+            if quantization is None
+            else {
+                "target": target,
+                "structure": structure.to_dict(),
+                "parity_arithmetic": "exact Q/DQ (onnxruntime without graph optimisation), against torch's fake INT8",
+                "quantization": {
+                    "quantizer": "vsseg-edge QAT (torch fake quantisation, exported Q/DQ)",
+                    **quantization,
+                },
+                "calibration": {"method": "qat", "frames": "the training run's (see the parent checkpoint's config)"},
+                "gate": {
+                    "result": None,
+                    "skipped": "QAT export: the model was trained against its FP32 teacher; "
+                    "judge it with vsseg-edge bench (mIoU, TC, agreement)",
+                },
+            }
+        )
         # the manifest before the rename: when it cannot be written, no model is left without one
         manifest = write_manifest(
-            out, "qdq_onnx" if qat else "onnx", model=model_name, classes=list(classes), palette=palette,
-            preprocess=onnx_spec, output=preset.output, precision="int8" if qat else "fp32", parent=parent,
-            content=tmp, opset=summary["opset"], exporter=exporter_name(preset), simplified=preset.simplify,
-            dynamic_batch=preset.dynamic_batch, parity=report.to_dict(), graph=summary,
-            export_preset=preset.to_dict(), source_preprocess=preprocess.to_dict(), timings=timings,
-            **({"graph_preprocess": graph_preprocess(model_spec, onnx_spec)} if preset.frame_size else {}), **qat)
+            out,
+            "qdq_onnx" if qat else "onnx",
+            model=model_name,
+            classes=list(classes),
+            palette=palette,
+            preprocess=onnx_spec,
+            output=preset.output,
+            precision="int8" if qat else "fp32",
+            parent=parent,
+            content=tmp,
+            opset=summary["opset"],
+            exporter=exporter_name(preset),
+            simplified=preset.simplify,
+            dynamic_batch=preset.dynamic_batch,
+            parity=report.to_dict(),
+            graph=summary,
+            export_preset=preset.to_dict(),
+            source_preprocess=preprocess.to_dict(),
+            timings=timings,
+            **({"graph_preprocess": graph_preprocess(model_spec, onnx_spec)} if preset.frame_size else {}),
+            **qat,
+        )
     return ExportResult(out, manifest, report, summary, timings)
 
 
@@ -242,20 +322,26 @@ def _qat_structure(proto, target: str, where: str):
 
     rep = check_qdq_structure(proto, target)
     if not rep.ok:
-        raise VssegError(f"{where}: QAT export is not a valid {target} Q/DQ model, nothing written: "
-                         f"{'; '.join(rep.problems[:3])}")
+        raise VssegError(
+            f"{where}: QAT export is not a valid {target} Q/DQ model, nothing written: {'; '.join(rep.problems[:3])}"
+        )
     return rep
 
 
 def graph_preprocess(model_spec: PreprocessSpec, onnx_spec: PreprocessSpec) -> dict:
     """What a camera-frame graph does inside, for the manifest (its input spec says what it takes)."""
-    return {"frame_size": list(onnx_spec.size), "resize_to": list(model_spec.size),
-            "interpolation": model_spec.interpolation, "channel_order": model_spec.channel_order,
-            "normalised_as": model_spec.to_dict()}
+    return {
+        "frame_size": list(onnx_spec.size),
+        "resize_to": list(model_spec.size),
+        "interpolation": model_spec.interpolation,
+        "channel_order": model_spec.channel_order,
+        "normalised_as": model_spec.to_dict(),
+    }
 
 
-def export_checkpoint(ckpt_path: str | Path, out: str | Path, preset: ExportPreset,
-                      target: str | None = None) -> ExportResult:
+def export_checkpoint(
+    ckpt_path: str | Path, out: str | Path, preset: ExportPreset, target: str | None = None
+) -> ExportResult:
     """Load a vsseg-edge checkpoint (model, classes, preprocessing) and export it with `preset`; a QAT
     checkpoint becomes an INT8 Q/DQ model for `target` ("trt" by default, or "ort")."""
     from ..models.checkpoint import checkpoint_preprocess, model_from_checkpoint
@@ -266,8 +352,19 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, preset: ExportPres
     model, ckpt = model_from_checkpoint(ckpt_path)
     quantization = ckpt.get("quantization")
     if target is not None and quantization is None:
-        raise VssegError(f"{ckpt_path}: --target is for checkpoints trained with fake INT8 (quant.enabled); "
-                         "an FP32 checkpoint exports to FP32 ONNX, then vsseg-edge calibrate makes the INT8 model")
-    return export_onnx(model, out, model_name=ckpt["model"], classes=ckpt["classes"], palette=ckpt.get("palette"),
-                       preprocess=checkpoint_preprocess(ckpt, str(ckpt_path)), preset=preset, parent=ckpt_path,
-                       quantization=quantization, target=target or "trt")
+        raise VssegError(
+            f"{ckpt_path}: --target is for checkpoints trained with fake INT8 (quant.enabled); "
+            "an FP32 checkpoint exports to FP32 ONNX, then vsseg-edge calibrate makes the INT8 model"
+        )
+    return export_onnx(
+        model,
+        out,
+        model_name=ckpt["model"],
+        classes=ckpt["classes"],
+        palette=ckpt.get("palette"),
+        preprocess=checkpoint_preprocess(ckpt, str(ckpt_path)),
+        preset=preset,
+        parent=ckpt_path,
+        quantization=quantization,
+        target=target or "trt",
+    )

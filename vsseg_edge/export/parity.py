@@ -40,10 +40,16 @@ class ParityReport:
         return logits_ok and self.argmax_agreement >= self.min_argmax_agreement
 
     def describe(self) -> str:
-        logit = "" if self.max_abs_logit is None else f"max |Δlogit| {self.max_abs_logit:.2e} " \
+        logit = (
+            ""
+            if self.max_abs_logit is None
+            else f"max |Δlogit| {self.max_abs_logit:.2e} "
             f"(limit {self.max_abs_logit_limit:.0e}; logits up to {self.ref_abs_max:.3g}), "
-        return (f"{logit}argmax agreement {100 * self.argmax_agreement:.3f} % "
-                f"(limit {100 * self.min_argmax_agreement:.1f} %) on {self.num_frames} {self.frames} frames")
+        )
+        return (
+            f"{logit}argmax agreement {100 * self.argmax_agreement:.3f} % "
+            f"(limit {100 * self.min_argmax_agreement:.1f} %) on {self.num_frames} {self.frames} frames"
+        )
 
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
@@ -82,8 +88,14 @@ def load_frames(source: str | Path | None, count: int, hw: tuple[int, int]) -> t
     return [ds.read_image(r) for r in refs], str(source)
 
 
-def onnx_outputs(path: str | Path, frames: list[np.ndarray], spec: PreprocessSpec, output: str,
-                 batched: bool, exact_qdq: bool = False) -> list[np.ndarray]:
+def onnx_outputs(
+    path: str | Path,
+    frames: list[np.ndarray],
+    spec: PreprocessSpec,
+    output: str,
+    batched: bool,
+    exact_qdq: bool = False,
+) -> list[np.ndarray]:
     """The exported graph's output for each frame (all frames in one batch when `batched`, else one by one).
 
     The file has no manifest yet (it is still being written), so the export's own spec describes it. With
@@ -93,12 +105,18 @@ def onnx_outputs(path: str | Path, frames: list[np.ndarray], spec: PreprocessSpe
     from ..measure.prediction import run_frame
     from ..runtime.backends import open_backend
 
-    with open_backend(Path(path).read_bytes(), spec=spec, output_kind=output, name=str(path),
-                      providers=["CPUExecutionProvider"], threads=min(4, os.cpu_count() or 1),
-                      exact_qdq=exact_qdq) as runner:
+    with open_backend(
+        Path(path).read_bytes(),
+        spec=spec,
+        output_kind=output,
+        name=str(path),
+        providers=["CPUExecutionProvider"],
+        threads=min(4, os.cpu_count() or 1),
+        exact_qdq=exact_qdq,
+    ) as runner:
         if batched:
             out = runner.infer(preprocess_batch(frames, spec))
-            return [out[i:i + 1] for i in range(len(frames))]
+            return [out[i : i + 1] for i in range(len(frames))]
         return [run_frame(runner, f) for f in frames]
 
 
@@ -108,21 +126,39 @@ def torch_logits(model, frames: list[np.ndarray], spec: PreprocessSpec) -> list[
     from ..runtime.backends.torch_backend import TorchBackend
 
     ref_spec = spec.replace(dtype="float32", layout="nchw")
-    with TorchBackend(model, preprocess_spec=ref_spec, device="cpu", fp16=False, channels_last=False,
-                      logits=True, classes=()) as runner:
+    with TorchBackend(
+        model, preprocess_spec=ref_spec, device="cpu", fp16=False, channels_last=False, logits=True, classes=()
+    ) as runner:
         return [run_frame(runner, f) for f in frames]
 
 
-def check_parity(onnx_path, model, frames: list[np.ndarray], frames_desc: str, *, model_spec: PreprocessSpec,
-                 onnx_spec: PreprocessSpec, output: str, batched: bool, max_abs_logit: float,
-                 min_argmax_agreement: float, exact_qdq: bool = False) -> ParityReport:
+def check_parity(
+    onnx_path,
+    model,
+    frames: list[np.ndarray],
+    frames_desc: str,
+    *,
+    model_spec: PreprocessSpec,
+    onnx_spec: PreprocessSpec,
+    output: str,
+    batched: bool,
+    max_abs_logit: float,
+    min_argmax_agreement: float,
+    exact_qdq: bool = False,
+) -> ParityReport:
     """Measure torch vs onnxruntime on `frames`; the caller decides what a failed report means."""
     from ..measure.compare import compare_outputs
 
     ref = torch_logits(model, frames, model_spec)
     out = onnx_outputs(onnx_path, frames, onnx_spec, output, batched, exact_qdq)
     cmp = compare_outputs(out, ref, output, "logits")
-    return ParityReport(frames=frames_desc, num_frames=len(frames), max_abs_logit=cmp.max_abs,
-                        mean_abs_logit=cmp.mean_abs, argmax_agreement=cmp.agreement.fraction,
-                        ref_abs_max=cmp.ref_abs_max, max_abs_logit_limit=max_abs_logit,
-                        min_argmax_agreement=min_argmax_agreement)
+    return ParityReport(
+        frames=frames_desc,
+        num_frames=len(frames),
+        max_abs_logit=cmp.max_abs,
+        mean_abs_logit=cmp.mean_abs,
+        argmax_agreement=cmp.agreement.fraction,
+        ref_abs_max=cmp.ref_abs_max,
+        max_abs_logit_limit=max_abs_logit,
+        min_argmax_agreement=min_argmax_agreement,
+    )

@@ -45,16 +45,24 @@ class ExportPreset:
             (self.opset >= MIN_OPSET, f"opset must be {MIN_OPSET} or later, got {self.opset}"),
             (self.argmax in ARGMAX_KINDS, f"argmax must be one of {ARGMAX_KINDS}, got {self.argmax!r}"),
             (self.exporter in EXPORTERS, f"exporter must be one of {EXPORTERS}, got {self.exporter!r}"),
-            (self.size is None or (len(self.size) == 2 and min(self.size) > 0),
-             f"size must be [H, W] with positive values, got {self.size}"),
-            (self.frame_size is None or (len(self.frame_size) == 2 and min(self.frame_size) > 0),
-             f"frame_size must be [H, W] with positive values, got {self.frame_size}"),
-            (self.frame_size is None or self.uint8_input,
-             "frame_size needs uint8_input: the graph takes the camera's uint8 frames (--uint8-input)"),
+            (
+                self.size is None or (len(self.size) == 2 and min(self.size) > 0),
+                f"size must be [H, W] with positive values, got {self.size}",
+            ),
+            (
+                self.frame_size is None or (len(self.frame_size) == 2 and min(self.frame_size) > 0),
+                f"frame_size must be [H, W] with positive values, got {self.frame_size}",
+            ),
+            (
+                self.frame_size is None or self.uint8_input,
+                "frame_size needs uint8_input: the graph takes the camera's uint8 frames (--uint8-input)",
+            ),
             (self.parity_count >= 1, f"parity_count must be at least 1, got {self.parity_count}"),
             (self.max_abs_logit > 0, f"max_abs_logit must be positive, got {self.max_abs_logit}"),
-            (0 < self.min_argmax_agreement <= 1,
-             f"min_argmax_agreement must be in (0, 1], got {self.min_argmax_agreement}"),
+            (
+                0 < self.min_argmax_agreement <= 1,
+                f"min_argmax_agreement must be in (0, 1], got {self.min_argmax_agreement}",
+            ),
         ]
         for ok, msg in checks:
             if not ok:

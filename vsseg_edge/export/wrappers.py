@@ -50,8 +50,10 @@ def frame_resize_refusal(frame_hw: tuple[int, int], spec: PreprocessSpec) -> str
     if spec.interpolation == "linear" or (h, w) == (oh, ow):
         return None
     if h % oh or w % ow:
-        return (f"{spec.interpolation} interpolation is resized in the graph only by an integer shrink factor "
-                f"({h}x{w} → {oh}x{ow} is not); use a frame size that is a multiple of {oh}x{ow}")
+        return (
+            f"{spec.interpolation} interpolation is resized in the graph only by an integer shrink factor "
+            f"({h}x{w} → {oh}x{ow} is not); use a frame size that is a multiple of {oh}x{ow}"
+        )
     return None
 
 
@@ -144,6 +146,7 @@ def static_adaptive_pools(model: nn.Module, example: torch.Tensor) -> tuple[nn.M
     def record(name):
         def hook(module, args):  # a pre-hook that returns None leaves the input unchanged
             seen.setdefault(name, (int(args[0].shape[-2]), int(args[0].shape[-1])))
+
         return hook
 
     hooks = [model.get_submodule(n).register_forward_pre_hook(record(n)) for n in names]
@@ -162,8 +165,9 @@ def static_adaptive_pools(model: nn.Module, example: torch.Tensor) -> tuple[nn.M
     return model, len(seen)
 
 
-def wrap_for_export(model: nn.Module, spec: PreprocessSpec, *, uint8_input: bool, argmax: str,
-                    frame_size: tuple[int, int] | None = None) -> nn.Module:
+def wrap_for_export(
+    model: nn.Module, spec: PreprocessSpec, *, uint8_input: bool, argmax: str, frame_size: tuple[int, int] | None = None
+) -> nn.Module:
     """The module that gets exported: optional uint8 NHWC input (or camera frames), the model, optional ArgMax."""
     if frame_size is not None:
         model = FrameInput(model, spec, frame_size)

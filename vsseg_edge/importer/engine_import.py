@@ -32,10 +32,23 @@ def _infos(tensors) -> tuple[list[TensorInfo], list[TensorInfo]]:
     return [info(t) for t in tensors if t.is_input], [info(t) for t in tensors if not t.is_input]
 
 
-def import_engine(path: str | Path, classes: str | Path | LabelSet, *, size: tuple[int, int] | None = None,
-                  mean=None, std=None, bgr: bool = False, scale: float = 1.0, uint8_input: bool | None = None,
-                  name: str | None = None, precision: str = "unknown", device: int = 0, force: bool = False,
-                  modules=None, log=print) -> dict:
+def import_engine(
+    path: str | Path,
+    classes: str | Path | LabelSet,
+    *,
+    size: tuple[int, int] | None = None,
+    mean=None,
+    std=None,
+    bgr: bool = False,
+    scale: float = 1.0,
+    uint8_input: bool | None = None,
+    name: str | None = None,
+    precision: str = "unknown",
+    device: int = 0,
+    force: bool = False,
+    modules=None,
+    log=print,
+) -> dict:
     """Deserialise, check, write the manifest (this TensorRT, this GPU) and smoke-run a foreign engine."""
     from ..runtime.backends.trt import cuda_call, io_tensors, load_trt_modules
 
@@ -57,21 +70,36 @@ def import_engine(path: str | Path, classes: str | Path | LabelSet, *, size: tup
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(path.read_bytes())
     if engine is None:
-        raise VssegError(f"{path}: TensorRT {trt.__version__} cannot deserialize it on {gpu_name} (built by another "
-                         "TensorRT version or for another GPU? rebuild it here, or build it from its ONNX with "
-                         "`vsseg-edge import MODEL.onnx` then `vsseg-edge build-engine`)")
+        raise VssegError(
+            f"{path}: TensorRT {trt.__version__} cannot deserialize it on {gpu_name} (built by another "
+            "TensorRT version or for another GPU? rebuild it here, or build it from its ONNX with "
+            "`vsseg-edge import MODEL.onnx` then `vsseg-edge build-engine`)"
+        )
     inputs, outputs = _infos(io_tensors(engine, trt, path.name))
     del engine
     inp = read_input(inputs, where)
     kind = read_output(outputs, label_set.num_classes, where)
-    spec = build_spec(inp, size=size, mean=mean, std=std, bgr=bgr, scale=scale, uint8_input=uint8_input,
-                      where=where)
-    details = {"tool": "vsseg-edge import", "file": path.name, "inputs": [t.to_dict() for t in inputs],
-               "outputs": [t.to_dict() for t in outputs], "class_set": label_set.name}
-    man = write_manifest(path, "engine", model=name or path.stem, classes=list(label_set.classes),
-                         palette=label_set.palette_list(), preprocess=spec, output=kind, precision=precision,
-                         tensorrt={"version": trt.__version__, "gpu": gpu}, imported=details,
-                         content=path)  # the user's own file: a failed manifest write leaves it alone
+    spec = build_spec(inp, size=size, mean=mean, std=std, bgr=bgr, scale=scale, uint8_input=uint8_input, where=where)
+    details = {
+        "tool": "vsseg-edge import",
+        "file": path.name,
+        "inputs": [t.to_dict() for t in inputs],
+        "outputs": [t.to_dict() for t in outputs],
+        "class_set": label_set.name,
+    }
+    man = write_manifest(
+        path,
+        "engine",
+        model=name or path.stem,
+        classes=list(label_set.classes),
+        palette=label_set.palette_list(),
+        preprocess=spec,
+        output=kind,
+        precision=precision,
+        tensorrt={"version": trt.__version__, "gpu": gpu},
+        imported=details,
+        content=path,
+    )  # the user's own file: a failed manifest write leaves it alone
     try:
         man["imported"]["smoke_run"] = _smoke(path, kind, label_set.num_classes, device, modules)
     except BaseException:

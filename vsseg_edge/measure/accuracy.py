@@ -37,10 +37,23 @@ class Accuracy:
     def from_report(cls, rep: dict) -> Accuracy:
         """The record of a `metrics.evaluate.evaluate_predictions` report (which it keeps as `report`)."""
         miou, tcd = rep.get("miou_detail") or {}, rep.get("tc_detail") or {}
-        return cls(rep["miou"], miou.get("pixel_accuracy"), miou.get("per_class"), miou.get("nan_classes", []),
-                   miou.get("classes_in_mean"), rep["dataset"]["labelled_frames"], rep["tc"], tcd.get("per_class"),
-                   tcd.get("pairs"), tcd.get("mode"), tcd.get("flow"), rep["dataset"]["frames_predicted"],
-                   rep["dataset"]["sequences"], rep["seconds"], rep)
+        return cls(
+            rep["miou"],
+            miou.get("pixel_accuracy"),
+            miou.get("per_class"),
+            miou.get("nan_classes", []),
+            miou.get("classes_in_mean"),
+            rep["dataset"]["labelled_frames"],
+            rep["tc"],
+            tcd.get("per_class"),
+            tcd.get("pairs"),
+            tcd.get("mode"),
+            tcd.get("flow"),
+            rep["dataset"]["frames_predicted"],
+            rep["dataset"]["sequences"],
+            rep["seconds"],
+            rep,
+        )
 
     @classmethod
     def not_measured(cls) -> Accuracy:
@@ -56,12 +69,15 @@ def check_classes(runner, dataset) -> None:
     """A model scored on a dataset must predict that dataset's class ids (same number of classes)."""
     n_model, n_data = len(runner.classes), dataset.label_set.num_classes
     if n_model and n_model != n_data:
-        raise VssegError(f"{runner.artifact}: model predicts {n_model} classes, the {dataset.name} "
-                         f"{dataset.split} split has {n_data} ({dataset.label_set.name}); it cannot be scored there")
+        raise VssegError(
+            f"{runner.artifact}: model predicts {n_model} classes, the {dataset.name} "
+            f"{dataset.split} split has {n_data} ({dataset.label_set.name}); it cannot be scored there"
+        )
 
 
-def evaluate_runner(runner, dataset, flow_source, *, tc: bool = True, max_sequences: int | None = None,
-                    progress: bool = True) -> Accuracy:
+def evaluate_runner(
+    runner, dataset, flow_source, *, tc: bool = True, max_sequences: int | None = None, progress: bool = True
+) -> Accuracy:
     """mIoU (+ per class) and TC (+ per class, flow named) of `runner` on `dataset`.
 
     Unlabelled video has no class set of its own: it is scored in the runner's classes (TC only)."""
@@ -71,6 +87,12 @@ def evaluate_runner(runner, dataset, flow_source, *, tc: bool = True, max_sequen
     if len(dataset) == 0 and runner.classes and hasattr(dataset, "with_label_set"):
         dataset = dataset.with_label_set(label_set_for(runner.classes))  # unlabelled video: the model's classes
     check_classes(runner, dataset)
-    rep = evaluate_predictions(lambda ref: end_to_end(runner, dataset.read_image(ref)), dataset, flow_source, tc=tc,
-                               max_sequences=max_sequences, progress=progress)
+    rep = evaluate_predictions(
+        lambda ref: end_to_end(runner, dataset.read_image(ref)),
+        dataset,
+        flow_source,
+        tc=tc,
+        max_sequences=max_sequences,
+        progress=progress,
+    )
     return Accuracy.from_report(rep)

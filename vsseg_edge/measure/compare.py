@@ -65,8 +65,12 @@ class OutputComparison:
         return self.agreement.frames
 
 
-def compare_outputs(outputs: Iterable[np.ndarray], references: Iterable[np.ndarray], kind: str = "logits",
-                    reference_kind: str | None = None) -> OutputComparison:
+def compare_outputs(
+    outputs: Iterable[np.ndarray],
+    references: Iterable[np.ndarray],
+    kind: str = "logits",
+    reference_kind: str | None = None,
+) -> OutputComparison:
     """Compare raw outputs frame by frame (`kind`/`reference_kind`: "logits" or "labels")."""
     reference_kind = reference_kind or kind
     logits = kind == reference_kind == "logits"
@@ -85,12 +89,13 @@ def compare_outputs(outputs: Iterable[np.ndarray], references: Iterable[np.ndarr
         if logits:
             diff = np.abs(out.astype(np.float64) - ref)
             max_abs, sum_abs, count = max(max_abs, float(diff.max())), sum_abs + float(diff.sum()), count + diff.size
-            num += float(np.sum(diff ** 2))
+            num += float(np.sum(diff**2))
             den += float(np.sum(ref.astype(np.float64) ** 2))
     if not frames:
         raise ValueError("compare_outputs needs at least one pair of outputs")
     agree = Agreement(same, total, frames)
     if not logits:
-        return OutputComparison(agree, (total - same) / total,
-                                ref_abs_max=ref_abs_max if reference_kind == "logits" else None)
+        return OutputComparison(
+            agree, (total - same) / total, ref_abs_max=ref_abs_max if reference_kind == "logits" else None
+        )
     return OutputComparison(agree, num / max(den, 1e-30), max_abs, sum_abs / count, ref_abs_max)

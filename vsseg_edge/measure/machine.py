@@ -47,10 +47,13 @@ def library_versions() -> dict:
     from importlib import metadata
 
     out = {}
-    for name, dists in (("onnxruntime", ("onnxruntime", "onnxruntime-gpu")), ("torch", ("torch",)),
-                        ("numpy", ("numpy",)),
-                        ("opencv", ("opencv-python-headless", "opencv-python", "opencv-contrib-python")),
-                        ("tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"))):
+    for name, dists in (
+        ("onnxruntime", ("onnxruntime", "onnxruntime-gpu")),
+        ("torch", ("torch",)),
+        ("numpy", ("numpy",)),
+        ("opencv", ("opencv-python-headless", "opencv-python", "opencv-contrib-python")),
+        ("tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13")),
+    ):
         out[name] = None
         for dist in dists:
             try:
@@ -70,8 +73,9 @@ def gpu_names() -> list[str]:
     if exe is None:
         return []
     try:
-        res = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=10)
+        res = subprocess.run(
+            [exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in res.stdout.splitlines() if line.strip()] if res.returncode == 0 else []

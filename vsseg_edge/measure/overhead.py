@@ -82,8 +82,12 @@ def analyse(pure_before: list[float], pipe: dict, pure_after: list[float], skip:
     }
     fps = (len(recs) - 1) / (recs[-1]["t_done"] - recs[0]["t_done"])
     return PipelineOverhead(
-        pure_infer_ms={"p50": _p50(pure), "p50_before": _p50(pure_before), "p50_after": _p50(pure_after),
-                       "p99": float(np.percentile(pure, 99))},
+        pure_infer_ms={
+            "p50": _p50(pure),
+            "p50_before": _p50(pure_before),
+            "p50_after": _p50(pure_after),
+            "p99": float(np.percentile(pure, 99)),
+        },
         pipeline_interval_ms={"p50": _p50(intervals), "p99": float(np.percentile(intervals, 99))},
         pipeline_infer_ms_p50=_p50([r["infer_ms"] for r in recs]),
         pipeline_latency_ms_p50=_p50([r["latency_ms"] for r in recs]),

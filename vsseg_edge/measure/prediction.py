@@ -27,8 +27,14 @@ def run_frame(runner, frame_bgr: np.ndarray) -> np.ndarray:
     return runner.infer(preprocess_batch([frame_bgr], runner.preprocess_spec))
 
 
-def end_to_end(runner, frame_bgr: np.ndarray, *, at_frame_size: bool = True, stages: list | None = None,
-               clock: Callable[[], float] | None = None) -> np.ndarray:
+def end_to_end(
+    runner,
+    frame_bgr: np.ndarray,
+    *,
+    at_frame_size: bool = True,
+    stages: list | None = None,
+    clock: Callable[[], float] | None = None,
+) -> np.ndarray:
     """BGR frame → uint8 label map, at the frame's size (default) or the model's.
 
     With `stages` (a list) and `clock`, appends the (preprocess, infer, postprocess) durations in ms.
@@ -57,8 +63,7 @@ class Predictions:
         return len(self.labels)
 
 
-def predict(runner, frames: Iterable[np.ndarray], *, at_frame_size: bool = True,
-            keep_outputs: int = 0) -> Predictions:
+def predict(runner, frames: Iterable[np.ndarray], *, at_frame_size: bool = True, keep_outputs: int = 0) -> Predictions:
     """Run `runner` on every frame; label maps at the frame's (or the model's) size, raw outputs of the first
     `keep_outputs` frames."""
     out = Predictions()

@@ -60,8 +60,16 @@ class LatencyStats:
             raise ValueError("no timings")
         p = {q: round(float(np.percentile(arr, q)), 4) for q in PERCENTILES}
         mean = float(arr.mean())
-        return cls(p[50], p[90], p[99], round(mean, 4), round(float(arr.min()), 4), round(float(arr.max()), 4),
-                   round(1000.0 / mean, 3) if mean > 0 else None, int(arr.size))
+        return cls(
+            p[50],
+            p[90],
+            p[99],
+            round(mean, 4),
+            round(float(arr.min()), 4),
+            round(float(arr.max()), 4),
+            round(1000.0 / mean, 3) if mean > 0 else None,
+            int(arr.size),
+        )
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -96,11 +104,19 @@ class Latency:
     batch: int = 1
 
     def to_dict(self) -> dict:
-        return {"compute": self.compute.to_dict(), "end_to_end": self.end_to_end.to_dict(),
-                "end_to_end_stages": {f"{k}_p50_ms": v for k, v in self.stages_p50_ms.items()},
-                "runs": self.runs, "warmup": self.warmup, "batch": self.batch, "frames": self.frames,
-                "frame_size": list(self.frame_size), "input_size": list(self.input_size),
-                "input_dtype": self.input_dtype, "input_layout": self.input_layout}
+        return {
+            "compute": self.compute.to_dict(),
+            "end_to_end": self.end_to_end.to_dict(),
+            "end_to_end_stages": {f"{k}_p50_ms": v for k, v in self.stages_p50_ms.items()},
+            "runs": self.runs,
+            "warmup": self.warmup,
+            "batch": self.batch,
+            "frames": self.frames,
+            "frame_size": list(self.frame_size),
+            "input_size": list(self.input_size),
+            "input_dtype": self.input_dtype,
+            "input_layout": self.input_layout,
+        }
 
 
 def stage_breakdown(runner, frames: Sequence[np.ndarray], runs: int, clock: Clock = time.perf_counter) -> dict:
@@ -112,8 +128,9 @@ def stage_breakdown(runner, frames: Sequence[np.ndarray], runs: int, clock: Cloc
     return {name: round(float(np.percentile(per[:, k], 50)), 4) for k, name in enumerate(STAGES)}
 
 
-def measure_latency(runner, frames: Sequence[np.ndarray], timing: TimingConfig,
-                    clock: Clock = time.perf_counter) -> Latency:
+def measure_latency(
+    runner, frames: Sequence[np.ndarray], timing: TimingConfig, clock: Clock = time.perf_counter
+) -> Latency:
     """Compute-only and end-to-end timings of `runner` over `frames` (cycled), batch 1, after warm-up."""
     if not frames:
         raise VssegError("bench: no frames to time (the dataset split is empty)")
@@ -122,6 +139,15 @@ def measure_latency(runner, frames: Sequence[np.ndarray], timing: TimingConfig,
     compute = time_calls(lambda i: runner.infer(batches[i % len(batches)]), timing.runs, timing.warmup, clock)
     e2e = time_calls(lambda i: end_to_end(runner, frames[i % len(frames)]), timing.runs, timing.warmup, clock)
     h, w = frames[0].shape[:2]
-    return Latency(LatencyStats.of(compute), LatencyStats.of(e2e),
-                   stage_breakdown(runner, frames, min(timing.runs, 20), clock), timing.runs, timing.warmup,
-                   len(frames), (int(h), int(w)), (spec.height, spec.width), spec.dtype, spec.layout)
+    return Latency(
+        LatencyStats.of(compute),
+        LatencyStats.of(e2e),
+        stage_breakdown(runner, frames, min(timing.runs, 20), clock),
+        timing.runs,
+        timing.warmup,
+        len(frames),
+        (int(h), int(w)),
+        (spec.height, spec.width),
+        spec.dtype,
+        spec.layout,
+    )

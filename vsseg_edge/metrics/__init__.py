@@ -8,8 +8,12 @@ and the benchmark reports all call it. The names below load on first use, so imp
 import importlib
 
 _EXPORTS = {
-    "evaluate_predictions": "evaluate", "PredictionDir": "evaluate", "ConfusionMatrix": "miou",
-    "TemporalConsistency": "tc", "warp_labels": "tc", "occluded_pixels": "tc",
+    "evaluate_predictions": "evaluate",
+    "PredictionDir": "evaluate",
+    "ConfusionMatrix": "miou",
+    "TemporalConsistency": "tc",
+    "warp_labels": "tc",
+    "occluded_pixels": "tc",
 }
 
 __all__ = [*_EXPORTS, "TC_MODES"]

@@ -20,9 +20,16 @@ from .tc import TemporalConsistency
 PredFn = Callable[[object], "np.ndarray | None"]
 
 
-def evaluate_predictions(pred_fn: PredFn, dataset, flow_source=None, tc: bool = True,
-                         max_sequences: int | None = None, progress: bool = True, tc_mode: str = "nearest",
-                         occlusion: bool = False) -> dict:
+def evaluate_predictions(
+    pred_fn: PredFn,
+    dataset,
+    flow_source=None,
+    tc: bool = True,
+    max_sequences: int | None = None,
+    progress: bool = True,
+    tc_mode: str = "nearest",
+    occlusion: bool = False,
+) -> dict:
     """Evaluate `pred_fn(ref) -> uint8 HxW label map (training ids)` on `dataset`; returns a JSON-ready report.
 
     - mIoU: one confusion matrix over every labelled frame of the evaluated sequences.
@@ -89,8 +96,10 @@ def _check_pred(pred, ref) -> np.ndarray:
 
 def _check_flow(flow: np.ndarray, hw: tuple[int, int], source, ref) -> np.ndarray:
     if flow.shape != (*hw, 2):
-        raise VssegError(f"{ref.image}: flow from {getattr(source, 'name', source)} has shape {flow.shape}, "
-                         f"expected {hw[0]}x{hw[1]}x2 (the prediction's size)")
+        raise VssegError(
+            f"{ref.image}: flow from {getattr(source, 'name', source)} has shape {flow.shape}, "
+            f"expected {hw[0]}x{hw[1]}x2 (the prediction's size)"
+        )
     return flow
 
 
@@ -107,12 +116,21 @@ def _report(dataset, sequences, cm, meter, flow, stats, seconds: float) -> dict:
     miou = cm.to_dict(classes) if stats["labelled_frames"] else None
     tc = None
     if meter is not None:
-        tc = {"flow": getattr(flow, "name", str(flow)), **meter.to_dict(classes),
-              "pairs_skipped_missing_prediction": stats["pairs_skipped_missing_prediction"]}
+        tc = {
+            "flow": getattr(flow, "name", str(flow)),
+            **meter.to_dict(classes),
+            "pairs_skipped_missing_prediction": stats["pairs_skipped_missing_prediction"],
+        }
     return {
-        "dataset": {"name": dataset.name, "root": str(dataset.root), "split": dataset.split,
-                    "class_set": dataset.label_set.name, "sequences": len(sequences),
-                    "frames_predicted": stats["frames_predicted"], "labelled_frames": stats["labelled_frames"]},
+        "dataset": {
+            "name": dataset.name,
+            "root": str(dataset.root),
+            "split": dataset.split,
+            "class_set": dataset.label_set.name,
+            "sequences": len(sequences),
+            "frames_predicted": stats["frames_predicted"],
+            "labelled_frames": stats["labelled_frames"],
+        },
         "miou": miou["miou"] if miou else None,
         "tc": tc["tc"] if tc else None,
         "tc_occ": tc["tc_occ"] if tc else None,
@@ -165,8 +183,9 @@ class PredictionDir:
             if len(paths) > 1:
                 paths = [p for p in paths if p.parent.name in (ref.image.parent.name, ref.sequence)]
                 if len(paths) != 1:
-                    raise VssegError(f"{self.root}: several files named {name}; mirror the image folders to "
-                                     "disambiguate")
+                    raise VssegError(
+                        f"{self.root}: several files named {name}; mirror the image folders to disambiguate"
+                    )
             if paths:
                 return paths[0]
         return None
@@ -176,8 +195,10 @@ class PredictionDir:
         missing = [r for r in refs if r.label is not None and self.find(r) is None]
         if missing:
             names = " or ".join(self.candidate_names(missing[0]))
-            raise VssegError(f"{self.root}: no prediction {names} for labelled frame {missing[0].image} "
-                             f"({len(missing)} of {sum(r.label is not None for r in refs)} labelled frames missing)")
+            raise VssegError(
+                f"{self.root}: no prediction {names} for labelled frame {missing[0].image} "
+                f"({len(missing)} of {sum(r.label is not None for r in refs)} labelled frames missing)"
+            )
 
     def __call__(self, ref):
         """pred_fn for `evaluate_predictions`: the label map, or None when the file is absent."""

@@ -37,8 +37,9 @@ MODES = ("nearest", "etc")
 _INTERPOLATION = {"nearest": "nearest", "etc": "resample2d"}
 
 
-def warp_labels(labels_t1: np.ndarray, flow_t_t1: np.ndarray, mode: str = "nearest",
-                ignore_index: int = IGNORE_INDEX) -> tuple[np.ndarray, np.ndarray]:
+def warp_labels(
+    labels_t1: np.ndarray, flow_t_t1: np.ndarray, mode: str = "nearest", ignore_index: int = IGNORE_INDEX
+) -> tuple[np.ndarray, np.ndarray]:
     """Warp the label map of frame t+1 into frame t with the forward flow t → t+1 (`data.warp`).
 
     Returns (warped uint8 HxW, valid bool HxW). `valid` is False where the flow is NaN or the sample point
@@ -57,14 +58,13 @@ def warp_labels(labels_t1: np.ndarray, flow_t_t1: np.ndarray, mode: str = "neare
     return warped, valid
 
 
-def occluded_pixels(flow_fw: np.ndarray, flow_bw: np.ndarray, alpha1: float = 0.01,
-                    alpha2: float = 0.5) -> np.ndarray:
+def occluded_pixels(flow_fw: np.ndarray, flow_bw: np.ndarray, alpha1: float = 0.01, alpha2: float = 0.5) -> np.ndarray:
     """True where the forward-backward check fails (occluded or unreliable), after Sundaram et al. 2010."""
     fw = np.asarray(flow_fw, np.float32)
     bw = np.where(np.isfinite(flow_bw), flow_bw, np.nan).astype(np.float32)
     bw_at, inside = warp_backward(bw, fw, "linear", fill=np.nan)
     diff = ((fw + bw_at) ** 2).sum(axis=2)
-    mag = (fw ** 2).sum(axis=2) + (bw_at ** 2).sum(axis=2)
+    mag = (fw**2).sum(axis=2) + (bw_at**2).sum(axis=2)
     with np.errstate(invalid="ignore"):
         ok = diff <= alpha1 * mag + alpha2
     return ~(ok & inside)
@@ -107,8 +107,9 @@ class TemporalConsistency:
         self.noc = _IoUCounts(num_classes)
         self.total_pixels = 0
 
-    def update(self, pred_t: np.ndarray, pred_t1: np.ndarray, flow_t_t1: np.ndarray,
-               flow_t1_t: np.ndarray | None = None) -> None:
+    def update(
+        self, pred_t: np.ndarray, pred_t1: np.ndarray, flow_t_t1: np.ndarray, flow_t1_t: np.ndarray | None = None
+    ) -> None:
         """Add the pair (t, t+1): predictions of both frames and the forward flow (backward optional)."""
         pred_t = np.asarray(pred_t)
         if pred_t.shape != np.shape(pred_t1):
@@ -127,8 +128,10 @@ class TemporalConsistency:
         ids = np.unique(pred)
         bad = ids[((ids < 0) | (ids >= self.num_classes)) & (ids != self.ignore_index)]
         if bad.size:
-            raise VssegError(f"prediction holds class id(s) {bad[:5].tolist()}; expected 0..{self.num_classes - 1}"
-                             f" or {self.ignore_index}")
+            raise VssegError(
+                f"prediction holds class id(s) {bad[:5].tolist()}; expected 0..{self.num_classes - 1}"
+                f" or {self.ignore_index}"
+            )
 
     def per_class(self) -> np.ndarray:
         """Per-class TC IoU in 0..1; NaN for classes that never occur in either map."""

@@ -9,5 +9,4 @@ from ._base import SegModel
 from ._registry import create_model, list_models, register_model
 from .espnet import load_espnet_weights, published_preprocess
 
-__all__ = ["SegModel", "create_model", "list_models", "load_espnet_weights", "published_preprocess",
-           "register_model"]
+__all__ = ["SegModel", "create_model", "list_models", "load_espnet_weights", "published_preprocess", "register_model"]

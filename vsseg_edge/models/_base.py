@@ -48,8 +48,10 @@ class SegModel(nn.Module):
         h, w = int(x.shape[2]), int(x.shape[3])
         m = self.input_multiple
         if h % m or w % m or h < m or w < m:
-            raise VssegError(f"model {self.model_name}: input {h}x{w} (HxW) is not supported; "
-                             f"H and W must be positive multiples of {m} (e.g. 512x1024)")
+            raise VssegError(
+                f"model {self.model_name}: input {h}x{w} (HxW) is not supported; "
+                f"H and W must be positive multiples of {m} (e.g. 512x1024)"
+            )
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         self.check_input(x)
@@ -64,8 +66,13 @@ class SegModel(nn.Module):
         aux = parts.get("aux_lr")
         if aux is not None:
             aux = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
-        return {"out": out, "out_s8": parts["out_s8"], "aux": aux, "feat": parts["feat"],
-                "ppm": parts.get("ppm", parts["feat"])}
+        return {
+            "out": out,
+            "out_s8": parts["out_s8"],
+            "aux": aux,
+            "feat": parts["feat"],
+            "ppm": parts.get("ppm", parts["feat"]),
+        }
 
     def backbone_modules(self) -> list[nn.Module]:
         """The pretrained (ImageNet) part: trained at the base learning rate."""
@@ -79,5 +86,4 @@ class SegModel(nn.Module):
         """Two optimizer groups: backbone at `lr`, heads at 10·lr (each group records its own lr)."""
         backbone = [p for m in self.backbone_modules() for p in m.parameters()]
         heads = [p for m in self.head_modules() for p in m.parameters()]
-        return [{"params": backbone, "lr": lr, "name": "backbone"},
-                {"params": heads, "lr": 10 * lr, "name": "heads"}]
+        return [{"params": backbone, "lr": lr, "name": "backbone"}, {"params": heads, "lr": 10 * lr, "name": "heads"}]

@@ -44,6 +44,6 @@ def create_model(name: str, num_classes: int, **kwargs):
         match = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
         if match is None or match[1] not in kwargs:
             raise
-        raise VssegError(f"model {name!r}: does not take the keyword argument {match[1]!r} (model.kwargs: "
-                         f"{sorted(kwargs)})") from None
-
+        raise VssegError(
+            f"model {name!r}: does not take the keyword argument {match[1]!r} (model.kwargs: {sorted(kwargs)})"
+        ) from None

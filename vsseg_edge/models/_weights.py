@@ -24,8 +24,9 @@ def safe_torch_load(path: Path, what: str):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise VssegError(f"{path}: refused to unpickle: it needs more than tensors and plain values "
-                         f"({_refusal_reason(exc)})") from None
+        raise VssegError(
+            f"{path}: refused to unpickle: it needs more than tensors and plain values ({_refusal_reason(exc)})"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, IndexError) as exc:
         raise VssegError(f"{path}: not a readable torch {what} ({_short(exc)})") from None
 
@@ -57,11 +58,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise VssegError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
-def load_checked(module: nn.Module, state: dict[str, torch.Tensor], where: str, what: str,
-                 ignore_prefixes: tuple[str, ...] = ()) -> None:
+def load_checked(
+    module: nn.Module, state: dict[str, torch.Tensor], where: str, what: str, ignore_prefixes: tuple[str, ...] = ()
+) -> None:
     """Load `state` into `module` strictly (after dropping `ignore_prefixes`), or raise ONE line saying why."""
     state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     own = module.state_dict()
@@ -70,8 +72,11 @@ def load_checked(module: nn.Module, state: dict[str, torch.Tensor], where: str, 
             state[k] = own[k]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -84,7 +89,6 @@ def load_checked(module: nn.Module, state: dict[str, torch.Tensor], where: str, 
     module.load_state_dict(state, strict=True)
 
 
-def load_weights_file(module: nn.Module, path: str | Path, what: str,
-                      ignore_prefixes: tuple[str, ...] = ()) -> None:
+def load_weights_file(module: nn.Module, path: str | Path, what: str, ignore_prefixes: tuple[str, ...] = ()) -> None:
     """`read_state_dict` + `load_checked`: the one way a local weights file gets into a module."""
     load_checked(module, read_state_dict(path), str(path), what, ignore_prefixes)

@@ -34,9 +34,16 @@ class DetailBranch(nn.Sequential):
     """Three stages of 3×3 conv-BN-ReLU, each opening with stride 2: 64, 64, 128 channels at stride 8."""
 
     def __init__(self):
-        super().__init__(conv_bn(3, 64, stride=2), conv_bn(64, 64),
-                         conv_bn(64, 64, stride=2), conv_bn(64, 64), conv_bn(64, 64),
-                         conv_bn(64, 128, stride=2), conv_bn(128, 128), conv_bn(128, 128))
+        super().__init__(
+            conv_bn(3, 64, stride=2),
+            conv_bn(64, 64),
+            conv_bn(64, 64, stride=2),
+            conv_bn(64, 64),
+            conv_bn(64, 64),
+            conv_bn(64, 128, stride=2),
+            conv_bn(128, 128),
+            conv_bn(128, 128),
+        )
 
 
 class Stem(nn.Module):
@@ -68,8 +75,9 @@ class GatherExpand(nn.Module):
         self.project = conv_bn(mid, cout, k=1, relu=False)
         self.shortcut = None
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(conv_bn(cin, cin, stride=stride, groups=cin, relu=False),
-                                          conv_bn(cin, cout, k=1, relu=False))
+            self.shortcut = nn.Sequential(
+                conv_bn(cin, cin, stride=stride, groups=cin, relu=False), conv_bn(cin, cout, k=1, relu=False)
+            )
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

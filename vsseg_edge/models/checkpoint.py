@@ -74,10 +74,20 @@ def save_checkpoint(
                 raise
         # the manifest first, then the rename: a full disk keeps the previous checkpoint and its manifest
         extra = {"quantization": dict(quantization)} if quantization is not None else {}
-        write_manifest(path, "checkpoint", model=model_name, classes=list(classes), palette=palette,
-                       preprocess=preprocess, precision="int8" if quantization is not None else "fp32",
-                       parent=parent, content=tmp, training={"config": config or {}, "step": int(step)},
-                       metrics=metrics or {}, **extra)
+        write_manifest(
+            path,
+            "checkpoint",
+            model=model_name,
+            classes=list(classes),
+            palette=palette,
+            preprocess=preprocess,
+            precision="int8" if quantization is not None else "fp32",
+            parent=parent,
+            content=tmp,
+            training={"config": config or {}, "step": int(step)},
+            metrics=metrics or {},
+            **extra,
+        )
     return ckpt
 
 
@@ -106,9 +116,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         read_manifest(path, kind="checkpoint", verify=True)
     ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise VssegError(f"{path}: not a vsseg-edge checkpoint (no 'format: {FORMAT}'); convert a plain state "
-                         f"dict with `vsseg-edge import-weights {path} --out model.pt` (ESPNet files need no other "
-                         "flag; others --model, --classes, --preprocess)")
+        raise VssegError(
+            f"{path}: not a vsseg-edge checkpoint (no 'format: {FORMAT}'); convert a plain state "
+            f"dict with `vsseg-edge import-weights {path} --out model.pt` (ESPNet files need no other "
+            "flag; others --model, --classes, --preprocess)"
+        )
     version = ckpt.get("version", 0)
     if not isinstance(version, int) or version > VERSION:
         raise VssegError(f"{path}: checkpoint version {version!r} is not one this vsseg-edge reads (up to {VERSION})")
@@ -118,8 +130,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         if not ok(ckpt[key]):
             raise VssegError(f"{path}: checkpoint {key!r} must be {what}, got {type(ckpt[key]).__name__}")
     if len(ckpt["classes"]) != ckpt["num_classes"]:
-        raise VssegError(f"{path}: checkpoint names {len(ckpt['classes'])} classes but num_classes is "
-                         f"{ckpt['num_classes']}")
+        raise VssegError(
+            f"{path}: checkpoint names {len(ckpt['classes'])} classes but num_classes is {ckpt['num_classes']}"
+        )
     return ckpt
 
 
@@ -142,8 +155,10 @@ def model_from_checkpoint(path: str | Path, *, num_classes: int | None = None, m
         quantize_modules(model, ckpt["quantization"])
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     if missing or unexpected:
-        raise VssegError(f"{path}: weights do not fit model {ckpt['model']!r} "
-                         f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+        raise VssegError(
+            f"{path}: weights do not fit model {ckpt['model']!r} "
+            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+        )
     model.eval()
     return model, ckpt
 

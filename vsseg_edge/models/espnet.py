@@ -38,11 +38,22 @@ DILATIONS = (1, 2, 4, 8, 16)
 
 # Preprocessing the published checkpoints were trained with (BGR, (x − mean)/std, then /255; data README).
 PUBLISHED_PREPROCESS = {
-    "cityscapes": dict(height=512, width=1024, channel_order="bgr", scale=1 / 255,
-                       mean=(72.3923111, 82.90893555, 73.15840149), std=(45.3192215, 46.15289307, 44.91483307)),
-    "camvid": dict(height=360, width=480, channel_order="bgr", scale=1 / 255,
-                   mean=(110.3310546875, 108.40888977050781, 105.03321838378906),
-                   std=(72.12568664550781, 72.69076538085938, 69.90434265136719)),
+    "cityscapes": dict(
+        height=512,
+        width=1024,
+        channel_order="bgr",
+        scale=1 / 255,
+        mean=(72.3923111, 82.90893555, 73.15840149),
+        std=(45.3192215, 46.15289307, 44.91483307),
+    ),
+    "camvid": dict(
+        height=360,
+        width=480,
+        channel_order="bgr",
+        scale=1 / 255,
+        mean=(110.3310546875, 108.40888977050781, 105.03321838378906),
+        std=(72.12568664550781, 72.69076538085938, 69.90434265136719),
+    ),
 }
 
 
@@ -85,8 +96,9 @@ class ESPBlock(nn.Module):
         k = 3 if stride == 2 else 1
         self.reduce = nn.Conv2d(cin, n, k, stride, (k - 1) // 2, bias=False)
         widths = [cout - 4 * n] + [n] * 4
-        self.branches = nn.ModuleList(nn.Conv2d(n, w, 3, 1, d, dilation=d, bias=False)
-                                      for w, d in zip(widths, DILATIONS))
+        self.branches = nn.ModuleList(
+            nn.Conv2d(n, w, 3, 1, d, dilation=d, bias=False) for w, d in zip(widths, DILATIONS)
+        )
         self.residual = residual and stride == 1 and cin == cout
         self.norm = BNAct(cout)
 
@@ -142,8 +154,7 @@ class ESPNet(SegModel):
     input_multiple = 8
     backbone_names = ("encoder",)
 
-    def __init__(self, num_classes: int, p: int = 2, q: int = 8, width: int | None = None,
-                 fuse_input: str = "level1"):
+    def __init__(self, num_classes: int, p: int = 2, q: int = 8, width: int | None = None, fuse_input: str = "level1"):
         width = width or num_classes
         super().__init__("espnet", num_classes, {"p": p, "q": q, "width": width, "fuse_input": fuse_input})
         if fuse_input not in ("level1", "level1_cat"):
@@ -165,8 +176,7 @@ class ESPNet(SegModel):
         s8 = self.bn_l3(self.encoder.classifier(l3_cat))
         l2 = self.combine_l2_l3(torch.cat([self.proj_l2(l2_cat), self.up_l3(s8)], 1))
         fused = self.fuse(torch.cat([self.up_l2(l2), l1 if self.fuse_input == "level1" else l1_cat], 1))
-        return {"out": self.classifier(fused), "out_s8": s8[:, : self.num_classes], "feat": l3_cat,
-                "aux_lr": None}
+        return {"out": self.classifier(fused), "out_s8": s8[:, : self.num_classes], "feat": l3_cat, "aux_lr": None}
 
 
 _KEY_RULES = [  # (published-name pattern, our name) applied in order; the first match wins
@@ -202,8 +212,12 @@ def describe_espnet_state(state: dict[str, torch.Tensor]) -> dict:
     fuse = state["conv.conv.weight"] if "conv.conv.weight" in state else state["fuse.conv.weight"]
     width = int(fuse.shape[0])
     fuse_in = int(fuse.shape[1]) - width
-    return {"width": width, "p": _count_blocks(state, "level2"), "q": _count_blocks(state, "level3"),
-            "fuse_input": {16: "level1", 19: "level1_cat"}.get(fuse_in, f"unknown ({fuse_in} channels)")}
+    return {
+        "width": width,
+        "p": _count_blocks(state, "level2"),
+        "q": _count_blocks(state, "level3"),
+        "fuse_input": {16: "level1", 19: "level1_cat"}.get(fuse_in, f"unknown ({fuse_in} channels)"),
+    }
 
 
 def _read_espnet_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -234,8 +248,14 @@ def load_espnet_weights(model: ESPNet, path: str | Path) -> ESPNet:
 
 
 @register_model("espnet")
-def espnet(num_classes: int, p: int = 2, q: int = 8, width: int | None = None, fuse_input: str | None = None,
-           weights: str | Path | None = None) -> ESPNet:
+def espnet(
+    num_classes: int,
+    p: int = 2,
+    q: int = 8,
+    width: int | None = None,
+    fuse_input: str | None = None,
+    weights: str | Path | None = None,
+) -> ESPNet:
     """ESPNet; with `weights`, width / p / q / fuse_input are read from the file (published or ours).
 
     create_model("espnet", 19, weights="espnet_p_2_q_8_cityscapes.pth") predicts the 19 trainIds;

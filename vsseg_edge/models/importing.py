@@ -40,14 +40,24 @@ def preprocess_preset(name_or_file: str, size: tuple[int, int] | None = None) ->
 
         path = Path(name_or_file)
         if not path.is_file():
-            raise VssegError(f"--preprocess {name_or_file}: expected one of {PREPROCESS_PRESETS} or a YAML file "
-                             "of preprocessing keys (height, width, channel_order, mean, std, scale …)")
+            raise VssegError(
+                f"--preprocess {name_or_file}: expected one of {PREPROCESS_PRESETS} or a YAML file "
+                "of preprocessing keys (height, width, channel_order, mean, std, scale …)"
+            )
         spec = PreprocessSpec.from_dict(load_yaml(path), where=str(path))
     return spec.replace(height=size[0], width=size[1]) if size else spec
 
 
-def import_weights(weights: str | Path, out: str | Path, *, model: str | None = None, classes: str | None = None,
-                   preprocess: PreprocessSpec | None = None, backbone: bool = False, seed: int = 0) -> dict:
+def import_weights(
+    weights: str | Path,
+    out: str | Path,
+    *,
+    model: str | None = None,
+    classes: str | None = None,
+    preprocess: PreprocessSpec | None = None,
+    backbone: bool = False,
+    seed: int = 0,
+) -> dict:
     """Turn `weights` into the checkpoint `out` (+ manifest); returns what was imported (for printing)."""
     import torch
 
@@ -58,8 +68,9 @@ def import_weights(weights: str | Path, out: str | Path, *, model: str | None = 
     espnet = "conv.conv.weight" in state or "fuse.conv.weight" in state
     model = model or ("espnet" if espnet else None)
     if model is None:
-        raise VssegError(f"{weights}: not an ESPNet file; name its architecture with --model "
-                         f"({', '.join(list_models())})")
+        raise VssegError(
+            f"{weights}: not an ESPNet file; name its architecture with --model ({', '.join(list_models())})"
+        )
     if model not in list_models():
         raise VssegError(f"--model {model}: unknown architecture; valid: {', '.join(list_models())}")
     if espnet and model == "espnet" and not backbone:
@@ -70,21 +81,41 @@ def import_weights(weights: str | Path, out: str | Path, *, model: str | None = 
     if classes is None:
         raise VssegError(f"{weights}: name the class set the weights predict with --classes (cityscapes | camvid)")
     if preprocess is None:
-        raise VssegError(f"{weights}: give the preprocessing the weights were trained with: --preprocess "
-                         f"{' | '.join(PREPROCESS_PRESETS)} | FILE.yaml")
+        raise VssegError(
+            f"{weights}: give the preprocessing the weights were trained with: --preprocess "
+            f"{' | '.join(PREPROCESS_PRESETS)} | FILE.yaml"
+        )
     label_set = get_label_set(classes)
     torch.manual_seed(seed)  # the heads a backbone import leaves random are reproducible
     kwarg = "backbone_weights" if backbone else "weights"
     try:
         net = create_model(model, label_set.num_classes, **{kwarg: str(weights)})
     except TypeError:
-        raise VssegError(f"--model {model}: takes no {'backbone ' if backbone else ''}weights file"
-                         + (" (only whole-model weights; drop --backbone)" if backbone else "")) from None
+        raise VssegError(
+            f"--model {model}: takes no {'backbone ' if backbone else ''}weights file"
+            + (" (only whole-model weights; drop --backbone)" if backbone else "")
+        ) from None
     kwargs = dict(getattr(net, "arch_kwargs", {}))
     source = {"file": weights.name, "kind": "backbone" if backbone else "state dict", "tensors": len(state)}
-    save_checkpoint(out, net, model_name=model, classes=list(label_set.classes), preprocess=preprocess,
-                    model_kwargs=kwargs, config={"imported": source}, parent=weights)
+    save_checkpoint(
+        out,
+        net,
+        model_name=model,
+        classes=list(label_set.classes),
+        preprocess=preprocess,
+        model_kwargs=kwargs,
+        config={"imported": source},
+        parent=weights,
+    )
     params = sum(p.numel() for p in net.parameters())
-    return {"out": str(out), "model": model, "model_kwargs": kwargs, "classes": label_set.name,
-            "num_classes": label_set.num_classes, "parameters": params, "preprocess": preprocess.to_dict(),
-            "source": source, "torch": torch.__version__}
+    return {
+        "out": str(out),
+        "model": model,
+        "model_kwargs": kwargs,
+        "classes": label_set.name,
+        "num_classes": label_set.num_classes,
+        "parameters": params,
+        "preprocess": preprocess.to_dict(),
+        "source": source,
+        "torch": torch.__version__,
+    }

@@ -14,15 +14,18 @@ import torch
 from torch import nn
 
 # (expansion t, channels c, repeats n, first stride s), as in the MobileNetV2 paper / torchvision
-SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-            (6, 320, 1, 1))
+SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-def _conv_bn_relu6(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1,
-                   dilation: int = 1) -> nn.Sequential:
+def _conv_bn_relu6(
+    cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, dilation: int = 1
+) -> nn.Sequential:
     pad = (k - 1) // 2 * dilation
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU6(inplace=True),
+    )
 
 
 class InvertedResidual(nn.Module):
@@ -31,8 +34,11 @@ class InvertedResidual(nn.Module):
         hidden = cin * expand
         self.use_res_connect = stride == 1 and cin == cout
         layers = [] if expand == 1 else [_conv_bn_relu6(cin, hidden, k=1)]
-        layers += [_conv_bn_relu6(hidden, hidden, stride=stride, groups=hidden, dilation=dilation),
-                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        layers += [
+            _conv_bn_relu6(hidden, hidden, stride=stride, groups=hidden, dilation=dilation),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,4 +70,4 @@ class MobileNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         aux = self.features[: self.AUX_INDEX + 1](x)
-        return aux, self.features[self.AUX_INDEX + 1:](aux)
+        return aux, self.features[self.AUX_INDEX + 1 :](aux)

@@ -33,8 +33,13 @@ from .resnet import ResNet
 
 
 def _head(cin: int, mid: int, num_classes: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid),
-                         nn.ReLU(inplace=True), nn.Dropout2d(dropout), nn.Conv2d(mid, num_classes, 1))
+    return nn.Sequential(
+        nn.Conv2d(cin, mid, 3, padding=1, bias=False),
+        nn.BatchNorm2d(mid),
+        nn.ReLU(inplace=True),
+        nn.Dropout2d(dropout),
+        nn.Conv2d(mid, num_classes, 1),
+    )
 
 
 class PSPNet(SegModel):
@@ -43,8 +48,17 @@ class PSPNet(SegModel):
     input_multiple = 8
     backbone_names = ("backbone",)
 
-    def __init__(self, name: str, backbone: nn.Module, num_classes: int, ppm_dim: int, head_dim: int,
-                 bins=(1, 2, 3, 6), dropout: float = 0.1, aux: bool = True):
+    def __init__(
+        self,
+        name: str,
+        backbone: nn.Module,
+        num_classes: int,
+        ppm_dim: int,
+        head_dim: int,
+        bins=(1, 2, 3, 6),
+        dropout: float = 0.1,
+        aux: bool = True,
+    ):
         super().__init__(name, num_classes, {"bins": list(bins), "dropout": dropout, "aux": aux})
         self.backbone = backbone
         aux_dim, feat_dim = backbone.channels
@@ -63,7 +77,7 @@ class PSPNet(SegModel):
 def map_etc_key(key: str) -> str | None:
     """An ETC / semseg PSPNet key → ours; None for keys that are not the segmentation network's (flow, teacher…)."""
     for prefix in ("module.", "student."):
-        key = key[len(prefix):] if key.startswith(prefix) else key
+        key = key[len(prefix) :] if key.startswith(prefix) else key
     if any(part in key for part in ("flow", "teacher", "criterion", "discriminator")):
         return None
     key = re.sub(r"^layer0\.0\.", "backbone.conv1.", key)
@@ -93,8 +107,9 @@ def _finish(model: PSPNet, backbone_weights, weights, what: str, ignore: tuple[s
     return model
 
 
-def _resnet_psp(name: str, arch: str, num_classes: int, head_dim: int, backbone_weights=None, weights=None,
-                **kw) -> PSPNet:
+def _resnet_psp(
+    name: str, arch: str, num_classes: int, head_dim: int, backbone_weights=None, weights=None, **kw
+) -> PSPNet:
     backbone = ResNet(arch, output_stride=8)
     model = PSPNet(name, backbone, num_classes, ppm_dim=backbone.channels[1] // 4, head_dim=head_dim, **kw)
     return _finish(model, backbone_weights, weights, arch, ("fc.",))

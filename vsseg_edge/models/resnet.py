@@ -95,8 +95,12 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         dilated = output_stride == 8
         cin = 64
-        specs = [(64, 1, 1), (128, 2, 1), (256, 1 if dilated else 2, 2 if dilated else 1),
-                 (512, 1 if dilated else 2, 4 if dilated else 1)]
+        specs = [
+            (64, 1, 1),
+            (128, 2, 1),
+            (256, 1 if dilated else 2, 2 if dilated else 1),
+            (512, 1 if dilated else 2, 4 if dilated else 1),
+        ]
         for i, ((planes, stride, dilation), depth) in enumerate(zip(specs, depths), start=1):
             blocks = []
             for j in range(depth):

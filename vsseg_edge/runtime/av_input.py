@@ -66,8 +66,9 @@ def rtp_opener(uri: SourceURI, codec: str, timeout_s: float = 10.0):
     try:
         import av
     except ImportError:
-        raise VssegError(f"--source {uri.text}: RTP input needs PyAV; install it with: "
-                         "pip install 'vsseg-edge[edge]'") from None
+        raise VssegError(
+            f"--source {uri.text}: RTP input needs PyAV; install it with: pip install 'vsseg-edge[edge]'"
+        ) from None
     sdp = rtp_input_sdp(uri, codec)
 
     def open_rtp():
@@ -81,9 +82,12 @@ def rtp_opener(uri: SourceURI, codec: str, timeout_s: float = 10.0):
 
         container = None
         try:
-            container = av.open(path, format="sdp", timeout=(timeout_s, timeout_s),
-                                options={"protocol_whitelist": "file,udp,rtp", "reorder_queue_size": "0",
-                                         "probesize": "32"})
+            container = av.open(
+                path,
+                format="sdp",
+                timeout=(timeout_s, timeout_s),
+                options={"protocol_whitelist": "file,udp,rtp", "reorder_queue_size": "0", "probesize": "32"},
+            )
             return AvCapture(container, uri.text, remove)
         except Exception as exc:  # av.error.* (timeouts, bad SDP) or no video stream in it
             if container is not None:

@@ -85,9 +85,19 @@ class H264Writer:
     seconds and the stream carries it (streams: played at the pace frames were captured).
     """
 
-    def __init__(self, target: str, fmt: str | None, fps: float, hw: tuple[int, int], *, what: str,
-                 container_options: dict | None = None, codec_options: dict | None = None,
-                 bitrate: int | None = None, timestamps: bool = False):
+    def __init__(
+        self,
+        target: str,
+        fmt: str | None,
+        fps: float,
+        hw: tuple[int, int],
+        *,
+        what: str,
+        container_options: dict | None = None,
+        codec_options: dict | None = None,
+        bitrate: int | None = None,
+        timestamps: bool = False,
+    ):
         av = av_module()
         if av is None:
             raise VssegError(f"{what}: H.264 output needs PyAV; install it with: pip install 'vsseg-edge[edge]'")
@@ -181,8 +191,15 @@ class H264FileWriter:
         self._tmp = self._stack.enter_context(atomic_path(self.path, "--save"))
         options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
         try:
-            self._writer = H264Writer(str(self._tmp), fmt, fps, hw, what=what, container_options=options,
-                                      codec_options={"preset": "veryfast", "crf": "23"})
+            self._writer = H264Writer(
+                str(self._tmp),
+                fmt,
+                fps,
+                hw,
+                what=what,
+                container_options=options,
+                codec_options={"preset": "veryfast", "crf": "23"},
+            )
         except BaseException:
             self.abort()
             raise
@@ -252,9 +269,11 @@ def open_h264_writer(path: str | Path, fps: float, hw: tuple[int, int], what: st
 def rtp_sdp(host: str, port: int, payload_type: int = RTP_PAYLOAD_TYPE) -> str:
     """The session description a receiver needs for our H.264 RTP stream (ffplay/VLC open it as a file)."""
     family = "IP6" if ":" in host else "IP4"
-    return (f"v=0\no=- 0 0 IN {family} {host}\ns=vsseg-edge\nc=IN {family} {host}\nt=0 0\n"
-            f"m=video {port} RTP/AVP {payload_type}\na=rtpmap:{payload_type} H264/90000\n"
-            f"a=fmtp:{payload_type} packetization-mode=1\n")
+    return (
+        f"v=0\no=- 0 0 IN {family} {host}\ns=vsseg-edge\nc=IN {family} {host}\nt=0 0\n"
+        f"m=video {port} RTP/AVP {payload_type}\na=rtpmap:{payload_type} H264/90000\n"
+        f"a=fmtp:{payload_type} packetization-mode=1\n"
+    )
 
 
 def parse_stream_url(url: str) -> tuple[str, str, int]:
@@ -306,12 +325,23 @@ class StreamSink(Sink):
         codec = {"preset": "ultrafast", "tune": "zerolatency", "g": str(gop), "bf": "0"}
         if self.scheme == "rtp":
             target, fmt, options = f"rtp://{self.host}:{self.port}?pkt_size=1200", "rtp", {}
-            _log(f"--save {self.url}: H.264 RTP, payload type {RTP_PAYLOAD_TYPE}; a receiver opens this SDP "
-                 f"(e.g. ffplay -protocol_whitelist file,udp,rtp stream.sdp):\n{self.sdp.rstrip()}")
+            _log(
+                f"--save {self.url}: H.264 RTP, payload type {RTP_PAYLOAD_TYPE}; a receiver opens this SDP "
+                f"(e.g. ffplay -protocol_whitelist file,udp,rtp stream.sdp):\n{self.sdp.rstrip()}"
+            )
         else:
             target, fmt, options = self.url, "rtsp", {"rtsp_transport": "tcp"}
-        self._writer = H264Writer(target, fmt, self.fps, hw, what=f"--save {self.url}", container_options=options,
-                                  codec_options=codec, bitrate=self.bitrate, timestamps=True)
+        self._writer = H264Writer(
+            target,
+            fmt,
+            self.fps,
+            hw,
+            what=f"--save {self.url}",
+            container_options=options,
+            codec_options=codec,
+            bitrate=self.bitrate,
+            timestamps=True,
+        )
 
     def write(self, frame, labels, vis, hud) -> bool:
         if self._writer is None:

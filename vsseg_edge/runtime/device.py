@@ -146,8 +146,10 @@ class DevicePreprocess:
     def __init__(self, spec: PreprocessSpec, frame_hw: tuple[int, int], device="cpu"):
         self.spec, self.frame_hw = spec, tuple(frame_hw)
         if self.frame_hw != spec.size and spec.resize == "none":
-            raise VssegError(f"frame: is {frame_hw[0]}x{frame_hw[1]}, the model takes {spec.height}x{spec.width} "
-                             "and its preprocessing does not resize")
+            raise VssegError(
+                f"frame: is {frame_hw[0]}x{frame_hw[1]}, the model takes {spec.height}x{spec.width} "
+                "and its preprocessing does not resize"
+            )
         self.rows = self.cols = None
         self.rounding = EXACT
         if self.frame_hw != spec.size:
@@ -162,8 +164,9 @@ class DevicePreprocess:
     def resize(self, frame: torch.Tensor) -> torch.Tensor:
         """The resized frame, H×W×3 float32 holding uint8 values (BGR, as the frame)."""
         if tuple(frame.shape) != (*self.frame_hw, 3) or frame.dtype != torch.uint8:
-            raise VssegError(f"frame: expected uint8 {self.frame_hw[0]}x{self.frame_hw[1]}x3, got "
-                             f"{frame.dtype} {tuple(frame.shape)}")
+            raise VssegError(
+                f"frame: expected uint8 {self.frame_hw[0]}x{self.frame_hw[1]}x3, got {frame.dtype} {tuple(frame.shape)}"
+            )
         if self.rows is None:
             return frame.float()
         x = self.cols.apply(self.rows.apply(frame, 0), 1).float()

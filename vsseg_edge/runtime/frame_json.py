@@ -35,8 +35,7 @@ def class_shares(labels: np.ndarray, classes: list[str]) -> tuple[dict[str, floa
     counts = np.bincount(labels.ravel(), minlength=256).astype(np.float64)
     total = max(float(labels.size), 1.0)
     n = len(classes)
-    shares = {classes[i]: round(counts[i] / total, 4) for i in np.argsort(-counts[:n], kind="stable")
-              if counts[i] > 0}
+    shares = {classes[i]: round(counts[i] / total, 4) for i in np.argsort(-counts[:n], kind="stable") if counts[i] > 0}
     return shares, round(float(counts[n:].sum()) / total, 4)
 
 
@@ -72,8 +71,15 @@ class FrameJsonSink(Sink):
 
     def record(self, frame, labels: np.ndarray) -> dict:
         shares, ignored = class_shares(labels, self.classes)
-        rec = {"frame": int(frame.index), "name": frame.name, "t": round(self._epoch + frame.t_captured, 6),
-               "height": int(labels.shape[0]), "width": int(labels.shape[1]), "shares": shares, "ignored": ignored}
+        rec = {
+            "frame": int(frame.index),
+            "name": frame.name,
+            "t": round(self._epoch + frame.t_captured, 6),
+            "height": int(labels.shape[0]),
+            "width": int(labels.shape[1]),
+            "shares": shares,
+            "ignored": ignored,
+        }
         times = getattr(frame, "times", None)
         for key in TIMINGS:
             value = getattr(times, key, None) if times is not None else None

@@ -67,8 +67,11 @@ def source_name(spec: str) -> str:
             name = "-".join(p for p in (url.hostname, last) if p) or "-".join(p for p in (url.scheme, port) if p)
     else:
         parts = [p for p in Path(spec).parts if p not in ("/", ".", "..") and not _WILDCARD.search(p)]
-        name = (Path(parts[-1]).stem if Path(spec).suffix and not _WILDCARD.search(Path(spec).name)
-                else parts[-1]) if parts else ""
+        name = (
+            (Path(parts[-1]).stem if Path(spec).suffix and not _WILDCARD.search(Path(spec).name) else parts[-1])
+            if parts
+            else ""
+        )
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "source"
 
 
@@ -115,16 +118,31 @@ class MultiRunResult:
         return "; ".join(self.errors) if self.errors else None
 
     def summary(self) -> dict:
-        return {"frames": self.frames, "stopped_by": self.stopped_by, "signal": self.signal, "sources": self.streams,
-                "batches": self.batches, "errors": self.errors}
+        return {
+            "frames": self.frames,
+            "stopped_by": self.stopped_by,
+            "signal": self.signal,
+            "sources": self.streams,
+            "batches": self.batches,
+            "errors": self.errors,
+        }
 
 
 class MultiPipeline(OutputHandoff):
     """Run `backend` on the frames of several sources, batched per step, into each source's own sinks."""
 
-    def __init__(self, streams: list[Stream], backend: Backend, *, max_batch: int | None = None, alpha: float = 0.5,
-                 max_frames: int | None = None, queue_size: int = 2, handle_signals: bool = True,
-                 poll_s: float = 0.001):
+    def __init__(
+        self,
+        streams: list[Stream],
+        backend: Backend,
+        *,
+        max_batch: int | None = None,
+        alpha: float = 0.5,
+        max_frames: int | None = None,
+        queue_size: int = 2,
+        handle_signals: bool = True,
+        poll_s: float = 0.001,
+    ):
         if not streams:
             raise VssegError("run: no source")
         cap = backend.max_batch
@@ -236,8 +254,16 @@ class MultiPipeline(OutputHandoff):
             for sink in st.sinks:
                 keep_going = sink.write(frame, lab, vis, self._hud_lines(st, len(ready))) and keep_going
             t3 = time.perf_counter()
-            times = FrameTimes(frame.index, frame.t_captured, frame.capture_ms, preprocess_ms, infer_ms,
-                               per_frame_ms + (t2 - t1) * 1e3, (t3 - t2) * 1e3, t3)
+            times = FrameTimes(
+                frame.index,
+                frame.t_captured,
+                frame.capture_ms,
+                preprocess_ms,
+                infer_ms,
+                per_frame_ms + (t2 - t1) * 1e3,
+                (t3 - t2) * 1e3,
+                t3,
+            )
             rec = times.record(st.source.drops, st.source.decode_failures)
             rec["batch"] = len(ready)  # the frame shared its preprocess and infer times with batch - 1 others
             st.stats.add(rec)
@@ -249,14 +275,16 @@ class MultiPipeline(OutputHandoff):
         if len(st.recent) < 2:
             return [st.name, self.backend.describe()]
         fps, lat = recent_rate(st.recent)
-        return [f"{st.name}  {fps:5.1f} FPS  latency {lat:6.1f} ms", f"drops {st.source.drops}  batch {batch}",
-                f"{self.backend.name} {self.backend.device}"]
+        return [
+            f"{st.name}  {fps:5.1f} FPS  latency {lat:6.1f} ms",
+            f"drops {st.source.drops}  batch {batch}",
+            f"{self.backend.name} {self.backend.device}",
+        ]
 
     # -- run -------------------------------------------------------------------------------------------
     def run(self) -> MultiRunResult:
         """Run until every source ends (or a stop); always finalise every source's sinks and stats."""
-        restore = (stop_on_signals(self.request_stop, self._record_signal) if self._handle_signals
-                   else (lambda: None))
+        restore = stop_on_signals(self.request_stop, self._record_signal) if self._handle_signals else (lambda: None)
         self._output_thread = threading.Thread(target=self._output_loop, name="output", daemon=True)
         infer_thread = threading.Thread(target=self._infer_loop, name="batch-infer", daemon=True)
         try:
@@ -295,26 +323,40 @@ class MultiPipeline(OutputHandoff):
         streams, errors = [], []
         for st in self.streams:
             summary = summarize(st.stats.records, st.source.drops, st.source.decode_failures)
-            streams.append({"name": st.name, "source": st.source.description, "summary": summary,
-                            "error": st.source.error})
+            streams.append(
+                {"name": st.name, "source": st.source.description, "summary": summary, "error": st.source.error}
+            )
             if st.source.error:
                 errors.append(f"{st.name}: {st.source.error}")
         stopped = "error" if errors and self._stopped_by in ("end", "max-frames") else self._stopped_by
-        return MultiRunResult(sum(len(st.stats.records) for st in self.streams), stopped, streams,
-                              self._batch_summary(), errors, self._signal)
+        return MultiRunResult(
+            sum(len(st.stats.records) for st in self.streams),
+            stopped,
+            streams,
+            self._batch_summary(),
+            errors,
+            self._signal,
+        )
 
     def _batch_summary(self) -> dict:
         sizes = np.array(self._batch_sizes, np.int64)
         pre, inf = np.array(self._pre_ms, np.float64), np.array(self._infer_ms, np.float64)
 
         def pct(v):
-            return {"p50": round(float(np.percentile(v, 50)), 3), "p99": round(float(np.percentile(v, 99)), 3)} \
-                if len(v) else {"p50": None, "p99": None}
+            return (
+                {"p50": round(float(np.percentile(v, 50)), 3), "p99": round(float(np.percentile(v, 99)), 3)}
+                if len(v)
+                else {"p50": None, "p99": None}
+            )
 
-        return {"steps": int(sizes.size), "max_batch": self.max_batch,
-                "mean": round(float(sizes.mean()), 3) if sizes.size else None,
-                "histogram": {str(k): int((sizes == k).sum()) for k in range(1, self.max_batch + 1)},
-                "preprocess_ms": pct(pre), "infer_ms": pct(inf)}
+        return {
+            "steps": int(sizes.size),
+            "max_batch": self.max_batch,
+            "mean": round(float(sizes.mean()), 3) if sizes.size else None,
+            "histogram": {str(k): int((sizes == k).sum()) for k in range(1, self.max_batch + 1)},
+            "preprocess_ms": pct(pre),
+            "infer_ms": pct(inf),
+        }
 
 
 def format_multi_summary(result: MultiRunResult) -> str:
@@ -330,6 +372,8 @@ def format_multi_summary(result: MultiRunResult) -> str:
         lines.append(line + (f"  error: {s['error']}" if s["error"] else ""))
     b = result.batches
     if b["steps"]:
-        lines.append(f"batches {b['steps']} (mean {b['mean']:.2f} frames, at most {b['max_batch']}); per batch: "
-                     f"preprocess p50 {b['preprocess_ms']['p50']:.1f} ms, infer p50 {b['infer_ms']['p50']:.1f} ms")
+        lines.append(
+            f"batches {b['steps']} (mean {b['mean']:.2f} frames, at most {b['max_batch']}); per batch: "
+            f"preprocess p50 {b['preprocess_ms']['p50']:.1f} ms, infer p50 {b['infer_ms']['p50']:.1f} ms"
+        )
     return "\n".join(lines)

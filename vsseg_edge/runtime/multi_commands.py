@@ -47,19 +47,26 @@ def _folders(save: str | Path | None, stats: Path | None, frame_json: str | None
     if save is not None:
         text = str(save)
         if "://" in text and not text.lower().startswith("file://"):
-            raise VssegError(f"--save {text}: with several sources --save names a folder (OUT/<name>.mp4 per "
-                             "source); stream one source per process")
-        save = Path(text[len("file://"):] if text.lower().startswith("file://") else text)
+            raise VssegError(
+                f"--save {text}: with several sources --save names a folder (OUT/<name>.mp4 per "
+                "source); stream one source per process"
+            )
+        save = Path(text[len("file://") :] if text.lower().startswith("file://") else text)
     if frame_json is not None and str(frame_json) == "-":
         raise VssegError("--frame-json -: with several sources --frame-json names a folder (OUT/<name>.jsonl)")
     frame_json = Path(frame_json) if frame_json is not None else None
-    for flag, out, bad in (("--save", save, _VIDEO_SUFFIXES + (".mkv",)), ("--stats", stats, (".jsonl", ".json")),
-                           ("--frame-json", frame_json, (".jsonl", ".json"))):
+    for flag, out, bad in (
+        ("--save", save, _VIDEO_SUFFIXES + (".mkv",)),
+        ("--stats", stats, (".jsonl", ".json")),
+        ("--frame-json", frame_json, (".jsonl", ".json")),
+    ):
         if out is None:
             continue
         if out.suffix.lower() in bad:
-            raise VssegError(f"{flag} {out}: with several sources {flag} names a folder "
-                             f"(one file per source inside it), not a {out.suffix} file")
+            raise VssegError(
+                f"{flag} {out}: with several sources {flag} names a folder "
+                f"(one file per source inside it), not a {out.suffix} file"
+            )
         if out.exists() and not out.is_dir():
             raise VssegError(f"{flag} {out}: exists and is not a folder (several sources write one file each)")
     return save, frame_json
@@ -69,10 +76,12 @@ def _outputs(names: list[str], save, save_masks, stats, frame_json) -> dict[str,
     """Per source name: {flag: the path it writes}."""
     out = {}
     for name in names:
-        paths = {"--save": save / f"{name}.mp4" if save is not None else None,
-                 "--save-masks": save_masks / name if save_masks is not None else None,
-                 "--stats": stats / f"{name}.jsonl" if stats is not None else None,
-                 "--frame-json": frame_json / f"{name}.jsonl" if frame_json is not None else None}
+        paths = {
+            "--save": save / f"{name}.mp4" if save is not None else None,
+            "--save-masks": save_masks / name if save_masks is not None else None,
+            "--stats": stats / f"{name}.jsonl" if stats is not None else None,
+            "--frame-json": frame_json / f"{name}.jsonl" if frame_json is not None else None,
+        }
         out[name] = {flag: path for flag, path in paths.items() if path is not None}
     return out
 
@@ -88,8 +97,9 @@ def _check_outputs(model: Path, specs: list[str], outputs: dict) -> None:
     for flag, path in files:
         other = seen.setdefault(path.resolve(), flag)
         if other != flag:
-            raise VssegError(f"{flag} {path.parent}: {other} writes {path.name} there too; give each output its "
-                             "own folder")
+            raise VssegError(
+                f"{flag} {path.parent}: {other} writes {path.name} there too; give each output its own folder"
+            )
 
 
 def _build_streams(specs, names, outputs, *, show, mask_format, label_set, open_source, source_options):
@@ -130,12 +140,27 @@ def _build_streams(specs, names, outputs, *, show, mask_format, label_set, open_
     return streams
 
 
-def run_sources(model: Path, specs: list[str], *, backend: str | None = None, show: bool = False,
-                save: str | Path | None = None, save_masks: Path | None = None, size: str | None = None,
-                alpha: float = 0.5, max_frames: int | None = None, stats: Path | None = None, threads: int = 0,
-                fp16: bool | None = None, cuda_graph: bool = False, max_batch: int | None = None,
-                mask_format: str = "ids", frame_json: str | None = None, classes: str | None = None,
-                source_options=None):
+def run_sources(
+    model: Path,
+    specs: list[str],
+    *,
+    backend: str | None = None,
+    show: bool = False,
+    save: str | Path | None = None,
+    save_masks: Path | None = None,
+    size: str | None = None,
+    alpha: float = 0.5,
+    max_frames: int | None = None,
+    stats: Path | None = None,
+    threads: int = 0,
+    fp16: bool | None = None,
+    cuda_graph: bool = False,
+    max_batch: int | None = None,
+    mask_format: str = "ids",
+    frame_json: str | None = None,
+    classes: str | None = None,
+    source_options=None,
+):
     """Open the backend, every source and its sinks, run the batched pipeline, print the per-source table and
     write OUT/summary.json for --stats; return the MultiRunResult."""
     from ..core.classes import resolve_classes
@@ -159,16 +184,29 @@ def run_sources(model: Path, specs: list[str], *, backend: str | None = None, sh
     outputs = _outputs(names, save, save_masks, stats, frame_json)
     _check_outputs(model, specs, outputs)
     hw = parse_size(size) if size is not None else None
-    options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16,
-                              cuda_graph=cuda_graph)
+    options = backend_options(backend or infer_backend_name(model), threads=threads, fp16=fp16, cuda_graph=cuda_graph)
     label_set = resolve_classes(classes) if classes is not None else None
     with open_run_backend(model, backend, options, hw, label_set, classes) as be:
-        streams = _build_streams(specs, names, outputs, show=show, mask_format=mask_format, label_set=be.label_set,
-                                 open_source=open_source, source_options=source_options)
+        streams = _build_streams(
+            specs,
+            names,
+            outputs,
+            show=show,
+            mask_format=mask_format,
+            label_set=be.label_set,
+            open_source=open_source,
+            source_options=source_options,
+        )
         pipe = MultiPipeline(streams, be, max_batch=max_batch, alpha=alpha, max_frames=max_frames)
-        typer.echo(f"{be.describe()} ← {len(streams)} sources, batches of up to {pipe.max_batch}"
-                   + ("" if be.max_batch is None or be.max_batch >= len(streams) else
-                      f" (the model takes batch {be.max_batch}; export --dynamic-batch for more)"), err=True)
+        typer.echo(
+            f"{be.describe()} ← {len(streams)} sources, batches of up to {pipe.max_batch}"
+            + (
+                ""
+                if be.max_batch is None or be.max_batch >= len(streams)
+                else f" (the model takes batch {be.max_batch}; export --dynamic-batch for more)"
+            ),
+            err=True,
+        )
         width = max(len(n) for n in names)
         for st, spec in zip(streams, specs):
             typer.echo(f"  {st.name:<{width}} ← {spec}", err=True)
@@ -177,6 +215,5 @@ def run_sources(model: Path, specs: list[str], *, backend: str | None = None, sh
         write_json(stats / "summary.json", {"model": str(model), **result.summary()})
     typer.echo(format_multi_summary(result), err=True)
     if result.frames == 0 and result.stopped_by in ("end", "error"):
-        raise VssegError("run: no frame was segmented from any source"
-                         + (f" ({result.error})" if result.error else ""))
+        raise VssegError("run: no frame was segmented from any source" + (f" ({result.error})" if result.error else ""))
     return result

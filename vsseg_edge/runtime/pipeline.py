@@ -88,9 +88,19 @@ class OutputHandoff:
 class Pipeline(OutputHandoff):
     """Run `backend` on every frame of `source` (or the latest one, for live sources) into `sinks`."""
 
-    def __init__(self, source: Source, backend: Backend, sinks: list[Sink], *, alpha: float = 0.5,
-                 max_frames: int | None = None, stats_path: str | None = None, queue_size: int = 2,
-                 handle_signals: bool = True, preprocess: str = "auto"):
+    def __init__(
+        self,
+        source: Source,
+        backend: Backend,
+        sinks: list[Sink],
+        *,
+        alpha: float = 0.5,
+        max_frames: int | None = None,
+        stats_path: str | None = None,
+        queue_size: int = 2,
+        handle_signals: bool = True,
+        preprocess: str = "auto",
+    ):
         self.source, self.backend, self.sinks = source, backend, list(sinks)
         self.alpha, self.max_frames = alpha, max_frames
         self.stats = StatsCollector(stats_path)
@@ -98,15 +108,17 @@ class Pipeline(OutputHandoff):
         self._stop = threading.Event()
         self._stopped_by = "end"
         self._errors: list[BaseException] = []
-        self._lut = bgr_lut(label_set_for(backend.classes or [str(i) for i in range(255)],
-                                          getattr(backend, "palette", None)))
+        self._lut = bgr_lut(
+            label_set_for(backend.classes or [str(i) for i in range(255)], getattr(backend, "palette", None))
+        )
         self._needs_overlay = any(s.needs_overlay for s in self.sinks)
         self._recent = deque(maxlen=30)  # (t_done, latency) of the last frames, for the HUD
         self._handle_signals = handle_signals
         self._signal: int | None = None
         # frames in flight: the output queue, the one being emitted and the one being submitted
-        self.stage = open_stage(backend, mode=preprocess, lut=self._lut, alpha=alpha,
-                                overlay=self._needs_overlay, slots=queue_size + 2)
+        self.stage = open_stage(
+            backend, mode=preprocess, lut=self._lut, alpha=alpha, overlay=self._needs_overlay, slots=queue_size + 2
+        )
 
     # -- control ---------------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -168,8 +180,11 @@ class Pipeline(OutputHandoff):
         if len(self._recent) < 2:
             return [self.backend.describe()]
         fps, lat = recent_rate(self._recent)
-        return [f"{fps:5.1f} FPS  latency {lat:6.1f} ms", f"drops {self.source.drops}",
-                f"{self.backend.name} {self.backend.device}"]
+        return [
+            f"{fps:5.1f} FPS  latency {lat:6.1f} ms",
+            f"drops {self.source.drops}",
+            f"{self.backend.name} {self.backend.device}",
+        ]
 
     # -- run -------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -211,8 +226,7 @@ class Pipeline(OutputHandoff):
             raise self._errors[0]
         summary = summarize(self.stats.records, self.source.drops, self.source.decode_failures)
         stopped = "error" if self.source.error and self._stopped_by == "end" else self._stopped_by
-        return RunResult(len(self.stats.records), stopped, summary, self.source.error, self.stats.records,
-                         self._signal)
+        return RunResult(len(self.stats.records), stopped, summary, self.source.error, self.stats.records, self._signal)
 
     def _install_signals(self):
         if not self._handle_signals:

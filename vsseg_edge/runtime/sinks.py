@@ -87,8 +87,10 @@ class VideoSink(Sink):
     def __init__(self, path: str | Path, fps: float | None = None, probe_frames: int = 12):
         self.path = Path(path)
         if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv", ".avi"):
-            raise VssegError(f"--save {path}: expected a .mp4 (or .mkv/.mov/.avi) file name, or rtp://HOST:PORT "
-                             "or rtsp://HOST:PORT/PATH")
+            raise VssegError(
+                f"--save {path}: expected a .mp4 (or .mkv/.mov/.avi) file name, or rtp://HOST:PORT "
+                "or rtsp://HOST:PORT/PATH"
+            )
         check_output(self.path, "--save")
         self.codec = self._pick_codec()
         self.fps = fps if fps and fps > 0 else None
@@ -118,8 +120,10 @@ class VideoSink(Sink):
             return "h264"
         if suffix == ".mkv":
             raise VssegError(f"--save {self.path}: .mkv needs PyAV; install it with: pip install 'vsseg-edge[edge]'")
-        _log(f"--save {self.path}: PyAV is not installed, writing MPEG-4 Part 2 (mp4v), which browsers do not "
-             "play; for H.264: pip install 'vsseg-edge[edge]'")
+        _log(
+            f"--save {self.path}: PyAV is not installed, writing MPEG-4 Part 2 (mp4v), which browsers do not "
+            "play; for H.264: pip install 'vsseg-edge[edge]'"
+        )
         return "mp4v"
 
     def _open(self, hw: tuple[int, int]) -> None:
@@ -137,8 +141,9 @@ class VideoSink(Sink):
         """Open the writer at the rate measured over the probed frames, then write them."""
         rate = measured_fps([t for t, _ in self._probe])
         self.fps = round(rate, 2) if rate else 30.0
-        _log(f"--save {self.path}: live source, recording at {self.fps:g} FPS "
-             f"(measured over {len(self._probe)} frames)")
+        _log(
+            f"--save {self.path}: live source, recording at {self.fps:g} FPS (measured over {len(self._probe)} frames)"
+        )
         probe, self._probe = self._probe, []
         self._open(probe[0][1].shape[:2])
         for _, vis in probe:
@@ -184,8 +189,10 @@ class VideoSink(Sink):
             return
         actual = (self.frames - 1) / max(self._t_last - self._t_first, 1e-9)
         if abs(actual / self.fps - 1) > 0.2:
-            _log(f"--save {self.path}: recorded at {self.fps:g} FPS but the run averaged {actual:.1f} FPS; "
-                 f"the video plays {self.fps / actual:.2f}x real time")
+            _log(
+                f"--save {self.path}: recorded at {self.fps:g} FPS but the run averaged {actual:.1f} FPS; "
+                f"the video plays {self.fps / actual:.2f}x real time"
+            )
 
 
 MASK_FORMATS = ("ids", "color", "labelids")
@@ -224,8 +231,10 @@ class MaskSink(Sink):
             self._lut = bgr_lut(label_set)
         elif self.format == "labelids":
             if not label_set.is_cityscapes:
-                raise VssegError(f"--mask-format labelids: Cityscapes label ids need a Cityscapes model; this one "
-                                 f"predicts {label_set.num_classes} classes ({', '.join(label_set.classes[:4])} …)")
+                raise VssegError(
+                    f"--mask-format labelids: Cityscapes label ids need a Cityscapes model; this one "
+                    f"predicts {label_set.num_classes} classes ({', '.join(label_set.classes[:4])} …)"
+                )
             self._lut = CITYSCAPES_TRAINID_TO_ID
 
     def write(self, frame, labels, vis, hud) -> bool:
@@ -269,9 +278,11 @@ class WindowSink(Sink):
         try:
             self._gui.namedWindow(title, self._gui.WINDOW_NORMAL)
         except self._gui.error:
-            raise VssegError("--show: this OpenCV has no windows (opencv-python-headless); for --show: "
-                             "pip uninstall -y opencv-python-headless && pip install 'vsseg-edge[gui]'; or --save "
-                             "out.mp4 / rtp://HOST:PORT") from None
+            raise VssegError(
+                "--show: this OpenCV has no windows (opencv-python-headless); for --show: "
+                "pip uninstall -y opencv-python-headless && pip install 'vsseg-edge[gui]'; or --save "
+                "out.mp4 / rtp://HOST:PORT"
+            ) from None
         self._lock = threading.Lock()
         self._pending: np.ndarray | None = None
         self._quit = False

@@ -199,8 +199,10 @@ class VideoFileSource(OrderedSource):
 
     def _ended_at(self, pos: int) -> None:
         if self.frame_count and pos < self.frame_count:
-            _log(f"{self.path}: ends after {pos} of the {self.frame_count} frames its header announces "
-                 "(truncated file or undecodable tail)")
+            _log(
+                f"{self.path}: ends after {pos} of the {self.frame_count} frames its header announces "
+                "(truncated file or undecodable tail)"
+            )
 
 
 class LiveSource(Source):
@@ -216,9 +218,18 @@ class LiveSource(Source):
 
     live = True
 
-    def __init__(self, opener: Callable, description: str, *, max_retries: int = 5, retry_delay: float = 0.5,
-                 max_delay: float = 8.0, stall_timeout: float = 10.0, clock: Callable[[], float] = time.perf_counter,
-                 wait: Callable[[float], bool] | None = None):
+    def __init__(
+        self,
+        opener: Callable,
+        description: str,
+        *,
+        max_retries: int = 5,
+        retry_delay: float = 0.5,
+        max_delay: float = 8.0,
+        stall_timeout: float = 10.0,
+        clock: Callable[[], float] = time.perf_counter,
+        wait: Callable[[float], bool] | None = None,
+    ):
         super().__init__()
         self._clock = clock
         self._wait = wait or self._stop.wait
@@ -265,8 +276,10 @@ class LiveSource(Source):
         while self._attempts < self.max_retries:
             self._attempts += 1
             delay = min(self.retry_delay * 2 ** (self._attempts - 1), self.max_delay)
-            _log(f"{self.description}: no frame (disconnected or stalled); reconnect "
-                 f"{self._attempts}/{self.max_retries} in {delay:.1f}s")
+            _log(
+                f"{self.description}: no frame (disconnected or stalled); reconnect "
+                f"{self._attempts}/{self.max_retries} in {delay:.1f}s"
+            )
             if self._wait(delay):
                 return False
             self._last_frame_time = self._clock()  # reconnecting is not a stall
@@ -304,8 +317,9 @@ class LiveSource(Source):
                 if self._stop.is_set():
                     return None
                 if now - self._last_frame_time > self.stall_timeout:
-                    self.error = self.error or (f"{self.description}: no frame for {self.stall_timeout:g}s "
-                                                "(stream stalled); stopping")
+                    self.error = self.error or (
+                        f"{self.description}: no frame for {self.stall_timeout:g}s (stream stalled); stopping"
+                    )
                     self._stop.set()
                     return None
                 if deadline is not None and now >= deadline:
@@ -327,15 +341,23 @@ def _cap_fps(cap) -> float | None:
         return None
 
 
-def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: float = 30, flip: int = 0,
-                 sensor_mode: int | None = None) -> str:
+def csi_pipeline(
+    sensor_id: int = 0,
+    width: int = 1280,
+    height: int = 720,
+    fps: float = 30,
+    flip: int = 0,
+    sensor_mode: int | None = None,
+) -> str:
     """The GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc → BGR appsink keeping one buffer)."""
     mode = f" sensor-mode={sensor_mode}" if sensor_mode is not None else ""
     rate = f"{int(fps)}/1" if float(fps).is_integer() else f"{int(round(fps * 1000))}/1000"
-    return (f"nvarguscamerasrc sensor-id={sensor_id}{mode} ! video/x-raw(memory:NVMM), width={width}, "
-            f"height={height}, format=NV12, framerate={rate} ! nvvidconv flip-method={flip} ! "
-            "video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 "
-            "sync=false")
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id}{mode} ! video/x-raw(memory:NVMM), width={width}, "
+        f"height={height}, format=NV12, framerate={rate} ! nvvidconv flip-method={flip} ! "
+        "video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 "
+        "sync=false"
+    )
 
 
 def _opencv_has(backend: str) -> bool:
@@ -347,8 +369,7 @@ def _opencv_has(backend: str) -> bool:
     return False
 
 
-def _camera_opener(index: int | str, size: tuple[int, int] | None, rate: float | None = None,
-                   flag: str | None = None):
+def _camera_opener(index: int | str, size: tuple[int, int] | None, rate: float | None = None, flag: str | None = None):
     """Open a V4L2 camera by index or device path (/dev/video0, /dev/v4l/by-id/…), asking for size and rate."""
     import cv2
 
@@ -358,8 +379,11 @@ def _camera_opener(index: int | str, size: tuple[int, int] | None, rate: float |
         cap = cv2.VideoCapture(index, cv2.CAP_V4L2)
         if not cap.isOpened():
             cap.release()
-            where = f"at index {index} (/dev/video{index} missing or busy)" if isinstance(index, int) else \
-                f"at {index} (missing or busy)"
+            where = (
+                f"at index {index} (/dev/video{index} missing or busy)"
+                if isinstance(index, int)
+                else f"at {index} (missing or busy)"
+            )
             raise VssegError(f"{flag}: no camera {where}")
         if size is not None:
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[0])
@@ -389,8 +413,15 @@ def _stream_opener(url: str, api: int, what: str, timeout_ms: int = 5000):
     return open_stream
 
 
-def open_source(source: str | int | None = None, *, camera: int | None = None, csi: bool = False,
-                size: tuple[int, int] | None = None, options=None, **live_kw) -> Source:
+def open_source(
+    source: str | int | None = None,
+    *,
+    camera: int | None = None,
+    csi: bool = False,
+    size: tuple[int, int] | None = None,
+    options=None,
+    **live_kw,
+) -> Source:
     """Open what a source text names (`runtime.uri`: csi://N, v4l2:///dev/videoN, /dev/videoN, an index,
     rtsp://…, rtp://@:PORT, file://…, a file, folder or glob, a GStreamer pipeline), with jetson-utils'
     input options (`options`: a `uri.SourceOptions`). `camera=N` and `csi=True` are the older flags."""
@@ -410,16 +441,21 @@ def open_source(source: str | int | None = None, *, camera: int | None = None, c
         raise VssegError("run: give --source (a file, folder, glob, csi://N, /dev/videoN or a URL) or --camera N")
     else:
         uri = parse_source(source)
-        flag = f"--source {uri.text}" if not (isinstance(source, int) or str(source).isdigit()) else \
-            f"--camera {source}"
+        flag = (
+            f"--source {uri.text}" if not (isinstance(source, int) or str(source).isdigit()) else f"--camera {source}"
+        )
     if uri.kind == "csi":
         if not _opencv_has("GStreamer"):
             raise VssegError(f"{flag}: this OpenCV build has no GStreamer support (use the JetPack OpenCV)")
         h, w = opts.size or (720, 1280)
-        pipe = csi_pipeline(uri.index, width=w, height=h, fps=opts.rate or 30, flip=opts.flip_method,
-                            sensor_mode=opts.sensor_mode)
-        src = LiveSource(_stream_opener(pipe, cv2.CAP_GSTREAMER, flag.removeprefix("--source ")),
-                         f"CSI camera {uri.index}", **live_kw)
+        pipe = csi_pipeline(
+            uri.index, width=w, height=h, fps=opts.rate or 30, flip=opts.flip_method, sensor_mode=opts.sensor_mode
+        )
+        src = LiveSource(
+            _stream_opener(pipe, cv2.CAP_GSTREAMER, flag.removeprefix("--source ")),
+            f"CSI camera {uri.index}",
+            **live_kw,
+        )
         return src  # flipped and sized by the camera pipeline itself
     if uri.kind == "v4l2":
         index = uri.index if uri.location == f"/dev/video{uri.index}" else uri.location
@@ -427,11 +463,11 @@ def open_source(source: str | int | None = None, *, camera: int | None = None, c
     elif uri.kind == "gstreamer":
         if not _opencv_has("GStreamer"):
             raise VssegError(f"--source {uri.text[:40]!r}…: this OpenCV build has no GStreamer support")
-        src = LiveSource(_stream_opener(uri.location, cv2.CAP_GSTREAMER, "pipeline"), "GStreamer pipeline",
-                         **live_kw)
+        src = LiveSource(_stream_opener(uri.location, cv2.CAP_GSTREAMER, "pipeline"), "GStreamer pipeline", **live_kw)
     elif uri.kind == "stream":
-        src = LiveSource(_stream_opener(uri.location, cv2.CAP_FFMPEG, uri.location), uri.location.split("@")[-1],
-                         **live_kw)
+        src = LiveSource(
+            _stream_opener(uri.location, cv2.CAP_FFMPEG, uri.location), uri.location.split("@")[-1], **live_kw
+        )
     elif uri.kind == "rtp":
         from .av_input import rtp_opener
 

@@ -90,8 +90,10 @@ def open_stage(backend, *, mode: str = "auto", lut: np.ndarray, alpha: float, ov
         if stage is not None:
             return stage
     if mode == "device":
-        raise VssegError(f"--preprocess device: the {getattr(backend, 'name', 'given')} backend has no device "
-                         "stage (the torch and TensorRT backends on a GPU have one); use --preprocess host")
+        raise VssegError(
+            f"--preprocess device: the {getattr(backend, 'name', 'given')} backend has no device "
+            "stage (the torch and TensorRT backends on a GPU have one); use --preprocess host"
+        )
     return HostStage(backend, lut=lut, alpha=alpha, overlay=overlay)
 
 

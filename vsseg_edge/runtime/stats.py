@@ -166,8 +166,11 @@ def _pct(values) -> dict:
     if len(values) == 0:
         return {"p50": None, "p99": None, "mean": None}
     arr = np.asarray(values, np.float64)
-    return {"p50": round(float(np.percentile(arr, 50)), 3), "p99": round(float(np.percentile(arr, 99)), 3),
-            "mean": round(float(arr.mean()), 3)}
+    return {
+        "p50": round(float(np.percentile(arr, 50)), 3),
+        "p99": round(float(np.percentile(arr, 99)), 3),
+        "mean": round(float(arr.mean()), 3),
+    }
 
 
 def _column(records, name: str):

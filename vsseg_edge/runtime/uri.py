@@ -32,10 +32,24 @@ from urllib.parse import unquote, urlsplit
 from ..core.errors import VssegError
 from ..data.datasets import IMAGE_SUFFIXES, natural_key
 
-FLIPS = ("none", "counterclockwise", "rotate-180", "clockwise", "horizontal", "upper-right-diagonal", "vertical",
-         "upper-left-diagonal")  # index = nvvidconv flip-method
-RTP_CODECS = {"h264": "H264/90000", "h265": "H265/90000", "vp8": "VP8/90000", "vp9": "VP9/90000",
-              "mpeg4": "MP4V-ES/90000", "mjpeg": "JPEG/90000"}
+FLIPS = (
+    "none",
+    "counterclockwise",
+    "rotate-180",
+    "clockwise",
+    "horizontal",
+    "upper-right-diagonal",
+    "vertical",
+    "upper-left-diagonal",
+)  # index = nvvidconv flip-method
+RTP_CODECS = {
+    "h264": "H264/90000",
+    "h265": "H265/90000",
+    "vp8": "VP8/90000",
+    "vp9": "VP9/90000",
+    "mpeg4": "MP4V-ES/90000",
+    "mjpeg": "JPEG/90000",
+}
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps", "udp", "tcp", "srt")
 KINDS = ("v4l2", "csi", "stream", "rtp", "gstreamer", "video", "images")
 
@@ -93,14 +107,14 @@ class SourceURI:
 
 def _file_uri_path(text: str) -> str:
     """file://rel/x.mp4 → rel/x.mp4; file:///abs/x.mp4 → /abs/x.mp4 (jetson-utils accepts both)."""
-    rest = text[len("file://"):]
+    rest = text[len("file://") :]
     return unquote(rest)
 
 
 def _v4l2(text: str, device: str) -> SourceURI:
     if not device.startswith("/dev/"):
         raise VssegError(f"--source {text}: expected v4l2:///dev/videoN (a V4L2 device path)")
-    tail = device[len("/dev/video"):] if device.startswith("/dev/video") else ""
+    tail = device[len("/dev/video") :] if device.startswith("/dev/video") else ""
     return SourceURI("v4l2", device, text, int(tail) if tail.isdigit() else None)
 
 
@@ -116,12 +130,12 @@ def parse_source(text: str | int) -> SourceURI:
         return SourceURI("gstreamer", text, text)
     lower = text.lower()
     if lower.startswith("csi://"):
-        rest = text[len("csi://"):]
+        rest = text[len("csi://") :]
         if not rest.isdigit():
             raise VssegError(f"--source {text}: expected csi://N with N the sensor id, e.g. csi://0")
         return SourceURI("csi", rest, text, int(rest))
     if lower.startswith("v4l2://"):
-        return _v4l2(text, text[len("v4l2://"):])
+        return _v4l2(text, text[len("v4l2://") :])
     if text.startswith("/dev/"):
         return _v4l2(text, text)
     if lower.startswith("rtp://"):
@@ -137,15 +151,22 @@ def parse_source(text: str | int) -> SourceURI:
     if scheme in STREAM_SCHEMES:
         return SourceURI("stream", text, text)
     if scheme and scheme != "file":
-        raise VssegError(f"--source {text}: unknown scheme {scheme}://; expected csi://, v4l2://, rtsp://, rtp://, "
-                         "file:// or a path")
+        raise VssegError(
+            f"--source {text}: unknown scheme {scheme}://; expected csi://, v4l2://, rtsp://, rtp://, file:// or a path"
+        )
     return _path_source(text, _file_uri_path(text) if scheme == "file" else text)
 
 
 def _path_source(text: str, path_text: str) -> SourceURI:
     if any(c in path_text for c in "*?["):
-        files = sorted((f for f in _glob.glob(path_text, recursive=True)
-                        if Path(f).is_file() and Path(f).suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+        files = sorted(
+            (
+                f
+                for f in _glob.glob(path_text, recursive=True)
+                if Path(f).is_file() and Path(f).suffix.lower() in IMAGE_SUFFIXES
+            ),
+            key=natural_key,
+        )
         if not files:
             raise VssegError(f"--source {text}: no images match this pattern ({', '.join(IMAGE_SUFFIXES)})")
         return SourceURI("images", path_text, text, files=tuple(files))
@@ -161,9 +182,11 @@ def rtp_input_sdp(uri: SourceURI, codec: str, payload_type: int = 96) -> str:
     """The session description FFmpeg needs to receive an RTP stream (rtp://@:PORT or rtp://GROUP:PORT)."""
     parts = urlsplit(uri.location)
     host = parts.hostname if parts.hostname and parts.hostname != "@" else "0.0.0.0"
-    return (f"v=0\no=- 0 0 IN IP4 {host}\ns=vsseg-edge input\nc=IN IP4 {host}\nt=0 0\n"
-            f"m=video {parts.port} RTP/AVP {payload_type}\na=rtpmap:{payload_type} {RTP_CODECS[codec]}\n"
-            + (f"a=fmtp:{payload_type} packetization-mode=1\n" if codec in ("h264", "h265") else ""))
+    return (
+        f"v=0\no=- 0 0 IN IP4 {host}\ns=vsseg-edge input\nc=IN IP4 {host}\nt=0 0\n"
+        f"m=video {parts.port} RTP/AVP {payload_type}\na=rtpmap:{payload_type} {RTP_CODECS[codec]}\n"
+        + (f"a=fmtp:{payload_type} packetization-mode=1\n" if codec in ("h264", "h265") else "")
+    )
 
 
 def flip_frame(image, flip: str):

@@ -37,8 +37,11 @@ def _require(module: str, dist: str):
 def pytriton():
     """The pytriton modules the server uses: (triton, model_config, decorators)."""
     _require("pytriton", "nvidia-pytriton")
-    return (importlib.import_module("pytriton.triton"), importlib.import_module("pytriton.model_config"),
-            importlib.import_module("pytriton.decorators"))
+    return (
+        importlib.import_module("pytriton.triton"),
+        importlib.import_module("pytriton.model_config"),
+        importlib.import_module("pytriton.decorators"),
+    )
 
 
 def tritonclient(protocol: str):
@@ -74,8 +77,10 @@ def linked_libpython(ldd_output: str) -> tuple[str, str | None] | None:
 
 def library_version(path: str) -> str | None:
     """`Py_GetVersion()` of a libpython file, read in a child process (the library is never loaded here)."""
-    code = ("import ctypes, sys; f = ctypes.CDLL(sys.argv[1]).Py_GetVersion; f.restype = ctypes.c_char_p; "
-            "print(f().decode())")
+    code = (
+        "import ctypes, sys; f = ctypes.CDLL(sys.argv[1]).Py_GetVersion; f.restype = ctypes.c_char_p; "
+        "print(f().decode())"
+    )
     try:
         out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
@@ -83,14 +88,17 @@ def library_version(path: str) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def stub_problem(linked: tuple[str, str | None] | None, own: Path | None, own_version: str,
-                 version_of=library_version) -> str | None:
+def stub_problem(
+    linked: tuple[str, str | None] | None, own: Path | None, own_version: str, version_of=library_version
+) -> str | None:
     """Why the stub cannot run this interpreter's Python (one line), or None when it can.
 
     `linked`: what the stub's libpython resolves to; `own`: this interpreter's libpython; `version_of(path)`:
     the version string of a libpython file (only asked when the two files differ)."""
-    hint = ("make the virtualenv from the Python whose libpython the stub loads (the system's: /usr/bin/python3 -m "
-            "venv), not a separately built one (pyenv, conda)")
+    hint = (
+        "make the virtualenv from the Python whose libpython the stub loads (the system's: /usr/bin/python3 -m "
+        "venv), not a separately built one (pyenv, conda)"
+    )
     if linked is None:
         return None  # a stub without libpython: nothing to compare
     soname, path = linked
@@ -102,9 +110,11 @@ def stub_problem(linked: tuple[str, str | None] | None, own: Path | None, own_ve
     theirs = version_of(path)
     if theirs is not None and theirs == own_version:  # the same build at another path
         return None
-    return (f"PyTriton's Triton Python stub loads {path} (Python {theirs.split()[0] if theirs else 'unknown'}) but "
-            f"{here}: the model would fail to load (e.g. '_thread.RLock' object has no attribute "
-            f"'_recursion_count'); {hint}")
+    return (
+        f"PyTriton's Triton Python stub loads {path} (Python {theirs.split()[0] if theirs else 'unknown'}) but "
+        f"{here}: the model would fail to load (e.g. '_thread.RLock' object has no attribute "
+        f"'_recursion_count'); {hint}"
+    )
 
 
 def stub_python_problem(stub: Path | None = None, libs: Path | None = None) -> str | None:
@@ -116,8 +126,10 @@ def stub_python_problem(stub: Path | None = None, libs: Path | None = None) -> s
         stub = stub or Path(get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}"))
         libs = libs or Path(get_libs_path())
     if not Path(stub).is_file():
-        return (f"PyTriton has no Triton Python stub for Python {sys.version_info[0]}.{sys.version_info[1]} "
-                f"({stub} is missing)")
+        return (
+            f"PyTriton has no Triton Python stub for Python {sys.version_info[0]}.{sys.version_info[1]} "
+            f"({stub} is missing)"
+        )
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = ":".join(p for p in (env.get("LD_LIBRARY_PATH"), str(libs)) if p)
     try:

@@ -51,8 +51,9 @@ class Client:
         self._tc = tritonclient(self.protocol)
         self.timeout_s = timeout_s
         if self.protocol == "http":
-            self._client = self._tc.InferenceServerClient(self.address, connection_timeout=timeout_s,
-                                                          network_timeout=timeout_s)
+            self._client = self._tc.InferenceServerClient(
+                self.address, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
         else:
             self._client = self._tc.InferenceServerClient(self.address)
         self.model = model or self._only_model()
@@ -61,13 +62,17 @@ class Client:
         try:
             index = self.call(self._client.get_model_repository_index)
         except VssegError as exc:
-            raise VssegError(f"{exc}; name the served model with --model-name (PyTriton, and so `vsseg-edge "
-                             "serve`, restricts the model-repository endpoint)") from None
-        names = [m["name"] if isinstance(m, dict) else m.name
-                 for m in (index if isinstance(index, list) else index.models)]
+            raise VssegError(
+                f"{exc}; name the served model with --model-name (PyTriton, and so `vsseg-edge "
+                "serve`, restricts the model-repository endpoint)"
+            ) from None
+        names = [
+            m["name"] if isinstance(m, dict) else m.name for m in (index if isinstance(index, list) else index.models)
+        ]
         if len(names) != 1:
-            raise VssegError(f"{self.address}: serves {len(names)} models ({', '.join(names) or 'none'}); "
-                             "name one with --model-name")
+            raise VssegError(
+                f"{self.address}: serves {len(names)} models ({', '.join(names) or 'none'}); name one with --model-name"
+            )
         return names[0]
 
     def call(self, fn, *args, **kwargs):
@@ -173,13 +178,18 @@ def _percentiles(values) -> dict:
     if not values:
         return {"p50": None, "p90": None, "p99": None, "mean": None, "max": None}
     a = np.asarray(values, np.float64)
-    return {"p50": round(float(np.percentile(a, 50)), 2), "p90": round(float(np.percentile(a, 90)), 2),
-            "p99": round(float(np.percentile(a, 99)), 2), "mean": round(float(a.mean()), 2),
-            "max": round(float(a.max()), 2)}
+    return {
+        "p50": round(float(np.percentile(a, 50)), 2),
+        "p90": round(float(np.percentile(a, 90)), 2),
+        "p99": round(float(np.percentile(a, 99)), 2),
+        "mean": round(float(a.mean()), 2),
+        "max": round(float(a.max()), 2),
+    }
 
 
-def load_test(url: str, model: str, frames: list[np.ndarray], streams: int, seconds: float,
-              warmup_s: float = 1.0) -> LoadResult:
+def load_test(
+    url: str, model: str, frames: list[np.ndarray], streams: int, seconds: float, warmup_s: float = 1.0
+) -> LoadResult:
     """Closed-loop load from `streams` threads for `warmup_s` + `seconds`; only the timed window counts."""
     if streams < 1 or seconds <= 0:
         raise VssegError(f"load test: expected streams ≥ 1 and seconds > 0, got {streams}, {seconds}")
@@ -233,8 +243,15 @@ def load_test(url: str, model: str, frames: list[np.ndarray], streams: int, seco
     answered = sum(t_from <= t1 <= t_to for per in lat for _, t1 in per)
     latencies = [(t1 - t0) * 1e3 for per in lat for t0, t1 in per if t0 >= t_from]
     errors = [e for per in errs for e in per]
-    return LoadResult(streams, seconds, answered, len(errors), round(answered / seconds, 2),
-                      _percentiles(latencies), sorted(set(errors))[:5])
+    return LoadResult(
+        streams,
+        seconds,
+        answered,
+        len(errors),
+        round(answered / seconds, 2),
+        _percentiles(latencies),
+        sorted(set(errors))[:5],
+    )
 
 
 # ---------------------------------------------------------------------------------------- robustness ----
@@ -242,10 +259,14 @@ def _half_http_request(address: str, model: str) -> str:
     """Announce a 1 MB JSON body, send 1 kB of it and hang up."""
     host, port = address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        head = (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {1 << 20}\r\n\r\n")
-        sock.sendall(head.encode() + b'{"inputs": [{"name": "frames", "shape": [1, 64, 64, 3], "datatype": '
-                     b'"UINT8", "data": [' + b"0, " * 300)
+        head = (
+            f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {1 << 20}\r\n\r\n"
+        )
+        sock.sendall(
+            head.encode() + b'{"inputs": [{"name": "frames", "shape": [1, 64, 64, 3], "datatype": '
+            b'"UINT8", "data": [' + b"0, " * 300
+        )
     return "sent 1 kB of a 1 MB body, then closed the connection"
 
 
@@ -253,8 +274,11 @@ def _not_json(address: str, model: str) -> str:
     host, port = address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         body = b"this is not json"
-        sock.sendall(f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json"
-                     f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        sock.sendall(
+            f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
         reply = b""
         while chunk := sock.recv(65536):
             reply += chunk
@@ -279,8 +303,9 @@ def robustness_check(grpc_url: str, http_url: str, model: str, frame: np.ndarray
             "unknown input name": lambda: g.request(frame[None], name="image"),
             "HTTP body that is not JSON": lambda: _not_json(h.address, model),
             "HTTP client hangs up mid-request": lambda: _half_http_request(h.address, model),
-            "gRPC call abandoned at a 1 ms deadline": lambda: g.request(np.repeat(frame[None], max_batch, 0),
-                                                                      client_timeout=0.001),
+            "gRPC call abandoned at a 1 ms deadline": lambda: g.request(
+                np.repeat(frame[None], max_batch, 0), client_timeout=0.001
+            ),
         }
         results = []
         for case, send in bad.items():
@@ -291,8 +316,9 @@ def robustness_check(grpc_url: str, http_url: str, model: str, frame: np.ndarray
             except VssegError as exc:
                 outcome, error = str(exc).split(": ", 1)[-1], True
             served = np.array_equal(g.labels(frame[None]), reference) and h.is_ready()
-            results.append({"case": case, "error_response": error, "response": outcome[:240],
-                            "served_after": bool(served)})
+            results.append(
+                {"case": case, "error_response": error, "response": outcome[:240], "served_after": bool(served)}
+            )
         return results
     finally:
         g.close()
@@ -311,9 +337,12 @@ def compare_labels(client: Client, reference_model, frames: list[np.ndarray], th
         local = predict(be, frames).labels
     served = [client.labels(f[None])[0] for f in frames]
     agree = agreement(served, local)
-    return {"reference": str(reference_model), "frames": len(frames),
-            "identical": sum(bool(np.array_equal(a, b)) for a, b in zip(served, local)),
-            "agreement_percent": round(agree.percent, 4)}
+    return {
+        "reference": str(reference_model),
+        "frames": len(frames),
+        "identical": sum(bool(np.array_equal(a, b)) for a, b in zip(served, local)),
+        "agreement_percent": round(agree.percent, 4),
+    }
 
 
 def environment() -> dict:

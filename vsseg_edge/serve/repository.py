@@ -35,10 +35,20 @@ from ..core.fileio import sha256_file, write_json
 from ..core.manifest import read_manifest
 from .server import served_name
 
-PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".engine": ("tensorrt_plan", "model.plan"),
-             ".plan": ("tensorrt_plan", "model.plan")}
-_TYPES = {"FLOAT": "TYPE_FP32", "FLOAT16": "TYPE_FP16", "UINT8": "TYPE_UINT8", "INT8": "TYPE_INT8",
-          "INT32": "TYPE_INT32", "INT64": "TYPE_INT64", "BOOL": "TYPE_BOOL"}
+PLATFORMS = {
+    ".onnx": ("onnxruntime_onnx", "model.onnx"),
+    ".engine": ("tensorrt_plan", "model.plan"),
+    ".plan": ("tensorrt_plan", "model.plan"),
+}
+_TYPES = {
+    "FLOAT": "TYPE_FP32",
+    "FLOAT16": "TYPE_FP16",
+    "UINT8": "TYPE_UINT8",
+    "INT8": "TYPE_INT8",
+    "INT32": "TYPE_INT32",
+    "INT64": "TYPE_INT64",
+    "BOOL": "TYPE_BOOL",
+}
 DEFAULT_MAX_BATCH = 8
 
 
@@ -59,8 +69,10 @@ def _engine_parent_onnx(engine: Path, man: dict) -> Path:
     name = (man.get("parent") or {}).get("file")
     candidate = engine.with_name(name) if name else None
     if candidate is None or not candidate.is_file() or sha256_file(candidate) != want:
-        raise VssegError(f"{engine}: its I/O is read from the ONNX it was built from ({name or 'unnamed'}, sha256 "
-                         f"{str(want)[:12]}…), which must be beside it; copy that ONNX next to the engine")
+        raise VssegError(
+            f"{engine}: its I/O is read from the ONNX it was built from ({name or 'unnamed'}, sha256 "
+            f"{str(want)[:12]}…), which must be beside it; copy that ONNX next to the engine"
+        )
     return candidate
 
 
@@ -70,27 +82,44 @@ def _batch_and_dims(io: dict, max_batch: int | None, profile, where: str) -> tup
     dynamic = not isinstance(first[0], int) or first[0] <= 0
     if not dynamic:
         if max_batch is not None:
-            raise VssegError(f"--max-batch: {where} has a static batch of {first[0]}; export it with "
-                             "--dynamic-batch (and build the engine with --batch) to batch on Triton")
-        return 0, {t["name"]: [d if isinstance(d, int) and d > 0 else -1 for d in t["shape"]]
-                   for t in io["inputs"] + io["outputs"]}
+            raise VssegError(
+                f"--max-batch: {where} has a static batch of {first[0]}; export it with "
+                "--dynamic-batch (and build the engine with --batch) to batch on Triton"
+            )
+        return 0, {
+            t["name"]: [d if isinstance(d, int) and d > 0 else -1 for d in t["shape"]]
+            for t in io["inputs"] + io["outputs"]
+        }
     if profile is not None:
         lo, _, hi = profile
         if lo > 1:
-            raise VssegError(f"{where}: its batch profile starts at {lo}; Triton sends batches from 1 — rebuild "
-                             "with --batch 1,OPT,MAX")
+            raise VssegError(
+                f"{where}: its batch profile starts at {lo}; Triton sends batches from 1 — rebuild "
+                "with --batch 1,OPT,MAX"
+            )
         if max_batch is not None and max_batch > hi:
             raise VssegError(f"--max-batch {max_batch}: {where} takes batches up to {hi} (its build profile)")
         max_batch = max_batch or hi
     max_batch = max_batch or DEFAULT_MAX_BATCH
     if max_batch < 1:
         raise VssegError(f"--max-batch {max_batch}: expected a positive number")
-    return max_batch, {t["name"]: [d if isinstance(d, int) and d > 0 else -1 for d in t["shape"][1:]]
-                       for t in io["inputs"] + io["outputs"]}
+    return max_batch, {
+        t["name"]: [d if isinstance(d, int) and d > 0 else -1 for d in t["shape"][1:]]
+        for t in io["inputs"] + io["outputs"]
+    }
 
 
-def build_config(name: str, platform: str, io: dict, max_batch: int, dims: dict, man: dict, *,
-                 instances: int = 1, kind: str | None = None):
+def build_config(
+    name: str,
+    platform: str,
+    io: dict,
+    max_batch: int,
+    dims: dict,
+    man: dict,
+    *,
+    instances: int = 1,
+    kind: str | None = None,
+):
     """Triton's ModelConfig message for the artifact (see the module docstring)."""
     from ._triton import model_config_pb2
 
@@ -99,8 +128,10 @@ def build_config(name: str, platform: str, io: dict, max_batch: int, dims: dict,
     for tensors, field in ((io["inputs"], cfg.input), (io["outputs"], cfg.output)):
         for t in tensors:
             if t["dtype"] not in _TYPES:
-                raise VssegError(f"{man.get('file')}: tensor {t['name']!r} has type {t['dtype']}, which this "
-                                 f"export does not map to a Triton type ({', '.join(_TYPES)})")
+                raise VssegError(
+                    f"{man.get('file')}: tensor {t['name']!r} has type {t['dtype']}, which this "
+                    f"export does not map to a Triton type ({', '.join(_TYPES)})"
+                )
             field.add(name=t["name"], data_type=pb.DataType.Value(_TYPES[t["dtype"]]), dims=dims[t["name"]])
     if max_batch > 0:
         cfg.dynamic_batching.SetInParent()
@@ -115,15 +146,21 @@ def build_config(name: str, platform: str, io: dict, max_batch: int, dims: dict,
 def _parameters(man: dict) -> dict[str, str]:
     """The artifact's preprocessing, classes, output kind and identity, as string parameters `vsseg.*`."""
     pre = man["input"]["preprocess"]
-    params = {f"vsseg.preprocess.{k}": ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
-              for k, v in pre.items()}
+    params = {
+        f"vsseg.preprocess.{k}": ",".join(str(x) for x in v) if isinstance(v, list) else str(v) for k, v in pre.items()
+    }
     output = man.get("output", "logits")
-    params.update({
-        "vsseg.input_format": "BGR frames prepared by vsseg_edge.core.preprocess with vsseg.preprocess.*",
-        "vsseg.output": output.get("kind", "logits") if isinstance(output, dict) else str(output),
-        "vsseg.classes": json.dumps(list(man.get("classes", []))),
-        "vsseg.model": str(man.get("model", "")), "vsseg.precision": str(man.get("precision", "")),
-        "vsseg.sha256": str(man.get("sha256", "")), "vsseg.kind": str(man.get("kind", ""))})
+    params.update(
+        {
+            "vsseg.input_format": "BGR frames prepared by vsseg_edge.core.preprocess with vsseg.preprocess.*",
+            "vsseg.output": output.get("kind", "logits") if isinstance(output, dict) else str(output),
+            "vsseg.classes": json.dumps(list(man.get("classes", []))),
+            "vsseg.model": str(man.get("model", "")),
+            "vsseg.precision": str(man.get("precision", "")),
+            "vsseg.sha256": str(man.get("sha256", "")),
+            "vsseg.kind": str(man.get("kind", "")),
+        }
+    )
     return params
 
 
@@ -141,8 +178,16 @@ def to_text(cfg) -> str:
     return text
 
 
-def export_triton(model: str | Path, repo: str | Path, *, name: str | None = None, max_batch: int | None = None,
-                  instances: int = 1, overwrite: bool = False, log=None) -> dict:
+def export_triton(
+    model: str | Path,
+    repo: str | Path,
+    *,
+    name: str | None = None,
+    max_batch: int | None = None,
+    instances: int = 1,
+    overwrite: bool = False,
+    log=None,
+) -> dict:
     """Write REPO/NAME (config.pbtxt, 1/model.*, vsseg-edge.json); return what was written.
 
     `model`: an ONNX or engine path, or a zoo name: the zoo's ONNX export (`zoo.onnx_for`, made once into the
@@ -170,22 +215,37 @@ def export_triton(model: str | Path, repo: str | Path, *, name: str | None = Non
         raise VssegError(f"{io_source}: expected one input, the graph has {len(io['inputs'])}")
     profile = ((man.get("build") or {}).get("settings") or {}).get("batch") if suffix != ".onnx" else None
     batch, dims = _batch_and_dims(io, max_batch, profile, model.name)
-    cfg = build_config(name, platform, io, batch, dims, man, instances=instances,
-                       kind="KIND_GPU" if platform == "tensorrt_plan" else None)
+    cfg = build_config(
+        name,
+        platform,
+        io,
+        batch,
+        dims,
+        man,
+        instances=instances,
+        kind="KIND_GPU" if platform == "tensorrt_plan" else None,
+    )
     text = to_text(cfg)
     target = repo / name
     _check_target(model, target, overwrite)
     _write_entry(model, man, target, filename, text)
-    return {"path": str(target), "name": name, "platform": platform, "max_batch_size": batch,
-            "inputs": [(t["name"], t["dtype"], dims[t["name"]]) for t in io["inputs"]],
-            "outputs": [(t["name"], t["dtype"], dims[t["name"]]) for t in io["outputs"]], "config": text}
+    return {
+        "path": str(target),
+        "name": name,
+        "platform": platform,
+        "max_batch_size": batch,
+        "inputs": [(t["name"], t["dtype"], dims[t["name"]]) for t in io["inputs"]],
+        "outputs": [(t["name"], t["dtype"], dims[t["name"]]) for t in io["outputs"]],
+        "config": text,
+    }
 
 
 def _check_target(model: Path, target: Path, overwrite: bool) -> None:
     src, dst = model.resolve(), target.resolve()
     if src == dst or dst in src.parents:
-        raise VssegError(f"--repo: {target} holds the model being exported ({model}); choose another repository "
-                         "or --name")
+        raise VssegError(
+            f"--repo: {target} holds the model being exported ({model}); choose another repository or --name"
+        )
     if target.exists() and not overwrite:
         raise VssegError(f"--repo: {target} exists; pass --overwrite to replace it")
     if target.exists() and not target.is_dir():

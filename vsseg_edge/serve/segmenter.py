@@ -41,6 +41,6 @@ class FrameSegmenter:
         step = be.max_batch or len(frames)
         out = []
         for i in range(0, len(frames), step):
-            labels = be.to_labels(be.infer(preprocess_batch(list(frames[i:i + step]), be.preprocess_spec)))
+            labels = be.to_labels(be.infer(preprocess_batch(list(frames[i : i + step]), be.preprocess_spec)))
             out.extend(labels_to_frame_size(lab, hw) for lab in labels)
         return np.ascontiguousarray(np.stack(out))

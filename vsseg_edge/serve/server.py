@@ -56,8 +56,10 @@ class ServeConfig:
             (self.max_batch >= 1, f"--max-batch {self.max_batch}: expected a positive number"),
             (self.instances >= 1, f"--instances {self.instances}: expected a positive number"),
             (self.queue_delay_us >= 0, f"--queue-delay-us {self.queue_delay_us}: expected 0 or more"),
-            (all(p is None or 0 < p < 65536 for p in (self.http_port, self.grpc_port, self.metrics_port)),
-             "--port: expected a TCP port (1-65535)"),
+            (
+                all(p is None or 0 < p < 65536 for p in (self.http_port, self.grpc_port, self.metrics_port)),
+                "--port: expected a TCP port (1-65535)",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -143,21 +145,30 @@ class SegmentationServer:
     def describe(self) -> str:
         be, spec = self._backends[0], self._backends[0].preprocess_spec
         resize = ("any H×W, resized to " if spec.resize == "stretch" else "exactly ") + f"{spec.height}x{spec.width}"
-        return "\n".join([
-            (f"serving {self.name!r} on Triton (PyTriton), {self.config.instances} instance(s), "
-             f"dynamic batching up to {self.config.max_batch}: {be.describe()}"),
-            f"  input  {INPUT!r}: N×H×W×3 uint8 BGR ({resize}); output {OUTPUT!r}: N×H×W uint8 labels",
-            f"  HTTP    {self.http_url}/v2/models/{self.name}/infer   (health {self.http_url}/v2/health/ready)",
-            f"  gRPC    {self.grpc_url.removeprefix('grpc://')}",
-            f"  metrics {self.metrics_url}"])
+        return "\n".join(
+            [
+                (
+                    f"serving {self.name!r} on Triton (PyTriton), {self.config.instances} instance(s), "
+                    f"dynamic batching up to {self.config.max_batch}: {be.describe()}"
+                ),
+                f"  input  {INPUT!r}: N×H×W×3 uint8 BGR ({resize}); output {OUTPUT!r}: N×H×W uint8 labels",
+                f"  HTTP    {self.http_url}/v2/models/{self.name}/infer   (health {self.http_url}/v2/health/ready)",
+                f"  gRPC    {self.grpc_url.removeprefix('grpc://')}",
+                f"  metrics {self.metrics_url}",
+            ]
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def _open_backends(self) -> list:
         from ..runtime.backends import infer_backend_name, open_backend
         from ..runtime.run import backend_options
 
-        options = backend_options(self.config.backend or infer_backend_name(self.model),
-                                  threads=self.config.threads, fp16=None, cuda_graph=False)
+        options = backend_options(
+            self.config.backend or infer_backend_name(self.model),
+            threads=self.config.threads,
+            fp16=None,
+            cuda_graph=False,
+        )
         for _ in range(self.config.instances):
             self._backends.append(open_backend(self.model, self.config.backend, **options))
         return self._backends
@@ -178,24 +189,37 @@ class SegmentationServer:
             log = Path(self._tmp.name) / "tritonserver.log"
             http, grpc, metrics = self.config.ports
             host = self.config.host
-            cfg = triton_mod.TritonConfig(http_address=host, http_port=http, grpc_address=host, grpc_port=grpc,
-                                          metrics_address=host, metrics_port=metrics, log_file=log, log_verbose=0,
-                                          exit_timeout_secs=self.config.exit_timeout_s)
+            cfg = triton_mod.TritonConfig(
+                http_address=host,
+                http_port=http,
+                grpc_address=host,
+                grpc_port=grpc,
+                metrics_address=host,
+                metrics_port=metrics,
+                log_file=log,
+                log_verbose=0,
+                exit_timeout_secs=self.config.exit_timeout_s,
+            )
             self._triton = triton_mod.Triton(config=cfg)
             self._triton.bind(
                 model_name=self.name,
                 infer_func=[_infer_callable(FrameSegmenter(be), decorators.batch) for be in backends],
                 inputs=[mc.Tensor(name=INPUT, dtype=_np().uint8, shape=(-1, -1, 3))],
                 outputs=[mc.Tensor(name=OUTPUT, dtype=_np().uint8, shape=(-1, -1))],
-                config=mc.ModelConfig(max_batch_size=self.config.max_batch, batcher=mc.DynamicBatcher(
-                    max_queue_delay_microseconds=self.config.queue_delay_us)),
-                strict=True)
+                config=mc.ModelConfig(
+                    max_batch_size=self.config.max_batch,
+                    batcher=mc.DynamicBatcher(max_queue_delay_microseconds=self.config.queue_delay_us),
+                ),
+                strict=True,
+            )
             try:
                 self._triton.run()
             except Exception as exc:
                 error = _HandshakeTimeout if _HANDSHAKE in _read(log) + str(exc) else VssegError
-                raise error(f"Triton did not start ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}; "
-                            f"server log: {_log_tail(log)})") from None
+                raise error(
+                    f"Triton did not start ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}; "
+                    f"server log: {_log_tail(log)})"
+                ) from None
         except BaseException:
             self.stop()
             raise

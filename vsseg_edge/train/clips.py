@@ -37,8 +37,14 @@ class ClipSpec:
 class TrainClips:
     """A map-style dataset indexed by (frame index, augmentation seed) pairs (see `SampleStream`)."""
 
-    def __init__(self, dataset: SegmentationDataset, flow_source: FlowSource | None, augment: PairedAugment,
-                 spec: PreprocessSpec, clip: ClipSpec):
+    def __init__(
+        self,
+        dataset: SegmentationDataset,
+        flow_source: FlowSource | None,
+        augment: PairedAugment,
+        spec: PreprocessSpec,
+        clip: ClipSpec,
+    ):
         if clip.neighbours not in NEIGHBOUR_MODES:
             raise ValueError(f"neighbours must be one of {NEIGHBOUR_MODES}")
         self.dataset, self.flow_source, self.augment, self.spec, self.clip = dataset, flow_source, augment, spec, clip
@@ -52,7 +58,8 @@ class TrainClips:
                 raise VssegError(
                     f"{dataset.root}: no labelled frame of split {dataset.split!r} has neighbour frames at offsets "
                     f"{list(clip.offsets)}; the temporal loss and KD over frames need sequences "
-                    "(leftImg8bit_sequence), or set their weights to 0")
+                    "(leftImg8bit_sequence), or set their weights to 0"
+                )
             self.refs = [r for r, c in zip(self.refs, self.choices) if c]
             self.choices = [c for c in self.choices if c]
             if flow_source is None:
@@ -138,8 +145,15 @@ class VideoPairs:
     ("target", C×h×w probabilities) under the same augmentation draw, NaN where the crop has no source pixel.
     """
 
-    def __init__(self, dataset: SegmentationDataset, flow_source: FlowSource | None, augment: PairedAugment,
-                 spec: PreprocessSpec, clip: ClipSpec, targets=None):
+    def __init__(
+        self,
+        dataset: SegmentationDataset,
+        flow_source: FlowSource | None,
+        augment: PairedAugment,
+        spec: PreprocessSpec,
+        clip: ClipSpec,
+        targets=None,
+    ):
         if clip.neighbours not in NEIGHBOUR_MODES:
             raise ValueError(f"neighbours must be one of {NEIGHBOUR_MODES}")
         if clip.neighbours != "none" and flow_source is None:
@@ -183,8 +197,11 @@ class VideoPairs:
             flow = self.flow_source(self.dataset, ref, nref)
             if flow.shape[:2] != image.shape[:2]:
                 flow = resize_flow(flow, image.shape[:2])
-            nbs.append(normalize(self.augment.apply_image(params, self._model_geometry(self.dataset.read_image(nref))),
-                                 self.spec))
+            nbs.append(
+                normalize(
+                    self.augment.apply_image(params, self._model_geometry(self.dataset.read_image(nref))), self.spec
+                )
+            )
             flows.append(self.augment.apply_flow(params, flow).transpose(2, 0, 1))
         sample = {"image": torch.from_numpy(normalize(self.augment.apply_image(params, image), self.spec))}
         if offsets:

@@ -14,14 +14,24 @@ def register(app, data_app) -> None:
     def train(
         recipe: Path = typer.Argument(..., help="Training recipe YAML (see train/*.yaml)."),
         override: Optional[List[str]] = typer.Option(
-            None, "--override", show_default="none",
-            help="key=value over the recipe, e.g. --override iterations=200 --override optim.lr=0.005"),
+            None,
+            "--override",
+            show_default="none",
+            help="key=value over the recipe, e.g. --override iterations=200 --override optim.lr=0.005",
+        ),
         out: Optional[Path] = typer.Option(
-            None, "--out", "-o", show_default="the recipe's out_dir",
-            help="Output folder (the recipe's out_dir; runs go in OUT/<name>/)."),
+            None,
+            "--out",
+            "-o",
+            show_default="the recipe's out_dir",
+            help="Output folder (the recipe's out_dir; runs go in OUT/<name>/).",
+        ),
         resume: bool = typer.Option(False, "--resume", help="Continue from <out_dir>/<name>/last.pt exactly."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Start again in a run folder that holds a "
-                                                                  "previous run (its model, checkpoints and log go)."),
+        overwrite: bool = typer.Option(
+            False,
+            "--overwrite",
+            help="Start again in a run folder that holds a previous run (its model, checkpoints and log go).",
+        ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
     ):
         """Train a student (baseline, +temporal loss, +distillation) from a recipe; writes model.pt + manifest."""
@@ -29,8 +39,9 @@ def register(app, data_app) -> None:
         from .config import load_recipe
 
         if out is not None and "=" in str(out):
-            raise VssegError(f"-o/--out {out}: -o is the output folder in every command; recipe overrides are "
-                             f"--override {out}")
+            raise VssegError(
+                f"-o/--out {out}: -o is the output folder in every command; recipe overrides are --override {out}"
+            )
         overrides = list(override or []) + ([f"out_dir={json.dumps(str(out))}"] if out is not None else [])
         cfg = load_recipe(recipe, overrides)
         from .trainer import train as run_training

@@ -115,7 +115,6 @@ class QuantConfig:
         return {"placement": PLACEMENT, "bits": 8, "exclude": list(self.exclude)}
 
 
-
 @dataclass(frozen=True)
 class TrainConfig:
     name: str = "run"
@@ -143,8 +142,12 @@ class TrainConfig:
     quant: QuantConfig = field(default_factory=QuantConfig)
 
     def __post_init__(self):
-        for name, ok in (("iterations", self.iterations > 0), ("batch_size", self.batch_size > 0),
-                         ("data.crop", min(self.data.crop) > 0), ("video.batch_size", self.video.batch_size > 0)):
+        for name, ok in (
+            ("iterations", self.iterations > 0),
+            ("batch_size", self.batch_size > 0),
+            ("data.crop", min(self.data.crop) > 0),
+            ("video.batch_size", self.video.batch_size > 0),
+        ):
             if not ok:
                 raise VssegError(f"recipe: {name} must be positive")
         if self.data.root is None and self.video.root is None:
@@ -155,9 +158,18 @@ class TrainConfig:
         return Path(self.out_dir) / self.name
 
 
-_PATH_FIELDS = (("data", "root"), ("data", "flow_cache"), ("video", "root"), ("video", "flow_cache"),
-                ("video", "val_root"), ("video", "target_cache"), ("model", "backbone_weights"),
-                ("model", "init_checkpoint"), ("teacher", "checkpoint"), ("out_dir",))
+_PATH_FIELDS = (
+    ("data", "root"),
+    ("data", "flow_cache"),
+    ("video", "root"),
+    ("video", "flow_cache"),
+    ("video", "val_root"),
+    ("video", "target_cache"),
+    ("model", "backbone_weights"),
+    ("model", "init_checkpoint"),
+    ("teacher", "checkpoint"),
+    ("out_dir",),
+)
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -233,14 +245,20 @@ def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
     data = cfg.data
     data = dataclasses.replace(data, root=fix(data.root), flow_cache=fix(data.flow_cache), flow=fix(data.flow))
     v = cfg.video
-    video = dataclasses.replace(v, root=fix(v.root), flow_cache=fix(v.flow_cache), val_root=fix(v.val_root),
-                                target_cache=fix(v.target_cache))
+    video = dataclasses.replace(
+        v, root=fix(v.root), flow_cache=fix(v.flow_cache), val_root=fix(v.val_root), target_cache=fix(v.target_cache)
+    )
     kwargs = dict(cfg.model.kwargs)
     if kwargs.get("weights"):
         kwargs["weights"] = fix(kwargs["weights"])
-    model = dataclasses.replace(cfg.model, backbone_weights=fix(cfg.model.backbone_weights),
-                                init_checkpoint=fix(cfg.model.init_checkpoint), kwargs=kwargs)
+    model = dataclasses.replace(
+        cfg.model,
+        backbone_weights=fix(cfg.model.backbone_weights),
+        init_checkpoint=fix(cfg.model.init_checkpoint),
+        kwargs=kwargs,
+    )
     teacher = dataclasses.replace(cfg.teacher, checkpoint=fix(cfg.teacher.checkpoint))
     classes = fix(cfg.classes) if is_class_file(cfg.classes) else cfg.classes
-    return dataclasses.replace(cfg, data=data, video=video, model=model, teacher=teacher, out_dir=fix(cfg.out_dir),
-                               classes=classes)
+    return dataclasses.replace(
+        cfg, data=data, video=video, model=model, teacher=teacher, out_dir=fix(cfg.out_dir), classes=classes
+    )

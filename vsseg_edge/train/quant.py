@@ -134,8 +134,16 @@ class QuantConvTranspose2d(_QuantMixin, nn.ConvTranspose2d):
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
         if output_size is not None or self.groups != 1:
             raise VssegError("QAT: ConvTranspose2d with output_size or groups is not supported")
-        return F.conv_transpose2d(self._quant_input(x), self._quant_weight(), self.bias, self.stride,
-                                  self.padding, self.output_padding, self.groups, self.dilation)
+        return F.conv_transpose2d(
+            self._quant_input(x),
+            self._quant_weight(),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.groups,
+            self.dilation,
+        )
 
 
 _SWAP = {nn.Conv2d: QuantConv2d, nn.ConvTranspose2d: QuantConvTranspose2d}
@@ -172,8 +180,12 @@ def quantized_modules(model: nn.Module) -> list[tuple[str, _QuantMixin]]:
 
 
 @torch.no_grad()
-def calibrate_inputs(model: nn.Module, batches: Iterable[torch.Tensor], cfg: QuantConfig,
-                     forward: Callable[[torch.Tensor], object] | None = None) -> dict[str, float]:
+def calibrate_inputs(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    cfg: QuantConfig,
+    forward: Callable[[torch.Tensor], object] | None = None,
+) -> dict[str, float]:
     """Set every fake quantiser's input amax from the model's activations on `batches` (float, eval mode).
 
     Two passes for `percentile` (the maximum, then a 2048-bin histogram of |x| up to it), one for `max`.

@@ -58,8 +58,9 @@ class FusionSpec:
     def __post_init__(self):
         object.__setattr__(self, "offsets", tuple(int(k) for k in self.offsets if int(k) != 0))
         if self.sigma <= 0 or self.mask_power < 0:
-            raise VssegError(f"target fusion: sigma must be > 0 and mask_power >= 0, got {self.sigma}, "
-                             f"{self.mask_power}")
+            raise VssegError(
+                f"target fusion: sigma must be > 0 and mask_power >= 0, got {self.sigma}, {self.mask_power}"
+            )
 
 
 def fuse_probabilities(probs_t, image_t, neighbours, spec: FusionSpec = FusionSpec()):
@@ -77,11 +78,13 @@ def fuse_probabilities(probs_t, image_t, neighbours, spec: FusionSpec = FusionSp
     weight_sum = torch.zeros_like(probs_t[:, :1])
     for probs_n, image_n, flow in neighbours:
         if flow.shape[-2:] != probs_t.shape[-2:] or image_n.shape[-2:] != probs_t.shape[-2:]:
-            raise VssegError(f"target fusion: flow {tuple(flow.shape)} / image {tuple(image_n.shape)} do not match "
-                             f"the probabilities {tuple(probs_t.shape)}")
+            raise VssegError(
+                f"target fusion: flow {tuple(flow.shape)} / image {tuple(image_n.shape)} do not match "
+                f"the probabilities {tuple(probs_t.shape)}"
+            )
         valid = flow_validity(flow, exclude_out_of_frame=True)
         m = photometric_weight(image_t / spec.sigma, flow_warp(image_n, flow) / spec.sigma)
-        w = valid * m ** spec.mask_power
+        w = valid * m**spec.mask_power
         total = total + w * flow_warp(probs_n, flow)
         weight_sum = weight_sum + w
     return total / (1.0 + weight_sum), weight_sum
@@ -95,21 +98,47 @@ class FusedTargets:
     answers flows between frames of the dataset (DIS, cached), resized to the model's geometry here.
     """
 
-    def __init__(self, dataset: SegmentationDataset, teacher, teacher_id: str, spec, flow_source: FlowSource,
-                 fusion: FusionSpec = FusionSpec(), cache_dir: str | Path | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        dataset: SegmentationDataset,
+        teacher,
+        teacher_id: str,
+        spec,
+        flow_source: FlowSource,
+        fusion: FusionSpec = FusionSpec(),
+        cache_dir: str | Path | None = None,
+        device: str = "cpu",
+    ):
         from ..core.cache import user_cache_dir
 
         self.dataset, self.teacher, self.teacher_id = dataset, teacher, teacher_id
         self.spec, self.flow_source, self.fusion, self.device = spec, flow_source, fusion, device
         self.cache_dir = Path(cache_dir) if cache_dir is not None else user_cache_dir("targets")
-        self._settings = json.dumps({"version": TARGETS_VERSION, "teacher": teacher_id, "spec": spec.to_dict(),
-                                     "fusion": asdict(fusion), "flow": flow_source.name}, sort_keys=True)
+        self._settings = json.dumps(
+            {
+                "version": TARGETS_VERSION,
+                "teacher": teacher_id,
+                "spec": spec.to_dict(),
+                "fusion": asdict(fusion),
+                "flow": flow_source.name,
+            },
+            sort_keys=True,
+        )
         self.computed = 0
         self.cached = 0
 
     @classmethod
-    def from_checkpoint(cls, dataset, checkpoint: str | Path, spec, flow_source, fusion=FusionSpec(),
-                        cache_dir=None, device: str = "cpu", num_classes: int | None = None) -> FusedTargets:
+    def from_checkpoint(
+        cls,
+        dataset,
+        checkpoint: str | Path,
+        spec,
+        flow_source,
+        fusion=FusionSpec(),
+        cache_dir=None,
+        device: str = "cpu",
+        num_classes: int | None = None,
+    ) -> FusedTargets:
         from ..core.hashcache import file_sha256
         from ..models.checkpoint import model_from_checkpoint
 
@@ -145,8 +174,10 @@ class FusedTargets:
         path = self.path(ref)
         if not path.is_file():
             if self.teacher is None:
-                raise VssegError(f"{ref.image}: no fused target in {self.cache_dir} (the cache was cleared or the "
-                                 "frame changed after the targets were built); run again to rebuild them")
+                raise VssegError(
+                    f"{ref.image}: no fused target in {self.cache_dir} (the cache was cleared or the "
+                    "frame changed after the targets were built); run again to rebuild them"
+                )
             self._build_sequence(self.dataset.sequences[ref.sequence], only={ref.index})
         try:
             with np.load(path) as npz:
@@ -228,8 +259,10 @@ class FusedTargets:
         with torch.no_grad():
             logits = self.teacher(x)
         if tuple(logits.shape[-2:]) != tuple(frame.shape[:2]):
-            raise VssegError(f"fused targets: the teacher answers {tuple(logits.shape[-2:])} for an input of "
-                             f"{frame.shape[:2]}; it must return logits at its input size")
+            raise VssegError(
+                f"fused targets: the teacher answers {tuple(logits.shape[-2:])} for an input of "
+                f"{frame.shape[:2]}; it must return logits at its input size"
+            )
         image = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1), dtype=np.float32))[None]
         memo[slot] = (torch.softmax(logits.float(), dim=1), image.to(self.device))
         return memo[slot]

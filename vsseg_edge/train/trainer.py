@@ -52,8 +52,16 @@ from .losses.config import KD_TERMS
 
 # mixed batches: the terms each part of a step computes (a term that needs labels or frame pairs)
 LABELLED_TERMS = ("seg", "aux", "kd_pixel", "skd_pixel", "skd_pairwise")
-VIDEO_TERMS = ("temporal", "kd_pixel", "kd_pairwise_frames", "kd_multiframe", "skd_pixel", "skd_pairwise",
-               "skd_holistic", "fused_kd")
+VIDEO_TERMS = (
+    "temporal",
+    "kd_pixel",
+    "kd_pairwise_frames",
+    "kd_multiframe",
+    "skd_pixel",
+    "skd_pairwise",
+    "skd_holistic",
+    "fused_kd",
+)
 _VIDEO_SEED = 1_000_003  # the video sample stream's seed offset: its augmentation draws differ from the labelled
 
 
@@ -136,16 +144,23 @@ class Trainer:
     def _build_data(self) -> None:
         cfg = self.cfg
         self.mixed = cfg.video.root is not None
-        augment = PairedAugment(crop=tuple(cfg.data.crop), scale_range=tuple(cfg.data.scale_range),
-                                max_rotation=cfg.data.rotate_deg, flip_prob=0.5 if cfg.data.flip else 0.0,
-                                blur_prob=cfg.data.blur_prob)
+        augment = PairedAugment(
+            crop=tuple(cfg.data.crop),
+            scale_range=tuple(cfg.data.scale_range),
+            max_rotation=cfg.data.rotate_deg,
+            flip_prob=0.5 if cfg.data.flip else 0.0,
+            blur_prob=cfg.data.blur_prob,
+        )
         self.train_set = self.clips = self.video_pairs = flow = None
         if cfg.data.root is not None:
-            self.train_set = open_dataset(cfg.data.root, cfg.data.train_split, cfg.data.kind,
-                                          classes=self._data_classes())
+            self.train_set = open_dataset(
+                cfg.data.root, cfg.data.train_split, cfg.data.kind, classes=self._data_classes()
+            )
             if self.train_set.label_set.classes != self.label_set.classes:
-                raise VssegError(f"{cfg.data.root}: dataset classes are {self.train_set.label_set.name!r}, "
-                                 f"the recipe says classes={cfg.classes!r}")
+                raise VssegError(
+                    f"{cfg.data.root}: dataset classes are {self.train_set.label_set.name!r}, "
+                    f"the recipe says classes={cfg.classes!r}"
+                )
             mode = "none" if self.mixed else self.mode  # mixed: frame pairs come from the video
             if mode != "none":
                 flow = open_flow_source(cfg.data.flow, self.train_set, cache_dir=cfg.data.flow_cache)
@@ -157,8 +172,9 @@ class Trainer:
             if cfg.loss.weights.fused_kd:
                 self.targets = self._build_targets(video, flow)
             # frame t alone when no term looks at a neighbour (fused targets need none: one forward per frame)
-            self.video_pairs = VideoPairs(video, flow, augment, cfg.preprocess, ClipSpec(self.mode, cfg.video.offsets),
-                                          targets=self.targets)
+            self.video_pairs = VideoPairs(
+                video, flow, augment, cfg.preprocess, ClipSpec(self.mode, cfg.video.offsets), targets=self.targets
+            )
         self.flow_name = getattr(flow, "name", None)
 
     def _build_targets(self, video, flow):
@@ -168,12 +184,21 @@ class Trainer:
 
         cfg = self.cfg
         if not cfg.teacher.checkpoint:
-            raise VssegError("recipe: loss.weights.fused_kd > 0 needs teacher.checkpoint (the model whose fused "
-                             "predictions are the targets)")
+            raise VssegError(
+                "recipe: loss.weights.fused_kd > 0 needs teacher.checkpoint (the model whose fused "
+                "predictions are the targets)"
+            )
         fusion = FusionSpec(cfg.video.fuse_offsets, cfg.video.fuse_sigma, cfg.video.fuse_mask_power)
-        targets = FusedTargets.from_checkpoint(video, resolve_model(cfg.teacher.checkpoint), cfg.preprocess, flow,
-                                               fusion, cfg.video.target_cache, str(self.device),
-                                               num_classes=self.label_set.num_classes)
+        targets = FusedTargets.from_checkpoint(
+            video,
+            resolve_model(cfg.teacher.checkpoint),
+            cfg.preprocess,
+            flow,
+            fusion,
+            cfg.video.target_cache,
+            str(self.device),
+            num_classes=self.label_set.num_classes,
+        )
         t0 = time.perf_counter()
         stats = targets.build(progress=self.progress and self.dist.main)
         self.target_stats = {**stats, "seconds": round(time.perf_counter() - t0, 1)}
@@ -216,8 +241,9 @@ class Trainer:
             if not cfg.teacher.checkpoint:
                 active = [t for t in KD_TERMS if getattr(cfg.loss.weights, t)]
                 raise VssegError(f"recipe: loss weights {active} need a teacher; set teacher.checkpoint")
-            teacher, _ = model_from_checkpoint(resolve_model(cfg.teacher.checkpoint),
-                                               num_classes=self.label_set.num_classes)
+            teacher, _ = model_from_checkpoint(
+                resolve_model(cfg.teacher.checkpoint), num_classes=self.label_set.num_classes
+            )
             self.teacher = teacher.to(self.device).eval().requires_grad_(False)
         self._build_losses()
         self.ddp = self.model
@@ -240,12 +266,17 @@ class Trainer:
         if not self.mixed:
             self.loss = build_losses(cfg.loss, n).to(self.device)
             return
-        keep = lambda terms: dataclasses.replace(cfg.loss, weights=dataclasses.replace(  # noqa: E731
-            w, **{f.name: 0.0 for f in dataclasses.fields(w) if f.name not in terms}))
+
+        def keep(terms):  # the loss config with every other term's weight at 0
+            zero = {f.name: 0.0 for f in dataclasses.fields(w) if f.name not in terms}
+            return dataclasses.replace(cfg.loss, weights=dataclasses.replace(w, **zero))
+
         video = keep(VIDEO_TERMS)
         if not video.weights.active():
-            raise VssegError(f"recipe: video.root is set but none of {list(VIDEO_TERMS)} has a weight > 0; "
-                             "unlabelled clips only feed the temporal loss and distillation")
+            raise VssegError(
+                f"recipe: video.root is set but none of {list(VIDEO_TERMS)} has a weight > 0; "
+                "unlabelled clips only feed the temporal loss and distillation"
+            )
         self.loss = build_losses(video, n).to(self.device)
         if self.clips is not None:
             labelled = keep(LABELLED_TERMS)
@@ -286,8 +317,13 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def train_state(self) -> dict:
-        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                 "loss": self.loss.state_dict(), "torch_rng": torch.get_rng_state()}
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "loss": self.loss.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if self.disc_optimizer is not None:
@@ -297,14 +333,23 @@ class Trainer:
     def save(self, name: str, metrics: dict | None = None, with_state: bool = True) -> Path:
         path = self.out / name
         q = self.cfg.quant
-        save_checkpoint(path, self.model, model_name=self.cfg.model.name, classes=list(self.label_set.classes),
-                        palette=self.label_set.palette_list(), preprocess=self.cfg.preprocess,
-                        model_kwargs=self.model_kwargs, config=to_dict(self.cfg),
-                        metrics=metrics or {}, step=self.step,
-                        train_state=self.train_state() if with_state else None,
-                        quantization=q.record() if q.enabled else None,
-                        parent=resolve_model(self.cfg.model.init_checkpoint)
-                        if q.enabled and self.cfg.model.init_checkpoint else None)
+        save_checkpoint(
+            path,
+            self.model,
+            model_name=self.cfg.model.name,
+            classes=list(self.label_set.classes),
+            palette=self.label_set.palette_list(),
+            preprocess=self.cfg.preprocess,
+            model_kwargs=self.model_kwargs,
+            config=to_dict(self.cfg),
+            metrics=metrics or {},
+            step=self.step,
+            train_state=self.train_state() if with_state else None,
+            quantization=q.record() if q.enabled else None,
+            parent=resolve_model(self.cfg.model.init_checkpoint)
+            if q.enabled and self.cfg.model.init_checkpoint
+            else None,
+        )
         return path
 
     def _resume(self) -> None:
@@ -313,8 +358,10 @@ class Trainer:
             raise VssegError(f"--resume: no {path} to resume from (train once without --resume)")
         ckpt = load_checkpoint(path)
         if ckpt["model"] != self.cfg.model.name or ckpt["num_classes"] != self.label_set.num_classes:
-            raise VssegError(f"{path}: checkpoint is {ckpt['model']} with {ckpt['num_classes']} classes, the recipe "
-                             f"trains {self.cfg.model.name} with {self.label_set.num_classes}")
+            raise VssegError(
+                f"{path}: checkpoint is {ckpt['model']} with {ckpt['num_classes']} classes, the recipe "
+                f"trains {self.cfg.model.name} with {self.label_set.num_classes}"
+            )
         state = ckpt.get("train_state")
         if not state:
             raise VssegError(f"{path}: has no trainer state to resume from")
@@ -354,8 +401,10 @@ class Trainer:
     def _clip_outputs(student, teacher, frames, flows, target=None) -> tuple[FrameOutputs, list[FrameOutputs]]:
         signs = [-1, 1] if len(flows) == 2 else [1]  # triplet t−k, t+k or one neighbour t+k
         frame_t = FrameOutputs(student[0], teacher[0], image=frames[0], offset=0, target=target)
-        neighbours = [FrameOutputs(student[i + 1], teacher[i + 1], image=frames[i + 1], flow=flows[i],
-                                   offset=signs[i]) for i in range(len(flows))]
+        neighbours = [
+            FrameOutputs(student[i + 1], teacher[i + 1], image=frames[i + 1], flow=flows[i], offset=signs[i])
+            for i in range(len(flows))
+        ]
         return frame_t, neighbours
 
     def train_step(self, batch: dict | None, video_batch: dict | None = None) -> dict[str, float]:
@@ -380,8 +429,9 @@ class Trainer:
             terms, log, start, disc_frame = [], {}, 0, None
             for frames, flows, label, target in parts:
                 n = len(frames)
-                frame_t, neighbours = self._clip_outputs(student[start:start + n], teacher[start:start + n],
-                                                         frames, flows, target)
+                frame_t, neighbours = self._clip_outputs(
+                    student[start : start + n], teacher[start : start + n], frames, flows, target
+                )
                 start += n
                 video_part = label is None
                 loss = self.loss if video_part or not self.mixed else self.loss_labelled
@@ -429,16 +479,23 @@ class Trainer:
         from ..runtime.backends.torch_backend import TorchBackend
 
         cfg = self.cfg
-        runner = TorchBackend(self.model, preprocess_spec=cfg.preprocess, classes=self.label_set.classes,
-                              artifact=f"{cfg.name} (training)", device=str(self.device), fp16=False,
-                              channels_last=False)
+        runner = TorchBackend(
+            self.model,
+            preprocess_spec=cfg.preprocess,
+            classes=self.label_set.classes,
+            artifact=f"{cfg.name} (training)",
+            device=str(self.device),
+            fp16=False,
+            channels_last=False,
+        )
         report: dict = {}
         try:
             if cfg.data.root is not None:
                 val = open_dataset(cfg.data.root, cfg.data.val_split, cfg.data.kind, classes=self._data_classes())
                 flow = open_flow_source(cfg.data.flow, val, cache_dir=cfg.data.flow_cache) if cfg.val_tc else None
-                report = evaluate_runner(runner, val, flow, tc=cfg.val_tc, max_sequences=cfg.val_max_sequences,
-                                         progress=False).report
+                report = evaluate_runner(
+                    runner, val, flow, tc=cfg.val_tc, max_sequences=cfg.val_max_sequences, progress=False
+                ).report
             if cfg.video.val_root is not None:
                 clips = open_dataset(cfg.video.val_root, "val", kind="video").with_label_set(self.label_set)
                 if cfg.video.val_max_frames:
@@ -455,15 +512,27 @@ class Trainer:
         """Batches of `samples` (default: the labelled clips), resumable at `self.step`."""
         samples = self.clips if samples is None else samples
         seed = self.cfg.seed if seed is None else seed
-        stream = SampleStream(len(samples), batch_size or self.cfg.batch_size, seed, start_batch=self.step,
-                              rank=self.dist.rank, world=self.dist.world)
+        stream = SampleStream(
+            len(samples),
+            batch_size or self.cfg.batch_size,
+            seed,
+            start_batch=self.step,
+            rank=self.dist.rank,
+            world=self.dist.world,
+        )
         workers = self.cfg.data.workers
         # the loader's own generator: creating its iterator must not draw from the global RNG (dropout's),
         # or a resumed run would diverge from an uninterrupted one
         generator = torch.Generator().manual_seed(seed)
-        return torch.utils.data.DataLoader(samples, batch_sampler=stream, num_workers=workers, generator=generator,
-                                           pin_memory=self.device.type == "cuda",
-                                           persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
+        return torch.utils.data.DataLoader(
+            samples,
+            batch_sampler=stream,
+            num_workers=workers,
+            generator=generator,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=2 if workers else None,
+        )
 
     def calibrate_quantizers(self) -> dict[str, float]:
         """QAT: set each fake quantiser's input range from `quant.calib_batches` training batches before the
@@ -505,8 +574,11 @@ class Trainer:
             if cfg.quant.enabled and self.step == 0:
                 self.calibrate_quantizers()
             batches = iter(self.data_loader()) if self.clips is not None else None
-            videos = iter(self.data_loader(self.video_pairs, cfg.video.batch_size, cfg.seed + _VIDEO_SEED)) \
-                if self.video_pairs is not None else None
+            videos = (
+                iter(self.data_loader(self.video_pairs, cfg.video.batch_size, cfg.seed + _VIDEO_SEED))
+                if self.video_pairs is not None
+                else None
+            )
             while self.step < cfg.iterations and not self.stop_requested:
                 batch = next(batches) if batches is not None else None
                 video_batch = next(videos) if videos is not None else None
@@ -566,8 +638,10 @@ def _first_frames(dataset, n: int):
     """The same clips cut to their first `n` frames (quick TC checks during training)."""
     from ..data.video import VideoDataset
 
-    clips = [dataclasses.replace(c, frames=c.frames[:n], timestamps=c.timestamps[:n] if c.timestamps else None)
-             for c in dataset.clips.values()]
+    clips = [
+        dataclasses.replace(c, frames=c.frames[:n], timestamps=c.timestamps[:n] if c.timestamps else None)
+        for c in dataset.clips.values()
+    ]
     return VideoDataset(dataset.root, dataset.split, clips, dataset.label_set)
 
 
@@ -591,7 +665,7 @@ def _write_log(fh, tb, record: dict) -> None:
         start = os.fstat(fh.fileno()).st_size
         try:
             while line:
-                line = line[fh.write(line):]
+                line = line[fh.write(line) :]
         except OSError:  # a full disk mid-record: the log keeps whole records only
             with contextlib.suppress(OSError):
                 os.ftruncate(fh.fileno(), start)
@@ -640,8 +714,10 @@ def check_run_folder(out: Path, model, *, resume: bool, overwrite: bool) -> None
     if not previous or resume:
         return
     if not overwrite:
-        raise VssegError(f"{out}: holds a previous run ({', '.join(previous)}); pass --resume to continue it or "
-                         "--overwrite to start again (or change the recipe's name / out_dir)")
+        raise VssegError(
+            f"{out}: holds a previous run ({', '.join(previous)}); pass --resume to continue it or "
+            "--overwrite to start again (or change the recipe's name / out_dir)"
+        )
     for n in previous:
         (out / n).unlink()
 
@@ -660,6 +736,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
 
             dist.destroy_process_group()
     if trainer.stop_signal is not None:
-        raise Interrupted(trainer.stop_signal, f"saved {trainer.out / 'last.pt'} at step {trainer.step}; "
-                                               "continue with --resume")
+        raise Interrupted(
+            trainer.stop_signal, f"saved {trainer.out / 'last.pt'} at step {trainer.step}; continue with --resume"
+        )
     return metrics

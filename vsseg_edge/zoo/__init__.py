@@ -72,11 +72,21 @@ def entries() -> dict[str, ZooEntry]:
         raise VssegError(f"{INDEX}: the zoo index is missing or damaged ({exc}); reinstall vsseg-edge") from None
     out = {}
     for name, e in data.get("models", {}).items():
-        out[name] = ZooEntry(name=name, file=e["file"], architecture=e["architecture"], classes=e["classes"],
-                             num_classes=int(e["num_classes"]), input_hw=tuple(e["input_hw"]), source=e["source"],
-                             licence=e["licence"], description=e.get("description", ""), parent=e.get("parent"),
-                             made_by=e.get("made_by", ""), published=e.get("published"),
-                             measured=tuple(e.get("measured", ())))
+        out[name] = ZooEntry(
+            name=name,
+            file=e["file"],
+            architecture=e["architecture"],
+            classes=e["classes"],
+            num_classes=int(e["num_classes"]),
+            input_hw=tuple(e["input_hw"]),
+            source=e["source"],
+            licence=e["licence"],
+            description=e.get("description", ""),
+            parent=e.get("parent"),
+            made_by=e.get("made_by", ""),
+            published=e.get("published"),
+            measured=tuple(e.get("measured", ())),
+        )
     return out
 
 
@@ -105,13 +115,15 @@ def resolve(model: str | os.PathLike) -> Path:
     entry = entries().get(str(model))
     if entry is not None:
         if not entry.path.is_file():
-            raise VssegError(f"{entry.name}: zoo file {entry.path} is missing from this installation "
-                             "(reinstall vsseg-edge)")
+            raise VssegError(
+                f"{entry.name}: zoo file {entry.path} is missing from this installation (reinstall vsseg-edge)"
+            )
         return entry.path
     text = str(model)
     if text and not path.suffix and os.sep not in text and "/" not in text:
-        raise VssegError(f"{text}: no such file, and not a zoo model ({', '.join(names())}; "
-                         "`vsseg-edge models` lists them)")
+        raise VssegError(
+            f"{text}: no such file, and not a zoo model ({', '.join(names())}; `vsseg-edge models` lists them)"
+        )
     return path
 
 
@@ -134,9 +146,11 @@ def onnx_for(model: str | os.PathLike, log=None) -> Path:
         from ..export.onnx_export import export_checkpoint
         from ..export.presets import ExportPreset
     except ImportError as exc:
-        raise VssegError(f"{entry.name}: the zoo ships a torch checkpoint and this command needs an ONNX; exporting "
-                         f"it needs torch and onnx ({exc}). On a machine with them run `vsseg-edge export "
-                         f"{entry.name} --out {entry.name}.onnx` and pass that file instead") from None
+        raise VssegError(
+            f"{entry.name}: the zoo ships a torch checkpoint and this command needs an ONNX; exporting "
+            f"it needs torch and onnx ({exc}). On a machine with them run `vsseg-edge export "
+            f"{entry.name} --out {entry.name}.onnx` and pass that file instead"
+        ) from None
     if log:
         log(f"{entry.name}: exporting the zoo checkpoint to {target} (once)")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -146,8 +160,18 @@ def onnx_for(model: str | os.PathLike, log=None) -> Path:
 
 def describe(entry: ZooEntry) -> dict:
     """A JSON-ready description (what `vsseg-edge models --json` prints)."""
-    return {"name": entry.name, "file": str(entry.path), "architecture": entry.architecture,
-            "classes": entry.classes, "num_classes": entry.num_classes, "input_hw": list(entry.input_hw),
-            "source": entry.source, "licence": entry.licence, "description": entry.description,
-            "parent": entry.parent, "made_by": entry.made_by, "published": entry.published,
-            "measured": list(entry.measured)}
+    return {
+        "name": entry.name,
+        "file": str(entry.path),
+        "architecture": entry.architecture,
+        "classes": entry.classes,
+        "num_classes": entry.num_classes,
+        "input_hw": list(entry.input_hw),
+        "source": entry.source,
+        "licence": entry.licence,
+        "description": entry.description,
+        "parent": entry.parent,
+        "made_by": entry.made_by,
+        "published": entry.published,
+        "measured": list(entry.measured),
+    }

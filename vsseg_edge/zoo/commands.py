@@ -29,18 +29,30 @@ def models_command(
     for col in ("name", "classes", "input HxW", "mIoU %", "TC %", "source", "licence"):
         table.add_column(col, justify="right" if col in ("mIoU %", "TC %") else "left", overflow="fold")
     for e in zoo:
-        table.add_row(e.name, f"{e.classes} ({e.num_classes})", f"{e.input_hw[0]}x{e.input_hw[1]}",
-                      _figure(e, "mIoU"), _figure(e, "TC"), e.source, e.licence)
+        table.add_row(
+            e.name,
+            f"{e.classes} ({e.num_classes})",
+            f"{e.input_hw[0]}x{e.input_hw[1]}",
+            _figure(e, "mIoU"),
+            _figure(e, "TC"),
+            e.source,
+            e.licence,
+        )
     console = Console() if Console().is_terminal else Console(width=160)
     console.print(table)
     for e in zoo:
         notes = [f"{m['metric']} {m['value']:.2f} on {m['on']}" for m in e.measured if m.get("value") is not None]
         if e.published:
             notes.append(f"published {e.published['metric']} {e.published['value']} on {e.published['on']}")
-        console.print(f"{e.name}: {e.description}" + (f" [{'; '.join(notes)}]" if notes else ""),
-                      markup=False, highlight=False)
-    console.print("architectures: " + (", ".join(archs) if archs else "(install torch to train: "
-                                        "pip install 'vsseg-edge[train]')"), markup=False, highlight=False)
+        console.print(
+            f"{e.name}: {e.description}" + (f" [{'; '.join(notes)}]" if notes else ""), markup=False, highlight=False
+        )
+    console.print(
+        "architectures: "
+        + (", ".join(archs) if archs else "(install torch to train: pip install 'vsseg-edge[train]')"),
+        markup=False,
+        highlight=False,
+    )
 
 
 def _figure(entry, metric: str) -> str:
@@ -58,19 +70,32 @@ def _architectures() -> list[str]:
 
 
 def import_weights_command(
-    weights: Path = typer.Argument(..., help="Plain state dict: a published ESPNet file, a whole model's weights, "
-                                             "or (with --backbone) a torchvision-format ImageNet backbone."),
+    weights: Path = typer.Argument(
+        ...,
+        help="Plain state dict: a published ESPNet file, a whole model's weights, "
+        "or (with --backbone) a torchvision-format ImageNet backbone.",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt; its manifest goes beside it)."),
-    model: Optional[str] = typer.Option(None, "--model", show_default="espnet for ESPNet files",
-                                        help="Architecture (vsseg-edge models lists them)."),
-    classes: Optional[str] = typer.Option(None, "--classes", show_default="from an ESPNet file's output width",
-                                          help="Class set: cityscapes | camvid."),
-    preprocess: Optional[str] = typer.Option(None, "--preprocess", show_default="an ESPNet file's published one",
-                                             help="espnet-cityscapes | espnet-camvid | imagenet | a YAML file."),
-    size: Optional[str] = typer.Option(None, "--size", show_default="the preprocessing's",
-                                       help="Input HxW stored with the preprocessing."),
-    backbone: bool = typer.Option(False, "--backbone", help="The file is an ImageNet backbone for --model; "
-                                                            "heads start random (a starting point to train)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", show_default="espnet for ESPNet files", help="Architecture (vsseg-edge models lists them)."
+    ),
+    classes: Optional[str] = typer.Option(
+        None, "--classes", show_default="from an ESPNet file's output width", help="Class set: cityscapes | camvid."
+    ),
+    preprocess: Optional[str] = typer.Option(
+        None,
+        "--preprocess",
+        show_default="an ESPNet file's published one",
+        help="espnet-cityscapes | espnet-camvid | imagenet | a YAML file.",
+    ),
+    size: Optional[str] = typer.Option(
+        None, "--size", show_default="the preprocessing's", help="Input HxW stored with the preprocessing."
+    ),
+    backbone: bool = typer.Option(
+        False,
+        "--backbone",
+        help="The file is an ImageNet backbone for --model; heads start random (a starting point to train).",
+    ),
 ):
     """Turn a plain state dict into a vsseg-edge checkpoint with its manifest (architecture, classes, preprocessing)."""
     from ..core.config import parse_size
@@ -86,9 +111,11 @@ def import_weights_command(
     spec = preprocess_preset(preprocess, hw) if preprocess else None
     info = import_weights(weights, out, model=model, classes=classes, preprocess=spec, backbone=backbone)
     p = info["preprocess"]
-    typer.echo(f"wrote {info['out']}: {info['model']} {info['model_kwargs']}, {info['classes']} "
-               f"({info['num_classes']} classes), {info['parameters']:,} parameters, input {p['height']}x{p['width']} "
-               f"{p['channel_order']}; from {info['source']['kind']} {info['source']['file']}")
+    typer.echo(
+        f"wrote {info['out']}: {info['model']} {info['model_kwargs']}, {info['classes']} "
+        f"({info['num_classes']} classes), {info['parameters']:,} parameters, input {p['height']}x{p['width']} "
+        f"{p['channel_order']}; from {info['source']['kind']} {info['source']['file']}"
+    )
 
 
 def register(app, data_app) -> None:

@@ -70,16 +70,30 @@ def build_scene(city: City, seed: int, duration: float) -> Scene:
     park_r, park_l = (2.3 if rng.random() < 0.5 else 0.0), (2.3 if rng.random() < 0.4 else 0.0)
     right, left = n_right * lane + park_r, -(n_left * lane + park_l)
     lines = tuple(k * lane for k in range(-n_left + 1, n_right))
-    road = Road(left=left, right=right, walk_l=rng.uniform(2, 5), walk_r=rng.uniform(2, 5), lane_lines=lines,
-                rgb={c: _rgb(city, c, BASE_RGB[c], rng) for c in (ROAD, SIDEWALK, TERRAIN)})
+    road = Road(
+        left=left,
+        right=right,
+        walk_l=rng.uniform(2, 5),
+        walk_r=rng.uniform(2, 5),
+        lane_lines=lines,
+        rgb={c: _rgb(city, c, BASE_RGB[c], rng) for c in (ROAD, SIDEWALK, TERRAIN)},
+    )
     ego_lane = n_right - 1 - int(n_right == 2 and rng.random() < 0.5)
     speed = rng.uniform(3, 12)
     traj = Trajectory(
-        x0=(ego_lane + 0.5) * lane, z0=0.0, speed=speed, speed_amp=speed * rng.uniform(0, 0.3),
+        x0=(ego_lane + 0.5) * lane,
+        z0=0.0,
+        speed=speed,
+        speed_amp=speed * rng.uniform(0, 0.3),
         speed_period=rng.uniform(4, 10),
-        lat_amp=rng.uniform(0, 0.4), lat_period=rng.uniform(3, 8),
-        yaw0=np.deg2rad(rng.uniform(-3, 3)), yaw_amp=np.deg2rad(rng.uniform(0, 3)), yaw_period=rng.uniform(2, 6),
-        phase=rng.uniform(0, 2 * np.pi), pitch_amp=np.deg2rad(rng.uniform(0, 0.4)), height=city.cam_height,
+        lat_amp=rng.uniform(0, 0.4),
+        lat_period=rng.uniform(3, 8),
+        yaw0=np.deg2rad(rng.uniform(-3, 3)),
+        yaw_amp=np.deg2rad(rng.uniform(0, 3)),
+        yaw_period=rng.uniform(2, 6),
+        phase=rng.uniform(0, 2 * np.pi),
+        pitch_amp=np.deg2rad(rng.uniform(0, 0.4)),
+        height=city.cam_height,
     )
     zr = (-40.0, traj.pose(duration)[0][2] + AHEAD)
     prims, skylines = Prims(), []
@@ -88,8 +102,14 @@ def build_scene(city: City, seed: int, duration: float) -> Scene:
         add_furniture(prims, city, road, side, zr, rng)
         add_pedestrians(prims, city, road, side, zr, duration, rng)
     add_traffic(prims, city, road, traj, lane, (n_left, n_right, park_l, park_r), zr, duration, rng)
-    return Scene(city=city, road=road, traj=traj, prims=prims.freeze(), sky_seed=int(rng.integers(1 << 31)),
-                 skylines=tuple(skylines))
+    return Scene(
+        city=city,
+        road=road,
+        traj=traj,
+        prims=prims.freeze(),
+        sky_seed=int(rng.integers(1 << 31)),
+        skylines=tuple(skylines),
+    )
 
 
 def add_street_side(p: Prims, city: City, road: Road, side: int, zr, rng) -> Skyline:
@@ -109,19 +129,38 @@ def add_street_side(p: Prims, city: City, road: Road, side: int, zr, rng) -> Sky
             params = (rng.uniform(2.2, 3.5), rng.uniform(2.8, 3.6))
             height = rng.uniform(*city.building_h)
             segments.append((z0, z1, height))
-            p.box((lo_x, 0, z0), (hi_x, height, z1), BUILDING,
-                  _rgb(city, BUILDING, _pick(rng, BUILDING_RGB), rng), p.new_group(), noise=0.12, texel=0.1,
-                  pattern=WINDOWS, param=params)
+            p.box(
+                (lo_x, 0, z0),
+                (hi_x, height, z1),
+                BUILDING,
+                _rgb(city, BUILDING, _pick(rng, BUILDING_RGB), rng),
+                p.new_group(),
+                noise=0.12,
+                texel=0.1,
+                pattern=WINDOWS,
+                param=params,
+            )
         else:
             kind = _pick(rng, (WALL, FENCE, VEGETATION, None))
             if kind is not None:
-                height, thick = {WALL: (rng.uniform(1, 3), 0.3), FENCE: (rng.uniform(1, 2.2), 0.1),
-                                 VEGETATION: (rng.uniform(0.8, 2.2), 1.0)}[kind]
+                height, thick = {
+                    WALL: (rng.uniform(1, 3), 0.3),
+                    FENCE: (rng.uniform(1, 2.2), 0.1),
+                    VEGETATION: (rng.uniform(0.8, 2.2), 1.0),
+                }[kind]
                 lo_x, hi_x = _span(side, line, line + thick)
                 segments.append((z0, z1, height))
-                p.box((lo_x, 0, z0), (hi_x, height, z1), kind, _rgb(city, kind, BASE_RGB[kind], rng), p.new_group(),
-                      noise=0.3 if kind == VEGETATION else 0.15, texel=0.08 if kind == VEGETATION else 0.1,
-                      pattern=SLATS if kind == FENCE else 0, param=(rng.uniform(0.1, 0.25), 0))
+                p.box(
+                    (lo_x, 0, z0),
+                    (hi_x, height, z1),
+                    kind,
+                    _rgb(city, kind, BASE_RGB[kind], rng),
+                    p.new_group(),
+                    noise=0.3 if kind == VEGETATION else 0.15,
+                    texel=0.08 if kind == VEGETATION else 0.1,
+                    pattern=SLATS if kind == FENCE else 0,
+                    param=(rng.uniform(0.1, 0.25), 0),
+                )
         z = z1
     _background_row(p, city, side, line + rng.uniform(18, 30), zr, rng)
     z0s, z1s, heights = (np.array(col, float) for col in zip(*segments)) if segments else (np.zeros(0),) * 3
@@ -134,13 +173,28 @@ def _background_row(p: Prims, city: City, side: int, dist: float, zr, rng) -> No
         length = rng.uniform(10, 40)
         if rng.random() < 0.4 + 0.6 * city.urban:
             lo_x, hi_x = _span(side, dist, dist + 20)
-            p.box((lo_x, 0, z), (hi_x, rng.uniform(city.building_h[0] * 1.3, city.building_h[1] * 1.5), z + length),
-                  BUILDING, _rgb(city, BUILDING, _pick(rng, BUILDING_RGB), rng), p.new_group(), noise=0.12,
-                  texel=0.15, pattern=WINDOWS, param=(rng.uniform(2.2, 3.5), rng.uniform(2.8, 3.6)))
+            p.box(
+                (lo_x, 0, z),
+                (hi_x, rng.uniform(city.building_h[0] * 1.3, city.building_h[1] * 1.5), z + length),
+                BUILDING,
+                _rgb(city, BUILDING, _pick(rng, BUILDING_RGB), rng),
+                p.new_group(),
+                noise=0.12,
+                texel=0.15,
+                pattern=WINDOWS,
+                param=(rng.uniform(2.2, 3.5), rng.uniform(2.8, 3.6)),
+            )
         else:
             r = rng.uniform(3, 7, 3)
-            p.ellipsoid((side * (dist + r[0]), r[1] * rng.uniform(1, 1.6), z + length / 2), r, VEGETATION,
-                        _rgb(city, VEGETATION, BASE_RGB[VEGETATION], rng), p.new_group(), noise=0.35, texel=0.12)
+            p.ellipsoid(
+                (side * (dist + r[0]), r[1] * rng.uniform(1, 1.6), z + length / 2),
+                r,
+                VEGETATION,
+                _rgb(city, VEGETATION, BASE_RGB[VEGETATION], rng),
+                p.new_group(),
+                noise=0.35,
+                texel=0.12,
+            )
         z += length
 
 
@@ -169,15 +223,31 @@ def _pole(p: Prims, city: City, side: int, x: float, z: float, rng) -> None:
     p.box((x - 0.07, 0, z - 0.07), (x + 0.07, h, z + 0.07), POLE, grey, g, noise=0.1)
     if u < 0.35 or rng.random() < 0.2:  # a sign facing the traffic (thin along Z)
         w, y = rng.uniform(0.45, 0.8), (h - 0.4 if u < 0.35 else rng.uniform(2.2, 3.0))
-        p.box((x - w / 2, y - w / 2, z - 0.1), (x + w / 2, y + w / 2, z - 0.07), SIGN,
-              _rgb(city, SIGN, _pick(rng, SIGN_RGB), rng), g, noise=0.05, pattern=PLATE, param=(w, w))
+        p.box(
+            (x - w / 2, y - w / 2, z - 0.1),
+            (x + w / 2, y + w / 2, z - 0.07),
+            SIGN,
+            _rgb(city, SIGN, _pick(rng, SIGN_RGB), rng),
+            g,
+            noise=0.05,
+            pattern=PLATE,
+            param=(w, w),
+        )
     elif u < 0.6:  # a traffic light, on the pole or hanging from an arm over the road
         lx = x - side * rng.uniform(2.5, 5) if rng.random() < 0.5 else x
         if lx != x:
             p.box((min(x, lx), h - 0.25, z - 0.06), (max(x, lx), h - 0.13, z + 0.06), POLE, grey, g, noise=0.1)
         top = h - 0.13 if lx != x else h
-        p.box((lx - 0.17, top - 1.0, z - 0.3), (lx + 0.17, top, z - 0.07), LIGHT, BASE_RGB[LIGHT], g, noise=0.05,
-              pattern=LAMPS, param=(float(rng.integers(3)), 0))
+        p.box(
+            (lx - 0.17, top - 1.0, z - 0.3),
+            (lx + 0.17, top, z - 0.07),
+            LIGHT,
+            BASE_RGB[LIGHT],
+            g,
+            noise=0.05,
+            pattern=LAMPS,
+            param=(float(rng.integers(3)), 0),
+        )
 
 
 def _person(p: Prims, x, z, s, vel, rng, cls=PERSON, y0=0.0) -> None:
@@ -185,10 +255,24 @@ def _person(p: Prims, x, z, s, vel, rng, cls=PERSON, y0=0.0) -> None:
     legs = np.asarray(_pick(rng, CLOTHES_RGB)) * rng.uniform(0.7, 1.0)
     if y0 == 0.0:
         p.box((x - 0.17 * s, 0, z - 0.11 * s), (x + 0.17 * s, 0.85 * s, z + 0.11 * s), cls, legs, g, vel, noise=0.1)
-    p.box((x - 0.22 * s, y0 + 0.85 * s, z - 0.13 * s), (x + 0.22 * s, y0 + 1.45 * s, z + 0.13 * s), cls, cloth, g, vel,
-          noise=0.1)
-    p.ellipsoid((x, y0 + 1.58 * s, z), (0.1 * s, 0.13 * s, 0.11 * s), cls, np.asarray(SKIN) * rng.uniform(0.5, 1.1),
-                g, vel, noise=0.05)
+    p.box(
+        (x - 0.22 * s, y0 + 0.85 * s, z - 0.13 * s),
+        (x + 0.22 * s, y0 + 1.45 * s, z + 0.13 * s),
+        cls,
+        cloth,
+        g,
+        vel,
+        noise=0.1,
+    )
+    p.ellipsoid(
+        (x, y0 + 1.58 * s, z),
+        (0.1 * s, 0.13 * s, 0.11 * s),
+        cls,
+        np.asarray(SKIN) * rng.uniform(0.5, 1.1),
+        g,
+        vel,
+        noise=0.05,
+    )
 
 
 def add_pedestrians(p: Prims, city: City, road: Road, side: int, zr, duration, rng) -> None:
@@ -212,26 +296,60 @@ def _vehicle(p: Prims, city: City, x, z, vz, rng, cars_only=False) -> float:
     if u < 0.84:
         cls, length, width, height = CAR, rng.uniform(3.8, 4.9), rng.uniform(1.65, 1.9), rng.uniform(0.95, 1.1)
         rgb = _rgb(city, CAR, _pick(rng, VEHICLE_RGB), rng)
-        p.box((x - width / 2, 0.3, z), (x + width / 2, height, z + length), cls, rgb, g, v, noise=0.05,
-              pattern=CAR_LIGHTS, param=(width, length))
-        p.box((x - width / 2 + 0.08, height, z + 0.25 * length), (x + width / 2 - 0.08, height + 0.5, z + 0.8 * length),
-              cls, GLASS, g, v, noise=0.1)
+        p.box(
+            (x - width / 2, 0.3, z),
+            (x + width / 2, height, z + length),
+            cls,
+            rgb,
+            g,
+            v,
+            noise=0.05,
+            pattern=CAR_LIGHTS,
+            param=(width, length),
+        )
+        p.box(
+            (x - width / 2 + 0.08, height, z + 0.25 * length),
+            (x + width / 2 - 0.08, height + 0.5, z + 0.8 * length),
+            cls,
+            GLASS,
+            g,
+            v,
+            noise=0.1,
+        )
     elif u < 0.92:
         cls, length, width = TRUCK, rng.uniform(6, 9), 2.4
         rgb = _rgb(city, TRUCK, _pick(rng, VEHICLE_RGB), rng)
-        p.box((x - width / 2, 0.5, z), (x + width / 2, rng.uniform(3.0, 3.8), z + length - 2.0), cls, rgb, g, v,
-              noise=0.08)
-        p.box((x - width / 2, 0.5, z + length - 2.0), (x + width / 2, 2.8, z + length), cls, rgb * 0.8, g, v,
-              noise=0.08)
+        p.box(
+            (x - width / 2, 0.5, z),
+            (x + width / 2, rng.uniform(3.0, 3.8), z + length - 2.0),
+            cls,
+            rgb,
+            g,
+            v,
+            noise=0.08,
+        )
+        p.box(
+            (x - width / 2, 0.5, z + length - 2.0), (x + width / 2, 2.8, z + length), cls, rgb * 0.8, g, v, noise=0.08
+        )
     else:
         cls, length, width = BUS, rng.uniform(10, 13), 2.5
         rgb = _rgb(city, BUS, _pick(rng, BUS_RGB), rng)
-        p.box((x - width / 2, 0.35, z), (x + width / 2, 3.1, z + length), cls, rgb, g, v, noise=0.06,
-              pattern=WINDOWS, param=(rng.uniform(1.2, 1.8), 3.2))
+        p.box(
+            (x - width / 2, 0.35, z),
+            (x + width / 2, 3.1, z + length),
+            cls,
+            rgb,
+            g,
+            v,
+            noise=0.06,
+            pattern=WINDOWS,
+            param=(rng.uniform(1.2, 1.8), 3.2),
+        )
     for axle in (0.18, 0.82):
         zc = z + axle * length
-        p.box((x - width / 2 + 0.05, 0, zc - 0.32), (x + width / 2 - 0.05, 0.62, zc + 0.32), cls, TYRE, g, v,
-              noise=0.05)
+        p.box(
+            (x - width / 2 + 0.05, 0, zc - 0.32), (x + width / 2 - 0.05, 0.62, zc + 0.32), cls, TYRE, g, v, noise=0.05
+        )
     return length
 
 
@@ -243,8 +361,15 @@ def _cyclist(p: Prims, city: City, x, z, vz, rng) -> None:
     for dz in (-0.55, 0.55):
         p.ellipsoid((x, r, z + dz), (t, r, r), cls, TYRE, g, v, noise=0.05)
     thick = 0.2 if motor else 0.025
-    p.box((x - thick, 0.35, z - 0.45), (x + thick, 0.8 if motor else 0.75, z + 0.45), cls,
-          _rgb(city, cls, _pick(rng, VEHICLE_RGB), rng) if motor else dark, g, v, noise=0.05)
+    p.box(
+        (x - thick, 0.35, z - 0.45),
+        (x + thick, 0.8 if motor else 0.75, z + 0.45),
+        cls,
+        _rgb(city, cls, _pick(rng, VEHICLE_RGB), rng) if motor else dark,
+        g,
+        v,
+        noise=0.05,
+    )
     p.box((x - 0.3, 0.95, z + 0.45), (x + 0.3, 1.0, z + 0.5), cls, dark, g, v, noise=0.05)
     p.box((x - 0.15, 0.45, z - 0.2), (x + 0.15, 0.95, z + 0.1), RIDER, _pick(rng, CLOTHES_RGB), g, v, noise=0.1)
     s = rng.uniform(0.9, 1.05)

@@ -24,9 +24,14 @@ class Sensor:
     @classmethod
     def draw(cls, rng: np.random.Generator) -> Sensor:
         lo = int(rng.integers(30, 70))
-        return cls(flicker=rng.uniform(0.02, 0.08), blur_prob=rng.uniform(0.2, 0.8),
-                   read_noise=rng.uniform(0.003, 0.012),
-                   shot_noise=rng.uniform(0.01, 0.03), jpeg=(lo, lo + 25), vignette=rng.uniform(0.0, 0.3))
+        return cls(
+            flicker=rng.uniform(0.02, 0.08),
+            blur_prob=rng.uniform(0.2, 0.8),
+            read_noise=rng.uniform(0.003, 0.012),
+            shot_noise=rng.uniform(0.01, 0.03),
+            jpeg=(lo, lo + 25),
+            vignette=rng.uniform(0.0, 0.3),
+        )
 
 
 def clean_bgr(rgb: np.ndarray) -> np.ndarray:
@@ -72,6 +77,13 @@ def _line_kernel(length: float, angle_deg: float) -> np.ndarray:
     k = np.zeros((size, size), np.float32)
     c, a = size // 2, np.deg2rad(angle_deg)
     dx, dy = np.cos(a) * length / 2, np.sin(a) * length / 2
-    cv2.line(k, (round((c - dx) * 16), round((c - dy) * 16)), (round((c + dx) * 16), round((c + dy) * 16)), 1.0,
-             1, cv2.LINE_AA, shift=4)
+    cv2.line(
+        k,
+        (round((c - dx) * 16), round((c - dy) * 16)),
+        (round((c + dx) * 16), round((c + dy) * 16)),
+        1.0,
+        1,
+        cv2.LINE_AA,
+        shift=4,
+    )
     return k / k.sum()

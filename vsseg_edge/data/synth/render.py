@@ -85,8 +85,9 @@ class Renderer:
             point = centre.astype(F32)[:, None, None] + depth * d
         ds = d[:, sky]
         point[:, sky] = ds / np.sqrt((ds * ds).sum(0))
-        image, train_ids, group, vel, moving = shade(self.materials, self.cam.focal, t, centre, depth, prim, face,
-                                                     point)
+        image, train_ids, group, vel, moving = shade(
+            self.materials, self.cam.focal, t, centre, depth, prim, face, point
+        )
         frame = RenderedFrame(t, centre, rot, image, train_ids, depth, group, point, vel, moving)
         draw_hood(self.scene.city.hood, frame)
         return frame
@@ -193,8 +194,11 @@ def flow(src: RenderedFrame, dst: RenderedFrame, cam: Camera) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         inside = (z > NEAR) & (x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5)
         inside &= (np.abs(u) < 500) & (np.abs(v) < 500)
-    flat = np.where(inside, np.rint(np.where(inside, y, 0)).astype(np.int32) * w
-                    + np.rint(np.where(inside, x, 0)).astype(np.int32), 0)
+    flat = np.where(
+        inside,
+        np.rint(np.where(inside, y, 0)).astype(np.int32) * w + np.rint(np.where(inside, x, 0)).astype(np.int32),
+        0,
+    )
     same = np.take(dst.group, flat) == src.group
     with np.errstate(divide="ignore", invalid="ignore"):
         inv_src, inv_dst = np.where(sky, 0, 1 / z), 1 / np.take(dst.depth, flat)

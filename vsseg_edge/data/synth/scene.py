@@ -30,18 +30,47 @@ PLAIN, WINDOWS, LAMPS, SLATS, PLATE, CAR_LIGHTS = range(6)
 
 # base sRGB colours (0..1) of the classes whose colour does not vary per object
 BASE_RGB = {
-    ROAD: (0.32, 0.32, 0.34), SIDEWALK: (0.56, 0.52, 0.50), WALL: (0.62, 0.58, 0.52), FENCE: (0.46, 0.40, 0.33),
-    POLE: (0.42, 0.42, 0.44), LIGHT: (0.10, 0.10, 0.11), VEGETATION: (0.20, 0.40, 0.13), TERRAIN: (0.45, 0.50, 0.24),
-    SKY: (0.55, 0.70, 0.90), BICYCLE: (0.15, 0.15, 0.18),
+    ROAD: (0.32, 0.32, 0.34),
+    SIDEWALK: (0.56, 0.52, 0.50),
+    WALL: (0.62, 0.58, 0.52),
+    FENCE: (0.46, 0.40, 0.33),
+    POLE: (0.42, 0.42, 0.44),
+    LIGHT: (0.10, 0.10, 0.11),
+    VEGETATION: (0.20, 0.40, 0.13),
+    TERRAIN: (0.45, 0.50, 0.24),
+    SKY: (0.55, 0.70, 0.90),
+    BICYCLE: (0.15, 0.15, 0.18),
 }
-BUILDING_RGB = ((0.72, 0.66, 0.55), (0.60, 0.33, 0.25), (0.55, 0.55, 0.57), (0.85, 0.83, 0.78), (0.50, 0.42, 0.33),
-                (0.78, 0.72, 0.60), (0.40, 0.42, 0.45))
-VEHICLE_RGB = ((0.85, 0.85, 0.85), (0.08, 0.08, 0.09), (0.45, 0.46, 0.48), (0.65, 0.10, 0.10), (0.12, 0.22, 0.55),
-               (0.70, 0.70, 0.72), (0.20, 0.35, 0.25), (0.80, 0.65, 0.20))
+BUILDING_RGB = (
+    (0.72, 0.66, 0.55),
+    (0.60, 0.33, 0.25),
+    (0.55, 0.55, 0.57),
+    (0.85, 0.83, 0.78),
+    (0.50, 0.42, 0.33),
+    (0.78, 0.72, 0.60),
+    (0.40, 0.42, 0.45),
+)
+VEHICLE_RGB = (
+    (0.85, 0.85, 0.85),
+    (0.08, 0.08, 0.09),
+    (0.45, 0.46, 0.48),
+    (0.65, 0.10, 0.10),
+    (0.12, 0.22, 0.55),
+    (0.70, 0.70, 0.72),
+    (0.20, 0.35, 0.25),
+    (0.80, 0.65, 0.20),
+)
 BUS_RGB = ((0.90, 0.80, 0.15), (0.85, 0.85, 0.85), (0.70, 0.15, 0.12), (0.15, 0.35, 0.60))
 SIGN_RGB = ((0.10, 0.25, 0.70), (0.80, 0.10, 0.10), (0.92, 0.92, 0.92), (0.95, 0.80, 0.10))
-CLOTHES_RGB = ((0.10, 0.10, 0.12), (0.25, 0.28, 0.45), (0.55, 0.10, 0.12), (0.75, 0.75, 0.72), (0.35, 0.30, 0.22),
-               (0.20, 0.40, 0.30), (0.60, 0.50, 0.40))
+CLOTHES_RGB = (
+    (0.10, 0.10, 0.12),
+    (0.25, 0.28, 0.45),
+    (0.55, 0.10, 0.12),
+    (0.75, 0.75, 0.72),
+    (0.35, 0.30, 0.22),
+    (0.20, 0.40, 0.30),
+    (0.60, 0.50, 0.40),
+)
 
 
 @dataclass(frozen=True)
@@ -73,14 +102,19 @@ def make_city(seed: int) -> City:
     if overcast:
         top = np.full(3, rng.uniform(0.65, 0.8))
     return City(
-        seed=seed, jitter=jitter,
+        seed=seed,
+        jitter=jitter,
         building_h=(rng.uniform(5, 9), rng.uniform(12, 28)),
         urban=rng.uniform(0.45, 0.85),
         tree_gap=rng.uniform(8, 30),
         sun=np.array([np.cos(az) * np.cos(el), np.sin(el), np.sin(az) * np.cos(el)]),
-        sky_top=np.clip(top, 0, 1), sky_horizon=np.clip(top * 0.4 + 0.6, 0, 1),
-        fog=rng.uniform(120, 400), focal=rng.uniform(0.85, 1.1), cam_height=rng.uniform(1.25, 1.6),
-        horizon=rng.uniform(0.42, 0.5), hood=rng.uniform(0.06, 0.12) if rng.random() < 0.5 else 0.0,
+        sky_top=np.clip(top, 0, 1),
+        sky_horizon=np.clip(top * 0.4 + 0.6, 0, 1),
+        fog=rng.uniform(120, 400),
+        focal=rng.uniform(0.85, 1.1),
+        cam_height=rng.uniform(1.25, 1.6),
+        horizon=rng.uniform(0.42, 0.5),
+        hood=rng.uniform(0.06, 0.12) if rng.random() < 0.5 else 0.0,
         shadows=not overcast,
     )
 
@@ -113,18 +147,34 @@ class Prims:
         self._add(ELLIPSOID, centre, radii, cls, rgb, group, vel, noise, texel, PLAIN, (0, 0))
 
     def _add(self, kind, lo, hi, cls, rgb, group, vel, noise, texel, pattern, param):
-        for name, value in (("kind", kind), ("lo", lo), ("hi", hi), ("vel", vel), ("cls", cls), ("group", group),
-                            ("rgb", rgb), ("noise", noise), ("texel", texel), ("pattern", pattern), ("param", param)):
+        for name, value in (
+            ("kind", kind),
+            ("lo", lo),
+            ("hi", hi),
+            ("vel", vel),
+            ("cls", cls),
+            ("group", group),
+            ("rgb", rgb),
+            ("noise", noise),
+            ("texel", texel),
+            ("pattern", pattern),
+            ("param", param),
+        ):
             getattr(self, name).append(value)
 
     def freeze(self) -> dict[str, np.ndarray]:
         f = np.float64
         return {
-            "kind": np.asarray(self.kind, np.int8), "lo": np.asarray(self.lo, f).reshape(-1, 3),
-            "hi": np.asarray(self.hi, f).reshape(-1, 3), "vel": np.asarray(self.vel, f).reshape(-1, 3),
-            "cls": np.asarray(self.cls, np.uint8), "group": np.asarray(self.group, np.int32),
-            "rgb": np.clip(np.asarray(self.rgb, f).reshape(-1, 3), 0, 1), "noise": np.asarray(self.noise, f),
-            "texel": np.asarray(self.texel, f), "pattern": np.asarray(self.pattern, np.int8),
+            "kind": np.asarray(self.kind, np.int8),
+            "lo": np.asarray(self.lo, f).reshape(-1, 3),
+            "hi": np.asarray(self.hi, f).reshape(-1, 3),
+            "vel": np.asarray(self.vel, f).reshape(-1, 3),
+            "cls": np.asarray(self.cls, np.uint8),
+            "group": np.asarray(self.group, np.int32),
+            "rgb": np.clip(np.asarray(self.rgb, f).reshape(-1, 3), 0, 1),
+            "noise": np.asarray(self.noise, f),
+            "texel": np.asarray(self.texel, f),
+            "pattern": np.asarray(self.pattern, np.int8),
             "param": np.asarray(self.param, f).reshape(-1, 2),
         }
 

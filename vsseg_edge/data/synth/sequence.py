@@ -24,8 +24,9 @@ class SequenceFrame:
     camera: Camera  # its intrinsics
 
 
-def render_sequence(city_seed: int, seq: int, frames: int, height: int, width: int,
-                    nuisances: bool = True) -> Iterator[SequenceFrame]:
+def render_sequence(
+    city_seed: int, seq: int, frames: int, height: int, width: int, nuisances: bool = True
+) -> Iterator[SequenceFrame]:
     """Yield the frames of sequence `seq` of the city with seed `city_seed` (deterministic in both)."""
     scene = build_scene(make_city(city_seed), seq, frames / FPS)
     renderer = Renderer(scene, height, width)

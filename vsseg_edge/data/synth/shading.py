@@ -34,14 +34,14 @@ def noise_texture(seed: int) -> np.ndarray:
 def sample(tex: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Bilinear lookup of the tiling texture at texel coordinates (u, v) of any shape and magnitude."""
     if u.ndim == 2:
-        return cv2.remap(tex, np.mod(u, TEX, dtype=F32), np.mod(v, TEX, dtype=F32), cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_WRAP)
+        return cv2.remap(
+            tex, np.mod(u, TEX, dtype=F32), np.mod(v, TEX, dtype=F32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP
+        )
     shape, n, cols = u.shape, u.size, 512
     rows = max(-(-n // cols), 1)
     mx, my = np.zeros(rows * cols, F32), np.zeros(rows * cols, F32)
     mx[:n], my[:n] = np.mod(u, TEX).ravel(), np.mod(v, TEX).ravel()
-    out = cv2.remap(tex, mx.reshape(rows, cols), my.reshape(rows, cols), cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_WRAP)
+    out = cv2.remap(tex, mx.reshape(rows, cols), my.reshape(rows, cols), cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
     return out.ravel()[:n].reshape(shape)
 
 
@@ -77,9 +77,15 @@ class Materials:
         mat = np.where(prim >= 0, prim, self.sky)
         x_w = point[0]
         ground = prim == -2
-        band = np.where((x_w >= road.left) & (x_w <= road.right), self.ground[ROAD],
-                        np.where((x_w >= road.left - road.walk_l) & (x_w <= road.right + road.walk_r),
-                                 self.ground[SIDEWALK], self.ground[TERRAIN]))
+        band = np.where(
+            (x_w >= road.left) & (x_w <= road.right),
+            self.ground[ROAD],
+            np.where(
+                (x_w >= road.left - road.walk_l) & (x_w <= road.right + road.walk_r),
+                self.ground[SIDEWALK],
+                self.ground[TERRAIN],
+            ),
+        )
         mat[ground] = band[ground]
         return mat
 

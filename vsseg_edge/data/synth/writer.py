@@ -40,8 +40,26 @@ GENERATOR, VERSION = "vsseg_edge.data.synth", 1
 SEQS_PER_CITY = 4
 GENERATED = ("leftImg8bit_sequence", "gtFine", "flow", "flow_cache", "synth.json")  # what a set's folder holds
 SERIAL_BELOW = 4_000_000  # pixels x frames under which worker processes cost more than they save
-CLASSES_DRAWN = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-                 "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "motorcycle", "bicycle")
+CLASSES_DRAWN = (
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "motorcycle",
+    "bicycle",
+)
 
 
 @dataclass(frozen=True)
@@ -72,9 +90,20 @@ def plan(seed: int, num_train: int, num_val: int) -> list[tuple[str, str, int, i
     return out
 
 
-def generate(out_dir, *, num_train: int = 16, num_val: int = 4, frames: int = 30, height: int = 256,
-             width: int = 512, seed: int = 0, workers: int | None = None, nuisances: bool = True,
-             progress: Callable[[int], None] | None = None, overwrite: bool = False) -> Path:
+def generate(
+    out_dir,
+    *,
+    num_train: int = 16,
+    num_val: int = 4,
+    frames: int = 30,
+    height: int = 256,
+    width: int = 512,
+    seed: int = 0,
+    workers: int | None = None,
+    nuisances: bool = True,
+    progress: Callable[[int], None] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Render the synthetic set into `out_dir` (created, or empty; `overwrite` replaces a set there) and return it.
 
     `nuisances=False` writes the clean renders (no flicker, blur, noise or JPEG), e.g. to check the flow
@@ -83,12 +112,13 @@ def generate(out_dir, *, num_train: int = 16, num_val: int = 4, frames: int = 30
     made = not Path(out_dir).exists()
     root = _check_args(out_dir, num_train, num_val, frames, height, width, seed, workers)
     _clear(root, overwrite)
-    jobs = [SequenceJob(str(root), split, city, cs, seq, frames, height, width, nuisances)
-            for split, city, cs, seq in plan(seed, num_train, num_val)]
+    jobs = [
+        SequenceJob(str(root), split, city, cs, seq, frames, height, width, nuisances)
+        for split, city, cs, seq in plan(seed, num_train, num_val)
+    ]
     try:
         _render(jobs, min(workers or os.cpu_count() or 1, len(jobs)), frames, height, width, progress)
-        write_json(root / "synth.json", _description(seed, num_train, num_val, frames, height, width, nuisances,
-                                                     jobs))
+        write_json(root / "synth.json", _description(seed, num_train, num_val, frames, height, width, nuisances, jobs))
     except BaseException:
         _remove_generated(root)
         if made:
@@ -105,8 +135,9 @@ def _render(jobs, workers: int, frames: int, height: int, width: int, progress) 
         return
     import multiprocessing
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+    ) as pool:
         try:
             for fut in as_completed([pool.submit(write_sequence, job) for job in jobs]):
                 _notify(progress, fut.result())
@@ -122,8 +153,9 @@ def _clear(root: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         what = "a synthetic set" if "synth.json" in entries else f"{len(entries)} entries, e.g. {entries[0]}"
-        raise VssegError(f"--out {root}: not empty ({what}); pass --overwrite to replace the set, or choose a "
-                         "new folder")
+        raise VssegError(
+            f"--out {root}: not empty ({what}); pass --overwrite to replace the set, or choose a new folder"
+        )
     _remove_generated(root)
 
 
@@ -148,8 +180,14 @@ def _init_worker():
 
 
 def _check_args(out_dir, num_train, num_val, frames, height, width, seed, workers) -> Path:
-    for name, value, least in (("num_train", num_train, 0), ("num_val", num_val, 0), ("frames", frames, 2),
-                               ("height", height, 16), ("width", width, 16), ("seed", seed, 0)):
+    for name, value, least in (
+        ("num_train", num_train, 0),
+        ("num_val", num_val, 0),
+        ("frames", frames, 2),
+        ("height", height, 16),
+        ("width", width, 16),
+        ("seed", seed, 0),
+    ):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
             raise VssegError(f"synthetic data: {name} must be an integer >= {least}, got {value!r}")
     if num_train + num_val == 0:
@@ -169,8 +207,9 @@ def write_sequence(job: SequenceJob) -> int:
     from .sequence import render_sequence
 
     root = Path(job.root)
-    img_dir, gt_dir, flow_dir = (root / top / job.split / job.city
-                                 for top in ("leftImg8bit_sequence", "gtFine", "flow"))
+    img_dir, gt_dir, flow_dir = (
+        root / top / job.split / job.city for top in ("leftImg8bit_sequence", "gtFine", "flow")
+    )
     for item in render_sequence(job.city_seed, job.seq, job.frames, job.height, job.width, job.nuisances):
         stem = frame_stem(job.city, job.seq, item.index)
         write_png(img_dir / f"{stem}_leftImg8bit.png", item.bgr)
@@ -186,22 +225,35 @@ def write_sequence(job: SequenceJob) -> int:
 def _description(seed, num_train, num_val, frames, height, width, nuisances, jobs) -> dict:
     cities = {split: sorted({j.city for j in jobs if j.split == split}) for split in ("train", "val")}
     return {
-        "generator": GENERATOR, "version": VERSION, "seed": seed, "height": height, "width": width,
-        "frames_per_sequence": frames, "fps": FPS, "num_train": num_train, "num_val": num_val,
-        "sequences_per_city": SEQS_PER_CITY, "cities": cities,
-        "label_set": CITYSCAPES.name, "classes": list(CITYSCAPES.classes), "classes_drawn": list(CLASSES_DRAWN),
+        "generator": GENERATOR,
+        "version": VERSION,
+        "seed": seed,
+        "height": height,
+        "width": width,
+        "frames_per_sequence": frames,
+        "fps": FPS,
+        "num_train": num_train,
+        "num_val": num_val,
+        "sequences_per_city": SEQS_PER_CITY,
+        "cities": cities,
+        "label_set": CITYSCAPES.name,
+        "classes": list(CITYSCAPES.classes),
+        "classes_drawn": list(CLASSES_DRAWN),
         "labelled_frames": "all",
         "ignore": "255 in labelTrainIds (the ego vehicle's bonnet); 0 'unlabeled' in labelIds",
         "flow": {
             "exact": True,
             "source": "exact: projection of each pixel's known world point (moved by its object's velocity) "
-                      "into the other frame's camera",
+            "into the other frame's camera",
             "format": "KITTI 16-bit PNG (vsseg_edge.data.flowio), 1/64 px",
             "forward": "{stem}_flow_fw.png: frame t -> t+1; pixel (x, y) of t is at (x+u, y+v) in t+1",
             "backward": "{stem}_flow_bw.png: frame t+1 -> t, stored under frame t's name",
             "invalid": "NaN where the point leaves the image or is hidden in the other frame (occlusion)",
             "pairs_per_sequence": frames - 1,
         },
-        "nuisances": (["exposure flicker", "white-balance drift", "vignetting", "motion blur", "sensor noise",
-                       "JPEG compression"] if nuisances else []),
+        "nuisances": (
+            ["exposure flicker", "white-balance drift", "vignetting", "motion blur", "sensor noise", "JPEG compression"]
+            if nuisances
+            else []
+        ),
     }

@@ -90,8 +90,10 @@ def infer_backend_name(model: str | Path) -> str:
     """The backend a file calls for, from its suffix."""
     suffix = Path(model).suffix.lower()
     if suffix not in _BY_SUFFIX:
-        raise VssegError(f"{model}: unknown model type {suffix!r}; expected .engine/.plan (TensorRT), "
-                         ".onnx (onnxruntime) or .pt (vsseg-edge checkpoint)")
+        raise VssegError(
+            f"{model}: unknown model type {suffix!r}; expected .engine/.plan (TensorRT), "
+            ".onnx (onnxruntime) or .pt (vsseg-edge checkpoint)"
+        )
     return _BY_SUFFIX[suffix]
 
 
@@ -126,11 +128,14 @@ def open_backend(model, backend: str | None = None, *, spec: PreprocessSpec | No
         raise VssegError(f"{model}: model file not found")
     wanted = infer_backend_name(model)
     if backend is not None and backend != wanted:
-        hint = {"trt": "build an engine with `vsseg-edge build-engine`",
-                "ort": "export an ONNX with `vsseg-edge export`",
-                "torch": "the torch backend runs vsseg-edge checkpoints (.pt)"}[backend]
-        raise VssegError(f"--backend {backend} cannot run {model.name} (a {model.suffix} file needs --backend "
-                         f"{wanted}); {hint}")
+        hint = {
+            "trt": "build an engine with `vsseg-edge build-engine`",
+            "ort": "export an ONNX with `vsseg-edge export`",
+            "torch": "the torch backend runs vsseg-edge checkpoints (.pt)",
+        }[backend]
+        raise VssegError(
+            f"--backend {backend} cannot run {model.name} (a {model.suffix} file needs --backend {wanted}); {hint}"
+        )
     if wanted == "ort":
         from .ort import OrtBackend
 

@@ -38,8 +38,13 @@ from . import Backend, output_kind_of
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 CPU = ("CPUExecutionProvider",)
 _DTYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}
-_NP = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int32)": np.int32,
-       "tensor(float16)": np.float16, "tensor(int64)": np.int64}
+_NP = {
+    "tensor(float)": np.float32,
+    "tensor(uint8)": np.uint8,
+    "tensor(int32)": np.int32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+}
 
 
 def provider_options(name: str) -> dict:
@@ -50,12 +55,23 @@ def provider_options(name: str) -> dict:
 
     cache = user_cache_dir("ort-tensorrt")
     cache.mkdir(parents=True, exist_ok=True)
-    return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
-            "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache)}
+    return {
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache),
+    }
 
 
-def ort_session(model, *, threads: int = 0, exact_qdq: bool = False, providers=CPU, where: str | None = None,
-                profile: str | None = None):
+def ort_session(
+    model,
+    *,
+    threads: int = 0,
+    exact_qdq: bool = False,
+    providers=CPU,
+    where: str | None = None,
+    profile: str | None = None,
+):
     """An onnxruntime InferenceSession for `model` (a path, an `onnx.ModelProto` or serialized bytes).
 
     `threads` sets intra-op threads (0: onnxruntime's choice); `exact_qdq` turns graph optimisation off (see
@@ -67,8 +83,9 @@ def ort_session(model, *, threads: int = 0, exact_qdq: bool = False, providers=C
     opts = ort.SessionOptions()
     if profile:
         opts.enable_profiling, opts.profile_file_prefix = True, str(profile)
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if exact_qdq
-                                     else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL if exact_qdq else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
     if threads:
         opts.intra_op_num_threads = int(threads)
     opts.log_severity_level = 3
@@ -80,8 +97,9 @@ def ort_session(model, *, threads: int = 0, exact_qdq: bool = False, providers=C
     if missing:
         raise VssegError(f"{where}: execution provider(s) {missing} not in this onnxruntime ({available})")
     try:
-        return ort.InferenceSession(source, opts, providers=list(providers),
-                                    provider_options=[provider_options(p) for p in providers])
+        return ort.InferenceSession(
+            source, opts, providers=list(providers), provider_options=[provider_options(p) for p in providers]
+        )
     except Exception as exc:  # ORT raises its own pybind exception types
         raise VssegError(f"{where}: onnxruntime cannot load it ({str(exc).splitlines()[0][:160]})") from None
 
@@ -116,14 +134,28 @@ class OrtBackend(Backend):
 
     name = "ort"
 
-    def __init__(self, model, *, preprocess_spec: PreprocessSpec, output_kind: str = "logits",
-                 classes=(), name: str = "in-memory ONNX", providers=None, threads: int = 0,
-                 exact_qdq: bool = False, shift_int8: bool = False, io_binding: bool | None = None):
+    def __init__(
+        self,
+        model,
+        *,
+        preprocess_spec: PreprocessSpec,
+        output_kind: str = "logits",
+        classes=(),
+        name: str = "in-memory ONNX",
+        providers=None,
+        threads: int = 0,
+        exact_qdq: bool = False,
+        shift_int8: bool = False,
+        io_binding: bool | None = None,
+    ):
         self.artifact = name
         self.preprocess_spec, self.output_kind, self.classes = preprocess_spec, output_kind, list(classes)
         self.exact_qdq = exact_qdq
-        providers = ([providers] if isinstance(providers, str) else list(providers)) if providers is not None \
+        providers = (
+            ([providers] if isinstance(providers, str) else list(providers))
+            if providers is not None
             else preferred_providers()
+        )
         self.shifted = 0  # activation QuantizeLinear nodes shifted from int8 to uint8 (CPU provider only)
         if shift_int8 and not exact_qdq and providers[:1] == list(CPU):
             model = self._shift_int8(model)
@@ -136,17 +168,33 @@ class OrtBackend(Backend):
         self._value_device = "cuda" if on_gpu else "cpu"
 
     @classmethod
-    def open(cls, path: str | Path, *, providers=None, threads: int = 0, exact_qdq: bool = False,
-             shift_int8: bool = True, io_binding: bool | None = None) -> OrtBackend:
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        providers=None,
+        threads: int = 0,
+        exact_qdq: bool = False,
+        shift_int8: bool = True,
+        io_binding: bool | None = None,
+    ) -> OrtBackend:
         """The backend of an ONNX file and its manifest (an FP32 ONNX or a Q/DQ INT8 ONNX)."""
         path = Path(path)
         man = read_manifest(path, kind=("onnx", "qdq_onnx"), verify=True)
         _check_onnx(path)
         # only Q/DQ artifacts can hold int8 activations: an FP32 ONNX is not parsed a second time
-        be = cls(path, preprocess_spec=manifest_preprocess(man, str(path)),
-                 output_kind=output_kind_of(man, str(path)), classes=man.get("classes", []), name=str(path),
-                 providers=providers, threads=threads, exact_qdq=exact_qdq,
-                 shift_int8=shift_int8 and man["kind"] == "qdq_onnx", io_binding=io_binding)
+        be = cls(
+            path,
+            preprocess_spec=manifest_preprocess(man, str(path)),
+            output_kind=output_kind_of(man, str(path)),
+            classes=man.get("classes", []),
+            name=str(path),
+            providers=providers,
+            threads=threads,
+            exact_qdq=exact_qdq,
+            shift_int8=shift_int8 and man["kind"] == "qdq_onnx",
+            io_binding=io_binding,
+        )
         be.palette = man.get("palette")  # a class file's colours, when the model has one
         return be
 
@@ -158,8 +206,13 @@ class OrtBackend(Backend):
             from ...onnx_graph import int8_activation_quantizers, shift_activations_to_uint8
         except ImportError:  # an edge box may run onnxruntime without the onnx package
             return model
-        proto = model if hasattr(model, "SerializeToString") else (
-            onnx.load_from_string(bytes(model)) if isinstance(model, (bytes, bytearray)) else onnx.load(str(model)))
+        proto = (
+            model
+            if hasattr(model, "SerializeToString")
+            else (
+                onnx.load_from_string(bytes(model)) if isinstance(model, (bytes, bytearray)) else onnx.load(str(model))
+            )
+        )
         found = int8_activation_quantizers(proto)
         if not found:
             return model
@@ -171,8 +224,10 @@ class OrtBackend(Backend):
         if self.exact_qdq:
             text += ", exact Q/DQ arithmetic (no graph optimisation)"
         if self.shifted:
-            text += (f", int8 activation Q/DQ shifted to uint8 in memory ({self.shifted} QuantizeLinear; "
-                     "same Q/DQ arithmetic, onnxruntime's integer kernels)")
+            text += (
+                f", int8 activation Q/DQ shifted to uint8 in memory ({self.shifted} QuantizeLinear; "
+                "same Q/DQ arithmetic, onnxruntime's integer kernels)"
+            )
         return text
 
     def _check_io(self, where: str) -> None:
@@ -183,16 +238,18 @@ class OrtBackend(Backend):
         inp, spec = inputs[0], self.preprocess_spec
         self._input_name = inp.name
         if inp.type != _DTYPES[spec.dtype]:
-            raise VssegError(f"{where}: input {inp.name!r} is {inp.type}, the manifest's preprocessing "
-                             f"gives {spec.dtype}")
+            raise VssegError(
+                f"{where}: input {inp.name!r} is {inp.type}, the manifest's preprocessing gives {spec.dtype}"
+            )
         shape = list(inp.shape)
         expected = list(spec.input_shape(1))
         if len(shape) != 4:
             raise VssegError(f"{where}: input {inp.name!r} has rank {len(shape)}, expected 4 ({spec.layout})")
         for got, want in zip(shape[1:], expected[1:]):
             if isinstance(got, int) and got != want:
-                raise VssegError(f"{where}: input shape {shape} does not match the manifest's "
-                                 f"{spec.layout.upper()} {expected}")
+                raise VssegError(
+                    f"{where}: input shape {shape} does not match the manifest's {spec.layout.upper()} {expected}"
+                )
         hw = shape[2:] if spec.layout == "nchw" else shape[1:3]
         self.dynamic_size = not all(isinstance(d, int) for d in hw)
         self.max_batch = shape[0] if isinstance(shape[0], int) else None  # a symbolic batch dim takes any N

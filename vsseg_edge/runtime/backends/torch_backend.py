@@ -33,9 +33,19 @@ class TorchBackend(Backend):
     dynamic_size = True  # the students are fully convolutional; their own input check names valid sizes
     max_batch = None  # any batch
 
-    def __init__(self, model, *, preprocess_spec: PreprocessSpec, classes: list[str], artifact: str = "<module>",
-                 device: str | None = None, fp16: bool | None = None, channels_last: bool | None = None,
-                 cuda_graph: bool = False, logits: bool = False):
+    def __init__(
+        self,
+        model,
+        *,
+        preprocess_spec: PreprocessSpec,
+        classes: list[str],
+        artifact: str = "<module>",
+        device: str | None = None,
+        fp16: bool | None = None,
+        channels_last: bool | None = None,
+        cuda_graph: bool = False,
+        logits: bool = False,
+    ):
         import torch
 
         self._torch = torch
@@ -49,8 +59,10 @@ class TorchBackend(Backend):
         self.output_kind = "logits" if logits else "labels"
         self.preprocess_spec, self.classes, self.artifact = preprocess_spec, list(classes), artifact
         if preprocess_spec.dtype != "float32" or preprocess_spec.layout != "nchw":
-            raise VssegError(f"{artifact}: the torch backend takes float32 NCHW input, the checkpoint's "
-                             f"preprocessing says {preprocess_spec.dtype} {preprocess_spec.layout}")
+            raise VssegError(
+                f"{artifact}: the torch backend takes float32 NCHW input, the checkpoint's "
+                f"preprocessing says {preprocess_spec.dtype} {preprocess_spec.layout}"
+            )
         model = model.eval().to(self.device)
         if self.fp16:
             model = model.half()
@@ -64,8 +76,13 @@ class TorchBackend(Backend):
         from ...models.checkpoint import checkpoint_preprocess, model_from_checkpoint
 
         model, ckpt = model_from_checkpoint(path)
-        be = cls(model, preprocess_spec=checkpoint_preprocess(ckpt, str(path)), classes=ckpt["classes"],
-                 artifact=str(path), **options)
+        be = cls(
+            model,
+            preprocess_spec=checkpoint_preprocess(ckpt, str(path)),
+            classes=ckpt["classes"],
+            artifact=str(path),
+            **options,
+        )
         be.palette = ckpt.get("palette")
         return be
 
@@ -143,6 +160,8 @@ def capture_graph(torch, fn, static_in, artifact: str):
             out = fn(static_in)
     except RuntimeError as exc:
         reason = str(exc).splitlines()[0][:160]
-        raise VssegError(f"--cuda-graph: {Path(artifact).name} cannot be captured in a CUDA graph "
-                         f"({reason}); run without --cuda-graph") from None
+        raise VssegError(
+            f"--cuda-graph: {Path(artifact).name} cannot be captured in a CUDA graph "
+            f"({reason}); run without --cuda-graph"
+        ) from None
     return graph, out

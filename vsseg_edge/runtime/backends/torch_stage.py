@@ -71,8 +71,13 @@ class _Pending:
         labels = slot.host_labels.numpy().copy()  # a sink may keep it: the slot's buffer goes back to the ring
         vis = slot.host_vis.numpy().copy() if slot.host_vis is not None else None
         ms = lambda a, b: float(ev[a].elapsed_time(ev[b]))  # noqa: E731
-        times = {"upload_ms": slot.staged_ms + ms("u0", "u1"), "preprocess_ms": ms("c0", "c1"),
-                 "infer_ms": ms("c1", "c2"), "postprocess_ms": ms("c2", "c3"), "download_ms": ms("d0", "d1")}
+        times = {
+            "upload_ms": slot.staged_ms + ms("u0", "u1"),
+            "preprocess_ms": ms("c0", "c1"),
+            "infer_ms": ms("c1", "c2"),
+            "postprocess_ms": ms("c2", "c3"),
+            "download_ms": ms("d0", "d1"),
+        }
         self._stage._ring.release(slot)
         return StageResult(labels, vis, times)
 

@@ -57,8 +57,10 @@ def numpy_dtype(trt, trt_dtype, name: str, artifact: str) -> np.dtype:
     try:
         return np.dtype(trt.nptype(trt_dtype))
     except TypeError:
-        raise VssegError(f"{artifact}: tensor {name!r} has TensorRT type {trt_dtype}, which has no numpy type; "
-                         "export the model with FP32/uint8 inputs and FP32/integer outputs") from None
+        raise VssegError(
+            f"{artifact}: tensor {name!r} has TensorRT type {trt_dtype}, which has no numpy type; "
+            "export the model with FP32/uint8 inputs and FP32/integer outputs"
+        ) from None
 
 
 @dataclass
@@ -82,10 +84,16 @@ def io_tensors(engine, trt, artifact: str = "engine") -> list[IOTensor]:
             dtype = numpy_dtype(trt, engine.get_tensor_dtype(name), name, artifact)
             out.append(IOTensor(name, i, is_input, tuple(engine.get_tensor_shape(name)), dtype))
         return out
-    return [IOTensor(engine.get_binding_name(i), i, bool(engine.binding_is_input(i)),
-                     tuple(engine.get_binding_shape(i)),
-                     numpy_dtype(trt, engine.get_binding_dtype(i), engine.get_binding_name(i), artifact))
-            for i in range(engine.num_bindings)]
+    return [
+        IOTensor(
+            engine.get_binding_name(i),
+            i,
+            bool(engine.binding_is_input(i)),
+            tuple(engine.get_binding_shape(i)),
+            numpy_dtype(trt, engine.get_binding_dtype(i), engine.get_binding_name(i), artifact),
+        )
+        for i in range(engine.num_bindings)
+    ]
 
 
 class HostDeviceBuffer:
@@ -163,13 +171,17 @@ class TrtBackend(Backend):
         inputs = [t for t in tensors if t.is_input]
         outputs = [t for t in tensors if not t.is_input]
         if len(inputs) != 1 or not outputs:
-            raise VssegError(f"{path.name}: expected one input and at least one output, got "
-                             f"{[t.name for t in inputs]} / {[t.name for t in outputs]}")
+            raise VssegError(
+                f"{path.name}: expected one input and at least one output, got "
+                f"{[t.name for t in inputs]} / {[t.name for t in outputs]}"
+            )
         self._input, self._output = inputs[0], outputs[0]
         want = self.preprocess_spec.input_shape(1)
         if self._input.dtype != np.dtype(self.preprocess_spec.dtype):
-            raise VssegError(f"{path.name}: input {self._input.name!r} is {self._input.dtype}, the manifest's "
-                             f"preprocessing gives {self.preprocess_spec.dtype}")
+            raise VssegError(
+                f"{path.name}: input {self._input.name!r} is {self._input.dtype}, the manifest's "
+                f"preprocessing gives {self.preprocess_spec.dtype}"
+            )
         if any(d not in (-1, w) for d, w in zip(self._input.shape, want)) or len(self._input.shape) != 4:
             raise VssegError(f"{path.name}: input shape {self._input.shape} does not fit the manifest's {want}")
         v3 = hasattr(self._engine, "num_io_tensors")
@@ -190,12 +202,17 @@ class TrtBackend(Backend):
     def _set_batch(self, n: int) -> None:
         """Set the input shape for a batch of `n` (only for an input with dynamic dimensions)."""
         shape = (n, *self.preprocess_spec.input_shape(1)[1:])
-        ok = (self._context.set_input_shape(self._input.name, shape) if self._v3
-              else self._context.set_binding_shape(self._input.index, shape))
+        ok = (
+            self._context.set_input_shape(self._input.name, shape)
+            if self._v3
+            else self._context.set_binding_shape(self._input.index, shape)
+        )
         if ok is False:  # TensorRT returns False for a shape outside the engine's optimisation profile
-            raise VssegError(f"{Path(self.artifact).name}: TensorRT refused input shape {shape} for "
-                             f"{self._input.name!r} (outside the engine's optimisation profile?); rebuild with "
-                             f"--batch covering {n}")
+            raise VssegError(
+                f"{Path(self.artifact).name}: TensorRT refused input shape {shape} for "
+                f"{self._input.name!r} (outside the engine's optimisation profile?); rebuild with "
+                f"--batch covering {n}"
+            )
         self._batch = n
 
     def _out_shape(self, t: IOTensor, v3: bool) -> tuple[int, ...]:
@@ -209,8 +226,10 @@ class TrtBackend(Backend):
         per slot (this backend's own buffers hold up to `max_batch` frames)."""
         inp, out = self._buffers[self._input.name], self._buffers[self._output.name]
         one = lambda shape: (1, *shape[1:])  # noqa: E731
-        return ((self._input.name, one(inp.host.shape), inp.host.dtype),
-                (self._output.name, one(out.host.shape), out.host.dtype))
+        return (
+            (self._input.name, one(inp.host.shape), inp.host.dtype),
+            (self._output.name, one(out.host.shape), out.host.dtype),
+        )
 
     def execute_on(self, stream, addresses: dict[str, int] | None = None) -> None:
         """Enqueue one execution on `stream`: the named tensors at `addresses`, the others in this backend's buffers."""
@@ -240,8 +259,10 @@ class TrtBackend(Backend):
         inp, out = self._buffers[self._input.name], self._buffers[self._output.name]
         n = batch.shape[0] if batch.ndim == inp.host.ndim else 0
         if batch.shape[1:] != inp.host.shape[1:] or not 1 <= n <= self.max_batch:
-            raise VssegError(f"{self.artifact}: engine input is {inp.host.shape[1:]} in batches of 1 to "
-                             f"{self.max_batch}, got a batch {batch.shape}")
+            raise VssegError(
+                f"{self.artifact}: engine input is {inp.host.shape[1:]} in batches of 1 to "
+                f"{self.max_batch}, got a batch {batch.shape}"
+            )
         if n != self._batch and -1 in self._input.shape:
             self._set_batch(n)
         np.copyto(inp.host[:n], batch)

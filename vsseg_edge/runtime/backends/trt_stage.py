@@ -35,8 +35,9 @@ _EVENTS = ("u0", "u1", "c0", "c1", "d0", "d1")
 
 def takes_frames_as_they_are(spec, frame_hw: tuple[int, int]) -> bool:
     """True when `core.preprocess(frame, spec)` is the frame itself (a camera-frame graph at the frame's size)."""
-    return (spec.dtype == "uint8" and spec.layout == "nhwc" and spec.channel_order == "bgr"
-            and tuple(frame_hw) == spec.size)
+    return (
+        spec.dtype == "uint8" and spec.layout == "nhwc" and spec.channel_order == "bgr" and tuple(frame_hw) == spec.size
+    )
 
 
 class _Slot:
@@ -72,8 +73,12 @@ class _Pending:
         rt, ev = stage.cudart, slot.ev
         cuda_call(rt.cudaEventSynchronize(ev["d1"]))
         ms = lambda a, b: float(cuda_call(rt.cudaEventElapsedTime(ev[a], ev[b])))  # noqa: E731
-        times = {"upload_ms": slot.staged_ms + ms("u0", "u1"), "preprocess_ms": slot.host_ms,
-                 "infer_ms": ms("c0", "c1"), "download_ms": ms("d0", "d1")}
+        times = {
+            "upload_ms": slot.staged_ms + ms("u0", "u1"),
+            "preprocess_ms": slot.host_ms,
+            "infer_ms": ms("c0", "c1"),
+            "download_ms": ms("d0", "d1"),
+        }
         output, image = slot.out.host.copy(), slot.image
         slot.image = None
         stage._ring.release(slot)

@@ -24,8 +24,25 @@ from ...core.labels import IGNORE_INDEX
 # The class-balance weights hard-coded in ETC's util/crit.py (Cityscapes trainIds 0..18); a constant
 # offered for reproduction, off by default.
 ETC_CITYSCAPES_CLASS_WEIGHTS = (
-    0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023,
-    0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507,
+    0.8373,
+    0.918,
+    0.866,
+    1.0345,
+    1.0166,
+    0.9969,
+    0.9754,
+    1.0489,
+    0.8786,
+    1.0023,
+    0.9539,
+    0.9843,
+    1.1116,
+    0.9037,
+    1.0865,
+    1.0955,
+    1.0865,
+    1.1529,
+    1.0507,
 )
 
 

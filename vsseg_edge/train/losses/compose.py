@@ -67,12 +67,16 @@ class FrameOutputs:
 
 def _get(outputs: Outputs | None, key: str, who: str) -> torch.Tensor:
     if outputs is None:
-        raise VssegError(f"loss config: a distillation weight is > 0 but no {who} outputs were given "
-                         f"(set the kd_*/skd_* weights to 0 or provide a teacher)")
+        raise VssegError(
+            f"loss config: a distillation weight is > 0 but no {who} outputs were given "
+            f"(set the kd_*/skd_* weights to 0 or provide a teacher)"
+        )
     value = outputs.get(key)
     if value is None:
-        raise VssegError(f"model outputs: {who} has no {key!r}; the losses need "
-                         f"model(x, return_features=True) with keys out, out_s8, aux, feat, ppm")
+        raise VssegError(
+            f"model outputs: {who} has no {key!r}; the losses need "
+            f"model(x, return_features=True) with keys out, out_s8, aux, feat, ppm"
+        )
     return value
 
 
@@ -89,14 +93,26 @@ class EtcLoss(nn.Module):
         w = cfg.weights
         cw = None if cfg.class_weights is None else torch.tensor(cfg.class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", cw, persistent=False)
-        self.temporal = TemporalLoss(1.0, cfg.temporal_on, cfg.temporal_square_mask, cfg.temporal_detach_neighbour,
-                                     cfg.temporal_exclude_out_of_frame) if w.temporal else None
-        self.kd_pixel = PixelKDLoss(cfg.kd_temperature, cfg.kd_neighbour_weight,
-                                    cfg.kd_reduction) if w.kd_pixel else None
-        self.kd_pairwise_frames = PairwiseFramesKDLoss(cfg.pairwise_etc_compat,
-                                                       cfg.pairwise_pool) if w.kd_pairwise_frames else None
-        self.kd_multiframe = MultiFrameKDLoss(cfg.multiframe_pool,
-                                              trainable=cfg.multiframe_trainable) if w.kd_multiframe else None
+        self.temporal = (
+            TemporalLoss(
+                1.0,
+                cfg.temporal_on,
+                cfg.temporal_square_mask,
+                cfg.temporal_detach_neighbour,
+                cfg.temporal_exclude_out_of_frame,
+            )
+            if w.temporal
+            else None
+        )
+        self.kd_pixel = (
+            PixelKDLoss(cfg.kd_temperature, cfg.kd_neighbour_weight, cfg.kd_reduction) if w.kd_pixel else None
+        )
+        self.kd_pairwise_frames = (
+            PairwiseFramesKDLoss(cfg.pairwise_etc_compat, cfg.pairwise_pool) if w.kd_pairwise_frames else None
+        )
+        self.kd_multiframe = (
+            MultiFrameKDLoss(cfg.multiframe_pool, trainable=cfg.multiframe_trainable) if w.kd_multiframe else None
+        )
         self.skd_pixel = SkdPixelLoss(1.0, cfg.kd_temperature, cfg.skd_pixel_batch_sum) if w.skd_pixel else None
         self.skd_pairwise = SkdPairwiseLoss(1.0, cfg.skd_pool_scale) if w.skd_pairwise else None
         self.fused_kd = FusedTargetLoss(cfg.fused_kd_mode, cfg.fused_kd_threshold) if w.fused_kd else None
@@ -124,8 +140,12 @@ class EtcLoss(nn.Module):
         if self.discriminator is None:
             raise RuntimeError("discriminator_loss called but skd_holistic is 0")
         return holistic_discriminator_loss(
-            self.discriminator, _get(frame_t.student, "out_s8", "student"), _get(frame_t.teacher, "out_s8", "teacher"),
-            self.cfg.weights.skd_holistic, self.cfg.skd_gp_weight)
+            self.discriminator,
+            _get(frame_t.student, "out_s8", "student"),
+            _get(frame_t.teacher, "out_s8", "teacher"),
+            self.cfg.weights.skd_holistic,
+            self.cfg.skd_gp_weight,
+        )
 
     # ------------------------------------------------------------------ the student's objective
 
@@ -141,8 +161,10 @@ class EtcLoss(nn.Module):
         self._distillation(frame_t, labels, neighbours, terms)
         if self.fused_kd is not None:
             if frame_t.target is None:
-                raise VssegError("loss config: fused_kd > 0 needs frame t's fused target (unlabelled video with "
-                                 "teacher.checkpoint set)")
+                raise VssegError(
+                    "loss config: fused_kd > 0 needs frame t's fused target (unlabelled video with "
+                    "teacher.checkpoint set)"
+                )
             terms["fused_kd"] = w.fused_kd * self.fused_kd(_get(frame_t.student, "out", "student"), frame_t.target)
         if not terms:
             raise VssegError("loss config: every loss weight is 0; nothing to train")
@@ -159,8 +181,9 @@ class EtcLoss(nn.Module):
             raise VssegError("loss config: seg/aux weights are > 0 but the batch has no labels")
         ignore = self.cfg.ignore_index
         if w.seg:
-            terms["seg"] = w.seg * cross_entropy(_get(frame_t.student, "out", "student"), labels,
-                                                 self.class_weights, ignore)
+            terms["seg"] = w.seg * cross_entropy(
+                _get(frame_t.student, "out", "student"), labels, self.class_weights, ignore
+            )
         aux = frame_t.student.get("aux")
         if w.aux and aux is not None:
             terms["aux"] = w.aux * cross_entropy(aux, labels, self.class_weights, ignore)
@@ -171,8 +194,7 @@ class EtcLoss(nn.Module):
         if not pairs or frame_t.image is None or any(n.image is None for n in pairs):
             raise VssegError("loss config: temporal > 0 needs neighbour frames with images and flow t → neighbour")
         out_t = _get(frame_t.student, key, "student")
-        losses = [self.temporal(out_t, _get(n.student, key, "student"), frame_t.image, n.image, n.flow)
-                  for n in pairs]
+        losses = [self.temporal(out_t, _get(n.student, key, "student"), frame_t.image, n.image, n.flow) for n in pairs]
         return torch.stack(losses).mean()
 
     def _distillation(self, frame_t: FrameOutputs, labels, neighbours: Sequence[FrameOutputs], terms) -> None:
@@ -187,26 +209,34 @@ class EtcLoss(nn.Module):
             if self.cfg.kd_ignore_unlabelled and labels is not None:
                 valid = valid_from_labels(labels, px(frame_t, "teacher").shape[-2:], self.cfg.ignore_index)
             terms["kd_pixel"] = w.kd_pixel * self.kd_pixel(
-                px(frame_t, "student"), px(frame_t, "teacher"),
-                [px(n, "student") for n in neighbours], [px(n, "teacher") for n in neighbours], valid)
+                px(frame_t, "student"),
+                px(frame_t, "teacher"),
+                [px(n, "student") for n in neighbours],
+                [px(n, "teacher") for n in neighbours],
+                valid,
+            )
         if self.kd_pairwise_frames is not None:
             if not neighbours:
                 raise VssegError("loss config: kd_pairwise_frames > 0 needs neighbour frames")
             terms["kd_pairwise_frames"] = w.kd_pairwise_frames * self.kd_pairwise_frames(
-                s8(frame_t, "student"), s8(frame_t, "teacher"),
-                [s8(n, "student") for n in neighbours], [s8(n, "teacher") for n in neighbours])
+                s8(frame_t, "student"),
+                s8(frame_t, "teacher"),
+                [s8(n, "student") for n in neighbours],
+                [s8(n, "teacher") for n in neighbours],
+            )
         if self.kd_multiframe is not None:
             clip = sorted([frame_t, *neighbours], key=lambda f: f.offset)
             terms["kd_multiframe"] = w.kd_multiframe * self.kd_multiframe(
-                [_get(f.student, "ppm", "student") for f in clip], [_get(f.teacher, "ppm", "teacher") for f in clip])
+                [_get(f.student, "ppm", "student") for f in clip], [_get(f.teacher, "ppm", "teacher") for f in clip]
+            )
         if self.skd_pixel is not None:
             terms["skd_pixel"] = w.skd_pixel * self.skd_pixel(s8(frame_t, "student"), s8(frame_t, "teacher"))
         if self.skd_pairwise is not None:
             terms["skd_pairwise"] = w.skd_pairwise * self.skd_pairwise(
-                _get(frame_t.student, "ppm", "student"), _get(frame_t.teacher, "ppm", "teacher"))
+                _get(frame_t.student, "ppm", "student"), _get(frame_t.teacher, "ppm", "teacher")
+            )
         if self.discriminator is not None:
-            terms["skd_holistic"] = holistic_generator_loss(self.discriminator, s8(frame_t, "student"),
-                                                            w.skd_holistic)
+            terms["skd_holistic"] = holistic_generator_loss(self.discriminator, s8(frame_t, "student"), w.skd_holistic)
 
 
 def build_losses(cfg: LossConfig | LossWeights | None = None, num_classes: int | None = None) -> EtcLoss:

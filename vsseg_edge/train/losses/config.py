@@ -66,20 +66,20 @@ class LossConfig:
     ignore_index: int = IGNORE_INDEX
     class_weights: tuple[float, ...] | None = None
     # temporal loss
-    temporal_on: str = "logits"            # "logits" (ETC code) | "probs" (paper)
-    temporal_resolution: str = "full"      # "full": out + image-res flow (ETC) | "s8": out_s8, flow resized
-    temporal_square_mask: bool = True      # ETC code MSE(M·z, M·ẑ) = M²(·)²; False: paper's M(·)²
+    temporal_on: str = "logits"  # "logits" (ETC code) | "probs" (paper)
+    temporal_resolution: str = "full"  # "full": out + image-res flow (ETC) | "s8": out_s8, flow resized
+    temporal_square_mask: bool = True  # ETC code MSE(M·z, M·ẑ) = M²(·)²; False: paper's M(·)²
     temporal_detach_neighbour: bool = False  # ETC: gradient through both frames
     temporal_exclude_out_of_frame: bool = True
     # distillation
     kd_temperature: float = 1.0
     kd_neighbour_weight: float = 0.4
-    kd_reduction: str = "pixel"            # "pixel" true KL | "element" ETC's KLDivLoss scale (÷ C)
-    kd_ignore_unlabelled: bool = False     # drop ignore pixels of frame t from the pixel KD
+    kd_reduction: str = "pixel"  # "pixel" true KL | "element" ETC's KLDivLoss scale (÷ C)
+    kd_ignore_unlabelled: bool = False  # drop ignore pixels of frame t from the pixel KD
     # "s8": pixel KD on the stride-8 logits (ETC); "full": on the final logits, e.g. for QAT, where what must match
     # the FP32 teacher is the argmax the deployed model outputs (ESPNet's decoder refines its stride-8 map)
     kd_resolution: str = "s8"
-    pairwise_etc_compat: bool = False      # ETC's swapped-norm affinity (a bug), for comparison only
+    pairwise_etc_compat: bool = False  # ETC's swapped-norm affinity (a bug), for comparison only
     pairwise_pool: int = 1
     multiframe_pool: int = 16
     # frozen by default: a ConvLSTM trained with the loss it computes can learn to ignore its input (the loss
@@ -92,8 +92,8 @@ class LossConfig:
     skd_disc_channels: int = 64
     skd_disc_layers: int = 4
     # distillation towards precomputed (temporally fused) targets
-    fused_kd_mode: str = "soft"            # "soft": KL(q̄ ‖ p) | "hard": CE on argmax q̄
-    fused_kd_threshold: float = 0.0        # hard: pixels whose max q̄ is below it are left out
+    fused_kd_mode: str = "soft"  # "soft": KL(q̄ ‖ p) | "hard": CE on argmax q̄
+    fused_kd_threshold: float = 0.0  # hard: pixels whose max q̄ is below it are left out
 
     def __post_init__(self):
         if self.temporal_on not in ON_CHOICES:

@@ -47,8 +47,9 @@ class ConvLSTMCell(nn.Module):
     def __init__(self, input_channels: int = 1, hidden_channels: int = 4, kernel_size: int = 3):
         super().__init__()
         self.hidden_channels = int(hidden_channels)
-        self.gates = nn.Conv2d(input_channels + hidden_channels, 4 * hidden_channels, kernel_size,
-                               padding=kernel_size // 2)
+        self.gates = nn.Conv2d(
+            input_channels + hidden_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2
+        )
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
         """x: B×Cin×H×W; state (h, c) each B×hidden×H×W or None (zeros). Returns (h, c)."""
@@ -73,8 +74,14 @@ def self_cosine_graph(x: torch.Tensor) -> torch.Tensor:
 class MultiFrameKDLoss(nn.Module):
     """MSE on the final (h, c) of a shared ConvLSTM run over student vs teacher graph sequences."""
 
-    def __init__(self, pool: int = 16, hidden_channels: int = 4, kernel_size: int = 3, trainable: bool = True,
-                 min_side: int = MIN_SIDE):
+    def __init__(
+        self,
+        pool: int = 16,
+        hidden_channels: int = 4,
+        kernel_size: int = 3,
+        trainable: bool = True,
+        min_side: int = MIN_SIDE,
+    ):
         super().__init__()
         self.pool = int(pool)
         self.min_side = max(1, int(min_side))

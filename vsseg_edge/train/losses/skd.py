@@ -78,8 +78,9 @@ class SkdPairwiseLoss(nn.Module):
 
     def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
         if student_feat.shape[-2:] != teacher_feat.shape[-2:]:
-            student_feat = F.interpolate(student_feat, size=teacher_feat.shape[-2:], mode="bilinear",
-                                         align_corners=False)
+            student_feat = F.interpolate(
+                student_feat, size=teacher_feat.shape[-2:], mode="bilinear", align_corners=False
+            )
         s = node_similarity(self.pool(student_feat))
         t = node_similarity(self.pool(teacher_feat.detach()))
         return self.weight * F.mse_loss(s, t)
@@ -123,7 +124,7 @@ class SpectralNormDiscriminator(nn.Module):
         self.input_norm = nn.BatchNorm2d(in_channels)
         blocks, ch_in = [], in_channels
         for k in range(self.num_layers):
-            ch_out = base_channels * 2 ** k
+            ch_out = base_channels * 2**k
             blocks += [spectral_norm(nn.Conv2d(ch_in, ch_out, 4, 2, 1)), nn.LeakyReLU(0.1)]
             if attention and k >= self.num_layers - 2:
                 blocks.append(SelfAttention(ch_out))
@@ -132,18 +133,20 @@ class SpectralNormDiscriminator(nn.Module):
         self.head = nn.Conv2d(ch_in, 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        min_side = 2 ** self.num_layers
+        min_side = 2**self.num_layers
         if min(x.shape[-2:]) < min_side:
-            raise ValueError(f"discriminator with {self.num_layers} layers needs inputs >= {min_side} px, "
-                             f"got {tuple(x.shape[-2:])}")
+            raise ValueError(
+                f"discriminator with {self.num_layers} layers needs inputs >= {min_side} px, got {tuple(x.shape[-2:])}"
+            )
         return self.head(self.body(self.input_norm(x))).mean(dim=(1, 2, 3))
 
 
 Critic = Callable[[torch.Tensor], torch.Tensor]
 
 
-def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor,
-                     alpha: torch.Tensor | None = None) -> torch.Tensor:
+def gradient_penalty(
+    critic: Critic, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor | None = None
+) -> torch.Tensor:
     """mean_b (‖∇_x̂ Σ critic(x̂)‖₂ − 1)² on x̂ = α·real + (1−α)·fake (inputs detached, α per sample).
 
     Differentiable w.r.t. the critic's parameters (create_graph=True), as WGAN-GP needs.
@@ -163,8 +166,13 @@ def holistic_generator_loss(discriminator: Critic, student_logits: torch.Tensor,
     return -weight * discriminator(student_logits).mean()
 
 
-def holistic_discriminator_loss(discriminator: Critic, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                                weight: float = 0.1, gp_weight: float = 10.0) -> torch.Tensor:
+def holistic_discriminator_loss(
+    discriminator: Critic,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    weight: float = 0.1,
+    gp_weight: float = 10.0,
+) -> torch.Tensor:
     """Critic side: weight · (mean D(z_S) − mean D(z_T) + gp_weight · GP); the logits are detached."""
     fake, real = student_logits.detach(), teacher_logits.detach()
     if fake.shape != real.shape:
@@ -175,9 +183,8 @@ def holistic_discriminator_loss(discriminator: Critic, student_logits: torch.Ten
     return weight * loss
 
 
-def discriminator_optimizer(discriminator: nn.Module, lr: float = 4e-4, momentum: float = 0.9,
-                            weight_decay: float = 1e-4) -> torch.optim.Optimizer:
+def discriminator_optimizer(
+    discriminator: nn.Module, lr: float = 4e-4, momentum: float = 0.9, weight_decay: float = 1e-4
+) -> torch.optim.Optimizer:
     """SKD's critic optimiser: SGD lr 4e-4, momentum 0.9 (weight decay as the student's)."""
     return torch.optim.SGD(discriminator.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
