@@ -172,7 +172,7 @@ def exact_for(model: Path) -> bool:
 
 def predictor(threads: int):
     """predict(model, frames) → label maps at model resolution (see `exact_for`)."""
-    from vsseg_edge.measure.predict import predict
+    from vsseg_edge.measure import predict
     from vsseg_edge.runtime.backends import open_backend
 
     def run(model, frames):
@@ -705,7 +705,7 @@ def speed_tables(res: dict) -> list[str]:
 
 def report(work: Path) -> None:
     """Print the report's tables (Markdown) and write every figure to benchmarks/reports/int8_tc.json."""
-    from vsseg_edge.measure.environment import environment
+    from vsseg_edge.measure import environment
 
     parts = {p: load(work, p) for p in ("investigate", "camvid", "cityscapes", "camvid_tc", "speed")}
     for key in ("camvid", "cityscapes", "camvid_tc"):

@@ -76,3 +76,37 @@ def test_benchmarks_use_the_public_api_only(rule, pattern):
         if pattern.search(line.split("#", 1)[0])
     ]
     assert not found, f"benchmarks/ {rule}:\n" + "\n".join(found)
+
+
+def test_benchmarks_import_names_that_exist():
+    """Every `from vsseg_edge… import name` in `benchmarks/` resolves (the drivers run rarely, often on a lent
+    machine; a renamed module must fail here, not there)."""
+    import ast
+    import importlib
+
+    missing = []
+    for p in SOURCES:
+        if p.parts[len(REPO.parts)] != "benchmarks" or p.suffix != ".py":
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "vsseg_edge":
+                try:
+                    module = importlib.import_module(node.module)
+                except ImportError as exc:
+                    missing.append(f"{p.relative_to(REPO)}:{node.lineno}: {node.module} ({exc})")
+                    continue
+                missing += [
+                    f"{p.relative_to(REPO)}:{node.lineno}: {node.module}.{a.name}"
+                    for a in node.names
+                    if not hasattr(module, a.name) and not _is_submodule(node.module, a.name)
+                ]
+    assert not missing, "benchmarks/ import what does not exist:\n" + "\n".join(missing)
+
+
+def _is_submodule(package: str, name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(f"{package}.{name}") is not None
+    except ImportError:
+        return False
