@@ -114,6 +114,23 @@ def register(app, data_app) -> None:
             sensor_mode=sensor_mode,
             codec=input_codec,
         )
+        common = dict(  # what one source and several share
+            backend=backend,
+            show=show,
+            save=save,
+            save_masks=save_masks,
+            size=size,
+            alpha=alpha,
+            max_frames=max_frames,
+            stats=stats,
+            threads=threads,
+            fp16=fp16,
+            cuda_graph=cuda_graph,
+            mask_format=mask_format,
+            frame_json=frame_json,
+            classes=classes,
+            source_options=opts,
+        )
         if source and len(source) > 1:
             from .multi_commands import run_sources
 
@@ -124,26 +141,7 @@ def register(app, data_app) -> None:
                     f"--preprocess {preprocess}: a run of several sources preprocesses its batches on "
                     "the host (auto or host)"
                 )
-            result = run_sources(
-                model,
-                source,
-                backend=backend,
-                show=show,
-                save=save,
-                save_masks=save_masks,
-                size=size,
-                alpha=alpha,
-                max_frames=max_frames,
-                stats=stats,
-                threads=threads,
-                fp16=fp16,
-                cuda_graph=cuda_graph,
-                max_batch=max_batch,
-                mask_format=mask_format,
-                frame_json=frame_json,
-                classes=classes,
-                source_options=opts,
-            )
+            result = run_sources(model, source, max_batch=max_batch, **common)
         else:
             from .run import run_model
 
@@ -156,23 +154,9 @@ def register(app, data_app) -> None:
                 camera=camera,
                 source=source[0] if source else None,
                 csi=csi,
-                backend=backend,
-                show=show,
-                save=save,
-                save_masks=save_masks,
-                size=size,
-                alpha=alpha,
-                max_frames=max_frames,
-                stats=stats,
-                threads=threads,
-                fp16=fp16,
-                cuda_graph=cuda_graph,
-                mask_format=mask_format,
-                frame_json=frame_json,
-                classes=classes,
-                source_options=opts,
                 bitrate=bitrate,
                 preprocess=preprocess,
+                **common,
             )
         if result.error:
             typer.echo(f"error: {result.error}", err=True)
