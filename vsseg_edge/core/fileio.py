@@ -37,7 +37,7 @@ CREATE_ERRNOS = DISK_ERRNOS | {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.E
 
 def write_failure(target: str | os.PathLike, exc: OSError, flag: str | None = None) -> VssegError:
     """The one-line error of a write of `target` that the disk refused (`flag`: the option that named it)."""
-    reason = exc.strerror or type(exc).__name__
+    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else type(exc).__name__)
     where = f"{flag} {target}" if flag else f"{target}"
     return VssegError(f"{where}: cannot write ({reason})")
 

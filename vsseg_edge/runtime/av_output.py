@@ -25,7 +25,6 @@ Only H.264 is offered; `mp4v` through OpenCV remains the fallback where PyAV is 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from fractions import Fraction
@@ -35,7 +34,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..core.errors import VssegError
-from ..core.fileio import DISK_ERRNOS, atomic_path
+from ..core.fileio import DISK_ERRNOS, atomic_path, write_failure
 from .sinks import Sink
 
 H264_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
@@ -156,7 +155,7 @@ class H264Writer:
         gives, naming the target, not FFmpeg's temporary file; anything else (a stream's server gone) says what
         FFmpeg said."""
         if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
-            return VssegError(f"{self.what}: cannot write ({exc.strerror or os.strerror(exc.errno)})")
+            return write_failure(self.what, exc)
         return VssegError(f"{self.what}: {doing} ({_one_line(exc)})")
 
     def release(self) -> None:
