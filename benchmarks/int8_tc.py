@@ -349,6 +349,41 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
             **common,
         ),
     )
+    if key not in CAMVID_KEYS:  # the Cityscapes model: the full search, without and with channel equalisation
+        longer = {**common, "max_rounds": 6}
+        out["ptq_trt_r6"] = (
+            "TensorRT flavour as ptq_trt, with the default 6 rounds of the search instead of 2",
+            lambda f: calibrated(d / "ptq_trt_r6.int8.qdq.onnx", f, cosmos, "cityscapes_percentile.yaml", **longer),
+        )
+    for alpha in (1.0, 0.5):
+        tag = f"eq{alpha:g}".replace(".", "")
+        rounds = {"max_rounds": 6} if key not in CAMVID_KEYS else {}
+        out[f"ptq_trt_{tag}"] = (
+            f"TensorRT flavour as ptq_trt{'_r6' if rounds else ''}, the channels of each convolution's input "
+            f"equalised first (calib/equalize.py, alpha {alpha:g})",
+            lambda f, alpha=alpha, tag=tag, rounds=rounds: calibrated(
+                d / f"ptq_trt_{tag}.int8.qdq.onnx",
+                f,
+                cosmos,
+                "cityscapes_percentile.yaml",
+                equalize=alpha,
+                **{**common, **rounds},
+            ),
+        )
+        out[f"ptq_ort_readers_{tag}"] = (
+            f"onnxruntime flavour as ptq_ort_readers, the channels equalised first (alpha {alpha:g})",
+            lambda f, alpha=alpha, tag=tag, rounds=rounds: calibrated(
+                d / f"ptq_ort_readers_{tag}.int8.qdq.onnx",
+                f,
+                cosmos,
+                "ort_cpu.yaml",
+                op_types=CONV,
+                percentile=99.99,
+                quantized_readers=CONV,
+                equalize=alpha,
+                **{**common, **rounds},
+            ),
+        )
     for q in sorted(d.glob("qat*.int8.qdq.onnx")):
         out[q.name.split(".")[0]] = ("QAT export (see the report for the training command)", lambda f, q=q: q)
     return out

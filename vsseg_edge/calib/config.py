@@ -46,6 +46,12 @@ class CalibConfig:
     # the convolutions for the TensorRT flavour, [] for the onnxruntime flavour, whose integer kernels need
     # quantised outputs read as such (Conv → ReLU / Add chains)
     quantized_readers: tuple[str, ...] | None = None
+    # per-channel range equalisation before quantising (calib/equalize.py): SmoothQuant's α (1: activation
+    # channels equalised, 0.5: balanced with the readers' weights), 0 = off
+    equalize: float = 0.0
+    # also equalise convolution inputs that other nodes read too (a residual Add, a Concat), through a per-channel
+    # Mul on the convolutions' branch; false: only where the producer absorbs the scales (free at run time)
+    equalize_branches: bool = True
     reduce_range: bool = False  # ort target: 7-bit weights (for x86 CPUs without VNNI, see quantize_ort.py)
     threads: int = 0  # onnxruntime intra-op threads for calibration and the gate (0 = all cores)
     # temporal-consistency gate (calib/temporal.py): TC of FP32 and INT8 on consecutive frames (--tc-frames, or by
@@ -72,6 +78,7 @@ class CalibConfig:
                 self.tc_clip_frames >= 2 and self.tc_max_frames >= 2,
                 f"tc_clip_frames and tc_max_frames must be ≥ 2, got {self.tc_clip_frames}, {self.tc_max_frames}",
             ),
+            (0.0 <= self.equalize <= 1.0, f"equalize must be in [0, 1] (0 = off), got {self.equalize}"),
             (self.speed_runs >= 0, f"speed_runs must be ≥ 0, got {self.speed_runs}"),
             (self.target == "trt" or self.quantizer != "modelopt", "quantizer 'modelopt' is for target 'trt'"),
             (self.target == "ort" or not self.reduce_range, "reduce_range is for target 'ort' (TensorRT wants 8 bits)"),

@@ -40,13 +40,36 @@ from .temporal import FLOW_NAME, TcFrames, TcResult, TemporalGate, tc_frames_fro
 class _Quantizer:
     """Quantises the FP32 model for one target with the ranges of one calibration (cached in `workdir`)."""
 
-    fp32: Path
+    fp32: Path  # the FP32 model: the gates' reference
     cfg: CalibConfig
     reader: FrameReader
     workdir: Path
     use_modelopt: bool
     info: dict = field(default_factory=dict)
     info_gate: str | None = None  # how the gate ran the INT8 model (set by _gate_loop)
+    source: Path | None = None  # what is quantised: the FP32 model, or its equalised copy (`equalize_source`)
+    equalization: dict | None = None
+
+    def equalize_source(self) -> dict | None:
+        """With `cfg.equalize` (α > 0): rescale the FP32 model's channels (calib/equalize.py) on the
+        calibration frames, into the work folder; the quantiser then reads that copy. Returns its record."""
+        self.source = self.fp32
+        if not self.cfg.equalize:
+            return None
+        from .equalize import equalize_file
+
+        self.reader.rewind()
+        feeds = iter(self.reader.get_next, None)
+        self.source = self.workdir / "equalized.onnx"
+        self.equalization = equalize_file(
+            self.fp32,
+            self.source,
+            feeds,
+            alpha=self.cfg.equalize,
+            branch=self.cfg.equalize_branches,
+            threads=self.cfg.threads,
+        )
+        return self.equalization
 
     @property
     def ort_cache(self) -> Path:
@@ -55,8 +78,9 @@ class _Quantizer:
     def quantize(self, out: Path, exclude: list[str]) -> dict:
         """The target's Q/DQ model with `exclude` (plus the config's `exclude`) kept in float."""
         exclude = list(dict.fromkeys([*self.cfg.exclude, *exclude]))
+        source = self.source or self.fp32
         info = quantize_ort(
-            self.fp32,
+            source,
             out,
             target=self.cfg.target,
             method=self.cfg.method,
@@ -76,7 +100,7 @@ class _Quantizer:
             self.reader.rewind()
             sample = self.reader.get_next()[self.reader.input_name]
             info = quantize_modelopt(
-                self.fp32,
+                source,
                 out,
                 trt_cache=trt_cache,
                 sample=sample,
@@ -87,6 +111,8 @@ class _Quantizer:
         if self.cfg.readers:
             readers = float_readers(out, self.cfg.readers)
             info = {**info, "quantized_readers": list(self.cfg.readers), "readers_in_float": readers}
+        if self.equalization is not None:
+            info = {**info, "equalization": self.equalization}
         return info
 
 
@@ -135,6 +161,14 @@ def calibrate(
         workdir = Path(tmp)
         reader = FrameReader(calib.frames, spec, model_input_name(onnx.load(str(model))))
         q = _Quantizer(model, cfg, reader, workdir, use_modelopt)
+        eq = q.equalize_source()
+        if eq is not None:
+            spread = [(s["spread_before"], s["spread_after"]) for s in eq["sites"]]
+            log(
+                f"equalised the channels of {len(spread)} convolution input(s) (α {cfg.equalize}); largest "
+                f"max/median channel range {max((b for b, _ in spread), default=1):.1f} → "
+                f"{max((a for _, a in spread), default=1):.1f}"
+            )
         candidate = workdir / "model.qdq.onnx"
         info = q.quantize(candidate, [])
         require_qdq_structure(candidate, cfg.target)
