@@ -271,6 +271,11 @@ def test_cli_refuses_outputs_over_inputs_and_file_names_for_folders(tmp_path, ba
     assert not (tmp_path / "out.mp4").exists()
     r = runner.invoke(app, ["run", str(batch_onnx), "--source", str(video_file), "--max-batch", "2"])
     assert r.exit_code != 0 and "several --source" in str(r.exception or r.output)
+    # --bitrate sets a stream: with several sources (MP4 files in a folder) it is refused, not ignored
+    out = tmp_path / "videos"
+    args = ["run", str(batch_onnx), "--source", str(src), "--source", str(video_file), "--save", str(out)]
+    r = runner.invoke(app, [*args, "--bitrate", "1000000"])
+    assert r.exit_code != 0 and "--bitrate" in str(r.exception or r.output) and not out.exists()
 
 
 def test_cli_two_sources_write_one_video_each(tmp_path, batch_onnx, video_file, image_folder):

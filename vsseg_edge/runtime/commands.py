@@ -76,7 +76,9 @@ def register(app, data_app) -> None:
             None, "--sensor-mode", show_default="the camera's", help="CSI camera sensor mode."
         ),
         input_codec: str = typer.Option("h264", "--input-codec", help="Codec of an rtp:// source."),
-        bitrate: int = typer.Option(4_000_000, "--bitrate", help="Bits/s of an rtp:// or rtsp:// --save stream."),
+        bitrate: Optional[int] = typer.Option(
+            None, "--bitrate", show_default="4000000", help="Bits/s of an rtp:// or rtsp:// --save stream."
+        ),
         size: Optional[str] = typer.Option(
             None, "--size", show_default="the model's", help="Model input HxW (size-free models only)."
         ),
@@ -136,6 +138,11 @@ def register(app, data_app) -> None:
 
             if camera is not None or csi:
                 raise VssegError("run: with several sources give each one as --source (a camera as --source 0)")
+            if bitrate is not None:
+                raise VssegError(
+                    "--bitrate: sets an rtp:// or rtsp:// --save stream; with several sources --save names a "
+                    "folder of MP4 files (one per source)"
+                )
             if preprocess not in ("auto", "host"):
                 raise VssegError(
                     f"--preprocess {preprocess}: a run of several sources preprocesses its batches on "
