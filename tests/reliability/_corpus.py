@@ -180,3 +180,7 @@ def write_recipe(folder: Path, synth_root: Path, name: str = "run", out_dir: Pat
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+# `bench` at its quickest: one timed run of one frame on onnxruntime, no TC (the corpus checks files, not figures)
+QUICK_BENCH = ("--runs", "1", "--warmup", "0", "--frames", "1", "--no-tc", "--backends", "ort")

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import pytest
-from _corpus import refused, vs, write_recipe
+from _corpus import QUICK_BENCH, refused, vs, write_recipe
 
 # --- checkpoints -------------------------------------------------------------------------------------------
 
@@ -199,15 +199,7 @@ def test_bench_fails_when_no_entry_ran(arts, tmp_path):
         arts["synth"],
         "--out",
         out,
-        "--runs",
-        "1",
-        "--warmup",
-        "0",
-        "--frames",
-        "1",
-        "--no-tc",
-        "--backends",
-        "ort",
+        *QUICK_BENCH,
     )
     refused(r, "no entry ran", "broken.onnx")
     assert not (out / "report.json").exists()

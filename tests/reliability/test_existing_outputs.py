@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from _corpus import refused, vs, write_recipe
+from _corpus import QUICK_BENCH, refused, vs, write_recipe
 
 
 def test_train_into_a_previous_run_is_refused_then_overwritten(tmp_path, synth_root):
@@ -61,25 +61,12 @@ def test_synth_into_a_folder_of_other_files_is_refused(tmp_path):
 
 def test_bench_into_an_existing_report_is_refused_then_replaced_without_stale_plots(arts, tmp_path):
     out = tmp_path / "report"
-    args = [
-        "--dataset",
-        arts["synth"],
-        "--out",
-        out,
-        "--runs",
-        "1",
-        "--warmup",
-        "0",
-        "--frames",
-        "1",
-        "--backends",
-        "ort",
-    ]
-    assert vs("bench", arts["onnx"], arts["int8"], "--no-tc", *args).code == 0
+    args = ["--dataset", arts["synth"], "--out", out, *QUICK_BENCH]
+    assert vs("bench", arts["onnx"], arts["int8"], *args).code == 0
     assert (out / "int8_class_iou_delta.png").is_file()
-    r = vs("bench", arts["onnx"], "--no-tc", *args)
+    r = vs("bench", arts["onnx"], *args)
     refused(r, "--out", "--overwrite")
-    r = vs("bench", arts["onnx"], "--no-tc", "--overwrite", *args)
+    r = vs("bench", arts["onnx"], "--overwrite", *args)
     assert r.code == 0, r.err[-2000:]
     assert not (out / "int8_class_iou_delta.png").exists()  # the old report's INT8 plot is not left beside the new
     assert len(json.loads((out / "report.json").read_text())["entries"]) == 1

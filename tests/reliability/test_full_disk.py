@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from _corpus import files_under, fill, refused, temp_leftovers, tiny_model, vs, write_video
+from _corpus import QUICK_BENCH, files_under, fill, refused, temp_leftovers, tiny_model, vs, write_video
 
 
 def read_label(path):
@@ -139,15 +139,7 @@ def test_bench_on_a_full_disk(arts, full_disk):
         arts["synth"],
         "--out",
         out,
-        "--runs",
-        "1",
-        "--warmup",
-        "0",
-        "--frames",
-        "1",
-        "--no-tc",
-        "--backends",
-        "ort",
+        *QUICK_BENCH,
     )
     refused(r, str(out))
     _no_broken_files(full_disk)

@@ -10,7 +10,7 @@ import json
 import os
 
 import pytest
-from _corpus import copy_artifact, refused, vs
+from _corpus import QUICK_BENCH, copy_artifact, refused, vs
 
 
 def swap_manifest(model, donor):
@@ -50,15 +50,7 @@ def test_a_wrong_sha256_is_refused_by_every_command(arts, tmp_path, command):
             arts["synth"],
             "--out",
             tmp_path / "r",
-            "--runs",
-            "1",
-            "--warmup",
-            "0",
-            "--frames",
-            "1",
-            "--no-tc",
-            "--backends",
-            "ort",
+            *QUICK_BENCH,
         ],
         "calibrate": [
             "calibrate",

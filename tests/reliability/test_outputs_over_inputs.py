@@ -9,7 +9,7 @@ import hashlib
 import os
 
 import pytest
-from _corpus import copy_artifact, refused, vs
+from _corpus import QUICK_BENCH, copy_artifact, refused, vs
 
 
 def digest(path) -> str:
@@ -127,15 +127,7 @@ def test_bench_out_onto_a_model(arts, tmp_path):
             arts["synth"],
             "--out",
             model,
-            "--runs",
-            "1",
-            "--warmup",
-            "0",
-            "--frames",
-            "1",
-            "--no-tc",
-            "--backends",
-            "ort",
+            *QUICK_BENCH,
         ),
         "--out",
         str(model),
