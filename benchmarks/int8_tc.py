@@ -642,10 +642,12 @@ def _f(v, d: int = 2) -> str:
 
 def model_table(res: dict) -> list[str]:
     """One row per variant: TC on each held-out clip (FP32 → INT8, drop), agreement, CamVid val mIoU, floats, speed."""
+    from vsseg_edge.calib.temporal import common_class_drop
+
     clips = list((res.get("fp32") or {}).get("tc") or {})
     head = (
         ["variant"]
-        + [f"TC {c} FP32 → INT8 (drop)" for c in clips]
+        + [f"TC {c} FP32 → INT8 (drop; on the classes both predict)" for c in clips]
         + [f"agreement {c} %" for c in clips]
         + ["CamVid val mIoU (drop)", "gates (acc / TC)", "float: kept / readers", "ms FP32 → INT8 (ratio)"]
     )
@@ -654,7 +656,11 @@ def model_table(res: dict) -> list[str]:
     for name, r in res.items():
         if name in ("fp32", "clips") or "tc" not in r:
             continue
-        tc = [f"{_f(r['tc'][c]['tc_fp32'])} → {_f(r['tc'][c]['tc_int8'])} ({_f(r['tc'][c]['drop'])})" for c in clips]
+        tc = [
+            f"{_f(r['tc'][c]['tc_fp32'])} → {_f(r['tc'][c]['tc_int8'])} ({_f(r['tc'][c]['drop'])}; "
+            f"{_f(common_class_drop(r['tc'][c].get('per_class') or {}))})"
+            for c in clips
+        ]
         agr = [_f(r["tc"][c]["agreement"]) for c in clips]
         m8 = (r.get("camvid_val") or {}).get("miou")
         miou = f"{_f(m8)} ({_f(m32 - m8)})" if m8 is not None and m32 is not None else "–"

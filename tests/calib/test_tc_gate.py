@@ -89,6 +89,30 @@ def test_a_flickering_candidate_fails_while_its_per_frame_agreement_stays_high()
     assert set(gate.measure(threshold_model, 1.0).per_class) == set(CLASSES)
 
 
+def test_a_class_only_int8_predicts_is_named_and_its_share_of_the_drop_shown():
+    """INT8 predicting a class FP32 never predicts, on a few scattered pixels, puts a class with TC 0 into INT8's
+    mean only: the drop is dominated by it, which the gate says (the figure over the classes both predict)."""
+
+    def no_stripe(frame):  # the FP32 "model": background and square only
+        return np.where(threshold_model(frame) == 1, 1, 0).astype(np.uint8)
+
+    rng = np.random.default_rng(3)
+
+    def stray_stripes(frame):  # + 0.2 % of the pixels labelled stripe, elsewhere on every frame
+        lab = no_stripe(frame)
+        lab[rng.random(lab.shape) < 0.002] = 2
+        return lab
+
+    gate = TemporalGate(no_stripe, clip_of(moving_square()), SPEC, CLASSES, predict)
+    res = gate.measure(stray_stripes, 1.0)
+    assert res.one_sided == ["stripe"] and res.per_class["stripe"][0] is None
+    assert not res.passed and res.drop > 20  # one of three classes at TC ~0
+    common = res.to_dict()["drop_common_classes"]
+    assert common is not None and abs(common) < 2.0  # on background and square the two agree
+    assert "one predicts stripe" in res.summary()
+    assert "one predicts" not in gate.measure(no_stripe, 1.0).summary()
+
+
 def test_the_threshold_decides():
     gate = TemporalGate(threshold_model, clip_of(moving_square()), SPEC, CLASSES, predict)
     res = gate.measure(Flicker(0.03), 1.0)

@@ -78,6 +78,17 @@ class TcFrames:
         }
 
 
+def common_class_drop(per_class: dict) -> float | None:
+    """The TC drop over the classes BOTH models predict (`per_class`: class → [TC FP32, TC INT8], None where a
+    model never predicts the class in these frames). TC leaves a class a model never predicts out of that
+    model's mean, so a class the INT8 model predicts on a few pixels (TC 0) while FP32 never does enters only
+    INT8's mean and weighs 1/C of it, whatever its area; this figure shows how much of a drop that is."""
+    both = [(a, b) for a, b in per_class.values() if a is not None and b is not None]
+    if not both:
+        return None
+    return sum(a for a, _ in both) / len(both) - sum(b for _, b in both) / len(both)
+
+
 @dataclass
 class TcResult:
     """The TC gate's verdict on one candidate (figures in percent / points)."""
@@ -114,12 +125,25 @@ class TcResult:
             "agreement": r(self.agreement),
             "flow": self.flow,
             "per_class": self.per_class,
+            "drop_common_classes": r(common_class_drop(self.per_class)),
+            "one_sided_classes": self.one_sided,
         }
+
+    @property
+    def one_sided(self) -> list[str]:
+        """Classes only one of the two models predicts in these frames."""
+        return [c for c, (a, b) in self.per_class.items() if (a is None) != (b is None)]
 
     def summary(self) -> str:
         verdict = "passes" if self.passed else "FAILS"
+        common = common_class_drop(self.per_class)
+        note = (
+            f"; {common:.2f} on the classes both predict (one predicts {', '.join(self.one_sided)}, the other not)"
+            if self.one_sided and common is not None
+            else ""
+        )
         return (
-            f"TC {self.tc_fp32:.2f} → {self.tc_int8:.2f} (drop {self.drop:.2f}), pixels flipping between "
+            f"TC {self.tc_fp32:.2f} → {self.tc_int8:.2f} (drop {self.drop:.2f}{note}), pixels flipping between "
             f"frames {self.flips_fp32:.2f} → {self.flips_int8:.2f} % (+{self.extra_flips:.2f} % INT8-only) on "
             f"{self.pairs} pairs: {verdict} (threshold {self.threshold})"
         )
