@@ -10,7 +10,7 @@ import pytest
 
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.core.preprocess import PreprocessSpec, labels_from_output
-from vsseg_edge.measure.compare import agreement, compare_outputs
+from vsseg_edge.measure.compare import agreement, agreement_breakdown, compare_outputs
 from vsseg_edge.measure.prediction import end_to_end, predict
 from vsseg_edge.measure.timing import LatencyStats, TimingConfig, measure_latency, time_calls
 
@@ -90,6 +90,25 @@ def test_agreement_counts_pixels():
         agreement(a, b[:1])
     with pytest.raises(VssegError, match="cannot be compared"):
         agreement([np.zeros((2, 5))], [np.zeros((5, 2))])
+
+
+def test_agreement_breakdown_by_reference_class_and_boundary():
+    ref = np.zeros((20, 20), np.uint8)
+    ref[:, 10:] = 1  # two halves: one vertical boundary at column 10
+    ref[0, 0] = 255  # an ignore label counts for the regions, not for a class
+    run = ref.copy()
+    run[5, 9:11] = 2  # two pixels on the boundary, one of each class, become class 2
+    run[15, 15] = 0  # one interior pixel of class 1
+    out = agreement_breakdown([run], [ref], ["a", "b", "c"], boundary_px=2)
+    assert set(out["by_class"]) == {"a", "b"}  # c is not in the reference
+    assert out["by_class"]["a"] == [pytest.approx(100 * 198 / 199, abs=1e-3), pytest.approx(100 * 199 / 400)]
+    assert out["by_class"]["b"][0] == pytest.approx(100 * 198 / 200, abs=1e-3)
+    boundary, interior = out["by_region"]["boundary"], out["by_region"]["interior"]
+    # columns 8..11 (±2 of the change between 9 and 10) and the ignore pixel's neighbourhood
+    assert boundary[0] == pytest.approx(100 * (boundary[1] * 4 - 2) / (boundary[1] * 4), abs=1e-3)
+    assert interior[0] < 100.0 and boundary[1] + interior[1] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="same frames"):
+        agreement_breakdown([run], [], ["a"])
 
 
 def test_compare_outputs_logit_figures_and_label_disagreement():

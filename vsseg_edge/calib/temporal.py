@@ -30,6 +30,7 @@ import numpy as np
 
 from ..core.errors import VssegError
 from ..core.preprocess import PreprocessSpec, resize_frame
+from ..measure.compare import agreement, agreement_breakdown
 from ..metrics.tc import TemporalConsistency, warp_labels
 
 FLOW_NAME = "OpenCV DIS (medium) between the frames resized to the model's input"
@@ -106,6 +107,8 @@ class TcResult:
     agreement: float | None = None  # % of pixels where INT8 and FP32 predict the same class, on these frames
     flow: str = FLOW_NAME
     per_class: dict = field(default_factory=dict)  # class → [TC FP32, TC INT8] for the classes either predicts
+    # where INT8 and FP32 disagree: per FP32 class and boundary / interior (measure.agreement_breakdown)
+    agreement_detail: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         def r(v):
@@ -125,6 +128,7 @@ class TcResult:
             "agreement": r(self.agreement),
             "flow": self.flow,
             "per_class": self.per_class,
+            "agreement_detail": self.agreement_detail,
             "drop_common_classes": r(common_class_drop(self.per_class)),
             "one_sided_classes": self.one_sided,
         }
@@ -284,8 +288,7 @@ class TemporalGate:
             for n, a, b in zip(self.class_names, self.fp32_tc.per_class(), tc8.per_class())
             if np.isfinite(a) or np.isfinite(b)
         }
-        same = sum(int((a == b).sum()) for lab, ref in zip(labels, self.fp32) for a, b in zip(lab, ref))
-        total = sum(a.size for lab in labels for a in lab)
+        flat, ref = [a for lab in labels for a in lab], [a for lab in self.fp32 for a in lab]
         return TcResult(
             bool(drop <= threshold),
             threshold,
@@ -297,8 +300,9 @@ class TemporalGate:
             pct(extra),
             self.tc_frames.pairs,
             len(self.tc_frames.keys),
-            100.0 * same / max(total, 1),
+            agreement(flat, ref).percent,
             per_class=per_class,
+            agreement_detail=agreement_breakdown(flat, ref, self.class_names),
         )
 
     def flip_error(self, model, pairs: int) -> float:

@@ -30,6 +30,7 @@ _EXPORTS = {
     "Predictions": ".prediction",
     "Agreement": ".compare",
     "agreement": ".compare",
+    "agreement_breakdown": ".compare",
     "OutputComparison": ".compare",
     "compare_outputs": ".compare",
     "TimingConfig": ".timing",

@@ -2,6 +2,9 @@
 
 - `agreement(labels, reference_labels)`: the share of pixels where two lists of label maps (same frames,
   same sizes) give the same class — INT8 vs FP32 in the gate, every bench entry vs its FP32 reference;
+- `agreement_breakdown(labels, reference_labels, class_names)`: where they disagree — per reference class (the
+  share of its pixels the other run labels the same) and by region (pixels within a few pixels of a reference
+  label boundary vs the interiors);
 - `compare_outputs(outputs, references, kind, reference_kind)`: raw outputs against a reference's, frame by
   frame: the label agreement always, and for logits on both sides the largest and mean |difference|, the
   reference's largest |logit| (the scale the differences compare with) and the noise-to-signal ratio
@@ -48,6 +51,55 @@ def agreement(labels: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> 
         same += int(np.count_nonzero(a == b))
         total += a.size
     return Agreement(same, total, len(labels))
+
+
+BOUNDARY_PX = 2  # a pixel within this many pixels (square neighbourhood) of a reference label change
+
+
+def agreement_breakdown(
+    labels: Sequence[np.ndarray],
+    reference: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    boundary_px: int = BOUNDARY_PX,
+) -> dict:
+    """Where two lists of label maps disagree: {"by_class": {name: [% agreement on the reference's pixels of
+    that class, % of all pixels that class covers]}, "by_region": {"boundary": [% agreement, % of pixels],
+    "interior": [...]}}. Boundary pixels are those within `boundary_px` of a change of the reference label."""
+    import cv2
+
+    agreement(labels, reference)  # same checks: non-empty, same frames, same shapes
+    n = len(class_names)
+    same_c, total_c = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    same_r, total_r = np.zeros(2, np.int64), np.zeros(2, np.int64)  # boundary, interior
+    kernel = np.ones((2 * boundary_px + 1,) * 2, np.uint8)
+    for a, b in zip(labels, reference):
+        ref = np.asarray(b)
+        ok = np.asarray(a) == ref
+        valid = ref < n  # an ignore label in the reference is no class
+        total_c += np.bincount(ref[valid].ravel(), minlength=n)[:n]
+        same_c += np.bincount(ref[valid & ok].ravel(), minlength=n)[:n]
+        r8 = ref.astype(np.uint8)
+        edge = cv2.dilate(r8, kernel) != cv2.erode(r8, kernel)
+        for i, region in enumerate((edge, ~edge)):
+            total_r[i] += int(region.sum())
+            same_r[i] += int((region & ok).sum())
+    pixels = max(int(total_r.sum()), 1)
+
+    def pct(num, den):
+        return round(100.0 * float(num) / float(den), 3) if den else None
+
+    return {
+        "by_class": {
+            name: [pct(same_c[i], total_c[i]), pct(total_c[i], pixels)]
+            for i, name in enumerate(class_names)
+            if total_c[i]
+        },
+        "by_region": {
+            name: [pct(same_r[i], total_r[i]), pct(total_r[i], pixels)]
+            for i, name in enumerate(("boundary", "interior"))
+        },
+        "boundary_px": boundary_px,
+    }
 
 
 @dataclass(frozen=True)
