@@ -680,6 +680,30 @@ def model_table(res: dict) -> list[str]:
     return rows
 
 
+def agreement_table(res: dict, worst: int = 4) -> list[str]:
+    """Where each variant disagrees with FP32 on the held-out clips: boundary vs interior pixels (within 2 px of
+    an FP32 label change or not) and the classes with the lowest agreement (FP32's pixels of that class)."""
+    rows = [
+        "| variant | clip | agreement % | boundary px: agreement % (share of pixels %) | interior: agreement % "
+        f"| the {worst} classes agreeing least: % (share of pixels %) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in res.items():
+        if name in ("fp32", "clips") or "tc" not in r:
+            continue
+        for clip, t in r["tc"].items():
+            detail = t.get("agreement_detail") or {}
+            if not detail:
+                continue
+            b, i = detail["by_region"]["boundary"], detail["by_region"]["interior"]
+            classes = sorted(detail["by_class"].items(), key=lambda kv: kv[1][0])[:worst]
+            low = ", ".join(f"{c} {_f(a, 1)} ({_f(sh, 1)})" for c, (a, sh) in classes)
+            rows.append(
+                f"| `{name}` | {clip} | {_f(t['agreement'])} | {_f(b[0])} ({_f(b[1], 1)}) | {_f(i[0])} | {low} |"
+            )
+    return rows
+
+
 def investigate_table(res: dict) -> list[str]:
     rows = [
         "| variant | settings | TC FP32 → INT8 (drop) | pixels flipping FP32 → INT8 (INT8-only) % | agreement % |",
@@ -753,6 +777,11 @@ def report(work: Path) -> None:
         if parts[key]:
             print(f"\n### {key}\n")
             print("\n".join(model_table(parts[key])))
+    for key in ("camvid", "cityscapes", "camvid_tc"):
+        rows = agreement_table(parts[key]) if parts[key] else []
+        if len(rows) > 2:
+            print(f"\n### {key}: where INT8 disagrees with FP32\n")
+            print("\n".join(rows))
     if parts["investigate"]:
         print("\n### investigate\n")
         print("\n".join(investigate_table(parts["investigate"])))
