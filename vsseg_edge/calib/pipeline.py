@@ -16,7 +16,6 @@ on this machine (speed.py).
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,6 +25,7 @@ import onnx
 from ..core.errors import VssegError
 from ..core.fileio import atomic_path, check_output, write_errors
 from ..core.manifest import manifest_preprocess, read_manifest, write_manifest
+from ..core.signals import temporary_directory
 from ..data.frame_source import UNLABELLED, frame_source_kind
 from ..onnx_graph import keep_in_float, node_key, qdq_candidates, require_qdq_structure
 from .config import CalibConfig
@@ -157,7 +157,7 @@ def calibrate(
     tc_frames, tc_skipped = _tc_frames(cfg, frames, eval_source, tc_source, calib, gate_set)
     use_modelopt = _use_modelopt(cfg)
     # one temporary folder for the ranges and candidates: removed on success, on failure and on Ctrl-C / SIGTERM
-    with tempfile.TemporaryDirectory(prefix="vsseg-calib-") as tmp, write_errors(tmp, "temporary folder"):
+    with temporary_directory("vsseg-calib-") as tmp, write_errors(tmp, "temporary folder"):
         workdir = Path(tmp)
         reader = FrameReader(calib.frames, spec, model_input_name(onnx.load(str(model))))
         q = _Quantizer(model, cfg, reader, workdir, use_modelopt)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +29,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from ..core.preprocess import PreprocessSpec, preprocess_batch
+from ..core.signals import temporary_directory
 from .frames import SampledFrame
 
 METHODS = {
@@ -169,7 +169,7 @@ def calibrate_ranges(
         options.update(symmetric=True, num_bins=2048, percentile=float(percentile))
     op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
     with (
-        tempfile.TemporaryDirectory(prefix="vsseg-calib-aug-") as tmp,
+        temporary_directory("vsseg-calib-aug-") as tmp,
         quiet_root_logging(),
         contextlib.redirect_stdout(io.StringIO()),
     ):

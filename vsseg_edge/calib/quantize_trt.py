@@ -27,12 +27,12 @@ import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..core.signals import temporary_directory
 from .quantize_ort import quiet_root_logging
 
 TRT_CACHE_HEADER = "TRT-8501-EntropyCalibration2"
@@ -92,7 +92,7 @@ def quantize_modelopt(
     child process: this process (and any later onnxruntime quantisation in it) stays unaffected.
     `sample` is one preprocessed model input (ModelOpt's own pass over it is overridden by the cache).
     """
-    with tempfile.TemporaryDirectory(prefix="vsseg-modelopt-") as tmp:
+    with temporary_directory("vsseg-modelopt-") as tmp:
         tmp = Path(tmp)
         np.save(tmp / "sample.npy", np.ascontiguousarray(sample))
         job = {
