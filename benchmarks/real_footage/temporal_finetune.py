@@ -264,33 +264,33 @@ def markdown(meta: dict, results: dict, rows: list[dict]) -> str:
     val_keys = [k for k in base["tc"] if k.startswith("val/")]
     f = lambda m: f"{m[0]:.2f} ± {m[1]:.2f}"  # noqa: E731
     d = lambda m: f"{m[0]:+.2f} ± {m[1]:.2f} ({m[2]}/{meta['n_seeds']} > 0)"  # noqa: E731
-    # (key, column title, with a Δ column): mIoU only with --camvid; agreement is 100 by definition before
+    # (key, column title, the Δ column's title or None): mIoU only with --camvid; agreement is 100 before
     columns = [
-        *([("miou", meta.get("miou_on", "CamVid val") + " mIoU", True)] if "miou" in base else []),
-        ("agree_val", "agreement val %", False),
-        ("agree_test", "agreement test %", False),
-        ("tc_test_mean", "TC test (held-out clips)", True),
-        ("tc_val_mean", "TC val (held-out time)", True),
+        ("miou", f"mIoU, {meta.get('miou_on', 'CamVid val')}", "Δ mIoU"),
+        ("agree_val", "agreement val %", None),
+        ("agree_test", "agreement test %", None),
+        ("tc_test_mean", "TC test (held-out clips)", "Δ TC test"),
+        ("tc_val_mean", "TC val (held-out time)", "Δ TC val"),
     ]
     columns = [c for c in columns if c[0] in base]
-    heads = sum(([title, f"Δ {title.split(' (')[0]}"] if delta else [title] for _, title, delta in columns), [])
+    heads = [h for _, title, delta in columns for h in (title, delta) if h]
     lines = [
         f"# Temporal fine-tuning of {meta['baseline']} on unlabelled video",
         "",
         "mean ± sample sd over seeds; Δ = paired difference to the zoo model before fine-tuning "
         "(mean ± sd, how many seeds > 0). TC: DIS flow, nearest warp, out-of-frame pixels excluded "
-        f"(`vsseg-edge eval`), mean over the {meta.get('classes', 'model')}'s classes predicted in a clip. "
+        f"(`vsseg-edge eval`), mean over the {meta.get('classes', 'model')} classes predicted in a clip. "
         "Agreement: pixels whose class equals the zoo model's on the same frame, pooled over the clips."
         + (f" mIoU: {meta.get('miou_on', 'CamVid val')}, 11 classes." if "miou" in base else ""),
         "",
         "| arm | seeds | " + " | ".join(heads) + " |",
         "|---|---|" + "---|" * len(heads),
         f"| before ({meta['baseline']}) | - | "
-        + " | ".join(" | ".join([f"{base[k]:.2f}", "-"] if delta else [f"{base[k]:.2f}"]) for k, _, delta in columns)
+        + " | ".join(f"{base[k]:.2f} | -" if delta else f"{base[k]:.2f}" for k, _, delta in columns)
         + " |",
     ]
     for r in rows:
-        cells = [" | ".join([f(r[k]), d(r[f"d_{k}"])] if delta else [f(r[k])]) for k, _, delta in columns]
+        cells = [f"{f(r[k])} | {d(r[f'd_{k}'])}" if delta else f(r[k]) for k, _, delta in columns]
         lines.append(f"| {r['arm']} | {r['seeds']} | " + " | ".join(cells) + " |")
     lines += [
         "",
