@@ -24,7 +24,7 @@ from vsseg_edge.core.manifest import read_manifest
 
 def test_every_entry_ships_a_checkpoint_that_matches_its_description():
     entries = zoo.entries()
-    assert {"espnet-camvid", "espnet-cityscapes"} <= set(entries)
+    assert {"espnet-camvid", "espnet-cityscapes", "espnet-camvid-tc", "espnet-cityscapes-tc"} <= set(entries)
     for entry in entries.values():
         man = read_manifest(entry.path, "checkpoint")
         assert man["sha256"] == sha256_file(entry.path), entry.name
@@ -63,6 +63,38 @@ def test_resolve_names_paths_and_errors(tmp_path, monkeypatch):
         zoo.get("espnet-kitti")
 
 
+@pytest.mark.parametrize("parent", ["espnet-camvid", "espnet-cityscapes"])
+def test_the_temporally_fine_tuned_models_keep_their_parents_classes_and_input(parent):
+    """`<parent>-tc`: the parent's architecture, classes and input size, its lineage in the manifest, and the TC
+    it was measured at on the held-out clips next to the parent's (better or not: the description says which)."""
+    entry, base = zoo.get(f"{parent}-tc"), zoo.get(parent)
+    assert zoo.resolve(f"{parent}-tc") == entry.path and entry.path.name == f"{parent}-tc.pt"
+    assert entry.parent == parent and base.parent is None
+    assert (entry.architecture, entry.classes, entry.num_classes, entry.input_hw) == (
+        base.architecture,
+        base.classes,
+        base.num_classes,
+        base.input_hw,
+    )
+    assert read_manifest(entry.path, "checkpoint")["parent"] == {
+        "file": base.path.name,
+        "sha256": sha256_file(base.path),
+    }
+    tc = [m for m in entry.measured if m["metric"] == "TC"]
+    assert len(tc) == 2 and all("held-out clip" in m["on"] and isinstance(m["before"], float) for m in tc)
+    assert {m["on"] for m in tc} == {m["on"] for m in base.measured if m["metric"] == "TC"}
+    assert "temporal_finetune.py" in tc[0]["command"] and entry.made_by.startswith("vsseg-edge train train/")
+
+
+def test_espnet_cityscapes_tc_resolves_to_a_19_class_512x1024_model():
+    entry = zoo.get("espnet-cityscapes-tc")
+    assert (entry.classes, entry.num_classes, entry.input_hw) == ("cityscapes", 19, (512, 1024))
+    assert entry.parent == "espnet-cityscapes" and "cityscapes_espnet_temporal.yaml" in entry.made_by
+    man = read_manifest(entry.path, "checkpoint")
+    assert len(man["classes"]) == 19 and man["classes"][0] == "road"
+    assert (man["input"]["preprocess"]["height"], man["input"]["preprocess"]["width"]) == (512, 1024)
+
+
 def test_listing_and_resolving_need_no_torch():
     code = (
         "import sys, vsseg_edge.zoo as z, vsseg_edge.zoo.commands; p = z.resolve('espnet-camvid'); "
@@ -75,7 +107,7 @@ def test_listing_and_resolving_need_no_torch():
 def test_models_command_lists_the_zoo_and_architectures():
     res = CliRunner().invoke(app, ["models"])
     assert res.exit_code == 0, res.output
-    for text in ("espnet-camvid", "espnet-cityscapes", "camvid (11)", "360x480", "512x1024", "MIT", "pspnet18"):
+    for text in ("espnet-camvid-tc", "espnet-cityscapes-tc", "camvid (11)", "cityscapes (19)", "512x1024", "pspnet18"):
         assert text in res.output, text
     res = CliRunner().invoke(app, ["models", "--json"])
     data = json.loads(res.output)
@@ -101,7 +133,7 @@ def test_zoo_names_in_recipes_stay_names(tmp_path):
 
 
 def test_zoo_checkpoints_build_the_published_architectures():
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     from vsseg_edge.models.checkpoint import model_from_checkpoint
 
     model, ckpt = model_from_checkpoint(zoo.resolve("espnet-camvid"))
@@ -109,6 +141,16 @@ def test_zoo_checkpoints_build_the_published_architectures():
     assert ckpt["preprocess"]["channel_order"] == "bgr" and ckpt["classes"][0] == "sky"
     model, ckpt = model_from_checkpoint(zoo.resolve("espnet-cityscapes"))
     assert ckpt["model_kwargs"]["width"] == 20 and ckpt["num_classes"] == 19
+    for parent in ("espnet-camvid", "espnet-cityscapes"):  # fine-tuned: the same network, other weights
+        _, base = model_from_checkpoint(zoo.resolve(parent))
+        _, tc = model_from_checkpoint(zoo.resolve(f"{parent}-tc"))
+        assert (tc["model_kwargs"], tc["preprocess"], tc["classes"]) == (
+            base["model_kwargs"],
+            base["preprocess"],
+            base["classes"],
+        )
+        assert tc["state_dict"].keys() == base["state_dict"].keys()
+        assert any(not torch.equal(v, base["state_dict"][k]) for k, v in tc["state_dict"].items())
 
 
 def test_import_weights_of_plain_state_dicts(tmp_path):
@@ -226,21 +268,20 @@ def test_import_reproduces_the_zoo_from_the_published_file(tmp_path):
     )
 
 
-def test_run_and_eval_with_a_zoo_name(tmp_path):
+@pytest.mark.parametrize("name, num_classes", [("espnet-camvid", 11), ("espnet-cityscapes-tc", 19)])
+def test_run_and_eval_with_a_zoo_name(tmp_path, name, num_classes):
     pytest.importorskip("torch")
     frames = tmp_path / "frames"
     frames.mkdir()
     rng = np.random.default_rng(0)
     for i in range(2):
         cv2.imwrite(str(frames / f"f{i}.png"), rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
-    res = CliRunner().invoke(
-        app, ["run", "espnet-camvid", "--source", str(frames), "--save-masks", str(tmp_path / "masks")]
-    )
+    res = CliRunner().invoke(app, ["run", name, "--source", str(frames), "--save-masks", str(tmp_path / "masks")])
     assert res.exit_code == 0, res.output
     masks = sorted((tmp_path / "masks").glob("*.png"))
     assert [m.name for m in masks] == ["f0.png", "f1.png"]
     labels = cv2.imread(str(masks[0]), cv2.IMREAD_UNCHANGED)
-    assert labels.shape == (90, 120) and labels.max() < 11
+    assert labels.shape == (90, 120) and labels.max() < num_classes
 
 
 def test_calibrate_exports_a_zoo_model_once_into_the_cache(tmp_path, monkeypatch):

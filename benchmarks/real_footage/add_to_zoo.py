@@ -2,10 +2,14 @@
 
 The checkpoint is re-saved under vsseg_edge/zoo/models/ with its manifest, its parent set to the zoo model it
 was fine-tuned from (so lineage and agreement checks find it), and its trainer state dropped; zoo.json gets
-the entry with the figures of the experiment report (TC on held-out clips, CamVid val mIoU) and the commands.
+the entry with the figures of the experiment report (TC on held-out clips, CamVid val mIoU — through the
+report's class map for a model of another class set —, pixel agreement with the parent) and the commands.
 
     python benchmarks/real_footage/add_to_zoo.py runs/tft2/fkd1_s0/model.pt --parent espnet-camvid \\
         --report benchmarks/reports/real_footage_temporal.json --run fkd1_s0
+    python benchmarks/real_footage/add_to_zoo.py runs/tfc/tl1_s0/model.pt --parent espnet-cityscapes \\
+        --report benchmarks/reports/real_footage_temporal_cityscapes.json --run tl1_s0 \\
+        --recipe train/cityscapes_espnet_temporal.yaml
 """
 
 from __future__ import annotations
@@ -48,15 +52,33 @@ def main() -> None:
     report = json.loads(args.report.read_text())
     run, before = report["runs"][args.run], report["runs"]["before"]
     command = report["meta"]["command"]
-    measured = [
-        {
-            "metric": "mIoU",
-            "value": round(run["miou"], 2),
-            "before": round(before["miou"], 2),
-            "on": "CamVid val (101 frames, 11 classes)",
-            "command": command,
-        }
-    ]
+    measured = []
+    if "miou" in run:
+        # a model of another class set is scored on CamVid through a class map: not its own mIoU (the column of
+        # `vsseg-edge models`), so it gets its own metric name
+        own = parent.classes == "camvid"
+        measured.append(
+            {
+                "metric": "mIoU" if own else "mIoU (mapped)",
+                "value": round(run["miou"], 2),
+                "before": round(before["miou"], 2),
+                "on": "CamVid val (101 frames, 11 classes)"
+                if own
+                else f"CamVid val (101 frames) with {parent.classes} classes mapped onto CamVid's 11 "
+                "(temporal_finetune.py CAMVID_MAPS; the unmapped ones count as wrong)",
+                "command": command,
+            }
+        )
+    for split, what in (("val", "held-out time spans of the training clips"), ("test", "the held-out clips")):
+        if f"agree_{split}" in run:
+            measured.append(
+                {
+                    "metric": "agreement",
+                    "value": round(run[f"agree_{split}"], 2),
+                    "on": f"% of pixels labelled as by {parent.name}, {what} (640 px wide)",
+                    "command": command,
+                }
+            )
     for key, tc in run["tc"].items():
         if key.startswith("test/"):
             measured.append(

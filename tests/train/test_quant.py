@@ -239,3 +239,4 @@ def test_the_qat_recipes_load(recipe):
     cfg = load_recipe(REPO / "train" / recipe, ["model.name=espnet"])
     assert cfg.quant.enabled and cfg.loss.kd_resolution == "full" and cfg.model.freeze_bn
     assert cfg.loss.weights.kd_pixel > 0 and cfg.loss.weights.temporal > 0 and cfg.video.root
+    assert cfg.loss.weights.fused_kd == 0  # not inherited from the temporal recipes' bases (section merge)

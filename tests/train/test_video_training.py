@@ -252,4 +252,8 @@ def test_the_temporal_recipes_start_from_the_zoo_and_distil_from_it():
         assert cfg.model.freeze_bn
     assert camvid.loss.weights.seg > 0 and camvid.data.kind == "camvid"
     assert cityscapes.data.root is None and cityscapes.loss.weights.seg == 0  # no Cityscapes labels needed
+    # the base recipe's fused_kd must not leak into the Cityscapes one through the section merge
+    assert cityscapes.loss.weights.fused_kd == 0 and cityscapes.loss.weights.temporal > 0
+    # ESPNet's out_s8 is its encoder's map, not the decoder's output: KD there let the output collapse (round 3)
+    assert cityscapes.loss.kd_resolution == "full"
     assert cityscapes.preprocess.size == (512, 1024) and camvid.preprocess.size == (360, 480)
