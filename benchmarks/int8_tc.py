@@ -384,20 +384,19 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
                 **{**common, **rounds},
             ),
         )
-    if key not in CAMVID_KEYS:
-        out["ptq_trt_eq05_fold"] = (
-            "TensorRT flavour as ptq_trt_eq05, equalised only where the producer absorbs the scales "
-            "(equalize_branches: false, no branch Muls)",
-            lambda f: calibrated(
-                d / "ptq_trt_eq05_fold.int8.qdq.onnx",
-                f,
-                cosmos,
-                "cityscapes_percentile.yaml",
-                equalize=0.5,
-                equalize_branches=False,
-                **{**common, "max_rounds": 6},
-            ),
-        )
+    out["ptq_trt_eq05_fold"] = (
+        "TensorRT flavour as ptq_trt_eq05, equalised only where the producer absorbs the scales "
+        "(equalize_branches: false, no branch Muls)",
+        lambda f: calibrated(
+            d / "ptq_trt_eq05_fold.int8.qdq.onnx",
+            f,
+            cosmos,
+            "cityscapes_percentile.yaml",
+            equalize=0.5,
+            equalize_branches=False,
+            **{**common, "max_rounds": 6},
+        ),
+    )
     for q in sorted(d.glob("qat*.int8.qdq.onnx")):
         out[q.name.split(".")[0]] = ("QAT export (see the report for the training command)", lambda f, q=q: q)
     return out
