@@ -360,13 +360,14 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
         rounds = {"max_rounds": 6} if key not in CAMVID_KEYS else {}
         out[f"ptq_trt_{tag}"] = (
             f"TensorRT flavour as ptq_trt{'_r6' if rounds else ''}, the channels of each convolution's input "
-            f"equalised first (calib/equalize.py, alpha {alpha:g})",
+            f"equalised first (calib/equalize.py, alpha {alpha:g}, with branch Muls)",
             lambda f, alpha=alpha, tag=tag, rounds=rounds: calibrated(
                 d / f"ptq_trt_{tag}.int8.qdq.onnx",
                 f,
                 cosmos,
                 "cityscapes_percentile.yaml",
                 equalize=alpha,
+                equalize_branches=True,  # as measured in round 3 (the default is false since)
                 **{**common, **rounds},
             ),
         )
@@ -381,6 +382,7 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
                 percentile=99.99,
                 quantized_readers=CONV,
                 equalize=alpha,
+                equalize_branches=True,  # as measured in round 3 (the default is false since)
                 **{**common, **rounds},
             ),
         )

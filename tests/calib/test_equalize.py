@@ -82,7 +82,7 @@ def _run(model: onnx.ModelProto, feed) -> list[np.ndarray]:
 
 def test_sites_are_the_tensors_read_only_by_convolutions_with_a_scalable_producer():
     assert {s.tensor for s in find_sites(_net(), branch=False)} == {"p", "r", "a"}
-    sites = {s.tensor: s for s in find_sites(_net())}
+    sites = {s.tensor: s for s in find_sites(_net(), branch=True)}
     assert set(sites) == {"p", "r", "a", "z1"}
     assert sites["z1"].scaled is None and sites["z1"].readers == ("c3",)  # the Add keeps z1: a Mul for c3 only
     assert sites["p"].scaled == "bn" and sites["p"].via == "prelu" and set(sites["p"].readers) == {"c1", "c2"}
@@ -97,8 +97,8 @@ def test_sites_are_the_tensors_read_only_by_convolutions_with_a_scalable_produce
 def test_equalised_model_computes_the_same_function(alpha):
     model = _net()
     feeds = _feeds()
-    ranges = channel_ranges(model, find_sites(model), feeds, percentile=100.0)
-    eq, info = equalize(model, ranges, alpha)
+    ranges = channel_ranges(model, find_sites(model, branch=True), feeds, percentile=100.0)
+    eq, info = equalize(model, ranges, alpha, branch=True)
     assert {s["tensor"] for s in info["sites"]} == {"p", "r", "a", "z1"}
     ops = {n.name: n for n in eq.graph.node}
     assert ops["c3"].input[0] == "z1_eq" and "z1" in ops["add"].input and ops["z1_eq_mul"].op_type == "Mul"

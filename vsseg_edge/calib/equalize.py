@@ -26,10 +26,13 @@ difference, which per-channel weight scales absorb only per OUTPUT channel), α 
 weights (the default, SmoothQuant's). The scales are normalised so the tensor's largest channel range is kept.
 
 Where X is also read by something else (a residual Add, a Concat: the sensitive inputs of ESPNet's level-3
-blocks are of this kind) or its producer cannot absorb the scales, a per-channel Mul (x ⊙ k) is inserted on the
-convolutions' branch instead (`Site.scaled` None): the other readers keep X as it was, and the cost at run time
-is one elementwise pass (TensorRT fuses it into the preceding pointwise layer). Parameters shared between nodes
-are never rewritten. `equalize` records which sites it changed and how far the channel ranges were apart.
+blocks are of this kind) or its producer cannot absorb the scales, a per-channel Mul (x ⊙ k) can be inserted on
+the convolutions' branch instead (`Site.scaled` None; `branch=True`, `calibrate`'s `equalize_branches`): the
+other readers keep X as it was, and the cost at run time is one elementwise pass (which TensorRT may fuse with
+the preceding pointwise layer; not verified here). Off by default: on the Cityscapes ESPNet the branch Muls
+made the INT8 model relabel whole vehicles, while folding alone did not (benchmarks/reports/int8_tc.md,
+round 3). Parameters shared between nodes are never rewritten. `equalize` records which sites it changed and
+how far the channel ranges were apart.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class Site:
     `scaled` set: the producer (a Conv or BatchNormalization, then optionally the activation `via`) absorbs the
     scales, and `readers` are ALL the tensor's readers (free at run time). `scaled` None: the tensor has other
     readers too (a residual Add, a Concat) or no scalable producer, so a per-channel Mul is inserted on the
-    convolutions' branch only (one elementwise pass, which TensorRT fuses into the preceding pointwise layer);
+    convolutions' branch only (one elementwise pass at run time);
     the other readers keep the tensor as it was.
     """
 
@@ -71,7 +74,7 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
-def find_sites(model: onnx.ModelProto, branch: bool = True) -> list[Site]:
+def find_sites(model: onnx.ModelProto, branch: bool = False) -> list[Site]:
     """Tensors of `model` (FP32, no Q/DQ) whose channel scales can move into their convolution readers'
     weights exactly: first those whose producer absorbs the scales, then (`branch`) every other activation a
     convolution reads, through an inserted Mul (see `Site`). Graph inputs and outputs are left alone."""
@@ -193,7 +196,7 @@ def equalize(
     ranges: dict[str, np.ndarray],
     alpha: float = 0.5,
     max_scale: float = 64.0,
-    branch: bool = True,
+    branch: bool = False,
 ) -> tuple[onnx.ModelProto, dict]:
     """A copy of `model` with the channels of every site in `ranges` rescaled (see the module docstring).
 
@@ -284,7 +287,7 @@ def equalize_file(
     inputs: Iterable[dict[str, np.ndarray]],
     alpha: float = 0.5,
     percentile: float = 99.99,
-    branch: bool = True,
+    branch: bool = False,
     threads: int = 0,
 ) -> dict:
     """`equalize` the FP32 ONNX file `fp32` with ranges measured on `inputs`; write it to `out` (a working
