@@ -35,17 +35,8 @@ def bench_speed(models: list[str], frames: Path, args) -> dict[str, dict]:
     """`models` timed by bench with isolation and paired rounds (no accuracy pass): the entries by file name."""
     from vsseg_edge.bench.runner import BenchConfig, run_bench
 
-    cfg = BenchConfig(
-        dataset=frames,
-        backends=("ort",),
-        runs=args.runs,
-        warmup=args.warmup,
-        threads=args.threads,
-        frames=2,
-        repeats=args.repeats,
-        isolate=True,
-        accuracy=False,
-        progress=False,
+    cfg = BenchConfig.paired_speed(
+        frames, runs=args.runs, warmup=args.warmup, threads=args.threads, repeats=args.repeats
     )
     report = run_bench([f"{m}::{CPU}" for m in models], cfg)
     out = {}

@@ -129,17 +129,8 @@ def timing(models: dict[str, str], frames: Path, args, log) -> dict:
     """Each kind timed by `vsseg-edge bench --isolate --repeats N --speed-only` against the FP32 model."""
     from vsseg_edge.bench.runner import BenchConfig, run_bench
 
-    cfg = BenchConfig(
-        dataset=frames,
-        backends=("ort",),
-        runs=args.runs,
-        warmup=args.warmup,
-        threads=args.threads,
-        frames=2,
-        repeats=args.repeats,
-        isolate=True,
-        accuracy=False,
-        progress=False,
+    cfg = BenchConfig.paired_speed(
+        frames, runs=args.runs, warmup=args.warmup, threads=args.threads, repeats=args.repeats
     )
     report = run_bench([f"{spec},{CPU}" if "::" in spec else f"{spec}::{CPU}" for spec in models.values()], cfg)
     kinds = dict(zip(models, report["entries"]))

@@ -164,3 +164,11 @@ def test_random_init_checkpoint_is_seeded_and_complete(tmp_path):
     man = read_manifest(a, kind="checkpoint")
     assert man["model"] == TINY and len(man["classes"]) == 19
     assert man["input"]["shape"] == [1, 3, 32, 64]
+
+
+def test_paired_speed_config_is_isolated_repeated_and_skips_accuracy(tmp_path):
+    cfg = BenchConfig.paired_speed(str(tmp_path), runs=5, warmup=1, threads=1, repeats=3)
+    assert (cfg.isolate, cfg.accuracy, cfg.progress, cfg.repeats, cfg.frames) == (True, False, False, 3, 2)
+    assert cfg.backends == ("ort",) and cfg.dataset == tmp_path and cfg.threads == 1
+    with pytest.raises(VssegError, match="--repeats"):
+        BenchConfig.paired_speed(tmp_path, runs=5, warmup=1, threads=1, repeats=0)

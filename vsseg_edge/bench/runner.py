@@ -80,6 +80,25 @@ class BenchConfig:
             raise VssegError(f"--repeats {self.repeats}: need at least 1 timing round")
         TimingConfig(self.runs, self.warmup)  # validates runs / warmup
 
+    @classmethod
+    def paired_speed(
+        cls, dataset, *, runs: int, warmup: int, threads: int | None, repeats: int, frames: int = 2, backends=("ort",)
+    ) -> BenchConfig:
+        """Speed only, paired: each entry timed in a process of its own for `repeats` rounds, no accuracy pass,
+        no progress bar (`bench --speed-only --isolate --repeats N`): the INT8/FP32 ratios of benchmarks/."""
+        return cls(
+            dataset=Path(dataset),
+            backends=tuple(backends),
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            frames=frames,
+            repeats=repeats,
+            isolate=True,
+            accuracy=False,
+            progress=False,
+        )
+
 
 def select_frames(dataset, n: int) -> list:
     """`n` frames evenly spaced over the split (deterministic), so every entry is timed on the same frames."""
