@@ -2,6 +2,8 @@
 nodes kept in float. The calibrator, the sensitivity search, the onnxruntime backend and the engine builder
 all read and rewrite Q/DQ graphs through this one module (onnx and numpy only).
 
+Intermediate tensors: `with_outputs` exposes them as extra graph outputs for one run.
+
 Constants: `constant_names` (membership, nothing converted) and `graph_constants` (values by name, optionally
 of one type only, so large float weights are not converted to find int8 zero points).
 
@@ -53,6 +55,18 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 # --- constants ---------------------------------------------------------------------------------------------
+
+
+def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of `model` whose graph also outputs the float tensors `names`, so that one run reads intermediate
+    activations (channel ranges, per-layer parity); a name that already is a graph output is not added again."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    have = {o.name for o in out.graph.output}
+    for name in dict.fromkeys(names):
+        if name not in have:
+            out.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return out
 
 
 def constant_names(graph: onnx.GraphProto) -> set[str]:

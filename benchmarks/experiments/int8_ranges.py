@@ -21,6 +21,7 @@ import onnx
 from vsseg_edge.core.fileio import read_image
 from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
 from vsseg_edge.core.preprocess import preprocess_batch
+from vsseg_edge.onnx_graph import with_outputs
 from vsseg_edge.runtime.backends.ort import ort_session
 
 SHARED = Path(os.environ.get("VSSEG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -37,10 +38,8 @@ def main(argv=None) -> None:
     proto = onnx.load(str(model))
     nodes = {n.name: n for n in proto.graph.node}
     inputs = [nodes[n].input[0] for n in names]
-    for t in inputs:
-        proto.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
     spec = manifest_preprocess(read_manifest(model), str(model))
-    sess = ort_session(proto, threads=1)
+    sess = ort_session(with_outputs(proto, inputs), threads=1)
     frames = sorted(Path(args.frames).glob("*.jpg"))[:: args.every]
     outs = [sess.run(inputs, {sess.get_inputs()[0].name: preprocess_batch([read_image(f)], spec)}) for f in frames]
     print(f"{model.name}, {len(frames)} frames of {args.frames}")

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
 from vsseg_edge.core.fileio import read_image
@@ -23,6 +22,7 @@ from vsseg_edge.core.preprocess import labels_from_output, preprocess_batch
 from vsseg_edge.export.onnx_export import build_module, export_sizes, finish_graph, torch_export
 from vsseg_edge.export.presets import ExportPreset
 from vsseg_edge.models.checkpoint import model_from_checkpoint
+from vsseg_edge.onnx_graph import with_outputs
 from vsseg_edge.runtime.backends.ort import ort_session
 from vsseg_edge.train.quant import freeze_weight_scales, quantized_modules
 
@@ -55,9 +55,7 @@ def main(argv=None) -> None:
         ref = model(torch.from_numpy(x)).numpy()
     convs = [n for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")]
     names = list(dict.fromkeys(t for n in convs for t in (n.input[0], n.output[0])))
-    for t in names:
-        proto.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    sess = ort_session(proto, threads=1, exact_qdq=True)
+    sess = ort_session(with_outputs(proto, names), threads=1, exact_qdq=True)
     res = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x})))
     final = res[sess.get_outputs()[0].name]
     agreement = (labels_from_output(final, "logits") == labels_from_output(ref, "logits")).mean() * 100

@@ -176,3 +176,14 @@ def test_calibrate_with_equalisation_records_it_and_passes_the_gate(tmp_path, cs
     assert eq["alpha"] == 0.5 and len(eq["sites"]) >= 1  # the stem's ReLU output, read by one convolution only
     assert man["config"]["equalize"] == 0.5 and man["gate"]["result"]["passed"]
     assert not list(tmp_path.glob("*equalized*"))  # the equalised FP32 copy is a working file, not an output
+
+
+def test_with_outputs_exposes_intermediate_tensors_once_and_leaves_the_model():
+    from vsseg_edge.onnx_graph import with_outputs
+
+    model = _net()
+    probe = with_outputs(model, ["p", "z1", "p", "u"])  # "u" is already a graph output
+    assert [o.name for o in probe.graph.output] == ["s", "u", "z4", "p", "z1"]
+    assert [o.name for o in model.graph.output] == ["s", "u", "z4"]
+    out = dict(zip([o.name for o in probe.graph.output], _run(probe, _feeds(1)[0])))
+    assert out["p"].shape == (1, 8, H, W) and out["z1"].shape == (1, 4, H, W)

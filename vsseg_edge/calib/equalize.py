@@ -46,7 +46,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..onnx_graph import node_key
+from ..onnx_graph import node_key, with_outputs
 
 HOMOGENEOUS = ("Relu", "PRelu", "LeakyRelu")  # f(k·y) = k·f(y) for k > 0, per channel
 READERS = ("Conv", "ConvTranspose")
@@ -147,13 +147,8 @@ def channel_ranges(
     the largest over the frames (onnxruntime, CPU, the sites' tensors exposed as extra outputs)."""
     from ..runtime.backends.ort import ort_session
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
     names = [s.tensor for s in sites]
-    for name in names:
-        probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-        probe.graph.output[-1].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
-    sess = ort_session(probe, threads=threads, where="channel ranges")
+    sess = ort_session(with_outputs(model, names), threads=threads, where="channel ranges")
     ranges: dict[str, np.ndarray] = {}
     for feed in inputs:
         for name, value in zip(names, sess.run(names, feed)):
