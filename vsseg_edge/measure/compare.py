@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -40,14 +40,20 @@ class Agreement:
         return self.same / self.total if self.total else float("nan")
 
 
-def agreement(labels: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> Agreement:
-    """Agreement of two lists of label maps of the same frames (same sizes, frame by frame)."""
+def _frame_pairs(labels: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> Iterator[tuple]:
+    """(label map, reference label map) frame by frame, checked: the same non-empty list of frames, same sizes."""
     if len(labels) != len(reference) or not len(labels):
         raise ValueError("agreement needs two non-empty lists of predictions of the same frames")
-    same = total = 0
     for a, b in zip(labels, reference):
         if a.shape != b.shape:
             raise VssegError(f"label maps of shape {a.shape} and {b.shape} cannot be compared pixel by pixel")
+        yield a, b
+
+
+def agreement(labels: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> Agreement:
+    """Agreement of two lists of label maps of the same frames (same sizes, frame by frame)."""
+    same = total = 0
+    for a, b in _frame_pairs(labels, reference):
         same += int(np.count_nonzero(a == b))
         total += a.size
     return Agreement(same, total, len(labels))
@@ -67,12 +73,11 @@ def agreement_breakdown(
     "interior": [...]}}. Boundary pixels are those within `boundary_px` of a change of the reference label."""
     import cv2
 
-    agreement(labels, reference)  # same checks: non-empty, same frames, same shapes
     n = len(class_names)
     same_c, total_c = np.zeros(n, np.int64), np.zeros(n, np.int64)
     same_r, total_r = np.zeros(2, np.int64), np.zeros(2, np.int64)  # boundary, interior
     kernel = np.ones((2 * boundary_px + 1,) * 2, np.uint8)
-    for a, b in zip(labels, reference):
+    for a, b in _frame_pairs(labels, reference):
         ref = np.asarray(b)
         ok = np.asarray(a) == ref
         valid = ref < n  # an ignore label in the reference is no class
