@@ -128,3 +128,14 @@ def test_config_rejects_unknown_keys_and_applies_overrides(tmp_path):
     p.write_text("optim:\n  lrr: 1\n")
     with pytest.raises(VssegError, match=r"unknown key\(s\) \['lrr'\]; valid keys: \['lr', 'momentum'\]"):
         cfgmod.load_config(Cfg, p)
+
+
+def test_an_exponent_without_a_dot_is_a_float(tmp_path):
+    """PyYAML (YAML 1.1) reads `1e-4` as a string; a float field takes it as the number a user meant."""
+    p = tmp_path / "r.yaml"
+    p.write_text("optim:\n  lr: 1e-4\n")
+    cfg = cfgmod.load_config(Cfg, p, ["optim.momentum=-2E+1"])
+    assert cfg.optim == Optim(1e-4, -20.0)
+    p.write_text("optim:\n  lr: 1e-4x\n")
+    with pytest.raises(VssegError, match="optim.lr: expected float, got '1e-4x'"):
+        cfgmod.load_config(Cfg, p)

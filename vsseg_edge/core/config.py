@@ -7,6 +7,7 @@ YAML; the resolved config serialises back to a plain dict stored in checkpoints 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 from .errors import VssegError
 
 T = TypeVar("T")
+_YAML11_MISSED_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def from_dict(cls: type[T], data: dict | None, where: str) -> T:
@@ -58,6 +60,8 @@ def _coerce(tp, value, where: str):
         return tuple(_coerce(inner, v, where) for v in value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _YAML11_MISSED_FLOAT.fullmatch(value.strip()):
+        return float(value)  # `1e-4`: YAML 1.1 (PyYAML) reads an exponent without a dot as a string
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if tp in (int, float, str, bool) and not isinstance(value, tp):
