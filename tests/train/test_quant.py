@@ -62,9 +62,9 @@ def batches(n=3, seed=0):
     return [torch.randn(1, 3, *SPEC.size, generator=g) for _ in range(n)]
 
 
-def quantized(exclude=()):
+def quantized(exclude=(), placement="all"):
     model = tiny(len(CLASSES)).eval()
-    cfg = QuantConfig(enabled=True, exclude=tuple(exclude))
+    cfg = QuantConfig(enabled=True, exclude=tuple(exclude), placement=placement)
     quantize_modules(model, cfg)
     calibrate_inputs(model, batches(), cfg)
     return model
@@ -83,7 +83,69 @@ def test_excluded_modules_stay_float_and_an_unknown_name_is_an_error():
     model = quantized(exclude=["up"])
     assert type(model.up) is nn.ConvTranspose2d and type(model.head) is QuantConv2d
     with pytest.raises(VssegError, match="no module named 'nope'"):
-        quantize_modules(tiny(4), QuantConfig(exclude=("nope",)))
+        quantize_modules(tiny(4), QuantConfig(exclude=("nope",), placement="all"))
+
+
+class SmallChannels(nn.Module):
+    """Convolutions on both sides of ModelOpt's small-channel rule (channels < 16)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Conv2d(3, 8, 3, 1, 1)  # reads the input, 8 | Cout: int8
+        self.narrow = nn.Conv2d(8, 8, 3, 1, 1)  # 8 → 8 inside: float
+        self.widen = nn.Conv2d(8, 16, 1)  # Cout ≥ 16, 8 | Cin: int8
+        self.odd = nn.Conv2d(16, 12, 3, 1, 1)  # Cin ≥ 16, 8 | Cin: int8
+        self.twelve = nn.Conv2d(12, 12, 3, 1, 2, dilation=2)  # 12 → 12 (ESPNet's level-2 branches): float
+        self.rect = nn.Conv2d(12, 16, (1, 3), 1, (0, 1))  # Cin < 16, non-square kernel: float
+        self.depthwise = nn.Conv2d(16, 16, 3, 1, 1, groups=16)  # grouped, 8 | Cout, 3 × 3: int8
+        self.dw1 = nn.Conv2d(16, 16, 1, groups=16)  # grouped 1 × 1: float
+        self.big = nn.Conv2d(16, 32, 3, 1, 1)  # int8
+        self.up = nn.ConvTranspose2d(32, 4, 2, 2)  # a ConvTranspose: int8
+
+    def forward(self, x):
+        y = self.widen(self.narrow(self.first(x)))
+        y = self.rect(self.twelve(self.odd(y)))
+        return self.up(self.big(self.dw1(self.depthwise(y))))
+
+
+def test_trt_placement_leaves_what_modelopt_leaves_in_float(tmp_path):
+    """The `trt` placement quantises exactly the convolutions ModelOpt's ONNX PTQ quantises (its int8 rule,
+    run on the exported graph), so QAT trains the network TensorRT builds."""
+    gs = pytest.importorskip("onnx_graphsurgeon")
+    graph_utils = pytest.importorskip("modelopt.onnx.quantization.graph_utils")
+
+    torch.manual_seed(0)
+    model = SmallChannels().eval()
+    path = tmp_path / "small.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, 16, 16),), str(path), dynamo=True, optimize=False)
+    graph = gs.import_onnx(onnx.load(str(path)))
+    weight = {
+        n.name: n.inputs[1].name.removesuffix(".weight") for n in graph.nodes if n.op in ("Conv", "ConvTranspose")
+    }
+    assert len(weight) == 10
+    modelopt_float = {weight[n] for n in graph_utils.find_nodes_from_convs_to_exclude(graph, "int8")}
+    done = quantize_modules(model, QuantConfig(enabled=True))
+    assert set(weight.values()) - set(done) == modelopt_float == {"narrow", "twelve", "rect", "dw1"}
+
+
+def test_a_trt_checkpoint_lists_its_modules_and_reloads_them(tmp_path):
+    from vsseg_edge.train.quant import quant_record
+
+    model = quantized(placement="trt")
+    assert [n for n, _ in quantized_modules(model)] == ["enc.0", "up"]  # enc.3 (8 → 8), head (8 → 4): float
+    rec = quant_record(model, QuantConfig(enabled=True))
+    assert rec["placement"] == "conv-input-weight-trt" and rec["modules"] == ["enc.0", "up"]
+    path = tmp_path / "trt.pt"
+    save_checkpoint(path, model, model_name=TINY, classes=CLASSES, preprocess=SPEC, quantization=rec)
+    again, _ = model_from_checkpoint(path)
+    assert type(again.enc[3]) is nn.Conv2d and type(again.up) is QuantConvTranspose2d
+    x = batches(1, seed=3)[0]
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    with pytest.raises(VssegError, match="no module named 'gone'"):
+        quantize_modules(tiny(4), {**rec, "modules": ["enc.0", "gone"]})
+    with pytest.raises(VssegError, match="quant.placement must be one of"):
+        QuantConfig(placement="every")
 
 
 def test_fake_quantisation_changes_the_output_a_little_and_passes_gradients():
@@ -100,7 +162,7 @@ def test_fake_quantisation_changes_the_output_a_little_and_passes_gradients():
 
 def test_percentile_ranges_are_not_wider_than_the_maximum():
     model = tiny(len(CLASSES)).eval()
-    quantize_modules(model, QuantConfig())
+    quantize_modules(model, QuantConfig(placement="all"))
     top = calibrate_inputs(model, batches(), QuantConfig(calib_method="max"))
     pct = calibrate_inputs(model, batches(), QuantConfig(calib_method="percentile", percentile=99.0))
     assert all(pct[n] <= top[n] * (1 + 1e-6) for n in top)
@@ -122,7 +184,8 @@ def test_weight_scales_are_per_output_channel_on_the_right_axis():
 def qat_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("qat") / "qat.pt"
     model = quantized()
-    save_checkpoint(path, model, model_name=TINY, classes=CLASSES, preprocess=SPEC, quantization=QuantConfig().record())
+    rec = QuantConfig(placement="all").record()
+    save_checkpoint(path, model, model_name=TINY, classes=CLASSES, preprocess=SPEC, quantization=rec)
     return path, model
 
 
@@ -210,13 +273,17 @@ def test_qat_training_calibrates_records_and_resumes(tmp_path, synth_root):
     path = tmp_path / "qat.yaml"
     path.write_text(yaml.safe_dump(recipe))
     trainer = Trainer(load_recipe(path), progress=False)
-    assert len(quantized_modules(trainer.model)) == 82 + 3  # every Conv and ConvTranspose of ESPNet
+    # every Conv and ConvTranspose of ESPNet but the 19 small-channel convolutions TensorRT runs in float
+    assert len(quantized_modules(trainer.model)) == 82 + 3 - 19
+    left = [m for m in trainer.model.modules() if type(m) is nn.Conv2d]
+    assert len(left) == 19 and all(min(m.in_channels, m.out_channels) < 16 for m in left)
     trainer.fit()
     amax = {n: float(m.input_amax) for n, m in quantized_modules(trainer.model)}
     assert all(a > 0 for a in amax.values())  # calibrated before the first step
     out = trainer.out / "model.pt"
     man = read_manifest(out)
-    assert man["precision"] == "int8" and man["quantization"]["placement"] == "conv-input-weight"
+    assert man["precision"] == "int8" and man["quantization"]["placement"] == "conv-input-weight-trt"
+    assert man["quantization"]["modules"] == [n for n, _ in quantized_modules(trainer.model)]
     assert man["parent"]["file"] == "fp32.pt"
     again, ckpt = model_from_checkpoint(out)
     assert {n: float(m.input_amax) for n, m in quantized_modules(again)} == amax

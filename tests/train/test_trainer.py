@@ -55,6 +55,25 @@ def test_baseline_trains_saves_and_validates(tmp_path, synth_root):
     assert logs[1]["lr"] < logs[0]["lr"]  # poly decay
 
 
+def test_keep_every_keeps_weight_snapshots(tmp_path, synth_root):
+    cfg = load_recipe(recipe(tmp_path, synth_root, "keep", iterations=3, keep_every=1, ckpt_every=0))
+    train(cfg, progress=False)
+    out = cfg.out_path
+    kept = sorted(p.name for p in out.glob("step_*.pt"))
+    assert kept == ["step_000001.pt", "step_000002.pt"]  # the last step is model.pt
+    first, ckpt = model_from_checkpoint(out / kept[0])
+    assert ckpt["step"] == 1 and not ckpt.get("train_state")
+    final, _ = model_from_checkpoint(out / "model.pt")
+    assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), final.state_dict().values()))
+    again = load_recipe(recipe(tmp_path, synth_root, "keep", iterations=3, keep_every=0, ckpt_every=0))
+    with pytest.raises(VssegError, match="step_000001.pt"):  # a previous run's snapshots count as that run
+        train(again, progress=False)
+    train(again, progress=False, overwrite=True)
+    assert not list(out.glob("step_*.pt*"))  # --overwrite starts clean: no old snapshot to mistake for this run's
+    with pytest.raises(VssegError, match="keep_every must be ≥ 0"):
+        load_recipe(recipe(tmp_path, synth_root, "bad", keep_every=-1))
+
+
 def test_resume_continues_exactly(tmp_path, synth_root):
     straight = Trainer(load_recipe(recipe(tmp_path, synth_root, "straight", iterations=4)), progress=False)
     straight.fit()

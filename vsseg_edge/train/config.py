@@ -87,22 +87,30 @@ class OptimConfig:
     grad_clip: float = 10.0  # max global grad norm; 0 disables
 
 
-PLACEMENT = "conv-input-weight"  # QAT's only placement: inputs and weights of Conv/ConvTranspose (train.quant)
+# QAT placements (train.quant): the inputs and weights of the convolutions TensorRT runs in int8 (NVIDIA
+# ModelOpt's rule for small-channel convolutions; the default), or of every Conv/ConvTranspose (the first
+# placement; its checkpoints still load)
+PLACEMENTS = {"trt": "conv-input-weight-trt", "all": "conv-input-weight"}
+PLACEMENT = PLACEMENTS["all"]
 CALIB_METHODS = ("max", "percentile")
 
 
 @dataclass(frozen=True)
 class QuantConfig:
     """Quantisation-aware training (`quant:` section of a recipe; `train.quant` has the design): fake INT8 on
-    every convolution's input and weight of the student, ranges calibrated on training batches first."""
+    the input and weight of every convolution TensorRT runs in int8 (or of every one), ranges calibrated on
+    training batches first."""
 
     enabled: bool = False
+    placement: str = "trt"  # trt: the convolutions TensorRT runs in int8 (ModelOpt's rule) | all: every one
     calib_batches: int = 8  # training batches whose activations set each input amax before fine-tuning
     calib_method: str = "percentile"  # max | percentile (of |x|, per tensor, over the calibration batches)
     percentile: float = 99.999
     exclude: tuple[str, ...] = ()  # module names (e.g. "classifier") kept in float
 
     def __post_init__(self):
+        if self.placement not in PLACEMENTS:
+            raise VssegError(f"recipe: quant.placement must be one of {sorted(PLACEMENTS)}, got {self.placement!r}")
         if self.calib_method not in CALIB_METHODS:
             raise VssegError(f"recipe: quant.calib_method must be one of {CALIB_METHODS}, got {self.calib_method!r}")
         if self.calib_batches < 1:
@@ -112,7 +120,7 @@ class QuantConfig:
 
     def record(self) -> dict:
         """What a checkpoint stores so that the model can be rebuilt with the same fake quantisers."""
-        return {"placement": PLACEMENT, "bits": 8, "exclude": list(self.exclude)}
+        return {"placement": PLACEMENTS[self.placement], "bits": 8, "exclude": list(self.exclude)}
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,7 @@ class TrainConfig:
     out_dir: str = "../runs/train"
     log_every: int = 10
     ckpt_every: int = 500
+    keep_every: int = 0  # also keep the weights every N steps as step_NNNNNN.pt, to choose among later; 0: off
     val_every: int = 0  # 0 = validate once at the end
     val_max_sequences: int | None = None
     val_tc: bool = True
@@ -150,6 +159,9 @@ class TrainConfig:
         ):
             if not ok:
                 raise VssegError(f"recipe: {name} must be positive")
+        for name in ("ckpt_every", "keep_every", "val_every"):
+            if getattr(self, name) < 0:
+                raise VssegError(f"recipe: {name} must be ≥ 0 (0: off), got {getattr(self, name)}")
         if self.data.root is None and self.video.root is None:
             raise VssegError("recipe: no training data; set data.root (labelled) and/or video.root (unlabelled clips)")
 

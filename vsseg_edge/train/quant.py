@@ -1,7 +1,7 @@
 """Quantisation-aware training (QAT): fake INT8 where TensorRT quantises, exported as a Q/DQ ONNX.
 
-Placement — TensorRT's explicit-quantisation rules, which NVIDIA ModelOpt's INT8 default configuration for torch
-also follows: every `Conv2d` / `ConvTranspose2d` reads
+Placement — TensorRT's explicit-quantisation rules, which NVIDIA ModelOpt's INT8 default configuration
+follows: every `Conv2d` / `ConvTranspose2d` that TensorRT runs in int8 reads
 
 - its input through a per-tensor, symmetric int8 fake quantiser (scale = amax / 127, zero point 0; `amax`
   calibrated once on training batches before fine-tuning, then fixed), and
@@ -9,6 +9,15 @@ also follows: every `Conv2d` / `ConvTranspose2d` reads
   ConvTranspose, whose weight is laid out Cin × Cout; amax = the channel's largest |w|, recomputed at every
   step so the scale follows the weights).
 
+Which convolutions (`quant.placement`): `trt` (the default) leaves in float the small-channel convolutions
+that ModelOpt's ONNX PTQ leaves in float because TensorRT has no int8 kernel for them — a `Conv2d` with fewer
+than 16 input or output channels, unless it is ungrouped with a square kernel, 8 | Cin or 8 | Cout, and either
+16 ≤ Cin or Cout or it reads the network's input; or grouped with 8 | Cout and kernels ≥ 3
+(`modelopt.onnx.quantization.graph_utils.find_nodes_from_convs_to_exclude`, int8). So QAT trains the network
+the PTQ path and TensorRT build. On the published ESPNet Cityscapes model these are 18 of 85 convolutions
+(the 12-channel dilated branches of level 2 and of the decoder); quantising them as well (`all`, the first
+placement) left it agreeing with FP32 on 66.4 % of the TC gate's pixels after calibration, against 85.3 % with
+`trt` (benchmarks/reports/int8_tc.md, QAT). A `trt` checkpoint lists its quantised modules, so it reloads exactly.
 Everything else (BatchNorm, PReLU, Add, Concat, pooling) stays in float. A BatchNorm after a convolution needs
 no fake quantiser of its own: per-channel symmetric quantisation commutes with a per-output-channel scale, so
 quantising W then scaling by γ/σ (what this module trains) equals quantising the folded weight (what TensorRT
@@ -39,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..core.errors import VssegError
-from .config import PLACEMENT, QuantConfig
+from .config import PLACEMENTS, QuantConfig
 
 QMAX = 127
 QMIN = -128
@@ -149,23 +158,76 @@ class QuantConvTranspose2d(_QuantMixin, nn.ConvTranspose2d):
 _SWAP = {nn.Conv2d: QuantConv2d, nn.ConvTranspose2d: QuantConvTranspose2d}
 
 
+def trt_int8_conv(conv: nn.Module, reads_input: bool) -> bool:
+    """Whether TensorRT runs this convolution in int8: ModelOpt's int8 rule for small-channel Conv nodes (see
+    the module doc); a ConvTranspose2d always."""
+    if not isinstance(conv, nn.Conv2d):
+        return True
+    cout, cin = conv.out_channels, conv.in_channels // conv.groups  # the ONNX weight's dims 0 and 1
+    if cout >= 16 and cin >= 16:
+        return True
+    if conv.groups == 1:
+        return (
+            (cout % 8 == 0 or cin % 8 == 0)
+            and (reads_input or cout >= 16 or cin >= 16)
+            and len(set(conv.kernel_size)) == 1
+        )
+    return cout % 8 == 0 and all(k >= 3 for k in conv.kernel_size)
+
+
+@torch.no_grad()
+def input_readers(model: nn.Module) -> set[str]:
+    """Names of the convolutions that read the network's input, found by one forward pass of a small zero
+    image (the model's `input_multiple`, at least 64 × 64) with hooks on every convolution."""
+    side = max(64, int(getattr(model, "input_multiple", 1) or 1))
+    first = next(iter(model.parameters()), None)
+    x = torch.zeros(1, 3, side, side, device=first.device if first is not None else None)
+    found, hooks = set(), []
+    for name, m in model.named_modules():
+        if type(m) in _SWAP:
+            hooks.append(
+                m.register_forward_pre_hook(lambda mod, inp, name=name: found.add(name) if inp[0] is x else None)
+            )
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return found
+
+
 def quantize_modules(model: nn.Module, record: dict | QuantConfig) -> list[str]:
-    """Turn every Conv2d / ConvTranspose2d of `model` (not excluded) into its fake-quantised twin, in place.
+    """Turn the Conv2d / ConvTranspose2d of `model` that the placement names (not excluded) into their
+    fake-quantised twins, in place; a record with "modules" (a `trt` checkpoint's) names them exactly.
 
     Returns the names of the quantised modules. The modules keep their parameters (and state-dict keys);
     each gains an `input_amax` buffer (0 until `calibrate_inputs` or a checkpoint sets it).
     """
     rec = record.record() if isinstance(record, QuantConfig) else dict(record)
-    if rec.get("placement") != PLACEMENT or rec.get("bits") != 8:
-        raise VssegError(f"quantization {rec}: unknown placement; this vsseg-edge knows {PLACEMENT!r}, 8 bits")
+    placement = rec.get("placement")
+    if placement not in PLACEMENTS.values() or rec.get("bits") != 8:
+        known = ", ".join(sorted(PLACEMENTS.values()))
+        raise VssegError(f"quantization {rec}: unknown placement; this vsseg-edge knows {known} (8 bits)")
+    modules = dict(model.named_modules())
     exclude = set(rec.get("exclude", []))
-    unknown = sorted(exclude - {n for n, _ in model.named_modules()})
+    listed = rec.get("modules")
+    unknown = sorted((exclude | set(listed or [])) - set(modules))
     if unknown:
-        raise VssegError(f"quant.exclude: no module named {unknown[0]!r} in the model")
+        raise VssegError(f"quantization: no module named {unknown[0]!r} in the model")
+    if listed is not None:
+        chosen = set(listed)
+    elif placement == PLACEMENTS["trt"]:
+        readers = input_readers(model)
+        chosen = {n for n, m in modules.items() if type(m) in _SWAP and trt_int8_conv(m, n in readers)}
+    else:
+        chosen = {n for n, m in modules.items() if type(m) in _SWAP}
     done = []
-    for name, module in model.named_modules():
+    for name, module in modules.items():
         target = _SWAP.get(type(module))
-        if target is None or name in exclude or any(name.startswith(e + ".") for e in exclude):
+        if target is None or name not in chosen or name in exclude or any(name.startswith(e + ".") for e in exclude):
             continue
         module.__class__ = target
         module._init_quant()
@@ -173,6 +235,14 @@ def quantize_modules(model: nn.Module, record: dict | QuantConfig) -> list[str]:
     if not done:
         raise VssegError("QAT: the model has no Conv2d / ConvTranspose2d to quantise")
     return done
+
+
+def quant_record(model: nn.Module, cfg: QuantConfig) -> dict:
+    """What a checkpoint of a QAT model stores: the placement, and for `trt` the quantised modules by name."""
+    rec = cfg.record()
+    if rec["placement"] == PLACEMENTS["trt"]:
+        rec["modules"] = [n for n, _ in quantized_modules(model)]
+    return rec
 
 
 def quantized_modules(model: nn.Module) -> list[tuple[str, _QuantMixin]]:

@@ -2,6 +2,7 @@
 
     frames ─► TrainClips (paired augmentation) ─► student (+ frozen teacher) ─► EtcLoss ─► SGD, poly LR
     video  ─► VideoPairs (unlabelled t, t+k) ─┘                    every ckpt_every: last.pt (resumable)
+                                                                   every keep_every: step_NNNNNN.pt (weights only)
       └─► FusedTargets (teacher fused over t±k, once, cached) ─┘   every val_every / at the end: mIoU + TC
 
 Mixed batches (`video.root` set): each step stacks `batch_size` labelled frames and `video.batch_size`
@@ -230,7 +231,7 @@ class Trainer:
                     m.requires_grad_(False)
         if self.dist.world > 1 and cfg.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if cfg.quant.enabled:  # QAT: fake INT8 on every convolution (train/quant.py); ranges set in fit()
+        if cfg.quant.enabled:  # QAT: fake INT8 on the convolutions (train/quant.py); ranges set in fit()
             from .quant import quantize_modules, quantized_modules
 
             if not quantized_modules(model):  # (a QAT checkpoint to start from comes back quantised)
@@ -333,6 +334,8 @@ class Trainer:
     def save(self, name: str, metrics: dict | None = None, with_state: bool = True) -> Path:
         path = self.out / name
         q = self.cfg.quant
+        if q.enabled:
+            from .quant import quant_record
         save_checkpoint(
             path,
             self.model,
@@ -345,7 +348,7 @@ class Trainer:
             metrics=metrics or {},
             step=self.step,
             train_state=self.train_state() if with_state else None,
-            quantization=q.record() if q.enabled else None,
+            quantization=quant_record(self.model, q) if q.enabled else None,
             parent=resolve_model(self.cfg.model.init_checkpoint)
             if q.enabled and self.cfg.model.init_checkpoint
             else None,
@@ -595,6 +598,8 @@ class Trainer:
                         _write_log(log_file, tb, log)
                     if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
                         self.save("last.pt")
+                    if cfg.keep_every and self.step % cfg.keep_every == 0 and self.step < cfg.iterations:
+                        self.save(f"step_{self.step:06d}.pt", with_state=False)  # a snapshot to choose among later
                     if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.iterations:
                         _write_log(log_file, tb, {"step": self.step, **_val_summary(self.validate())})
             if self.dist.main:
@@ -711,6 +716,7 @@ def check_run_folder(out: Path, model, *, resume: bool, overwrite: bool) -> None
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     check_output(out, "out_dir", folder=True, need_bytes=4 * params + (1 << 20))  # last.pt + model.pt + momentum
     previous = [n for n in RUN_FILES if (out / n).exists()]
+    previous += sorted(p.name for p in out.glob("step_[0-9]*.pt*"))  # keep_every's snapshots
     if not previous or resume:
         return
     if not overwrite:
