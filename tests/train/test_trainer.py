@@ -74,11 +74,12 @@ def test_keep_every_keeps_weight_snapshots(tmp_path, synth_root):
         load_recipe(recipe(tmp_path, synth_root, "bad", keep_every=-1))
 
 
-def test_resume_continues_exactly(tmp_path, synth_root):
-    straight = Trainer(load_recipe(recipe(tmp_path, synth_root, "straight", iterations=4)), progress=False)
+@pytest.mark.parametrize("optim", [{}, {"optim.name": "adam", "optim.lr": 1e-3, "optim.ema": 0.5}])
+def test_resume_continues_exactly(tmp_path, synth_root, optim):
+    straight = Trainer(load_recipe(recipe(tmp_path, synth_root, "straight", iterations=4, **optim)), progress=False)
     straight.fit()
 
-    cfg = load_recipe(recipe(tmp_path, synth_root, "interrupted", iterations=4))
+    cfg = load_recipe(recipe(tmp_path, synth_root, "interrupted", iterations=4, **optim))
     first = Trainer(cfg, progress=False)
     step = first.train_step
 
@@ -96,6 +97,32 @@ def test_resume_continues_exactly(tmp_path, synth_root):
     second.fit()
     a, b = straight.model.state_dict(), second.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = straight.result_model.state_dict(), second.result_model.state_dict()  # the average too
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_adam_and_the_weight_average(tmp_path, synth_root):
+    """optim.ema: model.pt holds the average, last.pt the model being trained (and the average, to resume)."""
+    cfg = load_recipe(recipe(tmp_path, synth_root, "ema", iterations=1, **{"optim.name": "adam", "optim.ema": 0.9}))
+    trainer = Trainer(cfg, progress=False)
+    assert isinstance(trainer.optimizer, torch.optim.Adam)
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    final = load_checkpoint(cfg.out_path / "model.pt")["state_dict"]
+    last = load_checkpoint(cfg.out_path / "last.pt")
+    live = last["state_dict"]
+    assert all(torch.equal(final[k], last["train_state"]["ema"][k]) for k in final)
+    params = {n for n, _ in trainer.model.named_parameters()}
+    moved = [k for k in params if not torch.equal(live[k], start[k])]
+    assert moved
+    for k in moved:  # after one step: 0.9 · start + 0.1 · weights
+        assert torch.allclose(final[k], 0.9 * start[k] + 0.1 * live[k], atol=1e-7)
+    buffers = set(live) - params  # BatchNorm statistics are the model's own, not averaged
+    assert all(torch.equal(final[k], live[k]) for k in buffers)
+    with pytest.raises(VssegError, match="optim.ema must be in"):
+        load_recipe(recipe(tmp_path, synth_root, "bad", **{"optim.ema": 1.0}))
+    with pytest.raises(VssegError, match="optim.name must be sgd or adam"):
+        load_recipe(recipe(tmp_path, synth_root, "bad", **{"optim.name": "lamb"}))
 
 
 def test_temporal_loss_and_distillation_terms(tmp_path, synth_root):

@@ -79,12 +79,22 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
+    name: str = "sgd"  # sgd (with momentum) | adam
     lr: float = 0.01
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-4
     head_lr_mult: float = 10.0
     poly_power: float = 0.9
     grad_clip: float = 10.0  # max global grad norm; 0 disables
+    # decay of an exponential moving average of the weights, which model.pt and the step snapshots hold
+    # (last.pt keeps both); it smooths QAT's rounding oscillations. 0: off
+    ema: float = 0.0
+
+    def __post_init__(self):
+        if self.name not in ("sgd", "adam"):
+            raise VssegError(f"recipe: optim.name must be sgd or adam, got {self.name!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise VssegError(f"recipe: optim.ema must be in [0, 1) (0: off), got {self.ema}")
 
 
 # QAT placements (train.quant): the inputs and weights of the convolutions TensorRT runs in int8 (NVIDIA

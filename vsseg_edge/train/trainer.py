@@ -24,6 +24,7 @@ runs under `torchrun` (DDP; gloo on CPU, NCCL on CUDA); rank 0 logs, validates a
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -310,7 +311,11 @@ class Trainer:
             groups.append({"params": extra, "lr": o.lr * o.head_lr_mult, "name": "loss"})
         for g in groups:
             g["base_lr"] = g["lr"]
-        self.optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        if o.name == "adam":
+            self.optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        self.ema: torch.nn.Module | None = None  # optim.ema's average of the weights (made in fit)
         self.disc_optimizer = self.loss.make_discriminator_optimizer(o.weight_decay)
         self.use_amp = self.cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -329,16 +334,40 @@ class Trainer:
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if self.disc_optimizer is not None:
             state["disc_optimizer"] = self.disc_optimizer.state_dict()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         return state
 
+    @property
+    def result_model(self) -> torch.nn.Module:
+        """What model.pt, the step snapshots and validation hold: the weights' average with optim.ema."""
+        return self.ema if self.ema is not None else self.model
+
+    def start_ema(self) -> None:
+        """optim.ema: the average starts as a copy of the model (after QAT's ranges are set)."""
+        if self.cfg.optim.ema and self.ema is None:
+            self.ema = copy.deepcopy(self.model).requires_grad_(False)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.ema is None:
+            return
+        for avg, p in zip(self.ema.parameters(), self.model.parameters()):
+            avg.lerp_(p.detach(), 1.0 - self.cfg.optim.ema)
+        for avg, b in zip(self.ema.buffers(), self.model.buffers()):
+            avg.copy_(b)  # BatchNorm statistics, QAT ranges: the model's own
+
     def save(self, name: str, metrics: dict | None = None, with_state: bool = True) -> Path:
+        """A checkpoint under out/: last.pt holds the model being trained (and the trainer's state, with the
+        average), every other name the result (`result_model`)."""
         path = self.out / name
+        model = self.model if name == "last.pt" else self.result_model
         q = self.cfg.quant
         if q.enabled:
             from .quant import quant_record
         save_checkpoint(
             path,
-            self.model,
+            model,
             model_name=self.cfg.model.name,
             classes=list(self.label_set.classes),
             palette=self.label_set.palette_list(),
@@ -348,7 +377,7 @@ class Trainer:
             metrics=metrics or {},
             step=self.step,
             train_state=self.train_state() if with_state else None,
-            quantization=quant_record(self.model, q) if q.enabled else None,
+            quantization=quant_record(model, q) if q.enabled else None,
             parent=resolve_model(self.cfg.model.init_checkpoint)
             if q.enabled and self.cfg.model.init_checkpoint
             else None,
@@ -375,6 +404,9 @@ class Trainer:
         if self.disc_optimizer is not None and "disc_optimizer" in state:
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         self.step = int(state["step"])
+        if "ema" in state:
+            self.ema = copy.deepcopy(self.model).requires_grad_(False)
+            self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])  # dropout draws continue as in an uninterrupted run
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
@@ -483,7 +515,7 @@ class Trainer:
 
         cfg = self.cfg
         runner = TorchBackend(
-            self.model,
+            self.result_model,
             preprocess_spec=cfg.preprocess,
             classes=self.label_set.classes,
             artifact=f"{cfg.name} (training)",
@@ -576,6 +608,7 @@ class Trainer:
         try:
             if cfg.quant.enabled and self.step == 0:
                 self.calibrate_quantizers()
+            self.start_ema()
             batches = iter(self.data_loader()) if self.clips is not None else None
             videos = (
                 iter(self.data_loader(self.video_pairs, cfg.video.batch_size, cfg.seed + _VIDEO_SEED))
@@ -588,6 +621,7 @@ class Trainer:
                 lr = self.set_lr()
                 t0 = time.perf_counter()
                 log = self.train_step(batch, video_batch)
+                self.update_ema()
                 self.step += 1
                 step_times.append(time.perf_counter() - t0)
                 log.update(step=self.step, lr=lr, step_time=step_times[-1])
