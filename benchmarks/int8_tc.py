@@ -655,6 +655,29 @@ def _f(v, d: int = 2) -> str:
     return "–" if v is None else f"{v:.{d}f}"
 
 
+def float_convolutions(path: Path) -> int:
+    """Convolutions of a Q/DQ model that read a float input (no DequantizeLinear in front): the search's, the
+    small-channel ones TensorRT keeps in float, a QAT model's exclusions — one count for every variant."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    return sum(made_by.get(n.input[0]) != "DequantizeLinear" for n in convs)
+
+
+def qat_gate(work: Path, key: str, name: str) -> dict | None:
+    """A QAT variant's figures on the TC gate's frames, where `int8_qat.py` chose its snapshot."""
+    if not name.startswith("qat_") or "_" not in name.removeprefix("qat_"):
+        return None
+    arm, target = name.removeprefix("qat_").rsplit("_", 1)
+    path = work / key / f"qat_{arm}.json"
+    if not path.is_file():
+        return None
+    rec = json.loads(path.read_text()).get(target) or {}
+    return {"snapshot": rec.get("chosen"), **((rec.get("gate") or {}).get(rec.get("chosen")) or {})}
+
+
 def model_table(res: dict) -> list[str]:
     """One row per variant: TC on each held-out clip (FP32 → INT8, drop), agreement, CamVid val mIoU, floats, speed."""
     from vsseg_edge.calib.temporal import common_class_drop
@@ -684,9 +707,14 @@ def model_table(res: dict) -> list[str]:
             f"{'pass' if man.get('gate_passed') else 'FAIL' if man.get('gate_passed') is False else '–'}: "
             f"{_f(man.get('drop'))} / {_f(man.get('tc_drop'))}"
         )
+        if r.get("qat_gate"):  # no calibrate gates: the snapshot int8_qat.py chose on the gate frames
+            q = r["qat_gate"]
+            gates = f"QAT {q['snapshot']}: {_f(100 - q['agreement'])} / {_f(q['tc_drop'])}"
         sp = r.get("speed") or {}
         speed = f"{_f(sp.get('fp32_ms'), 1)} → {_f(sp.get('int8_ms'), 1)} ({_f(sp.get('ratio'))}×)"
         floats = f"{len(man.get('kept_in_float_nodes') or [])} / {man.get('readers_in_float', 0)}"
+        if r.get("float_convs") is not None:
+            floats += f" ({r['float_convs']} convs in float)"
         rows.append("| " + " | ".join([f"`{name}`", *tc, *agr, miou, gates, floats, speed]) + " |")
     for name, r in ((res.get("fp32") or {}).get("noise") or {}).items():  # measured on pandaset only
         tc = [f"{_f(r['tc_fp32'])} → {_f(r['tc_int8'])} ({_f(r['drop'])})" if c == "pandaset" else "–" for c in clips]
@@ -788,6 +816,11 @@ def report(work: Path) -> None:
     from vsseg_edge.measure import environment
 
     parts = {p: load(work, p) for p in ("investigate", "camvid", "cityscapes", "camvid_tc", "speed")}
+    for key in ("camvid", "cityscapes", "camvid_tc"):
+        for name, r in parts[key].items():
+            if isinstance(r, dict) and r.get("file") and (work / key / r["file"]).is_file():
+                r["float_convs"] = float_convolutions(work / key / r["file"])
+                r["qat_gate"] = qat_gate(work, key, name)
     for key in ("camvid", "cityscapes", "camvid_tc"):
         if parts[key]:
             print(f"\n### {key}\n")

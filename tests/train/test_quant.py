@@ -307,3 +307,18 @@ def test_the_qat_recipes_load(recipe):
     assert cfg.quant.enabled and cfg.loss.kd_resolution == "full" and cfg.model.freeze_bn
     assert cfg.loss.weights.kd_pixel > 0 and cfg.loss.weights.temporal > 0 and cfg.video.root
     assert cfg.loss.weights.fused_kd == 0  # not inherited from the temporal recipes' bases (section merge)
+    assert cfg.optim.name == "adam" and cfg.optim.ema > 0 and cfg.keep_every > 0
+
+
+def test_the_cityscapes_qat_recipe_names_modules_of_the_zoo_model():
+    """Its quant.exclude (the PTQ search's float convolutions) names real convolutions of espnet-cityscapes."""
+    from tests.conftest import REPO
+    from vsseg_edge.train.config import load_recipe
+    from vsseg_edge.zoo import resolve
+
+    cfg = load_recipe(REPO / "train" / "cityscapes_espnet_qat.yaml")
+    model, _ = model_from_checkpoint(resolve("espnet-cityscapes-tc"))  # the architecture of espnet-cityscapes
+    quantize_modules(model, cfg.quant)
+    floats = {n for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.ConvTranspose2d)}
+    assert set(cfg.quant.exclude) <= floats and len(cfg.quant.exclude) == 16
+    assert len(floats) == 16 + 18  # and the 18 small-channel convolutions TensorRT keeps in float

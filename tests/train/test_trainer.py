@@ -60,11 +60,15 @@ def test_keep_every_keeps_weight_snapshots(tmp_path, synth_root):
     train(cfg, progress=False)
     out = cfg.out_path
     kept = sorted(p.name for p in out.glob("step_*.pt"))
-    assert kept == ["step_000001.pt", "step_000002.pt"]  # the last step is model.pt
-    first, ckpt = model_from_checkpoint(out / kept[0])
+    assert kept == ["step_000000.pt", "step_000001.pt", "step_000002.pt"]  # the start; the last step is model.pt
+    start, _ = model_from_checkpoint(out / kept[0])
+    first, ckpt = model_from_checkpoint(out / kept[1])
     assert ckpt["step"] == 1 and not ckpt.get("train_state")
     final, _ = model_from_checkpoint(out / "model.pt")
     assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), final.state_dict().values()))
+    fresh = load_recipe(recipe(tmp_path, synth_root, "fresh", iterations=3))
+    init = Trainer(fresh, progress=False).model  # the same seed builds the same start
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), init.state_dict().values()))
     again = load_recipe(recipe(tmp_path, synth_root, "keep", iterations=3, keep_every=0, ckpt_every=0))
     with pytest.raises(VssegError, match="step_000001.pt"):  # a previous run's snapshots count as that run
         train(again, progress=False)

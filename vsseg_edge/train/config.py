@@ -147,7 +147,9 @@ class TrainConfig:
     out_dir: str = "../runs/train"
     log_every: int = 10
     ckpt_every: int = 500
-    keep_every: int = 0  # also keep the weights every N steps as step_NNNNNN.pt, to choose among later; 0: off
+    # also keep the weights at the start (QAT: once calibrated) and every N steps as step_NNNNNN.pt, to choose
+    # among later (the start too: fine-tuning need not beat it); 0: off
+    keep_every: int = 0
     val_every: int = 0  # 0 = validate once at the end
     val_max_sequences: int | None = None
     val_tc: bool = True

@@ -2,7 +2,7 @@
 
     frames ─► TrainClips (paired augmentation) ─► student (+ frozen teacher) ─► EtcLoss ─► SGD, poly LR
     video  ─► VideoPairs (unlabelled t, t+k) ─┘                    every ckpt_every: last.pt (resumable)
-                                                                   every keep_every: step_NNNNNN.pt (weights only)
+                                                                   every keep_every: step_NNNNNN.pt (and step 0)
       └─► FusedTargets (teacher fused over t±k, once, cached) ─┘   every val_every / at the end: mIoU + TC
 
 Mixed batches (`video.root` set): each step stacks `batch_size` labelled frames and `video.batch_size`
@@ -609,6 +609,8 @@ class Trainer:
             if cfg.quant.enabled and self.step == 0:
                 self.calibrate_quantizers()
             self.start_ema()
+            if cfg.keep_every and self.step == 0 and self.dist.main:  # the start (QAT: calibrated) is a candidate
+                self.save("step_000000.pt", with_state=False)
             batches = iter(self.data_loader()) if self.clips is not None else None
             videos = (
                 iter(self.data_loader(self.video_pairs, cfg.video.batch_size, cfg.seed + _VIDEO_SEED))
