@@ -25,12 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import int8_tc  # noqa: E402  (the data layout, the judge and the FP32 exports are int8_tc.py's)
+import int8_tc  # its sibling (python puts the script's folder first on the path): data, judge, FP32 exports
 
 RECIPES = {"cityscapes": "train/cityscapes_espnet_qat.yaml", "camvid": "train/camvid_espnet_qat.yaml"}
 TRAIN_FRAMES = 131  # cosmos frames [0, 131): the calibration frames of int8_tc.py

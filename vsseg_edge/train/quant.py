@@ -17,7 +17,7 @@ than 16 input or output channels, unless it is ungrouped with a square kernel, 8
 the PTQ path and TensorRT build. On the published ESPNet Cityscapes model these are 18 of 85 convolutions
 (the 12-channel dilated branches of level 2 and of the decoder); quantising them as well (`all`, the first
 placement) left it agreeing with FP32 on 66.4 % of the TC gate's pixels after calibration, against 85.3 % with
-`trt` (benchmarks/reports/int8_tc.md, QAT). A `trt` checkpoint lists its quantised modules, so it reloads exactly.
+`trt` (benchmarks/reports/int8_tc.md, round 4). A `trt` checkpoint lists its quantised modules, so it reloads exactly.
 Everything else (BatchNorm, PReLU, Add, Concat, pooling) stays in float. A BatchNorm after a convolution needs
 no fake quantiser of its own: per-channel symmetric quantisation commutes with a per-output-channel scale, so
 quantising W then scaling by γ/σ (what this module trains) equals quantising the folded weight (what TensorRT
