@@ -7,7 +7,9 @@ export/qat.yaml` — run on footage no judge sees:
 
 - training footage: frames 0–130 of the cosmos clip (the frames `int8_tc.py` calibrates on) plus any
   `--extra-clips` folders (default: none); never `pandaset_sf_front` or cosmos frames 131–232;
-- snapshots every `--keep-every` steps (`train.keep_every`); each is exported for each `--targets` flavour;
+- snapshots every `--keep-every` steps and the calibrated start, `step_000000` (`train.keep_every`; the runs of
+  round 4 predate the start's snapshot, which the report measured separately); each is exported for each
+  `--targets` flavour;
 - **choice, fixed before any score was seen**: on the TC gate's frames (cosmos frames 131–154, never trained or
   calibrated on), the snapshot with the fewest pixels disagreeing with FP32 among those whose TC drop is at most
   1.0 point; when none is, the one with the smallest TC drop. (The same frames `calibrate`'s TC gate uses.)
