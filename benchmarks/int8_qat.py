@@ -1,7 +1,7 @@
 """Quantisation-aware training (QAT) for the INT8 models PTQ does not fix (issue 13, part 3): train, export,
 choose on the gate frames, and hand the chosen file to `int8_tc.py`, which judges it on the held-out clips.
 
-Everything is the package's own path — `vsseg-edge train <QAT recipe>` (fake INT8 on every convolution,
+Everything is the package's own path — `vsseg-edge train <QAT recipe>` (fake INT8 where TensorRT runs int8,
 distillation from the frozen FP32 model, ETC's temporal loss), `vsseg-edge export --target trt|ort --preset
 export/qat.yaml` — run on footage no judge sees:
 

@@ -101,7 +101,6 @@ class OptimConfig:
 # ModelOpt's rule for small-channel convolutions; the default), or of every Conv/ConvTranspose (the first
 # placement; its checkpoints still load)
 PLACEMENTS = {"trt": "conv-input-weight-trt", "all": "conv-input-weight"}
-PLACEMENT = PLACEMENTS["all"]
 CALIB_METHODS = ("max", "percentile")
 
 
