@@ -84,8 +84,8 @@ def main(argv=None) -> None:
     ap.add_argument("--key", choices=sorted(RECIPES), default="cityscapes")
     ap.add_argument("--arm", required=True, help="a name for this training run (its settings: --override)")
     ap.add_argument("--override", action="append", default=[], help="recipe override KEY=VALUE (repeatable)")
-    ap.add_argument("--iterations", type=int, default=300)
-    ap.add_argument("--keep-every", type=int, default=100)
+    ap.add_argument("--iterations", type=int, default=200, help="training steps (the QAT recipes: 200)")
+    ap.add_argument("--keep-every", type=int, default=25, help="a snapshot every N steps (the recipes: 25)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--targets", default="trt", help="trt, ort or trt,ort")
     ap.add_argument(

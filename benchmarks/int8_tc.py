@@ -47,8 +47,13 @@ MODELS = {
     "camvid_tc": ("espnet-camvid-tc", None),
 }  # the project's temporally fine-tuned student (zoo)
 CAMVID_KEYS = ("camvid", "camvid_tc")
-OLD_ORT = {"op_types": ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Concat", "MaxPool"], "percentile": 99.999}
 CONV = ["Conv", "ConvTranspose"]
+# what calibrate's settings were before round 5, pinned so that the earlier variants are made as measured:
+# every convolution quantised by onnxruntime's quantiser, 7-bit weights (onnxruntime flavour), and the
+# onnxruntime flavour's readers as the quantiser placed them
+ROUND1 = {"placement": "all"}
+ROUND1_ORT = {**ROUND1, "reduce_range": True, "quantized_readers": []}
+OLD_ORT = {**ROUND1_ORT, "op_types": [*CONV, "MatMul", "Gemm", "Add", "Concat", "MaxPool"], "percentile": 99.999}
 
 
 def log(*a):
@@ -332,7 +337,11 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
         "onnxruntime flavour, convolutions only (op_types Conv/ConvTranspose), 99.99th percentile, "
         "7-bit weights; integer kernels; both gates",
         lambda f: calibrated(
-            d / "ptq_ort.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", op_types=CONV, percentile=99.99, **common
+            d / "ptq_ort.int8.qdq.onnx",
+            f,
+            cosmos,
+            "ort_cpu.yaml",
+            **{**ROUND1_ORT, "op_types": CONV, "percentile": 99.99, **common},
         ),
     )
     out["ptq_ort_readers"] = (
@@ -345,9 +354,15 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
             "ort_cpu.yaml",
             op_types=CONV,
             percentile=99.99,
-            quantized_readers=CONV,
-            **common,
+            **{**ROUND1_ORT, "quantized_readers": CONV, **common},
         ),
+    )
+    out["ptq_ort_r5"] = (
+        "onnxruntime flavour as calib/ort_cpu.yaml ships it since round 5: TensorRT's placement (small-channel "
+        "convolutions in float), only convolutions read through Q/DQ, 8-bit weights except where onnxruntime runs "
+        "an integer convolution (reduce_range: integer_kernels), 99.99th percentile, the default 6 search rounds; "
+        "both gates",
+        lambda f: calibrated(d / "ptq_ort_r5.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **{**common, "max_rounds": 6}),
     )
     if key not in CAMVID_KEYS:  # the Cityscapes model: the full search, without and with channel equalisation
         longer = {**common, "max_rounds": 6}
@@ -380,7 +395,7 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
                 "ort_cpu.yaml",
                 op_types=CONV,
                 percentile=99.99,
-                quantized_readers=CONV,
+                **{**ROUND1_ORT, "quantized_readers": CONV},
                 equalize=alpha,
                 equalize_branches=True,  # as measured in round 3 (the default is false since)
                 **{**common, **rounds},
@@ -447,25 +462,29 @@ def part_investigate(work: Path, data: dict, args) -> dict:
         "trt_ortq_conv_shared": (
             "cityscapes_percentile.yaml",
             data["cosmos_a"],
-            dict(quantizer="ort", op_types=CONV, quantized_readers=[]),
+            dict(ROUND1, quantizer="ort", op_types=CONV, quantized_readers=[]),
         ),
-        "trt_ortq_conv_readers": ("cityscapes_percentile.yaml", data["cosmos_a"], dict(quantizer="ort", op_types=CONV)),
+        "trt_ortq_conv_readers": (
+            "cityscapes_percentile.yaml",
+            data["cosmos_a"],
+            dict(ROUND1, quantizer="ort", op_types=CONV),
+        ),
         # calibration frames: the 12 CamVid frames vs the real clip
         "trt_modelopt_readers_camvid12": ("cityscapes_percentile.yaml", data["camvid12"], dict(num_frames=12)),
         "trt_modelopt_readers_entropy": ("cityscapes_percentile.yaml", data["cosmos_a"], dict(method="entropy")),
         # onnxruntime flavour: op types, percentile, weight bits, placement
         "ort_all_ops": ("ort_cpu.yaml", data["cosmos_a"], dict(OLD_ORT)),
-        "ort_conv": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.999)),
-        "ort_conv_p9999": ("ort_cpu.yaml", data["cosmos_a"], dict(op_types=CONV, percentile=99.99)),
+        "ort_conv": ("ort_cpu.yaml", data["cosmos_a"], dict(ROUND1_ORT, op_types=CONV, percentile=99.999)),
+        "ort_conv_p9999": ("ort_cpu.yaml", data["cosmos_a"], dict(ROUND1_ORT, op_types=CONV, percentile=99.99)),
         "ort_conv_p9999_w8": (
             "ort_cpu.yaml",
             data["cosmos_a"],
-            dict(op_types=CONV, percentile=99.99, reduce_range=False),
+            dict(ROUND1_ORT, op_types=CONV, percentile=99.99, reduce_range=False),
         ),
         "ort_conv_p9999_readers": (
             "ort_cpu.yaml",
             data["cosmos_a"],
-            dict(op_types=CONV, percentile=99.99, quantized_readers=CONV),
+            dict(ROUND1_ORT, op_types=CONV, percentile=99.99, quantized_readers=CONV),
         ),
     }
     if "fp32_noise" not in results or args.redo:

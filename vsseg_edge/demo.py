@@ -150,7 +150,12 @@ def run_demo(cfg: DemoConfig) -> dict:
     t = _step(5, n, f"calibrate INT8 for onnxruntime on {cfg.calib_frames} train frames, accuracy gate on val")
     int8 = out / "student.int8.qdq.onnx"
     calib_cfg = CalibConfig(
-        target="ort", method="percentile", reduce_range=True, num_frames=cfg.calib_frames, eval_frames=16
+        target="ort",
+        method="percentile",
+        percentile=99.99,
+        reduce_range="integer_kernels",
+        num_frames=cfg.calib_frames,
+        eval_frames=16,
     )  # calib/ort_cpu.yaml's settings, fewer frames
     man = calibrate(onnx_path, synth, int8, calib_cfg, log=lambda m: typer.echo(f"  {m}"))
     gate = (man.get("gate") or {}).get("result") or {}

@@ -343,6 +343,80 @@ def _fresh(name: str, taken: set) -> str:
     return name
 
 
+# --- where TensorRT runs int8 -------------------------------------------------------------------------------
+
+
+def trt_int8_conv_shape(cout: int, cin: int, groups: int, kernel: Sequence[int], reads_input: bool) -> bool:
+    """Whether TensorRT has an int8 kernel for a Conv of this shape (`cin` per group, the ONNX weight's dim 1):
+    NVIDIA ModelOpt's int8 rule (`modelopt.onnx.quantization.graph_utils.find_nodes_from_convs_to_exclude`).
+    At least 16 input and output channels; below that, an ungrouped square-kernel Conv with 8 | Cin or 8 | Cout
+    and either 16 ≤ Cin or Cout or reading the network's input, or a grouped one with 8 | Cout and kernels ≥ 3."""
+    if cout >= 16 and cin >= 16:
+        return True
+    if groups == 1:
+        return (cout % 8 == 0 or cin % 8 == 0) and (reads_input or cout >= 16 or cin >= 16) and len(set(kernel)) == 1
+    return cout % 8 == 0 and all(k >= 3 for k in kernel)
+
+
+def small_channel_convs(model: onnx.ModelProto) -> list[str]:
+    """The Conv nodes TensorRT has no int8 kernel for (`trt_int8_conv_shape`), which ModelOpt leaves in float;
+    also those whose weight is not a constant. In graph order."""
+    graph = model.graph
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    shapes.update({n.output[0]: tuple(_attr(n, "value").dims) for n in graph.node if n.op_type == "Constant"})
+    inputs = {i.name for i in graph.input} - set(shapes)
+    out = []
+    for node in graph.node:
+        if node.op_type != "Conv":
+            continue
+        weight = shapes.get(node.input[1])
+        if weight is None:
+            out.append(node_key(node))
+            continue
+        kernel = _attr(node, "kernel_shape") or list(weight[2:])
+        groups = _attr(node, "group") or 1
+        if not trt_int8_conv_shape(weight[0], weight[1], groups, kernel, any(i in inputs for i in node.input)):
+            out.append(node_key(node))
+    return out
+
+
+def integer_kernel_convs(model: onnx.ModelProto) -> list[str]:
+    """The Conv nodes onnxruntime's CPU provider runs as integer kernels (QLinearConv): input and weight read
+    through DequantizeLinear, output read by QuantizeLinear nodes only — directly, or through a Relu / Clip that
+    is its only reader (onnxruntime folds one into the QuantizeLinear when the quantised range lies inside it:
+    counted either way, so that no integer convolution is missed). The other convolutions of a Q/DQ model run in
+    float on the dequantised values. In graph order."""
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+
+    def dequantised(name: str) -> bool:
+        return getattr(producers.get(name), "op_type", None) == "DequantizeLinear"
+
+    def quantised_only(name: str) -> bool:
+        seen = readers.get(name, [])
+        if name in outputs or not seen:
+            return False
+        if len(seen) == 1 and seen[0].op_type in ("Relu", "Clip"):
+            return quantised_only(seen[0].output[0])
+        return all(r.op_type == "QuantizeLinear" for r in seen)
+
+    return [
+        node_key(n)
+        for n in graph.node
+        if n.op_type == "Conv" and dequantised(n.input[0]) and dequantised(n.input[1]) and quantised_only(n.output[0])
+    ]
+
+
+def _attr(node: onnx.NodeProto, name: str):
+    """A node attribute's value, or None."""
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
 # --- nodes kept in float ----------------------------------------------------------------------------------
 
 

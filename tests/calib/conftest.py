@@ -61,8 +61,9 @@ def make_image_folder(folder: Path, n: int = 10, seed: int = 1) -> Path:
     return folder
 
 
-def export_tiny_onnx(path: Path, num_classes: int = 19, seed: int = 0) -> Path:
-    """A tiny segmentation net as FP32 ONNX (opset 17) with a vsseg-edge manifest."""
+def export_tiny_onnx(path: Path, num_classes: int = 19, seed: int = 0, narrow: bool = False) -> Path:
+    """A tiny segmentation net as FP32 ONNX (opset 17) with a vsseg-edge manifest. `narrow`: the residual
+    branch is a 16 → 12 → 12 → 16 bottleneck whose 12 → 12 convolution TensorRT has no int8 kernel for."""
     import torch
     from torch import nn
 
@@ -80,6 +81,8 @@ def export_tiny_onnx(path: Path, num_classes: int = 19, seed: int = 0) -> Path:
         def __init__(self):
             super().__init__()
             self.stem, self.down, self.res = cbr(3, 8, 2), cbr(8, 16, 2), cbr(16, 16)
+            if narrow:
+                self.res = nn.Sequential(cbr(16, 12), nn.Conv2d(12, 12, 3, 1, 2, dilation=2), nn.ReLU(), cbr(12, 16))
             self.head = nn.Conv2d(16, num_classes, 1)
 
         def forward(self, x):
@@ -129,6 +132,12 @@ def cs_root(tmp_path_factory) -> Path:
 def tiny_onnx(tmp_path_factory) -> Path:
     """The tiny FP32 ONNX with its manifest (read-only for the tests: copy before changing)."""
     return export_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def narrow_onnx(tmp_path_factory) -> Path:
+    """The tiny model with a 12 → 12 convolution (`export_tiny_onnx(narrow=True)`; read-only)."""
+    return export_tiny_onnx(tmp_path_factory.mktemp("model") / "narrow.onnx", narrow=True)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from vsseg_edge.calib.config import CalibConfig, load_calib_config
+from vsseg_edge.calib.config import QUANTIZED_READERS, CalibConfig, load_calib_config
 from vsseg_edge.calib.pipeline import calibrate
 from vsseg_edge.calib.sensitivity import exclusion_rounds
 from vsseg_edge.core.errors import VssegError
@@ -39,8 +39,9 @@ def test_benign_model_passes_the_gate_with_a_full_manifest(tmp_path, cs_root, ti
 
 
 def test_low_threshold_triggers_the_sensitivity_search(tmp_path, cs_root, image_folder, tiny_onnx):
-    # unlabelled held-out frames: the criterion is 100 - agreement, > 0 for any real quantisation
-    cfg = CalibConfig(**FAST, threshold=0.0, max_rounds=2)
+    # unlabelled held-out frames: the criterion is 100 - agreement, > 0 for any real quantisation; every reader of
+    # a quantised tensor reads it through Q/DQ (quantized_readers: []), so the Add is a candidate too
+    cfg = CalibConfig(**FAST, threshold=0.0, max_rounds=2, op_types=(), quantized_readers=())
     out = tmp_path / "strict.qdq.onnx"
     with pytest.raises(VssegError, match="accuracy gate failed after 2 round") as err:
         calibrate(tiny_onnx, cs_root, out, cfg, eval_source=image_folder, log=lambda s: None)
@@ -111,7 +112,8 @@ def test_only_convolutions_read_through_qdq_by_default(tmp_path, cs_root, tiny_o
     assert {ops[n] for n in qdq_candidates(onnx.load(str(out)))} == {"Conv"}
     assert man["quantization"]["readers_in_float"] == ["/Add"] and man["structure"]["ok"]
     assert man["quantization"]["quantized_readers"] == ["Conv", "ConvTranspose", "MatMul", "Gemm"]
-    assert CalibConfig(target="ort").readers == () and CalibConfig(target="ort", quantized_readers=["Conv"]).readers
+    assert CalibConfig(target="ort").readers == QUANTIZED_READERS  # both flavours (round 5)
+    assert CalibConfig(target="ort", quantized_readers=[]).readers == ()
 
 
 def test_exclusion_rounds_are_bounded_and_never_exclude_everything():

@@ -202,3 +202,80 @@ def test_reduce_range_is_an_ort_only_setting():
     assert ort_settings("ort", "percentile", 99.9)["extra_options"]["CalibPercentile"] == 99.9
     with pytest.raises(VssegError, match="reduce_range is for target 'ort'"):
         CalibConfig(target="trt", reduce_range=True)
+
+
+def _calibrated(model, frames, out, **settings):
+    from vsseg_edge.calib.config import CalibConfig
+    from vsseg_edge.calib.pipeline import calibrate
+
+    cfg = CalibConfig(**{"num_frames": 6, "gate": False, "tc_gate": False, "speed_runs": 0, **settings})
+    return calibrate(model, frames, out, cfg, log=lambda s: None)
+
+
+def test_small_channel_convolutions_stay_in_float_with_onnxruntimes_quantiser(tmp_path, cs_root, narrow_onnx):
+    """Placement `trt` (the default): onnxruntime's quantiser leaves in float the convolutions TensorRT has no
+    int8 kernel for, as ModelOpt does; `all` quantises them too."""
+    from vsseg_edge.onnx_graph import qdq_candidates, small_channel_convs
+
+    model = narrow_onnx
+    twelve = small_channel_convs(onnx.load(str(model)))
+    assert len(twelve) == 1  # the 12 → 12 convolution
+    for target in ("ort", "trt"):
+        out = tmp_path / f"{target}.qdq.onnx"
+        man = _calibrated(model, cs_root, out, target=target, quantizer="ort")
+        assert man["quantization"]["small_channel_float"] == twelve
+        quantised = qdq_candidates(onnx.load(str(out)))
+        assert twelve[0] not in quantised and len(quantised) == 5  # stem, down, two of the bottleneck's, head
+    _calibrated(model, cs_root, tmp_path / "all.qdq.onnx", target="ort", placement="all")
+    assert twelve[0] in qdq_candidates(onnx.load(str(tmp_path / "all.qdq.onnx")))
+    with pytest.raises(VssegError, match="placement 'all' needs the onnxruntime quantiser"):
+        _calibrated(model, cs_root, tmp_path / "x.onnx", target="trt", quantizer="auto", placement="all")
+
+
+def _integer_convs_by_onnxruntime(path, tmp_path) -> list[str]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return [n.name for n in onnx.load(so.optimized_model_filepath).graph.node if n.op_type == "QLinearConv"]
+
+
+def _weight_levels(path) -> dict[str, int]:
+    """Conv node → the largest |int8 level| of its weight."""
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    return {
+        n.name: int(np.abs(inits[producers[n.input[1]].input[0]].astype(np.int32)).max())
+        for n in model.graph.node
+        if n.op_type == "Conv" and n.input[1] in producers
+    }
+
+
+def test_seven_bit_weights_only_where_onnxruntime_runs_integer_convolutions(tmp_path, cs_root, tiny_onnx):
+    """`integer_kernel_convs` names the convolutions onnxruntime fuses into QLinearConv, and `reduce_range:
+    integer_kernels` gives exactly those 7-bit weights (the others keep 8 bits: they run in float)."""
+    from vsseg_edge.onnx_graph import integer_kernel_convs
+
+    # every reader through Q/DQ: every convolution's output is quantised, all four fuse
+    shared = tmp_path / "shared.qdq.onnx"
+    _calibrated(tiny_onnx, cs_root, shared, target="ort", quantized_readers=(), op_types=())
+    fused = integer_kernel_convs(onnx.load(str(shared)))
+    assert len(fused) == 4 and sorted(fused) == sorted(_integer_convs_by_onnxruntime(shared, tmp_path))
+    # the defaults (only convolutions read the quantised tensors): the Add, Shape and Resize read float outputs,
+    # so only the stem (read by `down` alone) fuses
+    out = tmp_path / "mixed.qdq.onnx"
+    man = _calibrated(tiny_onnx, cs_root, out, target="ort", reduce_range="integer_kernels")
+    fused = integer_kernel_convs(onnx.load(str(out)))
+    assert fused == ["/stem/stem.0/Conv"] == _integer_convs_by_onnxruntime(out, tmp_path)
+    assert man["quantization"]["seven_bit_weights"] == fused
+    levels = _weight_levels(out)
+    assert len(levels) == 4 and levels.pop(fused[0]) in (63, 64) and set(levels.values()) == {127}  # 7 / 8 bits
+
+    for mode, levels in ((True, {63, 64}), (False, {127})):
+        _calibrated(tiny_onnx, cs_root, tmp_path / f"{mode}.qdq.onnx", target="ort", reduce_range=mode)
+        assert set(_weight_levels(tmp_path / f"{mode}.qdq.onnx").values()) <= levels
+    with pytest.raises(VssegError, match="reduce_range must be true, false or 'integer_kernels'"):
+        _calibrated(tiny_onnx, cs_root, tmp_path / "x.onnx", target="ort", reduce_range="some")

@@ -29,10 +29,12 @@ H, W = 24, 48
 SPEC = PreprocessSpec(height=H, width=W, channel_order="bgr", mean=(0, 0, 0), std=(1, 1, 1), scale=1 / 255)
 K = 100.0
 M = (129 / 255 + 64 / 127) / 2  # between the int8 level 64/127 (= 0.5039) and FP32's 129/255 (= 0.5059)
-# ranges from min/max (exact), TensorRT-style symmetric int8 by onnxruntime's quantiser, convolutions only
+# ranges from min/max (exact), TensorRT-style symmetric int8 by onnxruntime's quantiser, convolutions only, these
+# 3 → 2-channel ones too (placement "all": TensorRT would leave them in float)
 CFG = dict(
     target="trt",
     quantizer="ort",
+    placement="all",
     method="minmax",
     op_types=("Conv",),
     num_frames=6,

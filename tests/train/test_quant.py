@@ -14,7 +14,7 @@ from vsseg_edge.core.manifest import read_manifest
 from vsseg_edge.core.preprocess import PreprocessSpec
 from vsseg_edge.models import register_model
 from vsseg_edge.models.checkpoint import model_from_checkpoint, save_checkpoint
-from vsseg_edge.onnx_graph import check_qdq_structure
+from vsseg_edge.onnx_graph import check_qdq_structure, small_channel_convs
 from vsseg_edge.train.quant import (
     QuantConfig,
     QuantConv2d,
@@ -108,24 +108,43 @@ class SmallChannels(nn.Module):
         return self.up(self.big(self.dw1(self.depthwise(y))))
 
 
-def test_trt_placement_leaves_what_modelopt_leaves_in_float(tmp_path):
-    """The `trt` placement quantises exactly the convolutions ModelOpt's ONNX PTQ quantises (its int8 rule,
-    run on the exported graph), so QAT trains the network TensorRT builds."""
-    gs = pytest.importorskip("onnx_graphsurgeon")
-    graph_utils = pytest.importorskip("modelopt.onnx.quantization.graph_utils")
-
+def _small_channels_onnx(tmp_path):
     torch.manual_seed(0)
     model = SmallChannels().eval()
     path = tmp_path / "small.onnx"
     torch.onnx.export(model, (torch.zeros(1, 3, 16, 16),), str(path), dynamo=True, optimize=False)
-    graph = gs.import_onnx(onnx.load(str(path)))
-    weight = {
-        n.name: n.inputs[1].name.removesuffix(".weight") for n in graph.nodes if n.op in ("Conv", "ConvTranspose")
+    graph = onnx.load(str(path))
+    initializers = {i.name for i in graph.graph.initializer}
+    weight = {  # node name → module name
+        n.name: n.input[1].removesuffix(".weight")
+        for n in graph.graph.node
+        if n.op_type in ("Conv", "ConvTranspose") and n.input[1] in initializers
     }
     assert len(weight) == 10
-    modelopt_float = {weight[n] for n in graph_utils.find_nodes_from_convs_to_exclude(graph, "int8")}
+    return model, path, weight
+
+
+def test_trt_placement_leaves_what_modelopt_leaves_in_float(tmp_path):
+    """The `trt` placement quantises exactly the convolutions ModelOpt's ONNX PTQ quantises (its int8 rule,
+    run on the exported graph), so QAT trains the network TensorRT builds; calibration's ONNX form of the rule
+    (`onnx_graph.small_channel_convs`) finds the same nodes."""
+    gs = pytest.importorskip("onnx_graphsurgeon")
+    graph_utils = pytest.importorskip("modelopt.onnx.quantization.graph_utils")
+
+    model, path, weight = _small_channels_onnx(tmp_path)
+    found = graph_utils.find_nodes_from_convs_to_exclude(gs.import_onnx(onnx.load(str(path))), "int8")
+    modelopt_float = {weight[n] for n in found}
     done = quantize_modules(model, QuantConfig(enabled=True))
     assert set(weight.values()) - set(done) == modelopt_float == {"narrow", "twelve", "rect", "dw1"}
+    assert small_channel_convs(onnx.load(str(path))) == found
+
+
+def test_the_onnx_small_channel_rule_matches_the_torch_one(tmp_path):
+    """Without ModelOpt installed: the ONNX rule and the torch rule leave the same convolutions in float."""
+    model, path, weight = _small_channels_onnx(tmp_path)
+    in_float = {weight[n] for n in small_channel_convs(onnx.load(str(path)))}
+    done = quantize_modules(model, QuantConfig(enabled=True))
+    assert in_float == set(weight.values()) - set(done) == {"narrow", "twelve", "rect", "dw1"}
 
 
 def test_a_trt_checkpoint_lists_its_modules_and_reloads_them(tmp_path):

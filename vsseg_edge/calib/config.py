@@ -11,12 +11,16 @@ from ..core.errors import VssegError
 TARGETS = ("trt", "ort")
 METHODS = ("entropy", "percentile", "minmax")
 QUANTIZERS = ("auto", "modelopt", "ort")
-# Layers onnxruntime quantises (both targets; ModelOpt places its own Q/DQ). Not BatchNormalization, PRelu or
-# AveragePool: onnxruntime's CPU provider has no integer kernel for a standalone BN, so quantising it only adds
-# error. On the published ESPNet CamVid model (17 BN after concatenations): FP32 75.7 mIoU; every QDQ op type
-# 73.2; these 76.2 (percentile, 7-bit weights, onnxruntime kernels).
-DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Concat", "MaxPool")
-QUANTIZED_READERS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+# Layers onnxruntime quantises (both targets; ModelOpt places its own Q/DQ): the convolutions and matrix
+# products. Not BatchNormalization, PRelu or AveragePool (no integer kernel for a standalone BN: quantising it
+# only adds error), and no longer Add / Concat / MaxPool: quantised, they become QLinearAdd / QLinearConcat and
+# round the residual and concat paths, where the rounding of successive blocks accumulates. On the published
+# ESPNet CamVid model, held-out real clips: TC drop 5.19 / 15.61 with them, 0.35 / 5.84 without
+# (benchmarks/reports/int8_tc.md, `ptq_ort_issue` vs `ptq_ort`).
+DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+QUANTIZED_READERS = DEFAULT_OP_TYPES
+PLACEMENTS = ("trt", "all")  # as a QAT recipe's quant.placement
+REDUCE_RANGE = (False, True, "integer_kernels")
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,16 @@ class CalibConfig:
     # op types that read activations through Q/DQ; any other reader of a quantised tensor (residual Add, Concat,
     # BN, pooling) reads it in float, so rounding errors stay inside the convolutions instead of accumulating
     # along residual paths (pipeline.float_readers). [] = the quantiser's placement as it is; null (default):
-    # the convolutions for the TensorRT flavour, [] for the onnxruntime flavour, whose integer kernels need
-    # quantised outputs read as such (Conv → ReLU / Add chains)
+    # the convolutions and matrix products, for both flavours (onnxruntime then runs an integer convolution
+    # only where a convolution's output is read by convolutions alone; on the published ESPNet CamVid model
+    # held-out agreement with FP32 96.87 → 98.03 % / 91.65 → 94.21 % for the onnxruntime flavour, at the
+    # same speed on an AVX2 CPU: benchmarks/reports/int8_tc.md)
     quantized_readers: tuple[str, ...] | None = None
+    # which convolutions are quantised: "trt" (default) leaves in float the small-channel ones TensorRT has no
+    # int8 kernel for (ModelOpt's rule, onnx_graph.small_channel_convs; ModelOpt applies it itself), "all"
+    # quantises them too (onnxruntime quantiser only). Also for onnxruntime: these thin convolutions gain no
+    # speed there in int8 and cost agreement (QAT's calibrated start: 66.4 % all, 85.3 % trt)
+    placement: str = "trt"
     # per-channel range equalisation before quantising (calib/equalize.py): SmoothQuant's α (1: activation
     # channels equalised, 0.5: balanced with the readers' weights), 0 = off
     equalize: float = 0.0
@@ -54,7 +65,11 @@ class CalibConfig:
     # time). On the Cityscapes ESPNet the branch Muls made INT8 relabel whole vehicles (gate frames 7.0 % vs 4.3 %
     # disagreement; benchmarks/reports/int8_tc.md, round 3)
     equalize_branches: bool = False
-    reduce_range: bool = False  # ort target: 7-bit weights (for x86 CPUs without VNNI, see quantize_ort.py)
+    # ort target: 7-bit weights, for x86 CPUs without VNNI, whose u8×s8 kernel can saturate (quantize_ort.py):
+    # false | true (every weight) | integer_kernels (the weights of the convolutions onnxruntime runs as integer
+    # kernels, onnx_graph.integer_kernel_convs; the others run in float on dequantised values, where 8 bits
+    # only help: held-out agreement with FP32 77.8 → 88.1 % for the Cityscapes ESPNet, 93.5 → 94.8 % for CamVid)
+    reduce_range: bool | str = False
     threads: int = 0  # onnxruntime intra-op threads for calibration and the gate (0 = all cores)
     # temporal-consistency gate (calib/temporal.py): TC of FP32 and INT8 on consecutive frames (--tc-frames, or by
     # default the calibration clip's frames not used for calibration / the eval split's sequences)
@@ -83,6 +98,16 @@ class CalibConfig:
             (0.0 <= self.equalize <= 1.0, f"equalize must be in [0, 1] (0 = off), got {self.equalize}"),
             (self.speed_runs >= 0, f"speed_runs must be ≥ 0, got {self.speed_runs}"),
             (self.target == "trt" or self.quantizer != "modelopt", "quantizer 'modelopt' is for target 'trt'"),
+            (self.placement in PLACEMENTS, f"placement must be one of {PLACEMENTS}, got {self.placement!r}"),
+            (
+                self.placement == "trt" or self.quantizer == "ort" or self.target == "ort",
+                "placement 'all' needs the onnxruntime quantiser (ModelOpt always leaves the small-channel "
+                "convolutions in float): add --quantizer ort",
+            ),
+            (
+                self.reduce_range in REDUCE_RANGE,
+                f"reduce_range must be true, false or 'integer_kernels', got {self.reduce_range!r}",
+            ),
             (self.target == "ort" or not self.reduce_range, "reduce_range is for target 'ort' (TensorRT wants 8 bits)"),
         ]
         for ok, msg in checks:
@@ -91,10 +116,10 @@ class CalibConfig:
 
     @property
     def readers(self) -> tuple[str, ...]:
-        """`quantized_readers` with the target's default filled in."""
+        """`quantized_readers` with the default filled in."""
         if self.quantized_readers is not None:
             return tuple(self.quantized_readers)
-        return QUANTIZED_READERS if self.target == "trt" else ()
+        return QUANTIZED_READERS
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -27,7 +27,14 @@ from ..core.fileio import atomic_path, check_output, write_errors
 from ..core.manifest import manifest_preprocess, read_manifest, write_manifest
 from ..core.signals import temporary_directory
 from ..data.frame_source import UNLABELLED, frame_source_kind
-from ..onnx_graph import keep_in_float, node_key, qdq_candidates, require_qdq_structure
+from ..onnx_graph import (
+    integer_kernel_convs,
+    keep_in_float,
+    node_key,
+    qdq_candidates,
+    require_qdq_structure,
+    small_channel_convs,
+)
 from .config import CalibConfig
 from .frames import FrameSet, calibration_frames, evaluation_frames
 from .gate import Evaluator, GateResult
@@ -49,6 +56,16 @@ class _Quantizer:
     info_gate: str | None = None  # how the gate ran the INT8 model (set by _gate_loop)
     source: Path | None = None  # what is quantised: the FP32 model, or its equalised copy (`equalize_source`)
     equalization: dict | None = None
+    _small: list[str] | None = None
+
+    @property
+    def small_channel(self) -> list[str]:
+        """The convolutions the `trt` placement leaves in float when onnxruntime's quantiser places the Q/DQ
+        (ModelOpt leaves them in float itself)."""
+        if self._small is None:
+            rule = self.cfg.placement == "trt" and not self.use_modelopt
+            self._small = small_channel_convs(onnx.load(str(self.source or self.fp32))) if rule else []
+        return self._small
 
     def equalize_source(self) -> dict | None:
         """With `cfg.equalize` (α > 0): rescale the FP32 model's channels (calib/equalize.py) on the
@@ -76,8 +93,27 @@ class _Quantizer:
         return self.workdir / f"ranges_{self.cfg.target}.json"
 
     def quantize(self, out: Path, exclude: list[str]) -> dict:
-        """The target's Q/DQ model with `exclude` (plus the config's `exclude`) kept in float."""
+        """The target's Q/DQ model with `exclude` (plus the config's `exclude`) kept in float.
+
+        `reduce_range: integer_kernels` (onnxruntime flavour): quantised once with 8-bit weights, then again
+        with 7-bit weights for the convolutions onnxruntime runs as integer kernels in that graph
+        (`onnx_graph.integer_kernel_convs`; the ranges are cached, so the second pass is cheap)."""
         exclude = list(dict.fromkeys([*self.cfg.exclude, *exclude]))
+        info = self._place(out, exclude)
+        if self.cfg.reduce_range == "integer_kernels":
+            convs = integer_kernel_convs(onnx.load(str(out)))
+            if convs:
+                weights = {
+                    node_key(n): n.input[1]
+                    for n in onnx.load(str(self.source or self.fp32)).graph.node
+                    if n.op_type == "Conv"
+                }
+                info = self._place(out, exclude, seven_bit=[weights[c] for c in convs])
+            info = {**info, "reduce_range": "integer_kernels", "seven_bit_weights": convs}
+        return info
+
+    def _place(self, out: Path, exclude: list[str], seven_bit: list[str] | None = None) -> dict:
+        """Quantise `source` into `out` (Q/DQ placed by the quantiser, then the readers' rewrite)."""
         source = self.source or self.fp32
         info = quantize_ort(
             source,
@@ -86,9 +122,10 @@ class _Quantizer:
             method=self.cfg.method,
             cache_path=self.ort_cache,
             reader=self.reader,
-            nodes_to_exclude=exclude,
+            nodes_to_exclude=list(dict.fromkeys([*exclude, *self.small_channel])),
             percentile=self.cfg.percentile,
-            reduce_range=self.cfg.reduce_range,
+            reduce_range=self.cfg.reduce_range is True,
+            seven_bit_weights=seven_bit or (),
             op_types=self.cfg.op_types,
         )
         if self.use_modelopt:
@@ -108,6 +145,8 @@ class _Quantizer:
                 method=self.cfg.method,
                 nodes_to_exclude=exclude,
             )
+        if self.small_channel:
+            info = {**info, "placement": self.cfg.placement, "small_channel_float": list(self.small_channel)}
         if self.cfg.readers:
             readers = float_readers(out, self.cfg.readers)
             info = {**info, "quantized_readers": list(self.cfg.readers), "readers_in_float": readers}

@@ -48,6 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..core.errors import VssegError
+from ..onnx_graph import trt_int8_conv_shape
 from .config import PLACEMENTS, QuantConfig
 
 QMAX = 127
@@ -159,20 +160,12 @@ _SWAP = {nn.Conv2d: QuantConv2d, nn.ConvTranspose2d: QuantConvTranspose2d}
 
 
 def trt_int8_conv(conv: nn.Module, reads_input: bool) -> bool:
-    """Whether TensorRT runs this convolution in int8: ModelOpt's int8 rule for small-channel Conv nodes (see
-    the module doc); a ConvTranspose2d always."""
+    """Whether TensorRT runs this convolution in int8: ModelOpt's int8 rule for small-channel Conv nodes
+    (`onnx_graph.trt_int8_conv_shape`, which calibration applies to the ONNX graph); a ConvTranspose2d always."""
     if not isinstance(conv, nn.Conv2d):
         return True
-    cout, cin = conv.out_channels, conv.in_channels // conv.groups  # the ONNX weight's dims 0 and 1
-    if cout >= 16 and cin >= 16:
-        return True
-    if conv.groups == 1:
-        return (
-            (cout % 8 == 0 or cin % 8 == 0)
-            and (reads_input or cout >= 16 or cin >= 16)
-            and len(set(conv.kernel_size)) == 1
-        )
-    return cout % 8 == 0 and all(k >= 3 for k in conv.kernel_size)
+    cin = conv.in_channels // conv.groups  # the ONNX weight's dims 0 and 1
+    return trt_int8_conv_shape(conv.out_channels, cin, conv.groups, conv.kernel_size, reads_input)
 
 
 @torch.no_grad()
