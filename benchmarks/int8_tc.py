@@ -358,11 +358,21 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
         ),
     )
     out["ptq_ort_r5"] = (
-        "onnxruntime flavour as calib/ort_cpu.yaml ships it since round 5: TensorRT's placement (small-channel "
-        "convolutions in float), only convolutions read through Q/DQ, 8-bit weights except where onnxruntime runs "
-        "an integer convolution (reduce_range: integer_kernels), 99.99th percentile, the default 6 search rounds; "
-        "both gates",
-        lambda f: calibrated(d / "ptq_ort_r5.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **{**common, "max_rounds": 6}),
+        "onnxruntime flavour as calib/ort_cpu.yaml makes it without ModelOpt (round 5): onnxruntime's quantiser "
+        "with TensorRT's placement (small-channel convolutions in float), only convolutions read through Q/DQ, "
+        "8-bit weights except where onnxruntime runs an integer convolution (reduce_range: integer_kernels), "
+        "99.99th percentile, the default 6 search rounds; both gates",
+        lambda f: calibrated(
+            d / "ptq_ort_r5.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **{**common, "max_rounds": 6, "quantizer": "ort"}
+        ),
+    )
+    out["ptq_ort_modelopt"] = (
+        "onnxruntime flavour as calib/ort_cpu.yaml ships it where ModelOpt is installed: ModelOpt's Q/DQ (the "
+        "TensorRT flavour's placement) with the activations shifted to uint8, 7-bit weights where onnxruntime runs "
+        "an integer convolution, 99.99th percentile, 6 search rounds under onnxruntime's kernels; both gates",
+        lambda f: calibrated(
+            d / "ptq_ort_modelopt.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **{**common, "max_rounds": 6}
+        ),
     )
     if key not in CAMVID_KEYS:  # the Cityscapes model: the full search, without and with channel equalisation
         longer = {**common, "max_rounds": 6}

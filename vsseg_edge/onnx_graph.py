@@ -315,6 +315,82 @@ def shift_activations_to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def quantized_convs(model: onnx.ModelProto) -> list[str]:
+    """The Conv and ConvTranspose nodes whose weight is read through DequantizeLinear, in graph order."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    return [
+        node_key(n)
+        for n in model.graph.node
+        if n.op_type in ("Conv", "ConvTranspose")
+        and getattr(producers.get(n.input[1]), "op_type", None) == "DequantizeLinear"
+    ]
+
+
+def narrow_weights(model: onnx.ModelProto, convs: Sequence[str], bits: int = 7) -> onnx.ModelProto:
+    """A copy of `model` whose Conv nodes `convs` read `bits`-bit symmetric per-channel weights: each output
+    channel's scale becomes max|w| / (2^(bits−1) − 1), from the float weight behind the weight's Q/DQ (a float
+    initializer quantised in the graph, or the dequantised int8 initializer). An int32 bias read through
+    DequantizeLinear (onnxruntime's quantiser) is requantised to the new input × weight scale. New initializers
+    are written, so nothing another node reads changes. For onnxruntime's u8×s8 kernels on x86 CPUs without
+    VNNI, whose int16 pair sums can saturate with 8-bit weights (`integer_kernel_convs`)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    values = graph_constants(graph)
+    producers = {o: n for n in graph.node for o in n.output}
+    taken = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+    qmax = 2 ** (bits - 1) - 1
+    nodes = {node_key(n): n for n in graph.node}
+
+    def add(name: str, value: np.ndarray) -> str:
+        fresh = _fresh(f"{name}_{bits}bit", taken)
+        graph.initializer.append(numpy_helper.from_array(value, fresh))
+        values[fresh] = value
+        return fresh
+
+    for key in convs:
+        conv = nodes[key]
+        dq = producers[conv.input[1]]
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        scale = values[dq.input[1]].astype(np.float32)
+        q = producers.get(dq.input[0])
+        if q is not None and q.op_type == "QuantizeLinear":  # float weight → Q → DQ (the TensorRT flavour)
+            weight = values[q.input[0]].astype(np.float32)
+        else:  # int8 initializer → DQ (onnxruntime's quantiser)
+            zero = values[dq.input[2]].astype(np.float32) if len(dq.input) > 2 and dq.input[2] else 0.0
+            shape = [1] * values[dq.input[0]].ndim
+            shape[axis] = -1
+            weight = (values[dq.input[0]].astype(np.float32) - np.reshape(zero, shape)) * scale.reshape(shape)
+        reduce = tuple(i for i in range(weight.ndim) if i != axis)
+        peak = np.abs(weight).max(axis=reduce)
+        new_scale = np.where(peak > 0, peak / qmax, scale).astype(np.float32)
+        scale_name = add(dq.input[1], new_scale)
+        if q is not None and q.op_type == "QuantizeLinear":
+            q.input[1] = scale_name
+        else:
+            shape = [1] * weight.ndim
+            shape[axis] = -1
+            levels = np.clip(np.round(weight / new_scale.reshape(shape)), -qmax, qmax).astype(np.int8)
+            dq.input[0] = add(dq.input[0], levels)
+        dq.input[1] = scale_name
+        _requantize_bias(conv, producers, values, new_scale, add)
+    return out
+
+
+def _requantize_bias(conv, producers, values: dict, weight_scale: np.ndarray, add) -> None:
+    """An int32 bias behind DequantizeLinear keeps scale = input scale × weight scale (what QLinearConv needs)."""
+    if len(conv.input) < 3 or not conv.input[2]:
+        return
+    dq = producers.get(conv.input[2])
+    x_dq = producers.get(conv.input[0])
+    if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in values or x_dq is None:
+        return
+    bias = values[dq.input[0]].astype(np.float64) * values[dq.input[1]].astype(np.float64)
+    scale = (float(values[x_dq.input[1]]) * weight_scale.astype(np.float64)).astype(np.float32)
+    dq.input[0] = add(dq.input[0], np.round(bias / scale).astype(np.int32))
+    dq.input[1] = add(dq.input[1], scale)
+
+
 def _drop_unused_initializers(graph: onnx.GraphProto, names: set[str]) -> None:
     """Remove the int8 zero points that only shifted nodes read (onnxruntime warns about each one left)."""
     used = {i for n in graph.node for i in n.input} | {i.name for i in graph.input} | {o.name for o in graph.output}
@@ -382,11 +458,12 @@ def small_channel_convs(model: onnx.ModelProto) -> list[str]:
 
 def integer_kernel_convs(model: onnx.ModelProto) -> list[str]:
     """The Conv nodes onnxruntime's CPU provider runs as integer kernels (QLinearConv): input and weight read
-    through DequantizeLinear, output read by QuantizeLinear nodes only — directly, or through a Relu / Clip that
-    is its only reader (onnxruntime folds one into the QuantizeLinear when the quantised range lies inside it:
-    counted either way, so that no integer convolution is missed). The other convolutions of a Q/DQ model run in
-    float on the dequantised values. In graph order."""
+    through DequantizeLinear, output read by QuantizeLinear nodes only — directly, or through a Relu or Clip
+    that is its only reader and that onnxruntime folds into the QuantizeLinear because the quantised range lies
+    inside it (a Relu before a zero point at the type's minimum; a Clip whose bounds contain the range). The
+    other convolutions of a Q/DQ model run in float on the dequantised values. In graph order."""
     graph = model.graph
+    values = graph_constants(graph)
     producers = {o: n for n in graph.node for o in n.output}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in graph.node:
@@ -402,7 +479,13 @@ def integer_kernel_convs(model: onnx.ModelProto) -> list[str]:
         if name in outputs or not seen:
             return False
         if len(seen) == 1 and seen[0].op_type in ("Relu", "Clip"):
-            return quantised_only(seen[0].output[0])
+            after = readers.get(seen[0].output[0], [])
+            return (
+                seen[0].output[0] not in outputs
+                and len(after) == 1
+                and after[0].op_type == "QuantizeLinear"
+                and _folds_into(seen[0], after[0], values)
+            )
         return all(r.op_type == "QuantizeLinear" for r in seen)
 
     return [
@@ -410,6 +493,22 @@ def integer_kernel_convs(model: onnx.ModelProto) -> list[str]:
         for n in graph.node
         if n.op_type == "Conv" and dequantised(n.input[0]) and dequantised(n.input[1]) and quantised_only(n.output[0])
     ]
+
+
+def _folds_into(act: onnx.NodeProto, q: onnx.NodeProto, values: dict) -> bool:
+    """Whether onnxruntime removes the Relu / Clip `act` before QuantizeLinear `q` (ReluQuantFusion,
+    ClipQuantFusion): the quantised range [(qmin − z)·s, (qmax − z)·s] must lie inside the activation's."""
+    if len(q.input) < 3 or q.input[1] not in values or q.input[2] not in values:
+        return False
+    scale, zero = float(values[q.input[1]]), values[q.input[2]]
+    info = np.iinfo(zero.dtype)
+    if act.op_type == "Relu":
+        return int(zero) == info.min
+    low, high = (scale * (info.min - int(zero)), scale * (info.max - int(zero)))
+    bounds = [values.get(i) for i in act.input[1:3]] if len(act.input) > 1 else [_attr(act, "min"), _attr(act, "max")]
+    lo = float(bounds[0]) if len(bounds) > 0 and bounds[0] is not None else -np.inf
+    hi = float(bounds[1]) if len(bounds) > 1 and bounds[1] is not None else np.inf
+    return lo <= low and high <= hi
 
 
 def _attr(node: onnx.NodeProto, name: str):

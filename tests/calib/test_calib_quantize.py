@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -226,7 +228,7 @@ def test_small_channel_convolutions_stay_in_float_with_onnxruntimes_quantiser(tm
         assert man["quantization"]["small_channel_float"] == twelve
         quantised = qdq_candidates(onnx.load(str(out)))
         assert twelve[0] not in quantised and len(quantised) == 5  # stem, down, two of the bottleneck's, head
-    _calibrated(model, cs_root, tmp_path / "all.qdq.onnx", target="ort", placement="all")
+    _calibrated(model, cs_root, tmp_path / "all.qdq.onnx", target="ort", quantizer="ort", placement="all")
     assert twelve[0] in qdq_candidates(onnx.load(str(tmp_path / "all.qdq.onnx")))
     with pytest.raises(VssegError, match="placement 'all' needs the onnxruntime quantiser"):
         _calibrated(model, cs_root, tmp_path / "x.onnx", target="trt", quantizer="auto", placement="all")
@@ -243,39 +245,114 @@ def _integer_convs_by_onnxruntime(path, tmp_path) -> list[str]:
 
 
 def _weight_levels(path) -> dict[str, int]:
-    """Conv node → the largest |int8 level| of its weight."""
+    """Conv node → the largest |int8 level| of its weight (an int8 initializer, or a float one quantised in the
+    graph by a QuantizeLinear with per-channel scales on axis 0)."""
     model = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
-    return {
-        n.name: int(np.abs(inits[producers[n.input[1]].input[0]].astype(np.int32)).max())
-        for n in model.graph.node
-        if n.op_type == "Conv" and n.input[1] in producers
-    }
+    out = {}
+    for n in model.graph.node:
+        if n.op_type != "Conv" or n.input[1] not in producers:
+            continue
+        src = producers[n.input[1]].input[0]
+        if src in inits:
+            levels = inits[src].astype(np.int32)
+        else:  # float weight → QuantizeLinear
+            q = producers[src]
+            w, scale = inits[q.input[0]], inits[q.input[1]]
+            levels = np.clip(np.round(w / scale.reshape(-1, 1, 1, 1)), -128, 127)
+        out[n.name] = int(np.abs(levels).max())
+    return out
 
 
-def test_seven_bit_weights_only_where_onnxruntime_runs_integer_convolutions(tmp_path, cs_root, tiny_onnx):
-    """`integer_kernel_convs` names the convolutions onnxruntime fuses into QLinearConv, and `reduce_range:
-    integer_kernels` gives exactly those 7-bit weights (the others keep 8 bits: they run in float)."""
+def test_onnxruntime_fuses_exactly_the_integer_kernel_convs(tmp_path, cs_root, tiny_onnx):
+    """`integer_kernel_convs` names the convolutions onnxruntime fuses into QLinearConv: with every reader
+    through Q/DQ (onnxruntime's quantiser, every op type) all four; with only convolutions reading the quantised
+    tensors, only the stem (read by `down` alone; Add, Shape and Resize read the others' outputs in float)."""
     from vsseg_edge.onnx_graph import integer_kernel_convs
 
-    # every reader through Q/DQ: every convolution's output is quantised, all four fuse
-    shared = tmp_path / "shared.qdq.onnx"
-    _calibrated(tiny_onnx, cs_root, shared, target="ort", quantized_readers=(), op_types=())
-    fused = integer_kernel_convs(onnx.load(str(shared)))
-    assert len(fused) == 4 and sorted(fused) == sorted(_integer_convs_by_onnxruntime(shared, tmp_path))
-    # the defaults (only convolutions read the quantised tensors): the Add, Shape and Resize read float outputs,
-    # so only the stem (read by `down` alone) fuses
-    out = tmp_path / "mixed.qdq.onnx"
-    man = _calibrated(tiny_onnx, cs_root, out, target="ort", reduce_range="integer_kernels")
-    fused = integer_kernel_convs(onnx.load(str(out)))
-    assert fused == ["/stem/stem.0/Conv"] == _integer_convs_by_onnxruntime(out, tmp_path)
-    assert man["quantization"]["seven_bit_weights"] == fused
-    levels = _weight_levels(out)
-    assert len(levels) == 4 and levels.pop(fused[0]) in (63, 64) and set(levels.values()) == {127}  # 7 / 8 bits
+    for readers, expected in (((), 4), (None, 1)):
+        out = tmp_path / f"{expected}.qdq.onnx"
+        _calibrated(tiny_onnx, cs_root, out, target="ort", quantizer="ort", quantized_readers=readers, op_types=())
+        fused = integer_kernel_convs(onnx.load(str(out)))
+        assert len(fused) == expected and sorted(fused) == sorted(_integer_convs_by_onnxruntime(out, tmp_path))
 
-    for mode, levels in ((True, {63, 64}), (False, {127})):
-        _calibrated(tiny_onnx, cs_root, tmp_path / f"{mode}.qdq.onnx", target="ort", reduce_range=mode)
-        assert set(_weight_levels(tmp_path / f"{mode}.qdq.onnx").values()) <= levels
+
+@pytest.mark.parametrize("quantizer", ["ort", "modelopt"])
+def test_seven_bit_weights_only_where_onnxruntime_runs_integer_convolutions(quantizer, tmp_path, cs_root, tiny_onnx):
+    """`reduce_range: integer_kernels` gives 7-bit weights to exactly the convolutions onnxruntime runs as
+    integer kernels (the others keep 8 bits: they run in float), whoever placed the Q/DQ; with ModelOpt the
+    onnxruntime flavour is its symmetric int8 Q/DQ with the activations shifted to uint8."""
+    from vsseg_edge.onnx_graph import check_qdq_structure, integer_kernel_convs
+
+    if quantizer == "modelopt":
+        pytest.importorskip("modelopt.onnx.quantization")
+    out = tmp_path / "mixed.qdq.onnx"
+    man = _calibrated(tiny_onnx, cs_root, out, target="ort", quantizer=quantizer, reduce_range="integer_kernels")
+    fused = integer_kernel_convs(onnx.load(str(out)))
+    assert fused == _integer_convs_by_onnxruntime(out, tmp_path)
+    # onnxruntime's quantiser: Relu outputs get zero point 0, the Relu folds into the QuantizeLinear and the stem
+    # fuses; ModelOpt's symmetric ranges (zero point 128 once shifted) keep the Relu, so nothing fuses
+    assert fused == (["/stem/stem.0/Conv"] if quantizer == "ort" else [])
+    assert (
+        man["quantization"]["seven_bit_weights"] == fused and man["quantization"]["reduce_range"] == "integer_kernels"
+    )
+    levels = _weight_levels(out)
+    assert all(levels.pop(c) in (63, 64) for c in fused) and len(levels) >= 3 and set(levels.values()) == {127}
+    rep = check_qdq_structure(onnx.load(str(out)), "ort")
+    assert rep.ok, rep.problems
+    zero_points = {
+        numpy_helper.to_array(i).dtype for i in onnx.load(str(out)).graph.initializer if "zero_point" in i.name
+    }
+    assert np.dtype(np.uint8) in zero_points  # uint8 activations
+
+    for mode, allowed in ((True, {63, 64}), (False, {127})):
+        _calibrated(
+            tiny_onnx, cs_root, tmp_path / f"{mode}.qdq.onnx", target="ort", quantizer=quantizer, reduce_range=mode
+        )
+        assert set(_weight_levels(tmp_path / f"{mode}.qdq.onnx").values()) <= allowed
     with pytest.raises(VssegError, match="reduce_range must be true, false or 'integer_kernels'"):
         _calibrated(tiny_onnx, cs_root, tmp_path / "x.onnx", target="ort", reduce_range="some")
+
+
+def test_narrowed_weights_and_requantised_biases_compute_what_they_did(tmp_path, cs_root, tiny_onnx):
+    """`narrow_weights` on every convolution of onnxruntime's Q/DQ (int8 weights, int32 biases): the logits
+    move by about a 7-bit weight step, not more, and onnxruntime still runs every convolution as an integer
+    kernel."""
+    import onnxruntime as ort
+
+    from vsseg_edge.onnx_graph import narrow_weights, quantized_convs
+
+    # every reader through Q/DQ: every convolution runs as QLinearConv, the head with its int32 bias
+    out = tmp_path / "w8.qdq.onnx"
+    _calibrated(tiny_onnx, cs_root, out, target="ort", quantizer="ort", reduce_range=False, quantized_readers=())
+    model = onnx.load(str(out))
+    assert any(n.op_type == "DequantizeLinear" and n.output[0] == "head.bias" for n in model.graph.node)
+    narrowed = narrow_weights(model, quantized_convs(model))
+    x = np.random.default_rng(0).uniform(-2, 2, (1, 3, 64, 128)).astype(np.float32)
+
+    def run(m, level):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = level
+        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return sess.run(None, {"image": x})[0]
+
+    exact = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    before, after = run(model, exact), run(narrowed, exact)
+    assert set(_weight_levels_of(narrowed).values()) <= {63, 64} and set(_weight_levels_of(model).values()) == {127}
+    spread = float(before.max() - before.min())
+    assert 0 < float(np.abs(after - before).max()) < 0.1 * spread
+    assert (after.argmax(1) == before.argmax(1)).mean() > 0.9
+    # the biases at the new scales keep every convolution an integer kernel (onnxruntime runs a convolution whose
+    # int32 bias scale is not input × weight scale in float), and the kernels compute what the graph says
+    path = tmp_path / "narrowed.qdq.onnx"
+    onnx.save(narrowed, str(path))
+    assert len(_integer_convs_by_onnxruntime(path, tmp_path)) == 4
+    kernels = run(narrowed, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    assert float(np.abs(kernels - after).max()) < 0.02 * spread
+
+
+def _weight_levels_of(model) -> dict[str, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(model, str(Path(tmp) / "m.onnx"))
+        return _weight_levels(Path(tmp) / "m.onnx")

@@ -48,7 +48,10 @@ def calibrate_command(
     ),
     seed: Optional[int] = typer.Option(None, "--seed", show_default=_preset("seed"), help="Seed of the frame sample."),
     quantizer: Optional[str] = typer.Option(
-        None, "--quantizer", show_default=_preset("quantizer"), help="trt target: auto | modelopt | ort."
+        None,
+        "--quantizer",
+        show_default=_preset("quantizer"),
+        help="Who places the Q/DQ: auto (ModelOpt if installed) | modelopt | ort.",
     ),
     eval_frames_src: Optional[Path] = typer.Option(
         None, "--eval-frames", show_default="the dataset's val split", help="Held-out frames for the accuracy gate."

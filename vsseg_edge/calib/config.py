@@ -32,7 +32,11 @@ class CalibConfig:
     # with percentile ranges and fails it with entropy (benchmarks/reports/int8_ort_cpu.md)
     method: str = "percentile"  # entropy | percentile | minmax
     percentile: float = 99.999  # for method: percentile
-    quantizer: str = "auto"  # trt target: auto (ModelOpt if installed) | modelopt | ort
+    # who places the Q/DQ: auto (ModelOpt if installed) | modelopt | ort. Both targets: the onnxruntime flavour is
+    # ModelOpt's symmetric int8 Q/DQ with its activations shifted to uint8 (exact); on the TC gate's frames of the
+    # published ESPNet CamVid model, under onnxruntime's kernels, 97.53 % agreement with FP32 and TC drop 0.66,
+    # against 96.14 % and 0.80 for onnxruntime's quantiser with the same placement (int8_tc.md, round 5)
+    quantizer: str = "auto"
     num_frames: int = 500  # calibration frames (seeded sample of the train split)
     seed: int = 0
     split: str = "train"  # the dataset split calibration frames come from
@@ -97,10 +101,9 @@ class CalibConfig:
             ),
             (0.0 <= self.equalize <= 1.0, f"equalize must be in [0, 1] (0 = off), got {self.equalize}"),
             (self.speed_runs >= 0, f"speed_runs must be ≥ 0, got {self.speed_runs}"),
-            (self.target == "trt" or self.quantizer != "modelopt", "quantizer 'modelopt' is for target 'trt'"),
             (self.placement in PLACEMENTS, f"placement must be one of {PLACEMENTS}, got {self.placement!r}"),
             (
-                self.placement == "trt" or self.quantizer == "ort" or self.target == "ort",
+                self.placement == "trt" or self.quantizer == "ort",
                 "placement 'all' needs the onnxruntime quantiser (ModelOpt always leaves the small-channel "
                 "convolutions in float): add --quantizer ort",
             ),

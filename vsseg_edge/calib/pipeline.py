@@ -30,9 +30,12 @@ from ..data.frame_source import UNLABELLED, frame_source_kind
 from ..onnx_graph import (
     integer_kernel_convs,
     keep_in_float,
+    narrow_weights,
     node_key,
     qdq_candidates,
+    quantized_convs,
     require_qdq_structure,
+    shift_activations_to_uint8,
     small_channel_convs,
 )
 from .config import CalibConfig
@@ -93,26 +96,29 @@ class _Quantizer:
         return self.workdir / f"ranges_{self.cfg.target}.json"
 
     def quantize(self, out: Path, exclude: list[str]) -> dict:
-        """The target's Q/DQ model with `exclude` (plus the config's `exclude`) kept in float.
-
-        `reduce_range: integer_kernels` (onnxruntime flavour): quantised once with 8-bit weights, then again
-        with 7-bit weights for the convolutions onnxruntime runs as integer kernels in that graph
-        (`onnx_graph.integer_kernel_convs`; the ranges are cached, so the second pass is cheap)."""
+        """The target's Q/DQ model with `exclude` (plus the config's `exclude`) kept in float."""
         exclude = list(dict.fromkeys([*self.cfg.exclude, *exclude]))
         info = self._place(out, exclude)
-        if self.cfg.reduce_range == "integer_kernels":
-            convs = integer_kernel_convs(onnx.load(str(out)))
-            if convs:
-                weights = {
-                    node_key(n): n.input[1]
-                    for n in onnx.load(str(self.source or self.fp32)).graph.node
-                    if n.op_type == "Conv"
-                }
-                info = self._place(out, exclude, seven_bit=[weights[c] for c in convs])
-            info = {**info, "reduce_range": "integer_kernels", "seven_bit_weights": convs}
-        return info
+        return self._for_onnxruntime(out, info) if self.cfg.target == "ort" else info
 
-    def _place(self, out: Path, exclude: list[str], seven_bit: list[str] | None = None) -> dict:
+    def _for_onnxruntime(self, out: Path, info: dict) -> dict:
+        """The onnxruntime flavour: ModelOpt's symmetric int8 Q/DQ re-encoded for onnxruntime's CPU kernels
+        (activations shifted to uint8: exact, `onnx_graph.shift_activations_to_uint8`), then 7-bit weights
+        where `reduce_range` asks: on every convolution (true) or on those onnxruntime runs as integer kernels
+        (`integer_kernels`, `onnx_graph.integer_kernel_convs`; the others run in float on dequantised values)."""
+        model = onnx.load(str(out))
+        if self.use_modelopt:
+            model = shift_activations_to_uint8(model)
+        mode = self.cfg.reduce_range
+        convs = integer_kernel_convs(model) if mode == "integer_kernels" else quantized_convs(model) if mode else []
+        if convs:
+            model = narrow_weights(model, convs, bits=7)
+        onnx.save(model, str(out))
+        if self.use_modelopt:
+            info = {**info, "activations": "uint8 (ModelOpt's int8 Q/DQ shifted, exact)"}
+        return {**info, "reduce_range": mode, "seven_bit_weights": convs}
+
+    def _place(self, out: Path, exclude: list[str]) -> dict:
         """Quantise `source` into `out` (Q/DQ placed by the quantiser, then the readers' rewrite)."""
         source = self.source or self.fp32
         info = quantize_ort(
@@ -124,8 +130,6 @@ class _Quantizer:
             reader=self.reader,
             nodes_to_exclude=list(dict.fromkeys([*exclude, *self.small_channel])),
             percentile=self.cfg.percentile,
-            reduce_range=self.cfg.reduce_range is True,
-            seven_bit_weights=seven_bit or (),
             op_types=self.cfg.op_types,
         )
         if self.use_modelopt:
@@ -521,7 +525,7 @@ def _check_disjoint(calib: FrameSet, gate_set: FrameSet | None) -> None:
 
 
 def _use_modelopt(cfg: CalibConfig) -> bool:
-    if cfg.target != "trt" or cfg.quantizer == "ort":
+    if cfg.quantizer == "ort":
         return False
     from .quantize_trt import MODELOPT_PACKAGES, modelopt_available
 

@@ -206,15 +206,13 @@ def quantize_ort(
     nodes_to_quantize: Sequence[str] | None = None,
     percentile: float = DEFAULT_PERCENTILE,
     reduce_range: bool = False,
-    seven_bit_weights: Sequence[str] = (),
     op_types: Sequence[str] = (),
 ) -> dict:
     """Write a Q/DQ model; calibrate with `reader` unless `cache_path` already holds the ranges.
 
     Returns the settings used (for the manifest). `nodes_to_quantize` limits quantisation to those nodes
     (the sensitivity search quantises one layer at a time); `nodes_to_exclude` keeps nodes in float;
-    `op_types` limits the op types quantised (empty: every type onnxruntime can quantise);
-    `seven_bit_weights` names weight initializers quantised to 7 bits whatever `reduce_range` says (``ort``).
+    `op_types` limits the op types quantised (empty: every type onnxruntime can quantise).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -226,9 +224,6 @@ def quantize_ort(
             raise ValueError("no calibration frames and no cached ranges")
         calibrate_ranges(fp32_path, reader, method, cache_path, symmetric=target == "trt", percentile=percentile)
     extra = dict(settings["extra_options"])
-    if seven_bit_weights and target == "ort":
-        # per output channel (axis 0: Conv weights), as every other weight
-        extra["TensorQuantOverrides"] = {w: [{"axis": 0, "reduce_range": True}] for w in seven_bit_weights}
     with quiet_root_logging():
         quantize_static(
             str(fp32_path),
