@@ -31,7 +31,12 @@ from pathlib import Path
 
 import int8_tc  # its sibling (python puts the script's folder first on the path): data, judge, FP32 exports
 
-RECIPES = {"cityscapes": "train/cityscapes_espnet_qat.yaml", "camvid": "train/camvid_espnet_qat.yaml"}
+RECIPES = {
+    "cityscapes": "train/cityscapes_espnet_qat.yaml",
+    "camvid": "train/camvid_espnet_qat.yaml",
+    "camvid_tc": "train/camvid_espnet_qat.yaml",  # the trained student, from its own weights and as its own teacher
+}
+START = {"camvid_tc": ["model.init_checkpoint=espnet-camvid-tc", "teacher.checkpoint=espnet-camvid-tc"]}
 TRAIN_FRAMES = 131  # cosmos frames [0, 131): the calibration frames of int8_tc.py
 GATE = (131, 155)  # cosmos frames of the TC gate (calibrate's default: the calibration clip's held-back frames)
 TC_LIMIT = 1.0
@@ -100,7 +105,7 @@ def main(argv=None) -> None:
     data = int8_tc.prepare_data(work)
     clips, gate_frames = layout(work, data, args.extra_clips)
     run = work / "qat" / f"{args.key}_{args.arm}"
-    overrides = list(args.override)
+    overrides = [*START.get(args.key, []), *args.override]
     if args.exclude_from:
         names = float_modules(work / args.key / args.exclude_from, int8_tc.MODELS[args.key][0])
         overrides.append("quant.exclude=" + json.dumps(names))

@@ -840,21 +840,27 @@ def speed_tables(res: dict) -> list[str]:
     return out
 
 
-def report(work: Path) -> None:
-    """Print the report's tables (Markdown) and write every figure to benchmarks/reports/int8_tc.json."""
+def report(work: Path, student_work: Path | None = None) -> None:
+    """Print the report's tables (Markdown) and write every figure to benchmarks/reports/int8_tc.json.
+    `student_work`: a work folder measuring the zoo's current student (its `camvid_tc` part becomes
+    `camvid_tc_r2`)."""
     from vsseg_edge.measure import environment
 
     parts = {p: load(work, p) for p in ("investigate", "camvid", "cityscapes", "camvid_tc", "speed")}
-    for key in ("camvid", "cityscapes", "camvid_tc"):
+    places = {key: (work, key) for key in ("camvid", "cityscapes", "camvid_tc")}
+    if student_work is not None:
+        parts["camvid_tc_r2"] = load(student_work, "camvid_tc")
+        places["camvid_tc_r2"] = (student_work, "camvid_tc")
+    for key, (folder, part) in places.items():
         for name, r in parts[key].items():
-            if isinstance(r, dict) and r.get("file") and (work / key / r["file"]).is_file():
-                r["float_convs"] = float_convolutions(work / key / r["file"])
-                r["qat_gate"] = qat_gate(work, key, name)
-    for key in ("camvid", "cityscapes", "camvid_tc"):
+            if isinstance(r, dict) and r.get("file") and (folder / part / r["file"]).is_file():
+                r["float_convs"] = float_convolutions(folder / part / r["file"])
+                r["qat_gate"] = qat_gate(folder, part, name)
+    for key in places:
         if parts[key]:
             print(f"\n### {key}\n")
             print("\n".join(model_table(parts[key])))
-    for key in ("camvid", "cityscapes", "camvid_tc"):
+    for key in places:
         rows = agreement_table(parts[key]) if parts[key] else []
         if len(rows) > 2:
             print(f"\n### {key}: where INT8 disagrees with FP32\n")
@@ -896,10 +902,11 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--redo", action="store_true", help="measure again what --work already holds")
     ap.add_argument("--report", action="store_true", help="print the tables and write reports/int8_tc.json")
+    ap.add_argument("--student-work", help="with --report: a work folder whose camvid_tc part is the zoo's student")
     args = ap.parse_args(argv)
     work = Path(args.work)
     if args.report:
-        return report(work)
+        return report(work, Path(args.student_work) if args.student_work else None)
     work.mkdir(parents=True, exist_ok=True)
     data = prepare_data(work)
     for part in args.parts.split(","):

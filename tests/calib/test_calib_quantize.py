@@ -356,3 +356,21 @@ def _weight_levels_of(model) -> dict[str, int]:
     with tempfile.TemporaryDirectory() as tmp:
         onnx.save(model, str(Path(tmp) / "m.onnx"))
         return _weight_levels(Path(tmp) / "m.onnx")
+
+
+@pytest.mark.parametrize("quantizer", ["ort", "modelopt"])
+def test_an_excluded_convolution_reads_float_even_where_its_input_is_quantised_for_another_node(
+    quantizer, tmp_path, cs_root, tiny_onnx
+):
+    """`down`'s output is read by the residual branch `res` and the Add; with every reader through Q/DQ it is
+    quantised for the Add, and onnxruntime's quantiser would hand `res` the same Q/DQ although excluded."""
+    from vsseg_edge.onnx_graph import qdq_candidates
+
+    if quantizer == "modelopt":
+        pytest.importorskip("modelopt.onnx.quantization")
+    out = tmp_path / "x.qdq.onnx"
+    _calibrated(
+        tiny_onnx, cs_root, out, quantizer=quantizer, exclude=("/res/res.0/Conv",), quantized_readers=(), op_types=()
+    )
+    quantised = qdq_candidates(onnx.load(str(out)))
+    assert "/res/res.0/Conv" not in quantised and "/down/down.0/Conv" in quantised

@@ -154,9 +154,19 @@ class _Quantizer:
         if self.cfg.readers:
             readers = float_readers(out, self.cfg.readers)
             info = {**info, "quantized_readers": list(self.cfg.readers), "readers_in_float": readers}
+        _exclusions_in_float(out, [*exclude, *self.small_channel])
         if self.equalization is not None:
             info = {**info, "equalization": self.equalization}
         return info
+
+
+def _exclusions_in_float(path: Path, names: list[str]) -> None:
+    """Excluded nodes read float. onnxruntime's quantiser does not quantise an excluded node, but where another
+    node reads the same tensor quantised, every reader of that tensor reads its Q/DQ — the excluded one too."""
+    model = onnx.load(str(path))
+    still = sorted(set(names) & set(qdq_candidates(model)))
+    if still:
+        onnx.save(keep_in_float(model, still), str(path))
 
 
 def calibrate(
