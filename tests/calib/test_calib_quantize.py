@@ -230,8 +230,11 @@ def test_small_channel_convolutions_stay_in_float_with_onnxruntimes_quantiser(tm
         assert twelve[0] not in quantised and len(quantised) == 5  # stem, down, two of the bottleneck's, head
     _calibrated(model, cs_root, tmp_path / "all.qdq.onnx", target="ort", quantizer="ort", placement="all")
     assert twelve[0] in qdq_candidates(onnx.load(str(tmp_path / "all.qdq.onnx")))
+    # `quantizer: auto` takes onnxruntime's quantiser for placement `all`; ModelOpt cannot place it
+    man = _calibrated(model, cs_root, tmp_path / "auto.qdq.onnx", target="trt", placement="all")
+    assert man["quantization"]["quantizer"].startswith("onnxruntime")
     with pytest.raises(VssegError, match="placement 'all' needs the onnxruntime quantiser"):
-        _calibrated(model, cs_root, tmp_path / "x.onnx", target="trt", quantizer="auto", placement="all")
+        _calibrated(model, cs_root, tmp_path / "x.onnx", target="trt", quantizer="modelopt", placement="all")
 
 
 def _integer_convs_by_onnxruntime(path, tmp_path) -> list[str]:
@@ -374,3 +377,38 @@ def test_an_excluded_convolution_reads_float_even_where_its_input_is_quantised_f
     )
     quantised = qdq_candidates(onnx.load(str(out)))
     assert "/res/res.0/Conv" not in quantised and "/down/down.0/Conv" in quantised
+
+
+def test_a_model_of_small_channel_convolutions_only_is_refused_with_the_reason(tmp_path, cs_root):
+    """Nothing TensorRT would run in int8: one line that says so and how to quantise them anyway."""
+    import torch
+    from torch import nn
+
+    from vsseg_edge.core.manifest import write_manifest
+    from vsseg_edge.core.preprocess import PreprocessSpec
+
+    path = tmp_path / "thin.onnx"
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 19, 1)).eval()
+    torch.onnx.export(
+        net,
+        torch.zeros(1, 3, 64, 128),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["image"],
+        output_names=["logits"],
+    )
+    write_manifest(
+        path,
+        "onnx",
+        model="thin",
+        classes=[f"c{i}" for i in range(19)],
+        preprocess=PreprocessSpec(height=64, width=128),
+        opset=17,
+    )
+    for target in ("ort", "trt"):
+        with pytest.raises(VssegError, match="nothing to quantise: its 2 convolution") as err:
+            _calibrated(path, cs_root, tmp_path / "x.onnx", target=target)
+        assert "\n" not in str(err.value) and "--override placement=all quantises them" in str(err.value)
+    _calibrated(path, cs_root, tmp_path / "all.onnx", target="ort", placement="all", quantizer="ort")
+    assert (tmp_path / "all.onnx").is_file()

@@ -19,7 +19,7 @@ class RelTiny(SegModel):
 
     input_multiple = 1
 
-    def __init__(self, num_classes: int, width: int = 4):
+    def __init__(self, num_classes: int, width: int = 16):  # 16: TensorRT's int8 kernels (calibrate quantises it)
         super().__init__(NAME, num_classes, {"width": width})
         self.backbone = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU())
         self.head = nn.Conv2d(width, num_classes, 1)

@@ -58,8 +58,9 @@ class CalibConfig:
     quantized_readers: tuple[str, ...] | None = None
     # which convolutions are quantised: "trt" (default) leaves in float the small-channel ones TensorRT has no
     # int8 kernel for (ModelOpt's rule, onnx_graph.small_channel_convs; ModelOpt applies it itself), "all"
-    # quantises them too (onnxruntime quantiser only). Also for onnxruntime: these thin convolutions gain no
-    # speed there in int8 and cost agreement (QAT's calibrated start: 66.4 % all, 85.3 % trt)
+    # quantises them too (with onnxruntime's quantiser, which `quantizer: auto` then picks). Also for onnxruntime:
+    # these thin convolutions gain no speed there in int8 and cost agreement (QAT's calibrated start: 66.4 % all,
+    # 85.3 % trt)
     placement: str = "trt"
     # per-channel range equalisation before quantising (calib/equalize.py): SmoothQuant's α (1: activation
     # channels equalised, 0.5: balanced with the readers' weights), 0 = off
@@ -103,9 +104,9 @@ class CalibConfig:
             (self.speed_runs >= 0, f"speed_runs must be ≥ 0, got {self.speed_runs}"),
             (self.placement in PLACEMENTS, f"placement must be one of {PLACEMENTS}, got {self.placement!r}"),
             (
-                self.placement == "trt" or self.quantizer == "ort",
+                self.placement == "trt" or self.quantizer != "modelopt",
                 "placement 'all' needs the onnxruntime quantiser (ModelOpt always leaves the small-channel "
-                "convolutions in float): add --quantizer ort",
+                "convolutions in float): --quantizer auto or ort",
             ),
             (
                 self.reduce_range in REDUCE_RANGE,

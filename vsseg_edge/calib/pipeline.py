@@ -160,6 +160,21 @@ class _Quantizer:
         return info
 
 
+def _something_quantised(candidate: Path, model: Path, cfg: CalibConfig) -> None:
+    """A model whose every convolution stays in float (all small-channel ones, or excluded) is refused in one line
+    that says why, before the structure check calls it "not a Q/DQ model"."""
+    if qdq_candidates(onnx.load(str(candidate))):
+        return
+    small = small_channel_convs(onnx.load(str(model)))
+    why = (
+        f"its {len(small)} convolution(s) with < 16 channels are ones TensorRT has no int8 kernel for (placement "
+        "'trt'); --override placement=all quantises them"
+        if small and cfg.placement == "trt"
+        else "every node that could be quantised is excluded or of an op type not quantised"
+    )
+    raise VssegError(f"{model}: nothing to quantise: {why}")
+
+
 def _exclusions_in_float(path: Path, names: list[str]) -> None:
     """Excluded nodes read float. onnxruntime's quantiser does not quantise an excluded node, but where another
     node reads the same tensor quantised, every reader of that tensor reads its Q/DQ — the excluded one too."""
@@ -224,6 +239,7 @@ def calibrate(
             )
         candidate = workdir / "model.qdq.onnx"
         info = q.quantize(candidate, [])
+        _something_quantised(candidate, model, cfg)
         require_qdq_structure(candidate, cfg.target)
         loop = None
         if cfg.gate and gate_set is not None:
@@ -535,7 +551,7 @@ def _check_disjoint(calib: FrameSet, gate_set: FrameSet | None) -> None:
 
 
 def _use_modelopt(cfg: CalibConfig) -> bool:
-    if cfg.quantizer == "ort":
+    if cfg.quantizer == "ort" or cfg.placement == "all":  # ModelOpt always keeps the small-channel convs in float
         return False
     from .quantize_trt import MODELOPT_PACKAGES, modelopt_available
 
