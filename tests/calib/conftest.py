@@ -67,10 +67,6 @@ def export_tiny_onnx(path: Path, num_classes: int = 19, seed: int = 0, narrow: b
     import torch
     from torch import nn
 
-    from vsseg_edge.core.labels import CITYSCAPES
-    from vsseg_edge.core.manifest import write_manifest
-    from vsseg_edge.core.preprocess import PreprocessSpec
-
     torch.manual_seed(seed)
     torch.set_num_threads(1)
 
@@ -96,6 +92,17 @@ def export_tiny_onnx(path: Path, num_classes: int = 19, seed: int = 0, narrow: b
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
+    return save_onnx(net, path, "tiny", num_classes)
+
+
+def save_onnx(net, path: Path, name: str, num_classes: int = 19) -> Path:
+    """`net` (image → logits at H × W) as FP32 ONNX (opset 17) with a vsseg-edge manifest."""
+    import torch
+
+    from vsseg_edge.core.labels import CITYSCAPES
+    from vsseg_edge.core.manifest import write_manifest
+    from vsseg_edge.core.preprocess import PreprocessSpec
+
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
         net,
@@ -109,7 +116,7 @@ def export_tiny_onnx(path: Path, num_classes: int = 19, seed: int = 0, narrow: b
     write_manifest(
         path,
         "onnx",
-        model="tiny",
+        model=name,
         classes=list(CITYSCAPES.classes)[:num_classes],
         preprocess=PreprocessSpec(height=H, width=W),
         opset=17,
@@ -138,6 +145,15 @@ def tiny_onnx(tmp_path_factory) -> Path:
 def narrow_onnx(tmp_path_factory) -> Path:
     """The tiny model with a 12 → 12 convolution (`export_tiny_onnx(narrow=True)`; read-only)."""
     return export_tiny_onnx(tmp_path_factory.mktemp("model") / "narrow.onnx", narrow=True)
+
+
+@pytest.fixture(scope="session")
+def thin_onnx(tmp_path_factory) -> Path:
+    """Two convolutions of 4 channels: nothing TensorRT runs in int8 (read-only)."""
+    from torch import nn
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 19, 1)).eval()
+    return save_onnx(net, tmp_path_factory.mktemp("model") / "thin.onnx", "thin")
 
 
 @pytest.fixture

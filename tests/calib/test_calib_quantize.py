@@ -199,9 +199,8 @@ def test_reduce_range_is_an_ort_only_setting():
     from vsseg_edge.calib.config import CalibConfig
     from vsseg_edge.calib.quantize_ort import ort_settings
 
-    assert ort_settings("ort", "entropy", reduce_range=True)["reduce_range"] is True
-    assert ort_settings("trt", "entropy", reduce_range=True)["reduce_range"] is False
     assert ort_settings("ort", "percentile", 99.9)["extra_options"]["CalibPercentile"] == 99.9
+    assert CalibConfig(target="ort", reduce_range="integer_kernels").reduce_range == "integer_kernels"
     with pytest.raises(VssegError, match="reduce_range is for target 'ort'"):
         CalibConfig(target="trt", reduce_range=True)
 
@@ -379,33 +378,9 @@ def test_an_excluded_convolution_reads_float_even_where_its_input_is_quantised_f
     assert "/res/res.0/Conv" not in quantised and "/down/down.0/Conv" in quantised
 
 
-def test_a_model_of_small_channel_convolutions_only_is_refused_with_the_reason(tmp_path, cs_root):
+def test_a_model_of_small_channel_convolutions_only_is_refused_with_the_reason(tmp_path, cs_root, thin_onnx):
     """Nothing TensorRT would run in int8: one line that says so and how to quantise them anyway."""
-    import torch
-    from torch import nn
-
-    from vsseg_edge.core.manifest import write_manifest
-    from vsseg_edge.core.preprocess import PreprocessSpec
-
-    path = tmp_path / "thin.onnx"
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 19, 1)).eval()
-    torch.onnx.export(
-        net,
-        torch.zeros(1, 3, 64, 128),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["image"],
-        output_names=["logits"],
-    )
-    write_manifest(
-        path,
-        "onnx",
-        model="thin",
-        classes=[f"c{i}" for i in range(19)],
-        preprocess=PreprocessSpec(height=64, width=128),
-        opset=17,
-    )
+    path = thin_onnx
     for target in ("ort", "trt"):
         with pytest.raises(VssegError, match="nothing to quantise: its 2 convolution") as err:
             _calibrated(path, cs_root, tmp_path / "x.onnx", target=target)

@@ -111,14 +111,13 @@ def ort_settings(
     method: str,
     percentile: float = DEFAULT_PERCENTILE,
     op_types: Sequence[str] = (),
-    reduce_range: bool = False,
 ) -> dict:
     """`quantize_static` keyword arguments for a target flavour (recorded in the manifest as given).
 
     For ``trt``, outputs of the graph's `op_types` are not quantised: Q/DQ go on the inputs of the
-    quantised layers only, as TensorRT (and ModelOpt) place them. `reduce_range` (``ort`` only) quantises
-    weights to 7 bits, which onnxruntime advises for x86 CPUs without VNNI, where the u8×s8 AVX2 kernel
-    (vpmaddubsw) can saturate its int16 pair sums.
+    quantised layers only, as TensorRT (and ModelOpt) place them. Weights are 8-bit here; the onnxruntime
+    flavour's 7-bit weights (for x86 CPUs without VNNI, whose u8×s8 AVX2 kernel can saturate its int16 pair
+    sums) are written afterwards where they are needed (`calib.pipeline`, `onnx_graph.narrow_weights`).
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -140,7 +139,7 @@ def ort_settings(
         "weight_type": QuantType.QInt8,
         "per_channel": True,
         "quant_format": QuantFormat.QDQ,
-        "reduce_range": bool(reduce_range and target == "ort"),
+        "reduce_range": False,
         "extra_options": extra,
     }
 
@@ -205,7 +204,6 @@ def quantize_ort(
     nodes_to_exclude: Sequence[str] = (),
     nodes_to_quantize: Sequence[str] | None = None,
     percentile: float = DEFAULT_PERCENTILE,
-    reduce_range: bool = False,
     op_types: Sequence[str] = (),
 ) -> dict:
     """Write a Q/DQ model; calibrate with `reader` unless `cache_path` already holds the ranges.
@@ -217,7 +215,7 @@ def quantize_ort(
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     model = onnx.load(str(fp32_path))
-    settings = ort_settings(target, method, percentile, [n.op_type for n in model.graph.node], reduce_range)
+    settings = ort_settings(target, method, percentile, [n.op_type for n in model.graph.node])
     exclude = list(dict.fromkeys([*nodes_to_exclude, *(final_resize_nodes(model) if target == "ort" else [])]))
     if not Path(cache_path).is_file():
         if reader is None:
