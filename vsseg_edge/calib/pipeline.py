@@ -59,7 +59,7 @@ class _Quantizer:
     info_gate: str | None = None  # how the gate ran the INT8 model (set by _gate_loop)
     source: Path | None = None  # what is quantised: the FP32 model, or its equalised copy (`equalize_source`)
     equalization: dict | None = None
-    _small: list[str] | None = None
+    _small: list[str] | None = field(default=None, init=False, repr=False)
 
     @property
     def small_channel(self) -> list[str]:
