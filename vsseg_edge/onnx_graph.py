@@ -228,7 +228,7 @@ def _check_conv_weight(conv, consts, producers, rep: QdqReport) -> None:
     scale = consts.get(dq.input[1])
     weight = _weight_value(dq, consts, producers)
     cout = weight.shape[0] if weight is not None else None
-    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    axis = node_attr(dq, "axis", 1)
     if scale is None:
         rep.problems.append(f"{name}: weight scale is not a constant")
     elif scale.ndim == 0 or scale.size == 1:
@@ -351,25 +351,22 @@ def narrow_weights(model: onnx.ModelProto, convs: Sequence[str], bits: int = 7) 
     for key in convs:
         conv = nodes[key]
         dq = producers[conv.input[1]]
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        axis = node_attr(dq, "axis", 1)
         scale = values[dq.input[1]].astype(np.float32)
         q = producers.get(dq.input[0])
-        if q is not None and q.op_type == "QuantizeLinear":  # float weight → Q → DQ (the TensorRT flavour)
-            weight = values[q.input[0]].astype(np.float32)
-        else:  # int8 initializer → DQ (onnxruntime's quantiser)
+        from_float = q is not None and q.op_type == "QuantizeLinear"  # float weight → Q → DQ (TensorRT flavour)
+        weight = values[q.input[0] if from_float else dq.input[0]].astype(np.float32)
+        shape = [1] * weight.ndim
+        shape[axis] = -1
+        if not from_float:  # int8 initializer → DQ (onnxruntime's quantiser): its float value
             zero = values[dq.input[2]].astype(np.float32) if len(dq.input) > 2 and dq.input[2] else 0.0
-            shape = [1] * values[dq.input[0]].ndim
-            shape[axis] = -1
-            weight = (values[dq.input[0]].astype(np.float32) - np.reshape(zero, shape)) * scale.reshape(shape)
-        reduce = tuple(i for i in range(weight.ndim) if i != axis)
-        peak = np.abs(weight).max(axis=reduce)
+            weight = (weight - np.reshape(zero, shape)) * scale.reshape(shape)
+        peak = np.abs(weight).max(axis=tuple(i for i in range(weight.ndim) if i != axis))
         new_scale = np.where(peak > 0, peak / qmax, scale).astype(np.float32)
         scale_name = add(dq.input[1], new_scale)
-        if q is not None and q.op_type == "QuantizeLinear":
+        if from_float:
             q.input[1] = scale_name
         else:
-            shape = [1] * weight.ndim
-            shape[axis] = -1
             levels = np.clip(np.round(weight / new_scale.reshape(shape)), -qmax, qmax).astype(np.int8)
             dq.input[0] = add(dq.input[0], levels)
         dq.input[1] = scale_name
@@ -439,7 +436,7 @@ def small_channel_convs(model: onnx.ModelProto) -> list[str]:
     also those whose weight is not a constant. In graph order."""
     graph = model.graph
     shapes = {i.name: tuple(i.dims) for i in graph.initializer}
-    shapes.update({n.output[0]: tuple(_attr(n, "value").dims) for n in graph.node if n.op_type == "Constant"})
+    shapes.update({n.output[0]: tuple(node_attr(n, "value").dims) for n in graph.node if n.op_type == "Constant"})
     inputs = {i.name for i in graph.input} - set(shapes)
     out = []
     for node in graph.node:
@@ -449,8 +446,8 @@ def small_channel_convs(model: onnx.ModelProto) -> list[str]:
         if weight is None:
             out.append(node_key(node))
             continue
-        kernel = _attr(node, "kernel_shape") or list(weight[2:])
-        groups = _attr(node, "group") or 1
+        kernel = node_attr(node, "kernel_shape", list(weight[2:]))
+        groups = node_attr(node, "group", 1)
         if not trt_int8_conv_shape(weight[0], weight[1], groups, kernel, any(i in inputs for i in node.input)):
             out.append(node_key(node))
     return out
@@ -505,18 +502,19 @@ def _folds_into(act: onnx.NodeProto, q: onnx.NodeProto, values: dict) -> bool:
     if act.op_type == "Relu":
         return int(zero) == info.min
     low, high = (scale * (info.min - int(zero)), scale * (info.max - int(zero)))
-    bounds = [values.get(i) for i in act.input[1:3]] if len(act.input) > 1 else [_attr(act, "min"), _attr(act, "max")]
-    lo = float(bounds[0]) if len(bounds) > 0 and bounds[0] is not None else -np.inf
-    hi = float(bounds[1]) if len(bounds) > 1 and bounds[1] is not None else np.inf
-    return lo <= low and high <= hi
-
-
-def _attr(node: onnx.NodeProto, name: str):
-    """A node attribute's value, or None."""
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+    if len(act.input) > 1:  # opset ≥ 11: min and max are optional inputs
+        lo, hi = (values.get(name) for name in [*act.input[1:3], ""][:2])
+    else:
+        lo, hi = node_attr(act, "min"), node_attr(act, "max")
+    return (lo is None or float(lo) <= low) and (hi is None or high <= float(hi))
 
 
 # --- nodes kept in float ----------------------------------------------------------------------------------
+
+
+def node_attr(node: onnx.NodeProto, name: str, default=None):
+    """A node attribute's value, or `default` when the node does not set it."""
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 def node_key(node: onnx.NodeProto) -> str:
@@ -586,7 +584,7 @@ def _float_source(graph, dq, producers, consts: set[str], values: dict) -> str:
         q_val = values[dq.input[0]].astype(np.float64)
         scale = values[dq.input[1]].astype(np.float64)
         zero = values[dq.input[2]].astype(np.float64) if len(dq.input) > 2 and dq.input[2] else np.zeros_like(scale)
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        axis = node_attr(dq, "axis", 1)
         if scale.ndim == 1 and scale.size > 1:
             shape = [1] * q_val.ndim
             shape[axis] = -1

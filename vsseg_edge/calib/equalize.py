@@ -46,7 +46,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..onnx_graph import node_key, with_outputs
+from ..onnx_graph import node_attr, node_key, with_outputs
 
 HOMOGENEOUS = ("Relu", "PRelu", "LeakyRelu")  # f(k·y) = k·f(y) for k > 0, per channel
 READERS = ("Conv", "ConvTranspose")
@@ -68,10 +68,6 @@ class Site:
     scaled: str | None  # node key of the Conv / BatchNormalization whose output channels are scaled
     via: str | None  # node key of the positively homogeneous activation between them, if any
     readers: tuple[str, ...]  # node keys of the convolutions whose weights take the inverse scales
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 def find_sites(model: onnx.ModelProto, branch: bool = False) -> list[Site]:
@@ -225,7 +221,7 @@ def equalize(
             continue
         readers = [nodes[r] for r in site.readers]
         w = np.max(
-            [_reader_weight_range(get(r.input[1]), r.op_type, _attr(r, "group", 1), a.size) for r in readers],
+            [_reader_weight_range(get(r.input[1]), r.op_type, node_attr(r, "group", 1), a.size) for r in readers],
             axis=0,
         )
         w = np.maximum(w, MIN_RANGE * w.max()) if w.max() > 0 else np.ones_like(a)
@@ -252,7 +248,7 @@ def equalize(
                 put(prod.input[1], get(prod.input[1]) * k)
                 put(prod.input[2], get(prod.input[2]) * k)
         for r in readers:
-            put(r.input[1], _scale_reader(get(r.input[1]), r.op_type, _attr(r, "group", 1), k))
+            put(r.input[1], _scale_reader(get(r.input[1]), r.op_type, node_attr(r, "group", 1), k))
         after = a * k
         record.append(
             {
