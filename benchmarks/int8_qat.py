@@ -37,8 +37,8 @@ RECIPES = {
     "camvid_tc": "train/camvid_espnet_qat.yaml",  # the trained student, from its own weights and as its own teacher
 }
 START = {"camvid_tc": ["model.init_checkpoint=espnet-camvid-tc", "teacher.checkpoint=espnet-camvid-tc"]}
-TRAIN_FRAMES = 131  # cosmos frames [0, 131): the calibration frames of int8_tc.py
-GATE = (131, 155)  # cosmos frames of the TC gate (calibrate's default: the calibration clip's held-back frames)
+GATE = int8_tc.GATE  # cosmos frames [131, 155) of the TC gate (near calibrate's default: cosmos_a's last 24)
+TRAIN_FRAMES = GATE[0]  # cosmos frames [0, 131): before the gate's
 TC_LIMIT = 1.0
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VSSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 SPLIT = 156  # cosmos frames [0, SPLIT) calibrate / fine-tune, [SPLIT, 233) are held out for TC
+GATE = (131, 155)  # cosmos frames of the QAT choice's TC gate (int8_qat.py) and of ptq_ort_bound's, with more clips
 MODELS = {
     "camvid": ("espnet-camvid", "espnet_p_2_q_8_camvid.pth"),
     "cityscapes": ("espnet-cityscapes", "espnet_p_2_q_8_cityscapes.pth"),
@@ -73,7 +74,7 @@ def frame_folder(folder: Path, frames: list[Path]) -> Path:
     return folder
 
 
-def prepare_data(work: Path) -> dict:
+def prepare_data(work: Path, gate_clips: list[str] = ()) -> dict:
     from vsseg_edge.data.datasets import open_dataset
 
     cosmos = [
@@ -83,7 +84,17 @@ def prepare_data(work: Path) -> dict:
     gate12 = work / "data" / "camvid12_gate"
     for sub in ("images", "labels"):
         frame_folder(gate12 / sub, [SHARED / "camvid_sample" / sub / p.name for p in sample[1::2]])
+    gate = None
+    if gate_clips:  # a TC gate on more pairs: the cosmos gate frames and the given clips (never the judges' clips)
+        gate = work / "data" / "gate_clips"
+        frame_folder(gate / "cosmos_131_154", cosmos[GATE[0] : GATE[1]])
+        for c in gate_clips:
+            link = gate / Path(c).name
+            if not link.exists():
+                link.symlink_to(Path(c).resolve(), target_is_directory=True)
     return {
+        "gate_clips": gate,
+        "cosmos_0_130": frame_folder(work / "data" / "cosmos_0_130", cosmos[: GATE[0]]),
         "cosmos_a": frame_folder(work / "data" / "cosmos_a", cosmos[:SPLIT]),
         "cosmos_b": frame_folder(work / "data" / "cosmos_b", cosmos[SPLIT:]),
         "pandaset": SHARED / "video" / "pandaset_sf_front",
@@ -374,6 +385,19 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
             d / "ptq_ort_modelopt.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **{**common, "max_rounds": 6}
         ),
     )
+    if data["gate_clips"]:
+        out["ptq_ort_bound"] = (
+            "onnxruntime flavour as ptq_ort_modelopt, calibrated on cosmos frames 0–130, the TC gate on the gate "
+            "clips (cosmos frames 131–154 and --gate-clip) judged by the drop's 90 % bound (tc_confidence 0.9)",
+            lambda f: calibrated(
+                d / "ptq_ort_bound.int8.qdq.onnx",
+                f,
+                data["cosmos_0_130"],
+                "ort_cpu.yaml",
+                tc_source=data["gate_clips"],
+                **{**common, "max_rounds": 6, "tc_confidence": 0.9, "tc_max_frames": 120, "tc_clip_frames": 60},
+            ),
+        )
     if key not in CAMVID_KEYS:  # the Cityscapes model: the full search, without and with channel equalisation
         longer = {**common, "max_rounds": 6}
         out["ptq_trt_r6"] = (
@@ -903,12 +927,19 @@ def main(argv=None) -> None:
     ap.add_argument("--redo", action="store_true", help="measure again what --work already holds")
     ap.add_argument("--report", action="store_true", help="print the tables and write reports/int8_tc.json")
     ap.add_argument("--student-work", help="with --report: a work folder whose camvid_tc part is the zoo's student")
+    ap.add_argument(
+        "--gate-clip",
+        action="append",
+        default=[],
+        help="a folder of consecutive frames the TC gate of ptq_ort_bound also uses (repeatable; e.g. "
+        "runs/real/val/udacity_solidWhiteRight of benchmarks/real_footage/prepare.py; never a judged clip)",
+    )
     args = ap.parse_args(argv)
     work = Path(args.work)
     if args.report:
         return report(work, Path(args.student_work) if args.student_work else None)
     work.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(work)
+    data = prepare_data(work, args.gate_clip)
     for part in args.parts.split(","):
         log(f"==== part {part}")
         if part in MODELS:

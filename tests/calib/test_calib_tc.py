@@ -155,6 +155,17 @@ def test_tc_frames_given_and_the_gate_switched_off(setup, tmp_path):
     assert off["gate"]["tc"] == {"result": None, "initial": None, "frames": None, "flow": None, "skipped": "disabled"}
 
 
+def test_a_tc_confidence_judges_the_bound_and_is_recorded(setup, tmp_path):
+    model, clip = setup
+    cfg = CalibConfig(**{**CFG, "tc_threshold": 100.0, "tc_confidence": 0.9}, max_rounds=0)
+    res = calibrate(model, clip, tmp_path / "a.onnx", cfg, log=lambda s: None)["gate"]["tc"]["result"]
+    assert res["confidence"] == 0.9 and np.isfinite(res["drop_bound"]) and res["passed"]
+    assert read_manifest(tmp_path / "a.onnx")["config"]["tc_confidence"] == 0.9
+    for bad in (1.0, -0.1):
+        with pytest.raises(VssegError, match="tc_confidence must be in"):
+            CalibConfig(**{**CFG, "tc_confidence": bad})
+
+
 def test_camvid_has_no_consecutive_frames_so_tc_is_skipped_with_the_reason(setup, tmp_path):
     model, _ = setup
     root = tmp_path / "camvid"

@@ -15,6 +15,7 @@ from vsseg_edge.calib.temporal import (
     TcClip,
     TcFrames,
     TemporalGate,
+    drop_bound,
     pair_flips,
     tc_frames_from,
 )
@@ -117,6 +118,50 @@ def test_the_threshold_decides():
     gate = TemporalGate(threshold_model, clip_of(moving_square()), SPEC, CLASSES, predict)
     res = gate.measure(Flicker(0.03), 1.0)
     assert gate.measure(Flicker(0.03), res.drop + 5.0).passed
+
+
+class FlickerOnce:
+    """The threshold model, with `rate` of its pixels set to random classes on frame `at` only."""
+
+    def __init__(self, rate: float, at: int):
+        self.rate, self.at, self.t = rate, at, 0
+
+    def __call__(self, frame):
+        lab = threshold_model(frame)
+        if self.t == self.at:
+            rng = np.random.default_rng(7)
+            noise = rng.random(lab.shape) < self.rate
+            lab[noise] = rng.integers(0, 3, int(noise.sum()))
+        self.t += 1
+        return lab
+
+
+def test_with_a_confidence_the_bound_decides_and_a_burst_of_flicker_widens_it():
+    """A candidate that flickers on one frame of sixteen: its drop passes the threshold, but the bootstrap over
+    the pairs sees the burst in some redraws and not in others — its 90 % bound is past the threshold, and the
+    gate with a confidence fails it. The steady candidate's bound is 0."""
+    frames = moving_square(16, step=1)
+    gate = TemporalGate(threshold_model, clip_of(frames), SPEC, CLASSES, predict)
+    point = gate.measure(FlickerOnce(0.02, at=8), 1.0)
+    bounded = gate.measure(FlickerOnce(0.02, at=8), 1.0, confidence=0.9)
+    assert point.passed and 0.5 < point.drop < 1.0 and point.bound is None
+    assert bounded.drop == pytest.approx(point.drop)  # the same candidate, the same frames
+    assert not bounded.passed and bounded.bound > 1.5 and bounded.judged == bounded.bound
+    assert "90 % bound" in bounded.summary() and bounded.to_dict()["drop_bound"] == pytest.approx(bounded.bound, 1e-3)
+    steady = gate.measure(threshold_model, 0.0, confidence=0.9)
+    assert steady.passed and steady.bound == pytest.approx(0.0)
+
+
+def test_drop_bound_is_seeded_and_needs_a_confidence_in_0_1():
+    frames = moving_square(12, step=1)
+    gate = TemporalGate(threshold_model, clip_of(frames), SPEC, CLASSES, predict)
+    tc8 = gate._tc([predict(Flicker(0.02), frames)])
+    counts = gate._per_clip(tc8)
+    assert drop_bound(gate.fp32_counts, counts, 0.9) == drop_bound(gate.fp32_counts, counts, 0.9)
+    assert drop_bound(gate.fp32_counts, counts, 0.5) <= drop_bound(gate.fp32_counts, counts, 0.95)
+    for bad in (0.0, 1.0):
+        with pytest.raises(VssegError, match="confidence must be in"):
+            drop_bound(gate.fp32_counts, counts, bad)
 
 
 def test_flip_error_ranks_a_noisier_candidate_higher():

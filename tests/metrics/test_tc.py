@@ -9,6 +9,7 @@ import pytest
 
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.metrics import TemporalConsistency, occluded_pixels, warp_labels
+from vsseg_edge.metrics.tc import tc_of_counts
 
 H, W = 64, 128
 SHIFT = (2, 1)  # scene moves so that frame t+1 shows the scene 2 px right, 1 px down of frame t
@@ -81,6 +82,22 @@ def test_flicker_lowers_tc_monotonically():
     assert scores[0] == 1.0
     assert all(a > b for a, b in zip(scores[:-1], scores[1:])), scores
     assert scores[-1] < 0.6
+
+
+def test_pair_counts_sum_to_the_tc_and_keep_each_pair():
+    """Each pair's own counts (for bootstrap bounds over pairs): their sum gives `tc()`, a subset its own TC."""
+    rng = np.random.default_rng(4)
+    seq, fw, _ = _scene(rng, 6)
+    noisy = _flicker(seq, 0.1, np.random.default_rng(5))
+    tc = _tc_of(noisy, fw)
+    counts = tc.pair_counts()
+    assert counts.shape == (5, 3, 6)
+    assert tc_of_counts(counts.sum(axis=0)) == pytest.approx(tc.tc())
+    first_two = _tc_of(noisy[:3], fw)
+    assert tc_of_counts(counts[:2].sum(axis=0)) == pytest.approx(first_two.tc())
+    stacked = tc_of_counts(np.stack([counts[:2].sum(0), counts.sum(0)]))  # vectorised over leading axes
+    np.testing.assert_allclose(stacked, [first_two.tc(), tc.tc()])
+    assert TemporalConsistency(3).pair_counts().shape == (0, 3, 3)
 
 
 def test_out_of_frame_and_nan_flow_are_excluded():

@@ -68,6 +68,12 @@ def calibrate_command(
     tc_threshold: Optional[float] = typer.Option(
         None, "--tc-threshold", show_default=_preset("tc_threshold"), help="Max TC drop in points."
     ),
+    tc_confidence: Optional[float] = typer.Option(
+        None,
+        "--tc-confidence",
+        show_default=_preset("tc_confidence"),
+        help="Judge the TC drop's upper bound at this confidence (e.g. 0.9; bootstrap over the pairs), 0: the drop.",
+    ),
     no_gate: bool = typer.Option(False, "--no-gate", help="Skip the accuracy and TC gates (recorded in the manifest)."),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="Write the model even if the gate fails."),
     override: Optional[list[str]] = typer.Option(
@@ -91,6 +97,7 @@ def calibrate_command(
         quantizer=quantizer,
         threshold=threshold,
         tc_threshold=tc_threshold,
+        tc_confidence=tc_confidence,
         gate=False if no_gate else None,
     )
     man = calibrate(

@@ -80,6 +80,9 @@ class CalibConfig:
     # default the calibration clip's frames not used for calibration / the eval split's sequences)
     tc_gate: bool = True
     tc_threshold: float = 1.0  # max TC drop in points
+    # > 0: hold the drop's upper `tc_confidence` bound to tc_threshold, not the drop itself (a moving-block
+    # bootstrap over the frame pairs, calib/temporal.py): a few dozen pairs cannot tell a 0.9 drop from a 1.9 one
+    tc_confidence: float = 0.0
     tc_max_frames: int = 48  # consecutive frames in all (DIS flow between them at the model's input size)
     tc_clip_frames: int = 24  # at most this many consecutive frames from one clip
     speed_runs: int = 5  # FP32 vs INT8 latency on this machine, interleaved runs each (0 = not measured)
@@ -96,6 +99,10 @@ class CalibConfig:
             (self.max_rounds >= 0, f"max_rounds must be ≥ 0, got {self.max_rounds}"),
             (self.sensitivity_frames > 0, f"sensitivity_frames must be positive, got {self.sensitivity_frames}"),
             (self.tc_threshold >= 0, f"tc_threshold must be ≥ 0, got {self.tc_threshold}"),
+            (
+                0.0 <= self.tc_confidence < 1.0,
+                f"tc_confidence must be in [0, 1) (0 = the drop itself), got {self.tc_confidence}",
+            ),
             (
                 self.tc_clip_frames >= 2 and self.tc_max_frames >= 2,
                 f"tc_clip_frames and tc_max_frames must be ≥ 2, got {self.tc_clip_frames}, {self.tc_max_frames}",

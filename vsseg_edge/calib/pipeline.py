@@ -315,7 +315,7 @@ class _Verdict:
     def shortfall(self) -> float:
         """How far past the thresholds (points; 0 when both pass): the search keeps the smallest."""
         acc = max(0.0, self.accuracy.drop - self.accuracy.threshold)
-        return acc + (max(0.0, self.tc.drop - self.tc.threshold) if self.tc else 0.0)
+        return acc + (max(0.0, self.tc.judged - self.tc.threshold) if self.tc else 0.0)
 
     def summary(self) -> str:
         return self.accuracy.summary() + (f"; {self.tc.summary()}" if self.tc else "")
@@ -361,7 +361,9 @@ def _gate_loop(
         )
 
     def judge(model) -> _Verdict:
-        return _Verdict(ev.gate(model, cfg.threshold), tg.measure(model, cfg.tc_threshold) if tg else None)
+        return _Verdict(
+            ev.gate(model, cfg.threshold), tg.measure(model, cfg.tc_threshold, cfg.tc_confidence) if tg else None
+        )
 
     verdict = initial = judge(candidate)
     log(f"accuracy gate ({ev.evaluated_with}): {initial.accuracy.summary()}")

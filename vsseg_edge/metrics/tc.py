@@ -80,18 +80,41 @@ class _IoUCounts:
         self.pixels = 0
         self.pairs = 0
 
-    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Add one pair; returns its own counts, rows (intersection, area of a, area of b) by class."""
         c = self.inter.size
         self.pixels += a.size
         self.pairs += 1
-        self.area_a += np.bincount(a[a < c], minlength=c)[:c]
-        self.area_b += np.bincount(b[b < c], minlength=c)[:c]
-        self.inter += np.bincount(a[(a == b) & (a < c)], minlength=c)[:c]
+        pair = np.stack(
+            [
+                np.bincount(a[(a == b) & (a < c)], minlength=c)[:c],
+                np.bincount(a[a < c], minlength=c)[:c],
+                np.bincount(b[b < c], minlength=c)[:c],
+            ]
+        ).astype(np.int64)
+        self.inter += pair[0]
+        self.area_a += pair[1]
+        self.area_b += pair[2]
+        return pair
 
     def iou(self) -> np.ndarray:
-        union = self.area_a + self.area_b - self.inter
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(union > 0, self.inter / np.maximum(union, 1), np.nan)
+        return class_iou(np.stack([self.inter, self.area_a, self.area_b]))
+
+
+def class_iou(counts: np.ndarray) -> np.ndarray:
+    """Per-class IoU from counts (..., 3, C) — rows intersection, area a, area b; NaN where the union is 0."""
+    inter, union = counts[..., 0, :], counts[..., 1, :] + counts[..., 2, :] - counts[..., 0, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+
+
+def tc_of_counts(counts: np.ndarray) -> np.ndarray:
+    """TC (mean IoU over the classes with a union, 0..1) of summed counts (..., 3, C), as `TemporalConsistency.tc`;
+    NaN where no class has one."""
+    iou = class_iou(counts)
+    n = np.isfinite(iou).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.nansum(iou, axis=-1) / np.maximum(n, 1), np.nan)
 
 
 class TemporalConsistency:
@@ -106,6 +129,7 @@ class TemporalConsistency:
         self.all = _IoUCounts(num_classes)
         self.noc = _IoUCounts(num_classes)
         self.total_pixels = 0
+        self._pairs: list[np.ndarray] = []  # each pair's own counts (for confidence bounds over pairs)
 
     def update(
         self, pred_t: np.ndarray, pred_t1: np.ndarray, flow_t_t1: np.ndarray, flow_t1_t: np.ndarray | None = None
@@ -119,7 +143,7 @@ class TemporalConsistency:
         warped, valid = warp_labels(pred_t1, flow_t_t1, self.mode, self.ignore_index)
         keep = valid & (pred_t != self.ignore_index) & (warped != self.ignore_index)
         self.total_pixels += pred_t.size
-        self.all.add(pred_t[keep], warped[keep])
+        self._pairs.append(self.all.add(pred_t[keep], warped[keep]))
         if flow_t1_t is not None:
             keep_noc = keep & ~occluded_pixels(flow_t_t1, flow_t1_t)
             self.noc.add(pred_t[keep_noc], warped[keep_noc])
@@ -132,6 +156,11 @@ class TemporalConsistency:
                 f"prediction holds class id(s) {bad[:5].tolist()}; expected 0..{self.num_classes - 1}"
                 f" or {self.ignore_index}"
             )
+
+    def pair_counts(self) -> np.ndarray:
+        """Each pair's counts in the order added, (pairs, 3, C): rows intersection, area of pred_t, area of the
+        warped map (`tc_of_counts` of their sum is `tc()`)."""
+        return np.stack(self._pairs) if self._pairs else np.zeros((0, 3, self.num_classes), np.int64)
 
     def per_class(self) -> np.ndarray:
         """Per-class TC IoU in 0..1; NaN for classes that never occur in either map."""
