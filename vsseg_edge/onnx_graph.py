@@ -54,6 +54,23 @@ FLAVOURS = ("trt", "ort")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
+# --- who writes and who reads each tensor ----------------------------------------------------------------
+
+
+def tensor_producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    """Tensor name → the node that writes it (graph inputs and initializers have none)."""
+    return {o: n for n in graph.node for o in n.output}
+
+
+def tensor_readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name → the nodes that read it, in graph order (a node reading it twice is listed twice)."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
 # --- constants ---------------------------------------------------------------------------------------------
 
 
@@ -131,7 +148,7 @@ def check_qdq_structure(model: onnx.ModelProto | str | Path, flavour: str = "trt
         model = onnx.load(str(model))
     graph = model.graph
     consts = graph_constants(graph)
-    producers = {out: node for node in graph.node for out in node.output}
+    producers = tensor_producers(graph)
     rep = QdqReport(flavour)
     rep.quantize_nodes = sum(n.op_type == "QuantizeLinear" for n in graph.node)
     rep.dequantize_nodes = sum(n.op_type == "DequantizeLinear" for n in graph.node)
@@ -258,10 +275,7 @@ def int8_activation_quantizers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     consts = constant_names(graph)
     zps = _int8_constants(graph)
     outputs = {o.name for o in graph.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = tensor_readers(graph)
     found = []
     for node in graph.node:
         if node.op_type != "QuantizeLinear" or len(node.input) < 3 or node.input[2] not in zps:
@@ -317,7 +331,7 @@ def shift_activations_to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def quantized_convs(model: onnx.ModelProto) -> list[str]:
     """The Conv and ConvTranspose nodes whose weight is read through DequantizeLinear, in graph order."""
-    producers = {o: n for n in model.graph.node for o in n.output}
+    producers = tensor_producers(model.graph)
     return [
         node_key(n)
         for n in model.graph.node
@@ -337,7 +351,7 @@ def narrow_weights(model: onnx.ModelProto, convs: Sequence[str], bits: int = 7) 
     out.CopyFrom(model)
     graph = out.graph
     values = graph_constants(graph)
-    producers = {o: n for n in graph.node for o in n.output}
+    producers = tensor_producers(graph)
     taken = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
     qmax = 2 ** (bits - 1) - 1
     nodes = {node_key(n): n for n in graph.node}
@@ -461,11 +475,8 @@ def integer_kernel_convs(model: onnx.ModelProto) -> list[str]:
     other convolutions of a Q/DQ model run in float on the dequantised values. In graph order."""
     graph = model.graph
     values = graph_constants(graph)
-    producers = {o: n for n in graph.node for o in n.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    producers = tensor_producers(graph)
+    readers = tensor_readers(graph)
     outputs = {o.name for o in graph.output}
 
     def dequantised(name: str) -> bool:
@@ -526,7 +537,7 @@ def qdq_candidates(model: onnx.ModelProto) -> list[str]:
     """Nodes with at least one activation input read through Q → DQ, in graph order."""
     graph = model.graph
     consts = constant_names(graph)
-    producers = {o: n for n in graph.node for o in n.output}
+    producers = tensor_producers(graph)
     out = []
     for node in graph.node:
         if node.op_type in QDQ_OPS:
@@ -552,7 +563,7 @@ def keep_in_float(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelPro
     graph = out.graph
     wanted = set(names)
     consts, values = constant_names(graph), {}  # values: converted only if an int8-only weight needs it
-    producers = {o: n for n in graph.node for o in n.output}
+    producers = tensor_producers(graph)
     found = set()
     for node in graph.node:
         if node_key(node) not in wanted:

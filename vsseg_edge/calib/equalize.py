@@ -46,7 +46,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..onnx_graph import node_attr, node_key, with_outputs
+from ..onnx_graph import node_attr, node_key, tensor_producers, tensor_readers, with_outputs
 
 HOMOGENEOUS = ("Relu", "PRelu", "LeakyRelu")  # f(k·y) = k·f(y) for k > 0, per channel
 READERS = ("Conv", "ConvTranspose")
@@ -76,11 +76,8 @@ def find_sites(model: onnx.ModelProto, branch: bool = False) -> list[Site]:
     convolution reads, through an inserted Mul (see `Site`). Graph inputs and outputs are left alone."""
     graph = model.graph
     inits = {i.name for i in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    producers = tensor_producers(graph)
+    consumers = tensor_readers(graph)
     uses: dict[str, int] = defaultdict(int)  # parameters shared by two nodes are not rewritten
     for node in graph.node:
         for name in set(node.input):
@@ -101,7 +98,7 @@ def find_sites(model: onnx.ModelProto, branch: bool = False) -> list[Site]:
             src = prod.input[0]
             if prod.op_type == "PRelu" and not own_params(prod, [1]):
                 return None, None
-            if src in outputs or len(consumers[src]) != 1 or src not in producers:
+            if src in outputs or len(consumers.get(src, [])) != 1 or src not in producers:
                 return None, None
             via, prod = prod, producers[src]
         if prod.op_type in ("Conv", "BatchNormalization") and own_params(prod, [1, 2]) and len(prod.output) == 1:
@@ -113,7 +110,7 @@ def find_sites(model: onnx.ModelProto, branch: bool = False) -> list[Site]:
         tensor = node.input[0] if node.input else ""
         if node.op_type not in READERS or tensor in seen or tensor in outputs or tensor not in producers:
             continue
-        readers = consumers[tensor]
+        readers = consumers.get(tensor, [])
         convs = [r for r in readers if conv_reader(r, tensor)]
         if not convs:
             continue

@@ -30,6 +30,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 
 from ..core.preprocess import PreprocessSpec, preprocess_batch
 from ..core.signals import temporary_directory
+from ..onnx_graph import tensor_readers
 from .frames import SampledFrame
 
 METHODS = {
@@ -81,10 +82,7 @@ def model_input_name(model: onnx.ModelProto) -> str:
 def final_resize_nodes(model: onnx.ModelProto) -> list[str]:
     """Resize nodes whose output is a graph output or feeds only ArgMax/Cast on the way to one."""
     outputs = {o.name for o in model.graph.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = tensor_readers(model.graph)
 
     def reaches_output(tensor: str, depth: int = 0) -> bool:
         if tensor in outputs:
