@@ -216,10 +216,18 @@ class Judge:
     def tc(self, model: Path) -> dict:
         out = {}
         for name, gate in self.gates.items():
-            r = gate.measure(model, 1.0)
-            out[name] = r.to_dict()
+            labels = [list(self.predict(model, frames)) for frames in gate.frames]
+            r = gate.measure_labels(labels, 1.0)
+            out[name] = {**r.to_dict(), "interval_90": self.interval(name, labels)}
             log(f"   {model.name} on {name}: {r.summary()}, agreement {r.agreement:.2f} %")
         return out
+
+    def interval(self, clip: str, labels) -> list[float]:
+        """The TC drop's 90 % interval on one clip (block bootstrap over its pairs, `calib.temporal`)."""
+        from vsseg_edge.calib.temporal import drop_quantiles
+
+        gate = self.gates[clip]
+        return [round(float(q), 4) for q in drop_quantiles(gate.fp32_counts, gate.pair_counts(labels), [0.05, 0.95])]
 
     def frames_record(self) -> dict:
         return {n: c.record() for n, c in self.clips.items()}
@@ -562,6 +570,45 @@ def noise_floor(fp32: Path, judge: Judge, threads: int) -> dict:
         out[name] = res.to_dict()
         log(f"   FP32 {name}: {res.summary()}, agreement {res.agreement:.2f} %")
     return out
+
+
+def part_precision(work: Path, data: dict, args) -> None:
+    """How precisely a held-out clip measures a TC drop, for every model part in WORK: each variant's 90 % interval
+    of the drop (block bootstrap over the clip's pairs, the same redraws for FP32 and INT8), and the FP32 model's
+    own drop, agreement and extra flips on JPEG-q95 re-encoded frames, per clip (`noise_floor` measures pandaset
+    only). Nothing is chosen on these figures."""
+    import cv2
+
+    def jpeg(img):
+        return cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_COLOR)
+
+    for key in MODELS:
+        results = load(work, key)
+        if not results:
+            continue
+        fp32 = fp32_onnx(work, key)
+        judge = Judge(fp32, {"pandaset": data["pandaset"], "cosmos_b": data["cosmos_b"]}, args.threads)
+        if "jpeg_q95_by_clip" not in results["fp32"] or args.redo:
+            by_clip = {}
+            for clip, gate in judge.gates.items():
+                labels = [judge.predict(fp32, [jpeg(f) for f in frames]) for frames in gate.frames]
+                r = gate.measure_labels(labels, 1.0)
+                by_clip[clip] = {**r.to_dict(), "interval_90": judge.interval(clip, labels)}
+                log(f"   {key} FP32 on JPEG-q95 {clip}: {r.summary()}, agreement {r.agreement:.2f} %")
+            results["fp32"]["jpeg_q95_by_clip"] = by_clip
+            save(work, key, results)
+        for name, res in results.items():
+            if name in ("clips", "fp32") or not isinstance(res, dict) or not res.get("file"):
+                continue
+            if (args.variants and name not in args.variants.split(",")) or not (work / key / res["file"]).is_file():
+                continue
+            if all("interval_90" in t for t in res["tc"].values()) and not args.redo:
+                continue
+            for clip, gate in judge.gates.items():
+                labels = [list(judge.predict(work / key / res["file"], frames)) for frames in gate.frames]
+                res["tc"][clip]["interval_90"] = judge.interval(clip, labels)
+            log(f"   {key} {name}: {[(c, t['drop'], t['interval_90']) for c, t in res['tc'].items()]}")
+            save(work, key, results)
 
 
 def part_speed(work: Path, data: dict, args) -> dict:
@@ -948,6 +995,8 @@ def main(argv=None) -> None:
             part_investigate(work, data, args)
         elif part == "speed":
             part_speed(work, data, args)
+        elif part == "precision":
+            part_precision(work, data, args)
         else:
             raise SystemExit(f"--parts: unknown part {part!r}")
 

@@ -16,6 +16,7 @@ from vsseg_edge.calib.temporal import (
     TcFrames,
     TemporalGate,
     drop_bound,
+    drop_quantiles,
     pair_flips,
     tc_frames_from,
 )
@@ -155,10 +156,11 @@ def test_with_a_confidence_the_bound_decides_and_a_burst_of_flicker_widens_it():
 def test_drop_bound_is_seeded_and_needs_a_confidence_in_0_1():
     frames = moving_square(12, step=1)
     gate = TemporalGate(threshold_model, clip_of(frames), SPEC, CLASSES, predict)
-    tc8 = gate._tc([predict(Flicker(0.02), frames)])
-    counts = gate._per_clip(tc8)
+    counts = gate.pair_counts([predict(Flicker(0.02), frames)])
     assert drop_bound(gate.fp32_counts, counts, 0.9) == drop_bound(gate.fp32_counts, counts, 0.9)
-    assert drop_bound(gate.fp32_counts, counts, 0.5) <= drop_bound(gate.fp32_counts, counts, 0.95)
+    low, high = drop_quantiles(gate.fp32_counts, counts, [0.05, 0.95])
+    assert low < gate.measure(Flicker(0.02), 1.0).drop < high  # a 90 % interval around the drop
+    assert high == pytest.approx(drop_bound(gate.fp32_counts, counts, 0.95))
     for bad in (0.0, 1.0):
         with pytest.raises(VssegError, match="confidence must be in"):
             drop_bound(gate.fp32_counts, counts, bad)

@@ -294,6 +294,12 @@ class TemporalGate:
         cuts = np.cumsum([len(f) for f in self.flows])[:-1]
         return np.split(meter.pair_counts(), cuts)
 
+    def pair_counts(self, labels: list[list[np.ndarray]]) -> list[np.ndarray]:
+        """Per clip, each pair's TC counts (pairs, 3, C) for label maps predicted on the gate's frames; with
+        `fp32_counts`, what `drop_bound` and `drop_quantiles` take."""
+        self._check_sizes(labels)
+        return self._per_clip(self._tc(labels))
+
     def measure(self, model, threshold: float, confidence: float = 0.0) -> TcResult:
         """Run the candidate on every TC frame and compare its TC and flips with the FP32 parent's; with
         `confidence` > 0 the verdict is on the drop's upper bound (`drop_bound`)."""
@@ -361,10 +367,23 @@ def drop_bound(
     seed: int = 0,
 ) -> float:
     """The upper `confidence` bound (points) of TC(FP32) − TC(INT8), by a moving-block bootstrap of each clip's
-    pairs (module doc). `fp32`, `int8`: per clip, each pair's counts (pairs, 3, C) (`TemporalConsistency.
-    pair_counts`), the same pairs in the same order. Seeded: the same counts give the same bound."""
+    pairs (module doc). `fp32`, `int8`: per clip, each pair's counts (pairs, 3, C) (`TemporalGate.pair_counts`),
+    the same pairs in the same order. Seeded: the same counts give the same bound."""
     if not 0.0 < confidence < 1.0:
         raise VssegError(f"TC gate: confidence must be in (0, 1), got {confidence}")
+    return float(drop_quantiles(fp32, int8, [confidence], block, resamples, seed)[0])
+
+
+def drop_quantiles(
+    fp32: Sequence[np.ndarray],
+    int8: Sequence[np.ndarray],
+    quantiles: Sequence[float],
+    block: int = BLOCK,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> np.ndarray:
+    """Quantiles of the TC drop (points) over the block-bootstrap redraws of `drop_bound` (e.g. 0.05 and 0.95: a
+    90 % interval)."""
     rng = np.random.default_rng(seed)
     total32 = total8 = 0
     for a, b in zip(fp32, int8, strict=True):
@@ -378,7 +397,7 @@ def drop_bound(
         idx = (starts[:, :, None] + np.arange(k)).reshape(resamples, -1)[:, :pairs]
         total32, total8 = total32 + a[idx].sum(axis=1), total8 + b[idx].sum(axis=1)
     drops = 100.0 * (tc_of_counts(total32) - tc_of_counts(total8))
-    return float(np.nanquantile(drops, confidence))
+    return np.nanquantile(drops, list(quantiles))
 
 
 def _pct(v) -> float | None:
