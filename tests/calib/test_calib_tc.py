@@ -134,7 +134,8 @@ def test_flip_ranking_finds_the_flickering_node_and_keeping_it_in_float_passes(s
     facts = calibration_facts(read_manifest(out))
     assert (facts["tc_fp32"], facts["tc_drop"], facts["kept_in_float"]) == (100.0, 0.0, 1)
     (line,) = calibration_lines({"entries": [{"file": out.name, "calibration": facts}]})
-    assert "TC 100.00 → 100.00 (drop 0.00)" in line and f"FP32/INT8 speed {speed['ratio']}×" in line
+    assert "TC 100.00 → 100.00 (drop 0.00, 90 % interval 0.00 to 0.00)" in line
+    assert f"FP32/INT8 speed {speed['ratio']}×" in line and "bound" not in line  # no confidence asked
     assert calibration_facts(read_manifest(model)) is None
 
 
@@ -161,6 +162,13 @@ def test_a_tc_confidence_judges_the_bound_and_is_recorded(setup, tmp_path):
     res = calibrate(model, clip, tmp_path / "a.onnx", cfg, log=lambda s: None)["gate"]["tc"]["result"]
     assert res["confidence"] == 0.9 and np.isfinite(res["drop_bound"]) and res["passed"]
     assert read_manifest(tmp_path / "a.onnx")["config"]["tc_confidence"] == 0.9
+    from vsseg_edge.bench.report import calibration_lines
+    from vsseg_edge.bench.runner import calibration_facts
+
+    (line,) = calibration_lines(
+        {"entries": [{"file": "a.onnx", "calibration": calibration_facts(read_manifest(tmp_path / "a.onnx"))}]}
+    )
+    assert f"judged on its 90 % bound {res['drop_bound']:.2f}" in line
     for bad in (1.0, -0.1):
         with pytest.raises(VssegError, match="tc_confidence must be in"):
             CalibConfig(**{**CFG, "tc_confidence": bad})

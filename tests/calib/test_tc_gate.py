@@ -146,11 +146,15 @@ def test_with_a_confidence_the_bound_decides_and_a_burst_of_flicker_widens_it():
     point = gate.measure(FlickerOnce(0.02, at=8), 1.0)
     bounded = gate.measure(FlickerOnce(0.02, at=8), 1.0, confidence=0.9)
     assert point.passed and 0.5 < point.drop < 1.0 and point.bound is None
+    low, high = point.interval  # always there: how precisely these 15 pairs give the drop
+    assert low < point.drop < high and high > 1.0 and "90 % interval" in point.summary()
     assert bounded.drop == pytest.approx(point.drop)  # the same candidate, the same frames
     assert not bounded.passed and bounded.bound > 1.5 and bounded.judged == bounded.bound
     assert "90 % bound" in bounded.summary() and bounded.to_dict()["drop_bound"] == pytest.approx(bounded.bound, 1e-3)
     steady = gate.measure(threshold_model, 0.0, confidence=0.9)
-    assert steady.passed and steady.bound == pytest.approx(0.0)
+    assert steady.passed and steady.bound == pytest.approx(0.0) and steady.interval == pytest.approx((0.0, 0.0))
+    with pytest.raises(VssegError, match="confidence must be in"):
+        gate.measure(threshold_model, 1.0, confidence=1.0)
 
 
 def test_drop_bound_is_seeded_and_needs_a_confidence_in_0_1():

@@ -200,6 +200,16 @@ def render_markdown(report: dict, plots: dict) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def _interval(c: dict) -> str:
+    """The TC drop's 90 % interval and the bound the gate judged, where the manifest has them."""
+    out = ""
+    if c.get("tc_interval_90"):
+        out += f", 90 % interval {_f(c['tc_interval_90'][0])} to {_f(c['tc_interval_90'][1])}"
+    if c.get("tc_bound") is not None:
+        out += f", judged on its {100 * c['tc_confidence']:g} % bound {_f(c['tc_bound'])}"
+    return out
+
+
 def calibration_lines(report: dict) -> list[str]:
     """One line per Q/DQ artifact: its gates (mIoU / agreement and TC, FP32 → INT8) and the FP32/INT8 speed ratio
     measured where it was calibrated (a different machine from this report's, possibly)."""
@@ -219,8 +229,8 @@ def calibration_lines(report: dict) -> list[str]:
             else "accuracy gate not run"
         )
         tc = (
-            f"TC {_f(c['tc_fp32'])} → {_f(c['tc_int8'])} (drop {_f(c['tc_drop'])}) on {c['tc_pairs']} pairs of "
-            f"{c['tc_frames']} ({c['tc_flow']})"
+            f"TC {_f(c['tc_fp32'])} → {_f(c['tc_int8'])} (drop {_f(c['tc_drop'])}{_interval(c)}) on "
+            f"{c['tc_pairs']} pairs of {c['tc_frames']} ({c['tc_flow']})"
             if c.get("tc_drop") is not None
             else f"TC gate not run ({c.get('tc_skipped') or 'older manifest'})"
         )

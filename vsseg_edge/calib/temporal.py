@@ -7,7 +7,7 @@ the candidate on consecutive frames of one or more clips and measures, on every 
 - TC of each model (`metrics.tc`: the label map of t+1 warped into t with the flow t → t+1, nearest
   neighbour, out-of-frame pixels excluded, per-class IoU over all pairs, mean over classes); the gate fails
   when TC(FP32) − TC(INT8) exceeds the threshold (points) — or, with a `confidence` c > 0, when the upper c
-  bound of that drop does (`drop_bound`);
+  bound of that drop does (`drop_bound`; below);
 - flips: the share of valid pixels whose label differs between t and warped t+1, for each model, and the
   share that flips under INT8 but not under FP32 (`extra_flips`, the flicker INT8 adds). The sensitivity
   search ranks nodes by how many of these extra flips keeping them in float removes (`flip_error`).
@@ -17,15 +17,17 @@ Everything runs at the model's input size: each frame is resized by the ONE prep
 gate (a few dozen frames) and kept in memory, and the label maps are the models' own. TC therefore depends on
 the clip and this flow, which the manifest names, like every TC figure of the project.
 
-Why a bound: TC is a mean over classes of IoUs summed over a few dozen pairs, and the rare classes of a clip (a
-sliver of sky, a sign) cover a few hundred pixels each, so one class's IoU can move the drop by a point. On 23
-pairs of a dusk highway, candidates whose drops on held-out clips ranged from 0.9 to 1.9 all measured 0.83–1.06
-(benchmarks/reports/int8_tc.md, round 6): the point estimate cannot tell them apart; its 90 % bound, on more
-pairs, can. The bound is a moving-block bootstrap of the pairs (Künsch 1989): each clip's pairs are redrawn in
-runs of `BLOCK` consecutive pairs (neighbouring pairs share a frame and most of their flips), with the same
-draws for both models, and both TCs recomputed from the redrawn per-class counts. It is a percentile bound and
-keeps the ratio's small-sample bias (a redraw without a rare class leaves that class out of both means), which
-errs on the strict side.
+How precise a drop is: TC is a mean over classes of IoUs summed over a few dozen pairs, and the rare classes of a
+clip (a sliver of sky, a sign) cover a few hundred pixels each, so one class's IoU can move the drop by a point. On
+the 23 pairs of a dusk highway, candidates whose drops on held-out clips ranged from 0.9 to 1.9 all measured
+0.83–1.06 (benchmarks/reports/int8_tc.md, round 6). So every result carries the drop's 90 % interval, and with
+a `confidence` c > 0 the gate judges the drop's upper c bound instead of the drop. Both come from a moving-block
+bootstrap of the pairs (Künsch 1989): each clip's pairs are redrawn in runs of `BLOCK` consecutive pairs
+(neighbouring pairs share a frame and most of their flips), with the same draws for both models, and both TCs
+recomputed from the redrawn per-class counts — percentile bounds, which keep the ratio's small-sample bias (a
+redraw without a rare class leaves that class out of both means). They measure how precisely THESE frames give
+the drop, not how another clip would: the clip-to-clip spread is larger (round 6: a candidate the bound passed on
+77 pairs of two clips lost 2.0 points on a third), so more clips, not a higher confidence, is what a gate needs.
 
 Models are run by a `predict(model, frames) -> label maps` callable (the calibration gate's runner), so this
 module holds no session code of its own.
@@ -124,6 +126,7 @@ class TcResult:
     agreement_detail: dict = field(default_factory=dict)
     confidence: float = 0.0  # > 0: the gate judges the upper `confidence` bound of the drop, not the drop
     bound: float | None = None  # that bound (points), when confidence > 0
+    interval: tuple[float, float] | None = None  # the drop's 90 % interval (5th, 95th percentile of the redraws)
 
     @property
     def judged(self) -> float:
@@ -142,6 +145,7 @@ class TcResult:
             "drop": r(self.drop),
             "confidence": self.confidence,
             "drop_bound": r(self.bound),
+            "drop_interval_90": None if self.interval is None else [r(v) for v in self.interval],
             "flips_fp32": r(self.flips_fp32),
             "flips_int8": r(self.flips_int8),
             "extra_flips": r(self.extra_flips),
@@ -169,6 +173,8 @@ class TcResult:
             else ""
         )
         bound = f", {100 * self.confidence:g} % bound {self.bound:.2f}" if self.bound is not None else ""
+        if self.interval is not None:
+            bound += f", 90 % interval {self.interval[0]:.2f} to {self.interval[1]:.2f}"
         return (
             f"TC {self.tc_fp32:.2f} → {self.tc_int8:.2f} (drop {self.drop:.2f}{bound}{note}), pixels flipping between "
             f"frames {self.flips_fp32:.2f} → {self.flips_int8:.2f} % (+{self.extra_flips:.2f} % INT8-only) on "
@@ -310,7 +316,10 @@ class TemporalGate:
         """`measure` for label maps already predicted on the gate's frames (one list per clip)."""
         self._check_sizes(labels)
         tc8 = self._tc(labels)
-        bound = drop_bound(self.fp32_counts, self._per_clip(tc8), confidence) if confidence > 0 else None
+        if confidence and not 0.0 < confidence < 1.0:
+            raise VssegError(f"TC gate: confidence must be in (0, 1), got {confidence}")
+        # the drop's 90 % interval, always (how precisely these pairs measure it), and the bound the gate judges
+        low, high, bound = drop_quantiles(self.fp32_counts, self._per_clip(tc8), [0.05, 0.95, confidence or 0.5])
         flips32 = flips8 = extra = 0
         for lab, flows, f32 in zip(labels, self.flows, self.fp32_flips):
             for a, b in zip(pair_flips(lab, flows), f32):
@@ -328,7 +337,7 @@ class TemporalGate:
         }
         flat, ref = [a for lab in labels for a in lab], [a for lab in self.fp32 for a in lab]
         return TcResult(
-            bool((drop if bound is None else bound) <= threshold),
+            bool((bound if confidence else drop) <= threshold),
             threshold,
             t32,
             t8,
@@ -342,7 +351,8 @@ class TemporalGate:
             per_class=per_class,
             agreement_detail=agreement_breakdown(flat, ref, self.class_names),
             confidence=confidence,
-            bound=bound,
+            bound=float(bound) if confidence else None,
+            interval=(float(low), float(high)),
         )
 
     def flip_error(self, model, pairs: int) -> float:
