@@ -53,7 +53,8 @@ CONV = ["Conv", "ConvTranspose"]
 # every convolution quantised by onnxruntime's quantiser, 7-bit weights (onnxruntime flavour), and the
 # onnxruntime flavour's readers as the quantiser placed them
 ROUND1 = {"placement": "all"}
-ROUND1_ORT = {**ROUND1, "reduce_range": True, "quantized_readers": []}
+ROUND1_ORT = {**ROUND1, "reduce_range": True, "integer_weights": "int8", "quantized_readers": []}
+ROUND5_ORT = {"reduce_range": "integer_kernels", "integer_weights": "int8"}  # ort_cpu.yaml's weights in round 5
 OLD_ORT = {**ROUND1_ORT, "op_types": [*CONV, "MatMul", "Gemm", "Add", "Concat", "MaxPool"], "percentile": 99.999}
 
 
@@ -382,7 +383,11 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
         "8-bit weights except where onnxruntime runs an integer convolution (reduce_range: integer_kernels), "
         "99.99th percentile, the default 6 search rounds; both gates",
         lambda f: calibrated(
-            d / "ptq_ort_r5.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **{**common, "max_rounds": 6, "quantizer": "ort"}
+            d / "ptq_ort_r5.int8.qdq.onnx",
+            f,
+            cosmos,
+            "ort_cpu.yaml",
+            **{**common, **ROUND5_ORT, "max_rounds": 6, "quantizer": "ort"},
         ),
     )
     out["ptq_ort_modelopt"] = (
@@ -390,8 +395,14 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
         "TensorRT flavour's placement) with the activations shifted to uint8, 7-bit weights where onnxruntime runs "
         "an integer convolution, 99.99th percentile, 6 search rounds under onnxruntime's kernels; both gates",
         lambda f: calibrated(
-            d / "ptq_ort_modelopt.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **{**common, "max_rounds": 6}
+            d / "ptq_ort_modelopt.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **{**common, **ROUND5_ORT, "max_rounds": 6}
         ),
+    )
+    out["ptq_ort_u8"] = (
+        "onnxruntime flavour as calib/ort_cpu.yaml ships it since round 6: as ptq_ort_modelopt, with 8-bit weights "
+        "everywhere, stored as uint8 (zero point 128, exact) where onnxruntime runs an integer convolution "
+        "(integer_weights: uint8) instead of 7-bit ones; both gates",
+        lambda f: calibrated(d / "ptq_ort_u8.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **{**common, "max_rounds": 6}),
     )
     if data["gate_clips"]:
         out["ptq_ort_bound"] = (
@@ -403,7 +414,8 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
                 data["cosmos_0_130"],
                 "ort_cpu.yaml",
                 tc_source=data["gate_clips"],
-                **{**common, "max_rounds": 6, "tc_confidence": 0.9, "tc_max_frames": 120, "tc_clip_frames": 60},
+                **{**common, **ROUND5_ORT, "max_rounds": 6, "tc_confidence": 0.9, "tc_max_frames": 120},
+                tc_clip_frames=60,
             ),
         )
     if key not in CAMVID_KEYS:  # the Cityscapes model: the full search, without and with channel equalisation
@@ -576,18 +588,23 @@ def part_precision(work: Path, data: dict, args) -> None:
     """How precisely a held-out clip measures a TC drop, for every model part in WORK: each variant's 90 % interval
     of the drop (block bootstrap over the clip's pairs, the same redraws for FP32 and INT8), and the FP32 model's
     own drop, agreement and extra flips on JPEG-q95 re-encoded frames, per clip (`noise_floor` measures pandaset
-    only). Nothing is chosen on these figures."""
+    only); for the CamVid models, the same figures on the frames a gate sees (`gate_view`: cosmos 131–154, and the
+    gate clips with --gate-clip). Nothing is chosen on these figures."""
     import cv2
 
     def jpeg(img):
         return cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_COLOR)
 
+    gate_frames = frame_folder(work / "data" / "cosmos_gate", sorted(data["cosmos_a"].iterdir())[GATE[0] : GATE[1]])
+    views = {"gate_23": gate_frames, **({"gate_clips": data["gate_clips"]} if data["gate_clips"] else {})}
     for key in MODELS:
         results = load(work, key)
         if not results:
             continue
         fp32 = fp32_onnx(work, key)
         judge = Judge(fp32, {"pandaset": data["pandaset"], "cosmos_b": data["cosmos_b"]}, args.threads)
+        # the same measurement on the frames a gate sees: how well do they predict the held-out clips?
+        gates = Judge(fp32, views, args.threads) if key in CAMVID_KEYS else None
         if "jpeg_q95_by_clip" not in results["fp32"] or args.redo:
             by_clip = {}
             for clip, gate in judge.gates.items():
@@ -602,12 +619,17 @@ def part_precision(work: Path, data: dict, args) -> None:
                 continue
             if (args.variants and name not in args.variants.split(",")) or not (work / key / res["file"]).is_file():
                 continue
-            if all("interval_90" in t for t in res["tc"].values()) and not args.redo:
-                continue
-            for clip, gate in judge.gates.items():
-                labels = [list(judge.predict(work / key / res["file"], frames)) for frames in gate.frames]
-                res["tc"][clip]["interval_90"] = judge.interval(clip, labels)
-            log(f"   {key} {name}: {[(c, t['drop'], t['interval_90']) for c, t in res['tc'].items()]}")
+            path = work / key / res["file"]
+            if not all("interval_90" in t for t in res["tc"].values()) or args.redo:
+                for clip, gate in judge.gates.items():
+                    labels = [list(judge.predict(path, frames)) for frames in gate.frames]
+                    res["tc"][clip]["interval_90"] = judge.interval(clip, labels)
+                log(f"   {key} {name}: {[(c, t['drop'], t['interval_90']) for c, t in res['tc'].items()]}")
+            if gates and (set(gates.gates) - set(res.get("gate_view") or {}) or args.redo):
+                res["gate_view"] = {
+                    view: {k: t[k] for k in ("drop", "interval_90", "agreement", "extra_flips", "pairs")}
+                    for view, t in gates.tc(path).items()
+                }
             save(work, key, results)
 
 
@@ -823,6 +845,52 @@ def model_table(res: dict) -> list[str]:
     return rows
 
 
+def precision_table(res: dict) -> list[str]:
+    """`--parts precision`: each variant's TC drop with its 90 % interval on the held-out clips and on the frames a
+    gate sees, and the FP32 model's own drop on JPEG-q95 frames per clip (the yardstick)."""
+
+    def cell(t: dict | None) -> str:
+        if not t or not t.get("interval_90"):
+            return "–"
+        lo, hi = t["interval_90"]
+        return f"{_f(t['drop'])} [{_f(lo)}, {_f(hi)}]"
+
+    clips = list((res.get("fp32") or {}).get("tc") or {})
+    views = sorted({v for r in res.values() if isinstance(r, dict) for v in (r.get("gate_view") or {})})
+    head = ["variant", *[f"{c}: drop [90 % interval]" for c in clips], *[f"{v}: drop [90 %]" for v in views]]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in res.items():
+        if name in ("fp32", "clips") or not isinstance(r, dict) or "tc" not in r:
+            continue
+        if not any((r["tc"].get(c) or {}).get("interval_90") for c in clips):
+            continue
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    f"`{name}`",
+                    *[cell(r["tc"].get(c)) for c in clips],
+                    *[cell((r.get("gate_view") or {}).get(v)) for v in views],
+                ]
+            )
+            + " |"
+        )
+    jpeg = (res.get("fp32") or {}).get("jpeg_q95_by_clip") or {}
+    if len(rows) == 2 and not jpeg:  # `--parts precision` has not run on this work folder
+        return []
+    if jpeg:
+        rows.append(
+            "| "
+            + " | ".join(
+                ["FP32 on JPEG-q95 frames (yardstick; agreement)"]
+                + [f"{cell(jpeg.get(c))} ({_f((jpeg.get(c) or {}).get('agreement'))} %)" for c in clips]
+                + ["–"] * len(views)
+            )
+            + " |"
+        )
+    return rows
+
+
 def agreement_table(res: dict, worst: int = 4) -> list[str]:
     """Where each variant disagrees with FP32 on the held-out clips: boundary vs interior pixels (within 2 px of
     an FP32 label change or not) and the classes with the lowest agreement (FP32's pixels of that class)."""
@@ -931,6 +999,11 @@ def report(work: Path, student_work: Path | None = None) -> None:
         if parts[key]:
             print(f"\n### {key}\n")
             print("\n".join(model_table(parts[key])))
+    for key in places:
+        rows = precision_table(parts[key]) if parts[key] else []
+        if rows:
+            print(f"\n### {key}: how precisely the clips measure the TC drop\n")
+            print("\n".join(rows))
     for key in places:
         rows = agreement_table(parts[key]) if parts[key] else []
         if len(rows) > 2:

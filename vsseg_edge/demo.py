@@ -153,7 +153,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         target="ort",
         method="percentile",
         percentile=99.99,
-        reduce_range="integer_kernels",
+        integer_weights="uint8",
         num_frames=cfg.calib_frames,
         eval_frames=16,
     )  # calib/ort_cpu.yaml's settings, fewer frames

@@ -12,8 +12,8 @@ Structure (`check_qdq_structure`): what TensorRT's explicit-quantisation parser 
 - weights per channel: the DequantizeLinear of a Conv weight has a 1-D scale over the output channels, axis 0;
 - no int32 bias DequantizeLinear (a known TensorRT parser failure; biases stay float);
 - no INT64 tensors at the graph boundary.
-Flavour ``ort`` (onnxruntime CPU) allows uint8 activations with any zero point but keeps weights symmetric
-int8 per channel, and the same boundary rule.
+Flavour ``ort`` (onnxruntime CPU) allows uint8 activations with any zero point; weights stay symmetric per
+channel, int8 with zero point 0 or uint8 with zero point 128 (`unsigned_weights`); the same boundary rule.
 
 The S8 → U8 shift (`shift_activations_to_uint8`): the TensorRT flavour quantises activations to int8 with
 zero point 0, while onnxruntime's CPU provider fuses Q/DQ into integer kernels mainly for uint8 activations
@@ -208,7 +208,10 @@ def _check_zero_point(node, consts, producers, flavour: str, rep: QdqReport) -> 
             rep.problems.append(f"{name}: int32 bias zero point is not 0")
         return
     weight = _is_weight_qdq(node, consts, producers)
-    if flavour == "trt" or weight:
+    if flavour == "ort" and weight and zp.dtype == np.uint8:  # `unsigned_weights`: symmetric around 128
+        if np.any(zp != 128):
+            rep.problems.append(f"{name}: uint8 weight zero point {zp.ravel()[:4].tolist()} is not 128 (asymmetric)")
+    elif flavour == "trt" or weight:
         if zp.dtype != np.int8:
             what = "weight" if weight else "activation"
             rep.problems.append(f"{name}: {what} zero point is {zp.dtype}, expected int8")
@@ -303,17 +306,7 @@ def shift_activations_to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
     quantizers = int8_activation_quantizers(out)
     if not quantizers:
         return out
-    zps = _int8_constants(graph)
-    shifted_zp: dict[str, str] = {}  # int8 zero-point name → its uint8 twin (weights keep the int8 one)
-    taken = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
-
-    def u8_twin(zp_name: str) -> str:
-        if zp_name not in shifted_zp:
-            shifted_zp[zp_name] = _fresh(f"{zp_name}_u8", taken)
-            value = (zps[zp_name].astype(np.int16) + 128).astype(np.uint8)
-            graph.initializer.append(numpy_helper.from_array(value, shifted_zp[zp_name]))
-        return shifted_zp[zp_name]
-
+    u8_twin = _Uint8Twins(graph)  # weights keep their int8 zero points
     shifted_tensors = set()
     for q in quantizers:
         q.input[2] = u8_twin(q.input[2])
@@ -322,11 +315,70 @@ def shift_activations_to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in graph.node:  # each DequantizeLinear behind a shifted Q, also one with its own int8 zero point
         if node.op_type == "DequantizeLinear" and node.input[0] in shifted_tensors:
             node.input[2] = u8_twin(node.input[2])
-    for vi in graph.value_info:
-        if vi.name in shifted_tensors and vi.type.HasField("tensor_type"):
-            vi.type.tensor_type.elem_type = TensorProto.UINT8
-    _drop_unused_initializers(graph, set(shifted_zp))
+    _set_value_types(graph, shifted_tensors)
+    u8_twin.drop_unused()
     return out
+
+
+def unsigned_weights(model: onnx.ModelProto, convs: Sequence[str]) -> onnx.ModelProto:
+    """A copy of `model` whose Conv nodes `convs` read their symmetric int8 weights as uint8 with zero point
+    128: w_u8 = w_s8 + 128, the same dequantised values (exact, as the activation shift). onnxruntime then runs
+    them as u8×u8 integer kernels, which sum the products in int32 on x86 CPUs without VNNI where its u8×s8
+    kernel sums pairs in int16 and saturates — 8-bit weights without the saturation, where `narrow_weights`
+    gives up a bit instead. For `integer_kernel_convs` (the others run in float either way). Both weight layouts:
+    float weight → QuantizeLinear → DequantizeLinear (ModelOpt) and int8 initializer → DequantizeLinear
+    (onnxruntime's quantiser). A Conv whose weight is neither is left as it is."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    u8_twin = _Uint8Twins(graph)
+    producers = tensor_producers(graph)
+    nodes = {node_key(n): n for n in graph.node}
+    shifted = set()
+    for key in convs:
+        dq = producers.get(nodes[key].input[1])
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or dq.input[2] not in u8_twin.values:
+            continue
+        q = producers.get(dq.input[0])
+        if q is not None and q.op_type == "QuantizeLinear" and len(q.input) > 2 and q.input[2] in u8_twin.values:
+            q.input[2] = u8_twin(q.input[2])
+            _set_output_dtype(q)
+            shifted.add(q.output[0])
+        elif dq.input[0] in u8_twin.values:
+            dq.input[0] = u8_twin(dq.input[0])
+        else:
+            continue
+        dq.input[2] = u8_twin(dq.input[2])
+    _set_value_types(graph, shifted)
+    u8_twin.drop_unused()
+    return out
+
+
+class _Uint8Twins:
+    """The uint8 twins (value + 128) of a graph's int8 constants, each written once as a new initializer."""
+
+    def __init__(self, graph: onnx.GraphProto):
+        self.graph, self.values = graph, _int8_constants(graph)
+        self.names: dict[str, str] = {}
+        self.taken = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+
+    def __call__(self, name: str) -> str:
+        if name not in self.names:
+            self.names[name] = _fresh(f"{name}_u8", self.taken)
+            value = (self.values[name].astype(np.int16) + 128).astype(np.uint8)
+            self.graph.initializer.append(numpy_helper.from_array(value, self.names[name]))
+        return self.names[name]
+
+    def drop_unused(self) -> None:
+        """Remove the int8 originals no node reads any more (onnxruntime warns about each one left)."""
+        _drop_unused_initializers(self.graph, set(self.names))
+
+
+def _set_value_types(graph: onnx.GraphProto, tensors: set) -> None:
+    """Declared types of tensors that became uint8."""
+    for vi in graph.value_info:
+        if vi.name in tensors and vi.type.HasField("tensor_type"):
+            vi.type.tensor_type.elem_type = TensorProto.UINT8
 
 
 def quantized_convs(model: onnx.ModelProto) -> list[str]:

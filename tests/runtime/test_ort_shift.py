@@ -94,3 +94,29 @@ def test_shift_can_be_turned_off_and_then_runs_the_file_as_it_is(tmp_path, onnx_
         assert np.array_equal(be.infer(x), plain)
     with open_backend(path, providers=["CPUExecutionProvider"], threads=1) as be:
         assert be.shifted >= 2
+
+
+def test_integer_convolutions_get_uint8_weights_with_the_shift(tmp_path):
+    """The convolutions onnxruntime runs as integer kernels once shifted (here the first, read by the second
+    alone) read uint8 weights (exact), so the u8×s8 kernel's int16 saturation on x86 without VNNI cannot touch
+    a TensorRT-flavour file run on the CPU; the outputs stay those of the exact Q/DQ arithmetic."""
+    import onnxruntime as ort
+    import torch
+    from torch import nn
+
+    from vsseg_edge.onnx_graph import integer_kernel_convs, shift_activations_to_uint8
+
+    from .conftest import export_onnx
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 19, 1)).eval()
+    path, spec = _quantised(tmp_path, export_onnx(net, tmp_path / "two_convs.onnx"), "trt")
+    assert len(integer_kernel_convs(shift_activations_to_uint8(onnx.load(str(path))))) == 1
+    x = preprocess_batch(make_frames(2)[1:], spec)
+    with open_backend(path, providers=["CPUExecutionProvider"], threads=1) as be:
+        assert be.unsigned == 1 and "uint8 weights on its 1 integer-kernel convolution" in be.describe()
+        y = be.infer(x)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ref = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert (y.argmax(1) == ref.argmax(1)).mean() > 0.99 and np.abs(y - ref).max() < 0.05 * np.abs(ref).max()

@@ -239,6 +239,10 @@ def test_export_writes_a_qdq_model_that_computes_what_torch_trained(qat_checkpoi
         zps.get(n.input[2]) for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in zps
     }
     assert act_types == ({onnx.TensorProto.INT8} if target == "trt" else {onnx.TensorProto.UINT8})
+    if target == "ort":  # uint8 weights exactly where onnxruntime runs integer kernels
+        from vsseg_edge.onnx_graph import integer_kernel_convs
+
+        assert man["quantization"]["uint8_weights"] == integer_kernel_convs(proto)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # exact Q/DQ arithmetic
     sess = ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])

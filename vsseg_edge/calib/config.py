@@ -21,6 +21,7 @@ DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 QUANTIZED_READERS = DEFAULT_OP_TYPES
 PLACEMENTS = ("trt", "all")  # as a QAT recipe's quant.placement
 REDUCE_RANGE = (False, True, "integer_kernels")
+INTEGER_WEIGHTS = ("int8", "uint8")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,11 @@ class CalibConfig:
     # kernels, onnx_graph.integer_kernel_convs; the others run in float on dequantised values, where 8 bits
     # only help: held-out agreement with FP32 77.8 → 88.1 % for the Cityscapes ESPNet, 93.5 → 94.8 % for CamVid)
     reduce_range: bool | str = False
+    # ort target: how the convolutions onnxruntime runs as integer kernels store their 8-bit weights: int8 (its
+    # u8×s8 kernels: the fastest, but without VNNI their int16 pair sums saturate) or uint8 with zero point 128
+    # (onnx_graph.unsigned_weights: the same values, u8×u8 kernels that sum in int32 — exact on any x86 CPU, about
+    # 1.5× slower per integer convolution on this AVX2 one); the alternative to reduce_range's 7 bits
+    integer_weights: str = "int8"
     threads: int = 0  # onnxruntime intra-op threads for calibration and the gate (0 = all cores)
     # temporal-consistency gate (calib/temporal.py): TC of FP32 and INT8 on consecutive frames (--tc-frames, or by
     # default the calibration clip's frames not used for calibration / the eval split's sequences)
@@ -120,6 +126,18 @@ class CalibConfig:
                 f"reduce_range must be true, false or 'integer_kernels', got {self.reduce_range!r}",
             ),
             (self.target == "ort" or not self.reduce_range, "reduce_range is for target 'ort' (TensorRT wants 8 bits)"),
+            (
+                self.integer_weights in INTEGER_WEIGHTS,
+                f"integer_weights must be one of {INTEGER_WEIGHTS}, got {self.integer_weights!r}",
+            ),
+            (
+                self.target == "ort" or self.integer_weights == "int8",
+                "integer_weights is for target 'ort' (TensorRT wants int8 weights)",
+            ),
+            (
+                self.integer_weights == "int8" or self.reduce_range is False,
+                "integer_weights: uint8 and reduce_range both guard against the same saturation; set one of them",
+            ),
         ]
         for ok, msg in checks:
             if not ok:

@@ -37,6 +37,7 @@ from ..onnx_graph import (
     require_qdq_structure,
     shift_activations_to_uint8,
     small_channel_convs,
+    unsigned_weights,
 )
 from .config import CalibConfig
 from .frames import FrameSet, calibration_frames, evaluation_frames
@@ -103,9 +104,11 @@ class _Quantizer:
 
     def _for_onnxruntime(self, out: Path, info: dict) -> dict:
         """The onnxruntime flavour: ModelOpt's symmetric int8 Q/DQ re-encoded for onnxruntime's CPU kernels
-        (activations shifted to uint8: exact, `onnx_graph.shift_activations_to_uint8`), then 7-bit weights
-        where `reduce_range` asks: on every convolution (true) or on those onnxruntime runs as integer kernels
-        (`integer_kernels`, `onnx_graph.integer_kernel_convs`; the others run in float on dequantised values)."""
+        (activations shifted to uint8: exact, `onnx_graph.shift_activations_to_uint8`), then the guard against
+        the u8×s8 kernel's saturation: uint8 weights on the convolutions onnxruntime runs as integer kernels
+        (`integer_weights: uint8`, `onnx_graph.unsigned_weights`, exact), or 7-bit weights where `reduce_range`
+        asks: on every convolution (true) or on those integer kernels (`integer_kernels`,
+        `onnx_graph.integer_kernel_convs`; the others run in float on dequantised values)."""
         model = onnx.load(str(out))
         if self.use_modelopt:
             model = shift_activations_to_uint8(model)
@@ -113,10 +116,13 @@ class _Quantizer:
         convs = integer_kernel_convs(model) if mode == "integer_kernels" else quantized_convs(model) if mode else []
         if convs:
             model = narrow_weights(model, convs, bits=7)
+        unsigned = integer_kernel_convs(model) if self.cfg.integer_weights == "uint8" else []
+        if unsigned:
+            model = unsigned_weights(model, unsigned)
         onnx.save(model, str(out))
         if self.use_modelopt:
             info = {**info, "activations": "uint8 (ModelOpt's int8 Q/DQ shifted, exact)"}
-        return {**info, "reduce_range": mode, "seven_bit_weights": convs}
+        return {**info, "reduce_range": mode, "seven_bit_weights": convs, "uint8_weights": unsigned}
 
     def _place(self, out: Path, exclude: list[str]) -> dict:
         """Quantise `source` into `out` (Q/DQ placed by the quantiser, then the readers' rewrite)."""

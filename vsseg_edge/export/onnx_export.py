@@ -237,12 +237,14 @@ def export_onnx(
     proto = torch_export(module, example, preset)
     t1 = time.perf_counter()
     proto = finish_graph(proto, preset, str(out))
-    structure = None
+    structure, unsigned = None, []
     if quantization is not None:
-        if target == "ort":
-            from ..onnx_graph import shift_activations_to_uint8
+        if target == "ort":  # uint8 activations, and uint8 weights where onnxruntime runs integer kernels (exact)
+            from ..onnx_graph import integer_kernel_convs, shift_activations_to_uint8, unsigned_weights
 
             proto = shift_activations_to_uint8(proto)
+            unsigned = integer_kernel_convs(proto)
+            proto = unsigned_weights(proto, unsigned) if unsigned else proto
         structure = _qat_structure(proto, target, str(out))
     t2 = time.perf_counter()
     with atomic_path(out, "--out") as tmp:
@@ -280,6 +282,7 @@ def export_onnx(
                 "quantization": {
                     "quantizer": "vsseg-edge QAT (torch fake quantisation, exported Q/DQ)",
                     **quantization,
+                    **({"uint8_weights": unsigned} if target == "ort" else {}),
                 },
                 "calibration": {"method": "qat", "frames": "the training run's (see the parent checkpoint's config)"},
                 "gate": {
