@@ -157,6 +157,35 @@ def test_with_a_confidence_the_bound_decides_and_a_burst_of_flicker_widens_it():
         gate.measure(threshold_model, 1.0, confidence=1.0)
 
 
+def test_per_clip_judges_the_worst_clip_where_pooling_dilutes_it():
+    """Two clips, the candidate flickers on the short one only: pooled into one TC the drop passes (0.5), judged
+    per clip the flickering clip fails it (2.0) and is named; the steady clip's own drop is 0."""
+    steady, burst = moving_square(16, step=1), [f.copy() for f in moving_square(6, step=1)]
+    for f in burst:
+        f[0, 0] = (1, 2, 3)  # a mark the candidate reads
+    rng = np.random.default_rng(5)
+
+    def candidate(frame):
+        lab = threshold_model(frame)
+        if tuple(frame[0, 0]) == (1, 2, 3):
+            noise = rng.random(lab.shape) < 0.005
+            lab[noise] = rng.integers(0, 3, int(noise.sum()))
+        return lab
+
+    def clip(name, frames):
+        return TcClip(name, [f"{name}{i}" for i in range(len(frames))], [(lambda f=f: f) for f in frames])
+
+    frames = TcFrames("memory", "given", [clip("steady", steady), clip("burst", burst)])
+    gate = TemporalGate(threshold_model, frames, SPEC, CLASSES, predict)
+    labels = [predict(candidate, [read() for read in c.read]) for c in frames.clips]
+    pooled, per = gate.measure_labels(labels, 1.0), gate.measure_labels(labels, 1.0, per_clip=True)
+    assert pooled.passed and pooled.drop < 1.0 and pooled.judged == pooled.drop
+    assert not per.passed and per.worst_clip == "burst" and per.judged == per.clips["burst"]["drop"] > 1.0
+    assert per.clips["steady"]["drop"] == pytest.approx(0.0) and "the worst burst" in per.summary()
+    bounded = gate.measure_labels(labels, 1.0, confidence=0.9, per_clip=True)
+    assert bounded.judged == bounded.clips["burst"]["bound"] >= 1.0 and not bounded.passed
+
+
 def test_drop_bound_is_seeded_and_needs_a_confidence_in_0_1():
     frames = moving_square(12, step=1)
     gate = TemporalGate(threshold_model, clip_of(frames), SPEC, CLASSES, predict)

@@ -368,7 +368,8 @@ def _gate_loop(
 
     def judge(model) -> _Verdict:
         return _Verdict(
-            ev.gate(model, cfg.threshold), tg.measure(model, cfg.tc_threshold, cfg.tc_confidence) if tg else None
+            ev.gate(model, cfg.threshold),
+            tg.measure(model, cfg.tc_threshold, cfg.tc_confidence, cfg.tc_per_clip) if tg else None,
         )
 
     verdict = initial = judge(candidate)

@@ -127,11 +127,25 @@ class TcResult:
     confidence: float = 0.0  # > 0: the gate judges the upper `confidence` bound of the drop, not the drop
     bound: float | None = None  # that bound (points), when confidence > 0
     interval: tuple[float, float] | None = None  # the drop's 90 % interval (5th, 95th percentile of the redraws)
+    clips: dict = field(default_factory=dict)  # clip → {"drop", "bound"}: each clip's own figures
+    per_clip: bool = False  # the verdict is on the worst clip's drop (or bound), not on the clips pooled
 
     @property
     def judged(self) -> float:
-        """The figure the gate holds against the threshold: the bound when there is one, else the drop."""
+        """The figure the gate holds against the threshold: the drop or its bound (`confidence`), of the clips
+        pooled or (`per_clip`) of the worst clip."""
+        if self.per_clip and self.clips:
+            return self._clip_figure(self.worst_clip)
         return self.drop if self.bound is None else self.bound
+
+    @property
+    def worst_clip(self) -> str | None:
+        """The clip with the largest drop (or bound)."""
+        return max(self.clips, key=self._clip_figure) if self.clips else None
+
+    def _clip_figure(self, name: str) -> float:
+        c = self.clips[name]
+        return c["drop"] if c.get("bound") is None else c["bound"]
 
     def to_dict(self) -> dict:
         def r(v):
@@ -146,6 +160,8 @@ class TcResult:
             "confidence": self.confidence,
             "drop_bound": r(self.bound),
             "drop_interval_90": None if self.interval is None else [r(v) for v in self.interval],
+            "per_clip": self.per_clip,
+            "clips": {n: {k: r(v) for k, v in c.items()} for n, c in self.clips.items()},
             "flips_fp32": r(self.flips_fp32),
             "flips_int8": r(self.flips_int8),
             "extra_flips": r(self.extra_flips),
@@ -175,6 +191,8 @@ class TcResult:
         bound = f", {100 * self.confidence:g} % bound {self.bound:.2f}" if self.bound is not None else ""
         if self.interval is not None:
             bound += f", 90 % interval {self.interval[0]:.2f} to {self.interval[1]:.2f}"
+        if self.per_clip and self.clips:
+            bound += f"; judged per clip, the worst {self.worst_clip}: {self.judged:.2f}"
         return (
             f"TC {self.tc_fp32:.2f} → {self.tc_int8:.2f} (drop {self.drop:.2f}{bound}{note}), pixels flipping between "
             f"frames {self.flips_fp32:.2f} → {self.flips_int8:.2f} % (+{self.extra_flips:.2f} % INT8-only) on "
@@ -306,20 +324,29 @@ class TemporalGate:
         self._check_sizes(labels)
         return self._per_clip(self._tc(labels))
 
-    def measure(self, model, threshold: float, confidence: float = 0.0) -> TcResult:
+    def measure(self, model, threshold: float, confidence: float = 0.0, per_clip: bool = False) -> TcResult:
         """Run the candidate on every TC frame and compare its TC and flips with the FP32 parent's; with
-        `confidence` > 0 the verdict is on the drop's upper bound (`drop_bound`)."""
+        `confidence` > 0 the verdict is on the drop's upper bound (`drop_bound`), with `per_clip` on the worst
+        clip's figure instead of the clips pooled."""
         labels = [list(self.predict(model, frames)) for frames in self.frames]
-        return self.measure_labels(labels, threshold, confidence)
+        return self.measure_labels(labels, threshold, confidence, per_clip)
 
-    def measure_labels(self, labels: list[list[np.ndarray]], threshold: float, confidence: float = 0.0) -> TcResult:
+    def measure_labels(
+        self, labels: list[list[np.ndarray]], threshold: float, confidence: float = 0.0, per_clip: bool = False
+    ) -> TcResult:
         """`measure` for label maps already predicted on the gate's frames (one list per clip)."""
         self._check_sizes(labels)
         tc8 = self._tc(labels)
         if confidence and not 0.0 < confidence < 1.0:
             raise VssegError(f"TC gate: confidence must be in (0, 1), got {confidence}")
+        counts8 = self._per_clip(tc8)
         # the drop's 90 % interval, always (how precisely these pairs measure it), and the bound the gate judges
-        low, high, bound = drop_quantiles(self.fp32_counts, self._per_clip(tc8), [0.05, 0.95, confidence or 0.5])
+        low, high, bound = drop_quantiles(self.fp32_counts, counts8, [0.05, 0.95, confidence or 0.5])
+        clips = {}
+        for clip, a, b in zip(self.tc_frames.clips, self.fp32_counts, counts8):
+            d = 100.0 * float(tc_of_counts(a.sum(axis=0)) - tc_of_counts(b.sum(axis=0)))
+            q = float(drop_quantiles([a], [b], [confidence])[0]) if confidence else None
+            clips[clip.name] = {"drop": d, "bound": q}
         flips32 = flips8 = extra = 0
         for lab, flows, f32 in zip(labels, self.flows, self.fp32_flips):
             for a, b in zip(pair_flips(lab, flows), f32):
@@ -336,8 +363,8 @@ class TemporalGate:
             if np.isfinite(a) or np.isfinite(b)
         }
         flat, ref = [a for lab in labels for a in lab], [a for lab in self.fp32 for a in lab]
-        return TcResult(
-            bool((bound if confidence else drop) <= threshold),
+        result = TcResult(
+            False,
             threshold,
             t32,
             t8,
@@ -353,7 +380,11 @@ class TemporalGate:
             confidence=confidence,
             bound=float(bound) if confidence else None,
             interval=(float(low), float(high)),
+            clips=clips,
+            per_clip=per_clip,
         )
+        result.passed = bool(result.judged <= threshold)
+        return result
 
     def flip_error(self, model, pairs: int) -> float:
         """Share of valid pixels on the first `pairs` pairs of the first clip that flip under `model` but not
