@@ -415,6 +415,33 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
                 "ort_cpu.yaml",
                 tc_source=data["gate_clips"],
                 **{**common, **ROUND5_ORT, "max_rounds": 6, "tc_confidence": 0.9, "tc_max_frames": 120},
+                tc_per_clip=False,  # the clips pooled (the default until this round)
+                tc_clip_frames=60,
+            ),
+        )
+    out["ptq_ort_u8_s24"] = (
+        "onnxruntime flavour as ptq_ort_u8, its search ranking the nodes on 24 frames (all 23 pairs of the TC "
+        "gate) instead of 4 (sensitivity_frames: 24)",
+        lambda f: calibrated(
+            d / "ptq_ort_u8_s24.int8.qdq.onnx",
+            f,
+            cosmos,
+            "ort_cpu.yaml",
+            **{**common, "max_rounds": 6, "sensitivity_frames": 24},
+        ),
+    )
+    if data["gate_clips"]:
+        out["ptq_ort_perclip"] = (
+            "onnxruntime flavour as ptq_ort_u8 (the preset since round 6), calibrated on cosmos frames 0–130, the TC "
+            "gate on the gate clips (cosmos frames 131–154 and --gate-clip) with every clip passing on its own "
+            "(tc_per_clip)",
+            lambda f: calibrated(
+                d / "ptq_ort_perclip.int8.qdq.onnx",
+                f,
+                data["cosmos_0_130"],
+                "ort_cpu.yaml",
+                tc_source=data["gate_clips"],
+                **{**common, "max_rounds": 6, "tc_per_clip": True, "tc_max_frames": 120},
                 tc_clip_frames=60,
             ),
         )
@@ -627,7 +654,7 @@ def part_precision(work: Path, data: dict, args) -> None:
                 log(f"   {key} {name}: {[(c, t['drop'], t['interval_90']) for c, t in res['tc'].items()]}")
             if gates and (set(gates.gates) - set(res.get("gate_view") or {}) or args.redo):
                 res["gate_view"] = {
-                    view: {k: t[k] for k in ("drop", "interval_90", "agreement", "extra_flips", "pairs")}
+                    view: {k: t.get(k) for k in ("drop", "interval_90", "agreement", "extra_flips", "pairs", "clips")}
                     for view, t in gates.tc(path).items()
                 }
             save(work, key, results)

@@ -89,9 +89,9 @@ class CalibConfig:
     # > 0: hold the drop's upper `tc_confidence` bound to tc_threshold, not the drop itself (a moving-block
     # bootstrap over the frame pairs, calib/temporal.py): a few dozen pairs cannot tell a 0.9 drop from a 1.9 one
     tc_confidence: float = 0.0
-    # true: with several TC clips, every clip must pass on its own (the worst clip's drop is judged), not the clips
-    # pooled into one mean, where a clip INT8 makes flicker is diluted by the others (int8_tc.md, round 6)
-    tc_per_clip: bool = False
+    # with several TC clips, every clip must pass on its own (the worst clip's drop is judged), as the goal is per
+    # clip; false pools them into one mean, where a clip INT8 makes flicker is diluted (int8_tc.md, round 6)
+    tc_per_clip: bool = True
     tc_max_frames: int = 48  # consecutive frames in all (DIS flow between them at the model's input size)
     tc_clip_frames: int = 24  # at most this many consecutive frames from one clip
     speed_runs: int = 5  # FP32 vs INT8 latency on this machine, interleaved runs each (0 = not measured)
