@@ -174,6 +174,26 @@ def test_a_tc_confidence_judges_the_bound_and_is_recorded(setup, tmp_path):
             CalibConfig(**{**CFG, "tc_confidence": bad})
 
 
+def test_several_tc_clips_are_judged_each_on_its_own(setup, tmp_path):
+    """A folder of two clips: every verdict lists each clip's drop, the worst one decides (`tc_per_clip`, the
+    default), and bench's calibration line names it."""
+    from vsseg_edge.bench.report import calibration_lines
+    from vsseg_edge.bench.runner import calibration_facts
+
+    model, clip = setup
+    clips = tmp_path / "clips"
+    noisy_clip(clips / "a", n=5, seed=4)
+    noisy_clip(clips / "b", n=5, seed=5)
+    cfg = CalibConfig(**{**CFG, "tc_threshold": 100.0, "tc_max_frames": 10}, max_rounds=0)
+    res = calibrate(model, clip, tmp_path / "a.onnx", cfg, tc_source=clips, log=lambda s: None)["gate"]["tc"]
+    result = res["result"]
+    assert result["per_clip"] and set(result["clips"]) == {"a", "b"} and result["pairs"] == 8
+    facts = calibration_facts(read_manifest(tmp_path / "a.onnx"))
+    (line,) = calibration_lines({"entries": [{"file": "a.onnx", "calibration": facts}]})
+    worst = max(result["clips"], key=lambda n: result["clips"][n]["drop"])
+    assert f"per clip, the worst {worst}: {result['clips'][worst]['drop']:.2f}" in line
+
+
 def test_camvid_has_no_consecutive_frames_so_tc_is_skipped_with_the_reason(setup, tmp_path):
     model, _ = setup
     root = tmp_path / "camvid"

@@ -1,0 +1,60 @@
+"""Two round-6 measurements of benchmarks/reports/int8_tc.md on the gate clips (cosmos frames 131–154 and the clips
+given with --gate-clip; never the held-out clips), with each TC drop's 90 % interval and bound:
+
+- `percentile`: the onnxruntime preset of round 5 (ModelOpt's Q/DQ, 7-bit weights on integer kernels) at the 99.99th
+  and 99.999th percentile, no search, calibrated on cosmos frames 0–130, the clips pooled (point 7);
+- `qat-snapshots`: every exported snapshot of the QAT runs in WORK/qat/ (point 8).
+
+    python benchmarks/experiments/int8_gate_clips.py percentile --work runs/int8_tc_r2 --key camvid_tc \
+        --gate-clip runs/real/val/udacity_solidWhiteRight
+    python benchmarks/experiments/int8_gate_clips.py qat-snapshots --work runs/int8_tc_r2 --key camvid_tc \
+        --gate-clip runs/real/val/udacity_solidWhiteRight
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import int8_tc  # noqa: E402  (benchmarks/int8_tc.py: data, FP32 exports, calibrate, the judge)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("what", choices=["percentile", "qat-snapshots"])
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--key", required=True, choices=sorted(int8_tc.MODELS))
+    ap.add_argument("--gate-clip", action="append", required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    work = Path(args.work)
+    data = int8_tc.prepare_data(work, args.gate_clip)
+    fp32 = int8_tc.fp32_onnx(work, args.key)
+    if args.what == "percentile":
+        for pct in (99.999, 99.99):
+            out = work / args.key / "gate_clips_percentile" / f"p{pct:g}.int8.qdq.onnx"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            int8_tc.calibrated(  # the accuracy gate and the TC gate's verdict are in the log and the manifest
+                out,
+                fp32,
+                data["cosmos_0_130"],
+                "ort_cpu.yaml",
+                tc_source=data["gate_clips"],
+                eval_source=data["camvid"],
+                **dict(num_frames=48, threads=args.threads, speed_runs=0, eval_frames=24, eval_split="val"),
+                **dict(max_rounds=0, percentile=pct, tc_confidence=0.9, tc_max_frames=120, tc_clip_frames=60),
+                **int8_tc.ROUND5_ORT,  # measured with round 5's 7-bit weights, the clips pooled
+                tc_per_clip=False,
+            )
+        return
+    gate = int8_tc.Judge(fp32, {"gate_clips": data["gate_clips"]}, args.threads).gates["gate_clips"]
+    for run in sorted((work / "qat").iterdir()):
+        for snapshot in sorted(run.glob("*.ort.int8.qdq.onnx")):
+            r = gate.measure(snapshot, 1.0, 0.9, per_clip=False)
+            print(f"{run.name} {snapshot.name}: drop {r.drop:.2f}, 90 % bound {r.bound:.2f}, {r.agreement:.2f} %")
+
+
+if __name__ == "__main__":
+    main()
