@@ -95,6 +95,21 @@ def export_tiny_onnx(path: Path, num_classes: int = 19, seed: int = 0, narrow: b
     return save_onnx(net, path, "tiny", num_classes)
 
 
+def qdq_session(model, exact: bool, optimized_path=None):
+    """An onnxruntime CPU session on a Q/DQ ModelProto: exact Q/DQ arithmetic (no graph optimisation) or
+    onnxruntime's integer kernels (ORT_ENABLE_ALL; `optimized_path` keeps the optimised graph)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL if exact else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
+    so.intra_op_num_threads, so.log_severity_level = 1, 3
+    if optimized_path:
+        so.optimized_model_filepath = str(optimized_path)
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
 def save_onnx(net, path: Path, name: str, num_classes: int = 19) -> Path:
     """`net` (image → logits at H × W) as FP32 ONNX (opset 17) with a vsseg-edge manifest."""
     import torch

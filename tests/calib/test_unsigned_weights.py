@@ -9,26 +9,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.calib.conftest import qdq_session
 from vsseg_edge.core.errors import VssegError
 from vsseg_edge.onnx_graph import check_qdq_structure, integer_kernel_convs, quantized_convs, unsigned_weights
 
 
-def _session(model: onnx.ModelProto, exact: bool, optimized_path=None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_DISABLE_ALL if exact else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    )
-    so.intra_op_num_threads, so.log_severity_level = 1, 3
-    if optimized_path:
-        so.optimized_model_filepath = str(optimized_path)
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def _qlinear_convs(model: onnx.ModelProto, tmp_path) -> int:
     path = tmp_path / "optimised.onnx"
-    _session(model, exact=False, optimized_path=path)
+    qdq_session(model, exact=False, optimized_path=path)
     return sum(n.op_type == "QLinearConv" for n in onnx.load(str(path)).graph.node)
 
 
@@ -89,12 +77,12 @@ def test_uint8_weights_compute_what_the_graph_says_on_onnxruntimes_integer_kerne
     assert all(z.dtype == np.uint8 and np.all(z == 128) for z in _weight_zero_points(unsigned))
     assert check_qdq_structure(unsigned, "ort").ok
     x = np.random.default_rng(1).uniform(-6.4, 6.35, (1, 64, 16, 16)).astype(np.float32)
-    exact = _session(model, exact=True).run(None, {"x": x})[0]
-    assert np.array_equal(_session(unsigned, exact=True).run(None, {"x": x})[0], exact)  # the same values
+    exact = qdq_session(model, exact=True).run(None, {"x": x})[0]
+    assert np.array_equal(qdq_session(unsigned, exact=True).run(None, {"x": x})[0], exact)  # the same values
     assert _qlinear_convs(unsigned, tmp_path) == 2  # still onnxruntime's integer kernels
     step = 0.5  # the output quantisation step: the kernels may round differently, by one step
     # (the int8 weights on the same kernels, on this AVX2 CPU without VNNI: off by 127.5, a saturated sum)
-    assert np.abs(_session(unsigned, exact=False).run(None, {"x": x})[0] - exact).max() <= step + 1e-6
+    assert np.abs(qdq_session(unsigned, exact=False).run(None, {"x": x})[0] - exact).max() <= step + 1e-6
 
 
 def test_onnxruntimes_weight_layout_and_structure_rules():
@@ -114,7 +102,7 @@ def test_onnxruntimes_weight_layout_and_structure_rules():
     assert {stored[n].dtype for n in stored if n.startswith(("w0_q", "w1_q"))} == {np.dtype(np.uint8)}
     assert "w0_q" not in stored and "w0_z" not in stored  # the int8 originals nobody reads are gone
     assert np.array_equal(
-        _session(unsigned, exact=True).run(None, {"x": x})[0], _session(model, exact=True).run(None, {"x": x})[0]
+        qdq_session(unsigned, exact=True).run(None, {"x": x})[0], qdq_session(model, exact=True).run(None, {"x": x})[0]
     )
     zp = next(i for i in unsigned.graph.initializer if numpy_helper.to_array(i).dtype == np.uint8 and i.dims == [64])
     zp.CopyFrom(numpy_helper.from_array(np.full(64, 100, np.uint8), zp.name))

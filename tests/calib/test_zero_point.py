@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from tests.calib.conftest import qdq_session
 from vsseg_edge.calib.frames import calibration_frames
 from vsseg_edge.calib.quantize_ort import FrameReader, quantize_ort
 from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
@@ -56,19 +57,6 @@ def trt_qdq(tmp_path_factory, cs_root, tiny_onnx):
     return onnx.load(str(path)), [preprocess_batch([f.read()], spec) for f in frames.frames]
 
 
-def _session(model: onnx.ModelProto, exact: bool, optimized_path=None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_DISABLE_ALL if exact else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    )
-    so.intra_op_num_threads, so.log_severity_level = 1, 3
-    if optimized_path:
-        so.optimized_model_filepath = str(optimized_path)
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def _zero_points(model):
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     return {n.name: inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
@@ -100,7 +88,7 @@ def test_shift_rewrites_activations_only_and_leaves_the_input_model_alone(trt_qd
 
 def test_shift_is_exact_under_exact_qdq_arithmetic(trt_qdq):
     model, xs = trt_qdq
-    a, b = _session(model, exact=True), _session(shift_activations_to_uint8(model), exact=True)
+    a, b = qdq_session(model, exact=True), qdq_session(shift_activations_to_uint8(model), exact=True)
     for x in xs:
         ya, yb = a.run(None, {"image": x})[0], b.run(None, {"image": x})[0]
         assert np.array_equal(ya, yb)  # bit-identical, not merely close
@@ -115,7 +103,7 @@ def test_optimised_shifted_graph_runs_more_integer_kernels(trt_qdq, tmp_path):
     counts = {}
     for name, m in (("s8", model), ("u8", shift_activations_to_uint8(model))):
         opt = tmp_path / f"{name}.opt.onnx"
-        _session(m, exact=False, optimized_path=opt).run(None, {"image": xs[0]})
+        qdq_session(m, exact=False, optimized_path=opt).run(None, {"image": xs[0]})
         ops = collections.Counter(n.op_type for n in onnx.load(str(opt)).graph.node)
         counts[name] = sum(ops[o] for o in INTEGER_OPS)
     assert counts["u8"] > counts["s8"], counts
