@@ -184,6 +184,10 @@ def test_per_clip_judges_the_worst_clip_where_pooling_dilutes_it():
     assert per.clips["steady"]["drop"] == pytest.approx(0.0) and "the worst burst" in per.summary()
     bounded = gate.measure_labels(labels, 1.0, confidence=0.9, per_clip=True)
     assert bounded.judged == bounded.clips["burst"]["bound"] >= 1.0 and not bounded.passed
+    # the search ranks by the flicker of the clips that fail: none on the steady clip, some on the burst
+    assert per.failing_clips == ["burst"] and pooled.failing_clips == ["burst"]
+    assert gate.flip_error(candidate, 3, ["steady"]) == 0.0 < gate.flip_error(candidate, 3, per.failing_clips)
+    assert gate.flip_error(candidate, 3) > 0.0  # every clip by default
 
 
 def test_drop_bound_is_seeded_and_needs_a_confidence_in_0_1():

@@ -415,7 +415,8 @@ def _error_function(base: onnx.ModelProto, ev: Evaluator, tg: TemporalGate | Non
     if not verdict.accuracy.passed or tg is None:
         terms.append(("output error", lambda m: ev.output_error(m, cfg.sensitivity_frames)))
     if verdict.tc is not None and not verdict.tc.passed:
-        terms.append(("INT8-only flips", lambda m: tg.flip_error(m, cfg.sensitivity_frames)))
+        failing = verdict.tc.failing_clips if verdict.tc.per_clip else None  # rank by the clips that fail
+        terms.append(("INT8-only flips", lambda m: tg.flip_error(m, cfg.sensitivity_frames, failing)))
     if len(terms) == 1:
         return terms[0][1], [terms[0][0]]
     scale = [max(fn(base), 1e-12) for _, fn in terms]

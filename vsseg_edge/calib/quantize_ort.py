@@ -113,9 +113,10 @@ def ort_settings(
     """`quantize_static` keyword arguments for a target flavour (recorded in the manifest as given).
 
     For ``trt``, outputs of the graph's `op_types` are not quantised: Q/DQ go on the inputs of the
-    quantised layers only, as TensorRT (and ModelOpt) place them. Weights are 8-bit here; the onnxruntime
-    flavour's 7-bit weights (for x86 CPUs without VNNI, whose u8×s8 AVX2 kernel can saturate its int16 pair
-    sums) are written afterwards where they are needed (`calib.pipeline`, `onnx_graph.narrow_weights`).
+    quantised layers only, as TensorRT (and ModelOpt) place them. Weights are int8 here; the onnxruntime
+    flavour's guard against the u8×s8 AVX2 kernel's int16 saturation on x86 CPUs without VNNI — uint8 weights
+    (`onnx_graph.unsigned_weights`) or 7-bit ones (`onnx_graph.narrow_weights`) — is written afterwards, where
+    onnxruntime runs integer kernels (`calib.pipeline`).
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")

@@ -10,7 +10,8 @@ the candidate on consecutive frames of one or more clips and measures, on every 
   bound of that drop does (`drop_bound`; below);
 - flips: the share of valid pixels whose label differs between t and warped t+1, for each model, and the
   share that flips under INT8 but not under FP32 (`extra_flips`, the flicker INT8 adds). The sensitivity
-  search ranks nodes by how many of these extra flips keeping them in float removes (`flip_error`).
+  search ranks nodes by how many of these extra flips keeping them in float removes (`flip_error`), on the
+  clips that fail.
 
 Everything runs at the model's input size: each frame is resized by the ONE preprocessing's resize
 (`core.preprocess.resize_frame`), the flow is OpenCV DIS (medium) between the resized frames, computed once per
@@ -137,6 +138,11 @@ class TcResult:
         if self.per_clip and self.clips:
             return self._clip_figure(self.worst_clip)
         return self.drop if self.bound is None else self.bound
+
+    @property
+    def failing_clips(self) -> list[str] | None:
+        """The clips whose own drop (or bound) is past the threshold; None without per-clip figures."""
+        return [n for n in self.clips if self._clip_figure(n) > self.threshold] if self.clips else None
 
     @property
     def worst_clip(self) -> str | None:
@@ -386,16 +392,19 @@ class TemporalGate:
         result.passed = bool(result.judged <= threshold)
         return result
 
-    def flip_error(self, model, pairs: int) -> float:
-        """Share of valid pixels on the first `pairs` pairs of the first clip that flip under `model` but not
-        under FP32: the sensitivity search's error when TC fails (lower is better)."""
-        frames, flows, f32 = self.frames[0], self.flows[0], self.fp32_flips[0]
-        k = max(1, min(pairs, len(flows)))
-        labels = list(self.predict(model, frames[: k + 1]))
+    def flip_error(self, model, pairs: int, clips: Sequence[str] | None = None) -> float:
+        """Share of valid pixels on the first `pairs` pairs of each clip named in `clips` (default: every clip)
+        that flip under `model` but not under FP32: the sensitivity search's error when TC fails (lower is
+        better). The search names the clips that failed, so it ranks nodes by the flicker that fails the gate."""
         extra = valid = 0
-        for a, b, flow in zip(pair_flips(labels, flows[:k]), f32[:k], flows[:k]):
-            extra += int((a & ~b).sum())
-            valid += int(warp_labels(np.zeros(a.shape, np.uint8), flow)[1].sum())
+        for clip, frames, flows, f32 in zip(self.tc_frames.clips, self.frames, self.flows, self.fp32_flips):
+            if clips is not None and clip.name not in clips:
+                continue
+            k = max(1, min(pairs, len(flows)))
+            labels = list(self.predict(model, frames[: k + 1]))
+            for a, b, flow in zip(pair_flips(labels, flows[:k]), f32[:k], flows[:k]):
+                extra += int((a & ~b).sum())
+                valid += int(warp_labels(np.zeros(a.shape, np.uint8), flow)[1].sum())
         return extra / max(valid, 1)
 
 
