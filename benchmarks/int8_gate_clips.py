@@ -5,20 +5,18 @@ given with --gate-clip; never the held-out clips), with each TC drop's 90 % inte
   and 99.999th percentile, no search, calibrated on cosmos frames 0–130, the clips pooled (point 7);
 - `qat-snapshots`: every exported snapshot of the QAT runs in WORK/qat/ (point 8).
 
-    python benchmarks/experiments/int8_gate_clips.py percentile --work runs/int8_tc_r2 --key camvid_tc \
+    python benchmarks/int8_gate_clips.py percentile --work runs/int8_tc_r2 --key camvid_tc \
         --gate-clip runs/real/val/udacity_solidWhiteRight
-    python benchmarks/experiments/int8_gate_clips.py qat-snapshots --work runs/int8_tc_r2 --key camvid_tc \
+    python benchmarks/int8_gate_clips.py qat-snapshots --work runs/int8_tc_r2 --key camvid_tc \
         --gate-clip runs/real/val/udacity_solidWhiteRight
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import int8_tc  # noqa: E402  (benchmarks/int8_tc.py: data, FP32 exports, calibrate, the judge)
+import int8_tc  # its sibling (python puts the script's folder first on the path): data, FP32 exports, the judge
 
 
 def main(argv=None) -> None:
