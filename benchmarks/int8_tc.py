@@ -214,9 +214,11 @@ class Judge:
         self.clips = {n: tc_frames_from(p, max_frames=90, clip_frames=90, how="held out") for n, p in clips.items()}
         self.gates = {n: TemporalGate(fp32, c, self.spec, self.classes, self.predict) for n, c in self.clips.items()}
 
-    def tc(self, model: Path) -> dict:
+    def tc(self, model: Path, only: str | None = None) -> dict:
         out = {}
         for name, gate in self.gates.items():
+            if only is not None and name != only:
+                continue
             labels = [list(self.predict(model, frames)) for frames in gate.frames]
             r = gate.measure_labels(labels, 1.0)
             out[name] = {**r.to_dict(), "interval_90": self.interval(name, labels)}
@@ -622,6 +624,7 @@ def part_precision(work: Path, data: dict, args) -> None:
     def jpeg(img):
         return cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_COLOR)
 
+    extra = {Path(c).name: Path(c) for c in args.judge_clip}  # more held-out clips, never calibrated or gated on
     gate_frames = frame_folder(work / "data" / "cosmos_gate", sorted(data["cosmos_a"].iterdir())[GATE[0] : GATE[1]])
     views = {"gate_23": gate_frames, **({"gate_clips": data["gate_clips"]} if data["gate_clips"] else {})}
     for key in MODELS:
@@ -629,29 +632,34 @@ def part_precision(work: Path, data: dict, args) -> None:
         if not results:
             continue
         fp32 = fp32_onnx(work, key)
-        judge = Judge(fp32, {"pandaset": data["pandaset"], "cosmos_b": data["cosmos_b"]}, args.threads)
+        clips = {"pandaset": data["pandaset"], "cosmos_b": data["cosmos_b"], **extra}
+        judge = Judge(fp32, clips, args.threads)
+        for clip, gate in judge.gates.items():  # a --judge-clip: FP32's own TC on it, as part_model records
+            results["fp32"]["tc"].setdefault(clip, round(100 * gate.fp32_tc.tc(), 4))
         # the same measurement on the frames a gate sees: how well do they predict the held-out clips?
         gates = Judge(fp32, views, args.threads) if key in CAMVID_KEYS else None
-        if "jpeg_q95_by_clip" not in results["fp32"] or args.redo:
-            by_clip = {}
-            for clip, gate in judge.gates.items():
-                labels = [judge.predict(fp32, [jpeg(f) for f in frames]) for frames in gate.frames]
-                r = gate.measure_labels(labels, 1.0)
-                by_clip[clip] = {**r.to_dict(), "interval_90": judge.interval(clip, labels)}
-                log(f"   {key} FP32 on JPEG-q95 {clip}: {r.summary()}, agreement {r.agreement:.2f} %")
-            results["fp32"]["jpeg_q95_by_clip"] = by_clip
-            save(work, key, results)
+        by_clip = results["fp32"].setdefault("jpeg_q95_by_clip", {})
+        for clip, gate in judge.gates.items():
+            if clip in by_clip and not args.redo:
+                continue
+            labels = [judge.predict(fp32, [jpeg(f) for f in frames]) for frames in gate.frames]
+            r = gate.measure_labels(labels, 1.0)
+            by_clip[clip] = {**r.to_dict(), "interval_90": judge.interval(clip, labels)}
+            log(f"   {key} FP32 on JPEG-q95 {clip}: {r.summary()}, agreement {r.agreement:.2f} %")
+        save(work, key, results)
         for name, res in results.items():
             if name in ("clips", "fp32") or not isinstance(res, dict) or not res.get("file"):
                 continue
             if (args.variants and name not in args.variants.split(",")) or not (work / key / res["file"]).is_file():
                 continue
             path = work / key / res["file"]
-            if not all("interval_90" in t for t in res["tc"].values()) or args.redo:
-                for clip, gate in judge.gates.items():
+            for clip, gate in judge.gates.items():
+                if clip not in res["tc"]:  # a --judge-clip: the whole measurement
+                    res["tc"].update(judge.tc(path, only=clip))
+                elif "interval_90" not in res["tc"][clip] or args.redo:
                     labels = [list(judge.predict(path, frames)) for frames in gate.frames]
                     res["tc"][clip]["interval_90"] = judge.interval(clip, labels)
-                log(f"   {key} {name}: {[(c, t['drop'], t['interval_90']) for c, t in res['tc'].items()]}")
+            log(f"   {key} {name}: {[(c, t['drop'], t['interval_90']) for c, t in res['tc'].items()]}")
             if gates and (set(gates.gates) - set(res.get("gate_view") or {}) or args.redo):
                 res["gate_view"] = {
                     view: {k: t.get(k) for k in ("drop", "interval_90", "agreement", "extra_flips", "pairs", "clips")}
@@ -846,9 +854,11 @@ def model_table(res: dict) -> list[str]:
         tc = [
             f"{_f(r['tc'][c]['tc_fp32'])} → {_f(r['tc'][c]['tc_int8'])} ({_f(r['tc'][c]['drop'])}; "
             f"{_f(common_class_drop(r['tc'][c].get('per_class') or {}))})"
+            if c in r["tc"]
+            else "–"
             for c in clips
         ]
-        agr = [_f(r["tc"][c]["agreement"]) for c in clips]
+        agr = [_f(r["tc"][c]["agreement"]) if c in r["tc"] else "–" for c in clips]
         m8 = (r.get("camvid_val") or {}).get("miou")
         miou = f"{_f(m8)} ({_f(m32 - m8)})" if m8 is not None and m32 is not None else "–"
         man = r.get("manifest") or {}
@@ -1080,6 +1090,13 @@ def main(argv=None) -> None:
         default=[],
         help="a folder of consecutive frames the TC gate of ptq_ort_bound also uses (repeatable; e.g. "
         "runs/real/val/udacity_solidWhiteRight of benchmarks/real_footage/prepare.py; never a judged clip)",
+    )
+    ap.add_argument(
+        "--judge-clip",
+        action="append",
+        default=[],
+        help="with --parts precision: one more held-out clip to judge every variant on (repeatable; a folder of "
+        "consecutive frames never calibrated or gated on, e.g. runs/real/test/udacity_vehicle_test_video)",
     )
     args = ap.parse_args(argv)
     work = Path(args.work)
