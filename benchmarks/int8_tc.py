@@ -837,23 +837,25 @@ def qat_gate(work: Path, key: str, name: str) -> dict | None:
 
 def model_table(res: dict) -> list[str]:
     """One row per variant: TC on each held-out clip (FP32 → INT8, drop), agreement, CamVid val mIoU, floats, speed."""
-    from vsseg_edge.calib.temporal import common_class_drop
+    from vsseg_edge.calib.temporal import common_class_drop, major_class_drop
 
     clips = list((res.get("fp32") or {}).get("tc") or {})
     head = (
         ["variant"]
-        + [f"TC {c} FP32 → INT8 (drop; on the classes both predict)" for c in clips]
+        + [f"TC {c} FP32 → INT8 (drop; on the classes both predict; on those over 1 % of the pixels)" for c in clips]
         + [f"agreement {c} %" for c in clips]
         + ["CamVid val mIoU (drop)", "gates (acc / TC)", "float: kept / readers", "ms FP32 → INT8 (ratio)"]
     )
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     m32 = ((res.get("fp32") or {}).get("camvid_val") or {}).get("miou")
+    shares = {c: _fp32_shares(res, c) for c in clips}
     for name, r in res.items():
         if name in ("fp32", "clips") or "tc" not in r:
             continue
         tc = [
             f"{_f(r['tc'][c]['tc_fp32'])} → {_f(r['tc'][c]['tc_int8'])} ({_f(r['tc'][c]['drop'])}; "
-            f"{_f(common_class_drop(r['tc'][c].get('per_class') or {}))})"
+            f"{_f(common_class_drop(r['tc'][c].get('per_class') or {}))}; "
+            f"{_f(major_class_drop(r['tc'][c].get('per_class') or {}, shares[c]))})"
             if c in r["tc"]
             else "–"
             for c in clips
@@ -926,6 +928,21 @@ def precision_table(res: dict) -> list[str]:
             + " |"
         )
     return rows
+
+
+def _fp32_shares(res: dict, clip: str) -> dict:
+    """FP32's class → [agreement, % of pixels] on `clip` from any variant that recorded it (the pixel shares are
+    FP32's, the same for every variant; older runs did not record them)."""
+    for name, r in res.items():
+        tc = ((r.get("tc") or {}).get(clip) if isinstance(r, dict) and name not in ("fp32", "clips") else None) or {}
+        if _by_class(tc):
+            return _by_class(tc)
+    return {}
+
+
+def _by_class(tc: dict) -> dict:
+    """class → [% agreement, % of FP32's pixels] of one clip's measurement (empty where it was not recorded)."""
+    return (tc.get("agreement_detail") or {}).get("by_class") or {}
 
 
 def agreement_table(res: dict, worst: int = 4) -> list[str]:

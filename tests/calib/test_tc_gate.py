@@ -17,6 +17,7 @@ from vsseg_edge.calib.temporal import (
     TemporalGate,
     drop_bound,
     drop_quantiles,
+    major_class_drop,
     pair_flips,
     tc_frames_from,
 )
@@ -113,6 +114,17 @@ def test_a_class_only_int8_predicts_is_named_and_its_share_of_the_drop_shown():
     assert common is not None and abs(common) < 2.0  # on background and square the two agree
     assert "one predicts stripe" in res.summary()
     assert "one predicts" not in gate.measure(no_stripe, 1.0).summary()
+    assert res.to_dict()["drop_major_classes"] == pytest.approx(common, abs=1e-3)  # stripe is neither major nor both
+
+
+def test_the_major_class_drop_leaves_out_the_rare_classes():
+    """A rare class (0.3 % of FP32's pixels) that loses 30 TC points carries a 10-point drop over three classes;
+    over the classes that cover at least 1 % of the pixels the drop is the 1 point the large classes lose."""
+    per_class = {"road": [90.0, 89.0], "car": [80.0, 79.0], "sign": [40.0, 10.0], "rider": [None, 5.0]}
+    by_class = {"road": [99.0, 60.0], "car": [97.0, 20.0], "sign": [50.0, 0.3]}  # rider: FP32 never predicts it
+    assert major_class_drop(per_class, by_class) == pytest.approx(1.0)
+    assert major_class_drop(per_class, by_class, share=0.1) == pytest.approx((1 + 1 + 30) / 3)
+    assert major_class_drop(per_class, {}) is None
 
 
 def test_the_threshold_decides():

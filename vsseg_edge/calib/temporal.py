@@ -100,7 +100,28 @@ def common_class_drop(per_class: dict) -> float | None:
     model never predicts the class in these frames). TC leaves a class a model never predicts out of that
     model's mean, so a class the INT8 model predicts on a few pixels (TC 0) while FP32 never does enters only
     INT8's mean and weighs 1/C of it, whatever its area; this figure shows how much of a drop that is."""
-    both = [(a, b) for a, b in per_class.values() if a is not None and b is not None]
+    return _mean_drop([(a, b) for a, b in per_class.values() if a is not None and b is not None])
+
+
+MAJOR_SHARE = 1.0  # % of the FP32 model's pixels on the gate's frames: a "major" class for `major_class_drop`
+
+
+def major_class_drop(per_class: dict, by_class: dict, share: float = MAJOR_SHARE) -> float | None:
+    """The TC drop over the classes that cover at least `share` % of the FP32 model's pixels on these frames and
+    that both models predict (`by_class`: class → [% agreement, % of FP32's pixels], from
+    `measure.agreement_breakdown`). On real clips a few rare classes — a sign, a sliver of sky, a few hundred pixels
+    each — carry most of a TC drop (each weighs 1/C of the mean whatever its area); this figure says whether INT8
+    also flickers on the road, the cars and the buildings. Reported beside the drop; the gate judges the drop."""
+    return _mean_drop(
+        [
+            (a, b)
+            for c, (a, b) in per_class.items()
+            if a is not None and b is not None and (by_class.get(c) or [0.0, 0.0])[1] >= share
+        ]
+    )
+
+
+def _mean_drop(both: list) -> float | None:
     if not both:
         return None
     return sum(a for a, _ in both) / len(both) - sum(b for _, b in both) / len(both)
@@ -178,6 +199,7 @@ class TcResult:
             "per_class": self.per_class,
             "agreement_detail": self.agreement_detail,
             "drop_common_classes": r(common_class_drop(self.per_class)),
+            "drop_major_classes": r(major_class_drop(self.per_class, self.agreement_detail.get("by_class") or {})),
             "one_sided_classes": self.one_sided,
         }
 
