@@ -354,6 +354,13 @@ def unsigned_weights(model: onnx.ModelProto, convs: Sequence[str]) -> onnx.Model
     return out
 
 
+def unsigned_integer_kernels(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """`unsigned_weights` on exactly the convolutions onnxruntime runs as integer kernels
+    (`integer_kernel_convs`): the model to hand onnxruntime's CPU provider, and those convolutions."""
+    convs = integer_kernel_convs(model)
+    return (unsigned_weights(model, convs) if convs else model), convs
+
+
 class _Uint8Twins:
     """The uint8 twins (value + 128) of a graph's int8 constants, each written once as a new initializer."""
 

@@ -37,7 +37,7 @@ from ..onnx_graph import (
     require_qdq_structure,
     shift_activations_to_uint8,
     small_channel_convs,
-    unsigned_weights,
+    unsigned_integer_kernels,
 )
 from .config import CalibConfig
 from .frames import FrameSet, calibration_frames, evaluation_frames
@@ -116,9 +116,9 @@ class _Quantizer:
         convs = integer_kernel_convs(model) if mode == "integer_kernels" else quantized_convs(model) if mode else []
         if convs:
             model = narrow_weights(model, convs, bits=7)
-        unsigned = integer_kernel_convs(model) if self.cfg.integer_weights == "uint8" else []
-        if unsigned:
-            model = unsigned_weights(model, unsigned)
+        unsigned = []
+        if self.cfg.integer_weights == "uint8":
+            model, unsigned = unsigned_integer_kernels(model)
         onnx.save(model, str(out))
         if self.use_modelopt:
             info = {**info, "activations": "uint8 (ModelOpt's int8 Q/DQ shifted, exact)"}

@@ -240,11 +240,9 @@ def export_onnx(
     structure, unsigned = None, []
     if quantization is not None:
         if target == "ort":  # uint8 activations, and uint8 weights where onnxruntime runs integer kernels (exact)
-            from ..onnx_graph import integer_kernel_convs, shift_activations_to_uint8, unsigned_weights
+            from ..onnx_graph import shift_activations_to_uint8, unsigned_integer_kernels
 
-            proto = shift_activations_to_uint8(proto)
-            unsigned = integer_kernel_convs(proto)
-            proto = unsigned_weights(proto, unsigned) if unsigned else proto
+            proto, unsigned = unsigned_integer_kernels(shift_activations_to_uint8(proto))
         structure = _qat_structure(proto, target, str(out))
     t2 = time.perf_counter()
     with atomic_path(out, "--out") as tmp:

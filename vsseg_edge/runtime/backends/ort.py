@@ -209,12 +209,7 @@ class OrtBackend(Backend):
         try:
             import onnx
 
-            from ...onnx_graph import (
-                int8_activation_quantizers,
-                integer_kernel_convs,
-                shift_activations_to_uint8,
-                unsigned_weights,
-            )
+            from ...onnx_graph import int8_activation_quantizers, shift_activations_to_uint8, unsigned_integer_kernels
         except ImportError:  # an edge box may run onnxruntime without the onnx package
             return model
         proto = (
@@ -228,10 +223,9 @@ class OrtBackend(Backend):
         if not found:
             return model
         self.shifted = len(found)
-        shifted = shift_activations_to_uint8(proto)
-        convs = integer_kernel_convs(shifted)
+        shifted, convs = unsigned_integer_kernels(shift_activations_to_uint8(proto))
         self.unsigned = len(convs)
-        return unsigned_weights(shifted, convs) if convs else shifted
+        return shifted
 
     def describe(self) -> str:
         text = super().describe()
