@@ -207,13 +207,8 @@ def _interval(c: dict) -> str:
         out += f", 90 % interval {_f(c['tc_interval_90'][0])} to {_f(c['tc_interval_90'][1])}"
     if c.get("tc_bound") is not None:
         out += f", judged on its {100 * c['tc_confidence']:g} % bound {_f(c['tc_bound'])}"
-    if c.get("tc_clips"):  # judged per clip: the worst clip decides
-
-        def judged(v: dict) -> float:
-            return v["drop"] if v.get("bound") is None else v["bound"]
-
-        worst = max(c["tc_clips"], key=lambda n: judged(c["tc_clips"][n]))
-        out += f"; per clip, the worst {worst}: {_f(judged(c['tc_clips'][worst]))}"
+    if c.get("tc_worst_clip"):  # judged per clip: the worst clip decides
+        out += f"; per clip, the worst {c['tc_worst_clip']}: {_f(c['tc_judged'])}"
     return out
 
 

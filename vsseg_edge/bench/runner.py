@@ -176,7 +176,9 @@ def calibration_facts(man: dict) -> dict | None:
         "tc_interval_90": tcr.get("drop_interval_90"),
         "tc_confidence": tcr.get("confidence"),
         "tc_bound": tcr.get("drop_bound"),
-        "tc_clips": tcr.get("clips") if tcr.get("per_clip") and len(tcr.get("clips") or {}) > 1 else None,
+        # judged per clip among several: the worst clip and its figure (the drop or its bound)
+        "tc_worst_clip": tcr.get("worst_clip") if tcr.get("per_clip") and len(tcr.get("clips") or {}) > 1 else None,
+        "tc_judged": tcr.get("judged"),
         "tc_pairs": tcr.get("pairs"),
         "tc_frames": frames.get("source"),
         "tc_flow": tc.get("flow"),

@@ -189,6 +189,8 @@ class TcResult:
             "drop_interval_90": None if self.interval is None else [r(v) for v in self.interval],
             "per_clip": self.per_clip,
             "clips": {n: {k: r(v) for k, v in c.items()} for n, c in self.clips.items()},
+            "judged": r(self.judged),  # what the verdict held against the threshold (`judged`)
+            "worst_clip": self.worst_clip,
             "flips_fp32": r(self.flips_fp32),
             "flips_int8": r(self.flips_int8),
             "extra_flips": r(self.extra_flips),
