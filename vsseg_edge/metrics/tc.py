@@ -97,8 +97,12 @@ class _IoUCounts:
         self.area_b += pair[2]
         return pair
 
+    def counts(self) -> np.ndarray:
+        """(3, C): intersection, area a, area b — what `class_iou` and `tc_of_counts` read."""
+        return np.stack([self.inter, self.area_a, self.area_b])
+
     def iou(self) -> np.ndarray:
-        return class_iou(np.stack([self.inter, self.area_a, self.area_b]))
+        return class_iou(self.counts())
 
 
 def class_iou(counts: np.ndarray) -> np.ndarray:
@@ -167,11 +171,11 @@ class TemporalConsistency:
         return self.all.iou()
 
     def tc(self) -> float:
-        return _nanmean(self.all.iou())
+        return float(tc_of_counts(self.all.counts()))
 
     def tc_occ(self) -> float:
         """TC restricted to pixels passing the forward-backward check; NaN without backward flow."""
-        return _nanmean(self.noc.iou())
+        return float(tc_of_counts(self.noc.counts()))
 
     def to_dict(self, class_names: list[str] | tuple[str, ...] | None = None) -> dict:
         """A JSON-ready report in percent; the caller adds the flow source's name."""
@@ -187,10 +191,6 @@ class TemporalConsistency:
             "per_class": {n: _pct(v) for n, v in zip(names, per)},
             "nan_classes": [n for n, v in zip(names, per) if np.isnan(v)],
         }
-
-
-def _nanmean(x: np.ndarray) -> float:
-    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
 
 def _pct(x: float) -> float | None:
