@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from vsseg_edge.train.losses import (
     PixelKDLoss,
     TemporalLoss,
+    class_balance_weights,
     cross_entropy,
     flow_validity,
     flow_warp,
@@ -218,6 +219,27 @@ def test_kl_temperature_valid_mask_and_teacher_detached():
     assert PixelKDLoss().frame(s, t, valid).item() == pytest.approx(kl_map(s, t)[0, 0, 0].item(), rel=1e-6)
     PixelKDLoss().frame(s, t).backward()
     assert s.grad is not None and t.grad is None
+
+
+def test_class_balanced_kd_weighs_every_teacher_class_alike():
+    # a 1×10 frame: the teacher says class 0 on 9 pixels, class 1 on one; the student is wrong only on the rare one
+    teacher = torch.zeros(1, 2, 1, 10)
+    teacher[0, 0, 0, :9], teacher[0, 1, 0, 9] = 4.0, 4.0
+    student = teacher.clone()
+    student[0, :, 0, 9] = torch.tensor([4.0, 0.0])
+    w = class_balance_weights(teacher, 1.0)
+    assert w.mean().item() == pytest.approx(1.0) and w[0, 0, :9].sum().item() == pytest.approx(w[0, 0, 9].item())
+    assert w[0, 0, 9].item() == pytest.approx(5.0)  # half the total weight on the one pixel of class 1
+    plain, balanced = PixelKDLoss().frame(student, teacher), PixelKDLoss(class_balance=1.0).frame(student, teacher)
+    assert balanced.item() == pytest.approx(5.0 * plain.item(), rel=1e-5)  # the rare class's error counts 5× more
+    half = class_balance_weights(teacher, 0.5)  # β between: the rare pixel weighs 3× a common one (√9)
+    assert half[0, 0, 9].item() == pytest.approx(3.0 * half[0, 0, 0].item())
+    valid = torch.ones(1, 1, 10, dtype=torch.bool)
+    valid[0, 0, 9] = False  # the rare pixel unlabelled: one class left, every valid pixel weighs 1
+    assert class_balance_weights(teacher, 1.0, valid)[0, 0].tolist() == [1.0] * 9 + [0.0]
+    assert PixelKDLoss(class_balance=1.0).frame(student, teacher, valid).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="class_balance"):
+        PixelKDLoss(class_balance=-1.0)
 
 
 def test_flow_warp_of_half_precision_input_addresses_wide_frames_exactly():

@@ -189,6 +189,18 @@ def test_pixel_kd_on_the_final_logits_with_kd_resolution_full():
     assert full == pytest.approx(float(expect)) and full != pytest.approx(s8)
     with pytest.raises(ValueError, match="kd_resolution"):
         LossConfig(kd_resolution="half")
+    # the config's class balance reaches the term (kd_pixel.py has its maths)
+    cfg = LossConfig(weights=w, kd_resolution="full", kd_class_balance=1.0)
+    balanced = EtcLoss(cfg)(frame_t, labels, neighbours)[1]["kd_pixel"]
+    expect = kd_pixel_mod.PixelKDLoss(class_balance=1.0)(
+        frame_t.student["out"],
+        frame_t.teacher["out"],
+        [n.student["out"] for n in neighbours],
+        [n.teacher["out"] for n in neighbours],
+    )
+    assert balanced == pytest.approx(float(expect)) and balanced != pytest.approx(full)
+    with pytest.raises(ValueError, match="kd_class_balance"):
+        LossConfig(kd_class_balance=-0.5)
 
 
 def test_loss_config_loads_from_yaml_dict_and_rejects_mistakes():

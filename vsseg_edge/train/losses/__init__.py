@@ -11,7 +11,7 @@ from .config import LossConfig, LossWeights
 from .fused_kd import FusedTargetLoss
 from .kd_multiframe import ConvLSTMCell, MultiFrameKDLoss, self_cosine_graph
 from .kd_pairwise_frames import PairwiseFramesKDLoss, cross_frame_affinity
-from .kd_pixel import PixelKDLoss, kl_map, valid_from_labels
+from .kd_pixel import PixelKDLoss, class_balance_weights, kl_map, valid_from_labels
 from .skd import (
     SkdPairwiseLoss,
     SkdPixelLoss,
@@ -39,6 +39,7 @@ __all__ = [
     "PairwiseFramesKDLoss",
     "cross_frame_affinity",
     "PixelKDLoss",
+    "class_balance_weights",
     "kl_map",
     "valid_from_labels",
     "holistic_discriminator_loss",

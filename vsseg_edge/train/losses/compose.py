@@ -105,7 +105,9 @@ class EtcLoss(nn.Module):
             else None
         )
         self.kd_pixel = (
-            PixelKDLoss(cfg.kd_temperature, cfg.kd_neighbour_weight, cfg.kd_reduction) if w.kd_pixel else None
+            PixelKDLoss(cfg.kd_temperature, cfg.kd_neighbour_weight, cfg.kd_reduction, cfg.kd_class_balance)
+            if w.kd_pixel
+            else None
         )
         self.kd_pairwise_frames = (
             PairwiseFramesKDLoss(cfg.pairwise_etc_compat, cfg.pairwise_pool) if w.kd_pairwise_frames else None

@@ -76,6 +76,9 @@ class LossConfig:
     kd_neighbour_weight: float = 0.4
     kd_reduction: str = "pixel"  # "pixel" true KL | "element" ETC's KLDivLoss scale (÷ C)
     kd_ignore_unlabelled: bool = False  # drop ignore pixels of frame t from the pixel KD
+    # pixel KD weighted by the inverse share of the teacher's class at each pixel, to the power β (kd_pixel.py):
+    # 1 = every class the teacher predicts weighs the same, as mIoU and TC weigh them; 0 = off (ETC)
+    kd_class_balance: float = 0.0
     # "s8": pixel KD on the stride-8 logits (ETC); "full": on the final logits, e.g. for QAT, where what must match
     # the FP32 teacher is the argmax the deployed model outputs (ESPNet's decoder refines its stride-8 map)
     kd_resolution: str = "s8"
@@ -110,6 +113,8 @@ class LossConfig:
             raise ValueError(f"fused_kd_threshold must be in [0, 1), got {self.fused_kd_threshold}")
         if self.kd_temperature <= 0:
             raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}")
+        if self.kd_class_balance < 0:
+            raise ValueError(f"kd_class_balance must be ≥ 0 (0 = off), got {self.kd_class_balance}")
         if not 0 < self.skd_pool_scale <= 1:
             raise ValueError(f"skd_pool_scale must be in (0, 1], got {self.skd_pool_scale}")
         for name in ("pairwise_pool", "multiframe_pool", "skd_disc_layers", "skd_disc_channels"):
