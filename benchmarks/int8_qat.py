@@ -42,10 +42,11 @@ TRAIN_FRAMES = GATE[0]  # cosmos frames [0, 131): before the gate's
 TC_LIMIT = 1.0
 
 
-def layout(work: Path, data: dict, extra: list[str]) -> tuple[Path, Path]:
-    """WORK/qat_clips (one folder per clip: cosmos 0–130, the extra clips) and WORK/data/cosmos_gate."""
+def layout(work: Path, data: dict, extra: list[str], run: str) -> tuple[Path, Path]:
+    """WORK/qat_clips/RUN (one folder per clip: cosmos 0–130, the extra clips; one folder per run, so a run trains
+    on the clips it was given, not on those an earlier run linked) and WORK/data/cosmos_gate."""
     frames = sorted(data["cosmos_a"].iterdir())
-    clips = work / "qat_clips"
+    clips = work / "qat_clips" / run
     int8_tc.frame_folder(clips / "cosmos_0_130", frames[:TRAIN_FRAMES])
     for e in extra:
         link = clips / Path(e).name
@@ -103,8 +104,8 @@ def main(argv=None) -> None:
 
     work = Path(args.work)
     data = int8_tc.prepare_data(work)
-    clips, gate_frames = layout(work, data, args.extra_clips)
     run = work / "qat" / f"{args.key}_{args.arm}"
+    clips, gate_frames = layout(work, data, args.extra_clips, run.name)
     overrides = [*START.get(args.key, []), *args.override]
     if args.exclude_from:
         names = float_modules(work / args.key / args.exclude_from, int8_tc.MODELS[args.key][0])
