@@ -3,17 +3,23 @@ given with --gate-clip; never the held-out clips), with each TC drop's 90 % inte
 
 - `percentile`: the onnxruntime preset of round 5 (ModelOpt's Q/DQ, 7-bit weights on integer kernels) at the 99.99th
   and 99.999th percentile, no search, calibrated on cosmos frames 0–130, the clips pooled (point 7);
-- `qat-snapshots`: every exported snapshot of the QAT runs in WORK/qat/ (point 8).
+- `qat-snapshots`: every exported snapshot of the QAT runs in WORK/qat/ (point 8);
+- `wide` (round 7): every INT8 file of WORK/KEY on each given clip on its own (the validation clips of the real
+  footage, never the held-out ones), to see whether any clip a user could gate on predicts the held-out verdicts;
+  writes WORK/KEY/gate_wide.json.
 
     python benchmarks/int8_gate_clips.py percentile --work runs/int8_tc_r2 --key camvid_tc \
         --gate-clip runs/real/val/udacity_solidWhiteRight
     python benchmarks/int8_gate_clips.py qat-snapshots --work runs/int8_tc_r2 --key camvid_tc \
         --gate-clip runs/real/val/udacity_solidWhiteRight
+    python benchmarks/int8_gate_clips.py wide --work runs/int8_tc --key camvid \
+        --gate-clip runs/real/val/udacity_solidWhiteRight --gate-clip runs/real/val/pandaset_002_back ...
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import int8_tc  # its sibling (python puts the script's folder first on the path): data, FP32 exports, the judge
@@ -21,14 +27,15 @@ import int8_tc  # its sibling (python puts the script's folder first on the path
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["percentile", "qat-snapshots"])
+    ap.add_argument("what", choices=["percentile", "qat-snapshots", "wide"])
     ap.add_argument("--work", required=True)
     ap.add_argument("--key", required=True, choices=sorted(int8_tc.MODELS))
     ap.add_argument("--gate-clip", action="append", required=True)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     work = Path(args.work)
-    data = int8_tc.prepare_data(work, args.gate_clip)
+    # the gate-clips folder (cosmos 131–154 and the udacity clip) is the other parts' gate: `wide` adds no clip to it
+    data = int8_tc.prepare_data(work, [c for c in args.gate_clip if args.what != "wide" or "udacity" in c])
     fp32 = int8_tc.fp32_onnx(work, args.key)
     if args.what == "percentile":
         for pct in (99.999, 99.99):
@@ -46,6 +53,17 @@ def main(argv=None) -> None:
                 **int8_tc.ROUND5_ORT,  # measured with round 5's 7-bit weights, the clips pooled
                 tc_per_clip=False,
             )
+        return
+    if args.what == "wide":
+        clips = {"cosmos_131_154": data["gate_clips"] / "cosmos_131_154"}
+        clips.update({Path(c).name: Path(c) for c in args.gate_clip})
+        judge = int8_tc.Judge(fp32, clips, args.threads)
+        out = {"clips": judge.frames_record(), "variants": {}}
+        for model in sorted((work / args.key).glob("*.int8.qdq.onnx")):
+            out["variants"][model.name.split(".")[0]] = judge.tc(model)
+        tmp = work / args.key / "gate_wide.json.tmp"
+        tmp.write_text(json.dumps(out, indent=1, default=float))
+        tmp.replace(tmp.with_suffix(""))
         return
     gate = int8_tc.Judge(fp32, {"gate_clips": data["gate_clips"]}, args.threads).gates["gate_clips"]
     for run in sorted((work / "qat").iterdir()):
