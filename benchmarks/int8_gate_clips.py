@@ -6,7 +6,10 @@ given with --gate-clip; never the held-out clips), with each TC drop's 90 % inte
 - `qat-snapshots`: every exported snapshot of the QAT runs in WORK/qat/ (point 8);
 - `wide` (round 7): every INT8 file of WORK/KEY on each given clip on its own (the validation clips of the real
   footage, never the held-out ones), to see whether any clip a user could gate on predicts the held-out verdicts;
-  writes WORK/KEY/gate_wide.json.
+  writes WORK/KEY/gate_wide.json (files already there are not measured again);
+- `scores-float` (round 7): WORK/KEY/diag_ptq_trt_scores_float — `ptq_trt` with the decoder's upsamplings of the
+  class-score maps (transposed convolutions reading as many channels as the model has classes) in float — then
+  `wide`: does quantising the score maps flip the thin classes?
 
     python benchmarks/int8_gate_clips.py percentile --work runs/int8_tc_r2 --key camvid_tc \
         --gate-clip runs/real/val/udacity_solidWhiteRight
@@ -25,17 +28,52 @@ from pathlib import Path
 import int8_tc  # its sibling (python puts the script's folder first on the path): data, FP32 exports, the judge
 
 
+def scores_in_float(src: Path, stem: Path) -> Path:
+    """`src` with its quantised transposed convolutions that read class-score maps (as many input channels as the
+    model has classes, or one more: ESPNet CamVid scores a void map it does not output) kept in float."""
+    import onnx
+
+    from vsseg_edge.core.hashcache import file_sha256
+    from vsseg_edge.onnx_graph import keep_in_float, qdq_candidates, tensor_producers
+
+    model = onnx.load(str(src))
+    man = json.loads(Path(str(src) + ".json").read_text())
+    inits, producers = {i.name: i for i in model.graph.initializer}, tensor_producers(model.graph)
+
+    def weight_in_channels(node) -> int:
+        w = node.input[1]
+        while w not in inits:  # the weight behind its QuantizeLinear → DequantizeLinear
+            w = producers[w].input[0]
+        return int(inits[w].dims[0])  # ConvTranspose weights are (in, out / groups, kH, kW)
+
+    n = len(man["classes"])
+    score_readers = [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "ConvTranspose"
+        and node.name in set(qdq_candidates(model))
+        and weight_in_channels(node) in (n, n + 1)
+    ]
+    int8_tc.log(f"kept in float (class-score maps): {score_readers}")
+    out = stem.with_suffix(".int8.qdq.onnx")
+    onnx.save(keep_in_float(model, score_readers), str(out))
+    man = {**man, "sha256": file_sha256(out), "diagnostic": f"{src.name}, score maps in float: {score_readers}"}
+    Path(str(out) + ".json").write_text(json.dumps(man, indent=1))
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["percentile", "qat-snapshots", "wide"])
+    ap.add_argument("what", choices=["percentile", "qat-snapshots", "wide", "scores-float"])
     ap.add_argument("--work", required=True)
     ap.add_argument("--key", required=True, choices=sorted(int8_tc.MODELS))
     ap.add_argument("--gate-clip", action="append", required=True)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     work = Path(args.work)
+    wide = args.what in ("wide", "scores-float")
     # the gate-clips folder (cosmos 131–154 and the udacity clip) is the other parts' gate: `wide` adds no clip to it
-    data = int8_tc.prepare_data(work, [c for c in args.gate_clip if args.what != "wide" or "udacity" in c])
+    data = int8_tc.prepare_data(work, [c for c in args.gate_clip if not wide or "udacity" in c])
     fp32 = int8_tc.fp32_onnx(work, args.key)
     if args.what == "percentile":
         for pct in (99.999, 99.99):
@@ -54,16 +92,22 @@ def main(argv=None) -> None:
                 tc_per_clip=False,
             )
         return
-    if args.what == "wide":
+    if args.what == "scores-float":
+        scores_in_float(work / args.key / "ptq_trt.int8.qdq.onnx", work / args.key / "diag_ptq_trt_scores_float")
+    if wide:
         clips = {"cosmos_131_154": data["gate_clips"] / "cosmos_131_154"}
         clips.update({Path(c).name: Path(c) for c in args.gate_clip})
         judge = int8_tc.Judge(fp32, clips, args.threads)
-        out = {"clips": judge.frames_record(), "variants": {}}
+        path = work / args.key / "gate_wide.json"
+        out = json.loads(path.read_text()) if path.is_file() else {"variants": {}}
+        out["clips"] = judge.frames_record()
         for model in sorted((work / args.key).glob("*.int8.qdq.onnx")):
-            out["variants"][model.name.split(".")[0]] = judge.tc(model)
-        tmp = work / args.key / "gate_wide.json.tmp"
-        tmp.write_text(json.dumps(out, indent=1, default=float))
-        tmp.replace(tmp.with_suffix(""))
+            name = model.name.split(".")[0]
+            if name not in out["variants"]:
+                out["variants"][name] = judge.tc(model)
+                tmp = path.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(out, indent=1, default=float))
+                tmp.replace(path)
         return
     gate = int8_tc.Judge(fp32, {"gate_clips": data["gate_clips"]}, args.threads).gates["gate_clips"]
     for run in sorted((work / "qat").iterdir()):

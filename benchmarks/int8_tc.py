@@ -499,6 +499,8 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
     )
     for q in sorted(d.glob("qat*.int8.qdq.onnx")):
         out[q.name.split(".")[0]] = ("QAT export (see the report for the training command)", lambda f, q=q: q)
+    for q in sorted(d.glob("diag_*.int8.qdq.onnx")):  # int8_gate_clips.py's diagnostics (its manifest says what)
+        out[q.name.split(".")[0]] = ("diagnostic (benchmarks/int8_gate_clips.py)", lambda f, q=q: q)
     return out
 
 
