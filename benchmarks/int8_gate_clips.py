@@ -10,6 +10,9 @@ given with --gate-clip; never the held-out clips), with each TC drop's 90 % inte
 - `scores-float` (round 7): WORK/KEY/diag_ptq_trt_scores_float — `ptq_trt` with the decoder's upsamplings of the
   class-score maps (transposed convolutions reading as many channels as the model has classes) in float — then
   `wide`: does quantising the score maps flip the thin classes?
+- `table` (round 7): from gate_wide.json and the model's held-out figures (WORK/KEY.json), each file's TC drop on
+  the gate clips and the held-out clips, its mean, spread and the clips over 1 point, and how well the gate clips
+  rank the held-out verdicts (Spearman's ρ of the gate figures against the worst held-out drop).
 
     python benchmarks/int8_gate_clips.py percentile --work runs/int8_tc_r2 --key camvid_tc \
         --gate-clip runs/real/val/udacity_solidWhiteRight
@@ -62,15 +65,66 @@ def scores_in_float(src: Path, stem: Path) -> Path:
     return out
 
 
+HELD_OUT = ("pandaset", "cosmos_b", "udacity_vehicle_test_video")
+
+
+def ten_clips_table(work: Path, key: str) -> list[str]:
+    """Markdown rows: every file measured on the gate clips (gate_wide.json) and on the held-out clips."""
+    import numpy as np
+
+    wide = json.loads((work / key / "gate_wide.json").read_text())
+    held = json.loads((work / f"{key}.json").read_text())
+    clips = list(wide["clips"])
+    rows = [
+        "| file | "
+        + " | ".join(f"`{c}`" for c in clips)
+        + " | "
+        + " | ".join(f"**{h}**" for h in HELD_OUT)
+        + " | mean [sd] of the 10 | clips > 1 |",
+        "|---|" + "---|" * (len(clips) + len(HELD_OUT) + 2),
+    ]
+    gate_worst, gate_mean, held_worst = [], [], []
+    for name, by_clip in sorted(wide["variants"].items()):
+        h = [held.get(name, {}).get("tc", {}).get(c, {}).get("drop") for c in HELD_OUT]
+        if None in h:
+            continue
+        g = [by_clip[c]["drop"] for c in clips]
+        both = np.array(g + h)
+        rows.append(
+            f"| `{name}` | "
+            + " | ".join(f"{x:.2f}" for x in g)
+            + " | "
+            + " | ".join(f"**{x:.2f}**" for x in h)
+            + f" | {both.mean():.2f} [{both.std(ddof=1):.2f}] | {int((both > 1.0).sum())} of {len(both)} |"
+        )
+        gate_worst.append(max(g))
+        gate_mean.append(float(np.mean(g)))
+        held_worst.append(max(h))
+
+    def rho(a, b) -> float:
+        ranks = [np.argsort(np.argsort(x)) for x in (a, b)]
+        return float(np.corrcoef(*ranks)[0, 1])
+
+    rows.append(
+        f"\nSpearman's ρ against the worst held-out drop, over these {len(held_worst)} files: the worst gate clip "
+        f"{rho(gate_worst, held_worst):.2f}, the mean of the gate clips {rho(gate_mean, held_worst):.2f}."
+    )
+    return rows
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["percentile", "qat-snapshots", "wide", "scores-float"])
+    ap.add_argument("what", choices=["percentile", "qat-snapshots", "wide", "scores-float", "table"])
     ap.add_argument("--work", required=True)
     ap.add_argument("--key", required=True, choices=sorted(int8_tc.MODELS))
-    ap.add_argument("--gate-clip", action="append", required=True)
+    ap.add_argument("--gate-clip", action="append", default=[])
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     work = Path(args.work)
+    if args.what == "table":
+        return print("\n".join(ten_clips_table(work, args.key)))
+    if not args.gate_clip:
+        ap.error("--gate-clip: at least one")
     wide = args.what in ("wide", "scores-float")
     # the gate-clips folder (cosmos 131–154 and the udacity clip) is the other parts' gate: `wide` adds no clip to it
     data = int8_tc.prepare_data(work, [c for c in args.gate_clip if not wide or "udacity" in c])

@@ -34,9 +34,14 @@ import int8_tc  # its sibling (python puts the script's folder first on the path
 RECIPES = {
     "cityscapes": "train/cityscapes_espnet_qat.yaml",
     "camvid": "train/camvid_espnet_qat.yaml",
-    "camvid_tc": "train/camvid_espnet_qat.yaml",  # the trained student, from its own weights and as its own teacher
+    # the trained students, each from its own weights and as its own teacher
+    "camvid_tc": "train/camvid_espnet_qat.yaml",
+    "cityscapes_tc": "train/cityscapes_espnet_qat.yaml",
 }
-START = {"camvid_tc": ["model.init_checkpoint=espnet-camvid-tc", "teacher.checkpoint=espnet-camvid-tc"]}
+START = {
+    key: [f"model.init_checkpoint={int8_tc.MODELS[key][0]}", f"teacher.checkpoint={int8_tc.MODELS[key][0]}"]
+    for key in ("camvid_tc", "cityscapes_tc")
+}
 GATE = int8_tc.GATE  # cosmos frames [131, 155) of the TC gate (near calibrate's default: cosmos_a's last 24)
 TRAIN_FRAMES = GATE[0]  # cosmos frames [0, 131): before the gate's
 TC_LIMIT = 1.0

@@ -45,8 +45,9 @@ GATE = (131, 155)  # cosmos frames of the QAT choice's TC gate (int8_qat.py) and
 MODELS = {
     "camvid": ("espnet-camvid", "espnet_p_2_q_8_camvid.pth"),
     "cityscapes": ("espnet-cityscapes", "espnet_p_2_q_8_cityscapes.pth"),
-    "camvid_tc": ("espnet-camvid-tc", None),
-}  # the project's temporally fine-tuned student (zoo)
+    "camvid_tc": ("espnet-camvid-tc", None),  # the project's temporally fine-tuned students (zoo)
+    "cityscapes_tc": ("espnet-cityscapes-tc", None),
+}
 CAMVID_KEYS = ("camvid", "camvid_tc")
 CONV = ["Conv", "ConvTranspose"]
 # what calibrate's settings were before round 5, pinned so that the earlier variants are made as measured:
@@ -1041,8 +1042,8 @@ def report(work: Path, student_work: Path | None = None) -> None:
     `camvid_tc_r2`)."""
     from vsseg_edge.measure import environment
 
-    parts = {p: load(work, p) for p in ("investigate", "camvid", "cityscapes", "camvid_tc", "speed")}
-    places = {key: (work, key) for key in ("camvid", "cityscapes", "camvid_tc")}
+    parts = {p: load(work, p) for p in ("investigate", "camvid", "cityscapes", "camvid_tc", "cityscapes_tc", "speed")}
+    places = {key: (work, key) for key in ("camvid", "cityscapes", "camvid_tc", "cityscapes_tc")}
     if student_work is not None:
         parts["camvid_tc_r2"] = load(student_work, "camvid_tc")
         places["camvid_tc_r2"] = (student_work, "camvid_tc")
