@@ -49,13 +49,11 @@ def scores_in_float(src: Path, stem: Path) -> Path:
             w = producers[w].input[0]
         return int(inits[w].dims[0])  # ConvTranspose weights are (in, out / groups, kH, kW)
 
-    n = len(man["classes"])
+    n, quantised = len(man["classes"]), set(qdq_candidates(model))
     score_readers = [
         node.name
         for node in model.graph.node
-        if node.op_type == "ConvTranspose"
-        and node.name in set(qdq_candidates(model))
-        and weight_in_channels(node) in (n, n + 1)
+        if node.op_type == "ConvTranspose" and node.name in quantised and weight_in_channels(node) in (n, n + 1)
     ]
     int8_tc.log(f"kept in float (class-score maps): {score_readers}")
     out = stem.with_suffix(".int8.qdq.onnx")
@@ -126,8 +124,8 @@ def main(argv=None) -> None:
     if not args.gate_clip:
         ap.error("--gate-clip: at least one")
     wide = args.what in ("wide", "scores-float")
-    # the gate-clips folder (cosmos 131–154 and the udacity clip) is the other parts' gate: `wide` adds no clip to it
-    data = int8_tc.prepare_data(work, [c for c in args.gate_clip if not wide or "udacity" in c])
+    # the gate-clips folder (cosmos 131–154 and the given clips) is the other parts' gate: `wide` adds no clip to it
+    data = int8_tc.prepare_data(work, [] if wide else args.gate_clip)
     fp32 = int8_tc.fp32_onnx(work, args.key)
     if args.what == "percentile":
         for pct in (99.999, 99.99):
@@ -149,11 +147,13 @@ def main(argv=None) -> None:
     if args.what == "scores-float":
         scores_in_float(work / args.key / "ptq_trt.int8.qdq.onnx", work / args.key / "diag_ptq_trt_scores_float")
     if wide:
-        clips = {"cosmos_131_154": data["gate_clips"] / "cosmos_131_154"}
+        clips = {"cosmos_131_154": data["cosmos_gate"]}
         clips.update({Path(c).name: Path(c) for c in args.gate_clip})
         judge = int8_tc.Judge(fp32, clips, args.threads)
         path = work / args.key / "gate_wide.json"
-        out = json.loads(path.read_text()) if path.is_file() else {"variants": {}}
+        out = json.loads(path.read_text()) if path.is_file() else {}
+        if set(out.get("clips", {})) != set(clips):  # measured on other clips: start again, never mix the two
+            out = {"variants": {}}
         out["clips"] = judge.frames_record()
         for model in sorted((work / args.key).glob("*.int8.qdq.onnx")):
             name = model.name.split(".")[0]

@@ -57,8 +57,7 @@ def layout(work: Path, data: dict, extra: list[str], run: str) -> tuple[Path, Pa
         link = clips / Path(e).name
         if not link.exists():
             link.symlink_to(Path(e).resolve(), target_is_directory=True)
-    gate = int8_tc.frame_folder(work / "data" / "cosmos_gate", frames[GATE[0] : GATE[1]])
-    return clips, gate
+    return clips, data["cosmos_gate"]
 
 
 def float_modules(ptq: Path, checkpoint: str) -> list[str]:

@@ -97,6 +97,7 @@ def prepare_data(work: Path, gate_clips: list[str] = ()) -> dict:
     return {
         "gate_clips": gate,
         "cosmos_0_130": frame_folder(work / "data" / "cosmos_0_130", cosmos[: GATE[0]]),
+        "cosmos_gate": frame_folder(work / "data" / "cosmos_gate", cosmos[GATE[0] : GATE[1]]),  # never calibrated on
         "cosmos_a": frame_folder(work / "data" / "cosmos_a", cosmos[:SPLIT]),
         "cosmos_b": frame_folder(work / "data" / "cosmos_b", cosmos[SPLIT:]),
         "pandaset": SHARED / "video" / "pandaset_sf_front",
@@ -498,10 +499,13 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
             **{**common, "max_rounds": 6},
         ),
     )
-    for q in sorted(d.glob("qat*.int8.qdq.onnx")):
-        out[q.name.split(".")[0]] = ("QAT export (see the report for the training command)", lambda f, q=q: q)
-    for q in sorted(d.glob("diag_*.int8.qdq.onnx")):  # int8_gate_clips.py's diagnostics (its manifest says what)
-        out[q.name.split(".")[0]] = ("diagnostic (benchmarks/int8_gate_clips.py)", lambda f, q=q: q)
+    made_elsewhere = {  # files found in the folder: QAT exports, int8_gate_clips.py's diagnostics (manifests say what)
+        "qat*": "QAT export (see the report for the training command)",
+        "diag_*": "diagnostic (benchmarks/int8_gate_clips.py)",
+    }
+    for pattern, what in made_elsewhere.items():
+        for q in sorted(d.glob(f"{pattern}.int8.qdq.onnx")):
+            out[q.name.split(".")[0]] = (what, lambda f, q=q: q)
     return out
 
 
@@ -628,8 +632,7 @@ def part_precision(work: Path, data: dict, args) -> None:
         return cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_COLOR)
 
     extra = {Path(c).name: Path(c) for c in args.judge_clip}  # more held-out clips, never calibrated or gated on
-    gate_frames = frame_folder(work / "data" / "cosmos_gate", sorted(data["cosmos_a"].iterdir())[GATE[0] : GATE[1]])
-    views = {"gate_23": gate_frames, **({"gate_clips": data["gate_clips"]} if data["gate_clips"] else {})}
+    views = {"gate_23": data["cosmos_gate"], **({"gate_clips": data["gate_clips"]} if data["gate_clips"] else {})}
     for key in MODELS:
         results = load(work, key)
         if not results:
