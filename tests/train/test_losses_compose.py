@@ -179,25 +179,22 @@ def test_pixel_kd_on_the_final_logits_with_kd_resolution_full():
     w = LossWeights(seg=0.0, aux=0.0, kd_pixel=1.0)
     full = EtcLoss(LossConfig(weights=w, kd_resolution="full"))(frame_t, labels, neighbours)[1]["kd_pixel"]
     s8 = EtcLoss(LossConfig(weights=w))(frame_t, labels, neighbours)[1]["kd_pixel"]
-    kd = kd_pixel_mod.PixelKDLoss()
-    expect = kd(
-        frame_t.student["out"],
-        frame_t.teacher["out"],
-        [n.student["out"] for n in neighbours],
-        [n.teacher["out"] for n in neighbours],
-    )
-    assert full == pytest.approx(float(expect)) and full != pytest.approx(s8)
+
+    def on_final_logits(kd):  # the term by hand, on frame t's and the neighbours' final logits
+        return kd(
+            frame_t.student["out"],
+            frame_t.teacher["out"],
+            [n.student["out"] for n in neighbours],
+            [n.teacher["out"] for n in neighbours],
+        )
+
+    assert full == pytest.approx(float(on_final_logits(kd_pixel_mod.PixelKDLoss()))) and full != pytest.approx(s8)
     with pytest.raises(ValueError, match="kd_resolution"):
         LossConfig(kd_resolution="half")
     # the config's class balance reaches the term (kd_pixel.py has its maths)
     cfg = LossConfig(weights=w, kd_resolution="full", kd_class_balance=1.0)
     balanced = EtcLoss(cfg)(frame_t, labels, neighbours)[1]["kd_pixel"]
-    expect = kd_pixel_mod.PixelKDLoss(class_balance=1.0)(
-        frame_t.student["out"],
-        frame_t.teacher["out"],
-        [n.student["out"] for n in neighbours],
-        [n.teacher["out"] for n in neighbours],
-    )
+    expect = on_final_logits(kd_pixel_mod.PixelKDLoss(class_balance=1.0))
     assert balanced == pytest.approx(float(expect)) and balanced != pytest.approx(full)
     with pytest.raises(ValueError, match="kd_class_balance"):
         LossConfig(kd_class_balance=-0.5)
