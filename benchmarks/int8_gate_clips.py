@@ -10,6 +10,9 @@ given with --gate-clip; never the held-out clips), with each TC drop's 90 % inte
 - `scores-float` (round 7): WORK/KEY/diag_ptq_trt_scores_float — `ptq_trt` with the decoder's upsamplings of the
   class-score maps (transposed convolutions reading as many channels as the model has classes) in float — then
   `wide`: does quantising the score maps flip the thin classes?
+- `class-float` (round 8): WORK/KEY/diag_BASE_signs_float — the INT8 file `--base` (default `ptq_trt`) with
+  the quantised nodes that most flip FP32's sign-symbol and pole pixels kept in float, ranked one node at a time on
+  labelled CamVid *train* frames (the 24 where FP32 predicts the most sign; never a judged clip), then `wide`;
 - `table` (round 7): from gate_wide.json and the model's held-out figures (WORK/KEY.json), each file's TC drop on
   the gate clips and the held-out clips, its mean, spread and the clips over 1 point, and how well the gate clips
   rank the held-out verdicts (Spearman's ρ of the gate figures against the worst held-out drop).
@@ -63,6 +66,55 @@ def scores_in_float(src: Path, stem: Path) -> Path:
     return out
 
 
+def class_float(src: Path, fp32: Path, camvid: Path, stem: Path, threads: int, keep: int = 4) -> Path:
+    """`src` with the `keep` quantised nodes kept in float whose float copy, alone, most raises agreement with FP32
+    on the pixels FP32 labels sign symbol or pole, on the CamVid train frames where FP32 predicts the most sign."""
+    import tempfile
+
+    import cv2
+    import numpy as np
+    import onnx
+
+    from vsseg_edge.core.hashcache import file_sha256
+    from vsseg_edge.onnx_graph import keep_in_float, qdq_candidates
+
+    man = json.loads(Path(str(src) + ".json").read_text())
+    thin = [man["classes"].index(c) for c in ("sign symbol", "pole")]
+    predict = int8_tc.predictor(threads)
+    paths = sorted((camvid / "train").glob("*.png"))
+    if not paths:
+        raise SystemExit(f"{camvid / 'train'}: no CamVid train frames (.png)")
+    frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
+    signs = [int((lab == thin[0]).sum()) for lab in predict(fp32, frames)]
+    frames = [frames[i] for i in sorted(range(len(frames)), key=lambda i: (-signs[i], paths[i].name))[:24]]
+    ref = np.stack(list(predict(fp32, frames)))
+    mask = np.isin(ref, thin)
+
+    def agreement(path: Path) -> float:
+        return float((np.stack(list(predict(path, frames)))[mask] == ref[mask]).mean())
+
+    model = onnx.load(str(src))
+    base, gains = agreement(src), {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, name in enumerate(qdq_candidates(model)):
+            trial = Path(tmp) / f"trial{i}.int8.qdq.onnx"  # one name each: the runner checks the file's sha256
+            onnx.save(keep_in_float(model, [name]), str(trial))
+            Path(str(trial) + ".json").write_text(json.dumps({**man, "sha256": file_sha256(trial)}))
+            gains[name] = agreement(trial) - base
+            trial.unlink()
+            int8_tc.log(
+                f"   {name} in float: sign/pole agreement {100 * base:.2f} → {100 * (base + gains[name]):.2f} %"
+            )
+    top = sorted(gains, key=lambda n: -gains[n])[:keep]
+    int8_tc.log(f"kept in float (sign/pole ranking on {len(frames)} CamVid train frames): {top}")
+    out = stem.with_suffix(".int8.qdq.onnx")
+    onnx.save(keep_in_float(model, top), str(out))
+    ranking = {n: round(100 * g, 3) for n, g in sorted(gains.items(), key=lambda kv: -kv[1])}
+    man = {**man, "sha256": file_sha256(out), "diagnostic": f"{src.name}, sign/pole-ranked nodes in float: {top}"}
+    Path(str(out) + ".json").write_text(json.dumps({**man, "class_float_gain_points": ranking}, indent=1))
+    return out
+
+
 HELD_OUT = ("pandaset", "cosmos_b", "udacity_vehicle_test_video")
 
 
@@ -112,18 +164,19 @@ def ten_clips_table(work: Path, key: str) -> list[str]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["percentile", "qat-snapshots", "wide", "scores-float", "table"])
+    ap.add_argument("what", choices=["percentile", "qat-snapshots", "wide", "scores-float", "class-float", "table"])
     ap.add_argument("--work", required=True)
     ap.add_argument("--key", required=True, choices=sorted(int8_tc.MODELS))
     ap.add_argument("--gate-clip", action="append", default=[])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--base", default="ptq_trt", help="class-float: the INT8 file of WORK/KEY it starts from")
     args = ap.parse_args(argv)
     work = Path(args.work)
     if args.what == "table":
         return print("\n".join(ten_clips_table(work, args.key)))
     if not args.gate_clip:
         ap.error("--gate-clip: at least one")
-    wide = args.what in ("wide", "scores-float")
+    wide = args.what in ("wide", "scores-float", "class-float")
     # the gate-clips folder (cosmos 131–154 and the given clips) is the other parts' gate: `wide` adds no clip to it
     data = int8_tc.prepare_data(work, [] if wide else args.gate_clip)
     fp32 = int8_tc.fp32_onnx(work, args.key)
@@ -146,6 +199,9 @@ def main(argv=None) -> None:
         return
     if args.what == "scores-float":
         scores_in_float(work / args.key / "ptq_trt.int8.qdq.onnx", work / args.key / "diag_ptq_trt_scores_float")
+    if args.what == "class-float":
+        src, stem = work / args.key / f"{args.base}.int8.qdq.onnx", work / args.key / f"diag_{args.base}_signs_float"
+        class_float(src, fp32, data["camvid"], stem, args.threads)
     if wide:
         clips = {"cosmos_131_154": data["cosmos_gate"]}
         clips.update({Path(c).name: Path(c) for c in args.gate_clip})
