@@ -79,6 +79,8 @@ def class_float(src: Path, fp32: Path, camvid: Path, stem: Path, threads: int, k
     from vsseg_edge.onnx_graph import keep_in_float, qdq_candidates
 
     man = json.loads(Path(str(src) + ".json").read_text())
+    if not {"sign symbol", "pole"} <= set(man["classes"]):
+        raise SystemExit(f"{src}: class-float ranks CamVid's 'sign symbol' and 'pole'; it lacks one of them")
     thin = [man["classes"].index(c) for c in ("sign symbol", "pole")]
     predict = int8_tc.predictor(threads)
     paths = sorted((camvid / "train").glob("*.png"))
