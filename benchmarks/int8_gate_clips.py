@@ -12,7 +12,8 @@ given with --gate-clip; never the held-out clips), with each TC drop's 90 % inte
   `wide`: does quantising the score maps flip the thin classes?
 - `class-float` (round 8): WORK/KEY/diag_BASE_signs_float — the INT8 file `--base` (default `ptq_trt`) with
   the quantised nodes that most flip FP32's sign-symbol and pole pixels kept in float, ranked one node at a time on
-  labelled CamVid *train* frames (the 24 where FP32 predicts the most sign; never a judged clip), then `wide`;
+  labelled CamVid *train* frames (the 24 where FP32 predicts the most sign, or with `--skip N` the 24 after the N
+  most signed; never a judged clip), then `wide`;
 - `table` (round 7): from gate_wide.json and the model's held-out figures (WORK/KEY.json), each file's TC drop on
   the gate clips and the held-out clips, its mean, spread and the clips over 1 point, and how well the gate clips
   rank the held-out verdicts (Spearman's ρ of the gate figures against the worst held-out drop).
@@ -66,9 +67,10 @@ def scores_in_float(src: Path, stem: Path) -> Path:
     return out
 
 
-def class_float(src: Path, fp32: Path, camvid: Path, stem: Path, threads: int, keep: int = 4) -> Path:
+def class_float(src: Path, fp32: Path, camvid: Path, stem: Path, threads: int, keep: int = 4, skip: int = 0) -> Path:
     """`src` with the `keep` quantised nodes kept in float whose float copy, alone, most raises agreement with FP32
-    on the pixels FP32 labels sign symbol or pole, on the CamVid train frames where FP32 predicts the most sign."""
+    on the pixels FP32 labels sign symbol or pole, on the 24 CamVid train frames where FP32 predicts the most sign
+    (after the `skip` with the most: another sample of the same kind)."""
     import tempfile
 
     import cv2
@@ -88,7 +90,7 @@ def class_float(src: Path, fp32: Path, camvid: Path, stem: Path, threads: int, k
         raise SystemExit(f"{camvid / 'train'}: no CamVid train frames (.png)")
     frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
     signs = [int((lab == thin[0]).sum()) for lab in predict(fp32, frames)]
-    frames = [frames[i] for i in sorted(range(len(frames)), key=lambda i: (-signs[i], paths[i].name))[:24]]
+    frames = [frames[i] for i in sorted(range(len(frames)), key=lambda i: (-signs[i], paths[i].name))[skip : skip + 24]]
     ref = np.stack(list(predict(fp32, frames)))
     mask = np.isin(ref, thin)
 
@@ -172,6 +174,7 @@ def main(argv=None) -> None:
     ap.add_argument("--gate-clip", action="append", default=[])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--base", default="ptq_trt", help="class-float: the INT8 file of WORK/KEY it starts from")
+    ap.add_argument("--skip", type=int, default=0, help="class-float: rank on the frames after the N most signed")
     args = ap.parse_args(argv)
     work = Path(args.work)
     if args.what == "table":
@@ -202,8 +205,15 @@ def main(argv=None) -> None:
     if args.what == "scores-float":
         scores_in_float(work / args.key / "ptq_trt.int8.qdq.onnx", work / args.key / "diag_ptq_trt_scores_float")
     if args.what == "class-float":
-        src, stem = work / args.key / f"{args.base}.int8.qdq.onnx", work / args.key / f"diag_{args.base}_signs_float"
-        class_float(src, fp32, data["camvid"], stem, args.threads)
+        name = f"diag_{args.base}_signs_float" + (f"_skip{args.skip}" if args.skip else "")
+        class_float(
+            work / args.key / f"{args.base}.int8.qdq.onnx",
+            fp32,
+            data["camvid"],
+            work / args.key / name,
+            args.threads,
+            skip=args.skip,
+        )
     if wide:
         clips = {"cosmos_131_154": data["cosmos_gate"]}
         clips.update({Path(c).name: Path(c) for c in args.gate_clip})
