@@ -35,12 +35,24 @@ from pathlib import Path
 import int8_tc  # its sibling (python puts the script's folder first on the path): data, FP32 exports, the judge
 
 
+def save_diagnostic(model, src: Path, man: dict, stem: Path, what: str, **extra) -> Path:
+    """Write `model` (`src` rewritten: `what`) as STEM.int8.qdq.onnx with `src`'s manifest, re-hashed."""
+    import onnx
+
+    from vsseg_edge.core.hashcache import file_sha256
+
+    out = stem.with_suffix(".int8.qdq.onnx")
+    onnx.save(model, str(out))
+    man = {**man, "sha256": file_sha256(out), "diagnostic": f"{src.name}, {what}", **extra}
+    Path(str(out) + ".json").write_text(json.dumps(man, indent=1))
+    return out
+
+
 def scores_in_float(src: Path, stem: Path) -> Path:
     """`src` with its quantised transposed convolutions that read class-score maps (as many input channels as the
     model has classes, or one more: ESPNet CamVid scores a void map it does not output) kept in float."""
     import onnx
 
-    from vsseg_edge.core.hashcache import file_sha256
     from vsseg_edge.onnx_graph import keep_in_float, qdq_candidates, tensor_producers
 
     model = onnx.load(str(src))
@@ -60,63 +72,63 @@ def scores_in_float(src: Path, stem: Path) -> Path:
         if node.op_type == "ConvTranspose" and node.name in quantised and weight_in_channels(node) in (n, n + 1)
     ]
     int8_tc.log(f"kept in float (class-score maps): {score_readers}")
-    out = stem.with_suffix(".int8.qdq.onnx")
-    onnx.save(keep_in_float(model, score_readers), str(out))
-    man = {**man, "sha256": file_sha256(out), "diagnostic": f"{src.name}, score maps in float: {score_readers}"}
-    Path(str(out) + ".json").write_text(json.dumps(man, indent=1))
-    return out
+    model = keep_in_float(model, score_readers)
+    return save_diagnostic(model, src, man, stem, f"score maps in float: {score_readers}")
 
 
 def class_float(src: Path, fp32: Path, camvid: Path, stem: Path, threads: int, keep: int = 4, skip: int = 0) -> Path:
     """`src` with the `keep` quantised nodes kept in float whose float copy, alone, most raises agreement with FP32
     on the pixels FP32 labels sign symbol or pole, on the 24 CamVid train frames where FP32 predicts the most sign
-    (after the `skip` with the most: another sample of the same kind)."""
-    import tempfile
-
+    (after the `skip` with the most: another sample of the same kind). The leave-one-out is `calibrate`'s own
+    (`calib.sensitivity.rank_qdq_nodes`), each candidate run in memory."""
     import cv2
     import numpy as np
     import onnx
 
-    from vsseg_edge.core.hashcache import file_sha256
+    from vsseg_edge.calib.sensitivity import rank_qdq_nodes
+    from vsseg_edge.core.manifest import manifest_preprocess
+    from vsseg_edge.measure import predict
     from vsseg_edge.onnx_graph import keep_in_float, qdq_candidates
+    from vsseg_edge.runtime.backends import open_backend, output_kind_of
 
     man = json.loads(Path(str(src) + ".json").read_text())
     if not {"sign symbol", "pole"} <= set(man["classes"]):
         raise SystemExit(f"{src}: class-float ranks CamVid's 'sign symbol' and 'pole'; it lacks one of them")
     thin = [man["classes"].index(c) for c in ("sign symbol", "pole")]
-    predict = int8_tc.predictor(threads)
     paths = sorted((camvid / "train").glob("*.png"))
     if not paths:
         raise SystemExit(f"{camvid / 'train'}: no CamVid train frames (.png)")
     frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
-    signs = [int((lab == thin[0]).sum()) for lab in predict(fp32, frames)]
-    frames = [frames[i] for i in sorted(range(len(frames)), key=lambda i: (-signs[i], paths[i].name))[skip : skip + 24]]
-    ref = np.stack(list(predict(fp32, frames)))
+    fp32_labels = list(int8_tc.predictor(threads)(fp32, frames))
+    chosen = sorted(range(len(frames)), key=lambda i: (-int((fp32_labels[i] == thin[0]).sum()), paths[i].name))
+    chosen = chosen[skip : skip + 24]
+    frames, ref = [frames[i] for i in chosen], np.stack([fp32_labels[i] for i in chosen])
     mask = np.isin(ref, thin)
+    options = {  # as int8_tc.predictor opens the file: its flavour's arithmetic, int8 activations shifted
+        "spec": manifest_preprocess(man, str(src)),
+        "output_kind": output_kind_of(man, str(src)),
+        "classes": man["classes"],
+        "name": str(src),
+        "providers": ["CPUExecutionProvider"],
+        "threads": threads,
+        "exact_qdq": int8_tc.exact_for(src),
+        "shift_int8": True,
+    }
 
-    def agreement(path: Path) -> float:
-        return float((np.stack(list(predict(path, frames)))[mask] == ref[mask]).mean())
+    def disagreement(candidate) -> float:  # with FP32, on the pixels FP32 labels sign symbol or pole
+        with open_backend(candidate, **options) as runner:
+            labels = np.stack(list(predict(runner, frames, at_frame_size=False).labels))
+        return float((labels[mask] != ref[mask]).mean())
 
     model = onnx.load(str(src))
-    base, gains = agreement(src), {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, name in enumerate(qdq_candidates(model)):
-            trial = Path(tmp) / f"trial{i}.int8.qdq.onnx"  # one name each: the runner checks the file's sha256
-            onnx.save(keep_in_float(model, [name]), str(trial))
-            Path(str(trial) + ".json").write_text(json.dumps({**man, "sha256": file_sha256(trial)}))
-            gains[name] = agreement(trial) - base
-            trial.unlink()
-            int8_tc.log(
-                f"   {name} in float: sign/pole agreement {100 * base:.2f} → {100 * (base + gains[name]):.2f} %"
-            )
-    top = sorted(gains, key=lambda n: -gains[n])[:keep]
-    int8_tc.log(f"kept in float (sign/pole ranking on {len(frames)} CamVid train frames): {top}")
-    out = stem.with_suffix(".int8.qdq.onnx")
-    onnx.save(keep_in_float(model, top), str(out))
-    ranking = {n: round(100 * g, 3) for n, g in sorted(gains.items(), key=lambda kv: -kv[1])}
-    man = {**man, "sha256": file_sha256(out), "diagnostic": f"{src.name}, sign/pole-ranked nodes in float: {top}"}
-    Path(str(out) + ".json").write_text(json.dumps({**man, "class_float_gain_points": ranking}, indent=1))
-    return out
+    base, ranked = rank_qdq_nodes(model, qdq_candidates(model), disagreement, int8_tc.log)
+    top = [n for n, _ in ranked[:keep]]
+    int8_tc.log(
+        f"sign/pole agreement {100 * (1 - base):.2f} % on {len(frames)} CamVid train frames; kept in float: {top}"
+    )
+    ranking = {n: round(100 * g, 3) for n, g in ranked}
+    what = f"sign/pole-ranked nodes in float: {top}"
+    return save_diagnostic(keep_in_float(model, top), src, man, stem, what, class_float_gain_points=ranking)
 
 
 HELD_OUT = ("pandaset", "cosmos_b", "udacity_vehicle_test_video")
