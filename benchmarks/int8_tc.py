@@ -154,7 +154,15 @@ def published_checkpoint(work: Path, key: str) -> Path:
 
 
 def calibrated(
-    out: Path, fp32: Path, frames: Path, preset: str, *, eval_source=None, tc_source=None, **settings
+    out: Path,
+    fp32: Path,
+    frames: Path,
+    preset: str,
+    *,
+    eval_source=None,
+    tc_source=None,
+    protect_source=None,
+    **settings,
 ) -> Path:
     """`calibrate` with a preset and settings (what `vsseg-edge calibrate` runs); kept when a gate fails."""
     from vsseg_edge.calib.config import load_calib_config
@@ -172,6 +180,7 @@ def calibrated(
         eval_source=eval_source,
         keep_failed=True,
         tc_source=tc_source,
+        protect_source=protect_source,
         log=lambda s: log("   ", s),
     )
     log(f"{out.name}: calibrated in {time.perf_counter() - t0:.0f} s")
@@ -447,6 +456,22 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
                 tc_source=data["gate_clips"],
                 **{**common, "max_rounds": 6, "tc_per_clip": True, "tc_max_frames": 120},
                 tc_clip_frames=60,
+            ),
+        )
+    if key in CAMVID_KEYS:  # round 9: calibrate's own class protection, ranked on CamVid train frames
+        protect = dict(protect_classes=["sign symbol", "pole"], protect_source=data["camvid"])
+        out["ptq_trt_protect"] = (
+            "TensorRT flavour as ptq_trt, then sign symbol and pole protected (calibrate --protect-classes 'sign "
+            "symbol,pole' --protect-frames CAMVID: 4 nodes in float, ranked on the 24 CamVid train frames richest "
+            "in them), both gates again",
+            lambda f: calibrated(
+                d / "ptq_trt_protect.int8.qdq.onnx", f, cosmos, "cityscapes_percentile.yaml", **common, **protect
+            ),
+        )
+        out["ptq_ort_u8_protect"] = (
+            "onnxruntime flavour as ptq_ort_u8, then sign symbol and pole protected as in ptq_trt_protect",
+            lambda f: calibrated(
+                d / "ptq_ort_u8_protect.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **common, max_rounds=6, **protect
             ),
         )
     if key not in CAMVID_KEYS:  # the Cityscapes model: the full search, without and with channel equalisation

@@ -244,9 +244,11 @@ def calibration_lines(report: dict) -> list[str]:
             else "speed not measured"
         )
         verdict = {True: "passed", False: "FAILED (kept)", None: "not run"}[c.get("gate_passed")]
+        prot = c.get("protected")
+        protected = f", {prot['nodes']} more for {', '.join(prot['classes'])}" if prot else ""
         lines.append(
             f"- `{e['file']}` ({c.get('target')}, {c.get('method')}; gates {verdict}; "
-            f"{c.get('kept_in_float')} node(s) kept in float): {acc}; {tc}; {speed}"
+            f"{c.get('kept_in_float')} node(s) kept in float{protected}): {acc}; {tc}; {speed}"
         )
     return lines
 

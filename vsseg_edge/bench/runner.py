@@ -163,6 +163,7 @@ def calibration_facts(man: dict) -> dict | None:
     gate = man.get("gate") or {}
     acc, tc = gate.get("result") or {}, gate.get("tc") or {}
     tcr, frames = tc.get("result") or {}, tc.get("frames") or {}
+    prot = man.get("protected")
     return {
         "method": (man.get("calibration") or {}).get("method"),
         "target": man.get("target"),
@@ -184,6 +185,8 @@ def calibration_facts(man: dict) -> dict | None:
         "tc_flow": tc.get("flow"),
         "tc_skipped": tc.get("skipped"),
         "kept_in_float": len(man.get("kept_in_float") or []),
+        # calibrate --protect-classes: the classes, and how many more nodes stay in float for them
+        "protected": {"classes": prot["classes"], "nodes": len(prot["kept_in_float"])} if prot else None,
         "speed": man.get("speed"),
     }
 

@@ -17,6 +17,20 @@ def _preset(name: str) -> str:
     return str({f.name: f.default for f in dataclasses.fields(CalibConfig)}[name])
 
 
+def _class_list(value: str | None) -> tuple[str, ...] | None:
+    """--protect-classes 'sign symbol,pole' → ('sign symbol', 'pole'); None when not given."""
+    if value is None:
+        return None
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    if not names:
+        from ..core.errors import VssegError
+
+        raise VssegError(
+            f"--protect-classes {value!r}: expected class names separated by commas, e.g. 'sign symbol,pole'"
+        )
+    return names
+
+
 def register(app, data_app) -> None:
     """`vsseg-edge calibrate`."""
     app.command("calibrate")(calibrate_command)
@@ -74,6 +88,19 @@ def calibrate_command(
         show_default=_preset("tc_confidence"),
         help="Judge the TC drop's upper bound at this confidence (e.g. 0.9; bootstrap over the pairs), 0: the drop.",
     ),
+    protect_classes: Optional[str] = typer.Option(
+        None,
+        "--protect-classes",
+        show_default="none",
+        help="Comma-separated class names (e.g. 'sign symbol,pole') whose pixels INT8 must not flip: the nodes "
+        "that most flip them stay in float.",
+    ),
+    protect_frames: Optional[Path] = typer.Option(
+        None,
+        "--protect-frames",
+        show_default="--frames",
+        help="Frames the protected classes are ranked on (a dataset root: its train split; a folder or video).",
+    ),
     no_gate: bool = typer.Option(False, "--no-gate", help="Skip the accuracy and TC gates (recorded in the manifest)."),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="Write the model even if the gate fails."),
     override: Optional[list[str]] = typer.Option(
@@ -99,6 +126,7 @@ def calibrate_command(
         tc_threshold=tc_threshold,
         tc_confidence=tc_confidence,
         gate=False if no_gate else None,
+        protect_classes=_class_list(protect_classes),
     )
     man = calibrate(
         model,
@@ -109,6 +137,7 @@ def calibrate_command(
         keep_failed=keep_failed,
         log=lambda s: typer.echo(s, err=True),
         tc_source=tc_frames,
+        protect_source=protect_frames,
     )
     gate = (man.get("gate") or {}).get("result")
     passed = (man.get("gate") or {}).get("passed")

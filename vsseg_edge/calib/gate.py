@@ -96,6 +96,11 @@ class Evaluator:
         fp32 = self._predict(fp32_path, keep_outputs=error_frames, exact_qdq=False)
         self._fp32_preds, self._fp32_raw = fp32.labels, fp32.outputs
 
+    @property
+    def fp32_labels(self) -> list[np.ndarray]:
+        """The FP32 parent's label maps of the frames, at model resolution."""
+        return self._fp32_preds
+
     def _runner(self, model, exact_qdq: bool):
         """An onnxruntime CPU runner: a file with its manifest, or a candidate without one (in memory, or a
         file the calibration has not yet given a manifest), described by the FP32 parent's spec."""

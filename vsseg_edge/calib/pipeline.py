@@ -7,7 +7,9 @@ disagreement without labels) and the temporal-consistency gate (TC drop on conse
 per-frame figures cannot see INT8 flicker). If a gate fails, rank every node that reads an activation
 through Q/DQ by what fails — the output error, or the INT8-only flips between frames, it removes when kept
 in float (on the Q/DQ graph itself, whatever quantiser placed the Q/DQ: sensitivity.py) — and keep the top
-1, 2, 4 … in float until both pass, for a bounded number of rounds; a failure names the QAT command. The
+1, 2, 4 … in float until both pass, for a bounded number of rounds; a failure names the QAT command. With
+`protect_classes`, the nodes that most flip those classes on the frames richest in them go to float too, and
+both gates judge again (protect.py: for thin classes the gate frames may not show). The
 model is written only when it passes (or when the caller accepts a failure), atomically, with its manifest:
 both gates' figures, the TC frames and flow, the nodes kept in float, and the FP32/INT8 speed ratio measured
 on this machine (speed.py).
@@ -199,21 +201,27 @@ def calibrate(
     keep_failed: bool = False,
     log: Callable[[str], None] = print,
     tc_source: str | Path | None = None,
+    protect_source: str | Path | None = None,
 ) -> dict:
     """Calibrate, quantise and gate `model`; write `out` and `out.json`; return the manifest.
 
     `tc_source` (--tc-frames): consecutive frames for the temporal-consistency gate (default: see `_tc_frames`).
+    `protect_source` (--protect-frames): the frames `cfg.protect_classes` are ranked on (default: `frames`).
     """
     model, out = Path(model), Path(out)
     if out.suffix != ".onnx" or out.resolve() == model.resolve():
         raise VssegError(f"--out {out}: expected a new .onnx path (e.g. model.int8.qdq.onnx), not the FP32 model")
     parent, spec = _read_parent(model)
+    if cfg.protect_classes:  # before any work: a class the model does not have
+        from .protect import class_indices
+
+        class_indices(cfg.protect_classes, parent["classes"], str(model))
     # before any work: the Q/DQ model is at most about as large as the FP32 one
     check_output(
         out,
         "--out",
         suffixes=(".onnx",),
-        inputs=[model, frames, eval_source, tc_source],
+        inputs=[model, frames, eval_source, tc_source, protect_source],
         need_bytes=model.stat().st_size + (64 << 10),
     )
     reserve = cfg.tc_clip_frames if _tc_wanted(cfg) and _same_source(tc_source, frames) else 0
@@ -251,8 +259,13 @@ def calibrate(
         if cfg.gate and gate_set is not None:
             loop = _gate_loop(q, candidate, info, gate_set, tc_frames, spec, parent["classes"], log)
             info = loop.info
-            if not loop.final.passed and not keep_failed:
-                raise VssegError(_failure(model, parent, cfg, loop))
+        protection = None
+        if cfg.protect_classes:
+            pool = _protect_pool(cfg, protect_source or frames, gate_set, tc_frames)
+            protection = _protect(q, candidate, pool, spec, parent, loop, log)
+            info = {**info, "protected_in_float": protection.kept_in_float}
+        if loop and not loop.final.passed and not keep_failed:
+            raise VssegError(_failure(model, parent, cfg, loop))
         report = require_qdq_structure(candidate, cfg.target)
         speed = _speed(model, candidate, spec, parent, cfg, gate_set or calib, log)
         gate = loop.final.accuracy if loop else None
@@ -282,6 +295,7 @@ def calibrate(
                 quantization=info,
                 excluded_layers=_excluded(info),
                 kept_in_float=info.get("kept_in_float", []),
+                protected=protection.to_dict() if protection else None,
                 gate={
                     "result": gate.to_dict() if gate else None,
                     "initial": loop.initial.accuracy.to_dict() if loop else None,
@@ -338,6 +352,7 @@ class _Loop:
     ranked: list
     ranked_by: list | None
     info: dict
+    judge: Callable[[object], _Verdict]  # both gates on a candidate (a file or an in-memory model)
 
 
 def _gate_loop(
@@ -379,7 +394,7 @@ def _gate_loop(
     rounds, ranked, ranked_by = [], [], None
     info = {**info, "kept_in_float": []}
     if verdict.passed or cfg.max_rounds == 0:
-        return _Loop(initial, verdict, rounds, ranked, ranked_by, info)
+        return _Loop(initial, verdict, rounds, ranked, ranked_by, info, judge)
     base = onnx.load(str(candidate))
     nodes = [n for n in qdq_candidates(base) if n not in cfg.exclude]
     error_of, ranked_by = _error_function(base, ev, tg, verdict, cfg)
@@ -406,7 +421,51 @@ def _gate_loop(
         verdict = judge(candidate)
         log(f"no round passed; keeping the best: {len(keep)} node(s) in float: {verdict.summary()}")
     info["kept_in_float"], info["quantized_error"] = list(keep), base_error
-    return _Loop(initial, verdict, rounds, ranked, ranked_by, info)
+    return _Loop(initial, verdict, rounds, ranked, ranked_by, info, judge)
+
+
+def _protect_pool(cfg: CalibConfig, source, gate_set: FrameSet | None, tc_frames: TcFrames | None) -> FrameSet:
+    """The frames the protected classes are ranked on: up to `protect_pool` of `source`'s calibration split (a
+    seeded sample), without the accuracy gate's and the TC gate's frames — those judge the result."""
+    pool, _ = calibration_frames(source, cfg.protect_pool, cfg.seed, cfg.split)
+    judged = set()
+    for other, keys in (
+        (gate_set, [f.key for f in gate_set.frames] if gate_set else []),
+        (tc_frames, [k for c in tc_frames.clips for k in c.keys] if tc_frames else []),
+    ):
+        if other is not None and Path(other.source).resolve() == Path(pool.source).resolve():
+            judged.update(keys)
+    pool.frames = [f for f in pool.frames if f.key not in judged]
+    return pool
+
+
+def _protect(q: _Quantizer, candidate: Path, pool: FrameSet, spec, parent: dict, loop: _Loop | None, log):
+    """Keep in float the nodes that most protect `cfg.protect_classes` (calib/protect.py), in `candidate`; then
+    both gates judge the result again (what ships is what was judged)."""
+    from .protect import protect_classes
+
+    cfg = q.cfg
+    model, record = protect_classes(
+        onnx.load(str(candidate)),
+        q.fp32,
+        pool,
+        spec,
+        parent["classes"],
+        cfg.protect_classes,
+        keep=cfg.protect_nodes,
+        frames=cfg.protect_frames,
+        exclude=cfg.exclude,
+        threads=cfg.threads,
+        exact_qdq=cfg.target == "trt",
+        model_name=str(q.fp32),
+        log=log,
+    )
+    onnx.save(model, str(candidate))
+    log(f"protected classes: {record.summary()}")
+    if loop is not None and record.kept_in_float:
+        loop.final = loop.judge(candidate)
+        log(f"gates after protecting {', '.join(record.classes)}: {loop.final.summary()}")
+    return record
 
 
 def _error_function(base: onnx.ModelProto, ev: Evaluator, tg: TemporalGate | None, verdict: _Verdict, cfg: CalibConfig):
@@ -519,8 +578,10 @@ def float_readers(path: Path, readers) -> list[str]:
 
 
 def _excluded(info: dict) -> list[str]:
-    """Nodes not quantised: those the quantiser was told to skip, then those the gate kept in float."""
-    return list(dict.fromkeys([*info.get("nodes_to_exclude", []), *info.get("kept_in_float", [])]))
+    """Nodes not quantised: those the quantiser was told to skip, then those the gate kept in float, then those
+    kept in float for the protected classes."""
+    kept = [*info.get("kept_in_float", []), *info.get("protected_in_float", [])]
+    return list(dict.fromkeys([*info.get("nodes_to_exclude", []), *kept]))
 
 
 def _read_parent(model: Path):
