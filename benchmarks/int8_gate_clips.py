@@ -10,10 +10,8 @@ given with --gate-clip; never the held-out clips), with each TC drop's 90 % inte
 - `scores-float` (round 7): WORK/KEY/diag_ptq_trt_scores_float — `ptq_trt` with the decoder's upsamplings of the
   class-score maps (transposed convolutions reading as many channels as the model has classes) in float — then
   `wide`: does quantising the score maps flip the thin classes?
-- `class-float` (round 8): WORK/KEY/diag_BASE_signs_float — the INT8 file `--base` (default `ptq_trt`) with
-  the quantised nodes that most flip FP32's sign-symbol and pole pixels kept in float, ranked one node at a time on
-  labelled CamVid *train* frames (the 24 where FP32 predicts the most sign, or with `--skip N` the 24 after the N
-  most signed; never a judged clip), then `wide`;
+- `class-float` (round 8) became `vsseg-edge calibrate --protect-classes` in round 9 (calib/protect.py; the
+  script's version, which picked the frames by sign pixels alone, is in git at e77a4e2);
 - `table` (round 7): from gate_wide.json and the model's held-out figures (WORK/KEY.json), each file's TC drop on
   the gate clips and the held-out clips, its mean, spread and the clips over 1 point, and how well the gate clips
   rank the held-out verdicts (Spearman's ρ of the gate figures against the worst held-out drop).
@@ -76,61 +74,6 @@ def scores_in_float(src: Path, stem: Path) -> Path:
     return save_diagnostic(model, src, man, stem, f"score maps in float: {score_readers}")
 
 
-def class_float(src: Path, fp32: Path, camvid: Path, stem: Path, threads: int, keep: int = 4, skip: int = 0) -> Path:
-    """`src` with the `keep` quantised nodes kept in float whose float copy, alone, most raises agreement with FP32
-    on the pixels FP32 labels sign symbol or pole, on the 24 CamVid train frames where FP32 predicts the most sign
-    (after the `skip` with the most: another sample of the same kind). The leave-one-out is `calibrate`'s own
-    (`calib.sensitivity.rank_qdq_nodes`), each candidate run in memory."""
-    import cv2
-    import numpy as np
-    import onnx
-
-    from vsseg_edge.calib.sensitivity import rank_qdq_nodes
-    from vsseg_edge.core.manifest import manifest_preprocess
-    from vsseg_edge.measure import predict
-    from vsseg_edge.onnx_graph import keep_in_float, qdq_candidates
-    from vsseg_edge.runtime.backends import open_backend, output_kind_of
-
-    man = json.loads(Path(str(src) + ".json").read_text())
-    if not {"sign symbol", "pole"} <= set(man["classes"]):
-        raise SystemExit(f"{src}: class-float ranks CamVid's 'sign symbol' and 'pole'; it lacks one of them")
-    thin = [man["classes"].index(c) for c in ("sign symbol", "pole")]
-    paths = sorted((camvid / "train").glob("*.png"))
-    if not paths:
-        raise SystemExit(f"{camvid / 'train'}: no CamVid train frames (.png)")
-    frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
-    fp32_labels = list(int8_tc.predictor(threads)(fp32, frames))
-    chosen = sorted(range(len(frames)), key=lambda i: (-int((fp32_labels[i] == thin[0]).sum()), paths[i].name))
-    chosen = chosen[skip : skip + 24]
-    frames, ref = [frames[i] for i in chosen], np.stack([fp32_labels[i] for i in chosen])
-    mask = np.isin(ref, thin)
-    options = {  # as int8_tc.predictor opens the file: its flavour's arithmetic, int8 activations shifted
-        "spec": manifest_preprocess(man, str(src)),
-        "output_kind": output_kind_of(man, str(src)),
-        "classes": man["classes"],
-        "name": str(src),
-        "providers": ["CPUExecutionProvider"],
-        "threads": threads,
-        "exact_qdq": int8_tc.exact_for(src),
-        "shift_int8": True,
-    }
-
-    def disagreement(candidate) -> float:  # with FP32, on the pixels FP32 labels sign symbol or pole
-        with open_backend(candidate, **options) as runner:
-            labels = np.stack(list(predict(runner, frames, at_frame_size=False).labels))
-        return float((labels[mask] != ref[mask]).mean())
-
-    model = onnx.load(str(src))
-    base, ranked = rank_qdq_nodes(model, qdq_candidates(model), disagreement, int8_tc.log)
-    top = [n for n, _ in ranked[:keep]]
-    int8_tc.log(
-        f"sign/pole agreement {100 * (1 - base):.2f} % on {len(frames)} CamVid train frames; kept in float: {top}"
-    )
-    ranking = {n: round(100 * g, 3) for n, g in ranked}
-    what = f"sign/pole-ranked nodes in float: {top}"
-    return save_diagnostic(keep_in_float(model, top), src, man, stem, what, class_float_gain_points=ranking)
-
-
 HELD_OUT = ("pandaset", "cosmos_b", "udacity_vehicle_test_video")
 
 
@@ -180,20 +123,18 @@ def ten_clips_table(work: Path, key: str) -> list[str]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["percentile", "qat-snapshots", "wide", "scores-float", "class-float", "table"])
+    ap.add_argument("what", choices=["percentile", "qat-snapshots", "wide", "scores-float", "table"])
     ap.add_argument("--work", required=True)
     ap.add_argument("--key", required=True, choices=sorted(int8_tc.MODELS))
     ap.add_argument("--gate-clip", action="append", default=[])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--base", default="ptq_trt", help="class-float: the INT8 file of WORK/KEY it starts from")
-    ap.add_argument("--skip", type=int, default=0, help="class-float: rank on the frames after the N most signed")
     args = ap.parse_args(argv)
     work = Path(args.work)
     if args.what == "table":
         return print("\n".join(ten_clips_table(work, args.key)))
     if not args.gate_clip:
         ap.error("--gate-clip: at least one")
-    wide = args.what in ("wide", "scores-float", "class-float")
+    wide = args.what in ("wide", "scores-float")
     # the gate-clips folder (cosmos 131–154 and the given clips) is the other parts' gate: `wide` adds no clip to it
     data = int8_tc.prepare_data(work, [] if wide else args.gate_clip)
     fp32 = int8_tc.fp32_onnx(work, args.key)
@@ -216,16 +157,6 @@ def main(argv=None) -> None:
         return
     if args.what == "scores-float":
         scores_in_float(work / args.key / "ptq_trt.int8.qdq.onnx", work / args.key / "diag_ptq_trt_scores_float")
-    if args.what == "class-float":
-        name = f"diag_{args.base}_signs_float" + (f"_skip{args.skip}" if args.skip else "")
-        class_float(
-            work / args.key / f"{args.base}.int8.qdq.onnx",
-            fp32,
-            data["camvid"],
-            work / args.key / name,
-            args.threads,
-            skip=args.skip,
-        )
     if wide:
         clips = {"cosmos_131_154": data["cosmos_gate"]}
         clips.update({Path(c).name: Path(c) for c in args.gate_clip})
