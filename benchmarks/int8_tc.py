@@ -474,6 +474,20 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
                 d / "ptq_ort_u8_protect.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **common, max_rounds=6, **protect
             ),
         )
+        out["ptq_ort_u8_protect8"] = (
+            "onnxruntime flavour as ptq_ort_u8_protect, with the 8 nodes ranked best for sign symbol and pole in float "
+            "(protect_nodes: 8)",
+            lambda f: calibrated(
+                d / "ptq_ort_u8_protect8.int8.qdq.onnx",
+                f,
+                cosmos,
+                "ort_cpu.yaml",
+                **common,
+                max_rounds=6,
+                protect_nodes=8,
+                **protect,
+            ),
+        )
     if key not in CAMVID_KEYS:  # the Cityscapes model: the full search, without and with channel equalisation
         longer = {**common, "max_rounds": 6}
         out["ptq_trt_r6"] = (
