@@ -66,6 +66,14 @@ def log(*a):
 # --- data -------------------------------------------------------------------------------------------------
 
 
+# round 9: the unlabelled clips `calibrate --protect-frames` ranks on (the real-footage work's train split, as QAT)
+PROTECT_FOOTAGE = (
+    ["udacity_solidWhiteRight"]
+    + [f"pandaset_002_{c}" for c in ("back", "front_left", "front_right")]
+    + [f"pandaset_002_{c}" for c in ("left", "right")]
+)
+
+
 def frame_folder(folder: Path, frames: list[Path]) -> Path:
     """A folder of links to `frames` (in order): a clip, or a calibration source made of part of another."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -94,8 +102,15 @@ def prepare_data(work: Path, gate_clips: list[str] = ()) -> dict:
             link = gate / Path(c).name
             if not link.exists():
                 link.symlink_to(Path(c).resolve(), target_is_directory=True)
+    footage = work / "data" / "protect_footage"  # the real-footage train clips QAT uses (no cosmos, no val/test clip)
+    for c in PROTECT_FOOTAGE:
+        link, clip = footage / c, REPO / "runs" / "real" / "train" / c
+        if clip.is_dir() and not link.exists():
+            footage.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(clip.resolve(), target_is_directory=True)
     return {
         "gate_clips": gate,
+        "protect_footage": footage if footage.is_dir() else None,
         "cosmos_0_130": frame_folder(work / "data" / "cosmos_0_130", cosmos[: GATE[0]]),
         "cosmos_gate": frame_folder(work / "data" / "cosmos_gate", cosmos[GATE[0] : GATE[1]]),  # never calibrated on
         "cosmos_a": frame_folder(work / "data" / "cosmos_a", cosmos[:SPLIT]),
@@ -486,6 +501,32 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
                 max_rounds=6,
                 protect_nodes=8,
                 **protect,
+            ),
+        )
+    if key in CAMVID_KEYS and data["protect_footage"]:  # the same protection, ranked on unlabelled footage
+        footage = dict(protect_classes=["sign symbol", "pole"], protect_source=data["protect_footage"])
+        out["ptq_trt_protect_footage"] = (
+            "TensorRT flavour as ptq_trt_protect, the protection ranked on unlabelled real-footage train clips "
+            "(--protect-frames: udacity_solidWhiteRight and pandaset_002_*, FP32's labels as the reference)",
+            lambda f: calibrated(
+                d / "ptq_trt_protect_footage.int8.qdq.onnx",
+                f,
+                cosmos,
+                "cityscapes_percentile.yaml",
+                **common,
+                **footage,
+            ),
+        )
+        out["ptq_ort_u8_protect_footage"] = (
+            "onnxruntime flavour as ptq_ort_u8_protect, the protection ranked on ptq_trt_protect_footage's footage",
+            lambda f: calibrated(
+                d / "ptq_ort_u8_protect_footage.int8.qdq.onnx",
+                f,
+                cosmos,
+                "ort_cpu.yaml",
+                **common,
+                max_rounds=6,
+                **footage,
             ),
         )
     if key not in CAMVID_KEYS:  # the Cityscapes model: the full search, without and with channel equalisation
