@@ -387,3 +387,26 @@ def test_a_model_of_small_channel_convolutions_only_is_refused_with_the_reason(t
         assert "\n" not in str(err.value) and "--override placement=all quantises them" in str(err.value)
     _calibrated(path, cs_root, tmp_path / "all.onnx", target="ort", placement="all", quantizer="ort")
     assert (tmp_path / "all.onnx").is_file()
+
+
+def test_the_quantiser_writes_nothing_beside_the_model(tmp_path, tiny_onnx, reader, monkeypatch):
+    """onnxruntime's calibrator and quantize_static save a shape-inferred copy beside the model they read; they read
+    a copy in a temporary folder, so a read-only model folder works and two calibrations of one model do not delete
+    each other's copy (seen: FileNotFoundError on MODEL-inferred.onnx)."""
+    import shutil
+
+    import onnx.shape_inference
+
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    model = model_dir / "tiny.onnx"
+    shutil.copyfile(tiny_onnx, model)
+    written = []
+    infer = onnx.shape_inference.infer_shapes_path
+    monkeypatch.setattr(
+        onnx.shape_inference, "infer_shapes_path", lambda src, dst="", *a, **k: written.append(dst) or infer(src, dst)
+    )
+    out = tmp_path / "q.onnx"
+    quantize_ort(model, out, target="trt", method="minmax", cache_path=tmp_path / "r.json", reader=reader)
+    assert written and not [w for w in written if Path(w).parent == model_dir], written
+    assert sorted(p.name for p in model_dir.iterdir()) == ["tiny.onnx"] and out.is_file()

@@ -216,14 +216,18 @@ def quantize_ort(
     model = onnx.load(str(fp32_path))
     settings = ort_settings(target, method, percentile, [n.op_type for n in model.graph.node])
     exclude = list(dict.fromkeys([*nodes_to_exclude, *(final_resize_nodes(model) if target == "ort" else [])]))
-    if not Path(cache_path).is_file():
-        if reader is None:
-            raise ValueError("no calibration frames and no cached ranges")
-        calibrate_ranges(fp32_path, reader, method, cache_path, symmetric=target == "trt", percentile=percentile)
-    extra = dict(settings["extra_options"])
-    with quiet_root_logging():
+    if not Path(cache_path).is_file() and reader is None:
+        raise ValueError("no calibration frames and no cached ranges")
+    # onnxruntime's calibrator and quantize_static write a shape-inferred copy (MODEL-inferred.onnx) beside the model
+    # they read, then delete it: they read a copy in a temporary folder, never the user's folder (which may be
+    # read-only, and where two calibrations of one model deleted each other's copy)
+    with temporary_directory("vsseg-quant-") as tmp, quiet_root_logging():
+        src = Path(tmp) / "model.onnx"
+        onnx.save(model, str(src))
+        if not Path(cache_path).is_file():
+            calibrate_ranges(src, reader, method, cache_path, symmetric=target == "trt", percentile=percentile)
         quantize_static(
-            str(fp32_path),
+            str(src),
             str(out_path),
             calibration_data_reader=None,
             quant_format=settings["quant_format"],
@@ -235,7 +239,7 @@ def quantize_ort(
             nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
             op_types_to_quantize=list(op_types) or None,
             calibrate_method=METHODS[method],
-            extra_options=extra,
+            extra_options=dict(settings["extra_options"]),
             calibration_cache_path=str(cache_path),
         )
     return {
