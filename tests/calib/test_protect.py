@@ -122,6 +122,8 @@ def test_calibrate_protects_classes_records_them_and_judges_again(tmp_path, cs_r
     plain = calibrate(tiny_onnx, cs_root, tmp_path / "q.onnx", cfg, log=lambda s: None)
     assert plain["protected"]["frames"]["split"] == "train"
     assert calibrate(tiny_onnx, cs_root, tmp_path / "r.onnx", CalibConfig(**FAST), log=print)["protected"] is None
+    with pytest.raises(VssegError, match="--protect-frames .*: give the classes to protect with --protect-classes"):
+        calibrate(tiny_onnx, cs_root, tmp_path / "s.onnx", CalibConfig(**FAST), protect_source=image_folder)
 
 
 def test_the_pool_leaves_out_the_frames_that_judge(tmp_path, image_folder, tiny_onnx):

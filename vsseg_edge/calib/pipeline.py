@@ -216,6 +216,8 @@ def calibrate(
         from .protect import class_indices
 
         class_indices(cfg.protect_classes, parent["classes"], str(model))
+    elif protect_source is not None:
+        raise VssegError(f"--protect-frames {protect_source}: give the classes to protect with --protect-classes")
     # before any work: the Q/DQ model is at most about as large as the FP32 one
     check_output(
         out,

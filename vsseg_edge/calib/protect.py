@@ -130,15 +130,17 @@ def protect_classes(
     def per_class(candidate) -> dict[int, float]:
         return class_disagreement(np.stack(ev.labels(candidate, images)), ref, present)
 
-    def error_of(candidate) -> float:
-        return float(np.mean(list(per_class(candidate).values())))
+    before = per_class(model)
 
-    nodes = [n for n in qdq_candidates(model) if n not in set(exclude)]
+    def error_of(candidate) -> float:
+        return float(np.mean(list((before if candidate is model else per_class(candidate)).values())))
+
+    skip = set(exclude)
+    nodes = [n for n in qdq_candidates(model) if n not in skip]
     log(
         f"protecting {', '.join(classes[c] for c in present)}: ranking {len(nodes)} quantised node(s) on the "
         f"{len(images)} of {len(pool.frames)} frames where FP32 predicts the most of them"
     )
-    before = per_class(model)
     _, ranked = rank_qdq_nodes(model, nodes, error_of, log)
     top = [n for n, gain in ranked[:keep] if gain > 0]
     protected = keep_in_float(model, top) if top else model
