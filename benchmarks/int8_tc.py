@@ -503,6 +503,21 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
                 **protect,
             ),
         )
+    if key in CAMVID_KEYS:
+        out["ptq_ort_u8_p99999_protect"] = (
+            "onnxruntime flavour as ptq_ort_u8_protect, activation ranges at the 99.999th percentile (the TensorRT "
+            "preset's) instead of the onnxruntime preset's 99.99th",
+            lambda f: calibrated(
+                d / "ptq_ort_u8_p99999_protect.int8.qdq.onnx",
+                f,
+                cosmos,
+                "ort_cpu.yaml",
+                **common,
+                max_rounds=6,
+                percentile=99.999,
+                **protect,
+            ),
+        )
     if key in CAMVID_KEYS and data["protect_footage"]:  # the same protection, ranked on unlabelled footage
         footage = dict(protect_classes=["sign symbol", "pole"], protect_source=data["protect_footage"])
         out["ptq_trt_protect_footage"] = (
