@@ -622,6 +622,8 @@ def part_model(work: Path, key: str, data: dict, args) -> dict:
             continue
         log(f"== {key} {name}: {what}")
         path = make(fp32)
+        if args.make_only:
+            continue
         res = {"what": what, "file": path.name, "manifest": manifest_facts(path), "tc": judge.tc(path)}
         if key in CAMVID_KEYS:
             res["camvid_val"] = camvid_val(path, data["camvid"], args.threads)
@@ -1200,6 +1202,12 @@ def main(argv=None) -> None:
         help="only these variants (comma-separated names; investigate: in this order; default: all)",
     )
     ap.add_argument("--redo", action="store_true", help="measure again what --work already holds")
+    ap.add_argument(
+        "--make-only",
+        action="store_true",
+        help="model parts: calibrate the variants' files and stop (no held-out clip, no CamVid val; for a file to "
+        "be judged on the gate clips first, int8_gate_clips.py wide)",
+    )
     ap.add_argument("--report", action="store_true", help="print the tables and write reports/int8_tc.json")
     ap.add_argument("--student-work", help="with --report: a work folder whose camvid_tc part is the zoo's student")
     ap.add_argument(
