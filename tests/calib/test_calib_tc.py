@@ -99,6 +99,8 @@ def test_the_flickering_candidate_fails_the_tc_gate_and_the_message_names_qat(se
     assert "TC gate failed" in msg and "vsseg-edge train" in msg and "quant" not in msg.split("train")[0]
     assert "--target trt" in msg and "\n" not in msg
     assert not out.exists() and not list(tmp_path.iterdir())
+    # the classes that lost most TC on the gate's frames are named, with the flag that protects them, before QAT
+    assert msg.index("--protect-classes 'dark,bright'") < msg.index("vsseg-edge train")
 
 
 def test_flip_ranking_finds_the_flickering_node_and_keeping_it_in_float_passes(setup, tmp_path):

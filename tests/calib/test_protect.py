@@ -155,3 +155,21 @@ def test_cli_protect_classes_parses_names_and_refuses_bad_ones_in_one_line(tmp_p
         assert not (tmp_path / out).exists()
     with pytest.raises(VssegError, match="protect_nodes and protect_frames must be positive"):
         CalibConfig(protect_nodes=0)
+
+
+def test_the_classes_that_lose_most_tc_are_named_until_some_are_protected():
+    from vsseg_edge.calib.pipeline import _protect_hint
+    from vsseg_edge.calib.temporal import TcResult
+
+    per_class = {
+        "road": [90.0, 89.5],
+        "sign": [30.0, 20.0],
+        "pole": [40.0, 37.0],
+        "sky": [None, 0.0],
+        "car": [50, 47.5],
+    }
+    tc = TcResult(False, 1.0, 60.0, 55.0, 5.0, 1.0, 2.0, 1.0, 10, 11, per_class=per_class)
+    assert [c for c, _ in tc.class_drops()] == ["sign", "pole", "car", "road"]  # sky: one model only
+    assert _protect_hint(CalibConfig(), tc) == ["sign", "pole", "car"]
+    assert _protect_hint(CalibConfig(tc_threshold=1.3), tc) == ["sign", "pole"]  # twice the threshold: 2.6 points
+    assert _protect_hint(CalibConfig(protect_classes=("sign",)), tc) == [] and _protect_hint(CalibConfig(), None) == []

@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import onnx
 
@@ -261,13 +261,19 @@ def calibrate(
         if cfg.gate and gate_set is not None:
             loop = _gate_loop(q, candidate, info, gate_set, tc_frames, spec, parent["classes"], log)
             info = loop.info
+        hint = _protect_hint(cfg, loop.final.tc if loop else None)
+        if hint:
+            log(
+                f"TC gate: INT8 costs {', '.join(hint)} the most TC on its frames; --protect-classes "
+                f"'{','.join(hint)}' keeps in float the nodes that flip them"
+            )
         protection = None
         if cfg.protect_classes:
             pool = _protect_pool(cfg, protect_source or frames, gate_set, tc_frames)
             protection = _protect(q, candidate, pool, spec, parent, loop, log)
             info = {**info, "protected_in_float": protection.kept_in_float}
         if loop and not loop.final.passed and not keep_failed:
-            raise VssegError(_failure(model, parent, cfg, loop))
+            raise VssegError(_failure(model, parent, cfg, loop, hint))
         report = require_qdq_structure(candidate, cfg.target)
         speed = _speed(model, candidate, spec, parent, cfg, gate_set or calib, log)
         gate = loop.final.accuracy if loop else None
@@ -484,14 +490,33 @@ def _error_function(base: onnx.ModelProto, ev: Evaluator, tg: TemporalGate | Non
     return (lambda m: sum(fn(m) / s for (_, fn), s in zip(terms, scale))), [name for name, _ in terms]
 
 
-def _failure(model: Path, parent: dict, cfg: CalibConfig, loop: _Loop) -> str:
+PROTECT_HINT = 2.0  # points: a class losing at least this much TC on the TC gate's frames is named in a hint
+
+
+def _protect_hint(cfg: CalibConfig, tc: TcResult | None) -> list[str]:
+    """The (at most 3) classes INT8 costs at least PROTECT_HINT (and twice the TC threshold) points of TC on the TC
+    gate's frames, largest first, when no class is protected yet — TC is a mean over classes, so one thin class that
+    flickers can carry a drop."""
+    if cfg.protect_classes or tc is None:
+        return []
+    return [c for c, d in tc.class_drops() if d >= max(PROTECT_HINT, 2 * cfg.tc_threshold)][:3]
+
+
+def _failure(model: Path, parent: dict, cfg: CalibConfig, loop: _Loop, hint: Sequence[str] = ()) -> str:
     """The one-line failure: both figures, and what to do — QAT when keeping nodes in float was not enough."""
     ckpt = (parent.get("parent") or {}).get("file") or "CHECKPOINT.pt"
     acc_ok, tc = loop.final.accuracy.passed, loop.final.tc
     what = "TC" if acc_ok else ("accuracy and TC" if tc and not tc.passed else "accuracy")
+    first = (
+        f"First keep in float the nodes that flip the classes that lost most TC here: --protect-classes "
+        f"'{','.join(hint)}'. "
+        "If post-training quantisation still does not reach it"
+        if hint and tc and not tc.passed
+        else "Post-training quantisation does not reach it"
+    )
     return (
         f"{model}: {what} gate failed after {len(loop.rounds)} round(s) of sensitive nodes kept in float: "
-        f"{loop.final.summary()}. Post-training quantisation does not reach it: fine-tune with fake INT8, "
+        f"{loop.final.summary()}. {first}: fine-tune with fake INT8, "
         f"distillation from the FP32 model and the temporal loss (QAT): vsseg-edge train train/qat_tc.yaml "
         f"--override model.name={parent.get('model')} --override model.init_checkpoint={ckpt} "
         f"--override teacher.checkpoint={ckpt} --override video.root=CLIPS (the recipe's header lists the "

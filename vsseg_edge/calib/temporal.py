@@ -205,6 +205,11 @@ class TcResult:
             "one_sided_classes": self.one_sided,
         }
 
+    def class_drops(self) -> list[tuple[str, float]]:
+        """(class, TC FP32 − TC INT8) for the classes both models predict here, the largest drop first."""
+        both = [(c, a - b) for c, (a, b) in self.per_class.items() if a is not None and b is not None]
+        return sorted(both, key=lambda cd: -cd[1])
+
     @property
     def one_sided(self) -> list[str]:
         """Classes only one of the two models predicts in these frames."""
