@@ -3,6 +3,8 @@ keeps the node flipping them in float, and `calibrate --protect-classes` end to 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
@@ -118,9 +120,11 @@ def test_calibrate_protects_classes_records_them_and_judges_again(tmp_path, cs_r
     (line,) = calibration_lines({"entries": [{"file": out.name, "calibration": calibration_facts(got)}]})
     assert f"{len(rec['kept_in_float'])} more for {', '.join(rec['classes'])})" in line  # bench names them
 
-    # without --protect-frames: the calibration source's train split (the gate's val frames are another split)
-    plain = calibrate(tiny_onnx, cs_root, tmp_path / "q.onnx", cfg, log=lambda s: None)
-    assert plain["protected"]["frames"]["split"] == "train"
+    # without --protect-frames: the calibration source's train split (the gate's val frames are another split);
+    # without the gates (--no-gate) the protection still runs, and nothing is judged
+    plain = calibrate(tiny_onnx, cs_root, tmp_path / "q.onnx", replace(cfg, gate=False), log=lambda s: None)
+    assert plain["protected"]["frames"]["split"] == "train" and plain["protected"]["kept_in_float"]
+    assert plain["gate"]["result"] is None and plain["gate"]["skipped"] == "disabled"
     assert calibrate(tiny_onnx, cs_root, tmp_path / "r.onnx", CalibConfig(**FAST), log=print)["protected"] is None
     with pytest.raises(VssegError, match="--protect-frames .*: give the classes to protect with --protect-classes"):
         calibrate(tiny_onnx, cs_root, tmp_path / "s.onnx", CalibConfig(**FAST), protect_source=image_folder)
