@@ -96,6 +96,21 @@ def test_a_class_the_frames_never_show_is_refused(trt_model, tiny_onnx):
     absent = next(c for c in classes if c not in shown)
     with pytest.raises(VssegError, match=rf"--protect-frames .*predicts none of {absent}"):
         protect_classes(model, tiny_onnx, pool, spec, classes, [absent], keep=1, frames=4, threads=1)
+    # beside a class they show, it is left out, and the log says so
+    logged = []
+    _, rec = protect_classes(
+        model,
+        tiny_onnx,
+        pool,
+        spec,
+        classes,
+        [absent, *sorted(shown)[:1]],
+        keep=1,
+        frames=4,
+        threads=1,
+        log=logged.append,
+    )
+    assert absent not in rec.classes and f"FP32 predicts no {absent} there: not protected" in logged[0]
 
 
 def test_calibrate_protects_classes_records_them_and_judges_again(tmp_path, cs_root, image_folder, tiny_onnx):

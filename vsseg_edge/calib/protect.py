@@ -137,9 +137,11 @@ def protect_classes(
 
     skip = set(exclude)
     nodes = [n for n in qdq_candidates(model) if n not in skip]
+    absent = [classes[c] for c in wanted if c not in present]
     log(
         f"protecting {', '.join(classes[c] for c in present)}: ranking {len(nodes)} quantised node(s) on the "
         f"{len(images)} of {len(pool.frames)} frames where FP32 predicts the most of them"
+        + (f" (FP32 predicts no {', '.join(absent)} there: not protected)" if absent else "")
     )
     _, ranked = rank_qdq_nodes(model, nodes, error_of, log)
     top = [n for n, gain in ranked[:keep] if gain > 0]
