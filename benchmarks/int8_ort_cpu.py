@@ -80,8 +80,14 @@ def calibrate_model(fp32: Path, frames: Path, out: Path, num_frames: int, method
     from vsseg_edge.calib.pipeline import calibrate
 
     preset = "ort_cpu.yaml" if target == "ort" else "cityscapes_entropy.yaml"
-    cfg = load_calib_config(
-        REPO / "calib" / preset, num_frames=num_frames, method=method, eval_frames=4, threshold=100.0, max_rounds=0
+    cfg = load_calib_config(  # protect_classes=[]: measured before calibrate protected CamVid's thin classes
+        REPO / "calib" / preset,
+        num_frames=num_frames,
+        method=method,
+        eval_frames=4,
+        threshold=100.0,
+        max_rounds=0,
+        protect_classes=[],
     )
     t0 = time.perf_counter()
     man = calibrate(fp32, frames, out, cfg, log=lambda s: print("   ", s, flush=True))
@@ -241,6 +247,7 @@ def espnet_camvid_check(
             eval_frames=12,
             eval_split="val",
             sensitivity_frames=2,
+            protect_classes=[],  # as measured, before calibrate protected CamVid's thin classes
             **trt,
         )
         int8 = root / f"espnet_camvid.{target}.int8.qdq.onnx"

@@ -191,4 +191,60 @@ def test_the_classes_that_lose_most_tc_are_named_until_some_are_protected():
     assert [c for c, _ in tc.class_drops()] == ["sign", "pole", "car", "road"]  # sky: one model only
     assert _protect_hint(CalibConfig(), tc) == ["sign", "pole", "car"]
     assert _protect_hint(CalibConfig(tc_threshold=1.3), tc) == ["sign", "pole"]  # twice the threshold: 2.6 points
-    assert _protect_hint(CalibConfig(protect_classes=("sign",)), tc) == [] and _protect_hint(CalibConfig(), None) == []
+    assert _protect_hint(CalibConfig(), None) == []
+
+
+def test_the_default_is_the_class_sets_thin_classes_and_none_turns_it_off():
+    from vsseg_edge.calib.commands import _class_list
+    from vsseg_edge.calib.pipeline import protected_classes
+    from vsseg_edge.core.labels import CAMVID, CITYSCAPES
+
+    assert protected_classes(CalibConfig(), CAMVID.classes) == (("sign symbol", "pole"), True)
+    assert protected_classes(CalibConfig(), CITYSCAPES.classes) == ((), False)  # not measured: none
+    assert protected_classes(CalibConfig(), ["a", "b"]) == ((), False)
+    assert protected_classes(CalibConfig(protect_classes=()), CAMVID.classes) == ((), False)
+    assert protected_classes(CalibConfig(protect_classes=("pole",)), CAMVID.classes) == (("pole",), False)
+    assert _class_list(" sign symbol , pole ") == ("sign symbol", "pole") and _class_list("None") == ()
+    assert _class_list(None) is None
+
+
+@pytest.fixture(scope="module")
+def camvid_tiny(tmp_path_factory):
+    """The tiny net with 11 outputs and CamVid's class names (read-only)."""
+    from vsseg_edge.core.labels import CAMVID
+    from vsseg_edge.core.manifest import write_manifest
+    from vsseg_edge.core.preprocess import PreprocessSpec
+
+    from .conftest import H, W, export_tiny_onnx
+
+    path = export_tiny_onnx(tmp_path_factory.mktemp("camvid") / "tiny_camvid.onnx", num_classes=11)
+    write_manifest(
+        path, "onnx", model="tiny", classes=list(CAMVID.classes), preprocess=PreprocessSpec(height=H, width=W), opset=17
+    )
+    return path
+
+
+def test_camvid_models_are_protected_by_default_and_skipped_without_the_classes(
+    tmp_path, cs_root, camvid_tiny, monkeypatch
+):
+    """The default protects the class set's thin classes; where the frames show none of them, a log line skips it."""
+    from dataclasses import replace as dc_replace
+
+    from vsseg_edge.core import labels
+
+    man = read_manifest(camvid_tiny, kind="onnx")
+    pool, _ = calibration_frames(cs_root, 12, seed=0)
+    spec = manifest_preprocess(man, "tiny")
+    shown = _rarest_predicted(camvid_tiny, pool, spec, man["classes"], k=len(man["classes"]))
+    absent = next(c for c in man["classes"] if c not in shown)
+    cfg = CalibConfig(**FAST, protect_nodes=1, protect_frames=3, gate=False)  # the frames' labels are Cityscapes'
+    for thin, expect in ((shown[:1], True), ((absent,), False)):
+        monkeypatch.setitem(labels.LABEL_SETS, "camvid", dc_replace(labels.CAMVID, thin=tuple(thin)))
+        logged = []
+        got = calibrate(camvid_tiny, cs_root, tmp_path / f"{expect}.onnx", cfg, log=logged.append)
+        if expect:
+            assert got["protected"]["default"] and got["protected"]["classes"] == list(thin)
+            assert any("(the class set default)" in s for s in logged)
+        else:
+            assert got["protected"] is None
+            assert any(s.startswith("protected classes: skipped, the FP32 model predicts none of") for s in logged)

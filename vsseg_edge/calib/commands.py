@@ -18,9 +18,11 @@ def _preset(name: str) -> str:
 
 
 def _class_list(value: str | None) -> tuple[str, ...] | None:
-    """--protect-classes 'sign symbol,pole' → ('sign symbol', 'pole'); None when not given."""
+    """--protect-classes 'sign symbol,pole' → ('sign symbol', 'pole'); 'none' → () (off); None when not given."""
     if value is None:
         return None
+    if value.strip().lower() == "none":
+        return ()
     names = tuple(n.strip() for n in value.split(",") if n.strip())
     if not names:
         from ..core.errors import VssegError
@@ -91,9 +93,9 @@ def calibrate_command(
     protect_classes: Optional[str] = typer.Option(
         None,
         "--protect-classes",
-        show_default="none",
+        show_default="the class set's thin classes (CamVid: sign symbol, pole; others: none)",
         help="Comma-separated class names (e.g. 'sign symbol,pole') whose pixels INT8 must not flip: the nodes "
-        "that most flip them stay in float.",
+        "that most flip them stay in float. 'none': off.",
     ),
     protect_frames: Optional[Path] = typer.Option(
         None,

@@ -100,8 +100,10 @@ class CalibConfig:
     # `protect_frames` frames (of at most `protect_pool` drawn from --protect-frames, default the calibration
     # source) where FP32 predicts the most of them; then both gates judge again. For the thin classes the gate
     # frames may lack: on the published ESPNet CamVid model, [sign symbol, pole] took the TensorRT flavour's TC
-    # drop on a third held-out clip from 3.17 to -0.27 points (int8_tc.md, round 8). [] (default): off
-    protect_classes: tuple[str, ...] = ()
+    # drop on a third held-out clip from 3.17 to -0.27 points (int8_tc.md, rounds 8-9). null (default): the
+    # model's class set's thin classes (`core.labels.LabelSet.thin`: CamVid's sign symbol and pole; none for
+    # other sets yet), skipped with a log line when the frames show none of them; [] = off
+    protect_classes: tuple[str, ...] | None = None
     protect_nodes: int = 4
     protect_frames: int = 24
     protect_pool: int = 400

@@ -212,10 +212,11 @@ def calibrate(
     if out.suffix != ".onnx" or out.resolve() == model.resolve():
         raise VssegError(f"--out {out}: expected a new .onnx path (e.g. model.int8.qdq.onnx), not the FP32 model")
     parent, spec = _read_parent(model)
-    if cfg.protect_classes:  # before any work: a class the model does not have
+    protect, protect_default = protected_classes(cfg, parent["classes"])
+    if protect:  # before any work: a class the model does not have
         from .protect import class_indices
 
-        class_indices(cfg.protect_classes, parent["classes"], str(model))
+        class_indices(protect, parent["classes"], str(model))
     elif protect_source is not None:
         raise VssegError(f"--protect-frames {protect_source}: give the classes to protect with --protect-classes")
     # before any work: the Q/DQ model is at most about as large as the FP32 one
@@ -261,16 +262,17 @@ def calibrate(
         if cfg.gate and gate_set is not None:
             loop = _gate_loop(q, candidate, info, gate_set, tc_frames, spec, parent["classes"], log)
             info = loop.info
-        hint = _protect_hint(cfg, loop.final.tc if loop else None)
+        hint = [] if protect else _protect_hint(cfg, loop.final.tc if loop else None)
         if hint:
             log(
                 f"TC gate: INT8 costs {', '.join(hint)} the most TC on its frames; --protect-classes "
                 f"'{','.join(hint)}' keeps in float the nodes that flip them"
             )
         protection = None
-        if cfg.protect_classes:
+        if protect:
             pool = _protect_pool(cfg, protect_source or frames, gate_set, tc_frames)
-            protection = _protect(q, candidate, pool, spec, parent, loop, log)
+            protection = _protect(q, candidate, pool, spec, parent, loop, protect, protect_default, log)
+        if protection is not None:
             info = {**info, "protected_in_float": protection.kept_in_float}
         if loop and not loop.final.passed and not keep_failed:
             raise VssegError(_failure(model, parent, cfg, loop, hint))
@@ -447,29 +449,50 @@ def _protect_pool(cfg: CalibConfig, source, gate_set: FrameSet | None, tc_frames
     return pool
 
 
-def _protect(q: _Quantizer, candidate: Path, pool: FrameSet, spec, parent: dict, loop: _Loop | None, log):
-    """Keep in float the nodes that most protect `cfg.protect_classes` (calib/protect.py), in `candidate`; then
-    both gates judge the result again (what ships is what was judged)."""
-    from .protect import protect_classes
+def protected_classes(cfg: CalibConfig, classes) -> tuple[tuple[str, ...], bool]:
+    """The classes `calibrate` protects, and whether they are the default: `cfg.protect_classes` when set ([] = none),
+    else the thin classes of the built-in class set the model's classes are (`core.labels.LabelSet.thin`)."""
+    if cfg.protect_classes is not None:
+        return tuple(cfg.protect_classes), False
+    from ..core.labels import label_set_for
+
+    thin = label_set_for(classes).thin
+    return tuple(thin), bool(thin)
+
+
+def _protect(
+    q: _Quantizer, candidate: Path, pool: FrameSet, spec, parent: dict, loop: _Loop | None, names, default: bool, log
+):
+    """Keep in float the nodes that most protect the classes `names` (calib/protect.py), in `candidate`; then both
+    gates judge the result again (what ships is what was judged). With the class set's default classes (`default`),
+    frames that show none of them skip the step (None, and a log line) instead of failing."""
+    from .protect import NoProtectedClass, protect_classes
 
     cfg = q.cfg
-    model, record = protect_classes(
-        onnx.load(str(candidate)),
-        q.fp32,
-        pool,
-        spec,
-        parent["classes"],
-        cfg.protect_classes,
-        keep=cfg.protect_nodes,
-        frames=cfg.protect_frames,
-        exclude=cfg.exclude,
-        threads=cfg.threads,
-        exact_qdq=cfg.target == "trt",
-        model_name=str(q.fp32),
-        log=log,
-    )
+    try:
+        model, record = protect_classes(
+            onnx.load(str(candidate)),
+            q.fp32,
+            pool,
+            spec,
+            parent["classes"],
+            names,
+            keep=cfg.protect_nodes,
+            frames=cfg.protect_frames,
+            exclude=cfg.exclude,
+            threads=cfg.threads,
+            exact_qdq=cfg.target == "trt",
+            model_name=str(q.fp32),
+            log=log,
+        )
+    except NoProtectedClass as exc:
+        if not default:
+            raise
+        log(f"protected classes: skipped, {str(exc).split(': ', 1)[-1]} (--protect-frames gives other frames)")
+        return None
+    record.default = default
     onnx.save(model, str(candidate))
-    log(f"protected classes: {record.summary()}")
+    log(f"protected classes{' (the class set default)' if default else ''}: {record.summary()}")
     if loop is not None and record.kept_in_float:
         loop.final = loop.judge(candidate)
         log(f"gates after protecting {', '.join(record.classes)}: {loop.final.summary()}")
@@ -495,9 +518,9 @@ PROTECT_HINT = 2.0  # points: a class losing at least this much TC on the TC gat
 
 def _protect_hint(cfg: CalibConfig, tc: TcResult | None) -> list[str]:
     """The (at most 3) classes INT8 costs at least PROTECT_HINT (and twice the TC threshold) points of TC on the TC
-    gate's frames, largest first, when no class is protected yet — TC is a mean over classes, so one thin class that
-    flickers can carry a drop."""
-    if cfg.protect_classes or tc is None:
+    gate's frames, largest first (asked when no class is protected) — TC is a mean over classes, so one thin class
+    that flickers can carry a drop."""
+    if tc is None:
         return []
     return [c for c, d in tc.class_drops() if d >= max(PROTECT_HINT, 2 * cfg.tc_threshold)][:3]
 

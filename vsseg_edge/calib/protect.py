@@ -32,6 +32,10 @@ from .gate import Evaluator
 from .sensitivity import rank_qdq_nodes
 
 
+class NoProtectedClass(VssegError):
+    """The frames to rank on show none of the classes to protect."""
+
+
 @dataclass
 class Protection:
     """What the step did (the manifest's `protected` entry)."""
@@ -42,10 +46,12 @@ class Protection:
     agreement_before: dict  # class → % of FP32's pixels of the class the model keeps, before and after
     agreement_after: dict
     ranking: list  # [[node, gain in points of the class-balanced disagreement], …], best first (top 20)
+    default: bool = False  # the classes are the class set's thin ones (`core.labels.LabelSet.thin`), not named
 
     def to_dict(self) -> dict:
         return {
             "classes": self.classes,
+            "default": self.default,
             "frames": self.frames,
             "kept_in_float": self.kept_in_float,
             "agreement_before": self.agreement_before,
@@ -120,7 +126,7 @@ def protect_classes(
     keys = [f.key for f in pool.frames]
     chosen, present = richest_frames(ev.fp32_labels, wanted, frames, keys)
     if not present:
-        raise VssegError(
+        raise NoProtectedClass(
             f"--protect-frames {pool.source}: the FP32 model predicts none of {', '.join(names)} on its "
             f"{len(pool.frames)} frame(s); give frames that show them"
         )
