@@ -33,24 +33,12 @@ from pathlib import Path
 import int8_tc  # its sibling (python puts the script's folder first on the path): data, FP32 exports, the judge
 
 
-def save_diagnostic(model, src: Path, man: dict, stem: Path, what: str, **extra) -> Path:
-    """Write `model` (`src` rewritten: `what`) as STEM.int8.qdq.onnx with `src`'s manifest, re-hashed."""
-    import onnx
-
-    from vsseg_edge.core.hashcache import file_sha256
-
-    out = stem.with_suffix(".int8.qdq.onnx")
-    onnx.save(model, str(out))
-    man = {**man, "sha256": file_sha256(out), "diagnostic": f"{src.name}, {what}", **extra}
-    Path(str(out) + ".json").write_text(json.dumps(man, indent=1))
-    return out
-
-
 def scores_in_float(src: Path, stem: Path) -> Path:
     """`src` with its quantised transposed convolutions that read class-score maps (as many input channels as the
     model has classes, or one more: ESPNet CamVid scores a void map it does not output) kept in float."""
     import onnx
 
+    from vsseg_edge.core.hashcache import file_sha256
     from vsseg_edge.onnx_graph import keep_in_float, qdq_candidates, tensor_producers
 
     model = onnx.load(str(src))
@@ -70,8 +58,11 @@ def scores_in_float(src: Path, stem: Path) -> Path:
         if node.op_type == "ConvTranspose" and node.name in quantised and weight_in_channels(node) in (n, n + 1)
     ]
     int8_tc.log(f"kept in float (class-score maps): {score_readers}")
-    model = keep_in_float(model, score_readers)
-    return save_diagnostic(model, src, man, stem, f"score maps in float: {score_readers}")
+    out = stem.with_suffix(".int8.qdq.onnx")
+    onnx.save(keep_in_float(model, score_readers), str(out))
+    man = {**man, "sha256": file_sha256(out), "diagnostic": f"{src.name}, score maps in float: {score_readers}"}
+    Path(str(out) + ".json").write_text(json.dumps(man, indent=1))
+    return out
 
 
 HELD_OUT = ("pandaset", "cosmos_b", "udacity_vehicle_test_video")

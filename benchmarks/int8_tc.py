@@ -67,11 +67,9 @@ def log(*a):
 
 
 # round 9: the unlabelled clips `calibrate --protect-frames` ranks on (the real-footage work's train split, as QAT)
-PROTECT_FOOTAGE = (
-    ["udacity_solidWhiteRight"]
-    + [f"pandaset_002_{c}" for c in ("back", "front_left", "front_right")]
-    + [f"pandaset_002_{c}" for c in ("left", "right")]
-)
+PROTECT_FOOTAGE = ["udacity_solidWhiteRight"] + [
+    f"pandaset_002_{c}" for c in ("back", "front_left", "front_right", "left", "right")
+]
 
 
 def frame_folder(folder: Path, frames: list[Path]) -> Path:
@@ -505,7 +503,6 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
                 **protect,
             ),
         )
-    if key in CAMVID_KEYS:
         out["ptq_ort_u8_p99999_protect"] = (
             "onnxruntime flavour as ptq_ort_u8_protect, activation ranges at the 99.999th percentile (the TensorRT "
             "preset's) instead of the onnxruntime preset's 99.99th",
@@ -521,7 +518,7 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
             ),
         )
     if key in CAMVID_KEYS and data["protect_footage"]:  # the same protection, ranked on unlabelled footage
-        footage = dict(protect_classes=["sign symbol", "pole"], protect_source=data["protect_footage"])
+        footage = {**protect, "protect_source": data["protect_footage"]}
         out["ptq_trt_protect_footage"] = (
             "TensorRT flavour as ptq_trt_protect, the protection ranked on unlabelled real-footage train clips "
             "(--protect-frames: udacity_solidWhiteRight and pandaset_002_*, FP32's labels as the reference)",

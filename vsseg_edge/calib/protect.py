@@ -91,7 +91,9 @@ def richest_frames(fp32_labels: Sequence[np.ndarray], wanted: Sequence[int], cou
 
 
 def class_disagreement(labels: np.ndarray, ref: np.ndarray, wanted: Sequence[int]) -> dict[int, float]:
-    """Per class: the share of `ref`'s pixels of that class that `labels` labels otherwise."""
+    """Per class: the share of `ref`'s pixels of that class that `labels` labels otherwise — the by-class part of
+    `measure.compare.agreement_breakdown`, unrounded (the ranking compares small gains) and without its boundary
+    pass (the ranking runs it once per quantised node)."""
     out = {}
     for c in wanted:
         where = ref == c
