@@ -56,6 +56,8 @@ CONV = ["Conv", "ConvTranspose"]
 ROUND1 = {"placement": "all"}
 ROUND1_ORT = {**ROUND1, "reduce_range": True, "integer_weights": "int8", "quantized_readers": []}
 ROUND5_ORT = {"reduce_range": "integer_kernels", "integer_weights": "int8"}  # ort_cpu.yaml's weights in round 5
+ROUND9_ORT = {"percentile": 99.99, "search_arithmetic": "kernels"}  # ort_cpu.yaml's search until round 9
+ROUND10_ORT = {"percentile": 99.999, "search_arithmetic": "exact"}  # and since round 10
 OLD_ORT = {**ROUND1_ORT, "op_types": [*CONV, "MatMul", "Gemm", "Add", "Concat", "MaxPool"], "percentile": 99.999}
 
 
@@ -184,8 +186,10 @@ def calibrated(
     if out.is_file() and (out.parent / (out.name + ".json")).is_file():
         return out
     # no protection unless a variant names it: the variants of rounds 1-8 were measured before calibrate protected
-    # CamVid's thin classes by default (round 9)
-    cfg = load_calib_config(REPO / "calib" / preset, **{"protect_classes": [], **settings})
+    # CamVid's thin classes by default (round 9); the onnxruntime preset as it was until round 9 unless a variant
+    # names the search (round 10: exact arithmetic at the 99.999th percentile)
+    pinned = {"protect_classes": [], **(ROUND9_ORT if preset == "ort_cpu.yaml" else {})}
+    cfg = load_calib_config(REPO / "calib" / preset, **{**pinned, **settings})
     t0 = time.perf_counter()
     calibrate(
         fp32,
@@ -543,6 +547,37 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
                 **footage,
             ),
         )
+    # round 10: the onnxruntime preset's search as the TensorRT flavour's (exact Q/DQ arithmetic, 99.999th
+    # percentile), the final model judged on onnxruntime's kernels; each mirrors a TensorRT-flavour variant above
+    mirrors = {"ptq_ort_exact": ("ptq_trt", {})}
+    if key in CAMVID_KEYS:
+        mirrors = {"ptq_ort_exact_protect": ("ptq_trt_protect", protect)}
+        if data["protect_footage"]:
+            mirrors["ptq_ort_exact_protect_footage"] = ("ptq_trt_protect_footage", footage)
+    for name, (trt, extra) in mirrors.items():
+        out[name] = (
+            f"onnxruntime flavour (ort_cpu.yaml since round 10): {trt}'s calibration, search and protection with "
+            "exact Q/DQ arithmetic, re-encoded for onnxruntime (uint8 activations and integer-kernel weights), then "
+            "judged again on onnxruntime's kernels",
+            lambda f, name=name, extra=extra: calibrated(
+                d / f"{name}.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **common, **ROUND10_ORT, **extra
+            ),
+        )
+    if key == "camvid":  # for CPUs with VNNI: the same model with int8 weights (u8×s8 kernels, faster there)
+        out["ptq_ort_exact_protect_w8"] = (
+            "onnxruntime flavour as ptq_ort_exact_protect with int8 weights on the integer kernels (integer_weights: "
+            "int8, the fast u8×s8 kernels of CPUs with VNNI; the same search, so the same nodes in float)",
+            lambda f: calibrated(
+                d / "ptq_ort_exact_protect_w8.int8.qdq.onnx",
+                f,
+                cosmos,
+                "ort_cpu.yaml",
+                **common,
+                **ROUND10_ORT,
+                **protect,
+                integer_weights="int8",
+            ),
+        )
     if key not in CAMVID_KEYS:  # the Cityscapes model: the full search, without and with channel equalisation
         longer = {**common, "max_rounds": 6}
         out["ptq_trt_r6"] = (
@@ -729,9 +764,10 @@ def part_precision(work: Path, data: dict, args) -> None:
 
     extra = {Path(c).name: Path(c) for c in args.judge_clip}  # more held-out clips, never calibrated or gated on
     views = {"gate_23": data["cosmos_gate"], **({"gate_clips": data["gate_clips"]} if data["gate_clips"] else {})}
+    wanted = set(args.variants.split(",")) if args.variants else None
     for key in MODELS:
         results = load(work, key)
-        if not results:
+        if not results or (wanted and not wanted & set(results)):  # no --variants of this model: nothing to do
             continue
         fp32 = fp32_onnx(work, key)
         clips = {"pandaset": data["pandaset"], "cosmos_b": data["cosmos_b"], **extra}
@@ -752,7 +788,7 @@ def part_precision(work: Path, data: dict, args) -> None:
         for name, res in results.items():
             if name in ("clips", "fp32") or not isinstance(res, dict) or not res.get("file"):
                 continue
-            if (args.variants and name not in args.variants.split(",")) or not (work / key / res["file"]).is_file():
+            if (wanted and name not in wanted) or not (work / key / res["file"]).is_file():
                 continue
             path = work / key / res["file"]
             for clip, gate in judge.gates.items():

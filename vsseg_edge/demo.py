@@ -152,7 +152,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     calib_cfg = CalibConfig(
         target="ort",
         method="percentile",
-        percentile=99.99,
+        percentile=99.999,
         integer_weights="uint8",
         num_frames=cfg.calib_frames,
         eval_frames=16,

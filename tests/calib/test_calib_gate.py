@@ -31,7 +31,8 @@ def test_benign_model_passes_the_gate_with_a_full_manifest(tmp_path, cs_root, ti
     assert gate["passed"] and gate["criterion"] == "miou_drop" and gate["frames"] == 4
     assert gate["agreement"] > 95.0 and gate["drop"] <= 1.0 and gate["miou_fp32"] is not None
     assert man["gate"]["frames"]["split"] == "val" and man["gate"]["rounds"] == []
-    assert man["gate"]["evaluated_with"].startswith("onnxruntime CPU integer kernels")
+    assert man["gate"]["evaluated_with"].startswith("onnxruntime CPU integer kernels")  # judged as deployed
+    assert man["gate"]["searched"]["evaluated_with"].startswith("exact Q/DQ arithmetic")  # after the exact search
     from vsseg_edge.onnx_graph import qdq_candidates, require_qdq_structure
 
     assert man["structure"]["ok"] and "/Resize" not in qdq_candidates(onnx.load(str(out)))  # the final Resize: float
@@ -231,6 +232,44 @@ def test_cli_calibrate_writes_model_and_manifest(tmp_path, cs_root, tiny_onnx):
     man = read_manifest(out, kind="qdq_onnx", verify=True)
     assert man["calibration"]["method"] == "minmax" and man["calibration"]["frames"]["seed"] == 7
     assert man["calibration"]["frames"]["count"] == 4 and man["gate"]["result"]["frames"] == 2
+
+
+def test_onnxruntime_flavour_searches_as_the_tensorrt_flavour_then_is_judged_on_its_kernels(
+    tmp_path, cs_root, image_folder, tiny_onnx
+):
+    """With ModelOpt's Q/DQ and the same ranges, the onnxruntime flavour's exact search ranks the nodes and keeps them
+    in float as the TensorRT flavour's does: its model is that one, re-encoded exactly (the same verdict to the last
+    digit); then both gates judge it again on onnxruntime's kernels. `search_arithmetic: kernels` searches there."""
+    pytest.importorskip("modelopt.onnx.quantization")
+    same = dict(num_frames=6, eval_frames=4, sensitivity_frames=2, threshold=0.0, max_rounds=1, protect_classes=[])
+
+    def run(name, **cfg):
+        return calibrate(
+            tiny_onnx,
+            cs_root,
+            tmp_path / f"{name}.onnx",
+            CalibConfig(**same, **cfg),
+            eval_source=image_folder,
+            keep_failed=True,
+            log=lambda s: None,
+        )["gate"]
+
+    trt, ort = run("trt", target="trt"), run("ort", target="ort", integer_weights="uint8")
+    assert trt["searched"] is None and trt["evaluated_with"].startswith("exact Q/DQ arithmetic")
+    assert ort["sensitivity"] == trt["sensitivity"] and ort["sensitivity"][0][1] > 0
+    assert ort["rounds"] == trt["rounds"] and len(ort["rounds"]) == 1
+    searched = {k: v for k, v in ort["searched"].items() if k != "evaluated_with"}
+    assert searched == trt["result"] | {"tc": trt["tc"]["result"], "passed_both": trt["passed"]}
+    assert ort["searched"]["evaluated_with"].startswith("exact Q/DQ arithmetic")
+    assert ort["evaluated_with"].startswith("onnxruntime CPU integer kernels") and ort["result"]["agreement"] > 90.0
+
+    kernels = run("kernels", target="ort", search_arithmetic="kernels")
+    assert kernels["searched"] is None and kernels["evaluated_with"].startswith("onnxruntime CPU integer kernels")
+    assert len(kernels["rounds"]) == 1
+    with pytest.raises(VssegError, match="search_arithmetic: kernels is for target 'ort'"):
+        CalibConfig(target="trt", search_arithmetic="kernels")
+    with pytest.raises(VssegError, match="search_arithmetic must be one of"):
+        CalibConfig(target="ort", search_arithmetic="fast")
 
 
 def test_trt_flavour_search_keeps_nodes_in_float_and_stays_a_valid_trt_model(

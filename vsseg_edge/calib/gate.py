@@ -96,6 +96,10 @@ class Evaluator:
         fp32 = self._predict(fp32_path, keep_outputs=error_frames, exact_qdq=False)
         self._fp32_preds, self._fp32_raw = fp32.labels, fp32.outputs
 
+    def use_kernels(self) -> None:
+        """Run the candidates from now on as deployed on onnxruntime (its integer kernels), not exactly."""
+        self.exact_qdq, self.evaluated_with = False, HOW[False]
+
     @property
     def fp32_labels(self) -> list[np.ndarray]:
         """The FP32 parent's label maps of the frames, at model resolution."""

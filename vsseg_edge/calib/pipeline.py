@@ -43,7 +43,7 @@ from ..onnx_graph import (
 )
 from .config import CalibConfig
 from .frames import FrameSet, calibration_frames, evaluation_frames
-from .gate import Evaluator, GateResult
+from .gate import HOW, Evaluator, GateResult
 from .quantize_ort import FrameReader, model_input_name, quantize_ort
 from .sensitivity import exclusion_rounds, rank_qdq_nodes
 from .temporal import FLOW_NAME, TcFrames, TcResult, TemporalGate, tc_frames_from
@@ -59,7 +59,6 @@ class _Quantizer:
     workdir: Path
     use_modelopt: bool
     info: dict = field(default_factory=dict)
-    info_gate: str | None = None  # how the gate ran the INT8 model (set by _gate_loop)
     source: Path | None = None  # what is quantised: the FP32 model, or its equalised copy (`equalize_source`)
     equalization: dict | None = None
     _small: list[str] | None = field(default=None, init=False, repr=False)
@@ -274,6 +273,8 @@ def calibrate(
             protection = _protect(q, candidate, pool, spec, parent, loop, protect, protect_default, log)
         if protection is not None:
             info = {**info, "protected_in_float": protection.kept_in_float}
+        if loop and cfg.judged_on_kernels:
+            loop.judge_deployed(candidate, log)
         if loop and not loop.final.passed and not keep_failed:
             raise VssegError(_failure(model, parent, cfg, loop, hint))
         report = require_qdq_structure(candidate, cfg.target)
@@ -311,7 +312,10 @@ def calibrate(
                     "initial": loop.initial.accuracy.to_dict() if loop else None,
                     "passed": loop.final.passed if loop else None,
                     "frames": gate_set.record() if gate_set else None,
-                    "evaluated_with": q.info_gate,
+                    "evaluated_with": loop.ev.evaluated_with if loop else None,
+                    "searched": (
+                        {"evaluated_with": HOW[True], **loop.searched.to_dict()} if loop and loop.searched else None
+                    ),
                     "rounds": loop.rounds if loop else [],
                     "ranked_by": loop.ranked_by if loop else None,
                     "sensitivity": [[n, s] for n, s in (loop.ranked if loop else [])[:20]],
@@ -363,6 +367,16 @@ class _Loop:
     ranked_by: list | None
     info: dict
     judge: Callable[[object], _Verdict]  # both gates on a candidate (a file or an in-memory model)
+    ev: Evaluator
+    searched: _Verdict | None = None  # the search's last verdict, when the final one is judged on other arithmetic
+
+    def judge_deployed(self, candidate: Path, log) -> None:
+        """The onnxruntime flavour searched with exact Q/DQ arithmetic: both gates judge the final model once more
+        on onnxruntime's integer kernels, as deployed; that verdict decides (`CalibConfig.judged_on_kernels`)."""
+        searched_with = self.ev.evaluated_with
+        self.ev.use_kernels()
+        self.searched, self.final = self.final, self.judge(candidate)
+        log(f"gates on {self.ev.evaluated_with} (the search ran with {searched_with}): {self.final.summary()}")
 
 
 def _gate_loop(
@@ -377,9 +391,8 @@ def _gate_loop(
     """
     cfg = q.cfg
     ev = Evaluator(
-        q.fp32, gate_set.frames, spec, classes, cfg.threads, cfg.sensitivity_frames, exact_qdq=cfg.target == "trt"
+        q.fp32, gate_set.frames, spec, classes, cfg.threads, cfg.sensitivity_frames, exact_qdq=cfg.exact_search
     )
-    q.info_gate = ev.evaluated_with
     tg = None
     if tc_frames is not None:
         fp32 = q.fp32
@@ -404,7 +417,7 @@ def _gate_loop(
     rounds, ranked, ranked_by = [], [], None
     info = {**info, "kept_in_float": []}
     if verdict.passed or cfg.max_rounds == 0:
-        return _Loop(initial, verdict, rounds, ranked, ranked_by, info, judge)
+        return _Loop(initial, verdict, rounds, ranked, ranked_by, info, judge, ev)
     base = onnx.load(str(candidate))
     nodes = [n for n in qdq_candidates(base) if n not in cfg.exclude]
     error_of, ranked_by = _error_function(base, ev, tg, verdict, cfg)
@@ -431,7 +444,7 @@ def _gate_loop(
         verdict = judge(candidate)
         log(f"no round passed; keeping the best: {len(keep)} node(s) in float: {verdict.summary()}")
     info["kept_in_float"], info["quantized_error"] = list(keep), base_error
-    return _Loop(initial, verdict, rounds, ranked, ranked_by, info, judge)
+    return _Loop(initial, verdict, rounds, ranked, ranked_by, info, judge, ev)
 
 
 def _protect_pool(cfg: CalibConfig, source, gate_set: FrameSet | None, tc_frames: TcFrames | None) -> FrameSet:
@@ -481,7 +494,7 @@ def _protect(
             frames=cfg.protect_frames,
             exclude=cfg.exclude,
             threads=cfg.threads,
-            exact_qdq=cfg.target == "trt",
+            exact_qdq=cfg.exact_search,
             model_name=str(q.fp32),
             log=log,
         )
