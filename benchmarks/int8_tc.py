@@ -563,6 +563,20 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
                 d / f"{name}.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **common, **ROUND10_ORT, **extra
             ),
         )
+    if key == "camvid_tc":  # the classes the student's gate clips name (the TC gate's hint rule, >= 2 points)
+        out["ptq_ort_exact_protect_hint"] = (
+            "onnxruntime flavour as ptq_ort_exact_protect, protecting also the classes that lose >= 2 TC points on a "
+            "gate clip under it (bicyclist, fence: int8_gate_clips.py wide)",
+            lambda f: calibrated(
+                d / "ptq_ort_exact_protect_hint.int8.qdq.onnx",
+                f,
+                cosmos,
+                "ort_cpu.yaml",
+                **common,
+                **ROUND10_ORT,
+                **{**protect, "protect_classes": ["sign symbol", "pole", "bicyclist", "fence"]},
+            ),
+        )
     if key == "camvid":  # for CPUs with VNNI: the same model with int8 weights (u8×s8 kernels, faster there)
         out["ptq_ort_exact_protect_w8"] = (
             "onnxruntime flavour as ptq_ort_exact_protect with int8 weights on the integer kernels (integer_weights: "

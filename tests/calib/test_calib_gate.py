@@ -272,6 +272,28 @@ def test_onnxruntime_flavour_searches_as_the_tensorrt_flavour_then_is_judged_on_
         CalibConfig(target="ort", search_arithmetic="fast")
 
 
+def test_the_kernels_verdict_decides_after_the_exact_search(tmp_path, cs_root, tiny_onnx, monkeypatch):
+    """A model that passes under exact arithmetic but not on onnxruntime's kernels (as when int8 weights saturate on
+    a CPU without VNNI) fails, and the message says so and what to change, not QAT."""
+    from vsseg_edge.calib import gate as gate_module
+
+    real = gate_module.Evaluator.gate
+
+    def worse_on_kernels(self, model, threshold):
+        result = real(self, model, threshold)
+        if not self.exact_qdq:
+            result.drop, result.passed = threshold + 5.0, False
+        return result
+
+    monkeypatch.setattr(gate_module.Evaluator, "gate", worse_on_kernels)
+    cfg, out = CalibConfig(**FAST, max_rounds=0), tmp_path / "k.onnx"
+    with pytest.raises(VssegError, match="after passing under exact Q/DQ arithmetic") as err:
+        calibrate(tiny_onnx, cs_root, out, cfg, log=lambda s: None)
+    assert "integer_weights" in str(err.value) and "qat" not in str(err.value) and not out.exists()
+    man = calibrate(tiny_onnx, cs_root, out, cfg, keep_failed=True, log=lambda s: None)
+    assert man["gate"]["searched"]["passed_both"] and not man["gate"]["passed"]
+
+
 def test_trt_flavour_search_keeps_nodes_in_float_and_stays_a_valid_trt_model(
     tmp_path, cs_root, image_folder, tiny_onnx
 ):

@@ -1,0 +1,107 @@
+"""FP32 vs INT8 speed of the onnxruntime-flavour ESPNet files on this CPU, with both weight encodings (round 10).
+
+For each model of an `int8_tc.py` work folder (`--keys`), the FP32 parent, the onnxruntime-flavour file `--variant`
+(as calibrated: uint8 weights with zero point 128 on the convolutions onnxruntime runs as integer kernels, the
+preset's guard for x86 CPUs without VNNI) and the same model with int8 weights there (what `--override
+integer_weights=int8` writes: the fast u8×s8 kernels of VNNI CPUs), made by `calibrate` again with the file's nodes
+in float given as `exclude`, the same frames and no search (so the same ranges and the same float nodes; checked).
+Each pair timed by `calib.speed.measure_speed` (compute-only, interleaved FP32/INT8 runs, the ratio of the medians),
+`--repeats` times, the pairs alternating; and onnxruntime's per-op-type profile of the three (`int8_tc.op_profile`).
+
+    python benchmarks/int8_speed_cpu.py --work runs/int8_tc \
+        --keys camvid:ptq_ort_exact_protect,cityscapes:ptq_ort_exact --threads 2 --runs 12 --repeats 3 \
+        --out benchmarks/reports/int8_speed_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import int8_tc  # its sibling: the work folder's layout, op_profile, calibrated()
+
+
+def int8_weights_twin(work: Path, key: str, variant: str) -> Path:
+    """`variant` again with int8 weights on the integer kernels: its recorded settings, frames and gate frames (so
+    the same ranges), its float nodes excluded and no search or protection, so that only the weights' encoding
+    differs (checked: the same calibration frames, the same convolutions in float)."""
+    import onnx
+
+    from vsseg_edge.calib.config import load_calib_config
+    from vsseg_edge.calib.pipeline import calibrate
+    from vsseg_edge.core.manifest import read_manifest
+    from vsseg_edge.onnx_graph import check_qdq_structure
+
+    src = work / key / f"{variant}.int8.qdq.onnx"
+    out = work / key / f"{variant}_w8twin.int8.qdq.onnx"
+    man = read_manifest(src)
+    if not out.is_file():
+        floats = [*man["kept_in_float"], *((man.get("protected") or {}).get("kept_in_float") or [])]
+        cfg = {**man["config"], "exclude": [*man["config"]["exclude"], *floats], "integer_weights": "int8"}
+        frames, gate = man["calibration"]["frames"]["source"], man["gate"]["frames"]["source"]
+        calibrate(
+            work / key / f"{int8_tc.MODELS[key][0]}.onnx",
+            frames,
+            out,
+            load_calib_config(None, **{**cfg, "max_rounds": 0, "protect_classes": [], "speed_runs": 0}),
+            eval_source=None if gate == frames else gate,
+            keep_failed=True,
+            log=lambda s: int8_tc.log("   ", s),
+        )
+    twin = read_manifest(out)
+    if twin["calibration"]["frames"]["sha1"] != man["calibration"]["frames"]["sha1"]:
+        raise SystemExit(f"{out}: calibrated on other frames than {src}")
+    a, b = (check_qdq_structure(onnx.load(str(p)), "ort") for p in (src, out))
+    if sorted(a.float_convs) != sorted(b.float_convs):
+        raise SystemExit(f"{out}: other convolutions in float than {src}")
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--keys", required=True, help="KEY:VARIANT,… (e.g. camvid:ptq_ort_exact_protect)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=12)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+
+    import cv2
+
+    from vsseg_edge.calib.speed import measure_speed
+    from vsseg_edge.core.manifest import manifest_preprocess, read_manifest
+    from vsseg_edge.measure import environment
+
+    work = Path(args.work)
+    results = {"threads": args.threads, "runs": args.runs, "repeats": args.repeats, "environment": environment()}
+    frame = cv2.imread(str(sorted((int8_tc.SHARED / "video" / "pandaset_sf_front").glob("*.jpg"))[0]))
+    for item in args.keys.split(","):
+        key, variant = item.split(":")
+        fp32 = work / key / f"{int8_tc.MODELS[key][0]}.onnx"
+        files = {"uint8 weights": work / key / f"{variant}.int8.qdq.onnx"}
+        files["int8 weights"] = int8_weights_twin(work, key, variant)
+        man = read_manifest(fp32)
+        spec = manifest_preprocess(man, str(fp32))
+        entry = {"variant": variant, "input": [spec.height, spec.width], "pairs": {}, "profile": {}}
+        for r in range(args.repeats):
+            for name in list(files)[:: 1 if r % 2 == 0 else -1]:
+                s = measure_speed(
+                    fp32, files[name], spec, frame, runs=args.runs, threads=args.threads, classes=man["classes"]
+                )
+                entry["pairs"].setdefault(name, []).append(s)
+                int8_tc.log(f"{key} {name}: FP32 {s['fp32_ms']:.1f} ms, INT8 {s['int8_ms']:.1f} ms, {s['ratio']}×")
+        entry["ratio_median"] = {n: statistics.median(p["ratio"] for p in v) for n, v in entry["pairs"].items()}
+        for name, path in {"fp32": fp32, **files}.items():
+            entry["profile"][name] = int8_tc.op_profile(path, args.threads)
+            int8_tc.log(f"{key} profile {name}: {entry['profile'][name]}")
+        results[key] = entry
+    Path(args.out).write_text(json.dumps(results, indent=1, default=float) + "\n")
+    for key in (k.split(":")[0] for k in args.keys.split(",")):
+        print(key, results[key]["ratio_median"])
+
+
+if __name__ == "__main__":
+    main()
