@@ -6,7 +6,9 @@ preset's guard for x86 CPUs without VNNI) and the same model with int8 weights t
 integer_weights=int8` writes: the fast u8×s8 kernels of VNNI CPUs), made by `calibrate` again with the file's nodes
 in float given as `exclude`, the same frames and no search (so the same ranges and the same float nodes; checked).
 Each pair timed by `calib.speed.measure_speed` (compute-only, interleaved FP32/INT8 runs, the ratio of the medians),
-`--repeats` times, the pairs alternating; and onnxruntime's per-op-type profile of the three (`int8_tc.op_profile`).
+`--repeats` times, the pairs alternating; onnxruntime's per-op-type profile of the three (`int8_tc.op_profile`); and
+the ceiling of round 9's arithmetic on this CPU: every convolution at the gain it shows timed alone in integer
+(`int8_tc.conv_microbench`), the rest of the FP32 profile unchanged.
 
     python benchmarks/int8_speed_cpu.py --work runs/int8_tc \
         --keys camvid:ptq_ort_exact_protect,cityscapes:ptq_ort_exact --threads 2 --runs 12 --repeats 3 \
@@ -97,6 +99,21 @@ def main(argv=None) -> None:
         for name, path in {"fp32": fp32, **files}.items():
             entry["profile"][name] = int8_tc.op_profile(path, args.threads)
             int8_tc.log(f"{key} profile {name}: {entry['profile'][name]}")
+        # the ceiling (round 9's arithmetic, on this CPU): the FP32 profile with its convolutions' time replaced by
+        # theirs as onnxruntime's QLinearConv (u8 x s8), each timed alone (int8_tc.conv_microbench); nothing else
+        # faster, no Q/DQ cost. Alone, the float convolutions take longer than inside the graph (no fused layout), so
+        # the gain against them is given too but not used
+        entry["convs"] = int8_tc.conv_microbench(fp32, args.threads)
+        total, conv = entry["profile"]["fp32"]["total_ms"], entry["profile"]["fp32"]["ms"].get("Conv", 0.0)
+        alone32, alone8 = (sum(r[k] for r in entry["convs"]) for k in ("fp32_ms", "int8_ms"))
+        entry["ceiling"] = {
+            "conv_share": round(conv / total, 3),
+            "conv_ms_in_graph": conv,
+            "qlinearconv_ms_alone": round(alone8, 2),
+            "float_conv_ms_alone": round(alone32, 2),
+            "ratio": round(total / (total - conv + alone8), 3),
+        }
+        int8_tc.log(f"{key} ceiling: {entry['ceiling']}")
         results[key] = entry
     Path(args.out).write_text(json.dumps(results, indent=1, default=float) + "\n")
     for key in (k.split(":")[0] for k in args.keys.split(",")):

@@ -563,6 +563,22 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
                 d / f"{name}.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **common, **ROUND10_ORT, **extra
             ),
         )
+    if key in ("camvid", "cityscapes"):  # round 10, point 4: the same files with their convolutions' outputs quantised
+        base, extra = ("ptq_ort_exact_protect", protect) if key == "camvid" else ("ptq_ort_exact", {})
+        out[f"{base}_intout"] = (
+            f"onnxruntime flavour as {base}, then the outputs of its quantised convolutions quantised "
+            "(integer_outputs: onnxruntime runs them as QLinearConv)",
+            lambda f, base=base, extra=extra: calibrated(
+                d / f"{base}_intout.int8.qdq.onnx",
+                f,
+                cosmos,
+                "ort_cpu.yaml",
+                **common,
+                **ROUND10_ORT,
+                **extra,
+                integer_outputs=True,
+            ),
+        )
     if key == "camvid_tc":  # the classes the student's gate clips name (the TC gate's hint rule, >= 2 points)
         out["ptq_ort_exact_protect_hint"] = (
             "onnxruntime flavour as ptq_ort_exact_protect, protecting also the classes that lose >= 2 TC points on a "

@@ -562,6 +562,65 @@ def integer_kernel_convs(model: onnx.ModelProto) -> list[str]:
     ]
 
 
+def quantize_conv_outputs(model: onnx.ModelProto, scales: dict[str, float]) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of `model` in which every Conv whose input and weight are read through DequantizeLinear and whose output
+    is read in float gets a quantised output: QuantizeLinear → DequantizeLinear → its float readers. The quantiser is
+    the one a reader already applies to that output, else a new uint8 one (zero point 128, scale `scales[output]`:
+    the calibration's symmetric scale, as the shifted activations'). onnxruntime's CPU provider then runs these
+    convolutions as integer kernels (QLinearConv) — the fast path on CPUs with VNNI — at the cost of one more
+    rounding, on the convolution's output: NOT exact. Convolutions without a scale, or writing a graph output, are
+    left as they are. Returns the copy and the convolutions changed, in graph order."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    producers, readers = tensor_producers(graph), tensor_readers(graph)
+    outputs = {o.name for o in graph.output}
+    taken = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+    zero = _fresh("conv_output_zero_point_u8", taken)
+    integer = set(integer_kernel_convs(out))  # already (a Relu folded into its reader's quantiser, say)
+    after: dict[str, list[onnx.NodeProto]] = {}  # new nodes, placed after the node writing the key's tensor
+    changed = []
+    for node in graph.node:
+        y = node.output[0] if node.output else ""
+        reads = readers.get(y, [])
+        in_float = [r for r in reads if r.op_type != "QuantizeLinear"]
+        dequantised = all(getattr(producers.get(t), "op_type", None) == "DequantizeLinear" for t in node.input[:2])
+        if node.op_type != "Conv" or not dequantised or not in_float or y in outputs or node_key(node) in integer:
+            continue
+        quantisers = [r for r in reads if r.op_type == "QuantizeLinear"]
+        if quantisers:  # a reader's quantiser: its DequantizeLinear goes right after it
+            q = quantisers[0]
+        elif y in scales:
+            scale = _fresh(f"{y}_scale", taken)
+            graph.initializer.append(numpy_helper.from_array(np.array(scales[y], np.float32), scale))
+            q = helper.make_node(
+                "QuantizeLinear", [y, scale, zero], [_fresh(f"{y}_q", taken)], name=_fresh(f"{y}_Q", taken)
+            )
+            after.setdefault(y, []).append(q)
+        else:
+            continue
+        dq_out = _fresh(f"{y}_dq", taken)
+        dq = helper.make_node("DequantizeLinear", [q.output[0], *q.input[1:3]], [dq_out], name=_fresh(f"{y}_DQ", taken))
+        after.setdefault(q.output[0], []).append(dq)
+        for r in in_float:
+            r.input[:] = [dq_out if t == y else t for t in r.input]
+        changed.append(node_key(node))
+    if changed:
+        graph.initializer.append(numpy_helper.from_array(np.array(128, np.uint8), zero))
+        ordered = []
+
+        def place(n: onnx.NodeProto) -> None:
+            ordered.append(n)
+            for m in after.get(n.output[0] if n.output else "", []):
+                place(m)
+
+        for n in list(graph.node):
+            place(n)
+        del graph.node[:]
+        graph.node.extend(ordered)
+    return out, changed
+
+
 def _folds_into(act: onnx.NodeProto, q: onnx.NodeProto, values: dict) -> bool:
     """Whether onnxruntime removes the Relu / Clip `act` before QuantizeLinear `q` (ReluQuantFusion,
     ClipQuantFusion): the quantised range [(qmin − z)·s, (qmax − z)·s] must lie inside the activation's."""

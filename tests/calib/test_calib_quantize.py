@@ -410,3 +410,39 @@ def test_the_quantiser_writes_nothing_beside_the_model(tmp_path, tiny_onnx, read
     quantize_ort(model, out, target="trt", method="minmax", cache_path=tmp_path / "r.json", reader=reader)
     assert written and not [w for w in written if Path(w).parent == model_dir], written
     assert sorted(p.name for p in model_dir.iterdir()) == ["tiny.onnx"] and out.is_file()
+
+
+@pytest.mark.parametrize("quantizer", ["ort", "modelopt"])
+def test_integer_outputs_let_onnxruntime_run_the_quantised_convolutions_in_integer(
+    quantizer, tmp_path, cs_root, tiny_onnx, reader
+):
+    """`integer_outputs`: the quantised convolutions whose outputs were read in float get a quantised output, so
+    onnxruntime fuses them into QLinearConv (checked against its own optimised graph); one more rounding each, so
+    close to the model without it, not equal; the structure stays a valid onnxruntime-flavour model."""
+    import onnxruntime as ort
+
+    from vsseg_edge.calib.config import CalibConfig
+    from vsseg_edge.onnx_graph import integer_kernel_convs
+
+    if quantizer == "modelopt":
+        pytest.importorskip("modelopt.onnx.quantization")
+    plain, fast = tmp_path / "plain.qdq.onnx", tmp_path / "fast.qdq.onnx"
+    _calibrated(tiny_onnx, cs_root, plain, target="ort", quantizer=quantizer)
+    man = _calibrated(tiny_onnx, cs_root, fast, target="ort", quantizer=quantizer, integer_outputs=True)
+    before = integer_kernel_convs(onnx.load(str(plain)))
+    fused = _integer_convs_by_onnxruntime(fast, tmp_path)
+    added = man["quantization"]["integer_outputs"]
+    assert added and not set(added) & set(before)
+    assert sorted(fused) == sorted(integer_kernel_convs(onnx.load(str(fast)))) == sorted([*before, *added])
+    assert check_qdq_structure(onnx.load(str(fast)), "ort").ok
+
+    reader.rewind()
+    x = reader.get_next()["image"]
+    outs = [
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+        for p in (plain, fast)
+    ]
+    agree = float(np.mean(outs[0].argmax(1) == outs[1].argmax(1)))
+    assert 0.9 < agree and not np.array_equal(outs[0], outs[1])  # one more rounding per convolution
+    with pytest.raises(VssegError, match="integer_outputs is for target 'ort'"):
+        CalibConfig(target="trt", integer_outputs=True)

@@ -90,6 +90,11 @@ class CalibConfig:
     # TC drop 0.13 / 0.58 / -0.23 (exact, 99.999th percentile) against 0.04 / 0.03 / 1.47 (kernels, 99.99th: other
     # nodes kept in float, the poles flicker on the third clip) (benchmarks/reports/int8_tc.md, rounds 9-10)
     search_arithmetic: str = "exact"
+    # ort target: after the search and the protection, quantise the outputs of the quantised convolutions that are
+    # read in float (onnx_graph.quantize_conv_outputs), so that onnxruntime runs them as integer kernels — on the
+    # CPU's fast int8 path (VNNI) where it otherwise runs float convolutions on dequantised values. One more rounding
+    # per convolution: the final gates, on onnxruntime's kernels, judge it. Off by default (int8_tc.md, round 10)
+    integer_outputs: bool = False
     threads: int = 0  # onnxruntime intra-op threads for calibration and the gate (0 = all cores)
     # temporal-consistency gate (calib/temporal.py): TC of FP32 and INT8 on consecutive frames (--tc-frames, or by
     # default the calibration clip's frames not used for calibration / the eval split's sequences)
@@ -170,6 +175,11 @@ class CalibConfig:
             (
                 self.target == "ort" or self.search_arithmetic == "exact",
                 "search_arithmetic: kernels is for target 'ort' (TensorRT's kernels do not run here)",
+            ),
+            (
+                not self.integer_outputs or (self.target == "ort" and self.exact_search),
+                "integer_outputs is for target 'ort' with search_arithmetic: exact (the outputs are quantised after "
+                "the search and judged on onnxruntime's kernels)",
             ),
             (
                 self.integer_weights == "int8" or self.reduce_range is False,

@@ -35,6 +35,7 @@ from ..onnx_graph import (
     narrow_weights,
     node_key,
     qdq_candidates,
+    quantize_conv_outputs,
     quantized_convs,
     require_qdq_structure,
     shift_activations_to_uint8,
@@ -44,7 +45,7 @@ from ..onnx_graph import (
 from .config import CalibConfig
 from .frames import FrameSet, calibration_frames, evaluation_frames
 from .gate import HOW, Evaluator, GateResult
-from .quantize_ort import FrameReader, model_input_name, quantize_ort
+from .quantize_ort import FrameReader, model_input_name, quantize_ort, symmetric_scales
 from .sensitivity import exclusion_rounds, rank_qdq_nodes
 from .temporal import FLOW_NAME, TcFrames, TcResult, TemporalGate, tc_frames_from
 
@@ -124,6 +125,13 @@ class _Quantizer:
         if self.use_modelopt:
             info = {**info, "activations": "uint8 (ModelOpt's int8 Q/DQ shifted, exact)"}
         return {**info, "reduce_range": mode, "seven_bit_weights": convs, "uint8_weights": unsigned}
+
+    def quantize_outputs(self, path: Path) -> list[str]:
+        """`cfg.integer_outputs`: the model at `path` with its quantised convolutions' float-read outputs quantised at
+        the calibration's scales (`onnx_graph.quantize_conv_outputs`), in place; returns those convolutions."""
+        model, convs = quantize_conv_outputs(onnx.load(str(path)), symmetric_scales(self.ort_cache))
+        onnx.save(model, str(path))
+        return convs
 
     def _place(self, out: Path, exclude: list[str]) -> dict:
         """Quantise `source` into `out` (Q/DQ placed by the quantiser, then the readers' rewrite)."""
@@ -273,6 +281,10 @@ def calibrate(
             protection = _protect(q, candidate, pool, spec, parent, loop, protect, protect_default, log)
         if protection is not None:
             info = {**info, "protected_in_float": protection.kept_in_float}
+        if cfg.integer_outputs:
+            convs = q.quantize_outputs(candidate)
+            info = {**info, "integer_outputs": convs}
+            log(f"integer outputs: {len(convs)} convolution(s) get a quantised output (onnxruntime's QLinearConv)")
         if loop and cfg.judged_on_kernels:
             loop.judge_deployed(candidate, log)
         if loop and not loop.final.passed and not keep_failed:

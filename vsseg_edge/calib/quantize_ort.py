@@ -187,6 +187,18 @@ def calibrate_ranges(
     save_tensors_data(ranges, cache_path)
 
 
+def symmetric_scales(cache_path: str | Path) -> dict[str, float]:
+    """Each tensor's symmetric int8 scale from onnxruntime's JSON range cache: max(|lowest|, |highest|) / 127."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    scales = {}
+    for name, data in load_tensors_data(cache_path).items():
+        lo, hi = data.range_value
+        amax = float(np.max(np.abs(np.concatenate([np.ravel(lo), np.ravel(hi)]))))
+        scales[name] = max(amax, 1e-8) / 127.0
+    return scales
+
+
 def describe_settings(settings: dict) -> dict:
     """JSON-ready view of `ort_settings` for the manifest."""
     return {k: (v.name if hasattr(v, "name") else v) for k, v in settings.items()}

@@ -59,13 +59,10 @@ def write_trt_scale_cache(ort_cache: str | Path, out: str | Path) -> int:
 
     Returns the number of tensors written. Scales are symmetric: max(|lowest|, |highest|) / 127.
     """
-    from onnxruntime.quantization.calibrate import load_tensors_data
+    from .quantize_ort import symmetric_scales
 
     lines = [TRT_CACHE_HEADER]
-    for name, data in sorted(load_tensors_data(ort_cache).items()):
-        lo, hi = data.range_value
-        amax = float(np.max(np.abs(np.concatenate([np.ravel(lo), np.ravel(hi)]))))
-        scale = max(amax, 1e-8) / 127.0
+    for name, scale in sorted(symmetric_scales(ort_cache).items()):
         lines.append(f"{name}: {struct.pack('!f', scale).hex()}")
     Path(out).write_text("\n".join(lines) + "\n")
     return len(lines) - 1
