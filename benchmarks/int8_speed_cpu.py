@@ -114,10 +114,10 @@ def main(argv=None) -> None:
             "ratio": round(total / (total - conv + alone8), 3),
         }
         int8_tc.log(f"{key} ceiling: {entry['ceiling']}")
-        results[key] = entry
+        results[item] = entry
     Path(args.out).write_text(json.dumps(results, indent=1, default=float) + "\n")
-    for key in (k.split(":")[0] for k in args.keys.split(",")):
-        print(key, results[key]["ratio_median"])
+    for item in args.keys.split(","):
+        print(item, results[item]["ratio_median"], results[item]["ceiling"])
 
 
 if __name__ == "__main__":
