@@ -292,6 +292,10 @@ def test_the_kernels_verdict_decides_after_the_exact_search(tmp_path, cs_root, t
     assert "integer_weights" in str(err.value) and "qat" not in str(err.value) and not out.exists()
     man = calibrate(tiny_onnx, cs_root, out, cfg, keep_failed=True, log=lambda s: None)
     assert man["gate"]["searched"]["passed_both"] and not man["gate"]["passed"]
+    with pytest.raises(VssegError, match="integer_outputs=false"):  # the rounding it added is the suspect
+        calibrate(
+            tiny_onnx, cs_root, tmp_path / "i.onnx", CalibConfig(**FAST, integer_outputs=True), log=lambda s: None
+        )
 
 
 def test_trt_flavour_search_keeps_nodes_in_float_and_stays_a_valid_trt_model(

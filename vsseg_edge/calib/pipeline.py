@@ -558,9 +558,15 @@ def _failure(model: Path, parent: dict, cfg: CalibConfig, loop: _Loop, hint: Seq
     if loop.searched is not None and loop.searched.passed:  # exact arithmetic passed, onnxruntime's kernels did not
         return (
             f"{model}: {what} gate failed on {loop.ev.evaluated_with}, after passing under exact Q/DQ arithmetic "
-            f"(the search's): {loop.final.summary()}. This CPU's integer kernels compute another model than the Q/DQ "
-            "file says: with --override integer_weights=int8 on a CPU without VNNI their pair sums saturate "
-            "(use uint8, the preset's); or search on the kernels themselves: --override search_arithmetic=kernels"
+            f"(the search's): {loop.final.summary()}. "
+            + (
+                "integer_outputs adds a rounding on every convolution's output after the search: drop it "
+                "(--override integer_outputs=false)"
+                if cfg.integer_outputs
+                else "This CPU's integer kernels compute another model than the Q/DQ file says: with --override "
+                "integer_weights=int8 on a CPU without VNNI their pair sums saturate (use uint8, the preset's); or "
+                "search on the kernels themselves: --override search_arithmetic=kernels"
+            )
         )
     first = (
         f"First keep in float the nodes that flip the classes that lost most TC here: --protect-classes "
