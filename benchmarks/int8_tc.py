@@ -47,8 +47,11 @@ MODELS = {
     "cityscapes": ("espnet-cityscapes", "espnet_p_2_q_8_cityscapes.pth"),
     "camvid_tc": ("espnet-camvid-tc", None),  # the project's temporally fine-tuned students (zoo)
     "cityscapes_tc": ("espnet-cityscapes-tc", None),
+    "camvid_bisenetv2": ("bisenetv2-camvid", None),  # round 10: a second architecture, trained here (TRAINED)
 }
-CAMVID_KEYS = ("camvid", "camvid_tc")
+# the checkpoints trained for this report (not in the zoo): train/camvid_bisenetv2.yaml's model
+TRAINED = {"camvid_bisenetv2": Path(os.environ.get("VSSEG_BISENETV2", REPO / "runs/train/camvid_bisenetv2/model.pt"))}
+CAMVID_KEYS = ("camvid", "camvid_tc", "camvid_bisenetv2")
 CONV = ["Conv", "ConvTranspose"]
 # what calibrate's settings were before round 5, pinned so that the earlier variants are made as measured:
 # every convolution quantised by onnxruntime's quantiser, 7-bit weights (onnxruntime flavour), and the
@@ -140,7 +143,7 @@ def fp32_onnx(work: Path, key: str) -> Path:
     try:
         from vsseg_edge.zoo import resolve  # noqa: F401
 
-        source = MODELS[key][0]
+        source = str(TRAINED.get(key) or MODELS[key][0])
     except ImportError:  # a checkout without the zoo: the published weights (the fine-tuned student needs the zoo)
         source = str(published_checkpoint(work, key))
     cli("export", source, "--out", str(out))
@@ -1207,8 +1210,9 @@ def report(work: Path, student_work: Path | None = None) -> None:
     `camvid_tc_r2`)."""
     from vsseg_edge.measure import environment
 
-    parts = {p: load(work, p) for p in ("investigate", "camvid", "cityscapes", "camvid_tc", "cityscapes_tc", "speed")}
-    places = {key: (work, key) for key in ("camvid", "cityscapes", "camvid_tc", "cityscapes_tc")}
+    models = ("camvid", "cityscapes", "camvid_tc", "cityscapes_tc", "camvid_bisenetv2")
+    parts = {p: load(work, p) for p in ("investigate", *models, "speed")}
+    places = {key: (work, key) for key in models}
     if student_work is not None:
         parts["camvid_tc_r2"] = load(student_work, "camvid_tc")
         places["camvid_tc_r2"] = (student_work, "camvid_tc")
