@@ -605,8 +605,9 @@ def quantize_conv_outputs(model: onnx.ModelProto, scales: dict[str, float]) -> t
         for r in in_float:
             r.input[:] = [dq_out if t == y else t for t in r.input]
         changed.append(node_key(node))
-    if changed:
+    if any(q.input[2] == zero for nodes in after.values() for q in nodes):  # a new quantiser reads it
         graph.initializer.append(numpy_helper.from_array(np.array(128, np.uint8), zero))
+    if changed:
         ordered = []
 
         def place(n: onnx.NodeProto) -> None:

@@ -446,3 +446,51 @@ def test_integer_outputs_let_onnxruntime_run_the_quantised_convolutions_in_integ
     assert 0.9 < agree and not np.array_equal(outs[0], outs[1])  # one more rounding per convolution
     with pytest.raises(VssegError, match="integer_outputs is for target 'ort'"):
         CalibConfig(target="trt", integer_outputs=True)
+
+
+def test_a_convolution_output_a_reader_already_quantises_reuses_that_quantiser():
+    """`quantize_conv_outputs`: where another convolution already reads the output through a QuantizeLinear, the float
+    readers get a DequantizeLinear of that one (no new quantiser, no orphan zero point); a graph output is left."""
+    from vsseg_edge.onnx_graph import quantize_conv_outputs
+
+    f32 = TensorProto.FLOAT
+    inits = [
+        numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+        numpy_helper.from_array(np.array(128, np.uint8), "z"),
+        numpy_helper.from_array(np.ones((1, 1, 1, 1), np.int8), "w8"),
+        numpy_helper.from_array(np.array([0.5], np.float32), "ws"),
+        numpy_helper.from_array(np.zeros(1, np.int8), "wz"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w8", "ws", "wz"], ["w"], axis=0),
+        helper.make_node("Conv", ["xd", "w"], ["y"], name="conv1"),
+        helper.make_node("QuantizeLinear", ["y", "s", "z"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["yd"]),
+        helper.make_node("Conv", ["yd", "w"], ["c2"], name="conv2"),
+        helper.make_node("Add", ["y", "c2"], ["out"], name="add"),
+        helper.make_node("Conv", ["yd", "w"], ["out2"], name="conv3"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", f32, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info(n, f32, [1, 1, 4, 4]) for n in ("out", "out2")],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out, changed = quantize_conv_outputs(model, {"c2": 0.2})
+    onnx.checker.check_model(out)
+    g = out.graph
+    add = next(n for n in g.node if n.name == "add")
+    assert changed == ["conv1", "conv2"] and add.input[0] != "y" and add.input[1] != "c2"
+    readers_of = {t: [n.op_type for n in g.node if t in n.input] for t in ("y", "c2")}
+    assert readers_of == {"y": ["QuantizeLinear"], "c2": ["QuantizeLinear"]}
+    assert sum(n.op_type == "QuantizeLinear" for n in g.node) == 3  # x, y (reused), c2 (new)
+    inits_read = {t for n in g.node for t in n.input}
+    assert all(i.name in inits_read for i in g.initializer)  # the new zero point only because c2's quantiser is new
+    out, changed = quantize_conv_outputs(model, {})  # no scale for c2: only conv1, which reuses y's quantiser
+    assert changed == ["conv1"] and all(
+        i.name in {t for n in out.graph.node for t in n.input} for i in out.graph.initializer
+    )
