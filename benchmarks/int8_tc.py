@@ -551,64 +551,41 @@ def variants(key: str, data: dict, d: Path, threads: int) -> dict:
             ),
         )
     # round 10: the onnxruntime preset's search as the TensorRT flavour's (exact Q/DQ arithmetic, 99.999th
-    # percentile), the final model judged on onnxruntime's kernels; each mirrors a TensorRT-flavour variant above
-    mirrors = {"ptq_ort_exact": ("ptq_trt", {})}
+    # percentile), the final model judged on onnxruntime's kernels: name → (description, settings over the preset's)
+    what = (
+        "onnxruntime flavour (ort_cpu.yaml since round 10): {}'s calibration, search and protection with exact Q/DQ "
+        "arithmetic, re-encoded for onnxruntime (uint8 activations and integer-kernel weights), then judged again on "
+        "onnxruntime's kernels"
+    )
+    round10 = {"ptq_ort_exact": (what.format("ptq_trt"), {})}  # each mirrors a TensorRT-flavour variant above
     if key in CAMVID_KEYS:
-        mirrors = {"ptq_ort_exact_protect": ("ptq_trt_protect", protect)}
+        round10 = {"ptq_ort_exact_protect": (what.format("ptq_trt_protect"), protect)}
         if data["protect_footage"]:
-            mirrors["ptq_ort_exact_protect_footage"] = ("ptq_trt_protect_footage", footage)
-    for name, (trt, extra) in mirrors.items():
-        out[name] = (
-            f"onnxruntime flavour (ort_cpu.yaml since round 10): {trt}'s calibration, search and protection with "
-            "exact Q/DQ arithmetic, re-encoded for onnxruntime (uint8 activations and integer-kernel weights), then "
-            "judged again on onnxruntime's kernels",
-            lambda f, name=name, extra=extra: calibrated(
-                d / f"{name}.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **common, **ROUND10_ORT, **extra
-            ),
-        )
-    if key in ("camvid", "cityscapes"):  # round 10, point 4: the same files with their convolutions' outputs quantised
-        base, extra = ("ptq_ort_exact_protect", protect) if key == "camvid" else ("ptq_ort_exact", {})
-        out[f"{base}_intout"] = (
+            round10["ptq_ort_exact_protect_footage"] = (what.format("ptq_trt_protect_footage"), footage)
+    if key in ("camvid", "cityscapes"):  # point 4: the same files with their convolutions' outputs quantised
+        base = "ptq_ort_exact_protect" if key == "camvid" else "ptq_ort_exact"
+        round10[f"{base}_intout"] = (
             f"onnxruntime flavour as {base}, then the outputs of its quantised convolutions quantised "
             "(integer_outputs: onnxruntime runs them as QLinearConv)",
-            lambda f, base=base, extra=extra: calibrated(
-                d / f"{base}_intout.int8.qdq.onnx",
-                f,
-                cosmos,
-                "ort_cpu.yaml",
-                **common,
-                **ROUND10_ORT,
-                **extra,
-                integer_outputs=True,
-            ),
+            {**round10[base][1], "integer_outputs": True},
         )
     if key == "camvid_tc":  # the classes the student's gate clips name (the TC gate's hint rule, >= 2 points)
-        out["ptq_ort_exact_protect_hint"] = (
+        round10["ptq_ort_exact_protect_hint"] = (
             "onnxruntime flavour as ptq_ort_exact_protect, protecting also the classes that lose >= 2 TC points on a "
             "gate clip under it (bicyclist, fence: int8_gate_clips.py wide)",
-            lambda f: calibrated(
-                d / "ptq_ort_exact_protect_hint.int8.qdq.onnx",
-                f,
-                cosmos,
-                "ort_cpu.yaml",
-                **common,
-                **ROUND10_ORT,
-                **{**protect, "protect_classes": ["sign symbol", "pole", "bicyclist", "fence"]},
-            ),
+            {**protect, "protect_classes": ["sign symbol", "pole", "bicyclist", "fence"]},
         )
     if key == "camvid":  # for CPUs with VNNI: the same model with int8 weights (u8×s8 kernels, faster there)
-        out["ptq_ort_exact_protect_w8"] = (
+        round10["ptq_ort_exact_protect_w8"] = (
             "onnxruntime flavour as ptq_ort_exact_protect with int8 weights on the integer kernels (integer_weights: "
             "int8, the fast u8×s8 kernels of CPUs with VNNI; the same search, so the same nodes in float)",
-            lambda f: calibrated(
-                d / "ptq_ort_exact_protect_w8.int8.qdq.onnx",
-                f,
-                cosmos,
-                "ort_cpu.yaml",
-                **common,
-                **ROUND10_ORT,
-                **protect,
-                integer_weights="int8",
+            {**protect, "integer_weights": "int8"},
+        )
+    for name, (description, extra) in round10.items():
+        out[name] = (
+            description,
+            lambda f, name=name, extra=extra: calibrated(
+                d / f"{name}.int8.qdq.onnx", f, cosmos, "ort_cpu.yaml", **common, **ROUND10_ORT, **extra
             ),
         )
     if key not in CAMVID_KEYS:  # the Cityscapes model: the full search, without and with channel equalisation
@@ -1210,9 +1187,8 @@ def report(work: Path, student_work: Path | None = None) -> None:
     `camvid_tc_r2`)."""
     from vsseg_edge.measure import environment
 
-    models = ("camvid", "cityscapes", "camvid_tc", "cityscapes_tc", "camvid_bisenetv2")
-    parts = {p: load(work, p) for p in ("investigate", *models, "speed")}
-    places = {key: (work, key) for key in models}
+    parts = {p: load(work, p) for p in ("investigate", *MODELS, "speed")}
+    places = {key: (work, key) for key in MODELS}
     if student_work is not None:
         parts["camvid_tc_r2"] = load(student_work, "camvid_tc")
         places["camvid_tc_r2"] = (student_work, "camvid_tc")
