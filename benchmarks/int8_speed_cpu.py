@@ -22,7 +22,7 @@ import json
 import statistics
 from pathlib import Path
 
-import int8_tc  # its sibling: the work folder's layout, op_profile, calibrated()
+import int8_tc  # its sibling: the work folder's layout, op_profile, conv_microbench
 
 
 def int8_weights_twin(work: Path, key: str, variant: str) -> Path:
@@ -80,6 +80,7 @@ def main(argv=None) -> None:
     work = Path(args.work)
     results = {"threads": args.threads, "runs": args.runs, "repeats": args.repeats, "environment": environment()}
     frame = cv2.imread(str(sorted((int8_tc.SHARED / "video" / "pandaset_sf_front").glob("*.jpg"))[0]))
+    fp32_facts: dict[str, tuple[dict, list]] = {}  # per model: its FP32 profile and convolutions, measured once
     for item in args.keys.split(","):
         key, variant = item.split(":")
         fp32 = work / key / f"{int8_tc.MODELS[key][0]}.onnx"
@@ -96,14 +97,16 @@ def main(argv=None) -> None:
                 entry["pairs"].setdefault(name, []).append(s)
                 int8_tc.log(f"{key} {name}: FP32 {s['fp32_ms']:.1f} ms, INT8 {s['int8_ms']:.1f} ms, {s['ratio']}×")
         entry["ratio_median"] = {n: statistics.median(p["ratio"] for p in v) for n, v in entry["pairs"].items()}
-        for name, path in {"fp32": fp32, **files}.items():
-            entry["profile"][name] = int8_tc.op_profile(path, args.threads)
-            int8_tc.log(f"{key} profile {name}: {entry['profile'][name]}")
         # the ceiling (round 9's arithmetic, on this CPU): the FP32 profile with its convolutions' time replaced by
         # theirs as onnxruntime's QLinearConv (u8 x s8), each timed alone (int8_tc.conv_microbench); nothing else
         # faster, no Q/DQ cost. Alone, the float convolutions take longer than inside the graph (no fused layout), so
         # the gain against them is given too but not used
-        entry["convs"] = int8_tc.conv_microbench(fp32, args.threads)
+        if key not in fp32_facts:
+            fp32_facts[key] = (int8_tc.op_profile(fp32, args.threads), int8_tc.conv_microbench(fp32, args.threads))
+        entry["profile"]["fp32"], entry["convs"] = fp32_facts[key]
+        for name, path in files.items():
+            entry["profile"][name] = int8_tc.op_profile(path, args.threads)
+        int8_tc.log(f"{key} profiles: {entry['profile']}")
         total, conv = entry["profile"]["fp32"]["total_ms"], entry["profile"]["fp32"]["ms"].get("Conv", 0.0)
         alone32, alone8 = (sum(r[k] for r in entry["convs"]) for k in ("fp32_ms", "int8_ms"))
         entry["ceiling"] = {
